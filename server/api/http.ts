@@ -1,0 +1,61 @@
+/** Routes HTTP requests: the browser WebSocket, cluster RPC, health, metrics and the PWA. */
+import type { Cluster } from "../cluster/mod.ts";
+import { CLUSTER_RPC_PATH } from "../cluster/mod.ts";
+import type { ClientHub } from "./client_hub.ts";
+import type { Metrics } from "./metrics.ts";
+import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
+
+/** Collaborators of the HTTP handler. */
+export interface HttpDeps {
+  hub: ClientHub;
+  cluster: Cluster;
+  metrics: Metrics;
+}
+
+/** Where the built client lives. */
+export interface HttpOptions {
+  /** Directory with the built PWA (index.html, app.js, …). */
+  distDir: string;
+}
+
+/** Creates the request handler passed to `Deno.serve`. */
+export function createHandler(deps: HttpDeps, options: HttpOptions) {
+  return async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    if (url.pathname === "/ws") {
+      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+        return new Response("Expected a WebSocket upgrade", { status: 426 });
+      }
+      const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
+      deps.hub.accept(socket);
+      return response;
+    }
+    if (url.pathname === CLUSTER_RPC_PATH && req.method === "POST") {
+      return await deps.cluster.handleRpc(req);
+    }
+    if (url.pathname === "/healthz") {
+      return Response.json({
+        status: "ok",
+        self: deps.cluster.self,
+        servers: deps.cluster.liveServers(),
+        sessions: deps.hub.onlineUsernames().length,
+      });
+    }
+    if (url.pathname === "/metrics") {
+      return new Response(deps.metrics.render(), {
+        headers: { "content-type": "text/plain; version=0.0.4" },
+      });
+    }
+    if (req.method === "GET" || req.method === "HEAD") {
+      const res = await serveStatic(options.distDir, url.pathname);
+      if (res) return res;
+      if (url.pathname === "/" || url.pathname === "/index.html") {
+        return new Response(
+          "The client is not built: run `deno task build` (startup.sh does this for you).",
+          { status: 503, headers: ISOLATION_HEADERS },
+        );
+      }
+    }
+    return new Response("Not found", { status: 404, headers: ISOLATION_HEADERS });
+  };
+}

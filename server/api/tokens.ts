@@ -1,0 +1,62 @@
+/**
+ * Session tokens: `<base64url(JSON payload)>.<HMAC>` signed with the cluster secret, so every
+ * server of the cluster can check a token without a shared session table (a browser failing
+ * over to another server resumes with the same token).
+ */
+import { fromBase64Url, type Hmac, toBase64Url } from "../cluster/mod.ts";
+
+/** What a valid token proves. */
+export interface SessionClaims {
+  username: string;
+  sessionId: string;
+  expiresAt: number;
+}
+
+/** The token failed verification; `code` says why. */
+export class TokenError extends Error {
+  override name = "TokenError";
+  /** Creates the error. */
+  constructor(readonly code: "not_authenticated" | "session_expired", message: string) {
+    super(message);
+  }
+}
+
+/** Issues and verifies session tokens. */
+export class Tokens {
+  /** Creates a token service; `ttlMs` is the session lifetime. */
+  constructor(private readonly hmac: Hmac, private readonly ttlMs: number) {}
+
+  /** A new token for `username`, valid for the configured lifetime. */
+  async issue(
+    username: string,
+    now = Date.now(),
+  ): Promise<{ token: string; claims: SessionClaims }> {
+    const claims: SessionClaims = {
+      username,
+      sessionId: toBase64Url(crypto.getRandomValues(new Uint8Array(12))),
+      expiresAt: now + this.ttlMs,
+    };
+    const payload = toBase64Url(new TextEncoder().encode(JSON.stringify(claims)));
+    return { token: `${payload}.${await this.hmac.sign(payload)}`, claims };
+  }
+
+  /** The claims of a genuine, unexpired token; throws {@link TokenError} otherwise. */
+  async verify(token: string, now = Date.now()): Promise<SessionClaims> {
+    const [payload, signature, extra] = token.split(".");
+    if (
+      !payload || !signature || extra !== undefined || !(await this.hmac.verify(payload, signature))
+    ) {
+      throw new TokenError("not_authenticated", "Session is not valid: please log in again");
+    }
+    let claims: SessionClaims;
+    try {
+      claims = JSON.parse(new TextDecoder().decode(fromBase64Url(payload)));
+    } catch {
+      throw new TokenError("not_authenticated", "Session is not valid: please log in again");
+    }
+    if (typeof claims.expiresAt !== "number" || claims.expiresAt <= now) {
+      throw new TokenError("session_expired", "Session expired: please log in again");
+    }
+    return claims;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Entry point of a P2P-Chat server node: reads configuration, opens the store, joins the
+ * cluster, serves browsers, and shuts down cleanly on SIGINT/SIGTERM.
+ */
+import { ConfigError, HELP, parseConfig, type ServerConfig } from "./config.ts";
+import { NodeStore } from "./store/mod.ts";
+import { Cluster, Hmac, type Log } from "./cluster/mod.ts";
+import { ClientHub, createHandler, Metrics, Tokens } from "./api/mod.ts";
+
+/** A running server node. */
+export interface RunningServer {
+  url: string;
+  shutdown(): Promise<void>;
+}
+
+/** Starts a server node with `config`; resolves once it listens. */
+export async function startServer(config: ServerConfig, log: Log): Promise<RunningServer> {
+  const metrics = new Metrics();
+  const hmac = new Hmac(config.clusterSecret);
+  const tokens = new Tokens(hmac, config.sessionTtlMs);
+  let resolveListening: (addr: Deno.NetAddr) => void;
+  const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
+  // The handler needs hub and cluster, which need the listening port: wire them through `app`.
+  let app: ((req: Request) => Promise<Response>) | undefined;
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.hostname,
+    onListen: (addr) => resolveListening(addr as Deno.NetAddr),
+  }, (req) => app ? app(req) : new Response("Starting", { status: 503 }));
+  const addr = await listening;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const self = config.publicUrl ?? `http://${host}:${addr.port}`;
+  const dataDir = config.dataDir ?? `data/node-${addr.port}`;
+  await Deno.mkdir(dataDir, { recursive: true });
+  const store = new NodeStore(`${dataDir}/node.sqlite`);
+  const hub = new ClientHub({ store, metrics, tokens, log }, { bcryptCost: config.bcryptCost });
+  const cluster = new Cluster({ store, metrics, hmac, local: hub, log }, {
+    self,
+    seeds: config.peers,
+  });
+  hub.bind(cluster);
+  app = createHandler({ hub, cluster, metrics }, { distDir: config.distDir });
+  cluster.start();
+  log("started", { url: self, dataDir, peers: config.peers });
+  return {
+    url: self,
+    async shutdown() {
+      hub.close();
+      await cluster.stop();
+      await server.shutdown();
+      store.close();
+    },
+  };
+}
+
+function jsonLog(event: string, fields: Record<string, unknown> = {}): void {
+  console.error(JSON.stringify({ time: new Date().toISOString(), event, ...fields }));
+}
+
+if (import.meta.main) {
+  let config: ServerConfig | "help";
+  try {
+    config = parseConfig(Deno.args, Deno.env.toObject());
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`Error: ${err.message}\nRun with --help to see every option.`);
+    Deno.exit(2);
+  }
+  if (config === "help") {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const running = await startServer(config, jsonLog);
+  console.log(`ready ${running.url}`);
+  const stop = async () => {
+    jsonLog("stopping", {});
+    await running.shutdown();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}

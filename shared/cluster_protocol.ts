@@ -1,0 +1,150 @@
+/**
+ * Server ↔ server RPC of the walking skeleton: membership hellos (with presence), account
+ * replication and delivery of signaling/relay frames to a user's home server. Every request is an
+ * HTTP POST authenticated with an HMAC over the cluster secret; the bodies are validated here.
+ * The CHORD ring (server/chord) brings its own ring RPC; these cover what rides beside it.
+ */
+import {
+  type ErrorCode,
+  parseJsonFrame,
+  ProtocolError,
+  readArray,
+  readEnvelope,
+  readNumber,
+  readObject,
+  readString,
+} from "./validate.ts";
+import { readUsername, type ServerFrame, validateServerFrame } from "./protocol.ts";
+
+/** Version of the server ↔ server protocol. */
+export const CLUSTER_PROTOCOL_VERSION = 1;
+/** Largest cluster RPC body in bytes. */
+export const MAX_CLUSTER_BODY = 8 * 1024 * 1024;
+
+/** An account as replicated between servers: the server never holds the secret itself. */
+export interface AccountRecord {
+  username: string;
+  /** bcrypt hash of the secret. */
+  hash: string;
+  createdAt: number;
+}
+
+/** Server → server requests. */
+export type ClusterRequest =
+  | { v: 1; type: "hello"; from: string; peers: string[]; online: string[]; accountCount: number }
+  | { v: 1; type: "accounts" }
+  | { v: 1; type: "register"; account: AccountRecord }
+  | { v: 1; type: "account_put"; account: AccountRecord }
+  | { v: 1; type: "deliver"; to: string; frame: ServerFrame };
+
+/** Server → server responses. */
+export type ClusterResponse =
+  | { v: 1; type: "ok" }
+  | { v: 1; type: "error"; code: ErrorCode; message: string }
+  | { v: 1; type: "hello"; peers: string[]; accountCount: number }
+  | { v: 1; type: "accounts"; accounts: AccountRecord[] };
+
+const REQUEST_TYPES = ["hello", "accounts", "register", "account_put", "deliver"] as const;
+const RESPONSE_TYPES = ["ok", "error", "hello", "accounts"] as const;
+const ADDRESS_RULE = { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ };
+const MAX_PEERS = 1024;
+const MAX_ONLINE = 1_000_000;
+
+function readAddress(value: unknown, path: string): string {
+  return readString({ a: value }, "a", path, ADDRESS_RULE);
+}
+
+function readAccount(value: unknown, path: string): AccountRecord {
+  const obj = readObject(value, path);
+  return {
+    username: readUsername(obj, "username", path),
+    hash: readString(obj, "hash", path, { min: 20, max: 100, pattern: /^\$2[aby]\$\d\d\$/ }),
+    createdAt: readNumber(obj, "createdAt", path, { min: 0, max: 8.64e15, integer: true }),
+  };
+}
+
+function readOnline(value: unknown, path: string): string {
+  return readUsername({ u: value }, "u", path);
+}
+
+/** Validates a decoded cluster request. */
+export function validateClusterRequest(value: unknown): ClusterRequest {
+  const { obj, type } = readEnvelope(value, CLUSTER_PROTOCOL_VERSION, REQUEST_TYPES);
+  switch (type as ClusterRequest["type"]) {
+    case "hello":
+      return {
+        v: 1,
+        type: "hello",
+        from: readAddress(obj.from, "from"),
+        peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
+        online: readArray(obj, "online", "", MAX_ONLINE, readOnline),
+        accountCount: readNumber(obj, "accountCount", "", {
+          min: 0,
+          max: Number.MAX_SAFE_INTEGER,
+          integer: true,
+        }),
+      };
+    case "accounts":
+      return { v: 1, type: "accounts" };
+    case "register":
+    case "account_put":
+      return {
+        v: 1,
+        type: type as "register" | "account_put",
+        account: readAccount(obj.account, "account"),
+      };
+    case "deliver": {
+      const frame = validateServerFrame(obj.frame);
+      if (frame.type !== "signal" && frame.type !== "relay") {
+        throw new ProtocolError(
+          "bad_frame",
+          "frame.type",
+          "Only signal and relay can be delivered",
+        );
+      }
+      return { v: 1, type: "deliver", to: readUsername(obj, "to"), frame };
+    }
+  }
+}
+
+/** Decodes and validates a cluster request body. */
+export function parseClusterRequest(text: unknown): ClusterRequest {
+  return validateClusterRequest(parseJsonFrame(text, MAX_CLUSTER_BODY));
+}
+
+/** Decodes and validates a cluster response body. */
+export function parseClusterResponse(text: unknown): ClusterResponse {
+  const { obj, type } = readEnvelope(
+    parseJsonFrame(text, MAX_CLUSTER_BODY),
+    CLUSTER_PROTOCOL_VERSION,
+    RESPONSE_TYPES,
+  );
+  switch (type as ClusterResponse["type"]) {
+    case "ok":
+      return { v: 1, type: "ok" };
+    case "error":
+      return {
+        v: 1,
+        type: "error",
+        code: readString(obj, "code", "", { min: 1, max: 40 }) as ErrorCode,
+        message: readString(obj, "message", "", { max: 1000 }),
+      };
+    case "hello":
+      return {
+        v: 1,
+        type: "hello",
+        peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
+        accountCount: readNumber(obj, "accountCount", "", {
+          min: 0,
+          max: Number.MAX_SAFE_INTEGER,
+          integer: true,
+        }),
+      };
+    case "accounts":
+      return {
+        v: 1,
+        type: "accounts",
+        accounts: readArray(obj, "accounts", "", 10_000_000, readAccount),
+      };
+  }
+}

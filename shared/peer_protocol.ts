@@ -1,0 +1,69 @@
+/**
+ * Messages two browsers exchange directly over their WebRTC data channel. The same parser runs
+ * on every message received, so a misbehaving peer cannot inject malformed history rows.
+ */
+import { parseJsonFrame, readEnvelope, readNumber, readString } from "./validate.ts";
+import { readUsername } from "./protocol.ts";
+
+/** Version of the browser ↔ browser protocol. */
+export const PEER_PROTOCOL_VERSION = 1;
+/** Longest chat text, in characters. */
+export const MAX_TEXT_LENGTH = 4000;
+/** Message ids: 8–64 url-safe characters, globally unique (random). */
+export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
+
+/** One chat message as sent over the data channel. */
+export interface ChatMessage {
+  v: 1;
+  type: "chat";
+  id: string;
+  from: string;
+  to: string;
+  sentAt: number;
+  text: string;
+}
+
+/** Browser ↔ browser messages. */
+export type PeerMessage =
+  | ChatMessage
+  | { v: 1; type: "ack"; id: string }
+  | { v: 1; type: "ping"; seq: number }
+  | { v: 1; type: "pong"; seq: number };
+
+const PEER_TYPES = ["chat", "ack", "ping", "pong"] as const;
+const ID_RULE = { pattern: MESSAGE_ID_PATTERN, max: 64 };
+const SEQ_RULE = { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true };
+
+/** Validates an already-decoded peer message. Throws a ProtocolError on bad input. */
+export function validatePeerMessage(value: unknown): PeerMessage {
+  const { obj, type } = readEnvelope(value, PEER_PROTOCOL_VERSION, PEER_TYPES);
+  switch (type as PeerMessage["type"]) {
+    case "chat":
+      return {
+        v: 1,
+        type: "chat",
+        id: readString(obj, "id", "", ID_RULE),
+        from: readUsername(obj, "from"),
+        to: readUsername(obj, "to"),
+        sentAt: readNumber(obj, "sentAt", "", { min: 0, max: 8.64e15, integer: true }),
+        text: readString(obj, "text", "", { min: 1, max: MAX_TEXT_LENGTH }),
+      };
+    case "ack":
+      return { v: 1, type: "ack", id: readString(obj, "id", "", ID_RULE) };
+    case "ping":
+    case "pong":
+      return { v: 1, type: type as "ping" | "pong", seq: readNumber(obj, "seq", "", SEQ_RULE) };
+  }
+}
+
+/** Decodes and validates one data-channel message. */
+export function parsePeerMessage(text: unknown): PeerMessage {
+  return validatePeerMessage(parseJsonFrame(text, 64 * 1024));
+}
+
+/** A new random message id (128 bits, url-safe base64). */
+export function newMessageId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
+    .replaceAll("=", "");
+}

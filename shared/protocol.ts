@@ -1,0 +1,284 @@
+/**
+ * Frames exchanged between a browser and its home server over the WebSocket. Every frame is a
+ * JSON object with `v` (protocol version) and `type`; {@link parseClientFrame} and
+ * {@link parseServerFrame} are the only ways untrusted text becomes a typed frame.
+ */
+import {
+  type ErrorCode,
+  parseJsonFrame,
+  ProtocolError,
+  readArray,
+  readBoolean,
+  readEnvelope,
+  readNumber,
+  readObject,
+  readString,
+} from "./validate.ts";
+import { SECRET_RULE, USERNAME_PATTERN, USERNAME_RULE } from "./username.ts";
+
+/** Version of the browser ↔ server protocol. */
+export const PROTOCOL_VERSION = 1;
+/** Largest WebSocket frame a server accepts, in bytes (characters of JSON). */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Largest serialized WebRTC signal (SDP offer/answer or ICE candidate) relayed, in bytes. */
+export const MAX_SIGNAL_BYTES = 16 * 1024;
+/** Largest opaque payload relayed through the servers, in characters. */
+export const MAX_RELAY_PAYLOAD = 16 * 1024;
+
+/** How often a connected client sends `heartbeat`, in milliseconds. */
+export const HEARTBEAT_INTERVAL_MS = 5_000;
+/** A client silent for this long is considered offline, in milliseconds. */
+export const PRESENCE_TIMEOUT_MS = 15_000;
+
+/** Request ids let a client match a reply to its request. */
+type ReqId = number;
+
+/** Client → server frames. */
+export type ClientFrame =
+  | { v: 1; type: "register"; reqId: ReqId; username: string; secret: string }
+  | { v: 1; type: "login"; reqId: ReqId; username: string; secret: string }
+  | { v: 1; type: "resume"; reqId: ReqId; token: string }
+  | { v: 1; type: "contacts"; reqId: ReqId }
+  | { v: 1; type: "heartbeat" }
+  | { v: 1; type: "signal"; to: string; data: SignalData }
+  | { v: 1; type: "relay"; to: string; payload: string }
+  | { v: 1; type: "ping"; reqId: ReqId };
+
+/** An opaque WebRTC signaling object as produced by the peer library (offer, answer, candidate). */
+export type SignalData = Record<string, unknown>;
+
+/** A user in the contact list. */
+export interface ContactEntry {
+  username: string;
+  online: boolean;
+}
+
+/** Server → client frames. */
+export type ServerFrame =
+  | { v: 1; type: "ok"; reqId: ReqId }
+  | { v: 1; type: "error"; reqId?: ReqId; code: ErrorCode; path?: string; message: string }
+  | {
+    v: 1;
+    type: "session";
+    reqId: ReqId;
+    username: string;
+    token: string;
+    expiresAt: number;
+    servers: string[];
+  }
+  | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
+  | { v: 1; type: "presence"; username: string; online: boolean }
+  | { v: 1; type: "signal"; from: string; data: SignalData }
+  | { v: 1; type: "relay"; from: string; payload: string }
+  | { v: 1; type: "pong"; reqId: ReqId };
+
+const CLIENT_TYPES = [
+  "register",
+  "login",
+  "resume",
+  "contacts",
+  "heartbeat",
+  "signal",
+  "relay",
+  "ping",
+] as const;
+
+const SERVER_TYPES = [
+  "ok",
+  "error",
+  "session",
+  "contacts",
+  "presence",
+  "signal",
+  "relay",
+  "pong",
+] as const;
+
+const ERROR_CODES: readonly ErrorCode[] = [
+  "bad_json",
+  "bad_frame",
+  "frame_too_large",
+  "unsupported_version",
+  "unknown_type",
+  "invalid_username",
+  "invalid_secret",
+  "username_taken",
+  "wrong_credentials",
+  "not_authenticated",
+  "session_expired",
+  "peer_offline",
+  "unavailable",
+  "rate_limited",
+  "internal",
+];
+
+const TOKEN_RULE = { min: 16, max: 512, pattern: /^[A-Za-z0-9_.-]+$/ };
+const ANY_USER = { min: 1, max: 64 };
+
+function readReqId(obj: Record<string, unknown>): number {
+  return readNumber(obj, "reqId", "", { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
+}
+
+/** Reads a username, reporting the product's rule (not a regex) when it is malformed. */
+export function readUsername(obj: Record<string, unknown>, key: string, path = ""): string {
+  const value = obj[key];
+  if (typeof value !== "string" || !USERNAME_PATTERN.test(value)) {
+    throw new ProtocolError("invalid_username", path ? `${path}.${key}` : key, USERNAME_RULE);
+  }
+  return value;
+}
+
+function readSecret(obj: Record<string, unknown>): string {
+  const value = obj.secret;
+  if (typeof value !== "string" || value.length < 8 || value.length > 256) {
+    throw new ProtocolError("invalid_secret", "secret", SECRET_RULE);
+  }
+  return value;
+}
+
+/** Reads a signaling object: any JSON object whose serialization stays under the size limit. */
+export function readSignal(obj: Record<string, unknown>, key: string): SignalData {
+  const data = readObject(obj[key], key);
+  if (JSON.stringify(data).length > MAX_SIGNAL_BYTES) {
+    throw new ProtocolError(
+      "frame_too_large",
+      key,
+      `Signal larger than ${MAX_SIGNAL_BYTES} bytes`,
+    );
+  }
+  return data;
+}
+
+/** Validates an already-decoded client frame. */
+export function validateClientFrame(value: unknown): ClientFrame {
+  const { obj, type } = readEnvelope(value, PROTOCOL_VERSION, CLIENT_TYPES);
+  switch (type as ClientFrame["type"]) {
+    case "register":
+    case "login":
+      return {
+        v: 1,
+        type: type as "register" | "login",
+        reqId: readReqId(obj),
+        username: readUsername(obj, "username"),
+        secret: readSecret(obj),
+      };
+    case "resume":
+      return {
+        v: 1,
+        type: "resume",
+        reqId: readReqId(obj),
+        token: readString(obj, "token", "", TOKEN_RULE),
+      };
+    case "contacts":
+      return { v: 1, type: "contacts", reqId: readReqId(obj) };
+    case "heartbeat":
+      return { v: 1, type: "heartbeat" };
+    case "signal":
+      return { v: 1, type: "signal", to: readUsername(obj, "to"), data: readSignal(obj, "data") };
+    case "relay":
+      return {
+        v: 1,
+        type: "relay",
+        to: readUsername(obj, "to"),
+        payload: readString(obj, "payload", "", { max: MAX_RELAY_PAYLOAD }),
+      };
+    case "ping":
+      return { v: 1, type: "ping", reqId: readReqId(obj) };
+  }
+}
+
+/** Decodes and validates one WebSocket frame from a browser. Throws {@link ProtocolError}. */
+export function parseClientFrame(text: unknown): ClientFrame {
+  return validateClientFrame(parseJsonFrame(text, MAX_FRAME_BYTES));
+}
+
+function readContact(value: unknown, path: string): ContactEntry {
+  const obj = readObject(value, path);
+  return {
+    username: readString(obj, "username", path, ANY_USER),
+    online: readBoolean(obj, "online", path),
+  };
+}
+
+/** Validates an already-decoded server frame (used by the client and by server-to-server relay). */
+export function validateServerFrame(value: unknown): ServerFrame {
+  const { obj, type } = readEnvelope(value, PROTOCOL_VERSION, SERVER_TYPES);
+  switch (type as ServerFrame["type"]) {
+    case "ok":
+      return { v: 1, type: "ok", reqId: readReqId(obj) };
+    case "error": {
+      const code = obj.code;
+      if (typeof code !== "string" || !ERROR_CODES.includes(code as ErrorCode)) {
+        throw new ProtocolError("bad_frame", "code", "Unknown error code");
+      }
+      const frame: ServerFrame = {
+        v: 1,
+        type: "error",
+        code: code as ErrorCode,
+        message: readString(obj, "message", "", { max: 1000 }),
+      };
+      if (obj.reqId !== undefined) frame.reqId = readReqId(obj);
+      if (obj.path !== undefined) frame.path = readString(obj, "path", "", { max: 200 });
+      return frame;
+    }
+    case "session":
+      return {
+        v: 1,
+        type: "session",
+        reqId: readReqId(obj),
+        username: readString(obj, "username", "", ANY_USER),
+        token: readString(obj, "token", "", TOKEN_RULE),
+        expiresAt: readNumber(obj, "expiresAt", "", { min: 0, max: Number.MAX_SAFE_INTEGER }),
+        servers: readArray(
+          obj,
+          "servers",
+          "",
+          64,
+          (v, p) => readString({ s: v }, "s", p, { min: 1, max: 300 }),
+        ),
+      };
+    case "contacts":
+      return {
+        v: 1,
+        type: "contacts",
+        reqId: readReqId(obj),
+        users: readArray(obj, "users", "", 100_000, readContact),
+      };
+    case "presence":
+      return {
+        v: 1,
+        type: "presence",
+        username: readString(obj, "username", "", ANY_USER),
+        online: readBoolean(obj, "online", ""),
+      };
+    case "signal":
+      return {
+        v: 1,
+        type: "signal",
+        from: readString(obj, "from", "", ANY_USER),
+        data: readSignal(obj, "data"),
+      };
+    case "relay":
+      return {
+        v: 1,
+        type: "relay",
+        from: readString(obj, "from", "", ANY_USER),
+        payload: readString(obj, "payload", "", { max: MAX_RELAY_PAYLOAD }),
+      };
+    case "pong":
+      return { v: 1, type: "pong", reqId: readReqId(obj) };
+  }
+}
+
+/** Decodes and validates one WebSocket frame from a server. Throws {@link ProtocolError}. */
+export function parseServerFrame(text: unknown): ServerFrame {
+  return validateServerFrame(parseJsonFrame(text, 4 * 1024 * 1024));
+}
+
+/** Builds the error frame a server sends for a rejected input. */
+export function errorFrame(err: ProtocolError, reqId?: number): ServerFrame {
+  const frame: ServerFrame = { v: 1, type: "error", code: err.code, message: err.message };
+  if (reqId !== undefined) frame.reqId = reqId;
+  if (err.path) frame.path = err.path;
+  return frame;
+}

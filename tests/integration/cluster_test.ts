@@ -1,0 +1,148 @@
+/**
+ * Three real server processes on loopback: accounts, presence and signaling across servers,
+ * typed errors for bad input, and survival of a kill -9.
+ */
+import assert from "node:assert/strict";
+import { startCluster, waitFor } from "../support/server_process.ts";
+import { TestClient } from "../support/ws_client.ts";
+
+const PASSWORD = "correct horse battery";
+
+async function metric(url: string, series: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line ? Number(line.split(" ")[1]) : 0;
+}
+
+Deno.test("users on different servers see each other online and exchange signals", async () => {
+  const servers = await startCluster(3);
+  const clients: TestClient[] = [];
+  try {
+    const [s1, s2, s3] = servers.map((s) => s.url) as [string, string, string];
+    const alice = await TestClient.connect(s1);
+    const bob = await TestClient.connect(s2);
+    const eve = await TestClient.connect(s3);
+    clients.push(alice, bob, eve);
+    await alice.login("alice", PASSWORD);
+    await bob.login("bob", PASSWORD);
+
+    // alice learns that bob came online on another server, and sees him in her contacts.
+    await alice.next((f) => f.type === "presence" && f.username === "bob" && f.online);
+    const contacts = await alice.request({ type: "contacts" });
+    assert.deepEqual(contacts.type === "contacts" && contacts.users, [{
+      username: "bob",
+      online: true,
+    }]);
+
+    // A signal goes alice → s1 → s2 → bob, stamped with the authenticated sender.
+    alice.send({ type: "signal", to: "bob", data: { type: "offer", sdp: "v=0" } });
+    const signal = await bob.next((f) => f.type === "signal");
+    assert.deepEqual(signal, {
+      v: 1,
+      type: "signal",
+      from: "alice",
+      data: { type: "offer", sdp: "v=0" },
+    });
+    bob.send({ type: "relay", to: "alice", payload: "hello alice" });
+    const relay = await alice.next((f) => f.type === "relay");
+    assert.deepEqual(relay, { v: 1, type: "relay", from: "bob", payload: "hello alice" });
+
+    // Clear errors: a name taken on another server, a wrong password, an invalid name.
+    const taken = await eve.request({ type: "register", username: "alice", secret: PASSWORD });
+    assert.equal(taken.type === "error" && taken.code, "username_taken");
+    const wrong = await eve.request({
+      type: "login",
+      username: "alice",
+      secret: "not the password",
+    });
+    assert.equal(wrong.type === "error" && wrong.code, "wrong_credentials");
+    const invalid = await eve.request({ type: "register", username: "a b", secret: PASSWORD });
+    assert.equal(invalid.type === "error" && invalid.code, "invalid_username");
+    assert.match(invalid.type === "error" ? invalid.message : "", /3–32 letters/);
+
+    // Before login, eve cannot signal anyone.
+    const anon = await eve.request({ type: "contacts" });
+    assert.equal(anon.type === "error" && anon.code, "not_authenticated");
+    // Signaling an offline user says so.
+    await eve.login("eve", PASSWORD);
+    eve.send({ type: "signal", to: "nobody", data: { type: "offer" } });
+    const offline = await eve.next((f) => f.type === "error");
+    assert.equal(offline.type === "error" && offline.code, "peer_offline");
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("malformed frames get typed errors, are counted, and the server keeps serving", async () => {
+  const servers = await startCluster(1);
+  const client = await TestClient.connect(servers[0]!.url);
+  try {
+    const url = servers[0]!.url;
+    const cases: [string, string][] = [
+      ["\u0000\u00ff garbage", "bad_json"],
+      ["[1,2,3]", "bad_frame"],
+      [JSON.stringify({ v: 2, type: "ping", reqId: 1 }), "unsupported_version"],
+      [JSON.stringify({ v: 1, type: "launch_missiles" }), "unknown_type"],
+      [JSON.stringify({ v: 1, type: "ping", reqId: "one" }), "bad_frame"],
+      [JSON.stringify({ v: 1, type: "login", reqId: 1, username: "bob" }), "invalid_secret"],
+      [
+        JSON.stringify({ v: 1, type: "relay", to: "bob", payload: "x".repeat(70_000) }),
+        "frame_too_large",
+      ],
+    ];
+    for (const [text, code] of cases) {
+      client.sendRaw(text);
+      const reply = await client.next((f) => f.type === "error");
+      assert.equal(reply.type === "error" && reply.code, code, `for ${text.slice(0, 60)}`);
+    }
+    assert.equal(await metric(url, 'p2pchat_invalid_frames_total{source="client"}'), cases.length);
+    const pong = await client.request({ type: "ping" });
+    assert.equal(pong.type, "pong");
+  } finally {
+    await client.close();
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("after kill -9 of one server the other two keep serving and their users keep chatting", async () => {
+  const servers = await startCluster(3);
+  const clients: TestClient[] = [];
+  try {
+    const [s1, s2, s3] = servers as [typeof servers[0], typeof servers[0], typeof servers[0]];
+    const alice = await TestClient.connect(s1.url);
+    const bob = await TestClient.connect(s2.url);
+    const carol = await TestClient.connect(s3.url);
+    clients.push(alice, bob);
+    await alice.login("alice", PASSWORD);
+    await bob.login("bob", PASSWORD);
+    await carol.login("carol", PASSWORD);
+    await alice.next((f) => f.type === "presence" && f.username === "carol" && f.online);
+
+    await s3.stop("SIGKILL");
+
+    // carol's server died: her friends see her go offline.
+    await alice.next((f) => f.type === "presence" && f.username === "carol" && !f.online, 15_000);
+    await waitFor("survivors to drop the dead server", async () => {
+      const health = await (await fetch(`${s1.url}/healthz`)).json();
+      return health.servers.length === 2;
+    });
+    for (let i = 0; i < 5; i++) {
+      alice.send({ type: "relay", to: "bob", payload: `msg ${i}` });
+      const got = await bob.next((f) => f.type === "relay");
+      assert.equal(got.type === "relay" && got.payload, `msg ${i}`);
+    }
+    bob.send({ type: "signal", to: "alice", data: { type: "answer", sdp: "v=0" } });
+    await alice.next((f) => f.type === "signal" && f.from === "bob");
+    // New accounts can still be created and used on the survivors.
+    const dave = await TestClient.connect(s2.url);
+    clients.push(dave);
+    await dave.login("dave", PASSWORD);
+    const late = await TestClient.connect(s1.url);
+    clients.push(late);
+    await late.login("dave", PASSWORD, false);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});

@@ -1,0 +1,93 @@
+/** A minimal WebSocket client for integration tests, speaking the browser protocol. */
+import { parseServerFrame, type ServerFrame } from "../../shared/mod.ts";
+
+/** A test's connection to one server, recording every frame it receives. */
+export class TestClient {
+  readonly frames: ServerFrame[] = [];
+  #socket: WebSocket;
+  #nextReqId = 1;
+  #waiters: { match: (f: ServerFrame) => boolean; resolve: (f: ServerFrame) => void }[] = [];
+
+  private constructor(socket: WebSocket) {
+    this.#socket = socket;
+    socket.onmessage = (e) => {
+      const frame = parseServerFrame(e.data);
+      this.frames.push(frame);
+      this.#waiters = this.#waiters.filter((w) => {
+        if (!w.match(frame)) return true;
+        w.resolve(frame);
+        return false;
+      });
+    };
+  }
+
+  /** Opens a connection to `serverUrl`'s `/ws`. */
+  static async connect(serverUrl: string): Promise<TestClient> {
+    const socket = new WebSocket(serverUrl.replace(/^http/, "ws") + "/ws");
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error(`Cannot connect to ${serverUrl}/ws`));
+    });
+    return new TestClient(socket);
+  }
+
+  /** Sends a raw text frame (for malformed-input tests). */
+  sendRaw(text: string): void {
+    this.#socket.send(text);
+  }
+
+  /** Sends `frame` without waiting. */
+  send(frame: Record<string, unknown>): void {
+    this.#socket.send(JSON.stringify({ v: 1, ...frame }));
+  }
+
+  /** Sends a request and resolves with the reply carrying the same reqId. */
+  request(frame: Record<string, unknown>, timeoutMs = 10_000): Promise<ServerFrame> {
+    const reqId = this.#nextReqId++;
+    const reply = this.next((f) => "reqId" in f && f.reqId === reqId, timeoutMs);
+    this.send({ ...frame, reqId });
+    return reply;
+  }
+
+  /** Resolves with the next received frame matching `match` (or one already received). */
+  next(match: (f: ServerFrame) => boolean, timeoutMs = 10_000): Promise<ServerFrame> {
+    const seen = this.frames.find(match);
+    if (seen) {
+      this.frames.splice(this.frames.indexOf(seen), 1);
+      return Promise.resolve(seen);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w.resolve !== done);
+        reject(
+          new Error(`No matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames)}`),
+        );
+      }, timeoutMs);
+      const done = (f: ServerFrame) => {
+        clearTimeout(timer);
+        this.frames.splice(this.frames.indexOf(f), 1);
+        resolve(f);
+      };
+      this.#waiters.push({ match, resolve: done });
+    });
+  }
+
+  /** Registers (if `register`) and logs in; returns the session frame. */
+  async login(username: string, secret: string, register = true) {
+    if (register) {
+      const r = await this.request({ type: "register", username, secret });
+      if (r.type !== "ok") throw new Error(`register ${username} failed: ${JSON.stringify(r)}`);
+    }
+    const s = await this.request({ type: "login", username, secret });
+    if (s.type !== "session") throw new Error(`login ${username} failed: ${JSON.stringify(s)}`);
+    return s;
+  }
+
+  /** Closes the connection and waits until it is closed. */
+  async close(): Promise<void> {
+    if (this.#socket.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise((r) => this.#socket.addEventListener("close", r));
+    this.#socket.close();
+    await closed;
+  }
+}
