@@ -21,12 +21,12 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   let resolveListening: (addr: Deno.NetAddr) => void;
   const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
   // The handler needs hub and cluster, which need the listening port: wire them through `app`.
-  let app: ((req: Request) => Promise<Response>) | undefined;
+  const app: { handle?: (req: Request) => Promise<Response> } = {};
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
     onListen: (addr) => resolveListening(addr as Deno.NetAddr),
-  }, (req) => app ? app(req) : new Response("Starting", { status: 503 }));
+  }, (req) => app.handle ? app.handle(req) : new Response("Starting", { status: 503 }));
   const addr = await listening;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const self = config.publicUrl ?? `http://${host}:${addr.port}`;
@@ -39,7 +39,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     seeds: config.peers,
   });
   hub.bind(cluster);
-  app = createHandler({ hub, cluster, metrics }, { distDir: config.distDir });
+  app.handle = createHandler({ hub, cluster, metrics }, { distDir: config.distDir });
   cluster.start();
   log("started", { url: self, dataDir, peers: config.peers });
   return {

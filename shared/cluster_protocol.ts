@@ -5,6 +5,7 @@
  * The CHORD ring (server/chord) brings its own ring RPC; these cover what rides beside it.
  */
 import {
+  checkString,
   type ErrorCode,
   parseJsonFrame,
   ProtocolError,
@@ -14,7 +15,7 @@ import {
   readObject,
   readString,
 } from "./validate.ts";
-import { readUsername, type ServerFrame, validateServerFrame } from "./protocol.ts";
+import { checkUsername, readUsername, type ServerFrame, validateServerFrame } from "./protocol.ts";
 
 /** Version of the server ↔ server protocol. */
 export const CLUSTER_PROTOCOL_VERSION = 1;
@@ -51,7 +52,7 @@ const MAX_PEERS = 1024;
 const MAX_ONLINE = 1_000_000;
 
 function readAddress(value: unknown, path: string): string {
-  return readString({ a: value }, "a", path, ADDRESS_RULE);
+  return checkString(value, path, ADDRESS_RULE);
 }
 
 function readAccount(value: unknown, path: string): AccountRecord {
@@ -61,10 +62,6 @@ function readAccount(value: unknown, path: string): AccountRecord {
     hash: readString(obj, "hash", path, { min: 20, max: 100, pattern: /^\$2[aby]\$\d\d\$/ }),
     createdAt: readNumber(obj, "createdAt", path, { min: 0, max: 8.64e15, integer: true }),
   };
-}
-
-function readOnline(value: unknown, path: string): string {
-  return readUsername({ u: value }, "u", path);
 }
 
 /** Validates a decoded cluster request. */
@@ -77,7 +74,7 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         type: "hello",
         from: readAddress(obj.from, "from"),
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
-        online: readArray(obj, "online", "", MAX_ONLINE, readOnline),
+        online: readArray(obj, "online", "", MAX_ONLINE, checkUsername),
         accountCount: readNumber(obj, "accountCount", "", {
           min: 0,
           max: Number.MAX_SAFE_INTEGER,

@@ -4,6 +4,7 @@
  * {@link parseServerFrame} are the only ways untrusted text becomes a typed frame.
  */
 import {
+  checkString,
   type ErrorCode,
   parseJsonFrame,
   ProtocolError,
@@ -121,9 +122,13 @@ function readReqId(obj: Record<string, unknown>): number {
 
 /** Reads a username, reporting the product's rule (not a regex) when it is malformed. */
 export function readUsername(obj: Record<string, unknown>, key: string, path = ""): string {
-  const value = obj[key];
+  return checkUsername(obj[key], path ? `${path}.${key}` : key);
+}
+
+/** Checks a bare value (e.g. an array item at path `at`) against the username rule. */
+export function checkUsername(value: unknown, at: string): string {
   if (typeof value !== "string" || !USERNAME_PATTERN.test(value)) {
-    throw new ProtocolError("invalid_username", path ? `${path}.${key}` : key, USERNAME_RULE);
+    throw new ProtocolError("invalid_username", at, USERNAME_RULE);
   }
   return value;
 }
@@ -234,7 +239,7 @@ export function validateServerFrame(value: unknown): ServerFrame {
           "servers",
           "",
           64,
-          (v, p) => readString({ s: v }, "s", p, { min: 1, max: 300 }),
+          (v, p) => checkString(v, p, { min: 1, max: 300 }),
         ),
       };
     case "contacts":

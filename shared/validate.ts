@@ -79,8 +79,11 @@ export function readString(
   path: string,
   rule: StringRule,
 ): string {
-  const value = obj[key];
-  const at = path ? `${path}.${key}` : key;
+  return checkString(obj[key], path ? `${path}.${key}` : key, rule);
+}
+
+/** Checks a bare value (e.g. an array item at path `at`) against a string rule. */
+export function checkString(value: unknown, at: string, rule: StringRule): string {
   if (typeof value !== "string") fail(at, "a string", value);
   const min = rule.min ?? 0;
   if (value.length < min || value.length > rule.max) {

@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import {
+  type ErrorCode,
+  MAX_FRAME_BYTES,
+  parseClientFrame,
+  parseClusterRequest,
+  parsePeerMessage,
+  parseServerFrame,
+  ProtocolError,
+} from "./mod.ts";
+
+function rejects(parse: (t: unknown) => unknown, input: unknown, code: ErrorCode, path?: string) {
+  try {
+    parse(input);
+  } catch (err) {
+    assert.ok(err instanceof ProtocolError, `expected ProtocolError, got ${err}`);
+    assert.equal(err.code, code, `code for ${String(input).slice(0, 80)}`);
+    if (path !== undefined) assert.equal(err.path, path);
+    return;
+  }
+  assert.fail(`accepted ${String(input).slice(0, 80)}`);
+}
+
+const frame = (o: Record<string, unknown>) => JSON.stringify({ v: 1, ...o });
+
+Deno.test("client frames: well-formed frames parse to exactly their typed fields", () => {
+  assert.deepEqual(
+    parseClientFrame(
+      frame({ type: "login", reqId: 3, username: "alice_1", secret: "12345678", x: 1 }),
+    ),
+    { v: 1, type: "login", reqId: 3, username: "alice_1", secret: "12345678" },
+  );
+  assert.deepEqual(parseClientFrame(frame({ type: "heartbeat" })), { v: 1, type: "heartbeat" });
+  assert.deepEqual(
+    parseClientFrame(frame({ type: "signal", to: "bob", data: { type: "offer", sdp: "v=0" } })),
+    { v: 1, type: "signal", to: "bob", data: { type: "offer", sdp: "v=0" } },
+  );
+});
+
+Deno.test("client frames: garbage bytes, binary data and non-objects are rejected as such", () => {
+  rejects(parseClientFrame, "\u0000\u00ff\u00fe not json", "bad_json");
+  rejects(parseClientFrame, new Uint8Array([1, 2, 3]), "bad_json");
+  rejects(parseClientFrame, "", "bad_json");
+  rejects(parseClientFrame, "null", "bad_frame");
+  rejects(parseClientFrame, "[]", "bad_frame");
+  rejects(parseClientFrame, '"text"', "bad_frame");
+  rejects(parseClientFrame, "42", "bad_frame");
+});
+
+Deno.test("client frames: wrong version or unknown type name the field", () => {
+  rejects(parseClientFrame, JSON.stringify({ type: "ping", reqId: 1 }), "unsupported_version", "v");
+  rejects(
+    parseClientFrame,
+    JSON.stringify({ v: "1", type: "ping", reqId: 1 }),
+    "unsupported_version",
+  );
+  rejects(parseClientFrame, frame({ type: "PING", reqId: 1 }), "unknown_type", "type");
+  rejects(parseClientFrame, frame({ type: ["ping"], reqId: 1 }), "unknown_type", "type");
+  rejects(parseClientFrame, frame({ reqId: 1 }), "unknown_type", "type");
+});
+
+Deno.test("client frames: missing fields and wrong types are rejected with the field path", () => {
+  rejects(parseClientFrame, frame({ type: "ping" }), "bad_frame", "reqId");
+  rejects(parseClientFrame, frame({ type: "ping", reqId: -1 }), "bad_frame", "reqId");
+  rejects(parseClientFrame, frame({ type: "ping", reqId: 1.5 }), "bad_frame", "reqId");
+  rejects(parseClientFrame, frame({ type: "resume", reqId: 1, token: 5 }), "bad_frame", "token");
+  rejects(
+    parseClientFrame,
+    frame({ type: "login", reqId: 1, secret: "12345678" }),
+    "invalid_username",
+  );
+  rejects(parseClientFrame, frame({ type: "login", reqId: 1, username: "bob" }), "invalid_secret");
+  rejects(parseClientFrame, frame({ type: "signal", to: "bob" }), "bad_frame", "data");
+  rejects(parseClientFrame, frame({ type: "signal", to: "bob", data: [1] }), "bad_frame", "data");
+  rejects(parseClientFrame, frame({ type: "relay", to: "bob", payload: { a: 1 } }), "bad_frame");
+});
+
+Deno.test("client frames: usernames follow the product rule", () => {
+  for (const bad of ["ab", "a".repeat(33), "has space", "ünïcode", "a/b", "", 7, null]) {
+    rejects(
+      parseClientFrame,
+      frame({ type: "register", reqId: 1, username: bad, secret: "12345678" }),
+      "invalid_username",
+      "username",
+    );
+  }
+  for (const good of ["abc", "a".repeat(32), "A-b_9"]) {
+    parseClientFrame(frame({ type: "register", reqId: 1, username: good, secret: "12345678" }));
+  }
+});
+
+Deno.test("client frames: oversized frames, strings and signals are rejected", () => {
+  rejects(parseClientFrame, " ".repeat(MAX_FRAME_BYTES + 1), "frame_too_large");
+  rejects(
+    parseClientFrame,
+    frame({ type: "relay", to: "bob", payload: "x".repeat(20_000) }),
+    "bad_frame",
+  );
+  rejects(
+    parseClientFrame,
+    frame({ type: "signal", to: "bob", data: { sdp: "x".repeat(20_000) } }),
+    "frame_too_large",
+  );
+  rejects(
+    parseClientFrame,
+    frame({ type: "register", reqId: 1, username: "bob", secret: "x".repeat(257) }),
+    "invalid_secret",
+  );
+});
+
+Deno.test("server frames: clients reject malformed replies", () => {
+  rejects(parseServerFrame, frame({ type: "error", code: "made_up", message: "x" }), "bad_frame");
+  rejects(parseServerFrame, frame({ type: "presence", username: "bob" }), "bad_frame", "online");
+  rejects(
+    parseServerFrame,
+    frame({ type: "contacts", reqId: 1, users: [{ username: 1 }] }),
+    "bad_frame",
+  );
+  assert.deepEqual(
+    parseServerFrame(frame({ type: "presence", username: "bob", online: false })),
+    { v: 1, type: "presence", username: "bob", online: false },
+  );
+});
+
+Deno.test("peer messages: chat messages are bounded and carry valid ids and names", () => {
+  const ok = { type: "chat", id: "abcdefgh12", from: "alice", to: "bob", sentAt: 1, text: "hi" };
+  assert.deepEqual(parsePeerMessage(frame(ok)), { v: 1, ...ok });
+  rejects(parsePeerMessage, frame({ ...ok, id: "short" }), "bad_frame", "id");
+  rejects(parsePeerMessage, frame({ ...ok, text: "" }), "bad_frame", "text");
+  rejects(parsePeerMessage, frame({ ...ok, text: "x".repeat(4001) }), "bad_frame", "text");
+  rejects(parsePeerMessage, frame({ ...ok, sentAt: "yesterday" }), "bad_frame", "sentAt");
+  rejects(parsePeerMessage, frame({ ...ok, from: "no such name!" }), "invalid_username", "from");
+  rejects(parsePeerMessage, "{{{", "bad_json");
+});
+
+Deno.test("cluster requests: accounts must carry a bcrypt hash, deliveries only signal/relay", () => {
+  const account = { username: "alice", hash: "$2b$10$" + "a".repeat(53), createdAt: 1 };
+  assert.deepEqual(parseClusterRequest(frame({ type: "account_put", account })), {
+    v: 1,
+    type: "account_put",
+    account,
+  });
+  rejects(
+    parseClusterRequest,
+    frame({ type: "account_put", account: { ...account, hash: "plaintext-password" } }),
+    "bad_frame",
+    "account.hash",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver", to: "bob", frame: { v: 1, type: "pong", reqId: 1 } }),
+    "bad_frame",
+    "frame.type",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "hello", from: "ftp://x", peers: [], online: [], accountCount: 0 }),
+    "bad_frame",
+    "from",
+  );
+});

@@ -1,0 +1,99 @@
+/**
+ * The full test suite, as CI and the README run it: format, lint and type checks; unit and
+ * integration tests; then the browser end-to-end tests inside a private network namespace.
+ * Prints one closing line "tests: N passed, N failed" and exits non-zero on any failure.
+ *
+ * Browser tests need root for the namespace. Without it they run directly on this machine
+ * (WebRTC host candidates on the real interfaces), except under CI=true, where that is an error.
+ */
+import { canUseNetns, createIsolatedNamespace } from "./support/netns.ts";
+import { CHROMIUM_PATH } from "./support/browser.ts";
+
+const deno = Deno.execPath();
+let passed = 0;
+let failed = 0;
+const failures: string[] = [];
+
+async function step(name: string, cmd: string, args: string[]): Promise<string> {
+  console.log(`\n=== ${name}: ${[cmd, ...args].join(" ")}`);
+  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  let out = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    const text = decoder.decode(chunk);
+    out += text;
+    await Deno.stdout.write(chunk);
+  }
+  const status = await child.status;
+  const summary = out.match(/(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/);
+  if (summary) {
+    passed += Number(summary[1]);
+    failed += Number(summary[2]);
+  } else {
+    if (status.success) passed++;
+    else failed++;
+  }
+  if (!status.success) failures.push(name);
+  return out;
+}
+
+await step("format", deno, ["fmt", "--check"]);
+await step("lint", deno, ["lint"]);
+await step("type check", deno, ["check", "."]);
+await step("build client", deno, ["task", "build"]);
+await step("unit and integration tests", deno, [
+  "test",
+  "--allow-all",
+  "shared/",
+  "server/",
+  "client/",
+  "tests/integration/",
+]);
+
+const e2eArgs = ["test", "--allow-all", "tests/e2e/"];
+const isCi = Deno.env.get("CI") === "true";
+let chromiumFound = true;
+try {
+  await Deno.stat(CHROMIUM_PATH);
+} catch {
+  chromiumFound = false;
+}
+if (!chromiumFound) {
+  const why = `Chromium not found at ${CHROMIUM_PATH}: install it (apt-get install -y chromium) ` +
+    `or set CHROMIUM_PATH`;
+  if (isCi) {
+    console.error(`\nBrowser tests cannot run: ${why}`);
+    failed++;
+    failures.push("browser e2e (no Chromium)");
+  } else console.warn(`\nSkipping browser tests: ${why}`);
+} else {
+  const netns = await canUseNetns();
+  if (netns.ok) {
+    const ns = await createIsolatedNamespace();
+    try {
+      await step("browser e2e (in namespace " + ns.name + ")", "ip", [
+        "netns",
+        "exec",
+        ns.name,
+        deno,
+        ...e2eArgs,
+      ]);
+    } finally {
+      await ns.remove();
+    }
+  } else if (isCi) {
+    console.error(
+      `\nBrowser tests need a private network namespace and cannot make one: ${netns.why}. ` +
+        `Run CI as root with iproute2 installed.`,
+    );
+    failed++;
+    failures.push("browser e2e (no network namespace)");
+  } else {
+    console.warn(`\nNo network namespace (${netns.why}): running browser tests on this machine.`);
+    await step("browser e2e", deno, e2eArgs);
+  }
+}
+
+console.log(failures.length ? `\nFailed steps: ${failures.join(", ")}` : "\nAll steps passed.");
+console.log(`tests: ${passed} passed, ${failed} failed`);
+Deno.exit(failures.length || failed ? 1 : 0);

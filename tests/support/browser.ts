@@ -1,0 +1,44 @@
+/**
+ * Launches Debian's Chromium through puppeteer-core with the flags this project's tests need:
+ * no sandbox (root), no background traffic, a fresh profile, and plain host ICE candidates
+ * (no mDNS names) so two browser processes can open a data channel on a private network.
+ */
+import puppeteer, { type Browser } from "puppeteer-core";
+
+/** Where Debian installs Chromium; override with CHROMIUM_PATH. */
+export const CHROMIUM_PATH = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+
+/** A browser process with its own temporary profile directory. */
+export interface TestBrowser {
+  browser: Browser;
+  close(): Promise<void>;
+}
+
+/** Launches one headless Chromium process with a fresh `--user-data-dir`. */
+export async function launchBrowser(): Promise<TestBrowser> {
+  const userDataDir = await Deno.makeTempDir({ prefix: "p2pchat-chromium-" });
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM_PATH,
+    headless: true,
+    userDataDir,
+    pipe: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-features=WebRtcHideLocalIpsWithMdns",
+      "--allow-loopback-in-peer-connection",
+    ],
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close().catch(() => {});
+      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+    },
+  };
+}
