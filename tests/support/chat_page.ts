@@ -1,0 +1,132 @@
+/** Drives the PWA in a Chromium page the way a person would: by its visible controls. */
+import type { Browser, Page } from "puppeteer-core";
+
+const byId = (id: string) => `[data-testid="${id}"]`;
+
+/** Opens the app at `serverUrl` in a new page, collecting console errors for failure reports. */
+export async function openApp(
+  browser: Browser,
+  serverUrl: string,
+): Promise<Page & { errors: string[] }> {
+  const page = await browser.newPage() as Page & { errors: string[] };
+  page.errors = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error") page.errors.push(msg.text());
+  });
+  page.on("pageerror", (err) => page.errors.push(String(err)));
+  await page.goto(serverUrl + "/", { waitUntil: "load" });
+  return page;
+}
+
+/** Fills the login form and presses Register (which logs in) or Log in. */
+export async function signIn(page: Page, username: string, password: string, register: boolean) {
+  await page.waitForSelector(byId("username"));
+  await page.type(byId("username"), username);
+  await page.type(byId("password"), password);
+  await page.click(byId(register ? "register" : "login"));
+  await page.waitForFunction(
+    (sel, name) => document.querySelector(sel)?.textContent === name,
+    { timeout: 20_000 },
+    byId("me"),
+    username,
+  );
+}
+
+/** Waits until `contact` is listed with the given online status. */
+export async function waitForContact(page: Page, contact: string, online: boolean) {
+  await page.waitForSelector(`${byId(`contact-${contact}`)}[data-online="${online}"]`, {
+    timeout: 20_000,
+  });
+}
+
+/** Opens the conversation with `contact`. */
+export async function openChat(page: Page, contact: string) {
+  await page.click(byId(`contact-${contact}`));
+  await page.waitForSelector(byId("chat-input"));
+}
+
+/** Types `text` and presses Send in the open conversation. */
+export async function sendMessage(page: Page, text: string) {
+  await page.type(byId("chat-input"), text);
+  await page.click(byId("send"));
+}
+
+/** A message as the page shows it. */
+export interface ShownMessage {
+  text: string;
+  from: string;
+  via: string;
+  status: string;
+}
+
+/** The messages of the open conversation, in display order. */
+export function shownMessages(page: Page): Promise<ShownMessage[]> {
+  return page.$$eval(byId("message"), (els) =>
+    els.map((el) => ({
+      text: el.querySelector(".text")?.textContent ?? "",
+      from: el.getAttribute("data-from") ?? "",
+      via: el.getAttribute("data-via") ?? "",
+      status: el.getAttribute("data-status") ?? "",
+    })));
+}
+
+/** Waits until the open conversation shows exactly `texts`, in this order. */
+export async function waitForMessages(page: Page, texts: string[], timeoutMs = 20_000) {
+  try {
+    await page.waitForFunction(
+      (sel, want) => {
+        const got = [...document.querySelectorAll(sel)].map((el) =>
+          el.querySelector(".text")?.textContent ?? ""
+        );
+        return JSON.stringify(got) === JSON.stringify(want);
+      },
+      { timeout: timeoutMs },
+      byId("message"),
+      texts,
+    );
+  } catch {
+    const shown = (await shownMessages(page)).map((m) => m.text);
+    throw new Error(
+      `Expected messages ${JSON.stringify(texts)}, page shows ${JSON.stringify(shown)}`,
+    );
+  }
+}
+
+/** The test hook the PWA installs on `window.p2pchat` (see client/main.tsx). */
+export interface P2pChatHook {
+  username(): string | null;
+  isChannelOpen(peer: string): boolean;
+  dcOpenedAt: Record<string, number>;
+  pingPeer(peer: string, n: number): Promise<number[]>;
+  pingRelay(peer: string, n: number): Promise<number[]>;
+}
+
+type HookWindow = { p2pchat: P2pChatHook };
+
+/** Whether the page has an open data channel to `peer`. */
+export function isChannelOpen(page: Page, peer: string): Promise<boolean> {
+  return page.evaluate((p) => (globalThis as unknown as HookWindow).p2pchat.isChannelOpen(p), peer);
+}
+
+/** `performance.now()` at which the page's data channel to `peer` opened, if it did. */
+export function dcOpenedAt(page: Page, peer: string): Promise<number | undefined> {
+  return page.evaluate((p) => (globalThis as unknown as HookWindow).p2pchat.dcOpenedAt[p], peer);
+}
+
+/** `n` sequential round trips to `peer`, over the data channel or relayed by the servers. */
+export function pingRoundTrips(
+  page: Page,
+  peer: string,
+  n: number,
+  path: "p2p" | "relay",
+): Promise<number[]> {
+  return page.evaluate(
+    (p, count, via) => {
+      const hook = (globalThis as unknown as HookWindow).p2pchat;
+      return via === "p2p" ? hook.pingPeer(p, count) : hook.pingRelay(p, count);
+    },
+    peer,
+    n,
+    path,
+  );
+}
