@@ -60,3 +60,38 @@ export async function createIsolatedNamespace(
   }
   return { name, address, remove: () => must("ip", ["netns", "del", name]) };
 }
+
+/** Set in the environment of a process re-executed inside a test namespace. */
+export const IN_NETNS_ENV = "P2P_IN_NETNS";
+
+/**
+ * Runs this same script inside a fresh isolated namespace when this process is root and not
+ * already inside one; returns the child's exit code, or undefined when the caller should just
+ * carry on here (no root, or already inside).
+ */
+export async function reexecInNamespace(
+  scriptUrl: string,
+  args: string[],
+): Promise<number | undefined> {
+  if (Deno.env.get(IN_NETNS_ENV) === "1") return undefined;
+  const netns = await canUseNetns();
+  if (!netns.ok) {
+    if (Deno.env.get("CI") === "true") {
+      throw new Error(`Needs a private network namespace and cannot make one: ${netns.why}`);
+    }
+    console.error(`No network namespace (${netns.why}): running on this machine's network.`);
+    return undefined;
+  }
+  const ns = await createIsolatedNamespace();
+  try {
+    const child = new Deno.Command("ip", {
+      args: ["netns", "exec", ns.name, Deno.execPath(), "run", "--allow-all", scriptUrl, ...args],
+      env: { [IN_NETNS_ENV]: "1" },
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    return (await child.status).code;
+  } finally {
+    await ns.remove();
+  }
+}
