@@ -1,0 +1,473 @@
+/**
+ * The client's state and actions: who is logged in, contacts with presence, the open
+ * conversation, and sending/receiving messages. Views read the signals and call the actions;
+ * all I/O (server session, peer links, history storage, clocks) comes in through
+ * {@link ChatModelDeps}, so two models can be wired together through fakes in a unit test.
+ *
+ * Delivery: a message goes over the data channel when it is open (waiting up to
+ * `channelWaitMs` for it to open if the contact is online), otherwise through the servers as a
+ * `relay` frame; the row's `via` records which path was used. The receiver stores the message
+ * (idempotently by id) before answering `ack` on the same path; the ack marks it `delivered`.
+ * Every incoming peer message is validated with `parsePeerMessage`, and a chat message whose
+ * `from`/`to` do not match the path it came from is rejected.
+ */
+import { batch, signal } from "@preact/signals";
+import {
+  type ChatMessage,
+  type ContactEntry,
+  isValidUsername,
+  MAX_TEXT_LENGTH,
+  newMessageId,
+  parsePeerMessage,
+  PEER_PROTOCOL_VERSION,
+  type PeerMessage,
+  SECRET_RULE,
+  USERNAME_RULE,
+} from "../shared/mod.ts";
+import { deriveSecret } from "./auth.ts";
+import type { History, MessageRow, MessageVia } from "./history.ts";
+import type { PeerLinkFactory } from "./peer_link.ts";
+import { Peers } from "./peers.ts";
+import { type ConnectionStatus, type SessionApi, type SessionInfo } from "./session.ts";
+
+/** Collaborators of the chat model. */
+export interface ChatModelDeps {
+  /** The WebSocket session with the servers. */
+  session: SessionApi;
+  /** Creates direct links to other browsers. */
+  createLink: PeerLinkFactory;
+  /** Opens the local history of a user. */
+  openHistory(owner: string): Promise<History>;
+  /** Wall clock, ms since the epoch. @default Date.now */
+  now?(): number;
+  /** Monotonic clock for round-trip measurements, ms. @default performance.now */
+  monotonic?(): number;
+}
+
+/** Configuration of the chat model. */
+export interface ChatModelOptions {
+  /** How long a send waits for the data channel to an online contact to open, ms. @default 5000 */
+  channelWaitMs?: number;
+  /** How long one ping waits for its pong, ms. @default 5000 */
+  pingTimeoutMs?: number;
+}
+
+/** The chat model: signals to render and actions to call. */
+export type ChatModel = ReturnType<typeof createChatModel>;
+
+/** Creates the chat model. Call `start()` once to connect (and resume a stored session). */
+export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions = {}) {
+  const session = deps.session;
+  const now = deps.now ?? (() => Date.now());
+  const monotonic = deps.monotonic ?? (() => performance.now());
+  const channelWaitMs = options.channelWaitMs ?? 5_000;
+  const pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
+
+  // --- state -------------------------------------------------------------------------------
+  /** The logged-in user, or null on the login screen. */
+  const me = signal<string | null>(null);
+  /** Connection to the servers. */
+  const status = signal<ConnectionStatus>(session.status);
+  /** Every other registered user, with presence, sorted by name. */
+  const contacts = signal<ContactEntry[]>([]);
+  /** The user whose conversation is open. */
+  const openPeer = signal<string | null>(null);
+  /** The open conversation, ordered by send time then id. */
+  const messages = signal<MessageRow[]>([]);
+  /** The last error to show the user (a sentence), or null. */
+  const error = signal<string | null>(null);
+  /** A login/register request is in flight. */
+  const busy = signal(false);
+  /** A stored session is being resumed (after a reload). */
+  const restoring = signal(session.storedSession() !== null);
+  /** Users with an open data channel. */
+  const channels = signal<Record<string, boolean>>({});
+  /** Unread message counts per contact. */
+  const unread = signal<Record<string, number>>({});
+
+  let history: History | null = null;
+  let peers: Peers | null = null;
+  let entering: Promise<void> | null = null;
+  let pingSeq = 1;
+  const pongWaiters = new Map<string, () => void>();
+  const inFlight = new Set<string>();
+  /** Peer messages rejected as malformed or forged (for tests and diagnostics). */
+  const rejected = { count: 0 };
+
+  // --- session events ----------------------------------------------------------------------
+  session.events = {
+    onStatus(s) {
+      status.value = s;
+    },
+    onPresence(username, online) {
+      if (username === me.value) return;
+      const list = contacts.value.filter((c) => c.username !== username);
+      list.push({ username, online });
+      contacts.value = sortContacts(list);
+      if (online) void resendPending(username);
+    },
+    onSignal(from, data) {
+      peers?.handleSignal(from, data);
+    },
+    onRelay(from, payload) {
+      void onPeerText(from, payload, "relay");
+    },
+    onResumed(info) {
+      void enter(info).catch((err) => fail(err));
+    },
+    onSessionLost(reason) {
+      leave();
+      error.value = `Session ended: ${reason}`;
+    },
+    onServerError(code, message) {
+      if (code !== "peer_offline") error.value = message;
+    },
+  };
+
+  // --- helpers -----------------------------------------------------------------------------
+  function fail(err: unknown): void {
+    error.value = err instanceof Error ? err.message : String(err);
+  }
+
+  function refresh(): void {
+    const peer = openPeer.value;
+    messages.value = peer && history ? history.list(peer) : [];
+  }
+
+  function isOnline(user: string): boolean {
+    return contacts.value.some((c) => c.username === user && c.online);
+  }
+
+  function sendOn(remote: string, msg: PeerMessage, via: MessageVia): boolean {
+    const text = JSON.stringify(msg);
+    if (via === "p2p" && peers?.send(remote, text)) return true;
+    if (session.status !== "online") return false;
+    session.relay(remote, text);
+    return true;
+  }
+
+  async function enter(info: SessionInfo): Promise<void> {
+    if (me.value === info.username) {
+      // Resumed after a failover: the links and history are still good; refresh presence.
+      contacts.value = sortContacts(await session.contacts());
+      return;
+    }
+    if (entering) return entering;
+    entering = (async () => {
+      const h = await deps.openHistory(info.username);
+      const p = new Peers({
+        me: info.username,
+        createLink: deps.createLink,
+        sendSignal: (to, data) => session.signal(to, data),
+        now: monotonic,
+      });
+      p.events = {
+        onOpen(remote) {
+          channels.value = { ...channels.value, [remote]: true };
+          void resendPending(remote);
+        },
+        onClose(remote) {
+          const { [remote]: _gone, ...rest } = channels.value;
+          channels.value = rest;
+        },
+        onMessage(remote, text) {
+          void onPeerText(remote, text, "p2p");
+        },
+      };
+      history = h;
+      peers = p;
+      const list = await session.contacts();
+      batch(() => {
+        me.value = info.username;
+        contacts.value = sortContacts(list);
+        restoring.value = false;
+        error.value = null;
+      });
+    })();
+    try {
+      await entering;
+    } finally {
+      entering = null;
+    }
+  }
+
+  function leave(): void {
+    peers?.destroyAll();
+    history?.close();
+    peers = null;
+    history = null;
+    for (const w of pongWaiters.values()) w();
+    batch(() => {
+      me.value = null;
+      contacts.value = [];
+      openPeer.value = null;
+      messages.value = [];
+      channels.value = {};
+      unread.value = {};
+      restoring.value = false;
+    });
+  }
+
+  async function onPeerText(remote: string, text: string, via: MessageVia): Promise<void> {
+    const self = me.value;
+    const h = history;
+    if (!self || !h) return;
+    let msg: PeerMessage;
+    try {
+      msg = parsePeerMessage(text);
+    } catch (err) {
+      rejected.count++;
+      console.warn(`Rejected message from "${remote}" via ${via}: ${(err as Error).message}`);
+      return;
+    }
+    switch (msg.type) {
+      case "chat": {
+        if (msg.from !== remote || msg.to !== self) {
+          rejected.count++;
+          console.warn(`Rejected chat message from "${remote}": it claims ${msg.from} → ${msg.to}`);
+          return;
+        }
+        const isNew = await h.insert({
+          id: msg.id,
+          peer: remote,
+          sender: remote,
+          recipient: self,
+          sentAt: msg.sentAt,
+          receivedAt: now(),
+          text: msg.text,
+          via,
+          status: "delivered",
+        });
+        // Acknowledge only once the message is durable; a duplicate is acknowledged again.
+        sendOn(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id: msg.id }, via);
+        if (isNew) {
+          if (openPeer.value === remote) refresh();
+          else unread.value = { ...unread.value, [remote]: (unread.value[remote] ?? 0) + 1 };
+        }
+        return;
+      }
+      case "ack": {
+        const row = h.get(msg.id);
+        // Only the recipient of our message may acknowledge it.
+        if (!row || row.sender !== self || row.recipient !== remote) {
+          rejected.count++;
+          return;
+        }
+        await h.update(msg.id, { status: "delivered" });
+        if (openPeer.value === remote) refresh();
+        return;
+      }
+      case "ping":
+        sendOn(remote, { v: PEER_PROTOCOL_VERSION, type: "pong", seq: msg.seq }, via);
+        return;
+      case "pong":
+        pongWaiters.get(`${via}:${remote}:${msg.seq}`)?.();
+        return;
+    }
+  }
+
+  async function deliver(row: MessageRow): Promise<void> {
+    if (inFlight.has(row.id)) return;
+    inFlight.add(row.id);
+    try {
+      const h = history;
+      const p = peers;
+      if (!h || !p) return;
+      const msg: ChatMessage = {
+        v: PEER_PROTOCOL_VERSION,
+        type: "chat",
+        id: row.id,
+        from: row.sender,
+        to: row.recipient,
+        sentAt: row.sentAt,
+        text: row.text,
+      };
+      const text = JSON.stringify(msg);
+      const peer = row.recipient;
+      const online = isOnline(peer);
+      let via: MessageVia | null = null;
+      if (p.isOpen(peer) || (online && await p.waitOpen(peer, channelWaitMs))) {
+        if (p.send(peer, text)) via = "p2p";
+      }
+      if (!via && online && session.status === "online") {
+        session.relay(peer, text);
+        via = "relay";
+      }
+      if (history !== h) return; // logged out meanwhile
+      await h.update(row.id, via ? { status: "sent", via } : { status: "failed" });
+      if (openPeer.value === peer) refresh();
+    } finally {
+      inFlight.delete(row.id);
+    }
+  }
+
+  async function resendPending(peer: string): Promise<void> {
+    const self = me.value;
+    if (!self || !history) return;
+    for (const row of history.pending(self, peer)) await deliver(row);
+  }
+
+  async function ping(peer: string, n: number, via: MessageVia): Promise<number[]> {
+    if (via === "p2p" && !(await peers?.waitOpen(peer, channelWaitMs))) {
+      throw new Error(`Cannot ping "${peer}": no open data channel`);
+    }
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const seq = pingSeq++;
+      const key = `${via}:${peer}:${seq}`;
+      const start = monotonic();
+      const answered = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), pingTimeoutMs);
+        pongWaiters.set(key, () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      const sent = via === "p2p"
+        ? peers?.send(peer, JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "ping", seq }))
+        : sendOn(peer, { v: PEER_PROTOCOL_VERSION, type: "ping", seq }, "relay");
+      const ok = sent && await answered;
+      pongWaiters.delete(key);
+      if (!ok) throw new Error(`Ping ${seq} to "${peer}" via ${via} got no answer`);
+      times.push(monotonic() - start);
+    }
+    return times;
+  }
+
+  // --- actions -----------------------------------------------------------------------------
+  function checkCredentials(username: string, password: string): void {
+    if (!isValidUsername(username)) throw new Error(USERNAME_RULE);
+    if (password.length < 8 || password.length > 256) throw new Error(SECRET_RULE);
+  }
+
+  async function withBusy(fn: () => Promise<void>): Promise<boolean> {
+    busy.value = true;
+    error.value = null;
+    try {
+      await fn();
+      return true;
+    } catch (err) {
+      fail(err);
+      return false;
+    } finally {
+      busy.value = false;
+    }
+  }
+
+  /** Connects to the home server; a session stored in this tab is resumed automatically. */
+  function start(): void {
+    session.start();
+  }
+
+  /** Logs in; resolves whether it succeeded (the error is in `error`). */
+  function login(username: string, password: string): Promise<boolean> {
+    return withBusy(async () => {
+      username = username.trim();
+      checkCredentials(username, password);
+      const info = await session.login(username, await deriveSecret(username, password));
+      await enter(info);
+    });
+  }
+
+  /** Creates an account and logs straight in; resolves whether it succeeded. */
+  function register(username: string, password: string): Promise<boolean> {
+    return withBusy(async () => {
+      username = username.trim();
+      checkCredentials(username, password);
+      const secret = await deriveSecret(username, password);
+      await session.register(username, secret);
+      await enter(await session.login(username, secret));
+    });
+  }
+
+  /** Logs out of this tab (history stays on this device). */
+  function logout(): void {
+    leave();
+    session.logout();
+    session.start();
+  }
+
+  /** Opens the conversation with `peer` and starts opening a data channel to them. */
+  function openChat(peer: string | null): void {
+    batch(() => {
+      openPeer.value = peer;
+      if (peer) {
+        const { [peer]: _read, ...rest } = unread.value;
+        unread.value = rest;
+      }
+      refresh();
+    });
+    if (peer && isOnline(peer)) peers?.ensure(peer);
+  }
+
+  /** Sends `text` to the open conversation. */
+  async function send(text: string): Promise<void> {
+    const self = me.value;
+    const peer = openPeer.value;
+    const h = history;
+    text = text.trim();
+    if (!self || !peer || !h || !text) return;
+    if (text.length > MAX_TEXT_LENGTH) {
+      error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
+      return;
+    }
+    const row: MessageRow = {
+      id: newMessageId(),
+      peer,
+      sender: self,
+      recipient: peer,
+      sentAt: now(),
+      receivedAt: null,
+      text,
+      via: "p2p",
+      status: "sending",
+    };
+    await h.insert(row);
+    refresh();
+    await deliver(row);
+  }
+
+  return {
+    me,
+    status,
+    contacts,
+    openPeer,
+    messages,
+    error,
+    busy,
+    restoring,
+    channels,
+    unread,
+    rejected,
+    start,
+    login,
+    register,
+    logout,
+    openChat,
+    send,
+    /** Whether the data channel to `peer` is open. */
+    isChannelOpen(peer: string): boolean {
+      return peers?.isOpen(peer) ?? false;
+    },
+    /** `monotonic()` when the data channel to each user opened. */
+    dcOpenedAt(): Record<string, number> {
+      return peers?.dcOpenedAt ?? {};
+    },
+    /** `n` sequential ping round trips over the data channel, in ms. */
+    pingPeer(peer: string, n: number): Promise<number[]> {
+      return ping(peer, n, "p2p");
+    },
+    /** `n` sequential ping round trips relayed through the servers, in ms. */
+    pingRelay(peer: string, n: number): Promise<number[]> {
+      return ping(peer, n, "relay");
+    },
+    /** The stored conversation with `peer`. */
+    messagesWith(peer: string): MessageRow[] {
+      return history?.list(peer, 100_000) ?? [];
+    },
+  };
+}
+
+function sortContacts(list: ContactEntry[]): ContactEntry[] {
+  return [...list].sort((a, b) => a.username < b.username ? -1 : a.username > b.username ? 1 : 0);
+}

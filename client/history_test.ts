@@ -1,0 +1,100 @@
+import { assert, assertEquals } from "./testing/assert.ts";
+import { createMemoryRowStores, History, type MessageRow } from "./history.ts";
+import { loadSqlJs } from "./sql_loader.ts";
+
+const WASM = decodeURIComponent(
+  new URL("../node_modules/sql.js/dist/sql-wasm.wasm", import.meta.url).pathname,
+);
+const sql = await loadSqlJs(WASM);
+
+function row(id: string, sentAt: number, over: Partial<MessageRow> = {}): MessageRow {
+  return {
+    id,
+    peer: "bob",
+    sender: "alice",
+    recipient: "bob",
+    sentAt,
+    receivedAt: null,
+    text: `text ${id}`,
+    via: "p2p",
+    status: "sending",
+    ...over,
+  };
+}
+
+Deno.test("a message inserted twice with the same id is stored once", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(await h.insert(row("msg-00001", 10)), true);
+  assertEquals(await h.insert(row("msg-00001", 10, { text: "changed", via: "relay" })), false);
+  assertEquals(h.count(), 1);
+  assertEquals(h.list("bob")[0]!.text, "text msg-00001");
+  assertEquals(stores.puts, 1, "a duplicate costs no store write");
+});
+
+Deno.test("a conversation is ordered by send time, then by id", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("msg-0000c", 20));
+  await h.insert(row("msg-0000b", 10));
+  await h.insert(row("msg-0000a", 20));
+  await h.insert(row("msg-0000z", 5, { peer: "carol", recipient: "carol" }));
+  assertEquals(h.list("bob").map((r) => r.id), ["msg-0000b", "msg-0000a", "msg-0000c"]);
+  assertEquals(h.list("bob", 2).map((r) => r.id), ["msg-0000a", "msg-0000c"], "last two");
+});
+
+Deno.test("history survives closing and reopening through the store", async () => {
+  const stores = createMemoryRowStores();
+  const first = await History.open({ sql, openStore: stores }, "alice");
+  await first.insert(row("msg-00001", 1));
+  await first.insert(row("msg-00002", 2, { sender: "bob", recipient: "alice", receivedAt: 3 }));
+  await first.update("msg-00001", { status: "delivered", via: "relay" });
+  first.close();
+
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  const rows = again.list("bob");
+  assertEquals(rows.length, 2);
+  assertEquals(rows[0]!.status, "delivered");
+  assertEquals(rows[0]!.via, "relay");
+  assertEquals(rows[1]!.receivedAt, 3);
+  assertEquals(rows[1]!.sender, "bob");
+});
+
+Deno.test("each user has their own history on one device", async () => {
+  const stores = createMemoryRowStores();
+  const alice = await History.open({ sql, openStore: stores }, "alice");
+  await alice.insert(row("msg-00001", 1));
+  const bob = await History.open({ sql, openStore: stores }, "bob");
+  assertEquals(bob.count(), 0);
+  await bob.insert(row("msg-00002", 1, { peer: "alice", sender: "alice", recipient: "bob" }));
+  const aliceAgain = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(aliceAgain.count(), 1);
+  assertEquals(aliceAgain.get("msg-00002"), null);
+});
+
+Deno.test("status only moves forward: a delivered message stays delivered", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("msg-00001", 1));
+  await h.update("msg-00001", { status: "delivered" });
+  const after = await h.update("msg-00001", { status: "sent", via: "p2p" });
+  assertEquals(after?.status, "delivered");
+  assertEquals(await h.update("missing-1", { status: "sent" }), null);
+});
+
+Deno.test("pending lists own unacknowledged messages to one peer", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("msg-00001", 1, { status: "failed" }));
+  await h.insert(row("msg-00002", 2, { status: "delivered" }));
+  await h.insert(row("msg-00003", 3, { sender: "bob", recipient: "alice", status: "delivered" }));
+  await h.insert(row("msg-00004", 4, { status: "sent" }));
+  assertEquals(h.pending("alice", "bob").map((r) => r.id), ["msg-00001", "msg-00004"]);
+});
+
+Deno.test("persisting a message writes one row, whatever the history size", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  for (let i = 0; i < 500; i++) await h.insert(row(`msg-${String(i).padStart(5, "0")}`, i));
+  const before = stores.puts;
+  await h.insert(row("msg-new-01", 1000));
+  assertEquals(stores.puts - before, 1);
+  assert(h.count() === 501);
+});

@@ -1,0 +1,81 @@
+/**
+ * Browser entry point: wires the real collaborators (WebSocket session to this page's origin,
+ * simple-peer links, sql.js + IndexedDB history) into the chat model, renders the app, registers
+ * the service worker, and installs the test/benchmark hook `window.p2pchat`.
+ *
+ * `window.p2pchat` (for e2e tests and `bench:latency`):
+ * - `username(): string | null` — the logged-in user of this tab.
+ * - `isChannelOpen(peer): boolean` — whether the data channel to `peer` is open.
+ * - `dcOpenedAt: Record<string, number>` — `performance.now()` when the channel to each peer
+ *   (last) opened.
+ * - `pingPeer(peer, n): Promise<number[]>` — `n` sequential ping/pong round trips in ms over the
+ *   data channel (waits up to 5 s for it to open; rejects if it does not).
+ * - `pingRelay(peer, n): Promise<number[]>` — the same through the servers (`relay` frames whose
+ *   payload is the JSON ping/pong).
+ * - `messages(peer): Promise<MessageRow[]>` — the stored conversation with `peer`, ordered.
+ * - `openChat(peer)`, `send(text)` — the UI actions, for scripted use.
+ * - `rejectedCount(): number` — peer messages rejected as malformed or forged.
+ * The receiving side answers pings automatically on both paths.
+ */
+import { render } from "preact";
+import SimplePeer from "simple-peer";
+import { createChatModel } from "./chat_model.ts";
+import { History, openIdbRowStore } from "./history.ts";
+import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simple_peer_link.ts";
+import { Session } from "./session.ts";
+import { loadSqlJs } from "./sql_loader.ts";
+import { App } from "./ui/app.tsx";
+import type { MessageRow } from "./history.ts";
+
+/** The hook installed on `window.p2pchat`. */
+export interface P2pChatHook {
+  username(): string | null;
+  isChannelOpen(peer: string): boolean;
+  readonly dcOpenedAt: Record<string, number>;
+  pingPeer(peer: string, n: number): Promise<number[]>;
+  pingRelay(peer: string, n: number): Promise<number[]>;
+  messages(peer: string): Promise<MessageRow[]>;
+  openChat(peer: string): void;
+  send(text: string): Promise<void>;
+  rejectedCount(): number;
+}
+
+const session = new Session(
+  { openSocket: (url) => new WebSocket(url), storage: sessionStorage },
+  { homeServer: location.origin },
+);
+
+let sqlJs: ReturnType<typeof loadSqlJs> | null = null;
+
+const model = createChatModel({
+  session,
+  createLink: createSimplePeerLinkFactory(SimplePeer as SimplePeerConstructor),
+  async openHistory(owner) {
+    sqlJs ??= loadSqlJs(new URL("sql-wasm.wasm", location.href).href);
+    return History.open({ sql: await sqlJs, openStore: openIdbRowStore }, owner);
+  },
+});
+
+const hook: P2pChatHook = {
+  username: () => model.me.value,
+  isChannelOpen: (peer) => model.isChannelOpen(peer),
+  get dcOpenedAt() {
+    return model.dcOpenedAt();
+  },
+  pingPeer: (peer, n) => model.pingPeer(peer, n),
+  pingRelay: (peer, n) => model.pingRelay(peer, n),
+  messages: (peer) => Promise.resolve(model.messagesWith(peer)),
+  openChat: (peer) => model.openChat(peer),
+  send: (text) => model.send(text),
+  rejectedCount: () => model.rejected.count,
+};
+(globalThis as unknown as { p2pchat: P2pChatHook }).p2pchat = hook;
+
+model.start();
+render(<App model={model} />, document.getElementById("app")!);
+
+if ("serviceWorker" in navigator && location.protocol !== "file:") {
+  navigator.serviceWorker.register("sw.js").catch((err) => {
+    console.warn("Service worker not registered:", err);
+  });
+}

@@ -1,0 +1,495 @@
+/**
+ * The browser's WebSocket session with its home server: request/response matched by `reqId` with
+ * timeouts, heartbeats, pushed events (presence, signal, relay), and reconnection with backoff that
+ * fails over through the cluster's `servers` list, resuming with the session token (valid on any
+ * server of the cluster). The token lives in per-tab storage (`sessionStorage`), because two tabs
+ * of one browser may be two different users (DESIGN §1).
+ *
+ * Everything that touches the outside world — the socket constructor, the storage, the timers —
+ * is passed in as {@link SessionDeps}, so the reconnect logic runs against fakes in unit tests.
+ */
+import {
+  type ClientFrame,
+  type ContactEntry,
+  type ErrorCode,
+  HEARTBEAT_INTERVAL_MS,
+  parseServerFrame,
+  PROTOCOL_VERSION,
+  type ServerFrame,
+  type SignalData,
+} from "../shared/mod.ts";
+
+/** Where the session stands, as shown in the header (`conn-status`). */
+export type ConnectionStatus =
+  /** No socket and not trying (before start, or after logout). */
+  | "offline"
+  /** Opening a socket (first attempt or reconnect). */
+  | "connecting"
+  /** Socket open, not logged in. */
+  | "connected"
+  /** Socket open and the session is authenticated. */
+  | "online";
+
+/** The minimal WebSocket surface the session uses (the browser's WebSocket satisfies it). */
+export interface SocketLike {
+  readonly readyState: number;
+  send(text: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: Event) => void) | null;
+  onclose: ((ev: CloseEvent) => void) | null;
+  onerror: ((ev: Event) => void) | null;
+  onmessage: ((ev: MessageEvent) => void) | null;
+}
+
+/** Key-value storage scoped to this tab (the browser's `sessionStorage` satisfies it). */
+export interface TabStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** Handle of a timer. */
+export type TimerId = ReturnType<typeof setTimeout>;
+
+/** Timer functions, injectable so tests can drive time. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): TimerId;
+  clearTimeout(id: TimerId): void;
+  setInterval(fn: () => void, ms: number): TimerId;
+  clearInterval(id: TimerId): void;
+}
+
+/** Collaborators of a {@link Session}. */
+export interface SessionDeps {
+  /** Opens a WebSocket to `url` (a `ws:`/`wss:` URL). */
+  openSocket(url: string): SocketLike;
+  /** Per-tab storage for the session token and the known server list. */
+  storage: TabStorage;
+  /** Timers; the global ones by default. */
+  timers?: Timers;
+}
+
+/** Configuration of a {@link Session}. */
+export interface SessionOptions {
+  /** Base URL (http/https) of the home server, normally the page's origin. */
+  homeServer: string;
+  /** How long a request waits for its reply, in ms. @default 10000 */
+  requestTimeoutMs?: number;
+  /** Interval between heartbeats, in ms. @default HEARTBEAT_INTERVAL_MS */
+  heartbeatIntervalMs?: number;
+  /** First reconnect delay, in ms; doubles per failed attempt. @default 250 */
+  reconnectMinMs?: number;
+  /** Largest reconnect delay, in ms. @default 5000 */
+  reconnectMaxMs?: number;
+}
+
+/** Handlers for what the server pushes; each may be replaced at any time. */
+export interface SessionEvents {
+  /** Connection status changed. */
+  onStatus?(status: ConnectionStatus): void;
+  /** A contact came online or went offline. */
+  onPresence?(username: string, online: boolean): void;
+  /** A WebRTC signal from another user. */
+  onSignal?(from: string, data: SignalData): void;
+  /** An opaque payload relayed by the servers from another user. */
+  onRelay?(from: string, payload: string): void;
+  /**
+   * The stored session was re-established on a (re)connect — after a page reload or a failover,
+   * possibly on another server.
+   */
+  onResumed?(info: SessionInfo): void;
+  /** The token was refused on reconnect: the user must log in again. */
+  onSessionLost?(reason: string): void;
+  /** An error not tied to a request (for example `peer_offline` for a signal or relay). */
+  onServerError?(code: ErrorCode, message: string): void;
+}
+
+/** What a successful login or resume yields. */
+export interface SessionInfo {
+  username: string;
+  token: string;
+  expiresAt: number;
+  servers: string[];
+}
+
+/** An error reply from the server; `message` is a sentence to show the user. */
+export class ServerError extends Error {
+  override name = "ServerError";
+  /** Creates the error from the server's code and message. */
+  constructor(readonly code: ErrorCode | "timeout" | "disconnected", message: string) {
+    super(message);
+  }
+}
+
+/** The part of a session the chat model uses; {@link Session} implements it, tests fake it. */
+export interface SessionApi {
+  events: SessionEvents;
+  readonly status: ConnectionStatus;
+  /** The session restored from this tab's storage, if any. */
+  storedSession(): SessionInfo | null;
+  start(): void;
+  register(username: string, secret: string): Promise<void>;
+  login(username: string, secret: string): Promise<SessionInfo>;
+  resume(): Promise<SessionInfo>;
+  contacts(): Promise<ContactEntry[]>;
+  ping(): Promise<number>;
+  signal(to: string, data: SignalData): void;
+  relay(to: string, payload: string): void;
+  logout(): void;
+}
+
+const TOKEN_KEY = "p2pchat.session";
+const WS_OPEN = 1;
+
+type Pending = {
+  resolve: (frame: ServerFrame) => void;
+  reject: (err: Error) => void;
+  timer: TimerId;
+};
+
+/** Converts a server's http(s) base URL to its WebSocket endpoint. */
+export function webSocketUrl(base: string): string {
+  const url = new URL(base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.pathname = url.pathname.replace(/\/?$/, "/ws");
+  url.search = "";
+  url.hash = "";
+  return url.toString();
+}
+
+/** The browser's WebSocket session with the cluster. */
+export class Session implements SessionApi {
+  /** Event handlers; assign fields to subscribe. */
+  events: SessionEvents = {};
+  #deps: SessionDeps;
+  #timers: Timers;
+  #opts: Required<SessionOptions>;
+  #socket: SocketLike | null = null;
+  #status: ConnectionStatus = "offline";
+  #nextReqId = 1;
+  #pending = new Map<number, Pending>();
+  #waiters: Array<() => void> = [];
+  #heartbeat: TimerId | null = null;
+  #reconnectTimer: TimerId | null = null;
+  #attempt = 0;
+  #servers: string[];
+  #serverIndex = 0;
+  #active = false;
+  #session: SessionInfo | null;
+
+  /** Creates a session; call {@link start} to connect. */
+  constructor(deps: SessionDeps, options: SessionOptions) {
+    this.#deps = deps;
+    this.#timers = deps.timers ?? {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (id) => clearTimeout(id),
+      setInterval: (fn, ms) => setInterval(fn, ms),
+      clearInterval: (id) => clearInterval(id),
+    };
+    this.#opts = {
+      requestTimeoutMs: 10_000,
+      heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+      reconnectMinMs: 250,
+      reconnectMaxMs: 5_000,
+      ...options,
+    };
+    this.#session = this.#loadSession();
+    // The home server first, then the rest of the cluster as last seen in this tab.
+    this.#servers = unique([options.homeServer, ...(this.#session?.servers ?? [])]);
+  }
+
+  /** Current connection status. */
+  get status(): ConnectionStatus {
+    return this.#status;
+  }
+
+  /** The server the socket is (or is being) connected to. */
+  get currentServer(): string {
+    return this.#servers[this.#serverIndex] ?? this.#opts.homeServer;
+  }
+
+  /** The session saved in this tab, used to resume after a reload. */
+  storedSession(): SessionInfo | null {
+    return this.#session;
+  }
+
+  /** Starts connecting (idempotent). */
+  start(): void {
+    if (this.#active) return;
+    this.#active = true;
+    this.#connect();
+  }
+
+  /** Creates an account. Resolves on `ok`, rejects with {@link ServerError}. */
+  async register(username: string, secret: string): Promise<void> {
+    await this.#request({ v: PROTOCOL_VERSION, type: "register", reqId: 0, username, secret });
+  }
+
+  /** Logs in and stores the session token for this tab. */
+  async login(username: string, secret: string): Promise<SessionInfo> {
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "login",
+      reqId: 0,
+      username,
+      secret,
+    });
+    return this.#adopt(frame);
+  }
+
+  /** Resumes the stored session on the current server. */
+  async resume(): Promise<SessionInfo> {
+    const token = this.#session?.token;
+    if (!token) throw new ServerError("not_authenticated", "No session to resume: please log in");
+    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "resume", reqId: 0, token });
+    return this.#adopt(frame);
+  }
+
+  /** All registered users except oneself, with online status. */
+  async contacts(): Promise<ContactEntry[]> {
+    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "contacts", reqId: 0 });
+    if (frame.type !== "contacts") throw new ServerError("internal", "Unexpected reply");
+    return frame.users;
+  }
+
+  /** Round trip to the home server, in ms. */
+  async ping(): Promise<number> {
+    const start = performance.now();
+    await this.#request({ v: PROTOCOL_VERSION, type: "ping", reqId: 0 });
+    return performance.now() - start;
+  }
+
+  /** Sends a WebRTC signal to `to` through the servers (fire and forget). */
+  signal(to: string, data: SignalData): void {
+    this.#sendNow({ v: PROTOCOL_VERSION, type: "signal", to, data });
+  }
+
+  /** Relays an opaque payload to `to` through the servers (fire and forget). */
+  relay(to: string, payload: string): void {
+    this.#sendNow({ v: PROTOCOL_VERSION, type: "relay", to, payload });
+  }
+
+  /** Forgets the token and closes the connection; a new {@link start} reconnects anonymously. */
+  logout(): void {
+    this.#session = null;
+    this.#deps.storage.removeItem(TOKEN_KEY);
+    this.stop();
+  }
+
+  /** Closes the socket and stops reconnecting. */
+  stop(): void {
+    this.#active = false;
+    if (this.#reconnectTimer !== null) this.#timers.clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#onSocketGone();
+    socket?.close(1000, "logout");
+    this.#setStatus("offline");
+  }
+
+  #loadSession(): SessionInfo | null {
+    const text = this.#deps.storage.getItem(TOKEN_KEY);
+    if (!text) return null;
+    try {
+      const s = JSON.parse(text) as SessionInfo;
+      if (typeof s.token === "string" && typeof s.username === "string") return s;
+    } catch {
+      // A corrupt entry is treated as no session.
+    }
+    return null;
+  }
+
+  #adopt(frame: ServerFrame): SessionInfo {
+    if (frame.type !== "session") throw new ServerError("internal", "Unexpected reply");
+    const info: SessionInfo = {
+      username: frame.username,
+      token: frame.token,
+      expiresAt: frame.expiresAt,
+      servers: frame.servers,
+    };
+    this.#session = info;
+    this.#deps.storage.setItem(TOKEN_KEY, JSON.stringify(info));
+    const current = this.currentServer;
+    this.#servers = unique([current, ...frame.servers, ...this.#servers]);
+    this.#serverIndex = 0;
+    this.#setStatus("online");
+    return info;
+  }
+
+  #setStatus(status: ConnectionStatus): void {
+    if (this.#status === status) return;
+    this.#status = status;
+    this.events.onStatus?.(status);
+  }
+
+  #connect(): void {
+    if (!this.#active) return;
+    this.#setStatus("connecting");
+    let socket: SocketLike;
+    try {
+      socket = this.#deps.openSocket(webSocketUrl(this.currentServer));
+    } catch {
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#socket = socket;
+    socket.onopen = () => {
+      if (this.#socket !== socket) return;
+      this.#attempt = 0;
+      this.#setStatus("connected");
+      this.#heartbeat = this.#timers.setInterval(
+        () => this.#sendNow({ v: PROTOCOL_VERSION, type: "heartbeat" }),
+        this.#opts.heartbeatIntervalMs,
+      );
+      for (const w of this.#waiters.splice(0)) w();
+      if (this.#session) void this.#resumeAfterReconnect();
+    };
+    socket.onmessage = (ev) => {
+      if (this.#socket === socket) this.#onFrame(ev.data);
+    };
+    socket.onerror = () => {
+      // onclose follows; nothing to do here.
+    };
+    socket.onclose = () => {
+      if (this.#socket !== socket) return;
+      this.#socket = null;
+      this.#onSocketGone();
+      this.#scheduleReconnect();
+    };
+  }
+
+  async #resumeAfterReconnect(): Promise<void> {
+    try {
+      const info = await this.resume();
+      this.events.onResumed?.(info);
+    } catch (err) {
+      if (
+        err instanceof ServerError &&
+        ["session_expired", "not_authenticated", "wrong_credentials"].includes(err.code)
+      ) {
+        this.#session = null;
+        this.#deps.storage.removeItem(TOKEN_KEY);
+        this.events.onSessionLost?.(err.message);
+      } else {
+        // The server is reachable but could not resume (e.g. unavailable): try another one.
+        this.#socket?.close(4000, "resume failed");
+      }
+    }
+  }
+
+  #onSocketGone(): void {
+    if (this.#heartbeat !== null) this.#timers.clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    for (const [id, p] of this.#pending) {
+      this.#timers.clearTimeout(p.timer);
+      p.reject(new ServerError("disconnected", "Connection to the server was lost"));
+      this.#pending.delete(id);
+    }
+  }
+
+  #scheduleReconnect(): void {
+    if (!this.#active) return;
+    this.#setStatus("connecting");
+    // Fail over: the next attempt goes to the next known server.
+    this.#serverIndex = (this.#serverIndex + 1) % Math.max(1, this.#servers.length);
+    const delay = Math.min(
+      this.#opts.reconnectMaxMs,
+      this.#opts.reconnectMinMs *
+        2 ** Math.floor(this.#attempt / Math.max(1, this.#servers.length)),
+    );
+    this.#attempt++;
+    this.#reconnectTimer = this.#timers.setTimeout(() => {
+      this.#reconnectTimer = null;
+      this.#connect();
+    }, this.#attempt <= 1 ? 0 : delay);
+  }
+
+  #onFrame(data: unknown): void {
+    let frame: ServerFrame;
+    try {
+      frame = parseServerFrame(data);
+    } catch (err) {
+      console.warn("Ignoring malformed frame from server:", err);
+      return;
+    }
+    switch (frame.type) {
+      case "ok":
+      case "session":
+      case "contacts":
+      case "pong":
+        this.#settle(frame.reqId, frame);
+        return;
+      case "error":
+        if (frame.reqId !== undefined && this.#pending.has(frame.reqId)) {
+          this.#settle(frame.reqId, frame);
+        } else {
+          this.events.onServerError?.(frame.code, frame.message);
+        }
+        return;
+      case "presence":
+        this.events.onPresence?.(frame.username, frame.online);
+        return;
+      case "signal":
+        this.events.onSignal?.(frame.from, frame.data);
+        return;
+      case "relay":
+        this.events.onRelay?.(frame.from, frame.payload);
+        return;
+    }
+  }
+
+  #settle(reqId: number, frame: ServerFrame): void {
+    const p = this.#pending.get(reqId);
+    if (!p) return;
+    this.#pending.delete(reqId);
+    this.#timers.clearTimeout(p.timer);
+    if (frame.type === "error") p.reject(new ServerError(frame.code, frame.message));
+    else p.resolve(frame);
+  }
+
+  #whenOpen(timeoutMs: number): Promise<void> {
+    if (this.#socket?.readyState === WS_OPEN) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = this.#timers.setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        reject(new ServerError("disconnected", "Cannot reach any server: try again later"));
+      }, timeoutMs);
+      const done = () => {
+        this.#timers.clearTimeout(timer);
+        resolve();
+      };
+      this.#waiters.push(done);
+    });
+  }
+
+  async #request(frame: ClientFrame & { reqId: number }): Promise<ServerFrame> {
+    this.start();
+    await this.#whenOpen(this.#opts.requestTimeoutMs);
+    const reqId = this.#nextReqId++;
+    const out = { ...frame, reqId };
+    return new Promise((resolve, reject) => {
+      const timer = this.#timers.setTimeout(() => {
+        this.#pending.delete(reqId);
+        reject(new ServerError("timeout", `The server did not answer "${frame.type}" in time`));
+      }, this.#opts.requestTimeoutMs);
+      this.#pending.set(reqId, { resolve, reject, timer });
+      if (!this.#sendNow(out)) {
+        this.#pending.delete(reqId);
+        this.#timers.clearTimeout(timer);
+        reject(new ServerError("disconnected", "Not connected to a server"));
+      }
+    });
+  }
+
+  #sendNow(frame: ClientFrame): boolean {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== WS_OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+}
+
+function unique(items: string[]): string[] {
+  return [...new Set(items.map((s) => s.replace(/\/+$/, "")))];
+}

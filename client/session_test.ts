@@ -1,0 +1,209 @@
+import { assert, assertEquals, waitFor } from "./testing/assert.ts";
+import { Session, type SocketLike, type TabStorage, webSocketUrl } from "./session.ts";
+import type { ClientFrame, ServerFrame } from "../shared/mod.ts";
+
+/** A socket whose server side is a function of the frames it receives. */
+class FakeSocket implements SocketLike {
+  readyState = 0;
+  onopen: ((ev: Event) => void) | null = null;
+  onclose: ((ev: CloseEvent) => void) | null = null;
+  onerror: ((ev: Event) => void) | null = null;
+  onmessage: ((ev: MessageEvent) => void) | null = null;
+  sent: ClientFrame[] = [];
+
+  constructor(readonly url: string, readonly server: FakeServer | null) {
+    setTimeout(() => {
+      if (this.server?.isUp) {
+        this.readyState = 1;
+        this.onopen?.(new Event("open"));
+      } else this.close();
+    }, 0);
+  }
+
+  send(text: string): void {
+    const frame = JSON.parse(text) as ClientFrame;
+    this.sent.push(frame);
+    const reply = this.server?.answer(frame);
+    if (reply) setTimeout(() => this.push(reply), 0);
+  }
+
+  push(frame: ServerFrame): void {
+    this.onmessage?.(new MessageEvent("message", { data: JSON.stringify(frame) }));
+  }
+
+  close(): void {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.(new CloseEvent("close")), 0);
+  }
+}
+
+/** One server of the fake cluster. */
+class FakeServer {
+  isUp = true;
+  sockets: FakeSocket[] = [];
+  constructor(readonly base: string, readonly tokens: Set<string>, readonly all: string[]) {}
+
+  answer(f: ClientFrame): ServerFrame | null {
+    const session = (reqId: number): ServerFrame => {
+      const token = `token-0123456789-${this.base.slice(-4)}`;
+      this.tokens.add(token);
+      return {
+        v: 1,
+        type: "session",
+        reqId,
+        username: "alice",
+        token,
+        expiresAt: 1e13,
+        servers: this.all,
+      };
+    };
+    switch (f.type) {
+      case "login":
+        return f.secret === "password-1" ? session(f.reqId) : {
+          v: 1,
+          type: "error",
+          reqId: f.reqId,
+          code: "wrong_credentials",
+          message: "Wrong username or password",
+        };
+      case "resume":
+        return this.tokens.has(f.token) ? session(f.reqId) : {
+          v: 1,
+          type: "error",
+          reqId: f.reqId,
+          code: "session_expired",
+          message: "Session expired: please log in again",
+        };
+      case "ping":
+        return { v: 1, type: "pong", reqId: f.reqId };
+      default:
+        return null;
+    }
+  }
+}
+
+function memoryStorage(): TabStorage & { data: Map<string, string> } {
+  const data = new Map<string, string>();
+  return {
+    data,
+    getItem: (k) => data.get(k) ?? null,
+    setItem: (k, v) => void data.set(k, v),
+    removeItem: (k) => void data.delete(k),
+  };
+}
+
+function cluster(n: number) {
+  const tokens = new Set<string>();
+  const bases = Array.from({ length: n }, (_, i) => `http://127.0.0.1:${9001 + i}`);
+  const servers = new Map(bases.map((b) => [webSocketUrl(b), new FakeServer(b, tokens, bases)]));
+  const openSocket = (url: string) => {
+    const server = servers.get(url) ?? null;
+    const socket = new FakeSocket(url, server);
+    server?.sockets.push(socket);
+    return socket;
+  };
+  return { bases, servers: [...servers.values()], openSocket };
+}
+
+const fast = { reconnectMinMs: 5, reconnectMaxMs: 20, heartbeatIntervalMs: 1_000_000 };
+
+Deno.test("webSocketUrl maps a server's base URL to its /ws endpoint", () => {
+  assertEquals(webSocketUrl("http://127.0.0.1:8001"), "ws://127.0.0.1:8001/ws");
+  assertEquals(webSocketUrl("https://chat.example/app/"), "wss://chat.example/app/ws");
+});
+
+Deno.test("login stores the token in tab storage and errors carry the server's message", async () => {
+  const c = cluster(1);
+  const storage = memoryStorage();
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  try {
+    const err = await s.login("alice", "nope-nope").catch((e) => e as Error);
+    assertEquals(err instanceof Error ? err.message : "", "Wrong username or password");
+    const info = await s.login("alice", "password-1");
+    assertEquals(s.status, "online");
+    assert(storage.data.get("p2pchat.session")?.includes(info.token));
+    assert((await s.ping()) >= 0);
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("when the home server dies the session resumes on another server", async () => {
+  const c = cluster(3);
+  const storage = memoryStorage();
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  let resumed = 0;
+  s.events.onResumed = () => resumed++;
+  try {
+    await s.login("alice", "password-1");
+    const home = c.servers[0]!;
+    home.isUp = false;
+    home.sockets.forEach((sock) => sock.close());
+    await waitFor(() => resumed === 1 && s.status === "online", "resumed elsewhere");
+    assert(s.currentServer !== c.bases[0], `still on ${s.currentServer}`);
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("after a reload the stored session resumes by itself", async () => {
+  const c = cluster(2);
+  const storage = memoryStorage();
+  const first = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  await first.login("alice", "password-1");
+  first.stop();
+  // The home server is gone too: the stored server list lets the new page fail over.
+  c.servers[0]!.isUp = false;
+  const again = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  const resumed: string[] = [];
+  again.events.onResumed = (info) => resumed.push(info.username);
+  try {
+    assertEquals(again.storedSession()?.username, "alice");
+    again.start();
+    await waitFor(() => resumed.length === 1, "resume");
+    assertEquals(resumed, ["alice"]);
+  } finally {
+    again.stop();
+  }
+});
+
+Deno.test("a refused token ends the session and clears tab storage", async () => {
+  const c = cluster(1);
+  const storage = memoryStorage();
+  storage.setItem(
+    "p2pchat.session",
+    JSON.stringify({
+      username: "alice",
+      token: "stale-token-0123456789",
+      expiresAt: 0,
+      servers: [],
+    }),
+  );
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  let lost = "";
+  s.events.onSessionLost = (reason) => lost = reason;
+  try {
+    s.start();
+    await waitFor(() => lost !== "", "session lost");
+    assertEquals(lost, "Session expired: please log in again");
+    assertEquals(storage.data.has("p2pchat.session"), false);
+  } finally {
+    s.stop();
+  }
+});

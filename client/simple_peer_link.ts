@@ -1,0 +1,152 @@
+/**
+ * {@link PeerLink} over simple-peer. The simple-peer constructor is passed in (the browser bundle
+ * uses its prebuilt `simplepeer.min.js`, which needs no Node polyfills), so this file imports no
+ * package and can be exercised with any compatible constructor.
+ *
+ * Back-pressure: a message is handed to the data channel only while the channel's
+ * `bufferedAmount` stays at or below {@link MAX_BUFFERED_AMOUNT}; the rest waits in a local queue
+ * that drains on `bufferedamountlow`.
+ */
+import type { SignalData } from "../shared/mod.ts";
+import {
+  MAX_BUFFERED_AMOUNT,
+  type PeerLink,
+  type PeerLinkFactory,
+  type PeerLinkHandlers,
+} from "./peer_link.ts";
+
+/** The part of a simple-peer instance this link uses. */
+export interface SimplePeerInstance {
+  readonly bufferedAmount: number;
+  readonly connected: boolean;
+  readonly destroyed: boolean;
+  /** simple-peer's underlying RTCDataChannel (private API, used only for `bufferedamountlow`). */
+  readonly _channel?: {
+    addEventListener(type: string, fn: () => void): void;
+    bufferedAmountLowThreshold: number;
+  } | null;
+  signal(data: unknown): void;
+  send(data: string): void;
+  destroy(): void;
+  on(event: string, fn: (arg: unknown) => void): void;
+}
+
+/** simple-peer's constructor. */
+export type SimplePeerConstructor = new (opts: Record<string, unknown>) => SimplePeerInstance;
+
+/** Options for {@link createSimplePeerLinkFactory}. */
+export interface SimplePeerLinkOptions {
+  /** ICE servers handed to RTCPeerConnection. @default [] (loopback/LAN only for now) */
+  iceServers?: RTCIceServer[];
+  /** Messages allowed to wait for buffer space before send() throws. @default 10000 */
+  maxQueuedMessages?: number;
+}
+
+/** Builds a {@link PeerLinkFactory} creating simple-peer links. */
+export function createSimplePeerLinkFactory(
+  SimplePeer: SimplePeerConstructor,
+  options: SimplePeerLinkOptions = {},
+): PeerLinkFactory {
+  return ({ remote, initiator }, handlers) =>
+    new SimplePeerLink(SimplePeer, remote, initiator, handlers, options);
+}
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+class SimplePeerLink implements PeerLink {
+  #peer: SimplePeerInstance;
+  #queue: string[] = [];
+  #maxQueued: number;
+  #open = false;
+  #closed = false;
+  #drainTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    SimplePeer: SimplePeerConstructor,
+    readonly remote: string,
+    readonly isInitiator: boolean,
+    handlers: PeerLinkHandlers,
+    options: SimplePeerLinkOptions,
+  ) {
+    this.#maxQueued = options.maxQueuedMessages ?? 10_000;
+    this.#peer = new SimplePeer({
+      initiator: isInitiator,
+      trickle: true,
+      objectMode: true,
+      config: { iceServers: options.iceServers ?? [] },
+    });
+    const peer = this.#peer;
+    peer.on("signal", (data) => {
+      if (!this.#closed) handlers.onSignal(data as SignalData);
+    });
+    peer.on("connect", () => {
+      if (this.#closed) return;
+      this.#open = true;
+      const channel = peer._channel;
+      if (channel) {
+        channel.bufferedAmountLowThreshold = MAX_BUFFERED_AMOUNT / 2;
+        channel.addEventListener("bufferedamountlow", () => this.#drain());
+      }
+      handlers.onOpen();
+    });
+    peer.on("data", (data) => {
+      if (this.#closed) return;
+      const text = typeof data === "string" ? data : decoder.decode(data as Uint8Array);
+      handlers.onMessage(text);
+    });
+    const close = (reason: string) => {
+      if (this.#closed) return;
+      this.#closed = true;
+      this.#open = false;
+      if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+      handlers.onClose(reason);
+    };
+    peer.on("close", () => close("closed"));
+    peer.on("error", (err) => close(err instanceof Error ? err.message : String(err)));
+  }
+
+  get isOpen(): boolean {
+    return this.#open && !this.#closed && this.#peer.connected;
+  }
+
+  send(text: string): void {
+    if (!this.isOpen) throw new Error(`Cannot send to "${this.remote}": data channel not open`);
+    if (this.#queue.length >= this.#maxQueued) {
+      throw new Error(`Cannot send to "${this.remote}": send queue full`);
+    }
+    this.#queue.push(text);
+    this.#drain();
+  }
+
+  signal(data: SignalData): void {
+    if (!this.#closed && !this.#peer.destroyed) this.#peer.signal(data);
+  }
+
+  destroy(): void {
+    this.#closed = true;
+    this.#open = false;
+    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+    this.#queue = [];
+    this.#peer.destroy();
+  }
+
+  #drain(): void {
+    while (this.#queue.length > 0 && this.isOpen) {
+      const next = this.#queue[0]!;
+      const buffered = this.#peer.bufferedAmount;
+      if (buffered > 0 && buffered + encoder.encode(next).length > MAX_BUFFERED_AMOUNT) {
+        // Fallback in case `bufferedamountlow` is not delivered (no channel handle).
+        if (this.#drainTimer === null) {
+          this.#drainTimer = setTimeout(() => {
+            this.#drainTimer = null;
+            this.#drain();
+          }, 20);
+        }
+        return;
+      }
+      this.#queue.shift();
+      this.#peer.send(next);
+    }
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Service worker: caches the app shell so the PWA starts offline and is installable. Shell files
+ * are served network-first (so a new build arrives as soon as the server is reachable) with the
+ * cache as the offline fallback. Nothing else is intercepted — in particular not `/ws`, `/healthz`
+ * or `/metrics`. `BUILD_ID` is replaced by the build, so each build gets a fresh cache.
+ */
+
+declare const BUILD_ID: string;
+
+interface ExtendableEvent extends Event {
+  waitUntil(promise: Promise<unknown>): void;
+}
+interface FetchEvent extends ExtendableEvent {
+  readonly request: Request;
+  respondWith(response: Promise<Response>): void;
+}
+interface WorkerScope {
+  addEventListener(type: "install" | "activate", fn: (e: ExtendableEvent) => void): void;
+  addEventListener(type: "fetch", fn: (e: FetchEvent) => void): void;
+  skipWaiting(): Promise<void>;
+  clients: { claim(): Promise<void> };
+  registration: { scope: string };
+}
+
+const scope = globalThis as unknown as WorkerScope;
+const CACHE = `p2pchat-shell-${BUILD_ID}`;
+const SHELL = [
+  "./",
+  "index.html",
+  "app.js",
+  "app.css",
+  "sql-wasm.wasm",
+  "manifest.webmanifest",
+  "icon.svg",
+  "icon-192.png",
+  "icon-512.png",
+];
+const base = new URL(scope.registration.scope);
+const shellPaths = new Set(SHELL.map((p) => new URL(p, base).pathname));
+
+scope.addEventListener("install", (e) => {
+  e.waitUntil(
+    caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => scope.skipWaiting()),
+  );
+});
+
+scope.addEventListener("activate", (e) => {
+  e.waitUntil(
+    caches.keys()
+      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => scope.clients.claim()),
+  );
+});
+
+scope.addEventListener("fetch", (e) => {
+  const req = e.request;
+  if (req.method !== "GET") return;
+  const url = new URL(req.url);
+  if (url.origin !== base.origin) return;
+  // Only the shell: other pages (such as the ring visualizer) are left to the network.
+  if (!shellPaths.has(url.pathname)) return;
+  e.respondWith(networkFirst(req));
+});
+
+async function networkFirst(req: Request): Promise<Response> {
+  const cache = await caches.open(CACHE);
+  try {
+    const res = await fetch(req);
+    if (res.ok) await cache.put(req, res.clone());
+    return res;
+  } catch (err) {
+    const hit = await cache.match(req, { ignoreSearch: true });
+    if (hit) return hit;
+    throw err;
+  }
+}

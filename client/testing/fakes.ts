@@ -1,0 +1,231 @@
+/**
+ * In-memory stand-ins for the servers and for WebRTC, so chat models can talk to each other in a
+ * unit test: {@link FakeCluster} plays the servers (accounts, presence, signal and relay routing),
+ * {@link FakeDirectNetwork} plays WebRTC (an offer/answer handshake through the signals, then
+ * message passing). Everything crosses the boundary asynchronously and as a copy, as on a wire.
+ */
+import type { ContactEntry, ErrorCode, SignalData } from "../../shared/mod.ts";
+import type { PeerLink, PeerLinkFactory, PeerLinkHandlers } from "../peer_link.ts";
+import {
+  type ConnectionStatus,
+  ServerError,
+  type SessionApi,
+  type SessionEvents,
+  type SessionInfo,
+} from "../session.ts";
+
+const later = (fn: () => void) => setTimeout(fn, 0);
+
+/** The servers of a cluster, as seen by clients. */
+export class FakeCluster {
+  readonly accounts = new Map<string, string>();
+  readonly online = new Map<string, FakeSession>();
+  /** Every relay payload routed, for assertions about the path. */
+  readonly relayed: Array<{ from: string; to: string; payload: string }> = [];
+
+  /** A new client session connected to this cluster. */
+  connect(): FakeSession {
+    return new FakeSession(this);
+  }
+
+  /** Delivers `fn` to `to`'s session, or reports `peer_offline` to `from`. */
+  route(from: string, to: string, fn: (s: FakeSession) => void): void {
+    const target = this.online.get(to);
+    if (!target) {
+      const sender = this.online.get(from);
+      later(() => sender?.events.onServerError?.("peer_offline", `${to} is offline`));
+      return;
+    }
+    later(() => fn(target));
+  }
+
+  /** Tells every online user except `username` about a presence change. */
+  broadcast(username: string, online: boolean): void {
+    for (const [name, s] of this.online) {
+      if (name !== username) later(() => s.events.onPresence?.(username, online));
+    }
+  }
+}
+
+/** A client's session with a {@link FakeCluster}. */
+export class FakeSession implements SessionApi {
+  events: SessionEvents = {};
+  status: ConnectionStatus = "offline";
+  user: string | null = null;
+
+  constructor(readonly cluster: FakeCluster) {}
+
+  storedSession(): SessionInfo | null {
+    return null;
+  }
+
+  start(): void {
+    this.#setStatus("connected");
+  }
+
+  register(username: string, secret: string): Promise<void> {
+    if (this.cluster.accounts.has(username)) {
+      return Promise.reject(new ServerError("username_taken", `Username "${username}" is taken`));
+    }
+    this.cluster.accounts.set(username, secret);
+    return Promise.resolve();
+  }
+
+  login(username: string, secret: string): Promise<SessionInfo> {
+    if (this.cluster.accounts.get(username) !== secret) {
+      return Promise.reject(new ServerError("wrong_credentials", "Wrong username or password"));
+    }
+    this.user = username;
+    this.cluster.online.set(username, this);
+    this.cluster.broadcast(username, true);
+    this.#setStatus("online");
+    return Promise.resolve({
+      username,
+      token: `token-${username}-0123456789`,
+      expiresAt: Date.now() + 3_600_000,
+      servers: ["http://127.0.0.1:1"],
+    });
+  }
+
+  resume(): Promise<SessionInfo> {
+    return Promise.reject(new ServerError("not_authenticated", "No session"));
+  }
+
+  contacts(): Promise<ContactEntry[]> {
+    const users = [...this.cluster.accounts.keys()]
+      .filter((u) => u !== this.user)
+      .map((username) => ({ username, online: this.cluster.online.has(username) }));
+    return Promise.resolve(users);
+  }
+
+  ping(): Promise<number> {
+    return Promise.resolve(0);
+  }
+
+  signal(to: string, data: SignalData): void {
+    const from = this.#me();
+    const copy = structuredClone(data);
+    this.cluster.route(from, to, (s) => s.events.onSignal?.(from, copy));
+  }
+
+  relay(to: string, payload: string): void {
+    const from = this.#me();
+    this.cluster.relayed.push({ from, to, payload });
+    this.cluster.route(from, to, (s) => s.events.onRelay?.(from, payload));
+  }
+
+  /** Delivers a relay frame claiming to come from `from` (to test forged messages). */
+  injectRelay(from: string, payload: string): void {
+    later(() => this.events.onRelay?.(from, payload));
+  }
+
+  /** Delivers an unsolicited server error. */
+  injectError(code: ErrorCode, message: string): void {
+    later(() => this.events.onServerError?.(code, message));
+  }
+
+  logout(): void {
+    if (this.user && this.cluster.online.get(this.user) === this) {
+      this.cluster.online.delete(this.user);
+      this.cluster.broadcast(this.user, false);
+    }
+    this.user = null;
+    this.#setStatus("offline");
+  }
+
+  #me(): string {
+    if (!this.user) throw new ServerError("not_authenticated", "Not logged in");
+    return this.user;
+  }
+
+  #setStatus(s: ConnectionStatus): void {
+    this.status = s;
+    this.events.onStatus?.(s);
+  }
+}
+
+/** Fake WebRTC: links created by the factories of one network can connect to each other. */
+export class FakeDirectNetwork {
+  /** When true, handshakes never complete (as if no direct path existed). */
+  isBlocked = false;
+  /** Links created, for assertions. */
+  readonly created: Array<{ owner: string; remote: string; initiator: boolean }> = [];
+  #links = new Map<string, FakeLink>();
+
+  /** The link factory used by user `owner`. */
+  factoryFor(owner: string): PeerLinkFactory {
+    return ({ remote, initiator }, handlers) => {
+      this.created.push({ owner, remote, initiator });
+      const link = new FakeLink(this, owner, remote, initiator, handlers);
+      this.#links.set(`${owner}->${remote}`, link);
+      if (initiator) later(() => link.emit({ type: "offer", sdp: `fake-offer-${owner}` }));
+      return link;
+    };
+  }
+
+  /** The current link of `owner` towards `remote`. */
+  linkOf(owner: string, remote: string): FakeLink | undefined {
+    return this.#links.get(`${owner}->${remote}`);
+  }
+}
+
+/** One side of a fake direct link. */
+export class FakeLink implements PeerLink {
+  #partner: FakeLink | null = null;
+  #open = false;
+  #destroyed = false;
+
+  constructor(
+    readonly network: FakeDirectNetwork,
+    readonly owner: string,
+    readonly remote: string,
+    readonly isInitiator: boolean,
+    readonly handlers: PeerLinkHandlers,
+  ) {}
+
+  get isOpen(): boolean {
+    return this.#open && !this.#destroyed;
+  }
+
+  emit(data: SignalData): void {
+    if (!this.#destroyed) this.handlers.onSignal(data);
+  }
+
+  signal(data: SignalData): void {
+    if (this.#destroyed || this.network.isBlocked) return;
+    if (data.type === "offer" && !this.isInitiator) {
+      later(() => this.emit({ type: "answer", sdp: `fake-answer-${this.owner}` }));
+    } else if (data.type === "answer" && this.isInitiator) {
+      const partner = this.network.linkOf(this.remote, this.owner);
+      if (!partner || partner.#destroyed) return;
+      this.#partner = partner;
+      partner.#partner = this;
+      for (const side of [this, partner]) {
+        later(() => {
+          if (side.#destroyed) return;
+          side.#open = true;
+          side.handlers.onOpen();
+        });
+      }
+    }
+  }
+
+  send(text: string): void {
+    if (!this.isOpen || !this.#partner) throw new Error("not open");
+    const partner = this.#partner;
+    later(() => {
+      if (!partner.#destroyed) partner.handlers.onMessage(text);
+    });
+  }
+
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    const partner = this.#partner;
+    if (partner && !partner.#destroyed) {
+      later(() => {
+        if (!partner.#destroyed) partner.handlers.onClose("remote closed");
+      });
+    }
+  }
+}

@@ -1,0 +1,82 @@
+/** The open conversation: messages and the input line. */
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { ChatModel } from "../chat_model.ts";
+
+const STATUS_TEXT = {
+  sending: "sending…",
+  sent: "sent",
+  delivered: "delivered",
+  failed: "not delivered, will retry when online",
+} as const;
+
+const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+/** Message list (own vs theirs, status, path) plus input and Send. */
+export function ChatView({ model }: { model: ChatModel }) {
+  const peer = model.openPeer.value;
+  const me = model.me.value;
+  const messages = model.messages.value;
+  const isDirect = peer ? model.channels.value[peer] === true : false;
+  const online = model.contacts.value.some((c) => c.username === peer && c.online);
+  const [draft, setDraft] = useState("");
+  const listRef = useRef<HTMLOListElement>(null);
+
+  useEffect(() => {
+    const el = listRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [messages.length, peer]);
+
+  if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
+
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const text = draft;
+    if (!text.trim()) return;
+    setDraft("");
+    void model.send(text);
+  };
+
+  return (
+    <section class="chat" aria-label={`Chat with ${peer}`}>
+      <header class="chat-header">
+        <button type="button" class="back" onClick={() => model.openChat(null)} aria-label="Back">
+          ‹
+        </button>
+        <span class={online ? "dot online" : "dot"} aria-hidden="true" />
+        <strong>{peer}</strong>
+        <span class="path">{isDirect ? "direct (p2p)" : online ? "via server" : "offline"}</span>
+      </header>
+      <ol class="messages" ref={listRef}>
+        {messages.map((m) => (
+          <li
+            key={m.id}
+            data-testid="message"
+            data-id={m.id}
+            data-from={m.sender}
+            data-via={m.via}
+            data-status={m.status}
+            class={m.sender === me ? "message own" : "message theirs"}
+          >
+            <span class="text">{m.text}</span>
+            <span class="meta">
+              {time.format(m.sentAt)}
+              {m.status === "failed" ? "" : ` · ${m.via}`}
+              {m.sender === me && ` · ${STATUS_TEXT[m.status]}`}
+            </span>
+          </li>
+        ))}
+      </ol>
+      <form class="composer" onSubmit={submit}>
+        <input
+          data-testid="chat-input"
+          value={draft}
+          placeholder={`Message ${peer}`}
+          maxLength={4000}
+          autocomplete="off"
+          onInput={(e) => setDraft(e.currentTarget.value)}
+        />
+        <button type="submit" class="primary" data-testid="send">Send</button>
+      </form>
+    </section>
+  );
+}

@@ -1,0 +1,32 @@
+/** The list of contacts with their online status. */
+import type { ChatModel } from "../chat_model.ts";
+
+/** Every other user, an online dot each, unread counts; click opens the chat. */
+export function ContactList({ model }: { model: ChatModel }) {
+  const open = model.openPeer.value;
+  const unread = model.unread.value;
+  const contacts = model.contacts.value;
+  return (
+    <nav class="contacts" aria-label="Contacts">
+      {contacts.length === 0 && <p class="empty">No other users yet.</p>}
+      <ul>
+        {contacts.map((c) => (
+          <li key={c.username}>
+            <button
+              type="button"
+              data-testid={`contact-${c.username}`}
+              data-online={String(c.online)}
+              class={c.username === open ? "contact selected" : "contact"}
+              onClick={() => model.openChat(c.username)}
+            >
+              <span class={c.online ? "dot online" : "dot"} aria-hidden="true" />
+              <span class="name">{c.username}</span>
+              <span class="sr-only">{c.online ? "online" : "offline"}</span>
+              {(unread[c.username] ?? 0) > 0 && <span class="badge">{unread[c.username]}</span>}
+            </button>
+          </li>
+        ))}
+      </ul>
+    </nav>
+  );
+}

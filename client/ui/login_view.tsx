@@ -1,0 +1,61 @@
+/** The login/register screen. */
+import { useState } from "preact/hooks";
+import type { ChatModel } from "../chat_model.ts";
+
+/** Username + password with Register and Log in buttons, and the error line. */
+export function LoginView({ model }: { model: ChatModel }) {
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const busy = model.busy.value;
+  return (
+    <form
+      class="login"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void model.login(username, password);
+      }}
+    >
+      <h1>P2P-Chat</h1>
+      <p class="tagline">Messages go straight from browser to browser.</p>
+      <label>
+        Username
+        <input
+          data-testid="username"
+          name="username"
+          autocomplete="username"
+          autocapitalize="none"
+          spellcheck={false}
+          value={username}
+          onInput={(e) => setUsername(e.currentTarget.value)}
+        />
+      </label>
+      <label>
+        Password
+        <input
+          data-testid="password"
+          name="password"
+          type="password"
+          autocomplete="current-password"
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+        />
+      </label>
+      <div class="buttons">
+        <button
+          type="button"
+          data-testid="register"
+          disabled={busy}
+          onClick={() => void model.register(username, password)}
+        >
+          Register
+        </button>
+        <button type="submit" class="primary" data-testid="login" disabled={busy}>
+          Log in
+        </button>
+      </div>
+      <p class="error" data-testid="auth-error" role="alert">
+        {model.restoring.value ? "Restoring your session…" : model.error.value ?? ""}
+      </p>
+    </form>
+  );
+}
