@@ -128,6 +128,19 @@ export class Cluster {
     this.#round = this.#helloRound().finally(() => this.#round = undefined);
   }
 
+  /**
+   * Adds a server learned from outside (discovery announcements, DNS): it is contacted in the
+   * next hello round and becomes live once it answers. Unknown or own addresses are ignored.
+   */
+  addPeer(address: string): void {
+    this.#addPeer(address);
+  }
+
+  /** Every server address this node knows of, alive or not (sorted). */
+  knownServers(): string[] {
+    return [this.#self, ...this.#peers.keys()].sort();
+  }
+
   /** This server and every peer currently alive, sorted. */
   liveServers(): string[] {
     const alive = [...this.#peers].filter(([, p]) => p.alive).map(([a]) => a);
