@@ -24,19 +24,32 @@ export class PeerUnreachableError extends Error {
   }
 }
 
-/** Sends one signed request to `address` and returns its validated response. */
-export async function callPeer(
+/** Why a signed POST failed: no answer in time, no connection, or an answer we refuse. */
+export type SignedPostFailure = "timeout" | "unreachable" | "rejected";
+
+/** A signed POST did not produce a usable answer. */
+export class SignedPostError extends Error {
+  override name = "SignedPostError";
+  /** Creates the error. */
+  constructor(readonly failure: SignedPostFailure, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * POSTs `body` to `url`, signed with the cluster secret, and returns the response text. Throws
+ * {@link SignedPostError}: "rejected" when the peer refuses our signature (HTTP 401).
+ */
+export async function signedPost(
   hmac: Hmac,
-  address: string,
-  request: ClusterRequest,
+  url: string,
+  body: string,
   timeoutMs: number,
-): Promise<ClusterResponse> {
-  const body = JSON.stringify(request);
+): Promise<{ status: number; text: string }> {
   const time = String(Date.now());
   const signature = await hmac.sign(`${time}\n${body}`);
-  let text: string;
   try {
-    const res = await fetch(address + CLUSTER_RPC_PATH, {
+    const res = await fetch(url, {
       method: "POST",
       body,
       headers: {
@@ -46,11 +59,36 @@ export async function callPeer(
       },
       signal: AbortSignal.timeout(timeoutMs),
     });
-    text = await res.text();
-    if (res.status === 401) throw new PeerUnreachableError(address, "cluster secret rejected");
+    const text = await res.text();
+    if (res.status === 401) throw new SignedPostError("rejected", "cluster secret rejected");
+    return { status: res.status, text };
   } catch (err) {
-    if (err instanceof PeerUnreachableError) throw err;
-    throw new PeerUnreachableError(address, err instanceof Error ? err.message : String(err));
+    if (err instanceof SignedPostError) throw err;
+    const isTimeout = err instanceof DOMException && err.name === "TimeoutError";
+    throw new SignedPostError(
+      isTimeout ? "timeout" : "unreachable",
+      isTimeout ? `no answer within ${timeoutMs} ms` : (err as Error).message,
+    );
+  }
+}
+
+/** Sends one signed request to `address` and returns its validated response. */
+export async function callPeer(
+  hmac: Hmac,
+  address: string,
+  request: ClusterRequest,
+  timeoutMs: number,
+): Promise<ClusterResponse> {
+  let text: string;
+  try {
+    ({ text } = await signedPost(
+      hmac,
+      address + CLUSTER_RPC_PATH,
+      JSON.stringify(request),
+      timeoutMs,
+    ));
+  } catch (err) {
+    throw new PeerUnreachableError(address, (err as Error).message);
   }
   try {
     return parseClusterResponse(text);
