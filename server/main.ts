@@ -2,10 +2,23 @@
  * Entry point of a P2P-Chat server node: reads configuration, opens the store, joins the
  * cluster, serves browsers, and shuts down cleanly on SIGINT/SIGTERM.
  */
-import { ConfigError, HELP, parseConfig, type ServerConfig } from "./config.ts";
+import {
+  ConfigError,
+  type DiscoveryConfig,
+  HELP,
+  parseConfig,
+  type ServerConfig,
+} from "./config.ts";
 import { NodeStore } from "./store/mod.ts";
-import { Cluster, Hmac, type Log } from "./cluster/mod.ts";
+import { Cluster, Hmac, type Log, RingService } from "./cluster/mod.ts";
 import { ClientHub, createHandler, Metrics, Tokens } from "./api/mod.ts";
+import {
+  describeDiscoveryMetrics,
+  type Discovery,
+  DnsDiscovery,
+  MulticastDiscovery,
+  type PeerFound,
+} from "./discovery/mod.ts";
 
 /** A running server node. */
 export interface RunningServer {
@@ -39,18 +52,74 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     seeds: config.peers,
   });
   hub.bind(cluster);
-  app.handle = createHandler({ hub, cluster, metrics }, { distDir: config.distDir });
+  const ring = new RingService({
+    hmac,
+    metrics,
+    log,
+    liveServers: () => cluster.liveServers(),
+    knownServers: () => cluster.knownServers(),
+  }, {
+    self,
+  });
+  app.handle = createHandler({ hub, cluster, ring, metrics }, { distDir: config.distDir });
   cluster.start();
-  log("started", { url: self, dataDir, peers: config.peers });
+  ring.start();
+  // Discovery only proposes addresses; the cluster admits them through its signed hellos.
+  const discovery = createDiscovery(config.discovery, {
+    hmac,
+    metrics,
+    log,
+    self,
+    onPeer: (address) => cluster.addPeer(address),
+  });
+  try {
+    await discovery?.start();
+  } catch (err) {
+    await ring.stop();
+    hub.close();
+    await cluster.stop();
+    await server.shutdown();
+    store.close();
+    throw err;
+  }
+  log("started", { url: self, dataDir, peers: config.peers, discovery: config.discovery.mode });
   return {
     url: self,
     async shutdown() {
+      await discovery?.stop();
+      await ring.stop();
       hub.close();
       await cluster.stop();
       await server.shutdown();
       store.close();
     },
   };
+}
+
+/** The discovery mode `config` asks for, wired to feed found servers to `onPeer`. */
+function createDiscovery(
+  config: DiscoveryConfig,
+  deps: { hmac: Hmac; metrics: Metrics; log: Log; self: string; onPeer: PeerFound },
+): Discovery | undefined {
+  const { hmac, metrics, log, self, onPeer } = deps;
+  if (config.mode === "none") return undefined;
+  describeDiscoveryMetrics(metrics);
+  if (config.mode === "multicast") {
+    return new MulticastDiscovery({ signer: hmac, metrics, log, onPeer }, {
+      self,
+      group: config.group,
+      port: config.port,
+      interfaceAddress: config.interfaceAddress,
+      intervalMs: config.intervalMs,
+    });
+  }
+  return new DnsDiscovery({ metrics, log, onPeer }, {
+    self,
+    name: config.name,
+    port: config.port,
+    scheme: config.scheme,
+    intervalMs: config.intervalMs,
+  });
 }
 
 function jsonLog(event: string, fields: Record<string, unknown> = {}): void {

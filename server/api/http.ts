@@ -1,6 +1,6 @@
 /** Routes HTTP requests: the browser WebSocket, cluster RPC, health, metrics and the PWA. */
-import type { Cluster } from "../cluster/mod.ts";
-import { CLUSTER_RPC_PATH } from "../cluster/mod.ts";
+import type { Cluster, RingService } from "../cluster/mod.ts";
+import { CLUSTER_RPC_PATH, RING_RPC_PATH } from "../cluster/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
 import type { Metrics } from "./metrics.ts";
 import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
@@ -9,6 +9,7 @@ import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
 export interface HttpDeps {
   hub: ClientHub;
   cluster: Cluster;
+  ring: RingService;
   metrics: Metrics;
 }
 
@@ -33,6 +34,10 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     if (url.pathname === CLUSTER_RPC_PATH && req.method === "POST") {
       return await deps.cluster.handleRpc(req);
     }
+    if (url.pathname === RING_RPC_PATH && req.method === "POST") {
+      return await deps.ring.handleHttp(req);
+    }
+    if (url.pathname === "/ring") return Response.json(deps.ring.view());
     if (url.pathname === "/healthz") {
       return Response.json({
         status: "ok",
@@ -42,6 +47,7 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       });
     }
     if (url.pathname === "/metrics") {
+      deps.ring.exportMetrics();
       return new Response(deps.metrics.render(), {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });

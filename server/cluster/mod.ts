@@ -14,3 +14,10 @@ export {
 } from "./cluster.ts";
 export { fromBase64Url, Hmac, toBase64Url } from "./hmac.ts";
 export { callPeer, CLUSTER_RPC_PATH, PeerUnreachableError } from "./rpc.ts";
+export { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
+export {
+  RingService,
+  type RingServiceDeps,
+  type RingServiceOptions,
+  type RingView,
+} from "./ring_service.ts";

@@ -1,0 +1,151 @@
+/**
+ * The real transport of the CHORD ring between server processes: each ring RPC is a signed HTTP
+ * POST to `<node>/ring/rpc` (HMAC over the cluster secret, as for cluster RPC), validated on both
+ * ends by the ring's own parsers. A node without the cluster secret can neither call nor answer.
+ */
+import {
+  type ChordRequest,
+  type ChordRequestHandler,
+  type ChordResponse,
+  ChordTransportError,
+  type IdSpace,
+  type NodeAddress,
+  parseChordRequest,
+  parseChordResponse,
+  type Transport,
+} from "../chord/mod.ts";
+import type { Hmac } from "./hmac.ts";
+import { isAuthentic, signedPost, SignedPostError } from "./rpc.ts";
+
+/** Path of the ring RPC endpoint on every server. */
+export const RING_RPC_PATH = "/ring/rpc";
+const MAX_BODY = 256 * 1024;
+
+/** Configuration of an {@link HttpChordTransport}. */
+export interface HttpChordTransportOptions {
+  /** This server's base URL. */
+  self: string;
+  /** Timeout of one attempt, in ms. @default 1500 */
+  timeoutMs?: number;
+  /** Further attempts after a timeout or connection failure. @default 1 */
+  retries?: number;
+}
+
+/** Counts what the transport sees, for `/metrics`. */
+export interface TransportCounters {
+  inc(name: string, labels?: Record<string, string>): void;
+}
+
+/** Ring RPC over signed HTTP between server processes. */
+export class HttpChordTransport implements Transport {
+  readonly localAddress: NodeAddress;
+  #hmac: Hmac;
+  #space: IdSpace;
+  #counters: TransportCounters;
+  #timeoutMs: number;
+  #retries: number;
+  #handler: ChordRequestHandler | undefined;
+
+  /** Creates the transport; requests are served through {@link handleHttp}. */
+  constructor(
+    deps: { hmac: Hmac; space: IdSpace; counters: TransportCounters },
+    options: HttpChordTransportOptions,
+  ) {
+    this.localAddress = options.self;
+    this.#hmac = deps.hmac;
+    this.#space = deps.space;
+    this.#counters = deps.counters;
+    this.#timeoutMs = options.timeoutMs ?? 1500;
+    this.#retries = options.retries ?? 1;
+  }
+
+  async call(to: NodeAddress, request: ChordRequest): Promise<ChordResponse> {
+    const body = JSON.stringify({ from: this.localAddress, request });
+    let lastError: ChordTransportError | undefined;
+    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+      let status: number;
+      let text: string;
+      try {
+        ({ status, text } = await signedPost(
+          this.#hmac,
+          to + RING_RPC_PATH,
+          body,
+          this.#timeoutMs,
+        ));
+      } catch (err) {
+        const failure = err instanceof SignedPostError ? err.failure : "unreachable";
+        this.#counters.inc("p2pchat_ring_rpc_failures_total", { reason: failure });
+        lastError = new ChordTransportError(
+          failure === "timeout"
+            ? "timeout"
+            : failure === "rejected"
+            ? "remote_error"
+            : "unreachable",
+          to,
+          `Ring RPC ${request.type} to ${to} failed: ${(err as Error).message}`,
+        );
+        if (failure === "rejected") break;
+        continue;
+      }
+      if (status !== 200) {
+        this.#counters.inc("p2pchat_ring_rpc_failures_total", { reason: "remote_error" });
+        throw new ChordTransportError(
+          "remote_error",
+          to,
+          `Ring RPC ${request.type} to ${to}: HTTP ${status} ${text.slice(0, 200)}`,
+        );
+      }
+      try {
+        return parseChordResponse(JSON.parse(text), this.#space);
+      } catch (err) {
+        this.#counters.inc("p2pchat_ring_rpc_failures_total", { reason: "invalid_response" });
+        throw new ChordTransportError(
+          "remote_error",
+          to,
+          `Invalid ring response from ${to}: ${(err as Error).message}`,
+        );
+      }
+    }
+    throw lastError!;
+  }
+
+  listen(handler: ChordRequestHandler): void {
+    this.#handler = handler;
+  }
+
+  close(): void {
+    this.#handler = undefined;
+  }
+
+  /** Serves `POST /ring/rpc`: authenticates, validates, hands the request to the ring node. */
+  async handleHttp(req: Request): Promise<Response> {
+    if (Number(req.headers.get("content-length") ?? "0") > MAX_BODY) {
+      return Response.json({ error: "Request body too large" }, { status: 413 });
+    }
+    const body = await req.text();
+    if (!(await isAuthentic(this.#hmac, req.headers, body))) {
+      this.#counters.inc("p2pchat_cluster_rejected_total", { reason: "auth" });
+      return Response.json({ error: "Cluster secret mismatch" }, { status: 401 });
+    }
+    const handler = this.#handler;
+    if (!handler) return Response.json({ error: "Ring node not running" }, { status: 503 });
+    let from: string;
+    let request: ChordRequest;
+    try {
+      const envelope = JSON.parse(body) as { from?: unknown; request?: unknown };
+      if (typeof envelope.from !== "string" || envelope.from.length > 300) {
+        throw new Error('Invalid field "from": expected the caller\'s base URL');
+      }
+      from = envelope.from;
+      request = parseChordRequest(envelope.request, this.#space);
+    } catch (err) {
+      this.#counters.inc("p2pchat_invalid_frames_total", { source: "ring" });
+      return Response.json({ error: (err as Error).message }, { status: 400 });
+    }
+    try {
+      return Response.json(await handler(request, from));
+    } catch (err) {
+      return Response.json({ error: (err as Error).message }, { status: 500 });
+    }
+  }
+}
