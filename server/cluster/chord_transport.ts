@@ -36,25 +36,30 @@ export interface TransportCounters {
   inc(name: string, labels?: Record<string, string>): void;
 }
 
+/** Where the transport reports refused requests. */
+export type TransportLog = (event: string, fields?: Record<string, unknown>) => void;
+
 /** Ring RPC over signed HTTP between server processes. */
 export class HttpChordTransport implements Transport {
   readonly localAddress: NodeAddress;
   #hmac: Hmac;
   #space: IdSpace;
   #counters: TransportCounters;
+  #log: TransportLog;
   #timeoutMs: number;
   #retries: number;
   #handler: ChordRequestHandler | undefined;
 
   /** Creates the transport; requests are served through {@link handleHttp}. */
   constructor(
-    deps: { hmac: Hmac; space: IdSpace; counters: TransportCounters },
+    deps: { hmac: Hmac; space: IdSpace; counters: TransportCounters; log?: TransportLog },
     options: HttpChordTransportOptions,
   ) {
     this.localAddress = options.self;
     this.#hmac = deps.hmac;
     this.#space = deps.space;
     this.#counters = deps.counters;
+    this.#log = deps.log ?? (() => {});
     this.#timeoutMs = options.timeoutMs ?? 1500;
     this.#retries = options.retries ?? 1;
   }
@@ -125,6 +130,7 @@ export class HttpChordTransport implements Transport {
     const body = await req.text();
     if (!(await isAuthentic(this.#hmac, req.headers, body))) {
       this.#counters.inc("p2pchat_cluster_rejected_total", { reason: "auth" });
+      this.#log("ring_rpc_rejected", { reason: "bad or missing signature" });
       return Response.json({ error: "Cluster secret mismatch" }, { status: 401 });
     }
     const handler = this.#handler;
@@ -142,10 +148,13 @@ export class HttpChordTransport implements Transport {
       this.#counters.inc("p2pchat_invalid_frames_total", { source: "ring" });
       return Response.json({ error: (err as Error).message }, { status: 400 });
     }
+    let response: ChordResponse;
     try {
-      return Response.json(await handler(request, from));
+      // Our own node's answer is validated too: a peer never receives garbage from us.
+      response = parseChordResponse(await handler(request, from), this.#space);
     } catch (err) {
-      return Response.json({ error: (err as Error).message }, { status: 500 });
+      response = { v: 1, type: "error", code: "bad_response", message: (err as Error).message };
     }
+    return Response.json(response);
   }
 }

@@ -76,7 +76,7 @@ export class RingService {
     this.#intervalMs = options.stabilizeIntervalMs ?? 500;
     this.#createGraceMs = options.createGraceMs ?? 3000;
     this.transport = new HttpChordTransport(
-      { hmac: deps.hmac, space: this.#space, counters: deps.metrics },
+      { hmac: deps.hmac, space: this.#space, counters: deps.metrics, log: deps.log },
       { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
     );
     this.node = new ChordNode(
