@@ -1,4 +1,4 @@
-import { IdSpace, registerTransportConformanceTests } from "../chord/mod.ts";
+import { ChordTransportError, IdSpace, registerTransportConformanceTests } from "../chord/mod.ts";
 import { Metrics } from "../api/metrics.ts";
 import { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 import { Hmac } from "./hmac.ts";
@@ -6,31 +6,32 @@ import { Hmac } from "./hmac.ts";
 const SECRET = "conformance-secret-0123456789";
 
 /** One HTTP transport behind a real `Deno.serve` on a loopback port. */
-async function startEndpoint(space: IdSpace) {
-  let transport: HttpChordTransport | undefined;
+function startEndpoint(space: IdSpace) {
+  const route: { transport?: HttpChordTransport } = {};
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen() {} },
     (req) =>
-      new URL(req.url).pathname === RING_RPC_PATH && transport
-        ? transport.handleHttp(req)
+      new URL(req.url).pathname === RING_RPC_PATH && route.transport
+        ? route.transport.handleHttp(req)
         : new Response("not found", { status: 404 }),
   );
-  transport = new HttpChordTransport(
+  const transport = new HttpChordTransport(
     { hmac: new Hmac(SECRET), space, counters: new Metrics() },
     { self: `http://127.0.0.1:${server.addr.port}`, timeoutMs: 1000, retries: 0 },
   );
+  route.transport = transport;
   return { transport, server };
 }
 
-registerTransportConformanceTests("HttpChordTransport", async () => {
+registerTransportConformanceTests("HttpChordTransport", () => {
   const space = new IdSpace(16);
-  const a = await startEndpoint(space);
-  const b = await startEndpoint(space);
+  const a = startEndpoint(space);
+  const b = startEndpoint(space);
   // A port that was just free: nothing listens there.
   const probe = Deno.listen({ port: 0, hostname: "127.0.0.1" });
   const unused = `http://127.0.0.1:${(probe.addr as Deno.NetAddr).port}`;
   probe.close();
-  return {
+  return Promise.resolve({
     space,
     a: a.transport,
     b: b.transport,
@@ -40,12 +41,12 @@ registerTransportConformanceTests("HttpChordTransport", async () => {
       await a.server.shutdown();
       await b.server.shutdown();
     },
-  };
+  });
 });
 
 Deno.test("HttpChordTransport: a caller without the cluster secret is refused before its request is read", async () => {
   const space = new IdSpace(16);
-  const b = await startEndpoint(space);
+  const b = startEndpoint(space);
   const intruder = new HttpChordTransport(
     { hmac: new Hmac("some-other-secret-entirely"), space, counters: new Metrics() },
     { self: "http://127.0.0.1:9", timeoutMs: 1000, retries: 0 },
@@ -62,7 +63,6 @@ Deno.test("HttpChordTransport: a caller without the cluster secret is refused be
     } catch (err) {
       refused = err;
     }
-    const { ChordTransportError } = await import("../chord/mod.ts");
     if (!(refused instanceof ChordTransportError)) throw new Error(`not refused: ${refused}`);
     if (calls !== 0) throw new Error("the handler saw the intruder's request");
   } finally {
