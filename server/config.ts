@@ -17,7 +17,30 @@ export interface ServerConfig {
   distDir: string;
   bcryptCost: number;
   sessionTtlMs: number;
+  /** How this server finds others besides `peers`. */
+  discovery: DiscoveryConfig;
 }
+
+/** The discovery mode and its settings (`--discovery`). */
+export type DiscoveryConfig =
+  | { mode: "none" }
+  | {
+    mode: "multicast";
+    group: string;
+    port: number;
+    /** IPv4 address of the one interface announcements go out of and are heard on. */
+    interfaceAddress: string;
+    intervalMs: number;
+  }
+  | {
+    mode: "dns";
+    /** DNS name whose A/AAAA records are the servers. */
+    name: string;
+    /** Port of the servers behind the name. */
+    port: number;
+    scheme: "http" | "https";
+    intervalMs: number;
+  };
 
 /** A configuration value is missing or malformed. */
 export class ConfigError extends Error {
@@ -39,6 +62,20 @@ Options (environment variable in brackets; flags win):
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
+
+Discovery (how servers find one another besides --peers):
+  --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
+  --multicast-group G  IPv4 multicast group                      [P2P_MULTICAST_GROUP] default 239.77.77.77
+  --multicast-port N   UDP port of the group                     [P2P_MULTICAST_PORT] default 47777
+  --multicast-interface A  IPv4 address of the interface to announce and listen on;
+                       required with multicast                   [P2P_MULTICAST_INTERFACE]
+  --announce-interval-ms N  period of announcements / DNS lookups [P2P_ANNOUNCE_INTERVAL_MS] default 2000
+  --discovery-dns NAME DNS name whose A/AAAA records are the servers [P2P_DISCOVERY_DNS]
+  --discovery-dns-port N  port of the servers behind that name   [P2P_DISCOVERY_DNS_PORT] default --port
+  --discovery-dns-scheme S  http or https                        [P2P_DISCOVERY_DNS_SCHEME] default http
+  Multicast announcements are signed with the cluster secret and sent with TTL 1 on the given
+  interface only; servers that hear each other still admit each other by signed hellos.
+
   -h, --help           show this text
 
 On start the server prints one line "ready <url>" on stdout; logs are JSON lines on stderr.`;
@@ -82,6 +119,14 @@ export function parseConfig(
         dist: { type: "string" },
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
+        discovery: { type: "string" },
+        "multicast-group": { type: "string" },
+        "multicast-port": { type: "string" },
+        "multicast-interface": { type: "string" },
+        "announce-interval-ms": { type: "string" },
+        "discovery-dns": { type: "string" },
+        "discovery-dns-port": { type: "string" },
+        "discovery-dns-scheme": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -101,8 +146,9 @@ export function parseConfig(
   }
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
+  const port = integer("port", pick("port", "P2P_PORT") ?? "8000", 0, 65535);
   return {
-    port: integer("port", pick("port", "P2P_PORT") ?? "8000", 0, 65535),
+    port,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
     peers: peersRaw.split(",").map((p) => p.trim()).filter((p) => p).map((p) => url("peers", p)),
@@ -116,5 +162,89 @@ export function parseConfig(
       1,
       24 * 365,
     ) * 3_600_000,
+    discovery: parseDiscovery(pick, port),
   };
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const DNS_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$/;
+
+function parseDiscovery(
+  pick: (flag: string, envName: string) => string | undefined,
+  serverPort: number,
+): DiscoveryConfig {
+  const dnsName = pick("discovery-dns", "P2P_DISCOVERY_DNS");
+  const mode = pick("discovery", "P2P_DISCOVERY") ?? (dnsName ? "dns" : "none");
+  const intervalMs = () =>
+    integer(
+      "announce-interval-ms",
+      pick("announce-interval-ms", "P2P_ANNOUNCE_INTERVAL_MS") ?? "2000",
+      100,
+      600_000,
+    );
+  switch (mode) {
+    case "none":
+      return { mode };
+    case "multicast": {
+      const group = pick("multicast-group", "P2P_MULTICAST_GROUP") ?? "239.77.77.77";
+      const firstOctet = Number(group.split(".")[0]);
+      if (!IPV4.test(group) || firstOctet < 224 || firstOctet > 239) {
+        throw new ConfigError(
+          `--multicast-group must be an IPv4 multicast address (224.0.0.0–239.255.255.255) like 239.77.77.77, got "${group}"`,
+        );
+      }
+      const interfaceAddress = pick("multicast-interface", "P2P_MULTICAST_INTERFACE");
+      if (interfaceAddress === undefined) {
+        throw new ConfigError(
+          "--multicast-interface is required with --discovery multicast: give the IPv4 address of the interface on the servers' shared network (e.g. 10.0.0.2); it is never guessed",
+        );
+      }
+      if (!IPV4.test(interfaceAddress)) {
+        throw new ConfigError(
+          `--multicast-interface must be the IPv4 address of a local interface like 10.0.0.2, got "${interfaceAddress}"`,
+        );
+      }
+      return {
+        mode,
+        group,
+        port: integer(
+          "multicast-port",
+          pick("multicast-port", "P2P_MULTICAST_PORT") ?? "47777",
+          1,
+          65535,
+        ),
+        interfaceAddress,
+        intervalMs: intervalMs(),
+      };
+    }
+    case "dns": {
+      if (!dnsName || !DNS_NAME.test(dnsName)) {
+        throw new ConfigError(
+          `--discovery-dns must be a DNS name like p2pchat.default.svc.cluster.local with --discovery dns, got "${
+            dnsName ?? ""
+          }"`,
+        );
+      }
+      const rawPort = pick("discovery-dns-port", "P2P_DISCOVERY_DNS_PORT");
+      if (rawPort === undefined && serverPort === 0) {
+        throw new ConfigError(
+          "--discovery-dns-port is required when --port is 0: the port the servers behind the DNS name listen on",
+        );
+      }
+      const scheme = pick("discovery-dns-scheme", "P2P_DISCOVERY_DNS_SCHEME") ?? "http";
+      if (scheme !== "http" && scheme !== "https") {
+        throw new ConfigError(`--discovery-dns-scheme must be http or https, got "${scheme}"`);
+      }
+      return {
+        mode,
+        name: dnsName,
+        port: rawPort === undefined ? serverPort : integer("discovery-dns-port", rawPort, 1, 65535),
+        scheme,
+        intervalMs: intervalMs(),
+      };
+    }
+    default:
+      throw new ConfigError(`--discovery must be multicast, dns or none, got "${mode}"`);
+  }
 }

@@ -36,3 +36,89 @@ Deno.test("config: --help is recognised without other flags", () => {
   assert.equal(parseConfig(["--help"], {}), "help");
   assert.equal(parseConfig(["-h"], {}), "help");
 });
+
+Deno.test("config: discovery is off unless asked for", () => {
+  const config = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(config !== "help");
+  assert.deepEqual(config.discovery, { mode: "none" });
+});
+
+Deno.test("config: multicast discovery takes its group, port, interface and interval", () => {
+  const config = parseConfig([
+    `--cluster-secret=${SECRET}`,
+    "--discovery=multicast",
+    "--multicast-interface=10.78.0.3",
+    "--announce-interval-ms=500",
+  ], { P2P_MULTICAST_PORT: "40000" });
+  assert.ok(config !== "help");
+  assert.deepEqual(config.discovery, {
+    mode: "multicast",
+    group: "239.77.77.77",
+    port: 40000,
+    interfaceAddress: "10.78.0.3",
+    intervalMs: 500,
+  });
+});
+
+Deno.test("config: DNS discovery defaults to the server's own port and http", () => {
+  const config = parseConfig(
+    [`--cluster-secret=${SECRET}`, "--port=8100"],
+    { P2P_DISCOVERY_DNS: "p2pchat.default.svc.cluster.local" },
+  );
+  assert.ok(config !== "help");
+  assert.deepEqual(config.discovery, {
+    mode: "dns",
+    name: "p2pchat.default.svc.cluster.local",
+    port: 8100,
+    scheme: "http",
+    intervalMs: 2000,
+  });
+});
+
+Deno.test("config: bad discovery settings are typed errors naming the flag", () => {
+  const cases: [string[], RegExp][] = [
+    [["--discovery=carrier-pigeon"], /--discovery must be multicast, dns or none/],
+    [["--discovery=multicast"], /--multicast-interface is required with --discovery multicast/],
+    [["--discovery=multicast", "--multicast-interface=eth0"], /--multicast-interface must be/],
+    [
+      ["--discovery=multicast", "--multicast-interface=10.0.0.2", "--multicast-group=10.0.0.1"],
+      /--multicast-group must be an IPv4 multicast address/,
+    ],
+    [
+      ["--discovery=multicast", "--multicast-interface=10.0.0.2", "--multicast-port=0"],
+      /--multicast-port must be a whole number from 1/,
+    ],
+    [
+      ["--discovery=multicast", "--multicast-interface=10.0.0.2", "--announce-interval-ms=5"],
+      /--announce-interval-ms must be a whole number from 100/,
+    ],
+    [["--discovery=dns"], /--discovery-dns must be a DNS name/],
+    [["--discovery-dns=bad name!"], /--discovery-dns must be a DNS name/],
+    [
+      ["--discovery-dns=svc.local", "--port=0"],
+      /--discovery-dns-port is required when --port is 0/,
+    ],
+    [["--discovery-dns=svc.local", "--discovery-dns-scheme=ftp"], /must be http or https/],
+  ];
+  for (const [args, message] of cases) {
+    assert.throws(() => parseConfig([...args, `--cluster-secret=${SECRET}`], {}), (err) => {
+      return err instanceof ConfigError && message.test(err.message);
+    }, args.join(" "));
+  }
+});
+
+Deno.test("config: --help lists every discovery flag", async () => {
+  const { HELP } = await import("./config.ts");
+  for (
+    const flag of [
+      "--discovery ",
+      "--multicast-group",
+      "--multicast-port",
+      "--multicast-interface",
+      "--announce-interval-ms",
+      "--discovery-dns ",
+      "--discovery-dns-port",
+      "--discovery-dns-scheme",
+    ]
+  ) assert.ok(HELP.includes(flag), flag);
+});
