@@ -1,6 +1,7 @@
 /**
  * The full test suite, as CI and the README run it: format, lint and type checks; unit and
- * integration tests; then the browser end-to-end tests inside a private network namespace.
+ * integration tests; the browser end-to-end tests inside a private network namespace; then the
+ * multi-host tests, each server in a namespace of its own.
  * Prints one closing line "tests: N passed, N failed" and exits non-zero on any failure.
  *
  * Browser tests need root for the namespace. Without it they run directly on this machine
@@ -93,6 +94,10 @@ if (!chromiumFound) {
     await step("browser e2e", deno, e2eArgs);
   }
 }
+
+// Multi-host tests make their own namespaces (a bridge in a hub namespace, one server per
+// namespace): they run from the root namespace and fail loudly under CI=true without root.
+await step("multi-host tests in network namespaces", deno, ["test", "--allow-all", "tests/netns/"]);
 
 console.log(failures.length ? `\nFailed steps: ${failures.join(", ")}` : "\nAll steps passed.");
 console.log(`tests: ${passed} passed, ${failed} failed`);
