@@ -17,7 +17,13 @@ const failures: string[] = [];
 
 async function step(name: string, cmd: string, args: string[]): Promise<string> {
   console.log(`\n=== ${name}: ${[cmd, ...args].join(" ")}`);
-  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  // Uncoloured output, so the summary line ("ok | 3 passed | 0 failed") can be read.
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "inherit",
+    env: { NO_COLOR: "1" },
+  }).spawn();
   let out = "";
   const decoder = new TextDecoder();
   for await (const chunk of child.stdout) {
