@@ -24,7 +24,7 @@ import {
   SECRET_RULE,
   USERNAME_RULE,
 } from "../shared/mod.ts";
-import { deriveSecret } from "./auth.ts";
+import { deriveLogin } from "./auth.ts";
 import type { History, MessageRow, MessageVia } from "./history.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
@@ -87,6 +87,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
 
   let history: History | null = null;
   let peers: Peers | null = null;
+  /**
+   * The wrapping key derived from the password at login (memory only, non-extractable): it
+   * unwraps the user's private keys. Null after logout, and after a reload (the session resumes
+   * without the password).
+   */
+  let wrappingKey: CryptoKey | null = null;
   let entering: Promise<void> | null = null;
   let pingSeq = 1;
   const pongWaiters = new Map<string, () => void>();
@@ -192,6 +198,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   function leave(): void {
+    wrappingKey = null;
     peers?.destroyAll();
     history?.close();
     peers = null;
@@ -364,7 +371,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     return withBusy(async () => {
       username = username.trim();
       checkCredentials(username, password);
-      const info = await session.login(username, await deriveSecret(username, password));
+      const credentials = await deriveLogin(username, password);
+      const info = await session.login(username, credentials.secret);
+      wrappingKey = credentials.wrappingKey;
       await enter(info);
     });
   }
@@ -374,9 +383,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     return withBusy(async () => {
       username = username.trim();
       checkCredentials(username, password);
-      const secret = await deriveSecret(username, password);
-      await session.register(username, secret);
-      await enter(await session.login(username, secret));
+      const credentials = await deriveLogin(username, password);
+      await session.register(username, credentials.secret);
+      const info = await session.login(username, credentials.secret);
+      wrappingKey = credentials.wrappingKey;
+      await enter(info);
     });
   }
 
@@ -460,6 +471,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** `n` sequential ping round trips relayed through the servers, in ms. */
     pingRelay(peer: string, n: number): Promise<number[]> {
       return ping(peer, n, "relay");
+    },
+    /** The wrapping key of the logged-in user, if they logged in with a password in this page. */
+    wrappingKey(): CryptoKey | null {
+      return wrappingKey;
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {
