@@ -4,6 +4,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import type { AccountRecord } from "../../shared/mod.ts";
+import { MAILBOX_SCHEMA, MailboxStore } from "./mailbox.ts";
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE accounts (
@@ -11,11 +12,14 @@ const MIGRATIONS: readonly string[] = [
      hash       TEXT NOT NULL,
      created_at INTEGER NOT NULL
    ) STRICT`,
+  MAILBOX_SCHEMA,
 ];
 
-/** Durable storage of one server node (accounts for now; mailboxes and replicas later). */
+/** Durable storage of one server node: accounts and offline mailboxes. */
 export class NodeStore {
   #db: DatabaseSync;
+  /** Offline mailbox entries and tombstones. */
+  readonly mailbox: MailboxStore;
 
   /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
   constructor(path: string) {
@@ -25,6 +29,7 @@ export class NodeStore {
     this.#db.exec("PRAGMA synchronous = FULL");
     this.#db.exec("PRAGMA busy_timeout = 5000");
     this.#migrate();
+    this.mailbox = new MailboxStore(this.#db);
   }
 
   #migrate(): void {

@@ -4,3 +4,10 @@
  * holds; it does not decide placement (replication does) nor talk to the network.
  */
 export { NodeStore } from "./accounts.ts";
+export {
+  type ItemKey,
+  type KeyRange,
+  type MailboxEntry,
+  MailboxStore,
+  type Tombstone,
+} from "./mailbox.ts";

@@ -1,0 +1,277 @@
+/**
+ * Offline mailboxes in the node's SQLite database: `(recipient, messageId)` → encrypted
+ * envelope, plus tombstones for entries the recipient acknowledged. Inserts are idempotent and
+ * never resurrect a tombstoned entry; every row carries its ring key (fixed-width lowercase hex,
+ * so string order is ring order) so that ranges can be listed, digested and moved as the ring
+ * changes. Whether a row is held as the primary copy or as a replica is recorded in `held_as`.
+ */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+
+/** One stored offline message. */
+export interface MailboxEntry {
+  recipient: string;
+  messageId: string;
+  /** Ring key of the recipient (hex id of "user:" + recipient). */
+  ringKey: string;
+  sender: string;
+  /** The sender's clock, for display only. */
+  sentAt: number;
+  /** The coordinator's hybrid logical clock: delivery order within a mailbox. */
+  seq: number;
+  /** The encrypted envelope, opaque to servers. */
+  envelope: string;
+}
+
+/** An acknowledged (deleted) entry; kept so a late replica copy cannot bring it back. */
+export interface Tombstone {
+  recipient: string;
+  messageId: string;
+  ringKey: string;
+  deletedAt: number;
+}
+
+/** A half-open ring range `(start, end]` of hex keys; `start === end` is the whole ring. */
+export interface KeyRange {
+  start: string;
+  end: string;
+}
+
+/** Identity of an item for anti-entropy: kind, recipient and message id. */
+export type ItemKey = ["m" | "t", string, string];
+
+/** SQL for the mailbox tables (migration 2). */
+export const MAILBOX_SCHEMA = `
+  CREATE TABLE mailbox (
+    recipient  TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    ring_key   TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    sent_at    INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    envelope   TEXT NOT NULL,
+    held_as    TEXT NOT NULL DEFAULT 'replica' CHECK (held_as IN ('primary', 'replica')),
+    PRIMARY KEY (recipient, message_id)
+  ) STRICT;
+  CREATE INDEX mailbox_by_ring_key ON mailbox (ring_key);
+  CREATE TABLE tombstones (
+    recipient  TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    ring_key   TEXT NOT NULL,
+    deleted_at INTEGER NOT NULL,
+    PRIMARY KEY (recipient, message_id)
+  ) STRICT;
+  CREATE INDEX tombstones_by_ring_key ON tombstones (ring_key);
+`;
+
+type Row = {
+  recipient: string;
+  message_id: string;
+  ring_key: string;
+  sender: string;
+  sent_at: number;
+  seq: number;
+  envelope: string;
+};
+
+function toEntry(r: Row): MailboxEntry {
+  return {
+    recipient: r.recipient,
+    messageId: r.message_id,
+    ringKey: r.ring_key,
+    sender: r.sender,
+    sentAt: r.sent_at,
+    seq: r.seq,
+    envelope: r.envelope,
+  };
+}
+
+/** SQL condition (and its parameters) selecting `ring_key` in a ring range. */
+function rangeWhere(range: KeyRange): { sql: string; params: string[] } {
+  if (range.start === range.end) return { sql: "1", params: [] };
+  if (range.start < range.end) {
+    return { sql: "(ring_key > ? AND ring_key <= ?)", params: [range.start, range.end] };
+  }
+  return { sql: "(ring_key > ? OR ring_key <= ?)", params: [range.start, range.end] };
+}
+
+/** Mailbox entries and tombstones of one node. */
+export class MailboxStore {
+  #db: DatabaseSync;
+  #insert: StatementSync;
+  #tombstone: StatementSync;
+  #deleteEntry: StatementSync;
+
+  /** Wraps an open, migrated database. */
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#insert = db.prepare(
+      `INSERT OR IGNORE INTO mailbox
+         (recipient, message_id, ring_key, sender, sent_at, seq, envelope)
+       SELECT ?, ?, ?, ?, ?, ?, ?
+       WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE recipient = ? AND message_id = ?)`,
+    );
+    this.#tombstone = db.prepare(
+      `INSERT OR IGNORE INTO tombstones (recipient, message_id, ring_key, deleted_at)
+       VALUES (?, ?, ?, ?)`,
+    );
+    this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
+  }
+
+  /**
+   * Stores `entries` in one durable transaction (group commit). Returns how many were new; an
+   * entry already present or already tombstoned changes nothing.
+   */
+  insert(entries: readonly MailboxEntry[]): number {
+    if (entries.length === 0) return 0;
+    let added = 0;
+    this.#transaction(() => {
+      for (const e of entries) {
+        const r = this.#insert.run(
+          e.recipient,
+          e.messageId,
+          e.ringKey,
+          e.sender,
+          e.sentAt,
+          e.seq,
+          e.envelope,
+          e.recipient,
+          e.messageId,
+        );
+        added += Number(r.changes);
+      }
+    });
+    return added;
+  }
+
+  /** Replaces entries by tombstones (acknowledged by the recipient), in one transaction. */
+  tombstone(tombstones: readonly Tombstone[]): void {
+    if (tombstones.length === 0) return;
+    this.#transaction(() => {
+      for (const t of tombstones) {
+        this.#tombstone.run(t.recipient, t.messageId, t.ringKey, t.deletedAt);
+        this.#deleteEntry.run(t.recipient, t.messageId);
+      }
+    });
+  }
+
+  /** Pending entries of `recipient`, in delivery order (seq, then id). */
+  pending(recipient: string, limit = 100_000): MailboxEntry[] {
+    const rows = this.#db.prepare(
+      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
+    ).all(recipient, limit) as Row[];
+    return rows.map(toEntry);
+  }
+
+  /** Number of pending entries of `recipient` (for quotas). */
+  countPending(recipient: string): number {
+    const row = this.#db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?")
+      .get(recipient) as { n: number };
+    return Number(row.n);
+  }
+
+  /** Entries named by `keys` (those this node has). */
+  entries(keys: readonly [string, string][]): MailboxEntry[] {
+    const get = this.#db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
+    const out: MailboxEntry[] = [];
+    for (const [recipient, id] of keys) {
+      const row = get.get(recipient, id) as Row | undefined;
+      if (row) out.push(toEntry(row));
+    }
+    return out;
+  }
+
+  /** Tombstones named by `keys` (those this node has). */
+  tombstones(keys: readonly [string, string][]): Tombstone[] {
+    const get = this.#db.prepare(
+      "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
+    );
+    const out: Tombstone[] = [];
+    for (const [recipient, id] of keys) {
+      const row = get.get(recipient, id) as
+        | { recipient: string; message_id: string; ring_key: string; deleted_at: number }
+        | undefined;
+      if (row) {
+        out.push({
+          recipient: row.recipient,
+          messageId: row.message_id,
+          ringKey: row.ring_key,
+          deletedAt: row.deleted_at,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Every item (entry or tombstone) in `range`, sorted: the input of anti-entropy. */
+  itemKeys(range: KeyRange): ItemKey[] {
+    const { sql, params } = rangeWhere(range);
+    const rows = this.#db.prepare(
+      `SELECT 'm' AS k, recipient, message_id FROM mailbox WHERE ${sql}
+       UNION ALL
+       SELECT 't' AS k, recipient, message_id FROM tombstones WHERE ${sql}
+       ORDER BY 2, 3, 1`,
+    ).all(...params, ...params) as { k: "m" | "t"; recipient: string; message_id: string }[];
+    return rows.map((r) => [r.k, r.recipient, r.message_id]);
+  }
+
+  /** A digest of every item in `range`: equal digests mean equal contents. */
+  async digest(range: KeyRange): Promise<{ digest: string; count: number }> {
+    const keys = this.itemKeys(range);
+    const text = keys.map((k) => k.join("/")).join("\n");
+    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    const digest = Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join(
+      "",
+    );
+    return { digest, count: keys.length };
+  }
+
+  /** Marks rows in `primary` as held as the primary copy and every other row as a replica. */
+  markPrimary(primary: KeyRange): void {
+    const { sql, params } = rangeWhere(primary);
+    this.#db.prepare(
+      `UPDATE mailbox SET held_as = CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END
+       WHERE held_as <> CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END`,
+    ).run(...params, ...params);
+  }
+
+  /** Deletes every row (entries and tombstones) outside `keep`; returns how many went. */
+  dropOutside(keep: KeyRange): number {
+    if (keep.start === keep.end) return 0;
+    const { sql, params } = rangeWhere(keep);
+    let dropped = 0;
+    this.#transaction(() => {
+      dropped += Number(
+        this.#db.prepare(`DELETE FROM mailbox WHERE NOT ${sql}`).run(...params).changes,
+      );
+      dropped += Number(
+        this.#db.prepare(`DELETE FROM tombstones WHERE NOT ${sql}`).run(...params).changes,
+      );
+    });
+    return dropped;
+  }
+
+  /** Deletes entries whose coordinator clock is older than `cutoffSeq` (retention). */
+  expire(cutoffSeq: number): number {
+    return Number(this.#db.prepare("DELETE FROM mailbox WHERE seq < ?").run(cutoffSeq).changes);
+  }
+
+  /** Counts of rows by role, for `/metrics` and the visualizer. */
+  counts(): { primary: number; replica: number; tombstones: number } {
+    const rows = this.#db.prepare("SELECT held_as, count(*) AS n FROM mailbox GROUP BY held_as")
+      .all() as { held_as: string; n: number }[];
+    const t = this.#db.prepare("SELECT count(*) AS n FROM tombstones").get() as { n: number };
+    const of = (role: string) => Number(rows.find((r) => r.held_as === role)?.n ?? 0);
+    return { primary: of("primary"), replica: of("replica"), tombstones: Number(t.n) };
+  }
+
+  #transaction(body: () => void): void {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      body();
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+}

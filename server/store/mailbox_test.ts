@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { type MailboxEntry, NodeStore } from "./mod.ts";
+
+function entry(over: Partial<MailboxEntry> & { messageId: string }): MailboxEntry {
+  return {
+    recipient: "bob",
+    ringKey: "80",
+    sender: "alice",
+    sentAt: 1,
+    seq: 1,
+    envelope: "ciphertext",
+    ...over,
+  };
+}
+
+Deno.test("mailbox: inserting the same message twice stores it once", () => {
+  const store = new NodeStore(":memory:");
+  assert.equal(store.mailbox.insert([entry({ messageId: "m1" }), entry({ messageId: "m2" })]), 2);
+  assert.equal(store.mailbox.insert([entry({ messageId: "m1" }), entry({ messageId: "m3" })]), 1);
+  assert.deepEqual(store.mailbox.pending("bob").map((e) => e.messageId), ["m1", "m2", "m3"]);
+  store.close();
+});
+
+Deno.test("mailbox: pending entries come in coordinator order, not in the sender's clock order", () => {
+  const store = new NodeStore(":memory:");
+  store.mailbox.insert([
+    entry({ messageId: "late", seq: 30, sentAt: 1 }),
+    entry({ messageId: "first", seq: 10, sentAt: 999 }),
+    entry({ messageId: "second", seq: 20, sentAt: 5 }),
+    entry({ messageId: "other", recipient: "carol", seq: 1 }),
+  ]);
+  assert.deepEqual(store.mailbox.pending("bob").map((e) => e.messageId), [
+    "first",
+    "second",
+    "late",
+  ]);
+  assert.equal(store.mailbox.countPending("carol"), 1);
+  store.close();
+});
+
+Deno.test("mailbox: an acknowledged message cannot be brought back by a late replica copy", () => {
+  const store = new NodeStore(":memory:");
+  store.mailbox.insert([entry({ messageId: "m1" })]);
+  store.mailbox.tombstone([{ recipient: "bob", messageId: "m1", ringKey: "80", deletedAt: 5 }]);
+  assert.deepEqual(store.mailbox.pending("bob"), []);
+  assert.equal(store.mailbox.insert([entry({ messageId: "m1" })]), 0);
+  assert.deepEqual(store.mailbox.pending("bob"), []);
+  assert.deepEqual(store.mailbox.itemKeys({ start: "00", end: "00" }), [["t", "bob", "m1"]]);
+  store.close();
+});
+
+Deno.test("mailbox: ranges wrap around the ring like CHORD intervals (start, end]", () => {
+  const store = new NodeStore(":memory:");
+  const keys = ["00", "10", "7f", "80", "ff"];
+  store.mailbox.insert(
+    keys.map((k) => entry({ messageId: `id-${k}`, recipient: `u${k}`, ringKey: k })),
+  );
+  const inRange = (start: string, end: string) =>
+    store.mailbox.itemKeys({ start, end }).map(([, , id]) => id.slice(3)).sort();
+  // A slow reference: (start, end] with wrap-around, whole ring when start === end.
+  const reference = (start: string, end: string) =>
+    keys.filter((k) =>
+      start === end ? true : start < end ? k > start && k <= end : k > start || k <= end
+    ).sort();
+  for (const start of keys) {
+    for (const end of keys) {
+      assert.deepEqual(inRange(start, end), reference(start, end), `${start}..${end}`);
+    }
+  }
+  store.close();
+});
+
+Deno.test("mailbox: equal contents give equal digests, any difference changes the digest", async () => {
+  const a = new NodeStore(":memory:");
+  const b = new NodeStore(":memory:");
+  const all = { start: "00", end: "00" };
+  a.mailbox.insert([entry({ messageId: "m1" }), entry({ messageId: "m2" })]);
+  b.mailbox.insert([entry({ messageId: "m2" }), entry({ messageId: "m1" })]);
+  assert.deepEqual(await a.mailbox.digest(all), await b.mailbox.digest(all));
+  b.mailbox.tombstone([{ recipient: "bob", messageId: "m2", ringKey: "80", deletedAt: 1 }]);
+  assert.notEqual((await a.mailbox.digest(all)).digest, (await b.mailbox.digest(all)).digest);
+  a.close();
+  b.close();
+});
+
+Deno.test("mailbox: rows are marked primary or replica, and rows outside the kept range are dropped", () => {
+  const store = new NodeStore(":memory:");
+  store.mailbox.insert(["10", "50", "90"].map((k) => entry({ messageId: `id-${k}`, ringKey: k })));
+  store.mailbox.markPrimary({ start: "40", end: "60" });
+  assert.deepEqual(store.mailbox.counts(), { primary: 1, replica: 2, tombstones: 0 });
+  assert.equal(store.mailbox.dropOutside({ start: "05", end: "60" }), 1);
+  assert.deepEqual(store.mailbox.pending("bob").map((e) => e.ringKey).sort(), ["10", "50"]);
+  store.close();
+});
+
+Deno.test("mailbox: entries survive closing and reopening the database file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const first = new NodeStore(`${dir}/node.sqlite`);
+    first.mailbox.insert([entry({ messageId: "durable" })]);
+    first.close();
+    const again = new NodeStore(`${dir}/node.sqlite`);
+    assert.deepEqual(again.mailbox.pending("bob").map((e) => e.messageId), ["durable"]);
+    again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
