@@ -234,6 +234,35 @@ export class MailboxStore {
     ).run(...params, ...params);
   }
 
+  /** Ring key and identity of every item outside `keep`. */
+  itemKeysOutside(keep: KeyRange): [string, ItemKey][] {
+    if (keep.start === keep.end) return [];
+    const { sql, params } = rangeWhere(keep);
+    const rows = this.#db.prepare(
+      `SELECT 'm' AS k, ring_key, recipient, message_id FROM mailbox WHERE NOT ${sql}
+       UNION ALL
+       SELECT 't' AS k, ring_key, recipient, message_id FROM tombstones WHERE NOT ${sql}`,
+    ).all(...params, ...params) as {
+      k: "m" | "t";
+      ring_key: string;
+      recipient: string;
+      message_id: string;
+    }[];
+    return rows.map((r) => [r.ring_key, [r.k, r.recipient, r.message_id]]);
+  }
+
+  /** Deletes every entry and tombstone under `ringKey` (after hand-off); returns the count. */
+  deleteRingKey(ringKey: string): number {
+    let n = 0;
+    this.#transaction(() => {
+      n += Number(this.#db.prepare("DELETE FROM mailbox WHERE ring_key = ?").run(ringKey).changes);
+      n += Number(
+        this.#db.prepare("DELETE FROM tombstones WHERE ring_key = ?").run(ringKey).changes,
+      );
+    });
+    return n;
+  }
+
   /** Deletes every row (entries and tombstones) outside `keep`; returns how many went. */
   dropOutside(keep: KeyRange): number {
     if (keep.start === keep.end) return 0;

@@ -1,0 +1,218 @@
+/**
+ * Replication RPC between servers (signed POST to `/replication/rpc`): coordinated writes and
+ * acknowledgements, replica copies, reads, and the anti-entropy exchange (digest → keys → items).
+ * {@link parseReplicationRequest} and {@link parseReplicationResponse} are the only ways a body
+ * from another node becomes typed.
+ */
+import {
+  checkString,
+  checkUsername,
+  MESSAGE_ID_PATTERN,
+  ProtocolError,
+  readArray,
+  readBoolean,
+  readEnvelope,
+  readNumber,
+  readObject,
+  readString,
+} from "../../shared/mod.ts";
+import type { ItemKey, KeyRange, MailboxEntry, Tombstone } from "../store/mod.ts";
+
+/** Version of the replication protocol. */
+export const REPLICATION_PROTOCOL_VERSION = 1;
+/** Largest envelope a mailbox accepts, in characters. */
+export const MAX_ENVELOPE_CHARS = 64 * 1024;
+/** Most entries in one message. */
+export const MAX_BATCH = 10_000;
+
+const HEX_KEY = { min: 1, max: 64, pattern: /^[0-9a-f]+$/ };
+const ID_RULE = { min: 8, max: 64, pattern: MESSAGE_ID_PATTERN };
+const TIME = { min: 0, max: 8.64e15, integer: true };
+
+/** Server → server replication requests. */
+export type ReplicationRequest =
+  | { v: 1; type: "put"; entries: MailboxEntry[]; coordinate: boolean }
+  | { v: 1; type: "ack"; tombstones: Tombstone[]; coordinate: boolean }
+  | { v: 1; type: "fetch"; recipient: string; ringKey: string; coordinate: boolean }
+  | { v: 1; type: "digest"; range: KeyRange }
+  | { v: 1; type: "keys"; range: KeyRange }
+  | { v: 1; type: "get_items"; entries: [string, string][]; tombstones: [string, string][] }
+  | { v: 1; type: "push"; entries: MailboxEntry[]; tombstones: Tombstone[] };
+
+/** Why a request was refused. */
+export type ReplicationErrorCode =
+  | "not_responsible"
+  | "quorum_failed"
+  | "mailbox_full"
+  | "bad_request";
+
+/** Server → server replication responses. */
+export type ReplicationResponse =
+  | { v: 1; type: "ok"; count: number }
+  | { v: 1; type: "entries"; entries: MailboxEntry[] }
+  | { v: 1; type: "digest"; digest: string; count: number }
+  | { v: 1; type: "keys"; items: ItemKey[] }
+  | { v: 1; type: "items"; entries: MailboxEntry[]; tombstones: Tombstone[] }
+  | { v: 1; type: "error"; code: ReplicationErrorCode; message: string; replicaSet?: string[] };
+
+function readEntry(value: unknown, path: string): MailboxEntry {
+  const o = readObject(value, path);
+  return {
+    recipient: checkUsername(o.recipient, `${path}.recipient`),
+    messageId: readString(o, "messageId", path, ID_RULE),
+    ringKey: readString(o, "ringKey", path, HEX_KEY),
+    sender: checkUsername(o.sender, `${path}.sender`),
+    sentAt: readNumber(o, "sentAt", path, TIME),
+    seq: readNumber(o, "seq", path, TIME),
+    envelope: readString(o, "envelope", path, { min: 1, max: MAX_ENVELOPE_CHARS }),
+  };
+}
+
+function readTombstone(value: unknown, path: string): Tombstone {
+  const o = readObject(value, path);
+  return {
+    recipient: checkUsername(o.recipient, `${path}.recipient`),
+    messageId: readString(o, "messageId", path, ID_RULE),
+    ringKey: readString(o, "ringKey", path, HEX_KEY),
+    deletedAt: readNumber(o, "deletedAt", path, TIME),
+  };
+}
+
+function readRange(value: unknown, path: string): KeyRange {
+  const o = readObject(value, path);
+  return { start: readString(o, "start", path, HEX_KEY), end: readString(o, "end", path, HEX_KEY) };
+}
+
+function readPair(value: unknown, path: string): [string, string] {
+  if (!Array.isArray(value) || value.length !== 2) {
+    throw new ProtocolError("bad_frame", path, `Invalid field "${path}": expected [recipient, id]`);
+  }
+  return [checkUsername(value[0], `${path}.0`), checkString(value[1], `${path}.1`, ID_RULE)];
+}
+
+function readItemKey(value: unknown, path: string): ItemKey {
+  if (!Array.isArray(value) || value.length !== 3 || (value[0] !== "m" && value[0] !== "t")) {
+    throw new ProtocolError(
+      "bad_frame",
+      path,
+      `Invalid field "${path}": expected ["m"|"t", recipient, id]`,
+    );
+  }
+  const [recipient, id] = readPair([value[1], value[2]], path);
+  return [value[0], recipient, id];
+}
+
+/** Validates a decoded replication request. */
+export function parseReplicationRequest(value: unknown): ReplicationRequest {
+  const { obj, type } = readEnvelope(value, REPLICATION_PROTOCOL_VERSION, [
+    "put",
+    "ack",
+    "fetch",
+    "digest",
+    "keys",
+    "get_items",
+    "push",
+  ]);
+  switch (type as ReplicationRequest["type"]) {
+    case "put":
+      return {
+        v: 1,
+        type: "put",
+        entries: readArray(obj, "entries", "", MAX_BATCH, readEntry),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "ack":
+      return {
+        v: 1,
+        type: "ack",
+        tombstones: readArray(obj, "tombstones", "", MAX_BATCH, readTombstone),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "fetch":
+      return {
+        v: 1,
+        type: "fetch",
+        recipient: checkUsername(obj.recipient, "recipient"),
+        ringKey: readString(obj, "ringKey", "", HEX_KEY),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "digest":
+    case "keys":
+      return { v: 1, type: type as "digest" | "keys", range: readRange(obj.range, "range") };
+    case "get_items":
+      return {
+        v: 1,
+        type: "get_items",
+        entries: readArray(obj, "entries", "", 1_000_000, readPair),
+        tombstones: readArray(obj, "tombstones", "", 1_000_000, readPair),
+      };
+    case "push":
+      return {
+        v: 1,
+        type: "push",
+        entries: readArray(obj, "entries", "", 1_000_000, readEntry),
+        tombstones: readArray(obj, "tombstones", "", 1_000_000, readTombstone),
+      };
+  }
+}
+
+/** Validates a decoded replication response. */
+export function parseReplicationResponse(value: unknown): ReplicationResponse {
+  const { obj, type } = readEnvelope(value, REPLICATION_PROTOCOL_VERSION, [
+    "ok",
+    "entries",
+    "digest",
+    "keys",
+    "items",
+    "error",
+  ]);
+  switch (type as ReplicationResponse["type"]) {
+    case "ok":
+      return {
+        v: 1,
+        type: "ok",
+        count: readNumber(obj, "count", "", { min: 0, max: 1e9, integer: true }),
+      };
+    case "entries":
+      return {
+        v: 1,
+        type: "entries",
+        entries: readArray(obj, "entries", "", 1_000_000, readEntry),
+      };
+    case "digest":
+      return {
+        v: 1,
+        type: "digest",
+        digest: readString(obj, "digest", "", HEX_KEY),
+        count: readNumber(obj, "count", "", { min: 0, max: 1e12, integer: true }),
+      };
+    case "keys":
+      return { v: 1, type: "keys", items: readArray(obj, "items", "", 10_000_000, readItemKey) };
+    case "items":
+      return {
+        v: 1,
+        type: "items",
+        entries: readArray(obj, "entries", "", 1_000_000, readEntry),
+        tombstones: readArray(obj, "tombstones", "", 1_000_000, readTombstone),
+      };
+    case "error": {
+      const code = readString(obj, "code", "", { min: 1, max: 40 }) as ReplicationErrorCode;
+      const response: ReplicationResponse = {
+        v: 1,
+        type: "error",
+        code,
+        message: readString(obj, "message", "", { max: 1000 }),
+      };
+      if (obj.replicaSet !== undefined) {
+        response.replicaSet = readArray(
+          obj,
+          "replicaSet",
+          "",
+          64,
+          (v, p) => checkString(v, p, { min: 1, max: 300 }),
+        );
+      }
+      return response;
+    }
+  }
+}

@@ -1,0 +1,460 @@
+/**
+ * Places offline mailboxes on the ring: every entry lives on the primary for its recipient's key
+ * and on the primary's next K successors. A coordinated write is acknowledged only after W copies
+ * are durable (SQLite, synchronous=FULL); reads merge the replicas by message id; an
+ * acknowledgement by the recipient becomes a tombstone on every copy. A background round keeps
+ * copies where they belong: it syncs the primary range with the K successors (digest, then only
+ * the differences), hands ranges this node no longer holds to their current replicas, and only
+ * then drops them.
+ */
+import type { ItemKey, KeyRange, MailboxEntry, NodeStore, Tombstone } from "../store/mod.ts";
+import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
+import type { RingAccess } from "./ring_access.ts";
+
+/** Sends one replication request to another node; rejects when it cannot be reached. */
+export type PeerCall = (
+  address: string,
+  request: ReplicationRequest,
+) => Promise<ReplicationResponse>;
+
+/** Counters replication reports to (the server's Metrics satisfies it). */
+export interface ReplicationMetrics {
+  inc(name: string, labels?: Record<string, string>, by?: number): void;
+  set(name: string, value: number, labels?: Record<string, string>): void;
+}
+
+/** Collaborators of a {@link Replicator}. */
+export interface ReplicatorDeps {
+  store: NodeStore;
+  ring: RingAccess;
+  call: PeerCall;
+  metrics: ReplicationMetrics;
+  log: (event: string, fields?: Record<string, unknown>) => void;
+  /** Milliseconds since the epoch. @default Date.now */
+  now?: () => number;
+}
+
+/** Configuration of a {@link Replicator}. */
+export interface ReplicatorOptions {
+  /** Copies beyond the primary. @default 2 */
+  k?: number;
+  /** Durable copies before a write is acknowledged (capped at the ring's size). @default 2 */
+  w?: number;
+  /** Period of the repair round, in ms. @default 1000 */
+  repairIntervalMs?: number;
+  /** Most pending entries per recipient. @default 10000 */
+  quotaPerRecipient?: number;
+  /** Entries older than this are deleted, in ms. @default 30 days */
+  maxAgeMs?: number;
+  /** How long a client write keeps retrying while the ring repairs, in ms. @default 8000 */
+  writeDeadlineMs?: number;
+}
+
+/** A message to store for an offline recipient, as the home server receives it. */
+export type NewMessage = Omit<MailboxEntry, "seq" | "ringKey">;
+
+/** No replica set could durably store or serve the request in time. */
+export class StorageUnavailableError extends Error {
+  override name = "StorageUnavailableError";
+}
+
+/** The recipient's mailbox is at its quota. */
+export class MailboxFullError extends Error {
+  override name = "MailboxFullError";
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The mailbox replication of one server node. */
+export class Replicator {
+  #deps: ReplicatorDeps;
+  #k: number;
+  #w: number;
+  #intervalMs: number;
+  #quota: number;
+  #maxAgeMs: number;
+  #deadlineMs: number;
+  #now: () => number;
+  #lastSeq = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running = false;
+  #round: Promise<void> | undefined;
+
+  /** Creates the replicator; {@link start} begins the repair rounds. */
+  constructor(deps: ReplicatorDeps, options: ReplicatorOptions = {}) {
+    this.#deps = deps;
+    this.#k = options.k ?? 2;
+    this.#w = options.w ?? 2;
+    this.#intervalMs = options.repairIntervalMs ?? 1000;
+    this.#quota = options.quotaPerRecipient ?? 10_000;
+    this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
+    this.#deadlineMs = options.writeDeadlineMs ?? 8000;
+    this.#now = deps.now ?? Date.now;
+  }
+
+  // --- the client-facing operations (called by the home server) -----------------------------
+
+  /**
+   * Stores messages for offline recipients; resolves once every one is durable on W copies.
+   * Retries while the ring repairs; throws {@link StorageUnavailableError} or
+   * {@link MailboxFullError}.
+   */
+  async storeMessages(messages: readonly NewMessage[]): Promise<void> {
+    const byKey = new Map<string, MailboxEntry[]>();
+    for (const m of messages) {
+      const ringKey = this.#deps.ring.ringKeyOf(m.recipient);
+      const group = byKey.get(ringKey) ?? [];
+      group.push({ ...m, ringKey, seq: 0 });
+      byKey.set(ringKey, group);
+    }
+    await Promise.all(
+      [...byKey].map(([ringKey, entries]) =>
+        this.#coordinated(ringKey, { v: 1, type: "put", entries, coordinate: true })
+      ),
+    );
+  }
+
+  /** Every pending entry of `recipient`, merged across replicas, in delivery order. */
+  async fetchPending(recipient: string): Promise<MailboxEntry[]> {
+    const ringKey = this.#deps.ring.ringKeyOf(recipient);
+    const res = await this.#coordinated(ringKey, {
+      v: 1,
+      type: "fetch",
+      recipient,
+      ringKey,
+      coordinate: true,
+    });
+    return res.type === "entries" ? res.entries : [];
+  }
+
+  /** Deletes acknowledged entries on every copy (tombstones). */
+  async acknowledge(recipient: string, messageIds: readonly string[]): Promise<void> {
+    const ringKey = this.#deps.ring.ringKeyOf(recipient);
+    const deletedAt = this.#now();
+    const tombstones = messageIds.map((messageId) => ({
+      recipient,
+      messageId,
+      ringKey,
+      deletedAt,
+    }));
+    await this.#coordinated(ringKey, { v: 1, type: "ack", tombstones, coordinate: true });
+  }
+
+  /** Sends a coordinated request to the key's primary, following redirects and retrying. */
+  async #coordinated(ringKey: string, request: ReplicationRequest): Promise<ReplicationResponse> {
+    const deadline = this.#now() + this.#deadlineMs;
+    let lastError = "no attempt";
+    for (let attempt = 0; this.#now() < deadline; attempt++) {
+      if (attempt > 0) await sleep(Math.min(100 * 2 ** (attempt - 1), 800));
+      let target: string;
+      try {
+        target = (await this.#deps.ring.replicaSet(ringKey, this.#k))[0]!;
+      } catch (err) {
+        lastError = `lookup failed: ${(err as Error).message}`;
+        continue;
+      }
+      let res: ReplicationResponse;
+      try {
+        res = target === this.#deps.ring.self
+          ? await this.handle(request)
+          : await this.#deps.call(target, request);
+      } catch (err) {
+        lastError = `${target}: ${(err as Error).message}`;
+        continue;
+      }
+      if (res.type !== "error") return res;
+      if (res.code === "mailbox_full") throw new MailboxFullError(res.message);
+      lastError = `${target}: ${res.message}`;
+    }
+    this.#deps.metrics.inc("p2pchat_replication_unavailable_total");
+    throw new StorageUnavailableError(`No replica set could serve the request: ${lastError}`);
+  }
+
+  // --- the RPC side (requests from other nodes, or from this node as coordinator) -----------
+
+  /** Serves one replication request. */
+  async handle(request: ReplicationRequest): Promise<ReplicationResponse> {
+    const { store } = this.#deps;
+    switch (request.type) {
+      case "put":
+        return request.coordinate
+          ? await this.#coordinatePut(request.entries)
+          : { v: 1, type: "ok", count: store.mailbox.insert(request.entries) };
+      case "ack":
+        if (request.coordinate) return await this.#coordinateAck(request.tombstones);
+        store.mailbox.tombstone(request.tombstones);
+        return { v: 1, type: "ok", count: request.tombstones.length };
+      case "fetch":
+        return request.coordinate
+          ? await this.#coordinateFetch(request.recipient, request.ringKey)
+          : { v: 1, type: "entries", entries: store.mailbox.pending(request.recipient) };
+      case "digest":
+        return { v: 1, type: "digest", ...(await store.mailbox.digest(request.range)) };
+      case "keys":
+        return { v: 1, type: "keys", items: store.mailbox.itemKeys(request.range) };
+      case "get_items":
+        return {
+          v: 1,
+          type: "items",
+          entries: store.mailbox.entries(request.entries),
+          tombstones: store.mailbox.tombstones(request.tombstones),
+        };
+      case "push":
+        store.mailbox.insert(request.entries);
+        store.mailbox.tombstone(request.tombstones);
+        return { v: 1, type: "ok", count: request.entries.length + request.tombstones.length };
+    }
+  }
+
+  #notResponsible(ringKey: string): ReplicationResponse {
+    return {
+      v: 1,
+      type: "error",
+      code: "not_responsible",
+      message: `${this.#deps.ring.self} is not the primary for ${ringKey}`,
+    };
+  }
+
+  /** Hybrid logical clock: wall time, but strictly increasing on this coordinator. */
+  #nextSeq(): number {
+    this.#lastSeq = Math.max(this.#now(), this.#lastSeq + 1);
+    return this.#lastSeq;
+  }
+
+  async #coordinatePut(entries: MailboxEntry[]): Promise<ReplicationResponse> {
+    const { ring, store } = this.#deps;
+    for (const e of entries) {
+      if (!ring.isPrimaryFor(e.ringKey)) return this.#notResponsible(e.ringKey);
+    }
+    const adding = new Map<string, number>();
+    for (const e of entries) adding.set(e.recipient, (adding.get(e.recipient) ?? 0) + 1);
+    for (const [recipient, n] of adding) {
+      if (store.mailbox.countPending(recipient) + n > this.#quota) {
+        this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "quota" });
+        return {
+          v: 1,
+          type: "error",
+          code: "mailbox_full",
+          message: `Mailbox of "${recipient}" is full (${this.#quota} messages): try again later`,
+        };
+      }
+    }
+    const sequenced = entries.map((e) => ({ ...e, seq: this.#nextSeq() }));
+    store.mailbox.insert(sequenced);
+    const ok = await this.#replicate({ v: 1, type: "put", entries: sequenced, coordinate: false });
+    if (!ok) return this.#quorumFailed();
+    this.#deps.metrics.inc("p2pchat_mailbox_stored_total", undefined, entries.length);
+    return { v: 1, type: "ok", count: entries.length };
+  }
+
+  async #coordinateAck(tombstones: Tombstone[]): Promise<ReplicationResponse> {
+    for (const t of tombstones) {
+      if (!this.#deps.ring.isPrimaryFor(t.ringKey)) return this.#notResponsible(t.ringKey);
+    }
+    this.#deps.store.mailbox.tombstone(tombstones);
+    const ok = await this.#replicate({ v: 1, type: "ack", tombstones, coordinate: false });
+    return ok ? { v: 1, type: "ok", count: tombstones.length } : this.#quorumFailed();
+  }
+
+  async #coordinateFetch(recipient: string, ringKey: string): Promise<ReplicationResponse> {
+    if (!this.#deps.ring.isPrimaryFor(ringKey)) return this.#notResponsible(ringKey);
+    const merged = new Map<string, MailboxEntry>();
+    const replicas = this.#deps.ring.successors().slice(0, this.#k);
+    const answers = await Promise.allSettled(
+      replicas.map((r) =>
+        this.#deps.call(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false })
+      ),
+    );
+    for (const a of answers) {
+      if (a.status === "fulfilled" && a.value.type === "entries") {
+        for (const e of a.value.entries) merged.set(e.messageId, e);
+      }
+    }
+    // The primary's own copies win (they carry the coordinator's sequence number).
+    for (const e of this.#deps.store.mailbox.pending(recipient)) merged.set(e.messageId, e);
+    // Copies the primary already tombstoned are not pending, whatever a stale replica says.
+    const gone = new Set(
+      this.#deps.store.mailbox.tombstones([...merged.keys()].map((id) => [recipient, id])).map((
+        t,
+      ) => t.messageId),
+    );
+    const entries = [...merged.values()].filter((e) => !gone.has(e.messageId))
+      .sort((a, b) => a.seq - b.seq || (a.messageId < b.messageId ? -1 : 1));
+    return { v: 1, type: "entries", entries };
+  }
+
+  #quorumFailed(): ReplicationResponse {
+    this.#deps.metrics.inc("p2pchat_replication_quorum_failed_total");
+    return {
+      v: 1,
+      type: "error",
+      code: "quorum_failed",
+      message: "Fewer than W copies are durable",
+    };
+  }
+
+  /** Sends a replica request to the K successors; true once W-1 of them (W capped) stored it. */
+  async #replicate(request: ReplicationRequest): Promise<boolean> {
+    const replicas = this.#deps.ring.successors().slice(0, this.#k);
+    const needed = Math.min(this.#w, 1 + replicas.length) - 1;
+    if (needed <= 0) {
+      void Promise.allSettled(replicas.map((r) => this.#deps.call(r, request)));
+      return true;
+    }
+    return await new Promise<boolean>((resolve) => {
+      let succeeded = 0;
+      let settled = 0;
+      for (const r of replicas) {
+        this.#deps.call(r, request).then(
+          (res) => res.type === "ok" && ++succeeded === needed && resolve(true),
+          () => {},
+        ).finally(() => ++settled === replicas.length && resolve(succeeded >= needed));
+      }
+    });
+  }
+
+  // --- repair ------------------------------------------------------------------------------
+
+  /** Starts the periodic repair rounds. */
+  start(): void {
+    this.#running = true;
+    const loop = () => {
+      if (!this.#running) return;
+      this.#timer = setTimeout(() => {
+        this.#round = this.repairRound().finally(() => {
+          this.#round = undefined;
+          loop();
+        });
+      }, this.#intervalMs);
+    };
+    loop();
+  }
+
+  /** Stops the rounds and waits for the one in flight. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    clearTimeout(this.#timer);
+    await this.#round;
+  }
+
+  /**
+   * One repair round: mark roles, sync the primary range with each of the K successors, hand
+   * off and drop what this node no longer holds, expire old entries. Never throws.
+   */
+  async repairRound(): Promise<void> {
+    const { ring, store, metrics } = this.#deps;
+    try {
+      metrics.inc("p2pchat_replication_rounds_total");
+      const primary = ring.primaryRange();
+      if (primary) {
+        store.mailbox.markPrimary(primary);
+        for (const peer of ring.successors().slice(0, this.#k)) {
+          await this.#syncRange(peer, primary);
+        }
+        await this.#handOffAndDrop();
+      }
+      store.mailbox.expire(this.#now() - this.#maxAgeMs);
+      const counts = store.mailbox.counts();
+      metrics.set("p2pchat_mailbox_entries", counts.primary, { held_as: "primary" });
+      metrics.set("p2pchat_mailbox_entries", counts.replica, { held_as: "replica" });
+      metrics.set("p2pchat_mailbox_tombstones", counts.tombstones);
+    } catch (err) {
+      metrics.inc("p2pchat_replication_errors_total");
+      this.#deps.log("replication_round_failed", { error: String(err) });
+    }
+  }
+
+  /** Anti-entropy for one range with one peer: digests first, then only the differences. */
+  async #syncRange(peer: string, range: KeyRange): Promise<void> {
+    const { store, call, metrics } = this.#deps;
+    const mine = await store.mailbox.digest(range);
+    const theirs = await call(peer, { v: 1, type: "digest", range });
+    if (theirs.type !== "digest" || theirs.digest === mine.digest) return;
+    const res = await call(peer, { v: 1, type: "keys", range });
+    if (res.type !== "keys") return;
+    const local = store.mailbox.itemKeys(range);
+    const key = (k: ItemKey) => k.join("/");
+    const tombKey = (k: ItemKey) => `t/${k[1]}/${k[2]}`;
+    const theirSet = new Set(res.items.map(key));
+    const localSet = new Set(local.map(key));
+    // An item is missing on a side that has neither it nor its tombstone.
+    const theyLack = local.filter((k) => !theirSet.has(key(k)) && !theirSet.has(tombKey(k)));
+    const weLack = res.items.filter((k) => !localSet.has(key(k)) && !localSet.has(tombKey(k)));
+    const pairs = (ks: ItemKey[], kind: "m" | "t") =>
+      ks.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
+    if (theyLack.length) {
+      await call(peer, {
+        v: 1,
+        type: "push",
+        entries: store.mailbox.entries(pairs(theyLack, "m")),
+        tombstones: store.mailbox.tombstones(pairs(theyLack, "t")),
+      });
+      metrics.inc("p2pchat_replication_repaired_total", { direction: "pushed" }, theyLack.length);
+    }
+    if (weLack.length) {
+      const items = await call(peer, {
+        v: 1,
+        type: "get_items",
+        entries: pairs(weLack, "m"),
+        tombstones: pairs(weLack, "t"),
+      });
+      if (items.type === "items") {
+        store.mailbox.insert(items.entries);
+        store.mailbox.tombstone(items.tombstones);
+        metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
+      }
+    }
+  }
+
+  /**
+   * Items outside `(p_{K+1}, self]` belong to ranges this node no longer replicates: each ring
+   * key's items go to that key's current replica set, and are deleted here only once every
+   * member has them. Nothing is dropped while the predecessor chain cannot be read.
+   */
+  async #handOffAndDrop(): Promise<void> {
+    const { ring, store, call, metrics } = this.#deps;
+    const chain = await ring.predecessorChain(this.#k + 1);
+    if (!chain || chain.length < this.#k + 1) return;
+    const addresses = new Set([ring.self, ...chain.map((m) => m.address)]);
+    if (addresses.size < this.#k + 2) return; // a ring of ≤ K+1 nodes: every node holds everything
+    const keep: KeyRange = { start: chain[this.#k]!.id, end: ring.primaryRange()!.end };
+    const outside = store.mailbox.itemKeysOutside(keep);
+    const byRingKey = new Map<string, ItemKey[]>();
+    for (const [ringKey, item] of outside) {
+      byRingKey.set(ringKey, [...(byRingKey.get(ringKey) ?? []), item]);
+    }
+    for (const [ringKey, items] of byRingKey) {
+      const replicas = await ring.replicaSet(ringKey, this.#k);
+      if (replicas.includes(ring.self)) continue; // the ring moved again: still ours
+      const pairs = (kind: "m" | "t") =>
+        items.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
+      const push: ReplicationRequest = {
+        v: 1,
+        type: "push",
+        entries: store.mailbox.entries(pairs("m")),
+        tombstones: store.mailbox.tombstones(pairs("t")),
+      };
+      const results = await Promise.allSettled(replicas.map((r) => call(r, push)));
+      if (results.every((r) => r.status === "fulfilled" && r.value.type === "ok")) {
+        const dropped = store.mailbox.deleteRingKey(ringKey);
+        metrics.inc("p2pchat_replication_handed_off_total", undefined, dropped);
+        this.#deps.log("range_handed_off", { ringKey, to: replicas, items: dropped });
+      }
+    }
+  }
+
+  /** Hands every item this node holds to the replica sets that will hold it after it leaves. */
+  async handOffAll(): Promise<void> {
+    const successor = this.#deps.ring.successors()[0];
+    if (!successor) return;
+    const all = this.#deps.store.mailbox.itemKeys({ start: "0", end: "0" });
+    const pairs = (kind: "m" | "t") =>
+      all.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
+    await this.#deps.call(successor, {
+      v: 1,
+      type: "push",
+      entries: this.#deps.store.mailbox.entries(pairs("m")),
+      tombstones: this.#deps.store.mailbox.tombstones(pairs("t")),
+    }).catch((err) => this.#deps.log("hand_off_failed", { successor, error: String(err) }));
+  }
+}

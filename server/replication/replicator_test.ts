@@ -1,0 +1,214 @@
+/**
+ * Replication over an in-process ring of real Replicators with real SQLite stores: messages are
+ * routed through the wire parsers (a structured clone of every request and response), nodes can
+ * crash and join, and copies are counted across every node's database.
+ */
+import assert from "node:assert/strict";
+import { NodeStore } from "../store/mod.ts";
+import { Metrics } from "../api/metrics.ts";
+import {
+  parseReplicationRequest,
+  parseReplicationResponse,
+  Replicator,
+  type RingAccess,
+  StorageUnavailableError,
+} from "./mod.ts";
+
+const hex = (n: number) => n.toString(16).padStart(2, "0");
+
+/** A fixed ring on an 8-bit id space whose membership the test controls. */
+class TestRing {
+  live = new Map<string, { id: number; replicator: Replicator; store: NodeStore }>();
+  /** Nodes still in the ring but unreachable (a partition the ring has not noticed yet). */
+  unreachable = new Set<string>();
+
+  ringKeyOf = (username: string) =>
+    hex([...username].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 256, 7));
+
+  sorted() {
+    return [...this.live.entries()].sort((a, b) => a[1].id - b[1].id).map(([address, n]) => ({
+      address,
+      id: n.id,
+    }));
+  }
+
+  ownerIndex(key: number) {
+    const nodes = this.sorted();
+    const i = nodes.findIndex((n) => n.id >= key);
+    return i === -1 ? 0 : i;
+  }
+
+  access(address: string, id: number): RingAccess {
+    const ring = this;
+    const around = (offset: number) => {
+      const nodes = ring.sorted();
+      const i = nodes.findIndex((n) => n.address === address);
+      return nodes[(i + offset + nodes.length * 4) % nodes.length]!;
+    };
+    return {
+      self: address,
+      ringKeyOf: ring.ringKeyOf,
+      isPrimaryFor: (key) => ring.sorted()[ring.ownerIndex(parseInt(key, 16))]!.address === address,
+      primaryRange: () => ({ start: hex(around(-1).id), end: hex(id) }),
+      successors: () =>
+        ring.sorted().map((_, i) => around(i + 1).address).filter((a) => a !== address),
+      predecessorChain: (n) =>
+        Promise.resolve(
+          Array.from({ length: n }, (_, i) => around(-(i + 1))).map((m) => ({
+            address: m.address,
+            id: hex(m.id),
+          })),
+        ),
+      replicaSet: (key, k) => {
+        const nodes = ring.sorted();
+        const i = ring.ownerIndex(parseInt(key, 16));
+        return Promise.resolve([
+          ...new Set(
+            Array.from({ length: k + 1 }, (_, j) => nodes[(i + j) % nodes.length]!.address),
+          ),
+        ]);
+      },
+    };
+  }
+
+  add(id: number) {
+    const address = `node-${hex(id)}`;
+    const store = new NodeStore(":memory:");
+    const replicator = new Replicator({
+      store,
+      ring: this.access(address, id),
+      call: async (to, request) => {
+        const peer = this.live.get(to);
+        if (!peer || this.unreachable.has(to)) throw new Error(`${to} is down`);
+        const req = parseReplicationRequest(structuredClone(request));
+        return parseReplicationResponse(structuredClone(await peer.replicator.handle(req)));
+      },
+      metrics: new Metrics(),
+      log: () => {},
+    }, { k: 2, w: 2, writeDeadlineMs: 2000 });
+    this.live.set(address, { id, replicator, store });
+    return replicator;
+  }
+
+  crash(id: number) {
+    this.live.delete(`node-${hex(id)}`);
+  }
+
+  /** How many nodes hold a (non-tombstoned) copy of each message id. */
+  copies(): Map<string, number> {
+    const count = new Map<string, number>();
+    for (const { store } of this.live.values()) {
+      for (const [kind, , id] of store.mailbox.itemKeys({ start: "00", end: "00" })) {
+        if (kind === "m") count.set(id, (count.get(id) ?? 0) + 1);
+      }
+    }
+    return count;
+  }
+
+  async repair(rounds = 3) {
+    for (let i = 0; i < rounds; i++) {
+      for (const n of [...this.live.values()]) await n.replicator.repairRound();
+    }
+  }
+}
+
+const message = (i: number, recipient = "bob") => ({
+  recipient,
+  messageId: `message-${String(i).padStart(4, "0")}`,
+  sender: "alice",
+  sentAt: 1000 - i,
+  envelope: `sealed-${i}`,
+});
+
+Deno.test("replication: an acknowledged write is on K+1 nodes and reads come back in order", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodes[0]!.storeMessages([0, 1, 2, 3, 4].map((i) => message(i)));
+  for (const [, n] of ring.copies()) assert.ok(n >= 2, "fewer than W copies after the ack");
+  await ring.repair(1);
+  assert.deepEqual([...ring.copies().values()], [3, 3, 3, 3, 3]);
+  // Any node reads the same pending list, in coordinator order (not the sender's clock).
+  const pending = await nodes[3]!.fetchPending("bob");
+  assert.deepEqual(
+    pending.map((e) => e.messageId),
+    [0, 1, 2, 3, 4].map((i) => message(i).messageId),
+  );
+});
+
+Deno.test("replication: acknowledged messages disappear from every copy and stay gone", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodes[1]!.storeMessages([0, 1, 2].map((i) => message(i)));
+  await nodes[2]!.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  await ring.repair(2);
+  assert.deepEqual([...ring.copies().keys()], [message(2).messageId]);
+  // A duplicate write of an acknowledged message does not bring it back.
+  await nodes[4]!.storeMessages([message(0)]);
+  await ring.repair(2);
+  assert.deepEqual((await nodes[0]!.fetchPending("bob")).map((e) => e.messageId), [
+    message(2).messageId,
+  ]);
+});
+
+Deno.test("replication: after K nodes crash at once, every message survives and K+1 copies return", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const users = ["bob", "carol", "dave", "erin", "frank", "grace"];
+  const all = users.flatMap((u, j) => [0, 1, 2, 3].map((i) => message(j * 10 + i, u)));
+  await nodes[0]!.storeMessages(all);
+  await ring.repair(1);
+  ring.crash(60);
+  ring.crash(110);
+  await ring.repair(3);
+  const copies = ring.copies();
+  assert.equal(copies.size, all.length, "a message was lost");
+  for (const [id, n] of copies) assert.equal(n, 3, `${id} has ${n} copies`);
+  for (const u of users) assert.equal((await nodes[4]!.fetchPending(u)).length, 4);
+});
+
+Deno.test("replication: a joining node receives its range and others drop what they no longer hold", async () => {
+  const ring = new TestRing();
+  [10, 110, 210].map((id) => ring.add(id));
+  const first = ring.live.get("node-0a")!.replicator;
+  const all = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi"].map((u, i) =>
+    message(i, u)
+  );
+  await first.storeMessages(all);
+  await ring.repair(1);
+  for (const id of [60, 160]) ring.add(id);
+  await ring.repair(4);
+  assert.deepEqual([...new Set(ring.copies().values())], [3]);
+  assert.equal(ring.copies().size, all.length);
+});
+
+Deno.test("replication: a write that cannot reach W copies is refused, never acknowledged", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110].map((id) => ring.add(id));
+  const owner = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!.address;
+  for (const { address } of ring.sorted()) if (address !== owner) ring.unreachable.add(address);
+  const viaOwner = ring.live.get(owner)!.replicator;
+  await assert.rejects(viaOwner.storeMessages([message(1)]), StorageUnavailableError);
+  // Once one replica is reachable again, the retried write is acknowledged with 2 copies.
+  ring.unreachable.delete(ring.sorted().find((n) => n.address !== owner)!.address);
+  await nodes[0]!.storeMessages([message(1)]);
+  assert.ok(ring.copies().get(message(1).messageId)! >= 2);
+});
+
+Deno.test("replication: a full mailbox refuses new messages with a clear error", async () => {
+  const ring = new TestRing();
+  [10, 60, 110].map((id) => ring.add(id));
+  const key = parseInt(ring.ringKeyOf("bob"), 16);
+  // Quotas are enforced by the primary; route bob's writes to a primary with quota 2.
+  const primary = ring.sorted()[ring.ownerIndex(key)]!;
+  const entry = ring.live.get(primary.address)!;
+  entry.replicator = new Replicator({
+    store: entry.store,
+    ring: ring.access(primary.address, primary.id),
+    call: (to, r) => ring.live.get(to)!.replicator.handle(r),
+    metrics: new Metrics(),
+    log: () => {},
+  }, { quotaPerRecipient: 2, writeDeadlineMs: 500 });
+  await entry.replicator.storeMessages([message(1), message(2)]);
+  await assert.rejects(entry.replicator.storeMessages([message(3)]), /Mailbox of "bob" is full/);
+  assert.equal((await entry.replicator.fetchPending("bob")).length, 2);
+});
