@@ -39,19 +39,18 @@ class TestRing {
   }
 
   access(address: string, id: number): RingAccess {
-    const ring = this;
     const around = (offset: number) => {
-      const nodes = ring.sorted();
+      const nodes = this.sorted();
       const i = nodes.findIndex((n) => n.address === address);
       return nodes[(i + offset + nodes.length * 4) % nodes.length]!;
     };
     return {
       self: address,
-      ringKeyOf: ring.ringKeyOf,
-      isPrimaryFor: (key) => ring.sorted()[ring.ownerIndex(parseInt(key, 16))]!.address === address,
+      ringKeyOf: this.ringKeyOf,
+      isPrimaryFor: (key) => this.sorted()[this.ownerIndex(parseInt(key, 16))]!.address === address,
       primaryRange: () => ({ start: hex(around(-1).id), end: hex(id) }),
       successors: () =>
-        ring.sorted().map((_, i) => around(i + 1).address).filter((a) => a !== address),
+        this.sorted().map((_, i) => around(i + 1).address).filter((a) => a !== address),
       predecessorChain: (n) =>
         Promise.resolve(
           Array.from({ length: n }, (_, i) => around(-(i + 1))).map((m) => ({
@@ -60,8 +59,8 @@ class TestRing {
           })),
         ),
       replicaSet: (key, k) => {
-        const nodes = ring.sorted();
-        const i = ring.ownerIndex(parseInt(key, 16));
+        const nodes = this.sorted();
+        const i = this.ownerIndex(parseInt(key, 16));
         return Promise.resolve([
           ...new Set(
             Array.from({ length: k + 1 }, (_, j) => nodes[(i + j) % nodes.length]!.address),
