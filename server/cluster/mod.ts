@@ -21,3 +21,9 @@ export {
   type RingServiceOptions,
   type RingView,
 } from "./ring_service.ts";
+export { ringAccessOf } from "./ring_access.ts";
+export {
+  handleReplicationHttp,
+  REPLICATION_RPC_PATH,
+  replicationCall,
+} from "./replication_transport.ts";
