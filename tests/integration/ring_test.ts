@@ -5,69 +5,13 @@
  * node's `/ring` snapshot.
  */
 import assert from "node:assert/strict";
-import {
-  checkRing,
-  type ChordNodeState,
-  IdSpace,
-  type RingViolation,
-} from "../../server/chord/mod.ts";
-import type { RingView } from "../../server/cluster/mod.ts";
+import { ringView, ringViolations as violations, waitForCorrectRing } from "../support/ring.ts";
 import {
   type ServerProcess,
   startCluster,
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-
-const SPACE = new IdSpace(160);
-const R = 8;
-
-async function ringView(server: ServerProcess): Promise<RingView> {
-  return await (await fetch(`${server.url}/ring`)).json();
-}
-
-function toState(view: RingView): ChordNodeState {
-  const ref = (n: { id: string; address: string }) => ({
-    id: SPACE.fromHex(n.id, "id"),
-    address: n.address,
-  });
-  return {
-    self: ref(view.self),
-    isMember: view.isMember,
-    predecessor: view.predecessor ? ref(view.predecessor) : undefined,
-    successorList: view.successors.map(ref),
-    fingers: view.fingers.map((f) => (f ? ref(f) : undefined)),
-  };
-}
-
-async function violations(servers: ServerProcess[]): Promise<RingViolation[]> {
-  const states = await Promise.all(servers.map(async (s) => toState(await ringView(s))));
-  return checkRing(states, { strength: "full", successorListLength: R });
-}
-
-/** Waits until the live servers form one correct ring; returns how long that took. */
-async function waitForCorrectRing(servers: ServerProcess[], what: string, timeoutMs = 20_000) {
-  const start = Date.now();
-  let last: RingViolation[] = [];
-  try {
-    await waitFor(
-      what,
-      async () => {
-        last = await violations(servers);
-        return last.length === 0;
-      },
-      timeoutMs,
-      100,
-    );
-  } catch (err) {
-    throw new Error(
-      `${(err as Error).message}\nlast violations: ${
-        JSON.stringify(last, (_, v) => typeof v === "bigint" ? v.toString(16) : v)
-      }`,
-    );
-  }
-  return Date.now() - start;
-}
 
 Deno.test("five servers form one ring, repair it after kill -9, and take the restarted server back", async () => {
   const servers = await startCluster(5);
