@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # P2P-Chat on a fresh machine (Node.js and npm are the only prerequisites).
 #   ./startup.sh         install what is missing, build the PWA, start a local ring of 3 servers
+#   ./startup.sh --https [--host LAN-IP]   the same over HTTPS with a local CA (data/tls/ca.pem)
 #   ./startup.sh test    install what is missing, run the whole test suite
 #   ./startup.sh <task>  any other `deno task` (bench:latency, bench:chord, server, ...)
 set -euo pipefail
@@ -31,8 +32,13 @@ export PATH="$(dirname "$DENO"):$PATH"
 echo "Installing dependencies (pinned in deno.lock)..."
 "$DENO" install --frozen --quiet --entrypoint server/main.ts client/build.ts tests/run.ts
 
-task="${1:-start}"
-shift || true
+# Options without a task go to the quick start: ./startup.sh --https --host 192.168.1.20
+if [ "${1:-}" = "" ] || [ "${1#-}" != "${1}" ]; then
+  task=start
+else
+  task="$1"
+  shift
+fi
 if [ "$task" = "start" ]; then
   "$DENO" task build
 fi

@@ -76,6 +76,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const messages = signal<MessageRow[]>([]);
   /** The last error to show the user (a sentence), or null. */
   const error = signal<string | null>(null);
+  /**
+   * Why the user was signed out without asking (a newer login elsewhere, a refused session), shown
+   * on the login screen; null otherwise.
+   */
+  const signedOutReason = signal<string | null>(null);
   /** A login/register request is in flight. */
   const busy = signal(false);
   /** A stored session is being resumed (after a reload). */
@@ -124,6 +129,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     onSessionLost(reason) {
       leave();
       error.value = `Session ended: ${reason}`;
+      signedOutReason.value = reason;
+    },
+    onSuperseded(message) {
+      // Seam for the history hand-over (DESIGN §4): before leaving, the old device would open an
+      // encrypted data channel to its own username's new session and send its history rows,
+      // which the new device inserts with INSERT OR IGNORE. Today the server closes the old
+      // socket at once, so the old device just stops.
+      leave();
+      signedOutReason.value = message;
     },
     onServerError(code, message) {
       if (code !== "peer_offline") error.value = message;
@@ -188,6 +202,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         contacts.value = sortContacts(list);
         restoring.value = false;
         error.value = null;
+        signedOutReason.value = null;
       });
     })();
     try {
@@ -445,6 +460,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     openPeer,
     messages,
     error,
+    signedOutReason,
     busy,
     restoring,
     channels,

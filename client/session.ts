@@ -17,6 +17,7 @@ import {
   PROTOCOL_VERSION,
   type ServerFrame,
   type SignalData,
+  SUPERSEDED_CLOSE_CODE,
 } from "../shared/mod.ts";
 
 /** Where the session stands, as shown in the header (`conn-status`). */
@@ -100,6 +101,11 @@ export interface SessionEvents {
   onResumed?(info: SessionInfo): void;
   /** The token was refused on reconnect: the user must log in again. */
   onSessionLost?(reason: string): void;
+  /**
+   * A newer login of this user elsewhere replaced this session: the server closed the socket,
+   * the token is forgotten and the session stopped (no reconnect) until the next login.
+   */
+  onSuperseded?(message: string): void;
   /** An error not tied to a request (for example `peer_offline` for a signal or relay). */
   onServerError?(code: ErrorCode, message: string): void;
 }
@@ -351,8 +357,13 @@ export class Session implements SessionApi {
     socket.onerror = () => {
       // onclose follows; nothing to do here.
     };
-    socket.onclose = () => {
+    socket.onclose = (ev) => {
       if (this.#socket !== socket) return;
+      if (ev?.code === SUPERSEDED_CLOSE_CODE) {
+        // The `superseded` frame was lost, but the close code says the same.
+        this.#superseded("Signed in elsewhere");
+        return;
+      }
       this.#socket = null;
       this.#onSocketGone();
       this.#scheduleReconnect();
@@ -436,7 +447,18 @@ export class Session implements SessionApi {
       case "relay":
         this.events.onRelay?.(frame.from, frame.payload);
         return;
+      case "superseded":
+        this.#superseded(frame.message);
+        return;
     }
+  }
+
+  /** Ends this session for good: a newer login of the same user replaced it. */
+  #superseded(message: string): void {
+    this.#session = null;
+    this.#deps.storage.removeItem(TOKEN_KEY);
+    this.stop();
+    this.events.onSuperseded?.(message);
   }
 
   #settle(reqId: number, frame: ServerFrame): void {

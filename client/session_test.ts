@@ -31,10 +31,10 @@ class FakeSocket implements SocketLike {
     this.onmessage?.(new MessageEvent("message", { data: JSON.stringify(frame) }));
   }
 
-  close(): void {
+  close(code?: number): void {
     if (this.readyState === 3) return;
     this.readyState = 3;
-    setTimeout(() => this.onclose?.(new CloseEvent("close")), 0);
+    setTimeout(() => this.onclose?.(new CloseEvent("close", { code })), 0);
   }
 }
 
@@ -42,6 +42,8 @@ class FakeSocket implements SocketLike {
 class FakeServer {
   isUp = true;
   sockets: FakeSocket[] = [];
+  supersedeOnContacts = false;
+  supersedeCloseCode = 4001;
   constructor(readonly base: string, readonly tokens: Set<string>, readonly all: string[]) {}
 
   answer(f: ClientFrame): ServerFrame | null {
@@ -77,6 +79,15 @@ class FakeServer {
         };
       case "ping":
         return { v: 1, type: "pong", reqId: f.reqId };
+      case "contacts":
+        if (this.supersedeOnContacts) {
+          const sock = this.sockets.at(-1)!;
+          setTimeout(() => {
+            sock.push({ v: 1, type: "superseded", message: "Signed in elsewhere" });
+            sock.close(this.supersedeCloseCode);
+          }, 0);
+        }
+        return null;
       default:
         return null;
     }
@@ -203,6 +214,52 @@ Deno.test("a refused token ends the session and clears tab storage", async () =>
     await waitFor(() => lost !== "", "session lost");
     assertEquals(lost, "Session expired: please log in again");
     assertEquals(storage.data.has("p2pchat.session"), false);
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("superseded: the session forgets its token and stops without reconnecting", async () => {
+  const c = cluster(2);
+  const storage = memoryStorage();
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  const told: string[] = [];
+  s.events.onSuperseded = (message) => told.push(message);
+  try {
+    await s.login("alice", "password-1");
+    c.servers[0]!.supersedeOnContacts = true;
+    void s.contacts().catch(() => {});
+    await waitFor(() => told.length === 1, "superseded");
+    assertEquals(told, ["Signed in elsewhere"]);
+    assertEquals(s.status, "offline");
+    assertEquals(storage.data.has("p2pchat.session"), false);
+    await new Promise((r) => setTimeout(r, 100));
+    const opened = c.servers.reduce((n, srv) => n + srv.sockets.length, 0);
+    assertEquals(opened, 1, "no reconnect to any server");
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("superseded: the close code alone also stops the session", async () => {
+  const c = cluster(1);
+  const storage = memoryStorage();
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  const told: string[] = [];
+  s.events.onSuperseded = (message) => told.push(message);
+  try {
+    await s.login("alice", "password-1");
+    c.servers[0]!.sockets[0]!.close(4001);
+    await waitFor(() => told.length === 1, "superseded by close code");
+    assertEquals(s.status, "offline");
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(c.servers[0]!.sockets.length, 1, "no reconnect");
   } finally {
     s.stop();
   }

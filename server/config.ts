@@ -17,6 +17,8 @@ export interface ServerConfig {
   distDir: string;
   bcryptCost: number;
   sessionTtlMs: number;
+  /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
+  tls: { certFile: string; keyFile: string } | undefined;
   /** How this server finds others besides `peers`. */
   discovery: DiscoveryConfig;
 }
@@ -62,6 +64,11 @@ Options (environment variable in brackets; flags win):
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
+  --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
+  --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
+  With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
+  server must trust the others' certificate. For a self-signed or private CA, start every server
+  with DENO_CERT=/path/to/ca.pem (Deno's own setting; \`deno task start --https\` does this).
 
 Discovery (how servers find one another besides --peers):
   --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
@@ -77,6 +84,10 @@ Discovery (how servers find one another besides --peers):
   interface only; servers that hear each other still admit each other by signed hellos.
 
   -h, --help           show this text
+
+Development only:
+  --session-ttl-seconds N  session lifetime in seconds, overrides --session-ttl-hours (for
+                       tests of expiry)                          [P2P_SESSION_TTL_SECONDS]
 
 On start the server prints one line "ready <url>" on stdout; logs are JSON lines on stderr.`;
 
@@ -119,6 +130,9 @@ export function parseConfig(
         dist: { type: "string" },
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
+        "session-ttl-seconds": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         discovery: { type: "string" },
         "multicast-group": { type: "string" },
         "multicast-port": { type: "string" },
@@ -147,6 +161,14 @@ export function parseConfig(
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
   const port = integer("port", pick("port", "P2P_PORT") ?? "8000", 0, 65535);
+  const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
+  const certFile = pick("tls-cert", "P2P_TLS_CERT");
+  const keyFile = pick("tls-key", "P2P_TLS_KEY");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(
+      "--tls-cert and --tls-key go together: give both PEM files to serve HTTPS, or neither for HTTP",
+    );
+  }
   return {
     port,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
@@ -156,12 +178,15 @@ export function parseConfig(
     dataDir: pick("data-dir", "P2P_DATA_DIR"),
     distDir: pick("dist", "P2P_DIST_DIR") ?? "dist",
     bcryptCost: integer("bcrypt-cost", pick("bcrypt-cost", "P2P_BCRYPT_COST") ?? "10", 10, 15),
-    sessionTtlMs: integer(
-      "session-ttl-hours",
-      pick("session-ttl-hours", "P2P_SESSION_TTL_HOURS") ?? "168",
-      1,
-      24 * 365,
-    ) * 3_600_000,
+    sessionTtlMs: ttlSeconds !== undefined
+      ? integer("session-ttl-seconds", ttlSeconds, 1, 365 * 24 * 3600) * 1000
+      : integer(
+        "session-ttl-hours",
+        pick("session-ttl-hours", "P2P_SESSION_TTL_HOURS") ?? "168",
+        1,
+        24 * 365,
+      ) * 3_600_000,
+    tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
   };
 }

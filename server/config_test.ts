@@ -122,3 +122,25 @@ Deno.test("config: --help lists every discovery flag", async () => {
     ]
   ) assert.ok(HELP.includes(flag), flag);
 });
+
+Deno.test("config: TLS needs both files; the session lifetime can be set in seconds", () => {
+  const config = parseConfig([`--cluster-secret=${SECRET}`, "--session-ttl-seconds=2"], {
+    P2P_TLS_CERT: "/tls/cert.pem",
+    P2P_TLS_KEY: "/tls/key.pem",
+  });
+  assert.ok(config !== "help");
+  assert.deepEqual(config.tls, { certFile: "/tls/cert.pem", keyFile: "/tls/key.pem" });
+  assert.equal(config.sessionTtlMs, 2000);
+  const plain = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(plain !== "help");
+  assert.equal(plain.tls, undefined);
+  assert.equal(plain.sessionTtlMs, 168 * 3_600_000);
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--tls-cert=c.pem"], {}),
+    (err) => err instanceof ConfigError && /--tls-cert and --tls-key go together/.test(err.message),
+  );
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--session-ttl-seconds=0"], {}),
+    (err) => err instanceof ConfigError && /--session-ttl-seconds/.test(err.message),
+  );
+});

@@ -34,19 +34,29 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   let resolveListening: (addr: Deno.NetAddr) => void;
   const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
   // The handler needs hub and cluster, which need the listening port: wire them through `app`.
-  const app: { handle?: (req: Request) => Promise<Response> } = {};
+  const app: { handle?: (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response> } = {};
+  const tls = config.tls
+    ? {
+      cert: await readPem("--tls-cert", config.tls.certFile),
+      key: await readPem("--tls-key", config.tls.keyFile),
+    }
+    : {};
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
+    ...tls,
     onListen: (addr) => resolveListening(addr as Deno.NetAddr),
-  }, (req) => app.handle ? app.handle(req) : new Response("Starting", { status: 503 }));
+  }, (req, info) => app.handle ? app.handle(req, info) : new Response("Starting", { status: 503 }));
   const addr = await listening;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  const self = config.publicUrl ?? `http://${host}:${addr.port}`;
+  const scheme = config.tls ? "https" : "http";
+  const self = config.publicUrl ?? `${scheme}://${host}:${addr.port}`;
   const dataDir = config.dataDir ?? `data/node-${addr.port}`;
   await Deno.mkdir(dataDir, { recursive: true });
   const store = new NodeStore(`${dataDir}/node.sqlite`);
-  const hub = new ClientHub({ store, metrics, tokens, log }, { bcryptCost: config.bcryptCost });
+  const hub = new ClientHub({ store, metrics, tokens, log, hmac }, {
+    bcryptCost: config.bcryptCost,
+  });
   const cluster = new Cluster({ store, metrics, hmac, local: hub, log }, {
     self,
     seeds: config.peers,
@@ -96,6 +106,14 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   };
 }
 
+async function readPem(flag: string, file: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(file);
+  } catch (err) {
+    throw new ConfigError(`${flag} ${file} cannot be read: ${(err as Error).message}`);
+  }
+}
+
 /** The discovery mode `config` asks for, wired to feed found servers to `onPeer`. */
 function createDiscovery(
   config: DiscoveryConfig,
@@ -139,7 +157,14 @@ if (import.meta.main) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const running = await startServer(config, jsonLog);
+  let running: RunningServer;
+  try {
+    running = await startServer(config, jsonLog);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`Error: ${err.message}`);
+    Deno.exit(2);
+  }
   console.log(`ready ${running.url}`);
   const stop = async () => {
     jsonLog("stopping", {});

@@ -71,7 +71,17 @@ export type ServerFrame =
   | { v: 1; type: "presence"; username: string; online: boolean }
   | { v: 1; type: "signal"; from: string; data: SignalData }
   | { v: 1; type: "relay"; from: string; payload: string }
-  | { v: 1; type: "pong"; reqId: ReqId };
+  | { v: 1; type: "pong"; reqId: ReqId }
+  /**
+   * This session was replaced by a newer login of the same user (one active session per user);
+   * the server closes the socket right after, with close code {@link SUPERSEDED_CLOSE_CODE}.
+   */
+  | { v: 1; type: "superseded"; message: string };
+
+/** WebSocket close code of a session replaced by a newer login: the client must not reconnect. */
+export const SUPERSEDED_CLOSE_CODE = 4001;
+/** WebSocket close code of a connection closed for sustained abuse (frame flood). */
+export const ABUSE_CLOSE_CODE = 4008;
 
 const CLIENT_TYPES = [
   "register",
@@ -93,6 +103,7 @@ const SERVER_TYPES = [
   "signal",
   "relay",
   "pong",
+  "superseded",
 ] as const;
 
 const ERROR_CODES: readonly ErrorCode[] = [
@@ -272,6 +283,12 @@ export function validateServerFrame(value: unknown): ServerFrame {
       };
     case "pong":
       return { v: 1, type: "pong", reqId: readReqId(obj) };
+    case "superseded":
+      return {
+        v: 1,
+        type: "superseded",
+        message: readString(obj, "message", "", { max: 1000 }),
+      };
   }
 }
 

@@ -122,6 +122,21 @@ Deno.test("server frames: clients reject malformed replies", () => {
   );
 });
 
+Deno.test("server frames: superseded carries a bounded message and nothing else", () => {
+  assert.deepEqual(
+    parseServerFrame(frame({ type: "superseded", message: "Signed in elsewhere", extra: 1 })),
+    { v: 1, type: "superseded", message: "Signed in elsewhere" },
+  );
+  rejects(parseServerFrame, frame({ type: "superseded" }), "bad_frame", "message");
+  rejects(parseServerFrame, frame({ type: "superseded", message: "x".repeat(1001) }), "bad_frame");
+  // Servers tell each other about new sessions another way: it cannot be delivered as is.
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver", to: "bob", frame: { v: 1, type: "superseded", message: "x" } }),
+    "bad_frame",
+  );
+});
+
 Deno.test("peer messages: chat messages are bounded and carry valid ids and names", () => {
   const ok = { type: "chat", id: "abcdefgh12", from: "alice", to: "bob", sentAt: 1, text: "hi" };
   assert.deepEqual(parsePeerMessage(frame(ok)), { v: 1, ...ok });

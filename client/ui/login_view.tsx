@@ -17,6 +17,11 @@ export function LoginView({ model }: { model: ChatModel }) {
     >
       <h1>P2P-Chat</h1>
       <p class="tagline">Messages go straight from browser to browser.</p>
+      {model.signedOutReason.value && (
+        <p class="signed-out" data-testid="signed-out-reason" role="status">
+          {model.signedOutReason.value}
+        </p>
+      )}
       <label>
         Username
         <input

@@ -2,9 +2,16 @@
  * The server's side of browser sessions: one WebSocket per tab, each frame validated before it
  * touches state, bad frames answered with a typed error and counted. It maps frames to calls on
  * the cluster (register, deliver, presence) and holds no placement logic of its own.
+ *
+ * One active session per user: a login issues a new session, closes older local sessions of the
+ * same user with a `superseded` frame, and tells every other live server (a cluster `deliver` of a
+ * reserved signal to the user himself, see {@link SUPERSEDE_KEY}); a resume with an older session's
+ * token is refused. Abuse controls: failed logins are limited per username and per address, and
+ * frames per connection (a sustained flood closes the socket).
  */
 import { compare, hash } from "bcryptjs";
 import {
+  ABUSE_CLOSE_CODE,
   type ClientFrame,
   type ErrorCode,
   errorFrame,
@@ -12,11 +19,33 @@ import {
   PRESENCE_TIMEOUT_MS,
   ProtocolError,
   type ServerFrame,
+  SUPERSEDED_CLOSE_CODE,
 } from "../../shared/mod.ts";
 import type { NodeStore } from "../store/mod.ts";
 import type { Metrics } from "./metrics.ts";
-import { type Cluster, type LocalSessions, type Log, UnavailableError } from "../cluster/mod.ts";
-import { TokenError, type Tokens } from "./tokens.ts";
+import {
+  callPeer,
+  type Cluster,
+  type Hmac,
+  type LocalSessions,
+  type Log,
+  UnavailableError,
+} from "../cluster/mod.ts";
+import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
+import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter, TokenBucket } from "./rate_limit.ts";
+import { isNewer, SessionRegistry, type SessionStamp } from "./sessions.ts";
+
+/**
+ * Key of the signal data by which a server tells the others that `username` logged in anew:
+ * `deliver{to: username, frame: signal{from: username, data: {[SUPERSEDE_KEY]: {sessionId,
+ * issuedAt}}}}`. Cluster RPC carries only signal and relay frames, so the notice rides in a signal
+ * to the user himself; browsers can never send it (the hub refuses signals carrying this key) and
+ * never receive it (the receiving hub consumes it).
+ */
+export const SUPERSEDE_KEY = "p2pchat:superseded";
+
+/** What the old client is told when a newer login replaces its session. */
+export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replaced by a newer login";
 
 /** Collaborators of a {@link ClientHub}. */
 export interface ClientHubDeps {
@@ -24,6 +53,10 @@ export interface ClientHubDeps {
   metrics: Metrics;
   tokens: Tokens;
   log: Log;
+  /** Signs the supersede notices sent to other servers. */
+  hmac: Hmac;
+  /** Clock for the rate limits. @default Date.now */
+  clock?: () => number;
 }
 
 /** Configuration of a {@link ClientHub}. */
@@ -32,12 +65,22 @@ export interface ClientHubOptions {
   bcryptCost?: number;
   /** A session silent this long is closed, in ms. @default PRESENCE_TIMEOUT_MS */
   presenceTimeoutMs?: number;
+  /** Abuse limits; missing fields take {@link DEFAULT_LIMITS}. */
+  limits?: Partial<AbuseLimits>;
 }
 
 interface Connection {
   socket: WebSocket;
   username: string | undefined;
+  /** The session this connection is bound to, once logged in or resumed. */
+  session: SessionStamp | undefined;
+  /** The client's address (for login limits). */
+  address: string;
   lastSeen: number;
+  frames: TokenBucket;
+  strikes: TokenBucket;
+  /** When the last `rate_limited` error was sent (at most one per second). */
+  lastLimitedAt: number;
 }
 
 /** All browser sessions on this server; implements the cluster's view of local sessions. */
@@ -49,12 +92,19 @@ export class ClientHub implements LocalSessions {
   #connections = new Set<Connection>();
   #byUser = new Map<string, Connection>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #clock: () => number;
+  #limits: AbuseLimits;
+  #logins: LoginLimiter;
+  #sessions = new SessionRegistry();
 
   /** Creates the hub; {@link bind} it to the cluster before accepting sockets. */
   constructor(deps: ClientHubDeps, options: ClientHubOptions = {}) {
     this.#deps = deps;
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#presenceTimeoutMs = options.presenceTimeoutMs ?? PRESENCE_TIMEOUT_MS;
+    this.#clock = deps.clock ?? Date.now;
+    this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.#logins = new LoginLimiter(this.#limits, this.#clock);
     const m = deps.metrics;
     m.describe("p2pchat_ws_connections", "gauge", "Open browser WebSockets");
     m.describe("p2pchat_sessions", "gauge", "Logged-in users on this server");
@@ -62,6 +112,16 @@ export class ClientHub implements LocalSessions {
     m.describe("p2pchat_relayed_total", "counter", "Frames relayed between users, by kind");
     m.describe("p2pchat_logins_total", "counter", "Login attempts, by result");
     m.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
+    m.describe(
+      "p2pchat_rate_limited_total",
+      "counter",
+      "Requests refused by a rate limit, by kind",
+    );
+    m.describe(
+      "p2pchat_sessions_superseded_total",
+      "counter",
+      "Sessions replaced by a newer login",
+    );
   }
 
   /** Connects the hub to the cluster that routes frames between servers. */
@@ -76,13 +136,23 @@ export class ClientHub implements LocalSessions {
     for (const c of this.#connections) c.socket.close(1001, "server shutting down");
   }
 
-  /** Takes over an upgraded WebSocket. */
-  accept(socket: WebSocket): void {
-    const conn: Connection = { socket, username: undefined, lastSeen: Date.now() };
+  /** Takes over an upgraded WebSocket from the client at `address` (its IP). */
+  accept(socket: WebSocket, address = "unknown"): void {
+    const conn: Connection = {
+      socket,
+      username: undefined,
+      session: undefined,
+      address,
+      lastSeen: Date.now(),
+      frames: new TokenBucket(this.#limits.framesPerConnection, this.#clock),
+      strikes: new TokenBucket(this.#limits.droppedFramesBeforeClose, this.#clock),
+      lastLimitedAt: -Infinity,
+    };
     this.#connections.add(conn);
     this.#gauge();
     socket.onmessage = (event) => {
       conn.lastSeen = Date.now();
+      if (!this.#admitFrame(conn)) return;
       this.#onFrame(conn, event.data).catch((err) => {
         this.#deps.log("frame_handler_failed", { error: String(err) });
         this.#send(conn, { v: 1, type: "error", code: "internal", message: "Internal error" });
@@ -97,6 +167,11 @@ export class ClientHub implements LocalSessions {
   }
 
   deliverLocal(username: string, frame: ServerFrame): boolean {
+    const notice = supersedeNotice(username, frame);
+    if (notice) {
+      this.#newSession(username, notice);
+      return true;
+    }
     const conn = this.#byUser.get(username);
     if (!conn) return false;
     return this.#send(conn, frame);
@@ -120,6 +195,34 @@ export class ClientHub implements LocalSessions {
     const frame: ServerFrame = { v: 1, type: "error", code, message };
     if (reqId !== undefined) frame.reqId = reqId;
     this.#send(conn, frame);
+  }
+
+  /** Charges one frame to the connection; false (and maybe closes it) when over the limit. */
+  #admitFrame(conn: Connection): boolean {
+    if (conn.frames.take()) return true;
+    this.#deps.metrics.inc("p2pchat_rate_limited_total", { kind: "frame" });
+    if (!conn.strikes.take()) {
+      this.#deps.log("connection_closed_for_abuse", {
+        username: conn.username,
+        address: conn.address,
+      });
+      try {
+        conn.socket.close(ABUSE_CLOSE_CODE, "too many frames");
+      } catch { /* already closing */ }
+      this.#drop(conn);
+      return false;
+    }
+    const now = this.#clock();
+    if (now - conn.lastLimitedAt >= 1000) {
+      conn.lastLimitedAt = now;
+      const seconds = Math.max(1, Math.ceil(conn.frames.retryAfterMs() / 1000));
+      this.#fail(
+        conn,
+        "rate_limited",
+        `Too many frames: slow down (at most ${this.#limits.framesPerConnection.perSecond} per second); retry after ${seconds} s`,
+      );
+    }
+    return false;
   }
 
   async #onFrame(conn: Connection, data: unknown): Promise<void> {
@@ -154,7 +257,12 @@ export class ClientHub implements LocalSessions {
               frame.reqId,
             );
           }
-          this.#bindUser(conn, claims.username);
+          if (!this.#sessions.isCurrent(claims.username, claims)) {
+            this.#deps.metrics.inc("p2pchat_logins_total", { result: "superseded_token" });
+            return this.#fail(conn, "not_authenticated", SUPERSEDED_MESSAGE, frame.reqId);
+          }
+          this.#bindUser(conn, claims);
+          this.#newSession(claims.username, claims);
           this.#send(conn, {
             v: 1,
             type: "session",
@@ -175,6 +283,10 @@ export class ClientHub implements LocalSessions {
     if (!me) {
       const reqId = "reqId" in frame ? frame.reqId : undefined;
       return this.#fail(conn, "not_authenticated", "Log in first", reqId);
+    }
+    if (frame.type === "signal" && Object.hasOwn(frame.data, SUPERSEDE_KEY)) {
+      this.#deps.metrics.inc("p2pchat_invalid_frames_total", { source: "client" });
+      return this.#fail(conn, "bad_frame", `Signal data must not carry "${SUPERSEDE_KEY}"`);
     }
     switch (frame.type) {
       case "contacts":
@@ -246,10 +358,22 @@ export class ClientHub implements LocalSessions {
   }
 
   async #login(conn: Connection, frame: Extract<ClientFrame, { type: "login" }>) {
+    const blockedMs = this.#logins.blockedForMs(frame.username, conn.address);
+    if (blockedMs > 0) {
+      this.#deps.metrics.inc("p2pchat_logins_total", { result: "rate_limited" });
+      this.#deps.metrics.inc("p2pchat_rate_limited_total", { kind: "login" });
+      return this.#fail(
+        conn,
+        "rate_limited",
+        `Too many failed logins: try again in ${Math.ceil(blockedMs / 1000)} s`,
+        frame.reqId,
+      );
+    }
     const account = this.#deps.store.getAccount(frame.username);
     const ok = account !== undefined && await compare(frame.secret, account.hash);
     this.#deps.metrics.inc("p2pchat_logins_total", { result: ok ? "ok" : "rejected" });
     if (!ok) {
+      this.#logins.failed(frame.username, conn.address);
       return this.#fail(
         conn,
         "wrong_credentials",
@@ -258,7 +382,9 @@ export class ClientHub implements LocalSessions {
       );
     }
     const { token, claims } = await this.#deps.tokens.issue(frame.username);
-    this.#bindUser(conn, frame.username);
+    this.#bindUser(conn, claims);
+    this.#newSession(frame.username, claims);
+    void this.#announceSession(frame.username, claims);
     this.#send(conn, {
       v: 1,
       type: "session",
@@ -270,8 +396,56 @@ export class ClientHub implements LocalSessions {
     });
   }
 
-  #bindUser(conn: Connection, username: string): void {
+  /**
+   * `stamp` is a session of `username` this server just heard of (a login or resume here, or a
+   * notice from another server): if it is the newest, every local connection of an older session
+   * of that user is told `superseded` and closed.
+   */
+  #newSession(username: string, stamp: SessionStamp): void {
+    if (!this.#sessions.observe(username, stamp)) return;
+    for (const conn of [...this.#connections]) {
+      if (conn.username !== username || !conn.session || !isNewer(stamp, conn.session)) continue;
+      this.#deps.log("session_superseded", { username });
+      this.#deps.metrics.inc("p2pchat_sessions_superseded_total");
+      // Seam for the history hand-over (DESIGN §4): instead of closing at once, the old
+      // connection could stay open for signaling to the new session only, for a bounded time.
+      this.#send(conn, { v: 1, type: "superseded", message: SUPERSEDED_MESSAGE });
+      try {
+        conn.socket.close(SUPERSEDED_CLOSE_CODE, "signed in elsewhere");
+      } catch { /* already closing */ }
+      this.#drop(conn);
+    }
+  }
+
+  /** Tells every other live server that `username` has a new session. */
+  async #announceSession(username: string, claims: SessionClaims): Promise<void> {
+    const cluster = this.#cluster!;
+    const frame: ServerFrame = {
+      v: 1,
+      type: "signal",
+      from: username,
+      data: { [SUPERSEDE_KEY]: { sessionId: claims.sessionId, issuedAt: claims.issuedAt } },
+    };
+    const others = cluster.liveServers().filter((s) => s !== cluster.self);
+    await Promise.allSettled(others.map(async (server) => {
+      try {
+        // "peer_offline" is the normal answer of a server without a session of the user.
+        await callPeer(
+          this.#deps.hmac,
+          server,
+          { v: 1, type: "deliver", to: username, frame },
+          2000,
+        );
+      } catch (err) {
+        this.#deps.log("session_announce_failed", { server, username, error: String(err) });
+      }
+    }));
+  }
+
+  #bindUser(conn: Connection, claims: SessionClaims): void {
+    const username = claims.username;
     if (conn.username && conn.username !== username) this.#unbind(conn);
+    conn.session = { sessionId: claims.sessionId, issuedAt: claims.issuedAt };
     const wasOnline = this.#cluster!.isOnline(username);
     conn.username = username;
     this.#byUser.set(username, conn);
@@ -282,9 +456,14 @@ export class ClientHub implements LocalSessions {
 
   #unbind(conn: Connection): void {
     const username = conn.username;
-    if (!username || this.#byUser.get(username) !== conn) return;
+    if (!username || this.#byUser.get(username) !== conn) {
+      conn.username = undefined;
+      conn.session = undefined;
+      return;
+    }
     this.#byUser.delete(username);
     conn.username = undefined;
+    conn.session = undefined;
     if (!this.#cluster!.isOnline(username)) this.presenceChanged(username, false);
     this.#cluster!.helloNow();
   }
@@ -312,6 +491,17 @@ export class ClientHub implements LocalSessions {
     this.#deps.metrics.set("p2pchat_ws_connections", this.#connections.size);
     this.#deps.metrics.set("p2pchat_sessions", this.#byUser.size);
   }
+}
+
+/** The session stamp of a supersede notice from another server, if `frame` is one. */
+function supersedeNotice(username: string, frame: ServerFrame): SessionStamp | undefined {
+  if (frame.type !== "signal" || frame.from !== username) return undefined;
+  const notice = frame.data[SUPERSEDE_KEY] as { sessionId?: unknown; issuedAt?: unknown } | null;
+  if (typeof notice !== "object" || notice === null) return undefined;
+  const { sessionId, issuedAt } = notice;
+  if (typeof sessionId !== "string" || sessionId.length > 64) return undefined;
+  if (typeof issuedAt !== "number" || !Number.isFinite(issuedAt)) return undefined;
+  return { sessionId, issuedAt };
 }
 
 /** Best-effort reqId of a frame that failed validation, so the client can match the error. */

@@ -21,14 +21,18 @@ export interface HttpOptions {
 
 /** Creates the request handler passed to `Deno.serve`. */
 export function createHandler(deps: HttpDeps, options: HttpOptions) {
-  return async (req: Request): Promise<Response> => {
+  return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
     if (url.pathname === "/ws") {
       if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
         return new Response("Expected a WebSocket upgrade", { status: 426 });
       }
+      // The TCP peer's address, read before the upgrade consumes the request (a reverse proxy in
+      // front would make every client one address for the login limits).
+      const remote = info?.remoteAddr;
+      const address = remote && "hostname" in remote ? remote.hostname : undefined;
       const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
-      deps.hub.accept(socket);
+      deps.hub.accept(socket, address);
       return response;
     }
     if (url.pathname === CLUSTER_RPC_PATH && req.method === "POST") {

@@ -9,6 +9,8 @@ import { fromBase64Url, type Hmac, toBase64Url } from "../cluster/mod.ts";
 export interface SessionClaims {
   username: string;
   sessionId: string;
+  /** When the session began (the issuing server's clock); orders sessions of one user. */
+  issuedAt: number;
   expiresAt: number;
 }
 
@@ -34,6 +36,7 @@ export class Tokens {
     const claims: SessionClaims = {
       username,
       sessionId: toBase64Url(crypto.getRandomValues(new Uint8Array(12))),
+      issuedAt: now,
       expiresAt: now + this.ttlMs,
     };
     const payload = toBase64Url(new TextEncoder().encode(JSON.stringify(claims)));
@@ -54,6 +57,14 @@ export class Tokens {
     } catch {
       throw new TokenError("not_authenticated", "Session is not valid: please log in again");
     }
+    if (
+      typeof claims !== "object" || claims === null || typeof claims.username !== "string" ||
+      typeof claims.sessionId !== "string"
+    ) {
+      throw new TokenError("not_authenticated", "Session is not valid: please log in again");
+    }
+    // Tokens issued before sessions were ordered carry no issuedAt: they are the oldest.
+    if (typeof claims.issuedAt !== "number") claims.issuedAt = 0;
     if (typeof claims.expiresAt !== "number" || claims.expiresAt <= now) {
       throw new TokenError("session_expired", "Session expired: please log in again");
     }

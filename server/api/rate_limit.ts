@@ -1,0 +1,150 @@
+/**
+ * Token buckets for abuse control: login failures per username and per client address, and
+ * frames per WebSocket connection. The clock is injected so tests can drive time.
+ */
+
+/** A monotonic-enough clock in ms (Date.now by default). */
+export type Clock = () => number;
+
+/** Shape of one bucket: `capacity` tokens, refilled at `perSecond` tokens per second. */
+export interface BucketRule {
+  capacity: number;
+  perSecond: number;
+}
+
+/** One token bucket. */
+export class TokenBucket {
+  #tokens: number;
+  #updated: number;
+
+  /** Creates a full bucket. */
+  constructor(readonly rule: BucketRule, private readonly clock: Clock = Date.now) {
+    this.#tokens = rule.capacity;
+    this.#updated = clock();
+  }
+
+  #refill(): void {
+    const now = this.clock();
+    const elapsed = Math.max(0, now - this.#updated) / 1000;
+    this.#tokens = Math.min(this.rule.capacity, this.#tokens + elapsed * this.rule.perSecond);
+    this.#updated = now;
+  }
+
+  /** Tokens available now (fractional). */
+  get tokens(): number {
+    this.#refill();
+    return this.#tokens;
+  }
+
+  /** Whether the bucket is back to full capacity (an idle key can be forgotten). */
+  get full(): boolean {
+    return this.tokens >= this.rule.capacity;
+  }
+
+  /** Takes one token if there is one; true when taken. */
+  take(): boolean {
+    this.#refill();
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Milliseconds until one token is available (0 when one is available now). */
+  retryAfterMs(): number {
+    this.#refill();
+    if (this.#tokens >= 1) return 0;
+    return Math.ceil(((1 - this.#tokens) / this.rule.perSecond) * 1000);
+  }
+}
+
+/** Token buckets by key (a username, an address), forgetting keys whose bucket is full again. */
+export class KeyedLimiter {
+  #buckets = new Map<string, TokenBucket>();
+
+  /** Creates a limiter; at most `maxKeys` keys are tracked (idle ones are pruned first). */
+  constructor(
+    readonly rule: BucketRule,
+    private readonly clock: Clock = Date.now,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  /** Milliseconds until `key` may act again (0 when it may act now). */
+  retryAfterMs(key: string): number {
+    return this.#buckets.get(key)?.retryAfterMs() ?? 0;
+  }
+
+  /** Charges one token to `key`; false when it had none left. */
+  take(key: string): boolean {
+    let bucket = this.#buckets.get(key);
+    if (!bucket) {
+      if (this.#buckets.size >= this.maxKeys) this.prune();
+      // Still full of busy keys: drop the oldest one rather than grow without bound.
+      if (this.#buckets.size >= this.maxKeys) {
+        const oldest = this.#buckets.keys().next().value;
+        if (oldest !== undefined) this.#buckets.delete(oldest);
+      }
+      bucket = new TokenBucket(this.rule, this.clock);
+      this.#buckets.set(key, bucket);
+    }
+    return bucket.take();
+  }
+
+  /** Forgets every key whose bucket has refilled completely. */
+  prune(): void {
+    for (const [key, bucket] of this.#buckets) if (bucket.full) this.#buckets.delete(key);
+  }
+
+  /** Number of keys tracked (for tests and metrics). */
+  get size(): number {
+    return this.#buckets.size;
+  }
+}
+
+/** Limits of a {@link ClientHub}; every field has a default. */
+export interface AbuseLimits {
+  /** Failed logins per username. @default 5 per minute */
+  loginFailuresPerUser: BucketRule;
+  /** Failed logins per client address. @default 20 per minute */
+  loginFailuresPerAddress: BucketRule;
+  /** Frames per WebSocket connection. @default burst 100, 50 per second */
+  framesPerConnection: BucketRule;
+  /**
+   * Frames dropped for exceeding the frame rate before the socket is closed: a bucket of
+   * "strikes" per connection. @default burst 100, 10 per second
+   */
+  droppedFramesBeforeClose: BucketRule;
+}
+
+/** The default abuse limits. */
+export const DEFAULT_LIMITS: AbuseLimits = {
+  loginFailuresPerUser: { capacity: 5, perSecond: 5 / 60 },
+  loginFailuresPerAddress: { capacity: 20, perSecond: 20 / 60 },
+  framesPerConnection: { capacity: 100, perSecond: 50 },
+  droppedFramesBeforeClose: { capacity: 100, perSecond: 10 },
+};
+
+/** Login failure accounting per username and per address. */
+export class LoginLimiter {
+  #byUser: KeyedLimiter;
+  #byAddress: KeyedLimiter;
+
+  /** Creates the limiter with the given rules. */
+  constructor(
+    limits: Pick<AbuseLimits, "loginFailuresPerUser" | "loginFailuresPerAddress">,
+    clock: Clock = Date.now,
+  ) {
+    this.#byUser = new KeyedLimiter(limits.loginFailuresPerUser, clock);
+    this.#byAddress = new KeyedLimiter(limits.loginFailuresPerAddress, clock);
+  }
+
+  /** Milliseconds until `username` from `address` may try again; 0 when it may try now. */
+  blockedForMs(username: string, address: string): number {
+    return Math.max(this.#byUser.retryAfterMs(username), this.#byAddress.retryAfterMs(address));
+  }
+
+  /** Records a failed attempt. */
+  failed(username: string, address: string): void {
+    this.#byUser.take(username);
+    this.#byAddress.take(address);
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * Sessions and abuse controls against real server processes: one active session per user (a new
+ * login supersedes the old one, on the same or another server, and the old token is refused),
+ * expired tokens, the server stamping `from`, login and frame rate limits, and HTTPS/WSS with a
+ * certificate made by openssl (servers calling each other over HTTPS too).
+ */
+import assert from "node:assert/strict";
+import {
+  type ServerProcess,
+  startCluster,
+  startServer,
+  waitFor,
+} from "../support/server_process.ts";
+import { TestClient } from "../support/ws_client.ts";
+import type { ServerFrame } from "../../shared/mod.ts";
+
+async function withServers(
+  servers: ServerProcess[],
+  clients: TestClient[],
+  fn: () => Promise<void>,
+): Promise<void> {
+  try {
+    await fn();
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+}
+
+function errorOf(frame: ServerFrame): { code: string; message: string } {
+  assert.equal(frame.type, "error", `expected an error, got ${JSON.stringify(frame)}`);
+  return frame as { code: string; message: string };
+}
+
+/** Resolves once `client`'s server no longer answers (its socket was closed). */
+async function closedWith(client: TestClient): Promise<void> {
+  await assert.rejects(async () => await client.request({ type: "ping" }, 500));
+}
+
+/** Deno's WebSocket takes an HttpClient (custom CA); the DOM typings do not know it. */
+const DenoWebSocket = WebSocket as unknown as new (
+  url: string,
+  options: { client: Deno.HttpClient },
+) => WebSocket;
+
+Deno.test("session: a new login supersedes the old session on another server and the same one", async () => {
+  const servers = await startCluster(2);
+  const [s1, s2] = servers as [ServerProcess, ServerProcess];
+  const clients: TestClient[] = [];
+  await withServers(servers, clients, async () => {
+    const first = await TestClient.connect(s1.url);
+    clients.push(first);
+    const old = await first.login("alice", "alice-secret-1");
+    assert.equal(old.type, "session");
+
+    // Second device, on the other server.
+    const second = await TestClient.connect(s2.url);
+    clients.push(second);
+    const current = await second.login("alice", "alice-secret-1", false);
+    const told = await first.next((f) => f.type === "superseded");
+    assert.deepEqual(told, {
+      v: 1,
+      type: "superseded",
+      message: "Signed in elsewhere: this session was replaced by a newer login",
+    });
+    await closedWith(first);
+
+    // The old token is refused everywhere (typed error); the new one works everywhere.
+    for (const s of servers) {
+      const c = await TestClient.connect(s.url);
+      clients.push(c);
+      const refused = errorOf(
+        await c.request({ type: "resume", token: old.type === "session" ? old.token : "" }),
+      );
+      assert.equal(refused.code, "not_authenticated");
+      assert.match(refused.message, /Signed in elsewhere/);
+    }
+    const onS1 = await TestClient.connect(s1.url);
+    clients.push(onS1);
+    const resumed = await onS1.request({
+      type: "resume",
+      token: current.type === "session" ? current.token : "",
+    });
+    assert.equal(resumed.type, "session");
+
+    // A third login on s2 supersedes both connections of the second session.
+    const third = await TestClient.connect(s2.url);
+    clients.push(third);
+    await third.login("alice", "alice-secret-1", false);
+    await second.next((f) => f.type === "superseded");
+    await onS1.next((f) => f.type === "superseded");
+    const contacts = await third.request({ type: "contacts" });
+    assert.equal(contacts.type, "contacts");
+  });
+});
+
+Deno.test("session: an expired token is refused with session_expired", async () => {
+  const server = await startServer({ env: { P2P_SESSION_TTL_SECONDS: "1" } });
+  const clients: TestClient[] = [];
+  await withServers([server], clients, async () => {
+    const a = await TestClient.connect(server.url);
+    clients.push(a);
+    const session = await a.login("alice", "alice-secret-1");
+    await new Promise((r) => setTimeout(r, 1_300));
+    const b = await TestClient.connect(server.url);
+    clients.push(b);
+    const refused = errorOf(
+      await b.request({ type: "resume", token: session.type === "session" ? session.token : "" }),
+    );
+    assert.equal(refused.code, "session_expired");
+    // Acting without a session is refused too.
+    assert.equal(errorOf(await b.request({ type: "contacts" })).code, "not_authenticated");
+  });
+});
+
+Deno.test("session: the server stamps `from`; nobody can signal as another user", async () => {
+  const servers = await startCluster(2);
+  const clients: TestClient[] = [];
+  await withServers(servers, clients, async () => {
+    const alice = await TestClient.connect(servers[0]!.url);
+    const bob = await TestClient.connect(servers[1]!.url);
+    clients.push(alice, bob);
+    await alice.login("alice", "alice-secret-1");
+    await bob.login("bob", "bob-secret-12");
+    await waitFor("alice online for bob", async () => {
+      const c = await bob.request({ type: "contacts" });
+      return c.type === "contacts" && c.users.some((u) => u.username === "alice" && u.online);
+    });
+    bob.send({ type: "signal", to: "alice", from: "carol", data: { type: "offer", sdp: "x" } });
+    const got = await alice.next((f) => f.type === "signal");
+    assert.equal(got.type === "signal" && got.from, "bob", "the server's stamp wins");
+    bob.send({ type: "relay", to: "alice", from: "carol", payload: "hi" });
+    const relayed = await alice.next((f) => f.type === "relay");
+    assert.equal(relayed.type === "relay" && relayed.from, "bob");
+    // The reserved supersede notice cannot be forged by a browser.
+    bob.send({ type: "signal", to: "alice", data: { "p2pchat:superseded": { sessionId: "x" } } });
+    assert.equal(errorOf(await bob.next((f) => f.type === "error")).code, "bad_frame");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(alice.frames.some((f) => f.type === "superseded"), false);
+  });
+});
+
+Deno.test("abuse: wrong passwords are rate limited per username and per address", async () => {
+  const server = await startServer();
+  const clients: TestClient[] = [];
+  await withServers([server], clients, async () => {
+    const c = await TestClient.connect(server.url);
+    clients.push(c);
+    await c.login("alice", "alice-secret-1");
+    for (let i = 0; i < 5; i++) {
+      const r = errorOf(
+        await c.request({ type: "login", username: "alice", secret: "wrong-pass" }),
+      );
+      assert.equal(r.code, "wrong_credentials");
+    }
+    // Even the right password waits now.
+    const limited = errorOf(
+      await c.request({ type: "login", username: "alice", secret: "alice-secret-1" }),
+    );
+    assert.equal(limited.code, "rate_limited");
+    assert.match(limited.message, /try again in \d+ s/);
+    // Other usernames are still allowed from this address, up to 20 failures in all.
+    for (let i = 0; i < 15; i++) {
+      const r = errorOf(
+        await c.request({ type: "login", username: `guess${i}`, secret: "wrong-pass" }),
+      );
+      assert.equal(r.code, "wrong_credentials", `attempt ${i}`);
+    }
+    const byAddress = errorOf(
+      await c.request({ type: "login", username: "fresh", secret: "wrong-pass" }),
+    );
+    assert.equal(byAddress.code, "rate_limited");
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /p2pchat_rate_limited_total\{kind="login"\} 2/);
+  });
+});
+
+Deno.test("abuse: a frame flood is rate limited, then the socket is closed", async () => {
+  const server = await startServer();
+  await withServers([server], [], async () => {
+    const socket = new WebSocket(server.url.replace(/^http/, "ws") + "/ws");
+    const frames: ServerFrame[] = [];
+    socket.onmessage = (e) => frames.push(JSON.parse(e.data));
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = reject;
+    });
+    const closed = new Promise<CloseEvent>((r) => socket.onclose = r);
+    // 400 frames at once, in batches so the client stops sending once the server closes.
+    for (let i = 0; i < 400 && socket.readyState === WebSocket.OPEN; i++) {
+      socket.send(JSON.stringify({ v: 1, type: "ping", reqId: i }));
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 1));
+    }
+    const event = await closed;
+    // The server closes with 4008; a client still writing may see the connection reset instead.
+    assert.ok([4008, 1006, 0].includes(event.code), `close code ${event.code}`);
+    await waitFor(
+      "the abuse log line",
+      () => server.logs().includes("connection_closed_for_abuse"),
+    );
+    const pongs = frames.filter((f) => f.type === "pong").length;
+    assert.ok(pongs >= 100 && pongs < 150, `${pongs} pongs`);
+    const limited = frames.filter((f) => f.type === "error" && f.code === "rate_limited");
+    assert.equal(limited.length, 1, "one rate_limited error per second, not one per frame");
+  });
+});
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd, stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** A private CA and a certificate for 127.0.0.1/localhost signed by it, in a temp dir. */
+async function makeCertificate(): Promise<{ dir: string; ca: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-tls-" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=P2P-Chat test CA",
+    "-keyout",
+    "ca-key.pem",
+    "-out",
+    "ca.pem",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+  ], dir); // deno-fmt-ignore
+  await openssl(["req", ...ec, "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "req.csr"], dir);
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n" +
+      "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+  );
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    "req.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca-key.pem",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+    "-out",
+    "cert.pem",
+  ], dir); // deno-fmt-ignore
+  return { dir, ca: await Deno.readTextFile(`${dir}/ca.pem`) };
+}
+
+Deno.test("https: servers serve HTTPS/WSS with --tls-cert/--tls-key and call each other over HTTPS", async () => {
+  const { dir, ca } = await makeCertificate();
+  const env = {
+    P2P_TLS_CERT: `${dir}/cert.pem`,
+    P2P_TLS_KEY: `${dir}/key.pem`,
+    // Servers trust the private CA for their calls to each other (Deno's own setting).
+    DENO_CERT: `${dir}/ca.pem`,
+  };
+  const client = Deno.createHttpClient({ caCerts: [ca] });
+  const first = await startServer({ env });
+  const servers = [first, await startServer({ env, peers: [first.url] })];
+  try {
+    await waitFor("both servers to see each other over HTTPS", async () => {
+      for (const s of servers) {
+        const health = await (await fetch(`${s.url}/healthz`, { client })).json();
+        if (health.servers.length !== 2) return false;
+      }
+      return true;
+    }, 15_000);
+    for (const s of servers) assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+    // The hellos that made them see each other went over HTTPS.
+    const health = await (await fetch(`${servers[1]!.url}/healthz`, { client })).json();
+    assert.deepEqual(health.servers, servers.map((s) => s.url).sort());
+    // Without trusting the CA the certificate is refused.
+    await assert.rejects(() => fetch(`${servers[0]!.url}/healthz`));
+
+    const socket = new DenoWebSocket(servers[0]!.url.replace(/^https/, "wss") + "/ws", { client });
+    const replies: ServerFrame[] = [];
+    const got = (n: number) => waitFor(`reply ${n}`, () => replies.length >= n);
+    socket.onmessage = (e) => replies.push(JSON.parse(e.data));
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = reject;
+    });
+    socket.send(JSON.stringify({
+      v: 1,
+      type: "register",
+      reqId: 1,
+      username: "alice",
+      secret: "alice-secret-1",
+    }));
+    await got(1);
+    socket.send(JSON.stringify({
+      v: 1,
+      type: "login",
+      reqId: 2,
+      username: "alice",
+      secret: "alice-secret-1",
+    }));
+    await got(2);
+    assert.equal(replies[1]!.type, "session");
+    assert.ok(replies[1]!.type === "session" && replies[1]!.servers.length === 2);
+    const closed = new Promise((r) => socket.onclose = r);
+    socket.close();
+    await closed;
+  } finally {
+    client.close();
+    await Promise.all(servers.map((s) => s.stop()));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
