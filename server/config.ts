@@ -17,6 +17,15 @@ export interface ServerConfig {
   distDir: string;
   bcryptCost: number;
   sessionTtlMs: number;
+  /** Offline mailbox placement and limits. */
+  storage: {
+    /** Copies beyond the primary (K). */
+    k: number;
+    /** Durable copies before a write is acknowledged (W). */
+    w: number;
+    quotaPerRecipient: number;
+    maxAgeMs: number;
+  };
   /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
   tls: { certFile: string; keyFile: string } | undefined;
   /** How this server finds others besides `peers`. */
@@ -69,6 +78,13 @@ Options (environment variable in brackets; flags win):
   With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
   server must trust the others' certificate. For a self-signed or private CA, start every server
   with DENO_CERT=/path/to/ca.pem (Deno's own setting; \`deno task start --https\` does this).
+
+Offline mailboxes (replicated on the ring):
+  --replicas K         copies beyond the primary, 0–8            [P2P_REPLICAS]      default 2
+  --write-quorum W     durable copies before a send is acknowledged, 1–K+1
+                                                                 [P2P_WRITE_QUORUM]  default 2
+  --mailbox-quota N    most pending messages per recipient       [P2P_MAILBOX_QUOTA] default 10000
+  --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
 
 Discovery (how servers find one another besides --peers):
   --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
@@ -130,6 +146,10 @@ export function parseConfig(
         dist: { type: "string" },
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
+        replicas: { type: "string" },
+        "write-quorum": { type: "string" },
+        "mailbox-quota": { type: "string" },
+        "mailbox-max-age-days": { type: "string" },
         "session-ttl-seconds": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
@@ -188,6 +208,37 @@ export function parseConfig(
       ) * 3_600_000,
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
+    storage: parseStorage(pick),
+  };
+}
+
+function parseStorage(
+  pick: (flag: string, envName: string) => string | undefined,
+): ServerConfig["storage"] {
+  const k = integer("replicas", pick("replicas", "P2P_REPLICAS") ?? "2", 0, 8);
+  const w = integer("write-quorum", pick("write-quorum", "P2P_WRITE_QUORUM") ?? "2", 1, 9);
+  if (w > k + 1) {
+    throw new ConfigError(
+      `--write-quorum ${w} cannot exceed the ${
+        k + 1
+      } copies that --replicas ${k} keeps: lower W or raise K`,
+    );
+  }
+  return {
+    k,
+    w,
+    quotaPerRecipient: integer(
+      "mailbox-quota",
+      pick("mailbox-quota", "P2P_MAILBOX_QUOTA") ?? "10000",
+      1,
+      10_000_000,
+    ),
+    maxAgeMs: integer(
+      "mailbox-max-age-days",
+      pick("mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS") ?? "30",
+      1,
+      3650,
+    ) * 86_400_000,
   };
 }
 

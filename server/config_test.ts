@@ -144,3 +144,22 @@ Deno.test("config: TLS needs both files; the session lifetime can be set in seco
     (err) => err instanceof ConfigError && /--session-ttl-seconds/.test(err.message),
   );
 });
+
+Deno.test("config: mailbox replication defaults to K = 2, W = 2, and W may not exceed K + 1", () => {
+  const config = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(config !== "help");
+  assert.deepEqual(config.storage, {
+    k: 2,
+    w: 2,
+    quotaPerRecipient: 10_000,
+    maxAgeMs: 30 * 86_400_000,
+  });
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--replicas=1", "--write-quorum=3"], {}),
+    /cannot exceed the 2 copies/,
+  );
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--mailbox-quota=0"], {}),
+    /--mailbox-quota must be a whole number/,
+  );
+});

@@ -10,8 +10,17 @@ import {
   type ServerConfig,
 } from "./config.ts";
 import { NodeStore } from "./store/mod.ts";
-import { Cluster, Hmac, type Log, RingService } from "./cluster/mod.ts";
-import { ClientHub, createHandler, Metrics, Tokens } from "./api/mod.ts";
+import {
+  Cluster,
+  handleReplicationHttp,
+  Hmac,
+  type Log,
+  replicationCall,
+  ringAccessOf,
+  RingService,
+} from "./cluster/mod.ts";
+import { ClientHub, createHandler, MailboxFrames, Metrics, Tokens } from "./api/mod.ts";
+import { Replicator } from "./replication/mod.ts";
 import {
   describeDiscoveryMetrics,
   type Discovery,
@@ -71,9 +80,22 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   }, {
     self,
   });
-  app.handle = createHandler({ hub, cluster, ring, metrics }, { distDir: config.distDir });
+  const replicator = new Replicator({
+    store,
+    ring: ringAccessOf(ring),
+    call: replicationCall(hmac, 10_000),
+    metrics,
+    log,
+  }, config.storage);
+  hub.attachMailbox(new MailboxFrames({ replicator, store, cluster, metrics }));
+  const replication = (req: Request) =>
+    handleReplicationHttp(req, { hmac, replicator, counters: metrics, log });
+  app.handle = createHandler({ hub, cluster, ring, replication, metrics }, {
+    distDir: config.distDir,
+  });
   cluster.start();
   ring.start();
+  replicator.start();
   // Discovery only proposes addresses; the cluster admits them through its signed hellos.
   const discovery = createDiscovery(config.discovery, {
     hmac,
@@ -85,6 +107,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   try {
     await discovery?.start();
   } catch (err) {
+    await replicator.stop();
     await ring.stop();
     hub.close();
     await cluster.stop();
@@ -97,6 +120,9 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     url: self,
     async shutdown() {
       await discovery?.stop();
+      await replicator.stop();
+      // Graceful leave: hand what this node holds to its successor before leaving the ring.
+      await replicator.handOffAll();
       await ring.stop();
       hub.close();
       await cluster.stop();

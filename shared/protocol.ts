@@ -43,7 +43,33 @@ export type ClientFrame =
   | { v: 1; type: "heartbeat" }
   | { v: 1; type: "signal"; to: string; data: SignalData }
   | { v: 1; type: "relay"; to: string; payload: string }
-  | { v: 1; type: "ping"; reqId: ReqId };
+  | { v: 1; type: "ping"; reqId: ReqId }
+  | { v: 1; type: "mail_send"; reqId: ReqId; to: string; messages: OutgoingMail[] }
+  | { v: 1; type: "mail_fetch"; reqId: ReqId }
+  | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] };
+
+/** A message for an offline recipient: the encrypted envelope, opaque to servers. */
+export interface OutgoingMail {
+  id: string;
+  sentAt: number;
+  envelope: string;
+}
+
+/** A message waiting in the user's mailbox. */
+export interface IncomingMail extends OutgoingMail {
+  from: string;
+}
+
+/** Which received message to acknowledge, and who sent it (to tell them it was delivered). */
+export interface MailReceipt {
+  id: string;
+  from: string;
+}
+
+/** Most messages in one `mail_send` or `mail_ack` frame. */
+export const MAX_MAIL_BATCH = 500;
+/** Largest envelope of one mailbox message, in characters. */
+export const MAX_ENVELOPE = 16 * 1024;
 
 /** An opaque WebRTC signaling object as produced by the peer library (offer, answer, candidate). */
 export type SignalData = Record<string, unknown>;
@@ -72,6 +98,8 @@ export type ServerFrame =
   | { v: 1; type: "signal"; from: string; data: SignalData }
   | { v: 1; type: "relay"; from: string; payload: string }
   | { v: 1; type: "pong"; reqId: ReqId }
+  | { v: 1; type: "mail"; reqId: ReqId; messages: IncomingMail[] }
+  | { v: 1; type: "delivered"; by: string; ids: string[] }
   /**
    * This session was replaced by a newer login of the same user (one active session per user);
    * the server closes the socket right after, with close code {@link SUPERSEDED_CLOSE_CODE}.
@@ -92,6 +120,9 @@ const CLIENT_TYPES = [
   "signal",
   "relay",
   "ping",
+  "mail_send",
+  "mail_fetch",
+  "mail_ack",
 ] as const;
 
 const SERVER_TYPES = [
@@ -103,6 +134,8 @@ const SERVER_TYPES = [
   "signal",
   "relay",
   "pong",
+  "mail",
+  "delivered",
   "superseded",
 ] as const;
 
@@ -122,6 +155,8 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "unavailable",
   "rate_limited",
   "internal",
+  "unknown_user",
+  "mailbox_full",
 ];
 
 const TOKEN_RULE = { min: 16, max: 512, pattern: /^[A-Za-z0-9_.-]+$/ };
@@ -200,7 +235,47 @@ export function validateClientFrame(value: unknown): ClientFrame {
       };
     case "ping":
       return { v: 1, type: "ping", reqId: readReqId(obj) };
+    case "mail_send":
+      return {
+        v: 1,
+        type: "mail_send",
+        reqId: readReqId(obj),
+        to: readUsername(obj, "to"),
+        messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readOutgoingMail),
+      };
+    case "mail_fetch":
+      return { v: 1, type: "mail_fetch", reqId: readReqId(obj) };
+    case "mail_ack":
+      return {
+        v: 1,
+        type: "mail_ack",
+        reqId: readReqId(obj),
+        messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readReceipt),
+      };
   }
+}
+
+const MAIL_ID_RULE = { min: 8, max: 64, pattern: /^[A-Za-z0-9_-]{8,64}$/ };
+
+function readOutgoingMail(value: unknown, path: string): OutgoingMail {
+  const o = readObject(value, path);
+  return {
+    id: readString(o, "id", path, MAIL_ID_RULE),
+    sentAt: readNumber(o, "sentAt", path, { min: 0, max: 8.64e15, integer: true }),
+    envelope: readString(o, "envelope", path, { min: 1, max: MAX_ENVELOPE }),
+  };
+}
+
+function readReceipt(value: unknown, path: string): MailReceipt {
+  const o = readObject(value, path);
+  return { id: readString(o, "id", path, MAIL_ID_RULE), from: readUsername(o, "from", path) };
+}
+
+function readIncomingMail(value: unknown, path: string): IncomingMail {
+  return {
+    ...readOutgoingMail(value, path),
+    from: readUsername(readObject(value, path), "from", path),
+  };
 }
 
 /** Decodes and validates one WebSocket frame from a browser. Throws {@link ProtocolError}. */
@@ -283,6 +358,20 @@ export function validateServerFrame(value: unknown): ServerFrame {
       };
     case "pong":
       return { v: 1, type: "pong", reqId: readReqId(obj) };
+    case "mail":
+      return {
+        v: 1,
+        type: "mail",
+        reqId: readReqId(obj),
+        messages: readArray(obj, "messages", "", 1_000_000, readIncomingMail),
+      };
+    case "delivered":
+      return {
+        v: 1,
+        type: "delivered",
+        by: readString(obj, "by", "", ANY_USER),
+        ids: readArray(obj, "ids", "", 100_000, (v, p) => checkString(v, p, MAIL_ID_RULE)),
+      };
     case "superseded":
       return {
         v: 1,

@@ -20,7 +20,9 @@ export type ErrorCode =
   | "peer_offline"
   | "unavailable"
   | "rate_limited"
-  | "internal";
+  | "internal"
+  | "unknown_user"
+  | "mailbox_full";
 
 /** A rejected input: which field was wrong, and a sentence a person can act on. */
 export class ProtocolError extends Error {

@@ -31,6 +31,7 @@ import {
   type Log,
   UnavailableError,
 } from "../cluster/mod.ts";
+import type { MailboxFrames } from "./mailbox_frames.ts";
 import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
 import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter, TokenBucket } from "./rate_limit.ts";
 import { isNewer, SessionRegistry, type SessionStamp } from "./sessions.ts";
@@ -87,6 +88,7 @@ interface Connection {
 export class ClientHub implements LocalSessions {
   #deps: ClientHubDeps;
   #cluster: Cluster | undefined;
+  #mailbox: MailboxFrames | undefined;
   #bcryptCost: number;
   #presenceTimeoutMs: number;
   #connections = new Set<Connection>();
@@ -125,6 +127,11 @@ export class ClientHub implements LocalSessions {
   }
 
   /** Connects the hub to the cluster that routes frames between servers. */
+  /** Serves offline-mailbox frames through `mailbox` (without it they get `unavailable`). */
+  attachMailbox(mailbox: MailboxFrames): void {
+    this.#mailbox = mailbox;
+  }
+
   bind(cluster: Cluster): void {
     this.#cluster = cluster;
     this.#sweeper = setInterval(() => this.#sweep(), Math.min(5000, this.#presenceTimeoutMs / 3));
@@ -299,6 +306,19 @@ export class ClientHub implements LocalSessions {
             online: cluster.isOnline(a.username),
           })),
         });
+        return;
+      case "mail_send":
+      case "mail_fetch":
+      case "mail_ack":
+        if (!this.#mailbox) {
+          return this.#fail(
+            conn,
+            "unavailable",
+            "Offline messages are not available yet",
+            frame.reqId,
+          );
+        }
+        this.#send(conn, await this.#mailbox.handle(me, frame));
         return;
       case "signal":
       case "relay": {

@@ -1,6 +1,6 @@
 /** Routes HTTP requests: the browser WebSocket, cluster RPC, health, metrics and the PWA. */
 import type { Cluster, RingService } from "../cluster/mod.ts";
-import { CLUSTER_RPC_PATH, RING_RPC_PATH } from "../cluster/mod.ts";
+import { CLUSTER_RPC_PATH, REPLICATION_RPC_PATH, RING_RPC_PATH } from "../cluster/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
 import type { Metrics } from "./metrics.ts";
 import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
@@ -10,6 +10,8 @@ export interface HttpDeps {
   hub: ClientHub;
   cluster: Cluster;
   ring: RingService;
+  /** Serves `POST /replication/rpc`. */
+  replication: (req: Request) => Promise<Response>;
   metrics: Metrics;
 }
 
@@ -40,6 +42,9 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     if (url.pathname === RING_RPC_PATH && req.method === "POST") {
       return await deps.ring.handleHttp(req);
+    }
+    if (url.pathname === REPLICATION_RPC_PATH && req.method === "POST") {
+      return await deps.replication(req);
     }
     if (url.pathname === "/ring") return Response.json(deps.ring.view());
     if (url.pathname === "/healthz") {

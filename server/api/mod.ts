@@ -7,3 +7,4 @@ export { ClientHub, type ClientHubDeps, type ClientHubOptions } from "./client_h
 export { createHandler, type HttpDeps, type HttpOptions } from "./http.ts";
 export { Metrics } from "./metrics.ts";
 export { type SessionClaims, TokenError, Tokens } from "./tokens.ts";
+export { MailboxFrames, type MailboxFramesDeps } from "./mailbox_frames.ts";
