@@ -144,11 +144,14 @@ export class Replicator {
   async #coordinated(ringKey: string, request: ReplicationRequest): Promise<ReplicationResponse> {
     const deadline = this.#now() + this.#deadlineMs;
     let lastError = "no attempt";
+    let redirect: string | undefined;
     for (let attempt = 0; this.#now() < deadline; attempt++) {
-      if (attempt > 0) await sleep(Math.min(100 * 2 ** (attempt - 1), 800));
+      if (attempt > 0 && !redirect) await sleep(Math.min(100 * 2 ** (attempt - 1), 800));
       let target: string;
       try {
-        target = (await this.#deps.ring.replicaSet(ringKey, this.#k))[0]!;
+        // A node that was not responsible named the current primary: go there directly, once.
+        target = redirect ?? (await this.#deps.ring.replicaSet(ringKey, this.#k))[0]!;
+        redirect = undefined;
       } catch (err) {
         lastError = `lookup failed: ${(err as Error).message}`;
         continue;
@@ -164,6 +167,8 @@ export class Replicator {
       }
       if (res.type !== "error") return res;
       if (res.code === "mailbox_full") throw new MailboxFullError(res.message);
+      const named = res.replicaSet?.[0];
+      if (res.code === "not_responsible" && named && named !== target) redirect = named;
       lastError = `${target}: ${res.message}`;
     }
     this.#deps.metrics.inc("p2pchat_replication_unavailable_total");
@@ -206,13 +211,21 @@ export class Replicator {
     }
   }
 
-  #notResponsible(ringKey: string): ReplicationResponse {
-    return {
+  /** Refuses a coordinated request for a key this node is not primary for, naming who is. */
+  async #notResponsible(ringKey: string): Promise<ReplicationResponse> {
+    this.#deps.metrics.inc("p2pchat_replication_redirects_total");
+    const response: ReplicationResponse = {
       v: 1,
       type: "error",
       code: "not_responsible",
       message: `${this.#deps.ring.self} is not the primary for ${ringKey}`,
     };
+    try {
+      response.replicaSet = await this.#deps.ring.replicaSet(ringKey, this.#k);
+    } catch {
+      // The ring is repairing: the caller looks the key up again.
+    }
+    return response;
   }
 
   /** Hybrid logical clock: wall time, but strictly increasing on this coordinator. */
@@ -224,7 +237,7 @@ export class Replicator {
   async #coordinatePut(entries: MailboxEntry[]): Promise<ReplicationResponse> {
     const { ring, store } = this.#deps;
     for (const e of entries) {
-      if (!ring.isPrimaryFor(e.ringKey)) return this.#notResponsible(e.ringKey);
+      if (!ring.isPrimaryFor(e.ringKey)) return await this.#notResponsible(e.ringKey);
     }
     const adding = new Map<string, number>();
     for (const e of entries) adding.set(e.recipient, (adding.get(e.recipient) ?? 0) + 1);
@@ -249,7 +262,7 @@ export class Replicator {
 
   async #coordinateAck(tombstones: Tombstone[]): Promise<ReplicationResponse> {
     for (const t of tombstones) {
-      if (!this.#deps.ring.isPrimaryFor(t.ringKey)) return this.#notResponsible(t.ringKey);
+      if (!this.#deps.ring.isPrimaryFor(t.ringKey)) return await this.#notResponsible(t.ringKey);
     }
     this.#deps.store.mailbox.tombstone(tombstones);
     const ok = await this.#replicate({ v: 1, type: "ack", tombstones, coordinate: false });
@@ -257,7 +270,7 @@ export class Replicator {
   }
 
   async #coordinateFetch(recipient: string, ringKey: string): Promise<ReplicationResponse> {
-    if (!this.#deps.ring.isPrimaryFor(ringKey)) return this.#notResponsible(ringKey);
+    if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
     const merged = new Map<string, MailboxEntry>();
     const replicas = this.#deps.ring.successors().slice(0, this.#k);
     const answers = await Promise.allSettled(

@@ -211,3 +211,24 @@ Deno.test("replication: a full mailbox refuses new messages with a clear error",
   await assert.rejects(entry.replicator.storeMessages([message(3)]), /Mailbox of "bob" is full/);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 2);
 });
+
+Deno.test("replication: a node that is not the primary answers with the current replica set", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const ringKey = ring.ringKeyOf("bob");
+  const nodes = ring.sorted();
+  const owner = ring.ownerIndex(parseInt(ringKey, 16));
+  const other = nodes[(owner + 2) % nodes.length]!;
+  const res = await ring.live.get(other.address)!.replicator.handle({
+    v: 1,
+    type: "fetch",
+    recipient: "bob",
+    ringKey,
+    coordinate: true,
+  });
+  assert.equal(res.type === "error" && res.code, "not_responsible");
+  assert.deepEqual(
+    res.type === "error" && res.replicaSet,
+    [0, 1, 2].map((j) => nodes[(owner + j) % nodes.length]!.address),
+  );
+});
