@@ -69,6 +69,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const cluster = new Cluster({ store, metrics, hmac, local: hub, log }, {
     self,
     seeds: config.peers,
+    accountCopies: config.storage.w,
   });
   hub.bind(cluster);
   const ring = new RingService({

@@ -51,6 +51,11 @@ export interface ClusterOptions {
   peerTimeoutMs?: number;
   /** Timeout of one RPC, in ms. @default 2000 */
   rpcTimeoutMs?: number;
+  /**
+   * Durable copies of a new account before registration is acknowledged (capped at the number
+   * of live servers). @default 2
+   */
+  accountCopies?: number;
 }
 
 /** No server that may hold the record could be reached. */
@@ -83,6 +88,7 @@ export class Cluster {
   #helloIntervalMs: number;
   #peerTimeoutMs: number;
   #rpcTimeoutMs: number;
+  #accountCopies: number;
   #peers = new Map<string, PeerState>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #round: Promise<void> | undefined;
@@ -95,6 +101,7 @@ export class Cluster {
     this.#helloIntervalMs = options.helloIntervalMs ?? 1000;
     this.#peerTimeoutMs = options.peerTimeoutMs ?? 3500;
     this.#rpcTimeoutMs = options.rpcTimeoutMs ?? 2000;
+    this.#accountCopies = options.accountCopies ?? 2;
     for (const seed of options.seeds ?? []) this.#addPeer(seed);
     deps.metrics.describe("p2pchat_cluster_peers_alive", "gauge", "Other servers currently alive");
     deps.metrics.describe(
@@ -183,6 +190,7 @@ export class Cluster {
           return true;
         }
         if (res.type === "error" && res.code === "username_taken") return false;
+        if (res.type === "error") throw new Error(res.message);
       } catch (err) {
         this.#deps.log("register_forward_failed", { server, error: String(err) });
       }
@@ -190,12 +198,29 @@ export class Cluster {
     throw new UnavailableError("No server could register the account");
   }
 
+  /**
+   * Inserts a new account and copies it to every live server; acknowledges only once
+   * `accountCopies` copies (capped at the live servers) are durable. Otherwise the local insert is
+   * undone and {@link UnavailableError} thrown, so an acknowledged account is never a lone copy.
+   */
   async #registerAsCoordinator(account: AccountRecord): Promise<boolean> {
-    if (!this.#deps.store.insertAccount(account)) return false;
-    const copies = [...this.#peers].filter(([, p]) => p.alive).map(([address]) =>
-      callPeer(this.#deps.hmac, address, { v: 1, type: "account_put", account }, this.#rpcTimeoutMs)
+    const { store, hmac } = this.#deps;
+    if (!store.insertAccount(account)) return false;
+    const alive = [...this.#peers].filter(([, p]) => p.alive).map(([address]) => address);
+    const results = await Promise.allSettled(
+      alive.map((address) =>
+        callPeer(hmac, address, { v: 1, type: "account_put", account }, this.#rpcTimeoutMs)
+      ),
     );
-    await Promise.allSettled(copies);
+    const copies = 1 +
+      results.filter((r) => r.status === "fulfilled" && r.value.type === "ok").length;
+    if (copies < Math.min(this.#accountCopies, 1 + alive.length)) {
+      store.deleteAccount(account.username);
+      this.#deps.log("register_not_durable", { username: account.username, copies });
+      throw new UnavailableError(
+        `Only ${copies} of ${this.#accountCopies} copies of the new account could be stored`,
+      );
+    }
     return true;
   }
 
@@ -264,9 +289,14 @@ export class Cluster {
       case "accounts":
         return { v: 1, type: "accounts", accounts: store.listAccounts() };
       case "register":
-        return (await this.#registerAsCoordinator(request.account))
-          ? { v: 1, type: "ok" }
-          : { v: 1, type: "error", code: "username_taken", message: "Username is taken" };
+        try {
+          return (await this.#registerAsCoordinator(request.account))
+            ? { v: 1, type: "ok" }
+            : { v: 1, type: "error", code: "username_taken", message: "Username is taken" };
+        } catch (err) {
+          if (!(err instanceof UnavailableError)) throw err;
+          return { v: 1, type: "error", code: "unavailable", message: err.message };
+        }
       case "account_put":
         store.insertAccount(request.account);
         return { v: 1, type: "ok" };

@@ -55,6 +55,11 @@ export class NodeStore {
     return Number(result.changes) === 1;
   }
 
+  /** Removes an account (undoing a registration that did not reach enough copies). */
+  deleteAccount(username: string): void {
+    this.#db.prepare("DELETE FROM accounts WHERE username = ?").run(username);
+  }
+
   /** The account of `username`, or undefined. */
   getAccount(username: string): AccountRecord | undefined {
     const row = this.#db.prepare(

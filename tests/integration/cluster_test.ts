@@ -146,3 +146,39 @@ Deno.test("after kill -9 of one server the other two keep serving and their user
     await Promise.all(servers.map((s) => s.stop()));
   }
 });
+
+Deno.test("a registration is acknowledged only once a second server holds the account", async () => {
+  const servers = await startCluster(2);
+  const clients: TestClient[] = [];
+  try {
+    const [s1, s2] = servers as [typeof servers[0], typeof servers[0]];
+    const early = await TestClient.connect(s1.url);
+    clients.push(early);
+    await early.login("early", PASSWORD);
+    // s2 dies; until s1 notices (a few seconds), no second copy can be made: refuse, clearly.
+    await s2.stop("SIGKILL");
+    const client = await TestClient.connect(s1.url);
+    clients.push(client);
+    const refused = await client.request({
+      type: "register",
+      username: "lonely",
+      secret: PASSWORD,
+    });
+    assert.equal(refused.type === "error" && refused.code, "unavailable");
+    const login = await client.request({ type: "login", username: "lonely", secret: PASSWORD });
+    assert.equal(
+      login.type === "error" && login.code,
+      "wrong_credentials",
+      "refused account exists",
+    );
+    // Once s1 knows it is alone, W is capped at the one live server and registration works.
+    await waitFor("s1 to notice s2 is gone", async () => {
+      const health = await (await fetch(`${s1.url}/healthz`)).json();
+      return health.servers.length === 1;
+    });
+    await client.login("lonely", PASSWORD);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
