@@ -7,19 +7,14 @@
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
-import { launchBrowser, type TestBrowser } from "../support/browser.ts";
-import { startCluster, waitFor } from "../support/server_process.ts";
+import { waitFor } from "../support/server_process.ts";
 import {
-  openApp,
-  openChat,
   sendMessage,
   shownMessages,
-  signIn,
   waitForContact,
   waitForMessages,
 } from "../support/chat_page.ts";
-
-const ROOT = new URL("../../", import.meta.url).pathname;
+import { withAliceAndBob } from "../support/two_users.ts";
 
 /** The page's connection status as shown in the header (`conn-status`). */
 function connStatus(page: Page): Promise<string | null> {
@@ -52,85 +47,60 @@ function unexpectedErrors(errors: string[]): string[] {
   );
 }
 
-Deno.test("alice's session fails over to another server when her home server is killed", async () => {
-  await Deno.stat(`${ROOT}dist/index.html`).catch(() => {
-    throw new Error("The client is not built: run `deno task build` first");
-  });
-  const servers = await startCluster(3);
-  const browsers: TestBrowser[] = [];
-  try {
-    browsers.push(await launchBrowser(), await launchBrowser());
-    const [a, b] = browsers as [TestBrowser, TestBrowser];
-    const alice = await openApp(a.browser, servers[0]!.url);
-    const bob = await openApp(b.browser, servers[1]!.url);
-    try {
-      await signIn(alice, "alice", "alice-password", true);
-      await signIn(bob, "bob", "bob-password-1", true);
-      await waitForContact(alice, "bob", true);
-      await waitForContact(bob, "alice", true);
-      await openChat(alice, "bob");
-      await openChat(bob, "alice");
+Deno.test("alice's session fails over to another server when her home server is killed", () =>
+  withAliceAndBob(async ({ servers, alice, bob }) => {
+    const expected: string[] = [];
+    const exchange = async (from: Page, to: Page, text: string) => {
+      await sendMessage(from, text);
+      expected.push(text);
+      await waitForMessages(to, expected);
+      await waitForMessages(from, expected);
+    };
+    await exchange(alice, bob, "before: hello bob");
+    await exchange(bob, alice, "before: hi alice");
+    assert.equal(await connStatus(alice), "online");
+    const aliceStatuses = await recordConnStatus(alice);
 
-      const expected: string[] = [];
-      const exchange = async (from: Page, to: Page, text: string) => {
-        await sendMessage(from, text);
-        expected.push(text);
-        await waitForMessages(to, expected);
-        await waitForMessages(from, expected);
-      };
-      await exchange(alice, bob, "before: hello bob");
-      await exchange(bob, alice, "before: hi alice");
-      assert.equal(await connStatus(alice), "online");
-      const aliceStatuses = await recordConnStatus(alice);
+    // Crash alice's home server: no graceful close, no goodbye frame.
+    await servers[0]!.stop("SIGKILL");
 
-      // Crash alice's home server: no graceful close, no goodbye frame.
-      await servers[0]!.stop("SIGKILL");
+    // Her socket closes; the session notices and reconnects elsewhere with no user action.
+    await waitFor(
+      "alice to notice her server is gone",
+      async () => (await aliceStatuses()).some((s) => s !== "online"),
+      15_000,
+    );
+    await waitFor(
+      "alice to be online again through another server",
+      async () => (await aliceStatuses()).at(-1) === "online",
+      30_000,
+    );
+    const transitions = await aliceStatuses();
+    assert.ok(!transitions.includes("offline"), `status went ${transitions.join(" → ")}`);
+    assert.equal(await connStatus(alice), "online");
+    // The page is still the one served by the dead server: only failover can explain this.
+    const dead = await fetch(`${servers[0]!.url}/healthz`).then(() => false, () => true);
+    assert.equal(dead, true, "server 1 should be dead");
+    assert.equal(
+      await alice.$eval('[data-testid="me"]', (el) => el.textContent),
+      "alice",
+      "alice must not have been sent back to the login form",
+    );
+    // The cluster sees alice again: bob's contact list shows her online.
+    await waitForContact(bob, "alice", true);
+    await waitForContact(alice, "bob", true);
 
-      // Her socket closes; the session notices and reconnects elsewhere with no user action.
-      await waitFor(
-        "alice to notice her server is gone",
-        async () => (await aliceStatuses()).some((s) => s !== "online"),
-        15_000,
-      );
-      await waitFor(
-        "alice to be online again through another server",
-        async () => (await aliceStatuses()).at(-1) === "online",
-        30_000,
-      );
-      const transitions = await aliceStatuses();
-      assert.ok(!transitions.includes("offline"), `status went ${transitions.join(" → ")}`);
-      assert.equal(await connStatus(alice), "online");
-      // The page is still the one served by the dead server: only failover can explain this.
-      const dead = await fetch(`${servers[0]!.url}/healthz`).then(() => false, () => true);
-      assert.equal(dead, true, "server 1 should be dead");
-      assert.equal(
-        await alice.$eval('[data-testid="me"]', (el) => el.textContent),
-        "alice",
-        "alice must not have been sent back to the login form",
-      );
-      // The cluster sees alice again: bob's contact list shows her online.
-      await waitForContact(bob, "alice", true);
-      await waitForContact(alice, "bob", true);
-
-      // The conversation goes on in both directions, each message shown once, in order.
-      await exchange(alice, bob, "after: still there, bob?");
-      await exchange(bob, alice, "after: yes, still here");
-      await exchange(alice, bob, "after: great");
-      for (const page of [alice, bob]) {
-        const shown = await shownMessages(page);
-        assert.deepEqual(shown.map((m) => m.text), expected);
-        assert.deepEqual(shown.map((m) => m.from), ["alice", "bob", "alice", "bob", "alice"]);
-      }
-      assert.equal(await connStatus(alice), "online");
-      assert.equal(await connStatus(bob), "online");
-      assert.deepEqual(unexpectedErrors(alice.errors), []);
-      assert.deepEqual(unexpectedErrors(bob.errors), []);
-    } catch (err) {
-      console.error("alice console:", alice.errors, "\nbob console:", bob.errors);
-      throw err;
+    // The conversation goes on in both directions, each message shown once, in order.
+    await exchange(alice, bob, "after: still there, bob?");
+    await exchange(bob, alice, "after: yes, still here");
+    await exchange(alice, bob, "after: great");
+    for (const page of [alice, bob]) {
+      const shown = await shownMessages(page);
+      assert.deepEqual(shown.map((m) => m.text), expected);
+      assert.deepEqual(shown.map((m) => m.from), ["alice", "bob", "alice", "bob", "alice"]);
     }
-  } finally {
-    await Promise.all(browsers.map((b) => b.close()));
-    await Promise.all(servers.map((s) => s.stop()));
-  }
-});
+    assert.equal(await connStatus(alice), "online");
+    assert.equal(await connStatus(bob), "online");
+    assert.deepEqual(unexpectedErrors(alice.errors), []);
+    assert.deepEqual(unexpectedErrors(bob.errors), []);
+  }));
