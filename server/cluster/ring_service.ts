@@ -1,13 +1,19 @@
 /**
  * Runs this server's CHORD ring node between real processes: joins at start, drives the
  * maintenance rounds (stabilize, check-predecessor, fix-fingers) on a timer, re-joins when cut
- * off, leaves gracefully on shutdown, and exposes the node's state for `/ring` and `/metrics`.
- * Which servers exist comes from the cluster membership (seed list + gossip; discovery later).
+ * off, merges its ring into the ring of the smallest live server after a partition heals, leaves
+ * gracefully on shutdown, and exposes the node's state for `/ring` and `/metrics`. Which servers
+ * exist comes from the cluster membership (seed list, gossip and discovery).
  */
 import {
+  CHORD_PROTOCOL_VERSION,
+  type ChordId,
   ChordNode,
   type ChordNodeState,
+  decodeNodeRef,
   IdSpace,
+  type NodeRef,
+  sameNode,
   systemClock,
   systemRandom,
 } from "../chord/mod.ts";
@@ -44,6 +50,11 @@ export interface RingServiceOptions {
    * creates a ring of its own, in ms. @default 3000
    */
   createGraceMs?: number;
+  /**
+   * Every this many maintenance rounds, a member checks that it is in the ring of the smallest
+   * live server (see {@link RingService} "Ring merging"). @default 2
+   */
+  mergeCheckEveryRounds?: number;
 }
 
 /** The JSON served at `/ring`. */
@@ -56,7 +67,59 @@ export interface RingView {
   stats: ChordNode["stats"];
 }
 
-/** One server's ring node and its maintenance loop. */
+/** How many consecutive checks must find this node outside S's ring before it moves. */
+const MERGE_CONFIRMATIONS = 2;
+/** Rounds after this node joined or created a ring during which it does not check. */
+const MERGE_COOLDOWN_ROUNDS = 6;
+/** Bound on the hops of the lookup a merge check runs. */
+const MERGE_LOOKUP_MAX_HOPS = 32;
+
+/** What one merge check concluded. */
+type MergeCheck =
+  /** S's ring says this node owns its own id, or names its successor (a ring still linking). */
+  | { kind: "same_ring" }
+  /** The check could not decide (S or a hop unreachable, S not a member, a hop was us…). */
+  | { kind: "inconclusive"; why: string }
+  /** S's ring gives this node's id to `owner`, a live node that is neither us nor our successor. */
+  | { kind: "other_ring"; owner: NodeRef };
+
+/**
+ * One server's ring node and its maintenance loop.
+ *
+ * ## Ring merging
+ *
+ * A partition that outlasts failure detection leaves one CHORD ring per side: each side drops the
+ * other's nodes from its successor lists, fingers and predecessors, and nothing in CHORD (nor in
+ * Zave's corrected protocol) ever links the two again once the network heals, even though the
+ * cluster membership (hellos, discovery) sees every server alive again. Shafaat, Ghodsi and
+ * Haridi ("Dealing with Network Partitions in Structured Overlay Networks", 2009) call the
+ * repair *ring unification*: detect that a node known from outside the overlay (they keep the
+ * nodes once suspected dead) is alive but not in one's ring, then merge. We detect with the
+ * cluster membership and merge in the simplest way, one node at a time, by leave and re-join:
+ *
+ * - Every {@link RingServiceOptions.mergeCheckEveryRounds} rounds a member takes S, the smallest
+ *   address among the servers the cluster membership says are alive. If S is itself, it does
+ *   nothing. Otherwise it runs an iterative lookup of its OWN id starting at S. In one correct
+ *   ring the answer is the node itself.
+ * - If the answer is another node that answers a ping, is alive per membership, and is not this
+ *   node's own first successor (which is what a node that has just joined S's ring, and whose
+ *   predecessor does not link to it yet, would see), the check is suspicious. After
+ *   {@link MERGE_CONFIRMATIONS} consecutive suspicious checks the node leaves its ring gracefully
+ *   (its neighbours there close the gap) and joins through S. The move is logged (`ring_merge`)
+ *   and counted (`p2pchat_ring_merges_total`).
+ *
+ * Why it converges to one ring: once membership agrees, every server picks the same S, and only
+ * nodes outside S's ring ever move, always into S's ring. S's ring is the only stable one: its
+ * members' checks succeed (they are in it) so it never loses a node, while every other ring loses
+ * its nodes one by one until each has joined S's ring. The join itself is ordinary CHORD join and
+ * stabilize (Zave's rules), so the grown ring converges as after any join. Why it cannot flap:
+ * a member of S's ring is never told to move once that ring is correct; while it is still
+ * linking, the answer is this node or its successor (not acted on), a cool-down follows every
+ * join, and a decision needs two consecutive checks. Why a partial partition cannot cause
+ * repeated moves: a node acts only when S is alive per its own membership AND answers the lookup;
+ * a node that cannot reach S learns nothing (inconclusive) and stays where it is, and a node that
+ * can reach S joins S's ring, where its later checks succeed.
+ */
 export class RingService {
   readonly node: ChordNode;
   readonly transport: HttpChordTransport;
@@ -68,6 +131,11 @@ export class RingService {
   #round: Promise<void> | undefined;
   #createGraceMs: number;
   #startedAt = 0;
+  #mergeEvery: number;
+  #rounds = 0;
+  /** Round of the last join or create: merge checks wait for the ring to link this node in. */
+  #joinedAtRound = Number.NEGATIVE_INFINITY;
+  #suspicions = 0;
 
   /** Creates the node (not yet a member); {@link start} joins or creates the ring. */
   constructor(deps: RingServiceDeps, options: RingServiceOptions) {
@@ -75,6 +143,7 @@ export class RingService {
     this.#space = new IdSpace(options.bits ?? 160);
     this.#intervalMs = options.stabilizeIntervalMs ?? 500;
     this.#createGraceMs = options.createGraceMs ?? 3000;
+    this.#mergeEvery = options.mergeCheckEveryRounds ?? 2;
     this.transport = new HttpChordTransport(
       { hmac: deps.hmac, space: this.#space, counters: deps.metrics, log: deps.log },
       { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
@@ -96,6 +165,11 @@ export class RingService {
     m.describe("p2pchat_ring_stabilize_rounds_total", "counter", "Stabilize rounds run");
     m.describe("p2pchat_ring_rpc_failures_total", "counter", "Ring RPCs that failed, by reason");
     m.describe("p2pchat_ring_member", "gauge", "1 when this node is a ring member");
+    m.describe(
+      "p2pchat_ring_merges_total",
+      "counter",
+      "Times this node left its ring to join the ring of the smallest live server",
+    );
   }
 
   /** Starts the maintenance loop; the first round joins (or creates) the ring. */
@@ -163,12 +237,19 @@ export class RingService {
 
   /** One maintenance round; errors are logged and counted, never thrown (house style). */
   async #maintain(): Promise<void> {
+    this.#rounds++;
     try {
       if (!this.node.isMember || this.#isAloneWhileOthersLive()) await this.#joinOrCreate();
       if (!this.node.isMember) return;
       await this.node.stabilize();
       await this.node.checkPredecessor();
       await this.node.fixFingers();
+      if (
+        this.node.isMember && this.#rounds % this.#mergeEvery === 0 &&
+        this.#rounds - this.#joinedAtRound >= MERGE_COOLDOWN_ROUNDS
+      ) {
+        await this.#mergeIfOutsideSmallestRing();
+      }
     } catch (err) {
       this.#deps.metrics.inc("p2pchat_ring_maintenance_errors_total");
       this.#deps.log("ring_maintenance_failed", { error: String(err) });
@@ -199,6 +280,7 @@ export class RingService {
     for (const known of others) {
       try {
         await this.node.join(known);
+        this.#joinedAtRound = this.#rounds;
         this.#deps.log("ring_joined", { through: known, id: this.#space.toHex(this.node.self.id) });
         return;
       } catch (err) {
@@ -209,7 +291,118 @@ export class RingService {
     const graceOver = Date.now() - this.#startedAt >= this.#createGraceMs;
     if (!this.node.isMember && others.every((s) => s > self) && (!knowsOthers || graceOver)) {
       this.node.create();
+      this.#joinedAtRound = this.#rounds;
       this.#deps.log("ring_created", { id: this.#space.toHex(this.node.self.id) });
     }
+  }
+
+  /**
+   * Ring merging (see the class comment): if this node is, twice in a row, outside the ring of
+   * S (the smallest live server), it leaves its ring and joins through S.
+   */
+  async #mergeIfOutsideSmallestRing(): Promise<void> {
+    const self = this.transport.localAddress;
+    const smallest = [...this.#deps.liveServers()].sort()[0];
+    if (smallest === undefined || smallest === self) {
+      this.#suspicions = 0;
+      return;
+    }
+    const check = await this.#checkRingOf(smallest);
+    if (check.kind !== "other_ring") {
+      this.#suspicions = 0;
+      return;
+    }
+    this.#suspicions++;
+    this.#deps.log("ring_merge_suspected", {
+      smallest,
+      owner: check.owner.address,
+      confirmations: this.#suspicions,
+    });
+    if (this.#suspicions < MERGE_CONFIRMATIONS) return;
+    this.#suspicions = 0;
+    // Only act while S is still alive per membership (it may have died during the checks).
+    if (!this.#deps.liveServers().includes(smallest)) return;
+    const before = this.node.successorList.map((n) => n.address);
+    await this.node.leave();
+    this.#deps.metrics.inc("p2pchat_ring_merges_total");
+    this.#deps.log("ring_merge", { through: smallest, owner: check.owner.address, left: before });
+    try {
+      await this.node.join(smallest);
+      this.#joinedAtRound = this.#rounds;
+      this.#deps.log("ring_joined", {
+        through: smallest,
+        id: this.#space.toHex(this.node.self.id),
+      });
+    } catch (err) {
+      // Not a member now: the next round joins through the live servers, smallest first.
+      this.#deps.log("ring_join_failed", { through: smallest, error: String(err) });
+    }
+  }
+
+  /** Looks up this node's own id in the ring S belongs to, and says what that means. */
+  async #checkRingOf(smallest: string): Promise<MergeCheck> {
+    const self = this.node.self;
+    const owner = await this.#lookupAt(smallest, self.id);
+    if (typeof owner === "string") return { kind: "inconclusive", why: owner };
+    if (sameNode(owner, self) || sameNode(owner, this.node.successorList[0])) {
+      return { kind: "same_ring" };
+    }
+    if (owner.address === self.address) return { kind: "inconclusive", why: "own address" };
+    if (!this.#deps.liveServers().includes(owner.address)) {
+      return { kind: "inconclusive", why: `owner ${owner.address} not live per membership` };
+    }
+    try {
+      const pong = await this.transport.call(owner.address, {
+        v: CHORD_PROTOCOL_VERSION,
+        type: "ping",
+      });
+      if (pong.type !== "pong" || !sameNode(decodeNodeRef(this.#space, pong.node), owner)) {
+        return { kind: "inconclusive", why: `owner ${owner.address} answered as another node` };
+      }
+    } catch (err) {
+      return { kind: "inconclusive", why: `owner ${owner.address}: ${String(err)}` };
+    }
+    return { kind: "other_ring", owner };
+  }
+
+  /**
+   * Iterative lookup of `key` starting at `start`, over the transport only: unlike
+   * {@link ChordNode.lookup} it neither reads nor changes this node's ring state, so it sees the
+   * ring `start` is in. Resolves with the owner, or with why it could not tell. Bounded: at most
+   * {@link MERGE_LOOKUP_MAX_HOPS} requests, each candidate asked at most once.
+   */
+  async #lookupAt(start: string, key: ChordId): Promise<NodeRef | string> {
+    const self = this.transport.localAddress;
+    const asked = new Set<string>();
+    let candidates: string[] = [start];
+    for (let hops = 0; hops < MERGE_LOOKUP_MAX_HOPS;) {
+      let next: string[] | undefined;
+      for (const address of candidates) {
+        // Reaching ourselves means S's ring routes through this node: not a separate ring.
+        if (address === self) return "the lookup reached this node";
+        if (asked.has(address)) continue;
+        asked.add(address);
+        hops++;
+        try {
+          const answer = await this.transport.call(address, {
+            v: CHORD_PROTOCOL_VERSION,
+            type: "find_successor",
+            key: this.#space.toHex(key),
+          });
+          if (answer.type === "successor_found") return decodeNodeRef(this.#space, answer.owner);
+          if (answer.type === "closer_nodes") {
+            next = answer.nodes.map((n) => n.address);
+            break;
+          }
+          // An error (e.g. not a member yet): try the next candidate.
+        } catch {
+          // Unreachable or timed out: try the next candidate.
+        }
+        if (hops >= MERGE_LOOKUP_MAX_HOPS) break;
+      }
+      if (next === undefined) return `no candidate answered (${candidates.join(", ")})`;
+      candidates = next;
+    }
+    return `no owner within ${MERGE_LOOKUP_MAX_HOPS} hops`;
   }
 }

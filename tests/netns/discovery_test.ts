@@ -1,10 +1,14 @@
 /**
  * Zero-configuration discovery across real network namespaces: servers started without any
- * peer address find one another by signed UDP multicast on a private bridge, ignore a server
- * with the wrong cluster secret, split into two groups when the LAN is partitioned and become
- * one again when it heals. Runs as root; see tests/support/netns_cluster.ts.
+ * peer address find one another by signed UDP multicast on a private bridge and form one CHORD
+ * ring, ignore a server with the wrong cluster secret, split into two groups (and two rings) when
+ * the LAN is partitioned and become one cluster and one ring again when it heals. Ring
+ * correctness is judged by the core's invariant checker over every node's `/ring`. Runs as root;
+ * see tests/support/netns_cluster.ts.
  */
 import assert from "node:assert/strict";
+import { checkRing, type RingViolation } from "../../server/chord/mod.ts";
+import { SUCCESSOR_LIST_LENGTH, toState } from "../support/ring.ts";
 import {
   NetnsCluster,
   type NetnsCluster as Lan,
@@ -51,10 +55,43 @@ async function waitForGroup(lan: Lan, nodes: NetnsNode[], what: string): Promise
   return Date.now() - started;
 }
 
+/**
+ * Waits until the servers of `nodes` (taken as the only live ones) form one ring that passes
+ * the invariant checker at full strength; returns how long that took.
+ */
+async function waitForRing(lan: Lan, nodes: NetnsNode[], what: string): Promise<number> {
+  const started = Date.now();
+  let last: RingViolation[] = [];
+  try {
+    await waitFor(
+      what,
+      async () => {
+        const states = await Promise.all(nodes.map(async (n) => toState(await lan.ringView(n))));
+        last = checkRing(states, { strength: "full", successorListLength: SUCCESSOR_LIST_LENGTH });
+        return last.length === 0;
+      },
+      CONVERGE_MS,
+      250,
+    );
+  } catch (err) {
+    throw new Error(
+      `${(err as Error).message}\nlast violations: ${
+        JSON.stringify(last, (_, v) => typeof v === "bigint" ? v.toString(16) : v)
+      }`,
+    );
+  }
+  return Date.now() - started;
+}
+
 async function metric(lan: Lan, node: NetnsNode, series: string): Promise<number> {
   const text = await lan.get(node, "/metrics");
   const line = text.split("\n").find((l) => l.startsWith(`${series} `));
   return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
+async function totalMerges(lan: Lan, nodes: NetnsNode[]): Promise<number> {
+  const counts = await Promise.all(nodes.map((n) => metric(lan, n, "p2pchat_ring_merges_total")));
+  return counts.reduce((a, b) => a + b, 0);
 }
 
 Deno.test({
@@ -73,19 +110,36 @@ Deno.test({
           assert.ok(await metric(lan, n, "p2pchat_discovery_accepted_total") > 0);
           assert.equal(await metric(lan, n, "p2pchat_discovery_errors_total"), 0);
         }
+        const ringMs = await waitForRing(lan, five, "the five servers to form one correct ring");
+        console.log(`  one correct ring of five ${ringMs} ms later`);
       });
 
-      await t.step("a 3 | 2 partition splits the cluster; healing joins it again", async () => {
-        const [a, b] = [five.slice(0, 3), five.slice(3)];
-        await lan.partition([a, b]);
-        await Promise.all([
-          waitForGroup(lan, a, "the side of three to see only itself"),
-          waitForGroup(lan, b, "the side of two to see only itself"),
-        ]);
-        await lan.heal();
-        const ms = await waitForGroup(lan, five, "all five again after the heal");
-        console.log(`  healed in ${ms} ms`);
-      });
+      await t.step(
+        "a 3 | 2 partition splits cluster and ring; healing makes one ring",
+        async () => {
+          const [a, b] = [five.slice(0, 3), five.slice(3)];
+          await lan.partition([a, b]);
+          await Promise.all([
+            waitForGroup(lan, a, "the side of three to see only itself"),
+            waitForGroup(lan, b, "the side of two to see only itself"),
+          ]);
+          const [ringA, ringB] = await Promise.all([
+            waitForRing(lan, a, "the side of three to form a correct ring of its own"),
+            waitForRing(lan, b, "the side of two to form a correct ring of its own"),
+          ]);
+          console.log(`  partitioned rings correct (${ringA} ms, ${ringB} ms after membership)`);
+          const mergesBefore = await totalMerges(lan, five);
+          await lan.heal();
+          const healStarted = Date.now();
+          const ms = await waitForGroup(lan, five, "all five again after the heal");
+          console.log(`  cluster healed in ${ms} ms`);
+          await waitForRing(lan, five, "one correct ring of five after the heal");
+          const merges = await totalMerges(lan, five) - mergesBefore;
+          console.log(`  one correct ring of five ${Date.now() - healStarted} ms after the heal`);
+          console.log(`  (${merges} ring merges)`);
+          assert.ok(merges >= 1, "the ring became one by merging");
+        },
+      );
 
       const sixth = await lan.addNode();
       const six = [...five, sixth];
@@ -94,6 +148,7 @@ Deno.test({
         await lan.startServer(sixth, { env: discoveryEnv(sixth) });
         const ms = await waitForGroup(lan, six, "the sixth server to join");
         console.log(`  sixth server joined in ${ms} ms`);
+        await waitForRing(lan, six, "the sixth server to be in one correct ring");
       });
 
       await t.step("a server whose link is cut drops out and comes back", async () => {
@@ -104,6 +159,8 @@ Deno.test({
         ]);
         await lan.restoreLink(sixth);
         await waitForGroup(lan, six, "the restored server to rejoin");
+        const ms = await waitForRing(lan, six, "the restored server to be back in one ring");
+        console.log(`  ring of six correct again ${ms} ms after the cluster`);
       });
 
       await t.step("a server with the wrong cluster secret is ignored", async () => {

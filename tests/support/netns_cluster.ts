@@ -15,6 +15,7 @@
  * left behind by a test process that no longer runs, and {@link NetnsCluster.destroy} (also
  * `await using`) stops every server and probe and deletes every namespace.
  */
+import type { RingView } from "../../server/cluster/mod.ts";
 import { canUseNetns } from "./netns.ts";
 import { type ServerProcess, type StartOptions, startServer } from "./server_process.ts";
 
@@ -297,6 +298,11 @@ export class NetnsCluster implements AsyncDisposable {
   /** The servers `node`'s server sees alive (its `/healthz` list), sorted. */
   async liveServers(node: NetnsNode): Promise<string[]> {
     return (JSON.parse(await this.get(node, "/healthz")) as { servers: string[] }).servers;
+  }
+
+  /** `node`'s server's ring state (its `/ring` JSON). */
+  async ringView(node: NetnsNode): Promise<RingView> {
+    return JSON.parse(await this.get(node, "/ring")) as RingView;
   }
 
   /** Takes `node`'s link down: it can reach nobody and nobody reaches it. */
