@@ -7,7 +7,8 @@
  * node loses all `r` successors at once, repeated maintenance rounds converge to one correctly
  * ordered ring, which {@link checkRing} verifies. A network partition that outlasts failure
  * detection can split the ring into rings that never merge again (as in CHORD and in Zave's
- * model); merging is not implemented. It does no I/O and keeps no timers: a
+ * model); the core does not merge them itself: the server's `RingService` (server/cluster)
+ * detects a foreign ring and rejoins through the smallest live server. It does no I/O and keeps no timers: a
  * {@link Transport}, a {@link Clock} and a {@link Random} are passed in, and the caller runs the
  * maintenance rounds. It does not store or move data (that is `server/replication`), nor carry
  * bytes between processes (the HTTP transport lives with the server); {@link SimNetwork} and
