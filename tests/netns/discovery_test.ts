@@ -19,6 +19,9 @@ import { waitFor } from "../support/server_process.ts";
 
 const netns = await netnsTestAvailability("the network-namespace discovery tests");
 
+const USERS = ["alice", "bob", "carol", "dave"];
+const PASSWORD = "partition-password";
+
 /** How long a change of membership may take to show everywhere (hello timeout 3.5 s + rounds). */
 const CONVERGE_MS = 25_000;
 
@@ -112,6 +115,7 @@ Deno.test({
         }
         const ringMs = await waitForRing(lan, five, "the five servers to form one correct ring");
         console.log(`  one correct ring of five ${ringMs} ms later`);
+        await lan.chat(five[0]!, { op: "register", users: USERS, password: PASSWORD });
       });
 
       await t.step(
@@ -128,6 +132,18 @@ Deno.test({
             waitForRing(lan, b, "the side of two to form a correct ring of its own"),
           ]);
           console.log(`  partitioned rings correct (${ringA} ms, ${ringB} ms after membership)`);
+          // Offline messages written on both sides while they cannot reach each other.
+          const sent = { bob: [] as string[], dave: [] as string[] };
+          for (const [node, from] of [[a[0]!, "alice"], [b[0]!, "carol"]] as const) {
+            for (const to of ["bob", "dave"] as const) {
+              const ids = Array.from(
+                { length: 20 },
+                (_, i) => `${from}-to-${to}-${i}`.padEnd(12, "0"),
+              );
+              await lan.chat(node, { op: "send", user: from, password: PASSWORD, to, ids });
+              sent[to].push(...ids);
+            }
+          }
           const mergesBefore = await totalMerges(lan, five);
           await lan.heal();
           const healStarted = Date.now();
@@ -138,6 +154,27 @@ Deno.test({
           console.log(`  one correct ring of five ${Date.now() - healStarted} ms after the heal`);
           console.log(`  (${merges} ring merges)`);
           assert.ok(merges >= 1, "the ring became one by merging");
+          // Every message from either side reaches its recipient, once, on any server.
+          for (const [to, node] of [["bob", b[1]!], ["dave", a[1]!]] as const) {
+            const got: string[] = [];
+            await waitFor(
+              `${to} to receive all 40 messages`,
+              async () => {
+                got.push(
+                  ...((await lan.chat(node, { op: "fetch", user: to, password: PASSWORD })).ids ??
+                    []),
+                );
+                return got.length >= sent[to].length;
+              },
+              CONVERGE_MS,
+              500,
+            );
+            assert.deepEqual(
+              [...got].sort(),
+              [...sent[to]].sort(),
+              `${to}'s messages after the heal`,
+            );
+          }
         },
       );
 

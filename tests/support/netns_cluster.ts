@@ -295,6 +295,42 @@ export class NetnsCluster implements AsyncDisposable {
     return body;
   }
 
+  /**
+   * Runs one chat-client command (see mail_client.ts) against `node`'s server from inside its
+   * namespace; resolves with the client's JSON answer or throws its error.
+   */
+  async chat(node: NetnsNode, command: Record<string, unknown>): Promise<{ ids?: string[] }> {
+    if (!node.server) throw new Error(`Node ${node.index} runs no server`);
+    const script = new URL("./mail_client.ts", import.meta.url).pathname;
+    const out = await new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        node.netns,
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        "--allow-read",
+        script,
+        node.server.url,
+        JSON.stringify(command),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
+    let answer: { ok?: boolean; error?: string; ids?: string[] };
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      throw new Error(
+        `Chat client on node ${node.index} failed: ${new TextDecoder().decode(out.stderr)}`,
+      );
+    }
+    if (!answer.ok) throw new Error(`Chat client on node ${node.index}: ${answer.error}`);
+    return answer;
+  }
+
   /** The servers `node`'s server sees alive (its `/healthz` list), sorted. */
   async liveServers(node: NetnsNode): Promise<string[]> {
     return (JSON.parse(await this.get(node, "/healthz")) as { servers: string[] }).servers;
