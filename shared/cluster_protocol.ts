@@ -92,11 +92,11 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
       };
     case "deliver": {
       const frame = validateServerFrame(obj.frame);
-      if (frame.type !== "signal" && frame.type !== "relay") {
+      if (frame.type !== "signal" && frame.type !== "relay" && frame.type !== "delivered") {
         throw new ProtocolError(
           "bad_frame",
           "frame.type",
-          "Only signal and relay can be delivered",
+          "Only signal, relay and delivered frames can be delivered",
         );
       }
       return { v: 1, type: "deliver", to: readUsername(obj, "to"), frame };

@@ -167,6 +167,17 @@ Deno.test("cluster requests: accounts must carry a bcrypt hash, deliveries only 
     "bad_frame",
     "frame.type",
   );
+  // A "delivered" receipt travels to the sender's home server like signals do.
+  assert.equal(
+    parseClusterRequest(
+      frame({
+        type: "deliver",
+        to: "alice",
+        frame: { v: 1, type: "delivered", by: "bob", ids: ["abcdefgh"] },
+      }),
+    ).type,
+    "deliver",
+  );
   rejects(
     parseClusterRequest,
     frame({ type: "hello", from: "ftp://x", peers: [], online: [], accountCount: 0 }),

@@ -194,3 +194,22 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
     await Promise.all([...servers, ...joined].map((s) => s.stop()));
   }
 });
+
+Deno.test("when the recipient acknowledges, a sender on another server is told the messages were delivered", async () => {
+  const servers = await startCluster(3);
+  const clients: TestClient[] = [];
+  try {
+    await waitForCorrectRing(servers, "3 servers to form one ring");
+    await register(servers[0]!, ["alice", "bob"]);
+    const alice = await TestClient.connect(servers[0]!.url);
+    clients.push(alice);
+    await alice.login("alice", PASSWORD, false);
+    await sendMail(alice, "alice", "bob", 0, 3);
+    const ids = await drain(servers[2]!, "bob");
+    const receipt = await alice.next((f) => f.type === "delivered");
+    assert.deepEqual(receipt, { v: 1, type: "delivered", by: "bob", ids });
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
