@@ -6,16 +6,24 @@
  *
  * Delivery: a message goes over the data channel when it is open (waiting up to
  * `channelWaitMs` for it to open if the contact is online), otherwise through the servers as a
- * `relay` frame; the row's `via` records which path was used. The receiver stores the message
- * (idempotently by id) before answering `ack` on the same path; the ack marks it `delivered`.
+ * `relay` frame; when the contact is offline (or a relay is answered `peer_offline`) it is stored
+ * in the contact's mailbox on the servers (`mail_send`, status `sent` = pending). The row's `via`
+ * records which path was used. The receiver stores the message (idempotently by id) before
+ * answering `ack` on the same path; the ack marks it `delivered`. Mailbox messages are fetched on
+ * every session start (login, reload, failover), stored, then acknowledged with `mail_ack`; the
+ * servers then tell the sender (`delivered`). While the WebSocket is down, messages that cannot
+ * go over an open data channel stay `sending` and go out when the session is back. Messages to
+ * one contact go out one flush at a time, in send order.
  * Every incoming peer message is validated with `parsePeerMessage`, and a chat message whose
- * `from`/`to` do not match the path it came from is rejected.
+ * `from`/`to` do not match the path it came from is rejected; the same holds for mailbox entries
+ * (see `openFromMailbox`).
  */
 import { batch, signal } from "@preact/signals";
 import {
   type ChatMessage,
   type ContactEntry,
   isValidUsername,
+  MAX_MAIL_BATCH,
   MAX_TEXT_LENGTH,
   newMessageId,
   parsePeerMessage,
@@ -26,9 +34,15 @@ import {
 } from "../shared/mod.ts";
 import { deriveLogin } from "./auth.ts";
 import type { History, MessageRow, MessageVia } from "./history.ts";
+import { openFromMailbox, sealForMailbox } from "./mailbox.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
-import { type ConnectionStatus, type SessionApi, type SessionInfo } from "./session.ts";
+import {
+  type ConnectionStatus,
+  ServerError,
+  type SessionApi,
+  type SessionInfo,
+} from "./session.ts";
 
 /** Collaborators of the chat model. */
 export interface ChatModelDeps {
@@ -50,6 +64,8 @@ export interface ChatModelOptions {
   channelWaitMs?: number;
   /** How long one ping waits for its pong, ms. @default 5000 */
   pingTimeoutMs?: number;
+  /** Delay before retrying a mailbox send the servers could not take, ms. @default 5000 */
+  mailRetryMs?: number;
 }
 
 /** The chat model: signals to render and actions to call. */
@@ -62,6 +78,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const monotonic = deps.monotonic ?? (() => performance.now());
   const channelWaitMs = options.channelWaitMs ?? 5_000;
   const pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
+  const mailRetryMs = options.mailRetryMs ?? 5_000;
 
   // --- state -------------------------------------------------------------------------------
   /** The logged-in user, or null on the login screen. */
@@ -100,9 +117,17 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   let wrappingKey: CryptoKey | null = null;
   let entering: Promise<void> | null = null;
   let pingSeq = 1;
+  /** `sentAt` of the last message sent from this page. */
+  let lastSentAt = 0;
   const pongWaiters = new Map<string, () => void>();
-  const inFlight = new Set<string>();
-  /** Peer messages rejected as malformed or forged (for tests and diagnostics). */
+  /** The latest queued flush per contact: flushes to one contact run one after another. */
+  const flushes = new Map<string, Promise<void>>();
+  /** Pending mailbox retries per contact. */
+  const retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** The mailbox fetch in progress, and whether another one was asked for meanwhile. */
+  let fetching: Promise<void> | null = null;
+  let fetchAgain = false;
+  /** Peer messages and mailbox entries rejected as malformed or forged (tests, diagnostics). */
   const rejected = { count: 0 };
 
   // --- session events ----------------------------------------------------------------------
@@ -115,7 +140,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       const list = contacts.value.filter((c) => c.username !== username);
       list.push({ username, online });
       contacts.value = sortContacts(list);
-      if (online) void resendPending(username);
+      // Online: unacknowledged messages go again (data channel or relay). Offline: what was
+      // sent directly but never acknowledged goes to their mailbox.
+      void flush(username, true);
     },
     onSignal(from, data) {
       peers?.handleSignal(from, data);
@@ -140,7 +167,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       signedOutReason.value = message;
     },
     onServerError(code, message) {
-      if (code !== "peer_offline") error.value = message;
+      if (code === "peer_offline") void onPeerOffline();
+      else error.value = message;
+    },
+    onDelivered(by, ids) {
+      void markDelivered(by, ids);
     },
   };
 
@@ -168,8 +199,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
 
   async function enter(info: SessionInfo): Promise<void> {
     if (me.value === info.username) {
-      // Resumed after a failover: the links and history are still good; refresh presence.
+      // Resumed after a failover: the links and history are still good; refresh presence, pick
+      // up mail, and send what waited for the connection.
       contacts.value = sortContacts(await session.contacts());
+      afterSessionStart();
       return;
     }
     if (entering) return entering;
@@ -184,7 +217,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       p.events = {
         onOpen(remote) {
           channels.value = { ...channels.value, [remote]: true };
-          void resendPending(remote);
+          void flush(remote, true);
         },
         onClose(remote) {
           const { [remote]: _gone, ...rest } = channels.value;
@@ -210,6 +243,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     } finally {
       entering = null;
     }
+    afterSessionStart();
+  }
+
+  /** On every session start: fetch the mailbox, and send messages that waited for a session. */
+  function afterSessionStart(): void {
+    void fetchMail();
+    const self = me.value;
+    if (!self || !history) return;
+    for (const peer of history.peersWithUnsent(self)) void flush(peer);
   }
 
   function leave(): void {
@@ -218,6 +260,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     history?.close();
     peers = null;
     history = null;
+    for (const t of retryTimers.values()) clearTimeout(t);
+    retryTimers.clear();
     for (const w of pongWaiters.values()) w();
     batch(() => {
       me.value = null;
@@ -288,45 +332,217 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     }
   }
 
-  async function deliver(row: MessageRow): Promise<void> {
-    if (inFlight.has(row.id)) return;
-    inFlight.add(row.id);
-    try {
-      const h = history;
-      const p = peers;
-      if (!h || !p) return;
-      const msg: ChatMessage = {
-        v: PEER_PROTOCOL_VERSION,
-        type: "chat",
-        id: row.id,
-        from: row.sender,
-        to: row.recipient,
-        sentAt: row.sentAt,
-        text: row.text,
-      };
-      const text = JSON.stringify(msg);
-      const peer = row.recipient;
-      const online = isOnline(peer);
-      let via: MessageVia | null = null;
-      if (p.isOpen(peer) || (online && await p.waitOpen(peer, channelWaitMs))) {
-        if (p.send(peer, text)) via = "p2p";
-      }
-      if (!via && online && session.status === "online") {
-        session.relay(peer, text);
-        via = "relay";
-      }
+  function chatMessageOf(row: MessageRow): ChatMessage {
+    return {
+      v: PEER_PROTOCOL_VERSION,
+      type: "chat",
+      id: row.id,
+      from: row.sender,
+      to: row.recipient,
+      sentAt: row.sentAt,
+      text: row.text,
+    };
+  }
+
+  /**
+   * Sends this user's undelivered messages to `peer`, after any flush to them already queued.
+   * Always takes messages never handed to a path (`sending`, `failed`); with `unacked`, also
+   * those sent directly (p2p or relay) but not acknowledged, and — only over a data channel that
+   * is already open — those waiting in the peer's mailbox, so that the peer's ack marks them
+   * delivered even when the servers' `delivered` notice never comes (for example because this
+   * user was offline when the peer fetched them). Mailbox messages are never relayed or stored
+   * again: the servers hold them until the peer fetches them.
+   */
+  function flush(peer: string, unacked = false): Promise<void> {
+    const next = (flushes.get(peer) ?? Promise.resolve())
+      .then(() => flushNow(peer, unacked))
+      .catch((err) => fail(err));
+    flushes.set(peer, next);
+    void next.then(() => {
+      if (flushes.get(peer) === next) flushes.delete(peer);
+    });
+    return next;
+  }
+
+  async function flushNow(peer: string, unacked: boolean): Promise<void> {
+    const self = me.value;
+    const h = history;
+    const p = peers;
+    if (!self || !h || !p) return;
+    const inMailbox = (r: MessageRow) => r.status === "sent" && r.via === "mailbox";
+    const wanted = () =>
+      h.pending(self, peer).filter((r) =>
+        r.status === "sending" || r.status === "failed" ||
+        (unacked && r.status === "sent" && r.via !== "mailbox")
+      );
+    const recheck = () => unacked ? h.pending(self, peer).filter(inMailbox) : [];
+    if (wanted().length === 0 && !(p.isOpen(peer) && recheck().length > 0)) return;
+    const done = new Set<string>();
+    if (
+      p.isOpen(peer) ||
+      (wanted().length > 0 && isOnline(peer) && await p.waitOpen(peer, channelWaitMs))
+    ) {
       if (history !== h) return; // logged out meanwhile
-      await h.update(row.id, via ? { status: "sent", via } : { status: "failed" });
-      if (openPeer.value === peer) refresh();
-    } finally {
-      inFlight.delete(row.id);
+      const rows = h.pending(self, peer).filter((r) =>
+        r.status === "sending" || r.status === "failed" || (unacked && r.status === "sent")
+      );
+      for (const row of rows) {
+        if (!p.send(peer, JSON.stringify(chatMessageOf(row)))) break;
+        done.add(row.id);
+        if (!inMailbox(row)) await h.update(row.id, { status: "sent", via: "p2p" });
+      }
+    }
+    if (history !== h) return;
+    const rest = wanted().filter((r) => !done.has(r.id));
+    if (rest.length > 0 && session.status === "online") {
+      if (isOnline(peer)) {
+        for (const row of rest) {
+          session.relay(peer, JSON.stringify(chatMessageOf(row)));
+          await h.update(row.id, { status: "sent", via: "relay" });
+        }
+      } else {
+        await sendToMailbox(h, peer, rest);
+      }
+    }
+    // Otherwise the WebSocket is down: the rows stay `sending` until the session is back.
+    if (history === h && openPeer.value === peer) refresh();
+  }
+
+  /** Stores `rows` in `peer`'s mailbox, in batches; on refusal shows the servers' reason. */
+  async function sendToMailbox(h: History, peer: string, rows: MessageRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += MAX_MAIL_BATCH) {
+      const chunk = rows.slice(i, i + MAX_MAIL_BATCH);
+      try {
+        await session.mailSend(
+          peer,
+          chunk.map((r) => ({
+            id: r.id,
+            sentAt: r.sentAt,
+            envelope: sealForMailbox(chatMessageOf(r)),
+          })),
+        );
+      } catch (err) {
+        if (history !== h) return;
+        const code = err instanceof ServerError ? err.code : "internal";
+        if (code === "disconnected") return; // stays `sending`; sent again on reconnect
+        if (code !== "timeout") {
+          // Refused (full mailbox, storage unavailable, unknown user): say why, retry later.
+          for (const r of rows.slice(i)) await h.update(r.id, { status: "failed" });
+          error.value = err instanceof Error ? err.message : String(err);
+        }
+        if (code !== "unknown_user") scheduleRetry(peer);
+        return;
+      }
+      if (history !== h) return;
+      for (const r of chunk) await h.update(r.id, { status: "sent", via: "mailbox" });
     }
   }
 
-  async function resendPending(peer: string): Promise<void> {
+  function scheduleRetry(peer: string): void {
+    if (retryTimers.has(peer)) return;
+    retryTimers.set(
+      peer,
+      setTimeout(() => {
+        retryTimers.delete(peer);
+        void flush(peer);
+      }, mailRetryMs),
+    );
+  }
+
+  /**
+   * A relay or signal was answered `peer_offline`: our presence view was stale. Refresh it, and
+   * move what went directly to now-offline contacts (unacknowledged) to their mailboxes.
+   */
+  async function onPeerOffline(): Promise<void> {
+    if (!me.value || session.status !== "online") return;
+    try {
+      contacts.value = sortContacts(await session.contacts());
+    } catch {
+      return;
+    }
+    for (const c of contacts.value) if (!c.online) void flush(c.username, true);
+  }
+
+  /** Fetches this user's mailbox (again if asked while a fetch runs). */
+  function fetchMail(): Promise<void> {
+    if (fetching) {
+      fetchAgain = true;
+      return fetching;
+    }
+    fetching = (async () => {
+      try {
+        do {
+          fetchAgain = false;
+          await fetchMailOnce();
+        } while (fetchAgain);
+      } catch (err) {
+        if (!(err instanceof ServerError && err.code === "disconnected")) fail(err);
+      } finally {
+        fetching = null;
+      }
+    })();
+    return fetching;
+  }
+
+  async function fetchMailOnce(): Promise<void> {
     const self = me.value;
-    if (!self || !history) return;
-    for (const row of history.pending(self, peer)) await deliver(row);
+    const h = history;
+    if (!self || !h) return;
+    const mail = await session.mailFetch();
+    if (history !== h) return;
+    const fresh = new Map<string, number>();
+    for (const m of mail) {
+      let msg: ChatMessage;
+      try {
+        msg = openFromMailbox(m.envelope, m.from, self);
+        if (msg.id !== m.id) throw new Error(`Mailbox entry ${m.id} carries message ${msg.id}`);
+      } catch (err) {
+        rejected.count++;
+        console.warn(`Rejected mailbox entry from "${m.from}": ${(err as Error).message}`);
+        continue;
+      }
+      const isNew = await h.insert({
+        id: msg.id,
+        peer: msg.from,
+        sender: msg.from,
+        recipient: self,
+        sentAt: msg.sentAt,
+        receivedAt: now(),
+        text: msg.text,
+        via: "mailbox",
+        status: "delivered",
+      });
+      if (isNew) fresh.set(msg.from, (fresh.get(msg.from) ?? 0) + 1);
+    }
+    if (fresh.size > 0 && history === h) {
+      const counts = { ...unread.value };
+      for (const [from, n] of fresh) {
+        if (openPeer.value !== from) counts[from] = (counts[from] ?? 0) + n;
+      }
+      unread.value = counts;
+      refresh();
+    }
+    // Everything is durable now: acknowledge all of it, rejected entries included (they would
+    // otherwise come back on every login).
+    for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
+      await session.mailAck(
+        mail.slice(i, i + MAX_MAIL_BATCH).map((m) => ({ id: m.id, from: m.from })),
+      );
+    }
+  }
+
+  /** `by` received our messages `ids` from their mailbox. */
+  async function markDelivered(by: string, ids: string[]): Promise<void> {
+    const self = me.value;
+    const h = history;
+    if (!self || !h) return;
+    for (const id of ids) {
+      const row = h.get(id);
+      // Only the recipient of our message can have received it.
+      if (!row || row.sender !== self || row.recipient !== by) continue;
+      await h.update(id, { status: "delivered" });
+    }
+    if (history === h && openPeer.value === by) refresh();
   }
 
   async function ping(peer: string, n: number, via: MessageVia): Promise<number[]> {
@@ -442,7 +658,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       peer,
       sender: self,
       recipient: peer,
-      sentAt: now(),
+      // Strictly increasing, so messages sent within one millisecond keep their order.
+      sentAt: lastSentAt = Math.max(now(), lastSentAt + 1),
       receivedAt: null,
       text,
       via: "p2p",
@@ -450,7 +667,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     };
     await h.insert(row);
     refresh();
-    await deliver(row);
+    await flush(peer);
   }
 
   return {

@@ -1,5 +1,5 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
-import { type ChatModel, createChatModel } from "./chat_model.ts";
+import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_model.ts";
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { FakeCluster, FakeDirectNetwork, type FakeSession } from "./testing/fakes.ts";
@@ -27,13 +27,18 @@ function world(): World {
 }
 
 /** A logged-in client for `username` (registered on the fly). */
-async function client(w: World, username: string, channelWaitMs = 1000) {
+async function client(
+  w: World,
+  username: string,
+  channelWaitMs = 1000,
+  options: ChatModelOptions = {},
+) {
   const session = w.cluster.connect();
   const model = createChatModel({
     session,
     createLink: w.net.factoryFor(username),
     openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
-  }, { channelWaitMs, pingTimeoutMs: 1000 });
+  }, { channelWaitMs, pingTimeoutMs: 1000, ...options });
   model.start();
   assertEquals(await model.register(username, "password-1"), true, model.error.value ?? "");
   w.clients.push({ model, session });
@@ -164,7 +169,7 @@ Deno.test("pings are answered on the data channel and through the relay", async 
   }
 });
 
-Deno.test("a message to an offline contact fails and is resent when they come online", async () => {
+Deno.test("a message to an offline contact goes to their mailbox and arrives at their next login", async () => {
   const w = world();
   try {
     const alice = await client(w, "alice", 30);
@@ -172,11 +177,273 @@ Deno.test("a message to an offline contact fails and is resent when they come on
     bob.model.logout();
     await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
     alice.model.openChat("bob");
-    await alice.model.send("are you there?");
-    assertEquals(alice.model.messages.value[0]?.status, "failed");
+    for (const text of ["one", "two", "three"]) await alice.model.send(text);
+    // Stored on the servers, pending: not failed, and nothing relayed.
+    assertEquals(
+      alice.model.messages.value.map((m) => [m.text, m.status, m.via]),
+      [["one", "sent", "mailbox"], ["two", "sent", "mailbox"], ["three", "sent", "mailbox"]],
+    );
+    assertEquals(w.cluster.mailboxes.get("bob")?.length, 3);
+    assertEquals(w.cluster.relayed.length, 0);
+
     assertEquals(await bob.model.login("bob", "password-1"), true);
-    await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "resent");
-    assertEquals(bob.model.messagesWith("alice").map((m) => m.text), ["are you there?"]);
+    await waitFor(() => bob.model.messagesWith("alice").length === 3, "bob got the mail");
+    assertEquals(
+      bob.model.messagesWith("alice").map((m) => [m.text, m.sender, m.via, m.status]),
+      [
+        ["one", "alice", "mailbox", "delivered"],
+        ["two", "alice", "mailbox", "delivered"],
+        ["three", "alice", "mailbox", "delivered"],
+      ],
+    );
+    assertEquals(bob.model.unread.value.alice, 3);
+    await waitFor(
+      () => alice.model.messages.value.every((m) => m.status === "delivered"),
+      "alice sees them delivered",
+    );
+    assertEquals(alice.model.messages.value.map((m) => m.via), ["mailbox", "mailbox", "mailbox"]);
+    await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "mailbox emptied");
+
+    // Once: another login finds nothing new, and nothing was resent directly.
+    bob.model.logout();
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await settle();
+    assertEquals(bob.model.messagesWith("alice").length, 3);
+    assertEquals(w.cluster.mailSent.flatMap((s) => s.ids).length, 3);
+    assertEquals(w.cluster.relayed.length, 0);
+    assertEquals(bob.model.rejected.count, 0);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a message that reaches the peer both directly and through the mailbox is shown once", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    alice.model.openChat("bob");
+    await alice.model.send("direct first");
+    await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
+    const [row] = alice.model.messages.value;
+    assert(row);
+    // The same message also sits in bob's mailbox (say, a retry that raced the data channel).
+    const envelope = JSON.stringify({
+      v: 1,
+      type: "chat",
+      id: row.id,
+      from: "alice",
+      to: "bob",
+      sentAt: row.sentAt,
+      text: row.text,
+    });
+    w.cluster.mailboxes.set("bob", [{ id: row.id, from: "alice", sentAt: row.sentAt, envelope }]);
+    bob.session.dropConnection();
+    bob.session.restoreConnection();
+    await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "acknowledged");
+    assertEquals(bob.model.messagesWith("alice").map((m) => [m.text, m.via]), [[
+      "direct first",
+      "p2p",
+    ]]);
+
+    // And the other way round: first through the mailbox, then relayed again.
+    const id = "mailbox-first-01";
+    const second = { v: 1, type: "chat", id, from: "alice", to: "bob", sentAt: Date.now() };
+    const text = JSON.stringify({ ...second, text: "mailbox first" });
+    w.cluster.mailboxes.set("bob", [{ id, from: "alice", sentAt: second.sentAt, envelope: text }]);
+    bob.session.dropConnection();
+    bob.session.restoreConnection();
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "mail fetched");
+    bob.session.injectRelay("alice", text);
+    await settle();
+    assertEquals(
+      bob.model.messagesWith("alice").map((m) => [m.text, m.via]),
+      [["direct first", "p2p"], ["mailbox first", "mailbox"]],
+    );
+    assertEquals(bob.model.unread.value.alice, 2);
+    assertEquals(bob.model.rejected.count, 0);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("mailbox entries whose envelope is forged or malformed are rejected, and acknowledged", async () => {
+  const w = world();
+  try {
+    await client(w, "alice");
+    await client(w, "mallory");
+    const bob = await client(w, "bob");
+    bob.model.logout();
+    const chat = (id: string, from: string, to: string, text: string) =>
+      JSON.stringify({ v: 1, type: "chat", id, from, to, sentAt: 1000, text });
+    w.cluster.mailboxes.set("bob", [
+      // mallory's server record, but the envelope claims alice wrote it
+      {
+        id: "forged-0001",
+        from: "mallory",
+        sentAt: 1000,
+        envelope: chat("forged-0001", "alice", "bob", "I am alice"),
+      },
+      // addressed to someone else
+      {
+        id: "misdirect-01",
+        from: "mallory",
+        sentAt: 1001,
+        envelope: chat("misdirect-01", "mallory", "carol", "hi"),
+      },
+      // id differs from the server's record
+      {
+        id: "swapped-0001",
+        from: "mallory",
+        sentAt: 1002,
+        envelope: chat("other-id-001", "mallory", "bob", "hi"),
+      },
+      { id: "garbage-0001", from: "mallory", sentAt: 1003, envelope: "{not json" },
+      {
+        id: "genuine-0001",
+        from: "mallory",
+        sentAt: 1004,
+        envelope: chat("genuine-0001", "mallory", "bob", "real"),
+      },
+    ]);
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "all acknowledged");
+    assertEquals(bob.model.messagesWith("alice").length, 0);
+    assertEquals(bob.model.messagesWith("mallory").map((m) => m.text), ["real"]);
+    assertEquals(bob.model.rejected.count, 4);
+    assertEquals(w.cluster.mailAcked.flatMap((a) => a.messages).length, 5);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("delivered notices mark only the sender's own messages to that recipient", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    alice.model.openChat("bob");
+    await alice.model.send("pending one");
+    const [row] = alice.model.messages.value;
+    assert(row);
+    assertEquals(row.status, "sent");
+    // Another user cannot claim to have received it.
+    alice.session.events.onDelivered?.("mallory", [row.id]);
+    await settle();
+    assertEquals(alice.model.messages.value[0]?.status, "sent");
+    alice.session.events.onDelivered?.("bob", [row.id, "unknown-id-01"]);
+    await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
+    // Status never moves back.
+    alice.session.events.onDelivered?.("bob", [row.id]);
+    await settle();
+    assertEquals(alice.model.messages.value[0]?.status, "delivered");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a mailbox message later acknowledged directly by the peer is delivered", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    alice.model.openChat("bob");
+    await alice.model.send("stored");
+    assertEquals(alice.model.messages.value[0]?.via, "mailbox");
+    const id = alice.model.messages.value[0]!.id;
+    // Bob comes back but the mail is acknowledged only directly (e.g. mail_ack was lost).
+    w.cluster.mailboxes.set("bob", []);
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    bob.model.openChat("alice");
+    await waitFor(() => bob.model.isChannelOpen("alice"), "channel open");
+    bob.session.injectRelay(
+      "alice",
+      JSON.stringify({
+        v: 1,
+        type: "chat",
+        id,
+        from: "alice",
+        to: "bob",
+        sentAt: 1,
+        text: "stored",
+      }),
+    );
+    await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
+    assertEquals(alice.model.messages.value[0]?.via, "mailbox");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("when the relay says peer_offline the message goes to the mailbox", async () => {
+  const w = world();
+  w.net.isBlocked = true;
+  try {
+    const alice = await client(w, "alice", 30);
+    await client(w, "bob", 30);
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    // Bob vanishes without alice hearing of it (stale presence).
+    w.cluster.online.delete("bob");
+    alice.model.openChat("bob");
+    await alice.model.send("are you there?");
+    await waitFor(() => alice.model.messages.value[0]?.via === "mailbox", "moved to the mailbox");
+    assertEquals(alice.model.messages.value[0]?.status, "sent");
+    assertEquals(w.cluster.mailboxes.get("bob")?.map((m) => m.id), [
+      alice.model.messages.value[0]!.id,
+    ]);
+    assertEquals(alice.model.error.value, null);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("messages sent while the WebSocket is down stay sending and go out on reconnect", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    alice.model.openChat("bob");
+    alice.session.dropConnection();
+    await alice.model.send("first");
+    await alice.model.send("second");
+    assertEquals(alice.model.messages.value.map((m) => m.status), ["sending", "sending"]);
+    assertEquals(w.cluster.mailSent.length, 0);
+    alice.session.restoreConnection();
+    await waitFor(
+      () => alice.model.messages.value.every((m) => m.status === "sent"),
+      "sent after reconnect",
+    );
+    assertEquals(w.cluster.mailboxes.get("bob")?.map((m) => m.sentAt).length, 2);
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "received");
+    assertEquals(bob.model.messagesWith("alice").map((m) => m.text), ["first", "second"]);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a refused mailbox send shows the servers' reason, is marked failed, and is retried", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30, { mailRetryMs: 50 });
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    w.cluster.mailError = { code: "mailbox_full", message: "bob's mailbox is full" };
+    alice.model.openChat("bob");
+    await alice.model.send("too much");
+    assertEquals(alice.model.messages.value[0]?.status, "failed");
+    assertEquals(alice.model.error.value, "bob's mailbox is full");
+    w.cluster.mailError = null;
+    await waitFor(() => alice.model.messages.value[0]?.status === "sent", "retried");
+    assertEquals(alice.model.messages.value[0]?.via, "mailbox");
   } finally {
     shutdown(w);
   }

@@ -19,9 +19,17 @@
  */
 import { openDB } from "idb";
 
-/** Which path carried a message. */
-export type MessageVia = "p2p" | "relay";
-/** Delivery state of a message, from the sender's point of view (received ones are `delivered`). */
+/**
+ * Which path carried a message: the data channel, a `relay` frame through the servers, or the
+ * recipient's offline mailbox on the servers.
+ */
+export type MessageVia = "p2p" | "relay" | "mailbox";
+/**
+ * Delivery state of a message, from the sender's point of view (received ones are `delivered`):
+ * `sending` (not yet handed to any path, e.g. while the WebSocket is down), `sent` (on its way,
+ * or stored in the recipient's mailbox: pending), `delivered` (the recipient stored it), `failed`
+ * (the servers refused it; retried later).
+ */
 export type MessageStatus = "sending" | "sent" | "delivered" | "failed";
 
 /** One stored message. */
@@ -91,7 +99,7 @@ CREATE TABLE IF NOT EXISTS messages (
   sent_at INTEGER NOT NULL,
   received_at INTEGER,
   text TEXT NOT NULL,
-  via TEXT NOT NULL CHECK (via IN ('p2p', 'relay')),
+  via TEXT NOT NULL CHECK (via IN ('p2p', 'relay', 'mailbox')),
   status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'delivered', 'failed'))
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at, id);
@@ -190,6 +198,22 @@ export class History {
        ORDER BY sent_at, id`,
       [peer, me],
     );
+  }
+
+  /** Contacts to whom some own message was never handed to a path (`sending` or `failed`). */
+  peersWithUnsent(me: string): string[] {
+    const stmt = this.#db.prepare(
+      `SELECT DISTINCT peer FROM messages WHERE sender = ? AND status IN ('sending', 'failed')
+       ORDER BY peer`,
+    );
+    try {
+      stmt.bind([me]);
+      const peers: string[] = [];
+      while (stmt.step()) peers.push(String(stmt.get()[0]));
+      return peers;
+    } finally {
+      stmt.free();
+    }
   }
 
   /** Number of stored messages. */

@@ -98,3 +98,23 @@ Deno.test("persisting a message writes one row, whatever the history size", asyn
   assertEquals(stores.puts - before, 1);
   assert(h.count() === 501);
 });
+
+Deno.test("mailbox rows: stored and reloaded, status only moves forward, unsent peers listed", async () => {
+  const stores = createMemoryRowStores();
+  let h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("mail-00001", 10, { status: "sent", via: "mailbox" }));
+  await h.insert(row("mail-00002", 11));
+  await h.insert(row("mail-00003", 12, { peer: "carol", recipient: "carol", status: "failed" }));
+  await h.insert(row("mail-00004", 13, { peer: "dave", recipient: "dave", status: "sent" }));
+  assertEquals(h.peersWithUnsent("alice"), ["bob", "carol"]);
+  assertEquals((await h.update("mail-00001", { status: "delivered" }))?.status, "delivered");
+  assertEquals((await h.update("mail-00001", { status: "sent" }))?.status, "delivered");
+  assertEquals((await h.update("mail-00001", { status: "failed" }))?.status, "delivered");
+  assertEquals((await h.update("mail-00003", { status: "sent", via: "mailbox" }))?.via, "mailbox");
+  h.close();
+  h = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(h.get("mail-00001")?.via, "mailbox");
+  assertEquals(h.get("mail-00001")?.status, "delivered");
+  assertEquals(h.peersWithUnsent("alice"), ["bob"]);
+  h.close();
+});

@@ -13,6 +13,9 @@ import {
   type ContactEntry,
   type ErrorCode,
   HEARTBEAT_INTERVAL_MS,
+  type IncomingMail,
+  type MailReceipt,
+  type OutgoingMail,
   parseServerFrame,
   PROTOCOL_VERSION,
   type ServerFrame,
@@ -108,6 +111,8 @@ export interface SessionEvents {
   onSuperseded?(message: string): void;
   /** An error not tied to a request (for example `peer_offline` for a signal or relay). */
   onServerError?(code: ErrorCode, message: string): void;
+  /** `by` received messages `ids` of this user from their mailbox (and acknowledged them). */
+  onDelivered?(by: string, ids: string[]): void;
 }
 
 /** What a successful login or resume yields. */
@@ -141,6 +146,12 @@ export interface SessionApi {
   ping(): Promise<number>;
   signal(to: string, data: SignalData): void;
   relay(to: string, payload: string): void;
+  /** Stores messages in `to`'s mailbox; resolves once the servers hold them durably. */
+  mailSend(to: string, messages: OutgoingMail[]): Promise<void>;
+  /** This user's pending mailbox messages, in delivery order. */
+  mailFetch(): Promise<IncomingMail[]>;
+  /** Acknowledges received mailbox messages (they are deleted; their senders are told). */
+  mailAck(messages: MailReceipt[]): Promise<void>;
   logout(): void;
 }
 
@@ -273,6 +284,23 @@ export class Session implements SessionApi {
   /** Relays an opaque payload to `to` through the servers (fire and forget). */
   relay(to: string, payload: string): void {
     this.#sendNow({ v: PROTOCOL_VERSION, type: "relay", to, payload });
+  }
+
+  /** Stores `messages` (at most `MAX_MAIL_BATCH`) in `to`'s mailbox. Rejects with {@link ServerError}. */
+  async mailSend(to: string, messages: OutgoingMail[]): Promise<void> {
+    await this.#request({ v: PROTOCOL_VERSION, type: "mail_send", reqId: 0, to, messages });
+  }
+
+  /** Fetches this user's pending mailbox messages, in delivery order. */
+  async mailFetch(): Promise<IncomingMail[]> {
+    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "mail_fetch", reqId: 0 });
+    if (frame.type !== "mail") throw new ServerError("internal", "Unexpected reply");
+    return frame.messages;
+  }
+
+  /** Acknowledges received mailbox messages (at most `MAX_MAIL_BATCH`). */
+  async mailAck(messages: MailReceipt[]): Promise<void> {
+    await this.#request({ v: PROTOCOL_VERSION, type: "mail_ack", reqId: 0, messages });
   }
 
   /** Forgets the token and closes the connection; a new {@link start} reconnects anonymously. */
@@ -429,7 +457,11 @@ export class Session implements SessionApi {
       case "session":
       case "contacts":
       case "pong":
+      case "mail":
         this.#settle(frame.reqId, frame);
+        return;
+      case "delivered":
+        this.events.onDelivered?.(frame.by, frame.ids);
         return;
       case "error":
         if (frame.reqId !== undefined && this.#pending.has(frame.reqId)) {

@@ -79,6 +79,32 @@ class FakeServer {
         };
       case "ping":
         return { v: 1, type: "pong", reqId: f.reqId };
+      case "mail_send":
+        return f.to === "nobody"
+          ? {
+            v: 1,
+            type: "error",
+            reqId: f.reqId,
+            code: "unknown_user",
+            message: 'No user named "nobody": check the name',
+          }
+          : { v: 1, type: "ok", reqId: f.reqId };
+      case "mail_fetch":
+        return {
+          v: 1,
+          type: "mail",
+          reqId: f.reqId,
+          messages: [{ id: "message-0001", from: "bob", sentAt: 5, envelope: "sealed" }],
+        };
+      case "mail_ack": {
+        const sock = this.sockets.at(-1)!;
+        setTimeout(
+          () =>
+            sock.push({ v: 1, type: "delivered", by: "carol", ids: f.messages.map((m) => m.id) }),
+          0,
+        );
+        return { v: 1, type: "ok", reqId: f.reqId };
+      }
       case "contacts":
         if (this.supersedeOnContacts) {
           const sock = this.sockets.at(-1)!;
@@ -260,6 +286,38 @@ Deno.test("superseded: the close code alone also stops the session", async () =>
     assertEquals(s.status, "offline");
     await new Promise((r) => setTimeout(r, 50));
     assertEquals(c.servers[0]!.sockets.length, 1, "no reconnect");
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("mailbox requests: send, fetch, ack, errors with the server's message, delivered", async () => {
+  const c = cluster(1);
+  const s = new Session({ openSocket: c.openSocket, storage: memoryStorage() }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  try {
+    await s.login("alice", "password-1");
+    await s.mailSend("bob", [{ id: "message-0002", sentAt: 1, envelope: "x" }]);
+    const err = await s.mailSend("nobody", [{ id: "message-0003", sentAt: 1, envelope: "x" }])
+      .catch((e) => e as Error);
+    assertEquals(err instanceof Error ? err.message : "", 'No user named "nobody": check the name');
+    assertEquals(await s.mailFetch(), [
+      { id: "message-0001", sentAt: 5, envelope: "sealed", from: "bob" },
+    ]);
+    const delivered: Array<[string, string[]]> = [];
+    s.events.onDelivered = (by, ids) => delivered.push([by, ids]);
+    await s.mailAck([{ id: "message-0001", from: "bob" }]);
+    await waitFor(() => delivered.length === 1, "delivered pushed");
+    assertEquals(delivered, [["carol", ["message-0001"]]]);
+    const sent = c.servers[0]!.sockets.at(-1)!.sent.map((f) => f.type);
+    assertEquals(sent.filter((t) => t.startsWith("mail_")), [
+      "mail_send",
+      "mail_send",
+      "mail_fetch",
+      "mail_ack",
+    ]);
   } finally {
     s.stop();
   }

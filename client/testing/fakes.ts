@@ -1,10 +1,18 @@
 /**
  * In-memory stand-ins for the servers and for WebRTC, so chat models can talk to each other in a
- * unit test: {@link FakeCluster} plays the servers (accounts, presence, signal and relay routing),
+ * unit test: {@link FakeCluster} plays the servers (accounts, presence, signal and relay routing,
+ * offline mailboxes with `mail_send`/`mail_fetch`/`mail_ack` and the `delivered` notice),
  * {@link FakeDirectNetwork} plays WebRTC (an offer/answer handshake through the signals, then
  * message passing). Everything crosses the boundary asynchronously and as a copy, as on a wire.
  */
-import type { ContactEntry, ErrorCode, SignalData } from "../../shared/mod.ts";
+import type {
+  ContactEntry,
+  ErrorCode,
+  IncomingMail,
+  MailReceipt,
+  OutgoingMail,
+  SignalData,
+} from "../../shared/mod.ts";
 import type { PeerLink, PeerLinkFactory, PeerLinkHandlers } from "../peer_link.ts";
 import {
   type ConnectionStatus,
@@ -22,6 +30,14 @@ export class FakeCluster {
   readonly online = new Map<string, FakeSession>();
   /** Every relay payload routed, for assertions about the path. */
   readonly relayed: Array<{ from: string; to: string; payload: string }> = [];
+  /** Stored mailbox messages per recipient, in delivery (arrival) order. */
+  readonly mailboxes = new Map<string, IncomingMail[]>();
+  /** Every `mail_send` accepted, for assertions. */
+  readonly mailSent: Array<{ from: string; to: string; ids: string[] }> = [];
+  /** Every `mail_ack` received, for assertions. */
+  readonly mailAcked: Array<{ by: string; messages: MailReceipt[] }> = [];
+  /** When set, `mail_send` is refused with this error (as a full or unavailable store would). */
+  mailError: { code: ErrorCode; message: string } | null = null;
 
   /** A new client session connected to this cluster. */
   connect(): FakeSession {
@@ -114,6 +130,71 @@ export class FakeSession implements SessionApi {
     this.cluster.route(from, to, (s) => s.events.onRelay?.(from, payload));
   }
 
+  mailSend(to: string, messages: OutgoingMail[]): Promise<void> {
+    const from = this.#me();
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    const refusal = this.cluster.mailError;
+    if (refusal) return Promise.reject(new ServerError(refusal.code, refusal.message));
+    if (!this.cluster.accounts.has(to)) {
+      return Promise.reject(new ServerError("unknown_user", `No user named "${to}"`));
+    }
+    let box = this.cluster.mailboxes.get(to);
+    if (!box) this.cluster.mailboxes.set(to, box = []);
+    for (const m of structuredClone(messages)) {
+      if (!box.some((e) => e.id === m.id)) box.push({ ...m, from });
+    }
+    this.cluster.mailSent.push({ from, to, ids: messages.map((m) => m.id) });
+    return new Promise((resolve) => later(resolve));
+  }
+
+  mailFetch(): Promise<IncomingMail[]> {
+    const me = this.#me();
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    const copy = structuredClone(this.cluster.mailboxes.get(me) ?? []);
+    return new Promise((resolve) => later(() => resolve(copy)));
+  }
+
+  mailAck(messages: MailReceipt[]): Promise<void> {
+    const me = this.#me();
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    this.cluster.mailAcked.push({ by: me, messages: structuredClone(messages) });
+    const acked = new Set(messages.map((m) => m.id));
+    const box = this.cluster.mailboxes.get(me) ?? [];
+    this.cluster.mailboxes.set(me, box.filter((m) => !acked.has(m.id)));
+    const bySender = new Map<string, string[]>();
+    for (const m of messages) bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.id]);
+    for (const [sender, ids] of bySender) {
+      const target = this.cluster.online.get(sender);
+      if (target) later(() => target.events.onDelivered?.(me, ids));
+    }
+    return new Promise((resolve) => later(resolve));
+  }
+
+  /** The WebSocket drops: the user goes offline for the others; requests fail. */
+  dropConnection(): void {
+    if (this.user && this.cluster.online.get(this.user) === this) {
+      this.cluster.online.delete(this.user);
+      this.cluster.broadcast(this.user, false);
+    }
+    this.#setStatus("connecting");
+  }
+
+  /** The WebSocket is back and the session resumed (as after a failover). */
+  restoreConnection(): void {
+    const username = this.#me();
+    this.cluster.online.set(username, this);
+    this.cluster.broadcast(username, true);
+    this.#setStatus("online");
+    later(() =>
+      this.events.onResumed?.({
+        username,
+        token: `token-${username}-0123456789`,
+        expiresAt: Date.now() + 3_600_000,
+        servers: ["http://127.0.0.1:1"],
+      })
+    );
+  }
+
   /** Delivers a relay frame claiming to come from `from` (to test forged messages). */
   injectRelay(from: string, payload: string): void {
     later(() => this.events.onRelay?.(from, payload));
@@ -131,6 +212,10 @@ export class FakeSession implements SessionApi {
     }
     this.user = null;
     this.#setStatus("offline");
+  }
+
+  #disconnected(): ServerError {
+    return new ServerError("disconnected", "Connection to the server was lost");
   }
 
   #me(): string {

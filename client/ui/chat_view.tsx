@@ -1,13 +1,22 @@
 /** The open conversation: messages and the input line. */
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
+import type { MessageRow } from "../history.ts";
 
 const STATUS_TEXT = {
   sending: "sending…",
-  sent: "sent",
-  delivered: "delivered",
-  failed: "not delivered, will retry when online",
+  sent: "✓ sent, pending",
+  delivered: "✓✓ delivered",
+  failed: "not stored, will retry",
 } as const;
+
+const PATH_TEXT = { p2p: "direct", relay: "via server", mailbox: "mailbox" } as const;
+
+/** The status line of one of my messages, as people read it. */
+function statusText(m: MessageRow): string {
+  if (m.status === "sent" && m.via === "mailbox") return "✓ stored on the servers, pending";
+  return STATUS_TEXT[m.status];
+}
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
@@ -44,7 +53,13 @@ export function ChatView({ model }: { model: ChatModel }) {
         </button>
         <span class={online ? "dot online" : "dot"} aria-hidden="true" />
         <strong>{peer}</strong>
-        <span class="path">{isDirect ? "direct (p2p)" : online ? "via server" : "offline"}</span>
+        <span class="path">
+          {isDirect
+            ? "direct (p2p)"
+            : online
+            ? "via server"
+            : "offline: messages wait on the servers"}
+        </span>
       </header>
       <ol class="messages" ref={listRef}>
         {messages.map((m) => (
@@ -60,8 +75,12 @@ export function ChatView({ model }: { model: ChatModel }) {
             <span class="text">{m.text}</span>
             <span class="meta">
               {time.format(m.sentAt)}
-              {m.status === "failed" ? "" : ` · ${m.via}`}
-              {m.sender === me && ` · ${STATUS_TEXT[m.status]}`}
+              {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
+              {m.sender === me && (
+                <span class="status" data-testid="message-status">
+                  {` · ${statusText(m)}`}
+                </span>
+              )}
             </span>
           </li>
         ))}

@@ -130,3 +130,44 @@ export function pingRoundTrips(
     path,
   );
 }
+
+/**
+ * Waits until every message from `sender` in the open conversation has `data-status` equal to
+ * `status`, and there are exactly `count` of them; reports what the page shows on timeout.
+ */
+export async function waitForStatuses(
+  page: Page,
+  sender: string,
+  status: string,
+  count: number,
+  timeoutMs = 20_000,
+) {
+  try {
+    await page.waitForFunction(
+      (sel, from, want, n) => {
+        const els = [...document.querySelectorAll(`${sel}[data-from="${from}"]`)];
+        return els.length === n && els.every((el) => el.getAttribute("data-status") === want);
+      },
+      { timeout: timeoutMs },
+      byId("message"),
+      sender,
+      status,
+      count,
+    );
+  } catch {
+    const shown = (await shownMessages(page)).filter((m) => m.from === sender);
+    throw new Error(
+      `Expected ${count} messages from ${sender} with status "${status}", page shows ${
+        JSON.stringify(shown)
+      }`,
+    );
+  }
+}
+
+/** The status line the page shows under each of the open conversation's messages. */
+export function shownStatusTexts(page: Page): Promise<string[]> {
+  return page.$$eval(
+    byId("message"),
+    (els) => els.map((el) => el.querySelector(".meta")?.textContent ?? ""),
+  );
+}
