@@ -9,21 +9,41 @@
  */
 import { canUseNetns, createIsolatedNamespace } from "./support/netns.ts";
 import { CHROMIUM_PATH } from "./support/browser.ts";
+import { removeLeftovers } from "./support/netns_cluster.ts";
 
 const deno = Deno.execPath();
 let passed = 0;
 let failed = 0;
 const failures: string[] = [];
 
+/** A step that runs longer than this is killed and fails (a hang must not stall CI). */
+const STEP_TIMEOUT_MS = Number(Deno.env.get("P2P_TEST_STEP_TIMEOUT_S") ?? "600") * 1000;
+
 async function step(name: string, cmd: string, args: string[]): Promise<string> {
   console.log(`\n=== ${name}: ${[cmd, ...args].join(" ")}`);
-  // Uncoloured output, so the summary line ("ok | 3 passed | 0 failed") can be read.
-  const child = new Deno.Command(cmd, {
-    args,
+  // Each step runs in its own session (setsid), so that the step and every process it started
+  // (servers, browsers) can be ended together. Uncoloured output, so that the summary line
+  // ("ok | 3 passed | 0 failed") can be read.
+  const child = new Deno.Command("setsid", {
+    args: [cmd, ...args],
     stdout: "piped",
     stderr: "inherit",
     env: { NO_COLOR: "1" },
   }).spawn();
+  const killGroup = () => {
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch { /* the group is already gone */ }
+  };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    console.error(
+      `\n${name} did not finish within ${STEP_TIMEOUT_MS / 1000} s: killing it and everything it ` +
+        `started. Rerun that step alone to see where it hangs (P2P_TEST_STEP_TIMEOUT_S sets the limit).`,
+    );
+    killGroup();
+  }, STEP_TIMEOUT_MS);
   let out = "";
   const decoder = new TextDecoder();
   for await (const chunk of child.stdout) {
@@ -32,6 +52,14 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
     await Deno.stdout.write(chunk);
   }
   const status = await child.status;
+  clearTimeout(timer);
+  // Anything the step left running (a server a failed test did not stop) ends with it.
+  killGroup();
+  if (timedOut) {
+    failed++;
+    failures.push(`${name} (timed out)`);
+    return out;
+  }
   const summary = out.match(/(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/);
   if (summary) {
     passed += Number(summary[1]);
@@ -104,6 +132,8 @@ if (!chromiumFound) {
 // Multi-host tests make their own namespaces (a bridge in a hub namespace, one server per
 // namespace): they run from the root namespace and fail loudly under CI=true without root.
 await step("multi-host tests in network namespaces", deno, ["test", "--allow-all", "tests/netns/"]);
+// A step killed on timeout cannot clean up after itself: remove its namespaces here.
+if ((await canUseNetns()).ok) await removeLeftovers();
 
 console.log(failures.length ? `\nFailed steps: ${failures.join(", ")}` : "\nAll steps passed.");
 console.log(`tests: ${passed} passed, ${failed} failed`);

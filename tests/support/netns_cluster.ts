@@ -403,7 +403,7 @@ export class NetnsCluster implements AsyncDisposable {
  * Deletes namespaces of earlier runs whose test process no longer runs, ending the processes
  * still inside them (servers and probes that run crashed left behind).
  */
-async function removeLeftovers(): Promise<void> {
+export async function removeLeftovers(): Promise<void> {
   const list = await run("ip", ["netns", "list"]);
   const pattern = new RegExp(`^${NETNS_PREFIX}(\\d+)-\\S+`);
   for (const line of list.out.split("\n")) {
