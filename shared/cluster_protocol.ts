@@ -15,7 +15,14 @@ import {
   readObject,
   readString,
 } from "./validate.ts";
-import { checkUsername, readUsername, type ServerFrame, validateServerFrame } from "./protocol.ts";
+import {
+  type AccountKeys,
+  checkUsername,
+  readAccountKeys,
+  readUsername,
+  type ServerFrame,
+  validateServerFrame,
+} from "./protocol.ts";
 
 /** Version of the server ↔ server protocol. */
 export const CLUSTER_PROTOCOL_VERSION = 1;
@@ -28,6 +35,8 @@ export interface AccountRecord {
   /** bcrypt hash of the secret. */
   hash: string;
   createdAt: number;
+  /** Public keys and wrapped private keys, when the client registered with keys. */
+  keys?: AccountKeys;
 }
 
 /** Server → server requests. */
@@ -61,6 +70,7 @@ function readAccount(value: unknown, path: string): AccountRecord {
     username: readUsername(obj, "username", path),
     hash: readString(obj, "hash", path, { min: 20, max: 100, pattern: /^\$2[aby]\$\d\d\$/ }),
     createdAt: readNumber(obj, "createdAt", path, { min: 0, max: 8.64e15, integer: true }),
+    ...(obj.keys === undefined ? {} : { keys: readAccountKeys(obj.keys, `${path}.keys`) }),
   };
 }
 

@@ -34,9 +34,22 @@ export const PRESENCE_TIMEOUT_MS = 15_000;
 /** Request ids let a client match a reply to its request. */
 type ReqId = number;
 
+/**
+ * A user's public keys and password-wrapped private keys, as the directory keeps them. Servers
+ * store and hand them out but cannot use the private keys: only the user's browser can unwrap.
+ */
+export interface AccountKeys {
+  /** RSA-OAEP public key (encryption), SPKI in base64url. */
+  encryption: string;
+  /** RSA-PSS public key (signatures), SPKI in base64url. */
+  signing: string;
+  /** The private keys wrapped with the user's wrapping key: opaque to servers. */
+  wrapped: string;
+}
+
 /** Client → server frames. */
 export type ClientFrame =
-  | { v: 1; type: "register"; reqId: ReqId; username: string; secret: string }
+  | { v: 1; type: "register"; reqId: ReqId; username: string; secret: string; keys?: AccountKeys }
   | { v: 1; type: "login"; reqId: ReqId; username: string; secret: string }
   | { v: 1; type: "resume"; reqId: ReqId; token: string }
   | { v: 1; type: "contacts"; reqId: ReqId }
@@ -46,6 +59,7 @@ export type ClientFrame =
   | { v: 1; type: "ping"; reqId: ReqId }
   | { v: 1; type: "mail_send"; reqId: ReqId; to: string; messages: OutgoingMail[] }
   | { v: 1; type: "mail_fetch"; reqId: ReqId }
+  | { v: 1; type: "get_keys"; reqId: ReqId; username: string }
   | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] };
 
 /** A message for an offline recipient: the encrypted envelope, opaque to servers. */
@@ -92,6 +106,8 @@ export type ServerFrame =
     token: string;
     expiresAt: number;
     servers: string[];
+    /** The user's own keys, so a new device can unwrap its private keys. */
+    keys?: AccountKeys;
   }
   | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
   | { v: 1; type: "presence"; username: string; online: boolean }
@@ -99,6 +115,7 @@ export type ServerFrame =
   | { v: 1; type: "relay"; from: string; payload: string }
   | { v: 1; type: "pong"; reqId: ReqId }
   | { v: 1; type: "mail"; reqId: ReqId; messages: IncomingMail[] }
+  | { v: 1; type: "keys"; reqId: ReqId; username: string; encryption: string; signing: string }
   | { v: 1; type: "delivered"; by: string; ids: string[] }
   /**
    * This session was replaced by a newer login of the same user (one active session per user);
@@ -123,6 +140,7 @@ const CLIENT_TYPES = [
   "mail_send",
   "mail_fetch",
   "mail_ack",
+  "get_keys",
 ] as const;
 
 const SERVER_TYPES = [
@@ -136,6 +154,7 @@ const SERVER_TYPES = [
   "pong",
   "mail",
   "delivered",
+  "keys",
   "superseded",
 ] as const;
 
@@ -205,14 +224,19 @@ export function validateClientFrame(value: unknown): ClientFrame {
   const { obj, type } = readEnvelope(value, PROTOCOL_VERSION, CLIENT_TYPES);
   switch (type as ClientFrame["type"]) {
     case "register":
-    case "login":
-      return {
+    case "login": {
+      const frame: ClientFrame = {
         v: 1,
         type: type as "register" | "login",
         reqId: readReqId(obj),
         username: readUsername(obj, "username"),
         secret: readSecret(obj),
       };
+      if (type === "register" && obj.keys !== undefined) {
+        (frame as { keys?: AccountKeys }).keys = readAccountKeys(obj.keys, "keys");
+      }
+      return frame;
+    }
     case "resume":
       return {
         v: 1,
@@ -245,6 +269,13 @@ export function validateClientFrame(value: unknown): ClientFrame {
       };
     case "mail_fetch":
       return { v: 1, type: "mail_fetch", reqId: readReqId(obj) };
+    case "get_keys":
+      return {
+        v: 1,
+        type: "get_keys",
+        reqId: readReqId(obj),
+        username: readUsername(obj, "username"),
+      };
     case "mail_ack":
       return {
         v: 1,
@@ -253,6 +284,18 @@ export function validateClientFrame(value: unknown): ClientFrame {
         messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readReceipt),
       };
   }
+}
+
+const PUBLIC_KEY_RULE = { min: 100, max: 2048, pattern: /^[A-Za-z0-9_-]+$/ };
+
+/** Reads a user's keys: two public keys and the opaque wrapped private keys. */
+export function readAccountKeys(value: unknown, path: string): AccountKeys {
+  const o = readObject(value, path);
+  return {
+    encryption: readString(o, "encryption", path, PUBLIC_KEY_RULE),
+    signing: readString(o, "signing", path, PUBLIC_KEY_RULE),
+    wrapped: readString(o, "wrapped", path, { min: 16, max: 16 * 1024 }),
+  };
 }
 
 const MAIL_ID_RULE = { min: 8, max: 64, pattern: /^[A-Za-z0-9_-]{8,64}$/ };
@@ -327,6 +370,7 @@ export function validateServerFrame(value: unknown): ServerFrame {
           64,
           (v, p) => checkString(v, p, { min: 1, max: 300 }),
         ),
+        ...(obj.keys === undefined ? {} : { keys: readAccountKeys(obj.keys, "keys") }),
       };
     case "contacts":
       return {
@@ -364,6 +408,15 @@ export function validateServerFrame(value: unknown): ServerFrame {
         type: "mail",
         reqId: readReqId(obj),
         messages: readArray(obj, "messages", "", 1_000_000, readIncomingMail),
+      };
+    case "keys":
+      return {
+        v: 1,
+        type: "keys",
+        reqId: readReqId(obj),
+        username: readString(obj, "username", "", ANY_USER),
+        encryption: readString(obj, "encryption", "", PUBLIC_KEY_RULE),
+        signing: readString(obj, "signing", "", PUBLIC_KEY_RULE),
       };
     case "delivered":
       return {

@@ -12,6 +12,7 @@
 import { compare, hash } from "bcryptjs";
 import {
   ABUSE_CLOSE_CODE,
+  type AccountRecord,
   type ClientFrame,
   type ErrorCode,
   errorFrame,
@@ -256,7 +257,8 @@ export class ClientHub implements LocalSessions {
       case "resume": {
         try {
           const claims = await this.#deps.tokens.verify(frame.token);
-          if (!this.#deps.store.getAccount(claims.username)) {
+          const account = this.#deps.store.getAccount(claims.username);
+          if (!account) {
             return this.#fail(
               conn,
               "not_authenticated",
@@ -278,6 +280,7 @@ export class ClientHub implements LocalSessions {
             token: frame.token,
             expiresAt: claims.expiresAt,
             servers: cluster.liveServers(),
+            ...(account.keys ? { keys: account.keys } : {}),
           });
         } catch (err) {
           if (!(err instanceof TokenError)) throw err;
@@ -307,6 +310,26 @@ export class ClientHub implements LocalSessions {
           })),
         });
         return;
+      case "get_keys": {
+        const keys = this.#deps.store.getAccount(frame.username)?.keys;
+        if (!keys) {
+          return this.#fail(
+            conn,
+            "unknown_user",
+            `No public keys for "${frame.username}": the user does not exist or registered without keys`,
+            frame.reqId,
+          );
+        }
+        this.#send(conn, {
+          v: 1,
+          type: "keys",
+          reqId: frame.reqId,
+          username: frame.username,
+          encryption: keys.encryption,
+          signing: keys.signing,
+        });
+        return;
+      }
       case "mail_send":
       case "mail_fetch":
       case "mail_ack":
@@ -347,11 +370,12 @@ export class ClientHub implements LocalSessions {
         frame.reqId,
       );
     }
-    const account = {
+    const account: AccountRecord = {
       username: frame.username,
       hash: await hash(frame.secret, this.#bcryptCost),
       createdAt: Date.now(),
     };
+    if (frame.keys) account.keys = frame.keys;
     try {
       if (await this.#cluster!.register(account)) {
         metrics.inc("p2pchat_registrations_total", { result: "ok" });
@@ -413,6 +437,7 @@ export class ClientHub implements LocalSessions {
       token,
       expiresAt: claims.expiresAt,
       servers: this.#cluster!.liveServers(),
+      ...(account.keys ? { keys: account.keys } : {}),
     });
   }
 

@@ -13,7 +13,21 @@ const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL
    ) STRICT`,
   MAILBOX_SCHEMA,
+  // Public keys and password-wrapped private keys (JSON of AccountKeys), null for old accounts.
+  `ALTER TABLE accounts ADD COLUMN keys TEXT`,
 ];
+
+type AccountRow = { username: string; hash: string; created_at: number; keys: string | null };
+
+function toAccount(row: AccountRow): AccountRecord {
+  const account: AccountRecord = {
+    username: row.username,
+    hash: row.hash,
+    createdAt: row.created_at,
+  };
+  if (row.keys) account.keys = JSON.parse(row.keys);
+  return account;
+}
 
 /** Durable storage of one server node: accounts and offline mailboxes. */
 export class NodeStore {
@@ -50,8 +64,13 @@ export class NodeStore {
   /** Inserts an account; returns false (and changes nothing) when the username exists. */
   insertAccount(account: AccountRecord): boolean {
     const result = this.#db.prepare(
-      "INSERT OR IGNORE INTO accounts (username, hash, created_at) VALUES (?, ?, ?)",
-    ).run(account.username, account.hash, account.createdAt);
+      "INSERT OR IGNORE INTO accounts (username, hash, created_at, keys) VALUES (?, ?, ?, ?)",
+    ).run(
+      account.username,
+      account.hash,
+      account.createdAt,
+      account.keys ? JSON.stringify(account.keys) : null,
+    );
     return Number(result.changes) === 1;
   }
 
@@ -63,17 +82,17 @@ export class NodeStore {
   /** The account of `username`, or undefined. */
   getAccount(username: string): AccountRecord | undefined {
     const row = this.#db.prepare(
-      "SELECT username, hash, created_at FROM accounts WHERE username = ?",
-    ).get(username) as { username: string; hash: string; created_at: number } | undefined;
-    return row && { username: row.username, hash: row.hash, createdAt: row.created_at };
+      "SELECT username, hash, created_at, keys FROM accounts WHERE username = ?",
+    ).get(username) as AccountRow | undefined;
+    return row && toAccount(row);
   }
 
   /** Every account, ordered by username. */
   listAccounts(): AccountRecord[] {
     const rows = this.#db.prepare(
-      "SELECT username, hash, created_at FROM accounts ORDER BY username",
-    ).all() as { username: string; hash: string; created_at: number }[];
-    return rows.map((r) => ({ username: r.username, hash: r.hash, createdAt: r.created_at }));
+      "SELECT username, hash, created_at, keys FROM accounts ORDER BY username",
+    ).all() as AccountRow[];
+    return rows.map(toAccount);
   }
 
   /** Number of accounts held. */

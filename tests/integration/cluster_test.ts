@@ -182,3 +182,47 @@ Deno.test("a registration is acknowledged only once a second server holds the ac
     await Promise.all(servers.map((s) => s.stop()));
   }
 });
+
+Deno.test("keys registered on one server are returned at login and by get_keys on another", async () => {
+  const servers = await startCluster(3);
+  const clients: TestClient[] = [];
+  try {
+    const keys = {
+      encryption: "E".repeat(560),
+      signing: "S".repeat(560),
+      wrapped: JSON.stringify({ sealed: "w".repeat(64) }),
+    };
+    const alice = await TestClient.connect(servers[0]!.url);
+    clients.push(alice);
+    const reg = await alice.request({
+      type: "register",
+      username: "alice",
+      secret: PASSWORD,
+      keys,
+    });
+    assert.equal(reg.type, "ok");
+    // A new device on another server receives the wrapped private keys with its session.
+    const device = await TestClient.connect(servers[2]!.url);
+    clients.push(device);
+    const session = await device.login("alice", PASSWORD, false);
+    assert.deepEqual(session.type === "session" && session.keys, keys);
+    // Another user gets alice's public keys, never the wrapped private ones.
+    const bob = await TestClient.connect(servers[1]!.url);
+    clients.push(bob);
+    await bob.login("bob", PASSWORD);
+    const got = await bob.request({ type: "get_keys", username: "alice" });
+    assert.deepEqual(got, {
+      v: 1,
+      type: "keys",
+      reqId: (got as { reqId: number }).reqId,
+      username: "alice",
+      encryption: keys.encryption,
+      signing: keys.signing,
+    });
+    const none = await bob.request({ type: "get_keys", username: "nobody" });
+    assert.equal(none.type === "error" && none.code, "unknown_user");
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
