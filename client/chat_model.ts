@@ -14,9 +14,18 @@
  * servers then tell the sender (`delivered`). While the WebSocket is down, messages that cannot
  * go over an open data channel stay `sending` and go out when the session is back. Messages to
  * one contact go out one flush at a time, in send order.
- * Every incoming peer message is validated with `parsePeerMessage`, and a chat message whose
+ * Every incoming peer message is validated (`parseLive`), and a chat message whose
  * `from`/`to` do not match the path it came from is rejected; the same holds for mailbox entries
  * (see `openFromMailbox`).
+ *
+ * End-to-end encryption (DESIGN §4, `keyring.ts`): registration generates the user's key pairs
+ * and sends them with the private halves wrapped by the password's wrapping key; login unwraps
+ * them; a reload takes them (non-extractable) from the key store. Chat messages travel on every
+ * path as envelopes sealed for the recipient and the sender and signed by the sender; the
+ * receiver verifies before storing. An envelope that fails verification is discarded and shown
+ * as a warning in the conversation (`warnings`); a mailbox entry is acknowledged all the same,
+ * so it does not come back. Accounts without keys (made before keys existed) keep the
+ * plaintext path, which is shown (`unencrypted`) and logged.
  */
 import { batch, signal } from "@preact/signals";
 import {
@@ -26,13 +35,25 @@ import {
   MAX_MAIL_BATCH,
   MAX_TEXT_LENGTH,
   newMessageId,
-  parsePeerMessage,
   PEER_PROTOCOL_VERSION,
   type PeerMessage,
   SECRET_RULE,
   USERNAME_RULE,
 } from "../shared/mod.ts";
+import { TamperedEnvelopeError, type UserKeyPairs } from "../shared/crypto/mod.ts";
 import { deriveLogin } from "./auth.ts";
+import {
+  createAccountKeys,
+  createMemoryKeyStore,
+  Keyring,
+  KeysLockedError,
+  type KeyStore,
+  liveText,
+  type OwnKeys,
+  parseLive,
+  type PublicKeys,
+  unlockAccountKeys,
+} from "./keyring.ts";
 import type { History, MessageRow, MessageVia } from "./history.ts";
 import { openFromMailbox, sealForMailbox } from "./mailbox.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
@@ -43,6 +64,12 @@ import {
   type SessionApi,
   type SessionInfo,
 } from "./session.ts";
+
+/**
+ * Largest message text in UTF-8 bytes: its sealed envelope (base64url ciphertext plus two
+ * wrapped keys and a signature) must fit the servers' 16 KiB relay and mailbox limits.
+ */
+export const MAX_TEXT_BYTES = 10_000;
 
 /** Collaborators of the chat model. */
 export interface ChatModelDeps {
@@ -56,6 +83,20 @@ export interface ChatModelDeps {
   now?(): number;
   /** Monotonic clock for round-trip measurements, ms. @default performance.now */
   monotonic?(): number;
+  /** Where the unlocked private keys and contacts' known keys are kept. @default memory */
+  keyStore?: KeyStore;
+  /** Generates a user's key pairs at registration. @default generateUserKeys */
+  generateKeys?(): Promise<UserKeyPairs>;
+}
+
+/** A received message that failed verification and was discarded, as shown to the user. */
+export interface DiscardedMessage {
+  id: string;
+  from: string;
+  /** The sender's claimed time, ms since the epoch. */
+  sentAt: number;
+  /** What to show. */
+  text: string;
 }
 
 /** Configuration of the chat model. */
@@ -79,6 +120,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const channelWaitMs = options.channelWaitMs ?? 5_000;
   const pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
   const mailRetryMs = options.mailRetryMs ?? 5_000;
+  const keyStore = deps.keyStore ?? createMemoryKeyStore();
 
   // --- state -------------------------------------------------------------------------------
   /** The logged-in user, or null on the login screen. */
@@ -106,6 +148,16 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
   const unread = signal<Record<string, number>>({});
+  /** What a long login/register step is doing ("Generating your keys…"), or null. */
+  const progress = signal<string | null>(null);
+  /** Messages discarded because they failed verification, per contact. */
+  const warnings = signal<Record<string, DiscardedMessage[]>>({});
+  /** Contacts whose keys changed since they were last seen (this session). */
+  const keyChanged = signal<Record<string, boolean>>({});
+  /** Contacts known to have no keys: messages with them are not encrypted. */
+  const unencrypted = signal<Record<string, boolean>>({});
+  /** Whether the logged-in account has keys (false for old accounts: nothing is encrypted). */
+  const hasKeys = signal(true);
 
   let history: History | null = null;
   let peers: Peers | null = null;
@@ -115,6 +167,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * without the password).
    */
   let wrappingKey: CryptoKey | null = null;
+  /** The keys unlocked by a login or register in this page, for the session it starts. */
+  let unlocked: { user: string; keys: OwnKeys | null } | null = null;
+  let keyring: Keyring | null = null;
+  /** The session this model entered (whose unlocked keys are in the key store). */
+  let current: SessionInfo | null = null;
   let entering: Promise<void> | null = null;
   let pingSeq = 1;
   /** `sentAt` of the last message sent from this page. */
@@ -151,7 +208,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       void onPeerText(from, payload, "relay");
     },
     onResumed(info) {
-      void enter(info).catch((err) => fail(err));
+      void enter(info).catch((err) => {
+        if (err instanceof KeysLockedError) signOut(err.message);
+        else fail(err);
+      });
     },
     onSessionLost(reason) {
       leave();
@@ -185,6 +245,73 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     messages.value = peer && history ? history.list(peer) : [];
   }
 
+  /** Signs this tab out (without the user asking) and says why on the login screen. */
+  function signOut(reason: string): void {
+    leave();
+    session.logout();
+    session.start();
+    error.value = reason;
+    signedOutReason.value = reason;
+  }
+
+  /**
+   * The unlocked keys for a session of `info.username`: from the login in this page, else from
+   * the key store (a reload). Throws {@link KeysLockedError} when the account has keys but this
+   * device does not hold them unlocked (the password is needed).
+   */
+  async function ownKeysFor(info: SessionInfo): Promise<OwnKeys | null> {
+    if (unlocked?.user === info.username) return unlocked.keys;
+    if (!info.keys) return null;
+    const stored = await keyStore.loadOwn(info.username, info.token);
+    if (stored && stored.encryptionPublic === info.keys.encryption) return stored;
+    throw new KeysLockedError("Please log in again: your password is needed to unlock your keys");
+  }
+
+  async function fetchDirectoryKeys(user: string): Promise<PublicKeys | null> {
+    try {
+      const keys = await session.getKeys(user);
+      if (unencrypted.value[user]) {
+        const { [user]: _had, ...rest } = unencrypted.value;
+        unencrypted.value = rest;
+      }
+      return keys;
+    } catch (err) {
+      if (err instanceof ServerError && err.code === "unknown_user") {
+        console.warn(`"${user}" has no keys: messages with them are not encrypted`);
+        unencrypted.value = { ...unencrypted.value, [user]: true };
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  function addWarning(peer: string, w: DiscardedMessage): void {
+    const list = warnings.value[peer] ?? [];
+    if (list.some((x) => x.id === w.id)) return;
+    warnings.value = { ...warnings.value, [peer]: [...list, w] };
+    error.value = w.text;
+    if (openPeer.value !== peer) {
+      unread.value = { ...unread.value, [peer]: (unread.value[peer] ?? 0) + 1 };
+    }
+  }
+
+  function discarded(from: string, id: string, sentAt: number, err: Error): DiscardedMessage {
+    console.warn(`Discarded message ${id} from "${from}": ${err.message}`);
+    return {
+      id,
+      from,
+      sentAt,
+      text: `A message from ${from} failed verification and was discarded`,
+    };
+  }
+
+  /** The text sent over the data channel or relay for `row`: sealed, or plaintext (old accounts). */
+  async function liveTextOf(k: Keyring, row: MessageRow): Promise<string> {
+    const msg = chatMessageOf(row);
+    const envelope = await k.seal(msg);
+    return envelope ? liveText(envelope) : JSON.stringify(msg);
+  }
+
   function isOnline(user: string): boolean {
     return contacts.value.some((c) => c.username === user && c.online);
   }
@@ -207,6 +334,19 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     }
     if (entering) return entering;
     entering = (async () => {
+      const own = await ownKeysFor(info);
+      unlocked = null;
+      const k = new Keyring({
+        me: info.username,
+        own,
+        store: keyStore,
+        fetchKeys: fetchDirectoryKeys,
+        onKeyChanged(contact) {
+          keyChanged.value = { ...keyChanged.value, [contact]: true };
+          error.value = `The key of ${contact} changed: compare fingerprints before trusting it`;
+        },
+      });
+      if (!own) console.warn(`"${info.username}" has no keys: messages are not encrypted`);
       const h = await deps.openHistory(info.username);
       const p = new Peers({
         me: info.username,
@@ -229,9 +369,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       };
       history = h;
       peers = p;
+      keyring = k;
+      current = info;
       const list = await session.contacts();
       batch(() => {
         me.value = info.username;
+        hasKeys.value = own !== null;
         contacts.value = sortContacts(list);
         restoring.value = false;
         error.value = null;
@@ -255,7 +398,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   function leave(): void {
+    // The unlocked keys stay on this device only while its session lasts.
+    if (current) void keyStore.deleteOwn(current.username, current.token).catch(() => {});
+    current = null;
     wrappingKey = null;
+    unlocked = null;
+    keyring = null;
     peers?.destroyAll();
     history?.close();
     peers = null;
@@ -270,6 +418,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       messages.value = [];
       channels.value = {};
       unread.value = {};
+      warnings.value = {};
+      keyChanged.value = {};
+      unencrypted.value = {};
       restoring.value = false;
     });
   }
@@ -277,22 +428,43 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function onPeerText(remote: string, text: string, via: MessageVia): Promise<void> {
     const self = me.value;
     const h = history;
-    if (!self || !h) return;
+    const k = keyring;
+    if (!self || !h || !k) return;
     let msg: PeerMessage;
     try {
-      msg = parsePeerMessage(text);
+      const live = parseLive(text);
+      if (live.kind === "sealed") {
+        const env = live.envelope;
+        try {
+          msg = await k.open(env, remote);
+        } catch (err) {
+          if (err instanceof TamperedEnvelopeError && env.from === remote && env.to === self) {
+            rejected.count++;
+            if (history === h) addWarning(remote, discarded(remote, env.id, env.sentAt, err));
+            return;
+          }
+          throw err;
+        }
+      } else {
+        msg = live.message;
+        if (msg.type === "chat") {
+          if (msg.from !== remote || msg.to !== self) {
+            throw new Error(`it claims ${msg.from} → ${msg.to}`);
+          }
+          if (!(await k.allowsPlaintext(remote))) {
+            throw new Error("an unencrypted chat message from an account with keys");
+          }
+          console.warn(`Accepted an unencrypted message from "${remote}" (no keys)`);
+        }
+      }
     } catch (err) {
       rejected.count++;
       console.warn(`Rejected message from "${remote}" via ${via}: ${(err as Error).message}`);
       return;
     }
+    if (history !== h) return;
     switch (msg.type) {
       case "chat": {
-        if (msg.from !== remote || msg.to !== self) {
-          rejected.count++;
-          console.warn(`Rejected chat message from "${remote}": it claims ${msg.from} → ${msg.to}`);
-          return;
-        }
         const isNew = await h.insert({
           id: msg.id,
           peer: remote,
@@ -368,7 +540,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     const self = me.value;
     const h = history;
     const p = peers;
-    if (!self || !h || !p) return;
+    const k = keyring;
+    if (!self || !h || !p || !k) return;
     const inMailbox = (r: MessageRow) => r.status === "sent" && r.via === "mailbox";
     const wanted = () =>
       h.pending(self, peer).filter((r) =>
@@ -387,7 +560,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         r.status === "sending" || r.status === "failed" || (unacked && r.status === "sent")
       );
       for (const row of rows) {
-        if (!p.send(peer, JSON.stringify(chatMessageOf(row)))) break;
+        const text = await liveTextOf(k, row);
+        if (history !== h || !p.send(peer, text)) break;
         done.add(row.id);
         if (!inMailbox(row)) await h.update(row.id, { status: "sent", via: "p2p" });
       }
@@ -397,11 +571,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     if (rest.length > 0 && session.status === "online") {
       if (isOnline(peer)) {
         for (const row of rest) {
-          session.relay(peer, JSON.stringify(chatMessageOf(row)));
+          const text = await liveTextOf(k, row);
+          if (history !== h) return;
+          session.relay(peer, text);
           await h.update(row.id, { status: "sent", via: "relay" });
         }
       } else {
-        await sendToMailbox(h, peer, rest);
+        await sendToMailbox(h, k, peer, rest);
       }
     }
     // Otherwise the WebSocket is down: the rows stay `sending` until the session is back.
@@ -409,18 +585,25 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   /** Stores `rows` in `peer`'s mailbox, in batches; on refusal shows the servers' reason. */
-  async function sendToMailbox(h: History, peer: string, rows: MessageRow[]): Promise<void> {
+  async function sendToMailbox(
+    h: History,
+    k: Keyring,
+    peer: string,
+    rows: MessageRow[],
+  ): Promise<void> {
     for (let i = 0; i < rows.length; i += MAX_MAIL_BATCH) {
       const chunk = rows.slice(i, i + MAX_MAIL_BATCH);
       try {
-        await session.mailSend(
-          peer,
-          chunk.map((r) => ({
+        const mail = [];
+        for (const r of chunk) {
+          mail.push({
             id: r.id,
             sentAt: r.sentAt,
-            envelope: sealForMailbox(chatMessageOf(r)),
-          })),
-        );
+            envelope: await sealForMailbox(chatMessageOf(r), k),
+          });
+        }
+        if (history !== h) return;
+        await session.mailSend(peer, mail);
       } catch (err) {
         if (history !== h) return;
         const code = err instanceof ServerError ? err.code : "internal";
@@ -487,20 +670,26 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function fetchMailOnce(): Promise<void> {
     const self = me.value;
     const h = history;
-    if (!self || !h) return;
+    const k = keyring;
+    if (!self || !h || !k) return;
     const mail = await session.mailFetch();
     if (history !== h) return;
     const fresh = new Map<string, number>();
     for (const m of mail) {
       let msg: ChatMessage;
       try {
-        msg = openFromMailbox(m.envelope, m.from, self);
+        msg = await openFromMailbox(m.envelope, m.from, self, k);
         if (msg.id !== m.id) throw new Error(`Mailbox entry ${m.id} carries message ${msg.id}`);
       } catch (err) {
         rejected.count++;
-        console.warn(`Rejected mailbox entry from "${m.from}": ${(err as Error).message}`);
+        if (err instanceof TamperedEnvelopeError) {
+          if (history === h) addWarning(m.from, discarded(m.from, m.id, m.sentAt, err));
+        } else {
+          console.warn(`Rejected mailbox entry from "${m.from}": ${(err as Error).message}`);
+        }
         continue;
       }
+      if (history !== h) return;
       const isNew = await h.insert({
         id: msg.id,
         peer: msg.from,
@@ -604,9 +793,26 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       checkCredentials(username, password);
       const credentials = await deriveLogin(username, password);
       const info = await session.login(username, credentials.secret);
-      wrappingKey = credentials.wrappingKey;
-      await enter(info);
+      let own: OwnKeys | null = null;
+      try {
+        own = info.keys ? await unlockAccountKeys(info.keys, credentials.wrappingKey) : null;
+      } catch (err) {
+        // Logged in, but the messages could not be read: do not stay half signed in.
+        session.logout();
+        session.start();
+        throw err;
+      }
+      await begin(info, own, credentials.wrappingKey);
     });
+  }
+
+  /** Enters the session `info` with the keys unlocked by a login or register in this page. */
+  async function begin(info: SessionInfo, own: OwnKeys | null, key: CryptoKey): Promise<void> {
+    if (own) await keyStore.saveOwn(info.username, info.token, own);
+    else console.warn(`"${info.username}" has no keys: messages are not encrypted`);
+    wrappingKey = key;
+    unlocked = { user: info.username, keys: own };
+    await enter(info);
   }
 
   /** Creates an account and logs straight in; resolves whether it succeeded. */
@@ -615,10 +821,16 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       username = username.trim();
       checkCredentials(username, password);
       const credentials = await deriveLogin(username, password);
-      await session.register(username, credentials.secret);
+      progress.value = "Generating your keys…";
+      let created;
+      try {
+        created = await createAccountKeys(credentials.wrappingKey, deps.generateKeys);
+      } finally {
+        progress.value = null;
+      }
+      await session.register(username, credentials.secret, created.account);
       const info = await session.login(username, credentials.secret);
-      wrappingKey = credentials.wrappingKey;
-      await enter(info);
+      await begin(info, created.own, credentials.wrappingKey);
     });
   }
 
@@ -640,6 +852,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       refresh();
     });
     if (peer && isOnline(peer)) peers?.ensure(peer);
+    // Look the contact's keys up now, so a key change or a missing key shows at once.
+    if (peer) void keyring?.contactKeys(peer).catch(() => {});
   }
 
   /** Sends `text` to the open conversation. */
@@ -649,7 +863,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     const h = history;
     text = text.trim();
     if (!self || !peer || !h || !text) return;
-    if (text.length > MAX_TEXT_LENGTH) {
+    if (text.length > MAX_TEXT_LENGTH || new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
       return;
     }
@@ -682,6 +896,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     restoring,
     channels,
     unread,
+    progress,
+    warnings,
+    keyChanged,
+    unencrypted,
+    hasKeys,
     rejected,
     start,
     login,
@@ -708,6 +927,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** The wrapping key of the logged-in user, if they logged in with a password in this page. */
     wrappingKey(): CryptoKey | null {
       return wrappingKey;
+    },
+    /**
+     * Fingerprints of `user`'s public keys (the logged-in user's own included), for comparing
+     * out of band; null if the account has no keys.
+     */
+    async fingerprints(user: string): Promise<PublicKeys | null> {
+      const k = keyring;
+      if (!k) return null;
+      return await k.fingerprints(user);
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {

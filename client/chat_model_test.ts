@@ -3,6 +3,15 @@ import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_m
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { FakeCluster, FakeDirectNetwork, type FakeSession } from "./testing/fakes.ts";
+import { testKeys } from "../shared/crypto/test_keys.ts";
+import { type Envelope, seal } from "../shared/crypto/mod.ts";
+import { liveText } from "./keyring.ts";
+
+/** Pre-generated key pairs per user name (3072-bit RSA generation is slow). */
+async function keysOf(username: string) {
+  const keys = await testKeys();
+  return username === "alice" ? keys.alice : username === "bob" ? keys.bob : keys.eve;
+}
 
 const sql = await loadSqlJs(
   decodeURIComponent(
@@ -15,6 +24,23 @@ interface World {
   net: FakeDirectNetwork;
   stores: ReturnType<typeof createMemoryRowStores>;
   clients: Array<{ model: ChatModel; session: FakeSession }>;
+}
+
+/** An envelope sealed by `from` for `to`, as their clients would make it. */
+async function sealed(
+  from: string,
+  to: string,
+  id: string,
+  sentAt: number,
+  text: string,
+): Promise<Envelope> {
+  const [sender, recipient] = [await keysOf(from), await keysOf(to)];
+  return await seal(
+    { id, from, to, sentAt, text },
+    sender.signing.privateKey,
+    recipient.encryption.publicKey,
+    sender.encryption.publicKey,
+  );
 }
 
 function world(): World {
@@ -38,6 +64,7 @@ async function client(
     session,
     createLink: w.net.factoryFor(username),
     openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+    generateKeys: () => keysOf(username),
   }, { channelWaitMs, pingTimeoutMs: 1000, ...options });
   model.start();
   assertEquals(await model.register(username, "password-1"), true, model.error.value ?? "");
@@ -132,15 +159,7 @@ Deno.test("a message arriving on both paths is stored and shown once", async () 
   try {
     await client(w, "alice");
     const bob = await client(w, "bob");
-    const chat = JSON.stringify({
-      v: 1,
-      type: "chat",
-      id: "dup-message-1",
-      from: "alice",
-      to: "bob",
-      sentAt: 1,
-      text: "twice",
-    });
+    const chat = liveText(await sealed("alice", "bob", "dup-message-1", 1, "twice"));
     bob.session.injectRelay("alice", chat);
     bob.session.injectRelay("alice", chat);
     await settle();
@@ -229,15 +248,7 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
     const [row] = alice.model.messages.value;
     assert(row);
     // The same message also sits in bob's mailbox (say, a retry that raced the data channel).
-    const envelope = JSON.stringify({
-      v: 1,
-      type: "chat",
-      id: row.id,
-      from: "alice",
-      to: "bob",
-      sentAt: row.sentAt,
-      text: row.text,
-    });
+    const envelope = JSON.stringify(await sealed("alice", "bob", row.id, row.sentAt, row.text));
     w.cluster.mailboxes.set("bob", [{ id: row.id, from: "alice", sentAt: row.sentAt, envelope }]);
     bob.session.dropConnection();
     bob.session.restoreConnection();
@@ -249,9 +260,10 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
 
     // And the other way round: first through the mailbox, then relayed again.
     const id = "mailbox-first-01";
-    const second = { v: 1, type: "chat", id, from: "alice", to: "bob", sentAt: Date.now() };
-    const text = JSON.stringify({ ...second, text: "mailbox first" });
-    w.cluster.mailboxes.set("bob", [{ id, from: "alice", sentAt: second.sentAt, envelope: text }]);
+    const sentAt = Date.now();
+    const env = await sealed("alice", "bob", id, sentAt, "mailbox first");
+    const text = liveText(env);
+    w.cluster.mailboxes.set("bob", [{ id, from: "alice", sentAt, envelope: JSON.stringify(env) }]);
     bob.session.dropConnection();
     bob.session.restoreConnection();
     await waitFor(() => bob.model.messagesWith("alice").length === 2, "mail fetched");
@@ -272,7 +284,8 @@ Deno.test("mailbox entries whose envelope is forged or malformed are rejected, a
   const w = world();
   try {
     await client(w, "alice");
-    await client(w, "mallory");
+    // An account made before keys existed: its plaintext messages are still accepted.
+    w.cluster.accounts.set("mallory", "old-secret");
     const bob = await client(w, "bob");
     bob.model.logout();
     const chat = (id: string, from: string, to: string, text: string) =>
@@ -361,18 +374,7 @@ Deno.test("a mailbox message later acknowledged directly by the peer is delivere
     assertEquals(await bob.model.login("bob", "password-1"), true);
     bob.model.openChat("alice");
     await waitFor(() => bob.model.isChannelOpen("alice"), "channel open");
-    bob.session.injectRelay(
-      "alice",
-      JSON.stringify({
-        v: 1,
-        type: "chat",
-        id,
-        from: "alice",
-        to: "bob",
-        sentAt: 1,
-        text: "stored",
-      }),
-    );
+    bob.session.injectRelay("alice", liveText(await sealed("alice", "bob", id, 1, "stored")));
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     assertEquals(alice.model.messages.value[0]?.via, "mailbox");
   } finally {
@@ -479,6 +481,155 @@ Deno.test("login errors from the server are shown to the user", async () => {
     assertEquals(other.model.error.value, "Wrong username or password");
     assertEquals(await other.model.login("a!", "password-1"), false);
     assert(other.model.error.value?.startsWith("Username must be"));
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("registration sends public keys and wrapped private keys; messages travel sealed on every path", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
+    const account = w.cluster.keys.get("alice");
+    assert(account, "alice registered with keys");
+    assert(!account.wrapped.includes("PRIVATE"), "no PEM private key");
+    assertEquals(alice.model.hasKeys.value, true);
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    alice.model.openChat("bob");
+    await alice.model.send("secret over the data channel");
+    await waitFor(() => bob.model.messagesWith("alice").length === 1, "p2p arrived");
+    w.net.isBlocked = true;
+    alice.model.logout();
+    assertEquals(await alice.model.login("alice", "password-1"), true);
+    alice.model.openChat("bob");
+    bob.model.openChat("alice");
+    await alice.model.send("secret via the relay");
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "relay arrived");
+    await waitFor(
+      () => alice.model.messages.value.every((m) => m.status === "delivered"),
+      "acknowledged",
+    );
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    await alice.model.send("secret in the mailbox");
+    assertEquals(w.cluster.mailboxes.get("bob")?.length, 1);
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await waitFor(() => bob.model.messagesWith("alice").length === 3, "mail arrived");
+    assertEquals(
+      bob.model.messagesWith("alice").map((m) => [m.text, m.via]),
+      [
+        ["secret over the data channel", "p2p"],
+        ["secret via the relay", "relay"],
+        ["secret in the mailbox", "mailbox"],
+      ],
+    );
+    const wire = [
+      ...w.net.sent.map((s) => s.text),
+      ...w.cluster.relayed.map((r) => r.payload),
+      ...w.cluster.mailSent.map((m) => JSON.stringify(m)),
+    ];
+    assert(wire.some((t) => t.includes('"type":"sealed"')), "sealed live messages");
+    assert(w.cluster.relayed.length > 0 && w.net.sent.length > 0);
+    for (const t of wire) assert(!t.includes("secret"), `plaintext on the wire: ${t}`);
+    assertEquals(bob.model.rejected.count, 0);
+    // Both see the same fingerprints.
+    const mine = await bob.model.fingerprints("bob");
+    assert(mine);
+    assertEquals(JSON.stringify(await alice.model.fingerprints("bob")), JSON.stringify(mine));
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a tampered or foreign-signed envelope is discarded with a warning; plaintext from a keyed account is rejected", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
+    await client(w, "mallory", 30);
+    bob.model.logout();
+    await waitFor(
+      () => alice.model.contacts.value.every((c) => c.username !== "bob" || !c.online),
+      "bob offline",
+    );
+    alice.model.openChat("bob");
+    await alice.model.send("original words");
+    const [entry] = w.cluster.mailboxes.get("bob") ?? [];
+    assert(entry);
+    const env = JSON.parse(entry.envelope) as Envelope;
+    // A server flips the ciphertext.
+    const c = env.ciphertext;
+    env.ciphertext = (c[0] === "A" ? "B" : "A") + c.slice(1);
+    entry.envelope = JSON.stringify(env);
+    // Mallory signs a message that claims to be from alice... and a plaintext one.
+    const forged = await sealed("mallory", "bob", "forged-by-mal1", 5, "I am alice");
+    const claimed = { ...forged, from: "alice" };
+    w.cluster.mailboxes.get("bob")!.push({
+      id: claimed.id,
+      from: "alice",
+      sentAt: 5,
+      envelope: JSON.stringify(claimed),
+    }, {
+      id: "plaintext-0001",
+      from: "alice",
+      sentAt: 6,
+      envelope: JSON.stringify({
+        v: 1,
+        type: "chat",
+        id: "plaintext-0001",
+        from: "alice",
+        to: "bob",
+        sentAt: 6,
+        text: "downgrade",
+      }),
+    });
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "all acknowledged");
+    assertEquals(bob.model.messagesWith("alice").length, 0);
+    assertEquals(bob.model.warnings.value.alice?.map((x) => x.id), [entry.id, claimed.id]);
+    assert(/failed verification/.test(bob.model.warnings.value.alice?.[0]?.text ?? ""));
+    assertEquals(bob.model.rejected.count, 3);
+
+    // Live: a relayed envelope signed by someone else is discarded too, and not acknowledged.
+    const live = await sealed("mallory", "bob", "forged-live-01", 7, "hello from alice");
+    bob.session.injectRelay("alice", liveText({ ...live, from: "alice" }));
+    await waitFor(() => bob.model.warnings.value.alice?.length === 3, "live warning");
+    assertEquals(bob.model.messagesWith("alice").length, 0);
+    assertEquals(w.cluster.relayed.filter((r) => r.from === "bob").length, 0);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("wrapped keys altered on the servers give a clear error at login; a changed contact key is shown", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    await client(w, "bob", 30);
+    alice.model.openChat("bob");
+    await alice.model.send("hello");
+    assertEquals(alice.model.keyChanged.value.bob, undefined);
+    const bobKeys = w.cluster.keys.get("bob")!;
+    const eve = w.cluster.keys.get("alice")!;
+    // Bob's directory entry now holds other keys.
+    w.cluster.keys.set("bob", { ...bobKeys, encryption: eve.encryption, signing: eve.signing });
+    alice.model.logout();
+    assertEquals(await alice.model.login("alice", "password-1"), true);
+    alice.model.openChat("bob");
+    await alice.model.send("hello again");
+    await waitFor(() => alice.model.keyChanged.value.bob === true, "key change shown");
+
+    // Alice's wrapped private keys are altered: login fails with a clear error.
+    alice.model.logout();
+    const wrapped = JSON.parse(eve.wrapped);
+    wrapped.signing.iv = wrapped.signing.iv === "AAAAAAAAAAAAAAAA"
+      ? "BBBBBBBBBBBBBBBB"
+      : "AAAAAAAAAAAAAAAA";
+    w.cluster.keys.set("alice", { ...eve, wrapped: JSON.stringify(wrapped) });
+    assertEquals(await alice.model.login("alice", "password-1"), false);
+    assert(/cannot be unlocked/.test(alice.model.error.value ?? ""), alice.model.error.value ?? "");
+    assertEquals(alice.model.me.value, null);
   } finally {
     shutdown(w);
   }

@@ -1,26 +1,48 @@
 /**
- * What a chat message looks like while it waits in the recipient's mailbox on the servers.
- *
- * Today the envelope is the JSON of the peer-protocol chat message. A later issue replaces it
- * with the encrypted, signed envelope of `shared/crypto/`: only these two functions change.
+ * What a chat message looks like while it waits in the recipient's mailbox on the servers: the
+ * JSON of the encrypted, signed envelope of `shared/crypto/` (DESIGN §4), sealed by the sender's
+ * {@link Keyring}. Servers store it but can neither read nor alter it unnoticed. Only when the
+ * sender's or the recipient's account has no keys (accounts made before keys existed) is it the
+ * JSON of the plaintext peer-protocol chat message, which the recipient accepts only from such
+ * an account.
  */
-import { type ChatMessage, parsePeerMessage } from "../shared/mod.ts";
+import type { ChatMessage } from "../shared/mod.ts";
+import { type Keyring, parseMailboxEnvelope } from "./keyring.ts";
 
 /** Turns a chat message into the opaque envelope handed to the servers (`mail_send`). */
-export function sealForMailbox(message: ChatMessage): string {
-  return JSON.stringify(message);
+export async function sealForMailbox(message: ChatMessage, keyring: Keyring): Promise<string> {
+  const envelope = await keyring.seal(message);
+  return JSON.stringify(envelope ?? message);
 }
 
 /**
  * Opens an envelope fetched from the mailbox (`mail`), where the servers say it came from `from`
- * and it is addressed to `me`. Throws (a ProtocolError or an Error) when it is malformed, not a
- * chat message, or claims another sender or recipient than the servers' record.
+ * and it is addressed to `me`: parses it, verifies the sender's signature and decrypts. Throws
+ * `TamperedEnvelopeError` when the signature or content does not verify, and a ProtocolError or
+ * an Error when it is malformed, not a chat message, claims another sender or recipient than
+ * the servers' record, or is plaintext from an account that has keys.
  */
-export function openFromMailbox(envelope: string, from: string, me: string): ChatMessage {
-  const msg = parsePeerMessage(envelope);
+export async function openFromMailbox(
+  envelope: string,
+  from: string,
+  me: string,
+  keyring: Keyring,
+): Promise<ChatMessage> {
+  const parsed = parseMailboxEnvelope(envelope);
+  if (parsed.kind === "sealed") {
+    if (parsed.envelope.to !== me) {
+      throw new Error(`Mailbox entry from "${from}" is addressed to ${parsed.envelope.to}`);
+    }
+    return await keyring.open(parsed.envelope, from);
+  }
+  const msg = parsed.message;
   if (msg.type !== "chat") throw new Error(`Mailbox entry is a "${msg.type}", not a chat message`);
   if (msg.from !== from || msg.to !== me) {
     throw new Error(`Mailbox entry from "${from}" claims ${msg.from} → ${msg.to}`);
   }
+  if (!(await keyring.allowsPlaintext(from))) {
+    throw new Error(`Unencrypted mailbox entry from "${from}", whose account has keys: rejected`);
+  }
+  console.warn(`Accepted an unencrypted message from "${from}" (an account without keys)`);
   return msg;
 }

@@ -21,6 +21,7 @@ import { render } from "preact";
 import SimplePeer from "simple-peer";
 import { createChatModel } from "./chat_model.ts";
 import { History, openIdbRowStore } from "./history.ts";
+import { createIdbKeyStore } from "./keyring.ts";
 import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simple_peer_link.ts";
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
@@ -54,6 +55,7 @@ const model = createChatModel({
     sqlJs ??= loadSqlJs(new URL("sql-wasm.wasm", location.href).href);
     return History.open({ sql: await sqlJs, openStore: openIdbRowStore }, owner);
   },
+  keyStore: createIdbKeyStore(),
 });
 
 const hook: P2pChatHook = {

@@ -9,6 +9,7 @@
  * is passed in as {@link SessionDeps}, so the reconnect logic runs against fakes in unit tests.
  */
 import {
+  type AccountKeys,
   type ClientFrame,
   type ContactEntry,
   type ErrorCode,
@@ -121,6 +122,17 @@ export interface SessionInfo {
   token: string;
   expiresAt: number;
   servers: string[];
+  /**
+   * The account's public keys and wrapped private keys, as the `session` frame carried them
+   * (absent for accounts made before keys existed). Never stored in the tab's storage.
+   */
+  keys?: AccountKeys;
+}
+
+/** A user's public keys from the directory (SPKI base64url). */
+export interface DirectoryKeys {
+  encryption: string;
+  signing: string;
 }
 
 /** An error reply from the server; `message` is a sentence to show the user. */
@@ -139,7 +151,8 @@ export interface SessionApi {
   /** The session restored from this tab's storage, if any. */
   storedSession(): SessionInfo | null;
   start(): void;
-  register(username: string, secret: string): Promise<void>;
+  /** Creates an account; `keys` are its public keys and wrapped private keys. */
+  register(username: string, secret: string, keys?: AccountKeys): Promise<void>;
   login(username: string, secret: string): Promise<SessionInfo>;
   resume(): Promise<SessionInfo>;
   contacts(): Promise<ContactEntry[]>;
@@ -152,6 +165,8 @@ export interface SessionApi {
   mailFetch(): Promise<IncomingMail[]>;
   /** Acknowledges received mailbox messages (they are deleted; their senders are told). */
   mailAck(messages: MailReceipt[]): Promise<void>;
+  /** `username`'s public keys; rejects with `unknown_user` if the account has none. */
+  getKeys(username: string): Promise<DirectoryKeys>;
   logout(): void;
 }
 
@@ -238,8 +253,15 @@ export class Session implements SessionApi {
   }
 
   /** Creates an account. Resolves on `ok`, rejects with {@link ServerError}. */
-  async register(username: string, secret: string): Promise<void> {
-    await this.#request({ v: PROTOCOL_VERSION, type: "register", reqId: 0, username, secret });
+  async register(username: string, secret: string, keys?: AccountKeys): Promise<void> {
+    await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "register",
+      reqId: 0,
+      username,
+      secret,
+      ...(keys ? { keys } : {}),
+    });
   }
 
   /** Logs in and stores the session token for this tab. */
@@ -284,6 +306,20 @@ export class Session implements SessionApi {
   /** Relays an opaque payload to `to` through the servers (fire and forget). */
   relay(to: string, payload: string): void {
     this.#sendNow({ v: PROTOCOL_VERSION, type: "relay", to, payload });
+  }
+
+  /** The directory's public keys of `username`. Rejects with {@link ServerError}. */
+  async getKeys(username: string): Promise<DirectoryKeys> {
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "get_keys",
+      reqId: 0,
+      username,
+    });
+    if (frame.type !== "keys" || frame.username !== username) {
+      throw new ServerError("internal", "Unexpected reply");
+    }
+    return { encryption: frame.encryption, signing: frame.signing };
   }
 
   /** Stores `messages` (at most `MAX_MAIL_BATCH`) in `to`'s mailbox. Rejects with {@link ServerError}. */
@@ -348,7 +384,7 @@ export class Session implements SessionApi {
     this.#servers = unique([current, ...frame.servers, ...this.#servers]);
     this.#serverIndex = 0;
     this.#setStatus("online");
-    return info;
+    return frame.keys ? { ...info, keys: frame.keys } : info;
   }
 
   #setStatus(status: ConnectionStatus): void {
@@ -458,6 +494,7 @@ export class Session implements SessionApi {
       case "contacts":
       case "pong":
       case "mail":
+      case "keys":
         this.#settle(frame.reqId, frame);
         return;
       case "delivered":

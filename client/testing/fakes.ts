@@ -6,6 +6,7 @@
  * message passing). Everything crosses the boundary asynchronously and as a copy, as on a wire.
  */
 import type {
+  AccountKeys,
   ContactEntry,
   ErrorCode,
   IncomingMail,
@@ -16,6 +17,7 @@ import type {
 import type { PeerLink, PeerLinkFactory, PeerLinkHandlers } from "../peer_link.ts";
 import {
   type ConnectionStatus,
+  type DirectoryKeys,
   ServerError,
   type SessionApi,
   type SessionEvents,
@@ -27,6 +29,10 @@ const later = (fn: () => void) => setTimeout(fn, 0);
 /** The servers of a cluster, as seen by clients. */
 export class FakeCluster {
   readonly accounts = new Map<string, string>();
+  /** The keys each account registered with (old accounts have none). */
+  readonly keys = new Map<string, AccountKeys>();
+  /** Every `get_keys` asked, for assertions. */
+  readonly keyLookups: Array<{ by: string; username: string }> = [];
   readonly online = new Map<string, FakeSession>();
   /** Every relay payload routed, for assertions about the path. */
   readonly relayed: Array<{ from: string; to: string; payload: string }> = [];
@@ -79,12 +85,36 @@ export class FakeSession implements SessionApi {
     this.#setStatus("connected");
   }
 
-  register(username: string, secret: string): Promise<void> {
+  register(username: string, secret: string, keys?: AccountKeys): Promise<void> {
     if (this.cluster.accounts.has(username)) {
       return Promise.reject(new ServerError("username_taken", `Username "${username}" is taken`));
     }
     this.cluster.accounts.set(username, secret);
+    if (keys) this.cluster.keys.set(username, structuredClone(keys));
     return Promise.resolve();
+  }
+
+  getKeys(username: string): Promise<DirectoryKeys> {
+    const me = this.#me();
+    this.cluster.keyLookups.push({ by: me, username });
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    const keys = this.cluster.keys.get(username);
+    if (!keys) {
+      return Promise.reject(new ServerError("unknown_user", `No public keys for "${username}"`));
+    }
+    const reply = { encryption: keys.encryption, signing: keys.signing };
+    return new Promise((resolve) => later(() => resolve(reply)));
+  }
+
+  #info(username: string): SessionInfo {
+    const keys = this.cluster.keys.get(username);
+    return {
+      username,
+      token: `token-${username}-0123456789`,
+      expiresAt: Date.now() + 3_600_000,
+      servers: ["http://127.0.0.1:1"],
+      ...(keys ? { keys: structuredClone(keys) } : {}),
+    };
   }
 
   login(username: string, secret: string): Promise<SessionInfo> {
@@ -95,12 +125,7 @@ export class FakeSession implements SessionApi {
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
     this.#setStatus("online");
-    return Promise.resolve({
-      username,
-      token: `token-${username}-0123456789`,
-      expiresAt: Date.now() + 3_600_000,
-      servers: ["http://127.0.0.1:1"],
-    });
+    return Promise.resolve(this.#info(username));
   }
 
   resume(): Promise<SessionInfo> {
@@ -185,14 +210,7 @@ export class FakeSession implements SessionApi {
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
     this.#setStatus("online");
-    later(() =>
-      this.events.onResumed?.({
-        username,
-        token: `token-${username}-0123456789`,
-        expiresAt: Date.now() + 3_600_000,
-        servers: ["http://127.0.0.1:1"],
-      })
-    );
+    later(() => this.events.onResumed?.(this.#info(username)));
   }
 
   /** Delivers a relay frame claiming to come from `from` (to test forged messages). */
@@ -235,6 +253,8 @@ export class FakeDirectNetwork {
   isBlocked = false;
   /** Links created, for assertions. */
   readonly created: Array<{ owner: string; remote: string; initiator: boolean }> = [];
+  /** Every text sent over a link, for assertions about what crossed the wire. */
+  readonly sent: Array<{ from: string; to: string; text: string }> = [];
   #links = new Map<string, FakeLink>();
 
   /** The link factory used by user `owner`. */
@@ -298,6 +318,7 @@ export class FakeLink implements PeerLink {
   send(text: string): void {
     if (!this.isOpen || !this.#partner) throw new Error("not open");
     const partner = this.#partner;
+    this.network.sent.push({ from: this.owner, to: this.remote, text });
     later(() => {
       if (!partner.#destroyed) partner.handlers.onMessage(text);
     });

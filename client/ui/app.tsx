@@ -1,6 +1,8 @@
 /** The application shell: header with connection status, then login or chat screens. */
 import type { ChatModel } from "../chat_model.ts";
+import { useState } from "preact/hooks";
 import { ChatView } from "./chat_view.tsx";
+import { Fingerprint } from "./fingerprint.tsx";
 import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
 
@@ -15,6 +17,7 @@ const STATUS_TEXT = {
 export function App({ model }: { model: ChatModel }) {
   const me = model.me.value;
   const status = model.status.value;
+  const [showMyKey, setShowMyKey] = useState(false);
   return (
     <div class={model.openPeer.value ? "app chat-open" : "app"}>
       <header class="top">
@@ -25,25 +28,47 @@ export function App({ model }: { model: ChatModel }) {
         {me && (
           <>
             <span class="me" data-testid="me">{me}</span>
+            <button
+              type="button"
+              class="link"
+              data-testid="my-key"
+              aria-expanded={showMyKey}
+              onClick={() => setShowMyKey(!showMyKey)}
+            >
+              My key
+            </button>
             <button type="button" class="link" onClick={() => model.logout()}>Log out</button>
           </>
         )}
       </header>
       {me
         ? (
-          <main class="main">
-            <ContactList model={model} />
-            <ChatView model={model} />
-            {model.error.value && (
-              <p
-                class="toast"
-                role="alert"
-                onClick={() => model.error.value = null}
-              >
-                {model.error.value}
+          <>
+            {showMyKey && (
+              <section class="my-key" aria-label="My key">
+                <p>Compare these with what your contacts see for you (by phone or in person).</p>
+                <Fingerprint model={model} user={me} testId="my-fingerprint" />
+              </section>
+            )}
+            {!model.hasKeys.value && (
+              <p class="warning" data-testid="no-keys" role="status">
+                Your account has no keys: your messages are not encrypted.
               </p>
             )}
-          </main>
+            <main class="main">
+              <ContactList model={model} />
+              <ChatView model={model} />
+              {model.error.value && (
+                <p
+                  class="toast"
+                  role="alert"
+                  onClick={() => model.error.value = null}
+                >
+                  {model.error.value}
+                </p>
+              )}
+            </main>
+          </>
         )
         : <LoginView model={model} />}
     </div>

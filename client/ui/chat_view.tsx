@@ -2,6 +2,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
+import { Fingerprint } from "./fingerprint.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -28,12 +29,16 @@ export function ChatView({ model }: { model: ChatModel }) {
   const isDirect = peer ? model.channels.value[peer] === true : false;
   const online = model.contacts.value.some((c) => c.username === peer && c.online);
   const [draft, setDraft] = useState("");
+  const [showKey, setShowKey] = useState(false);
+  const discarded = peer ? model.warnings.value[peer] ?? [] : [];
+  const keyChanged = peer ? model.keyChanged.value[peer] === true : false;
+  const unencrypted = peer ? model.unencrypted.value[peer] === true : false;
   const listRef = useRef<HTMLOListElement>(null);
 
   useEffect(() => {
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;
-  }, [messages.length, peer]);
+  }, [messages.length, discarded.length, peer]);
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -60,7 +65,29 @@ export function ChatView({ model }: { model: ChatModel }) {
             ? "via server"
             : "offline: messages wait on the servers"}
         </span>
+        <button
+          type="button"
+          class="link"
+          data-testid="show-fingerprint"
+          aria-expanded={showKey}
+          onClick={() => setShowKey(!showKey)}
+        >
+          {showKey ? "Hide key" : "Key"}
+        </button>
       </header>
+      {showKey && <Fingerprint model={model} user={peer} testId="fingerprint" />}
+      {keyChanged && (
+        <p class="warning" data-testid="key-changed" role="alert">
+          The key of {peer}{" "}
+          has changed since you last talked. Compare fingerprints out of band before trusting new
+          messages.
+        </p>
+      )}
+      {unencrypted && (
+        <p class="warning" data-testid="unencrypted" role="status">
+          {peer}'s account has no keys: messages with {peer} cannot be encrypted.
+        </p>
+      )}
       <ol class="messages" ref={listRef}>
         {messages.map((m) => (
           <li
@@ -82,6 +109,18 @@ export function ChatView({ model }: { model: ChatModel }) {
                 </span>
               )}
             </span>
+          </li>
+        ))}
+        {discarded.map((w) => (
+          <li
+            key={`tampered-${w.id}`}
+            data-testid="tampered"
+            data-id={w.id}
+            data-from={w.from}
+            class="message warning"
+            role="alert"
+          >
+            <span class="text">⚠ {w.text}</span>
           </li>
         ))}
       </ol>

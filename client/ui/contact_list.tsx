@@ -6,6 +6,7 @@ export function ContactList({ model }: { model: ChatModel }) {
   const open = model.openPeer.value;
   const unread = model.unread.value;
   const contacts = model.contacts.value;
+  const changed = model.keyChanged.value;
   return (
     <nav class="contacts" aria-label="Contacts">
       {contacts.length === 0 && <p class="empty">No other users yet.</p>}
@@ -21,6 +22,15 @@ export function ContactList({ model }: { model: ChatModel }) {
             >
               <span class={c.online ? "dot online" : "dot"} aria-hidden="true" />
               <span class="name">{c.username}</span>
+              {changed[c.username] && (
+                <span
+                  class="key-changed"
+                  title="This contact's key changed"
+                  aria-label="key changed"
+                >
+                  ⚠
+                </span>
+              )}
               <span class="sr-only">{c.online ? "online" : "offline"}</span>
               {(unread[c.username] ?? 0) > 0 && <span class="badge">{unread[c.username]}</span>}
             </button>

@@ -59,7 +59,9 @@ export function LoginView({ model }: { model: ChatModel }) {
         </button>
       </div>
       <p class="error" data-testid="auth-error" role="alert">
-        {model.restoring.value ? "Restoring your session…" : model.error.value ?? ""}
+        {model.restoring.value
+          ? "Restoring your session…"
+          : model.progress.value ?? model.error.value ?? ""}
       </p>
     </form>
   );

@@ -171,3 +171,23 @@ export function shownStatusTexts(page: Page): Promise<string[]> {
     (els) => els.map((el) => el.querySelector(".meta")?.textContent ?? ""),
   );
 }
+
+/**
+ * Records the payload of every WebSocket frame `page` sends or receives from now on (through the
+ * DevTools protocol), into the returned array.
+ */
+export async function recordWebSocketFrames(page: Page): Promise<string[]> {
+  const frames: string[] = [];
+  const cdp = await page.createCDPSession();
+  await cdp.send("Network.enable");
+  cdp.on("Network.webSocketFrameSent", (e) => frames.push(e.response.payloadData));
+  cdp.on("Network.webSocketFrameReceived", (e) => frames.push(e.response.payloadData));
+  return frames;
+}
+
+/** Waits until the open conversation shows the warning that message `id` from `from` was discarded. */
+export async function waitForTampered(page: Page, from: string, id: string, timeoutMs = 20_000) {
+  await page.waitForSelector(`${byId("tampered")}[data-from="${from}"][data-id="${id}"]`, {
+    timeout: timeoutMs,
+  });
+}
