@@ -72,6 +72,20 @@ async function client(
   return { model, session };
 }
 
+/** alice logged in with the chat to bob open; bob registered, then logged out (offline). */
+async function aliceWithBobOffline(
+  w: World,
+  channelWaitMs = 30,
+  aliceOptions: ChatModelOptions = {},
+) {
+  const alice = await client(w, "alice", channelWaitMs, aliceOptions);
+  const bob = await client(w, "bob", channelWaitMs);
+  bob.model.logout();
+  await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+  alice.model.openChat("bob");
+  return { alice, bob };
+}
+
 function shutdown(w: World): void {
   for (const c of w.clients) c.model.logout();
 }
@@ -191,11 +205,7 @@ Deno.test("pings are answered on the data channel and through the relay", async 
 Deno.test("a message to an offline contact goes to their mailbox and arrives at their next login", async () => {
   const w = world();
   try {
-    const alice = await client(w, "alice", 30);
-    const bob = await client(w, "bob", 30);
-    bob.model.logout();
-    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
-    alice.model.openChat("bob");
+    const { alice, bob } = await aliceWithBobOffline(w, 30);
     for (const text of ["one", "two", "three"]) await alice.model.send(text);
     // Stored on the servers, pending: not failed, and nothing relayed.
     assertEquals(
@@ -334,11 +344,7 @@ Deno.test("mailbox entries whose envelope is forged or malformed are rejected, a
 Deno.test("delivered notices mark only the sender's own messages to that recipient", async () => {
   const w = world();
   try {
-    const alice = await client(w, "alice", 30);
-    const bob = await client(w, "bob", 30);
-    bob.model.logout();
-    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
-    alice.model.openChat("bob");
+    const { alice } = await aliceWithBobOffline(w, 30);
     await alice.model.send("pending one");
     const [row] = alice.model.messages.value;
     assert(row);
@@ -361,11 +367,7 @@ Deno.test("delivered notices mark only the sender's own messages to that recipie
 Deno.test("a mailbox message later acknowledged directly by the peer is delivered", async () => {
   const w = world();
   try {
-    const alice = await client(w, "alice");
-    const bob = await client(w, "bob");
-    bob.model.logout();
-    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
-    alice.model.openChat("bob");
+    const { alice, bob } = await aliceWithBobOffline(w, 1000);
     await alice.model.send("stored");
     assertEquals(alice.model.messages.value[0]?.via, "mailbox");
     const id = alice.model.messages.value[0]!.id;
@@ -407,11 +409,7 @@ Deno.test("when the relay says peer_offline the message goes to the mailbox", as
 Deno.test("messages sent while the WebSocket is down stay sending and go out on reconnect", async () => {
   const w = world();
   try {
-    const alice = await client(w, "alice", 30);
-    const bob = await client(w, "bob", 30);
-    bob.model.logout();
-    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
-    alice.model.openChat("bob");
+    const { alice, bob } = await aliceWithBobOffline(w, 30);
     alice.session.dropConnection();
     await alice.model.send("first");
     await alice.model.send("second");
@@ -434,12 +432,8 @@ Deno.test("messages sent while the WebSocket is down stay sending and go out on 
 Deno.test("a refused mailbox send shows the servers' reason, is marked failed, and is retried", async () => {
   const w = world();
   try {
-    const alice = await client(w, "alice", 30, { mailRetryMs: 50 });
-    const bob = await client(w, "bob", 30);
-    bob.model.logout();
-    await waitFor(() => alice.model.contacts.value.every((c) => !c.online), "bob offline");
+    const { alice } = await aliceWithBobOffline(w, 30, { mailRetryMs: 50 });
     w.cluster.mailError = { code: "mailbox_full", message: "bob's mailbox is full" };
-    alice.model.openChat("bob");
     await alice.model.send("too much");
     assertEquals(alice.model.messages.value[0]?.status, "failed");
     assertEquals(alice.model.error.value, "bob's mailbox is full");
