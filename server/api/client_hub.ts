@@ -174,6 +174,10 @@ export class ClientHub implements LocalSessions {
     return [...this.#byUser.keys()];
   }
 
+  hasSession(username: string): boolean {
+    return this.#byUser.has(username);
+  }
+
   deliverLocal(username: string, frame: ServerFrame): boolean {
     const notice = supersedeNotice(username, frame);
     if (notice) {

@@ -21,6 +21,8 @@ import { callPeer, isAuthentic, PeerUnreachableError } from "./rpc.ts";
 export interface LocalSessions {
   /** Usernames with a live session on this server. */
   onlineUsernames(): string[];
+  /** Whether `username` has a live session on this server (a lookup, not a scan). */
+  hasSession(username: string): boolean;
   /** Hands `frame` to the local session of `username`; false if there is none. */
   deliverLocal(username: string, frame: ServerFrame): boolean;
   /** Told when a user's cluster-wide online status changes. */
@@ -161,7 +163,7 @@ export class Cluster {
 
   /** The base URL of the server holding `username`'s session, if any. */
   homeOf(username: string): string | undefined {
-    if (this.#deps.local.onlineUsernames().includes(username)) return this.#self;
+    if (this.#deps.local.hasSession(username)) return this.#self;
     for (const [address, peer] of this.#peers) {
       if (peer.alive && peer.online.has(username)) return address;
     }
@@ -333,7 +335,7 @@ export class Cluster {
   }
 
   #isOnlineExcept(username: string, except: string): boolean {
-    if (this.#deps.local.onlineUsernames().includes(username)) return true;
+    if (this.#deps.local.hasSession(username)) return true;
     for (const [address, peer] of this.#peers) {
       if (address !== except && peer.alive && peer.online.has(username)) return true;
     }
