@@ -145,6 +145,11 @@ function cluster(n: number) {
 
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20, heartbeatIntervalMs: 1_000_000 };
 
+/** A session whose home server is the cluster's first, with fast timings. */
+function sessionOn(c: ReturnType<typeof cluster>, storage: ReturnType<typeof memoryStorage>) {
+  return new Session({ openSocket: c.openSocket, storage }, { homeServer: c.bases[0]!, ...fast });
+}
+
 Deno.test("webSocketUrl maps a server's base URL to its /ws endpoint", () => {
   assertEquals(webSocketUrl("http://127.0.0.1:8001"), "ws://127.0.0.1:8001/ws");
   assertEquals(webSocketUrl("https://chat.example/app/"), "wss://chat.example/app/ws");
@@ -153,10 +158,7 @@ Deno.test("webSocketUrl maps a server's base URL to its /ws endpoint", () => {
 Deno.test("login stores the token in tab storage and errors carry the server's message", async () => {
   const c = cluster(1);
   const storage = memoryStorage();
-  const s = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const s = sessionOn(c, storage);
   try {
     const err = await s.login("alice", "nope-nope").catch((e) => e as Error);
     assertEquals(err instanceof Error ? err.message : "", "Wrong username or password");
@@ -172,10 +174,7 @@ Deno.test("login stores the token in tab storage and errors carry the server's m
 Deno.test("when the home server dies the session resumes on another server", async () => {
   const c = cluster(3);
   const storage = memoryStorage();
-  const s = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const s = sessionOn(c, storage);
   let resumed = 0;
   s.events.onResumed = () => resumed++;
   try {
@@ -193,18 +192,12 @@ Deno.test("when the home server dies the session resumes on another server", asy
 Deno.test("after a reload the stored session resumes by itself", async () => {
   const c = cluster(2);
   const storage = memoryStorage();
-  const first = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const first = sessionOn(c, storage);
   await first.login("alice", "password-1");
   first.stop();
   // The home server is gone too: the stored server list lets the new page fail over.
   c.servers[0]!.isUp = false;
-  const again = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const again = sessionOn(c, storage);
   const resumed: string[] = [];
   again.events.onResumed = (info) => resumed.push(info.username);
   try {
@@ -229,10 +222,7 @@ Deno.test("a refused token ends the session and clears tab storage", async () =>
       servers: [],
     }),
   );
-  const s = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const s = sessionOn(c, storage);
   let lost = "";
   s.events.onSessionLost = (reason) => lost = reason;
   try {
@@ -248,10 +238,7 @@ Deno.test("a refused token ends the session and clears tab storage", async () =>
 Deno.test("superseded: the session forgets its token and stops without reconnecting", async () => {
   const c = cluster(2);
   const storage = memoryStorage();
-  const s = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const s = sessionOn(c, storage);
   const told: string[] = [];
   s.events.onSuperseded = (message) => told.push(message);
   try {
@@ -273,10 +260,7 @@ Deno.test("superseded: the session forgets its token and stops without reconnect
 Deno.test("superseded: the close code alone also stops the session", async () => {
   const c = cluster(1);
   const storage = memoryStorage();
-  const s = new Session({ openSocket: c.openSocket, storage }, {
-    homeServer: c.bases[0]!,
-    ...fast,
-  });
+  const s = sessionOn(c, storage);
   const told: string[] = [];
   s.events.onSuperseded = (message) => told.push(message);
   try {
