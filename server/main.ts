@@ -63,13 +63,12 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const dataDir = config.dataDir ?? `data/node-${addr.port}`;
   await Deno.mkdir(dataDir, { recursive: true });
   const store = new NodeStore(`${dataDir}/node.sqlite`);
-  const hub = new ClientHub({ store, metrics, tokens, log, hmac }, {
+  const hub = new ClientHub({ metrics, tokens, log, hmac }, {
     bcryptCost: config.bcryptCost,
   });
-  const cluster = new Cluster({ store, metrics, hmac, local: hub, log }, {
+  const cluster = new Cluster({ metrics, hmac, local: hub, log }, {
     self,
     seeds: config.peers,
-    accountCopies: config.storage.w,
   });
   hub.bind(cluster);
   const ring = new RingService({
@@ -87,8 +86,11 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     call: replicationCall(hmac, 10_000),
     metrics,
     log,
+    onPresenceChange: (record, online) => cluster.presenceNotice(record, online),
+    isLive: (address) => cluster.isLive(address),
   }, config.storage);
-  hub.attachMailbox(new MailboxFrames({ replicator, store, cluster, metrics }));
+  cluster.attachStorage(replicator);
+  hub.attachMailbox(new MailboxFrames({ replicator, cluster, metrics }));
   const replication = (req: Request) =>
     handleReplicationHttp(req, { hmac, replicator, counters: metrics, log });
   app.handle = createHandler({ hub, cluster, ring, replication, metrics }, {
@@ -121,12 +123,13 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     url: self,
     async shutdown() {
       await discovery?.stop();
+      // Sessions end first, so their presence records are written offline while the ring runs.
+      hub.close();
+      await cluster.stop();
       await replicator.stop();
       // Graceful leave: hand what this node holds to its successor before leaving the ring.
       await replicator.handOffAll();
       await ring.stop();
-      hub.close();
-      await cluster.stop();
       await server.shutdown();
       store.close();
     },

@@ -1,6 +1,6 @@
 /**
- * Server ↔ server RPC of the walking skeleton: membership hellos (with presence), account
- * replication and delivery of signaling/relay frames to a user's home server. Every request is an
+ * Server ↔ server RPC beside the ring: membership hellos, presence notices from the primary of a
+ * user's presence record, and delivery of signaling/relay frames to a user's home server. Every request is an
  * HTTP POST authenticated with an HMAC over the cluster secret; the bodies are validated here.
  * The CHORD ring (server/chord) brings its own ring RPC; these cover what rides beside it.
  */
@@ -10,6 +10,7 @@ import {
   parseJsonFrame,
   ProtocolError,
   readArray,
+  readBoolean,
   readEnvelope,
   readNumber,
   readObject,
@@ -17,7 +18,6 @@ import {
 } from "./validate.ts";
 import {
   type AccountKeys,
-  checkUsername,
   readAccountKeys,
   readUsername,
   type ServerFrame,
@@ -41,30 +41,34 @@ export interface AccountRecord {
 
 /** Server → server requests. */
 export type ClusterRequest =
-  | { v: 1; type: "hello"; from: string; peers: string[]; online: string[]; accountCount: number }
-  | { v: 1; type: "accounts" }
-  | { v: 1; type: "register"; account: AccountRecord }
-  | { v: 1; type: "account_put"; account: AccountRecord }
+  | { v: 1; type: "hello"; from: string; peers: string[] }
+  | {
+    v: 1;
+    type: "presence";
+    username: string;
+    home: string;
+    online: boolean;
+    updatedAt: number;
+  }
   | { v: 1; type: "deliver"; to: string; frame: ServerFrame };
 
 /** Server → server responses. */
 export type ClusterResponse =
   | { v: 1; type: "ok" }
   | { v: 1; type: "error"; code: ErrorCode; message: string }
-  | { v: 1; type: "hello"; peers: string[]; accountCount: number }
-  | { v: 1; type: "accounts"; accounts: AccountRecord[] };
+  | { v: 1; type: "hello"; peers: string[] };
 
-const REQUEST_TYPES = ["hello", "accounts", "register", "account_put", "deliver"] as const;
-const RESPONSE_TYPES = ["ok", "error", "hello", "accounts"] as const;
+const REQUEST_TYPES = ["hello", "presence", "deliver"] as const;
+const RESPONSE_TYPES = ["ok", "error", "hello"] as const;
 const ADDRESS_RULE = { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ };
 const MAX_PEERS = 1024;
-const MAX_ONLINE = 1_000_000;
 
 function readAddress(value: unknown, path: string): string {
   return checkString(value, path, ADDRESS_RULE);
 }
 
-function readAccount(value: unknown, path: string): AccountRecord {
+/** Validates an account record received from another server. */
+export function readAccountRecord(value: unknown, path: string): AccountRecord {
   const obj = readObject(value, path);
   return {
     username: readUsername(obj, "username", path),
@@ -84,21 +88,15 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         type: "hello",
         from: readAddress(obj.from, "from"),
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
-        online: readArray(obj, "online", "", MAX_ONLINE, checkUsername),
-        accountCount: readNumber(obj, "accountCount", "", {
-          min: 0,
-          max: Number.MAX_SAFE_INTEGER,
-          integer: true,
-        }),
       };
-    case "accounts":
-      return { v: 1, type: "accounts" };
-    case "register":
-    case "account_put":
+    case "presence":
       return {
         v: 1,
-        type: type as "register" | "account_put",
-        account: readAccount(obj.account, "account"),
+        type: "presence",
+        username: readUsername(obj, "username"),
+        home: readAddress(obj.home, "home"),
+        online: readBoolean(obj, "online", ""),
+        updatedAt: readNumber(obj, "updatedAt", "", { min: 0, max: 8.64e15, integer: true }),
       };
     case "deliver": {
       const frame = validateServerFrame(obj.frame);
@@ -141,17 +139,6 @@ export function parseClusterResponse(text: unknown): ClusterResponse {
         v: 1,
         type: "hello",
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
-        accountCount: readNumber(obj, "accountCount", "", {
-          min: 0,
-          max: Number.MAX_SAFE_INTEGER,
-          integer: true,
-        }),
-      };
-    case "accounts":
-      return {
-        v: 1,
-        type: "accounts",
-        accounts: readArray(obj, "accounts", "", 10_000_000, readAccount),
       };
   }
 }

@@ -148,19 +148,17 @@ Deno.test("peer messages: chat messages are bounded and carry valid ids and name
   rejects(parsePeerMessage, "{{{", "bad_json");
 });
 
-Deno.test("cluster requests: accounts must carry a bcrypt hash, deliveries only signal/relay", () => {
-  const account = { username: "alice", hash: "$2b$10$" + "a".repeat(53), createdAt: 1 };
-  assert.deepEqual(parseClusterRequest(frame({ type: "account_put", account })), {
-    v: 1,
-    type: "account_put",
-    account,
-  });
-  rejects(
-    parseClusterRequest,
-    frame({ type: "account_put", account: { ...account, hash: "plaintext-password" } }),
-    "bad_frame",
-    "account.hash",
-  );
+Deno.test("cluster requests: presence notices name a server, deliveries only signal/relay", () => {
+  const notice = {
+    type: "presence",
+    username: "alice",
+    home: "http://10.0.0.1:8001",
+    online: true,
+    updatedAt: 5,
+  };
+  assert.deepEqual(parseClusterRequest(frame(notice)), { v: 1, ...notice });
+  rejects(parseClusterRequest, frame({ ...notice, home: "not a url" }), "bad_frame", "home");
+  rejects(parseClusterRequest, frame({ ...notice, online: "yes" }), "bad_frame", "online");
   rejects(
     parseClusterRequest,
     frame({ type: "deliver", to: "bob", frame: { v: 1, type: "pong", reqId: 1 } }),

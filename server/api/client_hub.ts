@@ -22,7 +22,6 @@ import {
   type ServerFrame,
   SUPERSEDED_CLOSE_CODE,
 } from "../../shared/mod.ts";
-import type { NodeStore } from "../store/mod.ts";
 import type { Metrics } from "./metrics.ts";
 import {
   callPeer,
@@ -51,7 +50,6 @@ export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replace
 
 /** Collaborators of a {@link ClientHub}. */
 export interface ClientHubDeps {
-  store: NodeStore;
   metrics: Metrics;
   tokens: Tokens;
   log: Log;
@@ -162,6 +160,11 @@ export class ClientHub implements LocalSessions {
       conn.lastSeen = Date.now();
       if (!this.#admitFrame(conn)) return;
       this.#onFrame(conn, event.data).catch((err) => {
+        if (err instanceof UnavailableError) {
+          // The ring could not answer (repairing, or too few servers): nothing was changed.
+          const message = "The servers cannot answer right now: try again shortly";
+          return this.#fail(conn, "unavailable", message, reqIdOf(event.data));
+        }
         this.#deps.log("frame_handler_failed", { error: String(err) });
         this.#send(conn, { v: 1, type: "error", code: "internal", message: "Internal error" });
       });
@@ -261,7 +264,7 @@ export class ClientHub implements LocalSessions {
       case "resume": {
         try {
           const claims = await this.#deps.tokens.verify(frame.token);
-          const account = this.#deps.store.getAccount(claims.username);
+          const account = await this.#cluster!.account(claims.username);
           if (!account) {
             return this.#fail(
               conn,
@@ -308,14 +311,14 @@ export class ClientHub implements LocalSessions {
           v: 1,
           type: "contacts",
           reqId: frame.reqId,
-          users: this.#deps.store.listAccounts().filter((a) => a.username !== me).map((a) => ({
-            username: a.username,
-            online: cluster.isOnline(a.username),
+          users: (await cluster.directory()).filter((u) => u !== me).map((username) => ({
+            username,
+            online: cluster.isOnline(username),
           })),
         });
         return;
       case "get_keys": {
-        const keys = this.#deps.store.getAccount(frame.username)?.keys;
+        const keys = (await cluster.account(frame.username))?.keys;
         if (!keys) {
           return this.#fail(
             conn,
@@ -365,7 +368,9 @@ export class ClientHub implements LocalSessions {
 
   async #register(conn: Connection, frame: Extract<ClientFrame, { type: "register" }>) {
     const { metrics } = this.#deps;
-    if (this.#deps.store.getAccount(frame.username)) {
+    const existing = await this.#accountOrUnavailable(conn, frame.username, frame.reqId);
+    if (existing === null) return;
+    if (existing) {
       metrics.inc("p2pchat_registrations_total", { result: "taken" });
       return this.#fail(
         conn,
@@ -405,6 +410,29 @@ export class ClientHub implements LocalSessions {
     }
   }
 
+  /**
+   * The account of `username` from the ring; when the ring cannot answer now, the client is told
+   * `unavailable` and null is returned.
+   */
+  async #accountOrUnavailable(
+    conn: Connection,
+    username: string,
+    reqId: number,
+  ): Promise<AccountRecord | undefined | null> {
+    try {
+      return await this.#cluster!.account(username);
+    } catch (err) {
+      if (!(err instanceof UnavailableError)) throw err;
+      this.#fail(
+        conn,
+        "unavailable",
+        "Accounts cannot be read right now: try again shortly",
+        reqId,
+      );
+      return null;
+    }
+  }
+
   async #login(conn: Connection, frame: Extract<ClientFrame, { type: "login" }>) {
     const blockedMs = this.#logins.blockedForMs(frame.username, conn.address);
     if (blockedMs > 0) {
@@ -417,7 +445,8 @@ export class ClientHub implements LocalSessions {
         frame.reqId,
       );
     }
-    const account = this.#deps.store.getAccount(frame.username);
+    const account = await this.#accountOrUnavailable(conn, frame.username, frame.reqId);
+    if (account === null) return;
     const ok = account !== undefined && await compare(frame.secret, account.hash);
     this.#deps.metrics.inc("p2pchat_logins_total", { result: ok ? "ok" : "rejected" });
     if (!ok) {
@@ -500,7 +529,7 @@ export class ClientHub implements LocalSessions {
     this.#byUser.set(username, conn);
     this.#gauge();
     if (!wasOnline) this.presenceChanged(username, true);
-    this.#cluster!.helloNow();
+    this.#cluster!.localPresence(username, true);
   }
 
   #unbind(conn: Connection): void {
@@ -514,7 +543,7 @@ export class ClientHub implements LocalSessions {
     conn.username = undefined;
     conn.session = undefined;
     if (!this.#cluster!.isOnline(username)) this.presenceChanged(username, false);
-    this.#cluster!.helloNow();
+    this.#cluster!.localPresence(username, false);
   }
 
   #drop(conn: Connection): void {

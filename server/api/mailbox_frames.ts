@@ -7,7 +7,6 @@
 import type { ClientFrame, ServerFrame } from "../../shared/mod.ts";
 import type { Cluster } from "../cluster/mod.ts";
 import { MailboxFullError, type Replicator, StorageUnavailableError } from "../replication/mod.ts";
-import type { NodeStore } from "../store/mod.ts";
 import type { Metrics } from "./metrics.ts";
 
 type Frame<T extends ClientFrame["type"]> = Extract<ClientFrame, { type: T }>;
@@ -15,7 +14,6 @@ type Frame<T extends ClientFrame["type"]> = Extract<ClientFrame, { type: T }>;
 /** Collaborators of {@link MailboxFrames}. */
 export interface MailboxFramesDeps {
   replicator: Replicator;
-  store: NodeStore;
   cluster: Cluster;
   metrics: Metrics;
 }
@@ -65,7 +63,7 @@ export class MailboxFrames {
     try {
       switch (frame.type) {
         case "mail_send": {
-          if (!this.#deps.store.getAccount(frame.to)) {
+          if (!(await this.#deps.cluster.account(frame.to))) {
             return fail("unknown_user", `No user named "${frame.to}": check the name`);
           }
           await replicator.storeMessages(frame.messages.map((m) => ({

@@ -1,18 +1,31 @@
 /**
- * The walking skeleton's cluster: membership from a static seed list plus gossip (every hello
- * carries the sender's known peers), presence (every hello carries the sender's online users), a
- * full copy of the account directory on every server, and delivery of frames to a user's home
- * server. The CHORD ring and K-successor replication replace the placement here; the seams are
- * {@link Cluster.register}, {@link Cluster.homeOf} and {@link Cluster.liveServers}.
+ * The cluster view of one server: membership (a static seed list and discovery, then gossip:
+ * every hello carries the sender's live peers), the account registry and presence as ring
+ * records (through the {@link Replicator}: each lives on the primary for the user's ring key and
+ * K successors), and delivery of frames to a user's home server.
+ *
+ * Presence: a home server writes a record with a time to live when a session starts, refreshes
+ * it while the session lives, and writes it offline when the session ends. The primary of the
+ * record tells every live server when the status changes (and when a record expires or its home
+ * server dies); each server keeps those notices in a cache that answers "is X online, and
+ * where?" without a ring lookup, re-reads the whole directory periodically, and falls back to the
+ * ring record when a delivery finds nothing in the cache.
  */
-import type {
-  AccountRecord,
-  ClusterRequest,
-  ClusterResponse,
-  ServerFrame,
+import {
+  type AccountRecord,
+  type ClusterRequest,
+  type ClusterResponse,
+  parseClusterRequest,
+  PRESENCE_TIMEOUT_MS,
+  ProtocolError,
+  type ServerFrame,
 } from "../../shared/mod.ts";
-import { parseClusterRequest, ProtocolError } from "../../shared/mod.ts";
-import type { NodeStore } from "../store/mod.ts";
+import type { PresenceRecord } from "../store/mod.ts";
+import {
+  type Replicator,
+  StorageUnavailableError,
+  UsernameTakenError,
+} from "../replication/mod.ts";
 import type { Metrics } from "../api/metrics.ts";
 import type { Hmac } from "./hmac.ts";
 import { callPeer, isAuthentic, PeerUnreachableError } from "./rpc.ts";
@@ -34,7 +47,6 @@ export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
 /** Collaborators of a {@link Cluster}. */
 export interface ClusterDeps {
-  store: NodeStore;
   metrics: Metrics;
   hmac: Hmac;
   local: LocalSessions;
@@ -53,11 +65,12 @@ export interface ClusterOptions {
   peerTimeoutMs?: number;
   /** Timeout of one RPC, in ms. @default 2000 */
   rpcTimeoutMs?: number;
-  /**
-   * Durable copies of a new account before registration is acknowledged (capped at the number
-   * of live servers). @default 2
-   */
-  accountCopies?: number;
+  /** Period at which local sessions' presence records are refreshed, in ms. @default 5000 */
+  presenceRefreshMs?: number;
+  /** Time to live of a presence record, in ms. @default PRESENCE_TIMEOUT_MS */
+  presenceTtlMs?: number;
+  /** Period at which the presence cache is re-read from the whole ring, in ms. @default 15000 */
+  directoryRefreshMs?: number;
 }
 
 /** No server that may hold the record could be reached. */
@@ -68,33 +81,35 @@ export class UnavailableError extends Error {
 interface PeerState {
   alive: boolean;
   lastOk: number;
-  online: Set<string>;
+}
+
+/** What this server last heard of another server's session of a user. */
+interface CachedPresence {
+  home: string;
+  updatedAt: number;
 }
 
 const MAX_BODY = 8 * 1024 * 1024;
+/** Accounts never change once created: lookups are cached, this many at most. */
+const ACCOUNT_CACHE_SIZE = 10_000;
 
-/** 32-bit FNV-1a: a cheap, stable score for rendezvous placement. */
-function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
-/** Membership, presence, account directory and frame delivery across servers. */
+/** Membership, ring-held registry and presence, and frame delivery across servers. */
 export class Cluster {
   #deps: ClusterDeps;
   #self: string;
   #helloIntervalMs: number;
   #peerTimeoutMs: number;
   #rpcTimeoutMs: number;
-  #accountCopies: number;
+  #presenceRefreshMs: number;
+  #presenceTtlMs: number;
+  #directoryRefreshMs: number;
   #peers = new Map<string, PeerState>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timers: ReturnType<typeof setInterval>[] = [];
   #round: Promise<void> | undefined;
-  #syncing = new Set<string>();
+  #storage: Replicator | undefined;
+  #presence = new Map<string, CachedPresence>();
+  #accounts = new Map<string, AccountRecord>();
+  #pending = new Set<Promise<unknown>>();
 
   /** Creates the cluster view of one server; call {@link start} to begin the hello rounds. */
   constructor(deps: ClusterDeps, options: ClusterOptions) {
@@ -103,13 +118,20 @@ export class Cluster {
     this.#helloIntervalMs = options.helloIntervalMs ?? 1000;
     this.#peerTimeoutMs = options.peerTimeoutMs ?? 3500;
     this.#rpcTimeoutMs = options.rpcTimeoutMs ?? 2000;
-    this.#accountCopies = options.accountCopies ?? 2;
+    this.#presenceRefreshMs = options.presenceRefreshMs ?? 5000;
+    this.#presenceTtlMs = options.presenceTtlMs ?? PRESENCE_TIMEOUT_MS;
+    this.#directoryRefreshMs = options.directoryRefreshMs ?? 15_000;
     for (const seed of options.seeds ?? []) this.#addPeer(seed);
     deps.metrics.describe("p2pchat_cluster_peers_alive", "gauge", "Other servers currently alive");
     deps.metrics.describe(
       "p2pchat_cluster_rejected_total",
       "counter",
       "Cluster RPC requests rejected (bad signature or invalid body)",
+    );
+    deps.metrics.describe(
+      "p2pchat_presence_cached",
+      "gauge",
+      "Users on other servers this server believes online",
     );
   }
 
@@ -118,20 +140,31 @@ export class Cluster {
     return this.#self;
   }
 
-  /** Starts periodic hello rounds (the first one immediately). */
+  /**
+   * Connects the ring storage that holds accounts and presence. Call before {@link start};
+   * the replicator's `onPresenceChange` should be {@link presenceNotice}.
+   */
+  attachStorage(storage: Replicator): void {
+    this.#storage = storage;
+  }
+
+  /** Starts the periodic rounds: hellos (the first one immediately), presence, directory. */
   start(): void {
     this.helloNow();
-    this.#timer = setInterval(() => this.helloNow(), this.#helloIntervalMs);
+    this.#timers.push(setInterval(() => this.helloNow(), this.#helloIntervalMs));
+    this.#timers.push(setInterval(() => this.#refreshLocalPresence(), this.#presenceRefreshMs));
+    this.#timers.push(setInterval(() => this.#track(this.directory()), this.#directoryRefreshMs));
   }
 
-  /** Stops the hello rounds and waits for the one in flight. */
+  /** Stops the rounds and waits for the work in flight. */
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
     await this.#round;
+    await Promise.allSettled([...this.#pending]);
   }
 
-  /** Runs a hello round now unless one is in flight (used when local presence changes). */
+  /** Runs a hello round now unless one is in flight. */
   helloNow(): void {
     if (this.#round) return;
     this.#round = this.#helloRound().finally(() => this.#round = undefined);
@@ -156,81 +189,180 @@ export class Cluster {
     return [this.#self, ...alive].sort();
   }
 
-  /** Whether `username` has a session on any live server. */
+  /** Whether the server at `address` is this one or a peer currently alive. */
+  isLive(address: string): boolean {
+    return address === this.#self || this.#peers.get(address)?.alive === true;
+  }
+
+  /** Whether `username` has a session on any live server, as far as this server knows. */
   isOnline(username: string): boolean {
     return this.homeOf(username) !== undefined;
   }
 
-  /** The base URL of the server holding `username`'s session, if any. */
+  /** The base URL of the server holding `username`'s session, if known. */
   homeOf(username: string): string | undefined {
     if (this.#deps.local.hasSession(username)) return this.#self;
-    for (const [address, peer] of this.#peers) {
-      if (peer.alive && peer.online.has(username)) return address;
-    }
-    return undefined;
+    const cached = this.#presence.get(username);
+    // What this server's own sessions are is known locally, never from the cache.
+    if (!cached || cached.home === this.#self || !this.isLive(cached.home)) return undefined;
+    return cached.home;
   }
 
+  // --- accounts ------------------------------------------------------------------------------
+
   /**
-   * Registers a new account through its coordinator (rendezvous hashing over live servers), which
-   * checks uniqueness and copies it to every live server. Returns false if the name is taken.
+   * Registers a new account on the ring: acknowledged once W copies are durable. Returns false
+   * if the name is taken; throws {@link UnavailableError} if the ring cannot store it now.
    */
   async register(account: AccountRecord): Promise<boolean> {
-    const order = this.liveServers().sort((a, b) =>
-      fnv1a(`${b}|${account.username}`) - fnv1a(`${a}|${account.username}`)
-    );
-    for (const server of order) {
-      if (server === this.#self) return await this.#registerAsCoordinator(account);
-      try {
-        const res = await callPeer(
-          this.#deps.hmac,
-          server,
-          { v: 1, type: "register", account },
-          this.#rpcTimeoutMs,
-        );
-        if (res.type === "ok") {
-          this.#deps.store.insertAccount(account);
-          return true;
-        }
-        if (res.type === "error" && res.code === "username_taken") return false;
-        if (res.type === "error") throw new Error(res.message);
-      } catch (err) {
-        this.#deps.log("register_forward_failed", { server, error: String(err) });
-      }
+    try {
+      await this.#ring().registerAccount(account);
+      this.#cacheAccount(account);
+      return true;
+    } catch (err) {
+      if (err instanceof UsernameTakenError) return false;
+      if (err instanceof StorageUnavailableError) throw new UnavailableError(err.message);
+      throw err;
     }
-    throw new UnavailableError("No server could register the account");
   }
 
   /**
-   * Inserts a new account and copies it to every live server; acknowledges only once
-   * `accountCopies` copies (capped at the live servers) are durable. Otherwise the local insert is
-   * undone and {@link UnavailableError} thrown, so an acknowledged account is never a lone copy.
+   * The account of `username` from its replica set (cached once found: accounts do not change).
+   * Throws {@link UnavailableError} when the ring cannot answer now.
    */
-  async #registerAsCoordinator(account: AccountRecord): Promise<boolean> {
-    const { store, hmac } = this.#deps;
-    if (!store.insertAccount(account)) return false;
-    const alive = [...this.#peers].filter(([, p]) => p.alive).map(([address]) => address);
-    const results = await Promise.allSettled(
-      alive.map((address) =>
-        callPeer(hmac, address, { v: 1, type: "account_put", account }, this.#rpcTimeoutMs)
-      ),
-    );
-    const copies = 1 +
-      results.filter((r) => r.status === "fulfilled" && r.value.type === "ok").length;
-    if (copies < Math.min(this.#accountCopies, 1 + alive.length)) {
-      store.deleteAccount(account.username);
-      this.#deps.log("register_not_durable", { username: account.username, copies });
-      throw new UnavailableError(
-        `Only ${copies} of ${this.#accountCopies} copies of the new account could be stored`,
-      );
+  async account(username: string): Promise<AccountRecord | undefined> {
+    const cached = this.#accounts.get(username);
+    if (cached) return cached;
+    try {
+      const account = await this.#ring().getAccount(username);
+      if (account) this.#cacheAccount(account);
+      return account;
+    } catch (err) {
+      if (err instanceof StorageUnavailableError) throw new UnavailableError(err.message);
+      throw err;
     }
-    return true;
   }
 
-  /** Delivers a signal/relay frame to `to` wherever their session is; false if offline. */
+  /**
+   * Every registered username (each server lists the accounts it holds; the union is the
+   * directory). Also refreshes the presence cache from the online records the servers hold.
+   */
+  async directory(): Promise<string[]> {
+    const asked = Date.now();
+    const { usernames, online } = await this.#ring().directory(this.liveServers());
+    const fresh = new Map(online.map((r) => [r.username, r]));
+    for (const [username, cached] of [...this.#presence]) {
+      // A notice that arrived while the servers answered is newer than their answers.
+      if (fresh.has(username) || cached.updatedAt >= asked) continue;
+      this.#applyPresence(username, cached.home, cached.updatedAt, false);
+    }
+    for (const r of fresh.values()) this.#applyPresence(r.username, r.home, r.updatedAt, true);
+    return usernames;
+  }
+
+  #cacheAccount(account: AccountRecord): void {
+    if (this.#accounts.size >= ACCOUNT_CACHE_SIZE) {
+      this.#accounts.delete(this.#accounts.keys().next().value!);
+    }
+    this.#accounts.set(account.username, account);
+  }
+
+  #ring(): Replicator {
+    if (!this.#storage) throw new UnavailableError("Ring storage is not attached yet");
+    return this.#storage;
+  }
+
+  // --- presence ------------------------------------------------------------------------------
+
+  /**
+   * A local session of `username` started (`online`) or ended: writes the user's presence record
+   * on the ring. Failures are logged; the next refresh round writes again.
+   */
+  localPresence(username: string, online: boolean): void {
+    if (!this.#storage) return;
+    this.#track(
+      this.#storage.publishPresence([{ username, online }], this.#presenceTtlMs).catch((err) =>
+        this.#deps.log("presence_write_failed", { username, online, error: String(err) })
+      ),
+    );
+  }
+
+  /**
+   * Called on the primary of a presence record when its status changes: tells every live
+   * server (this one included) so they can update their caches and their clients.
+   */
+  presenceNotice(record: PresenceRecord, online: boolean): void {
+    const request: ClusterRequest = {
+      v: 1,
+      type: "presence",
+      username: record.username,
+      home: record.home,
+      online,
+      updatedAt: record.updatedAt,
+    };
+    this.#applyPresence(record.username, record.home, record.updatedAt, online);
+    for (const address of this.liveServers()) {
+      if (address === this.#self) continue;
+      this.#track(
+        callPeer(this.#deps.hmac, address, request, this.#rpcTimeoutMs).catch((err) =>
+          this.#deps.log("presence_notice_failed", { to: address, error: String(err) })
+        ),
+      );
+    }
+  }
+
+  /** Updates the cache with one notice, telling local clients if the user's status changed. */
+  #applyPresence(username: string, home: string, updatedAt: number, online: boolean): void {
+    const cached = this.#presence.get(username);
+    if (cached && cached.updatedAt > updatedAt) return; // an older notice arriving late
+    const was = this.isOnline(username);
+    if (online) this.#presence.set(username, { home, updatedAt });
+    else if (!cached || cached.home === home) this.#presence.delete(username);
+    const now = this.isOnline(username);
+    if (was !== now) this.#deps.local.presenceChanged(username, now);
+    this.#deps.metrics.set("p2pchat_presence_cached", this.#presence.size);
+  }
+
+  #refreshLocalPresence(): void {
+    const users = this.#deps.local.onlineUsernames();
+    if (!this.#storage || users.length === 0) return;
+    this.#track(
+      this.#storage.publishPresence(
+        users.map((username) => ({ username, online: true })),
+        this.#presenceTtlMs,
+      ).catch((err) => this.#deps.log("presence_refresh_failed", { error: String(err) })),
+    );
+  }
+
+  #track(work: Promise<unknown>): void {
+    const p = work.catch(() => {}).finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
+  }
+
+  // --- delivery ------------------------------------------------------------------------------
+
+  /**
+   * Delivers a signal/relay frame to `to` wherever their session is; false if offline. When the
+   * cache names no home (or a stale one), the presence record on the ring decides.
+   */
   async deliver(to: string, frame: ServerFrame): Promise<boolean> {
     if (this.#deps.local.deliverLocal(to, frame)) return true;
-    const home = this.homeOf(to);
-    if (!home || home === this.#self) return false;
+    const cached = this.homeOf(to);
+    if (cached && cached !== this.#self && (await this.#deliverAt(cached, to, frame))) return true;
+    let record: PresenceRecord | undefined;
+    try {
+      record = await this.#storage?.getPresence(to);
+    } catch (err) {
+      this.#deps.log("presence_read_failed", { username: to, error: String(err) });
+      return false;
+    }
+    if (!record || record.expiresAt <= Date.now() || !this.isLive(record.home)) return false;
+    if (record.home === this.#self || record.home === cached) return false;
+    this.#applyPresence(to, record.home, record.updatedAt, true);
+    return await this.#deliverAt(record.home, to, frame);
+  }
+
+  async #deliverAt(home: string, to: string, frame: ServerFrame): Promise<boolean> {
     try {
       const res = await callPeer(
         this.#deps.hmac,
@@ -244,6 +376,8 @@ export class Cluster {
       return false;
     }
   }
+
+  // --- RPC -----------------------------------------------------------------------------------
 
   /** Handles `POST /cluster/rpc`: authenticates, validates, dispatches. */
   async handleRpc(req: Request): Promise<Response> {
@@ -264,7 +398,7 @@ export class Cluster {
       this.#deps.metrics.inc("p2pchat_invalid_frames_total", { source: "peer" });
       return this.#reject(400, "bad_frame", message);
     }
-    return Response.json(await this.#dispatch(request));
+    return Response.json(this.#dispatch(request));
   }
 
   #reject(status: number, code: "bad_frame" | "not_authenticated", message: string): Response {
@@ -272,35 +406,16 @@ export class Cluster {
     return Response.json(body, { status });
   }
 
-  async #dispatch(request: ClusterRequest): Promise<ClusterResponse> {
-    const { store } = this.#deps;
+  #dispatch(request: ClusterRequest): ClusterResponse {
     switch (request.type) {
-      case "hello": {
+      case "hello":
         if (request.from !== this.#self) {
-          this.#markAlive(request.from, new Set(request.online));
+          this.#markAlive(request.from);
           for (const p of request.peers) this.#addPeer(p);
-          if (request.accountCount > store.countAccounts()) this.#syncAccounts(request.from);
         }
-        return {
-          v: 1,
-          type: "hello",
-          peers: this.liveServers(),
-          accountCount: store.countAccounts(),
-        };
-      }
-      case "accounts":
-        return { v: 1, type: "accounts", accounts: store.listAccounts() };
-      case "register":
-        try {
-          return (await this.#registerAsCoordinator(request.account))
-            ? { v: 1, type: "ok" }
-            : { v: 1, type: "error", code: "username_taken", message: "Username is taken" };
-        } catch (err) {
-          if (!(err instanceof UnavailableError)) throw err;
-          return { v: 1, type: "error", code: "unavailable", message: err.message };
-        }
-      case "account_put":
-        store.insertAccount(request.account);
+        return { v: 1, type: "hello", peers: this.liveServers() };
+      case "presence":
+        this.#applyPresence(request.username, request.home, request.updatedAt, request.online);
         return { v: 1, type: "ok" };
       case "deliver":
         return this.#deps.local.deliverLocal(request.to, request.frame)
@@ -311,93 +426,53 @@ export class Cluster {
 
   #addPeer(address: string): void {
     if (address === this.#self || this.#peers.has(address)) return;
-    this.#peers.set(address, { alive: false, lastOk: 0, online: new Set() });
+    this.#peers.set(address, { alive: false, lastOk: 0 });
   }
 
-  /** Applies a change of one peer's state, telling local clients whose presence changed. */
-  #updatePeer(address: string, change: (peer: PeerState) => void): void {
+  /** Applies a change of one peer's liveness, telling local clients whose presence changed. */
+  #setAlive(address: string, alive: boolean, fields: Record<string, unknown> = {}): void {
     const peer = this.#peers.get(address);
-    if (!peer) return;
-    const before = new Set(peer.alive ? peer.online : []);
-    const onlineBefore = new Map([...before].map((u) => [u, this.isOnline(u)]));
-    change(peer);
-    const after = new Set(peer.alive ? peer.online : []);
-    const touched = new Set([...before, ...after]);
-    for (const u of touched) {
-      const was = onlineBefore.get(u) ?? this.#isOnlineExcept(u, address);
+    if (!peer || peer.alive === alive) return;
+    const homed = [...this.#presence].filter(([, p]) => p.home === address).map(([u]) => u);
+    const before = new Map(homed.map((u) => [u, this.isOnline(u)]));
+    peer.alive = alive;
+    this.#deps.log(alive ? "peer_up" : "peer_down", { peer: address, ...fields });
+    for (const u of homed) {
       const now = this.isOnline(u);
-      if (was !== now) this.#deps.local.presenceChanged(u, now);
+      if (before.get(u) !== now) this.#deps.local.presenceChanged(u, now);
     }
+    if (!alive) { for (const u of homed) this.#presence.delete(u); }
     this.#deps.metrics.set(
       "p2pchat_cluster_peers_alive",
       [...this.#peers.values()].filter((p) => p.alive).length,
     );
   }
 
-  #isOnlineExcept(username: string, except: string): boolean {
-    if (this.#deps.local.hasSession(username)) return true;
-    for (const [address, peer] of this.#peers) {
-      if (address !== except && peer.alive && peer.online.has(username)) return true;
-    }
-    return false;
-  }
-
-  #markAlive(address: string, online: Set<string>): void {
+  #markAlive(address: string): void {
     this.#addPeer(address);
-    this.#updatePeer(address, (peer) => {
-      if (!peer.alive) this.#deps.log("peer_up", { peer: address });
-      peer.alive = true;
-      peer.lastOk = Date.now();
-      peer.online = online;
-    });
+    this.#peers.get(address)!.lastOk = Date.now();
+    this.#setAlive(address, true);
   }
 
   async #helloRound(): Promise<void> {
-    const { store, local, hmac } = this.#deps;
     const request: ClusterRequest = {
       v: 1,
       type: "hello",
       from: this.#self,
       peers: this.liveServers(),
-      online: local.onlineUsernames(),
-      accountCount: store.countAccounts(),
     };
     await Promise.all([...this.#peers.keys()].map(async (address) => {
       try {
-        const res = await callPeer(hmac, address, request, this.#rpcTimeoutMs);
+        const res = await callPeer(this.#deps.hmac, address, request, this.#rpcTimeoutMs);
         if (res.type !== "hello") throw new PeerUnreachableError(address, `answered ${res.type}`);
-        const peer = this.#peers.get(address);
-        if (peer) {
-          peer.lastOk = Date.now();
-          if (!peer.alive) this.#updatePeer(address, (p) => p.alive = true);
-        }
+        this.#markAlive(address);
         for (const p of res.peers) this.#addPeer(p);
-        if (res.accountCount > store.countAccounts()) this.#syncAccounts(address);
       } catch (err) {
         const peer = this.#peers.get(address);
         if (peer?.alive && Date.now() - peer.lastOk > this.#peerTimeoutMs) {
-          this.#deps.log("peer_down", { peer: address, error: String(err) });
-          this.#updatePeer(address, (p) => {
-            p.alive = false;
-            p.online = new Set();
-          });
+          this.#setAlive(address, false, { error: String(err) });
         }
       }
     }));
-  }
-
-  /** Copies every account `address` has that this server lacks (anti-entropy, full list). */
-  #syncAccounts(address: string): void {
-    if (this.#syncing.has(address)) return;
-    this.#syncing.add(address);
-    callPeer(this.#deps.hmac, address, { v: 1, type: "accounts" }, this.#rpcTimeoutMs * 5)
-      .then((res) => {
-        if (res.type !== "accounts") return;
-        let added = 0;
-        for (const account of res.accounts) if (this.#deps.store.insertAccount(account)) added++;
-        if (added) this.#deps.log("accounts_synced", { from: address, added });
-      })
-      .catch((err) => this.#deps.log("accounts_sync_failed", { from: address, error: String(err) }))
-      .finally(() => this.#syncing.delete(address));
   }
 }

@@ -5,10 +5,12 @@
  * from another node becomes typed.
  */
 import {
+  type AccountRecord,
   checkString,
   checkUsername,
   MESSAGE_ID_PATTERN,
   ProtocolError,
+  readAccountRecord,
   readArray,
   readBoolean,
   readEnvelope,
@@ -16,7 +18,7 @@ import {
   readObject,
   readString,
 } from "../../shared/mod.ts";
-import type { ItemKey, KeyRange, MailboxEntry, Tombstone } from "../store/mod.ts";
+import type { ItemKey, KeyRange, MailboxEntry, PresenceRecord, Tombstone } from "../store/mod.ts";
 
 /** Version of the replication protocol. */
 export const REPLICATION_PROTOCOL_VERSION = 1;
@@ -36,14 +38,32 @@ export type ReplicationRequest =
   | { v: 1; type: "fetch"; recipient: string; ringKey: string; coordinate: boolean }
   | { v: 1; type: "digest"; range: KeyRange }
   | { v: 1; type: "keys"; range: KeyRange }
-  | { v: 1; type: "get_items"; entries: [string, string][]; tombstones: [string, string][] }
-  | { v: 1; type: "push"; entries: MailboxEntry[]; tombstones: Tombstone[] };
+  | {
+    v: 1;
+    type: "get_items";
+    entries: [string, string][];
+    tombstones: [string, string][];
+    accounts?: string[];
+  }
+  | {
+    v: 1;
+    type: "push";
+    entries: MailboxEntry[];
+    tombstones: Tombstone[];
+    accounts?: AccountRecord[];
+  }
+  | { v: 1; type: "account_put"; account: AccountRecord; coordinate: boolean }
+  | { v: 1; type: "account_get"; username: string; coordinate: boolean }
+  | { v: 1; type: "presence_put"; records: PresenceRecord[]; coordinate: boolean }
+  | { v: 1; type: "presence_get"; username: string; coordinate: boolean }
+  | { v: 1; type: "directory" };
 
 /** Why a request was refused. */
 export type ReplicationErrorCode =
   | "not_responsible"
   | "quorum_failed"
   | "mailbox_full"
+  | "username_taken"
   | "bad_request";
 
 /** Server → server replication responses. */
@@ -52,7 +72,16 @@ export type ReplicationResponse =
   | { v: 1; type: "entries"; entries: MailboxEntry[] }
   | { v: 1; type: "digest"; digest: string; count: number }
   | { v: 1; type: "keys"; items: ItemKey[] }
-  | { v: 1; type: "items"; entries: MailboxEntry[]; tombstones: Tombstone[] }
+  | {
+    v: 1;
+    type: "items";
+    entries: MailboxEntry[];
+    tombstones: Tombstone[];
+    accounts?: AccountRecord[];
+  }
+  | { v: 1; type: "account"; account?: AccountRecord }
+  | { v: 1; type: "presence"; record?: PresenceRecord }
+  | { v: 1; type: "directory"; usernames: string[]; online: PresenceRecord[] }
   | { v: 1; type: "error"; code: ReplicationErrorCode; message: string; replicaSet?: string[] };
 
 function readEntry(value: unknown, path: string): MailboxEntry {
@@ -78,6 +107,29 @@ function readTombstone(value: unknown, path: string): Tombstone {
   };
 }
 
+function readPresence(value: unknown, path: string): PresenceRecord {
+  const o = readObject(value, path);
+  return {
+    username: checkUsername(o.username, `${path}.username`),
+    ringKey: readString(o, "ringKey", path, HEX_KEY),
+    home: readString(o, "home", path, { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ }),
+    updatedAt: readNumber(o, "updatedAt", path, TIME),
+    expiresAt: readNumber(o, "expiresAt", path, TIME),
+  };
+}
+
+/** Optional array field: absent stays absent (older senders), present is validated. */
+function readOptionalArray<T>(
+  obj: Record<string, unknown>,
+  key: string,
+  max: number,
+  read: (value: unknown, path: string) => T,
+): { [k: string]: T[] } {
+  return obj[key] === undefined ? {} : { [key]: readArray(obj, key, "", max, read) };
+}
+
+const readUser = (value: unknown, path: string) => checkUsername(value, path);
+
 function readRange(value: unknown, path: string): KeyRange {
   const o = readObject(value, path);
   return { start: readString(o, "start", path, HEX_KEY), end: readString(o, "end", path, HEX_KEY) };
@@ -90,13 +142,22 @@ function readPair(value: unknown, path: string): [string, string] {
   return [checkUsername(value[0], `${path}.0`), checkString(value[1], `${path}.1`, ID_RULE)];
 }
 
+const ACCOUNT_VERSION = { min: 3, max: 40, pattern: /^\d+\.[./A-Za-z0-9]{1,12}$/ };
+
 function readItemKey(value: unknown, path: string): ItemKey {
-  if (!Array.isArray(value) || value.length !== 3 || (value[0] !== "m" && value[0] !== "t")) {
+  if (!Array.isArray(value) || value.length !== 3 || !["m", "t", "a"].includes(value[0])) {
     throw new ProtocolError(
       "bad_frame",
       path,
-      `Invalid field "${path}": expected ["m"|"t", recipient, id]`,
+      `Invalid field "${path}": expected ["m"|"t"|"a", user, id]`,
     );
+  }
+  if (value[0] === "a") {
+    return [
+      "a",
+      checkUsername(value[1], `${path}.1`),
+      checkString(value[2], `${path}.2`, ACCOUNT_VERSION),
+    ];
   }
   const [recipient, id] = readPair([value[1], value[2]], path);
   return [value[0], recipient, id];
@@ -112,6 +173,11 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
     "keys",
     "get_items",
     "push",
+    "account_put",
+    "account_get",
+    "presence_put",
+    "presence_get",
+    "directory",
   ]);
   switch (type as ReplicationRequest["type"]) {
     case "put":
@@ -145,6 +211,7 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         type: "get_items",
         entries: readArray(obj, "entries", "", 1_000_000, readPair),
         tombstones: readArray(obj, "tombstones", "", 1_000_000, readPair),
+        ...readOptionalArray(obj, "accounts", 1_000_000, readUser),
       };
     case "push":
       return {
@@ -152,7 +219,32 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         type: "push",
         entries: readArray(obj, "entries", "", 1_000_000, readEntry),
         tombstones: readArray(obj, "tombstones", "", 1_000_000, readTombstone),
+        ...readOptionalArray(obj, "accounts", 1_000_000, readAccountRecord),
       };
+    case "account_put":
+      return {
+        v: 1,
+        type: "account_put",
+        account: readAccountRecord(obj.account, "account"),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "account_get":
+    case "presence_get":
+      return {
+        v: 1,
+        type: type as "account_get" | "presence_get",
+        username: checkUsername(obj.username, "username"),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "presence_put":
+      return {
+        v: 1,
+        type: "presence_put",
+        records: readArray(obj, "records", "", MAX_BATCH, readPresence),
+        coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "directory":
+      return { v: 1, type: "directory" };
   }
 }
 
@@ -164,6 +256,9 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
     "digest",
     "keys",
     "items",
+    "account",
+    "presence",
+    "directory",
     "error",
   ]);
   switch (type as ReplicationResponse["type"]) {
@@ -194,6 +289,22 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
         type: "items",
         entries: readArray(obj, "entries", "", 1_000_000, readEntry),
         tombstones: readArray(obj, "tombstones", "", 1_000_000, readTombstone),
+        ...readOptionalArray(obj, "accounts", 1_000_000, readAccountRecord),
+      };
+    case "account":
+      return obj.account === undefined
+        ? { v: 1, type: "account" }
+        : { v: 1, type: "account", account: readAccountRecord(obj.account, "account") };
+    case "presence":
+      return obj.record === undefined
+        ? { v: 1, type: "presence" }
+        : { v: 1, type: "presence", record: readPresence(obj.record, "record") };
+    case "directory":
+      return {
+        v: 1,
+        type: "directory",
+        usernames: readArray(obj, "usernames", "", 10_000_000, readUser),
+        online: readArray(obj, "online", "", 10_000_000, readPresence),
       };
     case "error": {
       const code = readString(obj, "code", "", { min: 1, max: 40 }) as ReplicationErrorCode;

@@ -1,6 +1,6 @@
 /**
- * Replicated ring storage of offline mailboxes (DESIGN §3): placement on the primary for the
- * recipient's ring key plus K successors, writes acknowledged after W durable copies, reads
+ * Replicated ring storage of accounts, presence and offline mailboxes (DESIGN §3): placement on
+ * the primary for the user's ring key plus K successors, writes acknowledged after W durable copies, reads
  * merged by message id, acknowledgements as tombstones on every copy, and a repair round
  * (anti-entropy by range digest, hand-off before drop) that restores K + 1 copies after joins,
  * leaves and crashes. It reaches the ring only through {@link RingAccess} and other nodes only
@@ -25,4 +25,5 @@ export {
   type ReplicatorDeps,
   type ReplicatorOptions,
   StorageUnavailableError,
+  UsernameTakenError,
 } from "./replicator.ts";

@@ -1,13 +1,23 @@
 /**
- * Places offline mailboxes on the ring: every entry lives on the primary for its recipient's key
- * and on the primary's next K successors. A coordinated write is acknowledged only after W copies
+ * Places a user's records on the ring — the account, presence, and offline mailbox entries —
+ * under the user's ring key: every record lives on the primary for that key and on the primary's
+ * next K successors. A coordinated write is acknowledged only after W copies
  * are durable (SQLite, synchronous=FULL); reads merge the replicas by message id; an
  * acknowledgement by the recipient becomes a tombstone on every copy. A background round keeps
  * copies where they belong: it syncs the primary range with the K successors (digest, then only
  * the differences), hands ranges this node no longer holds to their current replicas, and only
  * then drops them.
  */
-import type { ItemKey, KeyRange, MailboxEntry, NodeStore, Tombstone } from "../store/mod.ts";
+import type { AccountRecord } from "../../shared/mod.ts";
+import type {
+  ItemKey,
+  KeyRange,
+  MailboxEntry,
+  NodeStore,
+  PresenceRecord,
+  Tombstone,
+} from "../store/mod.ts";
+import { accountVersion } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 
@@ -32,6 +42,13 @@ export interface ReplicatorDeps {
   log: (event: string, fields?: Record<string, unknown>) => void;
   /** Milliseconds since the epoch. @default Date.now */
   now?: () => number;
+  /**
+   * Told on the primary of a user's presence record when the user comes online, moves to another
+   * server, or goes offline (logout, expiry, or the home server left the cluster).
+   */
+  onPresenceChange?: (record: PresenceRecord, online: boolean) => void;
+  /** Whether the server at `address` is alive; presence homed on a dead server is offline. */
+  isLive?: (address: string) => boolean;
 }
 
 /** Configuration of a {@link Replicator}. */
@@ -58,6 +75,11 @@ export class StorageUnavailableError extends Error {
   override name = "StorageUnavailableError";
 }
 
+/** The username of a new account is already registered. */
+export class UsernameTakenError extends Error {
+  override name = "UsernameTakenError";
+}
+
 /** The recipient's mailbox is at its quota. */
 export class MailboxFullError extends Error {
   override name = "MailboxFullError";
@@ -76,6 +98,7 @@ export class Replicator {
   #deadlineMs: number;
   #now: () => number;
   #lastSeq = 0;
+  #lastPresenceSweep = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #round: Promise<void> | undefined;
@@ -140,6 +163,95 @@ export class Replicator {
     await this.#coordinated(ringKey, { v: 1, type: "ack", tombstones, coordinate: true });
   }
 
+  /**
+   * Registers a new account on its replica set; resolves once W copies are durable. Throws
+   * {@link UsernameTakenError} when another registration of the name exists (a retry of the same
+   * registration succeeds), or {@link StorageUnavailableError}.
+   */
+  async registerAccount(account: AccountRecord): Promise<void> {
+    const ringKey = this.#deps.ring.ringKeyOf(account.username);
+    await this.#coordinated(ringKey, { v: 1, type: "account_put", account, coordinate: true });
+  }
+
+  /** The account of `username` as its replica set holds it, or undefined if there is none. */
+  async getAccount(username: string): Promise<AccountRecord | undefined> {
+    const ringKey = this.#deps.ring.ringKeyOf(username);
+    const res = await this.#coordinated(ringKey, {
+      v: 1,
+      type: "account_get",
+      username,
+      coordinate: true,
+    });
+    return res.type === "account" ? res.account : undefined;
+  }
+
+  /**
+   * Writes the presence of local sessions: `online` users get a record valid for `ttlMs`, the
+   * others an expired one (offline). An offline write never hides a newer session elsewhere.
+   */
+  async publishPresence(
+    users: readonly { username: string; online: boolean }[],
+    ttlMs: number,
+  ): Promise<void> {
+    const now = this.#now();
+    await Promise.all(users.map(({ username, online }) => {
+      const ringKey = this.#deps.ring.ringKeyOf(username);
+      const record: PresenceRecord = {
+        username,
+        ringKey,
+        home: this.#deps.ring.self,
+        updatedAt: now,
+        expiresAt: online ? now + ttlMs : now,
+      };
+      return this.#coordinated(ringKey, {
+        v: 1,
+        type: "presence_put",
+        records: [record],
+        coordinate: true,
+      });
+    }));
+  }
+
+  /** The presence record of `username` (possibly expired), or undefined. */
+  async getPresence(username: string): Promise<PresenceRecord | undefined> {
+    const ringKey = this.#deps.ring.ringKeyOf(username);
+    const res = await this.#coordinated(ringKey, {
+      v: 1,
+      type: "presence_get",
+      username,
+      coordinate: true,
+    });
+    return res.type === "presence" ? res.record : undefined;
+  }
+
+  /**
+   * The directory across `servers`: every username held by any of them and every online
+   * presence record (the newest per user). Servers that do not answer are skipped.
+   */
+  async directory(
+    servers: readonly string[],
+  ): Promise<{ usernames: string[]; online: PresenceRecord[] }> {
+    const answers = await Promise.allSettled(
+      servers.map((s) =>
+        s === this.#deps.ring.self
+          ? this.handle({ v: 1, type: "directory" })
+          : this.#deps.call(s, { v: 1, type: "directory" })
+      ),
+    );
+    const usernames = new Set<string>();
+    const online = new Map<string, PresenceRecord>();
+    const now = this.#now();
+    for (const a of answers) {
+      if (a.status !== "fulfilled" || a.value.type !== "directory") continue;
+      for (const u of a.value.usernames) usernames.add(u);
+      for (const r of a.value.online) {
+        const seen = online.get(r.username);
+        if (r.expiresAt > now && (!seen || r.updatedAt > seen.updatedAt)) online.set(r.username, r);
+      }
+    }
+    return { usernames: [...usernames].sort(), online: [...online.values()] };
+  }
+
   /** Sends a coordinated request to the key's primary, following redirects and retrying. */
   async #coordinated(ringKey: string, request: ReplicationRequest): Promise<ReplicationResponse> {
     const deadline = this.#now() + this.#deadlineMs;
@@ -167,6 +279,7 @@ export class Replicator {
       }
       if (res.type !== "error") return res;
       if (res.code === "mailbox_full") throw new MailboxFullError(res.message);
+      if (res.code === "username_taken") throw new UsernameTakenError(res.message);
       const named = res.replicaSet?.[0];
       if (res.code === "not_responsible" && named && named !== target) redirect = named;
       lastError = `${target}: ${res.message}`;
@@ -194,21 +307,173 @@ export class Replicator {
           ? await this.#coordinateFetch(request.recipient, request.ringKey)
           : { v: 1, type: "entries", entries: store.mailbox.pending(request.recipient) };
       case "digest":
-        return { v: 1, type: "digest", ...(await store.mailbox.digest(request.range)) };
+        return { v: 1, type: "digest", ...(await store.digest(request.range)) };
       case "keys":
-        return { v: 1, type: "keys", items: store.mailbox.itemKeys(request.range) };
+        return { v: 1, type: "keys", items: store.itemKeys(request.range) };
       case "get_items":
         return {
           v: 1,
           type: "items",
           entries: store.mailbox.entries(request.entries),
           tombstones: store.mailbox.tombstones(request.tombstones),
+          accounts: store.accounts.many(request.accounts ?? []),
         };
-      case "push":
+      case "push": {
+        const accounts = request.accounts ?? [];
         store.mailbox.insert(request.entries);
         store.mailbox.tombstone(request.tombstones);
-        return { v: 1, type: "ok", count: request.entries.length + request.tombstones.length };
+        for (const a of accounts) store.accounts.put(a);
+        const count = request.entries.length + request.tombstones.length + accounts.length;
+        return { v: 1, type: "ok", count };
+      }
+      case "account_put":
+        if (request.coordinate) return await this.#coordinateAccountPut(request.account);
+        store.accounts.put(request.account);
+        return { v: 1, type: "ok", count: 1 };
+      case "account_get": {
+        if (request.coordinate) return await this.#coordinateAccountGet(request.username);
+        const account = store.accounts.get(request.username);
+        return account ? { v: 1, type: "account", account } : { v: 1, type: "account" };
+      }
+      case "presence_put":
+        if (request.coordinate) return await this.#coordinatePresencePut(request.records);
+        return { v: 1, type: "ok", count: store.presence.put(request.records) };
+      case "presence_get": {
+        if (request.coordinate) return await this.#coordinatePresenceGet(request.username);
+        const record = store.presence.get(request.username);
+        return record ? { v: 1, type: "presence", record } : { v: 1, type: "presence" };
+      }
+      case "directory":
+        return {
+          v: 1,
+          type: "directory",
+          usernames: store.accounts.usernames(),
+          online: store.presence.online(this.#now()),
+        };
     }
+  }
+
+  /**
+   * Registration on the primary: refused if any copy (here or on the K successors) holds another
+   * registration of the name; otherwise stored here and acknowledged once W copies are durable.
+   */
+  async #coordinateAccountPut(account: AccountRecord): Promise<ReplicationResponse> {
+    const { ring, store } = this.#deps;
+    const ringKey = ring.ringKeyOf(account.username);
+    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    const existing = store.accounts.get(account.username) ??
+      (await this.#replicaAccount(account.username));
+    if (existing && accountVersion(existing) !== accountVersion(account)) {
+      store.accounts.put(existing);
+      return {
+        v: 1,
+        type: "error",
+        code: "username_taken",
+        message: `Username "${account.username}" is taken`,
+      };
+    }
+    const added = store.accounts.put(account) === "added";
+    const ok = await this.#replicate({ v: 1, type: "account_put", account, coordinate: false });
+    if (ok) return { v: 1, type: "ok", count: 1 };
+    // Refused: the name stays free here (a copy that reached a replica is the same registration,
+    // which the client's retry with the same password turns into an acknowledged one).
+    if (added) store.accounts.delete(account.username);
+    return this.#quorumFailed();
+  }
+
+  /** Read on the primary: its own copy, else the oldest registration any successor holds. */
+  async #coordinateAccountGet(username: string): Promise<ReplicationResponse> {
+    const { ring, store } = this.#deps;
+    const ringKey = ring.ringKeyOf(username);
+    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    let account = store.accounts.get(username);
+    if (!account) {
+      account = await this.#replicaAccount(username);
+      if (account) store.accounts.put(account); // read repair: the primary lacked its copy
+    }
+    return account ? { v: 1, type: "account", account } : { v: 1, type: "account" };
+  }
+
+  /** The winning registration of `username` among the K successors' copies, if any. */
+  async #replicaAccount(username: string): Promise<AccountRecord | undefined> {
+    const answers = await Promise.allSettled(
+      this.#deps.ring.successors().slice(0, this.#k).map((r) =>
+        this.#deps.call(r, { v: 1, type: "account_get", username, coordinate: false })
+      ),
+    );
+    let best: AccountRecord | undefined;
+    for (const a of answers) {
+      if (a.status !== "fulfilled" || a.value.type !== "account" || !a.value.account) continue;
+      const c = a.value.account;
+      if (
+        !best || c.createdAt < best.createdAt ||
+        (c.createdAt === best.createdAt && c.hash < best.hash)
+      ) {
+        best = c;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Presence write on the primary. The coordinator's clock orders writes (the sender's clock
+   * only gives the time to live), an offline write from a server that is no longer the user's
+   * home is ignored, and a change of status is reported through `onPresenceChange`.
+   */
+  async #coordinatePresencePut(records: PresenceRecord[]): Promise<ReplicationResponse> {
+    const { ring, store } = this.#deps;
+    for (const r of records) {
+      if (!ring.isPrimaryFor(r.ringKey)) return await this.#notResponsible(r.ringKey);
+    }
+    const now = this.#now();
+    const applied: PresenceRecord[] = [];
+    for (const r of records) {
+      const current = await this.#currentPresence(r.username);
+      const wasOnline = current !== undefined && current.expiresAt > now;
+      const goingOnline = r.expiresAt > r.updatedAt;
+      if (!goingOnline && wasOnline && current.home !== r.home) continue;
+      const updatedAt = this.#nextSeq();
+      const record: PresenceRecord = {
+        ...r,
+        updatedAt,
+        expiresAt: goingOnline ? updatedAt + (r.expiresAt - r.updatedAt) : updatedAt,
+      };
+      store.presence.put([record]);
+      applied.push(record);
+      if (goingOnline !== wasOnline || (goingOnline && current?.home !== r.home)) {
+        this.#deps.onPresenceChange?.(record, goingOnline);
+      }
+    }
+    if (applied.length) {
+      // Soft state: the copies on the successors only speed up reads after the primary changes.
+      void this.#replicate({ v: 1, type: "presence_put", records: applied, coordinate: false });
+    }
+    return { v: 1, type: "ok", count: applied.length };
+  }
+
+  async #coordinatePresenceGet(username: string): Promise<ReplicationResponse> {
+    const ringKey = this.#deps.ring.ringKeyOf(username);
+    if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    const record = await this.#currentPresence(username);
+    return record ? { v: 1, type: "presence", record } : { v: 1, type: "presence" };
+  }
+
+  /** The primary's presence record of `username`, else the newest a successor holds. */
+  async #currentPresence(username: string): Promise<PresenceRecord | undefined> {
+    const own = this.#deps.store.presence.get(username);
+    if (own) return own;
+    const answers = await Promise.allSettled(
+      this.#deps.ring.successors().slice(0, this.#k).map((r) =>
+        this.#deps.call(r, { v: 1, type: "presence_get", username, coordinate: false })
+      ),
+    );
+    let best: PresenceRecord | undefined;
+    for (const a of answers) {
+      if (a.status !== "fulfilled" || a.value.type !== "presence" || !a.value.record) continue;
+      if (!best || a.value.record.updatedAt > best.updatedAt) best = a.value.record;
+    }
+    if (best) this.#deps.store.presence.put([best]);
+    return best;
   }
 
   /** Refuses a coordinated request for a key this node is not primary for, naming who is. */
@@ -358,9 +623,10 @@ export class Replicator {
     const { ring, store, metrics } = this.#deps;
     try {
       metrics.inc("p2pchat_replication_rounds_total");
+      await this.#sweepPresence();
       const primary = ring.primaryRange();
       if (primary) {
-        store.mailbox.markPrimary(primary);
+        store.markPrimary(primary);
         for (const peer of ring.successors().slice(0, this.#k)) {
           await this.#syncRange(peer, primary);
         }
@@ -371,21 +637,51 @@ export class Replicator {
       metrics.set("p2pchat_mailbox_entries", counts.primary, { held_as: "primary" });
       metrics.set("p2pchat_mailbox_entries", counts.replica, { held_as: "replica" });
       metrics.set("p2pchat_mailbox_tombstones", counts.tombstones);
+      const accounts = store.accountCounts();
+      metrics.set("p2pchat_account_copies", accounts.primary, { held_as: "primary" });
+      metrics.set("p2pchat_account_copies", accounts.replica, { held_as: "replica" });
     } catch (err) {
       metrics.inc("p2pchat_replication_errors_total");
       this.#deps.log("replication_round_failed", { error: String(err) });
     }
   }
 
+  /**
+   * Presence upkeep on the primaries: users whose record expired, or whose home server is no
+   * longer alive, are reported offline (the latter also written offline); long-expired records
+   * are deleted.
+   */
+  async #sweepPresence(): Promise<void> {
+    const { ring, store } = this.#deps;
+    const now = this.#now();
+    const since = this.#lastPresenceSweep || now - 60_000;
+    this.#lastPresenceSweep = now;
+    for (const r of store.presence.expiredBetween(since, now)) {
+      if (ring.isPrimaryFor(r.ringKey)) this.#deps.onPresenceChange?.(r, false);
+    }
+    const isLive = this.#deps.isLive;
+    if (isLive) {
+      const orphans = store.presence.online(now).filter((r) =>
+        !isLive(r.home) && ring.isPrimaryFor(r.ringKey)
+      );
+      if (orphans.length) {
+        await this.#coordinatePresencePut(
+          orphans.map((r) => ({ ...r, updatedAt: now, expiresAt: now })),
+        );
+      }
+    }
+    store.presence.collect(now - 10 * 60_000);
+  }
+
   /** Anti-entropy for one range with one peer: digests first, then only the differences. */
   async #syncRange(peer: string, range: KeyRange): Promise<void> {
     const { store, call, metrics } = this.#deps;
-    const mine = await store.mailbox.digest(range);
+    const mine = await store.digest(range);
     const theirs = await call(peer, { v: 1, type: "digest", range });
     if (theirs.type !== "digest" || theirs.digest === mine.digest) return;
     const res = await call(peer, { v: 1, type: "keys", range });
     if (res.type !== "keys") return;
-    const local = store.mailbox.itemKeys(range);
+    const local = store.itemKeys(range);
     const key = (k: ItemKey) => k.join("/");
     const tombKey = (k: ItemKey) => `t/${k[1]}/${k[2]}`;
     const theirSet = new Set(res.items.map(key));
@@ -395,12 +691,14 @@ export class Replicator {
     const weLack = res.items.filter((k) => !localSet.has(key(k)) && !localSet.has(tombKey(k)));
     const pairs = (ks: ItemKey[], kind: "m" | "t") =>
       ks.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
+    const users = (ks: ItemKey[]) => ks.filter((k) => k[0] === "a").map((k) => k[1]);
     if (theyLack.length) {
       await call(peer, {
         v: 1,
         type: "push",
         entries: store.mailbox.entries(pairs(theyLack, "m")),
         tombstones: store.mailbox.tombstones(pairs(theyLack, "t")),
+        accounts: store.accounts.many(users(theyLack)),
       });
       metrics.inc("p2pchat_replication_repaired_total", { direction: "pushed" }, theyLack.length);
     }
@@ -410,10 +708,12 @@ export class Replicator {
         type: "get_items",
         entries: pairs(weLack, "m"),
         tombstones: pairs(weLack, "t"),
+        accounts: users(weLack),
       });
       if (items.type === "items") {
         store.mailbox.insert(items.entries);
         store.mailbox.tombstone(items.tombstones);
+        for (const a of items.accounts ?? []) store.accounts.put(a);
         metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
       }
     }
@@ -431,7 +731,7 @@ export class Replicator {
     const addresses = new Set([ring.self, ...chain.map((m) => m.address)]);
     if (addresses.size < this.#k + 2) return; // a ring of ≤ K+1 nodes: every node holds everything
     const keep: KeyRange = { start: chain[this.#k]!.id, end: ring.primaryRange()!.end };
-    const outside = store.mailbox.itemKeysOutside(keep);
+    const outside = store.itemKeysOutside(keep);
     const byRingKey = new Map<string, ItemKey[]>();
     for (const [ringKey, item] of outside) {
       byRingKey.set(ringKey, [...(byRingKey.get(ringKey) ?? []), item]);
@@ -446,10 +746,11 @@ export class Replicator {
         type: "push",
         entries: store.mailbox.entries(pairs("m")),
         tombstones: store.mailbox.tombstones(pairs("t")),
+        accounts: store.accounts.many(items.filter((k) => k[0] === "a").map((k) => k[1])),
       };
       const results = await Promise.allSettled(replicas.map((r) => call(r, push)));
       if (results.every((r) => r.status === "fulfilled" && r.value.type === "ok")) {
-        const dropped = store.mailbox.deleteRingKey(ringKey);
+        const dropped = store.deleteRingKey(ringKey);
         metrics.inc("p2pchat_replication_handed_off_total", undefined, dropped);
         this.#deps.log("range_handed_off", { ringKey, to: replicas, items: dropped });
       }
@@ -460,14 +761,16 @@ export class Replicator {
   async handOffAll(): Promise<void> {
     const successor = this.#deps.ring.successors()[0];
     if (!successor) return;
-    const all = this.#deps.store.mailbox.itemKeys({ start: "0", end: "0" });
+    const { store } = this.#deps;
+    const all = store.itemKeys({ start: "0", end: "0" });
     const pairs = (kind: "m" | "t") =>
       all.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
     await this.#deps.call(successor, {
       v: 1,
       type: "push",
-      entries: this.#deps.store.mailbox.entries(pairs("m")),
-      tombstones: this.#deps.store.mailbox.tombstones(pairs("t")),
+      entries: store.mailbox.entries(pairs("m")),
+      tombstones: store.mailbox.tombstones(pairs("t")),
+      accounts: store.accounts.many(all.filter((k) => k[0] === "a").map((k) => k[1])),
     }).catch((err) => this.#deps.log("hand_off_failed", { successor, error: String(err) }));
   }
 }

@@ -12,6 +12,7 @@ import {
   Replicator,
   type RingAccess,
   StorageUnavailableError,
+  UsernameTakenError,
 } from "./mod.ts";
 
 const hex = (n: number) => n.toString(16).padStart(2, "0");
@@ -72,7 +73,7 @@ class TestRing {
 
   add(id: number) {
     const address = `node-${hex(id)}`;
-    const store = new NodeStore(":memory:");
+    const store = new NodeStore(":memory:", { ringKeyOf: this.ringKeyOf });
     const replicator = new Replicator({
       store,
       ring: this.access(address, id),
@@ -231,4 +232,166 @@ Deno.test("replication: a node that is not the primary answers with the current 
     res.type === "error" && res.replicaSet,
     [0, 1, 2].map((j) => nodes[(owner + j) % nodes.length]!.address),
   );
+});
+
+const account = (username: string, createdAt = 1, salt = "a") => ({
+  username,
+  hash: "$2b$10$" + salt.repeat(53),
+  createdAt,
+});
+
+/** How many nodes hold a copy of each username, and which registrations (createdAt) exist. */
+function accountCopies(ring: TestRing): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const { store } of ring.live.values()) {
+    for (const u of store.accounts.usernames()) {
+      out.set(u, [...(out.get(u) ?? []), store.accounts.get(u)!.createdAt]);
+    }
+  }
+  return out;
+}
+
+Deno.test("accounts: a registration is on K+1 nodes, a second one of the name is refused, a retry is not", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodes[0]!.registerAccount(account("alice"));
+  assert.ok(accountCopies(ring).get("alice")!.length >= 2, "acknowledged with fewer than W copies");
+  await ring.repair(1);
+  assert.deepEqual(accountCopies(ring).get("alice"), [1, 1, 1]);
+  // The same registration again (a client retry after a lost answer) succeeds.
+  await nodes[3]!.registerAccount(account("alice"));
+  await assert.rejects(nodes[4]!.registerAccount(account("alice", 2, "b")), UsernameTakenError);
+  assert.deepEqual((await nodes[2]!.getAccount("alice"))?.createdAt, 1);
+  assert.equal(await nodes[2]!.getAccount("nobody"), undefined);
+  // Only K+1 nodes hold it: the registry is not copied to every server.
+  assert.equal(ring.live.size - accountCopies(ring).get("alice")!.length, 2);
+});
+
+Deno.test("accounts: after K nodes crash at once every account is readable and back to K+1 copies", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const users = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"];
+  for (const u of users) await nodes[0]!.registerAccount(account(u));
+  await ring.repair(1);
+  ring.crash(60);
+  ring.crash(160);
+  for (const u of users) assert.equal((await nodes[2]!.getAccount(u))?.username, u);
+  await ring.repair(3);
+  for (const u of users) assert.equal(accountCopies(ring).get(u)!.length, 3, u);
+});
+
+Deno.test("accounts: a new primary that lacks the account reads it from its successors", async () => {
+  const ring = new TestRing();
+  [10, 110, 210].map((id) => ring.add(id));
+  await ring.live.get("node-0a")!.replicator.registerAccount(account("alice"));
+  // A node joins right before alice's key and becomes its primary, before any repair round.
+  const key = parseInt(ring.ringKeyOf("alice"), 16);
+  const joiner = ring.add(key === 0 ? 255 : key);
+  assert.equal(accountCopies(ring).get("alice")!.length, 3);
+  assert.equal((await joiner.getAccount("alice"))?.username, "alice");
+  await assert.rejects(joiner.registerAccount(account("alice", 9, "z")), UsernameTakenError);
+});
+
+Deno.test("accounts: two registrations of one name from a partition converge to the older on every copy", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const [a, b, c] = [...ring.live.values()].map((n) => n.store);
+  a!.accounts.put(account("alice", 5, "x"));
+  b!.accounts.put(account("alice", 3, "y"));
+  c!.accounts.put(account("alice", 5, "x"));
+  await ring.repair(4);
+  const copies = accountCopies(ring).get("alice")!;
+  assert.deepEqual(copies, [3, 3, 3]);
+});
+
+Deno.test("presence: the newest session wins, an old home's logout does not hide it, changes are reported", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const changes: string[] = [];
+  for (const [address, n] of ring.live) {
+    n.replicator = new Replicator({
+      store: n.store,
+      ring: ring.access(address, n.id),
+      call: (to, r) => ring.live.get(to)!.replicator.handle(r),
+      metrics: new Metrics(),
+      log: () => {},
+      onPresenceChange: (r, online) => changes.push(`${r.username}@${r.home}:${online}`),
+      isLive: (a) => ring.live.has(a),
+    }, { k: 2, w: 2, writeDeadlineMs: 2000 });
+  }
+  const [a, b] = [...ring.live.values()].map((n) => n.replicator);
+  await a!.publishPresence([{ username: "alice", online: true }], 60_000);
+  assert.equal((await b!.getPresence("alice"))?.home, "node-0a");
+  // alice logs in on node-3c; then node-0a's late "offline" arrives and must change nothing.
+  await b!.publishPresence([{ username: "alice", online: true }], 60_000);
+  await a!.publishPresence([{ username: "alice", online: false }], 60_000);
+  const now = await a!.getPresence("alice");
+  assert.equal(now?.home, "node-3c");
+  assert.ok(now!.expiresAt > Date.now(), "the newer session must still be online");
+  assert.deepEqual(changes, ["alice@node-0a:true", "alice@node-3c:true"]);
+  // Her home server crashes: the primary's sweep reports her offline.
+  ring.crash(60);
+  for (const n of ring.live.values()) await n.replicator.repairRound();
+  assert.equal(changes.at(-1), "alice@node-3c:false");
+  assert.ok((await a!.getPresence("alice"))!.expiresAt <= Date.now());
+});
+
+Deno.test("presence: a record that is not refreshed expires and is reported offline", async () => {
+  const ring = new TestRing();
+  const changes: string[] = [];
+  const store = new NodeStore(":memory:", { ringKeyOf: ring.ringKeyOf });
+  ring.live.set("node-0a", {
+    id: 10,
+    store,
+    replicator: new Replicator({
+      store,
+      ring: ring.access("node-0a", 10),
+      call: () => Promise.reject(new Error("alone")),
+      metrics: new Metrics(),
+      log: () => {},
+      onPresenceChange: (r, online) => changes.push(`${r.username}:${online}`),
+    }),
+  });
+  const solo = ring.live.get("node-0a")!.replicator;
+  await solo.publishPresence([{ username: "bob", online: true }], 30);
+  await solo.repairRound();
+  assert.deepEqual(changes, ["bob:true"]);
+  await new Promise((r) => setTimeout(r, 60));
+  await solo.repairRound();
+  assert.deepEqual(changes, ["bob:true", "bob:false"]);
+});
+
+Deno.test("replication messages: accounts must carry a bcrypt hash, account item keys a version", () => {
+  const ok = { v: 1, type: "account_put", account: account("alice"), coordinate: true };
+  assert.deepEqual(parseReplicationRequest(ok), ok);
+  assert.throws(
+    () =>
+      parseReplicationRequest({
+        ...ok,
+        account: { ...account("alice"), hash: "plaintext-password" },
+      }),
+    /account\.hash/,
+  );
+  assert.throws(
+    () => parseReplicationResponse({ v: 1, type: "keys", items: [["a", "alice", "m1'; --"]] }),
+    /items/,
+  );
+  assert.deepEqual(
+    parseReplicationResponse({ v: 1, type: "keys", items: [["a", "alice", "5.aaaaaaaaaaaa"]] }),
+    { v: 1, type: "keys", items: [["a", "alice", "5.aaaaaaaaaaaa"]] },
+  );
+});
+
+Deno.test("accounts: a registration that cannot reach W copies is refused, never acknowledged", async () => {
+  const ring = new TestRing();
+  [10, 60, 110].map((id) => ring.add(id));
+  const owner = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("zoe"), 16))]!.address;
+  for (const { address } of ring.sorted()) if (address !== owner) ring.unreachable.add(address);
+  const viaOwner = ring.live.get(owner)!.replicator;
+  await assert.rejects(viaOwner.registerAccount(account("zoe")), StorageUnavailableError);
+  assert.equal(accountCopies(ring).get("zoe"), undefined, "a refused registration left a copy");
+  // The client's retry (a new bcrypt hash of the same secret) goes through once a replica is back.
+  ring.unreachable.clear();
+  await viaOwner.registerAccount(account("zoe", 2, "b"));
+  assert.ok(accountCopies(ring).get("zoe")!.length >= 2);
 });

@@ -1,21 +1,32 @@
 /**
- * The account table in the node's SQLite database: username → bcrypt hash of the secret.
- * Inserts are idempotent so a replicated copy arriving twice changes nothing.
+ * Accounts in the node's SQLite database: username → bcrypt hash of the login secret, public keys
+ * and wrapped private keys. An account lives on the primary of its ring key and K successors;
+ * `held_as` records which role this node has. Accounts never change once created, except when
+ * two servers registered the same name on both sides of a network partition: then the older
+ * registration (smaller `createdAt`, then smaller hash) wins on every copy, so replicas converge.
  */
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
 import type { AccountRecord } from "../../shared/mod.ts";
-import { MAILBOX_SCHEMA, MailboxStore } from "./mailbox.ts";
 
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE accounts (
-     username   TEXT PRIMARY KEY,
-     hash       TEXT NOT NULL,
-     created_at INTEGER NOT NULL
-   ) STRICT`,
-  MAILBOX_SCHEMA,
-  // Public keys and password-wrapped private keys (JSON of AccountKeys), null for old accounts.
-  `ALTER TABLE accounts ADD COLUMN keys TEXT`,
-];
+/** SQL of migration 4: ring placement of accounts, plus the presence table. */
+export const ACCOUNT_RING_SCHEMA = `
+  ALTER TABLE accounts ADD COLUMN ring_key TEXT NOT NULL DEFAULT '';
+  ALTER TABLE accounts ADD COLUMN held_as TEXT NOT NULL DEFAULT 'replica'
+    CHECK (held_as IN ('primary', 'replica'));
+  CREATE INDEX accounts_by_ring_key ON accounts (ring_key);
+`;
+
+/** Fills the ring key of accounts created before migration 4. */
+export function backfillAccountRingKeys(
+  db: DatabaseSync,
+  ringKeyOf: (username: string) => string,
+): void {
+  const rows = db.prepare("SELECT username FROM accounts WHERE ring_key = ''").all() as {
+    username: string;
+  }[];
+  const update = db.prepare("UPDATE accounts SET ring_key = ? WHERE username = ?");
+  for (const { username } of rows) update.run(ringKeyOf(username), username);
+}
 
 type AccountRow = { username: string; hash: string; created_at: number; keys: string | null };
 
@@ -29,80 +40,84 @@ function toAccount(row: AccountRow): AccountRecord {
   return account;
 }
 
-/** Durable storage of one server node: accounts and offline mailboxes. */
-export class NodeStore {
+/**
+ * Identity of one version of an account, for anti-entropy: two copies with the same version are
+ * the same registration.
+ */
+export function accountVersion(account: Pick<AccountRecord, "createdAt" | "hash">): string {
+  return `${account.createdAt}.${account.hash.slice(-12)}`;
+}
+
+/** Whether registration `a` wins over `b` (the older one; ties broken by the hash). */
+function wins(a: AccountRecord, b: AccountRecord): boolean {
+  return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.hash < b.hash);
+}
+
+/** What {@link AccountStore.put} did with one account. */
+export type PutResult = "added" | "present" | "replaced" | "kept";
+
+/** The accounts of one node. */
+export class AccountStore {
   #db: DatabaseSync;
-  /** Offline mailbox entries and tombstones. */
-  readonly mailbox: MailboxStore;
+  #ringKeyOf: (username: string) => string;
 
-  /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
-  constructor(path: string) {
-    this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL");
-    // Durable means committed with synchronous=FULL (DESIGN §7).
-    this.#db.exec("PRAGMA synchronous = FULL");
-    this.#db.exec("PRAGMA busy_timeout = 5000");
-    this.#migrate();
-    this.mailbox = new MailboxStore(this.#db);
+  /** Wraps an open, migrated database; `ringKeyOf` places an account on the ring. */
+  constructor(db: DatabaseSync, ringKeyOf: (username: string) => string) {
+    this.#db = db;
+    this.#ringKeyOf = ringKeyOf;
   }
 
-  #migrate(): void {
-    const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
-    for (let v = row.user_version; v < MIGRATIONS.length; v++) {
-      this.#db.exec("BEGIN");
-      try {
-        this.#db.exec(MIGRATIONS[v]!);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-        this.#db.exec("COMMIT");
-      } catch (err) {
-        this.#db.exec("ROLLBACK");
-        throw err;
-      }
+  /**
+   * Stores a copy of `account`: added if new, nothing if the same registration is there, and if
+   * another registration of the name is there the older one is kept (see the module comment).
+   */
+  put(account: AccountRecord): PutResult {
+    const existing = this.get(account.username);
+    if (existing) {
+      if (accountVersion(existing) === accountVersion(account)) return "present";
+      if (!wins(account, existing)) return "kept";
     }
-  }
-
-  /** Inserts an account; returns false (and changes nothing) when the username exists. */
-  insertAccount(account: AccountRecord): boolean {
-    const result = this.#db.prepare(
-      "INSERT OR IGNORE INTO accounts (username, hash, created_at, keys) VALUES (?, ?, ?, ?)",
+    this.#db.prepare(
+      `INSERT OR REPLACE INTO accounts (username, hash, created_at, keys, ring_key)
+       VALUES (?, ?, ?, ?, ?)`,
     ).run(
       account.username,
       account.hash,
       account.createdAt,
       account.keys ? JSON.stringify(account.keys) : null,
+      this.#ringKeyOf(account.username),
     );
-    return Number(result.changes) === 1;
+    return existing ? "replaced" : "added";
   }
 
-  /** Removes an account (undoing a registration that did not reach enough copies). */
-  deleteAccount(username: string): void {
+  /** Removes the copy of `username` (undoing a registration that did not reach W copies). */
+  delete(username: string): void {
     this.#db.prepare("DELETE FROM accounts WHERE username = ?").run(username);
   }
 
-  /** The account of `username`, or undefined. */
-  getAccount(username: string): AccountRecord | undefined {
+  /** This node's copy of the account of `username`, or undefined. */
+  get(username: string): AccountRecord | undefined {
     const row = this.#db.prepare(
       "SELECT username, hash, created_at, keys FROM accounts WHERE username = ?",
     ).get(username) as AccountRow | undefined;
     return row && toAccount(row);
   }
 
-  /** Every account, ordered by username. */
-  listAccounts(): AccountRecord[] {
-    const rows = this.#db.prepare(
-      "SELECT username, hash, created_at, keys FROM accounts ORDER BY username",
-    ).all() as AccountRow[];
-    return rows.map(toAccount);
+  /** The accounts named by `usernames` that this node holds. */
+  many(usernames: readonly string[]): AccountRecord[] {
+    return usernames.map((u) => this.get(u)).filter((a) => a !== undefined);
   }
 
-  /** Number of accounts held. */
-  countAccounts(): number {
+  /** Usernames of every account this node holds a copy of, sorted. */
+  usernames(): string[] {
+    return (this.#db.prepare("SELECT username FROM accounts ORDER BY username").all() as {
+      username: string;
+    }[]).map((r) => r.username);
+  }
+
+  /** Number of account copies held. */
+  count(): number {
     const row = this.#db.prepare("SELECT count(*) AS n FROM accounts").get() as { n: number };
     return Number(row.n);
-  }
-
-  /** Closes the database. */
-  close(): void {
-    this.#db.close();
   }
 }

@@ -36,8 +36,11 @@ export interface KeyRange {
   end: string;
 }
 
-/** Identity of an item for anti-entropy: kind, recipient and message id. */
-export type ItemKey = ["m" | "t", string, string];
+/**
+ * Identity of an item for anti-entropy: kind, user and id. Kinds: `m` a mailbox entry and `t` a
+ * tombstone (recipient, message id); `a` an account (username, version).
+ */
+export type ItemKey = ["m" | "t" | "a", string, string];
 
 /** SQL for the mailbox tables (migration 2). */
 export const MAILBOX_SCHEMA = `
@@ -86,7 +89,7 @@ function toEntry(r: Row): MailboxEntry {
 }
 
 /** SQL condition (and its parameters) selecting `ring_key` in a ring range. */
-function rangeWhere(range: KeyRange): { sql: string; params: string[] } {
+export function rangeWhere(range: KeyRange): { sql: string; params: string[] } {
   if (range.start === range.end) return { sql: "1", params: [] };
   if (range.start < range.end) {
     return { sql: "(ring_key > ? AND ring_key <= ?)", params: [range.start, range.end] };
@@ -212,17 +215,6 @@ export class MailboxStore {
        ORDER BY 2, 3, 1`,
     ).all(...params, ...params) as { k: "m" | "t"; recipient: string; message_id: string }[];
     return rows.map((r) => [r.k, r.recipient, r.message_id]);
-  }
-
-  /** A digest of every item in `range`: equal digests mean equal contents. */
-  async digest(range: KeyRange): Promise<{ digest: string; count: number }> {
-    const keys = this.itemKeys(range);
-    const text = keys.map((k) => k.join("/")).join("\n");
-    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-    const digest = Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join(
-      "",
-    );
-    return { digest, count: keys.length };
   }
 
   /** Marks rows in `primary` as held as the primary copy and every other row as a replica. */

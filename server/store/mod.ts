@@ -1,9 +1,13 @@
 /**
  * Node storage in SQLite (built-in `node:sqlite`, WAL, synchronous=FULL): one database file per
  * server node, schema migrated by `PRAGMA user_version`. It owns durability of what the node
- * holds; it does not decide placement (replication does) nor talk to the network.
+ * holds (accounts, presence, mailboxes); it does not decide placement (replication does) nor
+ * talk to the network.
  */
-export { NodeStore } from "./accounts.ts";
+export { NodeStore, type NodeStoreOptions } from "./node_store.ts";
+export { AccountStore, accountVersion, type PutResult } from "./accounts.ts";
+export { type PresenceRecord, PresenceStore } from "./presence.ts";
+export { userRingKey } from "./ring_key.ts";
 export {
   type ItemKey,
   type KeyRange,

@@ -1,9 +1,15 @@
 /**
- * Three real server processes on loopback: accounts, presence and signaling across servers,
- * typed errors for bad input, and survival of a kill -9.
+ * Real server processes on loopback: accounts (ring records on K+1 servers), presence and
+ * signaling across servers, typed errors for bad input, and survival of a kill -9.
  */
 import assert from "node:assert/strict";
-import { startCluster, waitFor } from "../support/server_process.ts";
+import { accountCopies, presenceHolders, waitForCorrectRing } from "../support/ring.ts";
+import {
+  type ServerProcess,
+  startCluster,
+  startServer,
+  waitFor,
+} from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
@@ -147,39 +153,94 @@ Deno.test("after kill -9 of one server the other two keep serving and their user
   }
 });
 
-Deno.test("a registration is acknowledged only once a second server holds the account", async () => {
-  const servers = await startCluster(2);
+Deno.test("accounts are ring records on K+1 servers, readable everywhere, re-copied after a crash", async () => {
+  const K = 2;
+  const servers = await startCluster(5);
   const clients: TestClient[] = [];
+  const users = ["amy", "ben", "cat", "dan", "eva", "fay", "gus", "hal"];
   try {
-    const [s1, s2] = servers as [typeof servers[0], typeof servers[0]];
-    const early = await TestClient.connect(s1.url);
-    clients.push(early);
-    await early.login("early", PASSWORD);
-    // s2 dies; until s1 notices (a few seconds), no second copy can be made: refuse, clearly.
-    await s2.stop("SIGKILL");
-    const client = await TestClient.connect(s1.url);
-    clients.push(client);
-    const refused = await client.request({
-      type: "register",
-      username: "lonely",
-      secret: PASSWORD,
-    });
-    assert.equal(refused.type === "error" && refused.code, "unavailable");
-    const login = await client.request({ type: "login", username: "lonely", secret: PASSWORD });
-    assert.equal(
-      login.type === "error" && login.code,
-      "wrong_credentials",
-      "refused account exists",
-    );
-    // Once s1 knows it is alone, W is capped at the one live server and registration works.
-    await waitFor("s1 to notice s2 is gone", async () => {
-      const health = await (await fetch(`${s1.url}/healthz`)).json();
-      return health.servers.length === 1;
-    });
-    await client.login("lonely", PASSWORD);
+    await waitForCorrectRing(servers, "5 servers to form one ring");
+    const registrar = await TestClient.connect(servers[0]!.url);
+    clients.push(registrar);
+    for (const u of users) {
+      const res = await registrar.request({ type: "register", username: u, secret: PASSWORD });
+      assert.equal(res.type, "ok", `register ${u}: ${JSON.stringify(res)}`);
+    }
+    // Each account lives on its primary and K successors, not on every server.
+    await waitFor("every account to have exactly K+1 copies", () => {
+      const copies = accountCopies(servers);
+      return users.every((u) => copies.get(u) === K + 1);
+    }, 20_000);
+    // A second registration of a name is refused through any server.
+    const other = await TestClient.connect(servers[3]!.url);
+    clients.push(other);
+    const taken = await other.request({ type: "register", username: "cat", secret: "other pw" });
+    assert.equal(taken.type === "error" && taken.code, "username_taken");
+    // kill -9 of one server: every account still logs in through every other server, and the
+    // ring brings each back to K+1 copies among the survivors.
+    await servers[2]!.stop("SIGKILL");
+    const live = servers.filter((_, i) => i !== 2);
+    await waitForCorrectRing(live, "the ring to repair after the crash");
+    for (const [i, u] of users.entries()) {
+      const c = await TestClient.connect(live[i % live.length]!.url);
+      clients.push(c);
+      await c.login(u, PASSWORD, false);
+    }
+    await waitFor("K+1 copies of every account among the survivors", () => {
+      const copies = accountCopies(live);
+      return users.every((u) => (copies.get(u) ?? 0) >= K + 1);
+    }, 20_000);
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("presence is a ring record with a time to live on K+1 servers, read when a cache is cold", async () => {
+  const K = 2;
+  const servers = await startCluster(5);
+  const clients: TestClient[] = [];
+  const restarted: ServerProcess[] = [];
+  try {
+    await waitForCorrectRing(servers, "5 servers to form one ring");
+    const alice = await TestClient.connect(servers[0]!.url);
+    clients.push(alice);
+    await alice.login("alice", PASSWORD);
+    await waitFor(
+      "alice's presence record on K+1 servers",
+      () => presenceHolders(servers, "alice").length === K + 1,
+      10_000,
+    );
+    // A server that just restarted knows nothing of alice's session: a signal to her is routed
+    // by her presence record on the ring, not by a cache.
+    const s4 = servers[4]!;
+    await s4.stop();
+    const fresh = await startServer({
+      port: Number(new URL(s4.url).port),
+      dataDir: s4.dataDir,
+      peers: [servers[0]!.url],
+    });
+    restarted.push(fresh);
+    const bob = await TestClient.connect(fresh.url);
+    clients.push(bob);
+    await bob.login("bob", PASSWORD);
+    bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "v=0" } });
+    const signal = await alice.next((f) => f.type === "signal");
+    assert.equal(signal.type === "signal" && signal.from, "bob");
+    // alice logs out: her record turns offline on the ring, and bob is told.
+    await alice.close();
+    await bob.next((f) => f.type === "presence" && f.username === "alice" && !f.online, 10_000);
+    await waitFor(
+      "no online presence record of alice",
+      () => presenceHolders([...servers.slice(0, 4), fresh], "alice").length === 0,
+      10_000,
+    );
+    bob.send({ type: "signal", to: "alice", data: { type: "offer" } });
+    const offline = await bob.next((f) => f.type === "error");
+    assert.equal(offline.type === "error" && offline.code, "peer_offline");
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all([...servers, ...restarted].map((s) => s.stop()));
   }
 });
 

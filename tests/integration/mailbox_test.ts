@@ -5,7 +5,7 @@
  * Copies are counted directly in every node's SQLite file.
  */
 import assert from "node:assert/strict";
-import { mailboxCopies, waitForCorrectRing } from "../support/ring.ts";
+import { accountCopies, mailboxCopies, waitForCorrectRing } from "../support/ring.ts";
 import {
   type ServerProcess,
   startCluster,
@@ -171,11 +171,21 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
     await register(servers[0]!, ["alice", "bob", "carol"]);
     const alice = await TestClient.connect(servers[0]!.url);
     await alice.login("alice", PASSWORD, false);
+    const newcomers: string[] = [];
     const writing = (async () => {
+      const registrar = await TestClient.connect(servers[1]!.url);
       for (let round = 0; round < 6; round++) {
         await sendMail(alice, "alice", "bob", round * 100, 100);
         await sendMail(alice, "alice", "carol", round * 100, 100);
+        // Registrations during the churn are acknowledged writes too.
+        for (const n of [0, 1]) {
+          const name = `new${round}x${n}`;
+          const r = await registrar.request({ type: "register", username: name, secret: PASSWORD });
+          assert.equal(r.type, "ok", `register ${name}: ${JSON.stringify(r)}`);
+          newcomers.push(name);
+        }
       }
+      await registrar.close();
     })();
     // Meanwhile: two servers join and one leaves gracefully.
     joined.push(await startServer({ peers: [servers[0]!.url] }));
@@ -190,6 +200,14 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
     const copies = mailboxCopies(live);
     assert.equal(copies.size, 1200, "an acknowledged message was lost");
     for (const [key, n] of copies) assert.ok(n >= K + 1, `${key} has only ${n} copies`);
+    const accounts = ["alice", "bob", "carol", ...newcomers];
+    await waitFor("every account to have K+1 copies", () => {
+      const c = accountCopies(live);
+      return accounts.every((u) => (c.get(u) ?? 0) >= K + 1);
+    }, 20_000);
+    // ... and an account is not copied to every server: the registry is partitioned.
+    const perServer = [...accountCopies(live).values()];
+    assert.ok(perServer.some((n) => n < live.length), `copies per account: ${perServer}`);
   } finally {
     await Promise.all([...servers, ...joined].map((s) => s.stop()));
   }

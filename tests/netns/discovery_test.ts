@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { checkRing, type RingViolation } from "../../server/chord/mod.ts";
-import { SUCCESSOR_LIST_LENGTH, toState } from "../support/ring.ts";
+import { accountsHeldBy, SUCCESSOR_LIST_LENGTH, toState } from "../support/ring.ts";
 import {
   NetnsCluster,
   type NetnsCluster as Lan,
@@ -19,7 +19,7 @@ import { waitFor } from "../support/server_process.ts";
 
 const netns = await netnsTestAvailability("the network-namespace discovery tests");
 
-const USERS = ["alice", "bob", "carol", "dave"];
+const USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivy", "jack"];
 const PASSWORD = "partition-password";
 
 /** How long a change of membership may take to show everywhere (hello timeout 3.5 s + rounds). */
@@ -132,16 +132,28 @@ Deno.test({
             waitForRing(lan, b, "the side of two to form a correct ring of its own"),
           ]);
           console.log(`  partitioned rings correct (${ringA} ms, ${ringB} ms after membership)`);
-          // Offline messages written on both sides while they cannot reach each other.
-          const sent = { bob: [] as string[], dave: [] as string[] };
-          for (const [node, from] of [[a[0]!, "alice"], [b[0]!, "carol"]] as const) {
-            for (const to of ["bob", "dave"] as const) {
+          // Accounts are ring records on K+1 = 3 of the 5 servers: the side of three holds a copy
+          // of every account, the side of two of most. Each side writes offline messages between
+          // users it can read while the sides cannot reach each other.
+          const onB = accountsHeldBy(b.map((n) => n.server!));
+          const usableOnB = USERS.filter((u) => u !== "alice" && onB.has(u));
+          assert.ok(usableOnB.length >= 3, `accounts readable on the side of two: ${usableOnB}`);
+          const [fromB, ...toB] = usableOnB as [string, string, string];
+          const plan = [
+            { node: a[0]!, from: "alice", to: ["bob", "dave"], fetchOn: b[1]! },
+            { node: b[0]!, from: fromB, to: toB.slice(0, 2), fetchOn: a[1]! },
+          ];
+          const sent = new Map<string, { ids: string[]; fetchOn: NetnsNode }>();
+          for (const { node, from, to: recipients, fetchOn } of plan) {
+            for (const to of recipients) {
               const ids = Array.from(
                 { length: 20 },
                 (_, i) => `${from}-to-${to}-${i}`.padEnd(12, "0"),
               );
               await lan.chat(node, { op: "send", user: from, password: PASSWORD, to, ids });
-              sent[to].push(...ids);
+              const box = sent.get(to) ?? { ids: [], fetchOn };
+              box.ids.push(...ids);
+              sent.set(to, box);
             }
           }
           const mergesBefore = await totalMerges(lan, five);
@@ -155,23 +167,23 @@ Deno.test({
           console.log(`  (${merges} ring merges)`);
           assert.ok(merges >= 1, "the ring became one by merging");
           // Every message from either side reaches its recipient, once, on any server.
-          for (const [to, node] of [["bob", b[1]!], ["dave", a[1]!]] as const) {
+          for (const [to, { ids: expected, fetchOn: node }] of sent) {
             const got: string[] = [];
             await waitFor(
-              `${to} to receive all 40 messages`,
+              `${to} to receive all ${expected.length} messages`,
               async () => {
                 got.push(
                   ...((await lan.chat(node, { op: "fetch", user: to, password: PASSWORD })).ids ??
                     []),
                 );
-                return got.length >= sent[to].length;
+                return got.length >= expected.length;
               },
               CONVERGE_MS,
               500,
             );
             assert.deepEqual(
               [...got].sort(),
-              [...sent[to]].sort(),
+              [...expected].sort(),
               `${to}'s messages after the heal`,
             );
           }

@@ -88,3 +88,40 @@ export function mailboxCopies(servers: ServerProcess[]): Map<string, number> {
   }
   return copies;
 }
+
+/** For every account on `servers`, how many of their databases hold a copy. */
+export function accountCopies(servers: ServerProcess[]): Map<string, number> {
+  const copies = new Map<string, number>();
+  for (const s of servers) {
+    const db = new DatabaseSync(`${s.dataDir}/node.sqlite`, { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT username FROM accounts").all() as { username: string }[];
+      for (const r of rows) copies.set(r.username, (copies.get(r.username) ?? 0) + 1);
+    } finally {
+      db.close();
+    }
+  }
+  return copies;
+}
+
+/** Which of `servers` hold a presence record of `username` that is online now. */
+export function presenceHolders(servers: ServerProcess[], username: string): string[] {
+  const holders: string[] = [];
+  for (const s of servers) {
+    const db = new DatabaseSync(`${s.dataDir}/node.sqlite`, { readOnly: true });
+    try {
+      const row = db.prepare("SELECT expires_at FROM presence WHERE username = ?").get(username) as
+        | { expires_at: number }
+        | undefined;
+      if (row && row.expires_at > Date.now()) holders.push(s.url);
+    } finally {
+      db.close();
+    }
+  }
+  return holders;
+}
+
+/** Usernames of which at least one of `servers` holds an account copy. */
+export function accountsHeldBy(servers: ServerProcess[]): Set<string> {
+  return new Set(accountCopies(servers).keys());
+}

@@ -1,0 +1,163 @@
+/**
+ * The durable storage of one server node: accounts, presence and offline mailboxes in one SQLite
+ * database (WAL, synchronous=FULL), migrated by `PRAGMA user_version`. Every replicated record
+ * carries the ring key of its user, so replication can list, digest, move and drop the records
+ * of a ring range without knowing their kinds.
+ */
+import { DatabaseSync } from "node:sqlite";
+import {
+  ACCOUNT_RING_SCHEMA,
+  AccountStore,
+  accountVersion,
+  backfillAccountRingKeys,
+} from "./accounts.ts";
+import {
+  type ItemKey,
+  type KeyRange,
+  MAILBOX_SCHEMA,
+  MailboxStore,
+  rangeWhere,
+} from "./mailbox.ts";
+import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
+import { userRingKey } from "./ring_key.ts";
+
+type Migration = string | ((db: DatabaseSync, options: Required<NodeStoreOptions>) => void);
+
+/** Options of a {@link NodeStore}. */
+export interface NodeStoreOptions {
+  /**
+   * Ring key of a user's records; must be the key the ring looks up. @default userRingKey (the
+   * 160-bit ring of real servers)
+   */
+  ringKeyOf?: (username: string) => string;
+}
+
+const MIGRATIONS: readonly Migration[] = [
+  `CREATE TABLE accounts (
+     username   TEXT PRIMARY KEY,
+     hash       TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT`,
+  MAILBOX_SCHEMA,
+  // Public keys and password-wrapped private keys (JSON of AccountKeys), null for old accounts.
+  `ALTER TABLE accounts ADD COLUMN keys TEXT`,
+  // Accounts placed on the ring (ring key, primary or replica) and presence records.
+  (db, options) => {
+    db.exec(ACCOUNT_RING_SCHEMA);
+    backfillAccountRingKeys(db, options.ringKeyOf);
+    db.exec(PRESENCE_SCHEMA);
+  },
+];
+
+/** Durable storage of one server node. */
+export class NodeStore {
+  #db: DatabaseSync;
+  /** Accounts (registry) this node holds as primary or replica. */
+  readonly accounts: AccountStore;
+  /** Presence records (soft state with a time to live). */
+  readonly presence: PresenceStore;
+  /** Offline mailbox entries and tombstones. */
+  readonly mailbox: MailboxStore;
+
+  /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
+  constructor(path: string, options: NodeStoreOptions = {}) {
+    const resolved = { ringKeyOf: options.ringKeyOf ?? userRingKey };
+    this.#db = new DatabaseSync(path);
+    this.#db.exec("PRAGMA journal_mode = WAL");
+    // Durable means committed with synchronous=FULL (DESIGN §7).
+    this.#db.exec("PRAGMA synchronous = FULL");
+    this.#db.exec("PRAGMA busy_timeout = 5000");
+    this.#migrate(resolved);
+    this.accounts = new AccountStore(this.#db, resolved.ringKeyOf);
+    this.presence = new PresenceStore(this.#db);
+    this.mailbox = new MailboxStore(this.#db);
+  }
+
+  #migrate(options: Required<NodeStoreOptions>): void {
+    const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
+    for (let v = row.user_version; v < MIGRATIONS.length; v++) {
+      this.#db.exec("BEGIN");
+      try {
+        const step = MIGRATIONS[v]!;
+        if (typeof step === "string") this.#db.exec(step);
+        else step(this.#db, options);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+        this.#db.exec("COMMIT");
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    }
+  }
+
+  // --- every replicated record of a ring range (accounts, mailbox entries, tombstones) -------
+
+  /** Every item in `range`, sorted: the input of anti-entropy. */
+  itemKeys(range: KeyRange): ItemKey[] {
+    const { sql, params } = rangeWhere(range);
+    const accounts = (this.#db.prepare(
+      `SELECT username, hash, created_at FROM accounts WHERE ${sql}`,
+    ).all(...params) as { username: string; hash: string; created_at: number }[]).map((
+      r,
+    ): ItemKey => ["a", r.username, accountVersion({ createdAt: r.created_at, hash: r.hash })]);
+    const all = [...this.mailbox.itemKeys(range), ...accounts];
+    return all.sort((a, b) =>
+      a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : a[0] < b[0] ? -1 : 1
+    );
+  }
+
+  /** A digest of every item in `range`: equal digests mean equal contents. */
+  async digest(range: KeyRange): Promise<{ digest: string; count: number }> {
+    const keys = this.itemKeys(range);
+    const text = keys.map((k) => k.join("/")).join("\n");
+    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    const digest = Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    return { digest, count: keys.length };
+  }
+
+  /** Marks records in `primary` as held as the primary copy and every other one as a replica. */
+  markPrimary(primary: KeyRange): void {
+    this.mailbox.markPrimary(primary);
+    const { sql, params } = rangeWhere(primary);
+    this.#db.prepare(
+      `UPDATE accounts SET held_as = CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END
+       WHERE held_as <> CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END`,
+    ).run(...params, ...params);
+  }
+
+  /** Ring key and identity of every item outside `keep`. */
+  itemKeysOutside(keep: KeyRange): [string, ItemKey][] {
+    if (keep.start === keep.end) return [];
+    const { sql, params } = rangeWhere(keep);
+    const accounts = (this.#db.prepare(
+      `SELECT ring_key, username, hash, created_at FROM accounts WHERE NOT ${sql}`,
+    ).all(...params) as { ring_key: string; username: string; hash: string; created_at: number }[])
+      .map((r): [string, ItemKey] => [
+        r.ring_key,
+        ["a", r.username, accountVersion({ createdAt: r.created_at, hash: r.hash })],
+      ]);
+    return [...this.mailbox.itemKeysOutside(keep), ...accounts];
+  }
+
+  /** Deletes every record under `ringKey` (after hand-off); returns the count. */
+  deleteRingKey(ringKey: string): number {
+    const accounts = Number(
+      this.#db.prepare("DELETE FROM accounts WHERE ring_key = ?").run(ringKey).changes,
+    );
+    return accounts + this.mailbox.deleteRingKey(ringKey);
+  }
+
+  /** Counts of account copies by role, for `/metrics`. */
+  accountCounts(): { primary: number; replica: number } {
+    const rows = this.#db.prepare("SELECT held_as, count(*) AS n FROM accounts GROUP BY held_as")
+      .all() as { held_as: string; n: number }[];
+    const of = (role: string) => Number(rows.find((r) => r.held_as === role)?.n ?? 0);
+    return { primary: of("primary"), replica: of("replica") };
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.#db.close();
+  }
+}

@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { IdSpace } from "../chord/mod.ts";
+import { NodeStore, userRingKey } from "./mod.ts";
+import { MAILBOX_SCHEMA } from "./mailbox.ts";
+
+Deno.test("store: a user's ring key is the key the 160-bit CHORD ring looks up", () => {
+  const space = new IdSpace(160);
+  for (const name of ["alice", "bob", "Ωmega", "x".repeat(32)]) {
+    assert.equal(userRingKey(name), space.toHex(space.idFromKey(`user:${name}`)));
+  }
+});
+
+Deno.test("store: a database from before accounts were ring records is migrated in place", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/node.sqlite`;
+  try {
+    // The schema as of user_version 3, with one account.
+    const old = new DatabaseSync(path);
+    old.exec(`CREATE TABLE accounts (username TEXT PRIMARY KEY, hash TEXT NOT NULL,
+      created_at INTEGER NOT NULL, keys TEXT) STRICT`);
+    old.exec(MAILBOX_SCHEMA);
+    old.exec(`INSERT INTO accounts VALUES ('alice', '$2b$10$${"a".repeat(53)}', 7, NULL)`);
+    old.exec("PRAGMA user_version = 3");
+    old.close();
+    const store = new NodeStore(path);
+    assert.equal(store.accounts.get("alice")?.createdAt, 7);
+    const whole = { start: "0", end: "0" };
+    assert.deepEqual(store.itemKeys(whole), [["a", "alice", "7.aaaaaaaaaaaa"]]);
+    // The account moves with its ring key like any record of alice's.
+    assert.equal(store.deleteRingKey(userRingKey("alice")), 1);
+    assert.equal(store.accounts.get("alice"), undefined);
+    store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("store: presence writes are last-writer-wins and expired records mean offline", () => {
+  const store = new NodeStore(":memory:");
+  const rec = { username: "bob", ringKey: userRingKey("bob"), home: "http://a:1" };
+  assert.equal(store.presence.put([{ ...rec, updatedAt: 10, expiresAt: 100 }]), 1);
+  assert.equal(
+    store.presence.put([{ ...rec, home: "http://old:1", updatedAt: 5, expiresAt: 5 }]),
+    0,
+  );
+  assert.equal(store.presence.get("bob")?.home, "http://a:1");
+  assert.deepEqual(store.presence.online(50).map((r) => r.username), ["bob"]);
+  assert.deepEqual(store.presence.online(100), []);
+  assert.deepEqual(store.presence.expiredBetween(60, 120).map((r) => r.username), ["bob"]);
+  assert.equal(store.presence.collect(101), 1);
+  store.close();
+});
