@@ -239,7 +239,9 @@ export class RingService {
   async #maintain(): Promise<void> {
     this.#rounds++;
     try {
-      if (!this.node.isMember || this.#isAloneWhileOthersLive()) await this.#joinOrCreate();
+      const giveUp = this.node.isMember && this.#isAloneWhileOthersLive() &&
+        await this.#smallerRingAnswers();
+      if (!this.node.isMember || giveUp) await this.#joinOrCreate();
       if (!this.node.isMember) return;
       await this.node.stabilize();
       await this.node.checkPredecessor();
@@ -269,13 +271,27 @@ export class RingService {
   }
 
   /**
+   * Whether a live server smaller than this one answers lookups, i.e. is in a ring this node can
+   * join. A one-node ring is given up only then: leaving it for a server that has no ring yet
+   * would leave the records this node holds unreachable until that server creates one.
+   */
+  async #smallerRingAnswers(): Promise<boolean> {
+    const self = this.transport.localAddress;
+    for (const s of this.#deps.liveServers().filter((s) => s < self).sort()) {
+      if (typeof (await this.#lookupAt(s, this.node.self.id)) !== "string") return true;
+    }
+    return false;
+  }
+
+  /**
    * Joins through a live server. To avoid several servers each creating their own ring when they
    * start together, only the server with the smallest address among the live ones may create.
    */
   async #joinOrCreate(): Promise<void> {
     const self = this.transport.localAddress;
     const others = this.#deps.liveServers().filter((s) => s !== self).sort();
-    // A one-node ring that found others gives itself up and joins theirs (it holds no keys yet).
+    // A one-node ring that found a smaller server's ring gives itself up and joins it; what it
+    // holds moves to the new replica sets by the replication's hand-off.
     if (this.node.isMember) await this.node.leave();
     for (const known of others) {
       try {
