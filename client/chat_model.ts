@@ -395,6 +395,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     const self = me.value;
     if (!self || !history) return;
     for (const peer of history.peersWithUnsent(self)) void flush(peer);
+    // Messages the last session sent to online contacts but never saw acknowledged go again
+    // (the receiver ignores a message id it already has, and acknowledges it).
+    for (const c of contacts.value) if (c.online) void flush(c.username, true);
   }
 
   function leave(): void {
