@@ -55,6 +55,12 @@ import {
   unlockAccountKeys,
 } from "./keyring.ts";
 import type { History, MessageRow, MessageVia } from "./history.ts";
+import {
+  handoverKeysOf,
+  type HandoverOutcome,
+  HistoryReceiver,
+  HistorySender,
+} from "./handover.ts";
 import { openFromMailbox, sealForMailbox } from "./mailbox.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
@@ -99,6 +105,22 @@ export interface DiscardedMessage {
   text: string;
 }
 
+/**
+ * The history hand-over between this user's devices (DESIGN §4), as shown to the user: this
+ * device `sending` (it was superseded) or `receiving` (it is the new one).
+ */
+export interface HandoverState {
+  role: "sending" | "receiving";
+  /** `connecting` until rows move, then `transferring`; `done` or `failed` at the end. */
+  phase: "connecting" | "transferring" | "done" | "failed";
+  /** Rows handed over (sender) or stored (receiver) so far. */
+  done: number;
+  /** Rows in the whole transfer (null on the receiver before the first batch). */
+  total: number | null;
+  /** What to show: a sentence. */
+  text: string;
+}
+
 /** Configuration of the chat model. */
 export interface ChatModelOptions {
   /** How long a send waits for the data channel to an online contact to open, ms. @default 5000 */
@@ -107,6 +129,11 @@ export interface ChatModelOptions {
   pingTimeoutMs?: number;
   /** Delay before retrying a mailbox send the servers could not take, ms. @default 5000 */
   mailRetryMs?: number;
+  /**
+   * How much of the servers' hand-over grace the old device uses, leaving the rest as a margin
+   * for the last messages, ms. @default 2000
+   */
+  handoverMarginMs?: number;
 }
 
 /** The chat model: signals to render and actions to call. */
@@ -120,6 +147,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const channelWaitMs = options.channelWaitMs ?? 5_000;
   const pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
   const mailRetryMs = options.mailRetryMs ?? 5_000;
+  const handoverMarginMs = options.handoverMarginMs ?? 2_000;
   const keyStore = deps.keyStore ?? createMemoryKeyStore();
 
   // --- state -------------------------------------------------------------------------------
@@ -158,6 +186,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const unencrypted = signal<Record<string, boolean>>({});
   /** Whether the logged-in account has keys (false for old accounts: nothing is encrypted). */
   const hasKeys = signal(true);
+  /** The history hand-over in progress or just ended on this device, or null. */
+  const handover = signal<HandoverState | null>(null);
 
   let history: History | null = null;
   let peers: Peers | null = null;
@@ -186,6 +216,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   let fetchAgain = false;
   /** Peer messages and mailbox entries rejected as malformed or forged (tests, diagnostics). */
   const rejected = { count: 0 };
+  /** The old device's hand-over, while this device was superseded and hands its history over. */
+  let sender: { me: string; run: HistorySender } | null = null;
+  /** The new device's acceptor of hand-over channels from its own username. */
+  let receiver: HistoryReceiver | null = null;
+  /** Signals that came before the session was entered (a hand-over offer can beat the login). */
+  let early: Array<{ from: string; data: Record<string, unknown> }> = [];
 
   // --- session events ----------------------------------------------------------------------
   session.events = {
@@ -202,6 +238,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       void flush(username, true);
     },
     onSignal(from, data) {
+      if (sender && from === sender.me) return sender.run.handleSignal(data);
+      if (me.value && from === me.value) return receiver?.handleSignal(data);
+      if (entering || (!me.value && (busy.value || restoring.value))) {
+        // Logging in: keep a few, for the hand-over offer of this user's superseded device.
+        if (early.length < 100) early.push({ from, data });
+        return;
+      }
       peers?.handleSignal(from, data);
     },
     onRelay(from, payload) {
@@ -218,13 +261,16 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       error.value = `Session ended: ${reason}`;
       signedOutReason.value = reason;
     },
-    onSuperseded(message) {
-      // Seam for the history hand-over (DESIGN §4): before leaving, the old device would open an
-      // encrypted data channel to its own username's new session and send its history rows,
-      // which the new device inserts with INSERT OR IGNORE. Today the server closes the old
-      // socket at once, so the old device just stops.
+    onSuperseded(message, handoverMs) {
+      if (handoverMs && handoverMs > handoverMarginMs && startHandover(handoverMs)) {
+        signedOutReason.value = message;
+        return;
+      }
       leave();
       signedOutReason.value = message;
+    },
+    onHandoverClosed() {
+      sender?.run.stop("The servers closed the connection before the hand-over ended");
     },
     onServerError(code, message) {
       if (code === "peer_offline") void onPeerOffline();
@@ -371,6 +417,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       peers = p;
       keyring = k;
       current = info;
+      receiver = own ? await receiverFor(info.username, own, h) : null;
       const list = await session.contacts();
       batch(() => {
         me.value = info.username;
@@ -379,14 +426,139 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         restoring.value = false;
         error.value = null;
         signedOutReason.value = null;
+        if (handover.value?.role === "sending") handover.value = null;
       });
     })();
     try {
       await entering;
     } finally {
       entering = null;
+      const waiting = early;
+      early = [];
+      for (const { from, data } of waiting) session.events.onSignal?.(from, data);
     }
     afterSessionStart();
+  }
+
+  /** Accepts hand-over channels from `self`'s superseded device, importing into `h`. */
+  async function receiverFor(self: string, own: OwnKeys, h: History): Promise<HistoryReceiver> {
+    const r = new HistoryReceiver({
+      me: self,
+      keys: await handoverKeysOf(own),
+      createLink: deps.createLink,
+      sendSignal: (data) => session.signal(self, data),
+      onProgress(done, total) {
+        handover.value = {
+          role: "receiving",
+          phase: done < total ? "transferring" : "done",
+          done,
+          total,
+          text: `Receiving history from your other device… ${done}/${total}`,
+        };
+      },
+      async importRows(rows) {
+        if (history !== h) throw new Error("Logged out during the hand-over");
+        let fresh = 0;
+        const toResend = new Set<string>();
+        for (const row of rows) {
+          if (await h.importRow(row)) fresh++;
+          if (row.sender === self && row.status !== "delivered") toResend.add(row.peer);
+        }
+        if (history !== h) return fresh;
+        refresh();
+        // What the old device had not got delivered goes out from here now.
+        for (const peer of toResend) void flush(peer, true);
+        return fresh;
+      },
+    });
+    r.onOutcome = (outcome) => {
+      if (receiver !== r) return;
+      handover.value = receivedState(outcome);
+      if (!outcome.ok) error.value = handover.value.text;
+    };
+    return r;
+  }
+
+  function receivedState(outcome: HandoverOutcome): HandoverState {
+    const total = handover.value?.total ?? null;
+    return outcome.ok
+      ? {
+        role: "receiving",
+        phase: "done",
+        done: outcome.rows,
+        total: outcome.rows,
+        text: `History received from your other device: ${outcome.rows} messages`,
+      }
+      : {
+        role: "receiving",
+        phase: "failed",
+        done: handover.value?.done ?? 0,
+        total,
+        text:
+          `History from your other device was refused (${outcome.reason}): what arrived before ` +
+          "stays, nothing else was imported. Log in on the other device again to retry",
+      };
+  }
+
+  /**
+   * This device was superseded and the servers keep its connection open `graceMs` for the
+   * hand-over: stop being the user's session at once (links, flushes, mailbox), then hand the
+   * whole history to the new device and only afterwards delete the unlocked keys. Returns false
+   * when there is nothing to hand over with (no session, or an account without keys).
+   */
+  function startHandover(graceMs: number): boolean {
+    const self = me.value;
+    const h = history;
+    const own = keyring?.own;
+    const info = current;
+    if (!self || !h || !own || !info) return false;
+    // Detach the history and the keys from the model first, so that nothing else (flushes,
+    // mailbox, the UI) touches them, and leave() neither closes nor deletes them yet.
+    history = null;
+    keyring = null;
+    current = null;
+    leave();
+    const rows = h.all();
+    const total = rows.length;
+    const sending = (done: number, phase: HandoverState["phase"], text: string) => {
+      handover.value = { role: "sending", phase, done, total, text };
+    };
+    sending(0, "connecting", "Signed in elsewhere — handing your history to your new device…");
+    const finish = (outcome: HandoverOutcome) => {
+      sender = null;
+      h.close();
+      void keyStore.deleteOwn(info.username, info.token).catch(() => {});
+      session.stop();
+      if (outcome.ok) {
+        sending(total, "done", `Your history (${total} messages) is now on your new device.`);
+      } else {
+        console.warn(`History hand-over ended: ${outcome.reason}`);
+        sending(
+          handover.value?.done ?? 0,
+          "failed",
+          `Your history was not handed over: ${outcome.reason}. It stays on this device; ` +
+            "messages waiting on the servers reach your new device anyway",
+        );
+      }
+    };
+    void handoverKeysOf(own).then((keys) => {
+      const run = new HistorySender({
+        me: self,
+        keys,
+        createLink: deps.createLink,
+        sendSignal: (data) => session.signal(self, data),
+        onProgress(done) {
+          sending(
+            done,
+            "transferring",
+            `Signed in elsewhere — handing your history to your new device… ${done}/${total}`,
+          );
+        },
+      }, rows);
+      sender = { me: self, run };
+      return run.run(graceMs - handoverMarginMs);
+    }).then(finish, (err) => finish({ ok: false, reason: (err as Error).message }));
+    return true;
   }
 
   /** On every session start: fetch the mailbox, and send messages that waited for a session. */
@@ -404,6 +576,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     // The unlocked keys stay on this device only while its session lasts.
     if (current) void keyStore.deleteOwn(current.username, current.token).catch(() => {});
     current = null;
+    receiver?.close();
+    receiver = null;
+    early = [];
     wrappingKey = null;
     unlocked = null;
     keyring = null;
@@ -425,6 +600,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       keyChanged.value = {};
       unencrypted.value = {};
       restoring.value = false;
+      handover.value = null;
     });
   }
 
@@ -904,6 +1080,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     keyChanged,
     unencrypted,
     hasKeys,
+    handover,
     rejected,
     start,
     login,

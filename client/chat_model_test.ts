@@ -23,6 +23,8 @@ interface World {
   cluster: FakeCluster;
   net: FakeDirectNetwork;
   stores: ReturnType<typeof createMemoryRowStores>;
+  /** The row stores of users' second devices (another browser). */
+  stores2?: ReturnType<typeof createMemoryRowStores>;
   clients: Array<{ model: ChatModel; session: FakeSession }>;
 }
 
@@ -624,6 +626,76 @@ Deno.test("wrapped keys altered on the servers give a clear error at login; a ch
     assertEquals(await alice.model.login("alice", "password-1"), false);
     assert(/cannot be unlocked/.test(alice.model.error.value ?? ""), alice.model.error.value ?? "");
     assertEquals(alice.model.me.value, null);
+  } finally {
+    shutdown(w);
+  }
+});
+
+/** A second device of `username` (already registered) logging in. */
+async function secondDevice(w: World, username: string, options: ChatModelOptions = {}) {
+  const session = w.cluster.connect();
+  const model = createChatModel({
+    session,
+    createLink: w.net.factoryFor(username),
+    openHistory: (owner) =>
+      History.open({ sql, openStore: w.stores2 ??= createMemoryRowStores() }, owner),
+  }, { channelWaitMs: 30, pingTimeoutMs: 1000, ...options });
+  model.start();
+  assertEquals(await model.login(username, "password-1"), true, model.error.value ?? "");
+  w.clients.push({ model, session });
+  return { model, session };
+}
+
+Deno.test("a superseded device hands its whole history to the new one, which imports it once", async () => {
+  const w = world();
+  w.cluster.handoverMs = 5_000;
+  try {
+    const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
+    const bob = await client(w, "bob", 30);
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    alice.model.openChat("bob");
+    bob.model.openChat("alice");
+    for (let i = 0; i < 3; i++) {
+      await alice.model.send(`live ${i}`);
+      await bob.model.send(`reply ${i}`);
+    }
+    await waitFor(() => alice.model.messagesWith("bob").length === 6, "six live messages");
+    // One more from bob while alice's new device logs in: it goes to the new session.
+    const newAlice = await secondDevice(w, "alice");
+    await waitFor(
+      () => alice.model.handover.value?.phase === "done",
+      `old device done (${JSON.stringify(alice.model.handover.value)})`,
+      5_000,
+    );
+    assertEquals(alice.model.me.value, null);
+    assertEquals(alice.session.status, "offline");
+    assertEquals(alice.model.signedOutReason.value, "Signed in elsewhere");
+    await waitFor(() => newAlice.model.handover.value?.phase === "done", "new device done");
+    const texts = newAlice.model.messagesWith("bob").map((m) => m.text);
+    assertEquals(texts, ["live 0", "reply 0", "live 1", "reply 1", "live 2", "reply 2"]);
+    assertEquals(newAlice.model.handover.value?.done, 6);
+    // The old device's links are gone: bob now reaches alice's new device.
+    await bob.model.send("after the hand-over");
+    await waitFor(() => newAlice.model.messagesWith("bob").length === 7, "new message arrives");
+    assertEquals(w.cluster.handovers.size, 0, "the grace ended with the hand-over");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("without an answer from the new device the old one stops at the end of the grace", async () => {
+  const w = world();
+  w.cluster.handoverMs = 400;
+  try {
+    const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
+    await client(w, "bob", 30);
+    alice.model.openChat("bob");
+    await alice.model.send("kept on this device");
+    w.net.isBlocked = true; // no direct path between the two devices
+    await secondDevice(w, "alice");
+    await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up", 3_000);
+    assertEquals(alice.session.status, "offline");
+    assert(/not take the history in time/.test(alice.model.handover.value?.text ?? ""));
   } finally {
     shutdown(w);
   }

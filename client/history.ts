@@ -177,6 +177,22 @@ export class History {
     return next;
   }
 
+  /**
+   * Takes a row from another device of this user (the history hand-over): stored if new, and an
+   * existing row only moves its status forward, so importing twice, or a row that also came
+   * from the mailbox, changes nothing. Resolves `true` if the row was new.
+   */
+  async importRow(row: MessageRow): Promise<boolean> {
+    if (await this.insert(row)) return true;
+    await this.update(row.id, { status: row.status });
+    return false;
+  }
+
+  /** Every stored message, ordered by send time then id (for the history hand-over). */
+  all(): MessageRow[] {
+    return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at, id`, []);
+  }
+
   /** One message by id. */
   get(id: string): MessageRow | null {
     return this.#query(`SELECT ${COLUMNS} FROM messages WHERE id = ?`, [id])[0] ?? null;

@@ -106,10 +106,15 @@ export interface SessionEvents {
   /** The token was refused on reconnect: the user must log in again. */
   onSessionLost?(reason: string): void;
   /**
-   * A newer login of this user elsewhere replaced this session: the server closed the socket,
-   * the token is forgotten and the session stopped (no reconnect) until the next login.
+   * A newer login of this user elsewhere replaced this session: the token is forgotten and the
+   * session will not reconnect until the next login. Without `handoverMs` the socket is closed.
+   * With it, the server keeps the socket open that many ms (the hand-over grace, DESIGN §4), in
+   * which only {@link SessionApi.signal} to one's own username works (it reaches the new
+   * session); call `stop()` when done, or wait for {@link onHandoverClosed}.
    */
-  onSuperseded?(message: string): void;
+  onSuperseded?(message: string, handoverMs?: number): void;
+  /** The socket kept open for a hand-over closed (the grace is over, or the server went away). */
+  onHandoverClosed?(): void;
   /** An error not tied to a request (for example `peer_offline` for a signal or relay). */
   onServerError?(code: ErrorCode, message: string): void;
   /** `by` received messages `ids` of this user from their mailbox (and acknowledged them). */
@@ -168,6 +173,8 @@ export interface SessionApi {
   /** `username`'s public keys; rejects with `unknown_user` if the account has none. */
   getKeys(username: string): Promise<DirectoryKeys>;
   logout(): void;
+  /** Closes the socket and stops reconnecting (the token stays). */
+  stop(): void;
 }
 
 const TOKEN_KEY = "p2pchat.session";
@@ -207,6 +214,8 @@ export class Session implements SessionApi {
   #servers: string[];
   #serverIndex = 0;
   #active = false;
+  /** Superseded, with the socket kept open for the history hand-over. */
+  #handingOver = false;
   #session: SessionInfo | null;
 
   /** Creates a session; call {@link start} to connect. */
@@ -349,6 +358,7 @@ export class Session implements SessionApi {
   /** Closes the socket and stops reconnecting. */
   stop(): void {
     this.#active = false;
+    this.#handingOver = false;
     if (this.#reconnectTimer !== null) this.#timers.clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
     const socket = this.#socket;
@@ -423,6 +433,13 @@ export class Session implements SessionApi {
     };
     socket.onclose = (ev) => {
       if (this.#socket !== socket) return;
+      if (this.#handingOver) {
+        this.#handingOver = false;
+        this.#socket = null;
+        this.#onSocketGone();
+        this.events.onHandoverClosed?.();
+        return;
+      }
       if (ev?.code === SUPERSEDED_CLOSE_CODE) {
         // The `superseded` frame was lost, but the close code says the same.
         this.#superseded("Signed in elsewhere");
@@ -517,15 +534,30 @@ export class Session implements SessionApi {
         this.events.onRelay?.(frame.from, frame.payload);
         return;
       case "superseded":
-        this.#superseded(frame.message);
+        this.#superseded(frame.message, frame.handoverMs);
         return;
+      case "session_started":
+      case "handover_signal":
+        return; // between servers only
     }
   }
 
-  /** Ends this session for good: a newer login of the same user replaced it. */
-  #superseded(message: string): void {
+  /**
+   * Ends this session for good: a newer login of the same user replaced it. With a hand-over
+   * grace the socket stays open (no reconnect, no requests) for the hand-over's signals.
+   */
+  #superseded(message: string, handoverMs?: number): void {
     this.#session = null;
     this.#deps.storage.removeItem(TOKEN_KEY);
+    if (handoverMs && handoverMs > 0 && this.#socket?.readyState === WS_OPEN) {
+      this.#handingOver = true;
+      this.#active = false;
+      if (this.#reconnectTimer !== null) this.#timers.clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = null;
+      this.#setStatus("offline");
+      this.events.onSuperseded?.(message, handoverMs);
+      return;
+    }
     this.stop();
     this.events.onSuperseded?.(message);
   }

@@ -306,3 +306,38 @@ Deno.test("mailbox requests: send, fetch, ack, errors with the server's message,
     s.stop();
   }
 });
+
+Deno.test("superseded with a hand-over grace: the socket stays open for self-signals, then ends", async () => {
+  const c = cluster(2);
+  const storage = memoryStorage();
+  const s = sessionOn(c, storage);
+  const told: Array<[string, number | undefined]> = [];
+  let closed = 0;
+  s.events.onSuperseded = (message, handoverMs) => told.push([message, handoverMs]);
+  s.events.onHandoverClosed = () => closed++;
+  try {
+    await s.login("alice", "password-1");
+    const socket = c.servers[0]!.sockets[0]!;
+    socket.push({ v: 1, type: "superseded", message: "Signed in elsewhere", handoverMs: 30_000 });
+    await waitFor(() => told.length === 1, "superseded");
+    assertEquals(told, [["Signed in elsewhere", 30_000]]);
+    assertEquals(s.status, "offline");
+    assertEquals(storage.data.has("p2pchat.session"), false, "the token is forgotten");
+    s.signal("alice", { type: "offer", sdp: "x" });
+    assertEquals(socket.sent.at(-1), {
+      v: 1,
+      type: "signal",
+      to: "alice",
+      data: { type: "offer", sdp: "x" },
+    });
+    // The server ends the grace: told once, and no reconnect.
+    socket.close(4001);
+    await waitFor(() => closed === 1, "hand-over closed");
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(told.length, 1);
+    const opened = c.servers.reduce((n, srv) => n + srv.sockets.length, 0);
+    assertEquals(opened, 1, "no reconnect to any server");
+  } finally {
+    s.stop();
+  }
+});

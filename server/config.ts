@@ -17,6 +17,8 @@ export interface ServerConfig {
   distDir: string;
   bcryptCost: number;
   sessionTtlMs: number;
+  /** How long a superseded device may hand its history to the new one, in ms (0: none). */
+  handoverGraceMs: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -73,6 +75,8 @@ Options (environment variable in brackets; flags win):
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
+  --handover-grace-seconds N  how long a signed-out device may hand its history to the new
+                       one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
   --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
   With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
@@ -146,6 +150,7 @@ export function parseConfig(
         dist: { type: "string" },
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
+        "handover-grace-seconds": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -206,6 +211,12 @@ export function parseConfig(
         1,
         24 * 365,
       ) * 3_600_000,
+    handoverGraceMs: integer(
+      "handover-grace-seconds",
+      pick("handover-grace-seconds", "P2P_HANDOVER_GRACE_SECONDS") ?? "30",
+      0,
+      600,
+    ) * 1000,
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),

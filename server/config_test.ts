@@ -13,6 +13,7 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.equal(config.hostname, "127.0.0.1");
   assert.deepEqual(config.peers, ["http://10.0.0.2:8000", "http://10.0.0.3:8000"]);
   assert.equal(config.bcryptCost, 10);
+  assert.equal(config.handoverGraceMs, 30_000);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -21,6 +22,7 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
     [["--port=70000"], /--port must be a whole number from 0 to 65535/],
     [["--peers=not-a-url"], /--peers must be a base URL/],
     [["--bcrypt-cost=4"], /--bcrypt-cost/],
+    [["--handover-grace-seconds=601"], /--handover-grace-seconds must be a whole number from 0/],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {

@@ -65,6 +65,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const store = new NodeStore(`${dataDir}/node.sqlite`);
   const hub = new ClientHub({ metrics, tokens, log, hmac }, {
     bcryptCost: config.bcryptCost,
+    handoverGraceMs: config.handoverGraceMs,
   });
   const cluster = new Cluster({ metrics, hmac, local: hub, log }, {
     self,

@@ -1,7 +1,8 @@
 /**
  * Server ↔ server RPC beside the ring: membership hellos, presence notices from the primary of a
- * user's presence record, and delivery of signaling/relay frames to a user's home server. Every request is an
- * HTTP POST authenticated with an HMAC over the cluster secret; the bodies are validated here.
+ * user's presence record, and delivery of signaling/relay/session frames to a user's home server.
+ * Every request is an HTTP POST authenticated with an HMAC over the cluster secret; the bodies are
+ * validated here.
  * The CHORD ring (server/chord) brings its own ring RPC; these cover what rides beside it.
  */
 import {
@@ -99,12 +100,20 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         updatedAt: readNumber(obj, "updatedAt", "", { min: 0, max: 8.64e15, integer: true }),
       };
     case "deliver": {
+      // Besides what reaches browsers, the session notices the receiving hub consumes.
+      const DELIVERABLE: readonly ServerFrame["type"][] = [
+        "signal",
+        "relay",
+        "delivered",
+        "session_started",
+        "handover_signal",
+      ];
       const frame = validateServerFrame(obj.frame);
-      if (frame.type !== "signal" && frame.type !== "relay" && frame.type !== "delivered") {
+      if (!DELIVERABLE.includes(frame.type)) {
         throw new ProtocolError(
           "bad_frame",
           "frame.type",
-          "Only signal, relay and delivered frames can be delivered",
+          `Only ${DELIVERABLE.join(", ")} frames can be delivered`,
         );
       }
       return { v: 1, type: "deliver", to: readUsername(obj, "to"), frame };

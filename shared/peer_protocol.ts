@@ -67,3 +67,65 @@ export function newMessageId(): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
     .replaceAll("=", "");
 }
+
+/**
+ * Messages of a history hand-over channel: the data channel a superseded device opens to the
+ * user's new device (its own username) to hand its history over (DESIGN §4). The receiver opens
+ * with `handover_hello` (its nonce for this transfer); the sender answers with sealed batches
+ * (`shared/crypto/handover_batch.ts`), one at a time, each acknowledged by `handover_received`
+ * once its rows are durable; after the final batch the receiver sends `handover_done` with its
+ * signature over the nonce and the row count, or `handover_rejected` if a batch failed
+ * verification. The batch is validated by `parseSealedBatch` (shared/crypto).
+ */
+export type HandoverMessage =
+  | { v: 1; type: "handover_hello"; nonce: string }
+  | { v: 1; type: "handover_batch"; batch: unknown }
+  | { v: 1; type: "handover_received"; seq: number }
+  | { v: 1; type: "handover_done"; rows: number; signature: string }
+  | { v: 1; type: "handover_rejected"; reason: string };
+
+const HANDOVER_TYPES = [
+  "handover_hello",
+  "handover_batch",
+  "handover_received",
+  "handover_done",
+  "handover_rejected",
+] as const;
+
+/** Largest hand-over channel message, in characters (a sealed batch stays below it). */
+export const MAX_HANDOVER_MESSAGE = 64 * 1024;
+
+/** Decodes and validates one hand-over channel message. Throws a ProtocolError on bad input. */
+export function parseHandoverMessage(text: unknown): HandoverMessage {
+  const value = parseJsonFrame(text, MAX_HANDOVER_MESSAGE);
+  const { obj, type } = readEnvelope(value, PEER_PROTOCOL_VERSION, HANDOVER_TYPES);
+  switch (type as HandoverMessage["type"]) {
+    case "handover_hello":
+      return {
+        v: 1,
+        type: "handover_hello",
+        nonce: readString(obj, "nonce", "", { pattern: /^[A-Za-z0-9_-]{16,64}$/, max: 64 }),
+      };
+    case "handover_batch":
+      return { v: 1, type: "handover_batch", batch: obj.batch };
+    case "handover_received":
+      return { v: 1, type: "handover_received", seq: readNumber(obj, "seq", "", SEQ_RULE) };
+    case "handover_done":
+      return {
+        v: 1,
+        type: "handover_done",
+        rows: readNumber(obj, "rows", "", SEQ_RULE),
+        signature: readString(obj, "signature", "", {
+          pattern: /^[A-Za-z0-9_-]+$/,
+          min: 16,
+          max: 683,
+        }),
+      };
+    case "handover_rejected":
+      return {
+        v: 1,
+        type: "handover_rejected",
+        reason: readString(obj, "reason", "", { max: 500 }),
+      };
+  }
+}

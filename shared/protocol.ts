@@ -118,10 +118,45 @@ export type ServerFrame =
   | { v: 1; type: "keys"; reqId: ReqId; username: string; encryption: string; signing: string }
   | { v: 1; type: "delivered"; by: string; ids: string[] }
   /**
-   * This session was replaced by a newer login of the same user (one active session per user);
-   * the server closes the socket right after, with close code {@link SUPERSEDED_CLOSE_CODE}.
+   * This session was replaced by a newer login of the same user (one active session per user).
+   * Without `handoverMs` the server closes the socket right after, with close code
+   * {@link SUPERSEDED_CLOSE_CODE}. With it, the connection stays open that many milliseconds
+   * (the hand-over grace, DESIGN §4) for one purpose only: signals to the user's own username,
+   * which reach the new session, so the old device can hand its history over a data channel;
+   * then the server closes it with the same code.
    */
-  | { v: 1; type: "superseded"; message: string };
+  | { v: 1; type: "superseded"; message: string; handoverMs?: number }
+  /**
+   * Cluster-internal (inside a cluster `deliver` to the user, consumed by the receiving server,
+   * never sent to or accepted from browsers): the user has a new session, so older ones are
+   * superseded.
+   */
+  | { v: 1; type: "session_started"; sessionId: string; issuedAt: number }
+  /**
+   * Cluster-internal: a WebRTC signal from a user to himself during a hand-over. `toward` says
+   * which connection it is for — the `current` session (sent by a superseded connection in its
+   * grace) or the `handover` connections superseded by session `current` (sent by that session).
+   * The receiving server hands it over as a plain `signal{from: user}`.
+   */
+  | {
+    v: 1;
+    type: "handover_signal";
+    toward: HandoverDirection;
+    current: string;
+    data: SignalData;
+  };
+
+/** Which side of a hand-over a self-addressed signal is for. */
+export type HandoverDirection = "current" | "handover";
+
+/** Longest hand-over grace a server may announce in `superseded.handoverMs`, in ms. */
+export const MAX_HANDOVER_MS = 10 * 60_000;
+
+/**
+ * Prefix of signal-data keys reserved for the servers: a browser's signal carrying one is refused
+ * with `bad_frame`, so no browser can pass for a server's marker.
+ */
+export const RESERVED_SIGNAL_KEY_PREFIX = "p2pchat:";
 
 /** WebSocket close code of a session replaced by a newer login: the client must not reconnect. */
 export const SUPERSEDED_CLOSE_CODE = 4001;
@@ -156,6 +191,8 @@ const SERVER_TYPES = [
   "delivered",
   "keys",
   "superseded",
+  "session_started",
+  "handover_signal",
 ] as const;
 
 const ERROR_CODES: readonly ErrorCode[] = [
@@ -178,6 +215,7 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "mailbox_full",
 ];
 
+const SESSION_ID_RULE = { min: 1, max: 64 };
 const TOKEN_RULE = { min: 16, max: 512, pattern: /^[A-Za-z0-9_.-]+$/ };
 const ANY_USER = { min: 1, max: 64 };
 
@@ -204,6 +242,11 @@ function readSecret(obj: Record<string, unknown>): string {
     throw new ProtocolError("invalid_secret", "secret", SECRET_RULE);
   }
   return value;
+}
+
+/** The first reserved key (see {@link RESERVED_SIGNAL_KEY_PREFIX}) of signal data, if any. */
+export function reservedSignalKey(data: SignalData): string | undefined {
+  return Object.keys(data).find((k) => k.startsWith(RESERVED_SIGNAL_KEY_PREFIX));
 }
 
 /** Reads a signaling object: any JSON object whose serialization stays under the size limit. */
@@ -425,12 +468,41 @@ export function validateServerFrame(value: unknown): ServerFrame {
         by: readString(obj, "by", "", ANY_USER),
         ids: readArray(obj, "ids", "", 100_000, (v, p) => checkString(v, p, MAIL_ID_RULE)),
       };
-    case "superseded":
-      return {
+    case "superseded": {
+      const frame: ServerFrame = {
         v: 1,
         type: "superseded",
         message: readString(obj, "message", "", { max: 1000 }),
       };
+      if (obj.handoverMs !== undefined) {
+        frame.handoverMs = readNumber(obj, "handoverMs", "", {
+          min: 0,
+          max: MAX_HANDOVER_MS,
+          integer: true,
+        });
+      }
+      return frame;
+    }
+    case "session_started":
+      return {
+        v: 1,
+        type: "session_started",
+        sessionId: readString(obj, "sessionId", "", SESSION_ID_RULE),
+        issuedAt: readNumber(obj, "issuedAt", "", { min: 0, max: 8.64e15, integer: true }),
+      };
+    case "handover_signal": {
+      const toward = obj.toward;
+      if (toward !== "current" && toward !== "handover") {
+        throw new ProtocolError("bad_frame", "toward", 'toward must be "current" or "handover"');
+      }
+      return {
+        v: 1,
+        type: "handover_signal",
+        toward,
+        current: readString(obj, "current", "", SESSION_ID_RULE),
+        data: readSignal(obj, "data"),
+      };
+    }
   }
 }
 

@@ -4,6 +4,7 @@ import {
   MAX_FRAME_BYTES,
   parseClientFrame,
   parseClusterRequest,
+  parseHandoverMessage,
   parsePeerMessage,
   parseServerFrame,
   ProtocolError,
@@ -182,4 +183,47 @@ Deno.test("cluster requests: presence notices name a server, deliveries only sig
     "bad_frame",
     "from",
   );
+});
+
+Deno.test("hand-over frames: superseded may carry a bounded grace; session notices travel between servers only", () => {
+  assert.deepEqual(
+    parseServerFrame(
+      frame({ type: "superseded", message: "Signed in elsewhere", handoverMs: 30000 }),
+    ),
+    { v: 1, type: "superseded", message: "Signed in elsewhere", handoverMs: 30000 },
+  );
+  rejects(
+    parseServerFrame,
+    frame({ type: "superseded", message: "x", handoverMs: 10 * 60_000 + 1 }),
+    "bad_frame",
+    "handoverMs",
+  );
+  rejects(
+    parseServerFrame,
+    frame({ type: "superseded", message: "x", handoverMs: 1.5 }),
+    "bad_frame",
+  );
+  const notice = { type: "session_started", sessionId: "abc", issuedAt: 5 };
+  const signal = { type: "handover_signal", toward: "current", current: "abc", data: { a: 1 } };
+  for (const f of [notice, signal]) {
+    assert.equal(
+      parseClusterRequest(frame({ type: "deliver", to: "alice", frame: { v: 1, ...f } })).type,
+      "deliver",
+    );
+    // A browser can never send them: they are no client frame.
+    rejects(parseClientFrame, frame(f), "unknown_type", "type");
+  }
+  rejects(parseServerFrame, frame({ ...signal, toward: "bob" }), "bad_frame", "toward");
+  rejects(parseServerFrame, frame({ ...notice, sessionId: "" }), "bad_frame", "sessionId");
+});
+
+Deno.test("hand-over channel messages are validated", () => {
+  assert.deepEqual(
+    parseHandoverMessage(frame({ type: "handover_hello", nonce: "abcdefghijklmnop" })),
+    { v: 1, type: "handover_hello", nonce: "abcdefghijklmnop" },
+  );
+  rejects(parseHandoverMessage, frame({ type: "handover_hello", nonce: "short" }), "bad_frame");
+  rejects(parseHandoverMessage, frame({ type: "handover_received", seq: -1 }), "bad_frame");
+  rejects(parseHandoverMessage, frame({ type: "chat" }), "unknown_type");
+  rejects(parseHandoverMessage, "x".repeat(64 * 1024 + 1), "frame_too_large");
 });

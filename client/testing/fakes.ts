@@ -44,6 +44,13 @@ export class FakeCluster {
   readonly mailAcked: Array<{ by: string; messages: MailReceipt[] }> = [];
   /** When set, `mail_send` is refused with this error (as a full or unavailable store would). */
   mailError: { code: ErrorCode; message: string } | null = null;
+  /**
+   * When set, a login supersedes the user's session elsewhere, which then keeps this many ms of
+   * hand-over grace (0: closed at once), as the real servers do; null keeps both sessions.
+   */
+  handoverMs: number | null = null;
+  /** Sessions superseded and in their hand-over grace, per user. */
+  readonly handovers = new Map<string, FakeSession>();
 
   /** A new client session connected to this cluster. */
   connect(): FakeSession {
@@ -121,6 +128,27 @@ export class FakeSession implements SessionApi {
     if (this.cluster.accounts.get(username) !== secret) {
       return Promise.reject(new ServerError("wrong_credentials", "Wrong username or password"));
     }
+    const older = this.cluster.online.get(username);
+    const grace = this.cluster.handoverMs;
+    if (older && older !== this && grace !== null) {
+      this.cluster.handovers.get(username)?.stop();
+      older.user = null;
+      older.#setStatus("offline");
+      if (grace > 0) {
+        older.handingOverAs = username;
+        this.cluster.handovers.set(username, older);
+        const timer = setTimeout(() => {
+          if (older.handingOverAs) {
+            older.stop();
+            older.events.onHandoverClosed?.();
+          }
+        }, grace);
+        older.#graceTimer = timer;
+      }
+      later(() =>
+        older.events.onSuperseded?.("Signed in elsewhere", grace > 0 ? grace : undefined)
+      );
+    }
     this.user = username;
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
@@ -144,8 +172,21 @@ export class FakeSession implements SessionApi {
   }
 
   signal(to: string, data: SignalData): void {
-    const from = this.#me();
     const copy = structuredClone(data);
+    const user = this.handingOverAs;
+    if (user) {
+      // In the hand-over grace: only to oneself, which reaches the current session.
+      if (to !== user) return;
+      const current = this.cluster.online.get(user);
+      if (current) later(() => current.events.onSignal?.(user, copy));
+      return;
+    }
+    const from = this.#me();
+    if (to === from) {
+      const old = this.cluster.handovers.get(from);
+      if (old) later(() => old.events.onSignal?.(from, copy));
+      return;
+    }
     this.cluster.route(from, to, (s) => s.events.onSignal?.(from, copy));
   }
 
@@ -221,6 +262,20 @@ export class FakeSession implements SessionApi {
   /** Delivers an unsolicited server error. */
   injectError(code: ErrorCode, message: string): void {
     later(() => this.events.onServerError?.(code, message));
+  }
+
+  /** The user whose superseded session this is, while in its hand-over grace. */
+  handingOverAs: string | null = null;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Ends the hand-over grace, if any, and goes offline (the token stays). */
+  stop(): void {
+    clearTimeout(this.#graceTimer);
+    const user = this.handingOverAs;
+    if (user && this.cluster.handovers.get(user) === this) this.cluster.handovers.delete(user);
+    this.handingOverAs = null;
+    if (this.user) this.logout();
+    else this.#setStatus("offline");
   }
 
   logout(): void {

@@ -5,6 +5,7 @@ import { ChatView } from "./chat_view.tsx";
 import { Fingerprint } from "./fingerprint.tsx";
 import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
+import { HandoverStatus } from "./handover_status.tsx";
 
 const STATUS_TEXT = {
   offline: "offline",
@@ -37,7 +38,14 @@ export function App({ model }: { model: ChatModel }) {
             >
               My key
             </button>
-            <button type="button" class="link" onClick={() => model.logout()}>Log out</button>
+            <button
+              type="button"
+              class="link"
+              data-testid="logout"
+              onClick={() => model.logout()}
+            >
+              Log out
+            </button>
           </>
         )}
       </header>
@@ -50,6 +58,7 @@ export function App({ model }: { model: ChatModel }) {
                 <Fingerprint model={model} user={me} testId="my-fingerprint" />
               </section>
             )}
+            <HandoverStatus model={model} />
             {!model.hasKeys.value && (
               <p class="warning" data-testid="no-keys" role="status">
                 Your account has no keys: your messages are not encrypted.

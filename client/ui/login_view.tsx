@@ -1,6 +1,7 @@
 /** The login/register screen. */
 import { useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
+import { HandoverStatus } from "./handover_status.tsx";
 
 /** Username + password with Register and Log in buttons, and the error line. */
 export function LoginView({ model }: { model: ChatModel }) {
@@ -22,6 +23,7 @@ export function LoginView({ model }: { model: ChatModel }) {
           {model.signedOutReason.value}
         </p>
       )}
+      <HandoverStatus model={model} />
       <label>
         Username
         <input

@@ -3,11 +3,15 @@
  * touches state, bad frames answered with a typed error and counted. It maps frames to calls on
  * the cluster (register, deliver, presence) and holds no placement logic of its own.
  *
- * One active session per user: a login issues a new session, closes older local sessions of the
- * same user with a `superseded` frame, and tells every other live server (a cluster `deliver` of a
- * reserved signal to the user himself, see {@link SUPERSEDE_KEY}); a resume with an older session's
- * token is refused. Abuse controls: failed logins are limited per username and per address, and
- * frames per connection (a sustained flood closes the socket).
+ * One active session per user: a login issues a new session, tells older local sessions of the
+ * same user `superseded`, and tells every other live server (a cluster `deliver` of a
+ * `session_started` notice, which the receiving hub consumes); a resume with an older session's
+ * token is refused. A superseded connection leaves the user's session at once but stays open for
+ * a bounded hand-over grace, in which it may only exchange signals with the new session (routed
+ * as `handover_signal` frames between servers), so the old device can hand its history over an
+ * encrypted data channel (DESIGN §4); then it is closed. Abuse controls: failed logins are
+ * limited per username and per address, and frames per connection (a sustained flood closes the
+ * socket).
  */
 import { compare, hash } from "bcryptjs";
 import {
@@ -19,6 +23,7 @@ import {
   parseClientFrame,
   PRESENCE_TIMEOUT_MS,
   ProtocolError,
+  reservedSignalKey,
   type ServerFrame,
   SUPERSEDED_CLOSE_CODE,
 } from "../../shared/mod.ts";
@@ -36,17 +41,16 @@ import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
 import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter, TokenBucket } from "./rate_limit.ts";
 import { isNewer, SessionRegistry, type SessionStamp } from "./sessions.ts";
 
-/**
- * Key of the signal data by which a server tells the others that `username` logged in anew:
- * `deliver{to: username, frame: signal{from: username, data: {[SUPERSEDE_KEY]: {sessionId,
- * issuedAt}}}}`. Cluster RPC carries only signal and relay frames, so the notice rides in a signal
- * to the user himself; browsers can never send it (the hub refuses signals carrying this key) and
- * never receive it (the receiving hub consumes it).
- */
-export const SUPERSEDE_KEY = "p2pchat:superseded";
-
 /** What the old client is told when a newer login replaces its session. */
 export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replaced by a newer login";
+
+/** How long a superseded connection may stay open to hand its history over, in ms. */
+export const HANDOVER_GRACE_MS = 30_000;
+
+/** What a connection in its hand-over grace is told when it asks for anything but a self-signal. */
+export const HANDOVER_ONLY_MESSAGE =
+  "Signed in elsewhere: this connection can only hand your history to your new device; " +
+  "log in again to use this device";
 
 /** Collaborators of a {@link ClientHub}. */
 export interface ClientHubDeps {
@@ -67,6 +71,21 @@ export interface ClientHubOptions {
   presenceTimeoutMs?: number;
   /** Abuse limits; missing fields take {@link DEFAULT_LIMITS}. */
   limits?: Partial<AbuseLimits>;
+  /**
+   * How long a superseded connection stays open, signaling only with the user's new session, so
+   * the old device can hand its history over (DESIGN §4); 0 closes it at once.
+   * @default HANDOVER_GRACE_MS
+   */
+  handoverGraceMs?: number;
+}
+
+/** A superseded connection in its hand-over grace. */
+interface Handover {
+  username: string;
+  /** The session that superseded this connection's: the only one it may signal. */
+  current: SessionStamp;
+  /** Ends the grace (closes the connection) at its deadline. */
+  timer: ReturnType<typeof setTimeout>;
 }
 
 interface Connection {
@@ -81,6 +100,11 @@ interface Connection {
   strikes: TokenBucket;
   /** When the last `rate_limited` error was sent (at most one per second). */
   lastLimitedAt: number;
+  /**
+   * Set once the connection is superseded and in its hand-over grace: it is then no longer the
+   * user's session (`username` and `session` are cleared) and may only signal the new session.
+   */
+  handover?: Handover;
 }
 
 /** All browser sessions on this server; implements the cluster's view of local sessions. */
@@ -97,12 +121,16 @@ export class ClientHub implements LocalSessions {
   #limits: AbuseLimits;
   #logins: LoginLimiter;
   #sessions = new SessionRegistry();
+  #handoverGraceMs: number;
+  /** Connections in their hand-over grace. */
+  #handovers = new Set<Connection>();
 
   /** Creates the hub; {@link bind} it to the cluster before accepting sockets. */
   constructor(deps: ClientHubDeps, options: ClientHubOptions = {}) {
     this.#deps = deps;
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#presenceTimeoutMs = options.presenceTimeoutMs ?? PRESENCE_TIMEOUT_MS;
+    this.#handoverGraceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS;
     this.#clock = deps.clock ?? Date.now;
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#logins = new LoginLimiter(this.#limits, this.#clock);
@@ -139,6 +167,8 @@ export class ClientHub implements LocalSessions {
   /** Closes every socket and stops the presence sweeper. */
   close(): void {
     clearInterval(this.#sweeper);
+    for (const c of this.#handovers) clearTimeout(c.handover?.timer);
+    this.#handovers.clear();
     for (const c of this.#connections) c.socket.close(1001, "server shutting down");
   }
 
@@ -182,11 +212,12 @@ export class ClientHub implements LocalSessions {
   }
 
   deliverLocal(username: string, frame: ServerFrame): boolean {
-    const notice = supersedeNotice(username, frame);
+    const notice = supersedeNotice(frame);
     if (notice) {
       this.#newSession(username, notice);
       return true;
     }
+    if (frame.type === "handover_signal") return this.#deliverHandoverSignal(username, frame);
     const conn = this.#byUser.get(username);
     if (!conn) return false;
     return this.#send(conn, frame);
@@ -251,6 +282,7 @@ export class ClientHub implements LocalSessions {
       return;
     }
     const cluster = this.#cluster!;
+    if (conn.handover) return await this.#onHandoverFrame(conn, conn.handover, frame);
     switch (frame.type) {
       case "heartbeat":
         return;
@@ -301,10 +333,7 @@ export class ClientHub implements LocalSessions {
       const reqId = "reqId" in frame ? frame.reqId : undefined;
       return this.#fail(conn, "not_authenticated", "Log in first", reqId);
     }
-    if (frame.type === "signal" && Object.hasOwn(frame.data, SUPERSEDE_KEY)) {
-      this.#deps.metrics.inc("p2pchat_invalid_frames_total", { source: "client" });
-      return this.#fail(conn, "bad_frame", `Signal data must not carry "${SUPERSEDE_KEY}"`);
-    }
+    if (frame.type === "signal" && this.#refuseReserved(conn, frame.data)) return;
     switch (frame.type) {
       case "contacts":
         this.#send(conn, {
@@ -352,6 +381,16 @@ export class ClientHub implements LocalSessions {
         return;
       case "signal":
       case "relay": {
+        if (frame.type === "signal" && frame.to === me && conn.session) {
+          // To oneself: for the connections this session superseded, in their hand-over grace.
+          return await this.#signalHandover(conn, me, {
+            v: 1,
+            type: "handover_signal",
+            toward: "handover",
+            current: conn.session.sessionId,
+            data: frame.data,
+          });
+        }
         const out: ServerFrame = frame.type === "signal"
           ? { v: 1, type: "signal", from: me, data: frame.data }
           : { v: 1, type: "relay", from: me, payload: frame.payload };
@@ -477,16 +516,28 @@ export class ClientHub implements LocalSessions {
   /**
    * `stamp` is a session of `username` this server just heard of (a login or resume here, or a
    * notice from another server): if it is the newest, every local connection of an older session
-   * of that user is told `superseded` and closed.
+   * of that user is told `superseded` and leaves the user's session at once; it then stays open
+   * for the hand-over grace (signals to the new session only, see {@link #beginHandover}), or is
+   * closed at once when the grace is 0. Connections already in a grace for an older session are
+   * closed: a hand-over goes to the newest session only.
    */
   #newSession(username: string, stamp: SessionStamp): void {
     if (!this.#sessions.observe(username, stamp)) return;
     for (const conn of [...this.#connections]) {
+      const handover = conn.handover;
+      if (handover) {
+        if (handover.username === username && isNewer(stamp, handover.current)) {
+          this.#endHandover(conn, "superseded again");
+        }
+        continue;
+      }
       if (conn.username !== username || !conn.session || !isNewer(stamp, conn.session)) continue;
       this.#deps.log("session_superseded", { username });
       this.#deps.metrics.inc("p2pchat_sessions_superseded_total");
-      // Seam for the history hand-over (DESIGN §4): instead of closing at once, the old
-      // connection could stay open for signaling to the new session only, for a bounded time.
+      if (this.#handoverGraceMs > 0) {
+        this.#beginHandover(conn, username, stamp);
+        continue;
+      }
       this.#send(conn, { v: 1, type: "superseded", message: SUPERSEDED_MESSAGE });
       try {
         conn.socket.close(SUPERSEDED_CLOSE_CODE, "signed in elsewhere");
@@ -495,29 +546,165 @@ export class ClientHub implements LocalSessions {
     }
   }
 
-  /** Tells every other live server that `username` has a new session. */
-  async #announceSession(username: string, claims: SessionClaims): Promise<void> {
-    const cluster = this.#cluster!;
-    const frame: ServerFrame = {
-      v: 1,
-      type: "signal",
-      from: username,
-      data: { [SUPERSEDE_KEY]: { sessionId: claims.sessionId, issuedAt: claims.issuedAt } },
+  /**
+   * Moves a superseded connection into its hand-over grace: out of the user map (no presence,
+   * mailbox, contacts or signaling to others; the cluster sees the user's new session only),
+   * told `superseded` with the grace in `handoverMs`, and closed when the grace ends.
+   */
+  #beginHandover(conn: Connection, username: string, current: SessionStamp): void {
+    this.#unbind(conn);
+    const grace = this.#handoverGraceMs;
+    conn.handover = {
+      username,
+      current: { sessionId: current.sessionId, issuedAt: current.issuedAt },
+      timer: setTimeout(() => this.#endHandover(conn, "grace over"), grace),
     };
+    this.#handovers.add(conn);
+    this.#deps.log("handover_started", { username, graceMs: grace });
+    this.#send(conn, {
+      v: 1,
+      type: "superseded",
+      message: SUPERSEDED_MESSAGE,
+      handoverMs: grace,
+    });
+  }
+
+  /** Ends a connection's hand-over grace: closes it as superseded. */
+  #endHandover(conn: Connection, reason: string): void {
+    const handover = conn.handover;
+    if (handover) clearTimeout(handover.timer);
+    this.#handovers.delete(conn);
+    if (!this.#connections.has(conn)) return;
+    this.#deps.log("handover_ended", { username: handover?.username, reason });
+    try {
+      conn.socket.close(SUPERSEDED_CLOSE_CODE, "signed in elsewhere");
+    } catch { /* already closing */ }
+    this.#drop(conn);
+  }
+
+  /**
+   * A frame from a connection in its hand-over grace: heartbeats, pings and signals to the user
+   * himself (which go to the session that superseded it) pass; anything else is refused.
+   */
+  async #onHandoverFrame(conn: Connection, handover: Handover, frame: ClientFrame): Promise<void> {
+    if (frame.type === "heartbeat") return;
+    if (frame.type === "ping") {
+      this.#send(conn, { v: 1, type: "pong", reqId: frame.reqId });
+      return;
+    }
+    if (frame.type !== "signal" || frame.to !== handover.username) {
+      const reqId = "reqId" in frame ? frame.reqId : undefined;
+      return this.#fail(conn, "not_authenticated", HANDOVER_ONLY_MESSAGE, reqId);
+    }
+    if (this.#refuseReserved(conn, frame.data)) return;
+    await this.#signalHandover(conn, handover.username, {
+      v: 1,
+      type: "handover_signal",
+      toward: "current",
+      current: handover.current.sessionId,
+      data: frame.data,
+    });
+  }
+
+  /** Refuses signal data carrying a key reserved for the servers; true if it did. */
+  #refuseReserved(conn: Connection, data: Record<string, unknown>): boolean {
+    const key = reservedSignalKey(data);
+    if (key === undefined) return false;
+    this.#deps.metrics.inc("p2pchat_invalid_frames_total", { source: "client" });
+    this.#fail(conn, "bad_frame", `Signal data must not carry "${key}": that key is reserved`);
+    return true;
+  }
+
+  /**
+   * Routes a self-addressed signal of a hand-over, wherever the other side's connection is: this
+   * server, the user's home server (toward the current session), or any live server (toward the
+   * connections in their grace, which no presence lists). Tells the sender when nobody took it.
+   */
+  async #signalHandover(
+    conn: Connection,
+    username: string,
+    frame: Extract<ServerFrame, { type: "handover_signal" }>,
+  ): Promise<void> {
+    const cluster = this.#cluster!;
+    let delivered = frame.toward === "current"
+      ? await cluster.deliver(username, frame)
+      : this.deliverLocal(username, frame);
+    // Toward the current session, presence may lag right after the login: ask every server.
+    if (!delivered) delivered = await this.#deliverToOthers(username, frame);
+    this.#deps.metrics.inc("p2pchat_relayed_total", {
+      kind: "handover_signal",
+      result: delivered ? "delivered" : "offline",
+    });
+    if (!delivered) {
+      this.#fail(
+        conn,
+        "peer_offline",
+        frame.toward === "current"
+          ? "Your new session is not connected: the history cannot be handed over"
+          : "No other device of yours is handing its history over",
+      );
+    }
+  }
+
+  /** Delivers `frame` to `username` on every other live server; true if any took it. */
+  async #deliverToOthers(username: string, frame: ServerFrame): Promise<boolean> {
+    const cluster = this.#cluster!;
     const others = cluster.liveServers().filter((s) => s !== cluster.self);
-    await Promise.allSettled(others.map(async (server) => {
+    const answers = await Promise.allSettled(others.map(async (server) => {
       try {
-        // "peer_offline" is the normal answer of a server without a session of the user.
-        await callPeer(
+        // "peer_offline" is the normal answer of a server without such a connection.
+        const res = await callPeer(
           this.#deps.hmac,
           server,
           { v: 1, type: "deliver", to: username, frame },
           2000,
         );
+        return res.type === "ok";
       } catch (err) {
-        this.#deps.log("session_announce_failed", { server, username, error: String(err) });
+        this.#deps.log("session_deliver_failed", {
+          server,
+          username,
+          type: frame.type,
+          error: String(err),
+        });
+        return false;
       }
     }));
+    return answers.some((a) => a.status === "fulfilled" && a.value);
+  }
+
+  /**
+   * Hands a self-addressed signal to the connection it is for, as a plain `signal` from the user:
+   * the current session (if it is the one named), or the connections in their grace that this
+   * session superseded.
+   */
+  #deliverHandoverSignal(
+    username: string,
+    frame: Extract<ServerFrame, { type: "handover_signal" }>,
+  ): boolean {
+    const out: ServerFrame = { v: 1, type: "signal", from: username, data: frame.data };
+    if (frame.toward === "current") {
+      const conn = this.#byUser.get(username);
+      if (!conn || conn.session?.sessionId !== frame.current) return false;
+      return this.#send(conn, out);
+    }
+    let delivered = false;
+    for (const conn of this.#handovers) {
+      const h = conn.handover;
+      if (h?.username !== username || h.current.sessionId !== frame.current) continue;
+      delivered = this.#send(conn, out) || delivered;
+    }
+    return delivered;
+  }
+
+  /** Tells every other live server that `username` has a new session. */
+  async #announceSession(username: string, claims: SessionClaims): Promise<void> {
+    await this.#deliverToOthers(username, {
+      v: 1,
+      type: "session_started",
+      sessionId: claims.sessionId,
+      issuedAt: claims.issuedAt,
+    });
   }
 
   #bindUser(conn: Connection, claims: SessionClaims): void {
@@ -554,8 +741,14 @@ export class ClientHub implements LocalSessions {
 
   #sweep(): void {
     const cutoff = Date.now() - this.#presenceTimeoutMs;
+    // Graces of connections that closed on their own need no timer any more.
+    for (const conn of this.#handovers) {
+      if (!this.#connections.has(conn)) this.#endHandover(conn, "closed by the client");
+    }
     for (const conn of this.#connections) {
-      if (conn.lastSeen < cutoff) {
+      if (conn.handover && conn.lastSeen < cutoff) {
+        this.#endHandover(conn, "silent");
+      } else if (conn.lastSeen < cutoff) {
         this.#deps.log("session_timed_out", { username: conn.username });
         try {
           conn.socket.close(4000, "heartbeat timeout");
@@ -571,15 +764,10 @@ export class ClientHub implements LocalSessions {
   }
 }
 
-/** The session stamp of a supersede notice from another server, if `frame` is one. */
-function supersedeNotice(username: string, frame: ServerFrame): SessionStamp | undefined {
-  if (frame.type !== "signal" || frame.from !== username) return undefined;
-  const notice = frame.data[SUPERSEDE_KEY] as { sessionId?: unknown; issuedAt?: unknown } | null;
-  if (typeof notice !== "object" || notice === null) return undefined;
-  const { sessionId, issuedAt } = notice;
-  if (typeof sessionId !== "string" || sessionId.length > 64) return undefined;
-  if (typeof issuedAt !== "number" || !Number.isFinite(issuedAt)) return undefined;
-  return { sessionId, issuedAt };
+/** The session stamp of a `session_started` notice from another server, if `frame` is one. */
+function supersedeNotice(frame: ServerFrame): SessionStamp | undefined {
+  if (frame.type !== "session_started") return undefined;
+  return { sessionId: frame.sessionId, issuedAt: frame.issuedAt };
 }
 
 /** Best-effort reqId of a frame that failed validation, so the client can match the error. */

@@ -11,3 +11,4 @@ export * from "./encoding.ts";
 export * from "./derive.ts";
 export * from "./keys.ts";
 export * from "./envelope.ts";
+export * from "./handover_batch.ts";

@@ -191,3 +191,51 @@ export async function waitForTampered(page: Page, from: string, id: string, time
     timeout: timeoutMs,
   });
 }
+
+/** Presses "Log out" and waits for the login screen. */
+export async function logOut(page: Page) {
+  await page.click(byId("logout"));
+  await page.waitForSelector(byId("login"));
+}
+
+/**
+ * Waits until the page shows the history hand-over (`role` "sending" on a superseded device,
+ * "receiving" on the new one) in `phase`; returns the text shown. Reports what it shows instead.
+ */
+export async function waitForHandover(
+  page: Page,
+  role: "sending" | "receiving",
+  phase: "done" | "failed",
+  timeoutMs = 30_000,
+): Promise<string> {
+  const sel = `${byId("handover-status")}[data-role="${role}"][data-phase="${phase}"]`;
+  try {
+    await page.waitForSelector(sel, { timeout: timeoutMs });
+  } catch {
+    const shown = await page.$eval(byId("handover-status"), (el) => el.outerHTML).catch(() =>
+      "nothing"
+    );
+    throw new Error(`Expected the hand-over ${role} ${phase}, page shows ${shown}`);
+  }
+  return await page.$eval(sel, (el) => el.textContent ?? "");
+}
+
+/** The stored conversation with `peer` (every row, in order), through the page's test hook. */
+export function storedMessages(
+  page: Page,
+  peer: string,
+): Promise<Array<{ id: string; text: string; sender: string; status: string; via: string }>> {
+  return page.evaluate(
+    (p) =>
+      (globalThis as unknown as {
+        p2pchat: {
+          messages(
+            p: string,
+          ): Promise<
+            Array<{ id: string; text: string; sender: string; status: string; via: string }>
+          >;
+        };
+      }).p2pchat.messages(p),
+    peer,
+  );
+}

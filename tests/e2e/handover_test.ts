@@ -1,0 +1,159 @@
+/**
+ * History hand-over in real browsers (DESIGN §4): alice and bob chat live and through the
+ * mailbox; then alice logs in on a second Chromium, through another server, while the first one
+ * is open. The first shows "Signed in elsewhere", hands its whole history over an encrypted data
+ * channel to the second, and stops; the second has every message — live ones that were never in
+ * any mailbox included — in order, once each, and its pending messages complete; a reload keeps
+ * them all.
+ */
+import assert from "node:assert/strict";
+import type { Page } from "puppeteer-core";
+import { launchBrowser, type TestBrowser } from "../support/browser.ts";
+import { startCluster } from "../support/server_process.ts";
+import {
+  logOut,
+  openApp,
+  openChat,
+  sendMessage,
+  signIn,
+  storedMessages,
+  waitForContact,
+  waitForHandover,
+  waitForMessages,
+  waitForStatuses,
+} from "../support/chat_page.ts";
+import { assertClientBuilt } from "../support/two_users.ts";
+
+/** Waits until `n` of `from`'s messages in the open conversation went to the mailbox. */
+async function waitForMailboxCount(page: Page, from: string, n: number) {
+  await page.waitForFunction(
+    (sender, count) =>
+      [...document.querySelectorAll(`[data-testid="message"][data-from="${sender}"]`)]
+        .filter((el) => el.getAttribute("data-via") === "mailbox").length === count,
+    { timeout: 20_000 },
+    from,
+    n,
+  );
+}
+
+Deno.test("a superseded browser hands its whole history to alice's new browser", async () => {
+  await assertClientBuilt();
+  const servers = await startCluster(3);
+  const browsers: TestBrowser[] = [];
+  const pages: Array<{ name: string; errors: string[] }> = [];
+  try {
+    browsers.push(await launchBrowser(), await launchBrowser(), await launchBrowser());
+    const [a, b, c] = browsers as [TestBrowser, TestBrowser, TestBrowser];
+    const oldAlice = await openApp(a.browser, servers[0]!.url);
+    const bob = await openApp(c.browser, servers[1]!.url);
+    pages.push({ name: "old alice", errors: oldAlice.errors }, { name: "bob", errors: bob.errors });
+
+    await signIn(oldAlice, "alice", "alice-password", true);
+    await signIn(bob, "bob", "bob-password-1", true);
+    await waitForContact(oldAlice, "bob", true);
+    await waitForContact(bob, "alice", true);
+    await openChat(oldAlice, "bob");
+    await openChat(bob, "alice");
+
+    // Live messages over the data channel: they are never in any mailbox.
+    await sendMessage(oldAlice, "live 1 from alice");
+    await waitForMessages(bob, ["live 1 from alice"]);
+    await sendMessage(bob, "live 2 from bob");
+    await waitForMessages(oldAlice, ["live 1 from alice", "live 2 from bob"]);
+    await sendMessage(oldAlice, "live 3 from alice");
+    const live = ["live 1 from alice", "live 2 from bob", "live 3 from alice"];
+    await waitForMessages(bob, live);
+    await waitForStatuses(oldAlice, "alice", "delivered", 2);
+    const rows = await storedMessages(oldAlice, "bob");
+    assert.deepEqual(rows.map((r) => r.via), ["p2p", "p2p", "p2p"]);
+
+    // Alice away: bob's messages wait in her mailbox; back on the first browser, she fetches
+    // (and acknowledges) them, so afterwards they exist only on that browser.
+    await logOut(oldAlice);
+    await waitForContact(bob, "alice", false);
+    await sendMessage(bob, "while you were away 1");
+    await sendMessage(bob, "while you were away 2");
+    await waitForMailboxCount(bob, "bob", 2);
+    await signIn(oldAlice, "alice", "alice-password", false);
+    await openChat(oldAlice, "bob");
+    const fetched = [...live, "while you were away 1", "while you were away 2"];
+    await waitForMessages(oldAlice, fetched);
+
+    // Bob away: alice's next messages wait in his mailbox (pending on her side).
+    await logOut(bob);
+    await waitForContact(oldAlice, "bob", false);
+    await sendMessage(oldAlice, "pending 1 for bob");
+    await sendMessage(oldAlice, "pending 2 for bob");
+    const all = [...fetched, "pending 1 for bob", "pending 2 for bob"];
+    await waitForMessages(oldAlice, all);
+    await waitForMailboxCount(oldAlice, "alice", 2);
+
+    // Alice logs in on a second browser, through a third server, while the first is open.
+    const newAlice = await openApp(b.browser, servers[2]!.url);
+    pages.push({ name: "new alice", errors: newAlice.errors });
+    await signIn(newAlice, "alice", "alice-password", false);
+
+    // The first browser is told, hands its history over, and stops.
+    await oldAlice.waitForSelector('[data-testid="signed-out-reason"]', { timeout: 20_000 });
+    const reason = await oldAlice.$eval(
+      '[data-testid="signed-out-reason"]',
+      (el) => el.textContent ?? "",
+    );
+    assert.match(reason, /Signed in elsewhere/);
+    const sent = await waitForHandover(oldAlice, "sending", "done");
+    assert.match(sent, new RegExp(`${all.length} messages`));
+    assert.equal(await oldAlice.$('[data-testid="me"]'), null);
+    const status = await oldAlice.$eval(
+      '[data-testid="conn-status"]',
+      (el) => el.getAttribute("data-status"),
+    );
+    assert.equal(status, "offline", "the first browser stopped");
+    const health = await (await fetch(`${servers[0]!.url}/healthz`)).json();
+    assert.equal(health.sessions, 0, "the first server holds no session of alice");
+
+    // The second browser has the whole history, in order, once each.
+    const received = await waitForHandover(newAlice, "receiving", "done");
+    assert.match(received, new RegExp(`${all.length} messages`));
+    await openChat(newAlice, "bob");
+    await waitForMessages(newAlice, all);
+    const imported = await storedMessages(newAlice, "bob");
+    assert.deepEqual(imported.map((r) => r.text), all, "every message once, in order");
+    assert.equal(new Set(imported.map((r) => r.id)).size, all.length, "no duplicate ids");
+    assert.deepEqual(
+      imported.filter((r) => r.sender === "alice").map((r) => [r.text, r.status, r.via]),
+      [
+        ["live 1 from alice", "delivered", "p2p"],
+        ["live 3 from alice", "delivered", "p2p"],
+        ["pending 1 for bob", "sent", "mailbox"],
+        ["pending 2 for bob", "sent", "mailbox"],
+      ],
+    );
+
+    // Bob comes back: the pending messages reach him, and the new browser sees them delivered.
+    await signIn(bob, "bob", "bob-password-1", false);
+    await openChat(bob, "alice");
+    await waitForMessages(bob, all);
+    await waitForStatuses(newAlice, "alice", "delivered", 4);
+    await sendMessage(bob, "welcome on your new device");
+    await waitForMessages(newAlice, [...all, "welcome on your new device"]);
+
+    // A reload of the second browser keeps everything.
+    await newAlice.reload({ waitUntil: "load" });
+    await newAlice.waitForFunction(
+      () => document.querySelector('[data-testid="me"]')?.textContent === "alice",
+      { timeout: 20_000 },
+    );
+    await openChat(newAlice, "bob");
+    await waitForMessages(newAlice, [...all, "welcome on your new device"]);
+
+    for (const page of pages) {
+      assert.deepEqual(page.errors.filter((e) => !/favicon/.test(e)), [], `${page.name} errors`);
+    }
+  } catch (err) {
+    for (const page of pages) console.error(`${page.name} console:`, page.errors);
+    throw err;
+  } finally {
+    await Promise.all(browsers.map((br) => br.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});

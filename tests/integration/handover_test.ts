@@ -1,0 +1,213 @@
+/**
+ * The hand-over grace against real server processes: a superseded connection stays open for a
+ * bounded time in which it may only exchange signals with the user's new session — on the same
+ * server and across servers — and nothing else (no signals or relays to other users, no mail, no
+ * contacts, no presence); a third login ends the older grace; browsers cannot forge the servers'
+ * reserved markers; the connection is closed when the grace ends or when it falls silent.
+ */
+import assert from "node:assert/strict";
+import { type ServerProcess, startCluster, waitFor } from "../support/server_process.ts";
+import { TestClient } from "../support/ws_client.ts";
+import type { ServerFrame } from "../../shared/mod.ts";
+
+/**
+ * The hand-over grace the servers are started with (`P2P_HANDOVER_GRACE_SECONDS`), in ms: longer
+ * than the 15 s silence timeout, so both ways a grace connection ends can be told apart.
+ */
+const GRACE_MS = 20_000;
+const GRACE_ENV = { P2P_HANDOVER_GRACE_SECONDS: String(GRACE_MS / 1000) };
+
+function errorOf(frame: ServerFrame): { code: string; message: string } {
+  assert.equal(frame.type, "error", `expected an error, got ${JSON.stringify(frame)}`);
+  return frame as { code: string; message: string };
+}
+
+/** The data of the next signal `client` receives from `from`. */
+async function signalFrom(client: TestClient, from: string): Promise<Record<string, unknown>> {
+  const f = await client.next((f) => f.type === "signal" && f.from === from);
+  assert.ok(f.type === "signal");
+  return f.data;
+}
+
+/** Resolves once `client`'s server no longer answers (its socket was closed). */
+async function closedWith(client: TestClient): Promise<void> {
+  await assert.rejects(async () => await client.request({ type: "ping" }, 500));
+}
+
+/** Whether `client` still gets answers (its socket is open). */
+async function isOpen(client: TestClient): Promise<boolean> {
+  try {
+    return (await client.request({ type: "ping" }, 1000)).type === "pong";
+  } catch {
+    return false;
+  }
+}
+
+/** The `handover_ended` log lines of `server`, as objects. */
+function handoverEnds(server: ServerProcess): Array<{ username?: string; reason?: string }> {
+  return server.logs().split("\n").filter((l) => l.includes('"handover_ended"')).map((l) =>
+    JSON.parse(l)
+  );
+}
+
+Deno.test("handover: the superseded connection signals only the new session, here and across servers, until the grace ends", async () => {
+  const servers = await startCluster(2, { env: GRACE_ENV });
+  const [s1, s2] = servers as [ServerProcess, ServerProcess];
+  const clients: TestClient[] = [];
+  const heartbeats: Array<ReturnType<typeof setInterval>> = [];
+  const connect = async (s: ServerProcess) => {
+    const c = await TestClient.connect(s.url);
+    clients.push(c);
+    return c;
+  };
+  try {
+    const bob = await connect(s1);
+    await bob.login("bob", "bob-secret-12");
+    const oldAlice = await connect(s1);
+    const oldSession = await oldAlice.login("alice", "alice-secret-1");
+    await bob.next((f) => f.type === "presence" && f.username === "alice" && f.online);
+
+    // A second device on the same server: the first one enters its grace.
+    const newAlice = await connect(s1);
+    await newAlice.login("alice", "alice-secret-1", false);
+    const told = await oldAlice.next((f) => f.type === "superseded");
+    assert.deepEqual(told, {
+      v: 1,
+      type: "superseded",
+      message: "Signed in elsewhere: this session was replaced by a newer login",
+      handoverMs: GRACE_MS,
+    });
+    const health = await (await fetch(`${s1.url}/healthz`)).json();
+    assert.equal(health.sessions, 2, "bob and the new alice; the grace connection is no session");
+
+    // Self-signals pass both ways between the grace connection and the new session.
+    oldAlice.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "old", lid: "1" } });
+    assert.deepEqual(await signalFrom(newAlice, "alice"), { type: "offer", sdp: "old", lid: "1" });
+    newAlice.send({ type: "signal", to: "alice", data: { type: "answer", sdp: "new", lid: "1" } });
+    assert.deepEqual(await signalFrom(oldAlice, "alice"), {
+      type: "answer",
+      sdp: "new",
+      lid: "1",
+    });
+
+    // Nothing else: no signal or relay to others, no mail, no contacts, no login.
+    oldAlice.send({ type: "signal", to: "bob", data: { type: "offer", sdp: "x" } });
+    const refused = errorOf(await oldAlice.next((f) => f.type === "error"));
+    assert.equal(refused.code, "not_authenticated");
+    assert.match(refused.message, /only hand your history to your new device/);
+    oldAlice.send({ type: "relay", to: "bob", payload: "hello" });
+    assert.equal(errorOf(await oldAlice.next((f) => f.type === "error")).code, "not_authenticated");
+    for (const type of ["mail_fetch", "contacts"]) {
+      assert.equal(errorOf(await oldAlice.request({ type })).code, "not_authenticated", type);
+    }
+    assert.equal(
+      errorOf(await oldAlice.request({ type: "mail_ack", messages: [] })).code,
+      "not_authenticated",
+    );
+    // The old token cannot come back either, not even on the grace connection.
+    const oldToken = oldSession.token;
+    assert.equal(
+      errorOf(await oldAlice.request({ type: "resume", token: oldToken })).code,
+      "not_authenticated",
+    );
+    const elsewhere = await connect(s2);
+    const resumed = errorOf(await elsewhere.request({ type: "resume", token: oldToken }));
+    assert.equal(resumed.code, "not_authenticated");
+    assert.match(resumed.message, /Signed in elsewhere/);
+
+    // Browsers cannot forge the servers' markers, from either side.
+    for (const c of [newAlice, oldAlice, bob]) {
+      c.send({ type: "signal", to: "alice", data: { "p2pchat:handover": "current", a: 1 } });
+      const e = errorOf(await c.next((f) => f.type === "error"));
+      assert.equal(e.code, "bad_frame");
+      assert.match(e.message, /reserved/);
+    }
+    // A browser cannot send the server-only frames at all.
+    newAlice.send({ type: "session_started", sessionId: "forged", issuedAt: Date.now() + 1e6 });
+    assert.equal(errorOf(await newAlice.next((f) => f.type === "error")).code, "unknown_type");
+    newAlice.send({ type: "handover_signal", toward: "handover", current: "x", data: {} });
+    assert.equal(errorOf(await newAlice.next((f) => f.type === "error")).code, "unknown_type");
+
+    // Presence changes of others do not reach the grace connection; bob got none of the above.
+    await bob.close();
+    await waitFor(
+      "presence of bob's logout at alice",
+      () => newAlice.frames.some((f) => f.type === "presence" && f.username === "bob"),
+    );
+    assert.equal(oldAlice.frames.some((f) => f.type === "presence"), false);
+
+    // A third login, on the other server: the second session enters its grace, the first one
+    // (whose hand-over was to the second) is closed.
+    const thirdAlice = await connect(s2);
+    await thirdAlice.login("alice", "alice-secret-1", false);
+    const supersededAt = Date.now();
+    const second = await newAlice.next((f) => f.type === "superseded");
+    assert.ok(second.type === "superseded" && second.handoverMs === GRACE_MS);
+    await closedWith(oldAlice);
+    await waitFor(
+      "the first grace to end",
+      () => handoverEnds(s1).some((l) => l.reason === "superseded again"),
+    );
+
+    // Across servers, both ways: s1's grace connection and s2's current session.
+    newAlice.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "s1", lid: "2" } });
+    assert.deepEqual(await signalFrom(thirdAlice, "alice"), { type: "offer", sdp: "s1", lid: "2" });
+    thirdAlice.send({ type: "signal", to: "alice", data: { type: "answer", sdp: "s2", lid: "2" } });
+    assert.deepEqual(await signalFrom(newAlice, "alice"), { type: "answer", sdp: "s2", lid: "2" });
+
+    // Another user's grace connection that falls silent is closed before its grace ends.
+    const oldCarol = await connect(s1);
+    await oldCarol.login("carol", "carol-secret-1");
+    const newCarol = await connect(s2);
+    await newCarol.login("carol", "carol-secret-1", false);
+    await oldCarol.next((f) => f.type === "superseded");
+    const carolSilentFrom = Date.now();
+
+    // Alice's second device keeps its connection alive: it is closed when the grace is over.
+    // (So do the current sessions, which would otherwise time out too.)
+    for (const c of [newAlice, thirdAlice, newCarol]) {
+      heartbeats.push(setInterval(() => c.send({ type: "heartbeat" }), 2_000));
+    }
+    await waitFor(
+      "the silent grace connection to be closed",
+      () => handoverEnds(s1).some((l) => l.username === "carol" && l.reason === "silent"),
+      GRACE_MS,
+      250,
+    );
+    const silentAfter = Date.now() - carolSilentFrom;
+    assert.ok(silentAfter >= 14_000 && silentAfter < GRACE_MS, `closed after ${silentAfter} ms`);
+    assert.ok(await isOpen(newAlice), "the heartbeating grace connection is still open");
+    await waitFor(
+      "the grace to end",
+      () => handoverEnds(s1).some((l) => l.username === "alice" && l.reason === "grace over"),
+      GRACE_MS + 5_000,
+      100,
+    );
+    const closedAfter = Date.now() - supersededAt;
+    assert.ok(closedAfter >= GRACE_MS - 500, `closed after ${closedAfter} ms`);
+    await closedWith(newAlice);
+    // The current sessions are untouched.
+    assert.equal((await thirdAlice.request({ type: "contacts" })).type, "contacts");
+    assert.equal((await newCarol.request({ type: "contacts" })).type, "contacts");
+  } finally {
+    for (const h of heartbeats) clearInterval(h);
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("handover: a self-signal with no other device of the user gets peer_offline", async () => {
+  const servers = await startCluster(2, { env: GRACE_ENV });
+  const clients: TestClient[] = [];
+  try {
+    const alice = await TestClient.connect(servers[0]!.url);
+    clients.push(alice);
+    await alice.login("alice", "alice-secret-1");
+    alice.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "x" } });
+    const e = errorOf(await alice.next((f) => f.type === "error"));
+    assert.equal(e.code, "peer_offline");
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
