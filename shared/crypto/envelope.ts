@@ -24,6 +24,13 @@ import {
   toBase64Url,
   utf8,
 } from "./encoding.ts";
+import {
+  decryptObject,
+  encryptForReaders,
+  sign,
+  unwrapObjectKey,
+  verifySignature,
+} from "./hybrid.ts";
 
 /** A chat message in clear, as the sender wrote it. */
 export interface PlainMessage {
@@ -69,7 +76,6 @@ export class NotForMeError extends EnvelopeError {
 
 const VERSION = 1;
 const DOMAIN = "p2p-chat envelope v1";
-const PSS = { name: "RSA-PSS", saltLength: 32 } as const;
 const B64 = BASE64URL_PATTERN;
 /** Largest ciphertext: 4000 UTF-16 units are at most 12,000 UTF-8 bytes, plus the 16-byte tag. */
 const MAX_CIPHERTEXT_CHARS = Math.ceil(((MAX_TEXT_LENGTH * 3 + 16) * 4) / 3);
@@ -102,19 +108,11 @@ export async function seal(
   senderOwnPublicKey: CryptoKey,
 ): Promise<Envelope> {
   checkMessage(message);
-  const raw = crypto.getRandomValues(new Uint8Array(32));
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt"]);
-  const [ciphertext, keyTo, keyFrom] = await Promise.all([
-    crypto.subtle.encrypt(
-      { name: "AES-GCM", iv, additionalData: header(message) },
-      key,
-      utf8(message.text),
-    ),
-    crypto.subtle.encrypt({ name: "RSA-OAEP" }, recipientPublicKey, raw),
-    crypto.subtle.encrypt({ name: "RSA-OAEP" }, senderOwnPublicKey, raw),
-  ]);
-  raw.fill(0);
+  const { iv, ciphertext, wrapped: [keyTo, keyFrom] } = await encryptForReaders(
+    utf8(message.text),
+    header(message),
+    [recipientPublicKey, senderOwnPublicKey],
+  );
   const unsigned = {
     id: message.id,
     from: message.from,
@@ -122,9 +120,9 @@ export async function seal(
     sentAt: message.sentAt,
     iv: toBase64Url(iv),
     ciphertext: toBase64Url(ciphertext),
-    keys: { to: toBase64Url(keyTo), from: toBase64Url(keyFrom) },
+    keys: { to: toBase64Url(keyTo!), from: toBase64Url(keyFrom!) },
   };
-  const signature = await crypto.subtle.sign(PSS, senderSigningKey, signedBytes(unsigned));
+  const signature = await sign(senderSigningKey, signedBytes(unsigned));
   return { v: VERSION, ...unsigned, signature: toBase64Url(signature) };
 }
 
@@ -138,41 +136,24 @@ export async function openEnvelope(
   myPrivateKey: CryptoKey,
   senderVerifyKey: CryptoKey,
 ): Promise<PlainMessage> {
-  let valid: boolean;
-  try {
-    valid = await crypto.subtle.verify(
-      PSS,
-      senderVerifyKey,
-      fromBase64Url(envelope.signature),
-      signedBytes(envelope),
-    );
-  } catch {
-    valid = false;
-  }
+  const valid = await verifySignature(
+    senderVerifyKey,
+    envelope.signature,
+    () => signedBytes(envelope),
+  );
   if (!valid) {
     throw new TamperedEnvelopeError(
       `Message ${envelope.id} from ${envelope.from}: the signature does not match`,
     );
   }
-  let raw: ArrayBuffer | null = null;
-  for (const wrapped of [envelope.keys.to, envelope.keys.from]) {
-    try {
-      raw = await crypto.subtle.decrypt({ name: "RSA-OAEP" }, myPrivateKey, fromBase64Url(wrapped));
-      break;
-    } catch {
-      // Not wrapped for this key; try the other one.
-    }
-  }
-  if (!raw || raw.byteLength !== 32) {
-    throw new NotForMeError(`Message ${envelope.id} is not encrypted for this key`);
-  }
+  const key = await unwrapObjectKey([envelope.keys.to, envelope.keys.from], myPrivateKey);
+  if (!key) throw new NotForMeError(`Message ${envelope.id} is not encrypted for this key`);
   try {
-    const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
-    new Uint8Array(raw).fill(0);
-    const plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: fromBase64Url(envelope.iv), additionalData: header(envelope) },
+    const plain = await decryptObject(
       key,
+      fromBase64Url(envelope.iv),
       fromBase64Url(envelope.ciphertext),
+      header(envelope),
     );
     return {
       id: envelope.id,

@@ -22,6 +22,13 @@ import {
   toBase64Url,
   utf8,
 } from "./encoding.ts";
+import {
+  decryptObject,
+  encryptForReaders,
+  sign,
+  unwrapObjectKey,
+  verifySignature,
+} from "./hybrid.ts";
 
 /** What identifies a batch within a hand-over; signed and authenticated in clear. */
 export interface BatchHeader {
@@ -56,7 +63,6 @@ export const MAX_BATCH_PAYLOAD_BYTES = 44 * 1024;
 const VERSION = 1;
 const DOMAIN = "p2p-chat handover batch v1";
 const ACK_DOMAIN = "p2p-chat handover ack v1";
-const PSS = { name: "RSA-PSS", saltLength: 32 } as const;
 const NONCE_RULE = { pattern: /^[A-Za-z0-9_-]{16,64}$/, max: 64 };
 const RSA_RULE = { pattern: BASE64URL_PATTERN, min: 16, max: 683 };
 const MAX_CIPHERTEXT_CHARS = Math.ceil(((MAX_BATCH_PAYLOAD_BYTES + 16) * 4) / 3);
@@ -100,14 +106,9 @@ export async function sealBatch(
     );
   }
   checkHeader(head);
-  const raw = crypto.getRandomValues(new Uint8Array(32));
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const aes = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt"]);
-  const [ciphertext, wrapped] = await Promise.all([
-    crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: header(head) }, aes, bytes),
-    crypto.subtle.encrypt({ name: "RSA-OAEP" }, ownEncryptionKey, raw),
+  const { iv, ciphertext, wrapped: [wrapped] } = await encryptForReaders(bytes, header(head), [
+    ownEncryptionKey,
   ]);
-  raw.fill(0);
   const unsigned = {
     owner: head.owner,
     nonce: head.nonce,
@@ -116,9 +117,9 @@ export async function sealBatch(
     final: head.final,
     iv: toBase64Url(iv),
     ciphertext: toBase64Url(ciphertext),
-    key: toBase64Url(wrapped),
+    key: toBase64Url(wrapped!),
   };
-  const signature = await crypto.subtle.sign(PSS, ownSigningKey, signedBytes(unsigned));
+  const signature = await sign(ownSigningKey, signedBytes(unsigned));
   return { v: VERSION, ...unsigned, signature: toBase64Url(signature) };
 }
 
@@ -133,34 +134,19 @@ export async function openBatch(
   ownPrivateKey: CryptoKey,
   ownVerifyKey: CryptoKey,
 ): Promise<string> {
-  let valid: boolean;
-  try {
-    valid = await crypto.subtle.verify(
-      PSS,
-      ownVerifyKey,
-      fromBase64Url(batch.signature),
-      signedBytes(batch),
-    );
-  } catch {
-    valid = false;
-  }
-  if (!valid) {
+  if (!(await verifySignature(ownVerifyKey, batch.signature, () => signedBytes(batch)))) {
     throw new TamperedEnvelopeError(
       `History batch ${batch.seq} for ${batch.owner}: the signature is not this user's`,
     );
   }
   try {
-    const raw = await crypto.subtle.decrypt(
-      { name: "RSA-OAEP" },
-      ownPrivateKey,
-      fromBase64Url(batch.key),
-    );
-    const aes = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
-    new Uint8Array(raw).fill(0);
-    const plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: fromBase64Url(batch.iv), additionalData: header(batch) },
+    const aes = await unwrapObjectKey([batch.key], ownPrivateKey);
+    if (!aes) throw new Error("not wrapped for this key");
+    const plain = await decryptObject(
       aes,
+      fromBase64Url(batch.iv),
       fromBase64Url(batch.ciphertext),
+      header(batch),
     );
     return fromUtf8(plain);
   } catch {
@@ -218,8 +204,7 @@ export async function signHandoverAck(
   rows: number,
   ownSigningKey: CryptoKey,
 ): Promise<string> {
-  const signature = await crypto.subtle.sign(PSS, ownSigningKey, ackBytes(owner, nonce, rows));
-  return toBase64Url(signature);
+  return toBase64Url(await sign(ownSigningKey, ackBytes(owner, nonce, rows)));
 }
 
 /** Whether `signature` is the owner's acknowledgement of `rows` rows of transfer `nonce`. */
@@ -230,14 +215,5 @@ export async function verifyHandoverAck(
   signature: string,
   ownVerifyKey: CryptoKey,
 ): Promise<boolean> {
-  try {
-    return await crypto.subtle.verify(
-      PSS,
-      ownVerifyKey,
-      fromBase64Url(signature),
-      ackBytes(owner, nonce, rows),
-    );
-  } catch {
-    return false;
-  }
+  return await verifySignature(ownVerifyKey, signature, () => ackBytes(owner, nonce, rows));
 }
