@@ -130,6 +130,12 @@ export interface ChatModelOptions {
   /** Delay before retrying a mailbox send the servers could not take, ms. @default 5000 */
   mailRetryMs?: number;
   /**
+   * How long after a contact is seen online our mailbox messages to them that are still not
+   * known as delivered are offered again over a data channel (the servers' `delivered` notice may
+   * have been lost), ms. @default 10000
+   */
+  mailboxRecheckMs?: number;
+  /**
    * How much of the servers' hand-over grace the old device uses, leaving the rest as a margin
    * for the last messages, ms. @default 2000
    */
@@ -147,6 +153,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const channelWaitMs = options.channelWaitMs ?? 5_000;
   const pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
   const mailRetryMs = options.mailRetryMs ?? 5_000;
+  const mailboxRecheckMs = options.mailboxRecheckMs ?? 10_000;
   const handoverMarginMs = options.handoverMarginMs ?? 2_000;
   const keyStore = deps.keyStore ?? createMemoryKeyStore();
 
@@ -211,6 +218,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const flushes = new Map<string, Promise<void>>();
   /** Pending mailbox retries per contact. */
   const retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  const recheckTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** The mailbox fetch in progress, and whether another one was asked for meanwhile. */
   let fetching: Promise<void> | null = null;
   let fetchAgain = false;
@@ -236,6 +244,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       // Online: unacknowledged messages go again (data channel or relay). Offline: what was
       // sent directly but never acknowledged goes to their mailbox.
       void flush(username, true);
+      if (online) scheduleMailboxRecheck(username);
     },
     onSignal(from, data) {
       if (sender && from === sender.me) return sender.run.handleSignal(data);
@@ -569,7 +578,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     for (const peer of history.peersWithUnsent(self)) void flush(peer);
     // Messages the last session sent to online contacts but never saw acknowledged go again
     // (the receiver ignores a message id it already has, and acknowledges it).
-    for (const c of contacts.value) if (c.online) void flush(c.username, true);
+    for (const c of contacts.value) {
+      if (!c.online) continue;
+      void flush(c.username, true);
+      scheduleMailboxRecheck(c.username);
+    }
   }
 
   function leave(): void {
@@ -588,6 +601,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     history = null;
     for (const t of retryTimers.values()) clearTimeout(t);
     retryTimers.clear();
+    for (const t of recheckTimers.values()) clearTimeout(t);
+    recheckTimers.clear();
     for (const w of pongWaiters.values()) w();
     batch(() => {
       me.value = null;
@@ -699,14 +714,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * Sends this user's undelivered messages to `peer`, after any flush to them already queued.
    * Always takes messages never handed to a path (`sending`, `failed`); with `unacked`, also
    * those sent directly (p2p or relay) but not acknowledged, and — only over a data channel that
-   * is already open — those waiting in the peer's mailbox, so that the peer's ack marks them
+   * is open, or that it opens with `openForMailbox` — those waiting in the peer's mailbox, so that
+   * the peer's ack marks them
    * delivered even when the servers' `delivered` notice never comes (for example because this
    * user was offline when the peer fetched them). Mailbox messages are never relayed or stored
    * again: the servers hold them until the peer fetches them.
    */
-  function flush(peer: string, unacked = false): Promise<void> {
+  function flush(peer: string, unacked = false, openForMailbox = false): Promise<void> {
     const next = (flushes.get(peer) ?? Promise.resolve())
-      .then(() => flushNow(peer, unacked))
+      .then(() => flushNow(peer, unacked, openForMailbox))
       .catch((err) => fail(err));
     flushes.set(peer, next);
     void next.then(() => {
@@ -715,7 +731,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     return next;
   }
 
-  async function flushNow(peer: string, unacked: boolean): Promise<void> {
+  async function flushNow(peer: string, unacked: boolean, openForMailbox: boolean): Promise<void> {
     const self = me.value;
     const h = history;
     const p = peers;
@@ -728,11 +744,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         (unacked && r.status === "sent" && r.via !== "mailbox")
       );
     const recheck = () => unacked ? h.pending(self, peer).filter(inMailbox) : [];
-    if (wanted().length === 0 && !(p.isOpen(peer) && recheck().length > 0)) return;
+    // Mailbox messages not yet known as delivered are offered again over a data channel (opened
+    // for them only when asked): their ack marks them delivered if the servers' notice was lost.
+    const waiting = () =>
+      wanted().length > 0 || (recheck().length > 0 && (openForMailbox || p.isOpen(peer)));
+    if (!waiting()) return;
     const done = new Set<string>();
     if (
       p.isOpen(peer) ||
-      (wanted().length > 0 && isOnline(peer) && await p.waitOpen(peer, channelWaitMs))
+      (isOnline(peer) && await p.waitOpen(peer, channelWaitMs))
     ) {
       if (history !== h) return; // logged out meanwhile
       const rows = h.pending(self, peer).filter((r) =>
@@ -798,6 +818,18 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       if (history !== h) return;
       for (const r of chunk) await h.update(r.id, { status: "sent", via: "mailbox" });
     }
+  }
+
+  /** Later, if `peer` is still online, offers our undelivered mailbox messages over p2p. */
+  function scheduleMailboxRecheck(peer: string): void {
+    clearTimeout(recheckTimers.get(peer));
+    recheckTimers.set(
+      peer,
+      setTimeout(() => {
+        recheckTimers.delete(peer);
+        if (isOnline(peer)) void flush(peer, true, true);
+      }, mailboxRecheckMs),
+    );
   }
 
   function scheduleRetry(peer: string): void {

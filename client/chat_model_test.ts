@@ -204,6 +204,28 @@ Deno.test("pings are answered on the data channel and through the relay", async 
   }
 });
 
+Deno.test("mailbox messages whose delivered notice was lost are confirmed over p2p later", async () => {
+  const w = world();
+  try {
+    const { alice, bob } = await aliceWithBobOffline(w, 30, { mailboxRecheckMs: 50 });
+    for (const text of ["one", "two"]) await alice.model.send(text);
+    w.cluster.loseDeliveredNotices = true;
+    assertEquals(await bob.model.login("bob", "password-1"), true);
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "bob got the mail");
+    // No notice reached alice; once bob has been online a while, her client offers the two
+    // again over a data channel, bob (who has them) acknowledges, and they show delivered.
+    await waitFor(
+      () => alice.model.messages.value.every((m) => m.status === "delivered"),
+      "alice sees them delivered without the servers' notice",
+    );
+    assertEquals(alice.model.messages.value.map((m) => m.via), ["mailbox", "mailbox"]);
+    assertEquals(bob.model.messagesWith("alice").map((m) => m.text), ["one", "two"]);
+    assertEquals(w.cluster.relayed.length, 0, "mailbox messages are never relayed");
+  } finally {
+    shutdown(w);
+  }
+});
+
 Deno.test("a message to an offline contact goes to their mailbox and arrives at their next login", async () => {
   const w = world();
   try {

@@ -42,6 +42,8 @@ export class FakeCluster {
   readonly mailSent: Array<{ from: string; to: string; ids: string[] }> = [];
   /** Every `mail_ack` received, for assertions. */
   readonly mailAcked: Array<{ by: string; messages: MailReceipt[] }> = [];
+  /** When set, the servers' `delivered` notices are lost (a routing failure between servers). */
+  loseDeliveredNotices = false;
   /** When set, `mail_send` is refused with this error (as a full or unavailable store would). */
   mailError: { code: ErrorCode; message: string } | null = null;
   /**
@@ -231,7 +233,9 @@ export class FakeSession implements SessionApi {
     for (const m of messages) bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.id]);
     for (const [sender, ids] of bySender) {
       const target = this.cluster.online.get(sender);
-      if (target) later(() => target.events.onDelivered?.(me, ids));
+      if (target && !this.cluster.loseDeliveredNotices) {
+        later(() => target.events.onDelivered?.(me, ids));
+      }
     }
     return new Promise((resolve) => later(resolve));
   }
