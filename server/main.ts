@@ -91,7 +91,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     isLive: (address) => cluster.isLive(address),
   }, config.storage);
   cluster.attachStorage(replicator);
-  hub.attachMailbox(new MailboxFrames({ replicator, cluster, metrics }));
+  hub.attachMailbox(new MailboxFrames({ replicator, cluster, metrics, log }));
   const replication = (req: Request) =>
     handleReplicationHttp(req, { hmac, replicator, counters: metrics, log });
   app.handle = createHandler({ hub, cluster, ring, replication, metrics }, {

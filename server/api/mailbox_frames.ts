@@ -5,7 +5,7 @@
  * acknowledge their own mailbox: the recipient is the session's user, never a frame field.
  */
 import type { ClientFrame, ServerFrame } from "../../shared/mod.ts";
-import type { Cluster } from "../cluster/mod.ts";
+import type { Cluster, Log } from "../cluster/mod.ts";
 import { MailboxFullError, type Replicator, StorageUnavailableError } from "../replication/mod.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -16,6 +16,7 @@ export interface MailboxFramesDeps {
   replicator: Replicator;
   cluster: Cluster;
   metrics: Metrics;
+  log: Log;
 }
 
 /** Answers `mail_send`, `mail_fetch` and `mail_ack` frames of authenticated users. */
@@ -97,7 +98,9 @@ export class MailboxFrames {
             bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.id]);
           }
           for (const [sender, ids] of bySender) {
-            void this.#deps.cluster.deliver(sender, { v: 1, type: "delivered", by: me, ids });
+            // Best effort: a sender who misses it confirms over p2p when both are online.
+            void this.#deps.cluster.deliver(sender, { v: 1, type: "delivered", by: me, ids })
+              .then((ok) => ok || this.#deps.log("receipt_undelivered", { to: sender, by: me }));
           }
           return { v: 1, type: "ok", reqId: frame.reqId };
         }

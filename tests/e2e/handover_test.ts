@@ -151,6 +151,12 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     }
   } catch (err) {
     for (const page of pages) console.error(`${page.name} console:`, page.errors);
+    // The servers' view of routing and sessions, to tell a lost notice from a client fault.
+    const relevant = /deliver|presence|receipt|session|handover|peer_/;
+    for (const sv of servers) {
+      const lines = sv.logs().split("\n").filter((l) => relevant.test(l)).slice(-40);
+      console.error(`server ${sv.url}:\n${lines.join("\n")}`);
+    }
     throw err;
   } finally {
     await Promise.all(browsers.map((br) => br.close()));
