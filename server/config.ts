@@ -19,6 +19,8 @@ export interface ServerConfig {
   sessionTtlMs: number;
   /** How long a superseded device may hand its history to the new one, in ms (0: none). */
   handoverGraceMs: number;
+  /** Frames one browser connection may send per second (bursts of twice as many). */
+  frameRate: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -75,6 +77,8 @@ Options (environment variable in brackets; flags win):
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
+  --frame-rate N       frames/s one browser connection may send (bursts of 2N), 1–100000
+                                                           [P2P_FRAME_RATE]    default 50
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
@@ -151,6 +155,7 @@ export function parseConfig(
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
         "handover-grace-seconds": { type: "string" },
+        "frame-rate": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -217,6 +222,7 @@ export function parseConfig(
       0,
       600,
     ) * 1000,
+    frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),

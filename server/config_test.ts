@@ -14,6 +14,7 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.deepEqual(config.peers, ["http://10.0.0.2:8000", "http://10.0.0.3:8000"]);
   assert.equal(config.bcryptCost, 10);
   assert.equal(config.handoverGraceMs, 30_000);
+  assert.equal(config.frameRate, 50);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -23,6 +24,7 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
     [["--peers=not-a-url"], /--peers must be a base URL/],
     [["--bcrypt-cost=4"], /--bcrypt-cost/],
     [["--handover-grace-seconds=601"], /--handover-grace-seconds must be a whole number from 0/],
+    [["--frame-rate=0"], /--frame-rate must be a whole number from 1/],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {

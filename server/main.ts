@@ -66,6 +66,9 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const hub = new ClientHub({ metrics, tokens, log, hmac }, {
     bcryptCost: config.bcryptCost,
     handoverGraceMs: config.handoverGraceMs,
+    limits: {
+      framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
+    },
   });
   const cluster = new Cluster({ metrics, hmac, local: hub, log }, {
     self,
