@@ -90,6 +90,8 @@ interface CachedPresence {
 }
 
 const MAX_BODY = 8 * 1024 * 1024;
+/** Longest wait for in-flight presence work at shutdown, in ms. */
+const STOP_WAIT_MS = 2_000;
 /** Accounts never change once created: lookups are cached, this many at most. */
 const ACCOUNT_CACHE_SIZE = 10_000;
 
@@ -156,12 +158,20 @@ export class Cluster {
     this.#timers.push(setInterval(() => this.#track(this.directory()), this.#directoryRefreshMs));
   }
 
-  /** Stops the rounds and waits for the work in flight. */
+  /**
+   * Stops the rounds and waits for the work in flight (presence writes and notices), at most
+   * `STOP_WAIT_MS`: when the whole ring shuts down at once, those writes could only retry.
+   */
   async stop(): Promise<void> {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#round;
-    await Promise.allSettled([...this.#pending]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#pending]),
+      new Promise((r) => timer = setTimeout(r, STOP_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Runs a hello round now unless one is in flight. */
