@@ -285,6 +285,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       if (code === "peer_offline") void onPeerOffline();
       else error.value = message;
     },
+    onMailWaiting() {
+      void fetchMail();
+    },
     onDelivered(by, ids) {
       void markDelivered(by, ids);
     },

@@ -204,6 +204,29 @@ Deno.test("pings are answered on the data channel and through the relay", async 
   }
 });
 
+Deno.test("mail stored while the recipient is online after all reaches them without a new login", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    // alice's view of bob is stale: she believes him offline, so her message goes to his mailbox.
+    alice.session.events.onPresence?.("bob", false);
+    alice.model.openChat("bob");
+    await alice.model.send("are you there?");
+    assertEquals(w.cluster.mailSent.flatMap((m) => m.ids).length, 1);
+    // The servers tell bob's running session, which fetches at once.
+    await waitFor(() => bob.model.messagesWith("alice").length === 1, "bob got the mail");
+    assertEquals(bob.model.messagesWith("alice")[0]!.via, "mailbox");
+    await waitFor(
+      () => alice.model.messages.value.every((m) => m.status === "delivered"),
+      "alice sees it delivered",
+    );
+  } finally {
+    shutdown(w);
+  }
+});
+
 Deno.test("mailbox messages whose delivered notice was lost are confirmed over p2p later", async () => {
   const w = world();
   try {

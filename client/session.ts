@@ -119,6 +119,8 @@ export interface SessionEvents {
   onServerError?(code: ErrorCode, message: string): void;
   /** `by` received messages `ids` of this user from their mailbox (and acknowledged them). */
   onDelivered?(by: string, ids: string[]): void;
+  /** Mail was stored for this user during the session: the mailbox should be fetched. */
+  onMailWaiting?(): void;
 }
 
 /** What a successful login or resume yields. */
@@ -516,6 +518,9 @@ export class Session implements SessionApi {
         return;
       case "delivered":
         this.events.onDelivered?.(frame.by, frame.ids);
+        return;
+      case "mail_waiting":
+        this.events.onMailWaiting?.();
         return;
       case "error":
         if (frame.reqId !== undefined && this.#pending.has(frame.reqId)) {

@@ -105,6 +105,7 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         "signal",
         "relay",
         "delivered",
+        "mail_waiting",
         "session_started",
         "handover_signal",
       ];

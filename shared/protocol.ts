@@ -118,6 +118,11 @@ export type ServerFrame =
   | { v: 1; type: "keys"; reqId: ReqId; username: string; encryption: string; signing: string }
   | { v: 1; type: "delivered"; by: string; ids: string[] }
   /**
+   * Mail was stored for this user while their session runs (a sender believed them offline):
+   * fetch the mailbox.
+   */
+  | { v: 1; type: "mail_waiting" }
+  /**
    * This session was replaced by a newer login of the same user (one active session per user).
    * Without `handoverMs` the server closes the socket right after, with close code
    * {@link SUPERSEDED_CLOSE_CODE}. With it, the connection stays open that many milliseconds
@@ -189,6 +194,7 @@ const SERVER_TYPES = [
   "pong",
   "mail",
   "delivered",
+  "mail_waiting",
   "keys",
   "superseded",
   "session_started",
@@ -468,6 +474,8 @@ export function validateServerFrame(value: unknown): ServerFrame {
         by: readString(obj, "by", "", ANY_USER),
         ids: readArray(obj, "ids", "", 100_000, (v, p) => checkString(v, p, MAIL_ID_RULE)),
       };
+    case "mail_waiting":
+      return { v: 1, type: "mail_waiting" };
     case "superseded": {
       const frame: ServerFrame = {
         v: 1,

@@ -212,6 +212,9 @@ export class FakeSession implements SessionApi {
       if (!box.some((e) => e.id === m.id)) box.push({ ...m, from });
     }
     this.cluster.mailSent.push({ from, to, ids: messages.map((m) => m.id) });
+    // Like the servers: a recipient whose session runs after all is told to fetch.
+    const target = this.cluster.online.get(to);
+    if (target) later(() => target.events.onMailWaiting?.());
     return new Promise((resolve) => later(resolve));
   }
 

@@ -74,6 +74,9 @@ export class MailboxFrames {
             sentAt: m.sentAt,
             envelope: m.envelope,
           })));
+          // The sender believed the recipient offline; if a session of theirs runs after all
+          // (the sender's view was stale), it is told to fetch now rather than at its next login.
+          void this.#deps.cluster.deliver(frame.to, { v: 1, type: "mail_waiting" });
           return { v: 1, type: "ok", reqId: frame.reqId };
         }
         case "mail_fetch": {

@@ -213,7 +213,7 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
   }
 });
 
-Deno.test("when the recipient acknowledges, a sender on another server is told the messages were delivered", async () => {
+Deno.test("a sender on another server is told of deliveries; an online recipient is told of new mail", async () => {
   const servers = await startCluster(3);
   const clients: TestClient[] = [];
   try {
@@ -226,6 +226,21 @@ Deno.test("when the recipient acknowledges, a sender on another server is told t
     const ids = await drain(servers[2]!, "bob");
     const receipt = await alice.next((f) => f.type === "delivered");
     assert.deepEqual(receipt, { v: 1, type: "delivered", by: "bob", ids });
+    // Mail for a user whose session runs after all (the sender's view was stale): that session
+    // is told to fetch, on whichever server it is.
+    const bob = await TestClient.connect(servers[1]!.url);
+    clients.push(bob);
+    await bob.login("bob", PASSWORD, false);
+    await sendMail(alice, "alice", "bob", 10, 1);
+    assert.deepEqual(await bob.next((f) => f.type === "mail_waiting"), {
+      v: 1,
+      type: "mail_waiting",
+    });
+    const mailbox = await bob.request({ type: "mail_fetch" });
+    assert.deepEqual(
+      mailbox.type === "mail" && mailbox.messages.map((m) => m.id),
+      [mail("alice", "bob", 10).id],
+    );
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(servers.map((s) => s.stop()));
