@@ -41,6 +41,9 @@ import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
 import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter, TokenBucket } from "./rate_limit.ts";
 import { isNewer, SessionRegistry, type SessionStamp } from "./sessions.ts";
 
+/** Longest a login waits for its presence record to be written on the ring, in ms. */
+const PRESENCE_WRITE_WAIT_MS = 2_000;
+
 /** What the old client is told when a newer login replaces its session. */
 export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replaced by a newer login";
 
@@ -309,7 +312,7 @@ export class ClientHub implements LocalSessions {
             this.#deps.metrics.inc("p2pchat_logins_total", { result: "superseded_token" });
             return this.#fail(conn, "not_authenticated", SUPERSEDED_MESSAGE, frame.reqId);
           }
-          this.#bindUser(conn, claims);
+          await this.#bindUser(conn, claims);
           this.#newSession(claims.username, claims);
           this.#send(conn, {
             v: 1,
@@ -498,7 +501,7 @@ export class ClientHub implements LocalSessions {
       );
     }
     const { token, claims } = await this.#deps.tokens.issue(frame.username);
-    this.#bindUser(conn, claims);
+    await this.#bindUser(conn, claims);
     this.#newSession(frame.username, claims);
     void this.#announceSession(frame.username, claims);
     this.#send(conn, {
@@ -707,7 +710,12 @@ export class ClientHub implements LocalSessions {
     });
   }
 
-  #bindUser(conn: Connection, claims: SessionClaims): void {
+  /**
+   * Makes `conn` the session of the claims' user. Resolves once the user's presence record is
+   * on the ring (at most {@link PRESENCE_WRITE_WAIT_MS}), so that when the client hears
+   * `session`, other servers can already route to it.
+   */
+  async #bindUser(conn: Connection, claims: SessionClaims): Promise<void> {
     const username = claims.username;
     if (conn.username && conn.username !== username) this.#unbind(conn);
     conn.session = { sessionId: claims.sessionId, issuedAt: claims.issuedAt };
@@ -716,7 +724,12 @@ export class ClientHub implements LocalSessions {
     this.#byUser.set(username, conn);
     this.#gauge();
     if (!wasOnline) this.presenceChanged(username, true);
-    this.#cluster!.localPresence(username, true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#cluster!.localPresence(username, true),
+      new Promise((r) => timer = setTimeout(r, PRESENCE_WRITE_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
   }
 
   #unbind(conn: Connection): void {
@@ -730,7 +743,7 @@ export class ClientHub implements LocalSessions {
     conn.username = undefined;
     conn.session = undefined;
     if (!this.#cluster!.isOnline(username)) this.presenceChanged(username, false);
-    this.#cluster!.localPresence(username, false);
+    void this.#cluster!.localPresence(username, false);
   }
 
   #drop(conn: Connection): void {

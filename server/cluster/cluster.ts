@@ -286,15 +286,17 @@ export class Cluster {
 
   /**
    * A local session of `username` started (`online`) or ended: writes the user's presence record
-   * on the ring. Failures are logged; the next refresh round writes again.
+   * on the ring. Resolves when written or failed (never rejects); failures are logged and the
+   * next refresh round writes again.
    */
-  localPresence(username: string, online: boolean): void {
-    if (!this.#storage) return;
-    this.#track(
-      this.#storage.publishPresence([{ username, online }], this.#presenceTtlMs).catch((err) =>
+  localPresence(username: string, online: boolean): Promise<void> {
+    if (!this.#storage) return Promise.resolve();
+    const write = this.#storage.publishPresence([{ username, online }], this.#presenceTtlMs)
+      .catch((err) =>
         this.#deps.log("presence_write_failed", { username, online, error: String(err) })
-      ),
-    );
+      );
+    this.#track(write);
+    return write;
   }
 
   /**
