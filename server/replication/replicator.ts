@@ -17,7 +17,7 @@ import type {
   PresenceRecord,
   Tombstone,
 } from "../store/mod.ts";
-import { accountVersion } from "../store/mod.ts";
+import { accountVersion, winsOver } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 
@@ -318,14 +318,8 @@ export class Replicator {
           tombstones: store.mailbox.tombstones(request.tombstones),
           accounts: store.accounts.many(request.accounts ?? []),
         };
-      case "push": {
-        const accounts = request.accounts ?? [];
-        store.mailbox.insert(request.entries);
-        store.mailbox.tombstone(request.tombstones);
-        for (const a of accounts) store.accounts.put(a);
-        const count = request.entries.length + request.tombstones.length + accounts.length;
-        return { v: 1, type: "ok", count };
-      }
+      case "push":
+        return { v: 1, type: "ok", count: store.putItems(request) };
       case "account_put":
         if (request.coordinate) return await this.#coordinateAccountPut(request.account);
         store.accounts.put(request.account);
@@ -404,13 +398,7 @@ export class Replicator {
     let best: AccountRecord | undefined;
     for (const a of answers) {
       if (a.status !== "fulfilled" || a.value.type !== "account" || !a.value.account) continue;
-      const c = a.value.account;
-      if (
-        !best || c.createdAt < best.createdAt ||
-        (c.createdAt === best.createdAt && c.hash < best.hash)
-      ) {
-        best = c;
-      }
+      if (!best || winsOver(a.value.account, best)) best = a.value.account;
     }
     return best;
   }
@@ -689,31 +677,22 @@ export class Replicator {
     // An item is missing on a side that has neither it nor its tombstone.
     const theyLack = local.filter((k) => !theirSet.has(key(k)) && !theirSet.has(tombKey(k)));
     const weLack = res.items.filter((k) => !localSet.has(key(k)) && !localSet.has(tombKey(k)));
-    const pairs = (ks: ItemKey[], kind: "m" | "t") =>
-      ks.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
-    const users = (ks: ItemKey[]) => ks.filter((k) => k[0] === "a").map((k) => k[1]);
     if (theyLack.length) {
-      await call(peer, {
-        v: 1,
-        type: "push",
-        entries: store.mailbox.entries(pairs(theyLack, "m")),
-        tombstones: store.mailbox.tombstones(pairs(theyLack, "t")),
-        accounts: store.accounts.many(users(theyLack)),
-      });
+      await call(peer, { v: 1, type: "push", ...store.items(theyLack) });
       metrics.inc("p2pchat_replication_repaired_total", { direction: "pushed" }, theyLack.length);
     }
     if (weLack.length) {
+      const pairs = (kind: "m" | "t") =>
+        weLack.filter((k) => k[0] === kind).map((k): [string, string] => [k[1], k[2]]);
       const items = await call(peer, {
         v: 1,
         type: "get_items",
-        entries: pairs(weLack, "m"),
-        tombstones: pairs(weLack, "t"),
-        accounts: users(weLack),
+        entries: pairs("m"),
+        tombstones: pairs("t"),
+        accounts: weLack.filter((k) => k[0] === "a").map((k) => k[1]),
       });
       if (items.type === "items") {
-        store.mailbox.insert(items.entries);
-        store.mailbox.tombstone(items.tombstones);
-        for (const a of items.accounts ?? []) store.accounts.put(a);
+        store.putItems(items);
         metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
       }
     }
@@ -739,15 +718,7 @@ export class Replicator {
     for (const [ringKey, items] of byRingKey) {
       const replicas = await ring.replicaSet(ringKey, this.#k);
       if (replicas.includes(ring.self)) continue; // the ring moved again: still ours
-      const pairs = (kind: "m" | "t") =>
-        items.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
-      const push: ReplicationRequest = {
-        v: 1,
-        type: "push",
-        entries: store.mailbox.entries(pairs("m")),
-        tombstones: store.mailbox.tombstones(pairs("t")),
-        accounts: store.accounts.many(items.filter((k) => k[0] === "a").map((k) => k[1])),
-      };
+      const push: ReplicationRequest = { v: 1, type: "push", ...store.items(items) };
       const results = await Promise.allSettled(replicas.map((r) => call(r, push)));
       if (results.every((r) => r.status === "fulfilled" && r.value.type === "ok")) {
         const dropped = store.deleteRingKey(ringKey);
@@ -763,14 +734,8 @@ export class Replicator {
     if (!successor) return;
     const { store } = this.#deps;
     const all = store.itemKeys({ start: "0", end: "0" });
-    const pairs = (kind: "m" | "t") =>
-      all.filter((k) => k[0] === kind).map((k) => [k[1], k[2]] as [string, string]);
-    await this.#deps.call(successor, {
-      v: 1,
-      type: "push",
-      entries: store.mailbox.entries(pairs("m")),
-      tombstones: store.mailbox.tombstones(pairs("t")),
-      accounts: store.accounts.many(all.filter((k) => k[0] === "a").map((k) => k[1])),
-    }).catch((err) => this.#deps.log("hand_off_failed", { successor, error: String(err) }));
+    await this.#deps.call(successor, { v: 1, type: "push", ...store.items(all) }).catch((err) =>
+      this.#deps.log("hand_off_failed", { successor, error: String(err) })
+    );
   }
 }

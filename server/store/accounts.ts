@@ -49,7 +49,7 @@ export function accountVersion(account: Pick<AccountRecord, "createdAt" | "hash"
 }
 
 /** Whether registration `a` wins over `b` (the older one; ties broken by the hash). */
-function wins(a: AccountRecord, b: AccountRecord): boolean {
+export function winsOver(a: AccountRecord, b: AccountRecord): boolean {
   return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.hash < b.hash);
 }
 
@@ -75,7 +75,7 @@ export class AccountStore {
     const existing = this.get(account.username);
     if (existing) {
       if (accountVersion(existing) === accountVersion(account)) return "present";
-      if (!wins(account, existing)) return "kept";
+      if (!winsOver(account, existing)) return "kept";
     }
     this.#db.prepare(
       `INSERT OR REPLACE INTO accounts (username, hash, created_at, keys, ring_key)

@@ -97,6 +97,18 @@ export function rangeWhere(range: KeyRange): { sql: string; params: string[] } {
   return { sql: "(ring_key > ? OR ring_key <= ?)", params: [range.start, range.end] };
 }
 
+/**
+ * Sets `held_as` of every row of `table` (which has `ring_key` and `held_as` columns): `primary`
+ * inside `primary`, `replica` elsewhere; rows already right are not written.
+ */
+export function markHeldAs(db: DatabaseSync, table: "mailbox" | "accounts", primary: KeyRange) {
+  const { sql, params } = rangeWhere(primary);
+  db.prepare(
+    `UPDATE ${table} SET held_as = CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END
+     WHERE held_as <> CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END`,
+  ).run(...params, ...params);
+}
+
 /** Mailbox entries and tombstones of one node. */
 export class MailboxStore {
   #db: DatabaseSync;
@@ -219,11 +231,7 @@ export class MailboxStore {
 
   /** Marks rows in `primary` as held as the primary copy and every other row as a replica. */
   markPrimary(primary: KeyRange): void {
-    const { sql, params } = rangeWhere(primary);
-    this.#db.prepare(
-      `UPDATE mailbox SET held_as = CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END
-       WHERE held_as <> CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END`,
-    ).run(...params, ...params);
+    markHeldAs(this.#db, "mailbox", primary);
   }
 
   /** Ring key and identity of every item outside `keep`. */

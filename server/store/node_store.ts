@@ -11,12 +11,16 @@ import {
   accountVersion,
   backfillAccountRingKeys,
 } from "./accounts.ts";
+import type { AccountRecord } from "../../shared/mod.ts";
 import {
   type ItemKey,
   type KeyRange,
   MAILBOX_SCHEMA,
+  type MailboxEntry,
   MailboxStore,
+  markHeldAs,
   rangeWhere,
+  type Tombstone,
 } from "./mailbox.ts";
 import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
 import { userRingKey } from "./ring_key.ts";
@@ -48,6 +52,13 @@ const MIGRATIONS: readonly Migration[] = [
     db.exec(PRESENCE_SCHEMA);
   },
 ];
+
+/** Replicated records as they travel between nodes (push, anti-entropy). */
+export interface RingItems {
+  entries: MailboxEntry[];
+  tombstones: Tombstone[];
+  accounts: AccountRecord[];
+}
 
 /** Durable storage of one server node. */
 export class NodeStore {
@@ -119,11 +130,30 @@ export class NodeStore {
   /** Marks records in `primary` as held as the primary copy and every other one as a replica. */
   markPrimary(primary: KeyRange): void {
     this.mailbox.markPrimary(primary);
-    const { sql, params } = rangeWhere(primary);
-    this.#db.prepare(
-      `UPDATE accounts SET held_as = CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END
-       WHERE held_as <> CASE WHEN ${sql} THEN 'primary' ELSE 'replica' END`,
-    ).run(...params, ...params);
+    markHeldAs(this.#db, "accounts", primary);
+  }
+
+  /** The records named by `keys` that this node holds, as they travel between nodes. */
+  items(keys: readonly ItemKey[]): RingItems {
+    const pairs = (kind: "m" | "t") =>
+      keys.filter((k) => k[0] === kind).map((k): [string, string] => [k[1], k[2]]);
+    return {
+      entries: this.mailbox.entries(pairs("m")),
+      tombstones: this.mailbox.tombstones(pairs("t")),
+      accounts: this.accounts.many(keys.filter((k) => k[0] === "a").map((k) => k[1])),
+    };
+  }
+
+  /**
+   * Stores records received from another node: idempotent, a tombstone beats its entry, and of
+   * two registrations of a name the older is kept. Returns how many records were offered.
+   */
+  putItems(items: Partial<RingItems>): number {
+    const { entries = [], tombstones = [], accounts = [] } = items;
+    this.mailbox.insert(entries);
+    this.mailbox.tombstone(tombstones);
+    for (const a of accounts) this.accounts.put(a);
+    return entries.length + tombstones.length + accounts.length;
   }
 
   /** Ring key and identity of every item outside `keep`. */
