@@ -390,15 +390,12 @@ export class Replicator {
 
   /** The winning registration of `username` among the K successors' copies, if any. */
   async #replicaAccount(username: string): Promise<AccountRecord | undefined> {
-    const answers = await Promise.allSettled(
-      this.#deps.ring.successors().slice(0, this.#k).map((r) =>
-        this.#deps.call(r, { v: 1, type: "account_get", username, coordinate: false })
-      ),
-    );
     let best: AccountRecord | undefined;
-    for (const a of answers) {
-      if (a.status !== "fulfilled" || a.value.type !== "account" || !a.value.account) continue;
-      if (!best || winsOver(a.value.account, best)) best = a.value.account;
+    for (
+      const a of await this.#askReplicas({ v: 1, type: "account_get", username, coordinate: false })
+    ) {
+      if (a.type !== "account" || !a.account) continue;
+      if (!best || winsOver(a.account, best)) best = a.account;
     }
     return best;
   }
@@ -450,18 +447,28 @@ export class Replicator {
   async #currentPresence(username: string): Promise<PresenceRecord | undefined> {
     const own = this.#deps.store.presence.get(username);
     if (own) return own;
-    const answers = await Promise.allSettled(
-      this.#deps.ring.successors().slice(0, this.#k).map((r) =>
-        this.#deps.call(r, { v: 1, type: "presence_get", username, coordinate: false })
-      ),
-    );
     let best: PresenceRecord | undefined;
-    for (const a of answers) {
-      if (a.status !== "fulfilled" || a.value.type !== "presence" || !a.value.record) continue;
-      if (!best || a.value.record.updatedAt > best.updatedAt) best = a.value.record;
+    for (
+      const a of await this.#askReplicas({
+        v: 1,
+        type: "presence_get",
+        username,
+        coordinate: false,
+      })
+    ) {
+      if (a.type !== "presence" || !a.record) continue;
+      if (!best || a.record.updatedAt > best.updatedAt) best = a.record;
     }
     if (best) this.#deps.store.presence.put([best]);
     return best;
+  }
+
+  /** Sends `request` to this primary's K successors; the answers of those that answered. */
+  async #askReplicas(request: ReplicationRequest): Promise<ReplicationResponse[]> {
+    const answers = await Promise.allSettled(
+      this.#deps.ring.successors().slice(0, this.#k).map((r) => this.#deps.call(r, request)),
+    );
+    return answers.filter((a) => a.status === "fulfilled").map((a) => a.value);
   }
 
   /** Refuses a coordinated request for a key this node is not primary for, naming who is. */
@@ -525,16 +532,9 @@ export class Replicator {
   async #coordinateFetch(recipient: string, ringKey: string): Promise<ReplicationResponse> {
     if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
     const merged = new Map<string, MailboxEntry>();
-    const replicas = this.#deps.ring.successors().slice(0, this.#k);
-    const answers = await Promise.allSettled(
-      replicas.map((r) =>
-        this.#deps.call(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false })
-      ),
-    );
-    for (const a of answers) {
-      if (a.status === "fulfilled" && a.value.type === "entries") {
-        for (const e of a.value.entries) merged.set(e.messageId, e);
-      }
+    const request = { v: 1, type: "fetch", recipient, ringKey, coordinate: false } as const;
+    for (const a of await this.#askReplicas(request)) {
+      if (a.type === "entries") { for (const e of a.entries) merged.set(e.messageId, e); }
     }
     // The primary's own copies win (they carry the coordinator's sequence number).
     for (const e of this.#deps.store.mailbox.pending(recipient)) merged.set(e.messageId, e);
