@@ -152,8 +152,8 @@ export class Cluster {
 
   /** Starts the periodic rounds: hellos (the first one immediately), presence, directory. */
   start(): void {
-    this.helloNow();
-    this.#timers.push(setInterval(() => this.helloNow(), this.#helloIntervalMs));
+    this.#helloNow();
+    this.#timers.push(setInterval(() => this.#helloNow(), this.#helloIntervalMs));
     this.#timers.push(setInterval(() => this.#refreshLocalPresence(), this.#presenceRefreshMs));
     this.#timers.push(setInterval(() => this.#track(this.directory()), this.#directoryRefreshMs));
   }
@@ -175,7 +175,7 @@ export class Cluster {
   }
 
   /** Runs a hello round now unless one is in flight. */
-  helloNow(): void {
+  #helloNow(): void {
     if (this.#round) return;
     this.#round = this.#helloRound().finally(() => this.#round = undefined);
   }

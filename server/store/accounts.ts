@@ -114,10 +114,4 @@ export class AccountStore {
       username: string;
     }[]).map((r) => r.username);
   }
-
-  /** Number of account copies held. */
-  count(): number {
-    const row = this.#db.prepare("SELECT count(*) AS n FROM accounts").get() as { n: number };
-    return Number(row.n);
-  }
 }
