@@ -9,18 +9,29 @@ import {
   parseConfig,
   type ServerConfig,
 } from "./config.ts";
+import { systemClock } from "../shared/clock.ts";
 import { NodeStore } from "./store/mod.ts";
 import {
-  Cluster,
+  callPeer,
   handleReplicationHttp,
   Hmac,
-  type Log,
+  Membership,
   replicationCall,
   ringAccessOf,
   RingService,
 } from "./cluster/mod.ts";
-import { ClientHub, createHandler, MailboxFrames, Metrics, Tokens } from "./api/mod.ts";
 import { Replicator } from "./replication/mod.ts";
+import {
+  Accounts,
+  LocalSessions,
+  Mailboxes,
+  Presence,
+  Routing,
+  Sessions,
+  Tokens,
+} from "./users/mod.ts";
+import { ClientHub, createHandler } from "./api/mod.ts";
+import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
   describeDiscoveryMetrics,
   type Discovery,
@@ -29,20 +40,29 @@ import {
   type PeerFound,
 } from "./discovery/mod.ts";
 
+/** Timeout of one cluster RPC (hello, presence notice, deliver), in ms. */
+const CLUSTER_RPC_TIMEOUT_MS = 2000;
+/** Timeout of one replication RPC, in ms. */
+const REPLICATION_RPC_TIMEOUT_MS = 10_000;
+
 /** A running server node. */
 export interface RunningServer {
   url: string;
   shutdown(): Promise<void>;
 }
 
-/** Starts a server node with `config`; resolves once it listens. */
+/**
+ * Starts a server node with `config`; resolves once it listens. Components are built in
+ * dependency order (DESIGN §2), each given its collaborators: store → cluster membership and
+ * ring → replication → users services → the browser edge.
+ */
 export async function startServer(config: ServerConfig, log: Log): Promise<RunningServer> {
+  const clock = systemClock;
   const metrics = new Metrics();
   const hmac = new Hmac(config.clusterSecret);
-  const tokens = new Tokens(hmac, config.sessionTtlMs);
   let resolveListening: (addr: Deno.NetAddr) => void;
   const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
-  // The handler needs hub and cluster, which need the listening port: wire them through `app`.
+  // The handler needs the services, which need the listening address: wire them through `app`.
   const app: { handle?: (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response> } = {};
   const tls = config.tls
     ? {
@@ -63,61 +83,108 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const dataDir = config.dataDir ?? `data/node-${addr.port}`;
   await Deno.mkdir(dataDir, { recursive: true });
   const store = new NodeStore(`${dataDir}/node.sqlite`);
-  const hub = new ClientHub({ metrics, tokens, log, hmac }, {
-    bcryptCost: config.bcryptCost,
-    handoverGraceMs: config.handoverGraceMs,
-    limits: {
-      framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
-    },
-  });
-  const cluster = new Cluster({ metrics, hmac, local: hub, log }, {
-    self,
-    seeds: config.peers,
-  });
-  hub.bind(cluster);
+
+  // The cluster: membership, the CHORD ring, replicated records.
+  const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
+    callPeer(hmac, address, request, CLUSTER_RPC_TIMEOUT_MS);
+  const membership = new Membership({ call, metrics, log, clock }, { self, seeds: config.peers });
   const ring = new RingService({
     hmac,
     metrics,
     log,
-    liveServers: () => cluster.liveServers(),
-    knownServers: () => cluster.knownServers(),
-  }, {
-    self,
-  });
+    liveServers: () => membership.liveServers(),
+    knownServers: () => membership.knownServers(),
+  }, { self });
   const replicator = new Replicator({
     store,
     ring: ringAccessOf(ring),
-    call: replicationCall(hmac, 10_000),
+    call: replicationCall(hmac, REPLICATION_RPC_TIMEOUT_MS),
     metrics,
     log,
-    onPresenceChange: (record, online) => cluster.presenceNotice(record, online),
-    isLive: (address) => cluster.isLive(address),
+    isLive: (address) => membership.isLive(address),
   }, config.storage);
-  cluster.attachStorage(replicator);
-  hub.attachMailbox(new MailboxFrames({ replicator, cluster, metrics, log }));
-  const replication = (req: Request) =>
-    handleReplicationHttp(req, { hmac, replicator, counters: metrics, log });
-  app.handle = createHandler({ hub, cluster, ring, replication, metrics }, {
-    distDir: config.distDir,
+
+  // Users: sessions on this server, presence, routing, accounts, mailboxes.
+  const local = new LocalSessions({ metrics });
+  const presence = new Presence({
+    records: replicator,
+    membership,
+    call,
+    local,
+    metrics,
+    log,
+    clock,
   });
-  cluster.start();
+  const routing = new Routing({ local, presence, membership, call, log });
+  const accounts = new Accounts({ records: replicator, metrics, clock }, {
+    bcryptCost: config.bcryptCost,
+  });
+  const sessions = new Sessions({
+    accounts,
+    tokens: new Tokens(hmac, config.sessionTtlMs),
+    local,
+    presence,
+    routing,
+    membership,
+    metrics,
+    log,
+    clock,
+  }, { handoverGraceMs: config.handoverGraceMs });
+  const mailboxes = new Mailboxes({ records: replicator, accounts, routing, metrics, log });
+
+  // The edge.
+  const hub = new ClientHub({
+    accounts,
+    sessions,
+    presence,
+    routing,
+    mailboxes,
+    metrics,
+    log,
+    clock,
+  }, {
+    limits: {
+      framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
+    },
+  });
+  const signed = { hmac, metrics, log };
+  app.handle = createHandler({
+    hub,
+    membership,
+    sessions,
+    local,
+    presence,
+    ring,
+    replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
+    metrics,
+    signed,
+  }, { distDir: config.distDir });
+
+  membership.start();
+  presence.start();
+  sessions.start();
   ring.start();
   replicator.start();
-  // Discovery only proposes addresses; the cluster admits them through its signed hellos.
+  // Discovery only proposes addresses; the membership admits them through its signed hellos.
   const discovery = createDiscovery(config.discovery, {
     hmac,
     metrics,
     log,
     self,
-    onPeer: (address) => cluster.addPeer(address),
+    onPeer: (address) => membership.addPeer(address),
   });
+  const stopAll = async () => {
+    // Sessions end first, so their presence records are written offline while the ring runs.
+    sessions.stop();
+    await presence.stop();
+    await membership.stop();
+    await replicator.stop();
+  };
   try {
     await discovery?.start();
   } catch (err) {
-    await replicator.stop();
+    await stopAll();
     await ring.stop();
-    hub.close();
-    await cluster.stop();
     await server.shutdown();
     store.close();
     throw err;
@@ -127,10 +194,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     url: self,
     async shutdown() {
       await discovery?.stop();
-      // Sessions end first, so their presence records are written offline while the ring runs.
-      hub.close();
-      await cluster.stop();
-      await replicator.stop();
+      await stopAll();
       // Graceful leave: hand what this node holds to its successor before leaving the ring.
       await replicator.handOffAll();
       await ring.stop();
@@ -172,10 +236,6 @@ function createDiscovery(
     scheme: config.scheme,
     intervalMs: config.intervalMs,
   });
-}
-
-function jsonLog(event: string, fields: Record<string, unknown> = {}): void {
-  console.error(JSON.stringify({ time: new Date().toISOString(), event, ...fields }));
 }
 
 if (import.meta.main) {

@@ -1,18 +1,43 @@
-/** Routes HTTP requests: the browser WebSocket, cluster RPC, health, metrics and the PWA. */
-import type { Cluster, RingService } from "../cluster/mod.ts";
-import { CLUSTER_RPC_PATH, REPLICATION_RPC_PATH, RING_RPC_PATH } from "../cluster/mod.ts";
+/**
+ * Routes HTTP requests: the browser WebSocket, the three signed server endpoints (cluster, ring
+ * and replication RPC, each through `serveSigned`), health, metrics, the ring's state and the
+ * PWA's static files.
+ */
+import {
+  type ClusterRequest,
+  type ClusterResponse,
+  parseClusterRequest,
+} from "../../shared/mod.ts";
+import {
+  CLUSTER_RPC_PATH,
+  type Membership,
+  REPLICATION_RPC_PATH,
+  RING_RPC_PATH,
+  type RingService,
+  serveSigned,
+  type ServeSignedDeps,
+} from "../cluster/mod.ts";
+import type { Metrics } from "../telemetry/mod.ts";
+import type { LocalSessions, Presence, Sessions } from "../users/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
-import type { Metrics } from "./metrics.ts";
 import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
+
+/** Largest cluster RPC body, in bytes. */
+const MAX_CLUSTER_BODY = 8 * 1024 * 1024;
 
 /** Collaborators of the HTTP handler. */
 export interface HttpDeps {
   hub: ClientHub;
-  cluster: Cluster;
+  membership: Membership;
+  sessions: Sessions;
+  local: LocalSessions;
+  presence: Presence;
   ring: RingService;
   /** Serves `POST /replication/rpc`. */
   replication: (req: Request) => Promise<Response>;
   metrics: Metrics;
+  /** Signs and logs the signed endpoints. */
+  signed: ServeSignedDeps;
 }
 
 /** Where the built client lives. */
@@ -23,6 +48,19 @@ export interface HttpOptions {
 
 /** Creates the request handler passed to `Deno.serve`. */
 export function createHandler(deps: HttpDeps, options: HttpOptions) {
+  const cluster = (request: ClusterRequest): ClusterResponse => {
+    switch (request.type) {
+      case "hello":
+        return deps.membership.receiveHello(request);
+      case "presence":
+        deps.presence.receiveNotice(request);
+        return { v: 1, type: "ok" };
+      case "deliver":
+        return deps.sessions.receive(request.to, request.frame)
+          ? { v: 1, type: "ok" }
+          : { v: 1, type: "error", code: "peer_offline", message: `${request.to} is offline` };
+    }
+  };
   return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
     if (url.pathname === "/ws") {
@@ -38,7 +76,12 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       return response;
     }
     if (url.pathname === CLUSTER_RPC_PATH && req.method === "POST") {
-      return await deps.cluster.handleRpc(req);
+      return await serveSigned(req, {
+        name: "cluster",
+        maxBodyBytes: MAX_CLUSTER_BODY,
+        parse: parseClusterRequest,
+        handle: cluster,
+      }, deps.signed);
     }
     if (url.pathname === RING_RPC_PATH && req.method === "POST") {
       return await deps.ring.handleHttp(req);
@@ -50,9 +93,9 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     if (url.pathname === "/healthz") {
       return Response.json({
         status: "ok",
-        self: deps.cluster.self,
-        servers: deps.cluster.liveServers(),
-        sessions: deps.hub.onlineUsernames().length,
+        self: deps.membership.self,
+        servers: deps.membership.liveServers(),
+        sessions: deps.local.onlineUsernames().length,
       });
     }
     if (url.pathname === "/metrics") {

@@ -1,5 +1,5 @@
 import { ChordTransportError, IdSpace, registerTransportConformanceTests } from "../chord/mod.ts";
-import { Metrics } from "../api/metrics.ts";
+import { Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 import { Hmac } from "./hmac.ts";
 

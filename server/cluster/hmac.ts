@@ -1,20 +1,8 @@
 /** HMAC-SHA-256 over the cluster secret: signs ring RPC bodies and session tokens. */
 
+import { fromBase64Url, toBase64Url } from "../../shared/crypto/encoding.ts";
+
 const encoder = new TextEncoder();
-
-/** Base64url without padding. */
-export function toBase64Url(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "");
-}
-
-/** Inverse of {@link toBase64Url}; throws on malformed input. */
-export function fromBase64Url(text: string): Uint8Array {
-  const b64 = text.replaceAll("-", "+").replaceAll("_", "/");
-  const bin = atob(b64 + "=".repeat((4 - b64.length % 4) % 4));
-  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
-}
 
 /** A keyed signer created once per process from the cluster secret. */
 export class Hmac {
@@ -39,7 +27,7 @@ export class Hmac {
 
   /** Whether `signature` is the signature of `text` (constant-time, by Web Crypto). */
   async verify(text: string, signature: string): Promise<boolean> {
-    let sig: Uint8Array;
+    let sig: Uint8Array<ArrayBuffer>;
     try {
       sig = fromBase64Url(signature);
     } catch {
@@ -48,7 +36,7 @@ export class Hmac {
     return await crypto.subtle.verify(
       "HMAC",
       await this.#key,
-      sig as Uint8Array<ArrayBuffer>,
+      sig,
       encoder.encode(text),
     );
   }

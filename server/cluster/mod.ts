@@ -1,19 +1,29 @@
 /**
- * Server-to-server coordination of the walking skeleton: signed HTTP RPC, membership (static
- * seeds + gossip), presence, the account directory and delivery to a user's home server. It
- * promises that any live server can route a frame to any online user and that accounts reach
- * every live server. It does not place data on a ring; server/chord and server/replication will.
+ * Server-to-server plumbing: cluster membership (seeds, discovery, gossip in signed hellos,
+ * liveness), the signed HTTP transports (`signedPost`, `callPeer`, and `serveSigned` for every
+ * signed endpoint: cluster, ring and replication RPC), the ring lifecycle of this server's CHORD
+ * node ({@link RingService}), and replication's view of that ring. It promises that only holders
+ * of the cluster secret are heard. It knows nothing of users, sessions or frames for browsers:
+ * that is `server/users`.
  */
 export {
-  Cluster,
-  type ClusterDeps,
-  type ClusterOptions,
-  type LocalSessions,
-  type Log,
-  UnavailableError,
-} from "./cluster.ts";
-export { fromBase64Url, Hmac, toBase64Url } from "./hmac.ts";
-export { callPeer, CLUSTER_RPC_PATH, PeerUnreachableError } from "./rpc.ts";
+  Membership,
+  type MembershipDeps,
+  type MembershipOptions,
+  type PeerCaller,
+  type PeerChangeListener,
+} from "./membership.ts";
+export { Hmac } from "./hmac.ts";
+export {
+  callPeer,
+  CLUSTER_RPC_PATH,
+  PeerUnreachableError,
+  serveSigned,
+  type ServeSignedDeps,
+  type SignedEndpoint,
+  type SignedErrorBody,
+  signedPost,
+} from "./rpc.ts";
 export { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 export {
   RingService,
@@ -21,7 +31,7 @@ export {
   type RingServiceOptions,
   type RingView,
 } from "./ring_service.ts";
-export { ringAccessOf } from "./ring_access.ts";
+export { ringAccessOf } from "./replica_ring.ts";
 export {
   handleReplicationHttp,
   REPLICATION_RPC_PATH,

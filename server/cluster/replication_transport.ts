@@ -6,11 +6,10 @@ import {
   parseReplicationRequest,
   parseReplicationResponse,
   type PeerCall,
-  type ReplicationResponse,
   type Replicator,
 } from "../replication/mod.ts";
 import type { Hmac } from "./hmac.ts";
-import { isAuthentic, signedPost } from "./rpc.ts";
+import { serveSigned, type ServeSignedDeps, signedPost } from "./rpc.ts";
 
 /** Path of the replication RPC endpoint on every server. */
 export const REPLICATION_RPC_PATH = "/replication/rpc";
@@ -33,30 +32,14 @@ export function replicationCall(hmac: Hmac, timeoutMs: number): PeerCall {
 }
 
 /** Serves `POST /replication/rpc` for `replicator`. */
-export async function handleReplicationHttp(
+export function handleReplicationHttp(
   req: Request,
-  deps: {
-    hmac: Hmac;
-    replicator: Replicator;
-    counters: { inc(name: string, labels?: Record<string, string>): void };
-    log: (event: string, fields?: Record<string, unknown>) => void;
-  },
+  deps: ServeSignedDeps & { replicator: Replicator },
 ): Promise<Response> {
-  if (Number(req.headers.get("content-length") ?? "0") > MAX_BODY) {
-    return Response.json({ error: "Request body too large" }, { status: 413 });
-  }
-  const body = await req.text();
-  if (!(await isAuthentic(deps.hmac, req.headers, body))) {
-    deps.counters.inc("p2pchat_cluster_rejected_total", { reason: "auth" });
-    deps.log("replication_rpc_rejected", { reason: "bad or missing signature" });
-    return Response.json({ error: "Cluster secret mismatch" }, { status: 401 });
-  }
-  let response: ReplicationResponse;
-  try {
-    response = await deps.replicator.handle(parseReplicationRequest(JSON.parse(body)));
-  } catch (err) {
-    deps.counters.inc("p2pchat_invalid_frames_total", { source: "replication" });
-    return Response.json({ error: (err as Error).message }, { status: 400 });
-  }
-  return Response.json(response);
+  return serveSigned(req, {
+    name: "replication",
+    maxBodyBytes: MAX_BODY,
+    parse: (text) => parseReplicationRequest(JSON.parse(text)),
+    handle: (request) => deps.replicator.handle(request),
+  }, deps);
 }

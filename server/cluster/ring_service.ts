@@ -17,9 +17,8 @@ import {
   systemClock,
   systemRandom,
 } from "../chord/mod.ts";
-import type { Metrics } from "../api/metrics.ts";
 import type { Hmac } from "./hmac.ts";
-import type { Log } from "./cluster.ts";
+import type { Log, Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport } from "./chord_transport.ts";
 
 /** Collaborators of a {@link RingService}. */

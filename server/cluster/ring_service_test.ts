@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { checkRing, type ChordNodeState, type RingViolation } from "../chord/mod.ts";
-import { Metrics } from "../api/metrics.ts";
+import { Metrics } from "../telemetry/mod.ts";
 import { Hmac } from "./hmac.ts";
 import { RingService } from "./ring_service.ts";
 

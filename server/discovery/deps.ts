@@ -20,8 +20,7 @@ export interface DiscoveryMetrics {
   inc(name: string, labels?: Record<string, string>, by?: number): void;
 }
 
-/** A structured log sink: an event name and fields. */
-export type Log = (event: string, fields?: Record<string, unknown>) => void;
+export type { Log } from "../telemetry/mod.ts";
 
 /** Told the base URL of every server a discovery mode finds (the server wires `Cluster.addPeer`). */
 export type PeerFound = (address: string) => void;

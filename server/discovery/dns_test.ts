@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Metrics } from "../api/metrics.ts";
+import { Metrics } from "../telemetry/mod.ts";
 import { DnsDiscovery, peerUrl, type Resolve } from "./dns.ts";
 
 function dns(records: Record<string, string[] | Error>, self?: string) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Hmac } from "../cluster/mod.ts";
-import { Metrics } from "../api/metrics.ts";
+import { Metrics } from "../telemetry/mod.ts";
 import { createAnnouncement, encodeAnnouncement } from "./announcement.ts";
 import { describeDiscoveryMetrics, DROPPED_METRIC, SENT_METRIC } from "./deps.ts";
 import { MulticastDiscovery } from "./multicast.ts";

@@ -20,10 +20,11 @@ export {
   MailboxFullError,
   type NewMessage,
   type PeerCall,
+  type PresenceListener,
   type ReplicationMetrics,
   Replicator,
   type ReplicatorDeps,
   type ReplicatorOptions,
-  StorageUnavailableError,
+  UnavailableError,
   UsernameTakenError,
 } from "./replicator.ts";

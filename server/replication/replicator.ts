@@ -20,6 +20,13 @@ import type {
 import { accountVersion, winsOver } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
+import type { Log } from "../telemetry/mod.ts";
+
+/**
+ * Told on the primary of a user's presence record when the user comes online, moves to another
+ * server, or goes offline (logout, expiry, or the home server left the cluster).
+ */
+export type PresenceListener = (record: PresenceRecord, online: boolean) => void;
 
 /** Sends one replication request to another node; rejects when it cannot be reached. */
 export type PeerCall = (
@@ -39,14 +46,9 @@ export interface ReplicatorDeps {
   ring: RingAccess;
   call: PeerCall;
   metrics: ReplicationMetrics;
-  log: (event: string, fields?: Record<string, unknown>) => void;
+  log: Log;
   /** Milliseconds since the epoch. @default Date.now */
   now?: () => number;
-  /**
-   * Told on the primary of a user's presence record when the user comes online, moves to another
-   * server, or goes offline (logout, expiry, or the home server left the cluster).
-   */
-  onPresenceChange?: (record: PresenceRecord, online: boolean) => void;
   /** Whether the server at `address` is alive; presence homed on a dead server is offline. */
   isLive?: (address: string) => boolean;
 }
@@ -71,8 +73,8 @@ export interface ReplicatorOptions {
 export type NewMessage = Omit<MailboxEntry, "seq" | "ringKey">;
 
 /** No replica set could durably store or serve the request in time. */
-export class StorageUnavailableError extends Error {
-  override name = "StorageUnavailableError";
+export class UnavailableError extends Error {
+  override name = "UnavailableError";
 }
 
 /** The username of a new account is already registered. */
@@ -102,6 +104,7 @@ export class Replicator {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #round: Promise<void> | undefined;
+  #presenceListeners = new Set<PresenceListener>();
 
   /** Creates the replicator; {@link start} begins the repair rounds. */
   constructor(deps: ReplicatorDeps, options: ReplicatorOptions = {}) {
@@ -115,11 +118,30 @@ export class Replicator {
     this.#now = deps.now ?? Date.now;
   }
 
+  /**
+   * Calls `listener` on every change of status of a presence record this node is primary for;
+   * returns the function that unsubscribes it.
+   */
+  onPresenceChange(listener: PresenceListener): () => void {
+    this.#presenceListeners.add(listener);
+    return () => this.#presenceListeners.delete(listener);
+  }
+
+  #presenceChanged(record: PresenceRecord, online: boolean): void {
+    for (const listener of this.#presenceListeners) {
+      try {
+        listener(record, online);
+      } catch (err) {
+        this.#deps.log("presence_listener_failed", { error: String(err) });
+      }
+    }
+  }
+
   // --- the client-facing operations (called by the home server) -----------------------------
 
   /**
    * Stores messages for offline recipients; resolves once every one is durable on W copies.
-   * Retries while the ring repairs; throws {@link StorageUnavailableError} or
+   * Retries while the ring repairs; throws {@link UnavailableError} or
    * {@link MailboxFullError}.
    */
   async storeMessages(messages: readonly NewMessage[]): Promise<void> {
@@ -166,7 +188,7 @@ export class Replicator {
   /**
    * Registers a new account on its replica set; resolves once W copies are durable. Throws
    * {@link UsernameTakenError} when another registration of the name exists (a retry of the same
-   * registration succeeds), or {@link StorageUnavailableError}.
+   * registration succeeds), or {@link UnavailableError}.
    */
   async registerAccount(account: AccountRecord): Promise<void> {
     const ringKey = this.#deps.ring.ringKeyOf(account.username);
@@ -285,7 +307,7 @@ export class Replicator {
       lastError = `${target}: ${res.message}`;
     }
     this.#deps.metrics.inc("p2pchat_replication_unavailable_total");
-    throw new StorageUnavailableError(`No replica set could serve the request: ${lastError}`);
+    throw new UnavailableError(`No replica set could serve the request: ${lastError}`);
   }
 
   // --- the RPC side (requests from other nodes, or from this node as coordinator) -----------
@@ -403,7 +425,7 @@ export class Replicator {
   /**
    * Presence write on the primary. The coordinator's clock orders writes (the sender's clock
    * only gives the time to live), an offline write from a server that is no longer the user's
-   * home is ignored, and a change of status is reported through `onPresenceChange`.
+   * home is ignored, and a change of status is reported to the {@link onPresenceChange} listeners.
    */
   async #coordinatePresencePut(records: PresenceRecord[]): Promise<ReplicationResponse> {
     const { ring, store } = this.#deps;
@@ -426,7 +448,7 @@ export class Replicator {
       store.presence.put([record]);
       applied.push(record);
       if (goingOnline !== wasOnline || (goingOnline && current?.home !== r.home)) {
-        this.#deps.onPresenceChange?.(record, goingOnline);
+        this.#presenceChanged(record, goingOnline);
       }
     }
     if (applied.length) {
@@ -645,7 +667,7 @@ export class Replicator {
     const since = this.#lastPresenceSweep || now - 60_000;
     this.#lastPresenceSweep = now;
     for (const r of store.presence.expiredBetween(since, now)) {
-      if (ring.isPrimaryFor(r.ringKey)) this.#deps.onPresenceChange?.(r, false);
+      if (ring.isPrimaryFor(r.ringKey)) this.#presenceChanged(r, false);
     }
     const isLive = this.#deps.isLive;
     if (isLive) {

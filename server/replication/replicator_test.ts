@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { NodeStore } from "../store/mod.ts";
-import { Metrics } from "../api/metrics.ts";
+import { Metrics } from "../telemetry/mod.ts";
 import {
   parseReplicationRequest,
   parseReplicationResponse,
   Replicator,
   type RingAccess,
-  StorageUnavailableError,
+  UnavailableError,
   UsernameTakenError,
 } from "./mod.ts";
 
@@ -187,7 +187,7 @@ Deno.test("replication: a write that cannot reach W copies is refused, never ack
   const owner = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!.address;
   for (const { address } of ring.sorted()) if (address !== owner) ring.unreachable.add(address);
   const viaOwner = ring.live.get(owner)!.replicator;
-  await assert.rejects(viaOwner.storeMessages([message(1)]), StorageUnavailableError);
+  await assert.rejects(viaOwner.storeMessages([message(1)]), UnavailableError);
   // Once one replica is reachable again, the retried write is acknowledged with 2 copies.
   ring.unreachable.delete(ring.sorted().find((n) => n.address !== owner)!.address);
   await nodes[0]!.storeMessages([message(1)]);
@@ -315,9 +315,9 @@ Deno.test("presence: the newest session wins, an old home's logout does not hide
       call: (to, r) => ring.live.get(to)!.replicator.handle(r),
       metrics: new Metrics(),
       log: () => {},
-      onPresenceChange: (r, online) => changes.push(`${r.username}@${r.home}:${online}`),
       isLive: (a) => ring.live.has(a),
     }, { k: 2, w: 2, writeDeadlineMs: 2000 });
+    n.replicator.onPresenceChange((r, online) => changes.push(`${r.username}@${r.home}:${online}`));
   }
   const [a, b] = [...ring.live.values()].map((n) => n.replicator);
   await a!.publishPresence([{ username: "alice", online: true }], 60_000);
@@ -339,6 +339,7 @@ Deno.test("presence: the newest session wins, an old home's logout does not hide
 Deno.test("presence: a record that is not refreshed expires and is reported offline", async () => {
   const ring = new TestRing();
   const changes: string[] = [];
+  let now = Date.now();
   const store = new NodeStore(":memory:", { ringKeyOf: ring.ringKeyOf });
   ring.live.set("node-0a", {
     id: 10,
@@ -349,14 +350,18 @@ Deno.test("presence: a record that is not refreshed expires and is reported offl
       call: () => Promise.reject(new Error("alone")),
       metrics: new Metrics(),
       log: () => {},
-      onPresenceChange: (r, online) => changes.push(`${r.username}:${online}`),
+      now: () => now,
     }),
   });
   const solo = ring.live.get("node-0a")!.replicator;
+  solo.onPresenceChange((r, online) => changes.push(`${r.username}:${online}`));
   await solo.publishPresence([{ username: "bob", online: true }], 30);
   await solo.repairRound();
   assert.deepEqual(changes, ["bob:true"]);
-  await new Promise((r) => setTimeout(r, 60));
+  now += 29;
+  await solo.repairRound();
+  assert.deepEqual(changes, ["bob:true"], "still online before its time to live runs out");
+  now += 2;
   await solo.repairRound();
   assert.deepEqual(changes, ["bob:true", "bob:false"]);
 });
@@ -388,7 +393,7 @@ Deno.test("accounts: a registration that cannot reach W copies is refused, never
   const owner = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("zoe"), 16))]!.address;
   for (const { address } of ring.sorted()) if (address !== owner) ring.unreachable.add(address);
   const viaOwner = ring.live.get(owner)!.replicator;
-  await assert.rejects(viaOwner.registerAccount(account("zoe")), StorageUnavailableError);
+  await assert.rejects(viaOwner.registerAccount(account("zoe")), UnavailableError);
   assert.equal(accountCopies(ring).get("zoe"), undefined, "a refused registration left a copy");
   // The client's retry (a new bcrypt hash of the same secret) goes through once a replica is back.
   ring.unreachable.clear();

@@ -3,8 +3,8 @@
  * frames per WebSocket connection. The clock is injected so tests can drive time.
  */
 
-/** A monotonic-enough clock in ms (Date.now by default). */
-export type Clock = () => number;
+/** The current time in ms (Date.now by default). */
+export type Now = () => number;
 
 /** Shape of one bucket: `capacity` tokens, refilled at `perSecond` tokens per second. */
 export interface BucketRule {
@@ -18,7 +18,7 @@ export class TokenBucket {
   #updated: number;
 
   /** Creates a full bucket. */
-  constructor(readonly rule: BucketRule, private readonly clock: Clock = Date.now) {
+  constructor(readonly rule: BucketRule, private readonly clock: Now = Date.now) {
     this.#tokens = rule.capacity;
     this.#updated = clock();
   }
@@ -64,7 +64,7 @@ export class KeyedLimiter {
   /** Creates a limiter; at most `maxKeys` keys are tracked (idle ones are pruned first). */
   constructor(
     readonly rule: BucketRule,
-    private readonly clock: Clock = Date.now,
+    private readonly clock: Now = Date.now,
     private readonly maxKeys = 100_000,
   ) {}
 
@@ -131,7 +131,7 @@ export class LoginLimiter {
   /** Creates the limiter with the given rules. */
   constructor(
     limits: Pick<AbuseLimits, "loginFailuresPerUser" | "loginFailuresPerAddress">,
-    clock: Clock = Date.now,
+    clock: Now = Date.now,
   ) {
     this.#byUser = new KeyedLimiter(limits.loginFailuresPerUser, clock);
     this.#byAddress = new KeyedLimiter(limits.loginFailuresPerAddress, clock);

@@ -4,6 +4,7 @@
  * lookup, then the owner's successor list).
  */
 import type { RingAccess, RingMember } from "../replication/mod.ts";
+import { userRingKey } from "../store/mod.ts";
 import type { RingService } from "./ring_service.ts";
 
 /** Builds the {@link RingAccess} of `ring`. */
@@ -19,7 +20,7 @@ export function ringAccessOf(ring: RingService): RingAccess {
     [...new Set(node.successorList.map((n) => n.address))].filter((a) => a !== self);
   return {
     self,
-    ringKeyOf: (username) => space.toHex(space.idFromKey(`user:${username}`)),
+    ringKeyOf: userRingKey,
     isPrimaryFor: (ringKey) => node.isResponsibleFor(space.fromHex(ringKey, "ringKey")),
     primaryRange() {
       if (!node.isMember) return undefined;

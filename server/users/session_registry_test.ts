@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SessionRegistry } from "./sessions.ts";
+import { SessionRegistry } from "./session_registry.ts";
 import { Tokens } from "./tokens.ts";
 import { Hmac } from "../cluster/mod.ts";
 

@@ -3,7 +3,8 @@
  * server of the cluster can check a token without a shared session table (a browser failing
  * over to another server resumes with the same token).
  */
-import { fromBase64Url, type Hmac, toBase64Url } from "../cluster/mod.ts";
+import { fromBase64Url, toBase64Url } from "../../shared/crypto/encoding.ts";
+import type { Hmac } from "../cluster/mod.ts";
 
 /** What a valid token proves. */
 export interface SessionClaims {

@@ -1,0 +1,181 @@
+/**
+ * Cluster membership: which servers exist and which are alive. Servers come from a static seed
+ * list, discovery, and gossip (every signed `hello` carries the sender's live peers); a hello
+ * round runs every `helloIntervalMs`, and a peer silent for `peerTimeoutMs` is dead. Listeners
+ * hear every change of a peer's liveness. Time and the signed transport are injected, so the
+ * rounds run on virtual time in tests.
+ */
+import type { ClusterRequest, ClusterResponse } from "../../shared/mod.ts";
+import { type Clock, systemClock, type TimerHandle } from "../../shared/clock.ts";
+import type { Log, Metrics } from "../telemetry/mod.ts";
+
+/** Sends one signed cluster request (rejects when the peer cannot be reached). */
+export type PeerCaller = (address: string, request: ClusterRequest) => Promise<ClusterResponse>;
+
+/** Told when a peer goes up (`alive`) or down. */
+export type PeerChangeListener = (address: string, alive: boolean) => void;
+
+/** Collaborators of a {@link Membership}. */
+export interface MembershipDeps {
+  call: PeerCaller;
+  metrics: Metrics;
+  log: Log;
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+/** Configuration of a {@link Membership}. */
+export interface MembershipOptions {
+  /** This server's base URL as other servers and browsers reach it. */
+  self: string;
+  /** Base URLs of servers to contact at start. @default [] */
+  seeds?: string[];
+  /** Period of the hello round, in ms. @default 1000 */
+  helloIntervalMs?: number;
+  /** A peer silent this long is considered dead, in ms. @default 3500 */
+  peerTimeoutMs?: number;
+}
+
+interface PeerState {
+  alive: boolean;
+  lastOk: number;
+}
+
+/** The servers of the cluster, as this one sees them. */
+export class Membership {
+  #deps: MembershipDeps;
+  #clock: Clock;
+  #self: string;
+  #helloIntervalMs: number;
+  #peerTimeoutMs: number;
+  #peers = new Map<string, PeerState>();
+  #listeners = new Set<PeerChangeListener>();
+  #timer: TimerHandle | undefined;
+  #round: Promise<void> | undefined;
+
+  /** Creates the view; {@link start} begins the hello rounds. */
+  constructor(deps: MembershipDeps, options: MembershipOptions) {
+    this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
+    this.#self = options.self;
+    this.#helloIntervalMs = options.helloIntervalMs ?? 1000;
+    this.#peerTimeoutMs = options.peerTimeoutMs ?? 3500;
+    for (const seed of options.seeds ?? []) this.addPeer(seed);
+    deps.metrics.describe("p2pchat_cluster_peers_alive", "gauge", "Other servers currently alive");
+    deps.metrics.describe(
+      "p2pchat_cluster_rejected_total",
+      "counter",
+      "Signed RPC requests rejected (size, signature or invalid body), by endpoint",
+    );
+  }
+
+  /** This server's base URL. */
+  get self(): string {
+    return this.#self;
+  }
+
+  /** Starts the hello rounds (the first one at once). */
+  start(): void {
+    this.#helloNow();
+    this.#timer = this.#clock.setInterval(() => this.#helloNow(), this.#helloIntervalMs);
+  }
+
+  /** Stops the rounds and waits for the one in flight. */
+  async stop(): Promise<void> {
+    this.#clock.clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#round;
+  }
+
+  /** Calls `listener` on every change of a peer's liveness; returns the unsubscriber. */
+  onPeerChange(listener: PeerChangeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Adds a server learned from outside (seeds, discovery, DNS, gossip): it is contacted in the
+   * next hello round and becomes live once it answers. Known or own addresses are ignored.
+   */
+  addPeer(address: string): void {
+    if (address === this.#self || this.#peers.has(address)) return;
+    this.#peers.set(address, { alive: false, lastOk: 0 });
+  }
+
+  /** Every server address this node knows of, alive or not (sorted). */
+  knownServers(): string[] {
+    return [this.#self, ...this.#peers.keys()].sort();
+  }
+
+  /** This server and every peer currently alive, sorted. */
+  liveServers(): string[] {
+    const alive = [...this.#peers].filter(([, p]) => p.alive).map(([a]) => a);
+    return [this.#self, ...alive].sort();
+  }
+
+  /** Whether the server at `address` is this one or a peer currently alive. */
+  isLive(address: string): boolean {
+    return address === this.#self || this.#peers.get(address)?.alive === true;
+  }
+
+  /** Answers a `hello` from another server: it is alive, and so are the peers it lists. */
+  receiveHello(hello: Extract<ClusterRequest, { type: "hello" }>): ClusterResponse {
+    if (hello.from !== this.#self) {
+      this.#markAlive(hello.from);
+      for (const p of hello.peers) this.addPeer(p);
+    }
+    return { v: 1, type: "hello", peers: this.liveServers() };
+  }
+
+  /** Runs a hello round now unless one is in flight. */
+  #helloNow(): void {
+    if (this.#round) return;
+    this.#round = this.#helloRound().finally(() => this.#round = undefined);
+  }
+
+  #markAlive(address: string): void {
+    this.addPeer(address);
+    this.#peers.get(address)!.lastOk = this.#clock.now();
+    this.#setAlive(address, true);
+  }
+
+  #setAlive(address: string, alive: boolean, fields: Record<string, unknown> = {}): void {
+    const peer = this.#peers.get(address);
+    if (!peer || peer.alive === alive) return;
+    peer.alive = alive;
+    this.#deps.log(alive ? "peer_up" : "peer_down", { peer: address, ...fields });
+    this.#deps.metrics.set(
+      "p2pchat_cluster_peers_alive",
+      [...this.#peers.values()].filter((p) => p.alive).length,
+    );
+    for (const listener of this.#listeners) {
+      try {
+        listener(address, alive);
+      } catch (err) {
+        this.#deps.log("peer_listener_failed", { peer: address, error: String(err) });
+      }
+    }
+  }
+
+  async #helloRound(): Promise<void> {
+    const request: ClusterRequest = {
+      v: 1,
+      type: "hello",
+      from: this.#self,
+      peers: this.liveServers(),
+    };
+    await Promise.all([...this.#peers.keys()].map(async (address) => {
+      try {
+        const res = await this.#deps.call(address, request);
+        if (res.type !== "hello") throw new Error(`${address} answered ${res.type}`);
+        this.#markAlive(address);
+        for (const p of res.peers) this.addPeer(p);
+      } catch (err) {
+        const peer = this.#peers.get(address);
+        if (peer?.alive && this.#clock.now() - peer.lastOk > this.#peerTimeoutMs) {
+          this.#setAlive(address, false, { error: String(err) });
+        }
+      }
+    }));
+  }
+}

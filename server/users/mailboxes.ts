@@ -1,0 +1,107 @@
+/**
+ * Offline mailboxes as users see them: a logged-in user sends messages for an offline recipient
+ * (acknowledged once W copies are durable), fetches their own mailbox, and acknowledges what
+ * they received (the senders are told, if online). A user can only ever read and acknowledge
+ * their own mailbox: the recipient is the session's user, never a frame field.
+ */
+import type { IncomingMail, OutgoingMail } from "../../shared/mod.ts";
+import { MailboxFullError, UnavailableError } from "../replication/mod.ts";
+import type { Log, Metrics } from "../telemetry/mod.ts";
+import type { Accounts } from "./accounts.ts";
+import { UserError } from "./errors.ts";
+import type { MailboxRecords } from "./ports.ts";
+import type { Routing } from "./routing.ts";
+
+/** Collaborators of {@link Mailboxes}. */
+export interface MailboxesDeps {
+  records: MailboxRecords;
+  accounts: Accounts;
+  routing: Routing;
+  metrics: Metrics;
+  log: Log;
+}
+
+/** Sends to, reads and acknowledges offline mailboxes. */
+export class Mailboxes {
+  #deps: MailboxesDeps;
+
+  /** Creates the service. */
+  constructor(deps: MailboxesDeps) {
+    this.#deps = deps;
+    deps.metrics.describe(
+      "p2pchat_mail_frames_total",
+      "counter",
+      "Mailbox frames by kind and result",
+    );
+  }
+
+  /**
+   * Stores `messages` from `me` in `to`'s mailbox. Throws a {@link UserError}: `unknown_user`,
+   * `mailbox_full` or `unavailable`.
+   */
+  async send(me: string, to: string, messages: readonly OutgoingMail[]): Promise<void> {
+    await this.#count("mail_send", async () => {
+      if (!(await this.#deps.accounts.get(to))) {
+        throw new UserError("unknown_user", `No user named "${to}": check the name`);
+      }
+      await this.#deps.records.storeMessages(messages.map((m) => ({
+        recipient: to,
+        messageId: m.id,
+        sender: me,
+        sentAt: m.sentAt,
+        envelope: m.envelope,
+      })));
+      // The sender believed the recipient offline; if a session of theirs runs after all (the
+      // sender's view was stale), it is told to fetch now rather than at its next login.
+      void this.#deps.routing.deliver(to, { v: 1, type: "mail_waiting" });
+    });
+  }
+
+  /** Every pending message in `me`'s mailbox, in delivery order. */
+  async fetch(me: string): Promise<IncomingMail[]> {
+    return await this.#count("mail_fetch", async () => {
+      const entries = await this.#deps.records.fetchPending(me);
+      return entries.map((e) => ({
+        id: e.messageId,
+        from: e.sender,
+        sentAt: e.sentAt,
+        envelope: e.envelope,
+      }));
+    });
+  }
+
+  /** Deletes what `me` received from the mailbox and tells each sender (if online). */
+  async acknowledge(me: string, messages: readonly { id: string; from: string }[]): Promise<void> {
+    await this.#count("mail_ack", async () => {
+      await this.#deps.records.acknowledge(me, messages.map((m) => m.id));
+      const bySender = new Map<string, string[]>();
+      for (const m of messages) bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.id]);
+      for (const [sender, ids] of bySender) {
+        // Best effort: a sender who misses it confirms over p2p when both are online.
+        void this.#deps.routing.deliver(sender, { v: 1, type: "delivered", by: me, ids })
+          .then((ok) => ok || this.#deps.log("receipt_undelivered", { to: sender, by: me }));
+      }
+    });
+  }
+
+  /** Runs `work`, turning storage failures into user errors and counting the result. */
+  async #count<T>(kind: string, work: () => Promise<T>): Promise<T> {
+    let code = "ok";
+    try {
+      return await work();
+    } catch (err) {
+      const refusal = err instanceof MailboxFullError
+        ? new UserError("mailbox_full", err.message)
+        : err instanceof UnavailableError
+        ? new UserError(
+          "unavailable",
+          "The message could not be stored safely right now: try again in a few seconds",
+        )
+        : err;
+      code = refusal instanceof UserError ? refusal.code : "internal";
+      throw refusal;
+    } finally {
+      this.#deps.metrics.inc("p2pchat_mail_frames_total", { kind, result: code });
+    }
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * Presence: which server is each online user's home. The home server writes the user's record
+ * on the ring (a time to live, refreshed while the session lives, written offline when it ends);
+ * the record's primary tells every live server when a status changes, and each server keeps
+ * those notices in a cache that answers "is X online, and where?" without a ring lookup. The
+ * cache is re-read from the whole ring periodically, forgets users homed on a server that died,
+ * and a delivery that finds nothing in it reads the ring record ({@link readHome}).
+ */
+import { type ClusterRequest, PRESENCE_TIMEOUT_MS } from "../../shared/mod.ts";
+import type { Clock, TimerHandle } from "../../shared/clock.ts";
+import type { PresenceRecord } from "../store/mod.ts";
+import type { Log, Metrics } from "../telemetry/mod.ts";
+import type { LocalSessions } from "./local_sessions.ts";
+import type { ClusterCall, MembershipView, PresenceRecords } from "./ports.ts";
+
+/** Collaborators of {@link Presence}. */
+export interface PresenceDeps {
+  records: PresenceRecords;
+  membership: MembershipView;
+  call: ClusterCall;
+  local: LocalSessions;
+  metrics: Metrics;
+  log: Log;
+  clock: Clock;
+}
+
+/** Configuration of {@link Presence}. */
+export interface PresenceOptions {
+  /** Period at which local sessions' records are refreshed, in ms. @default 5000 */
+  refreshMs?: number;
+  /** Time to live of a presence record, in ms. @default PRESENCE_TIMEOUT_MS */
+  ttlMs?: number;
+  /** Period at which the cache is re-read from the whole ring, in ms. @default 15000 */
+  directoryRefreshMs?: number;
+  /** Longest wait for presence work in flight at {@link Presence.stop}, in ms. @default 2000 */
+  stopWaitMs?: number;
+}
+
+/** What this server last heard of another server's session of a user. */
+interface CachedPresence {
+  home: string;
+  updatedAt: number;
+}
+
+/** The presence of every user, as this server knows it. */
+export class Presence {
+  #deps: PresenceDeps;
+  #refreshMs: number;
+  #ttlMs: number;
+  #directoryRefreshMs: number;
+  #stopWaitMs: number;
+  #cache = new Map<string, CachedPresence>();
+  #timers: TimerHandle[] = [];
+  #pending = new Set<Promise<unknown>>();
+  #unsubscribe: (() => void)[] = [];
+
+  /** Creates the service; {@link start} begins its rounds and subscriptions. */
+  constructor(deps: PresenceDeps, options: PresenceOptions = {}) {
+    this.#deps = deps;
+    this.#refreshMs = options.refreshMs ?? 5000;
+    this.#ttlMs = options.ttlMs ?? PRESENCE_TIMEOUT_MS;
+    this.#directoryRefreshMs = options.directoryRefreshMs ?? 15_000;
+    this.#stopWaitMs = options.stopWaitMs ?? 2000;
+    deps.metrics.describe(
+      "p2pchat_presence_cached",
+      "gauge",
+      "Users on other servers this server believes online",
+    );
+  }
+
+  /** Subscribes to ring notices and peer changes and starts the refresh rounds. */
+  start(): void {
+    const { clock, records, membership } = this.#deps;
+    this.#unsubscribe.push(
+      records.onPresenceChange((record, online) => this.#announce(record, online)),
+      membership.onPeerChange((address, alive) => this.#peerChanged(address, alive)),
+    );
+    this.#timers.push(
+      clock.setInterval(() => this.#refreshLocal(), this.#refreshMs),
+      clock.setInterval(() => this.#track(this.directory()), this.#directoryRefreshMs),
+    );
+  }
+
+  /**
+   * Stops the rounds and waits for presence work in flight, at most `stopWaitMs`: when the
+   * whole ring shuts down at once, those writes could only retry.
+   */
+  async stop(): Promise<void> {
+    const { clock } = this.#deps;
+    for (const t of this.#timers) clock.clearInterval(t);
+    this.#timers = [];
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
+    this.#unsubscribe = [];
+    let timer: TimerHandle | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#pending]),
+      new Promise((r) => timer = clock.setTimeout(() => r(undefined), this.#stopWaitMs)),
+    ]);
+    clock.clearTimeout(timer);
+  }
+
+  /** Whether `username` has a session on any live server, as far as this server knows. */
+  isOnline(username: string): boolean {
+    return this.homeOf(username) !== undefined;
+  }
+
+  /** The base URL of the server holding `username`'s session, if known. */
+  homeOf(username: string): string | undefined {
+    const { local, membership } = this.#deps;
+    if (local.hasSession(username)) return membership.self;
+    const cached = this.#cache.get(username);
+    // What this server's own sessions are is known locally, never from the cache.
+    if (!cached || cached.home === membership.self || !membership.isLive(cached.home)) {
+      return undefined;
+    }
+    return cached.home;
+  }
+
+  /**
+   * The home server of `username` by the ring record, when it names a live server other than
+   * this one and `known` (which a caller already tried); the cache learns it.
+   */
+  async readHome(username: string, known?: string): Promise<string | undefined> {
+    const { records, membership, clock, log } = this.#deps;
+    let record: PresenceRecord | undefined;
+    try {
+      record = await records.getPresence(username);
+    } catch (err) {
+      log("presence_read_failed", { username, error: String(err) });
+      return undefined;
+    }
+    if (!record || record.expiresAt <= clock.now() || !membership.isLive(record.home)) {
+      return undefined;
+    }
+    if (record.home === membership.self || record.home === known) return undefined;
+    this.#apply(username, record.home, record.updatedAt, true);
+    return record.home;
+  }
+
+  /**
+   * A local session of `username` started (`online`) or ended: writes the user's record on the
+   * ring. Resolves when written or failed (never rejects); a failure is logged and the next
+   * refresh writes again.
+   */
+  publish(username: string, online: boolean): Promise<void> {
+    const write = this.#deps.records.publishPresence([{ username, online }], this.#ttlMs)
+      .catch((err) =>
+        this.#deps.log("presence_write_failed", { username, online, error: String(err) })
+      );
+    this.#track(write);
+    return write;
+  }
+
+  /** A `presence` notice from the primary of a record (through another server). */
+  receiveNotice(notice: Extract<ClusterRequest, { type: "presence" }>): void {
+    this.#apply(notice.username, notice.home, notice.updatedAt, notice.online);
+  }
+
+  /**
+   * Every registered username (each server lists the accounts it holds; the union is the
+   * directory). Also refreshes the cache from the online records the servers hold.
+   */
+  async directory(): Promise<string[]> {
+    const { records, membership, clock } = this.#deps;
+    const asked = clock.now();
+    const { usernames, online } = await records.directory(membership.liveServers());
+    const fresh = new Map(online.map((r) => [r.username, r]));
+    for (const [username, cached] of [...this.#cache]) {
+      // A notice that arrived while the servers answered is newer than their answers.
+      if (fresh.has(username) || cached.updatedAt >= asked) continue;
+      this.#apply(username, cached.home, cached.updatedAt, false);
+    }
+    for (const r of fresh.values()) this.#apply(r.username, r.home, r.updatedAt, true);
+    return usernames;
+  }
+
+  /** On the primary of a record whose status changed: tells every live server, this one too. */
+  #announce(record: PresenceRecord, online: boolean): void {
+    const { membership, call, log } = this.#deps;
+    const request: ClusterRequest = {
+      v: 1,
+      type: "presence",
+      username: record.username,
+      home: record.home,
+      online,
+      updatedAt: record.updatedAt,
+    };
+    this.#apply(record.username, record.home, record.updatedAt, online);
+    for (const address of membership.liveServers()) {
+      if (address === membership.self) continue;
+      this.#track(
+        call(address, request).catch((err) =>
+          log("presence_notice_failed", { to: address, error: String(err) })
+        ),
+      );
+    }
+  }
+
+  /** Updates the cache with one notice, telling local clients if the user's status changed. */
+  #apply(username: string, home: string, updatedAt: number, online: boolean): void {
+    const cached = this.#cache.get(username);
+    if (cached && cached.updatedAt > updatedAt) return; // an older notice arriving late
+    const was = this.isOnline(username);
+    if (online) this.#cache.set(username, { home, updatedAt });
+    else if (!cached || cached.home === home) this.#cache.delete(username);
+    const now = this.isOnline(username);
+    if (was !== now) this.#deps.local.broadcastPresence(username, now);
+    this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
+  }
+
+  /** A peer went up or down: users homed there change status for local clients. */
+  #peerChanged(address: string, alive: boolean): void {
+    const homed = [...this.#cache].filter(([, p]) => p.home === address).map(([u]) => u);
+    // The membership already reports the new state: a user homed there was online iff it is
+    // not alive now (and the other way round).
+    for (const u of homed) {
+      if (!this.#deps.local.hasSession(u)) this.#deps.local.broadcastPresence(u, alive);
+    }
+    if (!alive) { for (const u of homed) this.#cache.delete(u); }
+    this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
+  }
+
+  #refreshLocal(): void {
+    const users = this.#deps.local.onlineUsernames();
+    if (users.length === 0) return;
+    this.#track(
+      this.#deps.records.publishPresence(
+        users.map((username) => ({ username, online: true })),
+        this.#ttlMs,
+      ).catch((err) => this.#deps.log("presence_refresh_failed", { error: String(err) })),
+    );
+  }
+
+  #track(work: Promise<unknown>): void {
+    const p = work.catch(() => {}).finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
+  }
+}

@@ -1,0 +1,391 @@
+/**
+ * Sessions: login and resume, one active session per user, and the history hand-over grace.
+ *
+ * A login or resume binds a connection to the user's session and answers once the user's
+ * presence record is on the ring (at most `presenceWriteWaitMs`), so other servers can already
+ * route to it. A login issues a new session: older local connections of the same user are told
+ * `superseded`, and every other live server hears of it (a `session_started` notice in a cluster
+ * `deliver`); a resume with an older session's token is refused. A superseded connection leaves
+ * the user's session at once but stays open for a bounded grace, in which it may only exchange
+ * signals with the session that replaced it (routed as `handover_signal` frames), so the old
+ * device can hand its history over an encrypted data channel (DESIGN §4); then it is closed.
+ * Failed logins are limited per username and per address; a silent connection is closed.
+ */
+import {
+  type AccountKeys,
+  PRESENCE_TIMEOUT_MS,
+  type ServerFrame,
+  type SignalData,
+  SUPERSEDED_CLOSE_CODE,
+} from "../../shared/mod.ts";
+import type { Clock, TimerHandle } from "../../shared/clock.ts";
+import type { Log, Metrics } from "../telemetry/mod.ts";
+import type { Accounts } from "./accounts.ts";
+import { UserError } from "./errors.ts";
+import type { LocalSessions } from "./local_sessions.ts";
+import type { ClientConnection, MembershipView } from "./ports.ts";
+import type { Presence } from "./presence.ts";
+import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter } from "./rate_limit.ts";
+import type { Routing } from "./routing.ts";
+import { isNewer, SessionRegistry, type SessionStamp } from "./session_registry.ts";
+import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
+
+/** What the old client is told when a newer login replaces its session. */
+export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replaced by a newer login";
+
+/** How long a superseded connection may stay open to hand its history over, in ms. */
+export const HANDOVER_GRACE_MS = 30_000;
+
+/** What a connection in its hand-over grace is told when it asks for anything but a self-signal. */
+export const HANDOVER_ONLY_MESSAGE =
+  "Signed in elsewhere: this connection can only hand your history to your new device; " +
+  "log in again to use this device";
+
+/** Collaborators of {@link Sessions}. */
+export interface SessionsDeps {
+  accounts: Accounts;
+  tokens: Tokens;
+  local: LocalSessions;
+  presence: Presence;
+  routing: Routing;
+  membership: MembershipView;
+  metrics: Metrics;
+  log: Log;
+  clock: Clock;
+}
+
+/** Configuration of {@link Sessions}. */
+export interface SessionsOptions {
+  /** A connection silent this long is closed, in ms. @default PRESENCE_TIMEOUT_MS */
+  presenceTimeoutMs?: number;
+  /**
+   * How long a superseded connection stays open, signaling only with the user's new session, so
+   * the old device can hand its history over (DESIGN §4); 0 closes it at once.
+   * @default HANDOVER_GRACE_MS
+   */
+  handoverGraceMs?: number;
+  /** Longest a login waits for its presence record to be written on the ring, in ms. @default 2000 */
+  presenceWriteWaitMs?: number;
+  /** Login failure limits; missing fields take {@link DEFAULT_LIMITS}. */
+  limits?: Partial<Pick<AbuseLimits, "loginFailuresPerUser" | "loginFailuresPerAddress">>;
+}
+
+/** A started session, as the `session` frame tells the client. */
+export interface SessionGrant {
+  username: string;
+  token: string;
+  expiresAt: number;
+  /** Every live server, for the client's fail-over. */
+  servers: string[];
+  /** The user's own keys, so a new device can unwrap its private keys. */
+  keys?: AccountKeys;
+}
+
+/** Logins, resumes, supersede and the hand-over grace of this server's connections. */
+export class Sessions {
+  #deps: SessionsDeps;
+  #presenceTimeoutMs: number;
+  #graceMs: number;
+  #writeWaitMs: number;
+  #logins: LoginLimiter;
+  #registry = new SessionRegistry();
+  #graceTimers = new Map<ClientConnection, TimerHandle>();
+  #sweeper: TimerHandle | undefined;
+
+  /** Creates the service; {@link start} begins the heartbeat sweep. */
+  constructor(deps: SessionsDeps, options: SessionsOptions = {}) {
+    this.#deps = deps;
+    this.#presenceTimeoutMs = options.presenceTimeoutMs ?? PRESENCE_TIMEOUT_MS;
+    this.#graceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS;
+    this.#writeWaitMs = options.presenceWriteWaitMs ?? 2000;
+    this.#logins = new LoginLimiter(
+      { ...DEFAULT_LIMITS, ...options.limits },
+      () => deps.clock.now(),
+    );
+    const m = deps.metrics;
+    m.describe("p2pchat_logins_total", "counter", "Login attempts, by result");
+    m.describe(
+      "p2pchat_sessions_superseded_total",
+      "counter",
+      "Sessions replaced by a newer login",
+    );
+    m.describe(
+      "p2pchat_rate_limited_total",
+      "counter",
+      "Requests refused by a rate limit, by kind",
+    );
+    m.describe("p2pchat_relayed_total", "counter", "Frames relayed between users, by kind");
+  }
+
+  /** Starts closing connections that fall silent. */
+  start(): void {
+    const period = Math.min(5000, this.#presenceTimeoutMs / 3);
+    this.#sweeper = this.#deps.clock.setInterval(() => this.#sweep(), period);
+  }
+
+  /** Stops the sweep and the grace timers and closes every connection. */
+  stop(): void {
+    const { clock, local } = this.#deps;
+    clock.clearInterval(this.#sweeper);
+    for (const timer of this.#graceTimers.values()) clock.clearTimeout(timer);
+    this.#graceTimers.clear();
+    for (const conn of local.connections()) {
+      conn.close(1001, "server shutting down");
+      // At once, not when the socket reports closing: the presence writes start while the ring runs.
+      this.disconnect(conn);
+    }
+  }
+
+  /** A new connection from a browser. */
+  connect(conn: ClientConnection): void {
+    this.#deps.local.add(conn);
+  }
+
+  /** A connection closed (or must be forgotten): its session ends here. */
+  disconnect(conn: ClientConnection): void {
+    const grace = this.#graceTimers.get(conn);
+    if (grace !== undefined) this.#deps.clock.clearTimeout(grace);
+    this.#graceTimers.delete(conn);
+    const ended = this.#deps.local.remove(conn);
+    if (ended) this.#sessionEnded(ended.username);
+  }
+
+  /** The user whose session `conn` carries, if it is logged in (and not in a grace). */
+  userOf(conn: ClientConnection): string | undefined {
+    return this.#deps.local.sessionOf(conn)?.username;
+  }
+
+  /** The user whose history `conn` may still hand over, if it is in its grace. */
+  graceUserOf(conn: ClientConnection): string | undefined {
+    return this.#deps.local.graceOf(conn)?.username;
+  }
+
+  /**
+   * Logs `username` in on `conn` with the client-derived `secret`. Throws a {@link UserError}:
+   * `rate_limited`, `wrong_credentials` or `unavailable`.
+   */
+  async login(conn: ClientConnection, username: string, secret: string): Promise<SessionGrant> {
+    const { metrics, accounts, tokens, clock } = this.#deps;
+    const blockedMs = this.#logins.blockedForMs(username, conn.address);
+    if (blockedMs > 0) {
+      metrics.inc("p2pchat_logins_total", { result: "rate_limited" });
+      metrics.inc("p2pchat_rate_limited_total", { kind: "login" });
+      throw new UserError(
+        "rate_limited",
+        `Too many failed logins: try again in ${Math.ceil(blockedMs / 1000)} s`,
+      );
+    }
+    const account = await accounts.verify(username, secret);
+    metrics.inc("p2pchat_logins_total", { result: account ? "ok" : "rejected" });
+    if (!account) {
+      this.#logins.failed(username, conn.address);
+      throw new UserError("wrong_credentials", "Unknown username or wrong password");
+    }
+    const { token, claims } = await tokens.issue(username, clock.now());
+    await this.#bind(conn, claims);
+    this.#newSession(username, claims);
+    void this.#deps.routing.deliverToOthers(username, {
+      v: 1,
+      type: "session_started",
+      sessionId: claims.sessionId,
+      issuedAt: claims.issuedAt,
+    });
+    return this.#grant(claims, token, account.keys);
+  }
+
+  /**
+   * Resumes the session of `token` on `conn` (a reload, or a fail-over to this server). Throws a
+   * {@link UserError}: `not_authenticated`, `session_expired`, or `unavailable` when the ring
+   * cannot read the account now.
+   */
+  async resume(conn: ClientConnection, token: string): Promise<SessionGrant> {
+    const { tokens, accounts, metrics, clock } = this.#deps;
+    let claims: SessionClaims;
+    try {
+      claims = await tokens.verify(token, clock.now());
+    } catch (err) {
+      if (err instanceof TokenError) throw new UserError(err.code, err.message);
+      throw err;
+    }
+    const account = await accounts.get(claims.username);
+    if (!account) {
+      // Tokens are only issued for accounts that exist: a genuine token whose account cannot be
+      // found means the ring cannot see its copies right now, not that the account is gone.
+      throw new UserError(
+        "unavailable",
+        "Your account cannot be read right now: try again shortly",
+      );
+    }
+    if (!this.#registry.isCurrent(claims.username, claims)) {
+      metrics.inc("p2pchat_logins_total", { result: "superseded_token" });
+      throw new UserError("not_authenticated", SUPERSEDED_MESSAGE);
+    }
+    await this.#bind(conn, claims);
+    this.#newSession(claims.username, claims);
+    return this.#grant(claims, token, account.keys);
+  }
+
+  /**
+   * A signal from `conn` to its own user: from the current session toward the connections it
+   * superseded, or from a connection in its grace toward the session that replaced it. Routed
+   * wherever the other side is; throws a {@link UserError} `peer_offline` when nobody took it.
+   */
+  async signalOwnDevice(conn: ClientConnection, data: SignalData): Promise<void> {
+    const { local, routing, metrics } = this.#deps;
+    const grace = local.graceOf(conn);
+    const bound = local.sessionOf(conn);
+    const username = grace?.username ?? bound?.username;
+    const current = grace?.current.sessionId ?? bound?.session.sessionId;
+    if (!username || !current) throw new UserError("not_authenticated", "Log in first");
+    const frame: Extract<ServerFrame, { type: "handover_signal" }> = {
+      v: 1,
+      type: "handover_signal",
+      toward: grace ? "current" : "handover",
+      current,
+      data,
+    };
+    let delivered = frame.toward === "current"
+      ? await routing.deliver(username, frame)
+      : local.deliver(username, frame);
+    // Toward the current session, presence may lag right after the login: ask every server.
+    if (!delivered) delivered = await routing.deliverToOthers(username, frame);
+    metrics.inc("p2pchat_relayed_total", {
+      kind: "handover_signal",
+      result: delivered ? "delivered" : "offline",
+    });
+    if (!delivered) {
+      throw new UserError(
+        "peer_offline",
+        frame.toward === "current"
+          ? "Your new session is not connected: the history cannot be handed over"
+          : "No other device of yours is handing its history over",
+      );
+    }
+  }
+
+  /**
+   * A frame for `username` from another server (a cluster `deliver`): a `session_started`
+   * notice is taken here; anything else goes to the local connection it is for. False if none.
+   */
+  receive(username: string, frame: ServerFrame): boolean {
+    if (frame.type === "session_started") {
+      this.#newSession(username, { sessionId: frame.sessionId, issuedAt: frame.issuedAt });
+      return true;
+    }
+    return this.#deps.local.deliver(username, frame);
+  }
+
+  #grant(claims: SessionClaims, token: string, keys: AccountKeys | undefined): SessionGrant {
+    return {
+      username: claims.username,
+      token,
+      expiresAt: claims.expiresAt,
+      servers: this.#deps.membership.liveServers(),
+      ...(keys ? { keys } : {}),
+    };
+  }
+
+  /**
+   * Makes `conn` the session of the claims' user. Resolves once the user's presence record is
+   * on the ring (at most `presenceWriteWaitMs`).
+   */
+  async #bind(conn: ClientConnection, claims: SessionClaims): Promise<void> {
+    const { local, presence, clock } = this.#deps;
+    const username = claims.username;
+    const wasOnline = presence.isOnline(username);
+    const ended = local.bind(conn, username, claims);
+    if (ended) this.#sessionEnded(ended.username);
+    if (!wasOnline) local.broadcastPresence(username, true);
+    let timer: TimerHandle | undefined;
+    await Promise.race([
+      presence.publish(username, true),
+      new Promise((r) => timer = clock.setTimeout(() => r(undefined), this.#writeWaitMs)),
+    ]);
+    clock.clearTimeout(timer);
+  }
+
+  /** `username` no longer has a session on this connection: presence follows. */
+  #sessionEnded(username: string): void {
+    const { presence, local } = this.#deps;
+    if (!presence.isOnline(username)) local.broadcastPresence(username, false);
+    void presence.publish(username, false);
+  }
+
+  /**
+   * `stamp` is a session of `username` this server just heard of: if it is the newest, every
+   * local connection of an older session of that user is told `superseded` and leaves the
+   * user's session; it then stays open for the grace, or is closed at once when the grace is 0.
+   * Connections already in a grace for an older session are closed: a hand-over goes to the
+   * newest session only.
+   */
+  #newSession(username: string, stamp: SessionStamp): void {
+    const { local, log, metrics } = this.#deps;
+    if (!this.#registry.observe(username, stamp)) return;
+    for (const conn of local.connections()) {
+      const grace = local.graceOf(conn);
+      if (grace) {
+        if (grace.username === username && isNewer(stamp, grace.current)) {
+          this.#endGrace(conn, "superseded again");
+        }
+        continue;
+      }
+      const bound = local.sessionOf(conn);
+      if (bound?.username !== username || !isNewer(stamp, bound.session)) continue;
+      log("session_superseded", { username });
+      metrics.inc("p2pchat_sessions_superseded_total");
+      if (this.#graceMs > 0) {
+        this.#beginGrace(conn, username, stamp);
+        continue;
+      }
+      conn.send({ v: 1, type: "superseded", message: SUPERSEDED_MESSAGE });
+      conn.close(SUPERSEDED_CLOSE_CODE, "signed in elsewhere");
+      this.disconnect(conn);
+    }
+  }
+
+  /**
+   * Moves a superseded connection into its hand-over grace: out of the user's session, told
+   * `superseded` with the grace in `handoverMs`, and closed when the grace ends.
+   */
+  #beginGrace(conn: ClientConnection, username: string, current: SessionStamp): void {
+    const { local, clock, log } = this.#deps;
+    const ended = local.unbind(conn);
+    if (ended) this.#sessionEnded(ended.username);
+    local.beginGrace(conn, { username, current });
+    this.#graceTimers.set(
+      conn,
+      clock.setTimeout(() => this.#endGrace(conn, "grace over"), this.#graceMs),
+    );
+    log("handover_started", { username, graceMs: this.#graceMs });
+    conn.send({
+      v: 1,
+      type: "superseded",
+      message: SUPERSEDED_MESSAGE,
+      handoverMs: this.#graceMs,
+    });
+  }
+
+  /** Ends a connection's hand-over grace: closes it as superseded. */
+  #endGrace(conn: ClientConnection, reason: string): void {
+    const { local, log } = this.#deps;
+    if (!local.has(conn)) return;
+    log("handover_ended", { username: local.graceOf(conn)?.username, reason });
+    conn.close(SUPERSEDED_CLOSE_CODE, "signed in elsewhere");
+    this.disconnect(conn);
+  }
+
+  #sweep(): void {
+    const { local, clock, log } = this.#deps;
+    const cutoff = clock.now() - this.#presenceTimeoutMs;
+    for (const conn of local.connections()) {
+      if (conn.lastSeen >= cutoff) continue;
+      if (local.graceOf(conn)) {
+        this.#endGrace(conn, "silent");
+        continue;
+      }
+      log("session_timed_out", { username: local.sessionOf(conn)?.username });
+      conn.close(4000, "heartbeat timeout");
+      this.disconnect(conn);
+    }
+  }
+}
