@@ -7,7 +7,7 @@
 import type { ServerFrame } from "../../shared/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import type { ClientConnection } from "./ports.ts";
-import type { SessionStamp } from "./session_registry.ts";
+import { isNewer, type SessionStamp } from "./session_registry.ts";
 
 /** A user's session bound to a connection. */
 export interface BoundSession {
@@ -27,7 +27,10 @@ export class LocalSessions {
   #metrics: Metrics;
   #connections = new Set<ClientConnection>();
   #bound = new Map<ClientConnection, BoundSession>();
+  /** Each user's connection here with the newest session: where frames for the user go. */
   #byUser = new Map<string, ClientConnection>();
+  /** Every connection bound to each user (more than one only until the older is superseded). */
+  #boundByUser = new Map<string, Set<ClientConnection>>();
   #graces = new Map<ClientConnection, Grace>();
 
   /** Creates the (empty) table. */
@@ -63,31 +66,52 @@ export class LocalSessions {
   }
 
   /**
-   * Makes `conn` the session of `username` here (replacing the user's previous local
-   * connection as the delivery target). Returns the session `conn` carried before, if it was
-   * another user's.
+   * Binds `conn` to a session of `username`; it becomes the user's delivery target here unless
+   * another connection carries a newer session. Returns the session `conn` carried before, if it
+   * was another user's.
    */
   bind(conn: ClientConnection, username: string, session: SessionStamp): BoundSession | undefined {
     const before = this.#bound.get(conn);
     const ended = before && before.username !== username ? this.unbind(conn) : undefined;
     this.#bound.set(conn, { username, session: { ...session } });
-    this.#byUser.set(username, conn);
+    let set = this.#boundByUser.get(username);
+    if (!set) this.#boundByUser.set(username, set = new Set());
+    set.add(conn);
+    const target = this.#byUser.get(username);
+    const targetSession = target && this.#bound.get(target)?.session;
+    if (!targetSession || !isNewer(targetSession, session)) this.#byUser.set(username, conn);
     this.#gauge();
     return ended;
   }
 
   /**
    * Takes `conn` out of its user's session; returns that session if `conn` was the user's
-   * connection here (so presence must be written offline).
+   * delivery target and no other connection here carries the user's session (so presence must
+   * be written offline).
    */
   unbind(conn: ClientConnection): BoundSession | undefined {
     const bound = this.#bound.get(conn);
     if (!bound) return undefined;
     this.#bound.delete(conn);
+    const set = this.#boundByUser.get(bound.username);
+    set?.delete(conn);
+    if (set?.size === 0) this.#boundByUser.delete(bound.username);
     if (this.#byUser.get(bound.username) !== conn) return undefined;
-    this.#byUser.delete(bound.username);
+    // Another connection of the user (a racing login) takes over as the target: the newest.
+    let next: ClientConnection | undefined;
+    for (const other of set ?? []) {
+      const s = this.#bound.get(other)!.session;
+      if (!next || isNewer(s, this.#bound.get(next)!.session)) next = other;
+    }
+    if (next) this.#byUser.set(bound.username, next);
+    else this.#byUser.delete(bound.username);
     this.#gauge();
-    return bound;
+    return next ? undefined : bound;
+  }
+
+  /** Every connection bound to a session of `username` here. */
+  boundTo(username: string): ClientConnection[] {
+    return [...(this.#boundByUser.get(username) ?? [])];
   }
 
   /** The session bound to `conn`. */

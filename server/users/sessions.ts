@@ -184,6 +184,7 @@ export class Sessions {
     const { token, claims } = await tokens.issue(username, clock.now());
     await this.#bind(conn, claims);
     this.#newSession(username, claims);
+    this.#refuseIfOvertaken(conn, claims);
     void this.#deps.routing.deliverToOthers(username, {
       v: 1,
       type: "session_started",
@@ -222,6 +223,7 @@ export class Sessions {
     }
     await this.#bind(conn, claims);
     this.#newSession(claims.username, claims);
+    this.#refuseIfOvertaken(conn, claims);
     return this.#grant(claims, token, account.keys);
   }
 
@@ -275,6 +277,12 @@ export class Sessions {
     return this.#deps.local.deliver(username, frame);
   }
 
+  /** A newer session of the user arrived while this one was being bound: it was superseded. */
+  #refuseIfOvertaken(conn: ClientConnection, claims: SessionClaims): void {
+    if (this.#deps.local.sessionOf(conn)?.session.sessionId === claims.sessionId) return;
+    throw new UserError("not_authenticated", SUPERSEDED_MESSAGE);
+  }
+
   #grant(claims: SessionClaims, token: string, keys: AccountKeys | undefined): SessionGrant {
     return {
       username: claims.username,
@@ -312,29 +320,29 @@ export class Sessions {
   }
 
   /**
-   * `stamp` is a session of `username` this server just heard of: if it is the newest, every
-   * local connection of an older session of that user is told `superseded` and leaves the
-   * user's session; it then stays open for the grace, or is closed at once when the grace is 0.
-   * Connections already in a grace for an older session are closed: a hand-over goes to the
-   * newest session only.
+   * `stamp` is a session of `username` this server just heard of (a login or resume here, or a
+   * notice from another server). Every local connection of a session older than the newest known
+   * one is told `superseded` and leaves the user's session; it then stays open for the grace, or
+   * is closed at once when the grace is 0. Connections already in a grace for an older session
+   * are closed: a hand-over goes to the newest session only. Two logins racing on this server
+   * thus end with the newer one as the session, whichever bound first.
    */
   #newSession(username: string, stamp: SessionStamp): void {
     const { local, log, metrics } = this.#deps;
-    if (!this.#registry.observe(username, stamp)) return;
-    for (const conn of local.connections()) {
-      const grace = local.graceOf(conn);
-      if (grace) {
-        if (grace.username === username && isNewer(stamp, grace.current)) {
-          this.#endGrace(conn, "superseded again");
-        }
-        continue;
+    this.#registry.observe(username, stamp);
+    const newest = this.#registry.newest(username) ?? stamp;
+    for (const [conn, grace] of local.graces()) {
+      if (grace.username === username && isNewer(newest, grace.current)) {
+        this.#endGrace(conn, "superseded again");
       }
+    }
+    for (const conn of local.boundTo(username)) {
       const bound = local.sessionOf(conn);
-      if (bound?.username !== username || !isNewer(stamp, bound.session)) continue;
+      if (!bound || !isNewer(newest, bound.session)) continue;
       log("session_superseded", { username });
       metrics.inc("p2pchat_sessions_superseded_total");
       if (this.#graceMs > 0) {
-        this.#beginGrace(conn, username, stamp);
+        this.#beginGrace(conn, username, newest);
         continue;
       }
       conn.send({ v: 1, type: "superseded", message: SUPERSEDED_MESSAGE });

@@ -1,0 +1,135 @@
+import assert from "node:assert/strict";
+import { FakeConnection, FakeRing, fakeServer } from "./testing.ts";
+import { ManualClock } from "../../shared/clock.ts";
+
+const SECRET = "a".repeat(43);
+
+/** Presence frames `conn` received about `username`, as "on"/"off". */
+function seen(conn: FakeConnection, username: string): string[] {
+  return conn.framesOf("presence").filter((f) => f.username === username)
+    .map((f) => f.online ? "on" : "off");
+}
+
+Deno.test("presence: a session refreshed every 5 s stays online; when refreshes stop it expires after the TTL", async () => {
+  const clock = new ManualClock();
+  const ring = new FakeRing(clock);
+  const a = fakeServer({ self: "http://node-a:8000", clock, ring, peers: ["http://node-b:8000"] });
+  const b = fakeServer({ self: "http://node-b:8000", clock, ring, peers: ["http://node-a:8000"] });
+  // The primary's notices reach both servers (in the real cluster: a signed `presence` call).
+  ring.onPresenceChange((r, online) =>
+    b.presence.receiveNotice({ v: 1, type: "presence", ...r, online })
+  );
+  a.start();
+  b.start();
+  await a.accounts.register({ username: "alice", secret: SECRET });
+  await a.accounts.register({ username: "bob", secret: SECRET });
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  const alice = new FakeConnection(clock);
+  a.sessions.connect(alice);
+  await a.sessions.login(alice, "alice", SECRET);
+  assert.deepEqual(seen(bob, "alice"), ["on"]);
+  assert.equal(b.presence.homeOf("alice"), "http://node-a:8000");
+  // A minute of virtual time: node-a's refresh keeps alice's record alive (TTL 15 s).
+  for (let i = 0; i < 60; i++) {
+    alice.touch();
+    bob.touch();
+    await clock.advance(1000);
+    ring.sweep();
+  }
+  assert.deepEqual(seen(bob, "alice"), ["on"], "no flapping while refreshed");
+  // node-a freezes: no refresh, no offline write. The record runs out after its TTL.
+  await a.presence.stop();
+  for (let i = 0; i < 14; i++) {
+    bob.touch();
+    await clock.advance(1000);
+    ring.sweep();
+  }
+  assert.deepEqual(seen(bob, "alice"), ["on"], "still online within the TTL");
+  bob.touch();
+  await clock.advance(2000);
+  ring.sweep();
+  assert.deepEqual(seen(bob, "alice"), ["on", "off"]);
+  assert.equal(b.presence.isOnline("alice"), false);
+  await b.stop();
+});
+
+Deno.test("presence: users homed on a server that dies go offline for local clients at once", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
+  b.start();
+  await b.accounts.register({ username: "bob", secret: SECRET });
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  b.presence.receiveNotice({
+    v: 1,
+    type: "presence",
+    username: "carol",
+    home: "http://node-c:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  assert.deepEqual(seen(bob, "carol"), ["on"]);
+  b.membership.setAlive("http://node-c:8000", false);
+  assert.deepEqual(seen(bob, "carol"), ["on", "off"]);
+  assert.equal(b.presence.homeOf("carol"), undefined);
+  // A late notice older than what is known changes nothing.
+  b.presence.receiveNotice({
+    v: 1,
+    type: "presence",
+    username: "bob",
+    home: "http://node-c:8000",
+    online: false,
+    updatedAt: 1,
+  });
+  assert.equal(b.presence.isOnline("bob"), true, "bob's own session is known locally");
+  await b.stop();
+});
+
+Deno.test("routing: a stale cache falls back to the ring record, and the cache learns it", async () => {
+  const clock = new ManualClock();
+  const delivered: string[] = [];
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000", "http://node-c:8000"],
+    call: (to, request) => {
+      if (request.type !== "deliver") return Promise.resolve({ v: 1, type: "ok" });
+      // bob's session moved from node-b to node-c; node-b has no connection of his any more.
+      if (to === "http://node-c:8000") {
+        delivered.push(`${to}:${request.frame.type}`);
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      return Promise.resolve({
+        v: 1,
+        type: "error",
+        code: "peer_offline",
+        message: "bob is offline",
+      });
+    },
+  });
+  a.presence.receiveNotice({
+    v: 1,
+    type: "presence",
+    username: "bob",
+    home: "http://node-b:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  await a.ring.as("http://node-c:8000").publishPresence(
+    [{ username: "bob", online: true }],
+    15_000,
+  );
+  const ok = await a.routing.deliver("bob", { v: 1, type: "mail_waiting" });
+  assert.equal(ok, true);
+  assert.deepEqual(delivered, ["http://node-c:8000:mail_waiting"]);
+  assert.equal(a.presence.homeOf("bob"), "http://node-c:8000");
+  // Offline by the ring record too: false, and nothing is sent.
+  await a.ring.as("http://node-c:8000").publishPresence([{ username: "bob", online: false }], 0);
+  a.membership.setAlive("http://node-c:8000", false);
+  assert.equal(await a.routing.deliver("bob", { v: 1, type: "mail_waiting" }), false);
+  assert.equal(delivered.length, 1);
+  await a.stop();
+});

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { SUPERSEDED_CLOSE_CODE } from "../../shared/mod.ts";
+import { FakeConnection, fakeServer } from "./testing.ts";
+import { UserError } from "./errors.ts";
+import { SUPERSEDED_MESSAGE } from "./sessions.ts";
+
+const SECRET = "a".repeat(43);
+
+async function registered(server: ReturnType<typeof fakeServer>, username = "alice") {
+  await server.accounts.register({ username, secret: SECRET });
+}
+
+Deno.test("sessions: two logins of one user racing on one server leave one session, the other hands over", async () => {
+  const server = fakeServer({ sessions: { handoverGraceMs: 30_000 } });
+  server.start();
+  await registered(server);
+  const [a, b] = [new FakeConnection(server.clock), new FakeConnection(server.clock)];
+  server.sessions.connect(a);
+  server.sessions.connect(b);
+  const results = await Promise.allSettled([
+    server.sessions.login(a, "alice", SECRET),
+    server.sessions.login(b, "alice", SECRET),
+  ]);
+  const current = server.local.connectionOf("alice") as FakeConnection | undefined;
+  assert.ok(current === a || current === b, "one of the two carries alice's session");
+  const other = current === a ? b : a;
+  const [mine, theirs] = current === a ? results : [results[1], results[0]];
+  assert.equal(mine!.status, "fulfilled", "the newer login succeeds");
+  if (theirs!.status === "rejected") {
+    // Overtaken while it was being bound: told so, never handed a session that is not current.
+    assert.ok(theirs!.reason instanceof UserError);
+    assert.equal(theirs!.reason.message, SUPERSEDED_MESSAGE);
+  }
+  assert.equal(server.sessions.userOf(current!), "alice");
+  assert.equal(server.sessions.userOf(other), undefined, "the older login left the session");
+  assert.equal(server.sessions.graceUserOf(other), "alice", "and may hand its history over");
+  assert.deepEqual(other.framesOf("superseded").map((f) => f.message), [SUPERSEDED_MESSAGE]);
+  assert.equal(current!.framesOf("superseded").length, 0);
+  assert.equal(server.presence.isOnline("alice"), true);
+  assert.equal(server.local.onlineUsernames().length, 1);
+  // A token of the older session no longer resumes on this server.
+  if (theirs!.status === "fulfilled") {
+    const third = new FakeConnection(server.clock);
+    server.sessions.connect(third);
+    await assert.rejects(
+      server.sessions.resume(third, theirs!.value.token),
+      (err) => err instanceof UserError && err.code === "not_authenticated",
+    );
+  }
+  await server.stop();
+});
+
+Deno.test("sessions: the hand-over grace ends on time, and a silent connection is closed", async () => {
+  const server = fakeServer({ sessions: { handoverGraceMs: 20_000, presenceTimeoutMs: 15_000 } });
+  server.start();
+  await registered(server);
+  const old = new FakeConnection(server.clock);
+  const fresh = new FakeConnection(server.clock);
+  server.sessions.connect(old);
+  server.sessions.connect(fresh);
+  await server.sessions.login(old, "alice", SECRET);
+  await server.clock.advance(1);
+  await server.sessions.login(fresh, "alice", SECRET);
+  assert.equal(server.sessions.graceUserOf(old), "alice");
+  // Both keep talking; the grace alone ends the old one.
+  for (let t = 0; t < 19; t++) {
+    old.touch();
+    fresh.touch();
+    await server.clock.advance(1000);
+  }
+  assert.equal(old.closed, undefined, "still in its grace at 19 s");
+  old.touch();
+  fresh.touch();
+  await server.clock.advance(1000);
+  assert.equal(old.closeCode(), SUPERSEDED_CLOSE_CODE, "closed when the grace is over");
+  assert.equal(server.local.has(old), false);
+  // The new session falls silent: it is closed after the heartbeat timeout and goes offline.
+  await server.clock.advance(14_000);
+  assert.equal(fresh.closed, undefined);
+  await server.clock.advance(6_000);
+  assert.equal(fresh.closeCode(), 4000);
+  assert.equal(server.presence.isOnline("alice"), false);
+  assert.equal(server.ring.presence.get("alice")!.expiresAt <= server.clock.now(), true);
+  assert.equal(server.clock.pendingTimers > 0, true, "the rounds still run");
+  await server.stop();
+  assert.equal(server.clock.pendingTimers, 0, "stop leaves no timer behind");
+});
+
+Deno.test("sessions: wrong passwords are limited before the right one is even checked", async () => {
+  const server = fakeServer();
+  await registered(server);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  for (let i = 0; i < 5; i++) {
+    await assert.rejects(
+      server.sessions.login(conn, "alice", "b".repeat(43)),
+      (err) => err instanceof UserError && err.code === "wrong_credentials",
+    );
+  }
+  await assert.rejects(
+    server.sessions.login(conn, "alice", SECRET),
+    (err) => err instanceof UserError && err.code === "rate_limited",
+  );
+  // One failure's worth of tokens refills in 12 s (5 per minute).
+  await server.clock.advance(12_000);
+  const grant = await server.sessions.login(conn, "alice", SECRET);
+  assert.equal(grant.username, "alice");
+  await server.stop();
+});
+
+Deno.test("sessions: a genuine token whose account the ring cannot read is 'unavailable', not unknown", async () => {
+  const server = fakeServer();
+  await registered(server);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  const { token } = await server.sessions.login(conn, "alice", SECRET);
+  // Another server (fresh cache) whose ring cannot see alice's copies right now.
+  const other = fakeServer({ self: "http://node-b:8000", clock: server.clock });
+  const conn2 = new FakeConnection(server.clock);
+  other.sessions.connect(conn2);
+  await assert.rejects(
+    other.sessions.resume(conn2, token),
+    (err) => err instanceof UserError && err.code === "unavailable",
+  );
+  other.ring.accounts = server.ring.accounts;
+  const grant = await other.sessions.resume(conn2, token);
+  assert.equal(grant.username, "alice");
+  await Promise.all([server.stop(), other.stop()]);
+});
+
+Deno.test("sessions: a login elsewhere, heard from another server, supersedes the local session", async () => {
+  const server = fakeServer({ sessions: { handoverGraceMs: 0 } });
+  await registered(server);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  await server.sessions.login(conn, "alice", SECRET);
+  // The login announced itself to every other live server (none here) ...
+  assert.equal(
+    server.sessions.receive("alice", {
+      v: 1,
+      type: "session_started",
+      sessionId: "zzz",
+      issuedAt: server.clock.now() + 5,
+    }),
+    true,
+  );
+  assert.equal(conn.closeCode(), SUPERSEDED_CLOSE_CODE, "no grace: closed at once");
+  assert.equal(server.local.hasSession("alice"), false);
+  // ... and an older notice arriving late changes nothing.
+  const again = new FakeConnection(server.clock);
+  server.sessions.connect(again);
+  await assert.rejects(
+    server.sessions.login(again, "alice", SECRET).then(() =>
+      server.sessions.receive("alice", {
+        v: 1,
+        type: "session_started",
+        sessionId: "aaa",
+        issuedAt: 1,
+      })
+    ).then(() => {
+      if (again.closed) throw new Error("closed by an older notice");
+      throw new UserError("not_authenticated", "still open, as it must be");
+    }),
+    (err) => err instanceof UserError,
+  );
+  await server.stop();
+});
