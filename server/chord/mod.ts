@@ -26,7 +26,7 @@
  * ```
  */
 
-export { type Clock, systemClock } from "./clock.ts";
+export { type Clock, systemClock, type TimerId, type Timers } from "./clock.ts";
 export {
   ChordJoinError,
   ChordLookupError,

@@ -17,13 +17,8 @@
  * ```
  */
 
-export { SimClock } from "./clock.ts";
-export {
-  SimDeadlockError,
-  SimNetwork,
-  type SimNetworkOptions,
-  type SimNetworkStats,
-} from "./sim_network.ts";
+export { SimClock, SimDeadlockError } from "./sim_clock.ts";
+export { SimNetwork, type SimNetworkOptions, type SimNetworkStats } from "./sim_network.ts";
 export { OwnerIndex, type RoundReport, SimRing, type SimRingOptions } from "./sim_ring.ts";
 export {
   registerTransportConformanceTests,
