@@ -250,7 +250,7 @@ export class RingService {
     return this.#http.handleHttp(req);
   }
 
-  /** This node's state as JSON for `/ring` (and the visualizer). */
+  /** This node's state as JSON for `/ring`. */
   view(): RingView {
     const s: ChordNodeState = this.node.state();
     const ref = (n: { id: bigint; address: string }) => ({
