@@ -1,5 +1,8 @@
 /**
- * Time as the ring sees it: a {@link Clock} is passed in, so simulations run on virtual time.
+ * Time as the ring sees it. The core reads the time through a {@link Clock} that is passed in, and
+ * whoever drives ring nodes on a schedule (the server's `RingService`) sets its timers through
+ * {@link Timers}, so both run on virtual time in simulation (`SimClock` in `testing.ts`). The core
+ * itself never sets a timer.
  */
 
 /** A source of the current time in milliseconds. */
@@ -8,34 +11,21 @@ export interface Clock {
   now(): number;
 }
 
-/** The real clock, for servers. */
-export const systemClock: Clock = { now: () => Date.now() };
+/** Identifies a timer set with {@link Timers.setTimer}. */
+export type TimerId = number;
 
-/**
- * Virtual time that only moves when told to; nothing ever sleeps. {@link SimNetwork} advances it
- * as it delivers messages, and tests may advance it between rounds.
- */
-export class SimClock implements Clock {
-  #now: number;
-
-  /** Starts the clock at `start` milliseconds. */
-  constructor(start = 0) {
-    this.#now = start;
-  }
-
-  /** Current virtual time in milliseconds. */
-  now(): number {
-    return this.#now;
-  }
-
-  /** Moves time forward by `ms` (never backwards). */
-  advance(ms: number): void {
-    if (!(ms >= 0)) throw new RangeError(`Cannot advance the clock by ${ms} ms`);
-    this.#now += ms;
-  }
-
-  /** Moves time forward to `time` if it is later than now. */
-  advanceTo(time: number): void {
-    if (time > this.#now) this.#now = time;
-  }
+/** One-shot timers on a clock's time. */
+export interface Timers {
+  /** Calls `callback` once, `delayMs` milliseconds from now (a negative delay counts as 0). */
+  setTimer(callback: () => void, delayMs: number): TimerId;
+  /** Cancels a timer that has not fired yet; does nothing otherwise. */
+  clearTimer(id: TimerId): void;
 }
+
+/** The real clock and timers, for servers. */
+export const systemClock: Clock & Timers = {
+  now: () => Date.now(),
+  // Deno's global setTimeout returns a number; Node's typings (in scope here) call it Timeout.
+  setTimer: (callback, delayMs) => Number(setTimeout(callback, delayMs)),
+  clearTimer: (id) => clearTimeout(id),
+};

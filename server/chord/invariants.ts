@@ -2,7 +2,7 @@
  * The ring invariant checker: given the states of the live nodes, reports every way the ring
  * differs from one correctly ordered ring (Zave 2017, §3: AtLeastOneRing, AtMostOneRing,
  * OrderedRing, ConnectedAppendages; plus successor lists and key ownership once converged).
- * Violations are typed values, for tests and for the visualizer.
+ * Violations are typed values, for the simulation tests and the integration tests alike.
  */
 
 import type { ChordId } from "./id.ts";

@@ -1,31 +1,32 @@
 /**
- * The CHORD ring core. It owns the identifier space, the state of one ring node (predecessor,
- * successor list, finger table) and the protocol that maintains it: join, stabilize, rectify,
- * fix-fingers, check-predecessor, graceful leave and recovery from crashes, following Pamela
- * Zave's corrected CHORD (IEEE TSE 2017), plus iterative lookup returning the owner of a key and
- * the hop count. It promises that, after any sequence of joins, leaves and crashes in which no
- * node loses all `r` successors at once, repeated maintenance rounds converge to one correctly
- * ordered ring, which {@link checkRing} verifies. A network partition that outlasts failure
- * detection can split the ring into rings that never merge again (as in CHORD and in Zave's
- * model); the core does not merge them itself: the server's `RingService` (server/cluster)
- * detects a foreign ring and rejoins through the smallest live server. It does no I/O and keeps no timers: a
- * {@link Transport}, a {@link Clock} and a {@link Random} are passed in, and the caller runs the
- * maintenance rounds. It does not store or move data (that is `server/replication`), nor carry
- * bytes between processes (the HTTP transport lives with the server); {@link SimNetwork} and
- * {@link SimRing} run 1,000+ nodes in one process on virtual time for tests and benchmarks.
+ * The CHORD ring core. It owns the identifier space (SHA-1 ids, interval arithmetic), one ring
+ * node's state (predecessor, successor list of length `r`, finger table), the ring's wire
+ * messages and their parsers, and the protocol that maintains the ring: create, join, stabilize,
+ * rectify (notify), check-predecessor, fix-fingers and graceful leave, following Pamela Zave's
+ * corrected CHORD (IEEE TSE 2017), plus iterative lookup returning a key's owner and the hop
+ * count. It promises that, after any sequence of joins, leaves and crashes in which no node loses
+ * all `r` successors at once, repeated maintenance rounds converge to one correctly ordered ring,
+ * and {@link checkRing} judges any set of node states against that promise.
+ *
+ * It does not run those rounds, keep timers or do I/O: the caller passes a {@link Transport}, a
+ * {@link Clock} and a {@link Random} in and calls the maintenance operations (the server's
+ * `RingService` in `server/cluster` does, on a timer, over HTTP). It does not decide when to
+ * create a ring or whom to join, and does not merge the separate rings a partition that outlasts
+ * failure detection leaves behind (neither does CHORD nor Zave's model): `RingService` does both
+ * from the cluster membership. It does not store or move data (`server/replication` does). The
+ * simulated network, virtual clock, simulated ring and transport conformance suite that tests
+ * and benchmarks use live in `testing.ts`, not here.
  *
  * @example
  * ```ts
- * const ring = new SimRing({ bits: 32, seed: 7 });
- * ring.bootstrap();
- * for (let i = 1; i < 64; i++) await ring.join();
- * await ring.converge(100);
- * const node = ring.members()[0]!;
- * const { owner, hops } = await ring.network.run(node.lookup(ring.space.idFromKey("user:alice")));
+ * const node = new ChordNode({ transport, clock: systemClock, random: systemRandom }, {});
+ * await node.join("https://10.0.0.2:8443"); // or node.create() for the first node
+ * await node.stabilize(); // every round, with checkPredecessor() and fixFingers()
+ * const { owner, hops } = await node.lookup(node.space.idFromKey("user:alice"));
  * ```
  */
 
-export { type Clock, SimClock, systemClock } from "./clock.ts";
+export { type Clock, systemClock, type TimerId, type Timers } from "./clock.ts";
 export {
   ChordJoinError,
   ChordLookupError,
@@ -71,17 +72,5 @@ export {
   shuffle,
   systemRandom,
 } from "./random.ts";
-export {
-  SimDeadlockError,
-  SimNetwork,
-  type SimNetworkOptions,
-  type SimNetworkStats,
-} from "./sim_network.ts";
-export { OwnerIndex, type RoundReport, SimRing, type SimRingOptions } from "./sim_ring.ts";
-export { type FingerJson, type NodeStateJson, nodeStateToJson } from "./ring_json.ts";
 export { buildSuccessorList } from "./successors.ts";
 export { type ChordRequestHandler, type Transport } from "./transport.ts";
-export {
-  registerTransportConformanceTests,
-  type TransportFixture,
-} from "./transport_conformance.ts";

@@ -122,7 +122,7 @@ export interface ChordNodeStats {
   requestsServed: number;
 }
 
-/** A snapshot of a node's ring state, for the invariant checker, `/ring` and the visualizer. */
+/** A snapshot of a node's ring state, for the invariant checker and `/ring`. */
 export interface ChordNodeState {
   /** The node itself. */
   readonly self: NodeRef;

@@ -1,16 +1,16 @@
 /**
  * An in-memory network of simulated ring nodes, for tests and benchmarks: a discrete-event
- * simulation on virtual time. Every message is delivered by an event at `now + latency`; a lost
- * message, a crashed or partitioned peer shows up as a timeout after `rpcTimeoutMs` of virtual
- * time. Nothing sleeps: {@link SimNetwork.run} executes events in time order and advances the
- * {@link SimClock}, so a 1,024-node ring runs in seconds and replays exactly from its seed.
+ * simulation on virtual time. Every message is delivered by a timer on the network's
+ * {@link SimClock} at `now + latency`; a lost message, a crashed or partitioned peer shows up as a
+ * timeout after `rpcTimeoutMs` of virtual time. Nothing sleeps: {@link SimNetwork.run} (or the
+ * clock's `advance`) fires those timers in time order, together with any other timers set on the
+ * same clock (a server's maintenance loop), so a 1,024-node ring runs in seconds and replays
+ * exactly from its seed.
  *
  * Each request and response is copied with `structuredClone` and re-validated with the same
  * parsers a real transport uses, so simulations exercise serialization too.
  */
 
-import { setImmediate } from "node:timers";
-import { SimClock } from "./clock.ts";
 import { ChordProtocolError, ChordTransportError } from "./errors.ts";
 import type { IdSpace } from "./id.ts";
 import {
@@ -21,6 +21,7 @@ import {
 } from "./messages.ts";
 import type { NodeAddress } from "./node_ref.ts";
 import { type Random, randomInt, seededRandom } from "./random.ts";
+import { SimClock } from "./sim_clock.ts";
 import type { ChordRequestHandler, Transport } from "./transport.ts";
 
 /** Configuration of a {@link SimNetwork}. */
@@ -57,29 +58,9 @@ export interface SimNetworkStats {
   events: number;
 }
 
-/** {@link SimNetwork.run} found no event left while the operation was still pending. */
-export class SimDeadlockError extends Error {
-  override name = "SimDeadlockError";
-  /** Creates the error. */
-  constructor() {
-    super("Cannot finish the simulated operation: it waits on something no event will deliver");
-  }
-}
-
-interface SimEvent {
-  readonly time: number;
-  readonly seq: number;
-  readonly fire: () => void;
-}
-
 interface Endpoint {
   handler: ChordRequestHandler | undefined;
   isClosed: boolean;
-}
-
-/** Yields to the macrotask queue, so every pending microtask (promise continuation) has run. */
-function drainMicrotasks(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** A simulated network carrying ring RPCs between in-process nodes. */
@@ -98,9 +79,6 @@ export class SimNetwork {
   #latency: { min: number; max: number };
   #lossRate: number;
   readonly #timeoutMs: number;
-  readonly #queue: SimEvent[] = [];
-  #seq = 0;
-  #isRunning = false;
 
   /** Creates an empty network for ids of `space`. */
   constructor(space: IdSpace, options: SimNetworkOptions = {}) {
@@ -171,33 +149,11 @@ export class SimNetwork {
 
   /**
    * Runs the simulation until `operation` settles and returns its result; operations on the
-   * simulated nodes only make progress inside `run`. Throws {@link SimDeadlockError} if the
-   * operation waits on something no event will deliver.
+   * simulated nodes only make progress while the clock runs (here or in `clock.advance`). Throws
+   * `SimDeadlockError` if the operation waits on something no event will deliver.
    */
-  async run<T>(operation: Promise<T>): Promise<T> {
-    if (this.#isRunning) throw new RangeError("Cannot run the simulation: it is already running");
-    this.#isRunning = true;
-    let isSettled = false;
-    const settled = operation.finally(() => {
-      isSettled = true;
-    });
-    settled.catch(() => {});
-    try {
-      for (;;) {
-        await drainMicrotasks();
-        if (isSettled) return await settled;
-        const next = this.#queue[0];
-        if (next === undefined) throw new SimDeadlockError();
-        this.clock.advanceTo(next.time);
-        // Fire every event due now before letting continuations run, for determinism and speed.
-        while (this.#queue.length > 0 && this.#queue[0]!.time <= next.time) {
-          this.#pop().fire();
-          this.stats.events++;
-        }
-      }
-    } finally {
-      this.#isRunning = false;
-    }
+  run<T>(operation: Promise<T>): Promise<T> {
+    return this.clock.run(operation);
   }
 
   /** Runs several operations concurrently until all settle; returns their outcomes in order. */
@@ -284,40 +240,9 @@ export class SimNetwork {
   }
 
   #schedule(time: number, fire: () => void): void {
-    const queue = this.#queue;
-    queue.push({ time, seq: this.#seq++, fire });
-    // Sift up (binary min-heap on time, then insertion order).
-    let i = queue.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(queue[i]!, queue[parent]!)) break;
-      [queue[i], queue[parent]] = [queue[parent]!, queue[i]!];
-      i = parent;
-    }
+    this.clock.setTimer(() => {
+      this.stats.events++;
+      fire();
+    }, time - this.clock.now());
   }
-
-  #pop(): SimEvent {
-    const queue = this.#queue;
-    const top = queue[0]!;
-    const last = queue.pop()!;
-    if (queue.length > 0) {
-      queue[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let smallest = i;
-        if (l < queue.length && before(queue[l]!, queue[smallest]!)) smallest = l;
-        if (r < queue.length && before(queue[r]!, queue[smallest]!)) smallest = r;
-        if (smallest === i) break;
-        [queue[i], queue[smallest]] = [queue[smallest]!, queue[i]!];
-        i = smallest;
-      }
-    }
-    return top;
-  }
-}
-
-function before(a: SimEvent, b: SimEvent): boolean {
-  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
 }

@@ -2,7 +2,8 @@ import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { ChordTransportError } from "./errors.ts";
 import { IdSpace } from "./id.ts";
 import type { ChordRequest, ChordResponse } from "./messages.ts";
-import { SimDeadlockError, SimNetwork } from "./sim_network.ts";
+import { SimDeadlockError } from "./sim_clock.ts";
+import { SimNetwork } from "./sim_network.ts";
 import { registerTransportConformanceTests } from "./transport_conformance.ts";
 
 const space = new IdSpace(8);

@@ -155,7 +155,7 @@ export class SimRing {
         if (!node.isMember) await rejoin(node);
       }
     }));
-    this.network.clock.advanceTo(start + (this.#options.roundMs ?? 1000));
+    await this.network.clock.advanceTo(start + (this.#options.roundMs ?? 1000));
     return { rejoined };
   }
 

@@ -1,4 +1,5 @@
-import { ChordTransportError, IdSpace, registerTransportConformanceTests } from "../chord/mod.ts";
+import { ChordTransportError, IdSpace } from "../chord/mod.ts";
+import { registerTransportConformanceTests } from "../chord/testing.ts";
 import { Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 import { Hmac } from "./hmac.ts";

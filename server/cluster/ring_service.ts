@@ -1,35 +1,69 @@
 /**
- * Runs this server's CHORD ring node between real processes: joins at start, drives the
- * maintenance rounds (stabilize, check-predecessor, fix-fingers) on a timer, re-joins when cut
- * off, merges its ring into the ring of the smallest live server after a partition heals, leaves
- * gracefully on shutdown, and exposes the node's state for `/ring` and `/metrics`. Which servers
- * exist comes from the cluster membership (seed list, gossip and discovery).
+ * Runs this server's CHORD ring node: joins or creates the ring at start (only the smallest live
+ * server may create one), drives the maintenance rounds (stabilize, check-predecessor,
+ * fix-fingers) on a timer, re-joins when cut off, merges its ring into the ring of the smallest
+ * live server after a partition heals, leaves gracefully on shutdown, and exposes the node's state
+ * for `/ring` and `/metrics`. Which servers exist comes in through two plain functions (the
+ * cluster membership: seeds, hellos and discovery); the ring transport and the clock with its
+ * timers are injected, defaulting to signed HTTP and real time, so ring forming and merging also
+ * run on the simulated network and virtual time.
  */
 import {
   CHORD_PROTOCOL_VERSION,
   type ChordId,
   ChordNode,
   type ChordNodeState,
+  type Clock,
   decodeNodeRef,
   IdSpace,
   type NodeRef,
+  type Random,
   sameNode,
   systemClock,
   systemRandom,
+  type TimerId,
+  type Timers,
+  type Transport,
 } from "../chord/mod.ts";
 import type { Hmac } from "./hmac.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport } from "./chord_transport.ts";
 
-/** Collaborators of a {@link RingService}. */
-export interface RingServiceDeps {
-  hmac: Hmac;
+/**
+ * Collaborators of a {@link RingService}. The ring transport is either injected (`transport`,
+ * e.g. a `SimNetwork` endpoint in tests) or built as signed HTTP from `hmac`.
+ */
+export type RingServiceDeps =
+  & RingServiceCommonDeps
+  & (
+    | {
+      /** Signs ring RPC: the service builds its {@link HttpChordTransport} with it. */
+      hmac: Hmac;
+      /** Not given: ring RPC goes over signed HTTP. */
+      transport?: undefined;
+    }
+    | {
+      /** Carries ring RPC; its `localAddress` must be `options.self`. */
+      transport: Transport;
+      /** Unused when `transport` is given. */
+      hmac?: Hmac;
+    }
+  );
+
+/** Collaborators of a {@link RingService} whatever carries its ring RPC. */
+export interface RingServiceCommonDeps {
+  /** Counters and gauges for `/metrics`. */
   metrics: Metrics;
+  /** Structured log of ring events (joins, merges, failures). */
   log: Log;
   /** Servers this one currently knows to be alive (itself included). */
   liveServers(): string[];
   /** Every server this one knows of, alive or not (itself included). */
   knownServers(): string[];
+  /** Time and timers of the maintenance loop and the create grace. @default systemClock */
+  clock?: Clock & Timers;
+  /** Random source of the ring node. @default systemRandom */
+  random?: Random;
 }
 
 /** Configuration of a {@link RingService}. */
@@ -42,7 +76,7 @@ export interface RingServiceOptions {
   successorListLength?: number;
   /** Period of the maintenance round, in ms. @default 500 */
   stabilizeIntervalMs?: number;
-  /** Timeout of one ring RPC attempt, in ms. @default 1500 */
+  /** Timeout of one ring RPC attempt of the HTTP transport (not an injected one), in ms. @default 1500 */
   rpcTimeoutMs?: number;
   /**
    * How long a server that knows of other servers waits for one of them to answer before it
@@ -120,12 +154,16 @@ type MergeCheck =
  * can reach S joins S's ring, where its later checks succeed.
  */
 export class RingService {
+  /** This server's ring node. */
   readonly node: ChordNode;
-  readonly transport: HttpChordTransport;
+  /** The transport carrying this node's ring RPC. */
+  readonly transport: Transport;
   #deps: RingServiceDeps;
+  #http: HttpChordTransport | undefined;
+  #clock: Clock & Timers;
   #space: IdSpace;
   #intervalMs: number;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerId | undefined;
   #running = false;
   #round: Promise<void> | undefined;
   #createGraceMs: number;
@@ -143,12 +181,22 @@ export class RingService {
     this.#intervalMs = options.stabilizeIntervalMs ?? 500;
     this.#createGraceMs = options.createGraceMs ?? 3000;
     this.#mergeEvery = options.mergeCheckEveryRounds ?? 2;
-    this.transport = new HttpChordTransport(
-      { hmac: deps.hmac, space: this.#space, counters: deps.metrics, log: deps.log },
-      { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
-    );
+    this.#clock = deps.clock ?? systemClock;
+    if (deps.transport === undefined) {
+      this.#http = new HttpChordTransport(
+        { hmac: deps.hmac, space: this.#space, counters: deps.metrics, log: deps.log },
+        { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
+      );
+      this.transport = this.#http;
+    } else if (deps.transport.localAddress !== options.self) {
+      throw new RangeError(
+        `Cannot create the ring service for ${options.self}: its transport is bound to ${deps.transport.localAddress}`,
+      );
+    } else {
+      this.transport = deps.transport;
+    }
     this.node = new ChordNode(
-      { transport: this.transport, clock: systemClock, random: systemRandom },
+      { transport: this.transport, clock: this.#clock, random: deps.random ?? systemRandom },
       {
         bits: this.#space.bits,
         successorListLength: options.successorListLength ?? 8,
@@ -174,14 +222,14 @@ export class RingService {
   /** Starts the maintenance loop; the first round joins (or creates) the ring. */
   start(): void {
     this.#running = true;
-    this.#startedAt = Date.now();
+    this.#startedAt = this.#clock.now();
     this.#schedule(0);
   }
 
   /** Stops the loop and leaves the ring gracefully (successor and predecessor are told). */
   async stop(): Promise<void> {
     this.#running = false;
-    clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimer(this.#timer);
     await this.#round;
     if (this.node.isMember) {
       await this.node.leave().catch((err) =>
@@ -191,12 +239,17 @@ export class RingService {
     this.transport.close();
   }
 
-  /** Serves `POST /ring/rpc`. */
+  /** Serves `POST /ring/rpc` (404 when ring RPC goes over an injected transport instead). */
   handleHttp(req: Request): Promise<Response> {
-    return this.transport.handleHttp(req);
+    if (this.#http === undefined) {
+      return Promise.resolve(
+        Response.json({ error: "Ring RPC is not served over HTTP here" }, { status: 404 }),
+      );
+    }
+    return this.#http.handleHttp(req);
   }
 
-  /** This node's state as JSON for `/ring` (and the visualizer). */
+  /** This node's state as JSON for `/ring`. */
   view(): RingView {
     const s: ChordNodeState = this.node.state();
     const ref = (n: { id: bigint; address: string }) => ({
@@ -226,7 +279,7 @@ export class RingService {
 
   #schedule(delayMs: number): void {
     if (!this.#running) return;
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#clock.setTimer(() => {
       this.#round = this.#maintain().finally(() => {
         this.#round = undefined;
         this.#schedule(this.#intervalMs);
@@ -303,7 +356,7 @@ export class RingService {
       }
     }
     const knowsOthers = this.#deps.knownServers().some((s) => s !== self);
-    const graceOver = Date.now() - this.#startedAt >= this.#createGraceMs;
+    const graceOver = this.#clock.now() - this.#startedAt >= this.#createGraceMs;
     if (!this.node.isMember && others.every((s) => s > self) && (!knowsOthers || graceOver)) {
       this.node.create();
       this.#joinedAtRound = this.#rounds;

@@ -20,7 +20,8 @@
  * Run: deno run -A tests/bench/chord_bench.ts [--seed N] [--lookups N]
  */
 
-import { OwnerIndex, randomInt, shuffle, SimRing } from "../../server/chord/mod.ts";
+import { randomInt, shuffle } from "../../server/chord/mod.ts";
+import { OwnerIndex, SimRing } from "../../server/chord/testing.ts";
 
 const BITS = 160;
 const args = Deno.args;
