@@ -15,7 +15,7 @@ import {
   type Transport,
 } from "../chord/mod.ts";
 import type { Hmac } from "./hmac.ts";
-import { isAuthentic, signedPost, SignedPostError } from "./rpc.ts";
+import { serveSigned, signedPost, SignedPostError } from "./rpc.ts";
 
 /** Path of the ring RPC endpoint on every server. */
 export const RING_RPC_PATH = "/ring/rpc";
@@ -123,38 +123,38 @@ export class HttpChordTransport implements Transport {
   }
 
   /** Serves `POST /ring/rpc`: authenticates, validates, hands the request to the ring node. */
-  async handleHttp(req: Request): Promise<Response> {
-    if (Number(req.headers.get("content-length") ?? "0") > MAX_BODY) {
-      return Response.json({ error: "Request body too large" }, { status: 413 });
-    }
-    const body = await req.text();
-    if (!(await isAuthentic(this.#hmac, req.headers, body))) {
-      this.#counters.inc("p2pchat_cluster_rejected_total", { reason: "auth" });
-      this.#log("ring_rpc_rejected", { reason: "bad or missing signature" });
-      return Response.json({ error: "Cluster secret mismatch" }, { status: 401 });
-    }
+  handleHttp(req: Request): Promise<Response> {
     const handler = this.#handler;
-    if (!handler) return Response.json({ error: "Ring node not running" }, { status: 503 });
-    let from: string;
-    let request: ChordRequest;
-    try {
-      const envelope = JSON.parse(body) as { from?: unknown; request?: unknown };
-      if (typeof envelope.from !== "string" || envelope.from.length > 300) {
-        throw new Error('Invalid field "from": expected the caller\'s base URL');
-      }
-      from = envelope.from;
-      request = parseChordRequest(envelope.request, this.#space);
-    } catch (err) {
-      this.#counters.inc("p2pchat_invalid_frames_total", { source: "ring" });
-      return Response.json({ error: (err as Error).message }, { status: 400 });
+    if (!handler) {
+      return Promise.resolve(
+        Response.json({
+          v: 1,
+          type: "error",
+          code: "unavailable",
+          message: "Ring node not running",
+        }, {
+          status: 503,
+        }),
+      );
     }
-    let response: ChordResponse;
-    try {
-      // Our own node's answer is validated too: a peer never receives garbage from us.
-      response = parseChordResponse(await handler(request, from), this.#space);
-    } catch (err) {
-      response = { v: 1, type: "error", code: "bad_response", message: (err as Error).message };
-    }
-    return Response.json(response);
+    return serveSigned(req, {
+      name: "ring",
+      maxBodyBytes: MAX_BODY,
+      parse: (text) => {
+        const envelope = JSON.parse(text) as { from?: unknown; request?: unknown };
+        if (typeof envelope.from !== "string" || envelope.from.length > 300) {
+          throw new SyntaxError('Invalid field "from": expected the caller\'s base URL');
+        }
+        return { from: envelope.from, request: parseChordRequest(envelope.request, this.#space) };
+      },
+      handle: async ({ from, request }): Promise<ChordResponse> => {
+        try {
+          // Our own node's answer is validated too: a peer never receives garbage from us.
+          return parseChordResponse(await handler(request, from), this.#space);
+        } catch (err) {
+          return { v: 1, type: "error", code: "bad_response", message: (err as Error).message };
+        }
+      },
+    }, { hmac: this.#hmac, metrics: this.#counters, log: this.#log });
   }
 }

@@ -103,7 +103,7 @@ export async function callPeer(
 }
 
 /** Checks the signature headers of an incoming request against its body. */
-export async function isAuthentic(hmac: Hmac, headers: Headers, body: string): Promise<boolean> {
+async function isAuthentic(hmac: Hmac, headers: Headers, body: string): Promise<boolean> {
   const time = headers.get("x-p2p-time");
   const signature = headers.get("x-p2p-signature");
   if (!time || !signature || !/^\d{1,16}$/.test(time)) return false;
@@ -134,7 +134,8 @@ export interface SignedEndpoint<Req, Res> {
 /** Collaborators of {@link serveSigned}. */
 export interface ServeSignedDeps {
   hmac: Hmac;
-  metrics: Metrics;
+  /** Where refusals are counted (the server's `Metrics` satisfies it). */
+  metrics: Pick<Metrics, "inc">;
   log: Log;
 }
 
