@@ -19,6 +19,20 @@ const failures: string[] = [];
 /** A step that runs longer than this is killed and fails (a hang must not stall CI). */
 const STEP_TIMEOUT_MS = Number(Deno.env.get("P2P_TEST_STEP_TIMEOUT_S") ?? "600") * 1000;
 
+/** The process group of the step running now, ended if this script is told to stop. */
+let running: number | undefined;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    console.error(`\n${signal}: ending the running step and everything it started`);
+    if (running !== undefined) {
+      try {
+        Deno.kill(-running, "SIGKILL");
+      } catch { /* the group is already gone */ }
+    }
+    Deno.exit(130);
+  });
+}
+
 async function step(name: string, cmd: string, args: string[]): Promise<string> {
   console.log(`\n=== ${name}: ${[cmd, ...args].join(" ")}`);
   // Each step runs in its own session (setsid), so that the step and every process it started
@@ -30,6 +44,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
     stderr: "inherit",
     env: { NO_COLOR: "1" },
   }).spawn();
+  running = child.pid;
   const killGroup = () => {
     try {
       Deno.kill(-child.pid, "SIGKILL");
@@ -55,6 +70,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
   clearTimeout(timer);
   // Anything the step left running (a server a failed test did not stop) ends with it.
   killGroup();
+  running = undefined;
   if (timedOut) {
     failed++;
     failures.push(`${name} (timed out)`);
