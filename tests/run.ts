@@ -1,7 +1,8 @@
 /**
- * The full test suite, as CI and the README run it: format, lint and type checks; unit and
- * integration tests; the browser end-to-end tests inside a private network namespace; then the
- * multi-host tests, each server in a namespace of its own.
+ * The full test suite, as CI and the README run it: format, lint and type checks; the import
+ * directions between components (scripts/check_imports.ts); unit and integration tests; the
+ * browser end-to-end tests inside a private network namespace; then the multi-host tests, each
+ * server in a namespace of its own.
  * Prints one closing line "tests: N passed, N failed" and exits non-zero on any failure.
  *
  * Browser tests need root for the namespace. Without it they run directly on this machine
@@ -91,6 +92,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
 await step("format", deno, ["fmt", "--check"]);
 await step("lint", deno, ["lint"]);
 await step("type check", deno, ["check", "."]);
+await step("import directions", deno, ["run", "--allow-read", "scripts/check_imports.ts"]);
 await step("build client", deno, ["task", "build"]);
 await step("unit and integration tests", deno, [
   "test",
@@ -98,6 +100,7 @@ await step("unit and integration tests", deno, [
   "shared/",
   "server/",
   "client/",
+  "scripts/",
   "tests/integration/",
 ]);
 
