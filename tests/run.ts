@@ -1,7 +1,8 @@
 /**
- * The full test suite, as CI and the README run it: format, lint and type checks; unit and
- * integration tests; the browser end-to-end tests inside a private network namespace; then the
- * multi-host tests, each server in a namespace of its own.
+ * The full test suite, as CI and the README run it: format, lint and type checks; the import
+ * directions between components (scripts/check_imports.ts); unit and integration tests; the
+ * browser end-to-end tests inside a private network namespace; then the multi-host tests, each
+ * server in a namespace of its own.
  * Prints one closing line "tests: N passed, N failed" and exits non-zero on any failure.
  *
  * Browser tests need root for the namespace. Without it they run directly on this machine
@@ -19,6 +20,20 @@ const failures: string[] = [];
 /** A step that runs longer than this is killed and fails (a hang must not stall CI). */
 const STEP_TIMEOUT_MS = Number(Deno.env.get("P2P_TEST_STEP_TIMEOUT_S") ?? "600") * 1000;
 
+/** The process group of the step running now, ended if this script is told to stop. */
+let running: number | undefined;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    console.error(`\n${signal}: ending the running step and everything it started`);
+    if (running !== undefined) {
+      try {
+        Deno.kill(-running, "SIGKILL");
+      } catch { /* the group is already gone */ }
+    }
+    Deno.exit(130);
+  });
+}
+
 async function step(name: string, cmd: string, args: string[]): Promise<string> {
   console.log(`\n=== ${name}: ${[cmd, ...args].join(" ")}`);
   // Each step runs in its own session (setsid), so that the step and every process it started
@@ -30,6 +45,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
     stderr: "inherit",
     env: { NO_COLOR: "1" },
   }).spawn();
+  running = child.pid;
   const killGroup = () => {
     try {
       Deno.kill(-child.pid, "SIGKILL");
@@ -55,6 +71,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
   clearTimeout(timer);
   // Anything the step left running (a server a failed test did not stop) ends with it.
   killGroup();
+  running = undefined;
   if (timedOut) {
     failed++;
     failures.push(`${name} (timed out)`);
@@ -75,6 +92,7 @@ async function step(name: string, cmd: string, args: string[]): Promise<string> 
 await step("format", deno, ["fmt", "--check"]);
 await step("lint", deno, ["lint"]);
 await step("type check", deno, ["check", "."]);
+await step("import directions", deno, ["run", "--allow-read", "scripts/check_imports.ts"]);
 await step("build client", deno, ["task", "build"]);
 await step("unit and integration tests", deno, [
   "test",
@@ -82,6 +100,7 @@ await step("unit and integration tests", deno, [
   "shared/",
   "server/",
   "client/",
+  "scripts/",
   "tests/integration/",
 ]);
 

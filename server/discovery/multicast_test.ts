@@ -36,7 +36,26 @@ class FakeGroup {
 }
 
 const hmac = new Hmac("discovery-test-secret-0123");
-const settle = () => new Promise((r) => setTimeout(r, 20));
+
+/**
+ * Waits until `done` holds (datagrams are verified asynchronously, with WebCrypto), failing after
+ * a deadline generous enough for a busy machine with a message naming `what`.
+ */
+async function until(what: string, done: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** All datagrams `metrics` counted as dropped, whatever the reason. */
+function dropped(metrics: Metrics): number {
+  return ["forged", "replayed", "stale", "unsigned", "malformed"]
+    .reduce((n, reason) => n + metrics.get(DROPPED_METRIC, { reason }), 0);
+}
 
 function node(group: FakeGroup, self: string, secret = hmac) {
   const metrics = new Metrics();
@@ -60,7 +79,7 @@ Deno.test("multicast: servers hear one another but not themselves", async () => 
     await a.discovery.start();
     await b.discovery.start();
     await a.discovery.announceNow();
-    await settle();
+    await until("a and b to hear each other", () => b.found.length >= 2 && a.found.length >= 1);
     assert.deepEqual(b.found, ["http://10.78.0.1:8000", "http://10.78.0.1:8000"]);
     assert.deepEqual(a.found, ["http://10.78.0.2:8000"]);
     assert.equal(a.metrics.get(SENT_METRIC), 2);
@@ -83,7 +102,10 @@ Deno.test("multicast: a server with another secret is dropped and counted, both 
   try {
     await a.discovery.start();
     await intruder.discovery.start();
-    await settle();
+    await until(
+      "each side to drop the other's announcement",
+      () => dropped(a.metrics) >= 1 && dropped(intruder.metrics) >= 1,
+    );
     assert.deepEqual(a.found, []);
     assert.deepEqual(intruder.found, []);
     assert.equal(a.metrics.get(DROPPED_METRIC, { reason: "forged" }), 1);
@@ -111,7 +133,7 @@ Deno.test("multicast: replayed, unsigned and stale datagrams are counted by reas
       JSON.stringify(createAnnouncement("http://10.78.0.5:1", Date.now())),
     );
     for (const data of [fresh, fresh, stale, unsigned, new Uint8Array([7])]) group.inject(data);
-    await settle();
+    await until("all five datagrams to be judged", () => a.found.length + dropped(a.metrics) >= 5);
     assert.deepEqual(a.found, ["http://10.78.0.3:1"]);
     for (const reason of ["replayed", "stale", "unsigned", "malformed"]) {
       assert.equal(a.metrics.get(DROPPED_METRIC, { reason }), 1, reason);

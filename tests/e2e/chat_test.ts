@@ -53,7 +53,7 @@ Deno.test("alice and bob on different servers chat over a data channel and keep 
     for (const [page, me, peer] of [[alice, "alice", "bob"], [bob, "bob", "alice"]] as const) {
       await page.waitForFunction(
         (name) => document.querySelector('[data-testid="me"]')?.textContent === name,
-        { timeout: 20_000 },
+        { timeout: 40_000 },
         me,
       );
       await openChat(page, peer);

@@ -68,12 +68,11 @@ Deno.test("alice's session fails over to another server when her home server is 
     await waitFor(
       "alice to notice her server is gone",
       async () => (await aliceStatuses()).some((s) => s !== "online"),
-      15_000,
     );
     await waitFor(
       "alice to be online again through another server",
       async () => (await aliceStatuses()).at(-1) === "online",
-      30_000,
+      60_000,
     );
     const transitions = await aliceStatuses();
     assert.ok(!transitions.includes("offline"), `status went ${transitions.join(" → ")}`);

@@ -30,7 +30,7 @@ async function waitForMailboxCount(page: Page, from: string, n: number) {
     (sender, count) =>
       [...document.querySelectorAll(`[data-testid="message"][data-from="${sender}"]`)]
         .filter((el) => el.getAttribute("data-via") === "mailbox").length === count,
-    { timeout: 20_000 },
+    { timeout: 40_000 },
     from,
     n,
   );
@@ -94,7 +94,7 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     await signIn(newAlice, "alice", "alice-password", false);
 
     // The first browser is told, hands its history over, and stops.
-    await oldAlice.waitForSelector('[data-testid="signed-out-reason"]', { timeout: 20_000 });
+    await oldAlice.waitForSelector('[data-testid="signed-out-reason"]', { timeout: 40_000 });
     const reason = await oldAlice.$eval(
       '[data-testid="signed-out-reason"]',
       (el) => el.textContent ?? "",
@@ -141,7 +141,7 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     await newAlice.reload({ waitUntil: "load" });
     await newAlice.waitForFunction(
       () => document.querySelector('[data-testid="me"]')?.textContent === "alice",
-      { timeout: 20_000 },
+      { timeout: 40_000 },
     );
     await openChat(newAlice, "bob");
     await waitForMessages(newAlice, [...all, "welcome on your new device"]);

@@ -79,7 +79,7 @@ Deno.test("bob offline: alice's 3 messages wait on the servers and reach him on 
       await bob.reload();
       await bob.waitForFunction(
         () => document.querySelector('[data-testid="me"]')?.textContent === "bob",
-        { timeout: 20_000 },
+        { timeout: 40_000 },
       );
       await openChat(bob, "alice");
       await waitForMessages(bob, TEXTS);

@@ -91,7 +91,7 @@ async function waitForCopies(
       const copies = mailboxCopies(servers);
       return copies.size === expected && [...copies.values()].every((n) => n >= want);
     },
-    30_000,
+    60_000,
     200,
   );
   return Date.now() - started;
@@ -204,7 +204,7 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
     await waitFor("every account to have K+1 copies", () => {
       const c = accountCopies(live);
       return accounts.every((u) => (c.get(u) ?? 0) >= K + 1);
-    }, 20_000);
+    }, 40_000);
     // ... and an account is not copied to every server: the registry is partitioned.
     const perServer = [...accountCopies(live).values()];
     assert.ok(perServer.some((n) => n < live.length), `copies per account: ${perServer}`);

@@ -99,6 +99,8 @@ Deno.test("session: an expired token is refused with session_expired", async () 
     const a = await TestClient.connect(server.url);
     clients.push(a);
     const session = await a.login("alice", "alice-secret-1");
+    // The expiry is what is tested: the token was issued before this reply, so it has expired
+    // 1 s (its time to live) after now, however slow the machine.
     await new Promise((r) => setTimeout(r, 1_300));
     const b = await TestClient.connect(server.url);
     clients.push(b);
@@ -133,8 +135,14 @@ Deno.test("session: the server stamps `from`; nobody can signal as another user"
     // The servers' reserved signal keys cannot be forged by a browser.
     bob.send({ type: "signal", to: "alice", data: { "p2pchat:superseded": { sessionId: "x" } } });
     assert.equal(errorOf(await bob.next((f) => f.type === "error")).code, "bad_frame");
-    await new Promise((r) => setTimeout(r, 200));
+    // A later signal takes the same path: once it arrives, the forged one would have too.
+    bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "after" } });
+    await alice.next((f) => f.type === "signal" && f.data.sdp === "after");
     assert.equal(alice.frames.some((f) => f.type === "superseded"), false);
+    assert.equal(
+      alice.frames.some((f) => f.type === "signal" && "p2pchat:superseded" in f.data),
+      false,
+    );
   });
 });
 
@@ -184,12 +192,16 @@ Deno.test("abuse: a frame flood is rate limited, then the socket is closed", asy
       socket.onerror = reject;
     });
     const closed = new Promise<CloseEvent>((r) => socket.onclose = r);
+    const floodStart = Date.now();
     // 400 frames at once, in batches so the client stops sending once the server closes.
     for (let i = 0; i < 400 && socket.readyState === WebSocket.OPEN; i++) {
       socket.send(JSON.stringify({ v: 1, type: "ping", reqId: i }));
       if (i % 20 === 19) await new Promise((r) => setTimeout(r, 1));
     }
     const event = await closed;
+    // The limits refill with time (50 frames and one error per second): on a slow machine the
+    // flood lasts longer and may earn a few more answers, never fewer.
+    const floodSeconds = (Date.now() - floodStart) / 1000;
     // The server closes with 4008; a client still writing may see the connection reset instead.
     assert.ok([4008, 1006, 0].includes(event.code), `close code ${event.code}`);
     await waitFor(
@@ -197,9 +209,13 @@ Deno.test("abuse: a frame flood is rate limited, then the socket is closed", asy
       () => server.logs().includes("connection_closed_for_abuse"),
     );
     const pongs = frames.filter((f) => f.type === "pong").length;
-    assert.ok(pongs >= 100 && pongs < 150, `${pongs} pongs`);
+    const mostPongs = Math.min(300, 100 + Math.ceil(50 * floodSeconds));
+    assert.ok(pongs >= 100 && pongs <= mostPongs, `${pongs} pongs in ${floodSeconds} s`);
     const limited = frames.filter((f) => f.type === "error" && f.code === "rate_limited");
-    assert.equal(limited.length, 1, "one rate_limited error per second, not one per frame");
+    assert.ok(
+      limited.length >= 1 && limited.length <= 1 + Math.floor(floodSeconds),
+      `${limited.length} rate_limited errors in ${floodSeconds} s: one per second, not one per frame`,
+    );
   });
 });
 
@@ -276,7 +292,7 @@ Deno.test("https: servers serve HTTPS/WSS with --tls-cert/--tls-key and call eac
         if (health.servers.length !== 2) return false;
       }
       return true;
-    }, 15_000);
+    });
     for (const s of servers) assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     // The hellos that made them see each other went over HTTPS.
     const health = await (await fetch(`${servers[1]!.url}/healthz`, { client })).json();

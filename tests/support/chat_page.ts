@@ -26,7 +26,7 @@ export async function signIn(page: Page, username: string, password: string, reg
   await page.click(byId(register ? "register" : "login"));
   await page.waitForFunction(
     (sel, name) => document.querySelector(sel)?.textContent === name,
-    { timeout: 20_000 },
+    { timeout: 40_000 },
     byId("me"),
     username,
   );
@@ -35,7 +35,7 @@ export async function signIn(page: Page, username: string, password: string, reg
 /** Waits until `contact` is listed with the given online status. */
 export async function waitForContact(page: Page, contact: string, online: boolean) {
   await page.waitForSelector(`${byId(`contact-${contact}`)}[data-online="${online}"]`, {
-    timeout: 20_000,
+    timeout: 40_000,
   });
 }
 
@@ -71,7 +71,7 @@ export function shownMessages(page: Page): Promise<ShownMessage[]> {
 }
 
 /** Waits until the open conversation shows exactly `texts`, in this order. */
-export async function waitForMessages(page: Page, texts: string[], timeoutMs = 20_000) {
+export async function waitForMessages(page: Page, texts: string[], timeoutMs = 40_000) {
   try {
     await page.waitForFunction(
       (sel, want) => {
@@ -140,7 +140,7 @@ export async function waitForStatuses(
   sender: string,
   status: string,
   count: number,
-  timeoutMs = 20_000,
+  timeoutMs = 40_000,
 ) {
   try {
     await page.waitForFunction(
@@ -186,7 +186,7 @@ export async function recordWebSocketFrames(page: Page): Promise<string[]> {
 }
 
 /** Waits until the open conversation shows the warning that message `id` from `from` was discarded. */
-export async function waitForTampered(page: Page, from: string, id: string, timeoutMs = 20_000) {
+export async function waitForTampered(page: Page, from: string, id: string, timeoutMs = 40_000) {
   await page.waitForSelector(`${byId("tampered")}[data-from="${from}"][data-id="${id}"]`, {
     timeout: timeoutMs,
   });
@@ -206,7 +206,7 @@ export async function waitForHandover(
   page: Page,
   role: "sending" | "receiving",
   phase: "done" | "failed",
-  timeoutMs = 30_000,
+  timeoutMs = 60_000,
 ): Promise<string> {
   const sel = `${byId("handover-status")}[data-role="${role}"][data-phase="${phase}"]`;
   try {

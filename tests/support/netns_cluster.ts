@@ -286,7 +286,7 @@ export class NetnsCluster implements AsyncDisposable {
   }
 
   /** GETs `path` from `node`'s server, from inside its namespace. */
-  async get(node: NetnsNode, path: string, timeoutMs = 2000): Promise<string> {
+  async get(node: NetnsNode, path: string, timeoutMs = 5000): Promise<string> {
     if (!node.server) throw new Error(`Node ${node.index} runs no server`);
     let probe = this.#probes.get(node);
     if (!probe) this.#probes.set(node, probe = new Probe(node.netns));

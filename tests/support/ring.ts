@@ -11,7 +11,8 @@ import {
   type RingViolation,
 } from "../../server/chord/mod.ts";
 import type { RingView } from "../../server/cluster/mod.ts";
-import { type ServerProcess, waitFor } from "./server_process.ts";
+import type { ServerProcess } from "./server_process.ts";
+import { waitFor } from "./wait.ts";
 
 const SPACE = new IdSpace(160);
 /** The successor list length servers run with. */
@@ -47,7 +48,7 @@ export async function ringViolations(servers: ServerProcess[]): Promise<RingViol
 export async function waitForCorrectRing(
   servers: ServerProcess[],
   what: string,
-  timeoutMs = 20_000,
+  timeoutMs = 40_000,
 ): Promise<number> {
   const start = Date.now();
   let last: RingViolation[] = [];

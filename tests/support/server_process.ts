@@ -2,6 +2,10 @@
  * Starts real server processes for tests: each listens on port 0, and the test waits for its
  * `ready <url>` line. Processes are killed by PID (SIGKILL for crash tests) and awaited.
  */
+import { waitForCorrectRing } from "./ring.ts";
+import { waitFor } from "./wait.ts";
+
+export { waitFor } from "./wait.ts";
 
 /** A server process started by a test. */
 export interface ServerProcess {
@@ -31,6 +35,8 @@ export interface StartOptions {
 /** The secret test clusters use unless a test chooses another. */
 export const TEST_SECRET = "test-cluster-secret-0123456789";
 const ROOT = new URL("../../", import.meta.url).pathname;
+/** How long a server may take to print `ready` (generous: a busy machine compiles slowly). */
+const READY_MS = 60_000;
 
 /** Starts one server process and resolves when it prints `ready`. */
 export async function startServer(options: StartOptions = {}): Promise<ServerProcess> {
@@ -65,8 +71,14 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
   })();
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`Server did not start in 20 s:\n${stderr}`)),
-      20_000,
+      () => {
+        // Not ready in time: it is ours to end, or it would outlive the test.
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already ended */ }
+        reject(new Error(`Server did not start in ${READY_MS / 1000} s:\n${stderr}`));
+      },
+      READY_MS,
     );
     (async () => {
       let buffer = "";
@@ -101,43 +113,35 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
   };
 }
 
-/** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(
-  what: string,
-  check: () => T | Promise<T>,
-  timeoutMs = 10_000,
-  intervalMs = 50,
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
-}
-
-/** Starts `n` servers that know one another (each later one seeded with the first). */
+/**
+ * Starts `n` servers that know one another (each later one seeded with the first) and resolves
+ * once they form one correct ring, the state in which users are served. On failure, every server
+ * it started is stopped.
+ */
 export async function startCluster(
   n: number,
   options: StartOptions = {},
 ): Promise<ServerProcess[]> {
-  const first = await startServer(options);
-  const rest = await Promise.all(
-    Array.from({ length: n - 1 }, () => startServer({ ...options, peers: [first.url] })),
-  );
-  const servers = [first, ...rest];
-  await waitFor("every server to see every other", async () => {
-    for (const s of servers) {
-      const health = await (await fetch(`${s.url}/healthz`)).json();
-      if (health.servers.length !== n) return false;
-    }
-    return true;
-  }, 15_000);
-  return servers;
+  const servers: ServerProcess[] = [];
+  try {
+    servers.push(await startServer(options));
+    const started = await Promise.allSettled(
+      Array.from({ length: n - 1 }, () => startServer({ ...options, peers: [servers[0]!.url] })),
+    );
+    for (const s of started) if (s.status === "fulfilled") servers.push(s.value);
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed) throw failed.reason;
+    await waitFor("every server to see every other", async () => {
+      for (const s of servers) {
+        const health = await (await fetch(`${s.url}/healthz`)).json();
+        if (health.servers.length !== n) return false;
+      }
+      return true;
+    });
+    await waitForCorrectRing(servers, `${n} servers to form one correct ring`);
+    return servers;
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw err;
+  }
 }

@@ -1,15 +1,20 @@
 /** A minimal WebSocket client for integration tests, speaking the browser protocol. */
 import { parseServerFrame, type ServerFrame } from "../../shared/mod.ts";
 
+/** How long a reply or an awaited frame may take (generous: busy machines are slow). */
+const REPLY_MS = 20_000;
+
 /** A test's connection to one server, recording every frame it receives. */
 export class TestClient {
   readonly frames: ServerFrame[] = [];
   #socket: WebSocket;
   #nextReqId = 1;
   #waiters: { match: (f: ServerFrame) => boolean; resolve: (f: ServerFrame) => void }[] = [];
+  #closed: Promise<void>;
 
   private constructor(socket: WebSocket) {
     this.#socket = socket;
+    this.#closed = new Promise((r) => socket.addEventListener("close", () => r()));
     socket.onmessage = (e) => {
       const frame = parseServerFrame(e.data);
       this.frames.push(frame);
@@ -42,7 +47,7 @@ export class TestClient {
   }
 
   /** Sends a request and resolves with the reply carrying the same reqId. */
-  request(frame: Record<string, unknown>, timeoutMs = 10_000): Promise<ServerFrame> {
+  request(frame: Record<string, unknown>, timeoutMs = REPLY_MS): Promise<ServerFrame> {
     const reqId = this.#nextReqId++;
     const reply = this.next((f) => "reqId" in f && f.reqId === reqId, timeoutMs);
     this.send({ ...frame, reqId });
@@ -50,7 +55,7 @@ export class TestClient {
   }
 
   /** Resolves with the next received frame matching `match` (or one already received). */
-  next(match: (f: ServerFrame) => boolean, timeoutMs = 10_000): Promise<ServerFrame> {
+  next(match: (f: ServerFrame) => boolean, timeoutMs = REPLY_MS): Promise<ServerFrame> {
     const seen = this.frames.find(match);
     if (seen) {
       this.frames.splice(this.frames.indexOf(seen), 1);
@@ -81,6 +86,27 @@ export class TestClient {
     const s = await this.request({ type: "login", username, secret });
     if (s.type !== "session") throw new Error(`login ${username} failed: ${JSON.stringify(s)}`);
     return s;
+  }
+
+  /** Whether the server (or this side) has closed the connection. */
+  get isClosed(): boolean {
+    return this.#socket.readyState === WebSocket.CLOSED;
+  }
+
+  /** Resolves once the connection is closed (by either side); fails after `timeoutMs`. */
+  async waitClosed(what: string, timeoutMs = REPLY_MS): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.#closed, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Closes the connection and waits until it is closed. */
