@@ -35,8 +35,10 @@ import {
   MAX_MAIL_BATCH,
   MAX_TEXT_LENGTH,
   newMessageId,
+  parseLiveFrame,
   PEER_PROTOCOL_VERSION,
   type PeerMessage,
+  sealedFrameText,
   SECRET_RULE,
   USERNAME_RULE,
 } from "../shared/mod.ts";
@@ -48,9 +50,7 @@ import {
   Keyring,
   KeysLockedError,
   type KeyStore,
-  liveText,
   type OwnKeys,
-  parseLive,
   type PublicKeys,
   unlockAccountKeys,
 } from "./keyring.ts";
@@ -367,7 +367,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function liveTextOf(k: Keyring, row: MessageRow): Promise<string> {
     const msg = chatMessageOf(row);
     const envelope = await k.seal(msg);
-    return envelope ? liveText(envelope) : JSON.stringify(msg);
+    return envelope ? sealedFrameText(envelope) : JSON.stringify(msg);
   }
 
   function isOnline(user: string): boolean {
@@ -629,8 +629,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     if (!self || !h || !k) return;
     let msg: PeerMessage;
     try {
-      const live = parseLive(text);
-      if (live.kind === "sealed") {
+      const live = parseLiveFrame(text);
+      if (live.type === "sealed") {
         const env = live.envelope;
         try {
           msg = await k.open(env, remote);
@@ -643,7 +643,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           throw err;
         }
       } else {
-        msg = live.message;
+        msg = live;
         if (msg.type === "chat") {
           if (msg.from !== remote || msg.to !== self) {
             throw new Error(`it claims ${msg.from} → ${msg.to}`);

@@ -6,8 +6,8 @@
  * JSON of the plaintext peer-protocol chat message, which the recipient accepts only from such
  * an account.
  */
-import type { ChatMessage } from "../shared/mod.ts";
-import { type Keyring, parseMailboxEnvelope } from "./keyring.ts";
+import { type ChatMessage, parseMailboxContent } from "../shared/mod.ts";
+import type { Keyring } from "./keyring.ts";
 
 /** Turns a chat message into the opaque envelope handed to the servers (`mail_send`). */
 export async function sealForMailbox(message: ChatMessage, keyring: Keyring): Promise<string> {
@@ -28,15 +28,14 @@ export async function openFromMailbox(
   me: string,
   keyring: Keyring,
 ): Promise<ChatMessage> {
-  const parsed = parseMailboxEnvelope(envelope);
-  if (parsed.kind === "sealed") {
+  const parsed = parseMailboxContent(envelope);
+  if (parsed.type === "sealed") {
     if (parsed.envelope.to !== me) {
       throw new Error(`Mailbox entry from "${from}" is addressed to ${parsed.envelope.to}`);
     }
     return await keyring.open(parsed.envelope, from);
   }
-  const msg = parsed.message;
-  if (msg.type !== "chat") throw new Error(`Mailbox entry is a "${msg.type}", not a chat message`);
+  const msg = parsed;
   if (msg.from !== from || msg.to !== me) {
     throw new Error(`Mailbox entry from "${from}" claims ${msg.from} → ${msg.to}`);
   }
