@@ -452,6 +452,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     pingRelay(peer: string, n: number): Promise<number[]> {
       return pingVia(peer, n, "relay");
     },
+    /**
+     * Whether a login, or work the current session was asked to do, is still in progress (tests
+     * wait for this to be false instead of sleeping).
+     */
+    hasPendingWork(): boolean {
+      return entering !== null || busy.value || (current.value?.hasPendingWork ?? false);
+    },
     /** The wrapping key of the logged-in user, if they logged in with a password in this page. */
     wrappingKey(): CryptoKey | null {
       return wrappingKey;

@@ -2,7 +2,12 @@ import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_model.ts";
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
-import { FakeCluster, FakeDirectNetwork, type FakeSession } from "./testing/fakes.ts";
+import {
+  deliveriesInFlight,
+  FakeCluster,
+  FakeDirectNetwork,
+  type FakeSession,
+} from "./testing/fakes.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";
 import { type Envelope, seal } from "../shared/crypto/mod.ts";
 import { sealedFrameText as liveText } from "../shared/mod.ts";
@@ -92,8 +97,15 @@ function shutdown(w: World): void {
   for (const c of w.clients) c.model.logout();
 }
 
-async function settle(): Promise<void> {
-  await new Promise((r) => setTimeout(r, 20));
+/**
+ * Waits until nothing more happens by itself: no fake delivery in flight and no client with work
+ * pending. Used before asserting that something did NOT happen.
+ */
+async function settled(w: World): Promise<void> {
+  await waitFor(
+    () => deliveriesInFlight() === 0 && w.clients.every((c) => !c.model.hasPendingWork()),
+    "every client to settle",
+  );
 }
 
 Deno.test("two users exchange a message over the data channel and the ack marks it delivered", async () => {
@@ -284,7 +296,7 @@ Deno.test("a message to an offline contact goes to their mailbox and arrives at 
     // Once: another login finds nothing new, and nothing was resent directly.
     bob.model.logout();
     assertEquals(await bob.model.login("bob", "password-1"), true);
-    await settle();
+    await settled(w);
     assertEquals(bob.model.messagesWith("alice").length, 3);
     assertEquals(w.cluster.mailSent.flatMap((s) => s.ids).length, 3);
     assertEquals(w.cluster.relayed.length, 0);
@@ -326,7 +338,7 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
     bob.session.restoreConnection();
     await waitFor(() => bob.model.messagesWith("alice").length === 2, "mail fetched");
     bob.session.injectRelay("alice", text);
-    await settle();
+    await settled(w);
     assertEquals(
       bob.model.messagesWith("alice").map((m) => [m.text, m.via]),
       [["direct first", "p2p"], ["mailbox first", "mailbox"]],
@@ -399,13 +411,13 @@ Deno.test("delivered notices mark only the sender's own messages to that recipie
     assertEquals(row.status, "sent");
     // Another user cannot claim to have received it.
     alice.session.events.onDelivered?.("mallory", [row.id]);
-    await settle();
+    await settled(w);
     assertEquals(alice.model.messages.value[0]?.status, "sent");
     alice.session.events.onDelivered?.("bob", [row.id, "unknown-id-01"]);
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     // Status never moves back.
     alice.session.events.onDelivered?.("bob", [row.id]);
-    await settle();
+    await settled(w);
     assertEquals(alice.model.messages.value[0]?.status, "delivered");
   } finally {
     shutdown(w);

@@ -64,11 +64,17 @@ export class Inbox {
   #signal: AbortSignal;
   #fetching: Promise<void> | null = null;
   #fetchAgain = false;
+  #receiving = 0;
 
   /** Creates the inbox; after `signal` aborts it stores and reports nothing more. */
   constructor(deps: InboxDeps, signal: AbortSignal) {
     this.#deps = deps;
     this.#signal = signal;
+  }
+
+  /** Whether a message or a mailbox fetch is being processed (tests wait for quiet). */
+  get isBusy(): boolean {
+    return this.#receiving > 0 || this.#fetching !== null;
   }
 
   /**
@@ -91,6 +97,15 @@ export class Inbox {
 
   /** Handles a text from `remote` on the data channel or the relay. */
   async receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
+    this.#receiving++;
+    try {
+      await this.#receiveLive(remote, text, via);
+    } finally {
+      this.#receiving--;
+    }
+  }
+
+  async #receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
     let frame;
     let chat: ChatMessage | null = null;
     try {

@@ -82,6 +82,8 @@ export class Outbox {
   /** Pending mailbox retries per contact. */
   #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #recheckTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Acks and delivered notices being recorded. */
+  #recording = 0;
 
   /** Creates the outbox; when `signal` aborts, its timers stop and it sends nothing more. */
   constructor(deps: OutboxDeps, options: OutboxOptions, signal: AbortSignal) {
@@ -99,6 +101,11 @@ export class Outbox {
       for (const t of this.#recheckTimers.values()) clearTimeout(t);
       this.#recheckTimers.clear();
     }, { once: true });
+  }
+
+  /** Whether a flush, ack or delivered notice is being processed (tests wait for quiet). */
+  get isBusy(): boolean {
+    return this.#flushes.size > 0 || this.#recording > 0;
   }
 
   /** Stores `row` (a new own message, status `sending`) and sends it. */
@@ -159,7 +166,11 @@ export class Outbox {
    * `remote` acknowledged our message `id`: it is delivered. Resolves false (changing nothing)
    * unless it is our message to `remote`: only its recipient may acknowledge it.
    */
-  async acknowledge(remote: string, id: string): Promise<boolean> {
+  acknowledge(remote: string, id: string): Promise<boolean> {
+    return this.#record(() => this.#acknowledge(remote, id));
+  }
+
+  async #acknowledge(remote: string, id: string): Promise<boolean> {
     const row = this.#deps.history.get(id);
     if (!row || row.sender !== this.#deps.me || row.recipient !== remote) return false;
     await this.#deps.history.update(id, { status: "delivered" });
@@ -168,7 +179,11 @@ export class Outbox {
   }
 
   /** The servers say `by` received our messages `ids` from their mailbox. */
-  async markDelivered(by: string, ids: string[]): Promise<void> {
+  markDelivered(by: string, ids: string[]): Promise<void> {
+    return this.#record(() => this.#markDelivered(by, ids));
+  }
+
+  async #markDelivered(by: string, ids: string[]): Promise<void> {
     for (const id of ids) {
       const row = this.#deps.history.get(id);
       // Only the recipient of our message can have received it.
@@ -177,6 +192,15 @@ export class Outbox {
       if (this.#signal.aborted) return;
     }
     this.#deps.onChanged(by);
+  }
+
+  async #record<T>(fn: () => Promise<T>): Promise<T> {
+    this.#recording++;
+    try {
+      return await fn();
+    } finally {
+      this.#recording--;
+    }
   }
 
   async #flushNow(peer: string, unacked: boolean, openForMailbox: boolean): Promise<void> {

@@ -96,6 +96,8 @@ export class UserSession implements Disposable {
   #isDetached = false;
   #pingSeq = 1;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
+  /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
+  #tasks = 0;
 
   /**
    * Enters the session `info` with the unlocked keys `own` (null for an account without keys):
@@ -236,6 +238,15 @@ export class UserSession implements Disposable {
     this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
   }
 
+  /**
+   * Whether this session is still processing something it was asked to do: a flush, an
+   * incoming message, a mailbox fetch, a presence refresh. Tests wait for it to be false
+   * instead of sleeping; timers waiting to fire (retries, rechecks) do not count.
+   */
+  get hasPendingWork(): boolean {
+    return !this.isDisposed && (this.#outbox.isBusy || this.#inbox.isBusy || this.#tasks > 0);
+  }
+
   /** Whether {@link dispose} was called. */
   get isDisposed(): boolean {
     return this.#abort.signal.aborted;
@@ -251,10 +262,12 @@ export class UserSession implements Disposable {
   }
 
   /** The session was resumed after a failover: the links and history are still good. */
-  async resumed(): Promise<void> {
-    const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-    this.contacts.value = sortContacts(list);
-    this.start();
+  resumed(): Promise<void> {
+    return this.#task(async () => {
+      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
+      this.contacts.value = sortContacts(list);
+      this.start();
+    });
   }
 
   /** Fetches this user's mailbox (again if asked while a fetch runs). */
@@ -300,15 +313,19 @@ export class UserSession implements Disposable {
    * A relay or signal was answered `peer_offline`: our presence view was stale. Refresh it, and
    * move what went directly to now-offline contacts (unacknowledged) to their mailboxes.
    */
-  async peerOffline(): Promise<void> {
-    if (this.isDisposed || this.#deps.session.status !== "online") return;
-    try {
-      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-      this.contacts.value = sortContacts(list);
-    } catch {
-      return;
-    }
-    for (const c of this.contacts.value) if (!c.online) void this.#outbox.flush(c.username, true);
+  peerOffline(): Promise<void> {
+    if (this.isDisposed || this.#deps.session.status !== "online") return Promise.resolve();
+    return this.#task(async () => {
+      try {
+        const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
+        this.contacts.value = sortContacts(list);
+      } catch {
+        return;
+      }
+      for (const c of this.contacts.value) {
+        if (!c.online) void this.#outbox.flush(c.username, true);
+      }
+    });
   }
 
   /** Opens the conversation with `peer` and starts opening a data channel to them. */
@@ -424,6 +441,15 @@ export class UserSession implements Disposable {
   /** Same as {@link dispose}, for `using`. */
   [Symbol.dispose](): void {
     this.dispose();
+  }
+
+  async #task(fn: () => Promise<void>): Promise<void> {
+    this.#tasks++;
+    try {
+      await fn();
+    } finally {
+      this.#tasks--;
+    }
   }
 
   async #receive(remote: string, text: string, via: MessageVia): Promise<void> {
