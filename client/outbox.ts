@@ -15,7 +15,7 @@ import { type ChatMessage, MAX_MAIL_BATCH, PEER_PROTOCOL_VERSION } from "../shar
 import { sealedFrameText } from "../shared/mod.ts";
 import type { History, MessageRow } from "./history.ts";
 import type { Keyring } from "./keyring.ts";
-import { ServerError, type SessionApi } from "./session.ts";
+import { ServerError, type SessionApi, type TimerId, type Timers } from "./session.ts";
 
 /** The direct links an {@link Outbox} sends over (a `Peers`). */
 export interface DirectLinks {
@@ -41,6 +41,8 @@ export interface OutboxDeps {
   onChanged(peer: string): void;
   /** Something went wrong that the user should see. */
   onError(err: unknown): void;
+  /** Timers for retries and rechecks. @default the global ones */
+  timers?: Pick<Timers, "setTimeout" | "clearTimeout">;
 }
 
 /** Configuration of an {@link Outbox}. */
@@ -77,11 +79,12 @@ export class Outbox {
   #deps: OutboxDeps;
   #opts: Required<OutboxOptions>;
   #signal: AbortSignal;
+  #timers: Pick<Timers, "setTimeout" | "clearTimeout">;
   /** The latest queued flush per contact: flushes to one contact run one after another. */
   #flushes = new Map<string, Promise<void>>();
   /** Pending mailbox retries per contact. */
-  #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
-  #recheckTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  #retryTimers = new Map<string, TimerId>();
+  #recheckTimers = new Map<string, TimerId>();
   /** Acks and delivered notices being recorded. */
   #recording = 0;
 
@@ -95,10 +98,14 @@ export class Outbox {
       ...options,
     };
     this.#signal = signal;
+    this.#timers = deps.timers ?? {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (id) => clearTimeout(id),
+    };
     signal.addEventListener("abort", () => {
-      for (const t of this.#retryTimers.values()) clearTimeout(t);
+      for (const t of this.#retryTimers.values()) this.#timers.clearTimeout(t);
       this.#retryTimers.clear();
-      for (const t of this.#recheckTimers.values()) clearTimeout(t);
+      for (const t of this.#recheckTimers.values()) this.#timers.clearTimeout(t);
       this.#recheckTimers.clear();
     }, { once: true });
   }
@@ -152,10 +159,11 @@ export class Outbox {
   /** Later, if `peer` is still online, offers our undelivered mailbox messages over p2p. */
   recheckLater(peer: string): void {
     if (this.#signal.aborted) return;
-    clearTimeout(this.#recheckTimers.get(peer));
+    const old = this.#recheckTimers.get(peer);
+    if (old !== undefined) this.#timers.clearTimeout(old);
     this.#recheckTimers.set(
       peer,
-      setTimeout(() => {
+      this.#timers.setTimeout(() => {
         this.#recheckTimers.delete(peer);
         if (this.#deps.isOnline(peer)) void this.flush(peer, true, true);
       }, this.#opts.mailboxRecheckMs),
@@ -297,7 +305,7 @@ export class Outbox {
     if (this.#signal.aborted || this.#retryTimers.has(peer)) return;
     this.#retryTimers.set(
       peer,
-      setTimeout(() => {
+      this.#timers.setTimeout(() => {
         this.#retryTimers.delete(peer);
         void this.flush(peer);
       }, this.#opts.mailRetryMs),

@@ -1,12 +1,6 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
-import {
-  Session,
-  type SocketLike,
-  type TabStorage,
-  type TimerId,
-  type Timers,
-  webSocketUrl,
-} from "./session.ts";
+import { Session, type SocketLike, type TabStorage, type Timers, webSocketUrl } from "./session.ts";
+import { countedTimers } from "./testing/timers.ts";
 import type { ClientFrame, ServerFrame } from "../shared/mod.ts";
 
 /** A socket whose server side is a function of the frames it receives. */
@@ -156,28 +150,6 @@ function cluster(n: number) {
 }
 
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20, heartbeatIntervalMs: 1_000_000 };
-
-/** The global timers, keeping count of the timeouts not yet fired or cleared. */
-function countedTimers(): Timers & { pending: Set<TimerId> } {
-  const pending = new Set<TimerId>();
-  return {
-    pending,
-    setTimeout(fn, ms) {
-      const id = setTimeout(() => {
-        pending.delete(id);
-        fn();
-      }, ms);
-      pending.add(id);
-      return id;
-    },
-    clearTimeout(id) {
-      pending.delete(id);
-      clearTimeout(id);
-    },
-    setInterval: (fn, ms) => setInterval(fn, ms),
-    clearInterval: (id) => clearInterval(id),
-  };
-}
 
 /** A session whose home server is the cluster's first, with fast timings. */
 function sessionOn(
