@@ -505,6 +505,71 @@ Deno.test("a refused mailbox send shows the servers' reason, is marked failed, a
   }
 });
 
+Deno.test("logging out ends what the session started: its links close and it shows nothing more", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    alice.model.openChat("bob");
+    await alice.model.send("before");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "channel open");
+    const link = w.net.linkOf("alice", "bob");
+    alice.model.logout();
+    assertEquals(link?.isOpen, false, "the data channel is closed");
+    assertEquals(alice.model.me.value, null);
+    assertEquals(alice.model.contacts.value, []);
+    assertEquals(alice.model.messages.value, []);
+    assertEquals(alice.model.channels.value, {});
+    await waitFor(() => !bob.model.isChannelOpen("alice"), "bob sees the channel close");
+    await settled(w);
+    assertEquals(alice.model.error.value, null, "nothing of the old session reported an error");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a logout while the session is still being entered abandons it", async () => {
+  const w = world();
+  try {
+    await client(w, "bob");
+    const session = w.cluster.connect();
+    let release = () => {};
+    const gate = new Promise<void>((r) => release = r);
+    const closed: string[] = [];
+    let isOpening = false;
+    const model = createChatModel({
+      session,
+      createLink: w.net.factoryFor("alice"),
+      async openHistory(owner) {
+        isOpening = true;
+        await gate;
+        const h = await History.open({ sql, openStore: w.stores }, owner);
+        const close = h.close.bind(h);
+        h.close = () => {
+          closed.push(owner);
+          close();
+        };
+        return h;
+      },
+      generateKeys: () => keysOf("alice"),
+    }, { channelWaitMs: 30 });
+    model.start();
+    w.clients.push({ model, session });
+    const registered = model.register("alice", "password-1");
+    await waitFor(() => isOpening, "the session is being entered");
+    model.logout();
+    release();
+    await registered;
+    await settled(w);
+    assertEquals(model.me.value, null, "the abandoned session is not entered");
+    assertEquals(closed, ["alice"], "its history was opened, then closed");
+    assertEquals(model.contacts.value, []);
+  } finally {
+    shutdown(w);
+  }
+});
+
 Deno.test("history survives logging out and back in", async () => {
   const w = world();
   try {
@@ -723,7 +788,6 @@ Deno.test("a superseded device hands its whole history to the new one, which imp
     await waitFor(
       () => alice.model.handover.value?.phase === "done",
       `old device done (${JSON.stringify(alice.model.handover.value)})`,
-      5_000,
     );
     assertEquals(alice.model.me.value, null);
     assertEquals(alice.session.status, "offline");
@@ -751,7 +815,7 @@ Deno.test("without an answer from the new device the old one stops at the end of
     await alice.model.send("kept on this device");
     w.net.isBlocked = true; // no direct path between the two devices
     await secondDevice(w, "alice");
-    await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up", 3_000);
+    await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up");
     assertEquals(alice.session.status, "offline");
     assert(/not take the history in time/.test(alice.model.handover.value?.text ?? ""));
   } finally {

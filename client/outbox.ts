@@ -11,8 +11,12 @@
  * when the session is back. A refused mailbox send is marked `failed` and retried after
  * `mailRetryMs`. Messages to one contact go out one flush at a time, in send order.
  */
-import { type ChatMessage, MAX_MAIL_BATCH, PEER_PROTOCOL_VERSION } from "../shared/mod.ts";
-import { sealedFrameText } from "../shared/mod.ts";
+import {
+  type ChatMessage,
+  MAX_MAIL_BATCH,
+  PEER_PROTOCOL_VERSION,
+  sealedFrameText,
+} from "../shared/mod.ts";
 import type { History, MessageRow } from "./history.ts";
 import type { Keyring } from "./keyring.ts";
 import { ServerError, type SessionApi, type TimerId, type Timers } from "./session.ts";
@@ -60,7 +64,7 @@ export interface OutboxOptions {
 }
 
 /** The peer-protocol chat message of a stored row. */
-export function chatMessageOf(row: MessageRow): ChatMessage {
+function chatMessageOf(row: MessageRow): ChatMessage {
   return {
     v: PEER_PROTOCOL_VERSION,
     type: "chat",

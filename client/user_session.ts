@@ -94,6 +94,8 @@ export class UserSession implements Disposable {
   #receiver: HistoryReceiver | null = null;
   /** Handed to a hand-over: dispose neither closes the history nor deletes the keys. */
   #isDetached = false;
+  /** Dispose leaves the unlocked keys in the key store (the servers' session goes on). */
+  #keepsKeys = false;
   #pingSeq = 1;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
@@ -122,6 +124,9 @@ export class UserSession implements Disposable {
     try {
       await s.#init(own);
     } catch (err) {
+      // Failed to start (the connection dropped, say), not logged out: the servers' session and
+      // its unlocked keys stay, so that the next resume can enter it again.
+      s.#keepsKeys = !signal.aborted;
       s.dispose();
       throw err;
     } finally {
@@ -426,7 +431,7 @@ export class UserSession implements Disposable {
   dispose(): void {
     if (this.isDisposed) return;
     this.#abort.abort(new DOMException("The session ended", "AbortError"));
-    if (!this.#isDetached) {
+    if (!this.#isDetached && !this.#keepsKeys) {
       // The unlocked keys stay on this device only while its session lasts.
       void this.#deps.keyStore.deleteOwn(this.info.username, this.info.token).catch(() => {});
     }
