@@ -21,15 +21,7 @@ import {
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import {
-  Accounts,
-  LocalSessions,
-  Mailboxes,
-  Presence,
-  Routing,
-  Sessions,
-  Tokens,
-} from "./users/mod.ts";
+import { createUserServices, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler } from "./api/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
@@ -105,32 +97,19 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   }, config.storage);
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
-  const local = new LocalSessions({ metrics });
-  const presence = new Presence({
+  const users = createUserServices({
     records: replicator,
     membership,
     call,
-    local,
-    metrics,
-    log,
-    clock,
-  });
-  const routing = new Routing({ local, presence, membership, call, log });
-  const accounts = new Accounts({ records: replicator, metrics, clock }, {
-    bcryptCost: config.bcryptCost,
-  });
-  const sessions = new Sessions({
-    accounts,
     tokens: new Tokens(hmac, config.sessionTtlMs),
-    local,
-    presence,
-    routing,
-    membership,
     metrics,
     log,
     clock,
-  }, { handoverGraceMs: config.handoverGraceMs });
-  const mailboxes = new Mailboxes({ records: replicator, accounts, routing, metrics, log });
+  }, {
+    accounts: { bcryptCost: config.bcryptCost },
+    sessions: { handoverGraceMs: config.handoverGraceMs },
+  });
+  const { accounts, sessions, presence, routing, mailboxes, local } = users;
 
   // The edge.
   const hub = new ClientHub({
@@ -161,8 +140,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   }, { distDir: config.distDir });
 
   membership.start();
-  presence.start();
-  sessions.start();
+  users.start();
   ring.start();
   replicator.start();
   // Discovery only proposes addresses; the membership admits them through its signed hellos.
@@ -174,9 +152,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     onPeer: (address) => membership.addPeer(address),
   });
   const stopAll = async () => {
-    // Sessions end first, so their presence records are written offline while the ring runs.
-    sessions.stop();
-    await presence.stop();
+    await users.stop();
     await membership.stop();
     await replicator.stop();
   };
