@@ -10,6 +10,8 @@ export interface ServerConfig {
   hostname: string;
   /** Base URL other servers and browsers use; derived from hostname and port when absent. */
   publicUrl: string | undefined;
+  /** Page origins besides the ring's servers whose pages may use `/ws` (`--allowed-origins`). */
+  allowedOrigins: string[];
   peers: string[];
   clusterSecret: string;
   /** Directory of the SQLite database; derived from the port when absent. */
@@ -71,9 +73,13 @@ Options (environment variable in brackets; flags win):
   --port N             TCP port, 0 for any free port             [P2P_PORT]          default 8000
   --hostname H         address to listen on                      [P2P_HOSTNAME]      default 127.0.0.1
   --public-url URL     base URL others reach this server at      [P2P_PUBLIC_URL]    default http://H:PORT
+  --allowed-origins L  comma-separated page origins that may use /ws besides the ring's servers
+                       (e.g. https://chat.example.org)           [P2P_ALLOWED_ORIGINS] default none
   --peers URL,URL      servers to contact at start (seed list)   [P2P_PEERS]         default none
   --cluster-secret S   shared secret of the cluster, ≥16 chars   [P2P_CLUSTER_SECRET] required
   --data-dir DIR       where the SQLite database lives           [P2P_DATA_DIR]      default data/node-PORT
+                       (\`deno task server\` may write under data/ only: for another folder run
+                       deno run --allow-net --allow-env --allow-read --allow-write=DIR server/main.ts)
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
@@ -148,6 +154,7 @@ export function parseConfig(
         port: { type: "string" },
         hostname: { type: "string" },
         "public-url": { type: "string" },
+        "allowed-origins": { type: "string" },
         peers: { type: "string" },
         "cluster-secret": { type: "string" },
         "data-dir": { type: "string" },
@@ -203,6 +210,8 @@ export function parseConfig(
     port,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
+    allowedOrigins: (pick("allowed-origins", "P2P_ALLOWED_ORIGINS") ?? "").split(",")
+      .map((o) => o.trim()).filter((o) => o !== "").map((o) => url("allowed-origins", o)),
     peers: peersRaw.split(",").map((p) => p.trim()).filter((p) => p).map((p) => url("peers", p)),
     clusterSecret: secret,
     dataDir: pick("data-dir", "P2P_DATA_DIR"),

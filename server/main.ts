@@ -13,6 +13,7 @@ import { systemClock } from "../shared/clock.ts";
 import { NodeStore } from "./store/mod.ts";
 import {
   callPeer,
+  ClusterKey,
   handleReplicationHttp,
   Hmac,
   Membership,
@@ -73,15 +74,31 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const scheme = config.tls ? "https" : "http";
   const self = config.publicUrl ?? `${scheme}://${host}:${addr.port}`;
   const dataDir = config.dataDir ?? `data/node-${addr.port}`;
-  await Deno.mkdir(dataDir, { recursive: true });
-  const store = new NodeStore(`${dataDir}/node.sqlite`);
+  let store: NodeStore;
+  try {
+    await Deno.mkdir(dataDir, { recursive: true });
+    store = new NodeStore(`${dataDir}/node.sqlite`);
+  } catch (err) {
+    await server.shutdown();
+    const denied = err instanceof Deno.errors.PermissionDenied ||
+      err instanceof Deno.errors.NotCapable;
+    throw new ConfigError(
+      denied
+        ? `--data-dir ${dataDir} cannot be written: this process may not write there ` +
+          `(\`deno task server\` allows data/ only; run deno run --allow-write=${dataDir} … ` +
+          `server/main.ts, or choose a folder under data/)`
+        : `--data-dir ${dataDir} cannot hold the database: ${(err as Error).message}`,
+    );
+  }
 
   // The cluster: membership, the CHORD ring, replicated records.
+  // Server-to-server traffic is signed with the cluster secret and bound to this address.
+  const key = new ClusterKey(hmac, self);
   const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
-    callPeer(hmac, address, request, CLUSTER_RPC_TIMEOUT_MS);
+    callPeer(key, address, request, CLUSTER_RPC_TIMEOUT_MS);
   const membership = new Membership({ call, metrics, log, clock }, { self, seeds: config.peers });
   const ring = new RingService({
-    hmac,
+    key,
     metrics,
     log,
     liveServers: () => membership.liveServers(),
@@ -90,7 +107,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const replicator = new Replicator({
     store,
     ring: ringAccessOf(ring),
-    call: replicationCall(hmac, REPLICATION_RPC_TIMEOUT_MS),
+    call: replicationCall(key, REPLICATION_RPC_TIMEOUT_MS),
     metrics,
     log,
     isLive: (address) => membership.isLive(address),
@@ -126,7 +143,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
     },
   });
-  const signed = { hmac, metrics, log };
+  const signed = { key, metrics, log };
   app.handle = createHandler({
     hub,
     membership,
@@ -137,7 +154,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
     metrics,
     signed,
-  }, { distDir: config.distDir });
+  }, { distDir: config.distDir, allowedOrigins: config.allowedOrigins, isTls: !!config.tls });
 
   membership.start();
   users.start();
@@ -163,7 +180,14 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     await ring.stop();
     await server.shutdown();
     store.close();
-    throw err;
+    // A bad interface or port is a configuration problem: say which option, not a stack trace.
+    throw new ConfigError(
+      config.discovery.mode === "multicast"
+        ? `Multicast discovery cannot start on interface ${config.discovery.interfaceAddress}, group ${config.discovery.group} port ${config.discovery.port}: ${
+          (err as Error).message
+        }: check --multicast-interface (an IPv4 address of one of this machine's interfaces)`
+        : `Discovery cannot start: ${(err as Error).message}`,
+    );
   }
   log("started", { url: self, dataDir, peers: config.peers, discovery: config.discovery.mode });
   return {

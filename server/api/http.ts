@@ -20,7 +20,7 @@ import {
 import type { Metrics } from "../telemetry/mod.ts";
 import type { LocalSessions, Presence, Sessions } from "../users/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
-import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
+import { ISOLATION_HEADERS, pageHeaders, serveStatic } from "./static_files.ts";
 
 /** Largest cluster RPC body, in bytes. */
 const MAX_CLUSTER_BODY = 8 * 1024 * 1024;
@@ -40,10 +40,17 @@ export interface HttpDeps {
   signed: ServeSignedDeps;
 }
 
-/** Where the built client lives. */
+/** Where the built client lives, and who may use it. */
 export interface HttpOptions {
   /** Directory with the built PWA (index.html, app.js, …). */
   distDir: string;
+  /**
+   * Page origins, besides this server's and the ring's servers', whose pages may open `/ws`
+   * (for example one DNS name in front of the servers). @default []
+   */
+  allowedOrigins?: readonly string[];
+  /** Whether browsers reach this server over HTTPS (adds HSTS). @default false */
+  isTls?: boolean;
 }
 
 /** Creates the request handler passed to `Deno.serve`. */
@@ -61,11 +68,25 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
           : { v: 1, type: "error", code: "peer_offline", message: `${request.to} is offline` };
     }
   };
+  const extraOrigins = (options.allowedOrigins ?? []).map((u) => new URL(u).origin);
+  /** The ring's servers' origins and the configured ones: who may load the PWA and use it. */
+  const knownOrigins = () => [
+    ...new Set([...deps.membership.knownServers().map((u) => new URL(u).origin), ...extraOrigins]),
+  ];
   return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
     if (url.pathname === "/ws") {
       if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
         return new Response("Expected a WebSocket upgrade", { status: 426 });
+      }
+      const origin = req.headers.get("origin");
+      if (!isAllowedOrigin(origin, req.headers.get("host"), knownOrigins())) {
+        deps.metrics.inc("p2pchat_ws_refused_total", { reason: "origin" });
+        return new Response(
+          `WebSocket from a page at ${origin} refused: only pages of this ring's servers may ` +
+            "connect (an operator can add an origin with --allowed-origins)",
+          { status: 403, headers: ISOLATION_HEADERS },
+        );
       }
       // The TCP peer's address, read before the upgrade consumes the request (a reverse proxy in
       // front would make every client one address for the login limits).
@@ -105,7 +126,11 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       });
     }
     if (req.method === "GET" || req.method === "HEAD") {
-      const res = await serveStatic(options.distDir, url.pathname);
+      const headers = pageHeaders({
+        connectOrigins: knownOrigins(),
+        isTls: options.isTls ?? false,
+      });
+      const res = await serveStatic(options.distDir, url.pathname, headers);
       if (res) return res;
       if (url.pathname === "/" || url.pathname === "/index.html") {
         return new Response(
@@ -116,4 +141,26 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     return new Response("Not found", { status: 404, headers: ISOLATION_HEADERS });
   };
+}
+
+/**
+ * Whether a WebSocket from a page at `origin` may connect: a page served by this server (under
+ * whatever name the browser used: the `Host` it asked for), by another server of the ring, or
+ * from a configured origin. No `Origin` means no browser page (a script or a test client), which
+ * any client could forge anyway: the check protects users' browsers from other sites' pages.
+ */
+export function isAllowedOrigin(
+  origin: string | null,
+  host: string | null,
+  allowed: readonly string[],
+): boolean {
+  if (origin === null) return true;
+  let page: URL;
+  try {
+    page = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (host !== null && page.host === host) return true;
+  return allowed.includes(page.origin);
 }
