@@ -68,7 +68,22 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     hostname: config.hostname,
     ...tls,
     onListen: (addr) => resolveListening(addr as Deno.NetAddr),
-  }, (req, info) => app.handle ? app.handle(req, info) : new Response("Starting", { status: 503 }));
+  }, async (req, info) => {
+    if (!app.handle) return new Response("Starting", { status: 503 });
+    try {
+      return await app.handle(req, info);
+    } catch (err) {
+      // Never a stack trace on stderr (the log is JSON lines) and never an untyped answer.
+      log("http_handler_failed", {
+        method: req.method,
+        path: new URL(req.url).pathname,
+        error: String(err),
+      });
+      return Response.json({ v: 1, type: "error", code: "internal", message: "Internal error" }, {
+        status: 500,
+      });
+    }
+  });
   const addr = await listening;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const scheme = config.tls ? "https" : "http";

@@ -226,7 +226,14 @@ export async function serveSigned<Req, Res>(
     const body: SignedErrorBody = { v: 1, type: "error", code, message };
     return answer(status, body);
   };
-  const body = await readBounded(req, endpoint.maxBodyBytes);
+  let body: string | undefined;
+  try {
+    body = await readBounded(req, endpoint.maxBodyBytes);
+  } catch (err) {
+    // The caller went away mid-body (a timeout, a frozen peer resumed): nothing to answer.
+    deps.log(`${endpoint.name}_rpc_body_unreadable`, { error: String(err) });
+    return refuse(400, "bad_frame", "Request body could not be read", "unreadable");
+  }
   if (body === undefined) {
     return refuse(
       413,
