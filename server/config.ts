@@ -23,6 +23,8 @@ export interface ServerConfig {
   handoverGraceMs: number;
   /** Frames one browser connection may send per second (bursts of twice as many). */
   frameRate: number;
+  /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
+  registrationsPerMinute: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -85,6 +87,8 @@ Options (environment variable in brackets; flags win):
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
   --frame-rate N       frames/s one browser connection may send (bursts of 2N), 1–100000
                                                            [P2P_FRAME_RATE]    default 50
+  --registrations-per-minute N  new accounts per minute from one address (IPv6: per /64), 1–100000
+                                                 [P2P_REGISTRATIONS_PER_MINUTE]    default 30
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
@@ -163,6 +167,7 @@ export function parseConfig(
         "session-ttl-hours": { type: "string" },
         "handover-grace-seconds": { type: "string" },
         "frame-rate": { type: "string" },
+        "registrations-per-minute": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -232,6 +237,12 @@ export function parseConfig(
       600,
     ) * 1000,
     frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
+    registrationsPerMinute: integer(
+      "registrations-per-minute",
+      pick("registrations-per-minute", "P2P_REGISTRATIONS_PER_MINUTE") ?? "30",
+      1,
+      100_000,
+    ),
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),

@@ -138,7 +138,13 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     log,
     clock,
   }, {
-    accounts: { bcryptCost: config.bcryptCost },
+    accounts: {
+      bcryptCost: config.bcryptCost,
+      registrationsPerAddress: {
+        capacity: config.registrationsPerMinute,
+        perSecond: config.registrationsPerMinute / 60,
+      },
+    },
     sessions: { handoverGraceMs: config.handoverGraceMs },
   });
   const { accounts, sessions, presence, routing, mailboxes, local } = users;

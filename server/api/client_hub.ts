@@ -187,7 +187,7 @@ export class ClientHub {
     }
     switch (frame.type) {
       case "register":
-        await accounts.register(frame);
+        await accounts.register(frame, conn.address);
         conn.send({ v: 1, type: "ok", reqId: frame.reqId });
         return;
       case "login":

@@ -10,6 +10,7 @@ import { UnavailableError, UsernameTakenError } from "../replication/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import { UserError } from "./errors.ts";
 import type { AccountRecords } from "./ports.ts";
+import { addressKey, type BucketRule, DEFAULT_LIMITS, KeyedLimiter } from "./rate_limit.ts";
 
 /** Collaborators of {@link Accounts}. */
 export interface AccountsDeps {
@@ -24,6 +25,8 @@ export interface AccountsOptions {
   bcryptCost?: number;
   /** Most accounts kept in the lookup cache. @default 10000 */
   cacheSize?: number;
+  /** Registrations per client address (IPv6 by /64). @default DEFAULT_LIMITS */
+  registrationsPerAddress?: BucketRule;
 }
 
 /** A registration as the browser asks for it. */
@@ -40,21 +43,38 @@ export class Accounts {
   #bcryptCost: number;
   #cacheSize: number;
   #cache = new Map<string, AccountRecord>();
+  #dummy: Promise<string> | undefined;
+  #registrations: KeyedLimiter;
 
   /** Creates the service. */
   constructor(deps: AccountsDeps, options: AccountsOptions = {}) {
     this.#deps = deps;
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#registrations = new KeyedLimiter(
+      options.registrationsPerAddress ?? DEFAULT_LIMITS.registrationsPerAddress,
+      () => deps.clock.now(),
+    );
     deps.metrics.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
   }
 
   /**
-   * Registers a new account; resolves once W copies are durable. Throws a {@link UserError}:
+   * Registers a new account for a client at `address`; resolves once W copies are durable.
+   * Throws a {@link UserError}: `rate_limited` (too many registrations from that address),
    * `username_taken`, or `unavailable` when the ring cannot store it now.
    */
-  async register(registration: Registration): Promise<void> {
+  async register(registration: Registration, address = "unknown"): Promise<void> {
     const { metrics } = this.#deps;
+    // Charged before any lookup or bcrypt: each registration costs both, and durable writes.
+    const key = addressKey(address);
+    if (!this.#registrations.take(key)) {
+      metrics.inc("p2pchat_registrations_total", { result: "rate_limited" });
+      const seconds = Math.ceil(this.#registrations.retryAfterMs(key) / 1000);
+      throw new UserError(
+        "rate_limited",
+        `Too many new accounts from your address: try again in ${seconds} s`,
+      );
+    }
     const taken = () => {
       metrics.inc("p2pchat_registrations_total", { result: "taken" });
       return new UserError(
@@ -101,10 +121,23 @@ export class Accounts {
     }
   }
 
-  /** The account if `secret` is its auth secret; undefined for an unknown name or a wrong one. */
+  /**
+   * The account if `secret` is its auth secret; undefined for an unknown name or a wrong one.
+   * An unknown name costs one bcrypt comparison too, so timing does not tell names apart.
+   */
   async verify(username: string, secret: string): Promise<AccountRecord | undefined> {
     const account = await this.get(username);
-    return account && (await compare(secret, account.hash)) ? account : undefined;
+    if (!account) {
+      await compare(secret, await this.#dummyHash());
+      return undefined;
+    }
+    return (await compare(secret, account.hash)) ? account : undefined;
+  }
+
+  /** A bcrypt hash at this server's cost that no secret matches in practice. */
+  #dummyHash(): Promise<string> {
+    this.#dummy ??= hash(crypto.randomUUID(), this.#bcryptCost);
+    return this.#dummy;
   }
 
   #remember(account: AccountRecord): void {
