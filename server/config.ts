@@ -23,6 +23,10 @@ export interface ServerConfig {
   handoverGraceMs: number;
   /** Frames one browser connection may send per second (bursts of twice as many). */
   frameRate: number;
+  /** Most open browser connections on this server. */
+  maxConnections: number;
+  /** Most open browser connections from one client address (IPv6 by /64). */
+  maxConnectionsPerAddress: number;
   /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
   registrationsPerMinute: number;
   /** Offline mailbox placement and limits. */
@@ -87,6 +91,9 @@ Options (environment variable in brackets; flags win):
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
   --frame-rate N       frames/s one browser connection may send (bursts of 2N), 1–100000
                                                            [P2P_FRAME_RATE]    default 50
+  --max-connections N  open browser connections on this server   [P2P_MAX_CONNECTIONS] default 10000
+  --max-connections-per-address N  from one address (IPv6: per /64)
+                                          [P2P_MAX_CONNECTIONS_PER_ADDRESS] default 200
   --registrations-per-minute N  new accounts per minute from one address (IPv6: per /64), 1–100000
                                                  [P2P_REGISTRATIONS_PER_MINUTE]    default 30
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
@@ -168,6 +175,8 @@ export function parseConfig(
         "handover-grace-seconds": { type: "string" },
         "frame-rate": { type: "string" },
         "registrations-per-minute": { type: "string" },
+        "max-connections": { type: "string" },
+        "max-connections-per-address": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -237,6 +246,18 @@ export function parseConfig(
       600,
     ) * 1000,
     frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
+    maxConnections: integer(
+      "max-connections",
+      pick("max-connections", "P2P_MAX_CONNECTIONS") ?? "10000",
+      1,
+      1_000_000,
+    ),
+    maxConnectionsPerAddress: integer(
+      "max-connections-per-address",
+      pick("max-connections-per-address", "P2P_MAX_CONNECTIONS_PER_ADDRESS") ?? "200",
+      1,
+      1_000_000,
+    ),
     registrationsPerMinute: integer(
       "registrations-per-minute",
       pick("registrations-per-minute", "P2P_REGISTRATIONS_PER_MINUTE") ?? "30",

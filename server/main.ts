@@ -163,6 +163,8 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     limits: {
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
     },
+    maxConnections: config.maxConnections,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
   });
   const signed = { key, metrics, log };
   app.handle = createHandler({

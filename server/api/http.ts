@@ -92,6 +92,8 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       // front would make every client one address for the login limits).
       const remote = info?.remoteAddr;
       const address = remote && "hostname" in remote ? remote.hostname : undefined;
+      const full = deps.hub.refusal(address);
+      if (full) return new Response(full, { status: 503, headers: ISOLATION_HEADERS });
       const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
       deps.hub.accept(socket, address);
       return response;

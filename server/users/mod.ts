@@ -28,6 +28,7 @@ export type {
 export { Presence, type PresenceDeps, type PresenceOptions } from "./presence.ts";
 export {
   type AbuseLimits,
+  addressKey,
   type BucketRule,
   DEFAULT_LIMITS,
   KeyedLimiter,

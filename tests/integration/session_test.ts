@@ -215,6 +215,36 @@ Deno.test("abuse: sixty parallel wrong passwords get at most five checked, and t
   });
 });
 
+Deno.test("abuse: connections per address are capped; a closed one frees its place", async () => {
+  const server = await startServer({ env: { P2P_MAX_CONNECTIONS_PER_ADDRESS: "3" } });
+  const clients: TestClient[] = [];
+  await withServers([server], clients, async () => {
+    for (let i = 0; i < 3; i++) clients.push(await TestClient.connect(server.url));
+    const fourth = await fetch(`${server.url}/ws`, {
+      headers: {
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+      },
+    });
+    assert.equal(fourth.status, 503);
+    assert.match(await fourth.text(), /Too many connections from your address/);
+    await clients.pop()!.close();
+    // The server sees the close a moment later: wait until a new connection is let in.
+    const again = await waitFor("a place to free up", async () => {
+      try {
+        return await TestClient.connect(server.url);
+      } catch {
+        return undefined;
+      }
+    });
+    clients.push(again);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /p2pchat_ws_refused_total\{reason="address_full"\} [1-9]/);
+  });
+});
+
 Deno.test("abuse: a frame flood is rate limited, then the socket is closed", async () => {
   const server = await startServer();
   await withServers([server], [], async () => {
