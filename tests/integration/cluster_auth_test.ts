@@ -172,6 +172,9 @@ Deno.test("a 150 MiB unsigned body is refused without being buffered", async () 
     assert.ok(status === 413 || status === -1, `status ${status}`);
     assert.ok(sent < 150, `the whole body was read (${sent} MiB)`);
     const after = await rssMiB(server.pid);
+    console.log(
+      `RSS ${before.toFixed(0)} → ${after.toFixed(0)} MiB after a 150 MiB body (${sent} MiB sent)`,
+    );
     assert.ok(after - before < 64, `server grew by ${(after - before).toFixed(0)} MiB`);
     // And it still serves.
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
