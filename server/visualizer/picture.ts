@@ -125,6 +125,12 @@ export interface PictureBuilderOptions {
   successorListLength?: number;
   /** @default "cluster" */
   source?: RingPicture["source"];
+  /**
+   * Whether to add a `join` for each node that appears and a `crash` for each that stops
+   * reporting. The simulator, which knows what it did, records its own events instead.
+   * @default true
+   */
+  noticesMembership?: boolean;
 }
 
 /** Most violations one picture carries. */
@@ -148,6 +154,7 @@ export class PictureBuilder {
   readonly #replicas: number;
   readonly #r: number;
   readonly #source: RingPicture["source"];
+  readonly #noticesMembership: boolean;
   #seq = 0;
   #events: RingEvent[] = [];
   #seenEvents = new Map<string, number>();
@@ -162,6 +169,7 @@ export class PictureBuilder {
     this.#replicas = options.replicas ?? 2;
     this.#r = options.successorListLength ?? 8;
     this.#source = options.source ?? "cluster";
+    this.#noticesMembership = options.noticesMembership ?? true;
   }
 
   /** Adds an event to the timeline (the simulator reports its own joins, leaves and crashes). */
@@ -255,7 +263,7 @@ export class PictureBuilder {
       }
       this.#repaired.set(address, repaired);
     }
-    if (this.#lastLive !== undefined) {
+    if (this.#lastLive !== undefined && this.#noticesMembership) {
       for (const address of live) {
         if (this.#lastLive.has(address)) continue;
         // A node's own join event arrives with its first report; only note unexplained arrivals.

@@ -28,7 +28,15 @@ let isFollowing = true;
 let shown = -1;
 
 /** What the tests read: the number of renders and how long they took. */
-const stats = { renders: 0, lastRenderMs: 0, maxRenderMs: 0, lastNodes: 0, seq: 0 };
+const stats = {
+  renders: 0,
+  lastRenderMs: 0,
+  maxRenderMs: 0,
+  lastNodes: 0,
+  seq: 0,
+  /** @type {{ nodes: number, ms: number }[]} the last 100 renders */
+  recent: [],
+};
 /** @type {Record<string, unknown>} */ (/** @type {unknown} */ (globalThis)).ringView = stats;
 
 /**
@@ -53,7 +61,10 @@ function show(index) {
   stats.maxRenderMs = Math.max(stats.maxRenderMs, ms);
   stats.lastNodes = picture.nodes.length;
   stats.seq = picture.seq;
+  stats.recent.push({ nodes: picture.nodes.length, ms });
+  if (stats.recent.length > 100) stats.recent.shift();
   ring.dataset.seq = String(picture.seq);
+  ring.dataset.violations = String(picture.violationCount);
   perf.textContent = `${picture.nodes.length} nodes · rendered in ${ms.toFixed(1)} ms`;
   const time = picture.source === "simulation"
     ? `t = ${(picture.at / 1000).toFixed(1)} s (virtual)`

@@ -9,7 +9,7 @@
 /** @typedef {import("../picture.ts").RingPicture} RingPicture */
 /** @typedef {import("../picture.ts").PictureNode} PictureNode */
 
-/** Radius of the ring in SVG units (the view box is 240 × 240 around the centre). */
+/** Radius of the ring in SVG units (the view box leaves room around it for labels). */
 export const RADIUS = 100;
 
 /**
@@ -47,6 +47,25 @@ function nodeAt(nodes, i) {
   const node = nodes[i];
   if (!node) throw new RangeError(`Cannot draw node ${i}: the picture has ${nodes.length} nodes`);
   return node;
+}
+
+/**
+ * Attributes of a line from (x1, y1) to (x2, y2) shortened by `trim` at both ends, so an arrow
+ * head ends at the edge of the node dot instead of under it.
+ * @param {number} x1
+ * @param {number} y1
+ * @param {number} x2
+ * @param {number} y2
+ * @param {number} trim
+ */
+function lineBetween(x1, y1, x2, y2, trim) {
+  const length = Math.hypot(x2 - x1, y2 - y1);
+  const t = length > 3 * trim ? trim / length : 0;
+  const dx = (x2 - x1) * t;
+  const dy = (y2 - y1) * t;
+  return `x1="${round(x1 + dx)}" y1="${round(y1 + dy)}" x2="${round(x2 - dx)}" y2="${
+    round(y2 - dy)
+  }"`;
 }
 
 /** @param {number} x */
@@ -110,14 +129,14 @@ export function renderRing(picture, view) {
   const nodes = picture.nodes;
   const n = nodes.length;
   const isSmall = n <= 48;
-  const dot = n <= 16 ? 6 : Math.max(1.4, Math.min(5, 240 / n));
+  const dot = n <= 16 ? 4.5 : Math.max(1.2, Math.min(4, 200 / n));
   const arrows = n <= 128;
   const bad = violationsByNode(picture);
   const selected = view.selected === null ? -1 : nodes.findIndex((x) => x.id === view.selected);
   /** @type {string[]} */
   const out = [];
   out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="-125 -125 250 250" class="ring" role="group" aria-label="CHORD ring of ${n} nodes">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="-150 -140 300 280" class="ring" role="group" aria-label="CHORD ring of ${n} nodes">`,
     `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="5" markerHeight="5" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z" fill="context-stroke"/></marker></defs>`,
     `<circle class="track" r="${RADIUS}" cx="0" cy="0" fill="none"/>`,
   );
@@ -141,14 +160,14 @@ export function renderRing(picture, view) {
       const [x2, y2] = pointAt(nodeAt(nodes, s).pos, RADIUS);
       const wrong = bad.get(i)?.includes("wrong_successor") ? " wrong" : "";
       succLines.push(
-        `<line class="succ${wrong}" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"${marker}/>`,
+        `<line class="succ${wrong}" ${lineBetween(x1, y1, x2, y2, dot + 0.5)}${marker}/>`,
       );
     }
     if (node.pred !== null && node.pred !== i && arrows) {
       const [x1, y1] = pointAt(node.pos, RADIUS - 7);
       const [x2, y2] = pointAt(nodeAt(nodes, node.pred).pos, RADIUS - 7);
       predLines.push(
-        `<line class="pred" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"${marker}/>`,
+        `<line class="pred" ${lineBetween(x1, y1, x2, y2, dot * 0.6)}${marker}/>`,
       );
     }
   });
@@ -161,7 +180,7 @@ export function renderRing(picture, view) {
     for (const f of sel.fingers) {
       if (f === selected) continue;
       const [x2, y2] = pointAt(nodeAt(nodes, f).pos, RADIUS);
-      out.push(`<line class="finger" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"${marker}/>`);
+      out.push(`<line class="finger" ${lineBetween(x1, y1, x2, y2, dot + 0.5)}${marker}/>`);
     }
   }
   const replicaOf = new Set(sel ? sel.replicas : []);
@@ -193,7 +212,7 @@ export function renderRing(picture, view) {
       `<title>${escapeXml(label)}</title>`,
     );
     if (isSmall || i === selected) {
-      const [lx, ly] = pointAt(node.pos, RADIUS + 16);
+      const [lx, ly] = pointAt(node.pos, RADIUS + 12);
       const anchor = lx > 4 ? "start" : lx < -4 ? "end" : "middle";
       out.push(
         `<text x="${lx}" y="${ly}" text-anchor="${anchor}" dominant-baseline="middle">${
