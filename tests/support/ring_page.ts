@@ -78,6 +78,16 @@ export function ringMismatch(shown: ShownRing, expected: string[]): string | und
   return undefined;
 }
 
+/** Whether Firefox is installed at {@link FIREFOX_PATH}. */
+export async function hasFirefox(): Promise<boolean> {
+  try {
+    await Deno.stat(FIREFOX_PATH);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Launches headless Firefox (WebDriver BiDi) with a fresh profile. */
 export async function launchFirefox(): Promise<{ browser: Browser; close(): Promise<void> }> {
   const browser = await puppeteer.launch({
