@@ -78,7 +78,7 @@ function round(x) {
  * @param {PictureNode} node
  */
 export function nodeName(node) {
-  return `${node.id.slice(0, 8)} ${node.address}`;
+  return `${node.id.slice(0, 8)} ${node.address.replace(/^[a-z]+:\/\//, "")}`;
 }
 
 /**
@@ -194,7 +194,7 @@ export function renderRing(picture, view) {
     if (rules) classes.push("violation");
     if (i === selected) classes.push("selected");
     if (replicaOf.has(i) && i !== selected) classes.push("replica");
-    else if (succOf.has(i)) classes.push("in-succ-list");
+    else if (succOf.has(i) && i !== selected) classes.push("in-succ-list");
     const succ = node.succ[0] !== undefined ? nodes[node.succ[0]] : undefined;
     const label = `${node.live ? "" : "unreachable "}node ${nodeName(node)}` +
       (succ ? `, successor ${succ.id.slice(0, 8)}` : "") +
