@@ -104,9 +104,10 @@ ring.addEventListener("keydown", (event) => {
   }
 });
 panel.addEventListener("click", (event) => {
-  const button = event.target instanceof Element ? event.target.closest("[data-select]") : null;
-  if (!button) return;
-  view.selected = button.getAttribute("data-select");
+  const link = event.target instanceof Element ? event.target.closest("[data-select]") : null;
+  if (!link) return;
+  event.preventDefault();
+  view.selected = link.getAttribute("data-select");
   show(shown);
   /** @type {HTMLElement | SVGElement | null} */ (ring.querySelector(
     `[data-id="${view.selected}"]`,

@@ -256,9 +256,9 @@ export function renderPanel(picture, view) {
   } else {
     /** @param {number} i */
     const ref = (i) =>
-      `<button type="button" class="ref" data-select="${nodeAt(nodes, i).id}">${
+      `<a class="ref" href="#" role="button" data-select="${nodeAt(nodes, i).id}">${
         escapeXml(nodeName(nodeAt(nodes, i)))
-      }</button>`;
+      }</a>`;
     const pred = sel.pred !== null ? nodes[sel.pred] : undefined;
     const c = sel.counts;
     out.push(
@@ -298,9 +298,9 @@ export function renderPanel(picture, view) {
       out.push(
         `<li data-rule="${v.rule}"><strong>${v.rule}</strong> ${escapeXml(v.message)}${
           first !== undefined
-            ? ` <button type="button" class="ref" data-select="${
+            ? ` <a class="ref" href="#" role="button" data-select="${
               nodeAt(nodes, first).id
-            }">show</button>`
+            }">show</a>`
             : ""
         }</li>`,
       );
@@ -316,7 +316,7 @@ export function renderPanel(picture, view) {
       }</p></section>`,
     );
   }
-  out.push(`<section class="timeline"><h2>Timeline</h2><ol reversed>`);
+  out.push(`<section class="timeline"><h2>Timeline</h2><ol>`);
   const base = picture.source === "simulation" ? 0 : undefined;
   for (const e of [...picture.events].reverse().slice(0, 60)) {
     const when = base === 0
