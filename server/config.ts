@@ -42,6 +42,8 @@ export interface ServerConfig {
   tls: { certFile: string; keyFile: string } | undefined;
   /** How this server finds others besides `peers`. */
   discovery: DiscoveryConfig;
+  /** Required by the ring page `/ring/view` and its stream when set; open when absent. */
+  operatorToken: string | undefined;
 }
 
 /** The discovery mode and its settings (`--discovery`). */
@@ -100,6 +102,8 @@ Options (environment variable in brackets; flags win):
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
   --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
+  --operator-token T   required by the ring page /ring/view (?token=T), ≥16 chars
+                                                          [P2P_OPERATOR_TOKEN] default none (open)
   With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
   server must trust the others' certificate. For a self-signed or private CA, start every server
   with DENO_CERT=/path/to/ca.pem (Deno's own setting; \`deno task start --https\` does this).
@@ -192,6 +196,7 @@ export function parseConfig(
         "discovery-dns": { type: "string" },
         "discovery-dns-port": { type: "string" },
         "discovery-dns-scheme": { type: "string" },
+        "operator-token": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -220,8 +225,15 @@ export function parseConfig(
       "--tls-cert and --tls-key go together: give both PEM files to serve HTTPS, or neither for HTTP",
     );
   }
+  const operatorToken = pick("operator-token", "P2P_OPERATOR_TOKEN");
+  if (operatorToken !== undefined && operatorToken.length < 16) {
+    throw new ConfigError(
+      "--operator-token must be at least 16 characters: it guards the ring page, so make it hard to guess",
+    );
+  }
   return {
     port,
+    operatorToken,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
     allowedOrigins: (pick("allowed-origins", "P2P_ALLOWED_ORIGINS") ?? "").split(",")

@@ -24,6 +24,7 @@ import {
 import { Replicator } from "./replication/mod.ts";
 import { createUserServices, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler } from "./api/mod.ts";
+import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
   describeDiscoveryMetrics,
@@ -49,8 +50,11 @@ export interface RunningServer {
  * dependency order (DESIGN §2), each given its collaborators: store → cluster membership and
  * ring → replication → users services → the browser edge.
  */
-export async function startServer(config: ServerConfig, log: Log): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, baseLog: Log): Promise<RunningServer> {
   const clock = systemClock;
+  // The ring page's timeline: this server's ring events, read from its own log.
+  const ringEvents = new NodeEvents();
+  const log = ringEvents.tee(baseLog);
   const metrics = new Metrics();
   const hmac = new Hmac(config.clusterSecret);
   let resolveListening: (addr: Deno.NetAddr) => void;
@@ -167,6 +171,15 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     maxConnectionsPerAddress: config.maxConnectionsPerAddress,
   });
   const signed = { key, metrics, log };
+  const visualizer = createClusterVisualizer({
+    ring,
+    key,
+    metrics,
+    log,
+    liveServers: () => membership.liveServers(),
+    counts: () => store.recordCounts(),
+    events: ringEvents,
+  }, { replicas: config.storage.k, operatorToken: config.operatorToken });
   app.handle = createHandler({
     hub,
     membership,
@@ -177,6 +190,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
     metrics,
     signed,
+    visualizer: visualizer.handle,
   }, { distDir: config.distDir, allowedOrigins: config.allowedOrigins, isTls: !!config.tls });
 
   membership.start();
@@ -200,6 +214,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     await discovery?.start();
   } catch (err) {
     await stopAll();
+    await visualizer.close();
     await ring.stop();
     await server.shutdown();
     store.close();
@@ -216,10 +231,12 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   return {
     url: self,
     async shutdown() {
+      await visualizer.announceLeave();
       await discovery?.stop();
       await stopAll();
       // Graceful leave: hand what this node holds to its successor before leaving the ring.
       await replicator.handOffAll();
+      await visualizer.close();
       await ring.stop();
       await server.shutdown();
       store.close();

@@ -38,6 +38,11 @@ export interface HttpDeps {
   metrics: Metrics;
   /** Signs and logs the signed endpoints. */
   signed: ServeSignedDeps;
+  /**
+   * The ring visualizer (`/ring/view`, its stream, the signed `/ring/report`): answers its own
+   * paths and resolves `undefined` for any other request.
+   */
+  visualizer?: (req: Request) => Promise<Response | undefined>;
 }
 
 /** Where the built client lives, and who may use it. */
@@ -113,6 +118,10 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       return await deps.replication(req);
     }
     if (url.pathname === "/ring") return Response.json(deps.ring.view());
+    if (url.pathname.startsWith("/ring/") && deps.visualizer) {
+      const res = await deps.visualizer(req);
+      if (res) return res;
+    }
     if (url.pathname === "/healthz") {
       return Response.json({
         status: "ok",
