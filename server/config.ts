@@ -102,7 +102,7 @@ Options (environment variable in brackets; flags win):
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
   --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
-  --operator-token T   required by the ring page /ring/view (?token=T), ≥16 chars
+  --operator-token T   required by /metrics, /ring and /ring/view (?token=T), ≥16 chars
                                                           [P2P_OPERATOR_TOKEN] default none (open)
   With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
   server must trust the others' certificate. For a self-signed or private CA, start every server

@@ -191,7 +191,12 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     signed,
     visualizer: visualizer.handle,
-  }, { distDir: config.distDir, allowedOrigins: config.allowedOrigins, isTls: !!config.tls });
+  }, {
+    distDir: config.distDir,
+    allowedOrigins: config.allowedOrigins,
+    isTls: !!config.tls,
+    operatorToken: config.operatorToken,
+  });
 
   membership.start();
   users.start();

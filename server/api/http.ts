@@ -17,7 +17,7 @@ import {
   serveSigned,
   type ServeSignedDeps,
 } from "../cluster/mod.ts";
-import type { Metrics } from "../telemetry/mod.ts";
+import { hasOperatorToken, type Metrics } from "../telemetry/mod.ts";
 import type { LocalSessions, Presence, Sessions } from "../users/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
 import { ISOLATION_HEADERS, pageHeaders, serveStatic } from "./static_files.ts";
@@ -56,6 +56,8 @@ export interface HttpOptions {
   allowedOrigins?: readonly string[];
   /** Whether browsers reach this server over HTTPS (adds HSTS). @default false */
   isTls?: boolean;
+  /** When set, `/metrics` and `/ring` require this token (see `hasOperatorToken`). */
+  operatorToken?: string;
 }
 
 /** Creates the request handler passed to `Deno.serve`. */
@@ -116,6 +118,15 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     if (url.pathname === REPLICATION_RPC_PATH && req.method === "POST") {
       return await deps.replication(req);
+    }
+    if ((url.pathname === "/ring" || url.pathname === "/metrics") && options.operatorToken) {
+      if (!hasOperatorToken(req, options.operatorToken)) {
+        return new Response(
+          `${url.pathname} is for operators: add ?token=<P2P_OPERATOR_TOKEN> or the header ` +
+            "x-operator-token",
+          { status: 401, headers: ISOLATION_HEADERS },
+        );
+      }
     }
     if (url.pathname === "/ring") return Response.json(deps.ring.view());
     if (url.pathname.startsWith("/ring/") && deps.visualizer) {

@@ -7,6 +7,7 @@
  */
 import type { PictureSource } from "./source.ts";
 import { RING_REPORT_PATH } from "./report.ts";
+import { hasOperatorToken } from "../telemetry/mod.ts";
 
 /** Path of the page. */
 export const VIEW_PATH = "/ring/view";
@@ -73,7 +74,7 @@ export function createVisualizerHandler(
     }
     const isData = url.pathname === `${VIEW_PATH}/stream` || PAGE_FILES[url.pathname]?.[0] ===
         "index.html";
-    if (isData && options.operatorToken && !hasToken(req, url, options.operatorToken)) {
+    if (isData && options.operatorToken && !hasOperatorToken(req, options.operatorToken)) {
       return new Response(
         "The ring view needs the operator token: add ?token=<P2P_OPERATOR_TOKEN> to the address",
         { status: 401, headers: PAGE_HEADERS },
@@ -87,22 +88,6 @@ export function createVisualizerHandler(
       headers: { ...PAGE_HEADERS, "content-type": page[1] },
     });
   };
-}
-
-/** Whether the request carries `token` (query, `x-operator-token` or bearer authorization). */
-function hasToken(req: Request, url: URL, token: string): boolean {
-  const bearer = req.headers.get("authorization")?.match(/^Bearer (.+)$/)?.[1];
-  const given = url.searchParams.get("token") ?? req.headers.get("x-operator-token") ?? bearer;
-  return given !== null && given !== undefined && constantTimeEqual(given, token);
-}
-
-/** String equality whose time does not depend on where the strings differ. */
-function constantTimeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
 }
 
 /** A server-sent-event stream of `source`'s pictures, the latest one first. */

@@ -182,3 +182,27 @@ Deno.test("a 150 MiB unsigned body is refused without being buffered", async () 
     await server.stop();
   }
 });
+
+Deno.test("with an operator token, /metrics and /ring answer only to it", async () => {
+  const token = "operator-token-for-tests-0123";
+  const server = await startServer({ env: { P2P_OPERATOR_TOKEN: token } });
+  try {
+    for (const path of ["/metrics", "/ring"]) {
+      const open = await fetch(`${server.url}${path}`);
+      assert.equal(open.status, 401, `${path} without the token`);
+      assert.match(await open.text(), /for operators/);
+      const withHeader = await fetch(`${server.url}${path}`, {
+        headers: { "x-operator-token": token },
+      });
+      assert.equal(withHeader.status, 200, `${path} with the token`);
+      await withHeader.body?.cancel();
+      const wrong = await fetch(`${server.url}${path}?token=${token}x`);
+      assert.equal(wrong.status, 401);
+      await wrong.body?.cancel();
+    }
+    // Health stays open: load balancers and orchestrators probe it.
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  } finally {
+    await server.stop();
+  }
+});
