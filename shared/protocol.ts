@@ -168,7 +168,8 @@ export const SUPERSEDED_CLOSE_CODE = 4001;
 /** WebSocket close code of a connection closed for sustained abuse (frame flood). */
 export const ABUSE_CLOSE_CODE = 4008;
 
-const CLIENT_TYPES = [
+/** Every frame type a browser may send. */
+export const CLIENT_TYPES = [
   "register",
   "login",
   "resume",

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ClusterKey, Hmac, signedPost } from "../../server/cluster/mod.ts";
+import { CLIENT_TYPES as BROWSER_TYPES } from "../../shared/protocol.ts";
 import { startCluster, TEST_SECRET } from "../support/server_process.ts";
 
 const TOTAL = Number(Deno.env.get("P2P_FUZZ_FRAMES") ?? "100000");
@@ -33,23 +34,8 @@ function rng(seed: number) {
 type Rng = ReturnType<typeof rng>;
 
 const NAMES = ["alice", "bob", "carol", "fuzz-0", "x", "", "a".repeat(40), "ünï", "root"];
-const CLIENT_TYPES = [
-  "register",
-  "login",
-  "resume",
-  "contacts",
-  "heartbeat",
-  "signal",
-  "relay",
-  "ping",
-  "mail_send",
-  "mail_fetch",
-  "mail_ack",
-  "get_keys",
-  "session_started",
-  "handover_signal",
-  "nope",
-];
+/** Every type a browser may send, two it may not (servers' own), and one that does not exist. */
+const CLIENT_TYPES = [...BROWSER_TYPES, "session_started", "handover_signal", "nope"];
 
 function weird(r: Rng): unknown {
   return r.pick<unknown>([
@@ -73,7 +59,7 @@ function weird(r: Rng): unknown {
 
 /** A plausible client frame of a random type. */
 function validFrame(r: Rng, reqId: number): Record<string, unknown> {
-  const type = r.pick(CLIENT_TYPES.slice(0, 12));
+  const type = r.pick(BROWSER_TYPES);
   const to = r.pick(NAMES.slice(0, 4));
   switch (type) {
     case "register":
