@@ -17,7 +17,7 @@
  * Message ids are globally unique and inserts are `INSERT OR IGNORE`, so a message that arrives
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
-import { openDB } from "idb";
+import { deleteDB, openDB } from "idb";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -53,10 +53,14 @@ export interface MessageRow {
 export interface RowStore {
   /** Writes one row (insert or replace by id). */
   put(row: MessageRow): Promise<void>;
+  /** Writes many rows in one transaction (insert or replace by id): all or none. */
+  putMany(rows: readonly MessageRow[]): Promise<void>;
   /** Every stored row, in no particular order. */
   all(): Promise<MessageRow[]>;
   /** Releases the store. */
   close(): void;
+  /** Releases the store and deletes every row it held, for good. */
+  destroy(): Promise<void>;
 }
 
 /** Opens the row store of one user. */
@@ -188,9 +192,49 @@ export class History {
     return false;
   }
 
-  /** Every stored message, ordered by send time then id (for the history hand-over). */
+  /**
+   * Takes many rows from another device of this user at once, like {@link importRow} for each,
+   * in one sql.js transaction and one durable write: a hand-over batch costs one IndexedDB
+   * transaction, not one per row. Resolves how many rows were new.
+   */
+  async importRows(rows: readonly MessageRow[]): Promise<number> {
+    const changed: MessageRow[] = [];
+    let fresh = 0;
+    this.#db.run("BEGIN");
+    try {
+      for (const row of rows) {
+        this.#db.run(INSERT, toParams(row));
+        if (this.#db.getRowsModified() > 0) {
+          fresh++;
+          changed.push(row);
+          continue;
+        }
+        const have = this.get(row.id);
+        if (have && STATUS_RANK[row.status] > STATUS_RANK[have.status]) {
+          this.#db.run("UPDATE messages SET status = ? WHERE id = ?", [row.status, row.id]);
+          changed.push({ ...have, status: row.status });
+        }
+      }
+      this.#db.run("COMMIT");
+    } catch (err) {
+      this.#db.run("ROLLBACK");
+      throw err;
+    }
+    if (changed.length > 0) await this.#store.putMany(changed);
+    return fresh;
+  }
+
+  /** Every stored message, ordered by send time then id. */
   all(): MessageRow[] {
     return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at, id`, []);
+  }
+
+  /**
+   * Every stored message, newest first (send time, then id, descending): the order of the
+   * history hand-over, so what the user needs most arrives first.
+   */
+  newestFirst(): MessageRow[] {
+    return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC`, []);
   }
 
   /** One message by id. */
@@ -249,6 +293,15 @@ export class History {
     this.#store.close();
   }
 
+  /**
+   * Closes the database and deletes this user's stored history from the device, for good (after
+   * a confirmed hand-over to the user's new device).
+   */
+  async destroy(): Promise<void> {
+    this.#db.close();
+    await this.#store.destroy();
+  }
+
   #query(sql: string, params: unknown[]): MessageRow[] {
     const stmt = this.#db.prepare(sql);
     try {
@@ -278,11 +331,20 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
     async put(row) {
       await db.put("messages", row);
     },
+    async putMany(rows) {
+      const tx = db.transaction("messages", "readwrite");
+      for (const row of rows) void tx.store.put(row);
+      await tx.done;
+    },
     async all() {
       return (await db.getAll("messages")) as MessageRow[];
     },
     close() {
       db.close();
+    },
+    async destroy() {
+      db.close();
+      await deleteDB(historyDbName(owner));
     },
   };
 }
@@ -300,6 +362,16 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       put(row) {
         opener.puts++;
         rows.set(row.id, structuredClone(row));
+        return Promise.resolve();
+      },
+      putMany(list) {
+        opener.puts++;
+        for (const row of list) rows.set(row.id, structuredClone(row));
+        return Promise.resolve();
+      },
+      destroy() {
+        rows.clear();
+        dbs.delete(historyDbName(owner));
         return Promise.resolve();
       },
       all() {

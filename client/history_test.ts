@@ -118,3 +118,36 @@ Deno.test("mailbox rows: stored and reloaded, status only moves forward, unsent 
   assertEquals(h.peersWithUnsent("alice"), ["bob"]);
   h.close();
 });
+
+Deno.test("a hand-over batch is imported in one store write, idempotently, status forward", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("msg-00002", 20, { status: "sent", via: "mailbox" }));
+  const putsBefore = stores.puts;
+  const batch = [
+    row("msg-00003", 30, { status: "delivered" }),
+    row("msg-00002", 20, { status: "delivered" }),
+    row("msg-00001", 10, { status: "delivered" }),
+  ];
+  assertEquals(await h.importRows(batch), 2, "two new rows");
+  assertEquals(stores.puts - putsBefore, 1, "one durable write for the whole batch");
+  assertEquals(await h.importRows(batch), 0, "importing again adds nothing");
+  assertEquals(stores.puts - putsBefore, 1, "and writes nothing");
+  assertEquals(h.get("msg-00002")?.status, "delivered");
+  assertEquals(h.get("msg-00002")?.via, "mailbox", "an existing row keeps its path");
+  assertEquals(h.newestFirst().map((r) => r.id), ["msg-00003", "msg-00002", "msg-00001"]);
+  h.close();
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.count(), 3);
+  again.close();
+});
+
+Deno.test("a destroyed history leaves nothing on the device", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("msg-00001", 10));
+  await h.destroy();
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.count(), 0);
+  again.close();
+});
