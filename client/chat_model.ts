@@ -474,6 +474,19 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     messagesWith(peer: string): MessageRow[] {
       return current.value?.messagesWith(peer) ?? [];
     },
+    /** Every stored message of the logged-in user, newest first (tests compare devices). */
+    allMessages(): MessageRow[] {
+      return current.value?.allMessages() ?? [];
+    },
+    /**
+     * Adds `rows` to the logged-in user's history as a hand-over would (tests and benchmarks
+     * build long histories this way); resolves how many were new.
+     */
+    importHistory(rows: MessageRow[]): Promise<number> {
+      const s = current.value;
+      if (!s) return Promise.reject(new Error("Cannot import history: not logged in"));
+      return s.importHistory(rows);
+    },
   };
 
   function pingVia(peer: string, n: number, via: "p2p" | "relay"): Promise<number[]> {

@@ -414,6 +414,18 @@ export class UserSession implements Disposable {
     return this.isDisposed ? [] : this.#history.list(peer, 100_000);
   }
 
+  /** Every stored message, newest first. */
+  allMessages(): MessageRow[] {
+    return this.isDisposed ? [] : this.#history.newestFirst();
+  }
+
+  /** Adds rows to the history as a hand-over would; resolves how many were new. */
+  async importHistory(rows: MessageRow[]): Promise<number> {
+    const fresh = await this.#history.importRows(rows);
+    this.#refresh();
+    return fresh;
+  }
+
   /**
    * Ends this session for a history hand-over: like {@link dispose}, except that the history
    * and the unlocked keys are handed to the caller instead of being closed and deleted. Null

@@ -23,6 +23,13 @@ import {
   waitForStatuses,
 } from "../support/chat_page.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
+import {
+  historyDatabases,
+  historyDigest,
+  loginNewAlice,
+  seedAliceHistory,
+  startHandoverWorld,
+} from "../support/handover_world.ts";
 
 /** Waits until `n` of `from`'s messages in the open conversation went to the mailbox. */
 async function waitForMailboxCount(page: Page, from: string, n: number) {
@@ -161,5 +168,56 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
   } finally {
     await Promise.all(browsers.map((br) => br.close()));
     await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("100,000 messages move to alice's new browser newest first and leave the old one", async () => {
+  await assertClientBuilt();
+  const world = await startHandoverWorld();
+  const pages: Array<{ name: string; errors: string[] }> = [
+    { name: "old alice", errors: world.oldAlice.errors },
+    { name: "bob", errors: world.bob.errors },
+  ];
+  try {
+    const n = 100_000;
+    const newest = "the newest message, from alice";
+    await seedAliceHistory(world, n, "old", newest);
+    const before = await historyDigest(world.oldAlice);
+    assert.equal(before.count, n + 1);
+
+    const { page: newAlice, firstVisibleMs } = await loginNewAlice(world, newest);
+    pages.push({ name: "new alice", errors: newAlice.errors });
+    const shownAt = await newAlice.$eval(
+      '[data-testid="handover-status"]',
+      (el) => `${el.getAttribute("data-done")}/${el.getAttribute("data-total")}`,
+    ).catch(() => "no status");
+    console.log(`newest message shown ${Math.round(firstVisibleMs)} ms after login (${shownAt})`);
+
+    // Progress is shown on both devices, then the ending with the count.
+    const sent = await waitForHandover(world.oldAlice, "sending", "done", 180_000);
+    assert.match(sent, new RegExp(`${n + 1} messages`));
+    assert.match(sent, /deleted from this one/);
+    const received = await waitForHandover(newAlice, "receiving", "done", 60_000);
+    assert.match(received, new RegExp(`${n + 1} messages`));
+
+    // The same history on the new device, every row, field by field.
+    assert.deepEqual(await historyDigest(newAlice), before);
+    // Moved, not copied: the old browser keeps no history database.
+    await world.oldAlice.waitForFunction(
+      async () => !(await indexedDB.databases()).some((d) => d.name === "p2pchat-history-alice"),
+      { timeout: 40_000 },
+    );
+    assert.deepEqual(
+      (await historyDatabases(world.oldAlice)).filter((name) => name.startsWith("p2pchat-hist")),
+      [],
+    );
+    for (const page of pages) {
+      assert.deepEqual(page.errors.filter((e) => !/favicon/.test(e)), [], `${page.name} errors`);
+    }
+  } catch (err) {
+    for (const page of pages) console.error(`${page.name} console:`, page.errors);
+    throw err;
+  } finally {
+    await world.close();
   }
 });
