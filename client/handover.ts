@@ -49,7 +49,7 @@ import {
   toBase64Url,
   verifyHandoverAck,
 } from "../shared/crypto/mod.ts";
-import type { MessageRow, MessageStatus, MessageVia } from "./history.ts";
+import type { MessageRow, MessageStatus, MessageVia, RowSource } from "./history.ts";
 import type { OwnKeys } from "./keyring.ts";
 import { isOffer, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
 
@@ -167,7 +167,7 @@ export class HandoverSendJob {
   readonly outcome: Promise<HandoverOutcome>;
   #owner: string;
   #keys: HandoverKeys;
-  #rows: readonly MessageRow[];
+  #rows: RowSource;
   #events: JobEvents;
   /** Row ranges of the batches made so far: batch `seq` is `rows[start, end)`. */
   #ranges: Array<{ start: number; end: number }> = [];
@@ -185,7 +185,7 @@ export class HandoverSendJob {
   #queue: Promise<void> = Promise.resolve();
 
   /** Prepares the transfer of `rows` (a snapshot of the history, newest first). */
-  constructor(owner: string, keys: HandoverKeys, rows: readonly MessageRow[], events: JobEvents) {
+  constructor(owner: string, keys: HandoverKeys, rows: RowSource, events: JobEvents) {
     this.#owner = owner;
     this.#keys = keys;
     this.#rows = rows;
@@ -363,12 +363,15 @@ export class HandoverReceiveJob {
   #keys: HandoverKeys;
   #events: ReceiveEvents;
   #nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(18)));
+  /** Next batch to open, rows opened (verified, decrypted) and rows stored durably. */
   #seq = 0;
+  #opened = 0;
   #stored = 0;
   #total: number | null = null;
   #settle!: (o: HandoverOutcome) => void;
   #settled = false;
   #queue: Promise<void> = Promise.resolve();
+  #storing: Promise<void> = Promise.resolve();
 
   /** Prepares to receive `owner`'s history. */
   constructor(owner: string, keys: HandoverKeys, events: ReceiveEvents) {
@@ -435,8 +438,9 @@ export class HandoverReceiveJob {
       throw new ProtocolError("bad_frame", "batch.total", "A batch of another size of transfer");
     }
     if (batch.seq < this.#seq) {
-      // Sent again after a new channel: stored already, its acknowledgement was lost.
-      this.#acknowledge(batch.seq);
+      // Sent again after a new channel: opened already, its acknowledgement was lost. It is
+      // acknowledged again once the rows are stored (the store stage keeps the order).
+      this.#store(() => Promise.resolve(this.#acknowledge(batch.seq)));
       return;
     }
     if (batch.seq !== this.#seq) {
@@ -444,30 +448,41 @@ export class HandoverReceiveJob {
     }
     const payload = await openBatch(batch, this.#keys.decrypt, this.#keys.verify);
     const rows = parseHandoverRows(payload, this.#owner);
-    if (this.#stored + rows.length > batch.total) {
+    if (this.#opened + rows.length > batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "More rows than announced");
     }
-    this.#total = batch.total;
-    await this.#events.importRows(rows);
-    if (this.#settled) return;
-    this.#stored += rows.length;
-    this.#seq++;
-    this.#events.onProgress?.(this.#stored, batch.total);
-    this.#acknowledge(batch.seq);
-    if (!batch.final) return;
-    if (this.#stored !== batch.total) {
+    if (batch.final && this.#opened + rows.length !== batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "Fewer rows than announced");
     }
-    const signature = await signHandoverAck(
-      this.#owner,
-      this.#nonce,
-      this.#stored,
-      this.#keys.signing,
+    this.#total = batch.total;
+    this.#opened += rows.length;
+    this.#seq++;
+    // Two stages: while these rows are written, the next batch is already verified and opened.
+    this.#store(async () => {
+      await this.#events.importRows(rows);
+      if (this.#settled) return;
+      this.#stored += rows.length;
+      this.#events.onProgress?.(this.#stored, batch.total);
+      this.#acknowledge(batch.seq);
+      if (!batch.final) return;
+      const signature = await signHandoverAck(
+        this.#owner,
+        this.#nonce,
+        this.#stored,
+        this.#keys.signing,
+      );
+      this.#events.send(
+        message({ v: PEER_PROTOCOL_VERSION, type: "handover_done", rows: this.#stored, signature }),
+      );
+      this.#finish({ ok: true, rows: this.#stored });
+    });
+  }
+
+  /** Runs `step` after the previous store steps, in order; a failure ends the transfer. */
+  #store(step: () => Promise<void>): void {
+    this.#storing = this.#storing.then(() => this.#settled ? undefined : step()).catch((err) =>
+      this.#finish({ ok: false, reason: (err as Error).message })
     );
-    this.#events.send(
-      message({ v: PEER_PROTOCOL_VERSION, type: "handover_done", rows: this.#stored, signature }),
-    );
-    this.#finish({ ok: true, rows: this.#stored });
   }
 
   #acknowledge(seq: number): void {
@@ -514,7 +529,7 @@ export class HistorySender {
   #retryMs: number;
 
   /** Prepares the hand-over of `rows` (the whole history, newest first). */
-  constructor(deps: HandoverLinkDeps, rows: MessageRow[], options: { retryMs?: number } = {}) {
+  constructor(deps: HandoverLinkDeps, rows: RowSource, options: { retryMs?: number } = {}) {
     this.#deps = deps;
     this.#retryMs = options.retryMs ?? 1_000;
     this.#job = new HandoverSendJob(deps.me, deps.keys, rows, {

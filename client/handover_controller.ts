@@ -135,7 +135,7 @@ export class HandoverController {
     const { info, history, own } = source;
     const self = info.username;
     const state = this.#deps.state;
-    const rows = history.newestFirst();
+    const rows = history.newestFirstSource();
     const total = rows.length;
     const sending = (done: number, phase: HandoverState["phase"], text: string) => {
       state.value = { role: "sending", phase, done, total, text };

@@ -49,6 +49,14 @@ export interface MessageRow {
   status: MessageStatus;
 }
 
+/** Rows in a fixed order, read on demand (an array is one). */
+export interface RowSource {
+  /** How many rows there are. */
+  readonly length: number;
+  /** Rows `start` to `end` (exclusive). */
+  slice(start: number, end: number): MessageRow[];
+}
+
 /** Durable per-user row storage (IndexedDB in the browser, memory in tests). */
 export interface RowStore {
   /** Writes one row (insert or replace by id). */
@@ -68,6 +76,8 @@ export type RowStoreOpener = (owner: string) => Promise<RowStore>;
 
 /** The parts of a sql.js statement used here. */
 export interface SqlStatement {
+  /** Binds `params`, runs the statement once and resets it. */
+  run(params?: unknown[]): void;
   bind(params: unknown[]): boolean;
   step(): boolean;
   get(): unknown[];
@@ -147,7 +157,12 @@ export class History {
     db.run(SCHEMA);
     const rows = await store.all();
     db.run("BEGIN");
-    for (const row of rows) db.run(INSERT, toParams(row));
+    const insert = db.prepare(INSERT);
+    try {
+      for (const row of rows) insert.run(toParams(row));
+    } finally {
+      insert.free();
+    }
     db.run("COMMIT");
     return new History(db, store);
   }
@@ -200,10 +215,12 @@ export class History {
   async importRows(rows: readonly MessageRow[]): Promise<number> {
     const changed: MessageRow[] = [];
     let fresh = 0;
+    // One prepared statement for the batch: `run(sql, params)` would compile it per row.
+    const insert = this.#db.prepare(INSERT);
     this.#db.run("BEGIN");
     try {
       for (const row of rows) {
-        this.#db.run(INSERT, toParams(row));
+        insert.run(toParams(row));
         if (this.#db.getRowsModified() > 0) {
           fresh++;
           changed.push(row);
@@ -219,6 +236,8 @@ export class History {
     } catch (err) {
       this.#db.run("ROLLBACK");
       throw err;
+    } finally {
+      insert.free();
     }
     if (changed.length > 0) await this.#store.putMany(changed);
     return fresh;
@@ -235,6 +254,40 @@ export class History {
    */
   newestFirst(): MessageRow[] {
     return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC`, []);
+  }
+
+  /**
+   * The whole history newest first, read a page at a time as it is needed (keyset pagination),
+   * so a hand-over of 100,000 rows can send its first batch without loading them all. The rows
+   * read stay cached (a resumed transfer sends batches again); `length` is fixed when called.
+   */
+  newestFirstSource(pageSize = 5_000): RowSource {
+    const length = this.count();
+    const loaded: MessageRow[] = [];
+    const load = (upTo: number) => {
+      while (loaded.length < Math.min(upTo, length)) {
+        const last = loaded.at(-1);
+        const page = last
+          ? this.#query(
+            `SELECT ${COLUMNS} FROM messages WHERE sent_at < ? OR (sent_at = ? AND id < ?)
+             ORDER BY sent_at DESC, id DESC LIMIT ?`,
+            [last.sentAt, last.sentAt, last.id, pageSize],
+          )
+          : this.#query(
+            `SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC LIMIT ?`,
+            [pageSize],
+          );
+        if (page.length === 0) break;
+        for (const row of page) loaded.push(row);
+      }
+    };
+    return {
+      length,
+      slice(start, end) {
+        load(end);
+        return loaded.slice(start, end);
+      },
+    };
   }
 
   /** One message by id. */
