@@ -261,24 +261,24 @@ export class History {
    * so a hand-over of 100,000 rows can send its first batch without loading them all. The rows
    * read stay cached (a resumed transfer sends batches again); `length` is fixed when called.
    */
-  newestFirstSource(pageSize = 5_000): RowSource {
+  newestFirstSource(): RowSource {
     const length = this.count();
     const loaded: MessageRow[] = [];
+    // One statement stepped as far as needed: SQLite sorts once, at the first step.
+    let cursor: SqlStatement | null = null;
+    let isExhausted = length === 0;
     const load = (upTo: number) => {
-      while (loaded.length < Math.min(upTo, length)) {
-        const last = loaded.at(-1);
-        const page = last
-          ? this.#query(
-            `SELECT ${COLUMNS} FROM messages WHERE sent_at < ? OR (sent_at = ? AND id < ?)
-             ORDER BY sent_at DESC, id DESC LIMIT ?`,
-            [last.sentAt, last.sentAt, last.id, pageSize],
-          )
-          : this.#query(
-            `SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC LIMIT ?`,
-            [pageSize],
-          );
-        if (page.length === 0) break;
-        for (const row of page) loaded.push(row);
+      if (isExhausted || loaded.length >= upTo) return;
+      cursor ??= this.#db.prepare(
+        `SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC`,
+      );
+      while (loaded.length < upTo) {
+        if (loaded.length >= length || !cursor.step()) {
+          isExhausted = true;
+          cursor.free();
+          return;
+        }
+        loaded.push(fromSql(cursor.get()));
       }
     };
     return {
@@ -374,10 +374,37 @@ export function historyDbName(owner: string): string {
 }
 
 /** Opens `owner`'s row store in IndexedDB (one object store, rows keyed by message id). */
+/**
+ * Merges the rows of the two IndexedDB stores into one row per id: a row can be in both (stored
+ * on its own, then moved forward by a hand-over batch, or the other way round), and the stored
+ * copy whose status is furthest along wins; on a tie the single row, written by this device.
+ */
+export function mergeStoredRows(
+  single: readonly MessageRow[],
+  chunks: ReadonlyArray<readonly MessageRow[]>,
+): MessageRow[] {
+  const byId = new Map<string, MessageRow>();
+  for (const row of single) byId.set(row.id, row);
+  for (const chunk of chunks) {
+    for (const row of chunk) {
+      const have = byId.get(row.id);
+      if (!have || STATUS_RANK[row.status] > STATUS_RANK[have.status]) byId.set(row.id, row);
+    }
+  }
+  return [...byId.values()];
+}
+
+/**
+ * Opens `owner`'s row store in IndexedDB: store `messages` holds rows one by one, keyed by
+ * message id (a message sent or received: one small write); store `chunks` holds the batches of
+ * a hand-over, one record per batch, since writing 100,000 records one by one takes IndexedDB
+ * many seconds while a few dozen large ones take a fraction of that.
+ */
 export async function openIdbRowStore(owner: string): Promise<RowStore> {
-  const db = await openDB(historyDbName(owner), 1, {
-    upgrade(db) {
-      db.createObjectStore("messages", { keyPath: "id" });
+  const db = await openDB(historyDbName(owner), 2, {
+    upgrade(db, oldVersion) {
+      if (oldVersion < 1) db.createObjectStore("messages", { keyPath: "id" });
+      if (oldVersion < 2) db.createObjectStore("chunks", { autoIncrement: true });
     },
   });
   return {
@@ -385,12 +412,11 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
       await db.put("messages", row);
     },
     async putMany(rows) {
-      const tx = db.transaction("messages", "readwrite");
-      for (const row of rows) void tx.store.put(row);
-      await tx.done;
+      await db.add("chunks", rows);
     },
     async all() {
-      return (await db.getAll("messages")) as MessageRow[];
+      const [single, chunks] = await Promise.all([db.getAll("messages"), db.getAll("chunks")]);
+      return mergeStoredRows(single as MessageRow[], chunks as MessageRow[][]);
     },
     close() {
       db.close();
