@@ -55,6 +55,9 @@ const session = new Session(
   { homeServer: location.origin },
 );
 
+/** localStorage key of why this browser was last signed out without asking. */
+const SIGNED_OUT_KEY = "p2pchat.signedOut";
+
 let sqlJs: ReturnType<typeof loadSqlJs> | null = null;
 
 const model = createChatModel({
@@ -65,6 +68,13 @@ const model = createChatModel({
     return History.open({ sql: await sqlJs, openStore: openIdbRowStore }, owner);
   },
   keyStore: createIdbKeyStore(),
+  signedOutNote: {
+    load: () => localStorage.getItem(SIGNED_OUT_KEY),
+    save(text) {
+      if (text === null) localStorage.removeItem(SIGNED_OUT_KEY);
+      else localStorage.setItem(SIGNED_OUT_KEY, text);
+    },
+  },
 });
 
 const hook: P2pChatHook = {

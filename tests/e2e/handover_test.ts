@@ -211,12 +211,59 @@ Deno.test("100,000 messages move to alice's new browser newest first and leave t
       (await historyDatabases(world.oldAlice)).filter((name) => name.startsWith("p2pchat-hist")),
       [],
     );
+    // Reloaded, the old browser still says why it is signed out and where the history went.
+    await world.oldAlice.reload({ waitUntil: "load" });
+    await world.oldAlice.waitForSelector('[data-testid="signed-out-reason"]', { timeout: 40_000 });
+    const why = await world.oldAlice.$eval(
+      '[data-testid="signed-out-reason"]',
+      (el) => el.textContent ?? "",
+    );
+    assert.match(why, /Signed in elsewhere/);
+    assert.match(why, new RegExp(`${n + 1} messages\\) is now on your new device`));
     for (const page of pages) {
       assert.deepEqual(page.errors.filter((e) => !/favicon/.test(e)), [], `${page.name} errors`);
     }
   } catch (err) {
     for (const page of pages) console.error(`${page.name} console:`, page.errors);
     throw err;
+  } finally {
+    await world.close();
+  }
+});
+
+Deno.test("the old browser closed halfway: the new one keeps the newest part and says where the rest is", async () => {
+  await assertClientBuilt();
+  const world = await startHandoverWorld();
+  try {
+    const n = 100_000;
+    const newest = "the newest message, from alice";
+    await seedAliceHistory(world, n, "old", newest);
+    const { page: newAlice } = await loginNewAlice(world, newest);
+
+    // Halfway through (as the old device sees it), its browser tab closes.
+    await world.oldAlice.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid="handover-status"]');
+        return Number(el?.getAttribute("data-done") ?? 0) > 0;
+      },
+      { timeout: 60_000, polling: 10 },
+    );
+    await world.oldAlice.close();
+
+    // The new device says how much arrived and where the rest is, and keeps what arrived.
+    const text = await waitForHandover(newAlice, "receiving", "failed", 90_000);
+    const m = text.match(/(\d+) of (\d+) messages arrived/);
+    assert(m, `the failure says what arrived: ${text}`);
+    const arrived = Number(m[1]);
+    assert.equal(Number(m[2]), n + 1);
+    assert(arrived > 0 && arrived < n + 1, `${arrived} of ${n + 1}`);
+    assert.match(text, /still on your other device/);
+    assert.equal((await historyDigest(newAlice)).count, arrived, "what arrived stays");
+    const shown = await newAlice.$$eval(
+      '[data-testid="message"] .text',
+      (els) => els.map((el) => el.textContent ?? ""),
+    );
+    assert.equal(shown.at(-1), newest, "the newest messages are the ones that arrived");
   } finally {
     await world.close();
   }
