@@ -527,6 +527,7 @@ export class HistorySender {
   #finish: (o: HandoverOutcome) => void = () => {};
   #retry: ReturnType<typeof setTimeout> | undefined;
   #retryMs: number;
+  #onAcked: () => void = () => {};
 
   /** Prepares the hand-over of `rows` (the whole history, newest first). */
   constructor(deps: HandoverLinkDeps, rows: RowSource, options: { retryMs?: number } = {}) {
@@ -534,7 +535,10 @@ export class HistorySender {
     this.#retryMs = options.retryMs ?? 1_000;
     this.#job = new HandoverSendJob(deps.me, deps.keys, rows, {
       send: (text) => this.#send(text),
-      onProgress: deps.onProgress,
+      onProgress: (done, total) => {
+        this.#onAcked();
+        deps.onProgress?.(done, total);
+      },
     });
   }
 
@@ -543,13 +547,22 @@ export class HistorySender {
     return this.#job.progress;
   }
 
-  /** Runs the hand-over for at most `deadlineMs`. */
-  run(deadlineMs: number): Promise<HandoverOutcome> {
+  /**
+   * Runs the hand-over until it ends, giving up when `idleMs` pass without the new device
+   * acknowledging more rows (the servers end the grace at their own bound in any case).
+   */
+  run(idleMs: number): Promise<HandoverOutcome> {
     const outcome = new Promise<HandoverOutcome>((resolve) => this.#finish = resolve);
-    const timer = setTimeout(
-      () => this.stop("Your new device did not take the whole history in time"),
-      deadlineMs,
-    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => this.stop("Your new device did not take the whole history in time"),
+        idleMs,
+      );
+    };
+    this.#onAcked = arm;
+    arm();
     void this.#job.outcome.then((o) => this.#end(o));
     this.#open();
     return outcome.finally(() => clearTimeout(timer));

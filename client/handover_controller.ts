@@ -19,6 +19,12 @@ import type { KeyStore, OwnKeys } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import type { SessionApi, SessionInfo } from "./session.ts";
 
+/** `type` of the self-signal reporting progress to the servers (`server/users/sessions.ts`). */
+const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
+
+/** Least time between two progress reports to the servers, ms. */
+const PROGRESS_REPORT_MS = 1_000;
+
 /**
  * The history hand-over between this user's devices, as shown to the user: this device
  * `sending` (it was superseded) or `receiving` (it is the new one).
@@ -128,8 +134,10 @@ export class HandoverController {
 
   /**
    * This device was superseded and the servers keep its connection open `graceMs` for the
-   * hand-over: hands the whole history of `source` to the new device within `graceMs -
-   * marginMs`, then closes the history, deletes the unlocked keys and stops the connection.
+   * hand-over, longer while it reports progress: hands the whole history of `source` to the new
+   * device, giving up after `graceMs - marginMs` without progress (or when the servers close the
+   * connection), then deletes the history (after a confirmed hand-over) or closes it, deletes the
+   * unlocked keys and stops the connection.
    */
   startSending(source: HandoverSource, graceMs: number, marginMs: number): void {
     const { info, history, own } = source;
@@ -171,13 +179,21 @@ export class HandoverController {
         );
       }
     };
+    let reportedAt = -Infinity;
+    const session = this.#deps.session;
     void handoverKeysOf(own).then((keys) => {
       const run = new HistorySender({
         me: self,
         keys,
         createLink: this.#deps.createLink,
-        sendSignal: (data) => this.#deps.session.signal(self, data),
+        sendSignal: (data) => session.signal(self, data),
         onProgress(done) {
+          // Progress keeps the servers' grace open (up to their bound); once a second is enough.
+          const now = performance.now();
+          if (now - reportedAt >= PROGRESS_REPORT_MS || done === total) {
+            reportedAt = now;
+            session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done, total });
+          }
           sending(
             done,
             "transferring",

@@ -173,7 +173,9 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
 
 Deno.test("100,000 messages move to alice's new browser newest first and leave the old one", async () => {
   await assertClientBuilt();
-  const world = await startHandoverWorld();
+  // A 4 s grace: the transfer takes longer here, so it only completes because the servers extend
+  // the grace while the old device reports progress.
+  const world = await startHandoverWorld({ env: { P2P_HANDOVER_GRACE_SECONDS: "4" } });
   const pages: Array<{ name: string; errors: string[] }> = [
     { name: "old alice", errors: world.oldAlice.errors },
     { name: "bob", errors: world.bob.errors },
@@ -185,7 +187,10 @@ Deno.test("100,000 messages move to alice's new browser newest first and leave t
     const before = await historyDigest(world.oldAlice);
     assert.equal(before.count, n + 1);
 
-    const { page: newAlice, firstVisibleMs } = await loginNewAlice(world, newest);
+    const { page: newAlice, firstVisibleMs, startedAt: loginStartedAt } = await loginNewAlice(
+      world,
+      newest,
+    );
     pages.push({ name: "new alice", errors: newAlice.errors });
     const shownAt = await newAlice.$eval(
       '[data-testid="handover-status"]',
@@ -195,6 +200,8 @@ Deno.test("100,000 messages move to alice's new browser newest first and leave t
 
     // Progress is shown on both devices, then the ending with the count.
     const sent = await waitForHandover(world.oldAlice, "sending", "done", 180_000);
+    console.log(`handed over ${Math.round(performance.now() - loginStartedAt)} ms after login`);
+    assert.match(world.servers[0]!.logs(), /handover_extended/, "progress extended the grace");
     assert.match(sent, new RegExp(`${n + 1} messages`));
     assert.match(sent, /deleted from this one/);
     const received = await waitForHandover(newAlice, "receiving", "done", 60_000);
