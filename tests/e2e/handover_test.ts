@@ -171,11 +171,14 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
   }
 });
 
-Deno.test("100,000 messages move to alice's new browser newest first and leave the old one", async () => {
+Deno.test("100,000 messages move from Chromium to alice's new Firefox newest first and leave the old one", async () => {
   await assertClientBuilt();
   // A 4 s grace: the transfer takes longer here, so it only completes because the servers extend
-  // the grace while the old device reports progress.
-  const world = await startHandoverWorld({ env: { P2P_HANDOVER_GRACE_SECONDS: "4" } });
+  // the grace while the old device reports progress. The new device is Firefox ESR.
+  const world = await startHandoverWorld({
+    env: { P2P_HANDOVER_GRACE_SECONDS: "4" },
+    newDevice: "firefox",
+  });
   const pages: Array<{ name: string; errors: string[] }> = [
     { name: "old alice", errors: world.oldAlice.errors },
     { name: "bob", errors: world.bob.errors },

@@ -5,7 +5,7 @@
  * histories are made through the page's test hook (`seedHistory`), not by sending messages.
  */
 import type { Browser, Page } from "puppeteer-core";
-import { launchBrowser, type TestBrowser } from "./browser.ts";
+import { launchBrowser, launchFirefox, type TestBrowser } from "./browser.ts";
 import { startCluster, type StartOptions } from "./server_process.ts";
 import type { ServerProcess } from "./server_process.ts";
 import {
@@ -30,16 +30,29 @@ export interface HandoverWorld {
   close(): Promise<void>;
 }
 
+/** Options of {@link startHandoverWorld}. */
+export interface HandoverWorldOptions extends StartOptions {
+  /** The browser of alice's new device. @default "chromium" */
+  newDevice?: "chromium" | "firefox";
+}
+
 /** Starts the servers and browsers; alice (old device) and bob logged in, chat open. */
-export async function startHandoverWorld(options: StartOptions = {}): Promise<HandoverWorld> {
-  const servers = await startCluster(3, options);
+export async function startHandoverWorld(
+  options: HandoverWorldOptions = {},
+): Promise<HandoverWorld> {
+  const { newDevice = "chromium", ...serverOptions } = options;
+  const servers = await startCluster(3, serverOptions);
   const browsers: TestBrowser[] = [];
   const close = async () => {
     await Promise.all(browsers.map((b) => b.close()));
     await Promise.all(servers.map((s) => s.stop()));
   };
   try {
-    browsers.push(await launchBrowser(), await launchBrowser(), await launchBrowser());
+    browsers.push(
+      await launchBrowser(),
+      newDevice === "firefox" ? await launchFirefox() : await launchBrowser(),
+      await launchBrowser(),
+    );
     const [a, b, c] = browsers as [TestBrowser, TestBrowser, TestBrowser];
     const oldAlice = await openApp(a.browser, servers[0]!.url);
     const bob = await openApp(c.browser, servers[1]!.url);
