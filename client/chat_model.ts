@@ -48,6 +48,8 @@ export type { DiscardedMessage, HandoverState };
  */
 export const MAX_TEXT_BYTES = 10_000;
 
+const SIGNED_IN_ELSEWHERE = "Signed in elsewhere.";
+
 /** Collaborators of the chat model. */
 export interface ChatModelDeps {
   /** The WebSocket session with the servers. */
@@ -64,6 +66,17 @@ export interface ChatModelDeps {
   keyStore?: KeyStore;
   /** Generates a user's key pairs at registration. @default generateUserKeys */
   generateKeys?(): Promise<UserKeyPairs>;
+  /**
+   * Keeps why this device was last signed out without asking (and what became of its history),
+   * so that a reload still says it. @default memory only
+   */
+  signedOutNote?: SignedOutNote;
+}
+
+/** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
+export interface SignedOutNote {
+  load(): string | null;
+  save(text: string | null): void;
 }
 
 /** Configuration of the chat model (the session's timings, and the hand-over's margin). */
@@ -101,7 +114,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * Why the user was signed out without asking (a newer login elsewhere, a refused session), shown
    * on the login screen; null otherwise.
    */
-  const signedOutReason = signal<string | null>(null);
+  const note = deps.signedOutNote ?? { load: () => null, save: () => {} };
+  const signedOutReason = signal<string | null>(note.load());
   /** A login/register request is in flight. */
   const busy = signal(false);
   /** A stored session is being resumed (after a reload). */
@@ -118,6 +132,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     createLink: deps.createLink,
     keyStore,
     state: handover,
+  });
+  // A superseded device says, after a reload too, why it is signed out and where its history is.
+  handover.subscribe((h) => {
+    if (h?.role !== "sending" || (h.phase !== "done" && h.phase !== "failed")) return;
+    note.save(`${signedOutReason.value ?? SIGNED_IN_ELSEWHERE} ${h.text}`);
   });
   /**
    * The wrapping key derived from the password at login (memory only, non-extractable): it
@@ -170,10 +189,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       leave();
       error.value = `Session ended: ${reason}`;
       signedOutReason.value = reason;
+      note.save(reason);
     },
     onSuperseded(message, handoverMs) {
       if (!(handoverMs && handoverMs > handoverMarginMs && startHandover(handoverMs))) leave();
       signedOutReason.value = message;
+      note.save(message);
     },
     onHandoverClosed() {
       handovers.onConnectionClosed();
@@ -198,6 +219,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     session.start();
     error.value = reason;
     signedOutReason.value = reason;
+    note.save(reason);
   }
 
   /**
@@ -251,6 +273,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         error.value = null;
         signedOutReason.value = null;
         if (handover.value?.role === "sending") handover.value = null;
+        note.save(null);
       });
     })();
     entering = { promise, abort };
@@ -473,6 +496,19 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {
       return current.value?.messagesWith(peer) ?? [];
+    },
+    /** Every stored message of the logged-in user, newest first (tests compare devices). */
+    allMessages(): MessageRow[] {
+      return current.value?.allMessages() ?? [];
+    },
+    /**
+     * Adds `rows` to the logged-in user's history as a hand-over would (tests and benchmarks
+     * build long histories this way); resolves how many were new.
+     */
+    importHistory(rows: MessageRow[]): Promise<number> {
+      const s = current.value;
+      if (!s) return Promise.reject(new Error("Cannot import history: not logged in"));
+      return s.importHistory(rows);
     },
   };
 

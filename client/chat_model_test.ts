@@ -817,7 +817,7 @@ Deno.test("without an answer from the new device the old one stops at the end of
     await secondDevice(w, "alice");
     await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up");
     assertEquals(alice.session.status, "offline");
-    assert(/not take the history in time/.test(alice.model.handover.value?.text ?? ""));
+    assert(/not take the whole history in time/.test(alice.model.handover.value?.text ?? ""));
   } finally {
     shutdown(w);
   }

@@ -5,14 +5,21 @@
  * history over in batches; the new device ({@link HistoryReceiver}) accepts such a channel only
  * from its own username and imports the rows idempotently by message id.
  *
- * Each batch is sealed and signed to the user himself (`shared/crypto/handover_batch.ts`): both
- * devices hold the same keys after login, so a server in the signaling path that tampers with the
- * WebRTC negotiation still learns nothing and cannot inject rows. Batches go one at a time, each
- * below 64 KiB and acknowledged before the next, so the sender's `bufferedAmount` stays within
- * `MAX_BUFFERED_AMOUNT` (`peer_link.ts`). The receiver binds the transfer to its own nonce, and
- * its final acknowledgement is signed, so only the new device can make the old one stop early.
+ * Each batch is compressed, sealed and signed to the user himself
+ * (`shared/crypto/handover_batch.ts`): both devices hold the same keys after login, so a server in
+ * the signaling path that tampers with the WebRTC negotiation still learns nothing and cannot
+ * inject rows. Rows go newest first, so the conversation the user needs arrives (and shows)
+ * first. Each sealed batch is below 64 KiB; up to {@link SEND_WINDOW} go unacknowledged, so the
+ * sender seals the next batch while the last travels and the receiver stores it, and the link's
+ * queue keeps the channel's `bufferedAmount` within `MAX_BUFFERED_AMOUNT` (`peer_link.ts`). The
+ * receiver binds the transfer to its own nonce, and its final acknowledgement is signed, so only
+ * the new device can make the old one stop early.
  *
- * The pure parts ({@link batchRows}, {@link parseHandoverRows}, {@link HandoverSendJob},
+ * A transfer survives its channel: when a channel drops (a reload, an ICE failure), the sender
+ * opens a new one and the receiver says hello with the same nonce; the sender goes on from the
+ * first batch not acknowledged, and the receiver acknowledges again a batch it already stored.
+ *
+ * The pure parts ({@link parseHandoverRows}, {@link HandoverSendJob},
  * {@link HandoverReceiveJob}) take no links or timers; the two link drivers take a
  * {@link PeerLinkFactory} and a signaling function, like `Peers`.
  */
@@ -31,8 +38,10 @@ import {
   type SignalData,
 } from "../shared/mod.ts";
 import {
+  BatchTooLargeError,
   importPublicKey,
   MAX_BATCH_PAYLOAD_BYTES,
+  MAX_BATCH_PLAIN_BYTES,
   openBatch,
   parseSealedBatch,
   sealBatch,
@@ -40,7 +49,7 @@ import {
   toBase64Url,
   verifyHandoverAck,
 } from "../shared/crypto/mod.ts";
-import type { MessageRow, MessageStatus, MessageVia } from "./history.ts";
+import type { MessageRow, MessageStatus, MessageVia, RowSource } from "./history.ts";
 import type { OwnKeys } from "./keyring.ts";
 import { isOffer, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
 
@@ -66,36 +75,15 @@ export async function handoverKeysOf(own: OwnKeys): Promise<HandoverKeys> {
 }
 
 /** Largest number of rows in one batch (small rows would otherwise make huge batches). */
-export const MAX_BATCH_ROWS = 2_000;
+export const MAX_BATCH_ROWS = 5_000;
+
+/** Batches a sender lets go unacknowledged; the link's own queue keeps `bufferedAmount` bounded. */
+export const SEND_WINDOW = 4;
+
+/** Rows the sender tries in its first batch; later batches follow the compression seen. */
+const FIRST_BATCH_ROWS = 200;
 
 const encoder = new TextEncoder();
-
-/**
- * Splits `rows` (in order) into batches whose JSON array takes at most `maxBytes` bytes of UTF-8
- * and `maxRows` rows. Always at least one batch, empty when there are no rows, so the transfer
- * still ends with a final batch.
- */
-export function batchRows(
-  rows: readonly MessageRow[],
-  maxBytes = MAX_BATCH_PAYLOAD_BYTES,
-  maxRows = MAX_BATCH_ROWS,
-): MessageRow[][] {
-  const batches: MessageRow[][] = [];
-  let current: MessageRow[] = [];
-  let size = 2; // "[" and "]"
-  for (const row of rows) {
-    const bytes = encoder.encode(JSON.stringify(row)).length + 1; // and a comma
-    if (current.length > 0 && (size + bytes > maxBytes || current.length >= maxRows)) {
-      batches.push(current);
-      current = [];
-      size = 2;
-    }
-    current.push(row);
-    size += bytes;
-  }
-  if (current.length > 0 || batches.length === 0) batches.push(current);
-  return batches;
-}
 
 const VIA: readonly MessageVia[] = ["p2p", "relay", "mailbox"];
 const STATUS: readonly MessageStatus[] = ["sending", "sent", "delivered", "failed"];
@@ -169,33 +157,45 @@ function message(m: HandoverMessage): string {
 }
 
 /**
- * The sender's side of one hand-over channel, without the channel: it answers the receiver's
- * hello with sealed batches, one at a time, and resolves {@link outcome} once the receiver's
- * signed acknowledgement verifies.
+ * The sender's side of one transfer, without the channel: it answers the receiver's hello with
+ * sealed batches of `rows` (in the order given: newest first), up to {@link SEND_WINDOW} of them
+ * unacknowledged, and resolves {@link outcome} once the receiver's signed acknowledgement
+ * verifies. A hello with the nonce it already serves resumes after the last acknowledged batch.
  */
 export class HandoverSendJob {
   /** Settles when the transfer ends (never rejects). */
   readonly outcome: Promise<HandoverOutcome>;
   #owner: string;
   #keys: HandoverKeys;
-  #rows: MessageRow[];
-  #batches: MessageRow[][];
+  #rows: RowSource;
   #events: JobEvents;
+  /** Row ranges of the batches made so far: batch `seq` is `rows[start, end)`. */
+  #ranges: Array<{ start: number; end: number }> = [];
+  #rowsPerBatch = FIRST_BATCH_ROWS;
   #nonce: string | null = null;
-  #seq = 0;
-  #sent = 0;
+  /** Next batch to send, and batches acknowledged (always in order). */
+  #next = 0;
+  #acked = 0;
+  /** Bumped by every hello and pause: a batch sealed for an earlier one is dropped. */
+  #generation = 0;
+  #isPumping = false;
+  #isPaused = true;
   #settle!: (o: HandoverOutcome) => void;
   #settled = false;
   #queue: Promise<void> = Promise.resolve();
 
-  /** Prepares the transfer of `rows` (a snapshot of the history, in order). */
-  constructor(owner: string, keys: HandoverKeys, rows: MessageRow[], events: JobEvents) {
+  /** Prepares the transfer of `rows` (a snapshot of the history, newest first). */
+  constructor(owner: string, keys: HandoverKeys, rows: RowSource, events: JobEvents) {
     this.#owner = owner;
     this.#keys = keys;
     this.#rows = rows;
-    this.#batches = batchRows(rows);
     this.#events = events;
     this.outcome = new Promise((resolve) => this.#settle = resolve);
+  }
+
+  /** Rows the receiver acknowledged so far, and the transfer's total. */
+  get progress(): { done: number; total: number } {
+    return { done: this.#ackedRows(), total: this.#rows.length };
   }
 
   /** Feeds one message from the receiver. */
@@ -205,7 +205,14 @@ export class HandoverSendJob {
     );
   }
 
-  /** Ends the job from outside (channel gone for good, grace over). */
+  /** The channel is gone: sends nothing until the receiver says hello again. */
+  pause(): void {
+    this.#isPaused = true;
+    this.#generation++;
+    this.#next = this.#acked;
+  }
+
+  /** Ends the job from outside (grace over, page leaving). */
   abort(reason: string): void {
     this.#finish({ ok: false, reason });
   }
@@ -215,20 +222,21 @@ export class HandoverSendJob {
     const msg = parseHandoverMessage(text);
     switch (msg.type) {
       case "handover_hello":
-        // A fresh hello (say, the receiver's page reloaded) starts the transfer over.
-        this.#nonce = msg.nonce;
-        this.#seq = 0;
-        this.#sent = 0;
-        await this.#sendBatch();
+        if (msg.nonce !== this.#nonce) {
+          // A new transfer (the receiver lost its state): everything again, under its nonce.
+          this.#nonce = msg.nonce;
+          this.#acked = 0;
+        }
+        this.#isPaused = false;
+        this.#generation++;
+        this.#next = this.#acked;
+        void this.#pump();
         return;
       case "handover_received": {
-        if (msg.seq !== this.#seq || this.#nonce === null) return;
-        this.#sent += this.#batches[this.#seq]!.length;
-        this.#events.onProgress?.(this.#sent, this.#rows.length);
-        if (this.#seq + 1 < this.#batches.length) {
-          this.#seq++;
-          await this.#sendBatch();
-        }
+        if (this.#nonce === null || msg.seq < this.#acked || msg.seq >= this.#next) return;
+        this.#acked = msg.seq + 1;
+        this.#events.onProgress?.(this.#ackedRows(), this.#rows.length);
+        void this.#pump();
         return;
       }
       case "handover_done": {
@@ -250,22 +258,83 @@ export class HandoverSendJob {
     }
   }
 
-  async #sendBatch(): Promise<void> {
-    const rows = this.#batches[this.#seq]!;
-    const batch = await sealBatch(
-      {
-        owner: this.#owner,
-        nonce: this.#nonce!,
-        seq: this.#seq,
-        total: this.#rows.length,
-        final: this.#seq === this.#batches.length - 1,
-      },
-      JSON.stringify(rows),
-      this.#keys.signing,
-      this.#keys.encrypt,
-    );
-    if (this.#settled) return;
-    this.#events.send(message({ v: PEER_PROTOCOL_VERSION, type: "handover_batch", batch }));
+  #ackedRows(): number {
+    return this.#acked === 0 ? 0 : this.#ranges[this.#acked - 1]!.end;
+  }
+
+  #isComplete(seq: number): boolean {
+    const last = this.#ranges.at(-1);
+    return seq >= this.#ranges.length && last !== undefined && last.end === this.#rows.length;
+  }
+
+  /** Sends batches while the window has room; one pump at a time. */
+  async #pump(): Promise<void> {
+    if (this.#isPumping) return;
+    this.#isPumping = true;
+    try {
+      while (
+        !this.#settled && !this.#isPaused && this.#nonce !== null &&
+        this.#next - this.#acked < SEND_WINDOW &&
+        !this.#isComplete(this.#next)
+      ) {
+        const generation = this.#generation;
+        const seq = this.#next;
+        const text = await this.#seal(seq, this.#nonce);
+        if (this.#settled || generation !== this.#generation) continue;
+        this.#next = seq + 1;
+        this.#events.send(text);
+      }
+    } catch (err) {
+      this.#finish({ ok: false, reason: (err as Error).message });
+    } finally {
+      this.#isPumping = false;
+    }
+  }
+
+  /** Seals batch `seq`, choosing its rows the first time so it fits once compressed. */
+  async #seal(seq: number, nonce: string): Promise<string> {
+    const known = this.#ranges[seq];
+    const start = known?.start ?? this.#ranges[seq - 1]?.end ?? 0;
+    let count = known
+      ? known.end - known.start
+      : Math.min(this.#rowsPerBatch, MAX_BATCH_ROWS, this.#rows.length - start);
+    for (;;) {
+      const rows = this.#rows.slice(start, start + count);
+      const payload = JSON.stringify(rows);
+      try {
+        const batch = await sealBatch(
+          {
+            owner: this.#owner,
+            nonce,
+            seq,
+            total: this.#rows.length,
+            final: start + count === this.#rows.length,
+          },
+          payload,
+          this.#keys.signing,
+          this.#keys.encrypt,
+        );
+        if (!known) {
+          this.#ranges[seq] = { start, end: start + count };
+          // Aim the next batch at ~85% of the bound, by the compression this one got.
+          const compressed = Math.max(1, (batch.ciphertext.length * 3) / 4);
+          this.#rowsPerBatch = Math.max(
+            1,
+            Math.min(
+              MAX_BATCH_ROWS,
+              Math.floor(count * 0.85 * MAX_BATCH_PAYLOAD_BYTES / compressed),
+            ),
+          );
+        }
+        return message({ v: PEER_PROTOCOL_VERSION, type: "handover_batch", batch });
+      } catch (err) {
+        if (!(err instanceof BatchTooLargeError) || count <= 1 || known) throw err;
+        const ratio = err.compressedBytes > 0
+          ? (0.85 * MAX_BATCH_PAYLOAD_BYTES) / err.compressedBytes
+          : (0.85 * MAX_BATCH_PLAIN_BYTES) / encoder.encode(payload).length;
+        count = Math.max(1, Math.min(count - 1, Math.floor(count * ratio)));
+      }
+    }
   }
 
   #finish(outcome: HandoverOutcome): void {
@@ -282,9 +351,10 @@ export interface ReceiveEvents extends JobEvents {
 }
 
 /**
- * The receiver's side of one hand-over channel, without the channel: {@link start} says hello
- * with a fresh nonce; every batch must verify as the owner's, carry that nonce and come in
- * order, or the whole transfer is refused; rows are stored before each batch is acknowledged.
+ * The receiver's side of one transfer, without the channel: {@link start} says hello with its
+ * nonce (again on every new channel, to resume); every batch must verify as the owner's, carry
+ * that nonce and come in order, or the whole transfer is refused; rows are stored before each
+ * batch is acknowledged, and a batch already stored is only acknowledged again.
  */
 export class HandoverReceiveJob {
   /** Settles when the transfer ends (never rejects). */
@@ -293,12 +363,15 @@ export class HandoverReceiveJob {
   #keys: HandoverKeys;
   #events: ReceiveEvents;
   #nonce = toBase64Url(crypto.getRandomValues(new Uint8Array(18)));
+  /** Next batch to open, rows opened (verified, decrypted) and rows stored durably. */
   #seq = 0;
+  #opened = 0;
   #stored = 0;
   #total: number | null = null;
   #settle!: (o: HandoverOutcome) => void;
   #settled = false;
   #queue: Promise<void> = Promise.resolve();
+  #storing: Promise<void> = Promise.resolve();
 
   /** Prepares to receive `owner`'s history. */
   constructor(owner: string, keys: HandoverKeys, events: ReceiveEvents) {
@@ -313,8 +386,14 @@ export class HandoverReceiveJob {
     return { done: this.#stored, total: this.#total };
   }
 
-  /** Opens the transfer: call once the channel is open. */
+  /** Whether the transfer ended. */
+  get isSettled(): boolean {
+    return this.#settled;
+  }
+
+  /** Opens or resumes the transfer: call whenever a channel opens. */
   start(): void {
+    if (this.#settled) return;
     this.#events.send(
       message({ v: PEER_PROTOCOL_VERSION, type: "handover_hello", nonce: this.#nonce }),
     );
@@ -337,7 +416,7 @@ export class HandoverReceiveJob {
     });
   }
 
-  /** Ends the job from outside (channel gone). */
+  /** Ends the job from outside (the sender went away for good, logout). */
   abort(reason: string): void {
     this.#finish({ ok: false, reason });
   }
@@ -355,37 +434,59 @@ export class HandoverReceiveJob {
     if (batch.nonce !== this.#nonce) {
       throw new ProtocolError("bad_frame", "batch.nonce", "A batch of another transfer");
     }
-    if (batch.seq !== this.#seq || (this.#total !== null && batch.total !== this.#total)) {
+    if (this.#total !== null && batch.total !== this.#total) {
+      throw new ProtocolError("bad_frame", "batch.total", "A batch of another size of transfer");
+    }
+    if (batch.seq < this.#seq) {
+      // Sent again after a new channel: opened already, its acknowledgement was lost. It is
+      // acknowledged again once the rows are stored (the store stage keeps the order).
+      this.#store(() => Promise.resolve(this.#acknowledge(batch.seq)));
+      return;
+    }
+    if (batch.seq !== this.#seq) {
       throw new ProtocolError("bad_frame", "batch.seq", "A batch out of order");
     }
     const payload = await openBatch(batch, this.#keys.decrypt, this.#keys.verify);
     const rows = parseHandoverRows(payload, this.#owner);
-    if (this.#stored + rows.length > batch.total) {
+    if (this.#opened + rows.length > batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "More rows than announced");
     }
-    this.#total = batch.total;
-    await this.#events.importRows(rows);
-    if (this.#settled) return;
-    this.#stored += rows.length;
-    this.#seq++;
-    this.#events.onProgress?.(this.#stored, batch.total);
-    this.#events.send(
-      message({ v: PEER_PROTOCOL_VERSION, type: "handover_received", seq: batch.seq }),
-    );
-    if (!batch.final) return;
-    if (this.#stored !== batch.total) {
+    if (batch.final && this.#opened + rows.length !== batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "Fewer rows than announced");
     }
-    const signature = await signHandoverAck(
-      this.#owner,
-      this.#nonce,
-      this.#stored,
-      this.#keys.signing,
+    this.#total = batch.total;
+    this.#opened += rows.length;
+    this.#seq++;
+    // Two stages: while these rows are written, the next batch is already verified and opened.
+    this.#store(async () => {
+      await this.#events.importRows(rows);
+      if (this.#settled) return;
+      this.#stored += rows.length;
+      this.#events.onProgress?.(this.#stored, batch.total);
+      this.#acknowledge(batch.seq);
+      if (!batch.final) return;
+      const signature = await signHandoverAck(
+        this.#owner,
+        this.#nonce,
+        this.#stored,
+        this.#keys.signing,
+      );
+      this.#events.send(
+        message({ v: PEER_PROTOCOL_VERSION, type: "handover_done", rows: this.#stored, signature }),
+      );
+      this.#finish({ ok: true, rows: this.#stored });
+    });
+  }
+
+  /** Runs `step` after the previous store steps, in order; a failure ends the transfer. */
+  #store(step: () => Promise<void>): void {
+    this.#storing = this.#storing.then(() => this.#settled ? undefined : step()).catch((err) =>
+      this.#finish({ ok: false, reason: (err as Error).message })
     );
-    this.#events.send(
-      message({ v: PEER_PROTOCOL_VERSION, type: "handover_done", rows: this.#stored, signature }),
-    );
-    this.#finish({ ok: true, rows: this.#stored });
+  }
+
+  #acknowledge(seq: number): void {
+    this.#events.send(message({ v: PEER_PROTOCOL_VERSION, type: "handover_received", seq }));
   }
 
   #finish(outcome: HandoverOutcome): void {
@@ -412,34 +513,57 @@ function newLinkId(): string {
 }
 
 /**
- * The old device's side: opens a data channel to its own username (as initiator), hands
- * `rows` over, and resolves {@link run}'s promise when the new device acknowledges, or when
- * `deadlineMs` passes (then nothing was lost: the new device gets its mail from the servers). A
- * channel that closes early is opened again while time remains.
+ * The old device's side: opens a data channel to its own username (as initiator), hands `rows`
+ * (newest first) over, and resolves {@link run}'s promise when the new device acknowledges, or
+ * when `deadlineMs` passes (then nothing was lost: the history stays here, and the new device
+ * gets its mail from the servers). A channel that closes early is opened again while time
+ * remains, and the transfer goes on where it stopped.
  */
 export class HistorySender {
   #deps: HandoverLinkDeps;
-  #rows: MessageRow[];
-  #link: { link: PeerLink; lid: string; job: HandoverSendJob } | null = null;
+  #job: HandoverSendJob;
+  #link: { link: PeerLink; lid: string; waiting: string[] | null } | null = null;
   #done = false;
   #finish: (o: HandoverOutcome) => void = () => {};
   #retry: ReturnType<typeof setTimeout> | undefined;
   #retryMs: number;
+  #onAcked: () => void = () => {};
 
-  /** Prepares the hand-over of `rows` (the whole history, in order). */
-  constructor(deps: HandoverLinkDeps, rows: MessageRow[], options: { retryMs?: number } = {}) {
+  /** Prepares the hand-over of `rows` (the whole history, newest first). */
+  constructor(deps: HandoverLinkDeps, rows: RowSource, options: { retryMs?: number } = {}) {
     this.#deps = deps;
-    this.#rows = rows;
     this.#retryMs = options.retryMs ?? 1_000;
+    this.#job = new HandoverSendJob(deps.me, deps.keys, rows, {
+      send: (text) => this.#send(text),
+      onProgress: (done, total) => {
+        this.#onAcked();
+        deps.onProgress?.(done, total);
+      },
+    });
   }
 
-  /** Runs the hand-over for at most `deadlineMs`. */
-  run(deadlineMs: number): Promise<HandoverOutcome> {
+  /** Rows the new device acknowledged so far, and the total. */
+  get progress(): { done: number; total: number } {
+    return this.#job.progress;
+  }
+
+  /**
+   * Runs the hand-over until it ends, giving up when `idleMs` pass without the new device
+   * acknowledging more rows (the servers end the grace at their own bound in any case).
+   */
+  run(idleMs: number): Promise<HandoverOutcome> {
     const outcome = new Promise<HandoverOutcome>((resolve) => this.#finish = resolve);
-    const timer = setTimeout(
-      () => this.stop("Your new device did not take the history in time"),
-      deadlineMs,
-    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => this.stop("Your new device did not take the whole history in time"),
+        idleMs,
+      );
+    };
+    this.#onAcked = arm;
+    arm();
+    void this.#job.outcome.then((o) => this.#end(o));
     this.#open();
     return outcome.finally(() => clearTimeout(timer));
   }
@@ -454,53 +578,56 @@ export class HistorySender {
 
   /** Ends the hand-over (the server closed the connection, or the page is leaving). */
   stop(reason: string): void {
-    this.#end({ ok: false, reason });
+    this.#job.abort(reason);
+  }
+
+  #send(text: string): void {
+    const entry = this.#link;
+    if (!entry) return;
+    // The receiver's hello can arrive before this side reports the channel open (simple-peer
+    // reports `connect` only once its own checks pass): answers wait for the open.
+    if (entry.waiting) {
+      entry.waiting.push(text);
+      return;
+    }
+    try {
+      entry.link.send(text);
+    } catch {
+      // The channel is failing: its close follows, and the transfer resumes on a new one.
+    }
   }
 
   #open(): void {
     if (this.#done) return;
     const lid = newLinkId();
-    // The receiver's hello can arrive before this side reports the channel open (simple-peer
-    // reports `connect` only once its own checks pass): answers wait for the open.
-    let waiting: string[] | null = [];
-    const job = new HandoverSendJob(this.#deps.me, this.#deps.keys, this.#rows, {
-      send: (text) => waiting ? waiting.push(text) : entry.link.send(text),
-      onProgress: this.#deps.onProgress,
-    });
     const isCurrent = () => this.#link === entry;
-    const entry = {
+    const entry: { link: PeerLink; lid: string; waiting: string[] | null } = {
       lid,
-      job,
+      waiting: [],
       link: this.#deps.createLink({ remote: this.#deps.me, initiator: true }, {
         onSignal: (data) => {
           if (isCurrent()) this.#deps.sendSignal({ ...data, lid });
         },
         onOpen: () => {
-          const queued = waiting ?? [];
-          waiting = null;
+          const queued = entry.waiting ?? [];
+          entry.waiting = null;
           if (!isCurrent()) return;
-          try {
-            for (const text of queued) entry.link.send(text);
-          } catch (err) {
-            job.abort((err as Error).message);
-          }
+          for (const text of queued) this.#send(text);
         },
         onMessage: (text) => {
-          if (isCurrent()) job.receive(text);
+          if (isCurrent()) this.#job.receive(text);
         },
         onClose: () => {
           if (!isCurrent() || this.#done) return;
-          // The receiver went away mid-transfer (a reload, say): offer a new channel.
+          // The receiver went away mid-transfer (a reload, say): offer a new channel, and go on
+          // from the last acknowledged batch once it says hello again.
           this.#link = null;
-          job.abort("channel closed");
+          this.#job.pause();
           this.#retry = setTimeout(() => this.#open(), this.#retryMs);
         },
       }),
     };
     this.#link = entry;
-    void job.outcome.then((o) => {
-      if (isCurrent() && (o.ok || !/channel closed/.test(o.reason))) this.#end(o);
-    });
   }
 
   #end(outcome: HandoverOutcome): void {
@@ -509,24 +636,42 @@ export class HistorySender {
     clearTimeout(this.#retry);
     const entry = this.#link;
     this.#link = null;
-    entry?.job.abort(outcome.ok ? "done" : outcome.reason);
     // Let the last message (the ack's answer) leave before closing the channel.
     if (entry) setTimeout(() => entry.link.destroy(), 200);
     this.#finish(outcome);
   }
 }
 
-/** The new device's side: accepts hand-over channels from its own username only. */
+/** Options of a {@link HistoryReceiver}. */
+export interface HistoryReceiverOptions {
+  /**
+   * How long a started transfer may go without a batch (its channel lost and no new one) before
+   * it counts as failed, ms. @default 20000
+   */
+  stallMs?: number;
+}
+
+/**
+ * The new device's side: accepts hand-over channels from its own username only. One transfer
+ * outlives its channels: a new offer from the old device resumes it where it stopped.
+ */
 export class HistoryReceiver {
   #deps: HandoverLinkDeps & { importRows(rows: MessageRow[]): Promise<number> };
-  #link: { link: PeerLink; lid: string; job: HandoverReceiveJob } | null = null;
+  #stallMs: number;
+  #link: { link: PeerLink; lid: string } | null = null;
+  #job: HandoverReceiveJob | null = null;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
-  /** Reports the end of each transfer. */
-  onOutcome?: (outcome: HandoverOutcome) => void;
+  /** Reports the end of each transfer, with the rows stored and the total announced. */
+  onOutcome?: (outcome: HandoverOutcome, progress: { done: number; total: number | null }) => void;
 
   /** Waits for a hand-over offer from this user's superseded device. */
-  constructor(deps: HandoverLinkDeps & { importRows(rows: MessageRow[]): Promise<number> }) {
+  constructor(
+    deps: HandoverLinkDeps & { importRows(rows: MessageRow[]): Promise<number> },
+    options: HistoryReceiverOptions = {},
+  ) {
     this.#deps = deps;
+    this.#stallMs = options.stallMs ?? 20_000;
   }
 
   /** Handles a signal from this user's other (superseded) device. */
@@ -545,50 +690,77 @@ export class HistoryReceiver {
   /** Closes any hand-over channel (logout). */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#watchdog);
     const entry = this.#link;
     this.#link = null;
-    entry?.job.abort("closed");
+    this.#job?.abort("closed");
     entry?.link.destroy();
   }
 
   #accept(lid: string): PeerLink {
     const old = this.#link;
     this.#link = null;
-    old?.job.abort("replaced by a new offer");
     old?.link.destroy();
-    const job = new HandoverReceiveJob(this.#deps.me, this.#deps.keys, {
-      send: (text) => entry.link.send(text),
-      onProgress: this.#deps.onProgress,
-      importRows: (rows) => this.#deps.importRows(rows),
-    });
+    const job = this.#job && !this.#job.isSettled ? this.#job : this.#newJob();
     const isCurrent = () => this.#link === entry;
     const entry = {
       lid,
-      job,
       link: this.#deps.createLink({ remote: this.#deps.me, initiator: false }, {
         onSignal: (data) => {
           if (isCurrent()) this.#deps.sendSignal({ ...data, lid });
         },
         onOpen: () => {
-          if (isCurrent()) job.start();
+          if (!isCurrent()) return;
+          this.#arm(job);
+          job.start();
         },
         onMessage: (text) => {
-          if (isCurrent()) job.receive(text);
+          if (!isCurrent()) return;
+          this.#arm(job);
+          job.receive(text);
         },
         onClose: () => {
-          if (isCurrent()) job.abort("channel closed");
+          // The watchdog decides when the sender is gone for good.
+          if (isCurrent()) this.#link = null;
         },
       }),
     };
     this.#link = entry;
+    this.#arm(job);
+    return entry.link;
+  }
+
+  #newJob(): HandoverReceiveJob {
+    const job: HandoverReceiveJob = new HandoverReceiveJob(this.#deps.me, this.#deps.keys, {
+      send: (text) => {
+        try {
+          if (this.#job === job) this.#link?.link.send(text);
+        } catch {
+          // The channel is failing: the sender opens a new one and resends.
+        }
+      },
+      onProgress: this.#deps.onProgress,
+      importRows: (rows) => this.#deps.importRows(rows),
+    });
+    this.#job = job;
     void job.outcome.then((o) => {
-      if (!isCurrent()) return;
-      if (o.ok || !/channel closed|replaced/.test(o.reason)) this.onOutcome?.(o);
+      if (this.#job !== job) return;
+      clearTimeout(this.#watchdog);
+      if (!this.#closed) this.onOutcome?.(o, job.progress);
       if (!o.ok) {
+        const entry = this.#link;
         this.#link = null;
-        setTimeout(() => entry.link.destroy(), 200);
+        if (entry) setTimeout(() => entry.link.destroy(), 200);
       }
     });
-    return entry.link;
+    return job;
+  }
+
+  #arm(job: HandoverReceiveJob): void {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = setTimeout(
+      () => job.abort("Your other device stopped sending"),
+      this.#stallMs,
+    );
   }
 }

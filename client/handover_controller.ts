@@ -19,6 +19,12 @@ import type { KeyStore, OwnKeys } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import type { SessionApi, SessionInfo } from "./session.ts";
 
+/** `type` of the self-signal reporting progress to the servers (`server/users/sessions.ts`). */
+const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
+
+/** Least time between two progress reports to the servers, ms. */
+const PROGRESS_REPORT_MS = 1_000;
+
 /**
  * The history hand-over between this user's devices, as shown to the user: this device
  * `sending` (it was superseded) or `receiving` (it is the new one).
@@ -104,24 +110,23 @@ export class HandoverController {
           phase: done < total ? "transferring" : "done",
           done,
           total,
-          text: `Receiving history from your other device… ${done}/${total}`,
+          text: `Receiving history from your other device (newest first)… ${done}/${total}`,
         };
       },
       async importRows(rows: MessageRow[]) {
         signal.throwIfAborted();
-        let fresh = 0;
+        const fresh = await history.importRows(rows);
         const undelivered = new Set<string>();
         for (const row of rows) {
-          if (await history.importRow(row)) fresh++;
           if (row.sender === self && row.status !== "delivered") undelivered.add(row.peer);
         }
         if (!signal.aborted) report.afterImport(undelivered);
         return fresh;
       },
     });
-    r.onOutcome = (outcome) => {
+    r.onOutcome = (outcome, progress) => {
       if (signal.aborted) return;
-      state.value = receivedState(outcome, state.value);
+      state.value = receivedState(outcome, progress);
       if (!outcome.ok) report.onFailed(state.value.text);
     };
     return r;
@@ -129,43 +134,66 @@ export class HandoverController {
 
   /**
    * This device was superseded and the servers keep its connection open `graceMs` for the
-   * hand-over: hands the whole history of `source` to the new device within `graceMs -
-   * marginMs`, then closes the history, deletes the unlocked keys and stops the connection.
+   * hand-over, longer while it reports progress: hands the whole history of `source` to the new
+   * device, giving up after `graceMs - marginMs` without progress (or when the servers close the
+   * connection), then deletes the history (after a confirmed hand-over) or closes it, deletes the
+   * unlocked keys and stops the connection.
    */
   startSending(source: HandoverSource, graceMs: number, marginMs: number): void {
     const { info, history, own } = source;
     const self = info.username;
     const state = this.#deps.state;
-    const rows = history.all();
+    const rows = history.newestFirstSource();
     const total = rows.length;
     const sending = (done: number, phase: HandoverState["phase"], text: string) => {
       state.value = { role: "sending", phase, done, total, text };
     };
     sending(0, "connecting", "Signed in elsewhere — handing your history to your new device…");
-    const finish = (outcome: HandoverOutcome) => {
+    const finish = async (outcome: HandoverOutcome) => {
       this.#sender = null;
-      history.close();
       void this.#deps.keyStore.deleteOwn(info.username, info.token).catch(() => {});
       this.#deps.session.stop();
       if (outcome.ok) {
-        sending(total, "done", `Your history (${total} messages) is now on your new device.`);
+        // Moved, not copied: the new device confirmed (signed) that it stored every row.
+        try {
+          await history.destroy();
+        } catch (err) {
+          console.warn(`Could not delete the handed-over history: ${(err as Error).message}`);
+        }
+        sending(
+          total,
+          "done",
+          `Your history (${total} messages) is now on your new device and was deleted from ` +
+            "this one.",
+        );
       } else {
+        history.close();
+        const done = state.value?.done ?? 0;
         console.warn(`History hand-over ended: ${outcome.reason}`);
         sending(
-          state.value?.done ?? 0,
+          done,
           "failed",
-          `Your history was not handed over: ${outcome.reason}. It stays on this device; ` +
-            "messages waiting on the servers reach your new device anyway",
+          `Your history was not handed over (${outcome.reason}): ${done} of ${total} messages, ` +
+            "the newest, reached your new device. All of it stays on this device; messages " +
+            "waiting on the servers reach your new device anyway",
         );
       }
     };
+    let reportedAt = -Infinity;
+    const session = this.#deps.session;
     void handoverKeysOf(own).then((keys) => {
       const run = new HistorySender({
         me: self,
         keys,
         createLink: this.#deps.createLink,
-        sendSignal: (data) => this.#deps.session.signal(self, data),
+        sendSignal: (data) => session.signal(self, data),
         onProgress(done) {
+          // Progress keeps the servers' grace open (up to their bound); once a second is enough.
+          const now = performance.now();
+          if (now - reportedAt >= PROGRESS_REPORT_MS || done === total) {
+            reportedAt = now;
+            session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done, total });
+          }
           sending(
             done,
             "transferring",
@@ -179,21 +207,30 @@ export class HandoverController {
   }
 }
 
-function receivedState(outcome: HandoverOutcome, last: HandoverState | null): HandoverState {
-  return outcome.ok
-    ? {
+function receivedState(
+  outcome: HandoverOutcome,
+  progress: { done: number; total: number | null },
+): HandoverState {
+  if (outcome.ok) {
+    return {
       role: "receiving",
       phase: "done",
       done: outcome.rows,
       total: outcome.rows,
       text: `History received from your other device: ${outcome.rows} messages`,
-    }
-    : {
-      role: "receiving",
-      phase: "failed",
-      done: last?.done ?? 0,
-      total: last?.total ?? null,
-      text: `History from your other device was refused (${outcome.reason}): what arrived before ` +
-        "stays, nothing else was imported. Log in on the other device again to retry",
     };
+  }
+  const { done, total } = progress;
+  const arrived = total === null
+    ? "no message arrived"
+    : `${done} of ${total} messages arrived (the newest first)`;
+  return {
+    role: "receiving",
+    phase: "failed",
+    done,
+    total,
+    text: `The history transfer from your other device failed (${outcome.reason}): ${arrived} ` +
+      "and stay here. The rest is still on your other device: to move it, log in there, then " +
+      "log in here again while that device stays open",
+  };
 }

@@ -1,22 +1,24 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import {
-  batchRows,
   type HandoverKeys,
   type HandoverOutcome,
   HandoverReceiveJob,
   HandoverSendJob,
   parseHandoverRows,
+  SEND_WINDOW,
 } from "./handover.ts";
 import { MAX_BUFFERED_AMOUNT } from "./peer_link.ts";
 import { createMemoryRowStores, History, type MessageRow } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";
 import {
+  BatchTooLargeError,
   MAX_BATCH_PAYLOAD_BYTES,
   openBatch,
   sealBatch,
   type SealedBatch,
   TamperedEnvelopeError,
+  toBase64Url,
   type UserKeyPairs,
 } from "../shared/crypto/mod.ts";
 import { ProtocolError } from "../shared/mod.ts";
@@ -62,34 +64,30 @@ async function rejects(fn: () => Promise<unknown>, kind: new (...a: never[]) => 
   throw new Error(`expected ${kind.name}, nothing was thrown`);
 }
 
-Deno.test("batching keeps the order, bounds bytes and rows, and always ends with a batch", () => {
-  const rows = Array.from({ length: 500 }, (_, i) => row(i, "é".repeat(1000 + i)));
-  const batches = batchRows(rows, 20_000, 7);
-  assertEquals(batches.flat().map((r) => r.id), rows.map((r) => r.id));
-  for (const b of batches) {
-    assert(b.length >= 1 && b.length <= 7, `batch of ${b.length} rows`);
-    const bytes = new TextEncoder().encode(JSON.stringify(b)).length;
-    assert(bytes <= 20_000, `batch of ${bytes} bytes`);
-  }
-  assertEquals(batchRows([]), [[]]);
-  assertEquals(batchRows([row(1)]).length, 1);
-});
-
-Deno.test("a full sealed batch stays under the 64 KiB the sender lets buffer", async () => {
+Deno.test("compression lets one sealed batch carry 2,000 chat rows, still under 64 KiB", async () => {
   const alice = keysFrom((await testKeys()).alice);
-  // Worst-case text for JSON: every character escaped.
-  const rows = Array.from({ length: 400 }, (_, i) => row(i, '\u0001"'.repeat(1500)));
-  const [first] = batchRows(rows);
-  const payload = JSON.stringify(first);
-  assert(new TextEncoder().encode(payload).length <= MAX_BATCH_PAYLOAD_BYTES);
+  const rows = Array.from({ length: 2_000 }, (_, i) => row(i, `see you at ${i % 24}:00 then`));
+  const payload = JSON.stringify(rows);
+  assert(new TextEncoder().encode(payload).length > 4 * MAX_BATCH_PAYLOAD_BYTES);
   const batch = await sealBatch(
-    { owner: "alice", nonce: "n".repeat(24), seq: 0, total: 400, final: false },
+    { owner: "alice", nonce: "n".repeat(24), seq: 0, total: 2_000, final: true },
     payload,
     alice.signing,
     alice.encrypt,
   );
   const wire = JSON.stringify({ v: 1, type: "handover_batch", batch });
   assert(wire.length <= MAX_BUFFERED_AMOUNT, `${wire.length} bytes on the wire`);
+  assertEquals(await openBatch(batch, alice.decrypt, alice.verify), payload);
+});
+
+Deno.test("a payload that does not compress under the bound is refused, to be split", async () => {
+  const alice = keysFrom((await testKeys()).alice);
+  const noise = toBase64Url(crypto.getRandomValues(new Uint8Array(60_000)));
+  const head = { owner: "alice", nonce: "n".repeat(24), seq: 0, total: 1, final: true };
+  await rejects(
+    () => sealBatch(head, JSON.stringify([row(0, noise)]), alice.signing, alice.encrypt),
+    BatchTooLargeError,
+  );
 });
 
 Deno.test("a batch from another key, or altered in any field, is rejected", async () => {
@@ -180,19 +178,26 @@ function pipe(
   const stored: MessageRow[] = [];
   const progress: Array<[number, number]> = [];
   let maxInFlight = 0;
-  let inFlight = 0;
+  let sentBatches = 0;
+  let acked = 0;
+  /** The channel: a message in transit when it drops is lost, as on a closed data channel. */
+  const channel = { isUp: true, epoch: 0 };
+  const deliver = (fn: () => void) => {
+    const epoch = channel.epoch;
+    setTimeout(() => channel.isUp && channel.epoch === epoch && fn(), 0);
+  };
   const link: { rx?: HandoverReceiveJob } = {};
   const tx = new HandoverSendJob(sender.owner, sender.keys, sender.rows, {
     send(text) {
-      inFlight++;
-      maxInFlight = Math.max(maxInFlight, inFlight);
-      setTimeout(() => link.rx!.receive(tamper(text)), 0);
+      sentBatches++;
+      maxInFlight = Math.max(maxInFlight, sentBatches - acked);
+      deliver(() => link.rx!.receive(tamper(text)));
     },
   });
   const rx = link.rx = new HandoverReceiveJob(receiver.owner, receiver.keys, {
     send(text) {
-      inFlight = 0;
-      setTimeout(() => tx.receive(text), 0);
+      if (text.includes('"handover_received"')) acked++;
+      deliver(() => tx.receive(text));
     },
     onProgress: (done, total) => progress.push([done, total]),
     importRows(rows) {
@@ -201,24 +206,67 @@ function pipe(
     },
   });
   rx.start();
-  return { tx, rx, stored, progress, maxInFlight: () => maxInFlight };
+  return {
+    tx,
+    rx,
+    stored,
+    progress,
+    maxInFlight: () => maxInFlight,
+    /** The channel drops: what is in transit is lost, and the sender pauses. */
+    drop() {
+      channel.isUp = false;
+      channel.epoch++;
+      tx.pause();
+      sentBatches = acked;
+    },
+    /** A new channel opens: the receiver says hello again. */
+    reopen() {
+      channel.isUp = true;
+      rx.start();
+    },
+  };
 }
 
-Deno.test("a whole history goes over in order, one batch in flight, and the signed ack ends it", async () => {
+/** Rows with text that compresses like random words: about 2.5× rather than 20×. */
+function wordyRows(n: number): MessageRow[] {
+  const words = ["soon", "lunch", "train", "meeting", "ok", "see", "you", "later", "why", "now"];
+  return Array.from({ length: n }, (_, i) => {
+    const text = Array.from({ length: 40 }, (_, w) => words[(i * 7 + w * w * 13) % 10]).join(" ");
+    return row(i, `${text} ${crypto.randomUUID()}`);
+  }).reverse();
+}
+
+Deno.test("a whole history goes over in the order given, pipelined, and the signed ack ends it", async () => {
   const alice = keysFrom((await testKeys()).alice);
-  const rows = Array.from({ length: 120 }, (_, i) => row(i, "x".repeat(900)));
+  const rows = wordyRows(3_000); // newest first, as the old device sends them
   const p = pipe({ owner: "alice", keys: alice, rows }, { owner: "alice", keys: alice });
   const [sent, received] = await Promise.all([p.tx.outcome, p.rx.outcome]);
-  assertEquals(sent, { ok: true, rows: 120 });
-  assertEquals(received, { ok: true, rows: 120 });
+  assertEquals(sent, { ok: true, rows: 3_000 });
+  assertEquals(received, { ok: true, rows: 3_000 });
   assertEquals(p.stored.map((r) => r.id), rows.map((r) => r.id));
-  assert(p.progress.length >= 3, "several batches");
-  assertEquals(p.progress.at(-1), [120, 120]);
-  assertEquals(p.maxInFlight(), 1, "stop and wait: one batch at a time");
+  assert(p.progress.length >= 3, `several batches, got ${p.progress.length}`);
+  assertEquals(p.progress.at(-1), [3_000, 3_000]);
+  assert(p.maxInFlight() > 1, "the next batch goes before the last is acknowledged");
+  assert(p.maxInFlight() <= SEND_WINDOW, `at most ${SEND_WINDOW} unacknowledged`);
 
   // An empty history still ends with an acknowledged (empty) final batch.
   const empty = pipe({ owner: "alice", keys: alice, rows: [] }, { owner: "alice", keys: alice });
   assertEquals(await empty.tx.outcome, { ok: true, rows: 0 });
+});
+
+Deno.test("a transfer whose channel drops goes on where it stopped, each row once", async () => {
+  const alice = keysFrom((await testKeys()).alice);
+  const rows = wordyRows(4_000);
+  const p = pipe({ owner: "alice", keys: alice, rows }, { owner: "alice", keys: alice });
+  await waitFor(() => p.stored.length >= 1_000, "part of the history arrived");
+  p.drop();
+  const before = p.stored.length;
+  assert(before < rows.length, "dropped halfway");
+  p.reopen();
+  const [sent, received] = await Promise.all([p.tx.outcome, p.rx.outcome]);
+  assertEquals(sent, { ok: true, rows: 4_000 });
+  assertEquals(received, { ok: true, rows: 4_000 });
+  assertEquals(p.stored.map((r) => r.id), rows.map((r) => r.id), "every row once, in order");
 });
 
 Deno.test("the receiver refuses batches sealed with another key, altered, or of another transfer", async () => {

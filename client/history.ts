@@ -17,7 +17,7 @@
  * Message ids are globally unique and inserts are `INSERT OR IGNORE`, so a message that arrives
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
-import { openDB } from "idb";
+import { deleteDB, openDB } from "idb";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -49,14 +49,26 @@ export interface MessageRow {
   status: MessageStatus;
 }
 
+/** Rows in a fixed order, read on demand (an array is one). */
+export interface RowSource {
+  /** How many rows there are. */
+  readonly length: number;
+  /** Rows `start` to `end` (exclusive). */
+  slice(start: number, end: number): MessageRow[];
+}
+
 /** Durable per-user row storage (IndexedDB in the browser, memory in tests). */
 export interface RowStore {
   /** Writes one row (insert or replace by id). */
   put(row: MessageRow): Promise<void>;
+  /** Writes many rows in one transaction (insert or replace by id): all or none. */
+  putMany(rows: readonly MessageRow[]): Promise<void>;
   /** Every stored row, in no particular order. */
   all(): Promise<MessageRow[]>;
   /** Releases the store. */
   close(): void;
+  /** Releases the store and deletes every row it held, for good. */
+  destroy(): Promise<void>;
 }
 
 /** Opens the row store of one user. */
@@ -64,6 +76,8 @@ export type RowStoreOpener = (owner: string) => Promise<RowStore>;
 
 /** The parts of a sql.js statement used here. */
 export interface SqlStatement {
+  /** Binds `params`, runs the statement once and resets it. */
+  run(params?: unknown[]): void;
   bind(params: unknown[]): boolean;
   step(): boolean;
   get(): unknown[];
@@ -143,7 +157,12 @@ export class History {
     db.run(SCHEMA);
     const rows = await store.all();
     db.run("BEGIN");
-    for (const row of rows) db.run(INSERT, toParams(row));
+    const insert = db.prepare(INSERT);
+    try {
+      for (const row of rows) insert.run(toParams(row));
+    } finally {
+      insert.free();
+    }
     db.run("COMMIT");
     return new History(db, store);
   }
@@ -188,9 +207,87 @@ export class History {
     return false;
   }
 
-  /** Every stored message, ordered by send time then id (for the history hand-over). */
+  /**
+   * Takes many rows from another device of this user at once, like {@link importRow} for each,
+   * in one sql.js transaction and one durable write: a hand-over batch costs one IndexedDB
+   * transaction, not one per row. Resolves how many rows were new.
+   */
+  async importRows(rows: readonly MessageRow[]): Promise<number> {
+    const changed: MessageRow[] = [];
+    let fresh = 0;
+    // One prepared statement for the batch: `run(sql, params)` would compile it per row.
+    const insert = this.#db.prepare(INSERT);
+    this.#db.run("BEGIN");
+    try {
+      for (const row of rows) {
+        insert.run(toParams(row));
+        if (this.#db.getRowsModified() > 0) {
+          fresh++;
+          changed.push(row);
+          continue;
+        }
+        const have = this.get(row.id);
+        if (have && STATUS_RANK[row.status] > STATUS_RANK[have.status]) {
+          this.#db.run("UPDATE messages SET status = ? WHERE id = ?", [row.status, row.id]);
+          changed.push({ ...have, status: row.status });
+        }
+      }
+      this.#db.run("COMMIT");
+    } catch (err) {
+      this.#db.run("ROLLBACK");
+      throw err;
+    } finally {
+      insert.free();
+    }
+    if (changed.length > 0) await this.#store.putMany(changed);
+    return fresh;
+  }
+
+  /** Every stored message, ordered by send time then id. */
   all(): MessageRow[] {
     return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at, id`, []);
+  }
+
+  /**
+   * Every stored message, newest first (send time, then id, descending): the order of the
+   * history hand-over, so what the user needs most arrives first.
+   */
+  newestFirst(): MessageRow[] {
+    return this.#query(`SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC`, []);
+  }
+
+  /**
+   * The whole history newest first, read a page at a time as it is needed (keyset pagination),
+   * so a hand-over of 100,000 rows can send its first batch without loading them all. The rows
+   * read stay cached (a resumed transfer sends batches again); `length` is fixed when called.
+   */
+  newestFirstSource(): RowSource {
+    const length = this.count();
+    const loaded: MessageRow[] = [];
+    // One statement stepped as far as needed: SQLite sorts once, at the first step.
+    let cursor: SqlStatement | null = null;
+    let isExhausted = length === 0;
+    const load = (upTo: number) => {
+      if (isExhausted || loaded.length >= upTo) return;
+      cursor ??= this.#db.prepare(
+        `SELECT ${COLUMNS} FROM messages ORDER BY sent_at DESC, id DESC`,
+      );
+      while (loaded.length < upTo) {
+        if (loaded.length >= length || !cursor.step()) {
+          isExhausted = true;
+          cursor.free();
+          return;
+        }
+        loaded.push(fromSql(cursor.get()));
+      }
+    };
+    return {
+      length,
+      slice(start, end) {
+        load(end);
+        return loaded.slice(start, end);
+      },
+    };
   }
 
   /** One message by id. */
@@ -249,6 +346,15 @@ export class History {
     this.#store.close();
   }
 
+  /**
+   * Closes the database and deletes this user's stored history from the device, for good (after
+   * a confirmed hand-over to the user's new device).
+   */
+  async destroy(): Promise<void> {
+    this.#db.close();
+    await this.#store.destroy();
+  }
+
   #query(sql: string, params: unknown[]): MessageRow[] {
     const stmt = this.#db.prepare(sql);
     try {
@@ -268,21 +374,56 @@ export function historyDbName(owner: string): string {
 }
 
 /** Opens `owner`'s row store in IndexedDB (one object store, rows keyed by message id). */
+/**
+ * Merges the rows of the two IndexedDB stores into one row per id: a row can be in both (stored
+ * on its own, then moved forward by a hand-over batch, or the other way round), and the stored
+ * copy whose status is furthest along wins; on a tie the single row, written by this device.
+ */
+export function mergeStoredRows(
+  single: readonly MessageRow[],
+  chunks: ReadonlyArray<readonly MessageRow[]>,
+): MessageRow[] {
+  const byId = new Map<string, MessageRow>();
+  for (const row of single) byId.set(row.id, row);
+  for (const chunk of chunks) {
+    for (const row of chunk) {
+      const have = byId.get(row.id);
+      if (!have || STATUS_RANK[row.status] > STATUS_RANK[have.status]) byId.set(row.id, row);
+    }
+  }
+  return [...byId.values()];
+}
+
+/**
+ * Opens `owner`'s row store in IndexedDB: store `messages` holds rows one by one, keyed by
+ * message id (a message sent or received: one small write); store `chunks` holds the batches of
+ * a hand-over, one record per batch, since writing 100,000 records one by one takes IndexedDB
+ * many seconds while a few dozen large ones take a fraction of that.
+ */
 export async function openIdbRowStore(owner: string): Promise<RowStore> {
-  const db = await openDB(historyDbName(owner), 1, {
-    upgrade(db) {
-      db.createObjectStore("messages", { keyPath: "id" });
+  const db = await openDB(historyDbName(owner), 2, {
+    upgrade(db, oldVersion) {
+      if (oldVersion < 1) db.createObjectStore("messages", { keyPath: "id" });
+      if (oldVersion < 2) db.createObjectStore("chunks", { autoIncrement: true });
     },
   });
   return {
     async put(row) {
       await db.put("messages", row);
     },
+    async putMany(rows) {
+      await db.add("chunks", rows);
+    },
     async all() {
-      return (await db.getAll("messages")) as MessageRow[];
+      const [single, chunks] = await Promise.all([db.getAll("messages"), db.getAll("chunks")]);
+      return mergeStoredRows(single as MessageRow[], chunks as MessageRow[][]);
     },
     close() {
       db.close();
+    },
+    async destroy() {
+      db.close();
+      await deleteDB(historyDbName(owner));
     },
   };
 }
@@ -300,6 +441,16 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       put(row) {
         opener.puts++;
         rows.set(row.id, structuredClone(row));
+        return Promise.resolve();
+      },
+      putMany(list) {
+        opener.puts++;
+        for (const row of list) rows.set(row.id, structuredClone(row));
+        return Promise.resolve();
+      },
+      destroy() {
+        rows.clear();
+        dbs.delete(historyDbName(owner));
         return Promise.resolve();
       },
       all() {

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "./testing/assert.ts";
-import { createMemoryRowStores, History, type MessageRow } from "./history.ts";
+import { createMemoryRowStores, History, mergeStoredRows, type MessageRow } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 
 const WASM = decodeURIComponent(
@@ -116,5 +116,69 @@ Deno.test("mailbox rows: stored and reloaded, status only moves forward, unsent 
   assertEquals(h.get("mail-00001")?.via, "mailbox");
   assertEquals(h.get("mail-00001")?.status, "delivered");
   assertEquals(h.peersWithUnsent("alice"), ["bob"]);
+  h.close();
+});
+
+Deno.test("a hand-over batch is imported in one store write, idempotently, status forward", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("msg-00002", 20, { status: "sent", via: "mailbox" }));
+  const putsBefore = stores.puts;
+  const batch = [
+    row("msg-00003", 30, { status: "delivered" }),
+    row("msg-00002", 20, { status: "delivered" }),
+    row("msg-00001", 10, { status: "delivered" }),
+  ];
+  assertEquals(await h.importRows(batch), 2, "two new rows");
+  assertEquals(stores.puts - putsBefore, 1, "one durable write for the whole batch");
+  assertEquals(await h.importRows(batch), 0, "importing again adds nothing");
+  assertEquals(stores.puts - putsBefore, 1, "and writes nothing");
+  assertEquals(h.get("msg-00002")?.status, "delivered");
+  assertEquals(h.get("msg-00002")?.via, "mailbox", "an existing row keeps its path");
+  assertEquals(h.newestFirst().map((r) => r.id), ["msg-00003", "msg-00002", "msg-00001"]);
+  h.close();
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.count(), 3);
+  again.close();
+});
+
+Deno.test("a destroyed history leaves nothing on the device", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("msg-00001", 10));
+  await h.destroy();
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.count(), 0);
+  again.close();
+});
+
+Deno.test("rows stored one by one and in hand-over chunks merge, the furthest status winning", () => {
+  const single = [
+    row("msg-00001", 10, { status: "sent", via: "mailbox" }),
+    row("msg-00002", 20, { status: "delivered", via: "relay" }),
+  ];
+  const chunks = [
+    [row("msg-00001", 10, { status: "delivered" }), row("msg-00003", 30)],
+    [row("msg-00002", 20, { status: "sent" }), row("msg-00003", 30, { status: "sent" })],
+  ];
+  const merged = new Map(mergeStoredRows(single, chunks).map((r) => [r.id, r]));
+  assertEquals(merged.size, 3);
+  assertEquals(merged.get("msg-00001")?.status, "delivered");
+  assertEquals(merged.get("msg-00002")?.status, "delivered", "never back");
+  assertEquals(merged.get("msg-00002")?.via, "relay");
+  assertEquals(merged.get("msg-00003")?.status, "sent");
+});
+
+Deno.test("the newest-first source reads the history on demand, in order", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.importRows(Array.from({ length: 50 }, (_, i) => row(`msg-${1000 + i}`, 1000 + i)));
+  const source = h.newestFirstSource();
+  assertEquals(source.length, 50);
+  assertEquals(source.slice(0, 2).map((r) => r.sentAt), [1049, 1048]);
+  assertEquals(
+    source.slice(40, 60).map((r) => r.sentAt),
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0].map((i) => 1000 + i),
+  );
+  assertEquals(source.slice(1, 3).map((r) => r.sentAt), [1048, 1047]);
   h.close();
 });

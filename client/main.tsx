@@ -15,6 +15,12 @@
  * - `messages(peer): Promise<MessageRow[]>` — the stored conversation with `peer`, ordered.
  * - `openChat(peer)`, `send(text)` — the UI actions, for scripted use.
  * - `rejectedCount(): number` — peer messages rejected as malformed or forged.
+ * - `seedHistory(peer, n, prefix)` — adds `n` delivered messages with `peer` (texts
+ *   `${prefix} ${i}`, older than any live one) to the logged-in user's history in one import,
+ *   to build long histories quickly; resolves how many were new.
+ * - `historyDigest(): Promise<{count, digest}>` — the whole stored history, as a count and a
+ *   SHA-256 over every row's fields, newest first (two devices with the same history agree).
+ * - `historyDbs(): Promise<string[]>` — names of this origin's IndexedDB databases.
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
@@ -39,12 +45,18 @@ export interface P2pChatHook {
   openChat(peer: string): void;
   send(text: string): Promise<void>;
   rejectedCount(): number;
+  seedHistory(peer: string, n: number, prefix: string): Promise<number>;
+  historyDigest(): Promise<{ count: number; digest: string }>;
+  historyDbs(): Promise<string[]>;
 }
 
 const session = new Session(
   { openSocket: (url) => new WebSocket(url), storage: sessionStorage },
   { homeServer: location.origin },
 );
+
+/** localStorage key of why this browser was last signed out without asking. */
+const SIGNED_OUT_KEY = "p2pchat.signedOut";
 
 let sqlJs: ReturnType<typeof loadSqlJs> | null = null;
 
@@ -56,6 +68,13 @@ const model = createChatModel({
     return History.open({ sql: await sqlJs, openStore: openIdbRowStore }, owner);
   },
   keyStore: createIdbKeyStore(),
+  signedOutNote: {
+    load: () => localStorage.getItem(SIGNED_OUT_KEY),
+    save(text) {
+      if (text === null) localStorage.removeItem(SIGNED_OUT_KEY);
+      else localStorage.setItem(SIGNED_OUT_KEY, text);
+    },
+  },
 });
 
 const hook: P2pChatHook = {
@@ -70,6 +89,38 @@ const hook: P2pChatHook = {
   openChat: (peer) => model.openChat(peer),
   send: (text) => model.send(text),
   rejectedCount: () => model.rejected.count,
+  seedHistory(peer, n, prefix) {
+    const me = model.me.value ?? "";
+    const base = Date.now() - 1_000_000_000;
+    const rows: MessageRow[] = Array.from({ length: n }, (_, i) => {
+      const mine = i % 2 === 0;
+      return {
+        id: `seed-${prefix}-${String(i).padStart(7, "0")}`,
+        peer,
+        sender: mine ? me : peer,
+        recipient: mine ? peer : me,
+        sentAt: base + i * 10,
+        receivedAt: mine ? null : base + i * 10 + 5,
+        text: `${prefix} ${i}`,
+        via: "p2p",
+        status: "delivered",
+      };
+    });
+    return model.importHistory(rows);
+  },
+  async historyDigest() {
+    const rows = model.allMessages();
+    const text = rows.map((r) =>
+      [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status]
+        .join("\u0000")
+    ).join("\n");
+    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    const digest = [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    return { count: rows.length, digest };
+  },
+  async historyDbs() {
+    return (await indexedDB.databases()).map((d) => d.name ?? "");
+  },
 };
 (globalThis as unknown as { p2pchat: P2pChatHook }).p2pchat = hook;
 

@@ -27,6 +27,9 @@ import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
 import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
 
+/** Least time between two redraws of the open conversation during a hand-over, ms. */
+const REFRESH_THROTTLE_MS = 250;
+
 /** Collaborators of a {@link UserSession}. */
 export interface UserSessionDeps {
   /** The WebSocket session with the servers. */
@@ -96,6 +99,8 @@ export class UserSession implements Disposable {
   #isDetached = false;
   /** Dispose leaves the unlocked keys in the key store (the servers' session goes on). */
   #keepsKeys = false;
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  #isRefreshDue = false;
   #pingSeq = 1;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
@@ -227,7 +232,7 @@ export class UserSession implements Disposable {
         aborted,
         {
           afterImport: (undelivered) => {
-            this.#refresh();
+            this.#refreshSoon();
             // What the old device had not got delivered goes out from here now.
             for (const peer of undelivered) void this.#outbox.flush(peer, true);
           },
@@ -414,6 +419,18 @@ export class UserSession implements Disposable {
     return this.isDisposed ? [] : this.#history.list(peer, 100_000);
   }
 
+  /** Every stored message, newest first. */
+  allMessages(): MessageRow[] {
+    return this.isDisposed ? [] : this.#history.newestFirst();
+  }
+
+  /** Adds rows to the history as a hand-over would; resolves how many were new. */
+  async importHistory(rows: MessageRow[]): Promise<number> {
+    const fresh = await this.#history.importRows(rows);
+    this.#refresh();
+    return fresh;
+  }
+
   /**
    * Ends this session for a history hand-over: like {@link dispose}, except that the history
    * and the unlocked keys are handed to the caller instead of being closed and deleted. Null
@@ -439,6 +456,7 @@ export class UserSession implements Disposable {
     this.#receiver = null;
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
+    clearTimeout(this.#refreshTimer);
     for (const answer of this.#pongWaiters.values()) answer(false);
     this.#pongWaiters.clear();
   }
@@ -510,6 +528,25 @@ export class UserSession implements Disposable {
 
   #changed(peer: string): void {
     if (this.openPeer.value === peer) this.#refresh();
+  }
+
+  /**
+   * Refreshes now, and at most once more within {@link REFRESH_THROTTLE_MS}: a hand-over imports
+   * a batch every few ms, and redrawing the conversation for each would slow it down.
+   */
+  #refreshSoon(): void {
+    if (this.#refreshTimer !== undefined) {
+      this.#isRefreshDue = true;
+      return;
+    }
+    this.#refresh();
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = undefined;
+      if (this.#isRefreshDue) {
+        this.#isRefreshDue = false;
+        this.#refreshSoon();
+      }
+    }, REFRESH_THROTTLE_MS);
   }
 
   #refresh(): void {

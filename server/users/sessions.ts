@@ -36,6 +36,13 @@ export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replace
 /** How long a superseded connection may stay open to hand its history over, in ms. */
 export const HANDOVER_GRACE_MS = 30_000;
 
+/**
+ * `type` of the self-signal by which a connection in its grace reports how many rows it has
+ * handed over (`{type, done, total}`): progress extends the grace up to `handoverMaxMs`. It is
+ * taken here, not passed on.
+ */
+export const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
+
 /** What a connection in its hand-over grace is told when it asks for anything but a self-signal. */
 export const HANDOVER_ONLY_MESSAGE =
   "Signed in elsewhere: this connection can only hand your history to your new device; " +
@@ -64,6 +71,13 @@ export interface SessionsOptions {
    * @default HANDOVER_GRACE_MS
    */
   handoverGraceMs?: number;
+  /**
+   * Longest a grace may last in all while the old device reports progress: each
+   * {@link HANDOVER_PROGRESS_SIGNAL} that reports more rows handed over than the last moves the
+   * end to a full grace from now, never past this bound; equal to the grace: never extended.
+   * @default 4 × handoverGraceMs
+   */
+  handoverMaxMs?: number;
   /** Longest a login waits for its presence record to be written on the ring, in ms. @default 2000 */
   presenceWriteWaitMs?: number;
   /** Login failure limits; missing fields take {@link DEFAULT_LIMITS}. */
@@ -86,10 +100,13 @@ export class Sessions {
   #deps: SessionsDeps;
   #presenceTimeoutMs: number;
   #graceMs: number;
+  #graceMaxMs: number;
   #writeWaitMs: number;
   #logins: LoginLimiter;
   #registry = new SessionRegistry();
   #graceTimers = new Map<ClientConnection, TimerHandle>();
+  /** When each grace began, and the most rows its connection reported handed over. */
+  #graceProgress = new Map<ClientConnection, { beganAt: number; done: number }>();
   #sweeper: TimerHandle | undefined;
 
   /** Creates the service; {@link start} begins the heartbeat sweep. */
@@ -97,6 +114,7 @@ export class Sessions {
     this.#deps = deps;
     this.#presenceTimeoutMs = options.presenceTimeoutMs ?? PRESENCE_TIMEOUT_MS;
     this.#graceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS;
+    this.#graceMaxMs = Math.max(this.#graceMs, options.handoverMaxMs ?? 4 * this.#graceMs);
     this.#writeWaitMs = options.presenceWriteWaitMs ?? 2000;
     this.#logins = new LoginLimiter(
       { ...DEFAULT_LIMITS, ...options.limits },
@@ -129,6 +147,7 @@ export class Sessions {
     clock.clearInterval(this.#sweeper);
     for (const timer of this.#graceTimers.values()) clock.clearTimeout(timer);
     this.#graceTimers.clear();
+    this.#graceProgress.clear();
     for (const conn of local.connections()) {
       conn.close(1001, "server shutting down");
       // At once, not when the socket reports closing: the presence writes start while the ring runs.
@@ -146,6 +165,7 @@ export class Sessions {
     const grace = this.#graceTimers.get(conn);
     if (grace !== undefined) this.#deps.clock.clearTimeout(grace);
     this.#graceTimers.delete(conn);
+    this.#graceProgress.delete(conn);
     const ended = this.#deps.local.remove(conn);
     if (ended) this.#sessionEnded(ended.username);
   }
@@ -245,6 +265,10 @@ export class Sessions {
     const username = grace?.username ?? bound?.username;
     const current = grace?.current.sessionId ?? bound?.session.sessionId;
     if (!username || !current) throw new UserError("not_authenticated", "Log in first");
+    if (grace && data.type === HANDOVER_PROGRESS_SIGNAL) {
+      this.#progress(conn, data.done);
+      return;
+    }
     const frame: Extract<ServerFrame, { type: "handover_signal" }> = {
       v: 1,
       type: "handover_signal",
@@ -370,6 +394,7 @@ export class Sessions {
       conn,
       clock.setTimeout(() => this.#endGrace(conn, "grace over"), this.#graceMs),
     );
+    this.#graceProgress.set(conn, { beganAt: clock.now(), done: 0 });
     log("handover_started", { username, graceMs: this.#graceMs });
     conn.send({
       v: 1,
@@ -377,6 +402,33 @@ export class Sessions {
       message: SUPERSEDED_MESSAGE,
       handoverMs: this.#graceMs,
     });
+  }
+
+  /**
+   * A connection in its grace reports `done` rows handed over: if that is more than before, its
+   * grace ends a full grace from now, but no later than `handoverMaxMs` after it began.
+   */
+  #progress(conn: ClientConnection, done: unknown): void {
+    const { clock, local, log } = this.#deps;
+    const progress = this.#graceProgress.get(conn);
+    const timer = this.#graceTimers.get(conn);
+    if (!progress || timer === undefined) return;
+    if (typeof done !== "number" || !Number.isSafeInteger(done) || done <= progress.done) return;
+    progress.done = done;
+    const endsAt = Math.min(progress.beganAt + this.#graceMaxMs, clock.now() + this.#graceMs);
+    log("handover_extended", {
+      username: local.graceOf(conn)?.username,
+      done,
+      endsInMs: endsAt - clock.now(),
+    });
+    clock.clearTimeout(timer);
+    this.#graceTimers.set(
+      conn,
+      clock.setTimeout(
+        () => this.#endGrace(conn, "grace over"),
+        Math.max(0, endsAt - clock.now()),
+      ),
+    );
   }
 
   /** Ends a connection's hand-over grace: closes it as superseded. */

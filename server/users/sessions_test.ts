@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { SUPERSEDED_CLOSE_CODE } from "../../shared/mod.ts";
 import { FakeConnection, fakeServer } from "./testing.ts";
 import { UserError } from "./errors.ts";
-import { SUPERSEDED_MESSAGE } from "./sessions.ts";
+import { HANDOVER_PROGRESS_SIGNAL, SUPERSEDED_MESSAGE } from "./sessions.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -84,6 +84,61 @@ Deno.test("sessions: the hand-over grace ends on time, and a silent connection i
   assert.equal(server.clock.pendingTimers > 0, true, "the rounds still run");
   await server.stop();
   assert.equal(server.clock.pendingTimers, 0, "stop leaves no timer behind");
+});
+
+Deno.test("sessions: progress of the hand-over extends the grace, up to its bound", async () => {
+  const server = fakeServer({ sessions: { handoverGraceMs: 20_000, handoverMaxMs: 60_000 } });
+  server.start();
+  await registered(server);
+  const old = new FakeConnection(server.clock);
+  const fresh = new FakeConnection(server.clock);
+  server.sessions.connect(old);
+  server.sessions.connect(fresh);
+  await server.sessions.login(old, "alice", SECRET);
+  await server.clock.advance(1);
+  await server.sessions.login(fresh, "alice", SECRET);
+  const progress = (done: number) =>
+    server.sessions.signalOwnDevice(old, { type: HANDOVER_PROGRESS_SIGNAL, done, total: 1e6 });
+  const tick = async (ms: number) => {
+    for (let t = 0; t < ms; t += 1000) {
+      old.touch();
+      fresh.touch();
+      await server.clock.advance(1000);
+    }
+  };
+  // At 10 s the old device reports rows handed over: its grace now ends at 30 s.
+  await tick(10_000);
+  await progress(1_000);
+  await tick(19_000);
+  assert.equal(old.closed, undefined, "still open at 29 s");
+  // The same count again is no progress.
+  await progress(1_000);
+  await tick(1_000);
+  assert.equal(old.closeCode(), SUPERSEDED_CLOSE_CODE, "closed a grace after the last progress");
+  assert.equal(fresh.framesOf("handover_signal").length, 0, "progress is not passed on");
+
+  // Progress all the time: open until the bound, 60 s after the grace began, then closed.
+  const older = new FakeConnection(server.clock);
+  server.sessions.connect(older);
+  const newer = new FakeConnection(server.clock);
+  server.sessions.connect(newer);
+  await registered(server, "bob");
+  await server.sessions.login(older, "bob", SECRET);
+  await server.clock.advance(1);
+  await server.sessions.login(newer, "bob", SECRET);
+  let done = 0;
+  for (let t = 0; t < 59; t++) {
+    older.touch();
+    newer.touch();
+    await server.sessions.signalOwnDevice(older, { type: HANDOVER_PROGRESS_SIGNAL, done: ++done });
+    await server.clock.advance(1000);
+  }
+  assert.equal(older.closed, undefined, "open at 59 s while progress continues");
+  older.touch();
+  newer.touch();
+  await server.clock.advance(1000);
+  assert.equal(older.closeCode(), SUPERSEDED_CLOSE_CODE, "closed at the bound");
+  await server.stop();
 });
 
 Deno.test("sessions: wrong passwords are limited before the right one is even checked", async () => {

@@ -10,6 +10,12 @@
  * one. Its own domain string keeps a batch from passing for a chat envelope and back; the
  * receiver's `nonce` in every header binds the batches to one transfer, so old ones cannot be
  * replayed into another.
+ *
+ * Version 2 compresses the payload (`deflate-raw`, CompressionStream) before sealing: chat rows
+ * are repetitive JSON and shrink several times, so one sealed batch under 64 KiB carries many
+ * more rows, and each RSA operation (one wrap, one signature per batch) covers more of them. The
+ * opener bounds what it inflates ({@link MAX_BATCH_PLAIN_BYTES}), so a small batch cannot expand
+ * into an unbounded one.
  */
 import { ProtocolError, readBoolean, readNumber, readObject, readString } from "../validate.ts";
 import { USERNAME_PATTERN } from "../username.ts";
@@ -46,10 +52,10 @@ export interface BatchHeader {
 
 /** A sealed batch; binary fields are base64url. */
 export interface SealedBatch extends BatchHeader {
-  v: 1;
+  v: 2;
   /** 12-byte AES-GCM IV. */
   iv: string;
-  /** AES-256-GCM ciphertext of the UTF-8 payload, tag included. */
+  /** AES-256-GCM ciphertext of the deflate-raw compressed UTF-8 payload, tag included. */
   ciphertext: string;
   /** The batch key wrapped with the owner's RSA-OAEP public key. */
   key: string;
@@ -57,11 +63,33 @@ export interface SealedBatch extends BatchHeader {
   signature: string;
 }
 
-/** Largest payload of one batch, in UTF-8 bytes, so a sealed batch stays under 64 KiB. */
+/**
+ * Largest compressed payload of one batch, in bytes, so a sealed batch (base64url, with its
+ * header, key and signature) stays under 64 KiB.
+ */
 export const MAX_BATCH_PAYLOAD_BYTES = 44 * 1024;
 
-const VERSION = 1;
-const DOMAIN = "p2p-chat handover batch v1";
+/** Largest payload of one batch before compression (and after inflating), in UTF-8 bytes. */
+export const MAX_BATCH_PLAIN_BYTES = 2 * 1024 * 1024;
+
+/** The payload does not fit one batch once compressed: the sender should split it. */
+export class BatchTooLargeError extends RangeError {
+  /** Compressed size in bytes (0 when the plain payload alone is over the bound). */
+  readonly compressedBytes: number;
+
+  /** Describes a payload of `plainBytes` that compressed to `compressedBytes`. */
+  constructor(plainBytes: number, compressedBytes: number) {
+    super(
+      `Batch of ${plainBytes} bytes (${compressedBytes} compressed) is larger than ` +
+        `${MAX_BATCH_PAYLOAD_BYTES} bytes compressed or ${MAX_BATCH_PLAIN_BYTES} plain: split it`,
+    );
+    this.name = "BatchTooLargeError";
+    this.compressedBytes = compressedBytes;
+  }
+}
+
+const VERSION = 2;
+const DOMAIN = "p2p-chat handover batch v2 deflate-raw";
 const ACK_DOMAIN = "p2p-chat handover ack v1";
 const NONCE_RULE = { pattern: /^[A-Za-z0-9_-]{16,64}$/, max: 64 };
 const RSA_RULE = { pattern: BASE64URL_PATTERN, min: 16, max: 683 };
@@ -88,10 +116,41 @@ function signedBytes(b: Omit<SealedBatch, "v" | "signature">): Uint8Array<ArrayB
   ]);
 }
 
+async function deflate(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream("deflate-raw"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** Inflates `bytes`, refusing to produce more than `max` bytes. */
+async function inflate(bytes: Uint8Array<ArrayBuffer>, max: number): Promise<Uint8Array> {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      throw new RangeError(`Inflates to more than ${max} bytes`);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
 /**
- * Encrypts `payload` (at most {@link MAX_BATCH_PAYLOAD_BYTES} bytes of UTF-8) for the owner and
- * signs it. `ownEncryptionKey` is the owner's RSA-OAEP public key, `ownSigningKey` his RSA-PSS
- * private key.
+ * Compresses `payload` (at most {@link MAX_BATCH_PLAIN_BYTES} bytes of UTF-8), encrypts it for
+ * the owner and signs it. `ownEncryptionKey` is the owner's RSA-OAEP public key, `ownSigningKey`
+ * his RSA-PSS private key. Throws {@link BatchTooLargeError} when the compressed payload is over
+ * {@link MAX_BATCH_PAYLOAD_BYTES}.
  */
 export async function sealBatch(
   head: BatchHeader,
@@ -99,11 +158,11 @@ export async function sealBatch(
   ownSigningKey: CryptoKey,
   ownEncryptionKey: CryptoKey,
 ): Promise<SealedBatch> {
-  const bytes = utf8(payload);
+  const plain = utf8(payload);
+  if (plain.length > MAX_BATCH_PLAIN_BYTES) throw new BatchTooLargeError(plain.length, 0);
+  const bytes = await deflate(plain);
   if (bytes.length > MAX_BATCH_PAYLOAD_BYTES) {
-    throw new RangeError(
-      `Batch of ${bytes.length} bytes is larger than ${MAX_BATCH_PAYLOAD_BYTES} bytes: split it`,
-    );
+    throw new BatchTooLargeError(plain.length, bytes.length);
   }
   checkHeader(head);
   const { iv, ciphertext, wrapped: [wrapped] } = await encryptForReaders(bytes, header(head), [
@@ -142,13 +201,13 @@ export async function openBatch(
   try {
     const aes = await unwrapObjectKey([batch.key], ownPrivateKey);
     if (!aes) throw new Error("not wrapped for this key");
-    const plain = await decryptObject(
+    const compressed = await decryptObject(
       aes,
       fromBase64Url(batch.iv),
       fromBase64Url(batch.ciphertext),
       header(batch),
     );
-    return fromUtf8(plain);
+    return fromUtf8(await inflate(new Uint8Array(compressed), MAX_BATCH_PLAIN_BYTES));
   } catch {
     throw new TamperedEnvelopeError(
       `History batch ${batch.seq} for ${batch.owner}: the content does not decrypt`,

@@ -23,6 +23,13 @@ import {
   waitForStatuses,
 } from "../support/chat_page.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
+import {
+  historyDatabases,
+  historyDigest,
+  loginNewAlice,
+  seedAliceHistory,
+  startHandoverWorld,
+} from "../support/handover_world.ts";
 
 /** Waits until `n` of `from`'s messages in the open conversation went to the mailbox. */
 async function waitForMailboxCount(page: Page, from: string, n: number) {
@@ -161,5 +168,113 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
   } finally {
     await Promise.all(browsers.map((br) => br.close()));
     await Promise.all(servers.map((s) => s.stop()));
+  }
+});
+
+Deno.test("100,000 messages move from Chromium to alice's new Firefox newest first and leave the old one", async () => {
+  await assertClientBuilt();
+  // A 4 s grace: the transfer takes longer here, so it only completes because the servers extend
+  // the grace while the old device reports progress. The new device is Firefox ESR.
+  const world = await startHandoverWorld({
+    env: { P2P_HANDOVER_GRACE_SECONDS: "4" },
+    newDevice: "firefox",
+  });
+  const pages: Array<{ name: string; errors: string[] }> = [
+    { name: "old alice", errors: world.oldAlice.errors },
+    { name: "bob", errors: world.bob.errors },
+  ];
+  try {
+    const n = 100_000;
+    const newest = "the newest message, from alice";
+    await seedAliceHistory(world, n, "old", newest);
+    const before = await historyDigest(world.oldAlice);
+    assert.equal(before.count, n + 1);
+
+    const { page: newAlice, firstVisibleMs, startedAt: loginStartedAt } = await loginNewAlice(
+      world,
+      newest,
+    );
+    pages.push({ name: "new alice", errors: newAlice.errors });
+    const shownAt = await newAlice.$eval(
+      '[data-testid="handover-status"]',
+      (el) => `${el.getAttribute("data-done")}/${el.getAttribute("data-total")}`,
+    ).catch(() => "no status");
+    console.log(`newest message shown ${Math.round(firstVisibleMs)} ms after login (${shownAt})`);
+
+    // Progress is shown on both devices, then the ending with the count.
+    const sent = await waitForHandover(world.oldAlice, "sending", "done", 180_000);
+    console.log(`handed over ${Math.round(performance.now() - loginStartedAt)} ms after login`);
+    assert.match(world.servers[0]!.logs(), /handover_extended/, "progress extended the grace");
+    assert.match(sent, new RegExp(`${n + 1} messages`));
+    assert.match(sent, /deleted from this one/);
+    const received = await waitForHandover(newAlice, "receiving", "done", 60_000);
+    assert.match(received, new RegExp(`${n + 1} messages`));
+
+    // The same history on the new device, every row, field by field.
+    assert.deepEqual(await historyDigest(newAlice), before);
+    // Moved, not copied: the old browser keeps no history database.
+    await world.oldAlice.waitForFunction(
+      async () => !(await indexedDB.databases()).some((d) => d.name === "p2pchat-history-alice"),
+      { timeout: 40_000 },
+    );
+    assert.deepEqual(
+      (await historyDatabases(world.oldAlice)).filter((name) => name.startsWith("p2pchat-hist")),
+      [],
+    );
+    // Reloaded, the old browser still says why it is signed out and where the history went.
+    await world.oldAlice.reload({ waitUntil: "load" });
+    await world.oldAlice.waitForSelector('[data-testid="signed-out-reason"]', { timeout: 40_000 });
+    const why = await world.oldAlice.$eval(
+      '[data-testid="signed-out-reason"]',
+      (el) => el.textContent ?? "",
+    );
+    assert.match(why, /Signed in elsewhere/);
+    assert.match(why, new RegExp(`${n + 1} messages\\) is now on your new device`));
+    for (const page of pages) {
+      assert.deepEqual(page.errors.filter((e) => !/favicon/.test(e)), [], `${page.name} errors`);
+    }
+  } catch (err) {
+    for (const page of pages) console.error(`${page.name} console:`, page.errors);
+    throw err;
+  } finally {
+    await world.close();
+  }
+});
+
+Deno.test("the old browser closed halfway: the new one keeps the newest part and says where the rest is", async () => {
+  await assertClientBuilt();
+  const world = await startHandoverWorld();
+  try {
+    const n = 100_000;
+    const newest = "the newest message, from alice";
+    await seedAliceHistory(world, n, "old", newest);
+    const { page: newAlice } = await loginNewAlice(world, newest);
+
+    // Halfway through (as the old device sees it), its browser tab closes.
+    await world.oldAlice.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid="handover-status"]');
+        return Number(el?.getAttribute("data-done") ?? 0) > 0;
+      },
+      { timeout: 60_000, polling: 10 },
+    );
+    await world.oldAlice.close();
+
+    // The new device says how much arrived and where the rest is, and keeps what arrived.
+    const text = await waitForHandover(newAlice, "receiving", "failed", 90_000);
+    const m = text.match(/(\d+) of (\d+) messages arrived/);
+    assert(m, `the failure says what arrived: ${text}`);
+    const arrived = Number(m[1]);
+    assert.equal(Number(m[2]), n + 1);
+    assert(arrived > 0 && arrived < n + 1, `${arrived} of ${n + 1}`);
+    assert.match(text, /still on your other device/);
+    assert.equal((await historyDigest(newAlice)).count, arrived, "what arrived stays");
+    const shown = await newAlice.$$eval(
+      '[data-testid="message"] .text',
+      (els) => els.map((el) => el.textContent ?? ""),
+    );
+    assert.equal(shown.at(-1), newest, "the newest messages are the ones that arrived");
+  } finally {
+    await world.close();
   }
 });

@@ -42,3 +42,33 @@ export async function launchBrowser(): Promise<TestBrowser> {
     },
   };
 }
+
+/** Where Debian installs Firefox ESR; override with FIREFOX_PATH. */
+export const FIREFOX_PATH = Deno.env.get("FIREFOX_PATH") ?? "/usr/bin/firefox-esr";
+
+/**
+ * Launches one headless Firefox ESR process (WebDriver BiDi) with a fresh profile, allowing
+ * WebRTC between loopback and private addresses with plain host candidates, as Chromium's flags
+ * do in {@link launchBrowser}.
+ */
+export async function launchFirefox(): Promise<TestBrowser> {
+  const browser = await puppeteer.launch({
+    browser: "firefox",
+    executablePath: FIREFOX_PATH,
+    headless: true,
+    extraPrefsFirefox: {
+      "media.peerconnection.ice.loopback": true,
+      "media.peerconnection.ice.obfuscate_host_addresses": false,
+      "media.peerconnection.ice.default_address_only": false,
+      "network.proxy.type": 0,
+      "browser.shell.checkDefaultBrowser": false,
+      "datareporting.policy.dataSubmissionEnabled": false,
+    },
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close().catch(() => {});
+    },
+  };
+}
