@@ -21,6 +21,8 @@ export interface ServerConfig {
   sessionTtlMs: number;
   /** How long a superseded device may hand its history to the new one, in ms (0: none). */
   handoverGraceMs: number;
+  /** Longest a hand-over that keeps progressing may extend its grace to, in ms (undefined: 4 × grace). */
+  handoverMaxMs: number | undefined;
   /** Frames one browser connection may send per second (bursts of twice as many). */
   frameRate: number;
   /** Most open browser connections on this server. */
@@ -100,6 +102,8 @@ Options (environment variable in brackets; flags win):
                                                  [P2P_REGISTRATIONS_PER_MINUTE]    default 30
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
+  --handover-max-seconds N  while the hand-over progresses its grace is extended, at most to N s
+                       in all, 0–3600                      [P2P_HANDOVER_MAX_SECONDS] default 4 × grace
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
   --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
   --operator-token T   required by /metrics, /ring and /ring/view (?token=T), ≥16 chars
@@ -177,6 +181,7 @@ export function parseConfig(
         "bcrypt-cost": { type: "string" },
         "session-ttl-hours": { type: "string" },
         "handover-grace-seconds": { type: "string" },
+        "handover-max-seconds": { type: "string" },
         "frame-rate": { type: "string" },
         "registrations-per-minute": { type: "string" },
         "max-connections": { type: "string" },
@@ -216,6 +221,7 @@ export function parseConfig(
   }
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
+  const handoverMax = pick("handover-max-seconds", "P2P_HANDOVER_MAX_SECONDS");
   const port = integer("port", pick("port", "P2P_PORT") ?? "8000", 0, 65535);
   const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
   const certFile = pick("tls-cert", "P2P_TLS_CERT");
@@ -257,6 +263,9 @@ export function parseConfig(
       0,
       600,
     ) * 1000,
+    handoverMaxMs: handoverMax === undefined
+      ? undefined
+      : integer("handover-max-seconds", handoverMax, 0, 3600) * 1000,
     frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
     maxConnections: integer(
       "max-connections",

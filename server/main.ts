@@ -149,7 +149,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
         perSecond: config.registrationsPerMinute / 60,
       },
     },
-    sessions: { handoverGraceMs: config.handoverGraceMs },
+    sessions: { handoverGraceMs: config.handoverGraceMs, handoverMaxMs: config.handoverMaxMs },
   });
   const { accounts, sessions, presence, routing, mailboxes, local } = users;
 

@@ -71,9 +71,10 @@ export function newMessageId(): string {
 /**
  * Messages of a history hand-over channel: the data channel a superseded device opens to the
  * user's new device (its own username) to hand its history over (DESIGN §4). The receiver opens
- * with `handover_hello` (its nonce for this transfer); the sender answers with sealed batches
- * (`shared/crypto/handover_batch.ts`), one at a time, each acknowledged by `handover_received`
- * once its rows are durable; after the final batch the receiver sends `handover_done` with its
+ * with `handover_hello` (its nonce for this transfer); the sender answers with compressed, sealed
+ * batches (`shared/crypto/handover_batch.ts`), newest rows first, a few in flight at once, each
+ * acknowledged by `handover_received` once its rows are durable (a new channel in the same grace
+ * resumes after the last acknowledged batch); after the final batch the receiver sends `handover_done` with its
  * signature over the nonce and the row count, or `handover_rejected` if a batch failed
  * verification. The batch is validated by `parseSealedBatch` (shared/crypto).
  */
