@@ -102,6 +102,8 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     metrics,
     log,
     isLive: (address) => membership.isLive(address),
+    liveServers: () => membership.liveServers(),
+    knownServers: () => membership.knownServers(),
   }, config.storage);
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
