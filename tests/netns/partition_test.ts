@@ -8,8 +8,14 @@
  * tests/support/netns_cluster.ts.
  */
 import assert from "node:assert/strict";
-import { accountCopies, accountsHeldBy } from "../support/ring.ts";
-import { mailboxCopies } from "../support/ring_records.ts";
+import { accountCopies, accountsHeldBy, presenceHolders } from "../support/ring.ts";
+import {
+  accountCopiesOn,
+  mailboxCopies,
+  plantRegistration,
+  registeredAt,
+} from "../support/ring_records.ts";
+import { hash } from "bcryptjs";
 import { NetnsCluster, type NetnsNode, netnsTestAvailability } from "../support/netns_cluster.ts";
 import { CONVERGE_MS, waitForGroup, waitForRing } from "../support/netns_waits.ts";
 import { waitFor } from "../support/wait.ts";
@@ -206,6 +212,67 @@ Deno.test({
           );
           console.log(
             `  one owner of "zelda" on every server ${Date.now() - healed} ms after the heal`,
+          );
+        },
+      );
+
+      await t.step(
+        "a registration that loses its name is revoked everywhere and told",
+        async () => {
+          // Stands in for the other side of a partition: an older registration of "yuki" reaches one
+          // copy (planted in its database), as the heal's anti-entropy would deliver it.
+          const yuki = await lan.chat(five[0]!, {
+            op: "try_register",
+            user: "yuki",
+            password: "newer-password",
+          });
+          assert.equal(yuki.result, "ok", yuki.message);
+          const held = lan.chat(five[3]!, {
+            op: "hold",
+            user: "yuki",
+            password: "newer-password",
+            forMs: CONVERGE_MS,
+          });
+          await waitFor(
+            "yuki's session to be online",
+            () => presenceHolders(servers(), "yuki").length > 0,
+            CONVERGE_MS,
+            100,
+          );
+          const holder = servers().find((s) => accountCopiesOn(s).includes("yuki"))!;
+          const createdAt = registeredAt([holder], "yuki")!;
+          const planted = Date.now();
+          plantRegistration(holder, "yuki", {
+            hash: await hash("older-password", 10),
+            createdAt: createdAt - 60_000,
+          });
+          const told = await held;
+          console.log(`  the newer registration's session ended ${Date.now() - planted} ms later`);
+          assert.equal(told.result, "superseded");
+          assert.match(told.message ?? "", /older account.*register another/);
+          assert.equal(told.closed, true, "the loser's connection stays open");
+          assert.equal(told.resumed, "not_authenticated", "the loser's token still resumes");
+          await waitFor(
+            "the older registration to own yuki on every server",
+            async () => {
+              for (const node of five) {
+                const loser = await lan.chat(node, {
+                  op: "try_login",
+                  user: "yuki",
+                  password: "newer-password",
+                });
+                if (loser.result !== "wrong_credentials") return false;
+                const winner = await lan.chat(node, {
+                  op: "try_login",
+                  user: "yuki",
+                  password: "older-password",
+                });
+                if (winner.result !== "ok") return false;
+              }
+              return true;
+            },
+            CONVERGE_MS,
+            250,
           );
         },
       );

@@ -11,6 +11,9 @@
  *           {"op":"try_register","user":"…","password":"…"}
  *           {"op":"try_login","user":"…","password":"…"}
  *           {"op":"try_send","user":"…","password":"…","to":"…","ids":[…]}
+ * and {"op":"hold","user":"…","password":"…","forMs":…}: logs in, keeps the session until the
+ * server says `superseded` (or `forMs` passes), then tries to resume with the same token; prints
+ * `{"ok":true,"result":"superseded"|"timeout","message","closed","resumed":"ok"|<code>}`.
  */
 import { TestClient } from "./ws_client.ts";
 
@@ -20,7 +23,8 @@ type Command =
   | { op: "fetch"; user: string; password: string }
   | { op: "try_register"; user: string; password: string }
   | { op: "try_login"; user: string; password: string }
-  | { op: "try_send"; user: string; password: string; to: string; ids: string[] };
+  | { op: "try_send"; user: string; password: string; to: string; ids: string[] }
+  | { op: "hold"; user: string; password: string; forMs: number };
 
 /** The outcome of a `try_*` command: "ok" or the server's error code. */
 export interface Attempt {
@@ -92,6 +96,30 @@ export async function runMailCommand(url: string, command: Command): Promise<unk
           { type: "login", username: command.user, secret: command.password },
           "session",
         );
+      case "hold": {
+        const session = await client.login(command.user, command.password, false);
+        const heartbeats = setInterval(() => client.send({ type: "heartbeat" }), 5000);
+        try {
+          const told = await client.next((f) => f.type === "superseded", command.forMs)
+            .catch(() => undefined);
+          await client.waitClosed("the server to close the session", 10_000).catch(() => {});
+          const again = await TestClient.connect(url);
+          try {
+            const r = await again.request({ type: "resume", token: session.token });
+            return {
+              ok: true,
+              result: told ? "superseded" : "timeout",
+              message: told?.type === "superseded" ? told.message : undefined,
+              closed: client.isClosed,
+              resumed: r.type === "session" ? "ok" : r.type === "error" ? r.code : r.type,
+            };
+          } finally {
+            await again.close();
+          }
+        } finally {
+          clearInterval(heartbeats);
+        }
+      }
       case "try_send": {
         const login = await attempt(
           client,

@@ -302,7 +302,16 @@ export class NetnsCluster implements AsyncDisposable {
   async chat(
     node: NetnsNode,
     command: Record<string, unknown>,
-  ): Promise<{ ids?: string[]; result?: string; message?: string; ms?: number }> {
+  ): Promise<
+    {
+      ids?: string[];
+      result?: string;
+      message?: string;
+      ms?: number;
+      closed?: boolean;
+      resumed?: string;
+    }
+  > {
     if (!node.server) throw new Error(`Node ${node.index} runs no server`);
     const script = new URL("./mail_client.ts", import.meta.url).pathname;
     const out = await new Deno.Command("ip", {
@@ -329,6 +338,8 @@ export class NetnsCluster implements AsyncDisposable {
       result?: string;
       message?: string;
       ms?: number;
+      closed?: boolean;
+      resumed?: string;
     };
     try {
       answer = JSON.parse(text);
