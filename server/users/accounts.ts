@@ -1,7 +1,7 @@
 /**
  * Accounts: registration (the browser's derived secret hashed with bcrypt, the record stored on
  * the ring once W copies are durable) and lookups, cached because an account never changes once
- * created — except when two sides of a partition registered one name: then the older
+ * created (for `cacheTtlMs` at most) — except when two sides of a partition registered one name: then the older
  * registration wins on every copy, the ring tells every server, and the cache takes the winner
  * and tells {@link Accounts.onLost} listeners (sessions of the loser end). A refusal is a
  * {@link UserError}; nothing is stored before validation succeeds.
@@ -28,6 +28,12 @@ export interface AccountsOptions {
   bcryptCost?: number;
   /** Most accounts kept in the lookup cache. @default 10000 */
   cacheSize?: number;
+  /**
+   * How long a cached account is trusted before it is read from the ring again, in ms: bounds how
+   * long a server that missed an `account_replaced` notice (it was cut off then) believes a
+   * registration that lost its name. @default 300000 (5 minutes)
+   */
+  cacheTtlMs?: number;
 }
 
 /** A registration as the browser asks for it. */
@@ -51,7 +57,8 @@ export class Accounts {
   #deps: AccountsDeps;
   #bcryptCost: number;
   #cacheSize: number;
-  #cache = new Map<string, AccountRecord>();
+  #cache = new Map<string, { account: AccountRecord; until: number }>();
+  #cacheTtlMs: number;
   #lostListeners = new Set<NameLostListener>();
   /** Account versions known to have lost their name, by username (bounded like the cache). */
   #lost = new Map<string, Set<string>>();
@@ -61,6 +68,7 @@ export class Accounts {
     this.#deps = deps;
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#cacheTtlMs = options.cacheTtlMs ?? 300_000;
     deps.metrics.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
     deps.metrics.describe(
       "p2pchat_names_lost_total",
@@ -85,7 +93,7 @@ export class Accounts {
     const username = winner.username;
     const lostVersion = accountVersion(loser);
     if (accountVersion(winner) === lostVersion) return;
-    const cached = this.#cache.get(username);
+    const cached = this.#cache.get(username)?.account;
     // A notice can arrive late or twice: only an older registration replaces what is cached.
     if (!cached || accountVersion(cached) === lostVersion || winner.createdAt <= cached.createdAt) {
       this.#cache.delete(username);
@@ -141,7 +149,8 @@ export class Accounts {
     unavailableMessage = "Accounts cannot be read right now",
   ): Promise<AccountRecord | undefined> {
     const cached = this.#cache.get(username);
-    if (cached) return cached;
+    if (cached && cached.until > this.#deps.clock.now()) return cached.account;
+    if (cached) this.#cache.delete(username);
     try {
       const account = await this.#deps.records.getAccount(username);
       if (account) this.#remember(account);
@@ -160,6 +169,9 @@ export class Accounts {
 
   #remember(account: AccountRecord): void {
     if (this.#cache.size >= this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
-    this.#cache.set(account.username, account);
+    this.#cache.set(account.username, {
+      account,
+      until: this.#deps.clock.now() + this.#cacheTtlMs,
+    });
   }
 }
