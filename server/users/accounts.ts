@@ -1,10 +1,10 @@
 /**
  * Accounts: registration (the browser's derived secret hashed with bcrypt, the record stored on
- * the ring once W copies are durable) and lookups, cached because an account never changes once
- * created (for `cacheTtlMs` at most) — except when two sides of a partition registered one name: then the older
- * registration wins on every copy, the ring tells every server, and the cache takes the winner
- * and tells {@link Accounts.onLost} listeners (sessions of the loser end). A refusal is a
- * {@link UserError}; nothing is stored before validation succeeds.
+ * the ring once W copies are durable) and lookups, cached (for `cacheTtlMs` at most) because an
+ * account never changes once created — except when two sides of a partition registered one name:
+ * then the older registration wins on every copy, the ring tells every server, and the cache
+ * takes the winner and tells {@link Accounts.onLost} listeners (sessions of the loser end). A
+ * refusal is a {@link UserError}; nothing is stored before validation succeeds.
  */
 import { compare, hash } from "bcryptjs";
 import type { AccountKeys, AccountRecord } from "../../shared/mod.ts";
