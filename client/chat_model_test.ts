@@ -2,10 +2,15 @@ import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_model.ts";
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
-import { FakeCluster, FakeDirectNetwork, type FakeSession } from "./testing/fakes.ts";
+import {
+  deliveriesInFlight,
+  FakeCluster,
+  FakeDirectNetwork,
+  type FakeSession,
+} from "./testing/fakes.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";
 import { type Envelope, seal } from "../shared/crypto/mod.ts";
-import { liveText } from "./keyring.ts";
+import { sealedFrameText as liveText } from "../shared/mod.ts";
 
 /** Pre-generated key pairs per user name (3072-bit RSA generation is slow). */
 async function keysOf(username: string) {
@@ -92,8 +97,15 @@ function shutdown(w: World): void {
   for (const c of w.clients) c.model.logout();
 }
 
-async function settle(): Promise<void> {
-  await new Promise((r) => setTimeout(r, 20));
+/**
+ * Waits until nothing more happens by itself: no fake delivery in flight and no client with work
+ * pending. Used before asserting that something did NOT happen.
+ */
+async function settled(w: World): Promise<void> {
+  await waitFor(
+    () => deliveriesInFlight() === 0 && w.clients.every((c) => !c.model.hasPendingWork()),
+    "every client to settle",
+  );
 }
 
 Deno.test("two users exchange a message over the data channel and the ack marks it delivered", async () => {
@@ -160,7 +172,7 @@ Deno.test("a message whose sender field is forged is rejected", async () => {
     });
     bob.session.injectRelay("mallory", forged);
     bob.session.injectRelay("mallory", "{not json");
-    await settle();
+    await waitFor(() => bob.model.rejected.count >= 2, "both rejected");
     assertEquals(bob.model.messagesWith("alice").length, 0);
     assertEquals(bob.model.messagesWith("mallory").length, 0);
     assertEquals(bob.model.rejected.count, 2);
@@ -178,10 +190,11 @@ Deno.test("a message arriving on both paths is stored and shown once", async () 
     const chat = liveText(await sealed("alice", "bob", "dup-message-1", 1, "twice"));
     bob.session.injectRelay("alice", chat);
     bob.session.injectRelay("alice", chat);
-    await settle();
+    // The receiver acknowledges only once the message is stored, and a duplicate again.
+    const acks = () =>
+      w.cluster.relayed.filter((r) => r.from === "bob" && r.payload.includes("ack"));
+    await waitFor(() => acks().length === 2, "both copies acknowledged");
     assertEquals(bob.model.messagesWith("alice").length, 1);
-    const acks = w.cluster.relayed.filter((r) => r.from === "bob" && r.payload.includes("ack"));
-    assertEquals(acks.length, 2, "a duplicate is acknowledged again");
   } finally {
     shutdown(w);
   }
@@ -283,7 +296,7 @@ Deno.test("a message to an offline contact goes to their mailbox and arrives at 
     // Once: another login finds nothing new, and nothing was resent directly.
     bob.model.logout();
     assertEquals(await bob.model.login("bob", "password-1"), true);
-    await settle();
+    await settled(w);
     assertEquals(bob.model.messagesWith("alice").length, 3);
     assertEquals(w.cluster.mailSent.flatMap((s) => s.ids).length, 3);
     assertEquals(w.cluster.relayed.length, 0);
@@ -325,7 +338,7 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
     bob.session.restoreConnection();
     await waitFor(() => bob.model.messagesWith("alice").length === 2, "mail fetched");
     bob.session.injectRelay("alice", text);
-    await settle();
+    await settled(w);
     assertEquals(
       bob.model.messagesWith("alice").map((m) => [m.text, m.via]),
       [["direct first", "p2p"], ["mailbox first", "mailbox"]],
@@ -398,13 +411,13 @@ Deno.test("delivered notices mark only the sender's own messages to that recipie
     assertEquals(row.status, "sent");
     // Another user cannot claim to have received it.
     alice.session.events.onDelivered?.("mallory", [row.id]);
-    await settle();
+    await settled(w);
     assertEquals(alice.model.messages.value[0]?.status, "sent");
     alice.session.events.onDelivered?.("bob", [row.id, "unknown-id-01"]);
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     // Status never moves back.
     alice.session.events.onDelivered?.("bob", [row.id]);
-    await settle();
+    await settled(w);
     assertEquals(alice.model.messages.value[0]?.status, "delivered");
   } finally {
     shutdown(w);
@@ -487,6 +500,71 @@ Deno.test("a refused mailbox send shows the servers' reason, is marked failed, a
     w.cluster.mailError = null;
     await waitFor(() => alice.model.messages.value[0]?.status === "sent", "retried");
     assertEquals(alice.model.messages.value[0]?.via, "mailbox");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("logging out ends what the session started: its links close and it shows nothing more", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
+    alice.model.openChat("bob");
+    await alice.model.send("before");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "channel open");
+    const link = w.net.linkOf("alice", "bob");
+    alice.model.logout();
+    assertEquals(link?.isOpen, false, "the data channel is closed");
+    assertEquals(alice.model.me.value, null);
+    assertEquals(alice.model.contacts.value, []);
+    assertEquals(alice.model.messages.value, []);
+    assertEquals(alice.model.channels.value, {});
+    await waitFor(() => !bob.model.isChannelOpen("alice"), "bob sees the channel close");
+    await settled(w);
+    assertEquals(alice.model.error.value, null, "nothing of the old session reported an error");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a logout while the session is still being entered abandons it", async () => {
+  const w = world();
+  try {
+    await client(w, "bob");
+    const session = w.cluster.connect();
+    let release = () => {};
+    const gate = new Promise<void>((r) => release = r);
+    const closed: string[] = [];
+    let isOpening = false;
+    const model = createChatModel({
+      session,
+      createLink: w.net.factoryFor("alice"),
+      async openHistory(owner) {
+        isOpening = true;
+        await gate;
+        const h = await History.open({ sql, openStore: w.stores }, owner);
+        const close = h.close.bind(h);
+        h.close = () => {
+          closed.push(owner);
+          close();
+        };
+        return h;
+      },
+      generateKeys: () => keysOf("alice"),
+    }, { channelWaitMs: 30 });
+    model.start();
+    w.clients.push({ model, session });
+    const registered = model.register("alice", "password-1");
+    await waitFor(() => isOpening, "the session is being entered");
+    model.logout();
+    release();
+    await registered;
+    await settled(w);
+    assertEquals(model.me.value, null, "the abandoned session is not entered");
+    assertEquals(closed, ["alice"], "its history was opened, then closed");
+    assertEquals(model.contacts.value, []);
   } finally {
     shutdown(w);
   }
@@ -710,7 +788,6 @@ Deno.test("a superseded device hands its whole history to the new one, which imp
     await waitFor(
       () => alice.model.handover.value?.phase === "done",
       `old device done (${JSON.stringify(alice.model.handover.value)})`,
-      5_000,
     );
     assertEquals(alice.model.me.value, null);
     assertEquals(alice.session.status, "offline");
@@ -738,7 +815,7 @@ Deno.test("without an answer from the new device the old one stops at the end of
     await alice.model.send("kept on this device");
     w.net.isBlocked = true; // no direct path between the two devices
     await secondDevice(w, "alice");
-    await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up", 3_000);
+    await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up");
     assertEquals(alice.session.status, "offline");
     assert(/not take the history in time/.test(alice.model.handover.value?.text ?? ""));
   } finally {

@@ -9,8 +9,8 @@
  * devices hold the same keys after login, so a server in the signaling path that tampers with the
  * WebRTC negotiation still learns nothing and cannot inject rows. Batches go one at a time, each
  * below 64 KiB and acknowledged before the next, so the sender's `bufferedAmount` stays within
- * {@link MAX_BUFFERED_AMOUNT}. The receiver binds the transfer to its own nonce, and its final
- * acknowledgement is signed, so only the new device can make the old one stop early.
+ * `MAX_BUFFERED_AMOUNT` (`peer_link.ts`). The receiver binds the transfer to its own nonce, and
+ * its final acknowledgement is signed, so only the new device can make the old one stop early.
  *
  * The pure parts ({@link batchRows}, {@link parseHandoverRows}, {@link HandoverSendJob},
  * {@link HandoverReceiveJob}) take no links or timers; the two link drivers take a
@@ -42,9 +42,7 @@ import {
 } from "../shared/crypto/mod.ts";
 import type { MessageRow, MessageStatus, MessageVia } from "./history.ts";
 import type { OwnKeys } from "./keyring.ts";
-import { isOffer, MAX_BUFFERED_AMOUNT, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
-
-export { MAX_BUFFERED_AMOUNT };
+import { isOffer, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
 
 /** The user's own keys as a hand-over uses them. */
 export interface HandoverKeys {

@@ -5,9 +5,9 @@ import {
   type HandoverOutcome,
   HandoverReceiveJob,
   HandoverSendJob,
-  MAX_BUFFERED_AMOUNT,
   parseHandoverRows,
 } from "./handover.ts";
+import { MAX_BUFFERED_AMOUNT } from "./peer_link.ts";
 import { createMemoryRowStores, History, type MessageRow } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";

@@ -16,18 +16,14 @@
  *   old path), which is logged and shown; a plaintext message from a user who has keys is
  *   rejected (no downgrade).
  *
- * Live messages (data channel and relay) travel as `{"v":1,"type":"sealed","envelope":{…}}`
- * ({@link liveText}); mailbox entries carry the envelope JSON itself (see `mailbox.ts`).
+ * How sealed messages travel (the sealed frame, mailbox entries) is `shared/sealed_frame.ts`.
  */
 import { openDB } from "idb";
 import {
   type AccountKeys,
   type ChatMessage,
-  parseJsonFrame,
   PEER_PROTOCOL_VERSION,
-  type PeerMessage,
   readObject,
-  validatePeerMessage,
 } from "../shared/mod.ts";
 import {
   type Envelope,
@@ -37,7 +33,6 @@ import {
   importPublicKey,
   KeyUnwrapError,
   openEnvelope,
-  parseEnvelope,
   parseWrappedPrivateKey,
   seal,
   TamperedEnvelopeError,
@@ -225,34 +220,6 @@ export async function unlockAccountKeys(
     }
     throw err;
   }
-}
-
-/** What arrived over the data channel or relay: a sealed message or a plain peer message. */
-export type LiveMessage =
-  | { kind: "sealed"; envelope: Envelope }
-  | { kind: "peer"; message: PeerMessage };
-
-/** The data-channel/relay text of a sealed message. */
-export function liveText(envelope: Envelope): string {
-  return JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "sealed", envelope });
-}
-
-/** Parses a data-channel/relay text; throws a ProtocolError on malformed input. */
-export function parseLive(text: unknown): LiveMessage {
-  const value = parseJsonFrame(text, 64 * 1024);
-  const obj = readObject(value, "");
-  if (obj.type === "sealed" && obj.v === PEER_PROTOCOL_VERSION) {
-    return { kind: "sealed", envelope: parseEnvelope(obj.envelope) };
-  }
-  return { kind: "peer", message: validatePeerMessage(value) };
-}
-
-/** The envelope or plaintext message stored in a mailbox entry. */
-export function parseMailboxEnvelope(text: string): LiveMessage {
-  const value = parseJsonFrame(text, 64 * 1024);
-  const obj = readObject(value, "");
-  if (obj.type === "chat") return { kind: "peer", message: validatePeerMessage(value) };
-  return { kind: "sealed", envelope: parseEnvelope(value) };
 }
 
 interface ContactEntry {

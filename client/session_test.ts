@@ -1,5 +1,6 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
-import { Session, type SocketLike, type TabStorage, webSocketUrl } from "./session.ts";
+import { Session, type SocketLike, type TabStorage, type Timers, webSocketUrl } from "./session.ts";
+import { countedTimers } from "./testing/timers.ts";
 import type { ClientFrame, ServerFrame } from "../shared/mod.ts";
 
 /** A socket whose server side is a function of the frames it receives. */
@@ -10,6 +11,8 @@ class FakeSocket implements SocketLike {
   onerror: ((ev: Event) => void) | null = null;
   onmessage: ((ev: MessageEvent) => void) | null = null;
   sent: ClientFrame[] = [];
+  /** Whether the close event has reached the session. */
+  isCloseDelivered = false;
 
   constructor(readonly url: string, readonly server: FakeServer | null) {
     setTimeout(() => {
@@ -34,7 +37,10 @@ class FakeSocket implements SocketLike {
   close(code?: number): void {
     if (this.readyState === 3) return;
     this.readyState = 3;
-    setTimeout(() => this.onclose?.(new CloseEvent("close", { code })), 0);
+    setTimeout(() => {
+      this.isCloseDelivered = true;
+      this.onclose?.(new CloseEvent("close", { code }));
+    }, 0);
   }
 }
 
@@ -146,8 +152,29 @@ function cluster(n: number) {
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20, heartbeatIntervalMs: 1_000_000 };
 
 /** A session whose home server is the cluster's first, with fast timings. */
-function sessionOn(c: ReturnType<typeof cluster>, storage: ReturnType<typeof memoryStorage>) {
-  return new Session({ openSocket: c.openSocket, storage }, { homeServer: c.bases[0]!, ...fast });
+function sessionOn(
+  c: ReturnType<typeof cluster>,
+  storage: ReturnType<typeof memoryStorage>,
+  timers?: Timers,
+) {
+  return new Session(
+    { openSocket: c.openSocket, storage, ...(timers ? { timers } : {}) },
+    { homeServer: c.bases[0]!, ...fast },
+  );
+}
+
+/**
+ * Asserts that `s` will not connect again: every socket's close has reached it, and it has no
+ * timer left that could reconnect (the reconnect delay is a session timer).
+ */
+async function assertStaysClosed(
+  c: ReturnType<typeof cluster>,
+  timers: ReturnType<typeof countedTimers>,
+): Promise<void> {
+  const sockets = () => c.servers.flatMap((srv) => srv.sockets);
+  await waitFor(() => sockets().every((sock) => sock.isCloseDelivered), "every close delivered");
+  assertEquals(timers.pending.size, 0, "no reconnect timer pending");
+  assertEquals(sockets().length, 1, "no reconnect to any server");
 }
 
 Deno.test("webSocketUrl maps a server's base URL to its /ws endpoint", () => {
@@ -238,7 +265,8 @@ Deno.test("a refused token ends the session and clears tab storage", async () =>
 Deno.test("superseded: the session forgets its token and stops without reconnecting", async () => {
   const c = cluster(2);
   const storage = memoryStorage();
-  const s = sessionOn(c, storage);
+  const timers = countedTimers();
+  const s = sessionOn(c, storage, timers);
   const told: string[] = [];
   s.events.onSuperseded = (message) => told.push(message);
   try {
@@ -249,9 +277,7 @@ Deno.test("superseded: the session forgets its token and stops without reconnect
     assertEquals(told, ["Signed in elsewhere"]);
     assertEquals(s.status, "offline");
     assertEquals(storage.data.has("p2pchat.session"), false);
-    await new Promise((r) => setTimeout(r, 100));
-    const opened = c.servers.reduce((n, srv) => n + srv.sockets.length, 0);
-    assertEquals(opened, 1, "no reconnect to any server");
+    await assertStaysClosed(c, timers);
   } finally {
     s.stop();
   }
@@ -260,7 +286,8 @@ Deno.test("superseded: the session forgets its token and stops without reconnect
 Deno.test("superseded: the close code alone also stops the session", async () => {
   const c = cluster(1);
   const storage = memoryStorage();
-  const s = sessionOn(c, storage);
+  const timers = countedTimers();
+  const s = sessionOn(c, storage, timers);
   const told: string[] = [];
   s.events.onSuperseded = (message) => told.push(message);
   try {
@@ -268,8 +295,7 @@ Deno.test("superseded: the close code alone also stops the session", async () =>
     c.servers[0]!.sockets[0]!.close(4001);
     await waitFor(() => told.length === 1, "superseded by close code");
     assertEquals(s.status, "offline");
-    await new Promise((r) => setTimeout(r, 50));
-    assertEquals(c.servers[0]!.sockets.length, 1, "no reconnect");
+    await assertStaysClosed(c, timers);
   } finally {
     s.stop();
   }
@@ -310,7 +336,8 @@ Deno.test("mailbox requests: send, fetch, ack, errors with the server's message,
 Deno.test("superseded with a hand-over grace: the socket stays open for self-signals, then ends", async () => {
   const c = cluster(2);
   const storage = memoryStorage();
-  const s = sessionOn(c, storage);
+  const timers = countedTimers();
+  const s = sessionOn(c, storage, timers);
   const told: Array<[string, number | undefined]> = [];
   let closed = 0;
   s.events.onSuperseded = (message, handoverMs) => told.push([message, handoverMs]);
@@ -333,10 +360,8 @@ Deno.test("superseded with a hand-over grace: the socket stays open for self-sig
     // The server ends the grace: told once, and no reconnect.
     socket.close(4001);
     await waitFor(() => closed === 1, "hand-over closed");
-    await new Promise((r) => setTimeout(r, 100));
+    await assertStaysClosed(c, timers);
     assertEquals(told.length, 1);
-    const opened = c.servers.reduce((n, srv) => n + srv.sockets.length, 0);
-    assertEquals(opened, 1, "no reconnect to any server");
   } finally {
     s.stop();
   }

@@ -10,6 +10,8 @@ export interface ServerConfig {
   hostname: string;
   /** Base URL other servers and browsers use; derived from hostname and port when absent. */
   publicUrl: string | undefined;
+  /** Page origins besides the ring's servers whose pages may use `/ws` (`--allowed-origins`). */
+  allowedOrigins: string[];
   peers: string[];
   clusterSecret: string;
   /** Directory of the SQLite database; derived from the port when absent. */
@@ -21,6 +23,12 @@ export interface ServerConfig {
   handoverGraceMs: number;
   /** Frames one browser connection may send per second (bursts of twice as many). */
   frameRate: number;
+  /** Most open browser connections on this server. */
+  maxConnections: number;
+  /** Most open browser connections from one client address (IPv6 by /64). */
+  maxConnectionsPerAddress: number;
+  /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
+  registrationsPerMinute: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -34,6 +42,8 @@ export interface ServerConfig {
   tls: { certFile: string; keyFile: string } | undefined;
   /** How this server finds others besides `peers`. */
   discovery: DiscoveryConfig;
+  /** Required by the ring page `/ring/view` and its stream when set; open when absent. */
+  operatorToken: string | undefined;
 }
 
 /** The discovery mode and its settings (`--discovery`). */
@@ -71,18 +81,29 @@ Options (environment variable in brackets; flags win):
   --port N             TCP port, 0 for any free port             [P2P_PORT]          default 8000
   --hostname H         address to listen on                      [P2P_HOSTNAME]      default 127.0.0.1
   --public-url URL     base URL others reach this server at      [P2P_PUBLIC_URL]    default http://H:PORT
+  --allowed-origins L  comma-separated page origins that may use /ws besides the ring's servers
+                       (e.g. https://chat.example.org)           [P2P_ALLOWED_ORIGINS] default none
   --peers URL,URL      servers to contact at start (seed list)   [P2P_PEERS]         default none
   --cluster-secret S   shared secret of the cluster, ≥16 chars   [P2P_CLUSTER_SECRET] required
   --data-dir DIR       where the SQLite database lives           [P2P_DATA_DIR]      default data/node-PORT
+                       (\`deno task server\` may write under data/ only: for another folder run
+                       deno run --allow-net --allow-env --allow-read --allow-write=DIR server/main.ts)
   --dist DIR           the built client to serve                 [P2P_DIST_DIR]      default dist
   --bcrypt-cost N      bcrypt cost factor, 10–15                 [P2P_BCRYPT_COST]   default 10
   --session-ttl-hours N  lifetime of a login session             [P2P_SESSION_TTL_HOURS] default 168
   --frame-rate N       frames/s one browser connection may send (bursts of 2N), 1–100000
                                                            [P2P_FRAME_RATE]    default 50
+  --max-connections N  open browser connections on this server   [P2P_MAX_CONNECTIONS] default 10000
+  --max-connections-per-address N  from one address (IPv6: per /64)
+                                          [P2P_MAX_CONNECTIONS_PER_ADDRESS] default 200
+  --registrations-per-minute N  new accounts per minute from one address (IPv6: per /64), 1–100000
+                                                 [P2P_REGISTRATIONS_PER_MINUTE]    default 30
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --tls-cert FILE      PEM certificate (chain): serve HTTPS/WSS  [P2P_TLS_CERT]      default none (HTTP)
   --tls-key FILE       PEM private key of that certificate       [P2P_TLS_KEY]       needed with --tls-cert
+  --operator-token T   required by /metrics, /ring and /ring/view (?token=T), ≥16 chars
+                                                          [P2P_OPERATOR_TOKEN] default none (open)
   With TLS the default public URL is https://H:PORT and servers call each other over HTTPS: each
   server must trust the others' certificate. For a self-signed or private CA, start every server
   with DENO_CERT=/path/to/ca.pem (Deno's own setting; \`deno task start --https\` does this).
@@ -148,6 +169,7 @@ export function parseConfig(
         port: { type: "string" },
         hostname: { type: "string" },
         "public-url": { type: "string" },
+        "allowed-origins": { type: "string" },
         peers: { type: "string" },
         "cluster-secret": { type: "string" },
         "data-dir": { type: "string" },
@@ -156,6 +178,9 @@ export function parseConfig(
         "session-ttl-hours": { type: "string" },
         "handover-grace-seconds": { type: "string" },
         "frame-rate": { type: "string" },
+        "registrations-per-minute": { type: "string" },
+        "max-connections": { type: "string" },
+        "max-connections-per-address": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -171,6 +196,7 @@ export function parseConfig(
         "discovery-dns": { type: "string" },
         "discovery-dns-port": { type: "string" },
         "discovery-dns-scheme": { type: "string" },
+        "operator-token": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -199,10 +225,19 @@ export function parseConfig(
       "--tls-cert and --tls-key go together: give both PEM files to serve HTTPS, or neither for HTTP",
     );
   }
+  const operatorToken = pick("operator-token", "P2P_OPERATOR_TOKEN");
+  if (operatorToken !== undefined && operatorToken.length < 16) {
+    throw new ConfigError(
+      "--operator-token must be at least 16 characters: it guards the ring page, so make it hard to guess",
+    );
+  }
   return {
     port,
+    operatorToken,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
+    allowedOrigins: (pick("allowed-origins", "P2P_ALLOWED_ORIGINS") ?? "").split(",")
+      .map((o) => o.trim()).filter((o) => o !== "").map((o) => url("allowed-origins", o)),
     peers: peersRaw.split(",").map((p) => p.trim()).filter((p) => p).map((p) => url("peers", p)),
     clusterSecret: secret,
     dataDir: pick("data-dir", "P2P_DATA_DIR"),
@@ -223,6 +258,24 @@ export function parseConfig(
       600,
     ) * 1000,
     frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
+    maxConnections: integer(
+      "max-connections",
+      pick("max-connections", "P2P_MAX_CONNECTIONS") ?? "10000",
+      1,
+      1_000_000,
+    ),
+    maxConnectionsPerAddress: integer(
+      "max-connections-per-address",
+      pick("max-connections-per-address", "P2P_MAX_CONNECTIONS_PER_ADDRESS") ?? "200",
+      1,
+      1_000_000,
+    ),
+    registrationsPerMinute: integer(
+      "registrations-per-minute",
+      pick("registrations-per-minute", "P2P_REGISTRATIONS_PER_MINUTE") ?? "30",
+      1,
+      100_000,
+    ),
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),

@@ -13,6 +13,7 @@ import { systemClock } from "../shared/clock.ts";
 import { NodeStore } from "./store/mod.ts";
 import {
   callPeer,
+  ClusterKey,
   handleReplicationHttp,
   Hmac,
   Membership,
@@ -21,16 +22,9 @@ import {
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import {
-  Accounts,
-  LocalSessions,
-  Mailboxes,
-  Presence,
-  Routing,
-  Sessions,
-  Tokens,
-} from "./users/mod.ts";
+import { createUserServices, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler } from "./api/mod.ts";
+import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
   describeDiscoveryMetrics,
@@ -56,8 +50,11 @@ export interface RunningServer {
  * dependency order (DESIGN §2), each given its collaborators: store → cluster membership and
  * ring → replication → users services → the browser edge.
  */
-export async function startServer(config: ServerConfig, log: Log): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, baseLog: Log): Promise<RunningServer> {
   const clock = systemClock;
+  // The ring page's timeline: this server's ring events, read from its own log.
+  const ringEvents = new NodeEvents();
+  const log = ringEvents.tee(baseLog);
   const metrics = new Metrics();
   const hmac = new Hmac(config.clusterSecret);
   let resolveListening: (addr: Deno.NetAddr) => void;
@@ -75,21 +72,52 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     hostname: config.hostname,
     ...tls,
     onListen: (addr) => resolveListening(addr as Deno.NetAddr),
-  }, (req, info) => app.handle ? app.handle(req, info) : new Response("Starting", { status: 503 }));
+  }, async (req, info) => {
+    if (!app.handle) return new Response("Starting", { status: 503 });
+    try {
+      return await app.handle(req, info);
+    } catch (err) {
+      // Never a stack trace on stderr (the log is JSON lines) and never an untyped answer.
+      log("http_handler_failed", {
+        method: req.method,
+        path: new URL(req.url).pathname,
+        error: String(err),
+      });
+      return Response.json({ v: 1, type: "error", code: "internal", message: "Internal error" }, {
+        status: 500,
+      });
+    }
+  });
   const addr = await listening;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const scheme = config.tls ? "https" : "http";
   const self = config.publicUrl ?? `${scheme}://${host}:${addr.port}`;
   const dataDir = config.dataDir ?? `data/node-${addr.port}`;
-  await Deno.mkdir(dataDir, { recursive: true });
-  const store = new NodeStore(`${dataDir}/node.sqlite`);
+  let store: NodeStore;
+  try {
+    await Deno.mkdir(dataDir, { recursive: true });
+    store = new NodeStore(`${dataDir}/node.sqlite`);
+  } catch (err) {
+    await server.shutdown();
+    const denied = err instanceof Deno.errors.PermissionDenied ||
+      err instanceof Deno.errors.NotCapable;
+    throw new ConfigError(
+      denied
+        ? `--data-dir ${dataDir} cannot be written: this process may not write there ` +
+          `(\`deno task server\` allows data/ only; run deno run --allow-write=${dataDir} … ` +
+          `server/main.ts, or choose a folder under data/)`
+        : `--data-dir ${dataDir} cannot hold the database: ${(err as Error).message}`,
+    );
+  }
 
   // The cluster: membership, the CHORD ring, replicated records.
+  // Server-to-server traffic is signed with the cluster secret and bound to this address.
+  const key = new ClusterKey(hmac, self);
   const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
-    callPeer(hmac, address, request, CLUSTER_RPC_TIMEOUT_MS);
+    callPeer(key, address, request, CLUSTER_RPC_TIMEOUT_MS);
   const membership = new Membership({ call, metrics, log, clock }, { self, seeds: config.peers });
   const ring = new RingService({
-    hmac,
+    key,
     metrics,
     log,
     liveServers: () => membership.liveServers(),
@@ -98,7 +126,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   const replicator = new Replicator({
     store,
     ring: ringAccessOf(ring),
-    call: replicationCall(hmac, REPLICATION_RPC_TIMEOUT_MS),
+    call: replicationCall(key, REPLICATION_RPC_TIMEOUT_MS),
     metrics,
     log,
     isLive: (address) => membership.isLive(address),
@@ -107,32 +135,25 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
   }, config.storage);
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
-  const local = new LocalSessions({ metrics });
-  const presence = new Presence({
+  const users = createUserServices({
     records: replicator,
     membership,
     call,
-    local,
-    metrics,
-    log,
-    clock,
-  });
-  const routing = new Routing({ local, presence, membership, call, log });
-  const accounts = new Accounts({ records: replicator, metrics, clock }, {
-    bcryptCost: config.bcryptCost,
-  });
-  const sessions = new Sessions({
-    accounts,
     tokens: new Tokens(hmac, config.sessionTtlMs),
-    local,
-    presence,
-    routing,
-    membership,
     metrics,
     log,
     clock,
-  }, { handoverGraceMs: config.handoverGraceMs });
-  const mailboxes = new Mailboxes({ records: replicator, accounts, routing, metrics, log });
+  }, {
+    accounts: {
+      bcryptCost: config.bcryptCost,
+      registrationsPerAddress: {
+        capacity: config.registrationsPerMinute,
+        perSecond: config.registrationsPerMinute / 60,
+      },
+    },
+    sessions: { handoverGraceMs: config.handoverGraceMs },
+  });
+  const { accounts, sessions, presence, routing, mailboxes, local } = users;
 
   // The edge.
   const hub = new ClientHub({
@@ -148,8 +169,19 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     limits: {
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
     },
+    maxConnections: config.maxConnections,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
   });
-  const signed = { hmac, metrics, log };
+  const signed = { key, metrics, log };
+  const visualizer = createClusterVisualizer({
+    ring,
+    key,
+    metrics,
+    log,
+    liveServers: () => membership.liveServers(),
+    counts: () => store.recordCounts(),
+    events: ringEvents,
+  }, { replicas: config.storage.k, operatorToken: config.operatorToken });
   app.handle = createHandler({
     hub,
     membership,
@@ -160,11 +192,16 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
     metrics,
     signed,
-  }, { distDir: config.distDir });
+    visualizer: visualizer.handle,
+  }, {
+    distDir: config.distDir,
+    allowedOrigins: config.allowedOrigins,
+    isTls: !!config.tls,
+    operatorToken: config.operatorToken,
+  });
 
   membership.start();
-  presence.start();
-  sessions.start();
+  users.start();
   ring.start();
   replicator.start();
   // Discovery only proposes addresses; the membership admits them through its signed hellos.
@@ -176,9 +213,7 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     onPeer: (address) => membership.addPeer(address),
   });
   const stopAll = async () => {
-    // Sessions end first, so their presence records are written offline while the ring runs.
-    sessions.stop();
-    await presence.stop();
+    await users.stop();
     await membership.stop();
     await replicator.stop();
   };
@@ -186,19 +221,29 @@ export async function startServer(config: ServerConfig, log: Log): Promise<Runni
     await discovery?.start();
   } catch (err) {
     await stopAll();
+    await visualizer.close();
     await ring.stop();
     await server.shutdown();
     store.close();
-    throw err;
+    // A bad interface or port is a configuration problem: say which option, not a stack trace.
+    throw new ConfigError(
+      config.discovery.mode === "multicast"
+        ? `Multicast discovery cannot start on interface ${config.discovery.interfaceAddress}, group ${config.discovery.group} port ${config.discovery.port}: ${
+          (err as Error).message
+        }: check --multicast-interface (an IPv4 address of one of this machine's interfaces)`
+        : `Discovery cannot start: ${(err as Error).message}`,
+    );
   }
   log("started", { url: self, dataDir, peers: config.peers, discovery: config.discovery.mode });
   return {
     url: self,
     async shutdown() {
+      await visualizer.announceLeave();
       await discovery?.stop();
       await stopAll();
       // Graceful leave: hand what this node holds to its successor before leaving the ring.
       await replicator.handOffAll();
+      await visualizer.close();
       await ring.stop();
       await server.shutdown();
       store.close();

@@ -8,3 +8,4 @@ export * from "./username.ts";
 export * from "./protocol.ts";
 export * from "./peer_protocol.ts";
 export * from "./cluster_protocol.ts";
+export * from "./sealed_frame.ts";

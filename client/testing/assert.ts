@@ -15,11 +15,14 @@ export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
   if (a !== e) throw new Error(`${msg ? msg + ": " : ""}expected ${e}, got ${a}`);
 }
 
-/** Waits until `cond()` holds, polling every few ms, or throws after `timeoutMs`. */
+/**
+ * Waits until `cond()` holds, polling every few ms, or throws after `timeoutMs`. The deadline is
+ * generous so that a busy machine only makes a test slower, never makes it fail.
+ */
 export async function waitFor(
   cond: () => boolean,
   what: string,
-  timeoutMs = 2_000,
+  timeoutMs = 10_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {

@@ -24,7 +24,24 @@ import {
   type SessionInfo,
 } from "../session.ts";
 
-const later = (fn: () => void) => setTimeout(fn, 0);
+let inFlight = 0;
+
+/** Delivers `fn` asynchronously, as a wire would, counting it until it has run. */
+function later(fn: () => void): void {
+  inFlight++;
+  setTimeout(() => {
+    inFlight--;
+    fn();
+  }, 0);
+}
+
+/**
+ * How many deliveries (frames, replies, signals, data-channel messages) the fakes have in
+ * flight: zero when nothing more will arrive unless someone sends.
+ */
+export function deliveriesInFlight(): number {
+  return inFlight;
+}
 
 /** The servers of a cluster, as seen by clients. */
 export class FakeCluster {

@@ -20,6 +20,7 @@ import type { Log, Metrics } from "../telemetry/mod.ts";
 import {
   type AbuseLimits,
   type Accounts,
+  addressKey,
   type ClientConnection,
   DEFAULT_LIMITS,
   HANDOVER_ONLY_MESSAGE,
@@ -47,6 +48,10 @@ export interface ClientHubDeps {
 
 /** Configuration of a {@link ClientHub}. */
 export interface ClientHubOptions {
+  /** Most open browser connections on this server. @default 10000 */
+  maxConnections?: number;
+  /** Most open browser connections from one address (IPv6: one /64). @default 200 */
+  maxConnectionsPerAddress?: number;
   /** Per-connection frame limits; missing fields take {@link DEFAULT_LIMITS}. */
   limits?: Partial<Pick<AbuseLimits, "framesPerConnection" | "droppedFramesBeforeClose">>;
 }
@@ -84,11 +89,22 @@ class SocketConnection implements ClientConnection {
 export class ClientHub {
   #deps: ClientHubDeps;
   #limits: Pick<AbuseLimits, "framesPerConnection" | "droppedFramesBeforeClose">;
+  #maxConnections: number;
+  #maxPerAddress: number;
+  #open = 0;
+  #openByAddress = new Map<string, number>();
 
   /** Creates the hub. */
   constructor(deps: ClientHubDeps, options: ClientHubOptions = {}) {
     this.#deps = deps;
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.#maxConnections = options.maxConnections ?? 10_000;
+    this.#maxPerAddress = options.maxConnectionsPerAddress ?? 200;
+    deps.metrics.describe(
+      "p2pchat_ws_refused_total",
+      "counter",
+      "WebSocket upgrades refused, by reason (origin, connection limits)",
+    );
     deps.metrics.describe(
       "p2pchat_invalid_frames_total",
       "counter",
@@ -96,8 +112,36 @@ export class ClientHub {
     );
   }
 
+  /**
+   * Why a new connection from `address` must be refused now (a sentence for the client), or
+   * undefined when it may connect: the server's and the address's connection limits.
+   */
+  refusal(address = "unknown"): string | undefined {
+    if (this.#open >= this.#maxConnections) {
+      this.#deps.metrics.inc("p2pchat_ws_refused_total", { reason: "server_full" });
+      return `This server has ${this.#maxConnections} connections, its limit: try another server`;
+    }
+    if ((this.#openByAddress.get(addressKey(address)) ?? 0) >= this.#maxPerAddress) {
+      this.#deps.metrics.inc("p2pchat_ws_refused_total", { reason: "address_full" });
+      return `Too many connections from your address (at most ${this.#maxPerAddress}): close some`;
+    }
+    return undefined;
+  }
+
   /** Takes over an upgraded WebSocket from the client at `address` (its IP). */
   accept(socket: WebSocket, address = "unknown"): void {
+    const key = addressKey(address);
+    this.#open++;
+    this.#openByAddress.set(key, (this.#openByAddress.get(key) ?? 0) + 1);
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      this.#open--;
+      const left = (this.#openByAddress.get(key) ?? 1) - 1;
+      if (left > 0) this.#openByAddress.set(key, left);
+      else this.#openByAddress.delete(key);
+    };
     const now = () => this.#deps.clock.now();
     const conn = new SocketConnection(
       socket,
@@ -121,8 +165,14 @@ export class ClientHub {
         this.#fail(conn, "internal", "Internal error", reqId);
       });
     };
-    socket.onclose = () => this.#deps.sessions.disconnect(conn);
-    socket.onerror = () => this.#deps.sessions.disconnect(conn);
+    socket.onclose = () => {
+      release();
+      this.#deps.sessions.disconnect(conn);
+    };
+    socket.onerror = () => {
+      release();
+      this.#deps.sessions.disconnect(conn);
+    };
   }
 
   #fail(conn: SocketConnection, code: ErrorCode, message: string, reqId?: number): void {
@@ -187,7 +237,7 @@ export class ClientHub {
     }
     switch (frame.type) {
       case "register":
-        await accounts.register(frame);
+        await accounts.register(frame, conn.address);
         conn.send({ v: 1, type: "ok", reqId: frame.reqId });
         return;
       case "login":

@@ -17,10 +17,10 @@ import {
   serveSigned,
   type ServeSignedDeps,
 } from "../cluster/mod.ts";
-import type { Metrics } from "../telemetry/mod.ts";
+import { hasOperatorToken, type Metrics } from "../telemetry/mod.ts";
 import type { LocalSessions, Presence, Sessions } from "../users/mod.ts";
 import type { ClientHub } from "./client_hub.ts";
-import { ISOLATION_HEADERS, serveStatic } from "./static_files.ts";
+import { ISOLATION_HEADERS, pageHeaders, serveStatic } from "./static_files.ts";
 
 /** Largest cluster RPC body, in bytes. */
 const MAX_CLUSTER_BODY = 8 * 1024 * 1024;
@@ -38,12 +38,26 @@ export interface HttpDeps {
   metrics: Metrics;
   /** Signs and logs the signed endpoints. */
   signed: ServeSignedDeps;
+  /**
+   * The ring visualizer (`/ring/view`, its stream, the signed `/ring/report`): answers its own
+   * paths and resolves `undefined` for any other request.
+   */
+  visualizer?: (req: Request) => Promise<Response | undefined>;
 }
 
-/** Where the built client lives. */
+/** Where the built client lives, and who may use it. */
 export interface HttpOptions {
   /** Directory with the built PWA (index.html, app.js, …). */
   distDir: string;
+  /**
+   * Page origins, besides this server's and the ring's servers', whose pages may open `/ws`
+   * (for example one DNS name in front of the servers). @default []
+   */
+  allowedOrigins?: readonly string[];
+  /** Whether browsers reach this server over HTTPS (adds HSTS). @default false */
+  isTls?: boolean;
+  /** When set, `/metrics` and `/ring` require this token (see `hasOperatorToken`). */
+  operatorToken?: string;
 }
 
 /** Creates the request handler passed to `Deno.serve`. */
@@ -61,16 +75,32 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
           : { v: 1, type: "error", code: "peer_offline", message: `${request.to} is offline` };
     }
   };
+  const extraOrigins = (options.allowedOrigins ?? []).map((u) => new URL(u).origin);
+  /** The ring's servers' origins and the configured ones: who may load the PWA and use it. */
+  const knownOrigins = () => [
+    ...new Set([...deps.membership.knownServers().map((u) => new URL(u).origin), ...extraOrigins]),
+  ];
   return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
     if (url.pathname === "/ws") {
       if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
         return new Response("Expected a WebSocket upgrade", { status: 426 });
       }
+      const origin = req.headers.get("origin");
+      if (!isAllowedOrigin(origin, req.headers.get("host"), knownOrigins())) {
+        deps.metrics.inc("p2pchat_ws_refused_total", { reason: "origin" });
+        return new Response(
+          `WebSocket from a page at ${origin} refused: only pages of this ring's servers may ` +
+            "connect (an operator can add an origin with --allowed-origins)",
+          { status: 403, headers: ISOLATION_HEADERS },
+        );
+      }
       // The TCP peer's address, read before the upgrade consumes the request (a reverse proxy in
       // front would make every client one address for the login limits).
       const remote = info?.remoteAddr;
       const address = remote && "hostname" in remote ? remote.hostname : undefined;
+      const full = deps.hub.refusal(address);
+      if (full) return new Response(full, { status: 503, headers: ISOLATION_HEADERS });
       const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
       deps.hub.accept(socket, address);
       return response;
@@ -89,7 +119,20 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     if (url.pathname === REPLICATION_RPC_PATH && req.method === "POST") {
       return await deps.replication(req);
     }
+    if ((url.pathname === "/ring" || url.pathname === "/metrics") && options.operatorToken) {
+      if (!hasOperatorToken(req, options.operatorToken)) {
+        return new Response(
+          `${url.pathname} is for operators: add ?token=<P2P_OPERATOR_TOKEN> or the header ` +
+            "x-operator-token",
+          { status: 401, headers: ISOLATION_HEADERS },
+        );
+      }
+    }
     if (url.pathname === "/ring") return Response.json(deps.ring.view());
+    if (url.pathname.startsWith("/ring/") && deps.visualizer) {
+      const res = await deps.visualizer(req);
+      if (res) return res;
+    }
     if (url.pathname === "/healthz") {
       return Response.json({
         status: "ok",
@@ -105,7 +148,11 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       });
     }
     if (req.method === "GET" || req.method === "HEAD") {
-      const res = await serveStatic(options.distDir, url.pathname);
+      const headers = pageHeaders({
+        connectOrigins: knownOrigins(),
+        isTls: options.isTls ?? false,
+      });
+      const res = await serveStatic(options.distDir, url.pathname, headers);
       if (res) return res;
       if (url.pathname === "/" || url.pathname === "/index.html") {
         return new Response(
@@ -116,4 +163,26 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     return new Response("Not found", { status: 404, headers: ISOLATION_HEADERS });
   };
+}
+
+/**
+ * Whether a WebSocket from a page at `origin` may connect: a page served by this server (under
+ * whatever name the browser used: the `Host` it asked for), by another server of the ring, or
+ * from a configured origin. No `Origin` means no browser page (a script or a test client), which
+ * any client could forge anyway: the check protects users' browsers from other sites' pages.
+ */
+export function isAllowedOrigin(
+  origin: string | null,
+  host: string | null,
+  allowed: readonly string[],
+): boolean {
+  if (origin === null) return true;
+  let page: URL;
+  try {
+    page = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (host !== null && page.host === host) return true;
+  return allowed.includes(page.origin);
 }

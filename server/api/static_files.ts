@@ -18,10 +18,54 @@ export const ISOLATION_HEADERS: Record<string, string> = {
   "cross-origin-opener-policy": "same-origin",
   "cross-origin-embedder-policy": "require-corp",
   "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
 };
 
-/** Returns the response for `pathname` from `root`, or undefined when no such file exists. */
-export async function serveStatic(root: string, pathname: string): Promise<Response | undefined> {
+/**
+ * The security headers of the PWA's pages: a Content-Security-Policy it runs under (scripts
+ * from this origin only, no inline script; WebAssembly for sql.js; WebSockets to the ring's
+ * servers for fail-over), no framing, no referrer, and HSTS when served over TLS.
+ */
+export function pageHeaders(options: {
+  /** Origins the page may open WebSockets and requests to, besides its own. */
+  connectOrigins: readonly string[];
+  isTls: boolean;
+}): Record<string, string> {
+  const connect = new Set<string>(["'self'"]);
+  for (const origin of options.connectOrigins) {
+    connect.add(origin);
+    connect.add(origin.replace(/^http/, "ws"));
+  }
+  const csp = [
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    `connect-src ${[...connect].join(" ")}`,
+    "worker-src 'self'",
+    "manifest-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+  return {
+    ...ISOLATION_HEADERS,
+    "content-security-policy": csp,
+    "x-frame-options": "DENY",
+    ...(options.isTls ? { "strict-transport-security": "max-age=31536000" } : {}),
+  };
+}
+
+/**
+ * Returns the response for `pathname` from `root` with `headers` added, or undefined when no
+ * such file exists.
+ */
+export async function serveStatic(
+  root: string,
+  pathname: string,
+  headers: Record<string, string> = ISOLATION_HEADERS,
+): Promise<Response | undefined> {
   let path: string;
   try {
     path = decodeURIComponent(pathname);
@@ -41,7 +85,7 @@ export async function serveStatic(root: string, pathname: string): Promise<Respo
   const revalidate = path === "/index.html" || path === "/sw.js" || ext === ".webmanifest";
   return new Response(body as Uint8Array<ArrayBuffer>, {
     headers: {
-      ...ISOLATION_HEADERS,
+      ...headers,
       "content-type": TYPES[ext] ?? "application/octet-stream",
       "cache-control": revalidate ? "no-cache" : "public, max-age=300",
     },

@@ -14,7 +14,7 @@ import {
   parseChordResponse,
   type Transport,
 } from "../chord/mod.ts";
-import type { Hmac } from "./hmac.ts";
+import type { ClusterKey } from "./cluster_key.ts";
 import { serveSigned, signedPost, SignedPostError } from "./rpc.ts";
 
 /** Path of the ring RPC endpoint on every server. */
@@ -42,7 +42,7 @@ export type TransportLog = (event: string, fields?: Record<string, unknown>) => 
 /** Ring RPC over signed HTTP between server processes. */
 export class HttpChordTransport implements Transport {
   readonly localAddress: NodeAddress;
-  #hmac: Hmac;
+  #key: ClusterKey;
   #space: IdSpace;
   #counters: TransportCounters;
   #log: TransportLog;
@@ -52,11 +52,11 @@ export class HttpChordTransport implements Transport {
 
   /** Creates the transport; requests are served through {@link handleHttp}. */
   constructor(
-    deps: { hmac: Hmac; space: IdSpace; counters: TransportCounters; log?: TransportLog },
+    deps: { key: ClusterKey; space: IdSpace; counters: TransportCounters; log?: TransportLog },
     options: HttpChordTransportOptions,
   ) {
     this.localAddress = options.self;
-    this.#hmac = deps.hmac;
+    this.#key = deps.key;
     this.#space = deps.space;
     this.#counters = deps.counters;
     this.#log = deps.log ?? (() => {});
@@ -72,7 +72,7 @@ export class HttpChordTransport implements Transport {
       let text: string;
       try {
         ({ status, text } = await signedPost(
-          this.#hmac,
+          this.#key,
           to + RING_RPC_PATH,
           body,
           this.#timeoutMs,
@@ -155,6 +155,6 @@ export class HttpChordTransport implements Transport {
           return { v: 1, type: "error", code: "bad_response", message: (err as Error).message };
         }
       },
-    }, { hmac: this.#hmac, metrics: this.#counters, log: this.#log });
+    }, { key: this.#key, metrics: this.#counters, log: this.#log });
   }
 }

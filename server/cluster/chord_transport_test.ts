@@ -3,6 +3,7 @@ import { registerTransportConformanceTests } from "../chord/testing.ts";
 import { Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 import { Hmac } from "./hmac.ts";
+import { ClusterKey } from "./cluster_key.ts";
 
 const SECRET = "conformance-secret-0123456789";
 
@@ -16,9 +17,10 @@ function startEndpoint(space: IdSpace) {
         ? route.transport.handleHttp(req)
         : new Response("not found", { status: 404 }),
   );
+  const self = `http://127.0.0.1:${server.addr.port}`;
   const transport = new HttpChordTransport(
-    { hmac: new Hmac(SECRET), space, counters: new Metrics() },
-    { self: `http://127.0.0.1:${server.addr.port}`, timeoutMs: 1000, retries: 0 },
+    { key: new ClusterKey(new Hmac(SECRET), self), space, counters: new Metrics() },
+    { self, timeoutMs: 1000, retries: 0 },
   );
   route.transport = transport;
   return { transport, server };
@@ -49,7 +51,11 @@ Deno.test("HttpChordTransport: a caller without the cluster secret is refused be
   const space = new IdSpace(16);
   const b = startEndpoint(space);
   const intruder = new HttpChordTransport(
-    { hmac: new Hmac("some-other-secret-entirely"), space, counters: new Metrics() },
+    {
+      key: new ClusterKey(new Hmac("some-other-secret-entirely"), "http://127.0.0.1:9"),
+      space,
+      counters: new Metrics(),
+    },
     { self: "http://127.0.0.1:9", timeoutMs: 1000, retries: 0 },
   );
   let calls = 0;

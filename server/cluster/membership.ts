@@ -8,6 +8,7 @@
 import type { ClusterRequest, ClusterResponse } from "../../shared/mod.ts";
 import { type Clock, systemClock, type TimerHandle } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
+import { PeerUnreachableError } from "./rpc.ts";
 
 /** Sends one signed cluster request (rejects when the peer cannot be reached). */
 export type PeerCaller = (address: string, request: ClusterRequest) => Promise<ClusterResponse>;
@@ -52,6 +53,8 @@ export class Membership {
   #listeners = new Set<PeerChangeListener>();
   #timer: TimerHandle | undefined;
   #round: Promise<void> | undefined;
+  /** Peers whose answers were not authentic, already logged (once per peer until it answers). */
+  #rejecting = new Set<string>();
 
   /** Creates the view; {@link start} begins the hello rounds. */
   constructor(deps: MembershipDeps, options: MembershipOptions) {
@@ -168,9 +171,21 @@ export class Membership {
       try {
         const res = await this.#deps.call(address, request);
         if (res.type !== "hello") throw new Error(`${address} answered ${res.type}`);
+        this.#rejecting.delete(address);
         this.#markAlive(address);
         for (const p of res.peers) this.addPeer(p);
       } catch (err) {
+        if (err instanceof PeerUnreachableError && err.failure === "rejected") {
+          if (!this.#rejecting.has(address)) {
+            this.#rejecting.add(address);
+            // Said once per peer: a wrong secret on either side is the usual cause.
+            this.#deps.log("peer_not_authenticated", {
+              peer: address,
+              error: err.message,
+              hint: "every server of one cluster needs the same P2P_CLUSTER_SECRET",
+            });
+          }
+        }
         const peer = this.#peers.get(address);
         if (peer?.alive && this.#clock.now() - peer.lastOk > this.#peerTimeoutMs) {
           this.#setAlive(address, false, { error: String(err) });

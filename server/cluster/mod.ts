@@ -14,6 +14,7 @@ export {
   type PeerChangeListener,
 } from "./membership.ts";
 export { Hmac } from "./hmac.ts";
+export { ClusterKey, type ClusterKeyOptions, MAX_CLOCK_SKEW_MS } from "./cluster_key.ts";
 export {
   callPeer,
   CLUSTER_RPC_PATH,

@@ -8,7 +8,7 @@ import {
   type PeerCall,
   type Replicator,
 } from "../replication/mod.ts";
-import type { Hmac } from "./hmac.ts";
+import type { ClusterKey } from "./cluster_key.ts";
 import { serveSigned, type ServeSignedDeps, signedPost } from "./rpc.ts";
 
 /** Path of the replication RPC endpoint on every server. */
@@ -16,10 +16,10 @@ export const REPLICATION_RPC_PATH = "/replication/rpc";
 const MAX_BODY = 64 * 1024 * 1024;
 
 /** A {@link PeerCall} over signed HTTP. */
-export function replicationCall(hmac: Hmac, timeoutMs: number): PeerCall {
+export function replicationCall(key: ClusterKey, timeoutMs: number): PeerCall {
   return async (address, request) => {
     const { status, text } = await signedPost(
-      hmac,
+      key,
       address + REPLICATION_RPC_PATH,
       JSON.stringify(request),
       timeoutMs,

@@ -25,20 +25,20 @@ import {
   type Timers,
   type Transport,
 } from "../chord/mod.ts";
-import type { Hmac } from "./hmac.ts";
+import type { ClusterKey } from "./cluster_key.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import { HttpChordTransport } from "./chord_transport.ts";
 
 /**
  * Collaborators of a {@link RingService}. The ring transport is either injected (`transport`,
- * e.g. a `SimNetwork` endpoint in tests) or built as signed HTTP from `hmac`.
+ * e.g. a `SimNetwork` endpoint in tests) or built as signed HTTP from `key`.
  */
 export type RingServiceDeps =
   & RingServiceCommonDeps
   & (
     | {
       /** Signs ring RPC: the service builds its {@link HttpChordTransport} with it. */
-      hmac: Hmac;
+      key: ClusterKey;
       /** Not given: ring RPC goes over signed HTTP. */
       transport?: undefined;
     }
@@ -46,7 +46,7 @@ export type RingServiceDeps =
       /** Carries ring RPC; its `localAddress` must be `options.self`. */
       transport: Transport;
       /** Unused when `transport` is given. */
-      hmac?: Hmac;
+      key?: ClusterKey;
     }
   );
 
@@ -184,7 +184,7 @@ export class RingService {
     this.#clock = deps.clock ?? systemClock;
     if (deps.transport === undefined) {
       this.#http = new HttpChordTransport(
-        { hmac: deps.hmac, space: this.#space, counters: deps.metrics, log: deps.log },
+        { key: deps.key, space: this.#space, counters: deps.metrics, log: deps.log },
         { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
       );
       this.transport = this.#http;

@@ -10,6 +10,7 @@ import { checkRing, IdSpace, type RingViolation, seededRandom } from "../chord/m
 import { SimNetwork } from "../chord/testing.ts";
 import { Metrics } from "../telemetry/mod.ts";
 import { Hmac } from "./hmac.ts";
+import { ClusterKey } from "./cluster_key.ts";
 import { RingService, type RingServiceOptions } from "./ring_service.ts";
 
 const SUCCESSOR_LIST_LENGTH = 8;
@@ -207,7 +208,7 @@ Deno.test("over real signed HTTP, servers starting together form one ring", asyn
         rpcTimeoutMs: 1000,
       };
       app.ring = new RingService({
-        hmac: new Hmac(secret),
+        key: new ClusterKey(new Hmac(secret), url),
         metrics,
         log: (event, fields) => logs.push({ event, fields }),
         liveServers: () => membership.urls,

@@ -1,9 +1,12 @@
 /**
- * The HTTP transport of server ↔ server RPC: a POST whose body is signed with the cluster secret
- * (headers `x-p2p-time` and `x-p2p-signature` over time + body). {@link signedPost} sends one;
- * {@link serveSigned} serves every signed endpoint (cluster, ring, replication) the same way:
- * the body is read up to a size limit, requests older than the allowed skew, unsigned or wrongly
- * signed are rejected before parsing, and every refusal is a typed error body.
+ * The HTTP transport of server ↔ server RPC. {@link signedPost} sends a POST signed with the
+ * cluster secret over method, destination URL, sender, time, a nonce and the body (headers
+ * `x-p2p-from`, `x-p2p-to`, `x-p2p-time`, `x-p2p-nonce`, `x-p2p-signature`), and believes the
+ * answer only when its `x-p2p-response-signature` (over the request's signature, the status and
+ * the body) verifies. {@link serveSigned} serves every signed endpoint (cluster, ring,
+ * replication) the same way: the body is read up to a size limit; a request for another server,
+ * outside the allowed clock skew, unsigned, wrongly signed or replayed (a nonce seen before) is
+ * refused before parsing; every answer is signed; every refusal is a typed error body.
  */
 import {
   type ClusterRequest,
@@ -13,18 +16,21 @@ import {
   ProtocolError,
 } from "../../shared/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
-import type { Hmac } from "./hmac.ts";
+import {
+  type ClusterKey,
+  MAX_CLOCK_SKEW_MS,
+  requestSigned,
+  responseSigned,
+} from "./cluster_key.ts";
 
 /** Path of the cluster RPC endpoint on every server. */
 export const CLUSTER_RPC_PATH = "/cluster/rpc";
-/** Largest accepted clock difference between two servers, in milliseconds. */
-export const MAX_CLOCK_SKEW_MS = 60_000;
 
 /** A peer could not be reached or answered with something other than a valid response. */
 export class PeerUnreachableError extends Error {
   override name = "PeerUnreachableError";
-  /** Creates the error for `address`. */
-  constructor(readonly address: string, reason: string) {
+  /** Creates the error for `address`; `failure` says why, when a signed POST failed. */
+  constructor(readonly address: string, reason: string, readonly failure?: SignedPostFailure) {
     super(`Cannot reach server ${address}: ${reason}`);
   }
 }
@@ -42,44 +48,62 @@ export class SignedPostError extends Error {
 }
 
 /**
- * POSTs `body` to `url`, signed with the cluster secret, and returns the response text. Throws
- * {@link SignedPostError}: "rejected" when the peer refuses our signature (HTTP 401).
+ * POSTs `body` to `url`, signed with the cluster key, and returns the answer once its signature
+ * verifies. Throws {@link SignedPostError}: "rejected" when the peer refuses our signature (HTTP
+ * 401) or its answer is not signed with the cluster secret (a server without it, or a forgery).
  */
 export async function signedPost(
-  hmac: Hmac,
+  key: ClusterKey,
   url: string,
   body: string,
   timeoutMs: number,
 ): Promise<{ status: number; text: string }> {
-  const time = String(Date.now());
-  const signature = await hmac.sign(`${time}\n${body}`);
+  const time = String(key.now());
+  const nonce = key.nonce();
+  const signature = await key.hmac.sign(requestSigned("POST", url, key.self, time, nonce, body));
+  let res: Response;
+  let text: string;
   try {
-    const res = await fetch(url, {
+    res = await fetch(url, {
       method: "POST",
       body,
       headers: {
         "content-type": "application/json",
+        "x-p2p-from": key.self,
+        "x-p2p-to": url,
         "x-p2p-time": time,
+        "x-p2p-nonce": nonce,
         "x-p2p-signature": signature,
       },
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const text = await res.text();
-    if (res.status === 401) throw new SignedPostError("rejected", "cluster secret rejected");
-    return { status: res.status, text };
+    text = await res.text();
   } catch (err) {
-    if (err instanceof SignedPostError) throw err;
     const isTimeout = err instanceof DOMException && err.name === "TimeoutError";
     throw new SignedPostError(
       isTimeout ? "timeout" : "unreachable",
       isTimeout ? `no answer within ${timeoutMs} ms` : (err as Error).message,
     );
   }
+  const answerSignature = res.headers.get("x-p2p-response-signature");
+  const isAuthentic = answerSignature !== null &&
+    await key.hmac.verify(responseSigned(signature, res.status, text), answerSignature);
+  if (!isAuthentic) {
+    throw new SignedPostError(
+      "rejected",
+      `its answer (HTTP ${res.status}) is not signed with this cluster's secret: ` +
+        "it is not a server of this cluster, or its P2P_CLUSTER_SECRET differs",
+    );
+  }
+  if (res.status === 401) {
+    throw new SignedPostError("rejected", `it refused our request: ${text.slice(0, 200)}`);
+  }
+  return { status: res.status, text };
 }
 
 /** Sends one signed cluster request to `address` and returns its validated response. */
 export async function callPeer(
-  hmac: Hmac,
+  key: ClusterKey,
   address: string,
   request: ClusterRequest,
   timeoutMs: number,
@@ -87,13 +111,14 @@ export async function callPeer(
   let text: string;
   try {
     ({ text } = await signedPost(
-      hmac,
+      key,
       address + CLUSTER_RPC_PATH,
       JSON.stringify(request),
       timeoutMs,
     ));
   } catch (err) {
-    throw new PeerUnreachableError(address, (err as Error).message);
+    const failure = err instanceof SignedPostError ? err.failure : undefined;
+    throw new PeerUnreachableError(address, (err as Error).message, failure);
   }
   try {
     return parseClusterResponse(text);
@@ -102,13 +127,51 @@ export async function callPeer(
   }
 }
 
-/** Checks the signature headers of an incoming request against its body. */
-async function isAuthentic(hmac: Hmac, headers: Headers, body: string): Promise<boolean> {
-  const time = headers.get("x-p2p-time");
-  const signature = headers.get("x-p2p-signature");
-  if (!time || !signature || !/^\d{1,16}$/.test(time)) return false;
-  if (Math.abs(Date.now() - Number(time)) > MAX_CLOCK_SKEW_MS) return false;
-  return await hmac.verify(`${time}\n${body}`, signature);
+/** Why an incoming request's signature headers are refused; undefined when they verify. */
+async function refusal(
+  key: ClusterKey,
+  req: Request,
+  body: string,
+): Promise<{ status: number; message: string; reason: string } | undefined> {
+  const h = req.headers;
+  const from = h.get("x-p2p-from");
+  const to = h.get("x-p2p-to");
+  const time = h.get("x-p2p-time");
+  const nonce = h.get("x-p2p-nonce");
+  const signature = h.get("x-p2p-signature");
+  if (!from || !to || !time || !nonce || !signature || !/^\d{1,16}$/.test(time)) {
+    return { status: 401, message: "Unsigned request: cluster headers missing", reason: "auth" };
+  }
+  if (from.length > 300 || to.length > 400 || nonce.length > 64) {
+    return { status: 401, message: "Malformed cluster headers", reason: "auth" };
+  }
+  const path = new URL(req.url).pathname;
+  const meant = key.self + path;
+  if (to !== meant) {
+    return {
+      status: 421,
+      message: `Request meant for ${to}, but this server is ${meant}: use its own address`,
+      reason: "misdirected",
+    };
+  }
+  if (Math.abs(key.now() - Number(time)) > MAX_CLOCK_SKEW_MS) {
+    return {
+      status: 401,
+      message: `Request time is more than ${MAX_CLOCK_SKEW_MS / 1000} s off this server's clock`,
+      reason: "clock",
+    };
+  }
+  if (!(await key.hmac.verify(requestSigned(req.method, to, from, time, nonce, body), signature))) {
+    return { status: 401, message: "Cluster secret mismatch", reason: "auth" };
+  }
+  if (!key.remember(nonce)) {
+    return {
+      status: 401,
+      message: "Replayed request: this nonce was already used",
+      reason: "replay",
+    };
+  }
+  return undefined;
 }
 
 /** The body of every refusal of a signed endpoint. */
@@ -133,7 +196,7 @@ export interface SignedEndpoint<Req, Res> {
 
 /** Collaborators of {@link serveSigned}. */
 export interface ServeSignedDeps {
-  hmac: Hmac;
+  key: ClusterKey;
   /** Where refusals are counted (the server's `Metrics` satisfies it). */
   metrics: Pick<Metrics, "inc">;
   log: Log;
@@ -149,12 +212,28 @@ export async function serveSigned<Req, Res>(
   endpoint: SignedEndpoint<Req, Res>,
   deps: ServeSignedDeps,
 ): Promise<Response> {
+  const requestSignature = req.headers.get("x-p2p-signature") ?? "";
+  const answer = async (status: number, value: unknown) => {
+    const text = JSON.stringify(value);
+    const signature = await deps.key.hmac.sign(responseSigned(requestSignature, status, text));
+    return new Response(text, {
+      status,
+      headers: { "content-type": "application/json", "x-p2p-response-signature": signature },
+    });
+  };
   const refuse = (status: number, code: ErrorCode, message: string, reason: string) => {
     deps.metrics.inc("p2pchat_cluster_rejected_total", { reason, endpoint: endpoint.name });
     const body: SignedErrorBody = { v: 1, type: "error", code, message };
-    return Response.json(body, { status });
+    return answer(status, body);
   };
-  const body = await readBounded(req, endpoint.maxBodyBytes);
+  let body: string | undefined;
+  try {
+    body = await readBounded(req, endpoint.maxBodyBytes);
+  } catch (err) {
+    // The caller went away mid-body (a timeout, a frozen peer resumed): nothing to answer.
+    deps.log(`${endpoint.name}_rpc_body_unreadable`, { error: String(err) });
+    return refuse(400, "bad_frame", "Request body could not be read", "unreadable");
+  }
   if (body === undefined) {
     return refuse(
       413,
@@ -163,9 +242,14 @@ export async function serveSigned<Req, Res>(
       "size",
     );
   }
-  if (!(await isAuthentic(deps.hmac, req.headers, body))) {
-    deps.log(`${endpoint.name}_rpc_rejected`, { reason: "bad or missing signature" });
-    return refuse(401, "not_authenticated", "Cluster secret mismatch", "auth");
+  const refused = await refusal(deps.key, req, body);
+  if (refused) {
+    deps.log(`${endpoint.name}_rpc_rejected`, {
+      reason: refused.reason,
+      from: req.headers.get("x-p2p-from")?.slice(0, 300) ?? null,
+      message: refused.message,
+    });
+    return refuse(refused.status, "not_authenticated", refused.message, refused.reason);
   }
   let request: Req;
   try {
@@ -177,7 +261,7 @@ export async function serveSigned<Req, Res>(
       : "Invalid request";
     return refuse(400, "bad_frame", message, "invalid");
   }
-  return Response.json(await endpoint.handle(request));
+  return answer(200, await endpoint.handle(request));
 }
 
 /** The body as text, or undefined once it exceeds `maxBytes` (the rest is not read). */

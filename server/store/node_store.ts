@@ -199,6 +199,13 @@ export class NodeStore {
     return { primary: of("primary"), replica: of("replica") };
   }
 
+  /** How many accounts, presence records and pending mailbox entries this node holds (counts only). */
+  recordCounts(): { accounts: number; presence: number; mailbox: number } {
+    const count = (table: string) =>
+      Number((this.#db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n);
+    return { accounts: count("accounts"), presence: count("presence"), mailbox: count("mailbox") };
+  }
+
   /** Closes the database. */
   close(): void {
     this.#db.close();

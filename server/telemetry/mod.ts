@@ -5,3 +5,4 @@
  */
 export { jsonLog, type Log, silentLog } from "./log.ts";
 export { Metrics } from "./metrics.ts";
+export { hasOperatorToken } from "./operator_access.ts";

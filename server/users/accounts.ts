@@ -14,6 +14,7 @@ import { type AccountReplacement, accountVersion } from "../store/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import { UserError } from "./errors.ts";
 import type { AccountRecords } from "./ports.ts";
+import { addressKey, type BucketRule, DEFAULT_LIMITS, KeyedLimiter } from "./rate_limit.ts";
 
 /** Collaborators of {@link Accounts}. */
 export interface AccountsDeps {
@@ -34,6 +35,8 @@ export interface AccountsOptions {
    * registration that lost its name. @default 300000 (5 minutes)
    */
   cacheTtlMs?: number;
+  /** Registrations per client address (IPv6 by /64). @default DEFAULT_LIMITS */
+  registrationsPerAddress?: BucketRule;
 }
 
 /** A registration as the browser asks for it. */
@@ -62,6 +65,8 @@ export class Accounts {
   #lostListeners = new Set<NameLostListener>();
   /** Account versions known to have lost their name, by username (bounded like the cache). */
   #lost = new Map<string, Set<string>>();
+  #dummy: Promise<string> | undefined;
+  #registrations: KeyedLimiter;
 
   /** Creates the service; it follows the ring's account replacements from then on. */
   constructor(deps: AccountsDeps, options: AccountsOptions = {}) {
@@ -69,6 +74,10 @@ export class Accounts {
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#cacheSize = options.cacheSize ?? 10_000;
     this.#cacheTtlMs = options.cacheTtlMs ?? 300_000;
+    this.#registrations = new KeyedLimiter(
+      options.registrationsPerAddress ?? DEFAULT_LIMITS.registrationsPerAddress,
+      () => deps.clock.now(),
+    );
     deps.metrics.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
     deps.metrics.describe(
       "p2pchat_names_lost_total",
@@ -109,11 +118,22 @@ export class Accounts {
   }
 
   /**
-   * Registers a new account; resolves once W copies are durable. Throws a {@link UserError}:
+   * Registers a new account for a client at `address`; resolves once W copies are durable.
+   * Throws a {@link UserError}: `rate_limited` (too many registrations from that address),
    * `username_taken`, or `unavailable` when the ring cannot store it now.
    */
-  async register(registration: Registration): Promise<void> {
+  async register(registration: Registration, address = "unknown"): Promise<void> {
     const { metrics } = this.#deps;
+    // Charged before any lookup or bcrypt: each registration costs both, and durable writes.
+    const key = addressKey(address);
+    if (!this.#registrations.take(key)) {
+      metrics.inc("p2pchat_registrations_total", { result: "rate_limited" });
+      const seconds = Math.ceil(this.#registrations.retryAfterMs(key) / 1000);
+      throw new UserError(
+        "rate_limited",
+        `Too many new accounts from your address: try again in ${seconds} s`,
+      );
+    }
     const taken = () => {
       metrics.inc("p2pchat_registrations_total", { result: "taken" });
       return new UserError(
@@ -161,10 +181,23 @@ export class Accounts {
     }
   }
 
-  /** The account if `secret` is its auth secret; undefined for an unknown name or a wrong one. */
+  /**
+   * The account if `secret` is its auth secret; undefined for an unknown name or a wrong one.
+   * An unknown name costs one bcrypt comparison too, so timing does not tell names apart.
+   */
   async verify(username: string, secret: string): Promise<AccountRecord | undefined> {
     const account = await this.get(username);
-    return account && (await compare(secret, account.hash)) ? account : undefined;
+    if (!account) {
+      await compare(secret, await this.#dummyHash());
+      return undefined;
+    }
+    return (await compare(secret, account.hash)) ? account : undefined;
+  }
+
+  /** A bcrypt hash at this server's cost that no secret matches in practice. */
+  #dummyHash(): Promise<string> {
+    this.#dummy ??= hash(crypto.randomUUID(), this.#bcryptCost);
+    return this.#dummy;
   }
 
   #remember(account: AccountRecord): void {

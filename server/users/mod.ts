@@ -3,7 +3,7 @@
  * grace), presence, routing of frames to a user's home server, and offline mailboxes as users
  * see them. Each is a class taking `(deps, options)` with narrow ports to the layers below
  * (replicated records, the cluster's membership and signed calls) and to the browser edge (a
- * {@link ClientConnection} per socket); `server/main.ts` builds them in dependency order:
+ * {@link ClientConnection} per socket); `createUserServices` builds them in dependency order:
  * `LocalSessions` → `Presence` → `Routing` → `Accounts` → `Sessions`, `Mailboxes`. Every refusal
  * is a {@link UserError} with a protocol error code. It does not parse frames or own sockets:
  * that is `server/api`.
@@ -28,6 +28,7 @@ export type {
 export { Presence, type PresenceDeps, type PresenceOptions } from "./presence.ts";
 export {
   type AbuseLimits,
+  addressKey,
   type BucketRule,
   DEFAULT_LIMITS,
   KeyedLimiter,
@@ -35,6 +36,12 @@ export {
   TokenBucket,
 } from "./rate_limit.ts";
 export { Routing, type RoutingDeps } from "./routing.ts";
+export {
+  createUserServices,
+  type UserServices,
+  type UserServicesDeps,
+  type UserServicesOptions,
+} from "./services.ts";
 export { isNewer, SessionRegistry, type SessionStamp } from "./session_registry.ts";
 export {
   HANDOVER_GRACE_MS,

@@ -49,6 +49,12 @@ export class TokenBucket {
     return true;
   }
 
+  /** Gives one token back (an attempt that turned out not to count), up to the capacity. */
+  refund(): void {
+    this.#refill();
+    this.#tokens = Math.min(this.rule.capacity, this.#tokens + 1);
+  }
+
   /** Milliseconds until one token is available (0 when one is available now). */
   retryAfterMs(): number {
     this.#refill();
@@ -89,6 +95,11 @@ export class KeyedLimiter {
     return bucket.take();
   }
 
+  /** Gives `key` one token back. */
+  refund(key: string): void {
+    this.#buckets.get(key)?.refund();
+  }
+
   /** Forgets every key whose bucket has refilled completely. */
   prune(): void {
     for (const [key, bucket] of this.#buckets) if (bucket.full) this.#buckets.delete(key);
@@ -104,8 +115,10 @@ export class KeyedLimiter {
 export interface AbuseLimits {
   /** Failed logins per username. @default 5 per minute */
   loginFailuresPerUser: BucketRule;
-  /** Failed logins per client address. @default 20 per minute */
+  /** Failed logins per client address (IPv6 by /64). @default 20 per minute */
   loginFailuresPerAddress: BucketRule;
+  /** Registrations per client address (IPv6 by /64). @default burst 30, 30 per minute */
+  registrationsPerAddress: BucketRule;
   /** Frames per WebSocket connection. @default burst 100, 50 per second */
   framesPerConnection: BucketRule;
   /**
@@ -119,11 +132,32 @@ export interface AbuseLimits {
 export const DEFAULT_LIMITS: AbuseLimits = {
   loginFailuresPerUser: { capacity: 5, perSecond: 5 / 60 },
   loginFailuresPerAddress: { capacity: 20, perSecond: 20 / 60 },
+  registrationsPerAddress: { capacity: 30, perSecond: 30 / 60 },
   framesPerConnection: { capacity: 100, perSecond: 50 },
   droppedFramesBeforeClose: { capacity: 100, perSecond: 10 },
 };
 
-/** Login failure accounting per username and per address. */
+/**
+ * The key of a client address for limits: an IPv6 address counts by its /64 (one customer's
+ * prefix), an IPv4 address as itself.
+ */
+export function addressKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const bare = address.replace(/^\[|\]$/g, "").split("%")[0]!.toLowerCase();
+  const [head = "", tail = ""] = bare.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = bare.includes("::")
+    ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right]
+    : left;
+  return groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":") + "::/64";
+}
+
+/**
+ * Login attempts per username and per address. An attempt is charged before the expensive
+ * check (bcrypt) and refunded when it succeeds, so attempts in flight count: a burst of parallel
+ * guesses gets at most the bucket's capacity through.
+ */
 export class LoginLimiter {
   #byUser: KeyedLimiter;
   #byAddress: KeyedLimiter;
@@ -139,12 +173,35 @@ export class LoginLimiter {
 
   /** Milliseconds until `username` from `address` may try again; 0 when it may try now. */
   blockedForMs(username: string, address: string): number {
-    return Math.max(this.#byUser.retryAfterMs(username), this.#byAddress.retryAfterMs(address));
+    return Math.max(
+      this.#byUser.retryAfterMs(username),
+      this.#byAddress.retryAfterMs(addressKey(address)),
+    );
   }
 
-  /** Records a failed attempt. */
+  /**
+   * Charges one attempt to both keys before it is checked. Returns 0 when it may go ahead, or
+   * the milliseconds to wait (nothing charged).
+   */
+  begin(username: string, address: string): number {
+    const key = addressKey(address);
+    if (!this.#byUser.take(username)) return Math.max(1, this.#byUser.retryAfterMs(username));
+    if (!this.#byAddress.take(key)) {
+      this.#byUser.refund(username);
+      return Math.max(1, this.#byAddress.retryAfterMs(key));
+    }
+    return 0;
+  }
+
+  /** The attempt begun with {@link begin} succeeded: it does not count as a failure. */
+  succeeded(username: string, address: string): void {
+    this.#byUser.refund(username);
+    this.#byAddress.refund(addressKey(address));
+  }
+
+  /** Records a failed attempt that was not charged with {@link begin}. */
   failed(username: string, address: string): void {
     this.#byUser.take(username);
-    this.#byAddress.take(address);
+    this.#byAddress.take(addressKey(address));
   }
 }

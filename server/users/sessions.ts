@@ -186,7 +186,8 @@ export class Sessions {
    */
   async login(conn: ClientConnection, username: string, secret: string): Promise<SessionGrant> {
     const { metrics, accounts, tokens, clock } = this.#deps;
-    const blockedMs = this.#logins.blockedForMs(username, conn.address);
+    // Charged before bcrypt and refunded on success, so parallel guesses count while in flight.
+    const blockedMs = this.#logins.begin(username, conn.address);
     if (blockedMs > 0) {
       metrics.inc("p2pchat_logins_total", { result: "rate_limited" });
       metrics.inc("p2pchat_rate_limited_total", { kind: "login" });
@@ -195,12 +196,17 @@ export class Sessions {
         `Too many failed logins: try again in ${Math.ceil(blockedMs / 1000)} s`,
       );
     }
-    const account = await accounts.verify(username, secret);
-    metrics.inc("p2pchat_logins_total", { result: account ? "ok" : "rejected" });
-    if (!account) {
-      this.#logins.failed(username, conn.address);
-      throw new UserError("wrong_credentials", "Unknown username or wrong password");
+    let account;
+    try {
+      account = await accounts.verify(username, secret);
+    } catch (err) {
+      // The ring could not answer: not the user's failure.
+      this.#logins.succeeded(username, conn.address);
+      throw err;
     }
+    metrics.inc("p2pchat_logins_total", { result: account ? "ok" : "rejected" });
+    if (!account) throw new UserError("wrong_credentials", "Unknown username or wrong password");
+    this.#logins.succeeded(username, conn.address);
     const { token, claims } = await tokens.issue(username, clock.now(), accountVersion(account));
     this.#accountOf.set(conn, claims.account!);
     await this.#bind(conn, claims);

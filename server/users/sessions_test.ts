@@ -203,3 +203,41 @@ Deno.test("sessions: a registration that lost its name to an older one is signed
   await a.stop();
   await b.stop();
 });
+
+Deno.test("sessions: sixty parallel wrong passwords and the right one get at most five guesses through", async () => {
+  const server = fakeServer();
+  await registered(server);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  const attempts = [
+    ...Array.from({ length: 60 }, () => server.sessions.login(conn, "alice", "b".repeat(43))),
+    server.sessions.login(conn, "alice", SECRET),
+  ];
+  const codes = (await Promise.allSettled(attempts)).map((r) =>
+    r.status === "fulfilled" ? "session" : (r.reason as UserError).code
+  );
+  const guesses = codes.filter((c) => c === "wrong_credentials").length;
+  assert.ok(guesses <= 5, `${guesses} wrong passwords were checked`);
+  assert.equal(
+    codes.filter((c) => c === "rate_limited").length,
+    61 - guesses - (codes.at(-1) === "session" ? 1 : 0),
+  );
+  await server.stop();
+});
+
+Deno.test("accounts: registrations from one address are limited before any work is done", async () => {
+  const server = fakeServer();
+  for (let i = 0; i < 30; i++) {
+    await server.accounts.register({ username: `user-${i}`, secret: SECRET }, "198.51.100.4");
+  }
+  await assert.rejects(
+    server.accounts.register({ username: "user-30", secret: SECRET }, "198.51.100.4"),
+    (err) => err instanceof UserError && err.code === "rate_limited",
+  );
+  assert.equal(server.ring.accounts.has("user-30"), false, "nothing was stored");
+  // Another address is not affected; after two seconds one more is allowed (30 per minute).
+  await server.accounts.register({ username: "other", secret: SECRET }, "198.51.100.5");
+  await server.clock.advance(2000);
+  await server.accounts.register({ username: "user-30", secret: SECRET }, "198.51.100.4");
+  await server.stop();
+});

@@ -11,9 +11,6 @@ import { userRingKey } from "../store/mod.ts";
 import { type NewMessage, UnavailableError, UsernameTakenError } from "../replication/mod.ts";
 import { Hmac } from "../cluster/mod.ts";
 import { Metrics, silentLog } from "../telemetry/mod.ts";
-import { Accounts } from "./accounts.ts";
-import { LocalSessions } from "./local_sessions.ts";
-import { Mailboxes } from "./mailboxes.ts";
 import type {
   AccountRecords,
   ClientConnection,
@@ -22,9 +19,8 @@ import type {
   MembershipView,
   PresenceRecords,
 } from "./ports.ts";
-import { Presence } from "./presence.ts";
-import { Routing } from "./routing.ts";
-import { Sessions, type SessionsOptions } from "./sessions.ts";
+import type { SessionsOptions } from "./sessions.ts";
+import { createUserServices, type UserServices } from "./services.ts";
 import { Tokens } from "./tokens.ts";
 
 type Listener = (record: PresenceRecord, online: boolean) => void;
@@ -237,25 +233,15 @@ export class FakeConnection implements ClientConnection {
   }
 }
 
-/** One server's users services, wired as in `server/main.ts`. */
-export interface FakeServer {
+/** One server's users services, wired as in `server/main.ts`, with the fakes under them. */
+export interface FakeServer extends UserServices {
   self: string;
   clock: ManualClock;
   ring: FakeRing;
   membership: FakeMembership;
   metrics: Metrics;
-  local: LocalSessions;
-  presence: Presence;
-  routing: Routing;
-  accounts: Accounts;
-  sessions: Sessions;
-  mailboxes: Mailboxes;
   /** Cluster requests this server sent, in order. */
   calls: { to: string; request: ClusterRequest }[];
-  /** Starts the services' rounds. */
-  start(): void;
-  /** Stops them. */
-  stop(): Promise<void>;
 }
 
 /** Builds the users services of server `self` on fakes; `call` answers its cluster requests. */
@@ -277,48 +263,21 @@ export function fakeServer(options: {
     calls.push({ to, request });
     return options.call?.(to, request) ?? Promise.resolve({ v: 1, type: "ok" });
   };
-  const log = silentLog;
   const records = { ...bindAll(ring), publishPresence: ring.as(self).publishPresence };
-  const local = new LocalSessions({ metrics });
-  const presence = new Presence({ records, membership, call, local, metrics, log, clock });
-  const routing = new Routing({ local, presence, membership, call, log });
-  // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
-  const accounts = new Accounts({ records, metrics, clock }, { bcryptCost: 4 });
-  const tokens = new Tokens(new Hmac("a-test-cluster-secret-of-some-length"), 7 * 86_400_000);
-  const sessions = new Sessions({
-    accounts,
-    tokens,
-    local,
-    presence,
-    routing,
+  const users = createUserServices({
+    records,
     membership,
+    call,
+    tokens: new Tokens(new Hmac("a-test-cluster-secret-of-some-length"), 7 * 86_400_000),
     metrics,
-    log,
+    log: silentLog,
     clock,
-  }, options.sessions);
-  const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log });
-  return {
-    self,
-    clock,
-    ring,
-    membership,
-    metrics,
-    local,
-    presence,
-    routing,
-    accounts,
-    sessions,
-    mailboxes,
-    calls,
-    start() {
-      presence.start();
-      sessions.start();
-    },
-    async stop() {
-      sessions.stop();
-      await presence.stop();
-    },
-  };
+  }, {
+    // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
+    accounts: { bcryptCost: 4 },
+    sessions: options.sessions,
+  });
+  return { ...users, self, clock, ring, membership, metrics, calls };
 }
 
 /** The ring's methods bound to it, so a record port can be assembled from them. */

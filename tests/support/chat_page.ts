@@ -14,8 +14,23 @@ export async function openApp(
     if (msg.type() === "error") page.errors.push(msg.text());
   });
   page.on("pageerror", (err) => page.errors.push(String(err)));
+  // Every Content-Security-Policy violation the page reports, for {@link cspViolations}.
+  await page.evaluateOnNewDocument(() => {
+    const seen: string[] = [];
+    (globalThis as unknown as { cspViolations: string[] }).cspViolations = seen;
+    document.addEventListener("securitypolicyviolation", (e) => {
+      seen.push(`${e.violatedDirective} blocked ${e.blockedURI || "(inline)"} at ${e.sourceFile}`);
+    });
+  });
   await page.goto(serverUrl + "/", { waitUntil: "load" });
   return page;
+}
+
+/** The Content-Security-Policy violations the page reported since it was opened. */
+export function cspViolations(page: Page): Promise<string[]> {
+  return page.evaluate(() => [
+    ...((globalThis as unknown as { cspViolations?: string[] }).cspViolations ?? []),
+  ]);
 }
 
 /** Fills the login form and presses Register (which logs in) or Log in. */

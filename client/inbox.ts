@@ -1,0 +1,234 @@
+/**
+ * Incoming messages of one logged-in session, whichever path they took: the data channel, the
+ * servers' relay, or the mailbox. Every one goes through the same validation
+ * ({@link Inbox.openChat}): the frame is parsed (`shared/sealed_frame.ts`), a sealed envelope is
+ * verified and decrypted by the {@link Keyring} (which also checks that it claims the sender the
+ * path reports and this user as recipient), and a plaintext chat message is accepted only from an
+ * account without keys and only with the same sender and recipient. A chat message is stored
+ * idempotently by id before it is acknowledged, so one arriving on two paths is stored and shown
+ * once. An envelope that fails verification is discarded and reported as a warning; a mailbox
+ * entry is acknowledged all the same, so it does not come back.
+ */
+import {
+  type ChatMessage,
+  type IncomingMail,
+  MAX_MAIL_BATCH,
+  parseLiveFrame,
+  parseMailboxContent,
+  PEER_PROTOCOL_VERSION,
+  type PeerMessage,
+  type SealedFrame,
+} from "../shared/mod.ts";
+import { TamperedEnvelopeError } from "../shared/crypto/mod.ts";
+import type { History, MessageVia } from "./history.ts";
+import type { Keyring } from "./keyring.ts";
+import type { SessionApi } from "./session.ts";
+
+/** A received message that failed verification and was discarded, as shown to the user. */
+export interface DiscardedMessage {
+  id: string;
+  from: string;
+  /** The sender's claimed time, ms since the epoch. */
+  sentAt: number;
+  /** What to show. */
+  text: string;
+}
+
+/** Collaborators of an {@link Inbox}. */
+export interface InboxDeps {
+  /** The logged-in user. */
+  me: string;
+  history: History;
+  keyring: Keyring;
+  /** The servers: mailbox fetch and ack. */
+  session: Pick<SessionApi, "mailFetch" | "mailAck">;
+  /** Sends a peer message back on the path `via` (acks, pongs); false if it could not. */
+  reply(remote: string, message: PeerMessage, via: MessageVia): boolean;
+  /** `remote` acknowledged our message `id`; resolves false if it is not theirs to acknowledge. */
+  acknowledge(remote: string, id: string): Promise<boolean>;
+  /** A pong arrived. */
+  onPong(remote: string, seq: number, via: MessageVia): void;
+  /** New messages from `from` were stored. */
+  onStored(from: string, count: number): void;
+  /** A message failed verification and was discarded. */
+  onDiscarded(message: DiscardedMessage): void;
+  /** A malformed, misaddressed or forged message was rejected (counted for tests). */
+  onRejected(): void;
+  /** Wall clock, ms since the epoch. */
+  now(): number;
+}
+
+/** Validates, stores and acknowledges what arrives for one logged-in session. */
+export class Inbox {
+  #deps: InboxDeps;
+  #signal: AbortSignal;
+  #fetching: Promise<void> | null = null;
+  #fetchAgain = false;
+  #receiving = 0;
+
+  /** Creates the inbox; after `signal` aborts it stores and reports nothing more. */
+  constructor(deps: InboxDeps, signal: AbortSignal) {
+    this.#deps = deps;
+    this.#signal = signal;
+  }
+
+  /** Whether a message or a mailbox fetch is being processed (tests wait for quiet). */
+  get isBusy(): boolean {
+    return this.#receiving > 0 || this.#fetching !== null;
+  }
+
+  /**
+   * Opens a chat message that the path says came from `from`: verifies and decrypts a sealed
+   * one; accepts plaintext only between accounts without keys. Throws `TamperedEnvelopeError`
+   * when the signature or content does not verify, and an Error when the message claims another
+   * sender or recipient or is a downgrade to plaintext.
+   */
+  async openChat(frame: SealedFrame | ChatMessage, from: string): Promise<ChatMessage> {
+    if (frame.type === "sealed") return await this.#deps.keyring.open(frame.envelope, from);
+    if (frame.from !== from || frame.to !== this.#deps.me) {
+      throw new Error(`it claims ${frame.from} → ${frame.to}`);
+    }
+    if (!(await this.#deps.keyring.allowsPlaintext(from))) {
+      throw new Error("an unencrypted chat message from an account with keys");
+    }
+    console.warn(`Accepted an unencrypted message from "${from}" (an account without keys)`);
+    return frame;
+  }
+
+  /** Handles a text from `remote` on the data channel or the relay. */
+  async receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
+    this.#receiving++;
+    try {
+      await this.#receiveLive(remote, text, via);
+    } finally {
+      this.#receiving--;
+    }
+  }
+
+  async #receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
+    let frame;
+    let chat: ChatMessage | null = null;
+    try {
+      frame = parseLiveFrame(text);
+      if (frame.type === "sealed" || frame.type === "chat") {
+        chat = await this.openChat(frame, remote);
+      }
+    } catch (err) {
+      this.#reject(remote, via, err, frame?.type === "sealed" ? frame.envelope : null);
+      return;
+    }
+    if (this.#signal.aborted) return;
+    if (chat) {
+      const isNew = await this.#store(chat, via);
+      if (this.#signal.aborted) return;
+      // Acknowledge only once the message is durable; a duplicate is acknowledged again.
+      this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id: chat.id }, via);
+      if (isNew) this.#deps.onStored(remote, 1);
+      return;
+    }
+    switch (frame.type) {
+      case "ack":
+        if (!(await this.#deps.acknowledge(remote, frame.id))) this.#deps.onRejected();
+        return;
+      case "ping":
+        this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "pong", seq: frame.seq }, via);
+        return;
+      case "pong":
+        this.#deps.onPong(remote, frame.seq, via);
+        return;
+    }
+  }
+
+  /** Fetches this user's mailbox (again if asked while a fetch runs). */
+  fetchMail(): Promise<void> {
+    if (this.#fetching) {
+      this.#fetchAgain = true;
+      return this.#fetching;
+    }
+    this.#fetching = (async () => {
+      try {
+        do {
+          this.#fetchAgain = false;
+          await this.#fetchMailOnce();
+        } while (this.#fetchAgain && !this.#signal.aborted);
+      } finally {
+        this.#fetching = null;
+      }
+    })();
+    return this.#fetching;
+  }
+
+  async #fetchMailOnce(): Promise<void> {
+    const mail = await this.#deps.session.mailFetch();
+    if (this.#signal.aborted) return;
+    const fresh = new Map<string, number>();
+    for (const m of mail) {
+      const chat = await this.#openMail(m);
+      if (this.#signal.aborted) return;
+      if (chat && await this.#store(chat, "mailbox")) {
+        fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
+      }
+    }
+    if (this.#signal.aborted) return;
+    for (const [from, n] of fresh) this.#deps.onStored(from, n);
+    // Everything is durable now: acknowledge all of it, rejected entries included (they would
+    // otherwise come back on every login).
+    for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
+      await this.#deps.session.mailAck(
+        mail.slice(i, i + MAX_MAIL_BATCH).map((m) => ({ id: m.id, from: m.from })),
+      );
+    }
+  }
+
+  /** The chat message of a mailbox entry, or null if it was rejected. */
+  async #openMail(m: IncomingMail): Promise<ChatMessage | null> {
+    let frame;
+    try {
+      frame = parseMailboxContent(m.envelope);
+      const chat = await this.openChat(frame, m.from);
+      if (chat.id !== m.id) throw new Error(`mailbox entry ${m.id} carries message ${chat.id}`);
+      return chat;
+    } catch (err) {
+      this.#reject(m.from, "mailbox", err, frame?.type === "sealed" ? m : null);
+      return null;
+    }
+  }
+
+  #store(msg: ChatMessage, via: MessageVia): Promise<boolean> {
+    return this.#deps.history.insert({
+      id: msg.id,
+      peer: msg.from,
+      sender: msg.from,
+      recipient: this.#deps.me,
+      sentAt: msg.sentAt,
+      receivedAt: this.#deps.now(),
+      text: msg.text,
+      via,
+      status: "delivered",
+    });
+  }
+
+  /** Counts a rejected message; `sealed` (its id and time) when it was a sealed one. */
+  #reject(
+    from: string,
+    via: MessageVia,
+    err: unknown,
+    sealed: { id: string; sentAt: number } | null,
+  ): void {
+    if (this.#signal.aborted) return;
+    this.#deps.onRejected();
+    const reason = err instanceof Error ? err.message : String(err);
+    if (err instanceof TamperedEnvelopeError && sealed) {
+      const { id, sentAt } = sealed;
+      console.warn(`Discarded message ${id} from "${from}": ${reason}`);
+      this.#deps.onDiscarded({
+        id,
+        from,
+        sentAt,
+        text: `A message from ${from} failed verification and was discarded`,
+      });
+      return;
+    }
+    console.warn(`Rejected message from "${from}" via ${via}: ${reason}`);
+  }
+}

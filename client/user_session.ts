@@ -1,0 +1,528 @@
+/**
+ * One logged-in session of one user in this page: from the moment the servers accept a login or
+ * a resume until logout, supersession or a lost session. It owns everything that lives that
+ * long — the local history, the keyring, the direct links ({@link Peers}), the delivery engine
+ * ({@link Outbox}), the incoming path ({@link Inbox}), the hand-over receiver, pings and timers —
+ * and the session-scoped state the views show (contacts, the open conversation, unread counts,
+ * warnings). {@link UserSession.dispose} ends all of it at once: an `AbortController` underneath
+ * stops timers and in-flight requests, closes links and the history, and deletes the unlocked
+ * keys. A disposed session is no longer shown, and nothing it started writes the page's state.
+ */
+import { batch, signal } from "@preact/signals";
+import {
+  type ContactEntry,
+  newMessageId,
+  PEER_PROTOCOL_VERSION,
+  type PeerMessage,
+  type SignalData,
+} from "../shared/mod.ts";
+import { abortable } from "./abortable.ts";
+import type { HandoverController, HandoverSource } from "./handover_controller.ts";
+import type { HistoryReceiver } from "./handover.ts";
+import type { History, MessageRow, MessageVia } from "./history.ts";
+import { type DiscardedMessage, Inbox } from "./inbox.ts";
+import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring.ts";
+import { Outbox, type OutboxOptions } from "./outbox.ts";
+import type { PeerLinkFactory } from "./peer_link.ts";
+import { Peers } from "./peers.ts";
+import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
+
+/** Collaborators of a {@link UserSession}. */
+export interface UserSessionDeps {
+  /** The WebSocket session with the servers. */
+  session: SessionApi;
+  /** Creates direct links to other browsers. */
+  createLink: PeerLinkFactory;
+  /** Opens the local history of a user. */
+  openHistory(owner: string): Promise<History>;
+  /** Where the unlocked private keys and contacts' known keys are kept. */
+  keyStore: KeyStore;
+  /** The page's hand-overs (this session's receiver is made there). */
+  handovers: HandoverController;
+  /** Wall clock, ms since the epoch. */
+  now(): number;
+  /** Monotonic clock for round-trip measurements, ms. */
+  monotonic(): number;
+  /** The send time of a new message: strictly increasing in this page. */
+  nextSentAt(): number;
+  /** Shows an error to the user. */
+  onError(err: unknown): void;
+  /** Counts a rejected incoming message (tests, diagnostics). */
+  onRejected(): void;
+}
+
+/** Configuration of a {@link UserSession}. */
+export interface UserSessionOptions extends OutboxOptions {
+  /** How long one ping waits for its pong, ms. @default 5000 */
+  pingTimeoutMs?: number;
+}
+
+/** One logged-in session; see the module comment. */
+export class UserSession implements Disposable {
+  /** The logged-in user. */
+  readonly me: string;
+  /** The session the servers granted. */
+  readonly info: SessionInfo;
+  /** Whether the account has keys (false for old accounts: nothing is encrypted). */
+  readonly hasKeys: boolean;
+  /** Every other registered user, with presence, sorted by name. */
+  readonly contacts = signal<ContactEntry[]>([]);
+  /** The user whose conversation is open. */
+  readonly openPeer = signal<string | null>(null);
+  /** The open conversation, ordered by send time then id. */
+  readonly messages = signal<MessageRow[]>([]);
+  /** Users with an open data channel. */
+  readonly channels = signal<Record<string, boolean>>({});
+  /** Unread message counts per contact. */
+  readonly unread = signal<Record<string, number>>({});
+  /** Messages discarded because they failed verification, per contact. */
+  readonly warnings = signal<Record<string, DiscardedMessage[]>>({});
+  /** Contacts whose keys changed since they were last seen (this session). */
+  readonly keyChanged = signal<Record<string, boolean>>({});
+  /** Contacts known to have no keys: messages with them are not encrypted. */
+  readonly unencrypted = signal<Record<string, boolean>>({});
+
+  #deps: UserSessionDeps;
+  #pingTimeoutMs: number;
+  #channelWaitMs: number;
+  #abort = new AbortController();
+  #history: History;
+  #keyring: Keyring;
+  #peers: Peers;
+  #outbox: Outbox;
+  #inbox: Inbox;
+  #receiver: HistoryReceiver | null = null;
+  /** Handed to a hand-over: dispose neither closes the history nor deletes the keys. */
+  #isDetached = false;
+  /** Dispose leaves the unlocked keys in the key store (the servers' session goes on). */
+  #keepsKeys = false;
+  #pingSeq = 1;
+  #pongWaiters = new Map<string, (answered: boolean) => void>();
+  /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
+  #tasks = 0;
+
+  /**
+   * Enters the session `info` with the unlocked keys `own` (null for an account without keys):
+   * opens the history, prepares the hand-over receiver and loads the contacts. When `signal`
+   * aborts first (logout meanwhile), what was opened is disposed and the promise rejects.
+   */
+  static async open(
+    deps: UserSessionDeps,
+    options: UserSessionOptions,
+    info: SessionInfo,
+    own: OwnKeys | null,
+    signal: AbortSignal,
+  ): Promise<UserSession> {
+    const history = await deps.openHistory(info.username);
+    if (signal.aborted) {
+      history.close();
+      throw signal.reason;
+    }
+    const s = new UserSession(deps, options, info, own, history);
+    const onAbort = () => s.dispose();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await s.#init(own);
+    } catch (err) {
+      // Failed to start (the connection dropped, say), not logged out: the servers' session and
+      // its unlocked keys stay, so that the next resume can enter it again.
+      s.#keepsKeys = !signal.aborted;
+      s.dispose();
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    return s;
+  }
+
+  private constructor(
+    deps: UserSessionDeps,
+    options: UserSessionOptions,
+    info: SessionInfo,
+    own: OwnKeys | null,
+    history: History,
+  ) {
+    this.#deps = deps;
+    this.#pingTimeoutMs = options.pingTimeoutMs ?? 5_000;
+    this.#channelWaitMs = options.channelWaitMs ?? 5_000;
+    this.me = info.username;
+    this.info = info;
+    this.hasKeys = own !== null;
+    this.#history = history;
+    const aborted = this.#abort.signal;
+    if (!own) console.warn(`"${this.me}" has no keys: messages are not encrypted`);
+    this.#keyring = new Keyring({
+      me: this.me,
+      own,
+      store: deps.keyStore,
+      fetchKeys: (user) => this.#fetchDirectoryKeys(user),
+      onKeyChanged: (contact) => {
+        if (aborted.aborted) return;
+        this.keyChanged.value = { ...this.keyChanged.value, [contact]: true };
+        this.#fail(`The key of ${contact} changed: compare fingerprints before trusting it`);
+      },
+    });
+    this.#peers = new Peers({
+      me: this.me,
+      createLink: deps.createLink,
+      sendSignal: (to, data) => deps.session.signal(to, data),
+      now: deps.monotonic,
+    });
+    this.#outbox = new Outbox(
+      {
+        me: this.me,
+        history,
+        keyring: this.#keyring,
+        links: this.#peers,
+        session: deps.session,
+        isOnline: (user) => this.#isOnline(user),
+        onChanged: (peer) => this.#changed(peer),
+        onError: (err) => this.#fail(err),
+      },
+      options,
+      aborted,
+    );
+    this.#inbox = new Inbox({
+      me: this.me,
+      history,
+      keyring: this.#keyring,
+      session: {
+        mailFetch: () => abortable(deps.session.mailFetch(), aborted),
+        mailAck: (receipts) => abortable(deps.session.mailAck(receipts), aborted),
+      },
+      reply: (remote, msg, via) => this.#sendOn(remote, msg, via),
+      acknowledge: (remote, id) => this.#outbox.acknowledge(remote, id),
+      onPong: (remote, seq, via) => this.#pongWaiters.get(`${via}:${remote}:${seq}`)?.(true),
+      onStored: (from, count) => {
+        if (this.openPeer.value === from) this.#refresh();
+        else {this.unread.value = {
+            ...this.unread.value,
+            [from]: (this.unread.value[from] ?? 0) + count,
+          };}
+      },
+      onDiscarded: (w) => this.#addWarning(w),
+      onRejected: () => deps.onRejected(),
+      now: deps.now,
+    }, aborted);
+    this.#peers.events = {
+      onOpen: (remote) => {
+        this.channels.value = { ...this.channels.value, [remote]: true };
+        void this.#outbox.flush(remote, true);
+      },
+      onClose: (remote) => {
+        const { [remote]: _gone, ...rest } = this.channels.value;
+        this.channels.value = rest;
+      },
+      onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
+    };
+  }
+
+  async #init(own: OwnKeys | null): Promise<void> {
+    const aborted = this.#abort.signal;
+    if (own) {
+      const receiver = await this.#deps.handovers.receiverFor(
+        this.me,
+        own,
+        this.#history,
+        aborted,
+        {
+          afterImport: (undelivered) => {
+            this.#refresh();
+            // What the old device had not got delivered goes out from here now.
+            for (const peer of undelivered) void this.#outbox.flush(peer, true);
+          },
+          onFailed: (text) => this.#fail(text),
+        },
+      );
+      if (aborted.aborted) {
+        receiver.close();
+        throw aborted.reason;
+      }
+      this.#receiver = receiver;
+    }
+    this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
+  }
+
+  /**
+   * Whether this session is still processing something it was asked to do: a flush, an
+   * incoming message, a mailbox fetch, a presence refresh. Tests wait for it to be false
+   * instead of sleeping; timers waiting to fire (retries, rechecks) do not count.
+   */
+  get hasPendingWork(): boolean {
+    return !this.isDisposed && (this.#outbox.isBusy || this.#inbox.isBusy || this.#tasks > 0);
+  }
+
+  /** Whether {@link dispose} was called. */
+  get isDisposed(): boolean {
+    return this.#abort.signal.aborted;
+  }
+
+  /**
+   * On every session start (login, reload, failover): fetches the mailbox, and sends what
+   * waited for a session.
+   */
+  start(): void {
+    void this.fetchMail();
+    this.#outbox.resume(this.contacts.value.filter((c) => c.online).map((c) => c.username));
+  }
+
+  /** The session was resumed after a failover: the links and history are still good. */
+  resumed(): Promise<void> {
+    return this.#task(async () => {
+      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
+      this.contacts.value = sortContacts(list);
+      this.start();
+    });
+  }
+
+  /** Fetches this user's mailbox (again if asked while a fetch runs). */
+  async fetchMail(): Promise<void> {
+    try {
+      await this.#inbox.fetchMail();
+    } catch (err) {
+      if (!(err instanceof ServerError && err.code === "disconnected")) this.#fail(err);
+    }
+  }
+
+  /** A contact came online or went offline. */
+  setPresence(username: string, online: boolean): void {
+    if (username === this.me || this.isDisposed) return;
+    const list = this.contacts.value.filter((c) => c.username !== username);
+    list.push({ username, online });
+    this.contacts.value = sortContacts(list);
+    // Online: unacknowledged messages go again (data channel or relay). Offline: what was
+    // sent directly but never acknowledged goes to their mailbox.
+    void this.#outbox.flush(username, true);
+    if (online) this.#outbox.recheckLater(username);
+  }
+
+  /** A WebRTC signal from `from`: this user's other device (a hand-over) or a contact. */
+  handleSignal(from: string, data: SignalData): void {
+    if (this.isDisposed) return;
+    if (from === this.me) this.#receiver?.handleSignal(data);
+    else this.#peers.handleSignal(from, data);
+  }
+
+  /** A payload the servers relayed from `from`. */
+  receiveRelay(from: string, payload: string): void {
+    void this.#receive(from, payload, "relay");
+  }
+
+  /** The servers say `by` received our messages `ids` from their mailbox. */
+  markDelivered(by: string, ids: string[]): void {
+    if (this.isDisposed) return;
+    void this.#outbox.markDelivered(by, ids).catch((err) => this.#fail(err));
+  }
+
+  /**
+   * A relay or signal was answered `peer_offline`: our presence view was stale. Refresh it, and
+   * move what went directly to now-offline contacts (unacknowledged) to their mailboxes.
+   */
+  peerOffline(): Promise<void> {
+    if (this.isDisposed || this.#deps.session.status !== "online") return Promise.resolve();
+    return this.#task(async () => {
+      try {
+        const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
+        this.contacts.value = sortContacts(list);
+      } catch {
+        return;
+      }
+      for (const c of this.contacts.value) {
+        if (!c.online) void this.#outbox.flush(c.username, true);
+      }
+    });
+  }
+
+  /** Opens the conversation with `peer` and starts opening a data channel to them. */
+  openChat(peer: string | null): void {
+    if (this.isDisposed) return;
+    batch(() => {
+      this.openPeer.value = peer;
+      if (peer) {
+        const { [peer]: _read, ...rest } = this.unread.value;
+        this.unread.value = rest;
+      }
+      this.#refresh();
+    });
+    if (peer && this.#isOnline(peer)) this.#peers.ensure(peer);
+    // Look the contact's keys up now, so a key change or a missing key shows at once.
+    if (peer) void this.#keyring.contactKeys(peer).catch(() => {});
+  }
+
+  /** Sends `text` (checked by the caller) to the open conversation. */
+  async send(text: string): Promise<void> {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed) return;
+    await this.#outbox.send({
+      id: newMessageId(),
+      peer,
+      sender: this.me,
+      recipient: peer,
+      sentAt: this.#deps.nextSentAt(),
+      receivedAt: null,
+      text,
+      via: "p2p",
+      status: "sending",
+    });
+  }
+
+  /** `n` sequential ping round trips to `peer` over the data channel or the relay, in ms. */
+  async ping(peer: string, n: number, via: MessageVia): Promise<number[]> {
+    const aborted = this.#abort.signal;
+    if (via === "p2p" && !(await this.#peers.waitOpen(peer, this.#channelWaitMs))) {
+      throw new Error(`Cannot ping "${peer}": no open data channel`);
+    }
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      if (aborted.aborted) throw new Error(`Cannot ping "${peer}": logged out`);
+      const seq = this.#pingSeq++;
+      const key = `${via}:${peer}:${seq}`;
+      const start = this.#deps.monotonic();
+      const answered = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), this.#pingTimeoutMs);
+        this.#pongWaiters.set(key, (ok) => {
+          clearTimeout(timer);
+          resolve(ok);
+        });
+      });
+      const sent = this.#sendOn(peer, { v: PEER_PROTOCOL_VERSION, type: "ping", seq }, via);
+      const ok = sent && await answered;
+      this.#pongWaiters.delete(key);
+      if (!ok) throw new Error(`Ping ${seq} to "${peer}" via ${via} got no answer`);
+      times.push(this.#deps.monotonic() - start);
+    }
+    return times;
+  }
+
+  /** Whether the data channel to `peer` is open. */
+  isChannelOpen(peer: string): boolean {
+    return !this.isDisposed && this.#peers.isOpen(peer);
+  }
+
+  /** `monotonic()` when the data channel to each user opened. */
+  get dcOpenedAt(): Record<string, number> {
+    return this.#peers.dcOpenedAt;
+  }
+
+  /** Fingerprints of `user`'s public keys (this user's own included); null without keys. */
+  fingerprints(user: string): Promise<PublicKeys | null> {
+    return this.#keyring.fingerprints(user);
+  }
+
+  /** The stored conversation with `peer`. */
+  messagesWith(peer: string): MessageRow[] {
+    return this.isDisposed ? [] : this.#history.list(peer, 100_000);
+  }
+
+  /**
+   * Ends this session for a history hand-over: like {@link dispose}, except that the history
+   * and the unlocked keys are handed to the caller instead of being closed and deleted. Null
+   * (and nothing ends) when there is nothing to hand over with: an account without keys.
+   */
+  detachForHandover(): HandoverSource | null {
+    const own = this.#keyring.own;
+    if (!own || this.isDisposed) return null;
+    this.#isDetached = true;
+    this.dispose();
+    return { info: this.info, history: this.#history, own };
+  }
+
+  /** Ends everything this session started (idempotent). */
+  dispose(): void {
+    if (this.isDisposed) return;
+    this.#abort.abort(new DOMException("The session ended", "AbortError"));
+    if (!this.#isDetached && !this.#keepsKeys) {
+      // The unlocked keys stay on this device only while its session lasts.
+      void this.#deps.keyStore.deleteOwn(this.info.username, this.info.token).catch(() => {});
+    }
+    this.#receiver?.close();
+    this.#receiver = null;
+    this.#peers.destroyAll();
+    if (!this.#isDetached) this.#history.close();
+    for (const answer of this.#pongWaiters.values()) answer(false);
+    this.#pongWaiters.clear();
+  }
+
+  /** Same as {@link dispose}, for `using`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  async #task(fn: () => Promise<void>): Promise<void> {
+    this.#tasks++;
+    try {
+      await fn();
+    } finally {
+      this.#tasks--;
+    }
+  }
+
+  async #receive(remote: string, text: string, via: MessageVia): Promise<void> {
+    if (this.isDisposed) return;
+    try {
+      await this.#inbox.receiveLive(remote, text, via);
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  #sendOn(remote: string, msg: PeerMessage, via: MessageVia): boolean {
+    if (this.isDisposed) return false;
+    const text = JSON.stringify(msg);
+    if (via === "p2p" && this.#peers.send(remote, text)) return true;
+    if (this.#deps.session.status !== "online") return false;
+    this.#deps.session.relay(remote, text);
+    return true;
+  }
+
+  async #fetchDirectoryKeys(user: string): Promise<PublicKeys | null> {
+    try {
+      const keys = await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
+      if (this.unencrypted.value[user]) {
+        const { [user]: _had, ...rest } = this.unencrypted.value;
+        this.unencrypted.value = rest;
+      }
+      return keys;
+    } catch (err) {
+      if (err instanceof ServerError && err.code === "unknown_user") {
+        console.warn(`"${user}" has no keys: messages with them are not encrypted`);
+        this.unencrypted.value = { ...this.unencrypted.value, [user]: true };
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  #addWarning(w: DiscardedMessage): void {
+    const peer = w.from;
+    const list = this.warnings.value[peer] ?? [];
+    if (list.some((x) => x.id === w.id)) return;
+    this.warnings.value = { ...this.warnings.value, [peer]: [...list, w] };
+    this.#fail(w.text);
+    if (this.openPeer.value !== peer) {
+      this.unread.value = { ...this.unread.value, [peer]: (this.unread.value[peer] ?? 0) + 1 };
+    }
+  }
+
+  #isOnline(user: string): boolean {
+    return this.contacts.value.some((c) => c.username === user && c.online);
+  }
+
+  #changed(peer: string): void {
+    if (this.openPeer.value === peer) this.#refresh();
+  }
+
+  #refresh(): void {
+    if (this.isDisposed) return;
+    const peer = this.openPeer.value;
+    this.messages.value = peer ? this.#history.list(peer) : [];
+  }
+
+  #fail(err: unknown): void {
+    if (!this.isDisposed) this.#deps.onError(err);
+  }
+}
+
+function sortContacts(list: ContactEntry[]): ContactEntry[] {
+  return [...list].sort((a, b) => a.username < b.username ? -1 : a.username > b.username ? 1 : 0);
+}
