@@ -130,6 +130,8 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     isLive: (address) => membership.isLive(address),
+    liveServers: () => membership.liveServers(),
+    knownServers: () => membership.knownServers(),
   }, config.storage);
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.

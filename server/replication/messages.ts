@@ -56,7 +56,12 @@ export type ReplicationRequest =
   | { v: 1; type: "account_get"; username: string; coordinate: boolean }
   | { v: 1; type: "presence_put"; records: PresenceRecord[]; coordinate: boolean }
   | { v: 1; type: "presence_get"; username: string; coordinate: boolean }
-  | { v: 1; type: "directory" };
+  | { v: 1; type: "directory" }
+  /**
+   * Told to every live server by a node whose copy of an account lost to an older registration
+   * of the name (after a partition): caches drop the loser, its sessions end.
+   */
+  | { v: 1; type: "account_replaced"; winner: AccountRecord; loser: AccountRecord };
 
 /** Why a request was refused. */
 export type ReplicationErrorCode =
@@ -145,12 +150,28 @@ function readPair(value: unknown, path: string): [string, string] {
 const ACCOUNT_VERSION = { min: 3, max: 40, pattern: /^\d+\.[./A-Za-z0-9]{1,12}$/ };
 
 function readItemKey(value: unknown, path: string): ItemKey {
-  if (!Array.isArray(value) || value.length !== 3 || !["m", "t", "a"].includes(value[0])) {
+  const isEntry = Array.isArray(value) && value[0] === "m" && value.length === 4;
+  if (
+    !Array.isArray(value) || (value.length !== 3 && !isEntry) ||
+    !["m", "t", "a"].includes(value[0])
+  ) {
     throw new ProtocolError(
       "bad_frame",
       path,
-      `Invalid field "${path}": expected ["m"|"t"|"a", user, id]`,
+      `Invalid field "${path}": expected ["m"|"t"|"a", user, id] or ["m", user, id, seq]`,
     );
+  }
+  if (isEntry) {
+    const [recipient, id] = readPair([value[1], value[2]], path);
+    const seq = value[3];
+    if (typeof seq !== "number" || !Number.isInteger(seq) || seq < 0 || seq > TIME.max) {
+      throw new ProtocolError(
+        "bad_frame",
+        `${path}.3`,
+        `Invalid field "${path}.3": expected a seq`,
+      );
+    }
+    return ["m", recipient, id, seq];
   }
   if (value[0] === "a") {
     return [
@@ -178,6 +199,7 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
     "presence_put",
     "presence_get",
     "directory",
+    "account_replaced",
   ]);
   switch (type as ReplicationRequest["type"]) {
     case "put":
@@ -245,6 +267,14 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
       };
     case "directory":
       return { v: 1, type: "directory" };
+    case "account_replaced": {
+      const winner = readAccountRecord(obj.winner, "winner");
+      const loser = readAccountRecord(obj.loser, "loser");
+      if (winner.username !== loser.username) {
+        throw new ProtocolError("bad_frame", "loser.username", "Winner and loser differ in name");
+      }
+      return { v: 1, type: "account_replaced", winner, loser };
+    }
   }
 }
 

@@ -17,6 +17,7 @@ export {
 } from "./messages.ts";
 export type { RingAccess, RingMember } from "./ring_access.ts";
 export {
+  type AccountReplacedListener,
   MailboxFullError,
   type NewMessage,
   type PeerCall,

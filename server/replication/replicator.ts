@@ -1,15 +1,20 @@
 /**
  * Places a user's records on the ring — the account, presence, and offline mailbox entries —
  * under the user's ring key: every record lives on the primary for that key and on the primary's
- * next K successors. A coordinated write is acknowledged only after W copies
- * are durable (SQLite, synchronous=FULL); reads merge the replicas by message id; an
- * acknowledgement by the recipient becomes a tombstone on every copy. A background round keeps
- * copies where they belong: it syncs the primary range with the K successors (digest, then only
- * the differences), hands ranges this node no longer holds to their current replicas, and only
- * then drops them.
+ * next K successors. A coordinated write is acknowledged only after W copies are durable on W
+ * distinct servers (SQLite, synchronous=FULL) — never fewer because the ring shrank: W counts
+ * against the largest cluster this server has known, so an isolated server refuses. A
+ * registration is decided by a majority: the coordinator must see most of the known cluster
+ * alive and hear a majority of the replica set, so a name is created on at most one side of a
+ * partition. Reads merge the replicas by message id; an acknowledgement by the recipient becomes
+ * a tombstone on every copy. A background round keeps copies where they belong: it syncs the
+ * primary range with the K successors (digest, then only the differences, which also reconciles
+ * the order of a message stored twice), hands ranges this node no longer holds to their current
+ * replicas, and only then drops them.
  */
 import type { AccountRecord } from "../../shared/mod.ts";
 import type {
+  AccountReplacement,
   ItemKey,
   KeyRange,
   MailboxEntry,
@@ -27,6 +32,12 @@ import type { Log } from "../telemetry/mod.ts";
  * server, or goes offline (logout, expiry, or the home server left the cluster).
  */
 export type PresenceListener = (record: PresenceRecord, online: boolean) => void;
+
+/**
+ * Told on every server when a copy of an account lost to an older registration of the same name
+ * (two sides of a partition registered it): whatever still believes `loser` must forget it.
+ */
+export type AccountReplacedListener = (replacement: AccountReplacement) => void;
 
 /** Sends one replication request to another node; rejects when it cannot be reached. */
 export type PeerCall = (
@@ -51,13 +62,25 @@ export interface ReplicatorDeps {
   now?: () => number;
   /** Whether the server at `address` is alive; presence homed on a dead server is offline. */
   isLive?: (address: string) => boolean;
+  /**
+   * This server and every live peer. Registrations need a strict majority of
+   * {@link knownServers} here; an account replacement is told to all of them.
+   * @default only the ring's view (this node and its successors)
+   */
+  liveServers?: () => string[];
+  /** Every server this one has known in the cluster, alive or not. @default liveServers */
+  knownServers?: () => string[];
 }
 
 /** Configuration of a {@link Replicator}. */
 export interface ReplicatorOptions {
   /** Copies beyond the primary. @default 2 */
   k?: number;
-  /** Durable copies before a write is acknowledged (capped at the ring's size). @default 2 */
+  /**
+   * Durable copies, on distinct servers, before a write is acknowledged. Capped only by the
+   * largest cluster this server has known (a one-server deployment keeps one copy), never by the
+   * ring's current size. @default 2
+   */
   w?: number;
   /** Period of the repair round, in ms. @default 1000 */
   repairIntervalMs?: number;
@@ -65,7 +88,10 @@ export interface ReplicatorOptions {
   quotaPerRecipient?: number;
   /** Entries older than this are deleted, in ms. @default 30 days */
   maxAgeMs?: number;
-  /** How long a client write keeps retrying while the ring repairs, in ms. @default 8000 */
+  /**
+   * How long a client request keeps retrying while the ring repairs, in ms; every attempt is cut
+   * at this deadline, so {@link UnavailableError} comes within it. @default 8000
+   */
   writeDeadlineMs?: number;
 }
 
@@ -105,6 +131,11 @@ export class Replicator {
   #running = false;
   #round: Promise<void> | undefined;
   #presenceListeners = new Set<PresenceListener>();
+  #accountListeners = new Set<AccountReplacedListener>();
+  /** Largest number of servers this node has known in the cluster (see {@link ReplicatorOptions.w}). */
+  #largestCluster = 1;
+  /** Registrations in flight on this coordinator, by username: one decision per name at a time. */
+  #registering = new Map<string, Promise<unknown>>();
 
   /** Creates the replicator; {@link start} begins the repair rounds. */
   constructor(deps: ReplicatorDeps, options: ReplicatorOptions = {}) {
@@ -125,6 +156,83 @@ export class Replicator {
   onPresenceChange(listener: PresenceListener): () => void {
     this.#presenceListeners.add(listener);
     return () => this.#presenceListeners.delete(listener);
+  }
+
+  /**
+   * Calls `listener` whenever a registration some server believed lost to an older one of the
+   * same name (told on every live server); returns the function that unsubscribes it.
+   */
+  onAccountReplaced(listener: AccountReplacedListener): () => void {
+    this.#accountListeners.add(listener);
+    return () => this.#accountListeners.delete(listener);
+  }
+
+  #tellAccountReplaced(replacement: AccountReplacement): void {
+    for (const listener of this.#accountListeners) {
+      try {
+        listener(replacement);
+      } catch (err) {
+        this.#deps.log("account_listener_failed", { error: String(err) });
+      }
+    }
+  }
+
+  /** A copy here lost to an older registration: tell this server, then every live one. */
+  #accountReplaced(replacement: AccountReplacement): void {
+    const { winner, loser } = replacement;
+    this.#deps.metrics.inc("p2pchat_accounts_replaced_total");
+    this.#deps.log("account_replaced", {
+      username: winner.username,
+      winner: accountVersion(winner),
+      loser: accountVersion(loser),
+    });
+    this.#tellAccountReplaced(replacement);
+    const request: ReplicationRequest = { v: 1, type: "account_replaced", winner, loser };
+    for (const server of this.#liveServers()) {
+      if (server === this.#deps.ring.self) continue;
+      this.#deps.call(server, request).catch((err) =>
+        this.#deps.log("account_replaced_notice_failed", { server, error: String(err) })
+      );
+    }
+  }
+
+  #liveServers(): string[] {
+    const { ring } = this.#deps;
+    return this.#deps.liveServers?.() ?? [ring.self, ...ring.successors()];
+  }
+
+  /**
+   * The size of the cluster copies are counted against: the largest this node has known (its
+   * membership, else its ring), so a shrunken or isolated ring never lowers W.
+   */
+  #clusterSize(): number {
+    const { ring } = this.#deps;
+    const known = this.#deps.knownServers?.() ?? this.#deps.liveServers?.() ?? [];
+    const inRing = new Set([ring.self, ...ring.successors()]).size;
+    this.#largestCluster = Math.max(this.#largestCluster, new Set(known).size, inRing);
+    return this.#largestCluster;
+  }
+
+  /** Durable copies a write needs: W, or fewer only in a cluster that never had W servers. */
+  #copiesNeeded(): number {
+    return Math.min(this.#w, this.#clusterSize());
+  }
+
+  /** The replica set's size as the known cluster allows: K + 1, or every server of a small one. */
+  #replicaSetSize(): number {
+    return Math.min(this.#k + 1, this.#clusterSize());
+  }
+
+  /** Whether this server sees a strict majority of the servers it knows in the cluster alive. */
+  #seesMajority(): boolean {
+    const live = new Set(this.#liveServers()).size;
+    return 2 * live > this.#clusterSize();
+  }
+
+  /** The distinct servers this primary replicates to: its first K successors other than itself. */
+  #replicaTargets(): string[] {
+    const self = this.#deps.ring.self;
+    return [...new Set(this.#deps.ring.successors().filter((a) => a !== self))].slice(0, this.#k);
   }
 
   #presenceChanged(record: PresenceRecord, online: boolean): void {
@@ -274,17 +382,24 @@ export class Replicator {
     return { usernames: [...usernames].sort(), online: [...online.values()] };
   }
 
-  /** Sends a coordinated request to the key's primary, following redirects and retrying. */
+  /**
+   * Sends a coordinated request to the key's primary, following redirects and retrying until
+   * the deadline; every step is cut at the deadline, so the caller hears within it.
+   */
   async #coordinated(ringKey: string, request: ReplicationRequest): Promise<ReplicationResponse> {
     const deadline = this.#now() + this.#deadlineMs;
     let lastError = "no attempt";
     let redirect: string | undefined;
     for (let attempt = 0; this.#now() < deadline; attempt++) {
-      if (attempt > 0 && !redirect) await sleep(Math.min(100 * 2 ** (attempt - 1), 800));
+      if (attempt > 0 && !redirect) {
+        await sleep(Math.min(100 * 2 ** (attempt - 1), 800, Math.max(0, deadline - this.#now())));
+        if (this.#now() >= deadline) break;
+      }
       let target: string;
       try {
         // A node that was not responsible named the current primary: go there directly, once.
-        target = redirect ?? (await this.#deps.ring.replicaSet(ringKey, this.#k))[0]!;
+        target = redirect ??
+          (await this.#beforeDeadline(this.#deps.ring.replicaSet(ringKey, this.#k), deadline))[0]!;
         redirect = undefined;
       } catch (err) {
         lastError = `lookup failed: ${(err as Error).message}`;
@@ -292,9 +407,10 @@ export class Replicator {
       }
       let res: ReplicationResponse;
       try {
-        res = target === this.#deps.ring.self
-          ? await this.handle(request)
-          : await this.#deps.call(target, request);
+        res = await this.#beforeDeadline(
+          target === this.#deps.ring.self ? this.handle(request) : this.#deps.call(target, request),
+          deadline,
+        );
       } catch (err) {
         lastError = `${target}: ${(err as Error).message}`;
         continue;
@@ -308,6 +424,22 @@ export class Replicator {
     }
     this.#deps.metrics.inc("p2pchat_replication_unavailable_total");
     throw new UnavailableError(`No replica set could serve the request: ${lastError}`);
+  }
+
+  /** `work`, or a rejection once `deadline` passes (the work itself runs on). */
+  async #beforeDeadline<T>(work: Promise<T>, deadline: number): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer within ${this.#deadlineMs} ms`)),
+        Math.max(0, deadline - this.#now()),
+      );
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // --- the RPC side (requests from other nodes, or from this node as coordinator) -----------
@@ -341,11 +473,18 @@ export class Replicator {
           accounts: store.accounts.many(request.accounts ?? []),
         };
       case "push":
-        return { v: 1, type: "ok", count: store.putItems(request) };
-      case "account_put":
+        return { v: 1, type: "ok", count: this.#putItems(request) };
+      case "account_put": {
         if (request.coordinate) return await this.#coordinateAccountPut(request.account);
-        store.accounts.put(request.account);
+        const before = store.accounts.get(request.account.username);
+        const result = store.accounts.put(request.account);
+        if (result === "replaced" && before) {
+          this.#accountReplaced({ winner: request.account, loser: before });
+        }
+        // An older registration is here: this copy does not count towards the new one.
+        if (result === "kept") return this.#usernameTaken(request.account.username);
         return { v: 1, type: "ok", count: 1 };
+      }
       case "account_get": {
         if (request.coordinate) return await this.#coordinateAccountGet(request.username);
         const account = store.accounts.get(request.username);
@@ -366,60 +505,148 @@ export class Replicator {
           usernames: store.accounts.usernames(),
           online: store.presence.online(this.#now()),
         };
+      case "account_replaced":
+        this.#tellAccountReplaced({ winner: request.winner, loser: request.loser });
+        return { v: 1, type: "ok", count: 1 };
+    }
+  }
+
+  /** Stores items from another node; an account copy that lost is told everywhere. */
+  #putItems(items: Parameters<NodeStore["putItems"]>[0]): number {
+    const { offered, replaced } = this.#deps.store.putItems(items);
+    for (const r of replaced) this.#accountReplaced(r);
+    return offered;
+  }
+
+  #usernameTaken(username: string): ReplicationResponse {
+    return {
+      v: 1,
+      type: "error",
+      code: "username_taken",
+      message: `Username "${username}" is taken`,
+    };
+  }
+
+  /** A refusal because too few copies could be heard or written; the caller retries. */
+  #tooFewCopies(message: string): ReplicationResponse {
+    this.#deps.metrics.inc("p2pchat_replication_quorum_failed_total");
+    return { v: 1, type: "error", code: "quorum_failed", message };
+  }
+
+  /**
+   * Registration on the primary, one decision per name at a time. It needs a strict majority of
+   * the known cluster alive (so at most one side of a partition decides), a majority of the
+   * replica set heard with no other registration of the name, and then W durable copies;
+   * otherwise it is refused (`quorum_failed`, retried until the caller's deadline).
+   */
+  #coordinateAccountPut(account: AccountRecord): Promise<ReplicationResponse> {
+    const name = account.username;
+    const previous = this.#registering.get(name) ?? Promise.resolve();
+    const decided = previous.catch(() => {}).then(() => this.#decideRegistration(account));
+    this.#registering.set(name, decided);
+    void decided.finally(() => {
+      if (this.#registering.get(name) === decided) this.#registering.delete(name);
+    }).catch(() => {});
+    return decided;
+  }
+
+  async #decideRegistration(account: AccountRecord): Promise<ReplicationResponse> {
+    const { ring, store } = this.#deps;
+    const ringKey = ring.ringKeyOf(account.username);
+    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    if (!this.#seesMajority()) {
+      return this.#tooFewCopies(
+        `Cannot register "${account.username}": this server sees ${
+          new Set(this.#liveServers()).size
+        } of the ${this.#clusterSize()} servers it knows, not a majority`,
+      );
+    }
+    const heard = await this.#readAccountCopies(account.username);
+    if (heard.copies < this.#majorityOfReplicaSet()) {
+      return this.#tooFewCopies(
+        `Cannot register "${account.username}": heard ${heard.copies} of the ${this.#replicaSetSize()} copies, not a majority`,
+      );
+    }
+    const existing = heard.account;
+    if (existing && accountVersion(existing) !== accountVersion(account)) {
+      this.#storeAccount(existing);
+      return this.#usernameTaken(account.username);
+    }
+    const needed = Math.max(this.#copiesNeeded(), this.#majorityOfReplicaSet());
+    if (1 + this.#replicaTargets().length < needed) {
+      return this.#tooFewCopies(
+        `Cannot register "${account.username}": ${needed} copies needed, the ring has ${
+          1 + this.#replicaTargets().length
+        } servers`,
+      );
+    }
+    const added = store.accounts.put(account) === "added";
+    const outcome = await this.#replicateCounting(
+      { v: 1, type: "account_put", account, coordinate: false },
+      needed - 1,
+    );
+    if (outcome === "ok") return { v: 1, type: "ok", count: 1 };
+    // Refused: the name stays free here (a copy that reached a replica is the same registration,
+    // which the client's retry with the same password turns into an acknowledged one).
+    if (added) store.accounts.delete(account.username);
+    return outcome === "taken" ? this.#usernameTaken(account.username) : this.#quorumFailed();
+  }
+
+  /** A strict majority of the replica set's copies (the primary's own among them). */
+  #majorityOfReplicaSet(): number {
+    return Math.floor(this.#replicaSetSize() / 2) + 1;
+  }
+
+  /**
+   * Read on the primary: the oldest registration among its own copy and its replicas'. "No such
+   * account" only when a majority of the replica set's copies was heard and this server sees a
+   * majority of the cluster; otherwise `quorum_failed` (the caller retries, then is told
+   * unavailable).
+   */
+  async #coordinateAccountGet(username: string): Promise<ReplicationResponse> {
+    const ringKey = this.#deps.ring.ringKeyOf(username);
+    if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    const heard = await this.#readAccountCopies(username);
+    if (heard.account) {
+      this.#storeAccount(heard.account); // read repair: the primary lacked (or lost) its copy
+      return { v: 1, type: "account", account: heard.account };
+    }
+    if (heard.copies < this.#majorityOfReplicaSet() || !this.#seesMajority()) {
+      return this.#tooFewCopies(
+        `Cannot tell whether "${username}" exists: heard ${heard.copies} of the ${this.#replicaSetSize()} copies`,
+      );
+    }
+    return { v: 1, type: "account" };
+  }
+
+  /** Stores a copy of `account` here; if that replaced another registration, says so. */
+  #storeAccount(account: AccountRecord): void {
+    const before = this.#deps.store.accounts.get(account.username);
+    if (this.#deps.store.accounts.put(account) === "replaced" && before) {
+      this.#accountReplaced({ winner: account, loser: before });
     }
   }
 
   /**
-   * Registration on the primary: refused if any copy (here or on the K successors) holds another
-   * registration of the name; otherwise stored here and acknowledged once W copies are durable.
+   * This primary's copy and its K successors' copies of `username`: the winning registration
+   * among them, and how many copies answered (the primary's own counts as one).
    */
-  async #coordinateAccountPut(account: AccountRecord): Promise<ReplicationResponse> {
-    const { ring, store } = this.#deps;
-    const ringKey = ring.ringKeyOf(account.username);
-    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
-    const existing = store.accounts.get(account.username) ??
-      (await this.#replicaAccount(account.username));
-    if (existing && accountVersion(existing) !== accountVersion(account)) {
-      store.accounts.put(existing);
-      return {
-        v: 1,
-        type: "error",
-        code: "username_taken",
-        message: `Username "${account.username}" is taken`,
-      };
-    }
-    const added = store.accounts.put(account) === "added";
-    const ok = await this.#replicate({ v: 1, type: "account_put", account, coordinate: false });
-    if (ok) return { v: 1, type: "ok", count: 1 };
-    // Refused: the name stays free here (a copy that reached a replica is the same registration,
-    // which the client's retry with the same password turns into an acknowledged one).
-    if (added) store.accounts.delete(account.username);
-    return this.#quorumFailed();
-  }
-
-  /** Read on the primary: its own copy, else the oldest registration any successor holds. */
-  async #coordinateAccountGet(username: string): Promise<ReplicationResponse> {
-    const { ring, store } = this.#deps;
-    const ringKey = ring.ringKeyOf(username);
-    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
-    let account = store.accounts.get(username);
-    if (!account) {
-      account = await this.#replicaAccount(username);
-      if (account) store.accounts.put(account); // read repair: the primary lacked its copy
-    }
-    return account ? { v: 1, type: "account", account } : { v: 1, type: "account" };
-  }
-
-  /** The winning registration of `username` among the K successors' copies, if any. */
-  async #replicaAccount(username: string): Promise<AccountRecord | undefined> {
-    let best: AccountRecord | undefined;
-    for (
-      const a of await this.#askReplicas({ v: 1, type: "account_get", username, coordinate: false })
-    ) {
+  async #readAccountCopies(
+    username: string,
+  ): Promise<{ account: AccountRecord | undefined; copies: number }> {
+    let best = this.#deps.store.accounts.get(username);
+    const request: ReplicationRequest = {
+      v: 1,
+      type: "account_get",
+      username,
+      coordinate: false,
+    };
+    const answers = await this.#askReplicas(request);
+    for (const a of answers) {
       if (a.type !== "account" || !a.account) continue;
       if (!best || winsOver(a.account, best)) best = a.account;
     }
-    return best;
+    return { account: best, copies: 1 + answers.filter((a) => a.type === "account").length };
   }
 
   /**
@@ -488,7 +715,7 @@ export class Replicator {
   /** Sends `request` to this primary's K successors; the answers of those that answered. */
   async #askReplicas(request: ReplicationRequest): Promise<ReplicationResponse[]> {
     const answers = await Promise.allSettled(
-      this.#deps.ring.successors().slice(0, this.#k).map((r) => this.#deps.call(r, request)),
+      this.#replicaTargets().map((r) => this.#deps.call(r, request)),
     );
     return answers.filter((a) => a.status === "fulfilled").map((a) => a.value);
   }
@@ -534,7 +761,23 @@ export class Replicator {
         };
       }
     }
-    const sequenced = entries.map((e) => ({ ...e, seq: this.#nextSeq() }));
+    if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
+      return this.#tooFewCopies(
+        `${this.#copiesNeeded()} durable copies needed, the ring has ${
+          1 + this.#replicaTargets().length
+        } servers`,
+      );
+    }
+    // A retry keeps the seq this primary gave the message before, so every copy gets the same.
+    const held = new Map(
+      store.mailbox.entries(entries.map((e) => [e.recipient, e.messageId])).map((
+        e,
+      ) => [`${e.recipient}/${e.messageId}`, e.seq]),
+    );
+    const sequenced = entries.map((e) => ({
+      ...e,
+      seq: held.get(`${e.recipient}/${e.messageId}`) ?? this.#nextSeq(),
+    }));
     store.mailbox.insert(sequenced);
     const ok = await this.#replicate({ v: 1, type: "put", entries: sequenced, coordinate: false });
     if (!ok) return this.#quorumFailed();
@@ -545,6 +788,9 @@ export class Replicator {
   async #coordinateAck(tombstones: Tombstone[]): Promise<ReplicationResponse> {
     for (const t of tombstones) {
       if (!this.#deps.ring.isPrimaryFor(t.ringKey)) return await this.#notResponsible(t.ringKey);
+    }
+    if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
+      return this.#tooFewCopies(`${this.#copiesNeeded()} durable copies needed for an ack`);
     }
     this.#deps.store.mailbox.tombstone(tombstones);
     const ok = await this.#replicate({ v: 1, type: "ack", tombstones, coordinate: false });
@@ -581,22 +827,44 @@ export class Replicator {
     };
   }
 
-  /** Sends a replica request to the K successors; true once W-1 of them (W capped) stored it. */
+  /**
+   * Sends a replica request to the K distinct successors; true once W - 1 of them stored it (W as
+   * {@link copiesNeeded} counts it: never lowered by a shrunken ring).
+   */
   async #replicate(request: ReplicationRequest): Promise<boolean> {
-    const replicas = this.#deps.ring.successors().slice(0, this.#k);
-    const needed = Math.min(this.#w, 1 + replicas.length) - 1;
+    return (await this.#replicateCounting(request, this.#copiesNeeded() - 1)) === "ok";
+  }
+
+  /**
+   * Sends a replica request to the K distinct successors: "ok" once `needed` answered ok,
+   * "taken" if one holds an older registration, else "failed" once all have answered.
+   */
+  async #replicateCounting(
+    request: ReplicationRequest,
+    needed: number,
+  ): Promise<"ok" | "taken" | "failed"> {
+    const replicas = this.#replicaTargets();
     if (needed <= 0) {
       void Promise.allSettled(replicas.map((r) => this.#deps.call(r, request)));
-      return true;
+      return "ok";
     }
-    return await new Promise<boolean>((resolve) => {
+    if (replicas.length < needed) return "failed";
+    return await new Promise((resolve) => {
       let succeeded = 0;
       let settled = 0;
+      let taken = false;
       for (const r of replicas) {
         this.#deps.call(r, request).then(
-          (res) => res.type === "ok" && ++succeeded === needed && resolve(true),
+          (res) => {
+            if (res.type === "ok" && ++succeeded === needed) resolve("ok");
+            if (res.type === "error" && res.code === "username_taken") taken = true;
+          },
           () => {},
-        ).finally(() => ++settled === replicas.length && resolve(succeeded >= needed));
+        ).finally(() => {
+          if (++settled === replicas.length) {
+            resolve(succeeded >= needed ? "ok" : taken ? "taken" : "failed");
+          }
+        });
       }
     });
   }
@@ -633,6 +901,7 @@ export class Replicator {
     const { ring, store, metrics } = this.#deps;
     try {
       metrics.inc("p2pchat_replication_rounds_total");
+      this.#clusterSize(); // remember how large the cluster has been
       await this.#sweepPresence();
       const primary = ring.primaryRange();
       if (primary) {
@@ -714,7 +983,7 @@ export class Replicator {
         accounts: weLack.filter((k) => k[0] === "a").map((k) => k[1]),
       });
       if (items.type === "items") {
-        store.putItems(items);
+        this.#putItems(items);
         metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
       }
     }

@@ -22,36 +22,42 @@ class TestRing {
   live = new Map<string, { id: number; replicator: Replicator; store: NodeStore }>();
   /** Nodes still in the ring but unreachable (a partition the ring has not noticed yet). */
   unreachable = new Set<string>();
+  /**
+   * A partition the ring has noticed: each node sees (and reaches) only the nodes on its side
+   * (side 0 unless set here), as its own ring.
+   */
+  side = new Map<string, number>();
 
   ringKeyOf = (username: string) =>
     hex([...username].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 256, 7));
 
-  sorted() {
-    return [...this.live.entries()].sort((a, b) => a[1].id - b[1].id).map(([address, n]) => ({
-      address,
-      id: n.id,
-    }));
+  sorted(viewer?: string) {
+    const side = (a: string) => this.side.get(a) ?? 0;
+    return [...this.live.entries()]
+      .filter(([a]) => viewer === undefined || side(a) === side(viewer))
+      .sort((a, b) => a[1].id - b[1].id).map(([address, n]) => ({ address, id: n.id }));
   }
 
-  ownerIndex(key: number) {
-    const nodes = this.sorted();
+  ownerIndex(key: number, viewer?: string) {
+    const nodes = this.sorted(viewer);
     const i = nodes.findIndex((n) => n.id >= key);
     return i === -1 ? 0 : i;
   }
 
   access(address: string, id: number): RingAccess {
     const around = (offset: number) => {
-      const nodes = this.sorted();
+      const nodes = this.sorted(address);
       const i = nodes.findIndex((n) => n.address === address);
       return nodes[(i + offset + nodes.length * 4) % nodes.length]!;
     };
     return {
       self: address,
       ringKeyOf: this.ringKeyOf,
-      isPrimaryFor: (key) => this.sorted()[this.ownerIndex(parseInt(key, 16))]!.address === address,
+      isPrimaryFor: (key) =>
+        this.sorted(address)[this.ownerIndex(parseInt(key, 16), address)]!.address === address,
       primaryRange: () => ({ start: hex(around(-1).id), end: hex(id) }),
       successors: () =>
-        this.sorted().map((_, i) => around(i + 1).address).filter((a) => a !== address),
+        this.sorted(address).map((_, i) => around(i + 1).address).filter((a) => a !== address),
       predecessorChain: (n) =>
         Promise.resolve(
           Array.from({ length: n }, (_, i) => around(-(i + 1))).map((m) => ({
@@ -60,8 +66,8 @@ class TestRing {
           })),
         ),
       replicaSet: (key, k) => {
-        const nodes = this.sorted();
-        const i = this.ownerIndex(parseInt(key, 16));
+        const nodes = this.sorted(address);
+        const i = this.ownerIndex(parseInt(key, 16), address);
         return Promise.resolve([
           ...new Set(
             Array.from({ length: k + 1 }, (_, j) => nodes[(i + j) % nodes.length]!.address),
@@ -79,7 +85,8 @@ class TestRing {
       ring: this.access(address, id),
       call: async (to, request) => {
         const peer = this.live.get(to);
-        if (!peer || this.unreachable.has(to)) throw new Error(`${to} is down`);
+        const across = (this.side.get(to) ?? 0) !== (this.side.get(address) ?? 0);
+        if (!peer || this.unreachable.has(to) || across) throw new Error(`${to} is down`);
         const req = parseReplicationRequest(structuredClone(request));
         return parseReplicationResponse(structuredClone(await peer.replicator.handle(req)));
       },
@@ -400,3 +407,117 @@ Deno.test("accounts: a registration that cannot reach W copies is refused, never
   await viaOwner.registerAccount(account("zoe", 2, "b"));
   assert.ok(accountCopies(ring).get("zoe")!.length >= 2);
 });
+
+/** The node at `address`. */
+function nodeAt(ring: TestRing, address: string) {
+  return ring.live.get(address)!;
+}
+
+/** Puts `addresses` on a side of their own (a partition the ring noticed). */
+function split(ring: TestRing, addresses: string[]) {
+  for (const a of addresses) ring.side.set(a, 1);
+}
+
+Deno.test("replication: a server cut off alone refuses writes instead of acknowledging one copy", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await ring.repair(1); // every node has seen the cluster of five
+  const lone = ring.sorted()[0]!.address;
+  split(ring, [lone]);
+  await assert.rejects(nodeAt(ring, lone).replicator.storeMessages([message(1)]), UnavailableError);
+  assert.equal(ring.copies().get(message(1).messageId), undefined, "a refused write left a copy");
+  // The other side (four servers) still stores with W copies.
+  const other = ring.sorted()[1]!.address;
+  await nodeAt(ring, other).replicator.storeMessages([message(2)]);
+  assert.ok(ring.copies().get(message(2).messageId)! >= 2);
+});
+
+Deno.test("accounts: a name is created on at most one side of a 3 | 2 split", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await ring.repair(1);
+  const all = ring.sorted().map((n) => n.address);
+  split(ring, all.slice(3));
+  await assert.rejects(
+    nodeAt(ring, all[3]!).replicator.registerAccount(account("dora", 1, "m")),
+    UnavailableError,
+    "the side of two registered a name",
+  );
+  await nodeAt(ring, all[0]!).replicator.registerAccount(account("dora", 2, "n"));
+  ring.side.clear();
+  await ring.repair(3);
+  assert.deepEqual(accountCopies(ring).get("dora"), [2, 2, 2]);
+});
+
+Deno.test("accounts: an isolated server refuses to re-register an existing name and cannot say it is free", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodeAt(ring, "node-0a").replicator.registerAccount(account("alice"));
+  await ring.repair(2);
+  const holders = new Set(
+    [...ring.live].filter(([, n]) => n.store.accounts.get("alice")).map(([a]) => a),
+  );
+  const lone = ring.sorted().find((n) => !holders.has(n.address))!.address;
+  split(ring, [lone]);
+  const isolated = nodeAt(ring, lone).replicator;
+  await assert.rejects(isolated.getAccount("alice"), UnavailableError);
+  await assert.rejects(isolated.registerAccount(account("alice", 0, "q")), UnavailableError);
+  assert.equal(nodeAt(ring, lone).store.accounts.get("alice"), undefined);
+});
+
+Deno.test("accounts: a read that could not hear enough copies is unavailable, not 'no such account'", async () => {
+  const ring = new TestRing();
+  [10, 60, 110].map((id) => ring.add(id));
+  const primary = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("nobody"), 16))]!.address;
+  for (const { address } of ring.sorted()) if (address !== primary) ring.unreachable.add(address);
+  await assert.rejects(nodeAt(ring, primary).replicator.getAccount("nobody"), UnavailableError);
+  // One replica answering makes a majority of the three copies: now "no such account" is sure.
+  ring.unreachable.delete([...ring.unreachable][0]!);
+  assert.equal(await nodeAt(ring, primary).replicator.getAccount("nobody"), undefined);
+});
+
+Deno.test("replication: copies of a message stored with different seq agree after repair", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const ringKey = ring.ringKeyOf("bob");
+  const stores = [...ring.live.values()].map((n) => n.store);
+  // As after a retry across a ring change: two coordinators gave the message different seqs.
+  const seq = Date.now();
+  stores.forEach((s, i) =>
+    s.mailbox.insert([{ ...message(7), ringKey, seq: seq - 100 * (i % 2) }])
+  );
+  await ring.repair(3);
+  const seqs = stores.flatMap((s) => s.mailbox.pending("bob").map((e) => e.seq));
+  assert.ok(seqs.length >= 3);
+  assert.deepEqual(new Set(seqs), new Set([seq - 100]));
+  // And the primary keeps a message's seq when a client retries it.
+  const via = nodeAt(ring, "node-0a").replicator;
+  await via.storeMessages([message(8)]);
+  const first = (await via.fetchPending("bob")).find((e) => e.messageId === message(8).messageId)!;
+  await via.storeMessages([message(8)]);
+  const again = (await via.fetchPending("bob")).find((e) => e.messageId === message(8).messageId)!;
+  assert.equal(again.seq, first.seq);
+});
+
+Deno.test("accounts: a registration that lost to an older one is told to every live server", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const told = new Map<string, string[]>();
+  for (const [address, n] of ring.live) {
+    n.replicator.onAccountReplaced(({ winner, loser }) =>
+      told.set(address, [...(told.get(address) ?? []), `${winner.createdAt}>${loser.createdAt}`])
+    );
+  }
+  const [a, b] = [...ring.live.values()].map((n) => n.store);
+  a!.accounts.put(account("alice", 5, "x"));
+  b!.accounts.put(account("alice", 3, "y"));
+  await ring.repair(3);
+  await waitUntil(() => told.size === ring.live.size);
+  for (const [, seen] of told) assert.ok(seen.includes("3>5"), `told: ${seen}`);
+});
+
+/** Lets the fire-and-forget notices of a round land (they are in-process promises). */
+async function waitUntil(check: () => boolean) {
+  for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 0));
+  assert.ok(check());
+}

@@ -38,9 +38,11 @@ export interface KeyRange {
 
 /**
  * Identity of an item for anti-entropy: kind, user and id. Kinds: `m` a mailbox entry and `t` a
- * tombstone (recipient, message id); `a` an account (username, version).
+ * tombstone (recipient, message id); `a` an account (username, version). A mailbox entry also
+ * carries its `seq`, so two copies that disagree on the order of a message differ in the digest
+ * and are reconciled (the smaller `seq` wins on every copy).
  */
-export type ItemKey = ["m" | "t" | "a", string, string];
+export type ItemKey = [kind: "m" | "t" | "a", user: string, id: string, seq?: number];
 
 /** SQL for the mailbox tables (migration 2). */
 export const MAILBOX_SCHEMA = `
@@ -119,11 +121,15 @@ export class MailboxStore {
   /** Wraps an open, migrated database. */
   constructor(db: DatabaseSync) {
     this.#db = db;
+    // A copy that arrives with a smaller seq than the one held lowers it: copies of a message
+    // stored by two coordinators (a retry across a ring change) converge on the smaller seq.
     this.#insert = db.prepare(
-      `INSERT OR IGNORE INTO mailbox
+      `INSERT INTO mailbox
          (recipient, message_id, ring_key, sender, sent_at, seq, envelope)
        SELECT ?, ?, ?, ?, ?, ?, ?
-       WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE recipient = ? AND message_id = ?)`,
+       WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE recipient = ? AND message_id = ?)
+       ON CONFLICT (recipient, message_id) DO UPDATE SET seq = excluded.seq
+         WHERE excluded.seq < mailbox.seq`,
     );
     this.#tombstone = db.prepare(
       `INSERT OR IGNORE INTO tombstones (recipient, message_id, ring_key, deleted_at)
@@ -133,8 +139,9 @@ export class MailboxStore {
   }
 
   /**
-   * Stores `entries` in one durable transaction (group commit). Returns how many were new; an
-   * entry already present or already tombstoned changes nothing.
+   * Stores `entries` in one durable transaction (group commit). Returns how many were new or
+   * changed; an entry already present changes only by taking a smaller `seq`, and an entry
+   * already tombstoned changes nothing.
    */
   insert(entries: readonly MailboxEntry[]): number {
     if (entries.length === 0) return 0;
@@ -221,12 +228,19 @@ export class MailboxStore {
   itemKeys(range: KeyRange): ItemKey[] {
     const { sql, params } = rangeWhere(range);
     const rows = this.#db.prepare(
-      `SELECT 'm' AS k, recipient, message_id FROM mailbox WHERE ${sql}
+      `SELECT 'm' AS k, recipient, message_id, seq FROM mailbox WHERE ${sql}
        UNION ALL
-       SELECT 't' AS k, recipient, message_id FROM tombstones WHERE ${sql}
+       SELECT 't' AS k, recipient, message_id, NULL FROM tombstones WHERE ${sql}
        ORDER BY 2, 3, 1`,
-    ).all(...params, ...params) as { k: "m" | "t"; recipient: string; message_id: string }[];
-    return rows.map((r) => [r.k, r.recipient, r.message_id]);
+    ).all(...params, ...params) as {
+      k: "m" | "t";
+      recipient: string;
+      message_id: string;
+      seq: number | null;
+    }[];
+    return rows.map((r): ItemKey =>
+      r.seq === null ? [r.k, r.recipient, r.message_id] : [r.k, r.recipient, r.message_id, r.seq]
+    );
   }
 
   /** Marks rows in `primary` as held as the primary copy and every other row as a replica. */

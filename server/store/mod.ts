@@ -4,7 +4,12 @@
  * holds (accounts, presence, mailboxes); it does not decide placement (replication does) nor
  * talk to the network.
  */
-export { NodeStore, type NodeStoreOptions, type RingItems } from "./node_store.ts";
+export {
+  type AccountReplacement,
+  NodeStore,
+  type NodeStoreOptions,
+  type RingItems,
+} from "./node_store.ts";
 export { AccountStore, accountVersion, type PutResult, winsOver } from "./accounts.ts";
 export { type PresenceRecord, PresenceStore } from "./presence.ts";
 export { userRingKey } from "./ring_key.ts";

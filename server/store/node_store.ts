@@ -60,6 +60,12 @@ export interface RingItems {
   accounts: AccountRecord[];
 }
 
+/** A registration this node held that lost to an older one of the same name. */
+export interface AccountReplacement {
+  winner: AccountRecord;
+  loser: AccountRecord;
+}
+
 /** Durable storage of one server node. */
 export class NodeStore {
   #db: DatabaseSync;
@@ -145,15 +151,22 @@ export class NodeStore {
   }
 
   /**
-   * Stores records received from another node: idempotent, a tombstone beats its entry, and of
-   * two registrations of a name the older is kept. Returns how many records were offered.
+   * Stores records received from another node: idempotent, a tombstone beats its entry, of two
+   * copies of an entry the smaller seq is kept, and of two registrations of a name the older.
+   * Returns how many records were offered and which accounts this node's copy lost to them.
    */
-  putItems(items: Partial<RingItems>): number {
+  putItems(items: Partial<RingItems>): { offered: number; replaced: AccountReplacement[] } {
     const { entries = [], tombstones = [], accounts = [] } = items;
     this.mailbox.insert(entries);
     this.mailbox.tombstone(tombstones);
-    for (const a of accounts) this.accounts.put(a);
-    return entries.length + tombstones.length + accounts.length;
+    const replaced: AccountReplacement[] = [];
+    for (const a of accounts) {
+      const before = this.accounts.get(a.username);
+      if (this.accounts.put(a) === "replaced" && before) {
+        replaced.push({ winner: a, loser: before });
+      }
+    }
+    return { offered: entries.length + tombstones.length + accounts.length, replaced };
   }
 
   /** Ring key and identity of every item outside `keep`. */

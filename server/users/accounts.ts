@@ -1,12 +1,16 @@
 /**
  * Accounts: registration (the browser's derived secret hashed with bcrypt, the record stored on
- * the ring once W copies are durable) and lookups, cached because an account never changes once
- * created. A refusal is a {@link UserError}; nothing is stored before validation succeeds.
+ * the ring once W copies are durable) and lookups, cached (for `cacheTtlMs` at most) because an
+ * account never changes once created — except when two sides of a partition registered one name:
+ * then the older registration wins on every copy, the ring tells every server, and the cache
+ * takes the winner and tells {@link Accounts.onLost} listeners (sessions of the loser end). A
+ * refusal is a {@link UserError}; nothing is stored before validation succeeds.
  */
 import { compare, hash } from "bcryptjs";
 import type { AccountKeys, AccountRecord } from "../../shared/mod.ts";
 import type { Clock } from "../../shared/clock.ts";
 import { UnavailableError, UsernameTakenError } from "../replication/mod.ts";
+import { type AccountReplacement, accountVersion } from "../store/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import { UserError } from "./errors.ts";
 import type { AccountRecords } from "./ports.ts";
@@ -25,6 +29,12 @@ export interface AccountsOptions {
   bcryptCost?: number;
   /** Most accounts kept in the lookup cache. @default 10000 */
   cacheSize?: number;
+  /**
+   * How long a cached account is trusted before it is read from the ring again, in ms: bounds how
+   * long a server that missed an `account_replaced` notice (it was cut off then) believes a
+   * registration that lost its name. @default 300000 (5 minutes)
+   */
+  cacheTtlMs?: number;
   /** Registrations per client address (IPv6 by /64). @default DEFAULT_LIMITS */
   registrationsPerAddress?: BucketRule;
 }
@@ -37,25 +47,74 @@ export interface Registration {
   keys?: AccountKeys;
 }
 
+/** What the loser of a name is told: its sessions end and its tokens are refused. */
+export const NAME_LOST_MESSAGE =
+  "This name now belongs to an older account (it was registered twice during a network " +
+  "partition): register another name";
+
+/** Called when a registration lost its name to an older one; `loser` is its account version. */
+export type NameLostListener = (username: string, loser: string) => void;
+
 /** Registers accounts and reads them from the ring. */
 export class Accounts {
   #deps: AccountsDeps;
   #bcryptCost: number;
   #cacheSize: number;
-  #cache = new Map<string, AccountRecord>();
+  #cache = new Map<string, { account: AccountRecord; until: number }>();
+  #cacheTtlMs: number;
+  #lostListeners = new Set<NameLostListener>();
+  /** Account versions known to have lost their name, by username (bounded like the cache). */
+  #lost = new Map<string, Set<string>>();
   #dummy: Promise<string> | undefined;
   #registrations: KeyedLimiter;
 
-  /** Creates the service. */
+  /** Creates the service; it follows the ring's account replacements from then on. */
   constructor(deps: AccountsDeps, options: AccountsOptions = {}) {
     this.#deps = deps;
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#cacheTtlMs = options.cacheTtlMs ?? 300_000;
     this.#registrations = new KeyedLimiter(
       options.registrationsPerAddress ?? DEFAULT_LIMITS.registrationsPerAddress,
       () => deps.clock.now(),
     );
     deps.metrics.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
+    deps.metrics.describe(
+      "p2pchat_names_lost_total",
+      "counter",
+      "Registrations that lost their name to an older one after a partition",
+    );
+    deps.records.onAccountReplaced((r) => this.#replaced(r));
+  }
+
+  /** Calls `listener` whenever a registration loses its name; returns the unsubscriber. */
+  onLost(listener: NameLostListener): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
+  }
+
+  /** Whether account version `version` of `username` lost its name to an older registration. */
+  hasLost(username: string, version: string): boolean {
+    return this.#lost.get(username)?.has(version) ?? false;
+  }
+
+  #replaced({ winner, loser }: AccountReplacement): void {
+    const username = winner.username;
+    const lostVersion = accountVersion(loser);
+    if (accountVersion(winner) === lostVersion) return;
+    const cached = this.#cache.get(username)?.account;
+    // A notice can arrive late or twice: only an older registration replaces what is cached.
+    if (!cached || accountVersion(cached) === lostVersion || winner.createdAt <= cached.createdAt) {
+      this.#cache.delete(username);
+      this.#remember(winner);
+    }
+    const lost = this.#lost.get(username) ?? new Set<string>();
+    if (lost.has(lostVersion)) return;
+    if (this.#lost.size >= this.#cacheSize) this.#lost.delete(this.#lost.keys().next().value!);
+    lost.add(lostVersion);
+    this.#lost.set(username, lost);
+    this.#deps.metrics.inc("p2pchat_names_lost_total");
+    for (const listener of this.#lostListeners) listener(username, lostVersion);
   }
 
   /**
@@ -110,7 +169,8 @@ export class Accounts {
     unavailableMessage = "Accounts cannot be read right now",
   ): Promise<AccountRecord | undefined> {
     const cached = this.#cache.get(username);
-    if (cached) return cached;
+    if (cached && cached.until > this.#deps.clock.now()) return cached.account;
+    if (cached) this.#cache.delete(username);
     try {
       const account = await this.#deps.records.getAccount(username);
       if (account) this.#remember(account);
@@ -142,6 +202,9 @@ export class Accounts {
 
   #remember(account: AccountRecord): void {
     if (this.#cache.size >= this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
-    this.#cache.set(account.username, account);
+    this.#cache.set(account.username, {
+      account,
+      until: this.#deps.clock.now() + this.#cacheTtlMs,
+    });
   }
 }

@@ -9,7 +9,7 @@ import type {
   ClusterResponse,
   ServerFrame,
 } from "../../shared/mod.ts";
-import type { MailboxEntry, PresenceRecord } from "../store/mod.ts";
+import type { AccountReplacement, MailboxEntry, PresenceRecord } from "../store/mod.ts";
 import type { NewMessage } from "../replication/mod.ts";
 
 /** Accounts as ring records (the `Replicator` satisfies it). */
@@ -18,6 +18,11 @@ export interface AccountRecords {
   registerAccount(account: AccountRecord): Promise<void>;
   /** The account as its replica set holds it; throws `UnavailableError`. */
   getAccount(username: string): Promise<AccountRecord | undefined>;
+  /**
+   * Subscribes to registrations that lost to an older one of the same name (after a partition),
+   * wherever in the cluster a copy was replaced.
+   */
+  onAccountReplaced(listener: (replacement: AccountReplacement) => void): () => void;
 }
 
 /** Presence as ring records (the `Replicator` satisfies it). */

@@ -10,6 +10,9 @@
  * signals with the session that replaced it (routed as `handover_signal` frames), so the old
  * device can hand its history over an encrypted data channel (DESIGN §4); then it is closed.
  * Failed logins are limited per username and per address; a silent connection is closed.
+ * A session belongs to one registration of its name (the token says which): when that
+ * registration loses the name to an older one (two sides of a partition registered it), its
+ * connections are told and closed and its tokens are refused.
  */
 import {
   type AccountKeys,
@@ -20,7 +23,8 @@ import {
 } from "../../shared/mod.ts";
 import type { Clock, TimerHandle } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
-import type { Accounts } from "./accounts.ts";
+import { accountVersion } from "../store/mod.ts";
+import { type Accounts, NAME_LOST_MESSAGE } from "./accounts.ts";
 import { UserError } from "./errors.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { ClientConnection, MembershipView } from "./ports.ts";
@@ -108,6 +112,8 @@ export class Sessions {
   /** When each grace began, and the most rows its connection reported handed over. */
   #graceProgress = new Map<ClientConnection, { beganAt: number; done: number }>();
   #sweeper: TimerHandle | undefined;
+  /** The account version each connection's session belongs to. */
+  #accountOf = new WeakMap<ClientConnection, string>();
 
   /** Creates the service; {@link start} begins the heartbeat sweep. */
   constructor(deps: SessionsDeps, options: SessionsOptions = {}) {
@@ -133,6 +139,20 @@ export class Sessions {
       "Requests refused by a rate limit, by kind",
     );
     m.describe("p2pchat_relayed_total", "counter", "Frames relayed between users, by kind");
+    deps.accounts.onLost((username, loser) => this.#nameLost(username, loser));
+  }
+
+  /** Registration `loser` of `username` lost the name: its connections here are told and closed. */
+  #nameLost(username: string, loser: string): void {
+    const { local, log } = this.#deps;
+    for (const conn of local.connections()) {
+      const user = local.sessionOf(conn)?.username ?? local.graceOf(conn)?.username;
+      if (user !== username || this.#accountOf.get(conn) !== loser) continue;
+      log("session_name_lost", { username });
+      conn.send({ v: 1, type: "superseded", message: NAME_LOST_MESSAGE });
+      conn.close(SUPERSEDED_CLOSE_CODE, "name belongs to an older account");
+      this.disconnect(conn);
+    }
   }
 
   /** Starts closing connections that fall silent. */
@@ -207,7 +227,8 @@ export class Sessions {
     metrics.inc("p2pchat_logins_total", { result: account ? "ok" : "rejected" });
     if (!account) throw new UserError("wrong_credentials", "Unknown username or wrong password");
     this.#logins.succeeded(username, conn.address);
-    const { token, claims } = await tokens.issue(username, clock.now());
+    const { token, claims } = await tokens.issue(username, clock.now(), accountVersion(account));
+    this.#accountOf.set(conn, claims.account!);
     await this.#bind(conn, claims);
     this.#newSession(username, claims);
     this.#refuseIfOvertaken(conn, claims);
@@ -243,10 +264,21 @@ export class Sessions {
         "Your account cannot be read right now: try again shortly",
       );
     }
+    // A token of a registration that lost its name to an older one is refused everywhere: every
+    // server reads the winner (its cache follows the ring's replacements).
+    const version = accountVersion(account);
+    if (
+      (claims.account !== undefined && claims.account !== version) ||
+      (claims.account !== undefined && accounts.hasLost(claims.username, claims.account))
+    ) {
+      metrics.inc("p2pchat_logins_total", { result: "name_lost" });
+      throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
+    }
     if (!this.#registry.isCurrent(claims.username, claims)) {
       metrics.inc("p2pchat_logins_total", { result: "superseded_token" });
       throw new UserError("not_authenticated", SUPERSEDED_MESSAGE);
     }
+    this.#accountOf.set(conn, claims.account ?? version);
     await this.#bind(conn, claims);
     this.#newSession(claims.username, claims);
     this.#refuseIfOvertaken(conn, claims);

@@ -3,6 +3,8 @@ import { SUPERSEDED_CLOSE_CODE } from "../../shared/mod.ts";
 import { FakeConnection, fakeServer } from "./testing.ts";
 import { UserError } from "./errors.ts";
 import { HANDOVER_PROGRESS_SIGNAL, SUPERSEDED_MESSAGE } from "./sessions.ts";
+import { NAME_LOST_MESSAGE } from "./accounts.ts";
+import { hash } from "bcryptjs";
 
 const SECRET = "a".repeat(43);
 
@@ -219,6 +221,42 @@ Deno.test("sessions: a login elsewhere, heard from another server, supersedes th
     (err) => err instanceof UserError,
   );
   await server.stop();
+});
+
+Deno.test("sessions: a registration that lost its name to an older one is signed out everywhere and its token refused", async () => {
+  const a = fakeServer({ self: "http://node-a:8000" });
+  const b = fakeServer({ self: "http://node-b:8000", ring: a.ring, clock: a.clock });
+  const LOSER = "l".repeat(43);
+  const WINNER = "w".repeat(43);
+  await a.accounts.register({ username: "alice", secret: LOSER });
+  const onA = new FakeConnection(a.clock);
+  const onB = new FakeConnection(a.clock);
+  a.sessions.connect(onA);
+  b.sessions.connect(onB);
+  const { token } = await a.sessions.login(onA, "alice", LOSER);
+  await b.sessions.resume(onB, token); // b caches the loser's account too
+  // The heal: an older registration of "alice" (from the other side) wins on every copy.
+  a.ring.replaceAccount({ username: "alice", hash: await hash(WINNER, 4), createdAt: -1 });
+  for (const conn of [onA, onB]) {
+    assert.deepEqual(conn.framesOf("superseded").map((f) => f.message), [NAME_LOST_MESSAGE]);
+    assert.equal(conn.closeCode(), SUPERSEDED_CLOSE_CODE);
+  }
+  for (const server of [a, b]) {
+    await a.clock.advance(1000); // each login is newer than the sessions before it
+    const conn = new FakeConnection(a.clock);
+    server.sessions.connect(conn);
+    await assert.rejects(
+      server.sessions.resume(conn, token),
+      (err) => err instanceof UserError && err.message === NAME_LOST_MESSAGE,
+    );
+    await assert.rejects(
+      server.sessions.login(conn, "alice", LOSER),
+      (err) => err instanceof UserError && err.code === "wrong_credentials",
+    );
+    assert.equal((await server.sessions.login(conn, "alice", WINNER)).username, "alice");
+  }
+  await a.stop();
+  await b.stop();
 });
 
 Deno.test("sessions: sixty parallel wrong passwords and the right one get at most five guesses through", async () => {

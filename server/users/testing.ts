@@ -6,7 +6,7 @@
  */
 import type { AccountRecord, ClusterRequest, ServerFrame } from "../../shared/mod.ts";
 import { ManualClock } from "../../shared/clock.ts";
-import type { MailboxEntry, PresenceRecord } from "../store/mod.ts";
+import type { AccountReplacement, MailboxEntry, PresenceRecord } from "../store/mod.ts";
 import { userRingKey } from "../store/mod.ts";
 import { type NewMessage, UnavailableError, UsernameTakenError } from "../replication/mod.ts";
 import { Hmac } from "../cluster/mod.ts";
@@ -36,6 +36,7 @@ export class FakeRing implements AccountRecords, PresenceRecords, MailboxRecords
   /** While true every call throws `UnavailableError`, as when no replica answers. */
   unavailable = false;
   #listeners = new Set<Listener>();
+  #accountListeners = new Set<(replacement: AccountReplacement) => void>();
   #seq = 0;
 
   /** Creates the ring on `clock`. */
@@ -56,6 +57,22 @@ export class FakeRing implements AccountRecords, PresenceRecords, MailboxRecords
   getAccount(username: string): Promise<AccountRecord | undefined> {
     this.#check();
     return Promise.resolve(this.accounts.get(username));
+  }
+
+  onAccountReplaced(listener: (replacement: AccountReplacement) => void): () => void {
+    this.#accountListeners.add(listener);
+    return () => this.#accountListeners.delete(listener);
+  }
+
+  /**
+   * As after a partition healed: `winner`, an older registration of an existing name, replaces
+   * it on every copy, and every server is told.
+   */
+  replaceAccount(winner: AccountRecord): void {
+    const loser = this.accounts.get(winner.username);
+    this.accounts.set(winner.username, winner);
+    if (!loser) return;
+    for (const l of this.#accountListeners) l({ winner, loser });
   }
 
   /** Writes presence as home server `this.writer` would (see {@link as}). */
@@ -268,6 +285,7 @@ function bindAll(ring: FakeRing): AccountRecords & PresenceRecords & MailboxReco
   return {
     registerAccount: ring.registerAccount.bind(ring),
     getAccount: ring.getAccount.bind(ring),
+    onAccountReplaced: ring.onAccountReplaced.bind(ring),
     publishPresence: ring.publishPresence.bind(ring),
     getPresence: ring.getPresence.bind(ring),
     directory: ring.directory.bind(ring),

@@ -13,6 +13,11 @@ export interface SessionClaims {
   /** When the session began (the issuing server's clock); orders sessions of one user. */
   issuedAt: number;
   expiresAt: number;
+  /**
+   * Which registration of the name the session belongs to (its account version): a token of a
+   * registration that lost to an older one is refused. Absent in older tokens.
+   */
+  account?: string;
 }
 
 /** The token failed verification; `code` says why. */
@@ -29,16 +34,18 @@ export class Tokens {
   /** Creates a token service; `ttlMs` is the session lifetime. */
   constructor(private readonly hmac: Hmac, private readonly ttlMs: number) {}
 
-  /** A new token for `username`, valid for the configured lifetime. */
+  /** A new token for `username` (of account version `account`), valid for the configured lifetime. */
   async issue(
     username: string,
     now = Date.now(),
+    account?: string,
   ): Promise<{ token: string; claims: SessionClaims }> {
     const claims: SessionClaims = {
       username,
       sessionId: toBase64Url(crypto.getRandomValues(new Uint8Array(12))),
       issuedAt: now,
       expiresAt: now + this.ttlMs,
+      ...(account === undefined ? {} : { account }),
     };
     const payload = toBase64Url(new TextEncoder().encode(JSON.stringify(claims)));
     return { token: `${payload}.${await this.hmac.sign(payload)}`, claims };
@@ -62,6 +69,9 @@ export class Tokens {
       typeof claims !== "object" || claims === null || typeof claims.username !== "string" ||
       typeof claims.sessionId !== "string"
     ) {
+      throw new TokenError("not_authenticated", "Session is not valid: please log in again");
+    }
+    if (claims.account !== undefined && typeof claims.account !== "string") {
       throw new TokenError("not_authenticated", "Session is not valid: please log in again");
     }
     // Tokens issued before sessions were ordered carry no issuedAt: they are the oldest.

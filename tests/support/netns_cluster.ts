@@ -299,7 +299,19 @@ export class NetnsCluster implements AsyncDisposable {
    * Runs one chat-client command (see mail_client.ts) against `node`'s server from inside its
    * namespace; resolves with the client's JSON answer or throws its error.
    */
-  async chat(node: NetnsNode, command: Record<string, unknown>): Promise<{ ids?: string[] }> {
+  async chat(
+    node: NetnsNode,
+    command: Record<string, unknown>,
+  ): Promise<
+    {
+      ids?: string[];
+      result?: string;
+      message?: string;
+      ms?: number;
+      closed?: boolean;
+      resumed?: string;
+    }
+  > {
     if (!node.server) throw new Error(`Node ${node.index} runs no server`);
     const script = new URL("./mail_client.ts", import.meta.url).pathname;
     const out = await new Deno.Command("ip", {
@@ -319,7 +331,16 @@ export class NetnsCluster implements AsyncDisposable {
       stderr: "piped",
     }).output();
     const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-    let answer: { ok?: boolean; error?: string; ids?: string[] };
+    let answer: {
+      ok?: boolean;
+      error?: string;
+      ids?: string[];
+      result?: string;
+      message?: string;
+      ms?: number;
+      closed?: boolean;
+      resumed?: string;
+    };
     try {
       answer = JSON.parse(text);
     } catch {

@@ -1,0 +1,30 @@
+import assert from "node:assert/strict";
+import { fakeServer } from "./testing.ts";
+
+const SECRET = "s".repeat(43);
+
+Deno.test("accounts: a server that missed a replacement notice reads the ring again once its cache entry expires", async () => {
+  const server = fakeServer();
+  await server.accounts.register({ username: "alice", secret: SECRET });
+  const mine = (await server.accounts.get("alice"))!;
+  // The ring now holds an older registration, and this server was not told.
+  server.ring.accounts.set("alice", { ...mine, hash: mine.hash.replace(/.$/, "x"), createdAt: 0 });
+  assert.equal((await server.accounts.get("alice"))!.createdAt, mine.createdAt, "cached");
+  await server.clock.advance(300_001);
+  assert.equal((await server.accounts.get("alice"))!.createdAt, 0);
+});
+
+Deno.test("accounts: a replacement notice replaces the cached account and is told once", async () => {
+  const server = fakeServer();
+  await server.accounts.register({ username: "alice", secret: SECRET });
+  const mine = (await server.accounts.get("alice"))!;
+  const lost: string[] = [];
+  server.accounts.onLost((username, version) => lost.push(`${username}:${version}`));
+  const older = { ...mine, hash: mine.hash.replace(/.$/, "x"), createdAt: 0 };
+  server.ring.replaceAccount(older);
+  server.ring.accounts.set("alice", mine); // a late duplicate notice of the same replacement
+  server.ring.replaceAccount(older);
+  assert.equal((await server.accounts.get("alice"))!.createdAt, 0);
+  assert.equal(lost.length, 1);
+  assert.ok(server.accounts.hasLost("alice", lost[0]!.slice("alice:".length)));
+});

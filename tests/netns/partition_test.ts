@@ -1,0 +1,320 @@
+/**
+ * What a network partition may and may not do, with real servers in network namespaces (five
+ * servers, K = 2, W = 2, multicast discovery): a server cut off alone never acknowledges a write
+ * below W copies and answers `unavailable` within the documented 8 s; it cannot register a name,
+ * nor re-register an existing one; a name registered during a 3 | 2 split is created only on the
+ * side of three and has one owner on every server once the ring heals; and the copies of every
+ * message agree (same order key, K + 1 copies) after repair. Runs as root; see
+ * tests/support/netns_cluster.ts.
+ */
+import assert from "node:assert/strict";
+import { accountCopies, accountsHeldBy, presenceHolders } from "../support/ring.ts";
+import {
+  accountCopiesOn,
+  mailboxCopies,
+  plantRegistration,
+  registeredAt,
+} from "../support/ring_records.ts";
+import { hash } from "bcryptjs";
+import { NetnsCluster, type NetnsNode, netnsTestAvailability } from "../support/netns_cluster.ts";
+import { CONVERGE_MS, waitForGroup, waitForRing } from "../support/netns_waits.ts";
+import { waitFor } from "../support/wait.ts";
+
+const netns = await netnsTestAvailability("the network-namespace partition tests");
+
+const USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivy", "jack"];
+const PASSWORD = "partition-password";
+/** README: a write or registration retries for up to 8 s, then the client is told `unavailable`. */
+const UNAVAILABLE_WITHIN_MS = 8_000;
+/** What the answer may add to that on a busy machine (the event loop, one RPC in flight). */
+const ANSWER_SLACK_MS = 1_500;
+
+function discoveryEnv(node: NetnsNode): Record<string, string> {
+  return {
+    P2P_DISCOVERY: "multicast",
+    P2P_MULTICAST_INTERFACE: node.address,
+    P2P_ANNOUNCE_INTERVAL_MS: "500",
+  };
+}
+
+const ids = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}-${i}`.padEnd(12, "0"));
+
+Deno.test({
+  name: "partitions: W copies means W copies, and a username has one owner",
+  ignore: netns.ignore,
+  fn: async (t) => {
+    const lan = await NetnsCluster.create(5);
+    const timings: number[] = [];
+    /** `recipient/id` of every message acknowledged during the split (nobody fetches them). */
+    const acknowledged: string[] = [];
+    try {
+      const five = lan.nodes.slice(0, 5);
+      const servers = () => five.map((n) => n.server!);
+      await Promise.all(five.map((n) => lan.startServer(n, { env: discoveryEnv(n) })));
+      await waitForGroup(lan, five, "five servers to see one another");
+      await waitForRing(lan, five, "the five servers to form one correct ring");
+      await lan.chat(five[0]!, { op: "register", users: USERS, password: PASSWORD });
+
+      await t.step("an isolated server never acknowledges below W copies", async () => {
+        // A server that holds no copy of some account (3 copies of 10 accounts on 5 servers: one
+        // always lacks some), so it can be asked to register that existing name again.
+        const lone = [...five].reverse().find((n) =>
+          USERS.some((u) => !accountsHeldBy([n.server!]).has(u))
+        )!;
+        const notHeld = USERS.find((u) => !accountsHeldBy([lone.server!]).has(u))!;
+        const rest = five.filter((n) => n !== lone);
+        await lan.cutLink(lone);
+        try {
+          await Promise.all([
+            waitForGroup(lan, [lone], "the cut server to see only itself"),
+            waitForGroup(lan, rest, "the others to drop the cut server"),
+          ]);
+          await waitForRing(lan, [lone], "the cut server to form a ring of one");
+          // Users it can log in (it holds their accounts), so the write path is what is refused.
+          const held = [...accountsHeldBy([lone.server!])].sort();
+          assert.ok(held.length >= 2, `accounts on the cut server: ${held}`);
+          const [from, to] = held as [string, string];
+          const refused = ids(`lone-${from}`, 5);
+          const send = await lan.chat(lone, {
+            op: "try_send",
+            user: from,
+            password: PASSWORD,
+            to,
+            ids: refused,
+          });
+          console.log(`  isolated send: ${send.result} after ${send.ms} ms`);
+          assert.equal(send.result, "unavailable", send.message);
+          timings.push(send.ms!);
+          assert.ok(send.ms! <= UNAVAILABLE_WITHIN_MS + ANSWER_SLACK_MS, `took ${send.ms} ms`);
+          const onDisk = [...mailboxCopies([lone.server!]).keys()].filter((k) =>
+            refused.some((id) => k.endsWith(`/${id}`))
+          );
+          assert.deepEqual(onDisk, [], "a refused write left a copy on the cut server");
+
+          // A new name, and an existing name it holds no copy of, with another password.
+          const fresh = await lan.chat(lone, {
+            op: "try_register",
+            user: "loner",
+            password: PASSWORD,
+          });
+          console.log(`  isolated registration: ${fresh.result} after ${fresh.ms} ms`);
+          assert.equal(fresh.result, "unavailable", fresh.message);
+          timings.push(fresh.ms!);
+
+          const impostor = await lan.chat(lone, {
+            op: "try_register",
+            user: notHeld,
+            password: "impostor-password",
+          });
+          console.log(`  isolated re-registration of "${notHeld}": ${impostor.result}`);
+          assert.notEqual(
+            impostor.result,
+            "ok",
+            "an isolated server re-registered an existing name",
+          );
+          timings.push(impostor.ms!);
+        } finally {
+          await lan.restoreLink(lone);
+        }
+        await waitForGroup(lan, five, "the cut server to rejoin");
+        await waitForRing(lan, five, "one correct ring of five again");
+        // The impostor never logs in anywhere; the owner does, everywhere.
+        for (const node of five) {
+          const wrong = await lan.chat(node, {
+            op: "try_login",
+            user: notHeld,
+            password: "impostor-password",
+          });
+          assert.equal(wrong.result, "wrong_credentials", `impostor on node ${node.index}`);
+          const right = await lan.chat(node, {
+            op: "try_login",
+            user: notHeld,
+            password: PASSWORD,
+          });
+          assert.equal(right.result, "ok", `owner on node ${node.index}: ${right.message}`);
+        }
+        assert.equal(accountCopies(servers()).get("loner"), undefined);
+      });
+
+      await t.step(
+        "a name registered during a 3 | 2 split has one owner everywhere after the heal",
+        async () => {
+          const [a, b] = [five.slice(0, 3), five.slice(3)];
+          await lan.partition([a, b]);
+          try {
+            await Promise.all([
+              waitForGroup(lan, a, "the side of three to see only itself"),
+              waitForGroup(lan, b, "the side of two to see only itself"),
+            ]);
+            await Promise.all([
+              waitForRing(lan, a, "the side of three to form its ring"),
+              waitForRing(lan, b, "the side of two to form its ring"),
+            ]);
+            const minority = await lan.chat(b[0]!, {
+              op: "try_register",
+              user: "zelda",
+              password: "minority-password",
+            });
+            console.log(
+              `  registration on the side of two: ${minority.result} after ${minority.ms} ms`,
+            );
+            assert.equal(minority.result, "unavailable", minority.message);
+            timings.push(minority.ms!);
+            const majority = await lan.chat(a[0]!, {
+              op: "try_register",
+              user: "zelda",
+              password: PASSWORD,
+            });
+            assert.equal(majority.result, "ok", majority.message);
+            // Both sides keep storing mail among accounts they can read (the side of two has W = 2
+            // servers); these copies are checked for agreement after the heal.
+            const onB = accountsHeldBy(b.map((n) => n.server!));
+            const [fromB, toB] = USERS.filter((u) => onB.has(u)) as [string, string];
+            const sentB = await lan.chat(b[1]!, {
+              op: "try_send",
+              user: fromB,
+              password: PASSWORD,
+              to: toB,
+              ids: ids("split-b", 10),
+            });
+            assert.equal(sentB.result, "ok", `side of two: ${sentB.message}`);
+            acknowledged.push(...ids("split-b", 10).map((id) => `${toB}/${id}`));
+            const sentA = await lan.chat(a[1]!, {
+              op: "try_send",
+              user: "alice",
+              password: PASSWORD,
+              to: "bob",
+              ids: ids("split-a", 10),
+            });
+            assert.equal(sentA.result, "ok", `side of three: ${sentA.message}`);
+            acknowledged.push(...ids("split-a", 10).map((id) => `bob/${id}`));
+          } finally {
+            await lan.heal();
+          }
+          await waitForGroup(lan, five, "all five again after the heal");
+          await waitForRing(lan, five, "one correct ring of five after the heal");
+          const healed = Date.now();
+          // The owner's password works on every server (once the copies reached the merged ring's
+          // replica set); the minority's never does. Wrong passwords are tried once per server,
+          // so the login limit (5 failures a minute) never hides the answer.
+          const interim = new Set<string>();
+          await waitFor(
+            "zelda's owner to log in on every server",
+            async () => {
+              for (const node of five) {
+                const right = await lan.chat(node, {
+                  op: "try_login",
+                  user: "zelda",
+                  password: PASSWORD,
+                });
+                if (right.result !== "ok") {
+                  interim.add(`node ${node.index}: ${right.result}`);
+                  return false;
+                }
+              }
+              return true;
+            },
+            CONVERGE_MS,
+            250,
+          );
+          console.log(
+            `  one owner of "zelda" on every server ${Date.now() - healed} ms after the heal` +
+              (interim.size ? ` (before that: ${[...interim].join(", ")})` : ""),
+          );
+          for (const node of five) {
+            const wrong = await lan.chat(node, {
+              op: "try_login",
+              user: "zelda",
+              password: "minority-password",
+            });
+            assert.equal(wrong.result, "wrong_credentials", `minority's zelda on ${node.index}`);
+          }
+        },
+      );
+
+      await t.step(
+        "a registration that loses its name is revoked everywhere and told",
+        async () => {
+          // Stands in for the other side of a partition: an older registration of "yuki" reaches one
+          // copy (planted in its database), as the heal's anti-entropy would deliver it.
+          const yuki = await lan.chat(five[0]!, {
+            op: "try_register",
+            user: "yuki",
+            password: "newer-password",
+          });
+          assert.equal(yuki.result, "ok", yuki.message);
+          const held = lan.chat(five[3]!, {
+            op: "hold",
+            user: "yuki",
+            password: "newer-password",
+            forMs: CONVERGE_MS,
+          });
+          await waitFor(
+            "yuki's session to be online",
+            () => presenceHolders(servers(), "yuki").length > 0,
+            CONVERGE_MS,
+            100,
+          );
+          const holder = servers().find((s) => accountCopiesOn(s).includes("yuki"))!;
+          const createdAt = registeredAt([holder], "yuki")!;
+          const planted = Date.now();
+          plantRegistration(holder, "yuki", {
+            hash: await hash("older-password", 10),
+            createdAt: createdAt - 60_000,
+          });
+          const told = await held;
+          console.log(`  the newer registration's session ended ${Date.now() - planted} ms later`);
+          assert.equal(told.result, "superseded");
+          assert.match(told.message ?? "", /older account.*register another/);
+          assert.equal(told.closed, true, "the loser's connection stays open");
+          assert.equal(told.resumed, "not_authenticated", "the loser's token still resumes");
+          await waitFor(
+            "the older registration to own yuki on every server",
+            async () => {
+              for (const node of five) {
+                const loser = await lan.chat(node, {
+                  op: "try_login",
+                  user: "yuki",
+                  password: "newer-password",
+                });
+                if (loser.result !== "wrong_credentials") return false;
+                const winner = await lan.chat(node, {
+                  op: "try_login",
+                  user: "yuki",
+                  password: "older-password",
+                });
+                if (winner.result !== "ok") return false;
+              }
+              return true;
+            },
+            CONVERGE_MS,
+            250,
+          );
+        },
+      );
+
+      await t.step("copies of every message agree after repair", async () => {
+        let last: [string, number[]][] = [];
+        await waitFor(
+          "every pending message to have K + 1 copies with one seq",
+          () => {
+            last = [...mailboxCopies(servers())].filter(([, seqs]) =>
+              seqs.length !== 3 || new Set(seqs).size !== 1
+            );
+            return last.length === 0;
+          },
+          CONVERGE_MS,
+          500,
+        ).catch((err) => {
+          throw new Error(`${(err as Error).message}\ndisagreeing: ${JSON.stringify(last)}`);
+        });
+        // Nothing acknowledged was lost, and nothing refused was stored.
+        assert.deepEqual([...mailboxCopies(servers()).keys()].sort(), acknowledged.sort());
+      });
+      console.log(`  unavailable answers: ${timings.join(", ")} ms`);
+    } finally {
+      await lan.destroy();
+    }
+  },
+});
