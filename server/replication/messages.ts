@@ -73,7 +73,13 @@ export type ReplicationErrorCode =
 
 /** Server → server replication responses. */
 export type ReplicationResponse =
-  | { v: 1; type: "ok"; count: number }
+  | {
+    v: 1;
+    type: "ok";
+    count: number;
+    /** For a coordinated ack: the sender of each acknowledged entry, as stored. */
+    receipts?: { messageId: string; sender: string }[];
+  }
   | { v: 1; type: "entries"; entries: MailboxEntry[] }
   | { v: 1; type: "digest"; digest: string; count: number }
   | { v: 1; type: "keys"; items: ItemKey[] }
@@ -297,6 +303,13 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
         v: 1,
         type: "ok",
         count: readNumber(obj, "count", "", { min: 0, max: 1e9, integer: true }),
+        ...readOptionalArray(obj, "receipts", MAX_BATCH, (value, path) => {
+          const o = readObject(value, path);
+          return {
+            messageId: readString(o, "messageId", path, ID_RULE),
+            sender: readUser(o.sender, `${path}.sender`),
+          };
+        }),
       };
     case "entries":
       return {

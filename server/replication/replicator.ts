@@ -280,8 +280,14 @@ export class Replicator {
     return res.type === "entries" ? res.entries : [];
   }
 
-  /** Deletes acknowledged entries on every copy (tombstones). */
-  async acknowledge(recipient: string, messageIds: readonly string[]): Promise<void> {
+  /**
+   * Deletes acknowledged entries on every copy (tombstones); returns who sent each entry the
+   * primary held, as stored, for the `delivered` receipts.
+   */
+  async acknowledge(
+    recipient: string,
+    messageIds: readonly string[],
+  ): Promise<{ messageId: string; sender: string }[]> {
     const ringKey = this.#deps.ring.ringKeyOf(recipient);
     const deletedAt = this.#now();
     const tombstones = messageIds.map((messageId) => ({
@@ -290,7 +296,13 @@ export class Replicator {
       ringKey,
       deletedAt,
     }));
-    await this.#coordinated(ringKey, { v: 1, type: "ack", tombstones, coordinate: true });
+    const res = await this.#coordinated(ringKey, {
+      v: 1,
+      type: "ack",
+      tombstones,
+      coordinate: true,
+    });
+    return res.type === "ok" ? res.receipts ?? [] : [];
   }
 
   /**
@@ -792,9 +804,13 @@ export class Replicator {
     if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
       return this.#tooFewCopies(`${this.#copiesNeeded()} durable copies needed for an ack`);
     }
+    // Who sent each entry, as stored (the recipient's word is not taken for it): the receipts.
+    const receipts = this.#deps.store.mailbox
+      .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
+      .map((e) => ({ messageId: e.messageId, sender: e.sender }));
     this.#deps.store.mailbox.tombstone(tombstones);
     const ok = await this.#replicate({ v: 1, type: "ack", tombstones, coordinate: false });
-    return ok ? { v: 1, type: "ok", count: tombstones.length } : this.#quorumFailed();
+    return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
   }
 
   async #coordinateFetch(recipient: string, ringKey: string): Promise<ReplicationResponse> {

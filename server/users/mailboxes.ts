@@ -70,12 +70,16 @@ export class Mailboxes {
     });
   }
 
-  /** Deletes what `me` received from the mailbox and tells each sender (if online). */
+  /** Deletes what `me` received from the mailbox and tells each stored sender (if online). */
   async acknowledge(me: string, messages: readonly { id: string; from: string }[]): Promise<void> {
     await this.#count("mail_ack", async () => {
-      await this.#deps.records.acknowledge(me, messages.map((m) => m.id));
+      // The receipts name the senders the ring stored, never the `from` the client claims: a
+      // recipient cannot make anyone believe another user's message was delivered.
+      const receipts = await this.#deps.records.acknowledge(me, messages.map((m) => m.id));
       const bySender = new Map<string, string[]>();
-      for (const m of messages) bySender.set(m.from, [...(bySender.get(m.from) ?? []), m.id]);
+      for (const r of receipts) {
+        bySender.set(r.sender, [...(bySender.get(r.sender) ?? []), r.messageId]);
+      }
       for (const [sender, ids] of bySender) {
         // Best effort: a sender who misses it confirms over p2p when both are online.
         void this.#deps.routing.deliver(sender, { v: 1, type: "delivered", by: me, ids })

@@ -46,8 +46,11 @@ export interface MailboxRecords {
   storeMessages(messages: readonly NewMessage[]): Promise<void>;
   /** Every pending entry of `recipient`, in delivery order. */
   fetchPending(recipient: string): Promise<MailboxEntry[]>;
-  /** Deletes acknowledged entries on every copy. */
-  acknowledge(recipient: string, messageIds: readonly string[]): Promise<void>;
+  /** Deletes acknowledged entries on every copy; returns their stored senders. */
+  acknowledge(
+    recipient: string,
+    messageIds: readonly string[],
+  ): Promise<{ messageId: string; sender: string }[]>;
 }
 
 /** Which servers are alive (the cluster's `Membership` satisfies it). */

@@ -157,10 +157,14 @@ export class FakeRing implements AccountRecords, PresenceRecords, MailboxRecords
     return Promise.resolve(this.mail.filter((e) => e.recipient === recipient));
   }
 
-  acknowledge(recipient: string, ids: readonly string[]): Promise<void> {
+  acknowledge(
+    recipient: string,
+    ids: readonly string[],
+  ): Promise<{ messageId: string; sender: string }[]> {
     this.#check();
-    this.mail = this.mail.filter((e) => e.recipient !== recipient || !ids.includes(e.messageId));
-    return Promise.resolve();
+    const acked = this.mail.filter((e) => e.recipient === recipient && ids.includes(e.messageId));
+    this.mail = this.mail.filter((e) => !acked.includes(e));
+    return Promise.resolve(acked.map((e) => ({ messageId: e.messageId, sender: e.sender })));
   }
 }
 

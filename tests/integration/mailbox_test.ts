@@ -246,3 +246,48 @@ Deno.test("a sender on another server is told of deliveries; an online recipient
     await Promise.all(servers.map((s) => s.stop()));
   }
 });
+
+Deno.test("a recipient cannot send anyone a forged 'delivered': receipts name the stored sender", async () => {
+  const servers = await startCluster(3);
+  const clients: TestClient[] = [];
+  try {
+    await waitForCorrectRing(servers, "3 servers to form one ring");
+    await register(servers[0]!, ["alice", "carol", "mallory"]);
+    const alice = await TestClient.connect(servers[0]!.url);
+    const carol = await TestClient.connect(servers[1]!.url);
+    clients.push(alice, carol);
+    await alice.login("alice", PASSWORD, false);
+    await carol.login("carol", PASSWORD, false);
+    await sendMail(alice, "alice", "mallory", 0, 1);
+    await sendMail(carol, "carol", "mallory", 0, 1);
+    const mallory = await TestClient.connect(servers[2]!.url);
+    clients.push(mallory);
+    await mallory.login("mallory", PASSWORD, false);
+    const fetched = await mallory.request({ type: "mail_fetch" }, 30_000);
+    assert.equal(fetched.type, "mail");
+    // mallory claims both messages came from carol, in one acknowledgement.
+    const ack = await mallory.request({
+      type: "mail_ack",
+      messages: [
+        { id: mail("alice", "mallory", 0).id, from: "carol" },
+        { id: mail("carol", "mallory", 0).id, from: "carol" },
+      ],
+    }, 30_000);
+    assert.equal(ack.type, "ok");
+    assert.deepEqual(await alice.next((f) => f.type === "delivered"), {
+      v: 1,
+      type: "delivered",
+      by: "mallory",
+      ids: [mail("alice", "mallory", 0).id],
+    });
+    assert.deepEqual(await carol.next((f) => f.type === "delivered"), {
+      v: 1,
+      type: "delivered",
+      by: "mallory",
+      ids: [mail("carol", "mallory", 0).id],
+    });
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
