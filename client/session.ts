@@ -338,11 +338,26 @@ export class Session implements SessionApi {
     await this.#request({ v: PROTOCOL_VERSION, type: "mail_send", reqId: 0, to, messages });
   }
 
-  /** Fetches this user's pending mailbox messages, in delivery order. */
+  /**
+   * Fetches this user's pending mailbox messages, in delivery order, page after page (a page is
+   * bounded in bytes, so a flooded mailbox never exceeds what one frame may carry).
+   */
   async mailFetch(): Promise<IncomingMail[]> {
-    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "mail_fetch", reqId: 0 });
-    if (frame.type !== "mail") throw new ServerError("internal", "Unexpected reply");
-    return frame.messages;
+    const all: IncomingMail[] = [];
+    // Bounded: a mailbox holds at most its quota, and every page brings at least one message.
+    for (let page = 0; page < 100_000; page++) {
+      const after = all.at(-1)?.id;
+      const frame = await this.#request({
+        v: PROTOCOL_VERSION,
+        type: "mail_fetch",
+        reqId: 0,
+        ...(after === undefined ? {} : { after }),
+      });
+      if (frame.type !== "mail") throw new ServerError("internal", "Unexpected reply");
+      all.push(...frame.messages);
+      if (!frame.more || frame.messages.length === 0) break;
+    }
+    return all;
   }
 
   /** Acknowledges received mailbox messages (at most `MAX_MAIL_BATCH`). */

@@ -38,6 +38,7 @@ export interface ServerConfig {
     /** Durable copies before a write is acknowledged (W). */
     w: number;
     quotaPerRecipient: number;
+    quotaPerSender?: number;
     maxAgeMs: number;
   };
   /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
@@ -117,6 +118,8 @@ Offline mailboxes (replicated on the ring):
   --write-quorum W     durable copies before a send is acknowledged, 1–K+1
                                                                  [P2P_WRITE_QUORUM]  default 2
   --mailbox-quota N    most pending messages per recipient       [P2P_MAILBOX_QUOTA] default 10000
+  --mailbox-quota-per-sender N  most pending messages one sender may leave in one mailbox
+                                        [P2P_MAILBOX_QUOTA_PER_SENDER] default quota / 10
   --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
 
 Discovery (how servers find one another besides --peers):
@@ -189,6 +192,7 @@ export function parseConfig(
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
+        "mailbox-quota-per-sender": { type: "string" },
         "mailbox-max-age-days": { type: "string" },
         "session-ttl-seconds": { type: "string" },
         "tls-cert": { type: "string" },
@@ -303,6 +307,7 @@ function parseStorage(
       } copies that --replicas ${k} keeps: lower W or raise K`,
     );
   }
+  const perSender = pick("mailbox-quota-per-sender", "P2P_MAILBOX_QUOTA_PER_SENDER");
   return {
     k,
     w,
@@ -312,6 +317,9 @@ function parseStorage(
       1,
       10_000_000,
     ),
+    ...(perSender === undefined
+      ? {}
+      : { quotaPerSender: integer("mailbox-quota-per-sender", perSender, 1, 10_000_000) }),
     maxAgeMs: integer(
       "mailbox-max-age-days",
       pick("mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS") ?? "30",

@@ -58,7 +58,8 @@ export type ClientFrame =
   | { v: 1; type: "relay"; to: string; payload: string }
   | { v: 1; type: "ping"; reqId: ReqId }
   | { v: 1; type: "mail_send"; reqId: ReqId; to: string; messages: OutgoingMail[] }
-  | { v: 1; type: "mail_fetch"; reqId: ReqId }
+  /** `after`: the id of the last message of the previous page, to read the next one. */
+  | { v: 1; type: "mail_fetch"; reqId: ReqId; after?: string }
   | { v: 1; type: "get_keys"; reqId: ReqId; username: string }
   | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] };
 
@@ -84,6 +85,11 @@ export interface MailReceipt {
 export const MAX_MAIL_BATCH = 500;
 /** Largest envelope of one mailbox message, in characters. */
 export const MAX_ENVELOPE = 16 * 1024;
+/**
+ * Most characters of envelopes in one `mail` page: with the per-message fields it stays well
+ * under the 4 MiB a client accepts in one frame, whatever the mailbox holds.
+ */
+export const MAX_MAIL_PAGE_CHARS = 2 * 1024 * 1024;
 
 /** An opaque WebRTC signaling object as produced by the peer library (offer, answer, candidate). */
 export type SignalData = Record<string, unknown>;
@@ -114,7 +120,8 @@ export type ServerFrame =
   | { v: 1; type: "signal"; from: string; data: SignalData }
   | { v: 1; type: "relay"; from: string; payload: string }
   | { v: 1; type: "pong"; reqId: ReqId }
-  | { v: 1; type: "mail"; reqId: ReqId; messages: IncomingMail[] }
+  /** One page of the mailbox; `more` when messages follow the last one (fetch `after` it). */
+  | { v: 1; type: "mail"; reqId: ReqId; messages: IncomingMail[]; more?: boolean }
   | { v: 1; type: "keys"; reqId: ReqId; username: string; encryption: string; signing: string }
   | { v: 1; type: "delivered"; by: string; ids: string[] }
   /**
@@ -318,7 +325,12 @@ export function validateClientFrame(value: unknown): ClientFrame {
         messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readOutgoingMail),
       };
     case "mail_fetch":
-      return { v: 1, type: "mail_fetch", reqId: readReqId(obj) };
+      return {
+        v: 1,
+        type: "mail_fetch",
+        reqId: readReqId(obj),
+        ...(obj.after === undefined ? {} : { after: readString(obj, "after", "", MAIL_ID_RULE) }),
+      };
     case "get_keys":
       return {
         v: 1,
@@ -458,6 +470,7 @@ export function validateServerFrame(value: unknown): ServerFrame {
         type: "mail",
         reqId: readReqId(obj),
         messages: readArray(obj, "messages", "", 1_000_000, readIncomingMail),
+        ...(obj.more === undefined ? {} : { more: readBoolean(obj, "more", "") }),
       };
     case "keys":
       return {

@@ -287,9 +287,17 @@ export class ClientHub {
         await mailboxes.send(me, frame.to, frame.messages);
         conn.send({ v: 1, type: "ok", reqId: frame.reqId });
         return;
-      case "mail_fetch":
-        conn.send({ v: 1, type: "mail", reqId: frame.reqId, messages: await mailboxes.fetch(me) });
+      case "mail_fetch": {
+        const page = await mailboxes.fetch(me, frame.after);
+        conn.send({
+          v: 1,
+          type: "mail",
+          reqId: frame.reqId,
+          messages: page.messages,
+          ...(page.more ? { more: true } : {}),
+        });
         return;
+      }
       case "mail_ack":
         await mailboxes.acknowledge(me, frame.messages);
         conn.send({ v: 1, type: "ok", reqId: frame.reqId });

@@ -86,6 +86,11 @@ export interface ReplicatorOptions {
   repairIntervalMs?: number;
   /** Most pending entries per recipient. @default 10000 */
   quotaPerRecipient?: number;
+  /**
+   * Most pending entries one sender may leave in one mailbox, so no single sender can fill it.
+   * @default a tenth of the mailbox quota
+   */
+  quotaPerSender?: number;
   /** Entries older than this are deleted, in ms. @default 30 days */
   maxAgeMs?: number;
   /**
@@ -122,6 +127,7 @@ export class Replicator {
   #w: number;
   #intervalMs: number;
   #quota: number;
+  #quotaPerSender: number;
   #maxAgeMs: number;
   #deadlineMs: number;
   #now: () => number;
@@ -144,6 +150,7 @@ export class Replicator {
     this.#w = options.w ?? 2;
     this.#intervalMs = options.repairIntervalMs ?? 1000;
     this.#quota = options.quotaPerRecipient ?? 10_000;
+    this.#quotaPerSender = options.quotaPerSender ?? Math.max(1, Math.floor(this.#quota / 10));
     this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
     this.#deadlineMs = options.writeDeadlineMs ?? 8000;
     this.#now = deps.now ?? Date.now;
@@ -770,6 +777,24 @@ export class Replicator {
           type: "error",
           code: "mailbox_full",
           message: `Mailbox of "${recipient}" is full (${this.#quota} messages): try again later`,
+        };
+      }
+    }
+    const bySender = new Map<string, number>();
+    for (const e of entries) {
+      const key = JSON.stringify([e.recipient, e.sender]);
+      bySender.set(key, (bySender.get(key) ?? 0) + 1);
+    }
+    for (const [key, n] of bySender) {
+      const [recipient, sender] = JSON.parse(key) as [string, string];
+      if (store.mailbox.countPendingFrom(recipient, sender) + n > this.#quotaPerSender) {
+        this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "sender_quota" });
+        return {
+          v: 1,
+          type: "error",
+          code: "mailbox_full",
+          message: `The mailbox of "${recipient}" already holds ${this.#quotaPerSender} ` +
+            `messages from you, the most one sender may leave: try again once they have read them`,
         };
       }
     }

@@ -214,10 +214,41 @@ Deno.test("replication: a full mailbox refuses new messages with a clear error",
     call: (to, r) => ring.live.get(to)!.replicator.handle(r),
     metrics: new Metrics(),
     log: () => {},
-  }, { quotaPerRecipient: 2, writeDeadlineMs: 500 });
+  }, { quotaPerRecipient: 2, quotaPerSender: 2, writeDeadlineMs: 500 });
   await entry.replicator.storeMessages([message(1), message(2)]);
   await assert.rejects(entry.replicator.storeMessages([message(3)]), /Mailbox of "bob" is full/);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 2);
+});
+
+Deno.test("replication: one sender cannot fill a mailbox; others can still write to it", async () => {
+  const ring = new TestRing();
+  [10, 60, 110].map((id) => ring.add(id));
+  const key = parseInt(ring.ringKeyOf("bob"), 16);
+  const primary = ring.sorted()[ring.ownerIndex(key)]!;
+  const entry = ring.live.get(primary.address)!;
+  entry.replicator = new Replicator({
+    store: entry.store,
+    ring: ring.access(primary.address, primary.id),
+    call: (to, r) => ring.live.get(to)!.replicator.handle(r),
+    metrics: new Metrics(),
+    log: () => {},
+  }, { quotaPerRecipient: 100, quotaPerSender: 3, writeDeadlineMs: 500 });
+  const from = (sender: string, i: number) => ({
+    ...message(i),
+    sender,
+    messageId: `${sender}-${i}-msg`,
+  });
+  await entry.replicator.storeMessages([
+    from("mallory", 1),
+    from("mallory", 2),
+    from("mallory", 3),
+  ]);
+  await assert.rejects(
+    entry.replicator.storeMessages([from("mallory", 4)]),
+    /already holds 3 messages from you/,
+  );
+  await entry.replicator.storeMessages([from("alice", 1)]);
+  assert.equal((await entry.replicator.fetchPending("bob")).length, 4);
 });
 
 Deno.test("replication: a node that is not the primary answers with the current replica set", async () => {

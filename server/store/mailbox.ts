@@ -191,6 +191,14 @@ export class MailboxStore {
     return Number(row.n);
   }
 
+  /** Number of pending entries `sender` left for `recipient` (for per-sender quotas). */
+  countPendingFrom(recipient: string, sender: string): number {
+    const row = this.#db.prepare(
+      "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
+    ).get(recipient, sender) as { n: number };
+    return Number(row.n);
+  }
+
   /** Entries named by `keys` (those this node has). */
   entries(keys: readonly [string, string][]): MailboxEntry[] {
     const get = this.#db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");

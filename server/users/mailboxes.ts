@@ -4,7 +4,7 @@
  * they received (the senders are told, if online). A user can only ever read and acknowledge
  * their own mailbox: the recipient is the session's user, never a frame field.
  */
-import type { IncomingMail, OutgoingMail } from "../../shared/mod.ts";
+import { type IncomingMail, MAX_MAIL_PAGE_CHARS, type OutgoingMail } from "../../shared/mod.ts";
 import { MailboxFullError, UnavailableError } from "../replication/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import type { Accounts } from "./accounts.ts";
@@ -57,16 +57,26 @@ export class Mailboxes {
     });
   }
 
-  /** Every pending message in `me`'s mailbox, in delivery order. */
-  async fetch(me: string): Promise<IncomingMail[]> {
+  /**
+   * One page of `me`'s pending messages, in delivery order: those after the message `after`
+   * (from the start when absent or no longer pending), at most `MAX_MAIL_PAGE_CHARS` of
+   * envelopes; `more` when others follow.
+   */
+  async fetch(me: string, after?: string): Promise<{ messages: IncomingMail[]; more: boolean }> {
     return await this.#count("mail_fetch", async () => {
       const entries = await this.#deps.records.fetchPending(me);
-      return entries.map((e) => ({
-        id: e.messageId,
-        from: e.sender,
-        sentAt: e.sentAt,
-        envelope: e.envelope,
-      }));
+      const start = after === undefined ? 0 : entries.findIndex((e) => e.messageId === after) + 1;
+      const messages: IncomingMail[] = [];
+      let chars = 0;
+      let i = start;
+      for (; i < entries.length; i++) {
+        const e = entries[i]!;
+        // Always at least one message, so a page makes progress.
+        if (messages.length > 0 && chars + e.envelope.length > MAX_MAIL_PAGE_CHARS) break;
+        chars += e.envelope.length;
+        messages.push({ id: e.messageId, from: e.sender, sentAt: e.sentAt, envelope: e.envelope });
+      }
+      return { messages, more: i < entries.length };
     });
   }
 

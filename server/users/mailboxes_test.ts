@@ -25,6 +25,6 @@ Deno.test("mailboxes: receipts go to the senders the ring stored, not to the one
     conns.get(name)!.framesOf("delivered").flatMap((f) => f.ids).sort();
   assert.deepEqual(delivered("alice"), ["m-alice"]);
   assert.deepEqual(delivered("carol"), ["m-carol"]);
-  assert.deepEqual(await server.mailboxes.fetch("bob"), []);
+  assert.deepEqual(await server.mailboxes.fetch("bob"), { messages: [], more: false });
   await server.stop();
 });

@@ -291,3 +291,69 @@ Deno.test("a recipient cannot send anyone a forged 'delivered': receipts name th
     await Promise.all(servers.map((s) => s.stop()));
   }
 });
+
+Deno.test("a flooded mailbox is read page by page, each page within what a client accepts; one sender cannot fill it", async () => {
+  const servers = await startCluster(3, { env: { P2P_MAILBOX_QUOTA_PER_SENDER: "300" } });
+  const clients: TestClient[] = [];
+  try {
+    await waitForCorrectRing(servers, "3 servers to form one ring");
+    await register(servers[0]!, ["mallory", "victim", "alice"]);
+    const mallory = await TestClient.connect(servers[0]!.url);
+    clients.push(mallory);
+    await mallory.login("mallory", PASSWORD, false);
+    // 300 messages of 16 KiB (4.8 MB): three per frame, within the 64 KiB frame limit.
+    const big = (i: number) => ({
+      id: `flood-${String(i).padStart(5, "0")}`,
+      sentAt: Date.now(),
+      envelope: "z".repeat(16 * 1024 - 300),
+    });
+    for (let i = 0; i < 300; i += 3) {
+      const r = await mallory.request({
+        type: "mail_send",
+        to: "victim",
+        messages: [big(i), big(i + 1), big(i + 2)],
+      }, 30_000);
+      assert.equal(r.type, "ok", JSON.stringify(r).slice(0, 300));
+    }
+    const over = await mallory.request({ type: "mail_send", to: "victim", messages: [big(300)] });
+    assert.equal(over.type === "error" && over.code, "mailbox_full");
+    // Another sender still gets through.
+    const alice = await TestClient.connect(servers[1]!.url);
+    clients.push(alice);
+    await alice.login("alice", PASSWORD, false);
+    await sendMail(alice, "alice", "victim", 0, 1);
+    // The victim reads it all, page after page, each page under the client's 4 MiB frame limit.
+    const victim = await TestClient.connect(servers[2]!.url);
+    clients.push(victim);
+    await victim.login("victim", PASSWORD, false);
+    const seen: string[] = [];
+    let pages = 0;
+    for (let more = true; more && pages < 100; pages++) {
+      const after = seen.at(-1);
+      const page = await victim.request(
+        { type: "mail_fetch", ...(after ? { after } : {}) },
+        30_000,
+      );
+      assert.equal(page.type, "mail");
+      if (page.type !== "mail") break;
+      assert.ok(JSON.stringify(page).length < 4 * 1024 * 1024, "a page larger than a client takes");
+      seen.push(...page.messages.map((m) => m.id));
+      more = page.more === true;
+    }
+    assert.ok(pages >= 3, `${pages} pages`);
+    assert.equal(seen.length, 301);
+    assert.equal(new Set(seen).size, 301, "a message came twice");
+    for (let i = 0; i < seen.length; i += 100) {
+      const ack = await victim.request({
+        type: "mail_ack",
+        messages: seen.slice(i, i + 100).map((id) => ({ id, from: "mallory" })),
+      }, 30_000);
+      assert.equal(ack.type, "ok");
+    }
+    const empty = await victim.request({ type: "mail_fetch" }, 30_000);
+    assert.deepEqual(empty.type === "mail" && [empty.messages.length, empty.more], [0, undefined]);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});
