@@ -7,8 +7,7 @@
  * see tests/support/netns_cluster.ts.
  */
 import assert from "node:assert/strict";
-import { checkRing, type RingViolation } from "../../server/chord/mod.ts";
-import { accountsHeldBy, SUCCESSOR_LIST_LENGTH, toState } from "../support/ring.ts";
+import { accountsHeldBy } from "../support/ring.ts";
 import {
   NetnsCluster,
   type NetnsCluster as Lan,
@@ -16,17 +15,12 @@ import {
   netnsTestAvailability,
 } from "../support/netns_cluster.ts";
 import { waitFor } from "../support/server_process.ts";
+import { CONVERGE_MS, waitForGroup, waitForRing } from "../support/netns_waits.ts";
 
 const netns = await netnsTestAvailability("the network-namespace discovery tests");
 
 const USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivy", "jack"];
 const PASSWORD = "partition-password";
-
-/**
- * How long a change of membership may take to show everywhere (hello timeout 3.5 s + rounds),
- * with room for a busy machine.
- */
-const CONVERGE_MS = 50_000;
 
 function discoveryEnv(node: NetnsNode): Record<string, string> {
   return {
@@ -34,59 +28,6 @@ function discoveryEnv(node: NetnsNode): Record<string, string> {
     P2P_MULTICAST_INTERFACE: node.address,
     P2P_ANNOUNCE_INTERVAL_MS: "500",
   };
-}
-
-/** Waits until every node in `nodes` sees exactly the servers of `nodes` alive. */
-async function waitForGroup(lan: Lan, nodes: NetnsNode[], what: string): Promise<number> {
-  const started = Date.now();
-  const expected = nodes.map((n) => n.server!.url).sort();
-  let last: string[][] = [];
-  try {
-    await waitFor(
-      what,
-      async () => {
-        last = await Promise.all(nodes.map((n) => lan.liveServers(n)));
-        return last.every((seen) => JSON.stringify(seen) === JSON.stringify(expected));
-      },
-      CONVERGE_MS,
-      250,
-    );
-  } catch (err) {
-    throw new Error(
-      `${(err as Error).message}\nexpected ${JSON.stringify(expected)}\nlast seen ${
-        JSON.stringify(last)
-      }`,
-    );
-  }
-  return Date.now() - started;
-}
-
-/**
- * Waits until the servers of `nodes` (taken as the only live ones) form one ring that passes
- * the invariant checker at full strength; returns how long that took.
- */
-async function waitForRing(lan: Lan, nodes: NetnsNode[], what: string): Promise<number> {
-  const started = Date.now();
-  let last: RingViolation[] = [];
-  try {
-    await waitFor(
-      what,
-      async () => {
-        const states = await Promise.all(nodes.map(async (n) => toState(await lan.ringView(n))));
-        last = checkRing(states, { strength: "full", successorListLength: SUCCESSOR_LIST_LENGTH });
-        return last.length === 0;
-      },
-      CONVERGE_MS,
-      250,
-    );
-  } catch (err) {
-    throw new Error(
-      `${(err as Error).message}\nlast violations: ${
-        JSON.stringify(last, (_, v) => typeof v === "bigint" ? v.toString(16) : v)
-      }`,
-    );
-  }
-  return Date.now() - started;
 }
 
 async function metric(lan: Lan, node: NetnsNode, series: string): Promise<number> {
