@@ -15,6 +15,7 @@ import {
   parseClusterResponse,
   ProtocolError,
 } from "../../shared/mod.ts";
+import { readAtMost } from "../../shared/streams.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import {
   type ClusterKey,
@@ -271,24 +272,6 @@ async function readBounded(req: Request, maxBytes: number): Promise<string | und
     return undefined;
   }
   if (!req.body) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  const bytes = await readAtMost(req.body, maxBytes);
+  return bytes && new TextDecoder().decode(bytes);
 }

@@ -17,6 +17,7 @@
  * opener bounds what it inflates ({@link MAX_BATCH_PLAIN_BYTES}), so a small batch cannot expand
  * into an unbounded one.
  */
+import { readAtMost } from "../streams.ts";
 import { ProtocolError, readBoolean, readNumber, readObject, readString } from "../validate.ts";
 import { USERNAME_PATTERN } from "../username.ts";
 import { TamperedEnvelopeError } from "./envelope.ts";
@@ -124,25 +125,8 @@ async function deflate(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array<Array
 /** Inflates `bytes`, refusing to produce more than `max` bytes. */
 async function inflate(bytes: Uint8Array<ArrayBuffer>, max: number): Promise<Uint8Array> {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel();
-      throw new RangeError(`Inflates to more than ${max} bytes`);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
+  const out = await readAtMost(stream, max);
+  if (!out) throw new RangeError(`Inflates to more than ${max} bytes`);
   return out;
 }
 
