@@ -10,6 +10,7 @@ import {
   parseReplicationRequest,
   parseReplicationResponse,
   Replicator,
+  type ReplicatorOptions,
   type RingAccess,
   UnavailableError,
   UsernameTakenError,
@@ -201,12 +202,11 @@ Deno.test("replication: a write that cannot reach W copies is refused, never ack
   assert.ok(ring.copies().get(message(1).messageId)! >= 2);
 });
 
-Deno.test("replication: a full mailbox refuses new messages with a clear error", async () => {
+/** A 3-node ring whose primary for bob's mailbox runs with `options` (quotas live there). */
+function bobsPrimaryWith(options: ReplicatorOptions) {
   const ring = new TestRing();
   [10, 60, 110].map((id) => ring.add(id));
-  const key = parseInt(ring.ringKeyOf("bob"), 16);
-  // Quotas are enforced by the primary; route bob's writes to a primary with quota 2.
-  const primary = ring.sorted()[ring.ownerIndex(key)]!;
+  const primary = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!;
   const entry = ring.live.get(primary.address)!;
   entry.replicator = new Replicator({
     store: entry.store,
@@ -214,25 +214,20 @@ Deno.test("replication: a full mailbox refuses new messages with a clear error",
     call: (to, r) => ring.live.get(to)!.replicator.handle(r),
     metrics: new Metrics(),
     log: () => {},
-  }, { quotaPerRecipient: 2, quotaPerSender: 2, writeDeadlineMs: 500 });
+  }, { writeDeadlineMs: 500, ...options });
+  return entry;
+}
+
+Deno.test("replication: a full mailbox refuses new messages with a clear error", async () => {
+  // Quotas are enforced by the primary; route bob's writes to a primary with quota 2.
+  const entry = bobsPrimaryWith({ quotaPerRecipient: 2, quotaPerSender: 2 });
   await entry.replicator.storeMessages([message(1), message(2)]);
   await assert.rejects(entry.replicator.storeMessages([message(3)]), /Mailbox of "bob" is full/);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 2);
 });
 
 Deno.test("replication: one sender cannot fill a mailbox; others can still write to it", async () => {
-  const ring = new TestRing();
-  [10, 60, 110].map((id) => ring.add(id));
-  const key = parseInt(ring.ringKeyOf("bob"), 16);
-  const primary = ring.sorted()[ring.ownerIndex(key)]!;
-  const entry = ring.live.get(primary.address)!;
-  entry.replicator = new Replicator({
-    store: entry.store,
-    ring: ring.access(primary.address, primary.id),
-    call: (to, r) => ring.live.get(to)!.replicator.handle(r),
-    metrics: new Metrics(),
-    log: () => {},
-  }, { quotaPerRecipient: 100, quotaPerSender: 3, writeDeadlineMs: 500 });
+  const entry = bobsPrimaryWith({ quotaPerRecipient: 100, quotaPerSender: 3 });
   const from = (sender: string, i: number) => ({
     ...message(i),
     sender,

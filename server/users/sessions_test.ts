@@ -8,6 +8,18 @@ import { hash } from "bcryptjs";
 
 const SECRET = "a".repeat(43);
 
+/** alice logged in on `old`, then a millisecond later on `fresh` (which supersedes it). */
+async function loggedInTwice(server: ReturnType<typeof fakeServer>) {
+  const old = new FakeConnection(server.clock);
+  const fresh = new FakeConnection(server.clock);
+  server.sessions.connect(old);
+  server.sessions.connect(fresh);
+  await server.sessions.login(old, "alice", SECRET);
+  await server.clock.advance(1);
+  await server.sessions.login(fresh, "alice", SECRET);
+  return { old, fresh };
+}
+
 async function registered(server: ReturnType<typeof fakeServer>, username = "alice") {
   await server.accounts.register({ username, secret: SECRET });
 }
@@ -56,13 +68,7 @@ Deno.test("sessions: the hand-over grace ends on time, and a silent connection i
   const server = fakeServer({ sessions: { handoverGraceMs: 20_000, presenceTimeoutMs: 15_000 } });
   server.start();
   await registered(server);
-  const old = new FakeConnection(server.clock);
-  const fresh = new FakeConnection(server.clock);
-  server.sessions.connect(old);
-  server.sessions.connect(fresh);
-  await server.sessions.login(old, "alice", SECRET);
-  await server.clock.advance(1);
-  await server.sessions.login(fresh, "alice", SECRET);
+  const { old, fresh } = await loggedInTwice(server);
   assert.equal(server.sessions.graceUserOf(old), "alice");
   // Both keep talking; the grace alone ends the old one.
   for (let t = 0; t < 19; t++) {
@@ -92,13 +98,7 @@ Deno.test("sessions: progress of the hand-over extends the grace, up to its boun
   const server = fakeServer({ sessions: { handoverGraceMs: 20_000, handoverMaxMs: 60_000 } });
   server.start();
   await registered(server);
-  const old = new FakeConnection(server.clock);
-  const fresh = new FakeConnection(server.clock);
-  server.sessions.connect(old);
-  server.sessions.connect(fresh);
-  await server.sessions.login(old, "alice", SECRET);
-  await server.clock.advance(1);
-  await server.sessions.login(fresh, "alice", SECRET);
+  const { old, fresh } = await loggedInTwice(server);
   const progress = (done: number) =>
     server.sessions.signalOwnDevice(old, { type: HANDOVER_PROGRESS_SIGNAL, done, total: 1e6 });
   const tick = async (ms: number) => {
