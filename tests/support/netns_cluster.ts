@@ -19,6 +19,16 @@ import type { RingView } from "../../server/cluster/mod.ts";
 import { canUseNetns } from "./netns.ts";
 import { type ServerProcess, type StartOptions, startServer } from "./server_process.ts";
 
+/** What the mail client run by `NetnsCluster.chat` answers. */
+export interface ChatAnswer {
+  ids?: string[];
+  result?: string;
+  message?: string;
+  ms?: number;
+  closed?: boolean;
+  resumed?: string;
+}
+
 /** Prefix of every namespace the harness creates. */
 export const NETNS_PREFIX = "p2pnet-";
 
@@ -302,16 +312,7 @@ export class NetnsCluster implements AsyncDisposable {
   async chat(
     node: NetnsNode,
     command: Record<string, unknown>,
-  ): Promise<
-    {
-      ids?: string[];
-      result?: string;
-      message?: string;
-      ms?: number;
-      closed?: boolean;
-      resumed?: string;
-    }
-  > {
+  ): Promise<ChatAnswer> {
     if (!node.server) throw new Error(`Node ${node.index} runs no server`);
     const script = new URL("./mail_client.ts", import.meta.url).pathname;
     const out = await new Deno.Command("ip", {
@@ -331,16 +332,7 @@ export class NetnsCluster implements AsyncDisposable {
       stderr: "piped",
     }).output();
     const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1) ?? "";
-    let answer: {
-      ok?: boolean;
-      error?: string;
-      ids?: string[];
-      result?: string;
-      message?: string;
-      ms?: number;
-      closed?: boolean;
-      resumed?: string;
-    };
+    let answer: ChatAnswer & { ok?: boolean; error?: string };
     try {
       answer = JSON.parse(text);
     } catch {
