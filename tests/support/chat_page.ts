@@ -54,10 +54,21 @@ export async function waitForContact(page: Page, contact: string, online: boolea
   });
 }
 
-/** Opens the conversation with `contact`. */
+/**
+ * Opens the conversation with `contact`. A click that lands while the list is being redrawn (a
+ * busy page, a hand-over importing history) can be lost, so it clicks again until the chat shows.
+ */
 export async function openChat(page: Page, contact: string) {
-  await page.click(byId(`contact-${contact}`));
-  await page.waitForSelector(byId("chat-input"));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await page.click(byId(`contact-${contact}`));
+      await page.waitForSelector(byId("chat-input"), { timeout: 5_000 });
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
 }
 
 /** Types `text` and presses Send in the open conversation. */
