@@ -14,15 +14,18 @@ import { NodeStore } from "./store/mod.ts";
 import {
   callPeer,
   ClusterKey,
+  handleLimitsHttp,
   handleReplicationHttp,
   Hmac,
+  limitHolderOf,
+  limitsCall,
   Membership,
   replicationCall,
   ringAccessOf,
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import { createUserServices, Tokens } from "./users/mod.ts";
+import { createUserServices, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
@@ -38,6 +41,11 @@ import {
 const CLUSTER_RPC_TIMEOUT_MS = 2000;
 /** Timeout of one replication RPC, in ms. */
 const REPLICATION_RPC_TIMEOUT_MS = 10_000;
+/**
+ * Timeout of one limits RPC (a charge on a login or registration counter's holder), in ms; a
+ * charge that cannot find and ask its holder within 1.5 s is made on this server instead.
+ */
+const LIMITS_RPC_TIMEOUT_MS = 1000;
 
 /** A running server node. */
 export interface RunningServer {
@@ -134,6 +142,24 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     knownServers: () => membership.knownServers(),
   }, config.storage);
 
+  // Login and registration limits, held on the primary of each counter's ring key.
+  const heldLimits = new LocalLimits({
+    registrationsPerAddress: {
+      capacity: config.registrationsPerMinute,
+      perSecond: config.registrationsPerMinute / 60,
+    },
+  }, clock);
+  const limits = new RingLimits({
+    self,
+    local: heldLimits,
+    holderOf: limitHolderOf(ring),
+    isLive: (address) => membership.isLive(address),
+    call: limitsCall(key, LIMITS_RPC_TIMEOUT_MS),
+    metrics,
+    log,
+    clock,
+  });
+
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
   const users = createUserServices({
     records: replicator,
@@ -143,14 +169,9 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     clock,
+    limits,
   }, {
-    accounts: {
-      bcryptCost: config.bcryptCost,
-      registrationsPerAddress: {
-        capacity: config.registrationsPerMinute,
-        perSecond: config.registrationsPerMinute / 60,
-      },
-    },
+    accounts: { bcryptCost: config.bcryptCost },
     sessions: { handoverGraceMs: config.handoverGraceMs, handoverMaxMs: config.handoverMaxMs },
   });
   const { accounts, sessions, presence, routing, mailboxes, local } = users;
@@ -190,6 +211,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     presence,
     ring,
     replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
+    limits: (req) => handleLimitsHttp(req, { ...signed, holder: heldLimits }),
     metrics,
     signed,
     visualizer: visualizer.handle,

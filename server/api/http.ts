@@ -1,7 +1,7 @@
 /**
- * Routes HTTP requests: the browser WebSocket, the three signed server endpoints (cluster, ring
- * and replication RPC, each through `serveSigned`), health, metrics, the ring's state and the
- * PWA's static files.
+ * Routes HTTP requests: the browser WebSocket, the four signed server endpoints (cluster, ring,
+ * replication and limits RPC, each through `serveSigned`), health, metrics, the ring's state and
+ * the PWA's static files.
  */
 import {
   type ClusterRequest,
@@ -10,6 +10,7 @@ import {
 } from "../../shared/mod.ts";
 import {
   CLUSTER_RPC_PATH,
+  LIMITS_RPC_PATH,
   type Membership,
   REPLICATION_RPC_PATH,
   RING_RPC_PATH,
@@ -35,6 +36,8 @@ export interface HttpDeps {
   ring: RingService;
   /** Serves `POST /replication/rpc`. */
   replication: (req: Request) => Promise<Response>;
+  /** Serves `POST /limits/rpc`: the ring-shared login and registration counters held here. */
+  limits: (req: Request) => Promise<Response>;
   metrics: Metrics;
   /** Signs and logs the signed endpoints. */
   signed: ServeSignedDeps;
@@ -118,6 +121,9 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     if (url.pathname === REPLICATION_RPC_PATH && req.method === "POST") {
       return await deps.replication(req);
+    }
+    if (url.pathname === LIMITS_RPC_PATH && req.method === "POST") {
+      return await deps.limits(req);
     }
     if ((url.pathname === "/ring" || url.pathname === "/metrics") && options.operatorToken) {
       if (!hasOperatorToken(req, options.operatorToken)) {
