@@ -62,21 +62,25 @@ type Take = (kind: LimitKind, key: string, ringKey: string) => Promise<Taken>;
 const nothing = (): Promise<void> => Promise.resolve();
 
 /**
- * Charges every counter at once; when any refuses, the others are given back and the attempt
- * waits for the longest of the refusals.
+ * Charges the counters in order, as a local limiter would: when one refuses, those already
+ * charged are given back and the attempt waits (so a blocked username does not use up its
+ * address's budget, and a burst for one name gets exactly that name's budget through).
  */
 async function chargeAll(
   take: Take,
   counters: readonly [LimitKind, string, string][],
 ): Promise<Charge> {
-  const taken = await Promise.all(counters.map(([kind, key, ringKey]) => take(kind, key, ringKey)));
+  const taken: Taken[] = [];
   const refundAll = async () => {
-    await Promise.all(taken.filter((t) => t.waitMs === 0).map((t) => t.refund()));
+    await Promise.all(taken.map((t) => t.refund()));
   };
-  const blockedMs = Math.max(0, ...taken.map((t) => t.waitMs));
-  if (blockedMs > 0) {
-    await refundAll();
-    return { blockedMs, refund: nothing };
+  for (const [kind, key, ringKey] of counters) {
+    const t = await take(kind, key, ringKey);
+    if (t.waitMs > 0) {
+      await refundAll();
+      return { blockedMs: t.waitMs, refund: nothing };
+    }
+    taken.push(t);
   }
   return { blockedMs: 0, refund: refundAll };
 }
