@@ -15,6 +15,14 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.equal(config.bcryptCost, 10);
   assert.equal(config.handoverGraceMs, 30_000);
   assert.equal(config.frameRate, 50);
+  assert.equal(config.loginFailuresPerMinute, 5);
+  assert.equal(config.loginFailuresPerAddressPerMinute, 20);
+  const raised = parseConfig([`--cluster-secret=${SECRET}`, "--login-failures-per-minute=50"], {
+    P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE: "1000",
+  });
+  assert.ok(raised !== "help");
+  assert.equal(raised.loginFailuresPerMinute, 50);
+  assert.equal(raised.loginFailuresPerAddressPerMinute, 1000);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -25,6 +33,11 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
     [["--bcrypt-cost=4"], /--bcrypt-cost/],
     [["--handover-grace-seconds=601"], /--handover-grace-seconds must be a whole number from 0/],
     [["--frame-rate=0"], /--frame-rate must be a whole number from 1/],
+    [["--login-failures-per-minute=0"], /--login-failures-per-minute must be a whole number/],
+    [
+      ["--login-failures-per-address-per-minute=x"],
+      /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
+    ],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {

@@ -143,11 +143,11 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   }, config.storage);
 
   // Login and registration limits, held on the primary of each counter's ring key.
+  const perMinute = (n: number) => ({ capacity: n, perSecond: n / 60 });
   const heldLimits = new LocalLimits({
-    registrationsPerAddress: {
-      capacity: config.registrationsPerMinute,
-      perSecond: config.registrationsPerMinute / 60,
-    },
+    loginFailuresPerUser: perMinute(config.loginFailuresPerMinute),
+    loginFailuresPerAddress: perMinute(config.loginFailuresPerAddressPerMinute),
+    registrationsPerAddress: perMinute(config.registrationsPerMinute),
   }, clock);
   const limits = new RingLimits({
     self,
