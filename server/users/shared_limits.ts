@@ -186,6 +186,8 @@ class HolderTimeoutError extends Error {
 export class RingLimits implements SharedLimits {
   #deps: RingLimitsDeps;
   #timeoutMs: number;
+  /** When a fallback was last logged, by holder: an attack during an outage logs once a minute. */
+  #loggedAt = new Map<string, number>();
 
   /** Creates the limiter. */
   constructor(deps: RingLimitsDeps, options: RingLimitsOptions = {}) {
@@ -234,9 +236,15 @@ export class RingLimits implements SharedLimits {
   }
 
   #fallback(kind: LimitKind, key: string, holder: string | undefined, reason: string): Taken {
-    const { local, metrics, log } = this.#deps;
+    const { local, metrics, log, clock } = this.#deps;
     metrics.inc("p2pchat_limit_charges_total", { kind, where: "fallback" });
-    log("limit_holder_unreachable", { kind, holder: holder ?? null, reason });
+    const now = clock.now();
+    const at = holder ?? "";
+    if (now - (this.#loggedAt.get(at) ?? -Infinity) >= 60_000) {
+      if (this.#loggedAt.size >= 1000) this.#loggedAt.clear();
+      this.#loggedAt.set(at, now);
+      log("limit_holder_unreachable", { kind, holder: holder ?? null, reason });
+    }
     return local.takeHere(kind, key);
   }
 
