@@ -5,11 +5,18 @@
  * a login for an unknown name does the same work as one for a known name.
  */
 import assert from "node:assert/strict";
+import { ClusterKey, Hmac, LIMITS_RPC_PATH, signedPost } from "../../server/cluster/mod.ts";
 import { userRingKey } from "../../server/store/mod.ts";
 import { addressKey, addressRingKey } from "../../server/users/mod.ts";
 import type { ServerFrame } from "../../shared/mod.ts";
 import { accountCopies, ringView, waitForCorrectRing } from "../support/ring.ts";
-import { type ServerProcess, startCluster, waitFor } from "../support/server_process.ts";
+import {
+  type ServerProcess,
+  startCluster,
+  startServer,
+  TEST_SECRET,
+  waitFor,
+} from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "alice-secret-1";
@@ -276,5 +283,39 @@ Deno.test("limits: a login for an unknown name does the same work as a wrong pas
       { bcrypt: 1, reads: 1, limits: 2 },
     );
     assert.deepEqual(unknownWork, known);
+  });
+});
+
+Deno.test("limits: /limits/rpc hears only the cluster, names a bad field, and is the counter logins use", async () => {
+  const server = await startServer();
+  const clients: TestClient[] = [];
+  await withRing([server], clients, async () => {
+    const url = server.url + LIMITS_RPC_PATH;
+    const take = { v: 1, type: "limit_take", kind: "login_user", key: "alice" };
+    const unsigned = await fetch(url, { method: "POST", body: JSON.stringify(take) });
+    assert.equal(unsigned.status, 401);
+    assert.equal((await unsigned.json()).code, "not_authenticated");
+    const key = new ClusterKey(new Hmac(TEST_SECRET), "http://127.0.0.1:1");
+    const post = (body: unknown) => signedPost(key, url, JSON.stringify(body), 10_000);
+    const bad = await post({ ...take, kind: "everything" });
+    assert.equal(bad.status, 400);
+    const error = JSON.parse(bad.text);
+    assert.equal(error.code, "bad_frame");
+    assert.match(error.message, /"kind"/);
+    // Neither took a token: alice's five are all there.
+    for (let i = 0; i < PER_USER; i++) {
+      assert.deepEqual(JSON.parse((await post(take)).text), { v: 1, type: "limit_taken" });
+    }
+    const refused = JSON.parse((await post(take)).text);
+    assert.equal(refused.type, "limit_refused");
+    assert.ok(refused.retryAfterMs > 0);
+    // It is the counter a login charges: alice is blocked, until a token is given back.
+    const c = await TestClient.connect(server.url);
+    clients.push(c);
+    const login = () => c.request({ type: "login", username: "alice", secret: "some-password" });
+    assert.equal(codeOf(await login()), "rate_limited");
+    const refund = JSON.parse((await post({ ...take, type: "limit_refund" })).text);
+    assert.deepEqual(refund, { v: 1, type: "limit_refunded" });
+    assert.equal(codeOf(await login()), "wrong_credentials");
   });
 });
