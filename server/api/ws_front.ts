@@ -168,7 +168,8 @@ export async function serveWithWsFront(
     }
     let req: Request;
     try {
-      const host = headers.get("host") ?? `${addr.hostname}:${addr.port}`;
+      const self = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+      const host = headers.get("host") ?? `${self}:${addr.port}`;
       req = new Request(`${scheme}://${host}${head.target}`, { method: "GET", headers });
     } catch {
       await respond(conn, 400, "Bad request target or Host");
