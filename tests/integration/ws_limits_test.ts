@@ -177,6 +177,18 @@ Deno.test("ws limits: 20 parallel 60 MiB frames and fragment streams leave memor
     );
     for (const ws of holders) ws.close();
     await stillServes(server);
+    // Every refusal was logged as a JSON line, and nothing else reached stderr.
+    const lines = server.logs().split("\n").filter((l) => l.trim() !== "");
+    const notJson = lines.filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    assert.deepEqual(notJson.slice(0, 5), []);
+    assert.ok(lines.filter((l) => l.includes('"code":1009')).length >= 10);
   } finally {
     await server.stop();
   }
