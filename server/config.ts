@@ -29,6 +29,8 @@ export interface ServerConfig {
   maxConnections: number;
   /** Most open browser connections from one client address (IPv6 by /64). */
   maxConnectionsPerAddress: number;
+  /** Largest WebSocket message a browser may send, in bytes (refused from its frame header). */
+  maxWsMessageBytes: number;
   /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
   registrationsPerMinute: number;
   /** Failed logins per minute for one username, counted across the ring; bursts of the same size. */
@@ -103,6 +105,8 @@ Options (environment variable in brackets; flags win):
   --max-connections N  open browser connections on this server   [P2P_MAX_CONNECTIONS] default 10000
   --max-connections-per-address N  from one address (IPv6: per /64)
                                           [P2P_MAX_CONNECTIONS_PER_ADDRESS] default 200
+  --max-ws-message-bytes N  largest WebSocket message from a browser, refused (close 1009)
+                       from its frame header, 65536–67108864 [P2P_MAX_WS_MESSAGE_BYTES] default 196608
   --registrations-per-minute N  new accounts per minute from one address (IPv6: per /64), 1–100000
                                                  [P2P_REGISTRATIONS_PER_MINUTE]    default 30
   --login-failures-per-minute N  failed logins per minute for one username, 1–10000
@@ -201,6 +205,7 @@ export function parseConfig(
         "login-failures-per-address-per-minute": { type: "string" },
         "max-connections": { type: "string" },
         "max-connections-per-address": { type: "string" },
+        "max-ws-message-bytes": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -294,6 +299,12 @@ export function parseConfig(
       pick("max-connections-per-address", "P2P_MAX_CONNECTIONS_PER_ADDRESS") ?? "200",
       1,
       1_000_000,
+    ),
+    maxWsMessageBytes: integer(
+      "max-ws-message-bytes",
+      pick("max-ws-message-bytes", "P2P_MAX_WS_MESSAGE_BYTES") ?? "196608",
+      65_536,
+      64 * 1024 * 1024,
     ),
     registrationsPerMinute: integer(
       "registrations-per-minute",

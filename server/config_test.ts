@@ -180,3 +180,17 @@ Deno.test("config: mailbox replication defaults to K = 2, W = 2, and W may not e
     /--mailbox-quota must be a whole number/,
   );
 });
+
+Deno.test("config: the WebSocket message cap defaults to 196,608 bytes and can be set", () => {
+  const base = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(base !== "help");
+  assert.equal(base.maxWsMessageBytes, 196_608);
+  const set = parseConfig([`--cluster-secret=${SECRET}`], { P2P_MAX_WS_MESSAGE_BYTES: "100000" });
+  assert.ok(set !== "help");
+  assert.equal(set.maxWsMessageBytes, 100_000);
+  // Below the hub's 64 KiB frames, the browser's own frames would be cut off: refused.
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--max-ws-message-bytes=1000"], {}),
+    /--max-ws-message-bytes must be a whole number from 65536/,
+  );
+});

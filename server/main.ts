@@ -26,7 +26,7 @@ import {
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
 import { createUserServices, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
-import { ClientHub, createHandler } from "./api/mod.ts";
+import { ClientHub, createHandler, serveWithWsFront } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
@@ -65,8 +65,6 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   const log = ringEvents.tee(baseLog);
   const metrics = new Metrics();
   const hmac = new Hmac(config.clusterSecret);
-  let resolveListening: (addr: Deno.NetAddr) => void;
-  const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
   // The handler needs the services, which need the listening address: wire them through `app`.
   const app: { handle?: (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response> } = {};
   const tls = config.tls
@@ -74,12 +72,15 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
       cert: await readPem("--tls-cert", config.tls.certFile),
       key: await readPem("--tls-key", config.tls.keyFile),
     }
-    : {};
-  const server = Deno.serve({
+    : undefined;
+  // The front owns the port and speaks WebSocket itself, frames capped before buffering.
+  const server = await serveWithWsFront({
     port: config.port,
     hostname: config.hostname,
-    ...tls,
-    onListen: (addr) => resolveListening(addr as Deno.NetAddr),
+    tls,
+    maxMessageBytes: config.maxWsMessageBytes,
+    onProtocolClose: (address, code, reason) =>
+      log("ws_closed_by_server", { address, code, reason }),
   }, async (req, info) => {
     if (!app.handle) return new Response("Starting", { status: 503 });
     try {
@@ -96,7 +97,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
       });
     }
   });
-  const addr = await listening;
+  const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const scheme = config.tls ? "https" : "http";
   const self = config.publicUrl ?? `${scheme}://${host}:${addr.port}`;
@@ -215,6 +216,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     signed,
     visualizer: visualizer.handle,
+    upgrade: server.upgrade,
   }, {
     distDir: config.distDir,
     allowedOrigins: config.allowedOrigins,
