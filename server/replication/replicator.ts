@@ -6,11 +6,11 @@
  * against the largest cluster this server has known, so an isolated server refuses. A
  * registration is decided by a majority: the coordinator must see most of the known cluster
  * alive and hear a majority of the replica set, so a name is created on at most one side of a
- * partition. Reads merge the replicas by message id; an acknowledgement by the recipient becomes
- * a tombstone on every copy. A background round keeps copies where they belong: it syncs the
- * primary range with the K successors (digest, then only the differences, which also reconciles
- * the order of a message stored twice), hands ranges this node no longer holds to their current
- * replicas, and only then drops them.
+ * partition. Reads merge the replicas by message id and drop whatever any copy heard has
+ * tombstoned; an acknowledgement by the recipient becomes a tombstone on every copy. A background
+ * round keeps copies where they belong: it syncs the primary range with the K successors (digest,
+ * then only the differences, which also reconciles the order of a message stored twice), hands
+ * ranges this node no longer holds to their current replicas, and only then drops them.
  */
 import type { AccountRecord } from "../../shared/mod.ts";
 import type {
@@ -846,8 +846,9 @@ export class Replicator {
   /**
    * A read on the primary: the pending entries of every copy it hears, minus every message any
    * of those copies has tombstoned. The primary's tombstones alone are not enough: a primary
-   * restarted from an old disk (or one that missed an ack) still holds acknowledged messages as
-   * pending until its repair round, while the copies that took the ack hold their tombstones.
+   * restarted from an old disk (or one that was not the primary when the ack was taken) still
+   * holds acknowledged messages as pending until its repair round, while the copies that took the
+   * ack hold their tombstones.
    * So each replica is told which ids the primary holds and answers with those it deleted; an id
    * only some replica holds (the primary lacks it) is checked against the other replicas'
    * tombstones too. An acknowledged message is returned only if every copy heard lacks its

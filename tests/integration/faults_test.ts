@@ -134,6 +134,7 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
   const restarted: ServerProcess[] = [];
   const clients: TestClient[] = [];
   let fetching = true;
+  let loops: Promise<void>[] = [];
   try {
     // Many recipients, so that some have a primary among the servers that will be killed.
     const recipients = Array.from({ length: 30 }, (_, i) => `rcpt${String(i).padStart(2, "0")}`);
@@ -155,11 +156,21 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
       200,
     );
 
-    // Two servers die at once; their disks keep the 4 messages of each recipient they hold.
-    const victims = [servers[1]!, servers[3]!];
-    const victimIds = new Set(
-      (await Promise.all(victims.map(ringView))).map((v) => v.self.id),
+    // Two servers die at once: the two (besides alice's) that are primary for most recipients.
+    // Their disks keep the 4 messages of each recipient they hold.
+    const ids = (await Promise.all(servers.map(ringView))).map((v) => v.self.id);
+    const ring = [...ids].sort();
+    const primaryOf = (user: string) => {
+      const key = userRingKey(user);
+      return ring.find((id) => id >= key) ?? ring[0]!;
+    };
+    const load = (i: number) => recipients.filter((r) => primaryOf(r) === ids[i]).length;
+    const victims = [1, 2, 3, 4].sort((a, b) => load(b) - load(a)).slice(0, 2).map((i) =>
+      servers[i]!
     );
+    const victimIds = new Set(victims.map((v) => ids[servers.indexOf(v)]!));
+    const onRestarted = recipients.filter((r) => victimIds.has(primaryOf(r)));
+    assert.ok(onRestarted.length > 0, "no recipient has a killed server as primary");
     await Promise.all(victims.map((s) => s.stop("SIGKILL")));
     const survivors = servers.filter((s) => !victims.includes(s));
     await waitForCorrectRing(survivors, "the 3 survivors to repair the ring");
@@ -180,19 +191,6 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
     const unread = new Map<string, string[]>();
     for (const r of recipients) unread.set(r, await send(alice, r, "unread", 2));
 
-    // Which recipients will have a restarted server as their primary.
-    const ids = [
-      ...(await Promise.all(survivors.map(ringView))).map((v) => v.self.id),
-      ...victimIds,
-    ]
-      .sort();
-    const primaryOf = (user: string) => {
-      const key = userRingKey(user);
-      return ids.find((id) => id >= key) ?? ids[0]!;
-    };
-    const onRestarted = recipients.filter((r) => victimIds.has(primaryOf(r)));
-    assert.ok(onRestarted.length > 0, "no recipient has a killed server as primary");
-
     // Every recipient logs in on a survivor and keeps fetching (without acknowledging) while the
     // killed servers come back from their old disks and the ring repairs.
     const fetchers = await Promise.all(recipients.map(async (r, i) => {
@@ -205,7 +203,7 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
     const again = new Set<string>();
     let fetchesWithAcked = 0;
     let fetches = 0;
-    const loops = fetchers.map(async ({ r, client }) => {
+    loops = fetchers.map(async ({ r, client }) => {
       while (fetching) {
         const reply = await client.request({ type: "mail_fetch" }, 60_000);
         if (reply.type === "mail") {
@@ -248,6 +246,7 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
     }
   } finally {
     fetching = false;
+    await Promise.allSettled(loops);
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all([...servers, ...restarted].map((s) => s.stop()));
   }
