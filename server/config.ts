@@ -46,6 +46,8 @@ export interface ServerConfig {
     quotaPerRecipient: number;
     quotaPerSender?: number;
     maxAgeMs: number;
+    /** Period of the replica repair round (anti-entropy, hand-off), in ms. */
+    repairIntervalMs: number;
   };
   /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
   tls: { certFile: string; keyFile: string } | undefined;
@@ -135,6 +137,8 @@ Offline mailboxes (replicated on the ring):
   --mailbox-quota-per-sender N  most pending messages one sender may leave in one mailbox
                                         [P2P_MAILBOX_QUOTA_PER_SENDER] default quota / 10
   --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
+  --repair-interval-ms N  period of the replica repair round, 100–600000
+                                                     [P2P_REPAIR_INTERVAL_MS] default 1000
 
 Discovery (how servers find one another besides --peers):
   --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
@@ -211,6 +215,7 @@ export function parseConfig(
         "mailbox-quota": { type: "string" },
         "mailbox-quota-per-sender": { type: "string" },
         "mailbox-max-age-days": { type: "string" },
+        "repair-interval-ms": { type: "string" },
         "session-ttl-seconds": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
@@ -364,6 +369,12 @@ function parseStorage(
       1,
       3650,
     ) * 86_400_000,
+    repairIntervalMs: integer(
+      "repair-interval-ms",
+      pick("repair-interval-ms", "P2P_REPAIR_INTERVAL_MS") ?? "1000",
+      100,
+      600_000,
+    ),
   };
 }
 

@@ -170,7 +170,14 @@ Deno.test("config: mailbox replication defaults to K = 2, W = 2, and W may not e
     w: 2,
     quotaPerRecipient: 10_000,
     maxAgeMs: 30 * 86_400_000,
+    repairIntervalMs: 1000,
   });
+  const slow = parseConfig([`--cluster-secret=${SECRET}`], { P2P_REPAIR_INTERVAL_MS: "5000" });
+  assert.equal(slow !== "help" && slow.storage.repairIntervalMs, 5000);
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--repair-interval-ms=10"], {}),
+    /--repair-interval-ms must be a whole number/,
+  );
   assert.throws(
     () => parseConfig([`--cluster-secret=${SECRET}`, "--replicas=1", "--write-quorum=3"], {}),
     /cannot exceed the 2 copies/,

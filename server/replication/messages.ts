@@ -35,7 +35,18 @@ const TIME = { min: 0, max: 8.64e15, integer: true };
 export type ReplicationRequest =
   | { v: 1; type: "put"; entries: MailboxEntry[]; coordinate: boolean }
   | { v: 1; type: "ack"; tombstones: Tombstone[]; coordinate: boolean }
-  | { v: 1; type: "fetch"; recipient: string; ringKey: string; coordinate: boolean }
+  | {
+    v: 1;
+    type: "fetch";
+    recipient: string;
+    ringKey: string;
+    coordinate: boolean;
+    /**
+     * To a replica: message ids the primary holds as pending; the answer names those the replica
+     * has tombstoned (acknowledged), in `deleted`.
+     */
+    ids?: string[];
+  }
   | { v: 1; type: "digest"; range: KeyRange }
   | { v: 1; type: "keys"; range: KeyRange }
   | {
@@ -80,7 +91,13 @@ export type ReplicationResponse =
     /** For a coordinated ack: the sender of each acknowledged entry, as stored. */
     receipts?: { messageId: string; sender: string }[];
   }
-  | { v: 1; type: "entries"; entries: MailboxEntry[] }
+  | {
+    v: 1;
+    type: "entries";
+    entries: MailboxEntry[];
+    /** Of the `ids` a fetch asked about, those this replica holds a tombstone of. */
+    deleted?: string[];
+  }
   | { v: 1; type: "digest"; digest: string; count: number }
   | { v: 1; type: "keys"; items: ItemKey[] }
   | {
@@ -140,6 +157,7 @@ function readOptionalArray<T>(
 }
 
 const readUser = (value: unknown, path: string) => checkUsername(value, path);
+const readMessageId = (value: unknown, path: string) => checkString(value, path, ID_RULE);
 
 function readRange(value: unknown, path: string): KeyRange {
   const o = readObject(value, path);
@@ -229,6 +247,7 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         recipient: checkUsername(obj.recipient, "recipient"),
         ringKey: readString(obj, "ringKey", "", HEX_KEY),
         coordinate: readBoolean(obj, "coordinate", ""),
+        ...readOptionalArray(obj, "ids", 1_000_000, readMessageId),
       };
     case "digest":
     case "keys":
@@ -316,6 +335,7 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
         v: 1,
         type: "entries",
         entries: readArray(obj, "entries", "", 1_000_000, readEntry),
+        ...readOptionalArray(obj, "deleted", 1_000_000, readMessageId),
       };
     case "digest":
       return {

@@ -6,11 +6,11 @@
  * against the largest cluster this server has known, so an isolated server refuses. A
  * registration is decided by a majority: the coordinator must see most of the known cluster
  * alive and hear a majority of the replica set, so a name is created on at most one side of a
- * partition. Reads merge the replicas by message id; an acknowledgement by the recipient becomes
- * a tombstone on every copy. A background round keeps copies where they belong: it syncs the
- * primary range with the K successors (digest, then only the differences, which also reconciles
- * the order of a message stored twice), hands ranges this node no longer holds to their current
- * replicas, and only then drops them.
+ * partition. Reads merge the replicas by message id and drop whatever any copy heard has
+ * tombstoned; an acknowledgement by the recipient becomes a tombstone on every copy. A background
+ * round keeps copies where they belong: it syncs the primary range with the K successors (digest,
+ * then only the differences, which also reconciles the order of a message stored twice), hands
+ * ranges this node no longer holds to their current replicas, and only then drops them.
  */
 import type { AccountRecord } from "../../shared/mod.ts";
 import type {
@@ -475,10 +475,15 @@ export class Replicator {
         if (request.coordinate) return await this.#coordinateAck(request.tombstones);
         store.mailbox.tombstone(request.tombstones);
         return { v: 1, type: "ok", count: request.tombstones.length };
-      case "fetch":
-        return request.coordinate
-          ? await this.#coordinateFetch(request.recipient, request.ringKey)
-          : { v: 1, type: "entries", entries: store.mailbox.pending(request.recipient) };
+      case "fetch": {
+        if (request.coordinate) {
+          return await this.#coordinateFetch(request.recipient, request.ringKey);
+        }
+        const entries = store.mailbox.pending(request.recipient);
+        if (!request.ids) return { v: 1, type: "entries", entries };
+        const deleted = this.#deletedOf(request.recipient, request.ids);
+        return { v: 1, type: "entries", entries, deleted: [...deleted] };
+      }
       case "digest":
         return { v: 1, type: "digest", ...(await store.digest(request.range)) };
       case "keys":
@@ -838,24 +843,79 @@ export class Replicator {
     return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
   }
 
+  /**
+   * A read on the primary: the pending entries of every copy it hears, minus every message any
+   * of those copies has tombstoned. The primary's tombstones alone are not enough: a primary
+   * restarted from an old disk (or one that was not the primary when the ack was taken) still
+   * holds acknowledged messages as pending until its repair round, while the copies that took the
+   * ack hold their tombstones.
+   * So each replica is told which ids the primary holds and answers with those it deleted; an id
+   * only some replica holds (the primary lacks it) is checked against the other replicas'
+   * tombstones too. An acknowledged message is returned only if every copy heard lacks its
+   * tombstone — never while a reachable copy that took the ack is in the replica set.
+   */
   async #coordinateFetch(recipient: string, ringKey: string): Promise<ReplicationResponse> {
     if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    const own = this.#deps.store.mailbox.pending(recipient);
+    const ids = own.map((e) => e.messageId);
+    const replicas = this.#replicaTargets();
+    const answers = await Promise.allSettled(
+      replicas.map((r) =>
+        this.#deps.call(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false, ids })
+      ),
+    );
     const merged = new Map<string, MailboxEntry>();
-    const request = { v: 1, type: "fetch", recipient, ringKey, coordinate: false } as const;
-    for (const a of await this.#askReplicas(request)) {
-      if (a.type === "entries") { for (const e of a.entries) merged.set(e.messageId, e); }
+    const deleted = new Set<string>();
+    /** Replicas that answered, with the ids each holds as pending. */
+    const heard: { replica: string; pending: Set<string> }[] = [];
+    for (const [i, a] of answers.entries()) {
+      if (a.status !== "fulfilled" || a.value.type !== "entries") continue;
+      for (const e of a.value.entries) merged.set(e.messageId, e);
+      for (const id of a.value.deleted ?? []) deleted.add(id);
+      heard.push({
+        replica: replicas[i]!,
+        pending: new Set(a.value.entries.map((e) => e.messageId)),
+      });
     }
     // The primary's own copies win (they carry the coordinator's sequence number).
-    for (const e of this.#deps.store.mailbox.pending(recipient)) merged.set(e.messageId, e);
-    // Copies the primary already tombstoned are not pending, whatever a stale replica says.
-    const gone = new Set(
-      this.#deps.store.mailbox.tombstones([...merged.keys()].map((id) => [recipient, id])).map((
-        t,
-      ) => t.messageId),
-    );
-    const entries = [...merged.values()].filter((e) => !gone.has(e.messageId))
+    for (const e of own) merged.set(e.messageId, e);
+    const held = new Set(ids);
+    for (const id of this.#deletedOf(recipient, [...merged.keys()].filter((id) => !held.has(id)))) {
+      deleted.add(id);
+    }
+    // Ids the primary lacks, reported pending by some replica: asked of the replicas that did not.
+    const unchecked = [...merged.keys()].filter((id) => !held.has(id) && !deleted.has(id));
+    if (unchecked.length) {
+      const asks = heard.map(async ({ replica, pending }) => {
+        const pairs = unchecked.filter((id) => !pending.has(id)).map((id): [string, string] => [
+          recipient,
+          id,
+        ]);
+        if (!pairs.length) return;
+        const res = await this.#deps.call(replica, {
+          v: 1,
+          type: "get_items",
+          entries: [],
+          tombstones: pairs,
+        });
+        if (res.type === "items") { for (const t of res.tombstones) deleted.add(t.messageId); }
+      });
+      await Promise.allSettled(asks);
+    }
+    if (deleted.size) {
+      this.#deps.metrics.inc("p2pchat_mailbox_stale_pending_total", undefined, deleted.size);
+    }
+    const entries = [...merged.values()].filter((e) => !deleted.has(e.messageId))
       .sort((a, b) => a.seq - b.seq || (a.messageId < b.messageId ? -1 : 1));
     return { v: 1, type: "entries", entries };
+  }
+
+  /** Which of `ids` in `recipient`'s mailbox this node holds a tombstone of. */
+  #deletedOf(recipient: string, ids: readonly string[]): Set<string> {
+    return new Set(
+      this.#deps.store.mailbox.tombstones(ids.map((id): [string, string] => [recipient, id]))
+        .map((t) => t.messageId),
+    );
   }
 
   #quorumFailed(): ReplicationResponse {

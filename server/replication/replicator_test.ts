@@ -78,9 +78,9 @@ class TestRing {
     };
   }
 
-  add(id: number) {
+  /** Adds node `id`, with an empty store or (a restart from its old disk) the one it had. */
+  add(id: number, store = new NodeStore(":memory:", { ringKeyOf: this.ringKeyOf })) {
     const address = `node-${hex(id)}`;
-    const store = new NodeStore(":memory:", { ringKeyOf: this.ringKeyOf });
     const replicator = new Replicator({
       store,
       ring: this.access(address, id),
@@ -154,6 +154,24 @@ Deno.test("replication: acknowledged messages disappear from every copy and stay
   await nodes[4]!.storeMessages([message(0)]);
   await ring.repair(2);
   assert.deepEqual((await nodes[0]!.fetchPending("bob")).map((e) => e.messageId), [
+    message(2).messageId,
+  ]);
+});
+
+Deno.test("replication: a primary back from an old disk returns nothing acknowledged while it was down", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodes[0]!.storeMessages([0, 1, 2].map((i) => message(i)));
+  await ring.repair(1);
+  const primary = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!;
+  const oldDisk = ring.live.get(primary.address)!.store;
+  ring.crash(primary.id);
+  const reader = [...ring.live.values()][0]!.replicator;
+  await reader.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  // Back with its old data, before any repair round: its own copies are stale.
+  ring.add(primary.id, oldDisk);
+  assert.equal(oldDisk.mailbox.countPending("bob"), 3);
+  assert.deepEqual((await reader.fetchPending("bob")).map((e) => e.messageId), [
     message(2).messageId,
   ]);
 });

@@ -61,6 +61,21 @@ export const NAME_LOST_MESSAGE =
 /** Called when a registration lost its name to an older one; `loser` is its account version. */
 export type NameLostListener = (username: string, loser: string) => void;
 
+/**
+ * Whether `registration` is a retry of the one stored as `account`: the same keys, exactly, and a
+ * secret that matches the stored bcrypt hash.
+ */
+async function isSameRegistration(
+  account: AccountRecord,
+  registration: Registration,
+): Promise<boolean> {
+  const [a, b] = [account.keys, registration.keys];
+  const sameKeys = a === undefined || b === undefined
+    ? a === b
+    : a.encryption === b.encryption && a.signing === b.signing && a.wrapped === b.wrapped;
+  return sameKeys && await compare(registration.secret, account.hash);
+}
+
 /** Registers accounts and reads them from the ring. */
 export class Accounts {
   #deps: AccountsDeps;
@@ -125,7 +140,8 @@ export class Accounts {
   }
 
   /**
-   * Registers a new account for a client at `address`; resolves once W copies are durable.
+   * Registers a new account for a client at `address`; resolves once W copies are durable. A
+   * retry of a registration already stored (same name, secret and keys) succeeds the same way.
    * Throws a {@link UserError}: `rate_limited` (too many registrations from that address),
    * `username_taken`, or `unavailable` when the ring cannot store it now.
    */
@@ -149,13 +165,16 @@ export class Accounts {
         `Username "${registration.username}" is taken: choose another`,
       );
     };
-    if (await this.get(registration.username, "Accounts cannot be read right now")) throw taken();
-    const account: AccountRecord = {
+    const existing = await this.get(registration.username, "Accounts cannot be read right now");
+    // The same registration again (its answer was cut off, it may sit on fewer than W copies):
+    // completed as it was stored, so the ring repairs it to K + 1 copies. Anyone else is refused.
+    if (existing && !(await isSameRegistration(existing, registration))) throw taken();
+    const account: AccountRecord = existing ?? {
       username: registration.username,
       hash: await hash(registration.secret, this.#bcryptCost),
       createdAt: this.#deps.clock.now(),
     };
-    if (registration.keys) account.keys = registration.keys;
+    if (!existing && registration.keys) account.keys = registration.keys;
     try {
       await this.#deps.records.registerAccount(account);
     } catch (err) {

@@ -28,3 +28,27 @@ Deno.test("accounts: a replacement notice replaces the cached account and is tol
   assert.equal(lost.length, 1);
   assert.ok(server.accounts.hasLost("alice", lost[0]!.slice("alice:".length)));
 });
+
+Deno.test("accounts: a retried registration with the same secret and keys succeeds; any other is taken", async () => {
+  const keys = { encryption: "e".repeat(120), signing: "s".repeat(120), wrapped: "w".repeat(40) };
+  const first = fakeServer();
+  await first.accounts.register({ username: "alice", secret: SECRET, keys });
+  const stored = first.ring.accounts.get("alice")!;
+  // The retry reaches another server (the first one's answer was cut off).
+  const other = fakeServer({ ring: first.ring, clock: first.clock });
+  await other.accounts.register({ username: "alice", secret: SECRET, keys: { ...keys } });
+  assert.deepEqual(first.ring.accounts.get("alice"), stored, "the stored registration, unchanged");
+  for (
+    const attempt of [
+      { secret: "t".repeat(43), keys },
+      { secret: SECRET, keys: { ...keys, wrapped: "x".repeat(40) } },
+      { secret: SECRET },
+    ]
+  ) {
+    await assert.rejects(
+      other.accounts.register({ username: "alice", ...attempt }),
+      (err: Error & { code?: string }) => err.code === "username_taken",
+    );
+  }
+  assert.deepEqual(first.ring.accounts.get("alice"), stored);
+});

@@ -54,8 +54,13 @@ Deno.test("users on different servers see each other online and exchange signals
     const relay = await alice.next((f) => f.type === "relay");
     assert.deepEqual(relay, { v: 1, type: "relay", from: "bob", payload: "hello alice" });
 
-    // Clear errors: a name taken on another server, a wrong password, an invalid name.
-    const taken = await eve.request({ type: "register", username: "alice", secret: PASSWORD });
+    // Clear errors: a name taken on another server (by someone with another password: the same
+    // one is a retry of alice's own registration), a wrong password, an invalid name.
+    const taken = await eve.request({
+      type: "register",
+      username: "alice",
+      secret: "not alice's password",
+    });
     assert.equal(taken.type === "error" && taken.code, "username_taken");
     const wrong = await eve.request({
       type: "login",
