@@ -3,6 +3,8 @@
  * any size (for the manifest and iOS home screens) rasterised from the same shapes.
  */
 
+import { concatBytes } from "../shared/bytes.ts";
+
 const BLUE = [37, 99, 235] as const;
 const WHITE = [255, 255, 255] as const;
 
@@ -86,7 +88,7 @@ export async function iconPng(size: number): Promise<Uint8Array> {
   view.setUint32(4, size);
   header.set([8, 6, 0, 0, 0], 8); // 8-bit RGBA, deflate, no filter, no interlace
   const idat = await zlib(raw);
-  return concat([
+  return concatBytes([
     new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]),
     chunk("IHDR", header),
     chunk("IDAT", idat),
@@ -124,14 +126,4 @@ function crc32(bytes: Uint8Array): number {
   let crc = 0xffffffff;
   for (const b of bytes) crc = crcTable[(crc ^ b) & 0xff]! ^ (crc >>> 8);
   return (crc ^ 0xffffffff) >>> 0;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

@@ -1,5 +1,7 @@
 /** Reading byte streams from untrusted sources without letting them grow memory unbounded. */
 
+import { concatBytes } from "./bytes.ts";
+
 /**
  * All bytes of `stream`, or undefined as soon as they exceed `maxBytes` (the stream is then
  * cancelled and the rest never read).
@@ -21,11 +23,5 @@ export async function readAtMost(
     }
     chunks.push(value);
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return all;
+  return concatBytes(chunks);
 }

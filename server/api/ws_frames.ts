@@ -5,6 +5,8 @@
  * No I/O here: `ws_front.ts` feeds the decoder from a TCP (or TLS) connection.
  */
 
+import { concatBytes } from "../../shared/bytes.ts";
+
 /** Opcodes of RFC 6455 §5.2. */
 export const OP = {
   continuation: 0x0,
@@ -232,7 +234,7 @@ export class FrameDecoder {
     message.bytes += payload.length;
     if (!frame.fin) return undefined;
     this.#message = undefined;
-    const data = concat(message.parts, message.bytes);
+    const data = message.parts.length === 1 ? message.parts[0]! : concatBytes(message.parts);
     if (message.opcode === OP.binary) return { type: "message", data };
     return { type: "message", data: decodeUtf8(data) };
   }
@@ -244,17 +246,6 @@ function decodeUtf8(bytes: Uint8Array): string {
   } catch {
     throw new WsCloseError(CLOSE.invalidData, "Text is not valid UTF-8");
   }
-}
-
-function concat(parts: Uint8Array[], bytes: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(bytes);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** Whether a peer may send `code` in a close frame (RFC 6455 §7.4). */
@@ -290,10 +281,28 @@ export function encodeFragment(
   fin: boolean,
   mask?: Uint8Array,
 ): Uint8Array {
-  const length = payload.length;
+  const header = encodeHeader(opcode, payload.length, fin, mask);
+  const out = new Uint8Array(header.length + payload.length);
+  out.set(header);
+  out.set(payload, header.length);
+  if (mask) {
+    for (let i = 0; i < payload.length; i++) out[header.length + i]! ^= mask[i & 3]!;
+  }
+  return out;
+}
+
+/**
+ * The header of a frame announcing `length` payload bytes (the shortest length form), with
+ * `mask` if given. Alone, it is what an attacker sends to announce a payload it never sends.
+ */
+export function encodeHeader(
+  opcode: number,
+  length: number,
+  fin: boolean,
+  mask?: Uint8Array,
+): Uint8Array {
   const ext = length < 126 ? 0 : length < 65536 ? 2 : 8;
-  const headerLength = 2 + ext + (mask ? 4 : 0);
-  const out = new Uint8Array(headerLength + length);
+  const out = new Uint8Array(2 + ext + (mask ? 4 : 0));
   out[0] = (fin ? 0x80 : 0) | opcode;
   out[1] = (mask ? 0x80 : 0) | (ext === 0 ? length : ext === 2 ? 126 : 127);
   if (ext === 2) {
@@ -306,11 +315,7 @@ export function encodeFragment(
       rest = Math.floor(rest / 256);
     }
   }
-  out.set(payload, headerLength);
-  if (mask) {
-    out.set(mask, headerLength - 4);
-    for (let i = 0; i < length; i++) out[headerLength + i]! ^= mask[i & 3]!;
-  }
+  if (mask) out.set(mask, 2 + ext);
   return out;
 }
 

@@ -6,11 +6,13 @@ import {
   type DecodedFrame,
   encodeFragment,
   encodeFrame,
+  encodeHeader,
   FrameDecoder,
   isValidKey,
   OP,
   WsCloseError,
 } from "./ws_frames.ts";
+import { concatBytes } from "../../shared/bytes.ts";
 
 const MASK = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
 const text = (s: string) => new TextEncoder().encode(s);
@@ -28,30 +30,6 @@ function closesWith(code: number, run: () => unknown): void {
   assert.throws(run, (err) => err instanceof WsCloseError && err.code === code);
 }
 
-function join(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** A header announcing `length` bytes with a 64-bit length, masked, and no payload. */
-function header64(opcode: number, length: number, fin = true): Uint8Array {
-  const h = new Uint8Array(14);
-  h[0] = (fin ? 0x80 : 0) | opcode;
-  h[1] = 0x80 | 127;
-  let rest = length;
-  for (let i = 9; i >= 2; i--) {
-    h[i] = rest % 256;
-    rest = Math.floor(rest / 256);
-  }
-  h.set(MASK, 10);
-  return h;
-}
-
 Deno.test("ws frames: the handshake key is RFC 6455's example", async () => {
   // RFC 6455 §1.3.
   assert.equal(await acceptKey("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -65,10 +43,13 @@ Deno.test("ws frames: a masked text frame decodes, byte by byte too", () => {
   assert.deepEqual(decode(frame), [{ type: "message", data: "héllo ✓" }]);
   assert.deepEqual(decode(frame, 1024, 1), [{ type: "message", data: "héllo ✓" }]);
   // Two frames in one chunk.
-  assert.deepEqual(decode(join(frame, encodeFrame(OP.binary, new Uint8Array([1, 2]), MASK))), [
-    { type: "message", data: "héllo ✓" },
-    { type: "message", data: new Uint8Array([1, 2]) },
-  ]);
+  assert.deepEqual(
+    decode(concatBytes([frame, encodeFrame(OP.binary, new Uint8Array([1, 2]), MASK)])),
+    [
+      { type: "message", data: "héllo ✓" },
+      { type: "message", data: new Uint8Array([1, 2]) },
+    ],
+  );
   assert.deepEqual(decode(encodeFrame(OP.text, new Uint8Array(0), MASK)), [
     { type: "message", data: "" },
   ]);
@@ -90,12 +71,12 @@ Deno.test("ws frames: 7-, 16- and 64-bit lengths round-trip at their boundaries"
 });
 
 Deno.test("ws frames: a fragmented message is joined, with control frames in between", () => {
-  const bytes = join(
+  const bytes = concatBytes([
     encodeFragment(OP.text, text("hel"), false, MASK),
     encodeFrame(OP.ping, text("p"), MASK),
     encodeFragment(OP.continuation, text("lo "), false, MASK),
     encodeFragment(OP.continuation, text("✓"), true, MASK),
-  );
+  ]);
   assert.deepEqual(decode(bytes, 1024, 3), [
     { type: "ping", payload: text("p") },
     { type: "message", data: "hello ✓" },
@@ -105,14 +86,20 @@ Deno.test("ws frames: a fragmented message is joined, with control frames in bet
 Deno.test("ws frames: a frame announcing more than the cap is refused from its header", () => {
   // Only the 14 header bytes of a 60 MiB frame: refused before any payload arrives.
   const decoder = new FrameDecoder({ maxMessageBytes: 1024 });
-  closesWith(CLOSE.tooBig, () => decoder.push(header64(OP.binary, 60 * 1024 * 1024)));
+  closesWith(
+    CLOSE.tooBig,
+    () => decoder.push(encodeHeader(OP.binary, 60 * 1024 * 1024, true, MASK)),
+  );
   // Exactly the cap passes; one byte more does not.
   assert.equal(decode(encodeFrame(OP.text, new Uint8Array(1024).fill(0x61), MASK)).length, 1);
   closesWith(CLOSE.tooBig, () => decode(encodeFrame(OP.text, new Uint8Array(1025), MASK)));
   // A 2^63-ish length (top bit clear) is refused the same way, never allocated.
-  closesWith(CLOSE.tooBig, () => decode(header64(OP.text, Number.MAX_SAFE_INTEGER)));
+  closesWith(
+    CLOSE.tooBig,
+    () => decode(encodeHeader(OP.text, Number.MAX_SAFE_INTEGER, true, MASK)),
+  );
   // A length with the top bit set is a protocol error.
-  const bad = header64(OP.text, 0);
+  const bad = encodeHeader(OP.text, 65536, true, MASK);
   bad[2] = 0x80;
   closesWith(CLOSE.protocolError, () => decode(bad));
 });
@@ -124,7 +111,7 @@ Deno.test("ws frames: the cap applies to the running total of a fragmented messa
   decoder.push(encodeFragment(OP.continuation, part, false, MASK));
   decoder.push(encodeFragment(OP.continuation, part, false, MASK));
   // 900 so far; the next fragment's header announces 300 more: refused.
-  closesWith(CLOSE.tooBig, () => decoder.push(header64(OP.continuation, 300, false)));
+  closesWith(CLOSE.tooBig, () => decoder.push(encodeHeader(OP.continuation, 300, false, MASK)));
   // And the decoder refuses everything after.
   closesWith(CLOSE.protocolError, () => decoder.push(encodeFrame(OP.ping, part.subarray(0, 1))));
   // A fresh message after a finished one starts from zero.
@@ -144,10 +131,10 @@ Deno.test("ws frames: protocol violations close with 1002, bad UTF-8 with 1007",
   closesWith(CLOSE.protocolError, () => decode(encodeFrame(0xb, text("x"), MASK)));
   closesWith(CLOSE.protocolError, () => decode(encodeFrame(OP.continuation, text("x"), MASK)));
   closesWith(CLOSE.protocolError, () =>
-    decode(join(
+    decode(concatBytes([
       encodeFragment(OP.text, text("a"), false, MASK),
       encodeFrame(OP.text, text("b"), MASK),
-    )));
+    ])));
   closesWith(CLOSE.protocolError, () => decode(encodeFragment(OP.ping, text("x"), false, MASK)));
   closesWith(CLOSE.protocolError, () => decode(encodeFrame(OP.ping, new Uint8Array(126), MASK)));
   closesWith(CLOSE.protocolError, () => decode(encodeFrame(OP.close, new Uint8Array(1), MASK)));
@@ -163,10 +150,10 @@ Deno.test("ws frames: protocol violations close with 1002, bad UTF-8 with 1007",
   // Split UTF-8 across fragments is fine.
   const check = text("✓");
   assert.deepEqual(
-    decode(join(
+    decode(concatBytes([
       encodeFragment(OP.text, check.subarray(0, 1), false, MASK),
       encodeFragment(OP.continuation, check.subarray(1), true, MASK),
-    )),
+    ])),
     [{ type: "message", data: "✓" }],
   );
 });

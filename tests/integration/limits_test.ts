@@ -16,6 +16,7 @@ import {
   startServer,
   TEST_SECRET,
   waitFor,
+  withServers,
 } from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
 
@@ -24,19 +25,6 @@ const PASSWORD = "alice-secret-1";
 const PER_USER = 5;
 /** How long one failed login takes to be earned back, in ms (5 per minute). */
 const USER_REFILL_MS = 12_000;
-
-async function withRing(
-  servers: ServerProcess[],
-  clients: TestClient[],
-  fn: () => Promise<void>,
-): Promise<void> {
-  try {
-    await fn();
-  } finally {
-    await Promise.all(clients.map((c) => c.close().catch(() => {})));
-    await Promise.all(servers.map((s) => s.stop()));
-  }
-}
 
 function codeOf(frame: ServerFrame): string {
   return frame.type === "error" ? frame.code : frame.type;
@@ -74,7 +62,7 @@ function connectSpread(servers: ServerProcess[], n: number): Promise<TestClient[
 Deno.test("limits: wrong passwords for one user spread over three servers get five checked in all", async () => {
   const servers = await startCluster(3);
   const clients: TestClient[] = [];
-  await withRing(servers, clients, async () => {
+  await withServers(servers, clients, async () => {
     const setup = await TestClient.connect(servers[0]!.url);
     clients.push(setup);
     await setup.request({ type: "register", username: "alice", secret: PASSWORD });
@@ -143,7 +131,7 @@ Deno.test("limits: registrations from one address spread over three servers get 
     env: { P2P_REGISTRATIONS_PER_MINUTE: String(LIMIT) },
   });
   const clients: TestClient[] = [];
-  await withRing(servers, clients, async () => {
+  await withServers(servers, clients, async () => {
     const registrars = await connectSpread(servers, 30);
     clients.push(...registrars);
     const started = Date.now();
@@ -180,7 +168,7 @@ Deno.test("limits: registrations from one address spread over three servers get 
 Deno.test("limits: a killed holder neither switches the limits off nor leaves logins hanging", async () => {
   const servers = await startCluster(3);
   const clients: TestClient[] = [];
-  await withRing(servers, clients, async () => {
+  await withServers(servers, clients, async () => {
     // A name whose counter lives on the third server, registered through the first.
     let username = "";
     for (let i = 0; !username; i++) {
@@ -244,7 +232,7 @@ Deno.test("limits: a killed holder neither switches the limits off nor leaves lo
 Deno.test("limits: a login for an unknown name does the same work as a wrong password for a known one", async () => {
   const servers = await startCluster(3);
   const clients: TestClient[] = [];
-  await withRing(servers, clients, async () => {
+  await withServers(servers, clients, async () => {
     const [entry] = servers as [ServerProcess];
     const c = await TestClient.connect(entry.url);
     clients.push(c);
@@ -289,7 +277,7 @@ Deno.test("limits: a login for an unknown name does the same work as a wrong pas
 Deno.test("limits: /limits/rpc hears only the cluster, names a bad field, and is the counter logins use", async () => {
   const server = await startServer();
   const clients: TestClient[] = [];
-  await withRing([server], clients, async () => {
+  await withServers([server], clients, async () => {
     const url = server.url + LIMITS_RPC_PATH;
     const take = { v: 1, type: "limit_take", kind: "login_user", key: "alice" };
     const unsigned = await fetch(url, { method: "POST", body: JSON.stringify(take) });

@@ -10,22 +10,10 @@ import {
   startCluster,
   startServer,
   waitFor,
+  withServers,
 } from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
 import type { ServerFrame } from "../../shared/mod.ts";
-
-async function withServers(
-  servers: ServerProcess[],
-  clients: TestClient[],
-  fn: () => Promise<void>,
-): Promise<void> {
-  try {
-    await fn();
-  } finally {
-    await Promise.all(clients.map((c) => c.close().catch(() => {})));
-    await Promise.all(servers.map((s) => s.stop()));
-  }
-}
 
 function errorOf(frame: ServerFrame): { code: string; message: string } {
   assert.equal(frame.type, "error", `expected an error, got ${JSON.stringify(frame)}`);

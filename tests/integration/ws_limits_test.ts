@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type ServerProcess, startServer, waitFor } from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
-import { OP, RawWebSocket } from "../support/raw_ws.ts";
+import { encodeHeader, OP, RawWebSocket } from "../support/raw_ws.ts";
 
 /** The server's default cap (`--max-ws-message-bytes`), in bytes. */
 const CAP = 196_608;
@@ -22,24 +22,13 @@ async function memoryMiB(pid: number): Promise<{ rss: number; peak: number }> {
   return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
 }
 
-/** A masked frame header announcing `length` payload bytes (64-bit length), no payload. */
-function header(opcode: number, length: number, fin = true): Uint8Array {
-  const h = new Uint8Array(14);
-  h[0] = (fin ? 0x80 : 0) | opcode;
-  h[1] = 0x80 | 127;
-  let rest = length;
-  for (let i = 9; i >= 2; i--) {
-    h[i] = rest % 256;
-    rest = Math.floor(rest / 256);
-  }
-  h.set([1, 2, 3, 4], 10);
-  return h;
-}
+/** A client's frame mask: the attack frames below are announced masked, as RFC 6455 requires. */
+const MASK = new Uint8Array([1, 2, 3, 4]);
 
 /** Announces a 60 MiB frame, then streams its payload until the server ends the connection. */
 async function bigFrame(url: string): Promise<{ code?: number; sentMiB: number }> {
   const ws = await RawWebSocket.connect(url);
-  await ws.write(header(OP.binary, 60 * MIB));
+  await ws.write(encodeHeader(OP.binary, 60 * MIB, true, MASK));
   const chunk = new Uint8Array(256 * 1024);
   let sent = 0;
   while (sent < 60 * MIB && await ws.write(chunk)) {
@@ -83,7 +72,7 @@ Deno.test("ws limits: a 60 MiB frame is refused with 1009 from its header", asyn
   try {
     const ws = await RawWebSocket.connect(server.url);
     // Only the header: the server must refuse before a byte of payload arrives.
-    await ws.write(header(OP.text, 60 * MIB));
+    await ws.write(encodeHeader(OP.text, 60 * MIB, true, MASK));
     const close = await ws.next((e) => e.type === "close");
     assert.deepEqual(close, { type: "close", code: 1009, reason: `Message over ${CAP} bytes` });
     await ws.next((e) => e.type === "end");

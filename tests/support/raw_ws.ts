@@ -4,9 +4,15 @@
  * handshake over a real TCP connection, writes frames it encodes itself (masked, as a client
  * must) and decodes the server's frames.
  */
-import { encodeFragment, encodeFrame, FrameDecoder, OP } from "../../server/api/ws_frames.ts";
+import {
+  encodeFragment,
+  encodeFrame,
+  encodeHeader,
+  FrameDecoder,
+  OP,
+} from "../../server/api/ws_frames.ts";
 
-export { encodeFragment, encodeFrame, OP };
+export { encodeFragment, encodeFrame, encodeHeader, OP };
 
 const MASK = new Uint8Array([0x11, 0x22, 0x33, 0x44]);
 

@@ -145,3 +145,20 @@ export async function startCluster(
     throw err;
   }
 }
+
+/**
+ * Runs `fn`, then closes `clients` and stops `servers` whatever happened, so a failed test
+ * leaves no process behind.
+ */
+export async function withServers(
+  servers: ServerProcess[],
+  clients: { close(): Promise<unknown> }[],
+  fn: () => Promise<void>,
+): Promise<void> {
+  try {
+    await fn();
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+}
