@@ -179,6 +179,11 @@ export class FakeSession implements SessionApi {
     return Promise.reject(new ServerError("not_authenticated", "No session"));
   }
 
+  /** No deferred hand-overs in these fakes: every claim is of a session still current. */
+  claimHandover(): Promise<number> {
+    return Promise.reject(new ServerError("not_superseded", "Not replaced by a newer login"));
+  }
+
   contacts(): Promise<ContactEntry[]> {
     const users = [...this.cluster.accounts.keys()]
       .filter((u) => u !== this.user)
