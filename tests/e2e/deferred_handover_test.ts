@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "puppeteer-core";
-import { launchBrowser, type TestBrowser } from "../support/browser.ts";
+import { launchBrowser, launchFirefox, type TestBrowser } from "../support/browser.ts";
 import { startCluster, type StartOptions } from "../support/server_process.ts";
 import type { ServerProcess } from "../support/server_process.ts";
 import {
@@ -41,8 +41,11 @@ interface Scene {
   close(): Promise<void>;
 }
 
-async function startScene(options: StartOptions = {}): Promise<Scene> {
-  const servers = await startCluster(3, options);
+async function startScene(
+  options: StartOptions & { newDevice?: "chromium" | "firefox" } = {},
+): Promise<Scene> {
+  const { newDevice = "chromium", ...serverOptions } = options;
+  const servers = await startCluster(3, serverOptions);
   const profile = await Deno.makeTempDir({ prefix: "p2pchat-old-alice-" });
   const browsers: TestBrowser[] = [];
   const close = async () => {
@@ -52,7 +55,11 @@ async function startScene(options: StartOptions = {}): Promise<Scene> {
   };
   try {
     const old = await launchBrowser({ userDataDir: profile });
-    browsers.push(old, await launchBrowser(), await launchBrowser());
+    browsers.push(
+      old,
+      newDevice === "firefox" ? await launchFirefox() : await launchBrowser(),
+      await launchBrowser(),
+    );
     const [, b, c] = browsers as [TestBrowser, TestBrowser, TestBrowser];
     const oldAlice = await openApp(old.browser, servers[0]!.url);
     const bob = await openApp(c.browser, servers[1]!.url);
@@ -204,10 +211,13 @@ Deno.test("old browser offline at the new login: the new one says where the hist
   }
 });
 
-Deno.test("a hand-over cut by killing the old browser halfway resumes when it is reopened", async () => {
+Deno.test("a hand-over cut by killing the old browser halfway resumes when it is reopened (new device: Firefox)", async () => {
   await assertClientBuilt();
   // A short grace: the old browser is reopened well after it ended.
-  const scene = await startScene({ env: { P2P_HANDOVER_GRACE_SECONDS: "4" } });
+  const scene = await startScene({
+    env: { P2P_HANDOVER_GRACE_SECONDS: "4" },
+    newDevice: "firefox",
+  });
   const { world } = scene;
   try {
     const n = 30_000;
@@ -239,6 +249,13 @@ Deno.test("a hand-over cut by killing the old browser halfway resumes when it is
     assert.match(received, new RegExp(`${n + 1} messages`));
     assert.deepEqual(await historyDigest(newAlice), before, "complete, no duplicates");
     assert.equal(await idbHoldsText(reopened, newest), false, "no message text left behind");
+    // It went on from where it stopped: the reopened device's first progress report (rows the
+    // new device holds) already counts what arrived before the kill.
+    const logs = scene.servers[0]!.logs();
+    const afterClaim = logs.slice(logs.lastIndexOf("handover_claimed"));
+    const first = afterClaim.match(/"handover_extended"[^\n]*"done":(\d+)/);
+    assert(first, "the reopened device reported progress");
+    assert(Number(first[1]) > arrived, `resumed after ${arrived}: first report ${first[1]}`);
   } finally {
     await scene.close();
   }
