@@ -248,11 +248,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       });
     },
     onSessionLost(reason) {
-      // Refused after being offline (replaced meanwhile, say): the history and keys stay, so
-      // that a hand-over this device still owes can be claimed.
-      current.value?.detachForHandover()?.history.close();
+      // Refused because a login elsewhere replaced the session while this device was offline
+      // (asleep, say): the history and keys stay, so that it can claim the hand-over it owes.
+      const replaced = /replaced by a newer login/.test(reason);
+      if (replaced) current.value?.detachForHandover()?.history.close();
       leave();
-      claimDeferred();
+      if (replaced) claimDeferred();
       error.value = `Session ended: ${reason}`;
       signedOutReason.value = reason;
       note.save(reason);

@@ -327,8 +327,11 @@ export class HandoverSendJob {
 
   /** Seals batch `seq`, choosing its rows the first time so it fits once compressed. */
   async #seal(seq: number, nonce: string): Promise<string> {
-    const known = this.#ranges[seq];
-    const start = known?.start ?? this.#ranges[seq - 1]?.end ?? this.#offset;
+    // This transfer's ranges: a hello with a new nonce replaces the array, and a batch sealed
+    // meanwhile for the old transfer must not leave its range in the new one.
+    const ranges = this.#ranges;
+    const known = ranges[seq];
+    const start = known?.start ?? ranges[seq - 1]?.end ?? this.#offset;
     let count = known
       ? known.end - known.start
       : Math.min(this.#rowsPerBatch, MAX_BATCH_ROWS, this.#rows.length - start);
@@ -349,7 +352,7 @@ export class HandoverSendJob {
           this.#keys.encrypt,
         );
         if (!known) {
-          this.#ranges[seq] = { start, end: start + count };
+          ranges[seq] = { start, end: start + count };
           // Aim the next batch at ~85% of the bound, by the compression this one got.
           const compressed = Math.max(1, (batch.ciphertext.length * 3) / 4);
           this.#rowsPerBatch = Math.max(
