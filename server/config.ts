@@ -29,8 +29,14 @@ export interface ServerConfig {
   maxConnections: number;
   /** Most open browser connections from one client address (IPv6 by /64). */
   maxConnectionsPerAddress: number;
+  /** Largest WebSocket message a browser may send, in bytes (refused from its frame header). */
+  maxWsMessageBytes: number;
   /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
   registrationsPerMinute: number;
+  /** Failed logins per minute for one username, counted across the ring; bursts of the same size. */
+  loginFailuresPerMinute: number;
+  /** Failed logins per minute from one client address (IPv6 by /64), across the ring. */
+  loginFailuresPerAddressPerMinute: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -99,8 +105,16 @@ Options (environment variable in brackets; flags win):
   --max-connections N  open browser connections on this server   [P2P_MAX_CONNECTIONS] default 10000
   --max-connections-per-address N  from one address (IPv6: per /64)
                                           [P2P_MAX_CONNECTIONS_PER_ADDRESS] default 200
+  --max-ws-message-bytes N  largest WebSocket message from a browser, refused (close 1009)
+                       from its frame header, 65536–67108864 [P2P_MAX_WS_MESSAGE_BYTES] default 196608
   --registrations-per-minute N  new accounts per minute from one address (IPv6: per /64), 1–100000
                                                  [P2P_REGISTRATIONS_PER_MINUTE]    default 30
+  --login-failures-per-minute N  failed logins per minute for one username, 1–10000
+                                                 [P2P_LOGIN_FAILURES_PER_MINUTE]   default 5
+  --login-failures-per-address-per-minute N  failed logins per minute from one address
+                       (IPv6: per /64), 1–100000 [P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE] default 20
+                       These three limits are counted across the ring, on the server that is
+                       primary for the name or address (on each server alone while it is down).
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --handover-max-seconds N  while the hand-over progresses its grace is extended, at most to N s
@@ -187,8 +201,11 @@ export function parseConfig(
         "handover-max-seconds": { type: "string" },
         "frame-rate": { type: "string" },
         "registrations-per-minute": { type: "string" },
+        "login-failures-per-minute": { type: "string" },
+        "login-failures-per-address-per-minute": { type: "string" },
         "max-connections": { type: "string" },
         "max-connections-per-address": { type: "string" },
+        "max-ws-message-bytes": { type: "string" },
         replicas: { type: "string" },
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
@@ -283,9 +300,30 @@ export function parseConfig(
       1,
       1_000_000,
     ),
+    maxWsMessageBytes: integer(
+      "max-ws-message-bytes",
+      pick("max-ws-message-bytes", "P2P_MAX_WS_MESSAGE_BYTES") ?? "196608",
+      65_536,
+      64 * 1024 * 1024,
+    ),
     registrationsPerMinute: integer(
       "registrations-per-minute",
       pick("registrations-per-minute", "P2P_REGISTRATIONS_PER_MINUTE") ?? "30",
+      1,
+      100_000,
+    ),
+    loginFailuresPerMinute: integer(
+      "login-failures-per-minute",
+      pick("login-failures-per-minute", "P2P_LOGIN_FAILURES_PER_MINUTE") ?? "5",
+      1,
+      10_000,
+    ),
+    loginFailuresPerAddressPerMinute: integer(
+      "login-failures-per-address-per-minute",
+      pick(
+        "login-failures-per-address-per-minute",
+        "P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
+      ) ?? "20",
       1,
       100_000,
     ),

@@ -15,6 +15,14 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.equal(config.bcryptCost, 10);
   assert.equal(config.handoverGraceMs, 30_000);
   assert.equal(config.frameRate, 50);
+  assert.equal(config.loginFailuresPerMinute, 5);
+  assert.equal(config.loginFailuresPerAddressPerMinute, 20);
+  const raised = parseConfig([`--cluster-secret=${SECRET}`, "--login-failures-per-minute=50"], {
+    P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE: "1000",
+  });
+  assert.ok(raised !== "help");
+  assert.equal(raised.loginFailuresPerMinute, 50);
+  assert.equal(raised.loginFailuresPerAddressPerMinute, 1000);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -25,6 +33,11 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
     [["--bcrypt-cost=4"], /--bcrypt-cost/],
     [["--handover-grace-seconds=601"], /--handover-grace-seconds must be a whole number from 0/],
     [["--frame-rate=0"], /--frame-rate must be a whole number from 1/],
+    [["--login-failures-per-minute=0"], /--login-failures-per-minute must be a whole number/],
+    [
+      ["--login-failures-per-address-per-minute=x"],
+      /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
+    ],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {
@@ -165,5 +178,19 @@ Deno.test("config: mailbox replication defaults to K = 2, W = 2, and W may not e
   assert.throws(
     () => parseConfig([`--cluster-secret=${SECRET}`, "--mailbox-quota=0"], {}),
     /--mailbox-quota must be a whole number/,
+  );
+});
+
+Deno.test("config: the WebSocket message cap defaults to 196,608 bytes and can be set", () => {
+  const base = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(base !== "help");
+  assert.equal(base.maxWsMessageBytes, 196_608);
+  const set = parseConfig([`--cluster-secret=${SECRET}`], { P2P_MAX_WS_MESSAGE_BYTES: "100000" });
+  assert.ok(set !== "help");
+  assert.equal(set.maxWsMessageBytes, 100_000);
+  // Below the hub's 64 KiB frames, the browser's own frames would be cut off: refused.
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--max-ws-message-bytes=1000"], {}),
+    /--max-ws-message-bytes must be a whole number from 65536/,
   );
 });

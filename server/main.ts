@@ -14,16 +14,19 @@ import { NodeStore } from "./store/mod.ts";
 import {
   callPeer,
   ClusterKey,
+  handleLimitsHttp,
   handleReplicationHttp,
   Hmac,
+  limitHolderOf,
+  limitsCall,
   Membership,
   replicationCall,
   ringAccessOf,
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import { createUserServices, Tokens } from "./users/mod.ts";
-import { ClientHub, createHandler } from "./api/mod.ts";
+import { createUserServices, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
+import { ClientHub, createHandler, serveWithWsFront } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
@@ -38,6 +41,11 @@ import {
 const CLUSTER_RPC_TIMEOUT_MS = 2000;
 /** Timeout of one replication RPC, in ms. */
 const REPLICATION_RPC_TIMEOUT_MS = 10_000;
+/**
+ * Timeout of one limits RPC (a charge on a login or registration counter's holder), in ms; a
+ * charge that cannot find and ask its holder within 1.5 s is made on this server instead.
+ */
+const LIMITS_RPC_TIMEOUT_MS = 1000;
 
 /** A running server node. */
 export interface RunningServer {
@@ -57,8 +65,6 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   const log = ringEvents.tee(baseLog);
   const metrics = new Metrics();
   const hmac = new Hmac(config.clusterSecret);
-  let resolveListening: (addr: Deno.NetAddr) => void;
-  const listening = new Promise<Deno.NetAddr>((r) => resolveListening = r);
   // The handler needs the services, which need the listening address: wire them through `app`.
   const app: { handle?: (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response> } = {};
   const tls = config.tls
@@ -66,12 +72,15 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
       cert: await readPem("--tls-cert", config.tls.certFile),
       key: await readPem("--tls-key", config.tls.keyFile),
     }
-    : {};
-  const server = Deno.serve({
+    : undefined;
+  // The front owns the port and speaks WebSocket itself, frames capped before buffering.
+  const server = await serveWithWsFront({
     port: config.port,
     hostname: config.hostname,
-    ...tls,
-    onListen: (addr) => resolveListening(addr as Deno.NetAddr),
+    tls,
+    maxMessageBytes: config.maxWsMessageBytes,
+    onProtocolClose: (address, code, reason) =>
+      log("ws_closed_by_server", { address, code, reason }),
   }, async (req, info) => {
     if (!app.handle) return new Response("Starting", { status: 503 });
     try {
@@ -88,7 +97,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
       });
     }
   });
-  const addr = await listening;
+  const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const scheme = config.tls ? "https" : "http";
   const self = config.publicUrl ?? `${scheme}://${host}:${addr.port}`;
@@ -134,6 +143,24 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     knownServers: () => membership.knownServers(),
   }, config.storage);
 
+  // Login and registration limits, held on the primary of each counter's ring key.
+  const perMinute = (n: number) => ({ capacity: n, perSecond: n / 60 });
+  const heldLimits = new LocalLimits({
+    loginFailuresPerUser: perMinute(config.loginFailuresPerMinute),
+    loginFailuresPerAddress: perMinute(config.loginFailuresPerAddressPerMinute),
+    registrationsPerAddress: perMinute(config.registrationsPerMinute),
+  }, clock);
+  const limits = new RingLimits({
+    self,
+    local: heldLimits,
+    holderOf: limitHolderOf(ring),
+    isLive: (address) => membership.isLive(address),
+    call: limitsCall(key, LIMITS_RPC_TIMEOUT_MS),
+    metrics,
+    log,
+    clock,
+  });
+
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
   const users = createUserServices({
     records: replicator,
@@ -143,14 +170,9 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     clock,
+    limits,
   }, {
-    accounts: {
-      bcryptCost: config.bcryptCost,
-      registrationsPerAddress: {
-        capacity: config.registrationsPerMinute,
-        perSecond: config.registrationsPerMinute / 60,
-      },
-    },
+    accounts: { bcryptCost: config.bcryptCost },
     sessions: { handoverGraceMs: config.handoverGraceMs, handoverMaxMs: config.handoverMaxMs },
   });
   const { accounts, sessions, presence, routing, mailboxes, local } = users;
@@ -190,9 +212,11 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     presence,
     ring,
     replication: (req) => handleReplicationHttp(req, { ...signed, replicator }),
+    limits: (req) => handleLimitsHttp(req, { ...signed, holder: heldLimits }),
     metrics,
     signed,
     visualizer: visualizer.handle,
+    upgrade: server.upgrade,
   }, {
     distDir: config.distDir,
     allowedOrigins: config.allowedOrigins,

@@ -56,6 +56,21 @@ export interface ClientHubOptions {
   limits?: Partial<Pick<AbuseLimits, "framesPerConnection" | "droppedFramesBeforeClose">>;
 }
 
+/**
+ * One browser WebSocket as the hub needs it: text out, messages in, close. The server's own
+ * WebSocket (`ws_socket.ts`, capped before buffering) implements it; the hub keeps no framing.
+ */
+export interface ClientSocket {
+  /** Whether {@link send} still reaches the client. */
+  readonly isOpen: boolean;
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  /** Each whole message: a string for text, bytes for binary. */
+  onmessage: ((event: { data: string | Uint8Array }) => void) | null;
+  /** Once, when the connection has ended (however it ended). */
+  onclose: (() => void) | null;
+}
+
 /** One browser WebSocket, as the users services see it. */
 class SocketConnection implements ClientConnection {
   lastSeen: number;
@@ -63,7 +78,7 @@ class SocketConnection implements ClientConnection {
   lastLimitedAt = -Infinity;
 
   constructor(
-    readonly socket: WebSocket,
+    readonly socket: ClientSocket,
     readonly address: string,
     readonly frames: TokenBucket,
     readonly strikes: TokenBucket,
@@ -73,7 +88,7 @@ class SocketConnection implements ClientConnection {
   }
 
   send(frame: ServerFrame): boolean {
-    if (this.socket.readyState !== WebSocket.OPEN) return false;
+    if (!this.socket.isOpen) return false;
     this.socket.send(JSON.stringify(frame));
     return true;
   }
@@ -129,7 +144,7 @@ export class ClientHub {
   }
 
   /** Takes over an upgraded WebSocket from the client at `address` (its IP). */
-  accept(socket: WebSocket, address = "unknown"): void {
+  accept(socket: ClientSocket, address = "unknown"): void {
     const key = addressKey(address);
     this.#open++;
     this.#openByAddress.set(key, (this.#openByAddress.get(key) ?? 0) + 1);
@@ -166,10 +181,6 @@ export class ClientHub {
       });
     };
     socket.onclose = () => {
-      release();
-      this.#deps.sessions.disconnect(conn);
-    };
-    socket.onerror = () => {
       release();
       this.#deps.sessions.disconnect(conn);
     };

@@ -1,7 +1,7 @@
 /**
- * Routes HTTP requests: the browser WebSocket, the three signed server endpoints (cluster, ring
- * and replication RPC, each through `serveSigned`), health, metrics, the ring's state and the
- * PWA's static files.
+ * Routes HTTP requests: the browser WebSocket, the four signed server endpoints (cluster, ring,
+ * replication and limits RPC, each through `serveSigned`), health, metrics, the ring's state and
+ * the PWA's static files.
  */
 import {
   type ClusterRequest,
@@ -10,6 +10,7 @@ import {
 } from "../../shared/mod.ts";
 import {
   CLUSTER_RPC_PATH,
+  LIMITS_RPC_PATH,
   type Membership,
   REPLICATION_RPC_PATH,
   RING_RPC_PATH,
@@ -19,7 +20,7 @@ import {
 } from "../cluster/mod.ts";
 import { hasOperatorToken, type Metrics } from "../telemetry/mod.ts";
 import type { LocalSessions, Presence, Sessions } from "../users/mod.ts";
-import type { ClientHub } from "./client_hub.ts";
+import type { ClientHub, ClientSocket } from "./client_hub.ts";
 import { ISOLATION_HEADERS, pageHeaders, serveStatic } from "./static_files.ts";
 
 /** Largest cluster RPC body, in bytes. */
@@ -35,6 +36,8 @@ export interface HttpDeps {
   ring: RingService;
   /** Serves `POST /replication/rpc`. */
   replication: (req: Request) => Promise<Response>;
+  /** Serves `POST /limits/rpc`: the ring-shared login and registration counters held here. */
+  limits: (req: Request) => Promise<Response>;
   metrics: Metrics;
   /** Signs and logs the signed endpoints. */
   signed: ServeSignedDeps;
@@ -43,6 +46,11 @@ export interface HttpDeps {
    * paths and resolves `undefined` for any other request.
    */
   visualizer?: (req: Request) => Promise<Response | undefined>;
+  /**
+   * Takes over the connection of an admitted `/ws` request as a capped WebSocket (the front's
+   * `upgrade`, `ws_front.ts`); `undefined` for a request that did not come through the front.
+   */
+  upgrade?: (req: Request) => { socket: ClientSocket; response: Response } | undefined;
 }
 
 /** Where the built client lives, and who may use it. */
@@ -101,9 +109,16 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       const address = remote && "hostname" in remote ? remote.hostname : undefined;
       const full = deps.hub.refusal(address);
       if (full) return new Response(full, { status: 503, headers: ISOLATION_HEADERS });
-      const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
-      deps.hub.accept(socket, address);
-      return response;
+      // Never `Deno.upgradeWebSocket`: it buffers frames of up to 64 MiB before any check.
+      const upgraded = deps.upgrade?.(req);
+      if (!upgraded) {
+        return new Response("Open the WebSocket on a new connection", {
+          status: 426,
+          headers: ISOLATION_HEADERS,
+        });
+      }
+      deps.hub.accept(upgraded.socket, address);
+      return upgraded.response;
     }
     if (url.pathname === CLUSTER_RPC_PATH && req.method === "POST") {
       return await serveSigned(req, {
@@ -118,6 +133,9 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     if (url.pathname === REPLICATION_RPC_PATH && req.method === "POST") {
       return await deps.replication(req);
+    }
+    if (url.pathname === LIMITS_RPC_PATH && req.method === "POST") {
+      return await deps.limits(req);
     }
     if ((url.pathname === "/ring" || url.pathname === "/metrics") && options.operatorToken) {
       if (!hasOperatorToken(req, options.operatorToken)) {

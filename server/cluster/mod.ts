@@ -1,8 +1,9 @@
 /**
  * Server-to-server plumbing: cluster membership (seeds, discovery, gossip in signed hellos,
  * liveness), the signed HTTP transports (`signedPost`, `callPeer`, and `serveSigned` for every
- * signed endpoint: cluster, ring and replication RPC), the ring lifecycle of this server's CHORD
- * node ({@link RingService}), and replication's view of that ring. It promises that only holders
+ * signed endpoint: cluster, ring, replication and limits RPC, the last carrying the ring-shared
+ * rate limit counters), the ring lifecycle of this server's CHORD node ({@link RingService}), and
+ * replication's view of that ring. It promises that only holders
  * of the cluster secret are heard. It knows nothing of users, sessions or frames for browsers:
  * that is `server/users`.
  */
@@ -33,6 +34,21 @@ export {
   type RingView,
 } from "./ring_service.ts";
 export { ringAccessOf } from "./replica_ring.ts";
+export {
+  answerLimitRequest,
+  handleLimitsHttp,
+  LIMIT_KINDS,
+  type LimitCall,
+  type LimitHolder,
+  limitHolderOf,
+  type LimitKind,
+  type LimitRequest,
+  type LimitResponse,
+  LIMITS_RPC_PATH,
+  limitsCall,
+  parseLimitRequest,
+  parseLimitResponse,
+} from "./limits_transport.ts";
 export {
   handleReplicationHttp,
   REPLICATION_RPC_PATH,

@@ -14,11 +14,14 @@ import { type AccountReplacement, accountVersion } from "../store/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import { UserError } from "./errors.ts";
 import type { AccountRecords } from "./ports.ts";
-import { addressKey, type BucketRule, DEFAULT_LIMITS, KeyedLimiter } from "./rate_limit.ts";
+import type { BucketRule } from "./rate_limit.ts";
+import type { SharedLimits } from "./shared_limits.ts";
 
 /** Collaborators of {@link Accounts}. */
 export interface AccountsDeps {
   records: AccountRecords;
+  /** Registrations per address (shared across the ring in the server). */
+  limits: SharedLimits;
   metrics: Metrics;
   clock: Clock;
 }
@@ -35,7 +38,10 @@ export interface AccountsOptions {
    * registration that lost its name. @default 300000 (5 minutes)
    */
   cacheTtlMs?: number;
-  /** Registrations per client address (IPv6 by /64). @default DEFAULT_LIMITS */
+  /**
+   * Registrations per client address (IPv6 by /64) of the in-process counters
+   * `createUserServices` builds when it is given no shared limits. @default DEFAULT_LIMITS
+   */
   registrationsPerAddress?: BucketRule;
 }
 
@@ -66,7 +72,6 @@ export class Accounts {
   /** Account versions known to have lost their name, by username (bounded like the cache). */
   #lost = new Map<string, Set<string>>();
   #dummy: Promise<string> | undefined;
-  #registrations: KeyedLimiter;
 
   /** Creates the service; it follows the ring's account replacements from then on. */
   constructor(deps: AccountsDeps, options: AccountsOptions = {}) {
@@ -74,15 +79,17 @@ export class Accounts {
     this.#bcryptCost = options.bcryptCost ?? 10;
     this.#cacheSize = options.cacheSize ?? 10_000;
     this.#cacheTtlMs = options.cacheTtlMs ?? 300_000;
-    this.#registrations = new KeyedLimiter(
-      options.registrationsPerAddress ?? DEFAULT_LIMITS.registrationsPerAddress,
-      () => deps.clock.now(),
-    );
     deps.metrics.describe("p2pchat_registrations_total", "counter", "Registrations, by result");
     deps.metrics.describe(
       "p2pchat_names_lost_total",
       "counter",
       "Registrations that lost their name to an older one after a partition",
+    );
+    deps.metrics.describe(
+      "p2pchat_login_work_total",
+      "counter",
+      "Work of checking login secrets, by step (account_read from the ring, bcrypt comparison): " +
+        "an unknown username costs the same steps as a known one",
     );
     deps.records.onAccountReplaced((r) => this.#replaced(r));
   }
@@ -124,11 +131,12 @@ export class Accounts {
    */
   async register(registration: Registration, address = "unknown"): Promise<void> {
     const { metrics } = this.#deps;
-    // Charged before any lookup or bcrypt: each registration costs both, and durable writes.
-    const key = addressKey(address);
-    if (!this.#registrations.take(key)) {
+    // Charged (on the counter's holder) before any lookup or bcrypt: each registration costs
+    // both, and durable writes.
+    const { blockedMs } = await this.#deps.limits.beginRegistration(address);
+    if (blockedMs > 0) {
       metrics.inc("p2pchat_registrations_total", { result: "rate_limited" });
-      const seconds = Math.ceil(this.#registrations.retryAfterMs(key) / 1000);
+      const seconds = Math.ceil(blockedMs / 1000);
       throw new UserError(
         "rate_limited",
         `Too many new accounts from your address: try again in ${seconds} s`,
@@ -171,6 +179,14 @@ export class Accounts {
     const cached = this.#cache.get(username);
     if (cached && cached.until > this.#deps.clock.now()) return cached.account;
     if (cached) this.#cache.delete(username);
+    return await this.#read(username, unavailableMessage);
+  }
+
+  /** Reads `username`'s account from the ring (and caches it when it exists). */
+  async #read(
+    username: string,
+    unavailableMessage: string,
+  ): Promise<AccountRecord | undefined> {
     try {
       const account = await this.#deps.records.getAccount(username);
       if (account) this.#remember(account);
@@ -183,10 +199,15 @@ export class Accounts {
 
   /**
    * The account if `secret` is its auth secret; undefined for an unknown name or a wrong one.
-   * An unknown name costs one bcrypt comparison too, so timing does not tell names apart.
+   * Both cost the same steps, so timing does not tell names apart: one read from the ring (never
+   * the cache, which only knows names that exist) and one bcrypt comparison (against a dummy hash
+   * of the same cost for an unknown name).
    */
   async verify(username: string, secret: string): Promise<AccountRecord | undefined> {
-    const account = await this.get(username);
+    const { metrics } = this.#deps;
+    metrics.inc("p2pchat_login_work_total", { step: "account_read" });
+    const account = await this.#read(username, "Accounts cannot be read right now");
+    metrics.inc("p2pchat_login_work_total", { step: "bcrypt" });
     if (!account) {
       await compare(secret, await this.#dummyHash());
       return undefined;

@@ -32,10 +32,19 @@ export {
   type BucketRule,
   DEFAULT_LIMITS,
   KeyedLimiter,
-  LoginLimiter,
   TokenBucket,
 } from "./rate_limit.ts";
 export { Routing, type RoutingDeps } from "./routing.ts";
+export {
+  addressRingKey,
+  type Charge,
+  LocalLimits,
+  RingLimits,
+  type RingLimitsDeps,
+  type RingLimitsOptions,
+  type SharedLimitRules,
+  type SharedLimits,
+} from "./shared_limits.ts";
 export {
   createUserServices,
   type UserServices,

@@ -18,6 +18,7 @@ import type {
 import { Presence, type PresenceOptions } from "./presence.ts";
 import { Routing } from "./routing.ts";
 import { Sessions, type SessionsOptions } from "./sessions.ts";
+import { LocalLimits, type SharedLimits } from "./shared_limits.ts";
 import type { Tokens } from "./tokens.ts";
 
 /** What the users services need from the layers below. */
@@ -30,6 +31,12 @@ export interface UserServicesDeps {
   metrics: Metrics;
   log: Log;
   clock: Clock;
+  /**
+   * Login and registration limits (the ring-shared `RingLimits` in the server). Without it, this
+   * process's own counters, with the rules of `options.sessions.limits` and
+   * `options.accounts.registrationsPerAddress`.
+   */
+  limits?: SharedLimits;
 }
 
 /** Configuration of every users service. */
@@ -65,9 +72,15 @@ export function createUserServices(
     options.presence,
   );
   const routing = new Routing({ local, presence, membership, call, log });
-  const accounts = new Accounts({ records, metrics, clock }, options.accounts);
+  const limits = deps.limits ?? new LocalLimits({
+    ...options.sessions?.limits,
+    ...(options.accounts?.registrationsPerAddress
+      ? { registrationsPerAddress: options.accounts.registrationsPerAddress }
+      : {}),
+  }, clock);
+  const accounts = new Accounts({ records, limits, metrics, clock }, options.accounts);
   const sessions = new Sessions(
-    { accounts, tokens, local, presence, routing, membership, metrics, log, clock },
+    { accounts, tokens, local, presence, routing, membership, limits, metrics, log, clock },
     options.sessions,
   );
   const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log });

@@ -9,7 +9,8 @@
  * the user's session at once but stays open for a bounded grace, in which it may only exchange
  * signals with the session that replaced it (routed as `handover_signal` frames), so the old
  * device can hand its history over an encrypted data channel (DESIGN §4); then it is closed.
- * Failed logins are limited per username and per address; a silent connection is closed.
+ * Failed logins are limited per username and per address, across the ring (`shared_limits.ts`);
+ * a silent connection is closed.
  * A session belongs to one registration of its name (the token says which): when that
  * registration loses the name to an older one (two sides of a partition registered it), its
  * connections are told and closed and its tokens are refused.
@@ -32,9 +33,10 @@ import { UserError } from "./errors.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { ClientConnection, MembershipView } from "./ports.ts";
 import type { Presence } from "./presence.ts";
-import { type AbuseLimits, DEFAULT_LIMITS, LoginLimiter } from "./rate_limit.ts";
+import type { AbuseLimits } from "./rate_limit.ts";
 import type { Routing } from "./routing.ts";
 import { isNewer, SessionRegistry, type SessionStamp } from "./session_registry.ts";
+import type { SharedLimits } from "./shared_limits.ts";
 import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
 
 /** What the old client is told when a newer login replaces its session. */
@@ -70,6 +72,8 @@ export interface SessionsDeps {
   presence: Presence;
   routing: Routing;
   membership: MembershipView;
+  /** Failed logins per username and per address (shared across the ring in the server). */
+  limits: SharedLimits;
   metrics: Metrics;
   log: Log;
   clock: Clock;
@@ -94,7 +98,10 @@ export interface SessionsOptions {
   handoverMaxMs?: number;
   /** Longest a login waits for its presence record to be written on the ring, in ms. @default 2000 */
   presenceWriteWaitMs?: number;
-  /** Login failure limits; missing fields take {@link DEFAULT_LIMITS}. */
+  /**
+   * Login failure limits of the in-process counters `createUserServices` builds when it is given
+   * no shared limits; missing fields take `DEFAULT_LIMITS`.
+   */
   limits?: Partial<Pick<AbuseLimits, "loginFailuresPerUser" | "loginFailuresPerAddress">>;
 }
 
@@ -118,7 +125,6 @@ export class Sessions {
   #graceMs: number;
   #graceMaxMs: number;
   #writeWaitMs: number;
-  #logins: LoginLimiter;
   #registry = new SessionRegistry();
   #graceTimers = new Map<ClientConnection, TimerHandle>();
   /** When each grace began, and the most rows its connection reported handed over. */
@@ -136,10 +142,6 @@ export class Sessions {
     this.#graceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS;
     this.#graceMaxMs = Math.max(this.#graceMs, options.handoverMaxMs ?? 4 * this.#graceMs);
     this.#writeWaitMs = options.presenceWriteWaitMs ?? 2000;
-    this.#logins = new LoginLimiter(
-      { ...DEFAULT_LIMITS, ...options.limits },
-      () => deps.clock.now(),
-    );
     const m = deps.metrics;
     m.describe("p2pchat_logins_total", "counter", "Login attempts, by result");
     m.describe(
@@ -224,9 +226,11 @@ export class Sessions {
    * `rate_limited`, `wrong_credentials` or `unavailable`.
    */
   async login(conn: ClientConnection, username: string, secret: string): Promise<SessionGrant> {
-    const { metrics, accounts, tokens, clock } = this.#deps;
-    // Charged before bcrypt and refunded on success, so parallel guesses count while in flight.
-    const blockedMs = this.#logins.begin(username, conn.address);
+    const { metrics, accounts, tokens, clock, limits } = this.#deps;
+    // Charged (on the counters' holders) before bcrypt and refunded on success, so parallel
+    // guesses count while in flight, whichever servers they are sent to.
+    const charge = await limits.beginLogin(username, conn.address);
+    const blockedMs = charge.blockedMs;
     if (blockedMs > 0) {
       metrics.inc("p2pchat_logins_total", { result: "rate_limited" });
       metrics.inc("p2pchat_rate_limited_total", { kind: "login" });
@@ -240,12 +244,12 @@ export class Sessions {
       account = await accounts.verify(username, secret);
     } catch (err) {
       // The ring could not answer: not the user's failure.
-      this.#logins.succeeded(username, conn.address);
+      void charge.refund();
       throw err;
     }
     metrics.inc("p2pchat_logins_total", { result: account ? "ok" : "rejected" });
     if (!account) throw new UserError("wrong_credentials", "Unknown username or wrong password");
-    this.#logins.succeeded(username, conn.address);
+    void charge.refund();
     const { token, claims } = await tokens.issue(username, clock.now(), accountVersion(account));
     const previous = this.#previousSession(username);
     this.#accountOf.set(conn, claims.account!);

@@ -1,0 +1,94 @@
+/**
+ * Cost of a failed login on a ring of three real servers: a wrong password for a known name
+ * versus any password for an unknown name, interleaved, from one client on the first server
+ * (each name's counters and account live wherever the ring puts them, as in production). Both
+ * should cost one account read from the ring, one bcrypt comparison at the server's cost and the
+ * same limit charges; this reports the medians and their ratio. The login limits are raised so
+ * that no attempt is refused. Progress goes to stderr; the last stdout line is one JSON object.
+ * Usage: deno task bench:login [--rounds N]
+ */
+import { parseArgs } from "node:util";
+import { type ServerProcess, startCluster } from "../support/server_process.ts";
+import { TestClient } from "../support/ws_client.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { rounds: { type: "string", default: "30" } },
+});
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 5 || rounds > 1000) {
+  console.error(`Error: --rounds must be a whole number from 5 to 1000, got "${values.rounds}"`);
+  Deno.exit(2);
+}
+
+const log = (msg: string) => console.error(`[bench:login] ${msg}`);
+const round1 = (x: number) => Math.round(x * 10) / 10;
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+/** How long one failed login takes, from the client's request to its answer, in ms. */
+async function failedLoginMs(client: TestClient, username: string): Promise<number> {
+  const started = performance.now();
+  const r = await client.request({ type: "login", username, secret: "wrong-password-000" });
+  const ms = performance.now() - started;
+  if (r.type !== "error" || r.code !== "wrong_credentials") {
+    throw new Error(`login ${username}: expected wrong_credentials, got ${JSON.stringify(r)}`);
+  }
+  return ms;
+}
+
+const servers: ServerProcess[] = [];
+const clients: TestClient[] = [];
+try {
+  log("starting 3 servers");
+  servers.push(
+    ...await startCluster(3, {
+      env: {
+        P2P_LOGIN_FAILURES_PER_MINUTE: "10000",
+        P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE: "100000",
+        P2P_REGISTRATIONS_PER_MINUTE: "100000",
+      },
+    }),
+  );
+  const client = await TestClient.connect(servers[0]!.url);
+  clients.push(client);
+  const warmup = 5;
+  const known = Array.from({ length: rounds + warmup }, (_, i) => `known${i}`);
+  const unknown = Array.from({ length: rounds + warmup }, (_, i) => `unknown${i}`);
+  log(`registering ${known.length} accounts`);
+  for (const username of known) {
+    const r = await client.request({ type: "register", username, secret: "right-password-000" });
+    if (r.type !== "ok") throw new Error(`register ${username}: ${JSON.stringify(r)}`);
+  }
+  log(`${warmup} warm-up rounds, then ${rounds} rounds of one known and one unknown name`);
+  const knownMs: number[] = [];
+  const unknownMs: number[] = [];
+  for (let i = 0; i < rounds + warmup; i++) {
+    // Alternate which goes first, so neither always follows the other.
+    const pair = i % 2 === 0
+      ? [await failedLoginMs(client, known[i]!), await failedLoginMs(client, unknown[i]!)]
+      : [
+        await failedLoginMs(client, unknown[i]!),
+        await failedLoginMs(client, known[i]!),
+      ].reverse();
+    if (i < warmup) continue;
+    knownMs.push(pair[0]!);
+    unknownMs.push(pair[1]!);
+  }
+  knownMs.sort((a, b) => a - b);
+  unknownMs.sort((a, b) => a - b);
+  const knownP50 = percentile(knownMs, 0.5);
+  const unknownP50 = percentile(unknownMs, 0.5);
+  console.log(JSON.stringify({
+    known_wrong_password_p50_ms: round1(knownP50),
+    unknown_name_p50_ms: round1(unknownP50),
+    known_wrong_password_p90_ms: round1(percentile(knownMs, 0.9)),
+    unknown_name_p90_ms: round1(percentile(unknownMs, 0.9)),
+    unknown_over_known_p50: Math.round((unknownP50 / knownP50) * 1000) / 1000,
+    rounds,
+  }));
+} finally {
+  await Promise.all(clients.map((c) => c.close()));
+  await Promise.all(servers.map((s) => s.stop()));
+}
