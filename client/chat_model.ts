@@ -25,6 +25,7 @@ import {
 import type { UserKeyPairs } from "../shared/crypto/mod.ts";
 import { deriveLogin } from "./auth.ts";
 import { HandoverController, type HandoverState } from "./handover_controller.ts";
+import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
 import type { History, MessageRow } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
 import {
@@ -37,7 +38,7 @@ import {
   unlockAccountKeys,
 } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
-import type { ConnectionStatus, SessionApi, SessionInfo } from "./session.ts";
+import type { ConnectionStatus, SessionApi, SessionInfo, TabStorage } from "./session.ts";
 import { UserSession, type UserSessionOptions } from "./user_session.ts";
 
 export type { DiscardedMessage, HandoverState };
@@ -71,6 +72,11 @@ export interface ChatModelDeps {
    * so that a reload still says it. @default memory only
    */
   signedOutNote?: SignedOutNote;
+  /**
+   * This device's lasting state (localStorage in the browser): the keep-a-copy setting, a
+   * deferred hand-over still awaited, a read-only copy kept. @default memory only
+   */
+  deviceStorage?: TabStorage;
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -86,6 +92,35 @@ export interface ChatModelOptions extends UserSessionOptions {
    * for the last messages, ms. @default 2000
    */
   handoverMarginMs?: number;
+  /** Retries of a deferred hand-over claim (old device). */
+  deferred?: DeferredHandoverOptions;
+}
+
+/** What the new device says while its history waits on the offline old device. */
+export const DEFERRED_TEXT = "Your history is on your other device, which is offline: it will " +
+  "move here automatically when that device is next online (open the app there).";
+
+const KEEP_COPY_KEY = "p2pchat.keepCopy";
+const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
+const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
+
+/** A history kept read-only on this device after it was handed over, as shown. */
+export interface ReadOnlyCopy {
+  user: string;
+  /** The conversations it holds. */
+  peers: string[];
+  /** The conversation shown, and its messages. */
+  peer: string | null;
+  messages: MessageRow[];
+}
+
+function memoryStorage(): TabStorage {
+  const m = new Map<string, string>();
+  return {
+    getItem: (k) => m.get(k) ?? null,
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
 }
 
 /** The chat model: signals to render and actions to call. */
@@ -126,12 +161,39 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const handover = signal<HandoverState | null>(null);
   /** Peer messages and mailbox entries rejected as malformed or forged (tests, diagnostics). */
   const rejected = { count: 0 };
+  const device = deps.deviceStorage ?? memoryStorage();
+  /** The setting: keep a read-only copy of the history here when signing in elsewhere. */
+  const keepCopy = signal(device.getItem(KEEP_COPY_KEY) === "1");
+  /** The read-only copy kept on this device, once opened, or null. */
+  const readOnly = signal<ReadOnlyCopy | null>(null);
+  let readOnlyHistory: History | null = null;
 
   const handovers = new HandoverController({
     session,
     createLink: deps.createLink,
     keyStore,
     state: handover,
+    keepCopy: () => keepCopy.value,
+    onKeptCopy(user) {
+      device.setItem(READ_ONLY_KEY, user);
+      void openReadOnly();
+    },
+  });
+  const deferred = new DeferredHandover({
+    session,
+    keyStore,
+    openHistory: deps.openHistory,
+    handovers,
+    state: handover,
+  }, { marginMs: handoverMarginMs, ...options.deferred });
+  /** The claim of a deferred hand-over running on the login screen, if any. */
+  let claiming: AbortController | null = null;
+  // The new device keeps saying where its history is until it arrived (a reload too).
+  handover.subscribe((h) => {
+    const me = current.peek()?.me;
+    if (!me || h?.role !== "receiving") return;
+    if (h.phase === "transferring" || h.phase === "done") device.removeItem(deferredKey(me));
+    if (h.phase === "failed") device.setItem(deferredKey(me), h.text);
   });
   // A superseded device says, after a reload too, why it is signed out and where its history is.
   handover.subscribe((h) => {
@@ -186,7 +248,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       });
     },
     onSessionLost(reason) {
+      // Refused because a login elsewhere replaced the session while this device was offline
+      // (asleep, say): the history and keys stay, so that it can claim the hand-over it owes.
+      const replaced = /replaced by a newer login/.test(reason);
+      if (replaced) current.value?.detachForHandover()?.history.close();
       leave();
+      if (replaced) claimDeferred();
       error.value = `Session ended: ${reason}`;
       signedOutReason.value = reason;
       note.save(reason);
@@ -267,12 +334,23 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         own,
         abort.signal,
       );
+      if (info.handover === "deferred") device.setItem(deferredKey(info.username), DEFERRED_TEXT);
+      const awaited = device.getItem(deferredKey(info.username));
       batch(() => {
         current.value = s;
         restoring.value = false;
         error.value = null;
         signedOutReason.value = null;
         if (handover.value?.role === "sending") handover.value = null;
+        if (awaited && handover.value === null) {
+          handover.value = {
+            role: "receiving",
+            phase: "deferred",
+            done: 0,
+            total: null,
+            text: awaited,
+          };
+        }
         note.save(null);
       });
     })();
@@ -348,9 +426,50 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     await enter(info);
   }
 
-  /** Connects to the home server; a session stored in this tab is resumed automatically. */
+  /**
+   * Connects to the home server; a session stored in this tab is resumed automatically. Without
+   * one, a hand-over this device still owes (its session was replaced while it was offline) is
+   * claimed, and a read-only copy kept here is opened.
+   */
   function start(): void {
     session.start();
+    if (device.getItem(READ_ONLY_KEY)) void openReadOnly();
+    if (session.storedSession() === null) claimDeferred();
+  }
+
+  /** Claims the hand-overs this device still owes, until a login on this page. */
+  function claimDeferred(): void {
+    if (claiming) return;
+    const abort = new AbortController();
+    claiming = abort;
+    void deferred.run(abort.signal).finally(() => {
+      if (claiming === abort) claiming = null;
+    });
+  }
+
+  function stopClaiming(): void {
+    claiming?.abort();
+    claiming = null;
+  }
+
+  /** Opens the read-only copy kept on this device (after a hand-over with the setting on). */
+  async function openReadOnly(): Promise<void> {
+    const user = device.getItem(READ_ONLY_KEY);
+    if (!user || readOnlyHistory) return;
+    try {
+      const h = await deps.openHistory(user);
+      readOnlyHistory = h;
+      const peers = [...new Set(h.newestFirst().map((r) => r.peer))].sort();
+      readOnly.value = { user, peers, peer: null, messages: [] };
+    } catch (err) {
+      console.warn(`Could not open the read-only copy: ${(err as Error).message}`);
+    }
+  }
+
+  function closeReadOnly(): void {
+    readOnlyHistory?.close();
+    readOnlyHistory = null;
+    readOnly.value = null;
   }
 
   /** Logs in; resolves whether it succeeded (the error is in `error`). */
@@ -358,6 +477,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     return withBusy(async () => {
       username = username.trim();
       checkCredentials(username, password);
+      stopClaiming();
+      closeReadOnly();
+      device.removeItem(READ_ONLY_KEY);
       const credentials = await deriveLogin(username, password);
       const info = await session.login(username, credentials.secret);
       let own: OwnKeys | null = null;
@@ -378,6 +500,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     return withBusy(async () => {
       username = username.trim();
       checkCredentials(username, password);
+      stopClaiming();
       const credentials = await deriveLogin(username, password);
       progress.value = "Generating your keys…";
       let created;
@@ -425,6 +548,26 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   return {
+    /** The setting: keep a read-only copy of the history here after a hand-over. */
+    keepCopy,
+    /** Sets {@link keepCopy} (kept on this device). */
+    setKeepCopy(value: boolean): void {
+      keepCopy.value = value;
+      if (value) device.setItem(KEEP_COPY_KEY, "1");
+      else device.removeItem(KEEP_COPY_KEY);
+    },
+    /** The read-only copy of a handed-over history kept here, or null. */
+    readOnly,
+    /** Shows the conversation with `peer` of the read-only copy. */
+    openReadOnlyChat(peer: string): void {
+      const copy = readOnly.value;
+      if (!copy || !readOnlyHistory) return;
+      readOnly.value = { ...copy, peer, messages: readOnlyHistory.list(peer, 100_000) };
+    },
+    /** Every message of the read-only copy, newest first (tests compare devices). */
+    readOnlyMessages(): MessageRow[] {
+      return readOnlyHistory?.newestFirst() ?? [];
+    },
     /** The logged-in user, or null on the login screen. */
     me: ofSession((s) => s.me, null as string | null),
     status,

@@ -24,6 +24,8 @@
  * {@link PeerLinkFactory} and a signaling function, like `Peers`.
  */
 import {
+  handoverAckNonce,
+  type HandoverCursor,
   type HandoverMessage,
   isValidUsername,
   MAX_TEXT_LENGTH,
@@ -173,6 +175,9 @@ export class HandoverSendJob {
   #ranges: Array<{ start: number; end: number }> = [];
   #rowsPerBatch = FIRST_BATCH_ROWS;
   #nonce: string | null = null;
+  /** The receiver's cursor from an earlier transfer, and the first row after it. */
+  #after: HandoverCursor | undefined;
+  #offset = 0;
   /** Next batch to send, and batches acknowledged (always in order). */
   #next = 0;
   #acked = 0;
@@ -193,9 +198,28 @@ export class HandoverSendJob {
     this.outcome = new Promise((resolve) => this.#settle = resolve);
   }
 
-  /** Rows the receiver acknowledged so far, and the transfer's total. */
+  /** Rows the receiver holds so far (acknowledged, or skipped by its cursor), and the total. */
   get progress(): { done: number; total: number } {
     return { done: this.#ackedRows(), total: this.#rows.length };
+  }
+
+  /** The first row (newest first) strictly after `after`: what an interrupted transfer lacks. */
+  #offsetAfter(after: HandoverCursor | undefined): number {
+    if (!after) return 0;
+    const isAfter = (r: MessageRow) =>
+      r.sentAt < after.sentAt || (r.sentAt === after.sentAt && r.id < after.id);
+    const step = 1_000;
+    for (let start = 0; start < this.#rows.length; start += step) {
+      const chunk = this.#rows.slice(start, Math.min(this.#rows.length, start + step));
+      const i = chunk.findIndex(isAfter);
+      if (i < 0) continue;
+      // Only a cursor on a row of this history counts (a transfer from another device of the
+      // user stopped there, say): otherwise everything goes.
+      const at = start + i;
+      return at > 0 && this.#rows.slice(at - 1, at)[0]?.id === after.id ? at : 0;
+    }
+    const n = this.#rows.length;
+    return n > 0 && this.#rows.slice(n - 1, n)[0]?.id === after.id ? n : 0;
   }
 
   /** Feeds one message from the receiver. */
@@ -223,8 +247,12 @@ export class HandoverSendJob {
     switch (msg.type) {
       case "handover_hello":
         if (msg.nonce !== this.#nonce) {
-          // A new transfer (the receiver lost its state): everything again, under its nonce.
+          // A new transfer (the receiver lost its state, or this device came back): everything
+          // after the receiver's cursor, under its nonce.
           this.#nonce = msg.nonce;
+          this.#after = msg.after;
+          this.#offset = this.#offsetAfter(msg.after);
+          this.#ranges = [];
           this.#acked = 0;
         }
         this.#isPaused = false;
@@ -241,11 +269,17 @@ export class HandoverSendJob {
       }
       case "handover_done": {
         const nonce = this.#nonce;
-        const valid = nonce !== null && msg.rows === this.#rows.length &&
-          await verifyHandoverAck(this.#owner, nonce, msg.rows, msg.signature, this.#keys.verify);
+        const valid = nonce !== null && msg.rows === this.#rows.length - this.#offset &&
+          await verifyHandoverAck(
+            this.#owner,
+            handoverAckNonce(nonce, this.#after),
+            msg.rows,
+            msg.signature,
+            this.#keys.verify,
+          );
         this.#finish(
           valid
-            ? { ok: true, rows: msg.rows }
+            ? { ok: true, rows: this.#rows.length }
             : { ok: false, reason: "The acknowledgement of the new device does not verify" },
         );
         return;
@@ -259,7 +293,7 @@ export class HandoverSendJob {
   }
 
   #ackedRows(): number {
-    return this.#acked === 0 ? 0 : this.#ranges[this.#acked - 1]!.end;
+    return this.#acked === 0 ? this.#offset : this.#ranges[this.#acked - 1]!.end;
   }
 
   #isComplete(seq: number): boolean {
@@ -293,8 +327,11 @@ export class HandoverSendJob {
 
   /** Seals batch `seq`, choosing its rows the first time so it fits once compressed. */
   async #seal(seq: number, nonce: string): Promise<string> {
-    const known = this.#ranges[seq];
-    const start = known?.start ?? this.#ranges[seq - 1]?.end ?? 0;
+    // This transfer's ranges: a hello with a new nonce replaces the array, and a batch sealed
+    // meanwhile for the old transfer must not leave its range in the new one.
+    const ranges = this.#ranges;
+    const known = ranges[seq];
+    const start = known?.start ?? ranges[seq - 1]?.end ?? this.#offset;
     let count = known
       ? known.end - known.start
       : Math.min(this.#rowsPerBatch, MAX_BATCH_ROWS, this.#rows.length - start);
@@ -307,7 +344,7 @@ export class HandoverSendJob {
             owner: this.#owner,
             nonce,
             seq,
-            total: this.#rows.length,
+            total: this.#rows.length - this.#offset,
             final: start + count === this.#rows.length,
           },
           payload,
@@ -315,7 +352,7 @@ export class HandoverSendJob {
           this.#keys.encrypt,
         );
         if (!known) {
-          this.#ranges[seq] = { start, end: start + count };
+          ranges[seq] = { start, end: start + count };
           // Aim the next batch at ~85% of the bound, by the compression this one got.
           const compressed = Math.max(1, (batch.ciphertext.length * 3) / 4);
           this.#rowsPerBatch = Math.max(
@@ -373,17 +410,45 @@ export class HandoverReceiveJob {
   #queue: Promise<void> = Promise.resolve();
   #storing: Promise<void> = Promise.resolve();
 
-  /** Prepares to receive `owner`'s history. */
-  constructor(owner: string, keys: HandoverKeys, events: ReceiveEvents) {
+  /** Where an earlier, interrupted transfer stopped, and how many rows it had stored. */
+  #after: HandoverCursor | undefined;
+  #base: number;
+  /** The oldest row stored so far (rows come newest first). */
+  #last: HandoverCursor | undefined;
+
+  /**
+   * Prepares to receive `owner`'s history; `resume` continues an interrupted transfer after
+   * its cursor (`stored`: the rows it had stored, for the progress shown).
+   */
+  constructor(
+    owner: string,
+    keys: HandoverKeys,
+    events: ReceiveEvents,
+    resume?: { after: HandoverCursor; stored: number },
+  ) {
     this.#owner = owner;
     this.#keys = keys;
     this.#events = events;
+    this.#after = resume?.after;
+    this.#last = resume?.after;
+    this.#base = resume?.stored ?? 0;
     this.outcome = new Promise((resolve) => this.#settle = resolve);
   }
 
-  /** Rows stored so far and the transfer's total (null before the first batch). */
+  /**
+   * Rows stored so far and the transfer's total (null before the first batch), counting those
+   * an interrupted transfer it resumes had stored.
+   */
   get progress(): { done: number; total: number | null } {
-    return { done: this.#stored, total: this.#total };
+    return {
+      done: this.#base + this.#stored,
+      total: this.#total === null ? null : this.#base + this.#total,
+    };
+  }
+
+  /** Where to resume if this transfer is interrupted: the oldest row stored, and the count. */
+  get resumePoint(): { after: HandoverCursor; stored: number } | undefined {
+    return this.#last ? { after: this.#last, stored: this.#base + this.#stored } : undefined;
   }
 
   /** Whether the transfer ended. */
@@ -395,7 +460,12 @@ export class HandoverReceiveJob {
   start(): void {
     if (this.#settled) return;
     this.#events.send(
-      message({ v: PEER_PROTOCOL_VERSION, type: "handover_hello", nonce: this.#nonce }),
+      message({
+        v: PEER_PROTOCOL_VERSION,
+        type: "handover_hello",
+        nonce: this.#nonce,
+        ...(this.#after ? { after: this.#after } : {}),
+      }),
     );
   }
 
@@ -462,19 +532,21 @@ export class HandoverReceiveJob {
       await this.#events.importRows(rows);
       if (this.#settled) return;
       this.#stored += rows.length;
-      this.#events.onProgress?.(this.#stored, batch.total);
+      const oldest = rows.at(-1);
+      if (oldest) this.#last = { sentAt: oldest.sentAt, id: oldest.id };
+      this.#events.onProgress?.(this.#base + this.#stored, this.#base + batch.total);
       this.#acknowledge(batch.seq);
       if (!batch.final) return;
       const signature = await signHandoverAck(
         this.#owner,
-        this.#nonce,
+        handoverAckNonce(this.#nonce, this.#after),
         this.#stored,
         this.#keys.signing,
       );
       this.#events.send(
         message({ v: PEER_PROTOCOL_VERSION, type: "handover_done", rows: this.#stored, signature }),
       );
-      this.#finish({ ok: true, rows: this.#stored });
+      this.#finish({ ok: true, rows: this.#base + this.#stored });
     });
   }
 
@@ -662,6 +734,8 @@ export class HistoryReceiver {
   #job: HandoverReceiveJob | null = null;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** Where to resume the next transfer when no earlier one ran in this page. */
+  #resume: { after: HandoverCursor; stored: number } | undefined;
   /** Reports the end of each transfer, with the rows stored and the total announced. */
   onOutcome?: (outcome: HandoverOutcome, progress: { done: number; total: number | null }) => void;
 
@@ -672,6 +746,21 @@ export class HistoryReceiver {
   ) {
     this.#deps = deps;
     this.#stallMs = options.stallMs ?? 20_000;
+  }
+
+  /**
+   * Where the last transfer stopped, to keep across a reload: undefined if none stored a row,
+   * or if it completed.
+   */
+  get resumePoint(): { after: HandoverCursor; stored: number } | undefined {
+    const job = this.#job;
+    if (!job) return this.#resume;
+    return job.isSettled && job.progress.done === job.progress.total ? undefined : job.resumePoint;
+  }
+
+  /** Resumes the next transfer after `point` (kept from an interrupted one before a reload). */
+  resumeFrom(point: { after: HandoverCursor; stored: number } | undefined): void {
+    this.#resume = point;
   }
 
   /** Handles a signal from this user's other (superseded) device. */
@@ -731,6 +820,9 @@ export class HistoryReceiver {
   }
 
   #newJob(): HandoverReceiveJob {
+    // A transfer that failed midway resumes after the oldest row it stored (the old device
+    // came back, within its grace or later through a deferred claim).
+    const resume = this.resumePoint;
     const job: HandoverReceiveJob = new HandoverReceiveJob(this.#deps.me, this.#deps.keys, {
       send: (text) => {
         try {
@@ -741,7 +833,7 @@ export class HistoryReceiver {
       },
       onProgress: this.#deps.onProgress,
       importRows: (rows) => this.#deps.importRows(rows),
-    });
+    }, resume);
     this.#job = job;
     void job.outcome.then((o) => {
       if (this.#job !== job) return;

@@ -31,8 +31,12 @@ const PROGRESS_REPORT_MS = 1_000;
  */
 export interface HandoverState {
   role: "sending" | "receiving";
-  /** `connecting` until rows move, then `transferring`; `done` or `failed` at the end. */
-  phase: "connecting" | "transferring" | "done" | "failed";
+  /**
+   * `connecting` until rows move, then `transferring`; `done` or `failed` at the end.
+   * `deferred` (receiving): the old device is offline and hands over when it is next online;
+   * `waiting` (sending): this device came back, and waits for the new one to be online.
+   */
+  phase: "connecting" | "transferring" | "done" | "failed" | "deferred" | "waiting";
   /** Rows handed over (sender) or stored (receiver) so far. */
   done: number;
   /** Rows in the whole transfer (null on the receiver before the first batch). */
@@ -48,6 +52,13 @@ export interface HandoverControllerDeps {
   keyStore: KeyStore;
   /** Where the state is shown. */
   state: Signal<HandoverState | null>;
+  /**
+   * Whether this device keeps a read-only copy of the history after a confirmed hand-over
+   * (the user's setting); by default the history is deleted.
+   */
+  keepCopy?(): boolean;
+  /** A confirmed hand-over left `user`'s history here as a read-only copy. */
+  onKeptCopy?(user: string): void;
 }
 
 /** What a superseded session hands to the controller: it no longer touches any of it. */
@@ -151,9 +162,23 @@ export class HandoverController {
     sending(0, "connecting", "Signed in elsewhere — handing your history to your new device…");
     const finish = async (outcome: HandoverOutcome) => {
       this.#sender = null;
-      void this.#deps.keyStore.deleteOwn(info.username, info.token).catch(() => {});
-      this.#deps.session.stop();
+      // After a confirmed hand-over the keys go; after a failed one they stay with the history,
+      // so that this device can claim the rest of the hand-over when it is next open (deferred).
       if (outcome.ok) {
+        void this.#deps.keyStore.deleteOwn(info.username, info.token).catch(() => {});
+      }
+      this.#deps.session.stop();
+      if (outcome.ok && this.#deps.keepCopy?.()) {
+        // The user asked to keep a copy: read-only, since this device has no session any more.
+        history.close();
+        this.#deps.onKeptCopy?.(self);
+        sending(
+          total,
+          "done",
+          `Your history (${total} messages) is now on your new device; this device keeps a ` +
+            "read-only copy (it cannot send).",
+        );
+      } else if (outcome.ok) {
         // Moved, not copied: the new device confirmed (signed) that it stored every row.
         try {
           await history.destroy();
@@ -174,8 +199,9 @@ export class HandoverController {
           done,
           "failed",
           `Your history was not handed over (${outcome.reason}): ${done} of ${total} messages, ` +
-            "the newest, reached your new device. All of it stays on this device; messages " +
-            "waiting on the servers reach your new device anyway",
+            "the newest, reached your new device. All of it stays on this device and the rest " +
+            "moves on its own the next time this app is open here while your new device is " +
+            "online; messages waiting on the servers reach your new device anyway",
         );
       }
     };
@@ -230,7 +256,7 @@ function receivedState(
     done,
     total,
     text: `The history transfer from your other device failed (${outcome.reason}): ${arrived} ` +
-      "and stay here. The rest is still on your other device: to move it, log in there, then " +
-      "log in here again while that device stays open",
+      "and stay here. The rest is still on your other device: it moves here automatically, " +
+      "from where it stopped, when that device is next online (open the app there)",
   };
 }

@@ -68,6 +68,11 @@ export interface KeyStore {
   saveOwn(user: string, token: string, keys: OwnKeys): Promise<void>;
   /** Deletes `user`'s unlocked keys if they belong to session `token`. */
   deleteOwn(user: string, token: string): Promise<void>;
+  /**
+   * Every user's unlocked keys kept here, with their session's token: after a restart, those of
+   * a session that was replaced meanwhile may still hand the history over (a deferred hand-over).
+   */
+  listOwn(): Promise<Array<{ user: string; token: string; keys: OwnKeys }>>;
   loadContact(owner: string, contact: string): Promise<PublicKeys | null>;
   saveContact(owner: string, contact: string, keys: PublicKeys): Promise<void>;
 }
@@ -91,6 +96,8 @@ export function createMemoryKeyStore(): KeyStore {
       if (own.get(user)?.token === token) own.delete(user);
       return Promise.resolve();
     },
+    listOwn: () =>
+      Promise.resolve([...own].map(([user, s]) => ({ user, token: s.token, keys: s.keys }))),
     loadContact: (owner, c) => Promise.resolve(contacts.get(`${owner}/${c}`) ?? null),
     saveContact: (owner, c, keys) => Promise.resolve(void contacts.set(`${owner}/${c}`, keys)),
   };
@@ -125,6 +132,15 @@ export function createIdbKeyStore(): KeyStore {
       const s = await tx.store.get(user) as StoredOwn | undefined;
       if (s?.token === token) await tx.store.delete(user);
       await tx.done;
+    },
+    async listOwn() {
+      const tx = (await get()).transaction("own", "readonly");
+      const [users, stored] = await Promise.all([tx.store.getAllKeys(), tx.store.getAll()]);
+      await tx.done;
+      return users.map((user, i) => {
+        const s = stored[i] as StoredOwn;
+        return { user: String(user), token: s.token, keys: s.keys };
+      });
     },
     async loadContact(owner, contact) {
       return (await (await get()).get("contacts", `${owner}/${contact}`) as

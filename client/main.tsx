@@ -21,6 +21,8 @@
  * - `historyDigest(): Promise<{count, digest}>` — the whole stored history, as a count and a
  *   SHA-256 over every row's fields, newest first (two devices with the same history agree).
  * - `historyDbs(): Promise<string[]>` — names of this origin's IndexedDB databases.
+ * - `readOnlyDigest()` — the same digest over the read-only copy kept after a hand-over.
+ * - `setKeepCopy(value)` — the "keep a read-only copy" setting.
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
@@ -48,6 +50,8 @@ export interface P2pChatHook {
   seedHistory(peer: string, n: number, prefix: string): Promise<number>;
   historyDigest(): Promise<{ count: number; digest: string }>;
   historyDbs(): Promise<string[]>;
+  readOnlyDigest(): Promise<{ count: number; digest: string }>;
+  setKeepCopy(value: boolean): void;
 }
 
 const session = new Session(
@@ -68,6 +72,7 @@ const model = createChatModel({
     return History.open({ sql: await sqlJs, openStore: openIdbRowStore }, owner);
   },
   keyStore: createIdbKeyStore(),
+  deviceStorage: localStorage,
   signedOutNote: {
     load: () => localStorage.getItem(SIGNED_OUT_KEY),
     save(text) {
@@ -108,21 +113,25 @@ const hook: P2pChatHook = {
     });
     return model.importHistory(rows);
   },
-  async historyDigest() {
-    const rows = model.allMessages();
-    const text = rows.map((r) =>
-      [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status]
-        .join("\u0000")
-    ).join("\n");
-    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-    const digest = [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("");
-    return { count: rows.length, digest };
-  },
+  historyDigest: () => digestOf(model.allMessages()),
+  readOnlyDigest: () => digestOf(model.readOnlyMessages()),
+  setKeepCopy: (value) => model.setKeepCopy(value),
   async historyDbs() {
     return (await indexedDB.databases()).map((d) => d.name ?? "");
   },
 };
 (globalThis as unknown as { p2pchat: P2pChatHook }).p2pchat = hook;
+
+/** A count and a SHA-256 over every field of `rows` (two devices with the same history agree). */
+async function digestOf(rows: MessageRow[]): Promise<{ count: number; digest: string }> {
+  const text = rows.map((r) =>
+    [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status]
+      .join("\u0000")
+  ).join("\n");
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  const digest = [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return { count: rows.length, digest };
+}
 
 model.start();
 render(<App model={model} />, document.getElementById("app")!);

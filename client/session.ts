@@ -18,6 +18,7 @@ import {
   type MailReceipt,
   type OutgoingMail,
   parseServerFrame,
+  type PreviousSession,
   PROTOCOL_VERSION,
   type ServerFrame,
   type SignalData,
@@ -134,6 +135,8 @@ export interface SessionInfo {
    * (absent for accounts made before keys existed). Never stored in the tab's storage.
    */
   keys?: AccountKeys;
+  /** At a login: the previous session's device is offline, so its hand-over is deferred. */
+  handover?: PreviousSession;
 }
 
 /** A user's public keys from the directory (SPKI base64url). */
@@ -177,6 +180,14 @@ export interface SessionApi {
   logout(): void;
   /** Closes the socket and stops reconnecting (the token stays). */
   stop(): void;
+  /**
+   * A deferred hand-over (DESIGN §4): claims the right to hand the history of superseded session
+   * `token` over, signing the server's challenge with `sign` (the user's private key). Resolves
+   * the grace in ms once admitted: the socket then serves only the hand-over, as after
+   * `onSuperseded` with a grace. Rejects with {@link ServerError} (`peer_offline`: the new
+   * session is not online now; `not_superseded`; `not_authenticated`…).
+   */
+  claimHandover(token: string, sign: (challenge: string) => Promise<string>): Promise<number>;
 }
 
 const TOKEN_KEY = "p2pchat.session";
@@ -365,6 +376,40 @@ export class Session implements SessionApi {
     await this.#request({ v: PROTOCOL_VERSION, type: "mail_ack", reqId: 0, messages });
   }
 
+  /** See {@link SessionApi.claimHandover}. */
+  async claimHandover(
+    token: string,
+    sign: (challenge: string) => Promise<string>,
+  ): Promise<number> {
+    if (this.#session) {
+      throw new ServerError("not_authenticated", "This tab has a session: it cannot hand over");
+    }
+    const asked = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "handover_challenge",
+      reqId: 0,
+    });
+    if (asked.type !== "handover_challenge") throw new ServerError("internal", "Unexpected reply");
+    const signature = await sign(asked.challenge);
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "handover_claim",
+      reqId: 0,
+      claim: 1,
+      token,
+      challenge: asked.challenge,
+      signature,
+    });
+    if (frame.type !== "handover_admitted") throw new ServerError("internal", "Unexpected reply");
+    // From now on this socket serves the hand-over only, like a superseded one in its grace.
+    this.#handingOver = true;
+    this.#active = false;
+    if (this.#reconnectTimer !== null) this.#timers.clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#setStatus("offline");
+    return frame.handoverMs;
+  }
+
   /** Forgets the token and closes the connection; a new {@link start} reconnects anonymously. */
   logout(): void {
     this.#session = null;
@@ -411,7 +456,11 @@ export class Session implements SessionApi {
     this.#servers = unique([current, ...frame.servers, ...this.#servers]);
     this.#serverIndex = 0;
     this.#setStatus("online");
-    return frame.keys ? { ...info, keys: frame.keys } : info;
+    return {
+      ...info,
+      ...(frame.keys ? { keys: frame.keys } : {}),
+      ...(frame.handover ? { handover: frame.handover } : {}),
+    };
   }
 
   #setStatus(status: ConnectionStatus): void {
@@ -529,6 +578,8 @@ export class Session implements SessionApi {
       case "pong":
       case "mail":
       case "keys":
+      case "handover_challenge":
+      case "handover_admitted":
         this.#settle(frame.reqId, frame);
         return;
       case "delivered":

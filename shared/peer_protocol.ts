@@ -2,7 +2,7 @@
  * Messages two browsers exchange directly over their WebRTC data channel. The same parser runs
  * on every message received, so a misbehaving peer cannot inject malformed history rows.
  */
-import { parseJsonFrame, readEnvelope, readNumber, readString } from "./validate.ts";
+import { parseJsonFrame, readEnvelope, readNumber, readObject, readString } from "./validate.ts";
 import { readUsername } from "./protocol.ts";
 
 /** Version of the browser ↔ browser protocol. */
@@ -79,11 +79,27 @@ export function newMessageId(): string {
  * verification. The batch is validated by `parseSealedBatch` (shared/crypto).
  */
 export type HandoverMessage =
-  | { v: 1; type: "handover_hello"; nonce: string }
+  /**
+   * `after`: the oldest row the receiver stored in an earlier, interrupted transfer from this
+   * device (rows go newest first): the sender resumes with the rows after it, and the final
+   * acknowledgement is signed over it too ({@link handoverAckNonce}).
+   */
+  | { v: 1; type: "handover_hello"; nonce: string; after?: HandoverCursor }
   | { v: 1; type: "handover_batch"; batch: unknown }
   | { v: 1; type: "handover_received"; seq: number }
   | { v: 1; type: "handover_done"; rows: number; signature: string }
   | { v: 1; type: "handover_rejected"; reason: string };
+
+/** A place in the newest-first order of a history: the row `(sentAt, id)`. */
+export interface HandoverCursor {
+  sentAt: number;
+  id: string;
+}
+
+/** What the final acknowledgement of a transfer signs as its nonce: bound to its cursor. */
+export function handoverAckNonce(nonce: string, after?: HandoverCursor): string {
+  return after ? `${nonce}:${after.sentAt}:${after.id}` : nonce;
+}
 
 const HANDOVER_TYPES = [
   "handover_hello",
@@ -101,12 +117,21 @@ export function parseHandoverMessage(text: unknown): HandoverMessage {
   const value = parseJsonFrame(text, MAX_HANDOVER_MESSAGE);
   const { obj, type } = readEnvelope(value, PEER_PROTOCOL_VERSION, HANDOVER_TYPES);
   switch (type as HandoverMessage["type"]) {
-    case "handover_hello":
-      return {
+    case "handover_hello": {
+      const hello: HandoverMessage = {
         v: 1,
         type: "handover_hello",
         nonce: readString(obj, "nonce", "", { pattern: /^[A-Za-z0-9_-]{16,64}$/, max: 64 }),
       };
+      if (obj.after !== undefined) {
+        const after = readObject(obj.after, "after");
+        hello.after = {
+          sentAt: readNumber(after, "sentAt", "after", { min: 0, max: 8.64e15, integer: true }),
+          id: readString(after, "id", "after", { pattern: MESSAGE_ID_PATTERN, max: 64 }),
+        };
+      }
+      return hello;
+    }
     case "handover_batch":
       return { v: 1, type: "handover_batch", batch: obj.batch };
     case "handover_received":

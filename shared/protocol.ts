@@ -61,7 +61,31 @@ export type ClientFrame =
   /** `after`: the id of the last message of the previous page, to read the next one. */
   | { v: 1; type: "mail_fetch"; reqId: ReqId; after?: string }
   | { v: 1; type: "get_keys"; reqId: ReqId; username: string }
-  | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] };
+  | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] }
+  /** Asks for a fresh challenge to sign in a {@link HandoverClaim} (deferred hand-over). */
+  | { v: 1; type: "handover_challenge"; reqId: ReqId }
+  | HandoverClaim;
+
+/**
+ * A device whose session was replaced while it was offline claims the right to hand its history
+ * over (a deferred hand-over, DESIGN §4): its old session's `token` (superseded, possibly
+ * expired) and the user's RSA-PSS signature over the server's `challenge`
+ * (`shared/crypto/handover_claim.ts`). `claim` is the version of the signed statement.
+ */
+export interface HandoverClaim {
+  v: 1;
+  type: "handover_claim";
+  reqId: ReqId;
+  claim: 1;
+  token: string;
+  challenge: string;
+  signature: string;
+}
+
+/** What a `session` frame says of the user's previous session at a login. */
+export type PreviousSession =
+  /** It was offline: its history stays on that device until it is next online. */
+  "deferred";
 
 /** A message for an offline recipient: the encrypted envelope, opaque to servers. */
 export interface OutgoingMail {
@@ -114,8 +138,17 @@ export type ServerFrame =
     servers: string[];
     /** The user's own keys, so a new device can unwrap its private keys. */
     keys?: AccountKeys;
+    /** At a login: the previous session's device is offline, its hand-over is deferred. */
+    handover?: PreviousSession;
   }
   | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
+  /** A fresh single-use challenge for a `handover_claim` on this connection. */
+  | { v: 1; type: "handover_challenge"; reqId: ReqId; challenge: string }
+  /**
+   * The claim holds: the connection is in a hand-over grace of `handoverMs` (as after
+   * `superseded` with `handoverMs`), signaling only with the user's current session.
+   */
+  | { v: 1; type: "handover_admitted"; reqId: ReqId; handoverMs: number }
   | { v: 1; type: "presence"; username: string; online: boolean }
   | { v: 1; type: "signal"; from: string; data: SignalData }
   | { v: 1; type: "relay"; from: string; payload: string }
@@ -189,6 +222,8 @@ export const CLIENT_TYPES = [
   "mail_fetch",
   "mail_ack",
   "get_keys",
+  "handover_challenge",
+  "handover_claim",
 ] as const;
 
 const SERVER_TYPES = [
@@ -207,6 +242,8 @@ const SERVER_TYPES = [
   "superseded",
   "session_started",
   "handover_signal",
+  "handover_challenge",
+  "handover_admitted",
 ] as const;
 
 const ERROR_CODES: readonly ErrorCode[] = [
@@ -227,11 +264,16 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "internal",
   "unknown_user",
   "mailbox_full",
+  "not_superseded",
 ];
 
 const SESSION_ID_RULE = { min: 1, max: 64 };
 const TOKEN_RULE = { min: 16, max: 512, pattern: /^[A-Za-z0-9_.-]+$/ };
 const ANY_USER = { min: 1, max: 64 };
+/** A hand-over challenge: 32 random bytes, base64url. */
+export const CHALLENGE_RULE = { min: 43, max: 43, pattern: /^[A-Za-z0-9_-]{43}$/ };
+/** An RSA-PSS signature (up to 4096-bit keys), base64url. */
+const SIGNATURE_RULE = { min: 16, max: 700, pattern: /^[A-Za-z0-9_-]+$/ };
 
 function readReqId(obj: Record<string, unknown>): number {
   return readNumber(obj, "reqId", "", { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true });
@@ -345,6 +387,26 @@ export function validateClientFrame(value: unknown): ClientFrame {
         reqId: readReqId(obj),
         messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readReceipt),
       };
+    case "handover_challenge":
+      return { v: 1, type: "handover_challenge", reqId: readReqId(obj) };
+    case "handover_claim": {
+      if (obj.claim !== 1) {
+        throw new ProtocolError(
+          "unsupported_version",
+          "claim",
+          "Unsupported hand-over claim version: this server understands claim 1",
+        );
+      }
+      return {
+        v: 1,
+        type: "handover_claim",
+        reqId: readReqId(obj),
+        claim: 1,
+        token: readString(obj, "token", "", TOKEN_RULE),
+        challenge: readString(obj, "challenge", "", CHALLENGE_RULE),
+        signature: readString(obj, "signature", "", SIGNATURE_RULE),
+      };
+    }
   }
 }
 
@@ -433,6 +495,25 @@ export function validateServerFrame(value: unknown): ServerFrame {
           (v, p) => checkString(v, p, { min: 1, max: 300 }),
         ),
         ...(obj.keys === undefined ? {} : { keys: readAccountKeys(obj.keys, "keys") }),
+        ...(obj.handover === undefined ? {} : { handover: readPrevious(obj.handover) }),
+      };
+    case "handover_challenge":
+      return {
+        v: 1,
+        type: "handover_challenge",
+        reqId: readReqId(obj),
+        challenge: readString(obj, "challenge", "", CHALLENGE_RULE),
+      };
+    case "handover_admitted":
+      return {
+        v: 1,
+        type: "handover_admitted",
+        reqId: readReqId(obj),
+        handoverMs: readNumber(obj, "handoverMs", "", {
+          min: 0,
+          max: MAX_HANDOVER_MS,
+          integer: true,
+        }),
       };
     case "contacts":
       return {
@@ -526,6 +607,13 @@ export function validateServerFrame(value: unknown): ServerFrame {
       };
     }
   }
+}
+
+function readPrevious(value: unknown): PreviousSession {
+  if (value !== "deferred") {
+    throw new ProtocolError("bad_frame", "handover", 'handover must be "deferred"');
+  }
+  return value;
 }
 
 /** Decodes and validates one WebSocket frame from a server. Throws {@link ProtocolError}. */

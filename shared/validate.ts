@@ -22,7 +22,9 @@ export type ErrorCode =
   | "rate_limited"
   | "internal"
   | "unknown_user"
-  | "mailbox_full";
+  | "mailbox_full"
+  /** A hand-over claim for a session that no newer login replaced. */
+  | "not_superseded";
 
 /** A rejected input: which field was wrong, and a sentence a person can act on. */
 export class ProtocolError extends Error {

@@ -68,6 +68,8 @@ export class FakeCluster {
    * hand-over grace (0: closed at once), as the real servers do; null keeps both sessions.
    */
   handoverMs: number | null = null;
+  /** Users whose next login is told their old device is offline (a deferred hand-over). */
+  readonly deferred = new Set<string>();
   /** Sessions superseded and in their hand-over grace, per user. */
   readonly handovers = new Map<string, FakeSession>();
 
@@ -172,11 +174,19 @@ export class FakeSession implements SessionApi {
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
     this.#setStatus("online");
-    return Promise.resolve(this.#info(username));
+    const info = this.#info(username);
+    return Promise.resolve(
+      this.cluster.deferred.has(username) ? { ...info, handover: "deferred" } : info,
+    );
   }
 
   resume(): Promise<SessionInfo> {
     return Promise.reject(new ServerError("not_authenticated", "No session"));
+  }
+
+  /** No deferred hand-overs in these fakes: every claim is of a session still current. */
+  claimHandover(): Promise<number> {
+    return Promise.reject(new ServerError("not_superseded", "Not replaced by a newer login"));
   }
 
   contacts(): Promise<ContactEntry[]> {

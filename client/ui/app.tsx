@@ -56,6 +56,15 @@ export function App({ model }: { model: ChatModel }) {
               <section class="my-key" aria-label="My key">
                 <p>Compare these with what your contacts see for you (by phone or in person).</p>
                 <Fingerprint model={model} user={me} testId="my-fingerprint" />
+                <label class="setting">
+                  <input
+                    type="checkbox"
+                    data-testid="keep-copy-setting"
+                    checked={model.keepCopy.value}
+                    onChange={(e) => model.setKeepCopy(e.currentTarget.checked)}
+                  />
+                  Keep a read-only copy of my history on this device when I sign in elsewhere
+                </label>
               </section>
             )}
             <HandoverStatus model={model} />

@@ -2,6 +2,7 @@
 import { useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import { HandoverStatus } from "./handover_status.tsx";
+import { ReadOnlyCopyView } from "./read_only_copy.tsx";
 
 /** Username + password with Register and Log in buttons, and the error line. */
 export function LoginView({ model }: { model: ChatModel }) {
@@ -47,6 +48,15 @@ export function LoginView({ model }: { model: ChatModel }) {
           onInput={(e) => setPassword(e.currentTarget.value)}
         />
       </label>
+      <label class="setting">
+        <input
+          type="checkbox"
+          data-testid="keep-copy"
+          checked={model.keepCopy.value}
+          onChange={(e) => model.setKeepCopy(e.currentTarget.checked)}
+        />
+        Keep a read-only copy of my history on this device when I sign in elsewhere
+      </label>
       <div class="buttons">
         <button
           type="button"
@@ -65,6 +75,7 @@ export function LoginView({ model }: { model: ChatModel }) {
           ? "Restoring your session…"
           : model.progress.value ?? model.error.value ?? ""}
       </p>
+      <ReadOnlyCopyView model={model} />
     </form>
   );
 }

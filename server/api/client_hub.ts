@@ -259,6 +259,17 @@ export class ClientHub {
         );
       case "resume":
         return this.#session(conn, frame.reqId, await sessions.resume(conn, frame.token));
+      // A deferred hand-over: an offline device, replaced meanwhile, comes back to hand over.
+      case "handover_challenge": {
+        const challenge = sessions.handoverChallenge(conn);
+        conn.send({ v: 1, type: "handover_challenge", reqId: frame.reqId, challenge });
+        return;
+      }
+      case "handover_claim": {
+        const handoverMs = await sessions.claimHandover(conn, frame);
+        conn.send({ v: 1, type: "handover_admitted", reqId: frame.reqId, handoverMs });
+        return;
+      }
     }
     const me = sessions.userOf(conn);
     if (!me) throw new UserError("not_authenticated", "Log in first");

@@ -17,12 +17,15 @@
  */
 import {
   type AccountKeys,
+  type HandoverClaim,
   PRESENCE_TIMEOUT_MS,
+  type PreviousSession,
   type ServerFrame,
   type SignalData,
   SUPERSEDED_CLOSE_CODE,
 } from "../../shared/mod.ts";
 import type { Clock, TimerHandle } from "../../shared/clock.ts";
+import { importPublicKey, toBase64Url, verifyHandoverClaim } from "../../shared/crypto/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import { accountVersion } from "../store/mod.ts";
 import { type Accounts, NAME_LOST_MESSAGE } from "./accounts.ts";
@@ -53,6 +56,13 @@ export const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
 export const HANDOVER_ONLY_MESSAGE =
   "Signed in elsewhere: this connection can only hand your history to your new device; " +
   "log in again to use this device";
+
+/** How long a hand-over challenge may be answered, in ms. */
+export const CHALLENGE_TTL_MS = 60_000;
+
+/** What a claim of a session that no newer login replaced is told. */
+export const NOT_SUPERSEDED_MESSAGE =
+  "This session was not replaced by a newer login: there is nothing to hand over";
 
 /** Collaborators of {@link Sessions}. */
 export interface SessionsDeps {
@@ -104,6 +114,8 @@ export interface SessionGrant {
   servers: string[];
   /** The user's own keys, so a new device can unwrap its private keys. */
   keys?: AccountKeys;
+  /** At a login: the previous session's device is offline (its hand-over is deferred). */
+  handover?: PreviousSession;
 }
 
 /** Logins, resumes, supersede and the hand-over grace of this server's connections. */
@@ -120,6 +132,8 @@ export class Sessions {
   #sweeper: TimerHandle | undefined;
   /** The account version each connection's session belongs to. */
   #accountOf = new WeakMap<ClientConnection, string>();
+  /** The hand-over challenge each connection may answer once, and until when. */
+  #challenges = new WeakMap<ClientConnection, { value: string; expiresAt: number }>();
 
   /** Creates the service; {@link start} begins the heartbeat sweep. */
   constructor(deps: SessionsDeps, options: SessionsOptions = {}) {
@@ -141,6 +155,11 @@ export class Sessions {
       "Requests refused by a rate limit, by kind",
     );
     m.describe("p2pchat_relayed_total", "counter", "Frames relayed between users, by kind");
+    m.describe(
+      "p2pchat_handover_claims_total",
+      "counter",
+      "Deferred hand-over claims, by result",
+    );
     deps.accounts.onLost((username, loser) => this.#nameLost(username, loser));
   }
 
@@ -232,6 +251,7 @@ export class Sessions {
     if (!account) throw new UserError("wrong_credentials", "Unknown username or wrong password");
     void charge.refund();
     const { token, claims } = await tokens.issue(username, clock.now(), accountVersion(account));
+    const previous = this.#previousSession(username);
     this.#accountOf.set(conn, claims.account!);
     await this.#bind(conn, claims);
     this.#newSession(username, claims);
@@ -242,7 +262,7 @@ export class Sessions {
       sessionId: claims.sessionId,
       issuedAt: claims.issuedAt,
     });
-    return this.#grant(claims, token, account.keys);
+    return { ...this.#grant(claims, token, account.keys), ...previous };
   }
 
   /**
@@ -329,6 +349,121 @@ export class Sessions {
           : "No other device of yours is handing its history over",
       );
     }
+  }
+
+  /**
+   * At a login of `username`, before it is bound: `deferred` when an earlier session of the user
+   * is known here but no device of the user is online, so its history stays on that device until
+   * the device comes back and claims the hand-over ({@link claimHandover}).
+   */
+  #previousSession(username: string): { handover?: PreviousSession } {
+    const known = this.#registry.newest(username) !== undefined;
+    return known && !this.#deps.presence.isOnline(username) ? { handover: "deferred" } : {};
+  }
+
+  /** A fresh challenge `conn` may sign once in a {@link claimHandover}. */
+  handoverChallenge(conn: ClientConnection): string {
+    const value = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+    this.#challenges.set(conn, { value, expiresAt: this.#deps.clock.now() + CHALLENGE_TTL_MS });
+    return value;
+  }
+
+  /**
+   * A deferred hand-over: `conn` (not logged in) presents an old session's token of the user,
+   * superseded and possibly expired, and the user's signature over the challenge this server gave
+   * it. If the signature verifies with the account's public key and a newer session of the user
+   * is known and online, `conn` enters a hand-over grace toward that session, exactly as a
+   * connection superseded while online; resolves the grace in ms. Otherwise throws a
+   * {@link UserError} and changes nothing (but the challenge, which is used up):
+   * `not_authenticated` (no or a stale challenge, a token not genuine, a bad signature, a logged
+   * in connection), `not_superseded` (no newer session known), `peer_offline` (the new session
+   * is not online: try later) or `unavailable`.
+   */
+  async claimHandover(conn: ClientConnection, claim: HandoverClaim): Promise<number> {
+    const { local, tokens, accounts, clock, log, metrics } = this.#deps;
+    const challenge = this.#challenges.get(conn);
+    this.#challenges.delete(conn);
+    const refuse = (code: "not_authenticated" | "not_superseded" | "peer_offline", m: string) => {
+      metrics.inc("p2pchat_handover_claims_total", { result: code });
+      return new UserError(code, m);
+    };
+    if (local.sessionOf(conn) || local.graceOf(conn)) {
+      throw refuse(
+        "not_authenticated",
+        "This connection is logged in: it cannot claim a hand-over",
+      );
+    }
+    if (
+      !challenge || challenge.value !== claim.challenge || challenge.expiresAt <= clock.now()
+    ) {
+      throw refuse("not_authenticated", "Ask for a new hand-over challenge and sign that one");
+    }
+    let claims: SessionClaims;
+    try {
+      claims = await tokens.verify(claim.token, clock.now(), { allowExpired: true });
+    } catch (err) {
+      if (err instanceof TokenError) throw refuse("not_authenticated", err.message);
+      throw err;
+    }
+    const username = claims.username;
+    const account = await accounts.get(username);
+    if (!account) {
+      throw new UserError(
+        "unavailable",
+        "Your account cannot be read right now: try again shortly",
+      );
+    }
+    const version = accountVersion(account);
+    if (
+      !account.keys ||
+      (claims.account !== undefined &&
+        (claims.account !== version || accounts.hasLost(username, claims.account)))
+    ) {
+      throw refuse("not_authenticated", "This session cannot hand a history over");
+    }
+    let verified = false;
+    try {
+      const key = await importPublicKey(account.keys.signing, "RSA-PSS");
+      verified = await verifyHandoverClaim(
+        username,
+        claim.token,
+        claim.challenge,
+        claim.signature,
+        key,
+      );
+    } catch {
+      verified = false;
+    }
+    if (!verified) {
+      throw refuse("not_authenticated", "The claim's signature does not verify with your key");
+    }
+    const newest = this.#registry.newest(username);
+    if (!newest || !isNewer(newest, claims)) {
+      throw refuse("not_superseded", NOT_SUPERSEDED_MESSAGE);
+    }
+    if (!this.#deps.presence.isOnline(username)) {
+      throw refuse(
+        "peer_offline",
+        "Your new session is not online: the history moves when it is",
+      );
+    }
+    // Checked again: the connection may have logged in while the checks awaited.
+    if (local.sessionOf(conn) || local.graceOf(conn)) {
+      throw refuse(
+        "not_authenticated",
+        "This connection is logged in: it cannot claim a hand-over",
+      );
+    }
+    metrics.inc("p2pchat_handover_claims_total", { result: "admitted" });
+    this.#accountOf.set(conn, claims.account ?? version);
+    local.beginGrace(conn, { username, current: newest });
+    this.#graceTimers.set(
+      conn,
+      clock.setTimeout(() => this.#endGrace(conn, "grace over"), this.#graceMs),
+    );
+    this.#graceProgress.set(conn, { beganAt: clock.now(), done: 0 });
+    log("handover_claimed", { username, graceMs: this.#graceMs });
+    return this.#graceMs;
   }
 
   /**

@@ -51,8 +51,16 @@ export class Tokens {
     return { token: `${payload}.${await this.hmac.sign(payload)}`, claims };
   }
 
-  /** The claims of a genuine, unexpired token; throws {@link TokenError} otherwise. */
-  async verify(token: string, now = Date.now()): Promise<SessionClaims> {
+  /**
+   * The claims of a genuine, unexpired token; throws {@link TokenError} otherwise. With
+   * `allowExpired` an expired but genuine token is accepted (a deferred hand-over claim, which
+   * the user's signature authorizes, may come long after its session ended).
+   */
+  async verify(
+    token: string,
+    now = Date.now(),
+    options: { allowExpired?: boolean } = {},
+  ): Promise<SessionClaims> {
     const [payload, signature, extra] = token.split(".");
     if (
       !payload || !signature || extra !== undefined || !(await this.hmac.verify(payload, signature))
@@ -76,7 +84,10 @@ export class Tokens {
     }
     // Tokens issued before sessions were ordered carry no issuedAt: they are the oldest.
     if (typeof claims.issuedAt !== "number") claims.issuedAt = 0;
-    if (typeof claims.expiresAt !== "number" || claims.expiresAt <= now) {
+    if (typeof claims.expiresAt !== "number") {
+      throw new TokenError("not_authenticated", "Session is not valid: please log in again");
+    }
+    if (claims.expiresAt <= now && !options.allowExpired) {
       throw new TokenError("session_expired", "Session expired: please log in again");
     }
     return claims;

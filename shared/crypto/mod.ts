@@ -12,3 +12,4 @@ export * from "./derive.ts";
 export * from "./keys.ts";
 export * from "./envelope.ts";
 export * from "./handover_batch.ts";
+export * from "./handover_claim.ts";

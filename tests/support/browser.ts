@@ -12,11 +12,17 @@ export const CHROMIUM_PATH = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium
 export interface TestBrowser {
   browser: Browser;
   close(): Promise<void>;
+  /** Kills the browser process at once (SIGKILL), as a crash or a power cut would. */
+  kill?(): void;
 }
 
-/** Launches one headless Chromium process with a fresh `--user-data-dir`. */
-export async function launchBrowser(): Promise<TestBrowser> {
-  const userDataDir = await Deno.makeTempDir({ prefix: "p2pchat-chromium-" });
+/**
+ * Launches one headless Chromium process with a fresh `--user-data-dir`, or with `userDataDir`
+ * (a profile that outlives the process: the caller removes it).
+ */
+export async function launchBrowser(options: { userDataDir?: string } = {}): Promise<TestBrowser> {
+  const userDataDir = options.userDataDir ??
+    await Deno.makeTempDir({ prefix: "p2pchat-chromium-" });
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM_PATH,
     headless: true,
@@ -38,7 +44,10 @@ export async function launchBrowser(): Promise<TestBrowser> {
     browser,
     async close() {
       await browser.close().catch(() => {});
-      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+      if (!options.userDataDir) await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+    },
+    kill() {
+      browser.process()?.kill("SIGKILL");
     },
   };
 }
