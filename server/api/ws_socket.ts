@@ -23,6 +23,12 @@ export interface ServerWebSocketOptions {
 
 /** How long the server waits for the client's answer to its close frame, in ms. */
 const CLOSE_WAIT_MS = 5000;
+/**
+ * How long, after its close frame is out, the server still reads (and drops) what the client
+ * sends, in ms: closing a socket with unread bytes resets it, and a reset can destroy the close
+ * frame before the client reads it (a lingering close).
+ */
+const LINGER_MS = 2000;
 const READ_CHUNK = 16 * 1024;
 const encoder = new TextEncoder();
 
@@ -38,8 +44,9 @@ export class ServerWebSocket implements ClientSocket {
   #queued = 0;
   #writing = false;
   #started = false;
-  /** Drop the connection once the queue is written (after a close frame). */
+  /** End the connection once the queue is written (after a close frame). */
   #endAfterFlush = false;
+  #lingering = false;
   #lastHeard = Date.now();
   #idleTimer?: ReturnType<typeof setInterval>;
   #closeTimer?: ReturnType<typeof setTimeout>;
@@ -91,18 +98,27 @@ export class ServerWebSocket implements ClientSocket {
   async #read(rest: Uint8Array): Promise<void> {
     const buffer = new Uint8Array(READ_CHUNK);
     try {
-      if (rest.length) this.#feed(rest);
-      while (this.#state !== "closed" && !this.#endAfterFlush) {
+      if (rest.length) this.#feedOrFail(rest);
+      while (this.#state !== "closed") {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
         this.#lastHeard = Date.now();
-        this.#feed(buffer.subarray(0, n));
+        // After our close frame, what the client still sends is read and dropped, unbuffered.
+        if (!this.#endAfterFlush) this.#feedOrFail(buffer.subarray(0, n));
       }
-    } catch (err) {
-      if (err instanceof WsCloseError) return this.#fail(err.code, err.reason);
+    } catch {
       // A reset or a TLS error: the connection is gone.
     }
-    if (!this.#endAfterFlush) this.#destroy();
+    this.#destroy();
+  }
+
+  #feedOrFail(bytes: Uint8Array): void {
+    try {
+      this.#feed(bytes);
+    } catch (err) {
+      if (!(err instanceof WsCloseError)) throw err;
+      this.#fail(err.code, err.reason);
+    }
   }
 
   /** Decodes `bytes` and acts on each frame; throws {@link WsCloseError}. */
@@ -153,7 +169,7 @@ export class ServerWebSocket implements ClientSocket {
     clearTimeout(this.#closeTimer);
     // A client that does not read cannot hold the connection open.
     this.#closeTimer = setTimeout(() => this.#destroy(), CLOSE_WAIT_MS);
-    if (!this.#writing && this.#queue.length === 0) this.#destroy();
+    if (!this.#writing && this.#queue.length === 0) this.#linger();
   }
 
   #checkIdle(): void {
@@ -191,7 +207,24 @@ export class ServerWebSocket implements ClientSocket {
     } finally {
       this.#writing = false;
     }
-    if (this.#endAfterFlush) this.#destroy();
+    if (this.#endAfterFlush) this.#linger();
+  }
+
+  /**
+   * Our close frame is written: half-close, so the client reads it followed by the end of the
+   * stream, and end the connection when the client does, or after {@link LINGER_MS}. The read
+   * loop meanwhile drops whatever the client still sends.
+   */
+  async #linger(): Promise<void> {
+    if (this.#lingering || this.#state === "closed") return;
+    this.#lingering = true;
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.#destroy(), LINGER_MS);
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      this.#destroy();
+    }
   }
 
   #destroy(): void {

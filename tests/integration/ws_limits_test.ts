@@ -33,7 +33,7 @@ async function bigFrame(url: string): Promise<{ code?: number; sentMiB: number }
   let sent = 0;
   while (sent < 60 * MIB && await ws.write(chunk)) {
     sent += chunk.length;
-    if (ws.events.some((e) => e.type === "end")) break;
+    if (ws.events.some((e) => e.type === "end" || e.type === "close")) break;
   }
   const close = await ws.next((e) => e.type === "close" || e.type === "end");
   ws.close();
@@ -49,7 +49,7 @@ async function endlessFragments(url: string): Promise<{ code?: number; sentMiB: 
   while (sent < 60 * MIB && await ws.send(opcode, fragment, false)) {
     opcode = OP.continuation;
     sent += fragment.length;
-    if (ws.events.some((e) => e.type === "end")) break;
+    if (ws.events.some((e) => e.type === "end" || e.type === "close")) break;
   }
   const close = await ws.next((e) => e.type === "close" || e.type === "end");
   ws.close();
