@@ -29,6 +29,11 @@ export interface HttpChordTransportOptions {
   timeoutMs?: number;
   /** Further attempts after a timeout or connection failure. @default 1 */
   retries?: number;
+  /**
+   * Timeout of the single attempt sent to a suspect peer (see `isSuspect`), in ms: a frozen one
+   * is given up on quickly, a merely slow one still has time to answer. @default 500
+   */
+  suspectTimeoutMs?: number;
 }
 
 /** Counts what the transport sees, for `/metrics`. */
@@ -48,11 +53,20 @@ export class HttpChordTransport implements Transport {
   #log: TransportLog;
   #timeoutMs: number;
   #retries: number;
+  #suspectTimeoutMs: number;
+  #isSuspect: (address: string) => boolean;
   #handler: ChordRequestHandler | undefined;
 
   /** Creates the transport; requests are served through {@link handleHttp}. */
   constructor(
-    deps: { key: ClusterKey; space: IdSpace; counters: TransportCounters; log?: TransportLog },
+    deps: {
+      key: ClusterKey;
+      space: IdSpace;
+      counters: TransportCounters;
+      log?: TransportLog;
+      /** Whether a peer missed its last membership hello. @default never */
+      isSuspect?: (address: string) => boolean;
+    },
     options: HttpChordTransportOptions,
   ) {
     this.localAddress = options.self;
@@ -62,12 +76,17 @@ export class HttpChordTransport implements Transport {
     this.#log = deps.log ?? (() => {});
     this.#timeoutMs = options.timeoutMs ?? 1500;
     this.#retries = options.retries ?? 1;
+    this.#suspectTimeoutMs = options.suspectTimeoutMs ?? 500;
+    this.#isSuspect = deps.isSuspect ?? (() => false);
   }
 
   async call(to: NodeAddress, request: ChordRequest): Promise<ChordResponse> {
     const body = JSON.stringify({ from: this.localAddress, request });
     let lastError: ChordTransportError | undefined;
-    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+    const suspect = this.#isSuspect(to);
+    const retries = suspect ? 0 : this.#retries;
+    const timeoutMs = suspect ? Math.min(this.#suspectTimeoutMs, this.#timeoutMs) : this.#timeoutMs;
+    for (let attempt = 0; attempt <= retries; attempt++) {
       let status: number;
       let text: string;
       try {
@@ -75,7 +94,7 @@ export class HttpChordTransport implements Transport {
           this.#key,
           to + RING_RPC_PATH,
           body,
-          this.#timeoutMs,
+          timeoutMs,
         ));
       } catch (err) {
         const failure = err instanceof SignedPostError ? err.failure : "unreachable";
