@@ -29,11 +29,6 @@ export interface HttpChordTransportOptions {
   timeoutMs?: number;
   /** Further attempts after a timeout or connection failure. @default 1 */
   retries?: number;
-  /**
-   * Timeout of the single attempt sent to a suspect peer (see `isSuspect`), in ms: a frozen one
-   * is given up on quickly, a merely slow one still has time to answer. @default 500
-   */
-  suspectTimeoutMs?: number;
 }
 
 /** Counts what the transport sees, for `/metrics`. */
@@ -53,7 +48,6 @@ export class HttpChordTransport implements Transport {
   #log: TransportLog;
   #timeoutMs: number;
   #retries: number;
-  #suspectTimeoutMs: number;
   #isSuspect: (address: string) => boolean;
   #handler: ChordRequestHandler | undefined;
 
@@ -64,7 +58,11 @@ export class HttpChordTransport implements Transport {
       space: IdSpace;
       counters: TransportCounters;
       log?: TransportLog;
-      /** Whether a peer missed its last membership hello. @default never */
+      /**
+       * Whether a peer missed its last membership hello: ring RPC to it then fails at once
+       * (reason "suspect"), so the ring routes around a frozen server as soon as it is
+       * suspected instead of after RPC timeouts. @default never
+       */
       isSuspect?: (address: string) => boolean;
     },
     options: HttpChordTransportOptions,
@@ -76,17 +74,21 @@ export class HttpChordTransport implements Transport {
     this.#log = deps.log ?? (() => {});
     this.#timeoutMs = options.timeoutMs ?? 1500;
     this.#retries = options.retries ?? 1;
-    this.#suspectTimeoutMs = options.suspectTimeoutMs ?? 500;
     this.#isSuspect = deps.isSuspect ?? (() => false);
   }
 
   async call(to: NodeAddress, request: ChordRequest): Promise<ChordResponse> {
     const body = JSON.stringify({ from: this.localAddress, request });
     let lastError: ChordTransportError | undefined;
-    const suspect = this.#isSuspect(to);
-    const retries = suspect ? 0 : this.#retries;
-    const timeoutMs = suspect ? Math.min(this.#suspectTimeoutMs, this.#timeoutMs) : this.#timeoutMs;
-    for (let attempt = 0; attempt <= retries; attempt++) {
+    if (this.#isSuspect(to)) {
+      this.#counters.inc("p2pchat_ring_rpc_failures_total", { reason: "suspect" });
+      throw new ChordTransportError(
+        "unreachable",
+        to,
+        `Ring RPC ${request.type} to ${to} not sent: it missed its last hello`,
+      );
+    }
+    for (let attempt = 0; attempt <= this.#retries; attempt++) {
       let status: number;
       let text: string;
       try {
@@ -94,7 +96,7 @@ export class HttpChordTransport implements Transport {
           this.#key,
           to + RING_RPC_PATH,
           body,
-          timeoutMs,
+          this.#timeoutMs,
         ));
       } catch (err) {
         const failure = err instanceof SignedPostError ? err.failure : "unreachable";
@@ -108,7 +110,8 @@ export class HttpChordTransport implements Transport {
           to,
           `Ring RPC ${request.type} to ${to} failed: ${(err as Error).message}`,
         );
-        if (failure === "rejected") break;
+        // Not retried when rejected, nor once the peer is suspect (a frozen server).
+        if (failure === "rejected" || this.#isSuspect(to)) break;
         continue;
       }
       if (status !== 200) {
