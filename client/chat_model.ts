@@ -100,6 +100,10 @@ export interface ChatModelOptions extends UserSessionOptions {
 export const DEFERRED_TEXT = "Your history is on your other device, which is offline: it will " +
   "move here automatically when that device is next online (open the app there).";
 
+/** What the new device says when the user's previous device signed out (no hand-over comes). */
+export const SIGNED_OUT_TEXT = "Your other device signed out: the history it holds stayed " +
+  "there and will not move here.";
+
 const KEEP_COPY_KEY = "p2pchat.keepCopy";
 const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
 const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
@@ -335,7 +339,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         abort.signal,
       );
       if (info.handover === "deferred") device.setItem(deferredKey(info.username), DEFERRED_TEXT);
-      const awaited = device.getItem(deferredKey(info.username));
+      // A device that signed out owes no hand-over, and will not send one: nothing is awaited.
+      if (info.handover === "signed_out") device.removeItem(deferredKey(info.username));
+      const awaited = info.handover === "signed_out"
+        ? SIGNED_OUT_TEXT
+        : device.getItem(deferredKey(info.username));
       batch(() => {
         current.value = s;
         restoring.value = false;

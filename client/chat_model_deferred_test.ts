@@ -7,7 +7,7 @@ import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import { FakeCluster, FakeDirectNetwork } from "./testing/fakes.ts";
 import { memoryHistory } from "./testing/parts.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";
-import { createChatModel, DEFERRED_TEXT } from "./chat_model.ts";
+import { createChatModel, DEFERRED_TEXT, SIGNED_OUT_TEXT } from "./chat_model.ts";
 import type { TabStorage } from "./session.ts";
 
 function deviceStorage(): TabStorage & { map: Map<string, string> } {
@@ -64,6 +64,30 @@ Deno.test("chat model: a deferred hand-over is said on the new device, after a r
   assertEquals(await third.login("alice", "password-1"), true);
   assertEquals(third.handover.value, null);
   third.logout();
+});
+
+Deno.test("chat model: after the old device signed out, the new one says no history will come, and forgets a wait", async () => {
+  const cluster = new FakeCluster();
+  const net = new FakeDirectNetwork();
+  const first = modelOn(cluster, net, deviceStorage());
+  assertEquals(await first.register("alice", "password-1"), true, first.error.value ?? "");
+  first.logout();
+  // This device was waiting for a deferred hand-over ...
+  cluster.deferred.add("alice");
+  const device = deviceStorage();
+  const waiting = modelOn(cluster, net, device);
+  assertEquals(await waiting.login("alice", "password-1"), true);
+  await waitFor(() => waiting.handover.value?.text === DEFERRED_TEXT, "the deferred notice");
+  waiting.logout();
+  // ... when the servers say the old device signed out: nothing will arrive, and it says so.
+  cluster.deferred.delete("alice");
+  cluster.signedOut.add("alice");
+  const told = modelOn(cluster, net, device);
+  assertEquals(await told.login("alice", "password-1"), true);
+  await waitFor(() => told.handover.value?.text === SIGNED_OUT_TEXT, "the signed-out notice");
+  assertEquals(told.handover.value?.phase, "deferred");
+  assert(![...device.map.keys()].some((k) => k.includes("Deferred")), "no wait is kept");
+  told.logout();
 });
 
 Deno.test("chat model: the keep-a-copy setting lasts on the device and is off by default", () => {

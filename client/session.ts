@@ -189,6 +189,7 @@ export interface SessionApi {
   mailAck(messages: MailReceipt[]): Promise<void>;
   /** `username`'s public keys; rejects with `unknown_user` if the account has none. */
   getKeys(username: string): Promise<DirectoryKeys>;
+  /** Ends the session on the server too (its token is refused from then on) and forgets it. */
   logout(): void;
   /** Closes the socket and stops reconnecting (the token stays). */
   stop(): void;
@@ -430,6 +431,12 @@ export class Session implements SessionApi {
 
   /** Forgets the token and closes the connection; a new {@link start} reconnects anonymously. */
   logout(): void {
+    // Tells the server first (best effort, unanswered: the socket closes right after, and a
+    // browser sends what it queued before its close frame), so the token dies with the session
+    // and the next login hears that this device signed out rather than that it owes a hand-over.
+    if (this.#session) {
+      this.#sendNow({ v: PROTOCOL_VERSION, type: "logout", reqId: this.#nextReqId++ });
+    }
     this.#session = null;
     this.#deps.storage.removeItem(TOKEN_KEY);
     this.stop();

@@ -406,3 +406,22 @@ Deno.test("a silent server is left for another within silentServerMs; an idle he
   }
   assertEquals(clock.pendingTimers, 0, "no timer left after stop");
 });
+
+Deno.test("logout tells the server before the socket closes, and forgets the token", async () => {
+  const c = cluster(1);
+  const storage = memoryStorage();
+  const s = new Session({ openSocket: c.openSocket, storage }, {
+    homeServer: c.bases[0]!,
+    ...fast,
+  });
+  await s.login("alice", "password-1");
+  const socket = c.servers[0]!.sockets.at(-1)!;
+  s.logout();
+  assertEquals(socket.sent.at(-1)?.type, "logout");
+  assertEquals(socket.readyState, 3, "closed after the logout frame");
+  assertEquals([...storage.data.keys()].filter((k) => k.includes("session")), []);
+  // Logged out already: a second logout sends nothing.
+  const before = socket.sent.length;
+  s.logout();
+  assertEquals(socket.sent.length, before);
+});

@@ -107,6 +107,7 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         "delivered",
         "mail_waiting",
         "session_started",
+        "session_ended",
         "handover_signal",
       ];
       const frame = validateServerFrame(obj.frame);

@@ -64,7 +64,12 @@ export type ClientFrame =
   | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] }
   /** Asks for a fresh challenge to sign in a {@link HandoverClaim} (deferred hand-over). */
   | { v: 1; type: "handover_challenge"; reqId: ReqId }
-  | HandoverClaim;
+  | HandoverClaim
+  /**
+   * Ends this connection's session: its token is refused from then on, and the user's next login
+   * is told the device signed out (`handover: "signed_out"`), not that it owes a hand-over.
+   */
+  | { v: 1; type: "logout"; reqId: ReqId };
 
 /**
  * A device whose session was replaced while it was offline claims the right to hand its history
@@ -85,7 +90,9 @@ export interface HandoverClaim {
 /** What a `session` frame says of the user's previous session at a login. */
 export type PreviousSession =
   /** It was offline: its history stays on that device until it is next online. */
-  "deferred";
+  | "deferred"
+  /** It signed out: its history stays on that device, which owes no hand-over. */
+  | "signed_out";
 
 /** A message for an offline recipient: the encrypted envelope, opaque to servers. */
 export interface OutgoingMail {
@@ -177,6 +184,8 @@ export type ServerFrame =
    * superseded.
    */
   | { v: 1; type: "session_started"; sessionId: string; issuedAt: number }
+  /** Cluster-internal, like `session_started`: the user's session signed out (a `logout`). */
+  | { v: 1; type: "session_ended"; sessionId: string; issuedAt: number }
   /**
    * Cluster-internal: a WebRTC signal from a user to himself during a hand-over. `toward` says
    * which connection it is for — the `current` session (sent by a superseded connection in its
@@ -224,6 +233,7 @@ export const CLIENT_TYPES = [
   "get_keys",
   "handover_challenge",
   "handover_claim",
+  "logout",
 ] as const;
 
 const SERVER_TYPES = [
@@ -241,6 +251,7 @@ const SERVER_TYPES = [
   "keys",
   "superseded",
   "session_started",
+  "session_ended",
   "handover_signal",
   "handover_challenge",
   "handover_admitted",
@@ -388,7 +399,8 @@ export function validateClientFrame(value: unknown): ClientFrame {
         messages: readArray(obj, "messages", "", MAX_MAIL_BATCH, readReceipt),
       };
     case "handover_challenge":
-      return { v: 1, type: "handover_challenge", reqId: readReqId(obj) };
+    case "logout":
+      return { v: 1, type: type as "handover_challenge" | "logout", reqId: readReqId(obj) };
     case "handover_claim": {
       if (obj.claim !== 1) {
         throw new ProtocolError(
@@ -587,9 +599,10 @@ export function validateServerFrame(value: unknown): ServerFrame {
       return frame;
     }
     case "session_started":
+    case "session_ended":
       return {
         v: 1,
-        type: "session_started",
+        type: type as "session_started" | "session_ended",
         sessionId: readString(obj, "sessionId", "", SESSION_ID_RULE),
         issuedAt: readNumber(obj, "issuedAt", "", { min: 0, max: 8.64e15, integer: true }),
       };
@@ -610,8 +623,8 @@ export function validateServerFrame(value: unknown): ServerFrame {
 }
 
 function readPrevious(value: unknown): PreviousSession {
-  if (value !== "deferred") {
-    throw new ProtocolError("bad_frame", "handover", 'handover must be "deferred"');
+  if (value !== "deferred" && value !== "signed_out") {
+    throw new ProtocolError("bad_frame", "handover", 'handover must be "deferred" or "signed_out"');
   }
   return value;
 }

@@ -70,6 +70,8 @@ export class FakeCluster {
   handoverMs: number | null = null;
   /** Users whose next login is told their old device is offline (a deferred hand-over). */
   readonly deferred = new Set<string>();
+  /** Users whose next login is told their previous device signed out. */
+  readonly signedOut = new Set<string>();
   /** Sessions superseded and in their hand-over grace, per user. */
   readonly handovers = new Map<string, FakeSession>();
 
@@ -175,6 +177,9 @@ export class FakeSession implements SessionApi {
     this.cluster.broadcast(username, true);
     this.#setStatus("online");
     const info = this.#info(username);
+    if (this.cluster.signedOut.has(username)) {
+      return Promise.resolve({ ...info, handover: "signed_out" });
+    }
     return Promise.resolve(
       this.cluster.deferred.has(username) ? { ...info, handover: "deferred" } : info,
     );

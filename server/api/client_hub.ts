@@ -270,6 +270,10 @@ export class ClientHub {
         conn.send({ v: 1, type: "handover_admitted", reqId: frame.reqId, handoverMs });
         return;
       }
+      case "logout":
+        sessions.logout(conn);
+        conn.send({ v: 1, type: "ok", reqId: frame.reqId });
+        return;
     }
     const me = sessions.userOf(conn);
     if (!me) throw new UserError("not_authenticated", "Log in first");

@@ -285,3 +285,70 @@ Deno.test("handover claim frames: garbage is a typed error", () => {
     reqId: 7,
   });
 });
+
+Deno.test("handover claim: after a logout the next login is told the device signed out, and its token is dead", async () => {
+  const keys = await testKeys();
+  const server = fakeServer({ sessions: { handoverGraceMs: 20_000 } });
+  server.start();
+  await registerWithKeys(server, "alice", keys.alice);
+  const old = new FakeConnection(server.clock);
+  server.sessions.connect(old);
+  const { token } = await server.sessions.login(old, "alice", SECRET);
+  server.sessions.logout(old);
+  assert.equal(server.sessions.userOf(old), undefined, "the connection carries no session");
+  // Reusing the signed-out token (stolen, or a stale tab) is refused and says why.
+  const stale = new FakeConnection(server.clock);
+  server.sessions.connect(stale);
+  await assert.rejects(
+    server.sessions.resume(stale, token),
+    (err) =>
+      err instanceof UserError && err.code === "not_authenticated" &&
+      /signed out/.test(err.message),
+  );
+  await server.clock.advance(1);
+  const fresh = new FakeConnection(server.clock);
+  server.sessions.connect(fresh);
+  const grant = await server.sessions.login(fresh, "alice", SECRET);
+  assert.equal(grant.handover, "signed_out", "no hand-over is owed by a device that signed out");
+  // The one after that is a plain login: the signed-out session is no longer the newest.
+  server.sessions.disconnect(fresh);
+  await server.clock.advance(1);
+  const third = new FakeConnection(server.clock);
+  server.sessions.connect(third);
+  assert.equal((await server.sessions.login(third, "alice", SECRET)).handover, "deferred");
+  await server.stop();
+});
+
+Deno.test("handover claim: a logout heard from another server ends the session there too", async () => {
+  const keys = await testKeys();
+  const server = fakeServer({ sessions: { handoverGraceMs: 20_000 } });
+  server.start();
+  await registerWithKeys(server, "alice", keys.alice);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  const { token } = await server.sessions.login(conn, "alice", SECRET);
+  // The login and the logout were on another server: this one hears both notices. (The fake
+  // server's tokens are signed with this secret; see testing.ts.)
+  const tokens = new Tokens(new Hmac("a-test-cluster-secret-of-some-length"), 7 * 86_400_000);
+  const { sessionId, issuedAt } = await tokens.verify(token, server.clock.now());
+  const stamp = { sessionId, issuedAt };
+  server.sessions.disconnect(conn);
+  assert.equal(server.sessions.receive("alice", { v: 1, type: "session_ended", ...stamp }), true);
+  const again = new FakeConnection(server.clock);
+  server.sessions.connect(again);
+  await assert.rejects(
+    server.sessions.resume(again, token),
+    (err) => err instanceof UserError && /signed out/.test(err.message),
+  );
+  await server.clock.advance(1);
+  assert.equal((await server.sessions.login(again, "alice", SECRET)).handover, "signed_out");
+  // A client may not send the cluster-internal notice, nor a logout without a session.
+  assert.throws(
+    () => parseClientFrame(JSON.stringify({ v: 1, type: "session_ended", ...stamp })),
+    ProtocolError,
+  );
+  const stranger = new FakeConnection(server.clock);
+  server.sessions.connect(stranger);
+  assert.throws(() => server.sessions.logout(stranger), refusedWith("not_authenticated"));
+  await server.stop();
+});

@@ -21,9 +21,9 @@ export function isNewer(a: SessionStamp, b: SessionStamp): boolean {
   return a.issuedAt !== b.issuedAt ? a.issuedAt > b.issuedAt : a.sessionId > b.sessionId;
 }
 
-/** The newest known session per user. */
+/** The newest known session per user, and whether it signed out. */
 export class SessionRegistry {
-  #newest = new Map<string, SessionStamp>();
+  #newest = new Map<string, SessionStamp & { hasEnded?: boolean }>();
 
   /** Creates the registry; at most `maxUsers` users are tracked (the oldest entry goes first). */
   constructor(private readonly maxUsers = 1_000_000) {}
@@ -33,10 +33,30 @@ export class SessionRegistry {
     return this.#newest.get(username);
   }
 
-  /** Whether `stamp` is the newest known session of `username` (or no session is known). */
+  /**
+   * Whether `stamp` is the newest known session of `username` (or no session is known), and has
+   * not signed out.
+   */
   isCurrent(username: string, stamp: SessionStamp): boolean {
     const known = this.#newest.get(username);
-    return !known || known.sessionId === stamp.sessionId || isNewer(stamp, known);
+    if (!known) return true;
+    if (known.sessionId === stamp.sessionId) return !known.hasEnded;
+    return isNewer(stamp, known);
+  }
+
+  /** Whether the newest known session of `username` signed out. */
+  hasEnded(username: string): boolean {
+    return this.#newest.get(username)?.hasEnded === true;
+  }
+
+  /** Records that session `stamp` signed out, unless a newer one is known. */
+  end(username: string, stamp: SessionStamp): void {
+    if (!this.observe(username, stamp)) return;
+    this.#newest.set(username, {
+      sessionId: stamp.sessionId,
+      issuedAt: stamp.issuedAt,
+      hasEnded: true,
+    });
   }
 
   /** Records `stamp` if it is newer than what is known; returns whether it is now the newest. */

@@ -39,6 +39,9 @@ import { isNewer, SessionRegistry, type SessionStamp } from "./session_registry.
 import type { SharedLimits } from "./shared_limits.ts";
 import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
 
+/** What a resume with the token of a session its user signed out of is told. */
+export const SIGNED_OUT_MESSAGE = "You signed out of this session: log in again";
+
 /** What the old client is told when a newer login replaces its session. */
 export const SUPERSEDED_MESSAGE = "Signed in elsewhere: this session was replaced by a newer login";
 
@@ -144,6 +147,7 @@ export class Sessions {
     this.#writeWaitMs = options.presenceWriteWaitMs ?? 2000;
     const m = deps.metrics;
     m.describe("p2pchat_logins_total", "counter", "Login attempts, by result");
+    m.describe("p2pchat_logouts_total", "counter", "Sessions ended by their user (logout)");
     m.describe(
       "p2pchat_sessions_superseded_total",
       "counter",
@@ -299,8 +303,14 @@ export class Sessions {
       throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
     }
     if (!this.#registry.isCurrent(claims.username, claims)) {
-      metrics.inc("p2pchat_logins_total", { result: "superseded_token" });
-      throw new UserError("not_authenticated", SUPERSEDED_MESSAGE);
+      const signedOut = this.#registry.newest(claims.username)?.sessionId === claims.sessionId;
+      metrics.inc("p2pchat_logins_total", {
+        result: signedOut ? "signed_out_token" : "superseded_token",
+      });
+      throw new UserError(
+        "not_authenticated",
+        signedOut ? SIGNED_OUT_MESSAGE : SUPERSEDED_MESSAGE,
+      );
     }
     this.#accountOf.set(conn, claims.account ?? version);
     await this.#bind(conn, claims);
@@ -357,8 +367,30 @@ export class Sessions {
    * the device comes back and claims the hand-over ({@link claimHandover}).
    */
   #previousSession(username: string): { handover?: PreviousSession } {
+    if (this.#registry.hasEnded(username)) return { handover: "signed_out" };
     const known = this.#registry.newest(username) !== undefined;
     return known && !this.#deps.presence.isOnline(username) ? { handover: "deferred" } : {};
+  }
+
+  /**
+   * Ends `conn`'s session at the user's request (a `logout`): its token is refused from now on,
+   * here and, once the notice arrives, on every server; the next login is told the device
+   * signed out rather than that it owes a hand-over. Throws `not_authenticated` when `conn`
+   * carries no session.
+   */
+  logout(conn: ClientConnection): void {
+    const bound = this.#deps.local.sessionOf(conn);
+    if (!bound) throw new UserError("not_authenticated", "Log in first");
+    const { sessionId, issuedAt } = bound.session;
+    this.#registry.end(bound.username, { sessionId, issuedAt });
+    this.#deps.metrics.inc("p2pchat_logouts_total");
+    this.disconnect(conn);
+    void this.#deps.routing.deliverToOthers(bound.username, {
+      v: 1,
+      type: "session_ended",
+      sessionId,
+      issuedAt,
+    });
   }
 
   /** A fresh challenge `conn` may sign once in a {@link claimHandover}. */
@@ -473,6 +505,10 @@ export class Sessions {
   receive(username: string, frame: ServerFrame): boolean {
     if (frame.type === "session_started") {
       this.#newSession(username, { sessionId: frame.sessionId, issuedAt: frame.issuedAt });
+      return true;
+    }
+    if (frame.type === "session_ended") {
+      this.#registry.end(username, { sessionId: frame.sessionId, issuedAt: frame.issuedAt });
       return true;
     }
     return this.#deps.local.deliver(username, frame);

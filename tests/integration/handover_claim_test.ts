@@ -6,7 +6,7 @@
  * session and nothing else.
  */
 import assert from "node:assert/strict";
-import { startCluster } from "../support/server_process.ts";
+import { startCluster, waitFor } from "../support/server_process.ts";
 import { TestClient } from "../support/ws_client.ts";
 import type { ServerFrame } from "../../shared/mod.ts";
 import { exportPublicKey, signHandoverClaim } from "../../shared/crypto/mod.ts";
@@ -110,5 +110,45 @@ Deno.test("handover claims over the wire: typed refusals, then the genuine claim
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await server!.stop();
+  }
+});
+
+Deno.test("a logout ends the session on every server: the next login elsewhere hears the device signed out, and its token is refused", async () => {
+  const servers = await startCluster(2);
+  const clients: TestClient[] = [];
+  try {
+    const connect = async (url: string) => {
+      const c = await TestClient.connect(url);
+      clients.push(c);
+      return c;
+    };
+    const laptop = await connect(servers[0]!.url);
+    const { token } = await laptop.login("alice", SECRET);
+    const bye = await laptop.request({ type: "logout" });
+    assert.equal(bye.type, "ok", JSON.stringify(bye));
+    await laptop.close();
+    // On the other server, once the notice arrived: the old token is dead, and a new login is
+    // told the device signed out (not that its history will arrive).
+    // (A fresh connection per try: a resume that still succeeds binds its connection.)
+    let refused: ServerFrame | undefined;
+    await waitFor("the other server to refuse the signed-out token", async () => {
+      const probe = await connect(servers[1]!.url);
+      refused = await probe.request({ type: "resume", token });
+      await probe.close();
+      return refused.type === "error";
+    }, 20_000);
+    const phone = await connect(servers[1]!.url);
+    assert.equal(errorCode(refused!), "not_authenticated");
+    assert.match((refused as { message: string }).message, /signed out/);
+    const session = await phone.login("alice", SECRET, false);
+    assert.equal(session.handover, "signed_out");
+    // A logout needs a session; nothing changes for a connection without one.
+    const stranger = await connect(servers[1]!.url);
+    assert.equal(errorCode(await stranger.request({ type: "logout" })), "not_authenticated");
+    const still = await connect(servers[1]!.url);
+    assert.equal((await still.request({ type: "resume", token: session.token })).type, "session");
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop()));
   }
 });
