@@ -2,7 +2,8 @@
  * The browser's WebSocket session with its home server: request/response matched by `reqId` with
  * timeouts, heartbeats, pushed events (presence, signal, relay), and reconnection with backoff that
  * fails over through the cluster's `servers` list, resuming with the session token (valid on any
- * server of the cluster). The token lives in per-tab storage (`sessionStorage`), because two tabs
+ * server of the cluster). A server that goes silent without closing the socket (frozen, or cut
+ * off by the network) is noticed by liveness pings and left after `silentServerMs`. The token lives in per-tab storage (`sessionStorage`), because two tabs
  * of one browser may be two different users (DESIGN §1).
  *
  * Everything that touches the outside world — the socket constructor, the storage, the timers —
@@ -87,6 +88,17 @@ export interface SessionOptions {
   reconnectMinMs?: number;
   /** Largest reconnect delay, in ms. @default 5000 */
   reconnectMaxMs?: number;
+  /**
+   * Period of the liveness check of the server, in ms: after a period in which nothing arrived
+   * from it, the session sends a `ping` (a healthy server answers at once). @default 1000
+   */
+  livenessCheckMs?: number;
+  /**
+   * A server from which nothing (not even a `pong`) arrived for this long, in ms, is left for
+   * the next server of the cluster: a frozen or cut-off server keeps the socket open but answers
+   * nothing. Also the longest wait for a socket to open. @default 4000
+   */
+  silentServerMs?: number;
 }
 
 /** Handlers for what the server pushes; each may be replaced at any time. */
@@ -223,6 +235,10 @@ export class Session implements SessionApi {
   #pending = new Map<number, Pending>();
   #waiters: Array<() => void> = [];
   #heartbeat: TimerId | null = null;
+  /** The liveness check of the current socket (see `silentServerMs`). */
+  #liveness: TimerId | null = null;
+  /** Liveness checks in a row during which nothing arrived from the server. */
+  #quietChecks = 0;
   #reconnectTimer: TimerId | null = null;
   #attempt = 0;
   #servers: string[];
@@ -246,6 +262,8 @@ export class Session implements SessionApi {
       heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
       reconnectMinMs: 250,
       reconnectMaxMs: 5_000,
+      livenessCheckMs: 1_000,
+      silentServerMs: 4_000,
       ...options,
     };
     this.#session = this.#loadSession();
@@ -487,8 +505,10 @@ export class Session implements SessionApi {
       return;
     }
     this.#socket = socket;
+    this.#watchLiveness(socket);
     socket.onopen = () => {
       if (this.#socket !== socket) return;
+      this.#quietChecks = 0;
       this.#attempt = 0;
       this.#setStatus("connected");
       this.#heartbeat = this.#timers.setInterval(
@@ -499,7 +519,9 @@ export class Session implements SessionApi {
       if (this.#session) void this.#resumeAfterReconnect();
     };
     socket.onmessage = (ev) => {
-      if (this.#socket === socket) this.#onFrame(ev.data);
+      if (this.#socket !== socket) return;
+      this.#quietChecks = 0;
+      this.#onFrame(ev.data);
     };
     socket.onerror = () => {
       // onclose follows; nothing to do here.
@@ -543,9 +565,38 @@ export class Session implements SessionApi {
     }
   }
 
+  /**
+   * Leaves `socket`'s server once nothing arrived from it for `silentServerMs` (counted in
+   * liveness checks), pinging it after every quiet check while open; a socket that does not open
+   * in that time is given up too. Its close event is not awaited: a frozen server never sends one.
+   */
+  #watchLiveness(socket: SocketLike): void {
+    if (this.#liveness !== null) this.#timers.clearInterval(this.#liveness);
+    this.#quietChecks = 0;
+    const checksAllowed = Math.max(
+      1,
+      Math.ceil(this.#opts.silentServerMs / this.#opts.livenessCheckMs),
+    );
+    this.#liveness = this.#timers.setInterval(() => {
+      if (this.#socket !== socket || this.#handingOver) return;
+      this.#quietChecks++;
+      if (this.#quietChecks >= checksAllowed) {
+        this.#socket = null;
+        this.#onSocketGone();
+        socket.close(4002, "server silent");
+        this.#scheduleReconnect();
+        return;
+      }
+      // Unmatched reqId: the `pong` only counts as a sign of life.
+      this.#sendNow({ v: PROTOCOL_VERSION, type: "ping", reqId: this.#nextReqId++ });
+    }, this.#opts.livenessCheckMs);
+  }
+
   #onSocketGone(): void {
     if (this.#heartbeat !== null) this.#timers.clearInterval(this.#heartbeat);
     this.#heartbeat = null;
+    if (this.#liveness !== null) this.#timers.clearInterval(this.#liveness);
+    this.#liveness = null;
     for (const [id, p] of this.#pending) {
       this.#timers.clearTimeout(p.timer);
       p.reject(new ServerError("disconnected", "Connection to the server was lost"));

@@ -1,6 +1,7 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import { Session, type SocketLike, type TabStorage, type Timers, webSocketUrl } from "./session.ts";
 import { countedTimers } from "./testing/timers.ts";
+import { ManualClock } from "../shared/clock.ts";
 import type { ClientFrame, ServerFrame } from "../shared/mod.ts";
 
 /** A socket whose server side is a function of the frames it receives. */
@@ -16,6 +17,7 @@ class FakeSocket implements SocketLike {
 
   constructor(readonly url: string, readonly server: FakeServer | null) {
     setTimeout(() => {
+      if (this.server?.isFrozen) return; // the connection is accepted, the upgrade never answered
       if (this.server?.isUp) {
         this.readyState = 1;
         this.onopen?.(new Event("open"));
@@ -26,7 +28,7 @@ class FakeSocket implements SocketLike {
   send(text: string): void {
     const frame = JSON.parse(text) as ClientFrame;
     this.sent.push(frame);
-    const reply = this.server?.answer(frame);
+    const reply = this.server?.isFrozen ? null : this.server?.answer(frame);
     if (reply) setTimeout(() => this.push(reply), 0);
   }
 
@@ -47,6 +49,8 @@ class FakeSocket implements SocketLike {
 /** One server of the fake cluster. */
 class FakeServer {
   isUp = true;
+  /** Stopped (SIGSTOP): sockets stay open, nothing is answered or opened. */
+  isFrozen = false;
   sockets: FakeSocket[] = [];
   supersedeOnContacts = false;
   supersedeCloseCode = 4001;
@@ -365,6 +369,42 @@ Deno.test("superseded with a hand-over grace: the socket stays open for self-sig
   } finally {
     s.stop();
   }
+});
+
+Deno.test("a silent server is left for another within silentServerMs; an idle healthy one is kept", async () => {
+  const c = cluster(3);
+  const storage = memoryStorage();
+  const clock = new ManualClock();
+  const timers = clock as unknown as Timers;
+  const s = new Session(
+    { openSocket: c.openSocket, storage, timers },
+    { homeServer: c.bases[0]!, ...fast, livenessCheckMs: 1000, silentServerMs: 4000 },
+  );
+  const resumedOn: string[] = [];
+  s.events.onResumed = () => resumedOn.push(s.currentServer);
+  try {
+    await s.login("alice", "password-1");
+    // Idle but answering: pinged when quiet, never left.
+    await clock.advance(20_000);
+    assertEquals(s.currentServer, c.bases[0]);
+    assertEquals(c.servers[0]!.sockets.length, 1, "the healthy server was not left");
+    assert(c.servers[0]!.sockets[0]!.sent.some((f) => f.type === "ping"), "it was pinged");
+
+    // The home server and the next one freeze: sockets stay open, nothing arrives.
+    c.servers[0]!.isFrozen = true;
+    c.servers[1]!.isFrozen = true;
+    await clock.advance(3_000);
+    assertEquals(s.currentServer, c.bases[0], "not left before silentServerMs");
+    await clock.advance(1_000);
+    assert(s.currentServer !== c.bases[0], "left after silentServerMs");
+    // The next server never even opens the socket: given up after silentServerMs too.
+    for (let i = 0; i < 10 && resumedOn.length === 0; i++) await clock.advance(1_000);
+    assertEquals(resumedOn, [c.bases[2]]);
+    assertEquals(s.status, "online");
+  } finally {
+    s.stop();
+  }
+  assertEquals(clock.pendingTimers, 0, "no timer left after stop");
 });
 
 Deno.test("logout tells the server before the socket closes, and forgets the token", async () => {

@@ -131,6 +131,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     log,
     liveServers: () => membership.liveServers(),
     knownServers: () => membership.knownServers(),
+    isSuspect: (address) => membership.isSuspect(address),
   }, { self });
   const replicator = new Replicator({
     store,
@@ -139,6 +140,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     isLive: (address) => membership.isLive(address),
+    isSuspect: (address) => membership.isSuspect(address),
     liveServers: () => membership.liveServers(),
     knownServers: () => membership.knownServers(),
   }, config.storage);

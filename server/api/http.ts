@@ -156,6 +156,7 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
         status: "ok",
         self: deps.membership.self,
         servers: deps.membership.liveServers(),
+        suspect: deps.membership.suspectServers(),
         sessions: deps.local.onlineUsernames().length,
       });
     }

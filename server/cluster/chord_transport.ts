@@ -48,11 +48,23 @@ export class HttpChordTransport implements Transport {
   #log: TransportLog;
   #timeoutMs: number;
   #retries: number;
+  #isSuspect: (address: string) => boolean;
   #handler: ChordRequestHandler | undefined;
 
   /** Creates the transport; requests are served through {@link handleHttp}. */
   constructor(
-    deps: { key: ClusterKey; space: IdSpace; counters: TransportCounters; log?: TransportLog },
+    deps: {
+      key: ClusterKey;
+      space: IdSpace;
+      counters: TransportCounters;
+      log?: TransportLog;
+      /**
+       * Whether a peer missed its last membership hello: ring RPC to it then fails at once
+       * (reason "suspect"), so the ring routes around a frozen server as soon as it is
+       * suspected instead of after RPC timeouts. @default never
+       */
+      isSuspect?: (address: string) => boolean;
+    },
     options: HttpChordTransportOptions,
   ) {
     this.localAddress = options.self;
@@ -62,11 +74,20 @@ export class HttpChordTransport implements Transport {
     this.#log = deps.log ?? (() => {});
     this.#timeoutMs = options.timeoutMs ?? 1500;
     this.#retries = options.retries ?? 1;
+    this.#isSuspect = deps.isSuspect ?? (() => false);
   }
 
   async call(to: NodeAddress, request: ChordRequest): Promise<ChordResponse> {
     const body = JSON.stringify({ from: this.localAddress, request });
     let lastError: ChordTransportError | undefined;
+    if (this.#isSuspect(to)) {
+      this.#counters.inc("p2pchat_ring_rpc_failures_total", { reason: "suspect" });
+      throw new ChordTransportError(
+        "unreachable",
+        to,
+        `Ring RPC ${request.type} to ${to} not sent: it missed its last hello`,
+      );
+    }
     for (let attempt = 0; attempt <= this.#retries; attempt++) {
       let status: number;
       let text: string;
@@ -89,7 +110,8 @@ export class HttpChordTransport implements Transport {
           to,
           `Ring RPC ${request.type} to ${to} failed: ${(err as Error).message}`,
         );
-        if (failure === "rejected") break;
+        // Not retried when rejected, nor once the peer is suspect (a frozen server).
+        if (failure === "rejected" || this.#isSuspect(to)) break;
         continue;
       }
       if (status !== 200) {

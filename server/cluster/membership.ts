@@ -1,9 +1,13 @@
 /**
  * Cluster membership: which servers exist and which are alive. Servers come from a static seed
- * list, discovery, and gossip (every signed `hello` carries the sender's live peers); a hello
- * round runs every `helloIntervalMs`, and a peer silent for `peerTimeoutMs` is dead. Listeners
- * hear every change of a peer's liveness. Time and the signed transport are injected, so the
- * rounds run on virtual time in tests.
+ * list, discovery, and gossip (every signed `hello` carries the sender's live peers). Every
+ * `helloIntervalMs` each peer without a hello in flight gets one, which must be answered within
+ * `helloTimeoutMs`: a peer that misses one is *suspect* (still live, but nothing should wait on
+ * it: replication picks other copies, ring RPC is not sent to it), and a peer silent for
+ * `peerTimeoutMs` is dead. A frozen or cut-off server (which holds its connections open and
+ * answers nothing) is thus suspect within about helloIntervalMs + helloTimeoutMs and dead within
+ * about peerTimeoutMs + helloIntervalMs. Listeners hear every change of a peer's liveness. Time
+ * and the signed transport are injected, so the rounds run on virtual time in tests.
  */
 import type { ClusterRequest, ClusterResponse } from "../../shared/mod.ts";
 import { type Clock, systemClock, type TimerHandle } from "../../shared/clock.ts";
@@ -31,15 +35,21 @@ export interface MembershipOptions {
   self: string;
   /** Base URLs of servers to contact at start. @default [] */
   seeds?: string[];
-  /** Period of the hello round, in ms. @default 1000 */
+  /** Period of the hello round, in ms. @default 500 */
   helloIntervalMs?: number;
-  /** A peer silent this long is considered dead, in ms. @default 3500 */
+  /** A hello unanswered this long makes the peer suspect, in ms. @default 1000 */
+  helloTimeoutMs?: number;
+  /** A peer silent this long is considered dead, in ms. @default 2500 */
   peerTimeoutMs?: number;
 }
 
 interface PeerState {
   alive: boolean;
   lastOk: number;
+  /** Its last hello went unanswered (a timeout or a refused connection). */
+  suspect: boolean;
+  /** A hello to it is in flight. */
+  asking: Promise<void> | undefined;
 }
 
 /** The servers of the cluster, as this one sees them. */
@@ -48,11 +58,11 @@ export class Membership {
   #clock: Clock;
   #self: string;
   #helloIntervalMs: number;
+  #helloTimeoutMs: number;
   #peerTimeoutMs: number;
   #peers = new Map<string, PeerState>();
   #listeners = new Set<PeerChangeListener>();
   #timer: TimerHandle | undefined;
-  #round: Promise<void> | undefined;
   /** Peers whose answers were not authentic, already logged (once per peer until it answers). */
   #rejecting = new Set<string>();
 
@@ -61,10 +71,16 @@ export class Membership {
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
     this.#self = options.self;
-    this.#helloIntervalMs = options.helloIntervalMs ?? 1000;
-    this.#peerTimeoutMs = options.peerTimeoutMs ?? 3500;
+    this.#helloIntervalMs = options.helloIntervalMs ?? 500;
+    this.#helloTimeoutMs = options.helloTimeoutMs ?? 1000;
+    this.#peerTimeoutMs = options.peerTimeoutMs ?? 2500;
     for (const seed of options.seeds ?? []) this.addPeer(seed);
     deps.metrics.describe("p2pchat_cluster_peers_alive", "gauge", "Other servers currently alive");
+    deps.metrics.describe(
+      "p2pchat_cluster_peers_suspect",
+      "gauge",
+      "Live servers whose last hello went unanswered",
+    );
     deps.metrics.describe(
       "p2pchat_cluster_rejected_total",
       "counter",
@@ -83,11 +99,11 @@ export class Membership {
     this.#timer = this.#clock.setInterval(() => this.#helloNow(), this.#helloIntervalMs);
   }
 
-  /** Stops the rounds and waits for the one in flight. */
+  /** Stops the rounds and waits for the hellos in flight. */
   async stop(): Promise<void> {
     this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.#round;
+    await Promise.all([...this.#peers.values()].map((p) => p.asking));
   }
 
   /** Calls `listener` on every change of a peer's liveness; returns the unsubscriber. */
@@ -102,7 +118,7 @@ export class Membership {
    */
   addPeer(address: string): void {
     if (address === this.#self || this.#peers.has(address)) return;
-    this.#peers.set(address, { alive: false, lastOk: 0 });
+    this.#peers.set(address, { alive: false, lastOk: 0, suspect: false, asking: undefined });
   }
 
   /** Every server address this node knows of, alive or not (sorted). */
@@ -121,6 +137,19 @@ export class Membership {
     return address === this.#self || this.#peers.get(address)?.alive === true;
   }
 
+  /**
+   * Whether `address` is a peer whose last hello went unanswered: live until it stays silent
+   * for the peer timeout, but not worth waiting on.
+   */
+  isSuspect(address: string): boolean {
+    return this.#peers.get(address)?.suspect === true;
+  }
+
+  /** The live peers currently suspect, sorted. */
+  suspectServers(): string[] {
+    return [...this.#peers].filter(([, p]) => p.alive && p.suspect).map(([a]) => a).sort();
+  }
+
   /** Answers a `hello` from another server: it is alive, and so are the peers it lists. */
   receiveHello(hello: Extract<ClusterRequest, { type: "hello" }>): ClusterResponse {
     if (hello.from !== this.#self) {
@@ -130,16 +159,35 @@ export class Membership {
     return { v: 1, type: "hello", peers: this.liveServers() };
   }
 
-  /** Runs a hello round now unless one is in flight. */
+  /**
+   * Sends a hello to every peer without one in flight, and declares dead every live peer silent
+   * past the peer timeout (a frozen peer's hello may still be in flight then).
+   */
   #helloNow(): void {
-    if (this.#round) return;
-    this.#round = this.#helloRound().finally(() => this.#round = undefined);
+    const now = this.#clock.now();
+    for (const [address, peer] of this.#peers) {
+      if (peer.alive && now - peer.lastOk > this.#peerTimeoutMs) {
+        this.#setAlive(address, false, { error: `silent for ${now - peer.lastOk} ms` });
+      }
+      if (peer.asking) continue;
+      peer.asking = this.#hello(address).finally(() => peer.asking = undefined);
+    }
   }
 
   #markAlive(address: string): void {
     this.addPeer(address);
-    this.#peers.get(address)!.lastOk = this.#clock.now();
+    const peer = this.#peers.get(address)!;
+    peer.lastOk = this.#clock.now();
+    this.#setSuspect(address, false);
     this.#setAlive(address, true);
+  }
+
+  #setSuspect(address: string, suspect: boolean): void {
+    const peer = this.#peers.get(address);
+    if (!peer || peer.suspect === suspect) return;
+    peer.suspect = suspect;
+    if (suspect && peer.alive) this.#deps.log("peer_suspect", { peer: address });
+    this.#deps.metrics.set("p2pchat_cluster_peers_suspect", this.suspectServers().length);
   }
 
   #setAlive(address: string, alive: boolean, fields: Record<string, unknown> = {}): void {
@@ -160,37 +208,46 @@ export class Membership {
     }
   }
 
-  async #helloRound(): Promise<void> {
+  /** One hello to `address`, cut at the hello timeout. */
+  async #hello(address: string): Promise<void> {
     const request: ClusterRequest = {
       v: 1,
       type: "hello",
       from: this.#self,
       peers: this.liveServers(),
     };
-    await Promise.all([...this.#peers.keys()].map(async (address) => {
-      try {
-        const res = await this.#deps.call(address, request);
-        if (res.type !== "hello") throw new Error(`${address} answered ${res.type}`);
-        this.#rejecting.delete(address);
-        this.#markAlive(address);
-        for (const p of res.peers) this.addPeer(p);
-      } catch (err) {
-        if (err instanceof PeerUnreachableError && err.failure === "rejected") {
-          if (!this.#rejecting.has(address)) {
-            this.#rejecting.add(address);
-            // Said once per peer: a wrong secret on either side is the usual cause.
-            this.#deps.log("peer_not_authenticated", {
-              peer: address,
-              error: err.message,
-              hint: "every server of one cluster needs the same P2P_CLUSTER_SECRET",
-            });
-          }
-        }
-        const peer = this.#peers.get(address);
-        if (peer?.alive && this.#clock.now() - peer.lastOk > this.#peerTimeoutMs) {
-          this.#setAlive(address, false, { error: String(err) });
+    let timer: TimerHandle | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = this.#clock.setTimeout(
+        () => reject(new Error(`no answer to hello within ${this.#helloTimeoutMs} ms`)),
+        this.#helloTimeoutMs,
+      );
+    });
+    try {
+      const res = await Promise.race([this.#deps.call(address, request), late]);
+      if (res.type !== "hello") throw new Error(`${address} answered ${res.type}`);
+      this.#rejecting.delete(address);
+      this.#markAlive(address);
+      for (const p of res.peers) this.addPeer(p);
+    } catch (err) {
+      if (err instanceof PeerUnreachableError && err.failure === "rejected") {
+        if (!this.#rejecting.has(address)) {
+          this.#rejecting.add(address);
+          // Said once per peer: a wrong secret on either side is the usual cause.
+          this.#deps.log("peer_not_authenticated", {
+            peer: address,
+            error: err.message,
+            hint: "every server of one cluster needs the same P2P_CLUSTER_SECRET",
+          });
         }
       }
-    }));
+      this.#setSuspect(address, true);
+      const peer = this.#peers.get(address);
+      if (peer?.alive && this.#clock.now() - peer.lastOk > this.#peerTimeoutMs) {
+        this.#setAlive(address, false, { error: String(err) });
+      }
+    } finally {
+      this.#clock.clearTimeout(timer);
+    }
   }
 }

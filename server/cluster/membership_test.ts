@@ -40,3 +40,49 @@ Deno.test("membership: a peer that answers is live, one silent past the timeout 
   await m.stop();
   assert.equal(clock.pendingTimers, 0);
 });
+
+Deno.test("membership: a frozen peer (hellos never answered) is suspect after the hello timeout, dead after the peer timeout", async () => {
+  const clock = new ManualClock();
+  let frozen = false;
+  const hanging: Array<(r: ClusterResponse) => void> = [];
+  const call = (_address: string, _request: ClusterRequest): Promise<ClusterResponse> =>
+    frozen
+      ? new Promise((resolve) => hanging.push(resolve))
+      : Promise.resolve({ v: 1, type: "hello", peers: [] });
+  const metrics = new Metrics();
+  const m = new Membership({ call, metrics, log: silentLog, clock }, {
+    self: "http://a:1",
+    seeds: ["http://b:1"],
+    helloIntervalMs: 500,
+    helloTimeoutMs: 1000,
+    peerTimeoutMs: 2500,
+  });
+  const changes: string[] = [];
+  m.onPeerChange((address, alive) => changes.push(`${address}:${alive ? "up" : "down"}`));
+  m.start();
+  await clock.advance(0);
+  assert.equal(m.isLive("http://b:1"), true);
+  await clock.advance(500); // last answer at +500
+  frozen = true;
+  await clock.advance(500); // a hello in flight, not yet late
+  assert.deepEqual(m.suspectServers(), []);
+  await clock.advance(1000); // that hello is late: suspect, still live
+  assert.deepEqual(m.suspectServers(), ["http://b:1"]);
+  assert.equal(m.isSuspect("http://b:1"), true);
+  assert.equal(m.isLive("http://b:1"), true);
+  assert.match(metrics.render(), /p2pchat_cluster_peers_suspect 1/);
+  await clock.advance(1000); // silent 2.5 s: not yet dead
+  assert.equal(m.isLive("http://b:1"), true);
+  await clock.advance(500);
+  assert.equal(m.isLive("http://b:1"), false, "dead once silent past the peer timeout");
+  assert.deepEqual(m.suspectServers(), [], "dead is not suspect");
+  // It resumes: the late answers arrive and the next hello is answered.
+  frozen = false;
+  for (const resolve of hanging.splice(0)) resolve({ v: 1, type: "hello", peers: [] });
+  await clock.advance(500);
+  assert.equal(m.isLive("http://b:1"), true);
+  assert.equal(m.isSuspect("http://b:1"), false);
+  assert.deepEqual(changes, ["http://b:1:up", "http://b:1:down", "http://b:1:up"]);
+  await m.stop();
+  assert.equal(clock.pendingTimers, 0);
+});

@@ -60,6 +60,11 @@ export interface RingServiceCommonDeps {
   liveServers(): string[];
   /** Every server this one knows of, alive or not (itself included). */
   knownServers(): string[];
+  /**
+   * Whether a peer missed its last hello: ring RPC to it fails at once, so the ring routes
+   * around a frozen server as soon as it is suspected. @default never
+   */
+  isSuspect?(address: string): boolean;
   /** Time and timers of the maintenance loop and the create grace. @default systemClock */
   clock?: Clock & Timers;
   /** Random source of the ring node. @default systemRandom */
@@ -184,7 +189,13 @@ export class RingService {
     this.#clock = deps.clock ?? systemClock;
     if (deps.transport === undefined) {
       this.#http = new HttpChordTransport(
-        { key: deps.key, space: this.#space, counters: deps.metrics, log: deps.log },
+        {
+          key: deps.key,
+          space: this.#space,
+          counters: deps.metrics,
+          log: deps.log,
+          isSuspect: deps.isSuspect && ((address) => deps.isSuspect!(address)),
+        },
         { self: options.self, timeoutMs: options.rpcTimeoutMs ?? 1500 },
       );
       this.transport = this.#http;

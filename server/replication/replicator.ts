@@ -63,6 +63,11 @@ export interface ReplicatorDeps {
   /** Whether the server at `address` is alive; presence homed on a dead server is offline. */
   isLive?: (address: string) => boolean;
   /**
+   * Whether the server at `address` missed its last hello (frozen or cut off, perhaps): it is
+   * neither a replica target nor a primary to wait on until it answers again. @default never
+   */
+  isSuspect?: (address: string) => boolean;
+  /**
    * This server and every live peer. Registrations need a strict majority of
    * {@link knownServers} here; an account replacement is told to all of them.
    * @default only the ring's view (this node and its successors)
@@ -98,6 +103,12 @@ export interface ReplicatorOptions {
    * at this deadline, so {@link UnavailableError} comes within it. @default 8000
    */
   writeDeadlineMs?: number;
+  /**
+   * Longest wait for one attempt of a client request on a primary, in ms; past it the request is
+   * tried again (on the primary the ring then names), so a frozen primary cannot use up the
+   * whole write deadline. @default 3000
+   */
+  attemptTimeoutMs?: number;
 }
 
 /** A message to store for an offline recipient, as the home server receives it. */
@@ -118,6 +129,8 @@ export class MailboxFullError extends Error {
   override name = "MailboxFullError";
 }
 
+/** How often a call in flight checks whether its peer turned suspect, in ms. */
+const SUSPECT_POLL_MS = 100;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The mailbox replication of one server node. */
@@ -130,6 +143,7 @@ export class Replicator {
   #quotaPerSender: number;
   #maxAgeMs: number;
   #deadlineMs: number;
+  #attemptMs: number;
   #now: () => number;
   #lastSeq = 0;
   #lastPresenceSweep = 0;
@@ -153,6 +167,7 @@ export class Replicator {
     this.#quotaPerSender = options.quotaPerSender ?? Math.max(1, Math.floor(this.#quota / 10));
     this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
     this.#deadlineMs = options.writeDeadlineMs ?? 8000;
+    this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#now = deps.now ?? Date.now;
   }
 
@@ -236,10 +251,15 @@ export class Replicator {
     return 2 * live > this.#clusterSize();
   }
 
-  /** The distinct servers this primary replicates to: its first K successors other than itself. */
+  /**
+   * The distinct servers this primary replicates to: its first K successors other than itself
+   * and other than suspect ones (their copies are repaired once they answer again).
+   */
   #replicaTargets(): string[] {
     const self = this.#deps.ring.self;
-    return [...new Set(this.#deps.ring.successors().filter((a) => a !== self))].slice(0, this.#k);
+    const suspect = this.#deps.isSuspect ?? (() => false);
+    return [...new Set(this.#deps.ring.successors().filter((a) => a !== self && !suspect(a)))]
+      .slice(0, this.#k);
   }
 
   #presenceChanged(record: PresenceRecord, online: boolean): void {
@@ -424,11 +444,15 @@ export class Replicator {
         lastError = `lookup failed: ${(err as Error).message}`;
         continue;
       }
+      if (target !== this.#deps.ring.self && this.#deps.isSuspect?.(target)) {
+        lastError = `${target}: suspect (missed its last hello)`;
+        continue;
+      }
       let res: ReplicationResponse;
       try {
         res = await this.#beforeDeadline(
-          target === this.#deps.ring.self ? this.handle(request) : this.#deps.call(target, request),
-          deadline,
+          target === this.#deps.ring.self ? this.handle(request) : this.#callPeer(target, request),
+          Math.min(deadline, this.#now() + this.#attemptMs),
         );
       } catch (err) {
         lastError = `${target}: ${(err as Error).message}`;
@@ -445,13 +469,34 @@ export class Replicator {
     throw new UnavailableError(`No replica set could serve the request: ${lastError}`);
   }
 
+  /**
+   * `call` to a peer, given up on (rejected; the call itself runs on) as soon as the peer turns
+   * suspect, so nothing waits out the RPC timeout on a frozen server.
+   */
+  async #callPeer(address: string, request: ReplicationRequest): Promise<ReplicationResponse> {
+    const isSuspect = this.#deps.isSuspect;
+    if (!isSuspect) return await this.#deps.call(address, request);
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const suspected = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        if (isSuspect(address)) reject(new Error(`${address} is suspect (missed its last hello)`));
+      }, SUSPECT_POLL_MS);
+    });
+    try {
+      return await Promise.race([this.#deps.call(address, request), suspected]);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
   /** `work`, or a rejection once `deadline` passes (the work itself runs on). */
   async #beforeDeadline<T>(work: Promise<T>, deadline: number): Promise<T> {
+    const started = this.#now();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`no answer within ${this.#deadlineMs} ms`)),
-        Math.max(0, deadline - this.#now()),
+        () => reject(new Error(`no answer within ${Math.max(0, deadline - started)} ms`)),
+        Math.max(0, deadline - started),
       );
     });
     try {
@@ -739,7 +784,7 @@ export class Replicator {
   /** Sends `request` to this primary's K successors; the answers of those that answered. */
   async #askReplicas(request: ReplicationRequest): Promise<ReplicationResponse[]> {
     const answers = await Promise.allSettled(
-      this.#replicaTargets().map((r) => this.#deps.call(r, request)),
+      this.#replicaTargets().map((r) => this.#callPeer(r, request)),
     );
     return answers.filter((a) => a.status === "fulfilled").map((a) => a.value);
   }
@@ -861,7 +906,7 @@ export class Replicator {
     const replicas = this.#replicaTargets();
     const answers = await Promise.allSettled(
       replicas.map((r) =>
-        this.#deps.call(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false, ids })
+        this.#callPeer(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false, ids })
       ),
     );
     const merged = new Map<string, MailboxEntry>();
@@ -955,7 +1000,7 @@ export class Replicator {
       let settled = 0;
       let taken = false;
       for (const r of replicas) {
-        this.#deps.call(r, request).then(
+        this.#callPeer(r, request).then(
           (res) => {
             if (res.type === "ok" && ++succeeded === needed) resolve("ok");
             if (res.type === "error" && res.code === "username_taken") taken = true;

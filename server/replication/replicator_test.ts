@@ -28,6 +28,12 @@ class TestRing {
    * (side 0 unless set here), as its own ring.
    */
   side = new Map<string, number>();
+  /** Nodes that take requests and never answer (SIGSTOP): calls to them hang. */
+  frozen = new Set<string>();
+  /** Nodes membership suspects (they missed their last hello). */
+  suspect = new Set<string>();
+  /** Called when a request reaches a frozen node. */
+  onHang: () => void = () => {};
 
   ringKeyOf = (username: string) =>
     hex([...username].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 256, 7));
@@ -88,11 +94,16 @@ class TestRing {
         const peer = this.live.get(to);
         const across = (this.side.get(to) ?? 0) !== (this.side.get(address) ?? 0);
         if (!peer || this.unreachable.has(to) || across) throw new Error(`${to} is down`);
+        if (this.frozen.has(to)) {
+          this.onHang();
+          return await new Promise<never>(() => {});
+        }
         const req = parseReplicationRequest(structuredClone(request));
         return parseReplicationResponse(structuredClone(await peer.replicator.handle(req)));
       },
       metrics: new Metrics(),
       log: () => {},
+      isSuspect: (a) => this.suspect.has(a),
     }, { k: 2, w: 2, writeDeadlineMs: 2000 });
     this.live.set(address, { id, replicator, store });
     return replicator;
@@ -218,6 +229,30 @@ Deno.test("replication: a write that cannot reach W copies is refused, never ack
   ring.unreachable.delete(ring.sorted().find((n) => n.address !== owner)!.address);
   await nodes[0]!.storeMessages([message(1)]);
   assert.ok(ring.copies().get(message(1).messageId)! >= 2);
+});
+
+Deno.test("replication: with both replicas of a primary frozen, writes go to live successors once they are suspect", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const nodes = ring.sorted();
+  const p = ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16));
+  const primary = ring.live.get(nodes[p]!.address)!.replicator;
+  const frozen = [1, 2].map((j) => nodes[(p + j) % nodes.length]!.address);
+  for (const a of frozen) ring.frozen.add(a);
+  // In flight when they freeze: the write waits on them only until they turn suspect.
+  const reached = new Promise<void>((r) => ring.onHang = r);
+  const inFlight = primary.storeMessages([message(1)]);
+  await reached;
+  for (const a of frozen) ring.suspect.add(a);
+  await inFlight;
+  // Sent while they are suspect: the write never waits on them.
+  await primary.storeMessages([message(2)]);
+  for (const id of [message(1).messageId, message(2).messageId]) {
+    const holders = [...ring.live].filter(([a, n]) =>
+      !frozen.includes(a) && n.store.mailbox.entries([["bob", id]]).length > 0
+    );
+    assert.ok(holders.length >= 2, `${id} is on ${holders.length} live nodes, fewer than W`);
+  }
 });
 
 /** A 3-node ring whose primary for bob's mailbox runs with `options` (quotas live there). */
