@@ -195,10 +195,15 @@ export class Accounts {
     username: string,
     unavailableMessage = "Accounts cannot be read right now",
   ): Promise<AccountRecord | undefined> {
+    return this.#cached(username) ?? await this.#read(username, unavailableMessage);
+  }
+
+  /** The cached account of `username`, if it has not expired. */
+  #cached(username: string): AccountRecord | undefined {
     const cached = this.#cache.get(username);
     if (cached && cached.until > this.#deps.clock.now()) return cached.account;
     if (cached) this.#cache.delete(username);
-    return await this.#read(username, unavailableMessage);
+    return undefined;
   }
 
   /** Reads `username`'s account from the ring (and caches it when it exists). */
@@ -220,12 +225,22 @@ export class Accounts {
    * The account if `secret` is its auth secret; undefined for an unknown name or a wrong one.
    * Both cost the same steps, so timing does not tell names apart: one read from the ring (never
    * the cache, which only knows names that exist) and one bcrypt comparison (against a dummy hash
-   * of the same cost for an unknown name).
+   * of the same cost for an unknown name). Only when the ring cannot answer for sure (a busy or
+   * failing ring) does a name this server read recently log in from its cached copy, so a
+   * loaded ring does not lock out users it has just seen.
    */
   async verify(username: string, secret: string): Promise<AccountRecord | undefined> {
     const { metrics } = this.#deps;
     metrics.inc("p2pchat_login_work_total", { step: "account_read" });
-    const account = await this.#read(username, "Accounts cannot be read right now");
+    let account: AccountRecord | undefined;
+    try {
+      account = await this.#read(username, "Accounts cannot be read right now");
+    } catch (err) {
+      const cached = this.#cached(username);
+      if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
+      metrics.inc("p2pchat_login_work_total", { step: "cached_account" });
+      account = cached;
+    }
     metrics.inc("p2pchat_login_work_total", { step: "bcrypt" });
     if (!account) {
       await compare(secret, await this.#dummyHash());

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { fakeServer } from "./testing.ts";
+import { UserError } from "./errors.ts";
 
 const SECRET = "s".repeat(43);
 
@@ -51,4 +52,23 @@ Deno.test("accounts: a retried registration with the same secret and keys succee
     );
   }
   assert.deepEqual(first.ring.accounts.get("alice"), stored);
+});
+
+Deno.test("accounts: while the ring cannot answer, a name read recently still logs in from its cached copy; others are 'unavailable'", async () => {
+  const server = fakeServer();
+  await server.accounts.register({ username: "alice", secret: SECRET });
+  server.ring.unavailable = true;
+  const alice = await server.accounts.verify("alice", SECRET);
+  assert.equal(alice?.username, "alice");
+  assert.equal(await server.accounts.verify("alice", "x".repeat(43)), undefined, "wrong secret");
+  await assert.rejects(
+    server.accounts.verify("bob", SECRET),
+    (err) => err instanceof UserError && err.code === "unavailable",
+  );
+  // Once the cached copy expires, alice's login needs the ring too.
+  await server.clock.advance(300_001);
+  await assert.rejects(
+    server.accounts.verify("alice", SECRET),
+    (err) => err instanceof UserError && err.code === "unavailable",
+  );
 });
