@@ -17,6 +17,7 @@
  */
 import {
   type AccountKeys,
+  type AccountRecord,
   type HandoverClaim,
   PRESENCE_TIMEOUT_MS,
   type PreviousSession,
@@ -275,7 +276,7 @@ export class Sessions {
    * cannot read the account now.
    */
   async resume(conn: ClientConnection, token: string): Promise<SessionGrant> {
-    const { tokens, accounts, metrics, clock } = this.#deps;
+    const { tokens, metrics, clock } = this.#deps;
     let claims: SessionClaims;
     try {
       claims = await tokens.verify(token, clock.now());
@@ -283,22 +284,9 @@ export class Sessions {
       if (err instanceof TokenError) throw new UserError(err.code, err.message);
       throw err;
     }
-    const account = await accounts.get(claims.username);
-    if (!account) {
-      // Tokens are only issued for accounts that exist: a genuine token whose account cannot be
-      // found means the ring cannot see its copies right now, not that the account is gone.
-      throw new UserError(
-        "unavailable",
-        "Your account cannot be read right now: try again shortly",
-      );
-    }
-    // A token of a registration that lost its name to an older one is refused everywhere: every
-    // server reads the winner (its cache follows the ring's replacements).
+    const account = await this.#accountForToken(claims);
     const version = accountVersion(account);
-    if (
-      (claims.account !== undefined && claims.account !== version) ||
-      (claims.account !== undefined && accounts.hasLost(claims.username, claims.account))
-    ) {
+    if (this.#hasLostName(claims, account)) {
       metrics.inc("p2pchat_logins_total", { result: "name_lost" });
       throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
     }
@@ -412,7 +400,7 @@ export class Sessions {
    * is not online: try later) or `unavailable`.
    */
   async claimHandover(conn: ClientConnection, claim: HandoverClaim): Promise<number> {
-    const { local, tokens, accounts, clock, log, metrics } = this.#deps;
+    const { local, tokens, clock, log, metrics } = this.#deps;
     const challenge = this.#challenges.get(conn);
     this.#challenges.delete(conn);
     const refuse = (code: "not_authenticated" | "not_superseded" | "peer_offline", m: string) => {
@@ -438,19 +426,8 @@ export class Sessions {
       throw err;
     }
     const username = claims.username;
-    const account = await accounts.get(username);
-    if (!account) {
-      throw new UserError(
-        "unavailable",
-        "Your account cannot be read right now: try again shortly",
-      );
-    }
-    const version = accountVersion(account);
-    if (
-      !account.keys ||
-      (claims.account !== undefined &&
-        (claims.account !== version || accounts.hasLost(username, claims.account)))
-    ) {
+    const account = await this.#accountForToken(claims);
+    if (!account.keys || this.#hasLostName(claims, account)) {
       throw refuse("not_authenticated", "This session cannot hand a history over");
     }
     let verified = false;
@@ -487,7 +464,7 @@ export class Sessions {
       );
     }
     metrics.inc("p2pchat_handover_claims_total", { result: "admitted" });
-    this.#accountOf.set(conn, claims.account ?? version);
+    this.#accountOf.set(conn, claims.account ?? accountVersion(account));
     local.beginGrace(conn, { username, current: newest });
     this.#graceTimers.set(
       conn,
@@ -512,6 +489,27 @@ export class Sessions {
       return true;
     }
     return this.#deps.local.deliver(username, frame);
+  }
+
+  /**
+   * The account a genuine token names. Tokens are only issued for accounts that exist, so one
+   * that cannot be found means the ring cannot see its copies right now: `unavailable`.
+   */
+  async #accountForToken(claims: SessionClaims): Promise<AccountRecord> {
+    const account = await this.#deps.accounts.get(claims.username);
+    if (account) return account;
+    throw new UserError("unavailable", "Your account cannot be read right now: try again shortly");
+  }
+
+  /**
+   * Whether `claims` belong to a registration that lost its name to an older one: its tokens are
+   * refused everywhere, since every server reads the winner (its cache follows the ring's
+   * replacements).
+   */
+  #hasLostName(claims: SessionClaims, account: AccountRecord): boolean {
+    return claims.account !== undefined &&
+      (claims.account !== accountVersion(account) ||
+        this.#deps.accounts.hasLost(claims.username, claims.account));
   }
 
   /** A newer session of the user arrived while this one was being bound: it was superseded. */
