@@ -171,6 +171,21 @@ function integer(name: string, raw: string, min: number, max: number): number {
   return n;
 }
 
+/** Reads an option: its flag if given, else its environment variable. */
+type Pick = (flag: string, envName: string) => string | undefined;
+
+/** A whole-number option from its flag, else its environment variable, else `fallback`. */
+function intOption(
+  pick: Pick,
+  flag: string,
+  envName: string,
+  fallback: string,
+  min: number,
+  max: number,
+): number {
+  return integer(flag, pick(flag, envName) ?? fallback, min, max);
+}
+
 function url(name: string, raw: string): string {
   const value = raw.trim().replace(/\/$/, "");
   if (!URL_PATTERN.test(value)) {
@@ -248,7 +263,7 @@ export function parseConfig(
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
   const handoverMax = pick("handover-max-seconds", "P2P_HANDOVER_MAX_SECONDS");
-  const port = integer("port", pick("port", "P2P_PORT") ?? "8000", 0, 65535);
+  const port = intOption(pick, "port", "P2P_PORT", "8000", 0, 65535);
   const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
   const certFile = pick("tls-cert", "P2P_TLS_CERT");
   const keyFile = pick("tls-key", "P2P_TLS_KEY");
@@ -274,61 +289,62 @@ export function parseConfig(
     clusterSecret: secret,
     dataDir: pick("data-dir", "P2P_DATA_DIR"),
     distDir: pick("dist", "P2P_DIST_DIR") ?? "dist",
-    bcryptCost: integer("bcrypt-cost", pick("bcrypt-cost", "P2P_BCRYPT_COST") ?? "10", 10, 15),
+    bcryptCost: intOption(pick, "bcrypt-cost", "P2P_BCRYPT_COST", "10", 10, 15),
     sessionTtlMs: ttlSeconds !== undefined
       ? integer("session-ttl-seconds", ttlSeconds, 1, 365 * 24 * 3600) * 1000
-      : integer(
-        "session-ttl-hours",
-        pick("session-ttl-hours", "P2P_SESSION_TTL_HOURS") ?? "168",
-        1,
-        24 * 365,
-      ) * 3_600_000,
-    handoverGraceMs: integer(
-      "handover-grace-seconds",
-      pick("handover-grace-seconds", "P2P_HANDOVER_GRACE_SECONDS") ?? "30",
-      0,
-      600,
-    ) * 1000,
+      : intOption(pick, "session-ttl-hours", "P2P_SESSION_TTL_HOURS", "168", 1, 24 * 365) *
+        3_600_000,
+    handoverGraceMs:
+      intOption(pick, "handover-grace-seconds", "P2P_HANDOVER_GRACE_SECONDS", "30", 0, 600) * 1000,
     handoverMaxMs: handoverMax === undefined
       ? undefined
       : integer("handover-max-seconds", handoverMax, 0, 3600) * 1000,
-    frameRate: integer("frame-rate", pick("frame-rate", "P2P_FRAME_RATE") ?? "50", 1, 100_000),
-    maxConnections: integer(
+    frameRate: intOption(pick, "frame-rate", "P2P_FRAME_RATE", "50", 1, 100_000),
+    maxConnections: intOption(
+      pick,
       "max-connections",
-      pick("max-connections", "P2P_MAX_CONNECTIONS") ?? "10000",
+      "P2P_MAX_CONNECTIONS",
+      "10000",
       1,
       1_000_000,
     ),
-    maxConnectionsPerAddress: integer(
+    maxConnectionsPerAddress: intOption(
+      pick,
       "max-connections-per-address",
-      pick("max-connections-per-address", "P2P_MAX_CONNECTIONS_PER_ADDRESS") ?? "200",
+      "P2P_MAX_CONNECTIONS_PER_ADDRESS",
+      "200",
       1,
       1_000_000,
     ),
-    maxWsMessageBytes: integer(
+    maxWsMessageBytes: intOption(
+      pick,
       "max-ws-message-bytes",
-      pick("max-ws-message-bytes", "P2P_MAX_WS_MESSAGE_BYTES") ?? "196608",
+      "P2P_MAX_WS_MESSAGE_BYTES",
+      "196608",
       65_536,
       64 * 1024 * 1024,
     ),
-    registrationsPerMinute: integer(
+    registrationsPerMinute: intOption(
+      pick,
       "registrations-per-minute",
-      pick("registrations-per-minute", "P2P_REGISTRATIONS_PER_MINUTE") ?? "30",
+      "P2P_REGISTRATIONS_PER_MINUTE",
+      "30",
       1,
       100_000,
     ),
-    loginFailuresPerMinute: integer(
+    loginFailuresPerMinute: intOption(
+      pick,
       "login-failures-per-minute",
-      pick("login-failures-per-minute", "P2P_LOGIN_FAILURES_PER_MINUTE") ?? "5",
+      "P2P_LOGIN_FAILURES_PER_MINUTE",
+      "5",
       1,
       10_000,
     ),
-    loginFailuresPerAddressPerMinute: integer(
+    loginFailuresPerAddressPerMinute: intOption(
+      pick,
       "login-failures-per-address-per-minute",
-      pick(
-        "login-failures-per-address-per-minute",
-        "P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
-      ) ?? "20",
+      "P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
+      "20",
       1,
       100_000,
     ),
@@ -339,10 +355,10 @@ export function parseConfig(
 }
 
 function parseStorage(
-  pick: (flag: string, envName: string) => string | undefined,
+  pick: Pick,
 ): ServerConfig["storage"] {
-  const k = integer("replicas", pick("replicas", "P2P_REPLICAS") ?? "2", 0, 8);
-  const w = integer("write-quorum", pick("write-quorum", "P2P_WRITE_QUORUM") ?? "2", 1, 9);
+  const k = intOption(pick, "replicas", "P2P_REPLICAS", "2", 0, 8);
+  const w = intOption(pick, "write-quorum", "P2P_WRITE_QUORUM", "2", 1, 9);
   if (w > k + 1) {
     throw new ConfigError(
       `--write-quorum ${w} cannot exceed the ${
@@ -354,24 +370,24 @@ function parseStorage(
   return {
     k,
     w,
-    quotaPerRecipient: integer(
+    quotaPerRecipient: intOption(
+      pick,
       "mailbox-quota",
-      pick("mailbox-quota", "P2P_MAILBOX_QUOTA") ?? "10000",
+      "P2P_MAILBOX_QUOTA",
+      "10000",
       1,
       10_000_000,
     ),
     ...(perSender === undefined
       ? {}
       : { quotaPerSender: integer("mailbox-quota-per-sender", perSender, 1, 10_000_000) }),
-    maxAgeMs: integer(
-      "mailbox-max-age-days",
-      pick("mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS") ?? "30",
-      1,
-      3650,
-    ) * 86_400_000,
-    repairIntervalMs: integer(
+    maxAgeMs: intOption(pick, "mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS", "30", 1, 3650) *
+      86_400_000,
+    repairIntervalMs: intOption(
+      pick,
       "repair-interval-ms",
-      pick("repair-interval-ms", "P2P_REPAIR_INTERVAL_MS") ?? "1000",
+      "P2P_REPAIR_INTERVAL_MS",
+      "1000",
       100,
       600_000,
     ),
@@ -383,18 +399,13 @@ const DNS_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$/;
 
 function parseDiscovery(
-  pick: (flag: string, envName: string) => string | undefined,
+  pick: Pick,
   serverPort: number,
 ): DiscoveryConfig {
   const dnsName = pick("discovery-dns", "P2P_DISCOVERY_DNS");
   const mode = pick("discovery", "P2P_DISCOVERY") ?? (dnsName ? "dns" : "none");
   const intervalMs = () =>
-    integer(
-      "announce-interval-ms",
-      pick("announce-interval-ms", "P2P_ANNOUNCE_INTERVAL_MS") ?? "2000",
-      100,
-      600_000,
-    );
+    intOption(pick, "announce-interval-ms", "P2P_ANNOUNCE_INTERVAL_MS", "2000", 100, 600_000);
   switch (mode) {
     case "none":
       return { mode };
@@ -420,12 +431,7 @@ function parseDiscovery(
       return {
         mode,
         group,
-        port: integer(
-          "multicast-port",
-          pick("multicast-port", "P2P_MULTICAST_PORT") ?? "47777",
-          1,
-          65535,
-        ),
+        port: intOption(pick, "multicast-port", "P2P_MULTICAST_PORT", "47777", 1, 65535),
         interfaceAddress,
         intervalMs: intervalMs(),
       };
