@@ -54,6 +54,20 @@ function unexpectedErrors(errors: string[]): string[] {
   );
 }
 
+/**
+ * Alice is still signed in on her page (not sent back to the login form), and the cluster sees
+ * her again: each of them has the other online in the contact list.
+ */
+async function stillSignedInAndSeen(alice: Page, bob: Page): Promise<void> {
+  assert.equal(
+    await alice.$eval('[data-testid="me"]', (el) => el.textContent),
+    "alice",
+    "alice must not have been sent back to the login form",
+  );
+  await waitForContact(bob, "alice", true);
+  await waitForContact(alice, "bob", true);
+}
+
 /** A conversation whose every message must show once, in order, on both pages. */
 function conversation() {
   const expected: string[] = [];
@@ -93,14 +107,7 @@ Deno.test("alice's session fails over to another server when her home server is 
     // The page is still the one served by the dead server: only failover can explain this.
     const dead = await fetch(`${servers[0]!.url}/healthz`).then(() => false, () => true);
     assert.equal(dead, true, "server 1 should be dead");
-    assert.equal(
-      await alice.$eval('[data-testid="me"]', (el) => el.textContent),
-      "alice",
-      "alice must not have been sent back to the login form",
-    );
-    // The cluster sees alice again: bob's contact list shows her online.
-    await waitForContact(bob, "alice", true);
-    await waitForContact(alice, "bob", true);
+    await stillSignedInAndSeen(alice, bob);
 
     // The conversation goes on in both directions, each message shown once, in order.
     await exchange(alice, bob, "after: still there, bob?");
@@ -150,13 +157,7 @@ Deno.test("alice's session leaves her home server when it freezes (SIGSTOP) and 
         !transitions.some(([s]) => s === "offline"),
         `status went ${transitions.map(([s]) => s).join(" → ")}`,
       );
-      assert.equal(
-        await alice.$eval('[data-testid="me"]', (el) => el.textContent),
-        "alice",
-        "alice must not have been sent back to the login form",
-      );
-      await waitForContact(bob, "alice", true);
-      await waitForContact(alice, "bob", true);
+      await stillSignedInAndSeen(alice, bob);
       // Still frozen, and the conversation goes on in both directions.
       await exchange(alice, bob, "after: still there, bob?");
       await exchange(bob, alice, "after: yes, still here");
