@@ -9,16 +9,10 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "puppeteer-core";
-import { launchBrowser, launchFirefox, type TestBrowser } from "../support/browser.ts";
-import { startCluster, type StartOptions } from "../support/server_process.ts";
+import { launchBrowser, type TestBrowser } from "../support/browser.ts";
+import type { StartOptions } from "../support/server_process.ts";
 import type { ServerProcess } from "../support/server_process.ts";
-import {
-  openApp,
-  openChat,
-  signIn,
-  waitForContact,
-  waitForHandover,
-} from "../support/chat_page.ts";
+import { openApp, signIn, waitForContact, waitForHandover } from "../support/chat_page.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
 import {
   type AppPage,
@@ -26,6 +20,7 @@ import {
   historyDatabases,
   historyDigest,
   seedAliceHistory,
+  startHandoverWorld,
 } from "../support/handover_world.ts";
 
 /** The scene: alice's old Chromium with a profile that outlives its process, bob, a new one. */
@@ -44,49 +39,34 @@ interface Scene {
 async function startScene(
   options: StartOptions & { newDevice?: "chromium" | "firefox" } = {},
 ): Promise<Scene> {
-  const { newDevice = "chromium", ...serverOptions } = options;
-  const servers = await startCluster(3, serverOptions);
   const profile = await Deno.makeTempDir({ prefix: "p2pchat-old-alice-" });
-  const browsers: TestBrowser[] = [];
+  const removeProfile = () => Deno.remove(profile, { recursive: true }).catch(() => {});
+  const started = await startHandoverWorld({ ...options, oldProfile: profile })
+    .catch(async (err: unknown) => {
+      await removeProfile();
+      throw err;
+    });
+  const relaunched: TestBrowser[] = [];
   const close = async () => {
-    await Promise.all(browsers.map((b) => b.close()));
-    await Promise.all(servers.map((s) => s.stop()));
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
+    await Promise.all(relaunched.map((b) => b.close()));
+    await started.close();
+    await removeProfile();
   };
-  try {
-    const old = await launchBrowser({ userDataDir: profile });
-    browsers.push(
-      old,
-      newDevice === "firefox" ? await launchFirefox() : await launchBrowser(),
-      await launchBrowser(),
-    );
-    const [, b, c] = browsers as [TestBrowser, TestBrowser, TestBrowser];
-    const oldAlice = await openApp(old.browser, servers[0]!.url);
-    const bob = await openApp(c.browser, servers[1]!.url);
-    await signIn(oldAlice, "alice", "alice-password", true);
-    await signIn(bob, "bob", "bob-password-1", true);
-    await waitForContact(oldAlice, "bob", true);
-    await openChat(oldAlice, "bob");
-    await openChat(bob, "alice");
-    const world: HandoverWorld = { servers, oldAlice, bob, newBrowser: b.browser, close };
-    return {
-      servers,
-      profile,
-      old,
-      world,
-      killOld: () => old.kill!(),
-      async reopenOld() {
-        // The killed process may leave its profile lock behind for a moment.
-        const relaunched = await launchBrowser({ userDataDir: profile });
-        browsers.push(relaunched);
-        return await openApp(relaunched.browser, servers[0]!.url);
-      },
-      close,
-    };
-  } catch (err) {
-    await close();
-    throw err;
-  }
+  const old = started.oldBrowser;
+  return {
+    servers: started.servers,
+    profile,
+    old,
+    world: { ...started, close },
+    killOld: () => old.kill!(),
+    async reopenOld() {
+      // The killed process may leave its profile lock behind for a moment.
+      const browser = await launchBrowser({ userDataDir: profile });
+      relaunched.push(browser);
+      return await openApp(browser.browser, started.servers[0]!.url);
+    },
+    close,
+  };
 }
 
 /** Waits for the hand-over status in `phase`; returns its text. */

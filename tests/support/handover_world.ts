@@ -25,6 +25,8 @@ export interface HandoverWorld {
   servers: ServerProcess[];
   oldAlice: AppPage;
   bob: AppPage;
+  /** The browser of alice's old device. */
+  oldBrowser: TestBrowser;
   /** The browser alice's new device opens the app in. */
   newBrowser: Browser;
   close(): Promise<void>;
@@ -34,13 +36,15 @@ export interface HandoverWorld {
 export interface HandoverWorldOptions extends StartOptions {
   /** The browser of alice's new device. @default "chromium" */
   newDevice?: "chromium" | "firefox";
+  /** A profile directory for the old device's browser, so its storage outlives its process. */
+  oldProfile?: string;
 }
 
 /** Starts the servers and browsers; alice (old device) and bob logged in, chat open. */
 export async function startHandoverWorld(
   options: HandoverWorldOptions = {},
 ): Promise<HandoverWorld> {
-  const { newDevice = "chromium", ...serverOptions } = options;
+  const { newDevice = "chromium", oldProfile, ...serverOptions } = options;
   const servers = await startCluster(3, serverOptions);
   const browsers: TestBrowser[] = [];
   const close = async () => {
@@ -49,7 +53,7 @@ export async function startHandoverWorld(
   };
   try {
     browsers.push(
-      await launchBrowser(),
+      await launchBrowser(oldProfile === undefined ? {} : { userDataDir: oldProfile }),
       newDevice === "firefox" ? await launchFirefox() : await launchBrowser(),
       await launchBrowser(),
     );
@@ -61,7 +65,7 @@ export async function startHandoverWorld(
     await waitForContact(oldAlice, "bob", true);
     await openChat(oldAlice, "bob");
     await openChat(bob, "alice");
-    return { servers, oldAlice, bob, newBrowser: b.browser, close };
+    return { servers, oldAlice, bob, oldBrowser: a, newBrowser: b.browser, close };
   } catch (err) {
     await close();
     throw err;
