@@ -21,6 +21,7 @@ import {
   type AccountKeys,
   readAccountKeys,
   readUsername,
+  SALT_RULE,
   type ServerFrame,
   validateServerFrame,
 } from "./protocol.ts";
@@ -38,6 +39,38 @@ export interface AccountRecord {
   createdAt: number;
   /** Public keys and wrapped private keys, when the client registered with keys. */
   keys?: AccountKeys;
+  /**
+   * The random PBKDF2 salt the browser derived `hash`'s secret with (16 bytes, base64url).
+   * Absent for a legacy account, salted with SHA-256("p2p-chat:" + username).
+   */
+  salt?: string;
+  /**
+   * New credentials set after registration (a legacy account's move to a random salt): they
+   * replace `salt`, `hash` and `keys.wrapped` for logins; the registration itself (its version)
+   * stays the same. Of two, the later `at` wins.
+   */
+  rekeyed?: AccountRekey;
+  /** The user's newest session: any other token of the user is refused. */
+  session?: AccountSession;
+}
+
+/** Credentials that replaced a registration's (see {@link AccountRecord.rekeyed}). */
+export interface AccountRekey {
+  salt: string;
+  hash: string;
+  wrapped: string;
+  /** When the credentials changed (the writing server's clock). */
+  at: number;
+}
+
+/** The newest session of a user, as the ring keeps it with the account. */
+export interface AccountSession {
+  id: string;
+  issuedAt: number;
+  /** The user signed out of it (`logout`): its tokens are refused. */
+  ended?: boolean;
+  /** Generation of the session's current refresh token; older ones are refused. */
+  refresh?: number;
 }
 
 /** Server → server requests. */
@@ -76,6 +109,40 @@ export function readAccountRecord(value: unknown, path: string): AccountRecord {
     hash: readString(obj, "hash", path, { min: 20, max: 100, pattern: /^\$2[aby]\$\d\d\$/ }),
     createdAt: readNumber(obj, "createdAt", path, { min: 0, max: 8.64e15, integer: true }),
     ...(obj.keys === undefined ? {} : { keys: readAccountKeys(obj.keys, `${path}.keys`) }),
+    ...(obj.salt === undefined ? {} : { salt: readSalt(obj.salt, `${path}.salt`) }),
+    ...(obj.rekeyed === undefined ? {} : { rekeyed: readRekey(obj.rekeyed, `${path}.rekeyed`) }),
+    ...(obj.session === undefined
+      ? {}
+      : { session: readAccountSession(obj.session, `${path}.session`) }),
+  };
+}
+
+const HASH_RULE = { min: 20, max: 100, pattern: /^\$2[aby]\$\d\d\$/ };
+const TIME_RULE = { min: 0, max: 8.64e15, integer: true };
+
+function readSalt(value: unknown, path: string): string {
+  return checkString(value, path, SALT_RULE);
+}
+
+function readRekey(value: unknown, path: string): AccountRekey {
+  const obj = readObject(value, path);
+  return {
+    salt: readSalt(obj.salt, `${path}.salt`),
+    hash: readString(obj, "hash", path, HASH_RULE),
+    wrapped: readString(obj, "wrapped", path, { min: 1, max: 20_000 }),
+    at: readNumber(obj, "at", path, TIME_RULE),
+  };
+}
+
+function readAccountSession(value: unknown, path: string): AccountSession {
+  const obj = readObject(value, path);
+  return {
+    id: readString(obj, "id", path, { min: 1, max: 64, pattern: /^[A-Za-z0-9_-]+$/ }),
+    issuedAt: readNumber(obj, "issuedAt", path, TIME_RULE),
+    ...(obj.ended === undefined ? {} : { ended: readBoolean(obj, "ended", path) }),
+    ...(obj.refresh === undefined
+      ? {}
+      : { refresh: readNumber(obj, "refresh", path, { min: 0, max: 1e12, integer: true }) }),
   };
 }
 

@@ -47,11 +47,44 @@ export interface AccountKeys {
   wrapped: string;
 }
 
+/** A user's public keys (SPKI base64url). */
+export interface PublicKeys {
+  encryption: string;
+  signing: string;
+}
+
+/**
+ * A PBKDF2 salt as it travels (base64url): 16 random bytes (22 characters) for accounts and for
+ * unknown names; 32 bytes (43 characters) for a legacy account, SHA-256("p2p-chat:" + name).
+ */
+export const SALT_RULE = { min: 22, max: 43, pattern: /^[A-Za-z0-9_-]{22}([A-Za-z0-9_-]{21})?$/ };
+
 /** Client → server frames. */
 export type ClientFrame =
-  | { v: 1; type: "register"; reqId: ReqId; username: string; secret: string; keys?: AccountKeys }
+  /**
+   * A new account: `secret` is derived with the random `salt` the browser chose, and every
+   * account has keys (a registration without them is refused with `keys_required`).
+   */
+  | {
+    v: 1;
+    type: "register";
+    reqId: ReqId;
+    username: string;
+    secret: string;
+    salt: string;
+    keys: AccountKeys;
+  }
+  /** Asks, before logging in, for the salt to derive `username`'s secret with. */
+  | { v: 1; type: "login_params"; reqId: ReqId; username: string }
   | { v: 1; type: "login"; reqId: ReqId; username: string; secret: string }
   | { v: 1; type: "resume"; reqId: ReqId; token: string }
+  /** Trades the session's refresh token for a new token pair (the old refresh token dies). */
+  | { v: 1; type: "refresh"; reqId: ReqId; refreshToken: string }
+  /**
+   * Replaces the logged-in account's credentials: a new random salt, the secret derived with it
+   * and the private keys wrapped again (a legacy account's move, asked for by `session.rekey`).
+   */
+  | { v: 1; type: "rekey"; reqId: ReqId; salt: string; secret: string; wrapped: string }
   | { v: 1; type: "contacts"; reqId: ReqId }
   | { v: 1; type: "heartbeat" }
   | { v: 1; type: "signal"; to: string; data: SignalData }
@@ -143,11 +176,22 @@ export type ServerFrame =
     token: string;
     expiresAt: number;
     servers: string[];
-    /** The user's own keys, so a new device can unwrap its private keys. */
+    /**
+     * At a password login only: the user's own keys, so a new device can unwrap its private
+     * keys. A `resume` never carries them (the device keeps its unlocked keys).
+     */
     keys?: AccountKeys;
+    /** The user's public keys, at login and resume: the device checks the keys it kept. */
+    publicKeys?: PublicKeys;
+    /** Exchanged for the next token pair with `refresh` before `expiresAt` (login and refresh). */
+    refreshToken?: string;
     /** At a login: the previous session's device is offline, its hand-over is deferred. */
     handover?: PreviousSession;
+    /** At a login of a legacy account (salt derived from its name): send `rekey` now. */
+    rekey?: true;
   }
+  /** The salt to derive `username`'s login secret with (served for any name). */
+  | { v: 1; type: "login_params"; reqId: ReqId; username: string; salt: string }
   | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
   /** A fresh single-use challenge for a `handover_claim` on this connection. */
   | { v: 1; type: "handover_challenge"; reqId: ReqId; challenge: string }
@@ -220,8 +264,11 @@ export const ABUSE_CLOSE_CODE = 4008;
 /** Every frame type a browser may send. */
 export const CLIENT_TYPES = [
   "register",
+  "login_params",
   "login",
   "resume",
+  "refresh",
+  "rekey",
   "contacts",
   "heartbeat",
   "signal",
@@ -240,6 +287,7 @@ const SERVER_TYPES = [
   "ok",
   "error",
   "session",
+  "login_params",
   "contacts",
   "presence",
   "signal",
@@ -276,6 +324,8 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "unknown_user",
   "mailbox_full",
   "not_superseded",
+  "keys_required",
+  "unknown_account",
 ];
 
 const SESSION_ID_RULE = { min: 1, max: 64 };
@@ -333,20 +383,52 @@ export function readSignal(obj: Record<string, unknown>, key: string): SignalDat
 export function validateClientFrame(value: unknown): ClientFrame {
   const { obj, type } = readEnvelope(value, PROTOCOL_VERSION, CLIENT_TYPES);
   switch (type as ClientFrame["type"]) {
-    case "register":
-    case "login": {
-      const frame: ClientFrame = {
+    case "register": {
+      const reqId = readReqId(obj);
+      const username = readUsername(obj, "username");
+      const secret = readSecret(obj);
+      if (obj.keys === undefined) {
+        throw new ProtocolError(
+          "keys_required",
+          "keys",
+          "An account needs keys: register with your public keys and wrapped private keys",
+        );
+      }
+      const keys = readAccountKeys(obj.keys, "keys");
+      const salt = readString(obj, "salt", "", NEW_SALT_RULE);
+      return { v: 1, type: "register", reqId, username, secret, salt, keys };
+    }
+    case "login":
+      return {
         v: 1,
-        type: type as "register" | "login",
+        type: "login",
         reqId: readReqId(obj),
         username: readUsername(obj, "username"),
         secret: readSecret(obj),
       };
-      if (type === "register" && obj.keys !== undefined) {
-        (frame as { keys?: AccountKeys }).keys = readAccountKeys(obj.keys, "keys");
-      }
-      return frame;
-    }
+    case "login_params":
+      return {
+        v: 1,
+        type: "login_params",
+        reqId: readReqId(obj),
+        username: readUsername(obj, "username"),
+      };
+    case "refresh":
+      return {
+        v: 1,
+        type: "refresh",
+        reqId: readReqId(obj),
+        refreshToken: readString(obj, "refreshToken", "", TOKEN_RULE),
+      };
+    case "rekey":
+      return {
+        v: 1,
+        type: "rekey",
+        reqId: readReqId(obj),
+        salt: readString(obj, "salt", "", NEW_SALT_RULE),
+        secret: readSecret(obj),
+        wrapped: readString(obj, "wrapped", "", WRAPPED_RULE),
+      };
     case "resume":
       return {
         v: 1,
@@ -423,6 +505,18 @@ export function validateClientFrame(value: unknown): ClientFrame {
 }
 
 const PUBLIC_KEY_RULE = { min: 100, max: 2048, pattern: /^[A-Za-z0-9_-]+$/ };
+/** A new salt: 16 random bytes, base64url. */
+const NEW_SALT_RULE = { min: 22, max: 22, pattern: /^[A-Za-z0-9_-]{22}$/ };
+/** The opaque password-wrapped private keys. */
+export const WRAPPED_RULE = { min: 16, max: 16 * 1024 };
+
+function readPublicKeys(value: unknown, path: string): PublicKeys {
+  const o = readObject(value, path);
+  return {
+    encryption: readString(o, "encryption", path, PUBLIC_KEY_RULE),
+    signing: readString(o, "signing", path, PUBLIC_KEY_RULE),
+  };
+}
 
 /** Reads a user's keys: two public keys and the opaque wrapped private keys. */
 export function readAccountKeys(value: unknown, path: string): AccountKeys {
@@ -430,7 +524,7 @@ export function readAccountKeys(value: unknown, path: string): AccountKeys {
   return {
     encryption: readString(o, "encryption", path, PUBLIC_KEY_RULE),
     signing: readString(o, "signing", path, PUBLIC_KEY_RULE),
-    wrapped: readString(o, "wrapped", path, { min: 16, max: 16 * 1024 }),
+    wrapped: readString(o, "wrapped", path, WRAPPED_RULE),
   };
 }
 
@@ -507,7 +601,22 @@ export function validateServerFrame(value: unknown): ServerFrame {
           (v, p) => checkString(v, p, { min: 1, max: 300 }),
         ),
         ...(obj.keys === undefined ? {} : { keys: readAccountKeys(obj.keys, "keys") }),
+        ...(obj.publicKeys === undefined
+          ? {}
+          : { publicKeys: readPublicKeys(obj.publicKeys, "publicKeys") }),
+        ...(obj.refreshToken === undefined
+          ? {}
+          : { refreshToken: readString(obj, "refreshToken", "", TOKEN_RULE) }),
         ...(obj.handover === undefined ? {} : { handover: readPrevious(obj.handover) }),
+        ...(obj.rekey === true ? { rekey: true as const } : {}),
+      };
+    case "login_params":
+      return {
+        v: 1,
+        type: "login_params",
+        reqId: readReqId(obj),
+        username: readString(obj, "username", "", ANY_USER),
+        salt: readString(obj, "salt", "", SALT_RULE),
       };
     case "handover_challenge":
       return {

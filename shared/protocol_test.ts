@@ -86,7 +86,7 @@ Deno.test("client frames: usernames follow the product rule", () => {
     );
   }
   for (const good of ["abc", "a".repeat(32), "A-b_9"]) {
-    parseClientFrame(frame({ type: "register", reqId: 1, username: good, secret: "12345678" }));
+    parseClientFrame(frame({ type: "login", reqId: 1, username: good, secret: "12345678" }));
   }
 });
 

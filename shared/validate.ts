@@ -24,7 +24,11 @@ export type ErrorCode =
   | "unknown_user"
   | "mailbox_full"
   /** A hand-over claim for a session that no newer login replaced. */
-  | "not_superseded";
+  | "not_superseded"
+  /** A registration without public keys and wrapped private keys. */
+  | "keys_required"
+  /** The account a session belongs to does not exist (as opposed to `unavailable`). */
+  | "unknown_account";
 
 /** A rejected input: which field was wrong, and a sentence a person can act on. */
 export class ProtocolError extends Error {

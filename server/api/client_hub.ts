@@ -257,8 +257,20 @@ export class ClientHub {
           frame.reqId,
           await sessions.login(conn, frame.username, frame.secret),
         );
+      case "login_params": {
+        const { salt } = await accounts.loginParams(frame.username);
+        const username = frame.username;
+        conn.send({ v: 1, type: "login_params", reqId: frame.reqId, username, salt });
+        return;
+      }
       case "resume":
         return this.#session(conn, frame.reqId, await sessions.resume(conn, frame.token));
+      case "refresh":
+        return this.#session(conn, frame.reqId, await sessions.refresh(conn, frame.refreshToken));
+      case "rekey":
+        await sessions.rekey(conn, frame);
+        conn.send({ v: 1, type: "ok", reqId: frame.reqId });
+        return;
       // A deferred hand-over: an offline device, replaced meanwhile, comes back to hand over.
       case "handover_challenge": {
         const challenge = sessions.handoverChallenge(conn);
@@ -271,7 +283,7 @@ export class ClientHub {
         return;
       }
       case "logout":
-        sessions.logout(conn);
+        await sessions.logout(conn);
         conn.send({ v: 1, type: "ok", reqId: frame.reqId });
         return;
     }

@@ -56,5 +56,14 @@ export function ringAccessOf(ring: RingService): RingAccess {
       }
       return [...new Set(list)].slice(0, k + 1);
     },
+    expectedHolders(ringKey, k, known) {
+      const key = space.fromHex(ringKey, "ringKey");
+      const byId = [...new Set(known)].map((address) => ({ address, id: space.idFromKey(address) }))
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const first = byId.findIndex((n) => n.id >= key);
+      const start = first === -1 ? 0 : first;
+      const ordered = [...byId.slice(start), ...byId.slice(0, start)];
+      return ordered.slice(0, k + 1).map((n) => n.address);
+    },
   };
 }

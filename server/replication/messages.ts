@@ -171,7 +171,12 @@ function readPair(value: unknown, path: string): [string, string] {
   return [checkUsername(value[0], `${path}.0`), checkString(value[1], `${path}.1`, ID_RULE)];
 }
 
-const ACCOUNT_VERSION = { min: 3, max: 40, pattern: /^\d+\.[./A-Za-z0-9]{1,12}$/ };
+/** An account copy's identity: its registration's version, then a stamp of its state. */
+const ACCOUNT_VERSION = {
+  min: 3,
+  max: 100,
+  pattern: /^\d+\.[./A-Za-z0-9]{1,12}(~[A-Za-z0-9]{1,60})?$/,
+};
 
 function readItemKey(value: unknown, path: string): ItemKey {
   const isEntry = Array.isArray(value) && value[0] === "m" && value.length === 4;

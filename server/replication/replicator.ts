@@ -22,7 +22,7 @@ import type {
   PresenceRecord,
   Tombstone,
 } from "../store/mod.ts";
-import { accountVersion, winsOver } from "../store/mod.ts";
+import { accountVersion, mergeAccounts } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 import type { Log } from "../telemetry/mod.ts";
@@ -342,6 +342,16 @@ export class Replicator {
     await this.#coordinated(ringKey, { v: 1, type: "account_put", account, coordinate: true });
   }
 
+  /**
+   * Writes new state of an existing account (its rekey, its newest session) on its replica set,
+   * decided on the primary like a registration; every copy merges it with what it holds.
+   * Resolves once W copies are durable. Throws {@link UsernameTakenError} when the record's
+   * registration lost its name, or {@link UnavailableError}.
+   */
+  async updateAccount(account: AccountRecord): Promise<void> {
+    await this.registerAccount(account);
+  }
+
   /** The account of `username` as its replica set holds it, or undefined if there is none. */
   async getAccount(username: string): Promise<AccountRecord | undefined> {
     const ringKey = this.#deps.ring.ringKeyOf(username);
@@ -641,6 +651,8 @@ export class Replicator {
       this.#storeAccount(existing);
       return this.#usernameTaken(account.username);
     }
+    // The same registration: its state merges with what the copies hold (an update).
+    if (existing) account = mergeAccounts(existing, account);
     const needed = Math.max(this.#copiesNeeded(), this.#majorityOfReplicaSet());
     if (1 + this.#replicaTargets().length < needed) {
       return this.#tooFewCopies(
@@ -685,6 +697,19 @@ export class Replicator {
         `Cannot tell whether "${username}" exists: heard ${heard.copies} of the ${this.#replicaSetSize()} copies`,
       );
     }
+    // The servers that held the user's records before any of them went down: while most of them
+    // are down, the copies may all be there, and "no such account" would be a guess.
+    const holders = this.#deps.ring.expectedHolders?.(
+      ringKey,
+      this.#k,
+      this.#deps.knownServers?.() ?? [],
+    ) ?? [];
+    const down = holders.filter((a) => !this.#liveServers().includes(a));
+    if (holders.length > 0 && 2 * down.length >= holders.length) {
+      return this.#tooFewCopies(
+        `Cannot tell whether "${username}" exists: ${down.length} of the ${holders.length} servers holding its copies are down`,
+      );
+    }
     return { v: 1, type: "account" };
   }
 
@@ -713,7 +738,7 @@ export class Replicator {
     const answers = await this.#askReplicas(request);
     for (const a of answers) {
       if (a.type !== "account" || !a.account) continue;
-      if (!best || winsOver(a.account, best)) best = a.account;
+      best = best ? mergeAccounts(best, a.account) : a.account;
     }
     return { account: best, copies: 1 + answers.filter((a) => a.type === "account").length };
   }

@@ -27,4 +27,9 @@ export interface RingAccess {
   predecessorChain(n: number): Promise<RingMember[] | undefined>;
   /** The current replica set of `ringKey`: its primary, then the primary's next `k` successors. */
   replicaSet(ringKey: string, k: number): Promise<string[]>;
+  /**
+   * The replica set `ringKey` would have on a ring of every server in `known`, alive or not: the
+   * servers that should hold its records. Absent: replication cannot tell (tests' fixed rings).
+   */
+  expectedHolders?(ringKey: string, k: number, known: readonly string[]): string[];
 }

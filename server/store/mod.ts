@@ -10,7 +10,16 @@ export {
   type NodeStoreOptions,
   type RingItems,
 } from "./node_store.ts";
-export { AccountStore, accountVersion, type PutResult, winsOver } from "./accounts.ts";
+export {
+  accountItemId,
+  AccountStore,
+  accountVersion,
+  credentialsOf,
+  mergeAccounts,
+  mergeSessions,
+  type PutResult,
+  winsOver,
+} from "./accounts.ts";
 export { type PresenceRecord, PresenceStore } from "./presence.ts";
 export { userRingKey } from "./ring_key.ts";
 export {

@@ -7,6 +7,8 @@
 import { DatabaseSync } from "node:sqlite";
 import {
   ACCOUNT_RING_SCHEMA,
+  ACCOUNT_STATE_SCHEMA,
+  accountItemId,
   AccountStore,
   accountVersion,
   backfillAccountRingKeys,
@@ -51,6 +53,8 @@ const MIGRATIONS: readonly Migration[] = [
     backfillAccountRingKeys(db, options.ringKeyOf);
     db.exec(PRESENCE_SCHEMA);
   },
+  // The changing state of accounts: salt, rekey, newest session.
+  ACCOUNT_STATE_SCHEMA,
 ];
 
 /** Replicated records as they travel between nodes (push, anti-entropy). */
@@ -113,10 +117,11 @@ export class NodeStore {
   itemKeys(range: KeyRange): ItemKey[] {
     const { sql, params } = rangeWhere(range);
     const accounts = (this.#db.prepare(
-      `SELECT username, hash, created_at FROM accounts WHERE ${sql}`,
-    ).all(...params) as { username: string; hash: string; created_at: number }[]).map((
-      r,
-    ): ItemKey => ["a", r.username, accountVersion({ createdAt: r.created_at, hash: r.hash })]);
+      `SELECT username FROM accounts WHERE ${sql}`,
+    ).all(...params) as { username: string }[]).map((r): ItemKey => {
+      const account = this.accounts.get(r.username)!;
+      return ["a", r.username, accountItemId(account)];
+    });
     const all = [...this.mailbox.itemKeys(range), ...accounts];
     return all.sort((a, b) =>
       a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : a[0] < b[0] ? -1 : 1
@@ -174,11 +179,11 @@ export class NodeStore {
     if (keep.start === keep.end) return [];
     const { sql, params } = rangeWhere(keep);
     const accounts = (this.#db.prepare(
-      `SELECT ring_key, username, hash, created_at FROM accounts WHERE NOT ${sql}`,
-    ).all(...params) as { ring_key: string; username: string; hash: string; created_at: number }[])
+      `SELECT ring_key, username FROM accounts WHERE NOT ${sql}`,
+    ).all(...params) as { ring_key: string; username: string }[])
       .map((r): [string, ItemKey] => [
         r.ring_key,
-        ["a", r.username, accountVersion({ createdAt: r.created_at, hash: r.hash })],
+        ["a", r.username, accountItemId(this.accounts.get(r.username)!)],
       ]);
     return [...this.mailbox.itemKeysOutside(keep), ...accounts];
   }

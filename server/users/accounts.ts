@@ -9,17 +9,26 @@
 import { compare, hash } from "bcryptjs";
 import type { AccountKeys, AccountRecord } from "../../shared/mod.ts";
 import type { Clock } from "../../shared/clock.ts";
+import { toBase64Url } from "../../shared/crypto/encoding.ts";
 import { UnavailableError, UsernameTakenError } from "../replication/mod.ts";
-import { type AccountReplacement, accountVersion } from "../store/mod.ts";
+import { type AccountReplacement, accountVersion, credentialsOf } from "../store/mod.ts";
 import type { Metrics } from "../telemetry/mod.ts";
 import { UserError } from "./errors.ts";
 import type { AccountRecords } from "./ports.ts";
 import type { BucketRule } from "./rate_limit.ts";
 import type { SharedLimits } from "./shared_limits.ts";
 
+/**
+ * The salt served for a name that has no account: derived from the name with a secret every
+ * server of the ring shares (the cluster secret's HMAC), so every server answers the same salt
+ * for it, always, in the form of a real one (16 bytes, base64url).
+ */
+export type FakeSalt = (username: string) => Promise<string>;
+
 /** Collaborators of {@link Accounts}. */
 export interface AccountsDeps {
   records: AccountRecords;
+  fakeSalt: FakeSalt;
   /** Registrations per address (shared across the ring in the server). */
   limits: SharedLimits;
   metrics: Metrics;
@@ -50,7 +59,26 @@ export interface Registration {
   username: string;
   /** The client-derived auth secret (never the password). */
   secret: string;
-  keys?: AccountKeys;
+  /** The random salt the browser derived `secret` with (base64url, 16 bytes). */
+  salt: string;
+  /** Every account has keys: the public keys and the password-wrapped private keys. */
+  keys: AccountKeys;
+}
+
+/** New credentials of a logged-in account (`rekey`). */
+export interface Rekey {
+  salt: string;
+  secret: string;
+  wrapped: string;
+}
+
+/** The salt of a legacy account: SHA-256("p2p-chat:" + username), base64url. */
+export async function legacySalt(username: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode("p2p-chat:" + username.trim().normalize("NFC")),
+  );
+  return toBase64Url(new Uint8Array(digest));
 }
 
 /** What the loser of a name is told: its sessions end and its tokens are refused. */
@@ -70,10 +98,10 @@ async function isSameRegistration(
   registration: Registration,
 ): Promise<boolean> {
   const [a, b] = [account.keys, registration.keys];
-  const sameKeys = a === undefined || b === undefined
-    ? a === b
-    : a.encryption === b.encryption && a.signing === b.signing && a.wrapped === b.wrapped;
-  return sameKeys && await compare(registration.secret, account.hash);
+  const sameKeys = a !== undefined && a.encryption === b.encryption &&
+    a.signing === b.signing && a.wrapped === b.wrapped;
+  return sameKeys && account.salt === registration.salt &&
+    await compare(registration.secret, account.hash);
 }
 
 /** Registers accounts and reads them from the ring. */
@@ -105,6 +133,11 @@ export class Accounts {
       "counter",
       "Work of checking login secrets, by step (account_read from the ring, bcrypt comparison): " +
         "an unknown username costs the same steps as a known one",
+    );
+    deps.metrics.describe(
+      "p2pchat_accounts_rekeyed_total",
+      "counter",
+      "Legacy accounts moved to a random salt at a login",
     );
     deps.records.onAccountReplaced((r) => this.#replaced(r));
   }
@@ -158,6 +191,13 @@ export class Accounts {
         `Too many new accounts from your address: try again in ${seconds} s`,
       );
     }
+    if (!registration.keys) {
+      metrics.inc("p2pchat_registrations_total", { result: "keys_required" });
+      throw new UserError(
+        "keys_required",
+        "An account needs keys: register with your public keys and wrapped private keys",
+      );
+    }
     const taken = () => {
       metrics.inc("p2pchat_registrations_total", { result: "taken" });
       return new UserError(
@@ -173,8 +213,9 @@ export class Accounts {
       username: registration.username,
       hash: await hash(registration.secret, this.#bcryptCost),
       createdAt: this.#deps.clock.now(),
+      keys: registration.keys,
+      salt: registration.salt,
     };
-    if (!existing && registration.keys) account.keys = registration.keys;
     try {
       await this.#deps.records.registerAccount(account);
     } catch (err) {
@@ -196,6 +237,83 @@ export class Accounts {
     unavailableMessage = "Accounts cannot be read right now",
   ): Promise<AccountRecord | undefined> {
     return this.#cached(username) ?? await this.#read(username, unavailableMessage);
+  }
+
+  /**
+   * The account of `username` as the ring holds it now (never the cache): the state a session
+   * check needs (the newest session, signed out or not). Undefined if there is none; throws a
+   * {@link UserError} `unavailable` when the ring cannot answer for sure.
+   */
+  current(username: string): Promise<AccountRecord | undefined> {
+    return this.#read(
+      username,
+      "The servers holding your account are unreachable, retrying…",
+    );
+  }
+
+  /**
+   * Writes new state of `account` (its newest session, its rekey) on its copies; resolves with
+   * it once W copies are durable. Throws a {@link UserError}: `not_authenticated` when the
+   * registration lost its name, `unavailable` when the ring cannot store it now.
+   */
+  async update(account: AccountRecord): Promise<AccountRecord> {
+    try {
+      await this.#deps.records.updateAccount(account);
+    } catch (err) {
+      if (err instanceof UsernameTakenError) {
+        throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
+      }
+      if (!(err instanceof UnavailableError)) throw err;
+      throw new UserError(
+        "unavailable",
+        "The servers holding your account are unreachable, retrying…",
+      );
+    }
+    this.#remember(account);
+    return account;
+  }
+
+  /**
+   * The salt `username`'s login secret is derived with, served before login to anyone: the
+   * account's random salt, or for a name without an account a fake one from the ring's shared
+   * secret ({@link FakeSalt}). Both read the ring and compute the fake salt, so neither form nor
+   * work tells them apart. A legacy account (salted with its name) answers its name-derived salt
+   * (32 bytes): it shows that the name exists until its user's next login moves it. Throws a
+   * {@link UserError} `unavailable` when the ring cannot answer and the name is not cached.
+   */
+  async loginParams(username: string): Promise<{ salt: string }> {
+    const { metrics } = this.#deps;
+    metrics.inc("p2pchat_login_work_total", { step: "salt_read" });
+    const fake = this.#deps.fakeSalt(username);
+    let account: AccountRecord | undefined;
+    try {
+      account = await this.#read(username, "Accounts cannot be read right now");
+    } catch (err) {
+      const cached = this.#cached(username);
+      if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
+      account = cached;
+    }
+    const fakeSalt = await fake;
+    if (!account) return { salt: fakeSalt };
+    return { salt: credentialsOf(account).salt ?? await legacySalt(username) };
+  }
+
+  /**
+   * Replaces the credentials of `account` (already authenticated by its session): a new salt,
+   * the bcrypt hash of the secret derived with it, and the private keys wrapped again, stored in
+   * one record so the copies hold either the old three or the new three. Throws a
+   * {@link UserError} as {@link update}.
+   */
+  async rekey(account: AccountRecord, rekey: Rekey): Promise<AccountRecord> {
+    const rekeyed = {
+      salt: rekey.salt,
+      hash: await hash(rekey.secret, this.#bcryptCost),
+      wrapped: rekey.wrapped,
+      at: this.#deps.clock.now(),
+    };
+    const updated = await this.update({ ...account, rekeyed });
+    this.#deps.metrics.inc("p2pchat_accounts_rekeyed_total");
+    return updated;
   }
 
   /** The cached account of `username`, if it has not expired. */
@@ -246,7 +364,7 @@ export class Accounts {
       await compare(secret, await this.#dummyHash());
       return undefined;
     }
-    return (await compare(secret, account.hash)) ? account : undefined;
+    return (await compare(secret, credentialsOf(account).hash)) ? account : undefined;
   }
 
   /** A bcrypt hash at this server's cost that no secret matches in practice. */

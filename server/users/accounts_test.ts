@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { fakeServer } from "./testing.ts";
+import { fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { UserError } from "./errors.ts";
 
 const SECRET = "s".repeat(43);
 
 Deno.test("accounts: a server that missed a replacement notice reads the ring again once its cache entry expires", async () => {
   const server = fakeServer();
-  await server.accounts.register({ username: "alice", secret: SECRET });
+  await server.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
   const mine = (await server.accounts.get("alice"))!;
   // The ring now holds an older registration, and this server was not told.
   server.ring.accounts.set("alice", { ...mine, hash: mine.hash.replace(/.$/, "x"), createdAt: 0 });
@@ -17,7 +17,7 @@ Deno.test("accounts: a server that missed a replacement notice reads the ring ag
 
 Deno.test("accounts: a replacement notice replaces the cached account and is told once", async () => {
   const server = fakeServer();
-  await server.accounts.register({ username: "alice", secret: SECRET });
+  await server.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
   const mine = (await server.accounts.get("alice"))!;
   const lost: string[] = [];
   server.accounts.onLost((username, version) => lost.push(`${username}:${version}`));
@@ -33,17 +33,18 @@ Deno.test("accounts: a replacement notice replaces the cached account and is tol
 Deno.test("accounts: a retried registration with the same secret and keys succeeds; any other is taken", async () => {
   const keys = { encryption: "e".repeat(120), signing: "s".repeat(120), wrapped: "w".repeat(40) };
   const first = fakeServer();
-  await first.accounts.register({ username: "alice", secret: SECRET, keys });
+  const salt = TEST_ACCOUNT.salt;
+  await first.accounts.register({ username: "alice", secret: SECRET, salt, keys });
   const stored = first.ring.accounts.get("alice")!;
   // The retry reaches another server (the first one's answer was cut off).
   const other = fakeServer({ ring: first.ring, clock: first.clock });
-  await other.accounts.register({ username: "alice", secret: SECRET, keys: { ...keys } });
+  await other.accounts.register({ username: "alice", secret: SECRET, salt, keys: { ...keys } });
   assert.deepEqual(first.ring.accounts.get("alice"), stored, "the stored registration, unchanged");
   for (
     const attempt of [
-      { secret: "t".repeat(43), keys },
-      { secret: SECRET, keys: { ...keys, wrapped: "x".repeat(40) } },
-      { secret: SECRET },
+      { secret: "t".repeat(43), salt, keys },
+      { secret: SECRET, salt, keys: { ...keys, wrapped: "x".repeat(40) } },
+      { secret: SECRET, salt: "b".repeat(22), keys },
     ]
   ) {
     await assert.rejects(
@@ -56,7 +57,7 @@ Deno.test("accounts: a retried registration with the same secret and keys succee
 
 Deno.test("accounts: while the ring cannot answer, a name read recently still logs in from its cached copy; others are 'unavailable'", async () => {
   const server = fakeServer();
-  await server.accounts.register({ username: "alice", secret: SECRET });
+  await server.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
   server.ring.unavailable = true;
   const alice = await server.accounts.verify("alice", SECRET);
   assert.equal(alice?.username, "alice");

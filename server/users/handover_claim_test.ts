@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { parseClientFrame, ProtocolError } from "../../shared/mod.ts";
 import { exportPublicKey, signHandoverClaim, type UserKeyPairs } from "../../shared/crypto/mod.ts";
 import { testKeys } from "../../shared/crypto/test_keys.ts";
-import { FakeConnection, type FakeServer, fakeServer } from "./testing.ts";
+import { FakeConnection, type FakeServer, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { UserError } from "./errors.ts";
 import { HANDOVER_PROGRESS_SIGNAL } from "./sessions.ts";
 import { TokenError, Tokens } from "./tokens.ts";
@@ -21,6 +21,7 @@ async function registerWithKeys(server: FakeServer, username: string, pairs: Use
   await server.accounts.register({
     username,
     secret: SECRET,
+    salt: TEST_ACCOUNT.salt,
     keys: {
       encryption: await exportPublicKey(pairs.encryption.publicKey),
       signing: await exportPublicKey(pairs.signing.publicKey),
@@ -294,7 +295,7 @@ Deno.test("handover claim: after a logout the next login is told the device sign
   const old = new FakeConnection(server.clock);
   server.sessions.connect(old);
   const { token } = await server.sessions.login(old, "alice", SECRET);
-  server.sessions.logout(old);
+  await server.sessions.logout(old);
   assert.equal(server.sessions.userOf(old), undefined, "the connection carries no session");
   // Reusing the signed-out token (stolen, or a stale tab) is refused and says why.
   const stale = new FakeConnection(server.clock);
@@ -349,6 +350,6 @@ Deno.test("handover claim: a logout heard from another server ends the session t
   );
   const stranger = new FakeConnection(server.clock);
   server.sessions.connect(stranger);
-  assert.throws(() => server.sessions.logout(stranger), refusedWith("not_authenticated"));
+  await assert.rejects(server.sessions.logout(stranger), refusedWith("not_authenticated"));
   await server.stop();
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FakeConnection, fakeServer } from "./testing.ts";
+import { FakeConnection, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -7,7 +7,7 @@ Deno.test("mailboxes: receipts go to the senders the ring stored, not to the one
   const server = fakeServer();
   const conns = new Map<string, FakeConnection>();
   for (const name of ["alice", "bob", "carol"]) {
-    await server.accounts.register({ username: name, secret: SECRET });
+    await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
     const conn = new FakeConnection(server.clock);
     server.sessions.connect(conn);
     await server.sessions.login(conn, name, SECRET);

@@ -16,6 +16,12 @@ import type { NewMessage } from "../replication/mod.ts";
 export interface AccountRecords {
   /** Stores a new account on W copies; throws `UsernameTakenError` or `UnavailableError`. */
   registerAccount(account: AccountRecord): Promise<void>;
+  /**
+   * Stores new state of an existing account (rekey, newest session) on W copies, merged with
+   * what each copy holds; throws `UsernameTakenError` (the registration lost its name) or
+   * `UnavailableError`.
+   */
+  updateAccount(account: AccountRecord): Promise<void>;
   /** The account as its replica set holds it; throws `UnavailableError`. */
   getAccount(username: string): Promise<AccountRecord | undefined>;
   /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FakeConnection, FakeRing, fakeServer } from "./testing.ts";
+import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { ManualClock } from "../../shared/clock.ts";
 
 const SECRET = "a".repeat(43);
@@ -21,8 +21,8 @@ Deno.test("presence: a session refreshed every 5 s stays online; when refreshes 
   );
   a.start();
   b.start();
-  await a.accounts.register({ username: "alice", secret: SECRET });
-  await a.accounts.register({ username: "bob", secret: SECRET });
+  await a.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
+  await a.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
   const bob = new FakeConnection(clock);
   b.sessions.connect(bob);
   await b.sessions.login(bob, "bob", SECRET);
@@ -59,7 +59,7 @@ Deno.test("presence: users homed on a server that dies go offline for local clie
   const clock = new ManualClock();
   const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
   b.start();
-  await b.accounts.register({ username: "bob", secret: SECRET });
+  await b.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
   const bob = new FakeConnection(clock);
   b.sessions.connect(bob);
   await b.sessions.login(bob, "bob", SECRET);

@@ -78,7 +78,11 @@ export function createUserServices(
       ? { registrationsPerAddress: options.accounts.registrationsPerAddress }
       : {}),
   }, clock);
-  const accounts = new Accounts({ records, limits, metrics, clock }, options.accounts);
+  const fakeSalt = (username: string) => tokens.fakeSalt(username);
+  const accounts = new Accounts(
+    { records, fakeSalt, limits, metrics, clock },
+    options.accounts,
+  );
   const sessions = new Sessions(
     { accounts, tokens, local, presence, routing, membership, limits, metrics, log, clock },
     options.sessions,

@@ -14,13 +14,20 @@
  * A session belongs to one registration of its name (the token says which): when that
  * registration loses the name to an older one (two sides of a partition registered it), its
  * connections are told and closed and its tokens are refused.
+ *
+ * The user's newest session lives on the ring with the account (K + 1 copies): a login writes
+ * it before answering, a `logout` marks it signed out, and a `resume` or `refresh` reads it from
+ * the ring, so every server — one restarted from disk too — refuses a replaced or signed-out
+ * token. The in-memory {@link SessionRegistry} only orders the notices between servers.
  */
 import {
   type AccountKeys,
   type AccountRecord,
+  type AccountSession,
   type HandoverClaim,
   PRESENCE_TIMEOUT_MS,
   type PreviousSession,
+  type PublicKeys,
   type ServerFrame,
   type SignalData,
   SUPERSEDED_CLOSE_CODE,
@@ -28,8 +35,8 @@ import {
 import type { Clock, TimerHandle } from "../../shared/clock.ts";
 import { importPublicKey, toBase64Url, verifyHandoverClaim } from "../../shared/crypto/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
-import { accountVersion } from "../store/mod.ts";
-import { type Accounts, NAME_LOST_MESSAGE } from "./accounts.ts";
+import { accountVersion, credentialsOf } from "../store/mod.ts";
+import { type Accounts, NAME_LOST_MESSAGE, type Rekey } from "./accounts.ts";
 import { UserError } from "./errors.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { ClientConnection, MembershipView } from "./ports.ts";
@@ -39,6 +46,9 @@ import type { Routing } from "./routing.ts";
 import { isNewer, SessionRegistry, type SessionStamp } from "./session_registry.ts";
 import type { SharedLimits } from "./shared_limits.ts";
 import { type SessionClaims, TokenError, type Tokens } from "./tokens.ts";
+
+/** What a token holder is told when the ring holds no account of the token's name. */
+export const UNKNOWN_ACCOUNT_MESSAGE = "This account does not exist: register again";
 
 /** What a resume with the token of a session its user signed out of is told. */
 export const SIGNED_OUT_MESSAGE = "You signed out of this session: log in again";
@@ -116,10 +126,16 @@ export interface SessionGrant {
   expiresAt: number;
   /** Every live server, for the client's fail-over. */
   servers: string[];
-  /** The user's own keys, so a new device can unwrap its private keys. */
+  /** At a password login only: the user's own keys, so a new device can unwrap them. */
   keys?: AccountKeys;
+  /** The user's public keys (login, resume, refresh). */
+  publicKeys?: PublicKeys;
+  /** At a login or refresh: the token to trade for the next pair with `refresh`. */
+  refreshToken?: string;
   /** At a login: the previous session's device is offline (its hand-over is deferred). */
   handover?: PreviousSession;
+  /** At a login of a legacy account (salted with its name): the client sends `rekey`. */
+  rekey?: true;
 }
 
 /** Logins, resumes, supersede and the hand-over grace of this server's connections. */
@@ -256,7 +272,13 @@ export class Sessions {
     if (!account) throw new UserError("wrong_credentials", "Unknown username or wrong password");
     void charge.refund();
     const { token, claims } = await tokens.issue(username, clock.now(), accountVersion(account));
+    this.#learn(username, account.session);
     const previous = this.#previousSession(username);
+    // The new session is the user's newest on the ring before anyone is told of it: from now on
+    // every server refuses the older tokens, whatever it remembers.
+    const session: AccountSession = { id: claims.sessionId, issuedAt: claims.issuedAt, refresh: 1 };
+    await accounts.update({ ...account, session });
+    const refreshToken = await tokens.issueRefresh(claims, 1, clock.now());
     this.#accountOf.set(conn, claims.account!);
     await this.#bind(conn, claims);
     this.#newSession(username, claims);
@@ -267,7 +289,31 @@ export class Sessions {
       sessionId: claims.sessionId,
       issuedAt: claims.issuedAt,
     });
-    return { ...this.#grant(claims, token, account.keys), ...previous };
+    const { wrapped, salt } = credentialsOf(account);
+    const keys = account.keys && wrapped ? { ...account.keys, wrapped } : undefined;
+    return {
+      ...this.#grant(claims, token, account, keys),
+      refreshToken,
+      ...previous,
+      ...(salt === undefined ? { rekey: true as const } : {}),
+    };
+  }
+
+  /**
+   * Replaces the credentials of `conn`'s account (a legacy account moving to a random salt):
+   * stored on the ring as one record. Throws a {@link UserError}: `not_authenticated` (no
+   * session), `unavailable`.
+   */
+  async rekey(conn: ClientConnection, rekey: Rekey): Promise<void> {
+    const bound = this.#deps.local.sessionOf(conn);
+    if (!bound) throw new UserError("not_authenticated", "Log in first");
+    const account = await this.#accountForToken(bound);
+    const claims = { username: bound.username, account: this.#accountOf.get(conn) };
+    if (this.#hasLostName(claims, account)) {
+      throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
+    }
+    await this.#deps.accounts.rekey(account, rekey);
+    this.#deps.log("account_rekeyed", { username: bound.username });
   }
 
   /**
@@ -284,12 +330,64 @@ export class Sessions {
       if (err instanceof TokenError) throw new UserError(err.code, err.message);
       throw err;
     }
+    const account = await this.#currentSessionAccount(claims);
+    if (!account.session) {
+      // A session from before sessions were ring records: it becomes the ring's newest now.
+      const session: AccountSession = { id: claims.sessionId, issuedAt: claims.issuedAt };
+      await this.#deps.accounts.update({ ...account, session });
+    }
+    await this.#enter(conn, claims, account);
+    return this.#grant(claims, token, account);
+  }
+
+  /**
+   * Trades the refresh token of the user's current session for a new pair (the old refresh
+   * token is refused from then on, on every server) and binds `conn` to the session if it is
+   * not yet. Throws a {@link UserError} as {@link resume}.
+   */
+  async refresh(conn: ClientConnection, refreshToken: string): Promise<SessionGrant> {
+    const { tokens, clock, accounts, local, metrics } = this.#deps;
+    let claims: SessionClaims;
+    try {
+      claims = await tokens.verify(refreshToken, clock.now(), { refresh: true });
+    } catch (err) {
+      if (err instanceof TokenError) throw new UserError(err.code, err.message);
+      throw err;
+    }
+    const account = await this.#currentSessionAccount(claims);
+    const current = account.session;
+    if (!current || (current.refresh ?? 0) !== claims.refresh) {
+      metrics.inc("p2pchat_logins_total", { result: "stale_refresh" });
+      throw new UserError(
+        "not_authenticated",
+        "This refresh token was already used or replaced: please log in again",
+      );
+    }
+    const generation = claims.refresh! + 1;
+    await accounts.update({ ...account, session: { ...current, refresh: generation } });
+    const session = { sessionId: claims.sessionId, issuedAt: claims.issuedAt };
+    const access = await tokens.issue(claims.username, clock.now(), claims.account, session);
+    const next = await tokens.issueRefresh(access.claims, generation, clock.now());
+    if (local.sessionOf(conn)?.session.sessionId !== claims.sessionId) {
+      await this.#enter(conn, access.claims, account);
+    }
+    metrics.inc("p2pchat_logins_total", { result: "refreshed" });
+    return { ...this.#grant(access.claims, access.token, account), refreshToken: next };
+  }
+
+  /**
+   * The account of a genuine token, read from the ring now, if the token's session is the
+   * user's newest there and not signed out; throws the {@link UserError} the client is told
+   * otherwise.
+   */
+  async #currentSessionAccount(claims: SessionClaims): Promise<AccountRecord> {
+    const { metrics } = this.#deps;
     const account = await this.#accountForToken(claims);
-    const version = accountVersion(account);
     if (this.#hasLostName(claims, account)) {
       metrics.inc("p2pchat_logins_total", { result: "name_lost" });
       throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
     }
+    this.#learn(claims.username, account.session);
     if (!this.#registry.isCurrent(claims.username, claims)) {
       const signedOut = this.#registry.newest(claims.username)?.sessionId === claims.sessionId;
       metrics.inc("p2pchat_logins_total", {
@@ -300,11 +398,23 @@ export class Sessions {
         signedOut ? SIGNED_OUT_MESSAGE : SUPERSEDED_MESSAGE,
       );
     }
-    this.#accountOf.set(conn, claims.account ?? version);
+    return account;
+  }
+
+  /** Binds `conn` to the session of `claims` (a resume, or a refresh on a new connection). */
+  async #enter(conn: ClientConnection, claims: SessionClaims, account: AccountRecord) {
+    this.#accountOf.set(conn, claims.account ?? accountVersion(account));
     await this.#bind(conn, claims);
     this.#newSession(claims.username, claims);
     this.#refuseIfOvertaken(conn, claims);
-    return this.#grant(claims, token, account.keys);
+  }
+
+  /** What the ring says of the user's newest session, taken into the registry. */
+  #learn(username: string, session: AccountSession | undefined): void {
+    if (!session) return;
+    const stamp = { sessionId: session.id, issuedAt: session.issuedAt };
+    if (session.ended) this.#registry.end(username, stamp);
+    else this.#registry.observe(username, stamp);
   }
 
   /**
@@ -361,12 +471,13 @@ export class Sessions {
   }
 
   /**
-   * Ends `conn`'s session at the user's request (a `logout`): its token is refused from now on,
-   * here and, once the notice arrives, on every server; the next login is told the device
-   * signed out rather than that it owes a hand-over. Throws `not_authenticated` when `conn`
-   * carries no session.
+   * Ends `conn`'s session at the user's request (a `logout`): it leaves at once, and the session
+   * is marked signed out on the ring, so its tokens are refused by every server (resolves once
+   * W copies say so); the next login is told the device signed out rather than that it owes a
+   * hand-over. Throws `not_authenticated` when `conn` carries no session, `unavailable` when
+   * the ring could not record it (the session has left this connection all the same).
    */
-  logout(conn: ClientConnection): void {
+  async logout(conn: ClientConnection): Promise<void> {
     const bound = this.#deps.local.sessionOf(conn);
     if (!bound) throw new UserError("not_authenticated", "Log in first");
     const { sessionId, issuedAt } = bound.session;
@@ -378,6 +489,11 @@ export class Sessions {
       type: "session_ended",
       sessionId,
       issuedAt,
+    });
+    const account = await this.#accountForToken(bound);
+    await this.#deps.accounts.update({
+      ...account,
+      session: { id: sessionId, issuedAt, ended: true },
     });
   }
 
@@ -427,6 +543,7 @@ export class Sessions {
     }
     const username = claims.username;
     const account = await this.#accountForToken(claims);
+    this.#learn(username, account.session);
     if (!account.keys || this.#hasLostName(claims, account)) {
       throw refuse("not_authenticated", "This session cannot hand a history over");
     }
@@ -492,13 +609,16 @@ export class Sessions {
   }
 
   /**
-   * The account a genuine token names. Tokens are only issued for accounts that exist, so one
-   * that cannot be found means the ring cannot see its copies right now: `unavailable`.
+   * The account a genuine token names, read from the ring now (not a cache: its newest session
+   * may have changed on another server). `unavailable` when the servers holding its copies
+   * cannot be reached (the ring answers "no such account" only when most of them answered);
+   * `unknown_account` when the ring says there is none.
    */
-  async #accountForToken(claims: SessionClaims): Promise<AccountRecord> {
-    const account = await this.#deps.accounts.get(claims.username);
+  async #accountForToken(claims: Pick<SessionClaims, "username">): Promise<AccountRecord> {
+    const account = await this.#deps.accounts.current(claims.username);
     if (account) return account;
-    throw new UserError("unavailable", "Your account cannot be read right now: try again shortly");
+    this.#deps.metrics.inc("p2pchat_logins_total", { result: "unknown_account" });
+    throw new UserError("unknown_account", UNKNOWN_ACCOUNT_MESSAGE);
   }
 
   /**
@@ -506,7 +626,10 @@ export class Sessions {
    * refused everywhere, since every server reads the winner (its cache follows the ring's
    * replacements).
    */
-  #hasLostName(claims: SessionClaims, account: AccountRecord): boolean {
+  #hasLostName(
+    claims: Pick<SessionClaims, "username" | "account">,
+    account: AccountRecord,
+  ): boolean {
     return claims.account !== undefined &&
       (claims.account !== accountVersion(account) ||
         this.#deps.accounts.hasLost(claims.username, claims.account));
@@ -518,13 +641,23 @@ export class Sessions {
     throw new UserError("not_authenticated", SUPERSEDED_MESSAGE);
   }
 
-  #grant(claims: SessionClaims, token: string, keys: AccountKeys | undefined): SessionGrant {
+  /** The answer of a login, resume or refresh; wrapped private keys only when `keys` is given. */
+  #grant(
+    claims: SessionClaims,
+    token: string,
+    account: AccountRecord,
+    keys?: AccountKeys,
+  ): SessionGrant {
+    const publicKeys = account.keys
+      ? { encryption: account.keys.encryption, signing: account.keys.signing }
+      : undefined;
     return {
       username: claims.username,
       token,
       expiresAt: claims.expiresAt,
       servers: this.#deps.membership.liveServers(),
       ...(keys ? { keys } : {}),
+      ...(publicKeys ? { publicKeys } : {}),
     };
   }
 

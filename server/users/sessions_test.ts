@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SUPERSEDED_CLOSE_CODE } from "../../shared/mod.ts";
-import { FakeConnection, fakeServer } from "./testing.ts";
+import { FakeConnection, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { UserError } from "./errors.ts";
 import { HANDOVER_PROGRESS_SIGNAL, SUPERSEDED_MESSAGE } from "./sessions.ts";
 import { NAME_LOST_MESSAGE } from "./accounts.ts";
@@ -21,7 +21,7 @@ async function loggedInTwice(server: ReturnType<typeof fakeServer>) {
 }
 
 async function registered(server: ReturnType<typeof fakeServer>, username = "alice") {
-  await server.accounts.register({ username, secret: SECRET });
+  await server.accounts.register({ username, secret: SECRET, ...TEST_ACCOUNT });
 }
 
 Deno.test("sessions: two logins of one user racing on one server leave one session, the other hands over", async () => {
@@ -165,19 +165,27 @@ Deno.test("sessions: wrong passwords are limited before the right one is even ch
   await server.stop();
 });
 
-Deno.test("sessions: a genuine token whose account the ring cannot read is 'unavailable', not unknown", async () => {
+Deno.test("sessions: a genuine token whose account the ring cannot read is 'unavailable'; one the ring says is gone is 'unknown_account'", async () => {
   const server = fakeServer();
   await registered(server);
   const conn = new FakeConnection(server.clock);
   server.sessions.connect(conn);
   const { token } = await server.sessions.login(conn, "alice", SECRET);
-  // Another server (fresh cache) whose ring cannot see alice's copies right now.
+  // Another server whose ring cannot reach alice's copies right now (they are cached here).
   const other = fakeServer({ self: "http://node-b:8000", clock: server.clock });
+  other.ring.unavailable = true;
   const conn2 = new FakeConnection(server.clock);
   other.sessions.connect(conn2);
   await assert.rejects(
     other.sessions.resume(conn2, token),
-    (err) => err instanceof UserError && err.code === "unavailable",
+    (err) =>
+      err instanceof UserError && err.code === "unavailable" && /unreachable/.test(err.message),
+  );
+  // A ring that answers for sure that there is no such account.
+  other.ring.unavailable = false;
+  await assert.rejects(
+    other.sessions.resume(conn2, token),
+    (err) => err instanceof UserError && err.code === "unknown_account",
   );
   other.ring.accounts = server.ring.accounts;
   const grant = await other.sessions.resume(conn2, token);
@@ -228,7 +236,7 @@ Deno.test("sessions: a registration that lost its name to an older one is signed
   const b = fakeServer({ self: "http://node-b:8000", ring: a.ring, clock: a.clock });
   const LOSER = "l".repeat(43);
   const WINNER = "w".repeat(43);
-  await a.accounts.register({ username: "alice", secret: LOSER });
+  await a.accounts.register({ username: "alice", secret: LOSER, ...TEST_ACCOUNT });
   const onA = new FakeConnection(a.clock);
   const onB = new FakeConnection(a.clock);
   a.sessions.connect(onA);
@@ -283,16 +291,28 @@ Deno.test("sessions: sixty parallel wrong passwords and the right one get at mos
 Deno.test("accounts: registrations from one address are limited before any work is done", async () => {
   const server = fakeServer();
   for (let i = 0; i < 30; i++) {
-    await server.accounts.register({ username: `user-${i}`, secret: SECRET }, "198.51.100.4");
+    await server.accounts.register(
+      { username: `user-${i}`, secret: SECRET, ...TEST_ACCOUNT },
+      "198.51.100.4",
+    );
   }
   await assert.rejects(
-    server.accounts.register({ username: "user-30", secret: SECRET }, "198.51.100.4"),
+    server.accounts.register(
+      { username: "user-30", secret: SECRET, ...TEST_ACCOUNT },
+      "198.51.100.4",
+    ),
     (err) => err instanceof UserError && err.code === "rate_limited",
   );
   assert.equal(server.ring.accounts.has("user-30"), false, "nothing was stored");
   // Another address is not affected; after two seconds one more is allowed (30 per minute).
-  await server.accounts.register({ username: "other", secret: SECRET }, "198.51.100.5");
+  await server.accounts.register(
+    { username: "other", secret: SECRET, ...TEST_ACCOUNT },
+    "198.51.100.5",
+  );
   await server.clock.advance(2000);
-  await server.accounts.register({ username: "user-30", secret: SECRET }, "198.51.100.4");
+  await server.accounts.register(
+    { username: "user-30", secret: SECRET, ...TEST_ACCOUNT },
+    "198.51.100.4",
+  );
   await server.stop();
 });

@@ -7,7 +7,7 @@
 import type { AccountRecord, ClusterRequest, ServerFrame } from "../../shared/mod.ts";
 import { ManualClock } from "../../shared/clock.ts";
 import type { AccountReplacement, MailboxEntry, PresenceRecord } from "../store/mod.ts";
-import { userRingKey } from "../store/mod.ts";
+import { accountVersion, mergeAccounts, userRingKey } from "../store/mod.ts";
 import { type NewMessage, UnavailableError, UsernameTakenError } from "../replication/mod.ts";
 import { Hmac } from "../cluster/mod.ts";
 import { Metrics, silentLog } from "../telemetry/mod.ts";
@@ -24,6 +24,12 @@ import { createUserServices, type UserServices } from "./services.ts";
 import { Tokens } from "./tokens.ts";
 
 type Listener = (record: PresenceRecord, online: boolean) => void;
+
+/** A registration's salt and keys for tests that do not use them (every account has both). */
+export const TEST_ACCOUNT = {
+  salt: "c2FsdC1vZi10ZXN0LWFjYw",
+  keys: { encryption: "e".repeat(120), signing: "s".repeat(120), wrapped: "w".repeat(40) },
+};
 
 /**
  * The ring's records in memory, shared by every fake server of a test. Presence behaves as on
@@ -49,9 +55,15 @@ export class FakeRing implements AccountRecords, PresenceRecords, MailboxRecords
   registerAccount(account: AccountRecord): Promise<void> {
     this.#check();
     const known = this.accounts.get(account.username);
-    if (known && known.hash !== account.hash) throw new UsernameTakenError(account.username);
-    this.accounts.set(account.username, account);
+    if (known && accountVersion(known) !== accountVersion(account)) {
+      throw new UsernameTakenError(account.username);
+    }
+    this.accounts.set(account.username, known ? mergeAccounts(known, account) : account);
     return Promise.resolve();
+  }
+
+  updateAccount(account: AccountRecord): Promise<void> {
+    return this.registerAccount(account);
   }
 
   getAccount(username: string): Promise<AccountRecord | undefined> {
@@ -288,6 +300,7 @@ export function fakeServer(options: {
 function bindAll(ring: FakeRing): AccountRecords & PresenceRecords & MailboxRecords {
   return {
     registerAccount: ring.registerAccount.bind(ring),
+    updateAccount: ring.updateAccount.bind(ring),
     getAccount: ring.getAccount.bind(ring),
     onAccountReplaced: ring.onAccountReplaced.bind(ring),
     publishPresence: ring.publishPresence.bind(ring),
