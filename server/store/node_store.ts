@@ -10,7 +10,6 @@ import {
   ACCOUNT_STATE_SCHEMA,
   accountItemId,
   AccountStore,
-  accountVersion,
   backfillAccountRingKeys,
 } from "./accounts.ts";
 import type { AccountRecord } from "../../shared/mod.ts";

@@ -322,7 +322,7 @@ export class Sessions {
    * cannot read the account now.
    */
   async resume(conn: ClientConnection, token: string): Promise<SessionGrant> {
-    const { tokens, metrics, clock } = this.#deps;
+    const { tokens, clock } = this.#deps;
     let claims: SessionClaims;
     try {
       claims = await tokens.verify(token, clock.now());
