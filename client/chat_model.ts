@@ -23,7 +23,7 @@ import {
   USERNAME_RULE,
 } from "../shared/mod.ts";
 import type { UserKeyPairs } from "../shared/crypto/mod.ts";
-import { deriveLogin } from "./auth.ts";
+import { newCredentials, passwordLogin } from "./auth.ts";
 import { HandoverController, type HandoverState } from "./handover_controller.ts";
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
 import type { History, MessageRow } from "./history.ts";
@@ -300,9 +300,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    */
   async function ownKeysFor(info: SessionInfo): Promise<OwnKeys | null> {
     if (unlocked?.user === info.username) return unlocked.keys;
-    if (!info.keys) return null;
+    // A resume carries the public keys only: the device kept its unlocked private keys.
+    const publicKeys = info.publicKeys ?? info.keys;
+    if (!publicKeys) return null;
     const stored = await keyStore.loadOwn(info.username, info.token);
-    if (stored && stored.encryptionPublic === info.keys.encryption) return stored;
+    if (stored && stored.encryptionPublic === publicKeys.encryption) return stored;
     throw new KeysLockedError("Please log in again: your password is needed to unlock your keys");
   }
 
@@ -488,8 +490,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       stopClaiming();
       closeReadOnly();
       device.removeItem(READ_ONLY_KEY);
-      const credentials = await deriveLogin(username, password);
-      const info = await session.login(username, credentials.secret);
+      const { info, wrappingKey } = await passwordLogin(session, username, password);
+      const credentials = { wrappingKey };
       let own: OwnKeys | null = null;
       try {
         own = info.keys ? await unlockAccountKeys(info.keys, credentials.wrappingKey) : null;
@@ -509,7 +511,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       username = username.trim();
       checkCredentials(username, password);
       stopClaiming();
-      const credentials = await deriveLogin(username, password);
+      const credentials = await newCredentials(password);
       progress.value = "Generating your keys…";
       let created;
       try {
@@ -517,7 +519,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       } finally {
         progress.value = null;
       }
-      await session.register(username, credentials.secret, created.account);
+      await session.register(username, credentials.secret, credentials.salt, created.account);
       const info = await session.login(username, credentials.secret);
       await begin(info, created.own, credentials.wrappingKey);
     });

@@ -21,6 +21,7 @@ import {
   parseServerFrame,
   type PreviousSession,
   PROTOCOL_VERSION,
+  type PublicKeys,
   type ServerFrame,
   type SignalData,
   SUPERSEDED_CLOSE_CODE,
@@ -139,17 +140,34 @@ export interface SessionEvents {
 /** What a successful login or resume yields. */
 export interface SessionInfo {
   username: string;
+  /**
+   * The token the session began with on this device: it names the session here (the unlocked
+   * keys are kept under it) even after refreshes replaced it by {@link accessToken}.
+   */
   token: string;
+  /** When the newest access token expires. */
   expiresAt: number;
   servers: string[];
+  /** The newest access token, once a refresh replaced {@link token}. */
+  accessToken?: string;
+  /** Traded for the next token pair before {@link expiresAt} (`refresh`). */
+  refreshToken?: string;
   /**
-   * The account's public keys and wrapped private keys, as the `session` frame carried them
-   * (absent for accounts made before keys existed). Never stored in the tab's storage.
+   * At a password login only: the account's public keys and wrapped private keys, as the
+   * `session` frame carried them. Never stored in the tab's storage; a resume does not carry
+   * them (the device keeps its unlocked keys).
    */
   keys?: AccountKeys;
+  /** The account's public keys (login, resume, refresh): the device checks its kept keys. */
+  publicKeys?: PublicKeys;
   /** At a login: the previous session's device is offline, so its hand-over is deferred. */
   handover?: PreviousSession;
+  /** At a login of a legacy account (salted with its name): it should be rekeyed now. */
+  rekey?: true;
 }
+
+/** How long before its access token expires a session refreshes it, at most, in ms. */
+const REFRESH_MARGIN_MS = 5 * 60_000;
 
 /** A user's public keys from the directory (SPKI base64url). */
 export interface DirectoryKeys {
@@ -173,9 +191,16 @@ export interface SessionApi {
   /** The session restored from this tab's storage, if any. */
   storedSession(): SessionInfo | null;
   start(): void;
-  /** Creates an account; `keys` are its public keys and wrapped private keys. */
-  register(username: string, secret: string, keys?: AccountKeys): Promise<void>;
+  /**
+   * Creates an account: `secret` derived with the random `salt`; `keys` are its public keys and
+   * wrapped private keys (every account has them).
+   */
+  register(username: string, secret: string, salt: string, keys: AccountKeys): Promise<void>;
+  /** The salt to derive `username`'s login secret with (the servers answer for any name). */
+  loginParams(username: string): Promise<string>;
   login(username: string, secret: string): Promise<SessionInfo>;
+  /** Replaces the logged-in account's salt, secret and wrapped private keys at once. */
+  rekey(salt: string, secret: string, wrapped: string): Promise<void>;
   resume(): Promise<SessionInfo>;
   contacts(): Promise<ContactEntry[]>;
   ping(): Promise<number>;
@@ -247,6 +272,7 @@ export class Session implements SessionApi {
   /** Superseded, with the socket kept open for the history hand-over. */
   #handingOver = false;
   #session: SessionInfo | null;
+  #refreshTimer: TimerId | null = null;
 
   /** Creates a session; call {@link start} to connect. */
   constructor(deps: SessionDeps, options: SessionOptions) {
@@ -294,15 +320,40 @@ export class Session implements SessionApi {
   }
 
   /** Creates an account. Resolves on `ok`, rejects with {@link ServerError}. */
-  async register(username: string, secret: string, keys?: AccountKeys): Promise<void> {
+  async register(
+    username: string,
+    secret: string,
+    salt: string,
+    keys: AccountKeys,
+  ): Promise<void> {
     await this.#request({
       v: PROTOCOL_VERSION,
       type: "register",
       reqId: 0,
       username,
       secret,
-      ...(keys ? { keys } : {}),
+      salt,
+      keys,
     });
+  }
+
+  /** See {@link SessionApi.loginParams}. Rejects with {@link ServerError}. */
+  async loginParams(username: string): Promise<string> {
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "login_params",
+      reqId: 0,
+      username,
+    });
+    if (frame.type !== "login_params" || frame.username !== username) {
+      throw new ServerError("internal", "Unexpected reply");
+    }
+    return frame.salt;
+  }
+
+  /** See {@link SessionApi.rekey}. Rejects with {@link ServerError}. */
+  async rekey(salt: string, secret: string, wrapped: string): Promise<void> {
+    await this.#request({ v: PROTOCOL_VERSION, type: "rekey", reqId: 0, salt, secret, wrapped });
   }
 
   /** Logs in and stores the session token for this tab. */
@@ -317,12 +368,71 @@ export class Session implements SessionApi {
     return this.#adopt(frame);
   }
 
-  /** Resumes the stored session on the current server. */
+  /**
+   * Resumes the stored session on the current server: with its access token, or with its
+   * refresh token once the access token is about to expire (or was refused as expired).
+   */
   async resume(): Promise<SessionInfo> {
-    const token = this.#session?.token;
-    if (!token) throw new ServerError("not_authenticated", "No session to resume: please log in");
-    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "resume", reqId: 0, token });
-    return this.#adopt(frame);
+    const session = this.#session;
+    if (!session) {
+      throw new ServerError("not_authenticated", "No session to resume: please log in");
+    }
+    const token = session.accessToken ?? session.token;
+    if (session.refreshToken && session.expiresAt - Date.now() < 30_000) return this.#refresh();
+    try {
+      const frame = await this.#request({ v: PROTOCOL_VERSION, type: "resume", reqId: 0, token });
+      return this.#adopt(frame);
+    } catch (err) {
+      if (err instanceof ServerError && err.code === "session_expired" && session.refreshToken) {
+        return this.#refresh();
+      }
+      throw err;
+    }
+  }
+
+  /** Trades the refresh token for a new pair (binding this socket to the session too). */
+  async #refresh(): Promise<SessionInfo> {
+    const refreshToken = this.#session?.refreshToken;
+    if (!refreshToken) throw new ServerError("not_authenticated", "No session: please log in");
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "refresh",
+      reqId: 0,
+      refreshToken,
+    });
+    return this.#adopt(frame, true);
+  }
+
+  /** Refreshes the tokens before the access token expires, while the session lasts. */
+  #scheduleRefresh(): void {
+    if (this.#refreshTimer !== null) this.#timers.clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    const session = this.#session;
+    if (!session?.refreshToken) return;
+    const left = session.expiresAt - Date.now();
+    const delay = Math.max(1_000, Math.min(left - REFRESH_MARGIN_MS, left / 2));
+    this.#refreshTimer = this.#timers.setTimeout(() => {
+      this.#refreshTimer = null;
+      if (this.#session !== session) return;
+      if (this.#status !== "online") {
+        // Offline now: the next resume refreshes if it must.
+        return;
+      }
+      this.#refresh().then(() => {}, (err) => {
+        if (this.#session !== session) return;
+        if (
+          err instanceof ServerError &&
+          ["not_authenticated", "session_expired", "unknown_account"].includes(err.code)
+        ) {
+          this.#session = null;
+          this.#deps.storage.removeItem(TOKEN_KEY);
+          this.events.onSessionLost?.(err.message);
+          return;
+        }
+        // Unavailable or cut off: tried again shortly (the access token is still valid).
+        this.#refreshTimer = this.#timers.setTimeout(() => this.#scheduleRefresh(), 30_000);
+      });
+    }, delay);
   }
 
   /** All registered users except oneself, with online status. */
@@ -438,6 +548,8 @@ export class Session implements SessionApi {
       this.#sendNow({ v: PROTOCOL_VERSION, type: "logout", reqId: this.#nextReqId++ });
     }
     this.#session = null;
+    if (this.#refreshTimer !== null) this.#timers.clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
     this.#deps.storage.removeItem(TOKEN_KEY);
     this.stop();
   }
@@ -467,15 +579,25 @@ export class Session implements SessionApi {
     return null;
   }
 
-  #adopt(frame: ServerFrame): SessionInfo {
+  /** Takes the session a `session` frame grants; `refreshed`: it answers this tab's `refresh`. */
+  #adopt(frame: ServerFrame, refreshed = false): SessionInfo {
     if (frame.type !== "session") throw new ServerError("internal", "Unexpected reply");
+    const before = this.#session;
+    // The same session going on (a resume or a refresh): it keeps the token it began with here.
+    const continued = before !== null && before.username === frame.username &&
+      (refreshed || frame.token === (before.accessToken ?? before.token));
+    const token = continued ? before.token : frame.token;
+    const refreshToken = frame.refreshToken ?? (continued ? before.refreshToken : undefined);
     const info: SessionInfo = {
       username: frame.username,
-      token: frame.token,
+      token,
       expiresAt: frame.expiresAt,
       servers: frame.servers,
+      ...(frame.token !== token ? { accessToken: frame.token } : {}),
+      ...(refreshToken ? { refreshToken } : {}),
     };
     this.#session = info;
+    this.#scheduleRefresh();
     this.#deps.storage.setItem(TOKEN_KEY, JSON.stringify(info));
     const current = this.currentServer;
     this.#servers = unique([current, ...frame.servers, ...this.#servers]);
@@ -484,7 +606,9 @@ export class Session implements SessionApi {
     return {
       ...info,
       ...(frame.keys ? { keys: frame.keys } : {}),
+      ...(frame.publicKeys ? { publicKeys: frame.publicKeys } : {}),
       ...(frame.handover ? { handover: frame.handover } : {}),
+      ...(frame.rekey ? { rekey: true as const } : {}),
     };
   }
 
@@ -553,7 +677,8 @@ export class Session implements SessionApi {
     } catch (err) {
       if (
         err instanceof ServerError &&
-        ["session_expired", "not_authenticated", "wrong_credentials"].includes(err.code)
+        ["session_expired", "not_authenticated", "wrong_credentials", "unknown_account"]
+          .includes(err.code)
       ) {
         this.#session = null;
         this.#deps.storage.removeItem(TOKEN_KEY);

@@ -46,6 +46,8 @@ export function deliveriesInFlight(): number {
 /** The servers of a cluster, as seen by clients. */
 export class FakeCluster {
   readonly accounts = new Map<string, string>();
+  /** The salt each account registered with. */
+  readonly salts = new Map<string, string>();
   /** The keys each account registered with (old accounts have none). */
   readonly keys = new Map<string, AccountKeys>();
   /** Every `get_keys` asked, for assertions. */
@@ -115,12 +117,27 @@ export class FakeSession implements SessionApi {
     this.#setStatus("connected");
   }
 
-  register(username: string, secret: string, keys?: AccountKeys): Promise<void> {
+  register(username: string, secret: string, salt: string, keys: AccountKeys): Promise<void> {
     if (this.cluster.accounts.has(username)) {
       return Promise.reject(new ServerError("username_taken", `Username "${username}" is taken`));
     }
     this.cluster.accounts.set(username, secret);
-    if (keys) this.cluster.keys.set(username, structuredClone(keys));
+    this.cluster.salts.set(username, salt);
+    this.cluster.keys.set(username, structuredClone(keys));
+    return Promise.resolve();
+  }
+
+  /** The account's salt; for an unknown name a fixed one of the same form. */
+  loginParams(username: string): Promise<string> {
+    return Promise.resolve(this.cluster.salts.get(username) ?? "AAAAAAAAAAAAAAAAAAAAAA");
+  }
+
+  rekey(salt: string, secret: string, wrapped: string): Promise<void> {
+    const me = this.#me();
+    this.cluster.accounts.set(me, secret);
+    this.cluster.salts.set(me, salt);
+    const keys = this.cluster.keys.get(me);
+    if (keys) this.cluster.keys.set(me, { ...keys, wrapped });
     return Promise.resolve();
   }
 
@@ -144,6 +161,8 @@ export class FakeSession implements SessionApi {
       expiresAt: Date.now() + 3_600_000,
       servers: ["http://127.0.0.1:1"],
       ...(keys ? { keys: structuredClone(keys) } : {}),
+      // A legacy account (its salt derived from its name, 32 bytes) is asked to rekey.
+      ...(this.cluster.salts.get(username)?.length === 43 ? { rekey: true as const } : {}),
     };
   }
 

@@ -63,7 +63,8 @@ export type ReplicationRequest =
     tombstones: Tombstone[];
     accounts?: AccountRecord[];
   }
-  | { v: 1; type: "account_put"; account: AccountRecord; coordinate: boolean }
+  /** `update`: new state of an existing account, refused where the ring holds none. */
+  | { v: 1; type: "account_put"; account: AccountRecord; coordinate: boolean; update?: true }
   | { v: 1; type: "account_get"; username: string; coordinate: boolean }
   | { v: 1; type: "presence_put"; records: PresenceRecord[]; coordinate: boolean }
   | { v: 1; type: "presence_get"; username: string; coordinate: boolean }
@@ -279,6 +280,7 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         type: "account_put",
         account: readAccountRecord(obj.account, "account"),
         coordinate: readBoolean(obj, "coordinate", ""),
+        ...(obj.update === true ? { update: true as const } : {}),
       };
     case "account_get":
     case "presence_get":

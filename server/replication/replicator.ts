@@ -349,7 +349,14 @@ export class Replicator {
    * registration lost its name, or {@link UnavailableError}.
    */
   async updateAccount(account: AccountRecord): Promise<void> {
-    await this.registerAccount(account);
+    const ringKey = this.#deps.ring.ringKeyOf(account.username);
+    await this.#coordinated(ringKey, {
+      v: 1,
+      type: "account_put",
+      account,
+      coordinate: true,
+      update: true,
+    });
   }
 
   /** The account of `username` as its replica set holds it, or undefined if there is none. */
@@ -554,7 +561,9 @@ export class Replicator {
       case "push":
         return { v: 1, type: "ok", count: this.#putItems(request) };
       case "account_put": {
-        if (request.coordinate) return await this.#coordinateAccountPut(request.account);
+        if (request.coordinate) {
+          return await this.#coordinateAccountPut(request.account, request.update === true);
+        }
         const before = store.accounts.get(request.account.username);
         const result = store.accounts.put(request.account);
         if (result === "replaced" && before) {
@@ -618,10 +627,10 @@ export class Replicator {
    * replica set heard with no other registration of the name, and then W durable copies;
    * otherwise it is refused (`quorum_failed`, retried until the caller's deadline).
    */
-  #coordinateAccountPut(account: AccountRecord): Promise<ReplicationResponse> {
+  #coordinateAccountPut(account: AccountRecord, update = false): Promise<ReplicationResponse> {
     const name = account.username;
     const previous = this.#registering.get(name) ?? Promise.resolve();
-    const decided = previous.catch(() => {}).then(() => this.#decideRegistration(account));
+    const decided = previous.catch(() => {}).then(() => this.#decideRegistration(account, update));
     this.#registering.set(name, decided);
     void decided.finally(() => {
       if (this.#registering.get(name) === decided) this.#registering.delete(name);
@@ -629,7 +638,7 @@ export class Replicator {
     return decided;
   }
 
-  async #decideRegistration(account: AccountRecord): Promise<ReplicationResponse> {
+  async #decideRegistration(account: AccountRecord, update: boolean): Promise<ReplicationResponse> {
     const { ring, store } = this.#deps;
     const ringKey = ring.ringKeyOf(account.username);
     if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
@@ -650,6 +659,13 @@ export class Replicator {
     if (existing && accountVersion(existing) !== accountVersion(account)) {
       this.#storeAccount(existing);
       return this.#usernameTaken(account.username);
+    }
+    // An update of an account the copies heard do not hold (they may all be on servers that are
+    // down) would plant it on servers that never had it: refused until the ring can see it.
+    if (update && !existing) {
+      return this.#tooFewCopies(
+        `Cannot update "${account.username}": no copy of the account was heard`,
+      );
     }
     // The same registration: its state merges with what the copies hold (an update).
     if (existing) account = mergeAccounts(existing, account);
@@ -679,35 +695,54 @@ export class Replicator {
   }
 
   /**
-   * Read on the primary: the oldest registration among its own copy and its replicas'. "No such
-   * account" only when a majority of the replica set's copies was heard and this server sees a
-   * majority of the cluster; otherwise `quorum_failed` (the caller retries, then is told
-   * unavailable).
+   * Read on the primary: the oldest registration among its own copy and its replicas' (the same
+   * registration's copies merged). "No such account" only when a majority of the replica set's
+   * copies was heard, this server sees a majority of the cluster, and more than half of the
+   * servers that would hold the account on the whole known ring answered; otherwise
+   * `quorum_failed` (the caller retries, then is told unavailable).
    */
   async #coordinateAccountGet(username: string): Promise<ReplicationResponse> {
-    const ringKey = this.#deps.ring.ringKeyOf(username);
-    if (!this.#deps.ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
-    const heard = await this.#readAccountCopies(username);
-    if (heard.account) {
-      this.#storeAccount(heard.account); // read repair: the primary lacked (or lost) its copy
-      return { v: 1, type: "account", account: heard.account };
+    const { ring, store } = this.#deps;
+    const ringKey = ring.ringKeyOf(username);
+    if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
+    // The servers that held the user's records on the whole known ring, down ones included, are
+    // asked too (in the same round, so a name with and one without an account cost the same):
+    // while most of them are silent, all copies may be on them, and "no such account" would be
+    // a guess.
+    const holders = ring.expectedHolders?.(ringKey, this.#k, this.#deps.knownServers?.() ?? []) ??
+      [];
+    const replicas = this.#replicaTargets();
+    const asked = [...new Set([...replicas, ...holders])].filter((a) => a !== ring.self);
+    const request: ReplicationRequest = {
+      v: 1,
+      type: "account_get",
+      username,
+      coordinate: false,
+    };
+    const answers = await Promise.allSettled(asked.map((a) => this.#callPeer(a, request)));
+    let account = store.accounts.get(username);
+    const answered = new Set([ring.self]);
+    answers.forEach((a, i) => {
+      if (a.status !== "fulfilled" || a.value.type !== "account") return;
+      answered.add(asked[i]!);
+      if (a.value.account) {
+        account = account ? mergeAccounts(account, a.value.account) : a.value.account;
+      }
+    });
+    if (account) {
+      this.#storeAccount(account); // read repair: the primary lacked (or lost) its copy
+      return { v: 1, type: "account", account };
     }
-    if (heard.copies < this.#majorityOfReplicaSet() || !this.#seesMajority()) {
+    const copies = 1 + replicas.filter((r) => answered.has(r)).length;
+    if (copies < this.#majorityOfReplicaSet() || !this.#seesMajority()) {
       return this.#tooFewCopies(
-        `Cannot tell whether "${username}" exists: heard ${heard.copies} of the ${this.#replicaSetSize()} copies`,
+        `Cannot tell whether "${username}" exists: heard ${copies} of the ${this.#replicaSetSize()} copies`,
       );
     }
-    // The servers that held the user's records before any of them went down: while most of them
-    // are down, the copies may all be there, and "no such account" would be a guess.
-    const holders = this.#deps.ring.expectedHolders?.(
-      ringKey,
-      this.#k,
-      this.#deps.knownServers?.() ?? [],
-    ) ?? [];
-    const down = holders.filter((a) => !this.#liveServers().includes(a));
-    if (holders.length > 0 && 2 * down.length >= holders.length) {
+    const heardHolders = holders.filter((h) => answered.has(h)).length;
+    if (2 * heardHolders <= holders.length && holders.length > 0) {
       return this.#tooFewCopies(
-        `Cannot tell whether "${username}" exists: ${down.length} of the ${holders.length} servers holding its copies are down`,
+        `Cannot tell whether "${username}" exists: ${heardHolders} of the ${holders.length} servers that hold its copies answered`,
       );
     }
     return { v: 1, type: "account" };

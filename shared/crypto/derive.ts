@@ -1,15 +1,20 @@
 /**
  * Password-based key derivation (DESIGN §4): the password never leaves the browser.
  *
- * password ─PBKDF2-SHA-256, 600,000 iterations, salt = SHA-256("p2p-chat:" + username)─▶
- * master key ─HKDF-SHA-256─▶ {@link DerivedCredentials.authSecret} (sent to the server, which
- * stores only its bcrypt hash) and {@link DerivedCredentials.wrappingKey} (a non-extractable
- * AES-GCM key that wraps the user's private keys; it never leaves the browser).
+ * password ─PBKDF2-SHA-256, 600,000 iterations, the account's salt─▶ master key ─HKDF-SHA-256─▶
+ * {@link DerivedCredentials.authSecret} (sent to the server, which stores only its bcrypt hash)
+ * and {@link DerivedCredentials.wrappingKey} (a non-extractable AES-GCM key that wraps the
+ * user's private keys; it never leaves the browser).
+ *
+ * The salt is 16 random bytes chosen at registration ({@link newSalt}) and served by the servers
+ * before login (`login_params`), so nobody can precompute guesses for a name. Accounts made
+ * before that are salted with SHA-256("p2p-chat:" + username) ({@link usernameSalt}) until their
+ * next login moves them to a random salt.
  *
  * Usernames are case-sensitive identifiers on this system, so normalization is only trimming
- * and Unicode NFC: "alice" and "Alice" are different accounts and get different salts.
+ * and Unicode NFC: "alice" and "Alice" are different accounts.
  */
-import { toBase64Url, utf8 } from "./encoding.ts";
+import { fromBase64Url, toBase64Url, utf8 } from "./encoding.ts";
 
 /** PBKDF2 iterations (OWASP 2023 recommendation for PBKDF2-HMAC-SHA-256). */
 export const PBKDF2_ITERATIONS = 600_000;
@@ -31,7 +36,12 @@ export function normalizeUsername(username: string): string {
   return username.trim().normalize("NFC");
 }
 
-/** The PBKDF2 salt of `username`: SHA-256("p2p-chat:" + normalized username). */
+/** A new random salt for an account: 16 bytes, base64url (22 characters). */
+export function newSalt(): string {
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** The legacy PBKDF2 salt of `username`: SHA-256("p2p-chat:" + normalized username). */
 export async function usernameSalt(username: string): Promise<Uint8Array<ArrayBuffer>> {
   const digest = await crypto.subtle.digest(
     "SHA-256",
@@ -40,15 +50,22 @@ export async function usernameSalt(username: string): Promise<Uint8Array<ArrayBu
   return new Uint8Array(digest);
 }
 
+/** The legacy salt of `username` in the form the servers serve it (base64url, 43 characters). */
+export async function legacySalt(username: string): Promise<string> {
+  return toBase64Url(await usernameSalt(username));
+}
+
 /**
- * Derives the auth secret and the wrapping key from `password` for `username`. Deterministic
- * for a (username, password) pair; takes a few hundred milliseconds by design.
+ * Derives the auth secret and the wrapping key from `password` with `salt` (base64url, as the
+ * servers serve it). Deterministic for a (password, salt) pair; takes a few hundred milliseconds
+ * by design.
  */
 export async function deriveCredentials(
-  username: string,
   password: string,
+  saltText: string,
 ): Promise<DerivedCredentials> {
-  const salt = await usernameSalt(username);
+  const salt = fromBase64Url(saltText);
+  if (salt.length < 16) throw new TypeError("A salt has at least 16 bytes");
   const passwordKey = await crypto.subtle.importKey(
     "raw",
     utf8(password.normalize("NFC")),

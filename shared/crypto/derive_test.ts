@@ -1,20 +1,35 @@
 import assert from "node:assert/strict";
-import { deriveCredentials, normalizeUsername, PBKDF2_ITERATIONS, usernameSalt } from "./derive.ts";
-import { toBase64Url, utf8 } from "./encoding.ts";
+import {
+  deriveCredentials,
+  legacySalt,
+  newSalt,
+  normalizeUsername,
+  PBKDF2_ITERATIONS,
+  usernameSalt,
+} from "./derive.ts";
+import { fromBase64Url, toBase64Url, utf8 } from "./encoding.ts";
 
+const ALICE_SALT = newSalt();
 const [alice1, alice2, bob, aliceOtherPassword] = await Promise.all([
-  deriveCredentials("alice", "correct horse battery"),
-  deriveCredentials(" alice ", "correct horse battery"),
-  deriveCredentials("bob", "correct horse battery"),
-  deriveCredentials("alice", "correct horse battery!"),
+  deriveCredentials("correct horse battery", ALICE_SALT),
+  deriveCredentials("correct horse battery", ALICE_SALT),
+  deriveCredentials("correct horse battery", newSalt()),
+  deriveCredentials("correct horse battery!", ALICE_SALT),
 ]);
 
-Deno.test("the auth secret is deterministic per (username, password)", () => {
+Deno.test("the auth secret is deterministic per (password, salt)", () => {
   assert.equal(alice1.authSecret, alice2.authSecret);
   assert.match(alice1.authSecret, /^[A-Za-z0-9_-]{43}$/);
 });
 
-Deno.test("the auth secret differs across usernames and passwords, and is not the password", () => {
+Deno.test("new salts are 16 random bytes; a salt shorter than that is refused", async () => {
+  const salts = new Set(Array.from({ length: 100 }, newSalt));
+  assert.equal(salts.size, 100);
+  for (const salt of salts) assert.equal(fromBase64Url(salt).length, 16);
+  await assert.rejects(deriveCredentials("correct horse battery", "c2hvcnQ"), TypeError);
+});
+
+Deno.test("the auth secret differs across salts and passwords, and is not the password", () => {
   assert.notEqual(alice1.authSecret, bob.authSecret);
   assert.notEqual(alice1.authSecret, aliceOtherPassword.authSecret);
   assert.ok(!alice1.authSecret.includes("horse"));
@@ -26,11 +41,12 @@ Deno.test("usernames are salted trimmed and NFC-normalized, case preserved", asy
   assert.notDeepEqual(await usernameSalt("alice"), await usernameSalt("Alice"));
   const expected = await crypto.subtle.digest("SHA-256", utf8("p2p-chat:alice"));
   assert.deepEqual(await usernameSalt(" alice"), new Uint8Array(expected));
+  assert.equal(await legacySalt(" alice"), toBase64Url(expected));
 });
 
 Deno.test("the auth secret is PBKDF2(600,000) then HKDF, as documented", async () => {
   assert.equal(PBKDF2_ITERATIONS, 600_000);
-  const salt = await usernameSalt("alice");
+  const salt = fromBase64Url(ALICE_SALT);
   const pw = await crypto.subtle.importKey("raw", utf8("correct horse battery"), "PBKDF2", false, [
     "deriveBits",
   ]);

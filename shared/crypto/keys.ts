@@ -127,6 +127,33 @@ export async function unwrapPrivateKey(
   }
 }
 
+/**
+ * The same private key wrapped with `newKey` instead of `oldKey` (a change of salt or password):
+ * unwrapped as extractable only for the moment of wrapping it again, never kept. Throws
+ * {@link KeyUnwrapError} when `oldKey` does not open `record`.
+ */
+export async function rewrapPrivateKey(
+  record: WrappedPrivateKey,
+  oldKey: CryptoKey,
+  newKey: CryptoKey,
+): Promise<WrappedPrivateKey> {
+  let key: CryptoKey;
+  try {
+    key = await crypto.subtle.unwrapKey(
+      "pkcs8",
+      fromBase64Url(record.data),
+      oldKey,
+      { name: "AES-GCM", iv: fromBase64Url(record.iv), additionalData: wrapAad(record.alg) },
+      { name: record.alg, hash: "SHA-256" },
+      true,
+      record.alg === "RSA-OAEP" ? ["decrypt"] : ["sign"],
+    );
+  } catch {
+    throw new KeyUnwrapError(`Cannot unwrap the ${record.alg} private key with this password`);
+  }
+  return await wrapPrivateKey(key, newKey);
+}
+
 /** Validates a {@link WrappedPrivateKey} read from the network or storage. */
 export function parseWrappedPrivateKey(value: unknown, path = ""): WrappedPrivateKey {
   const obj = readObject(value, path);

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { type ServerProcess, startCluster } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -58,7 +58,12 @@ try {
   const unknown = Array.from({ length: rounds + warmup }, (_, i) => `unknown${i}`);
   log(`registering ${known.length} accounts`);
   for (const username of known) {
-    const r = await client.request({ type: "register", username, secret: "right-password-000" });
+    const r = await client.request({
+      type: "register",
+      username,
+      secret: "right-password-000",
+      ...TEST_ACCOUNT,
+    });
     if (r.type !== "ok") throw new Error(`register ${username}: ${JSON.stringify(r)}`);
   }
   log(`${warmup} warm-up rounds, then ${rounds} rounds of one known and one unknown name`);

@@ -13,7 +13,7 @@ import {
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -49,7 +49,7 @@ try {
   await waitForCorrectRing(servers, "the ring to form");
   const setup = await TestClient.connect(servers[0]!.url);
   for (const u of ["alice", "bob"]) {
-    await setup.request({ type: "register", username: u, secret: PASSWORD });
+    await setup.request({ type: "register", username: u, secret: PASSWORD, ...TEST_ACCOUNT });
   }
   await setup.close();
 

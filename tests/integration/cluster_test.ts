@@ -11,7 +11,7 @@ import {
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 
@@ -60,6 +60,7 @@ Deno.test("users on different servers see each other online and exchange signals
       type: "register",
       username: "alice",
       secret: "not alice's password",
+      ...TEST_ACCOUNT,
     });
     assert.equal(taken.type === "error" && taken.code, "username_taken");
     const wrong = await eve.request({
@@ -68,7 +69,12 @@ Deno.test("users on different servers see each other online and exchange signals
       secret: "not the password",
     });
     assert.equal(wrong.type === "error" && wrong.code, "wrong_credentials");
-    const invalid = await eve.request({ type: "register", username: "a b", secret: PASSWORD });
+    const invalid = await eve.request({
+      type: "register",
+      username: "a b",
+      secret: PASSWORD,
+      ...TEST_ACCOUNT,
+    });
     assert.equal(invalid.type === "error" && invalid.code, "invalid_username");
     assert.match(invalid.type === "error" ? invalid.message : "", /3–32 letters/);
 
@@ -169,7 +175,12 @@ Deno.test("accounts are ring records on K+1 servers, readable everywhere, re-cop
     const registrar = await TestClient.connect(servers[0]!.url);
     clients.push(registrar);
     for (const u of users) {
-      const res = await registrar.request({ type: "register", username: u, secret: PASSWORD });
+      const res = await registrar.request({
+        type: "register",
+        username: u,
+        secret: PASSWORD,
+        ...TEST_ACCOUNT,
+      });
       assert.equal(res.type, "ok", `register ${u}: ${JSON.stringify(res)}`);
     }
     // Each account lives on its primary and K successors, not on every server.
@@ -180,7 +191,12 @@ Deno.test("accounts are ring records on K+1 servers, readable everywhere, re-cop
     // A second registration of a name is refused through any server.
     const other = await TestClient.connect(servers[3]!.url);
     clients.push(other);
-    const taken = await other.request({ type: "register", username: "cat", secret: "other pw" });
+    const taken = await other.request({
+      type: "register",
+      username: "cat",
+      secret: "other pw",
+      ...TEST_ACCOUNT,
+    });
     assert.equal(taken.type === "error" && taken.code, "username_taken");
     // kill -9 of one server: every account still logs in through every other server, and the
     // ring brings each back to K+1 copies among the survivors.
@@ -267,6 +283,7 @@ Deno.test("keys registered on one server are returned at login and by get_keys o
       type: "register",
       username: "alice",
       secret: PASSWORD,
+      salt: TEST_ACCOUNT.salt,
       keys,
     });
     assert.equal(reg.type, "ok");

@@ -13,7 +13,7 @@ import {
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 const K = 2;
@@ -57,7 +57,12 @@ async function register(server: ServerProcess, users: string[]) {
   const client = await TestClient.connect(server.url);
   try {
     for (const u of users) {
-      const r = await client.request({ type: "register", username: u, secret: PASSWORD }, 60_000);
+      const r = await client.request({
+        type: "register",
+        username: u,
+        secret: PASSWORD,
+        ...TEST_ACCOUNT,
+      }, 60_000);
       assert.equal(r.type, "ok", `register ${u}: ${JSON.stringify(r)}`);
     }
   } finally {
@@ -295,7 +300,13 @@ Deno.test("a registration cut off by kill -9 succeeds when retried with the same
     clients.push(client);
     let answered: string | undefined;
     relay.cut();
-    client.request({ type: "register", username: name, secret: PASSWORD, keys }, 60_000)
+    client.request({
+      type: "register",
+      username: name,
+      secret: PASSWORD,
+      salt: TEST_ACCOUNT.salt,
+      keys,
+    }, 60_000)
       .then((r) => answered = r.type === "error" ? r.code : r.type, () => {});
     await waitFor(
       "the first copy of the account on a disk",
@@ -319,7 +330,7 @@ Deno.test("a registration cut off by kill -9 succeeds when retried with the same
     const retry = await TestClient.connect(outside[1]!.url);
     clients.push(retry);
     const again = await retry.request(
-      { type: "register", username: name, secret: PASSWORD, keys },
+      { type: "register", username: name, secret: PASSWORD, salt: TEST_ACCOUNT.salt, keys },
       60_000,
     );
     assert.deepEqual(again.type === "error" ? again.code : again.type, "ok", JSON.stringify(again));
@@ -344,10 +355,13 @@ Deno.test("a registration cut off by kill -9 succeeds when retried with the same
       const [what, frame] of [
         ["another password", { secret: "another password entirely", keys }],
         ["other keys", { secret: PASSWORD, keys: keysOf("mallory") }],
-        ["no keys", { secret: PASSWORD }],
+        ["another salt", { secret: PASSWORD, keys, salt: "b".repeat(22) }],
       ] as const
     ) {
-      const r = await other.request({ type: "register", username: name, ...frame }, 60_000);
+      const r = await other.request(
+        { type: "register", username: name, salt: TEST_ACCOUNT.salt, ...frame },
+        60_000,
+      );
       assert.equal(r.type === "error" && r.code, "username_taken", `${what}: ${JSON.stringify(r)}`);
     }
     assert.equal(accountCopies(live).get(name), K + 1);

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { ringView, waitForCorrectRing } from "../support/ring.ts";
 import { type ServerProcess, startCluster, waitFor } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 const RECIPIENTS = Array.from({ length: 12 }, (_, i) => `rcpt${String(i).padStart(2, "0")}`);
@@ -40,7 +40,12 @@ Deno.test("two frozen servers: writes keep being acknowledged, the ring heals af
     const registrar = await TestClient.connect(home.url);
     clients.push(registrar);
     for (const u of [...SENDERS, ...RECIPIENTS]) {
-      const r = await registrar.request({ type: "register", username: u, secret: PASSWORD });
+      const r = await registrar.request({
+        type: "register",
+        username: u,
+        secret: PASSWORD,
+        ...TEST_ACCOUNT,
+      });
       assert.equal(r.type, "ok", `register ${u}: ${JSON.stringify(r)}`);
     }
     // The two servers after the client's home on the ring: every replica set touching them has

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { startCluster, waitFor } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 import type { ServerFrame } from "../../shared/mod.ts";
 import { exportPublicKey, signHandoverClaim } from "../../shared/crypto/mod.ts";
 import { testKeys } from "../../shared/crypto/test_keys.ts";
@@ -41,6 +41,7 @@ Deno.test("handover claims over the wire: typed refusals, then the genuine claim
       type: "register",
       username: "alice",
       secret: SECRET,
+      salt: TEST_ACCOUNT.salt,
       keys: {
         encryption: await exportPublicKey(keys.alice.encryption.publicKey),
         signing: await exportPublicKey(keys.alice.signing.publicKey),

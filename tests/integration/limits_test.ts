@@ -18,7 +18,7 @@ import {
   waitFor,
   withServers,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "alice-secret-1";
 /** Failed logins per username per minute (the servers' default). */
@@ -65,7 +65,7 @@ Deno.test("limits: wrong passwords for one user spread over three servers get fi
   await withServers(servers, clients, async () => {
     const setup = await TestClient.connect(servers[0]!.url);
     clients.push(setup);
-    await setup.request({ type: "register", username: "alice", secret: PASSWORD });
+    await setup.request({ type: "register", username: "alice", secret: PASSWORD, ...TEST_ACCOUNT });
     // 60 guesses, each on its own connection, 20 on each server, all at once.
     const guessers = await connectSpread(servers, 60);
     clients.push(...guessers);
@@ -137,7 +137,10 @@ Deno.test("limits: registrations from one address spread over three servers get 
     const started = Date.now();
     const answers = await Promise.all(
       registrars.map((c, i) =>
-        c.request({ type: "register", username: `newcomer${i}`, secret: PASSWORD }, 60_000)
+        c.request(
+          { type: "register", username: `newcomer${i}`, secret: PASSWORD, ...TEST_ACCOUNT },
+          60_000,
+        )
       ),
     );
     const codes = answers.map(codeOf);
@@ -177,7 +180,7 @@ Deno.test("limits: a killed holder neither switches the limits off nor leaves lo
     }
     const setup = await TestClient.connect(servers[0]!.url);
     clients.push(setup);
-    await setup.request({ type: "register", username, secret: PASSWORD });
+    await setup.request({ type: "register", username, secret: PASSWORD, ...TEST_ACCOUNT });
     await waitFor(
       "the account on all three servers",
       () => accountCopies(servers).get(username) === 3,
@@ -236,7 +239,7 @@ Deno.test("limits: a login for an unknown name does the same work as a wrong pas
     const [entry] = servers as [ServerProcess];
     const c = await TestClient.connect(entry.url);
     clients.push(c);
-    await c.request({ type: "register", username: "alice", secret: PASSWORD });
+    await c.request({ type: "register", username: "alice", secret: PASSWORD, ...TEST_ACCOUNT });
     // An unknown name whose counter has the same holder as alice's, so even the ring round trips
     // of the limits are the same.
     const aliceHolder = await primaryOf(servers, userRingKey("alice"));

@@ -12,7 +12,7 @@ import {
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 const K = 2;
@@ -72,7 +72,12 @@ async function drain(server: ServerProcess, user: string): Promise<string[]> {
 async function register(server: ServerProcess, users: string[]) {
   const client = await TestClient.connect(server.url);
   for (const u of users) {
-    const r = await client.request({ type: "register", username: u, secret: PASSWORD });
+    const r = await client.request({
+      type: "register",
+      username: u,
+      secret: PASSWORD,
+      ...TEST_ACCOUNT,
+    });
     assert.equal(r.type, "ok", `register ${u}: ${JSON.stringify(r)}`);
   }
   await client.close();
@@ -180,7 +185,12 @@ Deno.test("servers joining and leaving while messages are written lose no acknow
         // Registrations during the churn are acknowledged writes too.
         for (const n of [0, 1]) {
           const name = `new${round}x${n}`;
-          const r = await registrar.request({ type: "register", username: name, secret: PASSWORD });
+          const r = await registrar.request({
+            type: "register",
+            username: name,
+            secret: PASSWORD,
+            ...TEST_ACCOUNT,
+          });
           assert.equal(r.type, "ok", `register ${name}: ${JSON.stringify(r)}`);
           newcomers.push(name);
         }

@@ -12,7 +12,7 @@ import {
   waitFor,
   withServers,
 } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 import type { ServerFrame } from "../../shared/mod.ts";
 
 function errorOf(frame: ServerFrame): { code: string; message: string } {
@@ -366,6 +366,7 @@ Deno.test("https: servers serve HTTPS/WSS with --tls-cert/--tls-key and call eac
       reqId: 1,
       username: "alice",
       secret: "alice-secret-1",
+      ...TEST_ACCOUNT,
     }));
     await got(1);
     socket.send(JSON.stringify({

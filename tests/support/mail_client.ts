@@ -15,7 +15,7 @@
  * server says `superseded` (or `forMs` passes), then tries to resume with the same token; prints
  * `{"ok":true,"result":"superseded"|"timeout","message","closed","resumed":"ok"|<code>}`.
  */
-import { TestClient } from "./ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "./ws_client.ts";
 
 type Command =
   | { op: "register"; users: string[]; password: string }
@@ -58,6 +58,7 @@ export async function runMailCommand(url: string, command: Command): Promise<unk
             type: "register",
             username: u,
             secret: command.password,
+            ...TEST_ACCOUNT,
           });
           if (r.type !== "ok") throw new Error(`register ${u}: ${JSON.stringify(r)}`);
         }
@@ -87,7 +88,7 @@ export async function runMailCommand(url: string, command: Command): Promise<unk
       case "try_register":
         return await attempt(
           client,
-          { type: "register", username: command.user, secret: command.password },
+          { type: "register", username: command.user, secret: command.password, ...TEST_ACCOUNT },
           "ok",
         );
       case "try_login":

@@ -1,6 +1,15 @@
 /** A minimal WebSocket client for integration tests, speaking the browser protocol. */
 import { parseServerFrame, type ServerFrame } from "../../shared/mod.ts";
 
+/**
+ * The salt and keys a test registration sends when the test does not use them: every account
+ * has both (the server checks their form only; its tests that need working keys make real ones).
+ */
+export const TEST_ACCOUNT = {
+  salt: "dGVzdC1zYWx0LW9mLWFjYw",
+  keys: { encryption: "e".repeat(120), signing: "s".repeat(120), wrapped: "w".repeat(40) },
+};
+
 /** How long a reply or an awaited frame may take (generous: busy machines are slow). */
 const REPLY_MS = 20_000;
 
@@ -80,7 +89,7 @@ export class TestClient {
   /** Registers (if `register`) and logs in; returns the session frame. */
   async login(username: string, secret: string, register = true) {
     if (register) {
-      const r = await this.request({ type: "register", username, secret });
+      const r = await this.request({ type: "register", username, secret, ...TEST_ACCOUNT });
       if (r.type !== "ok") throw new Error(`register ${username} failed: ${JSON.stringify(r)}`);
     }
     const s = await this.request({ type: "login", username, secret });
