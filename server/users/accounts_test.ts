@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { UserError } from "./errors.ts";
+import { legacySalt } from "./accounts.ts";
+import { accountVersion, credentialsOf } from "../store/mod.ts";
 
 const SECRET = "s".repeat(43);
 
@@ -72,4 +74,59 @@ Deno.test("accounts: while the ring cannot answer, a name read recently still lo
     server.accounts.verify("alice", SECRET),
     (err) => err instanceof UserError && err.code === "unavailable",
   );
+});
+
+Deno.test("accounts: the salt served before login: the account's, a fixed fake one for an unknown name, the name-derived one for a legacy account", async () => {
+  const server = fakeServer();
+  await server.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
+  assert.deepEqual(await server.accounts.loginParams("alice"), { salt: TEST_ACCOUNT.salt });
+  const ghost = (await server.accounts.loginParams("ghost")).salt;
+  assert.match(ghost, /^[A-Za-z0-9_-]{22}$/, "the same form as a real one");
+  assert.equal((await server.accounts.loginParams("ghost")).salt, ghost, "stable");
+  // Another server of the ring (same secret) serves the same fake salt; other names differ.
+  const other = fakeServer({ self: "http://node-b:8000", ring: server.ring, clock: server.clock });
+  assert.equal((await other.accounts.loginParams("ghost")).salt, ghost);
+  assert.notEqual((await other.accounts.loginParams("ghost2")).salt, ghost);
+  // A legacy account (made before salts were random) answers SHA-256("p2p-chat:" + name).
+  const { salt: _salt, ...legacy } = server.ring.accounts.get("alice")!;
+  server.ring.accounts.set("bob", { ...legacy, username: "bob" });
+  assert.equal((await server.accounts.loginParams("bob")).salt, await legacySalt("bob"));
+  server.ring.unavailable = true;
+  await assert.rejects(
+    server.accounts.loginParams("carol"),
+    (err) => err instanceof UserError && err.code === "unavailable",
+  );
+});
+
+Deno.test("accounts: a rekey replaces salt, secret and wrapped keys together; the registration stays the same", async () => {
+  const server = fakeServer();
+  await server.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
+  const before = server.ring.accounts.get("alice")!;
+  const NEW = "n".repeat(43);
+  await server.accounts.rekey(before, {
+    salt: "b".repeat(22),
+    secret: NEW,
+    wrapped: "x".repeat(40),
+  });
+  const after = server.ring.accounts.get("alice")!;
+  assert.equal(accountVersion(after), accountVersion(before), "the same registration");
+  assert.deepEqual((await server.accounts.loginParams("alice")).salt, "b".repeat(22));
+  assert.equal(await server.accounts.verify("alice", SECRET), undefined, "the old secret is dead");
+  assert.equal((await server.accounts.verify("alice", NEW))?.username, "alice");
+  assert.equal(credentialsOf(after).wrapped, "x".repeat(40));
+});
+
+Deno.test("accounts: a registration without keys is refused with its own code and stores nothing", async () => {
+  const server = fakeServer();
+  await assert.rejects(
+    server.accounts.register(
+      {
+        username: "alice",
+        secret: SECRET,
+        salt: TEST_ACCOUNT.salt,
+      } as unknown as Parameters<typeof server.accounts.register>[0],
+    ),
+    (err) => err instanceof UserError && err.code === "keys_required",
+  );
+  assert.equal(server.ring.accounts.has("alice"), false);
 });

@@ -316,3 +316,91 @@ Deno.test("accounts: registrations from one address are limited before any work 
   );
   await server.stop();
 });
+
+Deno.test("sessions: the newest session is on the ring: a server that never heard of the newer login refuses the replaced token", async () => {
+  const a = fakeServer({ self: "http://node-a:8000", sessions: { handoverGraceMs: 0 } });
+  await registered(a);
+  const first = new FakeConnection(a.clock);
+  a.sessions.connect(first);
+  const replaced = await a.sessions.login(first, "alice", SECRET);
+  await a.clock.advance(1);
+  const second = new FakeConnection(a.clock);
+  a.sessions.connect(second);
+  const current = await a.sessions.login(second, "alice", SECRET);
+  // b (just restarted: an empty memory, no notice heard) shares only the ring with a.
+  const b = fakeServer({ self: "http://node-b:8000", ring: a.ring, clock: a.clock });
+  const conn = new FakeConnection(a.clock);
+  b.sessions.connect(conn);
+  await assert.rejects(
+    b.sessions.resume(conn, replaced.token),
+    (err) => err instanceof UserError && err.message === SUPERSEDED_MESSAGE,
+  );
+  // A logout on a is on the ring too: b refuses the signed-out token.
+  await a.sessions.logout(second);
+  assert.equal(a.ring.accounts.get("alice")!.session?.ended, true);
+  await assert.rejects(
+    b.sessions.resume(conn, current.token),
+    (err) => err instanceof UserError && /signed out/.test(err.message),
+  );
+  await Promise.all([a.stop(), b.stop()]);
+});
+
+Deno.test("sessions: a refresh token is used once; access tokens are short and never refresh", async () => {
+  const server = fakeServer();
+  await registered(server);
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  const login = await server.sessions.login(conn, "alice", SECRET);
+  assert.ok(login.keys?.wrapped, "a password login carries the wrapped keys");
+  assert.equal(login.expiresAt - server.clock.now(), 3_600_000, "an access token lasts an hour");
+  const other = new FakeConnection(server.clock);
+  server.sessions.connect(other);
+  await assert.rejects(
+    server.sessions.refresh(other, login.token),
+    (err) => err instanceof UserError && err.code === "not_authenticated",
+  );
+  await assert.rejects(
+    server.sessions.resume(other, login.refreshToken!),
+    (err) => err instanceof UserError && err.code === "not_authenticated",
+  );
+  await server.clock.advance(3_600_001);
+  await assert.rejects(
+    server.sessions.resume(other, login.token),
+    (err) => err instanceof UserError && err.code === "session_expired",
+  );
+  const refreshed = await server.sessions.refresh(other, login.refreshToken!);
+  assert.equal(refreshed.keys, undefined, "no wrapped keys");
+  assert.ok(refreshed.publicKeys, "the public keys, to check the device's own");
+  assert.equal(server.sessions.userOf(other), "alice", "the refresh bound the connection");
+  await assert.rejects(
+    server.sessions.refresh(other, login.refreshToken!),
+    (err) => err instanceof UserError && /already used/.test(err.message),
+  );
+  const resumed = await server.sessions.resume(new FakeConnection(server.clock), refreshed.token);
+  assert.equal(resumed.keys, undefined, "a resume never carries the wrapped keys");
+  assert.equal(resumed.refreshToken, undefined);
+  await server.stop();
+});
+
+Deno.test("sessions: a login of a legacy account asks for a rekey; 'rekey' needs a session", async () => {
+  const server = fakeServer();
+  await registered(server);
+  const { salt: _salt, ...legacy } = server.ring.accounts.get("alice")!;
+  server.ring.accounts.set("alice", legacy);
+  const stranger = new FakeConnection(server.clock);
+  server.sessions.connect(stranger);
+  const rekey = { salt: "b".repeat(22), secret: "n".repeat(43), wrapped: "x".repeat(40) };
+  await assert.rejects(
+    server.sessions.rekey(stranger, rekey),
+    (err) => err instanceof UserError && err.code === "not_authenticated",
+  );
+  const conn = new FakeConnection(server.clock);
+  server.sessions.connect(conn);
+  assert.equal((await server.sessions.login(conn, "alice", SECRET)).rekey, true);
+  await server.sessions.rekey(conn, rekey);
+  await server.clock.advance(1);
+  const again = await server.sessions.login(conn, "alice", rekey.secret);
+  assert.equal(again.rekey, undefined, "moved");
+  assert.equal(again.keys?.wrapped, rekey.wrapped);
+  await server.stop();
+});
