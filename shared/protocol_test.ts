@@ -227,3 +227,58 @@ Deno.test("hand-over channel messages are validated", () => {
   rejects(parseHandoverMessage, frame({ type: "chat" }), "unknown_type");
   rejects(parseHandoverMessage, "x".repeat(64 * 1024 + 1), "frame_too_large");
 });
+
+Deno.test("client frames: a registration needs keys and a random salt; login_params, refresh and rekey parse", () => {
+  const keys = { encryption: "e".repeat(120), signing: "s".repeat(120), wrapped: "w".repeat(40) };
+  const salt = "A".repeat(22);
+  const base = { type: "register", reqId: 1, username: "alice", secret: "12345678" };
+  rejects(parseClientFrame, frame({ ...base, salt }), "keys_required", "keys");
+  rejects(parseClientFrame, frame({ ...base, keys }), "bad_frame", "salt");
+  rejects(parseClientFrame, frame({ ...base, keys, salt: "A".repeat(43) }), "bad_frame", "salt");
+  assert.deepEqual(parseClientFrame(frame({ ...base, keys, salt })), { v: 1, ...base, salt, keys });
+  assert.deepEqual(
+    parseClientFrame(frame({ type: "login_params", reqId: 2, username: "bob" })),
+    { v: 1, type: "login_params", reqId: 2, username: "bob" },
+  );
+  rejects(
+    parseClientFrame,
+    frame({ type: "login_params", reqId: 2, username: "a b" }),
+    "invalid_username",
+  );
+  const refreshToken = "x".repeat(40) + ".sig";
+  assert.deepEqual(
+    parseClientFrame(frame({ type: "refresh", reqId: 3, refreshToken })),
+    { v: 1, type: "refresh", reqId: 3, refreshToken },
+  );
+  const rekey = { type: "rekey", reqId: 4, salt, secret: "12345678", wrapped: "w".repeat(40) };
+  assert.deepEqual(parseClientFrame(frame(rekey)), { v: 1, ...rekey });
+  rejects(parseClientFrame, frame({ ...rekey, wrapped: "" }), "bad_frame", "wrapped");
+});
+
+Deno.test("server frames: login_params carries a salt of either form; session frames carry public keys and a refresh token", () => {
+  for (const salt of ["A".repeat(22), "B".repeat(43)]) {
+    assert.deepEqual(
+      parseServerFrame(frame({ type: "login_params", reqId: 1, username: "alice", salt })),
+      { v: 1, type: "login_params", reqId: 1, username: "alice", salt },
+    );
+  }
+  rejects(
+    parseServerFrame,
+    frame({ type: "login_params", reqId: 1, username: "alice", salt: "A".repeat(30) }),
+    "bad_frame",
+    "salt",
+  );
+  const publicKeys = { encryption: "e".repeat(120), signing: "s".repeat(120) };
+  const session = {
+    type: "session",
+    reqId: 1,
+    username: "alice",
+    token: "t".repeat(40),
+    expiresAt: 5,
+    servers: ["http://127.0.0.1:1"],
+    publicKeys,
+    refreshToken: "r".repeat(40),
+    rekey: true,
+  };
+  assert.deepEqual(parseServerFrame(frame(session)), { v: 1, ...session });
+});
