@@ -81,6 +81,9 @@ export async function legacySalt(username: string): Promise<string> {
   return toBase64Url(new Uint8Array(digest));
 }
 
+/** What a request is told when the ring cannot read or write the account now. */
+export const UNREACHABLE_MESSAGE = "The servers holding your account are unreachable, retrying…";
+
 /** What the loser of a name is told: its sessions end and its tokens are refused. */
 export const NAME_LOST_MESSAGE =
   "This name now belongs to an older account (it was registered twice during a network " +
@@ -236,7 +239,8 @@ export class Accounts {
     username: string,
     unavailableMessage = "Accounts cannot be read right now",
   ): Promise<AccountRecord | undefined> {
-    return this.#cached(username) ?? await this.#read(username, unavailableMessage);
+    return this.#cached(username) ??
+      await this.#read(username, `${unavailableMessage}: try again shortly`);
   }
 
   /**
@@ -245,10 +249,7 @@ export class Accounts {
    * {@link UserError} `unavailable` when the ring cannot answer for sure.
    */
   current(username: string): Promise<AccountRecord | undefined> {
-    return this.#read(
-      username,
-      "The servers holding your account are unreachable, retrying…",
-    );
+    return this.#read(username, UNREACHABLE_MESSAGE);
   }
 
   /**
@@ -264,10 +265,7 @@ export class Accounts {
         throw new UserError("not_authenticated", NAME_LOST_MESSAGE);
       }
       if (!(err instanceof UnavailableError)) throw err;
-      throw new UserError(
-        "unavailable",
-        "The servers holding your account are unreachable, retrying…",
-      );
+      throw new UserError("unavailable", UNREACHABLE_MESSAGE);
     }
     this.#remember(account);
     return account;
@@ -287,7 +285,7 @@ export class Accounts {
     const fake = this.#deps.fakeSalt(username);
     let account: AccountRecord | undefined;
     try {
-      account = await this.#read(username, "Accounts cannot be read right now");
+      account = await this.#read(username, UNREACHABLE_MESSAGE);
     } catch (err) {
       const cached = this.#cached(username);
       if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
@@ -335,7 +333,7 @@ export class Accounts {
       return account;
     } catch (err) {
       if (!(err instanceof UnavailableError)) throw err;
-      throw new UserError("unavailable", `${unavailableMessage}: try again shortly`);
+      throw new UserError("unavailable", unavailableMessage);
     }
   }
 
@@ -352,7 +350,7 @@ export class Accounts {
     metrics.inc("p2pchat_login_work_total", { step: "account_read" });
     let account: AccountRecord | undefined;
     try {
-      account = await this.#read(username, "Accounts cannot be read right now");
+      account = await this.#read(username, UNREACHABLE_MESSAGE);
     } catch (err) {
       const cached = this.#cached(username);
       if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
