@@ -378,7 +378,7 @@ export class Session implements SessionApi {
       throw new ServerError("not_authenticated", "No session to resume: please log in");
     }
     const token = session.accessToken ?? session.token;
-    if (session.refreshToken && session.expiresAt - Date.now() < 30_000) return this.#refresh();
+    if (session.refreshToken && session.expiresAt <= Date.now()) return this.#refresh();
     try {
       const frame = await this.#request({ v: PROTOCOL_VERSION, type: "resume", reqId: 0, token });
       return this.#adopt(frame);
@@ -410,7 +410,11 @@ export class Session implements SessionApi {
     const session = this.#session;
     if (!session?.refreshToken) return;
     const left = session.expiresAt - Date.now();
-    const delay = Math.max(1_000, Math.min(left - REFRESH_MARGIN_MS, left / 2));
+    // At most 2^31 - 1 ms: a longer timer would fire at once.
+    const delay = Math.min(
+      2 ** 31 - 1,
+      Math.max(100, Math.min(left - REFRESH_MARGIN_MS, left / 2)),
+    );
     this.#refreshTimer = this.#timers.setTimeout(() => {
       this.#refreshTimer = null;
       if (this.#session !== session) return;
@@ -548,8 +552,6 @@ export class Session implements SessionApi {
       this.#sendNow({ v: PROTOCOL_VERSION, type: "logout", reqId: this.#nextReqId++ });
     }
     this.#session = null;
-    if (this.#refreshTimer !== null) this.#timers.clearTimeout(this.#refreshTimer);
-    this.#refreshTimer = null;
     this.#deps.storage.removeItem(TOKEN_KEY);
     this.stop();
   }
@@ -558,6 +560,9 @@ export class Session implements SessionApi {
   stop(): void {
     this.#active = false;
     this.#handingOver = false;
+    // The next resume refreshes if the access token ran out meanwhile.
+    if (this.#refreshTimer !== null) this.#timers.clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
     if (this.#reconnectTimer !== null) this.#timers.clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
     const socket = this.#socket;

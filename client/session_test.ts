@@ -54,21 +54,28 @@ class FakeServer {
   sockets: FakeSocket[] = [];
   supersedeOnContacts = false;
   supersedeCloseCode = 4001;
+  /** When set, sessions last this long and come with a refresh token (rotated by `refresh`). */
+  accessTtlMs: number | null = null;
+  /** Refreshes so far, shared by the cluster's servers (as the ring shares them). */
+  shared = { refreshes: 0 };
   constructor(readonly base: string, readonly tokens: Set<string>, readonly all: string[]) {}
 
   answer(f: ClientFrame): ServerFrame | null {
-    const session = (reqId: number): ServerFrame => {
-      const token = `token-0123456789-${this.base.slice(-4)}`;
+    const session = (reqId: number, token = `token-0123456789-${this.base.slice(-4)}`) => {
       this.tokens.add(token);
-      return {
+      const frame: ServerFrame = {
         v: 1,
         type: "session",
         reqId,
         username: "alice",
         token,
-        expiresAt: 1e13,
+        expiresAt: this.accessTtlMs === null ? 1e13 : Date.now() + this.accessTtlMs,
         servers: this.all,
       };
+      if (this.accessTtlMs !== null) {
+        frame.refreshToken = `refresh-0123456789-${this.shared.refreshes}`;
+      }
+      return frame;
     };
     switch (f.type) {
       case "login":
@@ -79,8 +86,20 @@ class FakeServer {
           code: "wrong_credentials",
           message: "Wrong username or password",
         };
+      case "refresh":
+        if (f.refreshToken !== `refresh-0123456789-${this.shared.refreshes}`) {
+          return {
+            v: 1,
+            type: "error",
+            reqId: f.reqId,
+            code: "not_authenticated",
+            message: "This refresh token was already used or replaced: please log in again",
+          };
+        }
+        this.shared.refreshes++;
+        return session(f.reqId, `token-0123456789-refreshed-${this.shared.refreshes}`);
       case "resume":
-        return this.tokens.has(f.token) ? session(f.reqId) : {
+        return this.tokens.has(f.token) ? session(f.reqId, f.token) : {
           v: 1,
           type: "error",
           reqId: f.reqId,
@@ -144,6 +163,8 @@ function cluster(n: number) {
   const tokens = new Set<string>();
   const bases = Array.from({ length: n }, (_, i) => `http://127.0.0.1:${9001 + i}`);
   const servers = new Map(bases.map((b) => [webSocketUrl(b), new FakeServer(b, tokens, bases)]));
+  const shared = { refreshes: 0 };
+  for (const srv of servers.values()) srv.shared = shared;
   const openSocket = (url: string) => {
     const server = servers.get(url) ?? null;
     const socket = new FakeSocket(url, server);
@@ -424,4 +445,38 @@ Deno.test("logout tells the server before the socket closes, and forgets the tok
   const before = socket.sent.length;
   s.logout();
   assertEquals(socket.sent.length, before);
+});
+
+Deno.test("tokens are refreshed before they expire; the session keeps the token it began with and resumes with the newest", async () => {
+  const c = cluster(2);
+  for (const srv of c.servers) srv.accessTtlMs = 400;
+  const storage = memoryStorage();
+  const s = sessionOn(c, storage);
+  let resumed = 0;
+  s.events.onResumed = () => resumed++;
+  try {
+    const info = await s.login("alice", "password-1");
+    assertEquals(info.refreshToken, "refresh-0123456789-0");
+    // Refreshed at half the lifetime, again and again, each time with the newest refresh token.
+    await waitFor(() => c.servers[0]!.shared.refreshes >= 2, "two refreshes", 10_000);
+    const stored = s.storedSession()!;
+    assertEquals(stored.token, info.token, "the token it began with names the session here");
+    assert(stored.accessToken?.startsWith("token-0123456789-refreshed-"), stored.accessToken);
+    assert(stored.refreshToken?.startsWith("refresh-0123456789-"), stored.refreshToken);
+    // After a fail-over the session resumes with its newest access token.
+    const home = c.servers[0]!;
+    home.isUp = false;
+    home.sockets.forEach((sock) => sock.close());
+    await waitFor(() => resumed === 1 && s.status === "online", "resumed elsewhere", 10_000);
+    const resume = c.servers[1]!.sockets.flatMap((sock) => sock.sent).find((f) =>
+      f.type === "resume" || f.type === "refresh"
+    );
+    assert(resume !== undefined, "resumed or refreshed on the other server");
+    if (resume.type === "resume") {
+      assert(resume.token.startsWith("token-0123456789-refreshed-"), "a refreshed token");
+    }
+    assertEquals(s.storedSession()?.token, info.token);
+  } finally {
+    s.stop();
+  }
 });
