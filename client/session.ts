@@ -762,6 +762,7 @@ export class Session implements SessionApi {
     switch (frame.type) {
       case "ok":
       case "session":
+      case "login_params":
       case "contacts":
       case "pong":
       case "mail":

@@ -86,6 +86,14 @@ class FakeServer {
           code: "wrong_credentials",
           message: "Wrong username or password",
         };
+      case "login_params":
+        return {
+          v: 1,
+          type: "login_params",
+          reqId: f.reqId,
+          username: f.username,
+          salt: "A".repeat(22),
+        };
       case "refresh":
         if (f.refreshToken !== `refresh-0123456789-${this.shared.refreshes}`) {
           return {
@@ -214,6 +222,7 @@ Deno.test("login stores the token in tab storage and errors carry the server's m
   try {
     const err = await s.login("alice", "nope-nope").catch((e) => e as Error);
     assertEquals(err instanceof Error ? err.message : "", "Wrong username or password");
+    assertEquals(await s.loginParams("alice"), "A".repeat(22), "the salt, before login");
     const info = await s.login("alice", "password-1");
     assertEquals(s.status, "online");
     assert(storage.data.get("p2pchat.session")?.includes(info.token));
