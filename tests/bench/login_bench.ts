@@ -3,8 +3,10 @@
  * versus any password for an unknown name, interleaved, from one client on the first server
  * (each name's counters and account live wherever the ring puts them, as in production). Both
  * should cost one account read from the ring, one bcrypt comparison at the server's cost and the
- * same limit charges; this reports the medians and their ratio. The login limits are raised so
- * that no attempt is refused. Progress goes to stderr; the last stdout line is one JSON object.
+ * same limit charges; this reports the medians and their ratio. Likewise the salt served before
+ * login (`login_params`): the account's for a known name, a fake one of the same form for an
+ * unknown name, both after one account read. The login limits are raised so that no attempt is
+ * refused. Progress goes to stderr; the last stdout line is one JSON object.
  * Usage: deno task bench:login [--rounds N]
  */
 import { parseArgs } from "node:util";
@@ -34,6 +36,17 @@ async function failedLoginMs(client: TestClient, username: string): Promise<numb
   const ms = performance.now() - started;
   if (r.type !== "error" || r.code !== "wrong_credentials") {
     throw new Error(`login ${username}: expected wrong_credentials, got ${JSON.stringify(r)}`);
+  }
+  return ms;
+}
+
+/** How long one `login_params` takes, in ms; checks the salt's form. */
+async function saltMs(client: TestClient, username: string): Promise<number> {
+  const started = performance.now();
+  const r = await client.request({ type: "login_params", username });
+  const ms = performance.now() - started;
+  if (r.type !== "login_params" || !/^[A-Za-z0-9_-]{22}$/.test(r.salt)) {
+    throw new Error(`login_params ${username}: expected a 16-byte salt, got ${JSON.stringify(r)}`);
   }
   return ms;
 }
@@ -81,8 +94,19 @@ try {
     knownMs.push(pair[0]!);
     unknownMs.push(pair[1]!);
   }
-  knownMs.sort((a, b) => a - b);
-  unknownMs.sort((a, b) => a - b);
+  const knownSaltMs: number[] = [];
+  const unknownSaltMs: number[] = [];
+  for (let i = 0; i < rounds + warmup; i++) {
+    const [k, u] = i % 2 === 0
+      ? [await saltMs(client, known[i]!), await saltMs(client, unknown[i]!)]
+      : [await saltMs(client, unknown[i]!), await saltMs(client, known[i]!)].reverse();
+    if (i < warmup) continue;
+    knownSaltMs.push(k!);
+    unknownSaltMs.push(u!);
+  }
+  for (const list of [knownMs, unknownMs, knownSaltMs, unknownSaltMs]) list.sort((a, b) => a - b);
+  const knownSaltP50 = percentile(knownSaltMs, 0.5);
+  const unknownSaltP50 = percentile(unknownSaltMs, 0.5);
   const knownP50 = percentile(knownMs, 0.5);
   const unknownP50 = percentile(unknownMs, 0.5);
   console.log(JSON.stringify({
@@ -91,6 +115,9 @@ try {
     known_wrong_password_p90_ms: round1(percentile(knownMs, 0.9)),
     unknown_name_p90_ms: round1(percentile(unknownMs, 0.9)),
     unknown_over_known_p50: Math.round((unknownP50 / knownP50) * 1000) / 1000,
+    salt_known_p50_ms: round1(knownSaltP50),
+    salt_unknown_p50_ms: round1(unknownSaltP50),
+    salt_unknown_over_known_p50: Math.round((unknownSaltP50 / knownSaltP50) * 1000) / 1000,
     rounds,
   }));
 } finally {
