@@ -625,7 +625,8 @@ export class Replicator {
    * Registration on the primary, one decision per name at a time. It needs a strict majority of
    * the known cluster alive (so at most one side of a partition decides), a majority of the
    * replica set heard with no other registration of the name, and then W durable copies;
-   * otherwise it is refused (`quorum_failed`, retried until the caller's deadline).
+   * otherwise it is refused (`quorum_failed`, retried until the caller's deadline). An `update`
+   * (new state of an existing account) needs a copy of the account heard and W durable copies.
    */
   #coordinateAccountPut(account: AccountRecord, update = false): Promise<ReplicationResponse> {
     const name = account.username;
@@ -642,7 +643,9 @@ export class Replicator {
     const { ring, store } = this.#deps;
     const ringKey = ring.ringKeyOf(account.username);
     if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
-    if (!this.#seesMajority()) {
+    // A new name needs a majority (one side of a partition creates it); new state of an existing
+    // account does not: copies of the same registration merge whichever side wrote them.
+    if (!update && !this.#seesMajority()) {
       return this.#tooFewCopies(
         `Cannot register "${account.username}": this server sees ${
           new Set(this.#liveServers()).size
@@ -650,7 +653,7 @@ export class Replicator {
       );
     }
     const heard = await this.#readAccountCopies(account.username);
-    if (heard.copies < this.#majorityOfReplicaSet()) {
+    if (!update && heard.copies < this.#majorityOfReplicaSet()) {
       return this.#tooFewCopies(
         `Cannot register "${account.username}": heard ${heard.copies} of the ${this.#replicaSetSize()} copies, not a majority`,
       );
@@ -669,7 +672,9 @@ export class Replicator {
     }
     // The same registration: its state merges with what the copies hold (an update).
     if (existing) account = mergeAccounts(existing, account);
-    const needed = Math.max(this.#copiesNeeded(), this.#majorityOfReplicaSet());
+    const needed = update
+      ? this.#copiesNeeded()
+      : Math.max(this.#copiesNeeded(), this.#majorityOfReplicaSet());
     if (1 + this.#replicaTargets().length < needed) {
       return this.#tooFewCopies(
         `Cannot register "${account.username}": ${needed} copies needed, the ring has ${
