@@ -51,3 +51,48 @@ Deno.test("store: presence writes are last-writer-wins and expired records mean 
   assert.equal(store.presence.collect(101), 1);
   store.close();
 });
+
+Deno.test("store: copies of one registration merge their state, whatever order they arrive in", () => {
+  const store = new NodeStore(":memory:");
+  const base = {
+    username: "alice",
+    hash: `$2b$10$${"a".repeat(53)}`,
+    createdAt: 7,
+    salt: "s".repeat(22),
+  };
+  assert.equal(store.accounts.put(base), "added");
+  const whole = { start: "0", end: "0" };
+  const idBefore = store.itemKeys(whole)[0]![2];
+  const first = { ...base, session: { id: "one", issuedAt: 100, refresh: 1 } };
+  const second = { ...base, session: { id: "two", issuedAt: 200, refresh: 1 } };
+  assert.equal(store.accounts.put(second), "updated");
+  // A late copy of an older session changes nothing; the same again is present.
+  assert.equal(store.accounts.put(first), "present");
+  assert.equal(store.accounts.put(second), "present");
+  assert.equal(store.accounts.get("alice")?.session?.id, "two");
+  // Of one session, signed out wins and the higher refresh generation.
+  assert.equal(
+    store.accounts.put({ ...base, session: { id: "two", issuedAt: 200, refresh: 3 } }),
+    "updated",
+  );
+  assert.equal(
+    store.accounts.put({ ...base, session: { id: "two", issuedAt: 200, ended: true } }),
+    "updated",
+  );
+  assert.deepEqual(store.accounts.get("alice")?.session, {
+    id: "two",
+    issuedAt: 200,
+    ended: true,
+    refresh: 3,
+  });
+  // The later rekey wins; the salt stays as registered.
+  const rekey = (at: number) => ({ salt: "k".repeat(22), hash: base.hash, wrapped: `w${at}`, at });
+  store.accounts.put({ ...base, rekeyed: rekey(5) });
+  store.accounts.put({ ...base, rekeyed: rekey(3) });
+  assert.equal(store.accounts.get("alice")?.rekeyed?.wrapped, "w5");
+  assert.equal(store.accounts.get("alice")?.salt, base.salt);
+  // Anti-entropy sees the change: the copy's item id carries a stamp of its state.
+  assert.notEqual(store.itemKeys(whole)[0]![2], idBefore);
+  assert.match(store.itemKeys(whole)[0]![2], /^7\.aaaaaaaaaaaa~[A-Za-z0-9]+$/);
+  store.close();
+});
