@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ProtocolError } from "../validate.ts";
-import { deriveCredentials } from "./derive.ts";
+import { deriveCredentials, newSalt } from "./derive.ts";
 import { fromBase64Url, toBase64Url } from "./encoding.ts";
 import {
   exportPublicKey,
@@ -8,16 +8,18 @@ import {
   importPublicKey,
   KeyUnwrapError,
   parseWrappedPrivateKey,
+  rewrapPrivateKey,
   RSA_MODULUS_BITS,
   unwrapPrivateKey,
   wrapPrivateKey,
 } from "./keys.ts";
 import { testKeys } from "./test_keys.ts";
 
+const SALT = newSalt();
 const [keys, right, wrong] = await Promise.all([
   testKeys(),
-  deriveCredentials("alice", "alice-password"),
-  deriveCredentials("alice", "not-alice-password"),
+  deriveCredentials("alice-password", SALT),
+  deriveCredentials("not-alice-password", SALT),
 ]);
 const alice = keys.alice;
 
@@ -120,4 +122,17 @@ Deno.test("fingerprints are 16 groups of 4 hex digits, stable per key, distinct 
   assert.match(f, /^([0-9A-F]{4} ){15}[0-9A-F]{4}$/);
   assert.equal(await fingerprint(await exportPublicKey(alice.signing.publicKey)), f);
   assert.notEqual(await fingerprint(keys.bob.signing.publicKey), f);
+});
+
+Deno.test("a private key wrapped again with a new key opens with it and no longer with the old", async () => {
+  const record = await wrapPrivateKey(alice.signing.privateKey, right.wrappingKey);
+  const again = await rewrapPrivateKey(record, right.wrappingKey, wrong.wrappingKey);
+  const key = await unwrapPrivateKey(again, wrong.wrappingKey);
+  assert.equal(key.extractable, false);
+  assert.equal(key.algorithm.name, "RSA-PSS");
+  await assert.rejects(unwrapPrivateKey(again, right.wrappingKey), KeyUnwrapError);
+  await assert.rejects(
+    rewrapPrivateKey(record, wrong.wrappingKey, right.wrappingKey),
+    KeyUnwrapError,
+  );
 });
