@@ -356,6 +356,18 @@ export class Sessions {
     }
     const account = await this.#currentSessionAccount(claims);
     const current = account.session;
+    if (current && current.id === claims.sessionId && claims.refresh! < (current.refresh ?? 0)) {
+      // A refresh token that was already traded in: a copy of it is in someone else's hands.
+      // The session ends on the ring, so neither the copy nor the newer tokens go on.
+      metrics.inc("p2pchat_logins_total", { result: "reused_refresh" });
+      this.#registry.end(claims.username, claims);
+      await accounts.update({ ...account, session: { ...current, ended: true } });
+      this.#deps.log("refresh_token_reused", { username: claims.username });
+      throw new UserError(
+        "not_authenticated",
+        "This session's refresh token was used twice, so it was ended: please log in again",
+      );
+    }
     if (!current || (current.refresh ?? 0) !== claims.refresh) {
       metrics.inc("p2pchat_logins_total", { result: "stale_refresh" });
       throw new UserError(

@@ -345,7 +345,7 @@ Deno.test("sessions: the newest session is on the ring: a server that never hear
   await Promise.all([a.stop(), b.stop()]);
 });
 
-Deno.test("sessions: a refresh token is used once; access tokens are short and never refresh", async () => {
+Deno.test("sessions: a refresh token is used once, and one used twice ends the session; access tokens are short and never refresh", async () => {
   const server = fakeServer();
   await registered(server);
   const conn = new FakeConnection(server.clock);
@@ -372,13 +372,23 @@ Deno.test("sessions: a refresh token is used once; access tokens are short and n
   assert.equal(refreshed.keys, undefined, "no wrapped keys");
   assert.ok(refreshed.publicKeys, "the public keys, to check the device's own");
   assert.equal(server.sessions.userOf(other), "alice", "the refresh bound the connection");
-  await assert.rejects(
-    server.sessions.refresh(other, login.refreshToken!),
-    (err) => err instanceof UserError && /already used/.test(err.message),
-  );
   const resumed = await server.sessions.resume(new FakeConnection(server.clock), refreshed.token);
   assert.equal(resumed.keys, undefined, "a resume never carries the wrapped keys");
   assert.equal(resumed.refreshToken, undefined);
+  // The used refresh token comes back (a copy of it): the session ends, for every token of it.
+  await assert.rejects(
+    server.sessions.refresh(other, login.refreshToken!),
+    (err) => err instanceof UserError && /used twice/.test(err.message),
+  );
+  assert.equal(server.ring.accounts.get("alice")!.session?.ended, true);
+  await assert.rejects(
+    server.sessions.refresh(new FakeConnection(server.clock), refreshed.refreshToken!),
+    (err) => err instanceof UserError && err.code === "not_authenticated",
+  );
+  await assert.rejects(
+    server.sessions.resume(new FakeConnection(server.clock), refreshed.token),
+    (err) => err instanceof UserError && /signed out/.test(err.message),
+  );
   await server.stop();
 });
 
