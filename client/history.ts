@@ -2,13 +2,13 @@
  * Local chat history of one user: a sql.js (SQLite in WebAssembly) database for queries, backed by
  * an IndexedDB object store for durability.
  *
- * Design choice — why not persist `db.export()`: exporting the whole SQLite image costs O(history
- * size) per message (23 ms and 24.5 MB at 100k rows, DESIGN §7), which breaks the promise that
- * persisting a message costs the same with 100 or 100,000 messages of history (DESIGN §5).
- * Instead each row is written on its own to an IndexedDB object store keyed by message id (one
- * `put`, O(1)); the store is the source of truth. On login the sql.js database is rebuilt from
- * the store in one transaction (O(n) once per session, not per message). A periodic snapshot of
- * `db.export()` could later shorten that rebuild; it is not needed yet.
+ * Persistence: each row is written on its own to an IndexedDB object store keyed by message id
+ * (one `put`, O(1) per message: persisting costs the same with 100 or 100,000 messages of
+ * history, DESIGN §5). That store is a log: from time to time (when it holds more than a tenth of
+ * the history, and at least {@link SNAPSHOT_MIN_LOG} rows) the whole sql.js image (`db.export()`,
+ * ~25 ms and ~25 MB at 100k rows) is saved and the log cleared in the same IndexedDB transaction,
+ * so the work stays O(1) per message amortized. Opening reads the image (one record) and only the
+ * rows written since, instead of rebuilding SQLite from every row.
  *
  * Every user has their own IndexedDB database (`p2pchat-history-<username>`), because two tabs
  * of one browser may be two different users. The store sits behind {@link RowStore}, so tests run
@@ -63,8 +63,16 @@ export interface RowStore {
   put(row: MessageRow): Promise<void>;
   /** Writes many rows in one transaction (insert or replace by id): all or none. */
   putMany(rows: readonly MessageRow[]): Promise<void>;
-  /** Every stored row, in no particular order. */
+  /** Every row written since the last snapshot (all rows if none), in no particular order. */
   all(): Promise<MessageRow[]>;
+  /** The last saved database image, or null. */
+  loadSnapshot(): Promise<Uint8Array | null>;
+  /**
+   * Saves `image` and empties the row log, in one transaction: all or none. The write is queued
+   * before this returns (synchronously), so a row written after the image was taken lands after
+   * the log is emptied and is kept.
+   */
+  saveSnapshot(image: Uint8Array): Promise<void>;
   /** Releases the store. */
   close(): void;
   /** Releases the store and deletes every row it held, for good. */
@@ -89,12 +97,14 @@ export interface SqlDatabase {
   run(sql: string, params?: unknown[]): unknown;
   prepare(sql: string): SqlStatement;
   getRowsModified(): number;
+  /** The whole database as an SQLite file image (open statements stay usable). */
+  export(): Uint8Array;
   close(): void;
 }
 
 /** The sql.js module (result of `initSqlJs`). */
 export interface SqlJs {
-  Database: new () => SqlDatabase;
+  Database: new (image?: Uint8Array) => SqlDatabase;
 }
 
 const STATUS_RANK: Record<MessageStatus, number> = {
@@ -117,10 +127,32 @@ CREATE TABLE IF NOT EXISTS messages (
   status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'delivered', 'failed'))
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at, id);
+-- Partial indexes for the queries a send, an opened channel and a recheck run: they hold only
+-- the few messages still on their way, so those queries cost the same at 100 and 100,000 rows.
+-- A query uses them only if its WHERE clause repeats the index's condition word for word.
+CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (peer, sender, sent_at, id)
+  WHERE status != 'delivered';
+CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
+  WHERE status IN ('sending', 'failed');
 `;
+
+/** The row log is saved into a snapshot once it holds this many rows and a tenth of the history. */
+export const SNAPSHOT_MIN_LOG = 2_000;
+
+/** Rank of a status in SQL, for {@link UPSERT}. */
+const SQL_RANK = (col: string) =>
+  `CASE ${col} WHEN 'sending' THEN 0 WHEN 'failed' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END`;
 
 const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status";
 const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+
+/**
+ * A row of the log laid over the snapshot: new, or a later state of a row the image holds (the
+ * status never moves back).
+ */
+const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via
+  WHERE ${SQL_RANK("excluded.status")} >= ${SQL_RANK("messages.status")}`;
 
 function toParams(r: MessageRow): unknown[] {
   return [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status];
@@ -145,33 +177,83 @@ export class History {
   #db: SqlDatabase;
   #store: RowStore;
 
-  private constructor(db: SqlDatabase, store: RowStore) {
+  private constructor(db: SqlDatabase, store: RowStore, logRows: number) {
     this.#db = db;
     this.#store = store;
+    this.#logRows = logRows;
   }
 
-  /** Opens `owner`'s history: loads every stored row into a fresh sql.js database. */
+  /** Rows written to the store since the last snapshot. */
+  #logRows: number;
+  #snapshotting: Promise<void> | null = null;
+  #closed = false;
+
+  /**
+   * Opens `owner`'s history: the last snapshot, with the rows written since laid over it (or every
+   * stored row into a fresh database if there is no snapshot yet).
+   */
   static async open(deps: { sql: SqlJs; openStore: RowStoreOpener }, owner: string) {
     const store = await deps.openStore(owner);
-    const db = new deps.sql.Database();
+    const [image, rows] = await Promise.all([store.loadSnapshot(), store.all()]);
+    const db = new deps.sql.Database(image ?? undefined);
     db.run(SCHEMA);
-    const rows = await store.all();
     db.run("BEGIN");
-    const insert = db.prepare(INSERT);
+    const upsert = db.prepare(UPSERT);
     try {
-      for (const row of rows) insert.run(toParams(row));
+      for (const row of rows) upsert.run(toParams(row));
     } finally {
-      insert.free();
+      upsert.free();
     }
     db.run("COMMIT");
-    return new History(db, store);
+    const history = new History(db, store, rows.length);
+    // A long log (or a history from before snapshots) is folded into one after the first paint.
+    setTimeout(() => history.#maybeSnapshot(), 0);
+    return history;
+  }
+
+  /**
+   * Saves a snapshot if the log has grown past {@link SNAPSHOT_MIN_LOG} rows and a tenth of the
+   * history; resolves when it is durable (at once if none was due). Called after every write.
+   */
+  snapshotIfDue(): Promise<void> {
+    this.#maybeSnapshot();
+    return this.#snapshotting ?? Promise.resolve();
+  }
+
+  #maybeSnapshot(): void {
+    if (this.#closed || this.#snapshotting || this.#logRows < SNAPSHOT_MIN_LOG) return;
+    // COUNT(*) reads the whole table: only asked once the log is long.
+    if (this.#logRows < this.count() / 10) return;
+    const image = this.#db.export();
+    const logged = this.#logRows;
+    const saving = this.#store.saveSnapshot(image);
+    this.#snapshotting = saving.then(
+      () => {
+        this.#logRows -= logged;
+      },
+      (err) => console.warn("History snapshot not saved (the row log stays):", err),
+    ).finally(() => {
+      this.#snapshotting = null;
+    });
+  }
+
+  async #put(row: MessageRow): Promise<void> {
+    await this.#store.put(row);
+    this.#logRows++;
+    this.#maybeSnapshot();
+  }
+
+  async #putMany(rows: readonly MessageRow[]): Promise<void> {
+    await this.#store.putMany(rows);
+    this.#logRows += rows.length;
+    this.#maybeSnapshot();
   }
 
   /** Stores a message once; resolves `true` if it was new (and is now durable). */
   async insert(row: MessageRow): Promise<boolean> {
     this.#db.run(INSERT, toParams(row));
     if (this.#db.getRowsModified() === 0) return false;
-    await this.#store.put(row);
+    await this.#put(row);
     return true;
   }
 
@@ -192,7 +274,7 @@ export class History {
     if (status === row.status && via === row.via) return row;
     const next = { ...row, status, via };
     this.#db.run("UPDATE messages SET status = ?, via = ? WHERE id = ?", [status, via, id]);
-    await this.#store.put(next);
+    await this.#put(next);
     return next;
   }
 
@@ -239,7 +321,7 @@ export class History {
     } finally {
       insert.free();
     }
-    if (changed.length > 0) await this.#store.putMany(changed);
+    if (changed.length > 0) await this.#putMany(changed);
     return fresh;
   }
 
@@ -264,7 +346,8 @@ export class History {
   newestFirstSource(): RowSource {
     const length = this.count();
     const loaded: MessageRow[] = [];
-    // One statement stepped as far as needed: SQLite sorts once, at the first step.
+    // One statement stepped as far as needed: SQLite sorts once, at the first step. (sql.js
+    // exports through SQLite's backup API, so a snapshot in between leaves it working.)
     let cursor: SqlStatement | null = null;
     let isExhausted = length === 0;
     const load = (upTo: number) => {
@@ -342,6 +425,7 @@ export class History {
 
   /** Closes the database and the store. */
   close(): void {
+    this.#closed = true;
     this.#db.close();
     this.#store.close();
   }
@@ -351,6 +435,7 @@ export class History {
    * a confirmed hand-over to the user's new device).
    */
   async destroy(): Promise<void> {
+    this.#closed = true;
     this.#db.close();
     await this.#store.destroy();
   }
@@ -401,10 +486,11 @@ export function mergeStoredRows(
  * many seconds while a few dozen large ones take a fraction of that.
  */
 export async function openIdbRowStore(owner: string): Promise<RowStore> {
-  const db = await openDB(historyDbName(owner), 2, {
+  const db = await openDB(historyDbName(owner), 3, {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) db.createObjectStore("messages", { keyPath: "id" });
       if (oldVersion < 2) db.createObjectStore("chunks", { autoIncrement: true });
+      if (oldVersion < 3) db.createObjectStore("snapshot");
     },
   });
   return {
@@ -417,6 +503,21 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
     async all() {
       const [single, chunks] = await Promise.all([db.getAll("messages"), db.getAll("chunks")]);
       return mergeStoredRows(single as MessageRow[], chunks as MessageRow[][]);
+    },
+    async loadSnapshot() {
+      const image = await db.get("snapshot", "image");
+      return image instanceof Uint8Array ? image : null;
+    },
+    async saveSnapshot(image) {
+      // Created now, before any later row's transaction: IndexedDB runs overlapping readwrite
+      // transactions in the order they were created.
+      const tx = db.transaction(["snapshot", "messages", "chunks"], "readwrite");
+      await Promise.all([
+        tx.objectStore("snapshot").put(image, "image"),
+        tx.objectStore("messages").clear(),
+        tx.objectStore("chunks").clear(),
+        tx.done,
+      ]);
     },
     close() {
       db.close();
@@ -432,11 +533,13 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
  * In-memory row stores, one per user, that survive `close()` like IndexedDB does — for tests.
  * Rows are copied with `structuredClone` at the boundary, as IndexedDB would.
  */
-export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
+export function createMemoryRowStores(): RowStoreOpener & { puts: number; snapshots: number } {
   const dbs = new Map<string, Map<string, MessageRow>>();
+  const images = new Map<string, Uint8Array>();
   const opener = Object.assign((owner: string): Promise<RowStore> => {
-    let rows = dbs.get(historyDbName(owner));
-    if (!rows) dbs.set(historyDbName(owner), rows = new Map());
+    const name = historyDbName(owner);
+    let rows = dbs.get(name);
+    if (!rows) dbs.set(name, rows = new Map());
     const store: RowStore = {
       put(row) {
         opener.puts++;
@@ -450,7 +553,18 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       },
       destroy() {
         rows.clear();
-        dbs.delete(historyDbName(owner));
+        dbs.delete(name);
+        images.delete(name);
+        return Promise.resolve();
+      },
+      loadSnapshot() {
+        const image = images.get(name);
+        return Promise.resolve(image ? image.slice() : null);
+      },
+      saveSnapshot(image) {
+        opener.snapshots++;
+        images.set(name, image.slice());
+        rows.clear();
         return Promise.resolve();
       },
       all() {
@@ -459,6 +573,6 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       close() {},
     };
     return Promise.resolve(store);
-  }, { puts: 0 });
+  }, { puts: 0, snapshots: 0 });
   return opener;
 }
