@@ -1,4 +1,5 @@
 /** The open conversation: messages and the input line. */
+import { Component } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
@@ -20,6 +21,47 @@ function statusText(m: MessageRow): string {
 }
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+/**
+ * One message. A row object is replaced whenever its message changes (the history hands out
+ * fresh rows), so a row that is the same object as last time is not diffed again: a send in a
+ * conversation of 1,000 shown messages redraws one or two items, not all of them.
+ */
+class MessageItem extends Component<{ m: MessageRow; own: boolean }> {
+  override shouldComponentUpdate(next: { m: MessageRow; own: boolean }): boolean {
+    return !sameRow(next.m, this.props.m) || next.own !== this.props.own;
+  }
+
+  override render() {
+    const { m, own } = this.props;
+    return (
+      <li
+        data-testid="message"
+        data-id={m.id}
+        data-from={m.sender}
+        data-via={m.via}
+        data-status={m.status}
+        class={own ? "message own" : "message theirs"}
+      >
+        <span class="text">{m.text}</span>
+        <span class="meta">
+          {time.format(m.sentAt)}
+          {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
+          {own && (
+            <span class="status" data-testid="message-status">
+              {` · ${statusText(m)}`}
+            </span>
+          )}
+        </span>
+      </li>
+    );
+  }
+}
+
+/** Whether two rows show the same (only status and path change once a message is stored). */
+function sameRow(a: MessageRow, b: MessageRow): boolean {
+  return a.id === b.id && a.status === b.status && a.via === b.via && a.text === b.text;
+}
 
 /** Message list (own vs theirs, status, path) plus input and Send. */
 export function ChatView({ model }: { model: ChatModel }) {
@@ -89,28 +131,7 @@ export function ChatView({ model }: { model: ChatModel }) {
         </p>
       )}
       <ol class="messages" ref={listRef}>
-        {messages.map((m) => (
-          <li
-            key={m.id}
-            data-testid="message"
-            data-id={m.id}
-            data-from={m.sender}
-            data-via={m.via}
-            data-status={m.status}
-            class={m.sender === me ? "message own" : "message theirs"}
-          >
-            <span class="text">{m.text}</span>
-            <span class="meta">
-              {time.format(m.sentAt)}
-              {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
-              {m.sender === me && (
-                <span class="status" data-testid="message-status">
-                  {` · ${statusText(m)}`}
-                </span>
-              )}
-            </span>
-          </li>
-        ))}
+        {messages.map((m) => <MessageItem key={m.id} m={m} own={m.sender === me} />)}
         {discarded.map((w) => (
           <li
             key={`tampered-${w.id}`}
