@@ -585,6 +585,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     openPeer: ofSession((s) => s.openPeer.value, null as string | null),
     /** The open conversation, ordered by send time then id. */
     messages: ofSession((s) => s.messages.value, NO_MESSAGES),
+    /** Whether the open conversation has older messages than those shown. */
+    hasOlder: ofSession((s) => s.hasOlder.value, false),
+    /** Shows a page of older messages; false if all are shown. */
+    showOlder(): boolean {
+      return current.value?.showOlder() ?? false;
+    },
     error,
     signedOutReason,
     busy,

@@ -60,6 +60,9 @@ export interface UserSessionOptions extends OutboxOptions {
   pingTimeoutMs?: number;
 }
 
+/** Messages shown at first in a conversation, and added by each "show older". */
+export const MESSAGE_PAGE = 500;
+
 /** One logged-in session; see the module comment. */
 export class UserSession implements Disposable {
   /** The logged-in user. */
@@ -72,8 +75,14 @@ export class UserSession implements Disposable {
   readonly contacts = signal<ContactEntry[]>([]);
   /** The user whose conversation is open. */
   readonly openPeer = signal<string | null>(null);
-  /** The open conversation, ordered by send time then id. */
+  /**
+   * The shown part of the open conversation, ordered by send time then id: the newest
+   * {@link MESSAGE_PAGE} messages at first, a page more at each {@link showOlder}.
+   */
   readonly messages = signal<MessageRow[]>([]);
+  /** Whether the open conversation has messages older than those in {@link messages}. */
+  readonly hasOlder = signal(false);
+  #shownLimit = MESSAGE_PAGE;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
@@ -343,6 +352,7 @@ export class UserSession implements Disposable {
     if (this.isDisposed) return;
     batch(() => {
       this.openPeer.value = peer;
+      this.#shownLimit = MESSAGE_PAGE;
       if (peer) {
         const { [peer]: _read, ...rest } = this.unread.value;
         this.unread.value = rest;
@@ -352,6 +362,17 @@ export class UserSession implements Disposable {
     if (peer && this.#isOnline(peer)) this.#peers.ensure(peer);
     // Look the contact's keys up now, so a key change or a missing key shows at once.
     if (peer) void this.#keyring.contactKeys(peer).catch(() => {});
+  }
+
+  /**
+   * Shows a page of older messages of the open conversation (the user scrolled to the top);
+   * false if every message is already shown.
+   */
+  showOlder(): boolean {
+    if (this.isDisposed || !this.hasOlder.value) return false;
+    this.#shownLimit += MESSAGE_PAGE;
+    this.#refresh();
+    return true;
   }
 
   /** Sends `text` (checked by the caller) to the open conversation. */
@@ -424,9 +445,13 @@ export class UserSession implements Disposable {
     return this.isDisposed ? [] : this.#history.newestFirst();
   }
 
-  /** Adds rows to the history as a hand-over would; resolves how many were new. */
+  /**
+   * Adds rows to the history as a hand-over would; resolves how many were new, once they are
+   * durable and any snapshot they made due is saved (so a reload right after opens at rest).
+   */
   async importHistory(rows: MessageRow[]): Promise<number> {
     const fresh = await this.#history.importRows(rows);
+    await this.#history.snapshotIfDue();
     this.#refresh();
     return fresh;
   }
@@ -552,7 +577,12 @@ export class UserSession implements Disposable {
   #refresh(): void {
     if (this.isDisposed) return;
     const peer = this.openPeer.value;
-    this.messages.value = peer ? this.#history.list(peer) : [];
+    // One row more than shown tells whether older ones exist.
+    const rows = peer ? this.#history.list(peer, this.#shownLimit + 1) : [];
+    batch(() => {
+      this.hasOlder.value = rows.length > this.#shownLimit;
+      this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
+    });
   }
 
   #fail(err: unknown): void {

@@ -1,6 +1,6 @@
 /** The open conversation: messages and the input line. */
 import { Component } from "preact";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import { Fingerprint } from "./fingerprint.tsx";
@@ -76,11 +76,47 @@ export function ChatView({ model }: { model: ChatModel }) {
   const keyChanged = peer ? model.keyChanged.value[peer] === true : false;
   const unencrypted = peer ? model.unencrypted.value[peer] === true : false;
   const listRef = useRef<HTMLOListElement>(null);
+  const olderRef = useRef<HTMLButtonElement>(null);
+  // Whether the user is at the end of the conversation: new messages then stay in view; a user
+  // who scrolled up to read is not pulled down (except by their own message).
+  const atBottom = useRef(true);
+  // Distance from the end before older messages were added above, to keep the view still.
+  const keepFromBottom = useRef<number | null>(null);
+  const last = messages.at(-1);
 
-  useEffect(() => {
+  useLayoutEffect(() => {
+    atBottom.current = true;
+  }, [peer]);
+
+  useLayoutEffect(() => {
     const el = listRef.current;
-    if (el) el.scrollTop = el.scrollHeight;
-  }, [messages.length, discarded.length, peer]);
+    if (!el) return;
+    if (keepFromBottom.current !== null) {
+      el.scrollTop = el.scrollHeight - keepFromBottom.current;
+      keepFromBottom.current = null;
+    } else if (atBottom.current || (last && last.sender === me && last.status === "sending")) {
+      el.scrollTop = el.scrollHeight;
+      atBottom.current = true;
+    }
+  }, [last?.id, messages[0]?.id, discarded.length, peer]);
+
+  const showOlder = () => {
+    const el = listRef.current;
+    if (el) keepFromBottom.current = el.scrollHeight - el.scrollTop;
+    if (!model.showOlder()) keepFromBottom.current = null;
+  };
+
+  // Reaching the top of the list shows older messages by itself (the button stays for keyboards).
+  useEffect(() => {
+    const button = olderRef.current;
+    const root = listRef.current;
+    if (!button || !root || typeof IntersectionObserver === "undefined") return;
+    const seen = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting) && root.scrollTop < root.clientHeight) showOlder();
+    }, { root });
+    seen.observe(button);
+    return () => seen.disconnect();
+  }, [peer, model.hasOlder.value, messages[0]?.id]);
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -130,7 +166,28 @@ export function ChatView({ model }: { model: ChatModel }) {
           {peer}'s account has no keys: messages with {peer} cannot be encrypted.
         </p>
       )}
-      <ol class="messages" ref={listRef}>
+      <ol
+        class="messages"
+        ref={listRef}
+        data-testid="messages"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+        }}
+      >
+        {model.hasOlder.value && (
+          <li class="older">
+            <button
+              type="button"
+              class="link"
+              ref={olderRef}
+              data-testid="show-older"
+              onClick={showOlder}
+            >
+              Show older messages
+            </button>
+          </li>
+        )}
         {messages.map((m) => <MessageItem key={m.id} m={m} own={m.sender === me} />)}
         {discarded.map((w) => (
           <li

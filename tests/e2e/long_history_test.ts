@@ -1,0 +1,116 @@
+/**
+ * A conversation longer than one page of the chat view (Chromium, real IndexedDB): the newest
+ * page shows first, scrolling up reaches the very first message, a reader at the bottom follows
+ * new messages while one who scrolled up stays where they are, and the history (kept as a
+ * snapshot plus a row log) is whole after a reload.
+ */
+import assert from "node:assert/strict";
+import type { Page } from "puppeteer-core";
+import { openChat, sendMessage, waitForMessages } from "../support/chat_page.ts";
+import { historyDigest } from "../support/handover_world.ts";
+import { withAliceAndBob } from "../support/two_users.ts";
+
+const SEEDED = 2_600; // more than five pages of 500, and past the snapshot threshold
+
+function seed(page: Page, n: number): Promise<number> {
+  return page.evaluate(
+    (count) =>
+      (globalThis as unknown as {
+        p2pchat: { seedHistory(peer: string, n: number, prefix: string): Promise<number> };
+      }).p2pchat.seedHistory("bob", count, "old"),
+    n,
+  );
+}
+
+const shownCount = (page: Page) => page.$$eval('[data-testid="message"]', (els) => els.length);
+
+const shownTexts = (page: Page) =>
+  page.$$eval('[data-testid="message"] .text', (els) => els.map((e) => e.textContent ?? ""));
+
+/** The list's scroll position: top, and distance left to the bottom. */
+const scroll = (page: Page) =>
+  page.$eval('[data-testid="messages"]', (el) => ({
+    top: el.scrollTop,
+    toBottom: el.scrollHeight - el.scrollTop - el.clientHeight,
+  }));
+
+Deno.test("a long conversation: newest page first, scrolling up reaches the first message, the view follows new messages only at the bottom", () =>
+  withAliceAndBob(async ({ alice, bob }) => {
+    assert.equal(await seed(alice, SEEDED), SEEDED);
+    await sendMessage(alice, "live one");
+    await waitForMessages(bob, ["live one"]);
+    await openChat(alice, "bob");
+    await alice.waitForFunction(
+      () =>
+        [...document.querySelectorAll('[data-testid="message"] .text')].some((e) =>
+          e.textContent === "live one"
+        ),
+      { timeout: 40_000 },
+    );
+    assert.equal(await shownCount(alice), 500, "one page shown at first");
+    assert.ok(await alice.$('[data-testid="show-older"]'), "older messages are offered");
+    assert.ok((await scroll(alice)).toBottom < 5, "the open chat starts at the newest message");
+
+    // Scrolling to the top again and again reaches the very first message.
+    const deadline = Date.now() + 90_000;
+    while (await alice.$('[data-testid="show-older"]')) {
+      if (Date.now() > deadline) throw new Error(`Stuck at ${await shownCount(alice)} shown`);
+      const before = await shownCount(alice);
+      await alice.$eval('[data-testid="messages"]', (el) => el.scrollTop = 0);
+      await alice.waitForFunction(
+        (n) =>
+          document.querySelectorAll('[data-testid="message"]').length > n ||
+          !document.querySelector('[data-testid="show-older"]'),
+        { timeout: 20_000 },
+        before,
+      );
+      // The page added above did not move what the reader was looking at to the top.
+      if (await alice.$('[data-testid="show-older"]')) {
+        assert.ok((await scroll(alice)).top > 0, "the view stays on the messages read");
+      }
+    }
+    const texts = await shownTexts(alice);
+    assert.equal(texts.length, SEEDED + 1);
+    assert.equal(texts[0], "old 0");
+    assert.equal(texts.at(-1), "live one");
+
+    // At the bottom, a new message from bob comes into view.
+    await alice.$eval('[data-testid="messages"]', (el) => el.scrollTop = el.scrollHeight);
+    await sendMessage(bob, "from bob 1");
+    await alice.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid="messages"]')!;
+        const last = [...el.querySelectorAll('[data-testid="message"] .text')].at(-1);
+        return last?.textContent === "from bob 1" &&
+          el.scrollHeight - el.scrollTop - el.clientHeight < 5;
+      },
+      { timeout: 40_000 },
+    );
+
+    // A reader who scrolled up is left where they are.
+    const midway = await alice.$eval('[data-testid="messages"]', (el) => {
+      el.scrollTop = el.scrollHeight / 2;
+      return el.scrollTop;
+    });
+    await sendMessage(bob, "from bob 2");
+    await alice.waitForFunction(
+      () =>
+        [...document.querySelectorAll('[data-testid="message"] .text')].at(-1)?.textContent ===
+          "from bob 2",
+      { timeout: 40_000 },
+    );
+    assert.equal((await scroll(alice)).top, midway, "not pulled down while reading");
+
+    // The whole history survives a reload (snapshot plus the rows written after it).
+    const before = await historyDigest(alice);
+    await alice.reload({ waitUntil: "load" });
+    await openChat(alice, "bob");
+    await alice.waitForFunction(
+      () =>
+        [...document.querySelectorAll('[data-testid="message"] .text')].at(-1)?.textContent ===
+          "from bob 2",
+      { timeout: 40_000 },
+    );
+    assert.deepEqual(await historyDigest(alice), before);
+    assert.equal(before.count, SEEDED + 3);
+  }));
