@@ -26,7 +26,7 @@ import type { UserKeyPairs } from "../shared/crypto/mod.ts";
 import { deriveLogin } from "./auth.ts";
 import { HandoverController, type HandoverState } from "./handover_controller.ts";
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
-import type { History, MessageRow } from "./history.ts";
+import type { History, MessageRow, SearchHit } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
 import {
   createAccountKeys,
@@ -590,6 +590,16 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Shows a page of older messages; false if all are shown. */
     showOlder(): boolean {
       return current.value?.showOlder() ?? false;
+    },
+    /** The message to bring into view and mark, or null. */
+    focused: ofSession((s) => s.focused.value, null as string | null),
+    /** Messages of the local history with every word of `input`, newest first. */
+    search(input: string): SearchHit[] {
+      return current.value?.search(input) ?? [];
+    },
+    /** Opens the conversation with `peer` at message `id`; false if it is not there. */
+    showMessage(peer: string, id: string): boolean {
+      return current.value?.showMessage(peer, id) ?? false;
     },
     error,
     signedOutReason,

@@ -136,6 +136,48 @@ CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
   WHERE status IN ('sending', 'failed');
 `;
 
+/**
+ * Full-text index over message texts (FTS4, words folded to lower case without accents), kept in
+ * step with the table by triggers; an image from before it existed is indexed once at open.
+ */
+const SEARCH_SCHEMA = `
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(content="messages", text,
+  tokenize=unicode61);
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+  INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete BEFORE DELETE ON messages BEGIN
+  DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+`;
+
+/** Marks the start and end of a matched word in {@link SearchHit.snippet}. */
+export const MATCH_START = "\u0001";
+export const MATCH_END = "\u0002";
+
+/** A message found by {@link History.search}. */
+export interface SearchHit {
+  id: string;
+  peer: string;
+  sender: string;
+  sentAt: number;
+  /**
+   * The text around the matches, each matched word between {@link MATCH_START} and
+   * {@link MATCH_END} (plain text: the caller renders it, nothing is HTML).
+   */
+  snippet: string;
+}
+
+/**
+ * The FTS query for what a user typed: every word must occur, each as a word prefix. Quotes and
+ * operators in the input are words like any other, never query syntax.
+ */
+export function searchQuery(input: string): string | null {
+  const words = input.normalize("NFC").match(/[\p{L}\p{N}]+/gu) ?? [];
+  if (words.length === 0) return null;
+  return words.slice(0, 16).map((w) => `"${w}*"`).join(" ");
+}
+
 /** The row log is saved into a snapshot once it holds this many rows and a tenth of the history. */
 export const SNAPSHOT_MIN_LOG = 2_000;
 
@@ -197,6 +239,11 @@ export class History {
     const [image, rows] = await Promise.all([store.loadSnapshot(), store.all()]);
     const db = new deps.sql.Database(image ?? undefined);
     db.run(SCHEMA);
+    const hadSearch = image !== null && tableExists(db, "messages_fts");
+    db.run(SEARCH_SCHEMA);
+    if (image !== null && !hadSearch) {
+      db.run("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')");
+    }
     db.run("BEGIN");
     const upsert = db.prepare(UPSERT);
     try {
@@ -373,6 +420,62 @@ export class History {
     };
   }
 
+  /**
+   * Messages whose text has every word of `input` (as word prefixes), newest first, at most
+   * `limit`; `peer` limits the search to one conversation.
+   */
+  search(input: string, options: { peer?: string; limit?: number } = {}): SearchHit[] {
+    const match = searchQuery(input);
+    if (!match) return [];
+    const stmt = this.#db.prepare(
+      `SELECT m.id, m.peer, m.sender, m.sent_at,
+         snippet(messages_fts, '${MATCH_START}', '${MATCH_END}', '…', -1, 12)
+       FROM messages_fts JOIN messages m ON m.rowid = messages_fts.docid
+       WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
+       ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
+    );
+    try {
+      stmt.bind([
+        match,
+        ...(options.peer === undefined ? [] : [options.peer]),
+        options.limit ?? 50,
+      ]);
+      const hits: SearchHit[] = [];
+      while (stmt.step()) {
+        const v = stmt.get();
+        hits.push({
+          id: String(v[0]),
+          peer: String(v[1]),
+          sender: String(v[2]),
+          sentAt: Number(v[3]),
+          snippet: String(v[4]),
+        });
+      }
+      return hits;
+    } finally {
+      stmt.free();
+    }
+  }
+
+  /**
+   * How many messages of the conversation with `peer` are as new as message `id` or newer (its
+   * place counted from the end), or null if `id` is not in that conversation.
+   */
+  positionFromEnd(peer: string, id: string): number | null {
+    const row = this.get(id);
+    if (!row || row.peer !== peer) return null;
+    const stmt = this.#db.prepare(
+      "SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?)",
+    );
+    try {
+      stmt.bind([peer, row.sentAt, row.id]);
+      stmt.step();
+      return Number(stmt.get()[0]);
+    } finally {
+      stmt.free();
+    }
+  }
+
   /** One message by id. */
   get(id: string): MessageRow | null {
     return this.#query(`SELECT ${COLUMNS} FROM messages WHERE id = ?`, [id])[0] ?? null;
@@ -450,6 +553,16 @@ export class History {
     } finally {
       stmt.free();
     }
+  }
+}
+
+function tableExists(db: SqlDatabase, name: string): boolean {
+  const stmt = db.prepare("SELECT 1 FROM sqlite_master WHERE name = ?");
+  try {
+    stmt.bind([name]);
+    return stmt.step();
+  } finally {
+    stmt.free();
   }
 }
 

@@ -2,8 +2,11 @@ import { assert, assertEquals } from "./testing/assert.ts";
 import {
   createMemoryRowStores,
   History,
+  MATCH_END,
+  MATCH_START,
   mergeStoredRows,
   type MessageRow,
+  searchQuery,
   SNAPSHOT_MIN_LOG,
 } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
@@ -271,4 +274,50 @@ Deno.test("pending and unsent peers stay correct as statuses move (partial index
   await h.update("own-3", { status: "failed" });
   assertEquals(h.pending("alice", "bob").map((r) => r.id), ["own-3"]);
   assertEquals(h.peersWithUnsent("alice"), ["bob"]);
+});
+
+Deno.test("search finds messages by word prefixes, newest first, with the matches marked", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("m1", 1, { text: "Lunch at the Café tomorrow?" }));
+  await h.insert(row("m2", 2, { text: "the lunch was great", sender: "bob", recipient: "alice" }));
+  await h.insert(row("m3", 3, { text: "lunch", peer: "carol", recipient: "carol" }));
+  await h.insert(row("m4", 4, { text: "nothing to see" }));
+  assertEquals(h.search("lunch").map((x) => x.id), ["m3", "m2", "m1"]);
+  assertEquals(h.search("LUN cafe").map((x) => x.id), ["m1"], "prefixes, case and accents folded");
+  assertEquals(h.search("lunch", { peer: "bob" }).map((x) => x.id), ["m2", "m1"]);
+  assertEquals(h.search("lunch", { limit: 1 }).map((x) => x.id), ["m3"]);
+  const [hit] = h.search("great");
+  assertEquals(hit!.snippet, `the lunch was ${MATCH_START}great${MATCH_END}`);
+  assertEquals(hit!.sender, "bob");
+});
+
+Deno.test("search input is words, never query syntax", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("m1", 1, { text: 'say "hi" OR bye' }));
+  for (const input of ['"', "OR", "*", "NEAR hi", 'hi" OR "x', "-", "(((", "text:hi", "^hi"]) {
+    h.search(input); // must not throw
+  }
+  assertEquals(h.search("").length, 0);
+  assertEquals(h.search("  ** ").length, 0);
+  assertEquals(h.search('"hi"').map((x) => x.id), ["m1"]);
+  assertEquals(searchQuery('a "b" OR c*'), '"a*" "b*" "OR*" "c*"');
+});
+
+Deno.test("search covers a snapshot made before the index existed, and rows written later", async () => {
+  const stores = createMemoryRowStores();
+  // An image of a history without the search index (as saved by the previous version).
+  const old = new sql.Database();
+  old.run(`CREATE TABLE messages (id TEXT PRIMARY KEY, peer TEXT NOT NULL, sender TEXT NOT NULL,
+    recipient TEXT NOT NULL, sent_at INTEGER NOT NULL, received_at INTEGER, text TEXT NOT NULL,
+    via TEXT NOT NULL, status TEXT NOT NULL)`);
+  old.run(
+    "INSERT INTO messages VALUES ('m1', 'bob', 'alice', 'bob', 1, NULL, 'old walrus', 'p2p', 'delivered')",
+  );
+  await (await stores("alice")).saveSnapshot(old.export());
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("m2", 2, { text: "new walrus" }));
+  assertEquals(h.search("walrus").map((x) => x.id), ["m2", "m1"]);
+  assertEquals(h.positionFromEnd("bob", "m1"), 2);
+  assertEquals(h.positionFromEnd("bob", "m2"), 1);
+  assertEquals(h.positionFromEnd("carol", "m2"), null);
 });

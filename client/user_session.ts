@@ -19,7 +19,7 @@ import {
 import { abortable } from "./abortable.ts";
 import type { HandoverController, HandoverSource } from "./handover_controller.ts";
 import type { HistoryReceiver } from "./handover.ts";
-import type { History, MessageRow, MessageVia } from "./history.ts";
+import type { History, MessageRow, MessageVia, SearchHit } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
 import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
@@ -82,6 +82,8 @@ export class UserSession implements Disposable {
   readonly messages = signal<MessageRow[]>([]);
   /** Whether the open conversation has messages older than those in {@link messages}. */
   readonly hasOlder = signal(false);
+  /** A message to bring into view and mark (a search result the user picked), or null. */
+  readonly focused = signal<string | null>(null);
   #shownLimit = MESSAGE_PAGE;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
@@ -352,6 +354,7 @@ export class UserSession implements Disposable {
     if (this.isDisposed) return;
     batch(() => {
       this.openPeer.value = peer;
+      this.focused.value = null;
       this.#shownLimit = MESSAGE_PAGE;
       if (peer) {
         const { [peer]: _read, ...rest } = this.unread.value;
@@ -372,6 +375,32 @@ export class UserSession implements Disposable {
     if (this.isDisposed || !this.hasOlder.value) return false;
     this.#shownLimit += MESSAGE_PAGE;
     this.#refresh();
+    return true;
+  }
+
+  /** Messages of the local history with every word of `input`, newest first (at most 50). */
+  search(input: string): SearchHit[] {
+    return this.isDisposed ? [] : this.#history.search(input);
+  }
+
+  /**
+   * Opens the conversation with `peer` showing message `id` (however old), marked. False if
+   * there is no such message there.
+   */
+  showMessage(peer: string, id: string): boolean {
+    if (this.isDisposed) return false;
+    const position = this.#history.positionFromEnd(peer, id);
+    if (position === null) return false;
+    if (this.openPeer.value !== peer) this.openChat(peer);
+    batch(() => {
+      // Whole pages, so "show older" goes on from there as usual.
+      this.#shownLimit = Math.max(
+        this.#shownLimit,
+        Math.ceil(position / MESSAGE_PAGE) * MESSAGE_PAGE,
+      );
+      this.#refresh();
+      this.focused.value = id;
+    });
     return true;
   }
 

@@ -22,18 +22,26 @@ function statusText(m: MessageRow): string {
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
+interface ItemProps {
+  m: MessageRow;
+  own: boolean;
+  /** The message a search result pointed to: marked. */
+  focused: boolean;
+}
+
 /**
  * One message. A row object is replaced whenever its message changes (the history hands out
  * fresh rows), so a row that is the same object as last time is not diffed again: a send in a
  * conversation of 1,000 shown messages redraws one or two items, not all of them.
  */
-class MessageItem extends Component<{ m: MessageRow; own: boolean }> {
-  override shouldComponentUpdate(next: { m: MessageRow; own: boolean }): boolean {
-    return !sameRow(next.m, this.props.m) || next.own !== this.props.own;
+class MessageItem extends Component<ItemProps> {
+  override shouldComponentUpdate(next: ItemProps): boolean {
+    return !sameRow(next.m, this.props.m) || next.own !== this.props.own ||
+      next.focused !== this.props.focused;
   }
 
   override render() {
-    const { m, own } = this.props;
+    const { m, own, focused } = this.props;
     return (
       <li
         data-testid="message"
@@ -41,7 +49,7 @@ class MessageItem extends Component<{ m: MessageRow; own: boolean }> {
         data-from={m.sender}
         data-via={m.via}
         data-status={m.status}
-        class={own ? "message own" : "message theirs"}
+        class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
       >
         <span class="text">{m.text}</span>
         <span class="meta">
@@ -83,6 +91,7 @@ export function ChatView({ model }: { model: ChatModel }) {
   // Distance from the end before older messages were added above, to keep the view still.
   const keepFromBottom = useRef<number | null>(null);
   const last = messages.at(-1);
+  const focused = model.focused.value;
 
   useLayoutEffect(() => {
     atBottom.current = true;
@@ -99,6 +108,16 @@ export function ChatView({ model }: { model: ChatModel }) {
       atBottom.current = true;
     }
   }, [last?.id, messages[0]?.id, discarded.length, peer]);
+
+  // A search result picked: bring its message into view (the reader is no longer at the end).
+  useLayoutEffect(() => {
+    const el = focused
+      ? listRef.current?.querySelector(`[data-id="${CSS.escape(focused)}"]`)
+      : null;
+    if (!el) return;
+    el.scrollIntoView({ block: "center" });
+    atBottom.current = false;
+  }, [focused, peer]);
 
   const showOlder = () => {
     const el = listRef.current;
@@ -188,7 +207,9 @@ export function ChatView({ model }: { model: ChatModel }) {
             </button>
           </li>
         )}
-        {messages.map((m) => <MessageItem key={m.id} m={m} own={m.sender === me} />)}
+        {messages.map((m) => (
+          <MessageItem key={m.id} m={m} own={m.sender === me} focused={m.id === focused} />
+        ))}
         {discarded.map((w) => (
           <li
             key={`tampered-${w.id}`}

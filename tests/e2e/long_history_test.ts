@@ -12,13 +12,14 @@ import { withAliceAndBob } from "../support/two_users.ts";
 
 const SEEDED = 2_600; // more than five pages of 500, and past the snapshot threshold
 
-function seed(page: Page, n: number): Promise<number> {
+function seed(page: Page, n: number, prefix: string): Promise<number> {
   return page.evaluate(
-    (count) =>
+    (count, p) =>
       (globalThis as unknown as {
         p2pchat: { seedHistory(peer: string, n: number, prefix: string): Promise<number> };
-      }).p2pchat.seedHistory("bob", count, "old"),
+      }).p2pchat.seedHistory("bob", count, p),
     n,
+    prefix,
   );
 }
 
@@ -36,7 +37,9 @@ const scroll = (page: Page) =>
 
 Deno.test("a long conversation: newest page first, scrolling up reaches the first message, the view follows new messages only at the bottom", () =>
   withAliceAndBob(async ({ alice, bob }) => {
-    assert.equal(await seed(alice, SEEDED), SEEDED);
+    // The oldest message of all (seeded first, so older than the rest), to be found by search.
+    assert.equal(await seed(alice, 1, "walrus"), 1);
+    assert.equal(await seed(alice, SEEDED, "old"), SEEDED);
     await sendMessage(alice, "live one");
     await waitForMessages(bob, ["live one"]);
     await openChat(alice, "bob");
@@ -70,8 +73,9 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
       }
     }
     const texts = await shownTexts(alice);
-    assert.equal(texts.length, SEEDED + 1);
-    assert.equal(texts[0], "old 0");
+    assert.equal(texts.length, SEEDED + 2);
+    assert.equal(texts[0], "walrus 0");
+    assert.equal(texts[1], "old 0");
     assert.equal(texts.at(-1), "live one");
 
     // At the bottom, a new message from bob comes into view.
@@ -112,5 +116,27 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
       { timeout: 40_000 },
     );
     assert.deepEqual(await historyDigest(alice), before);
-    assert.equal(before.count, SEEDED + 3);
+    assert.equal(before.count, SEEDED + 4);
+
+    // Search finds the oldest message; picking it shows it, marked, in the middle of the view.
+    await alice.type('[data-testid="search-input"]', "WALR");
+    await alice.waitForSelector('[data-testid="search-hit"]', { timeout: 20_000 });
+    const hits = await alice.$$eval('[data-testid="search-hit"]', (els) =>
+      els.map((e) => ({
+        text: e.querySelector(".hit-text")?.textContent,
+        marked: e.querySelector("mark")?.textContent,
+      })));
+    assert.deepEqual(hits, [{ text: "walrus 0", marked: "walrus" }]);
+    await alice.click('[data-testid="search-hit"]');
+    await alice.waitForFunction(
+      () => {
+        const list = document.querySelector('[data-testid="messages"]')!.getBoundingClientRect();
+        const el = document.querySelector(".message.focused");
+        if (el?.querySelector(".text")?.textContent !== "walrus 0") return false;
+        const box = el.getBoundingClientRect();
+        return box.top >= list.top && box.bottom <= list.bottom;
+      },
+      { timeout: 20_000 },
+    );
+    assert.equal(await alice.$('[data-testid="search-hit"]'), null, "the results closed");
   }));
