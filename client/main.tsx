@@ -26,6 +26,7 @@
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
+import { effect } from "@preact/signals";
 import SimplePeer from "simple-peer";
 import { createChatModel } from "./chat_model.ts";
 import { History, openIdbRowStore } from "./history.ts";
@@ -135,6 +136,12 @@ async function digestOf(rows: MessageRow[]): Promise<{ count: number; digest: st
 
 model.start();
 render(<App model={model} />, document.getElementById("app")!);
+
+// Unread messages in the page title (the tab and the installed app's window show it).
+effect(() => {
+  const unread = Object.values(model.unread.value).reduce((a, b) => a + b, 0);
+  document.title = unread > 0 ? `(${unread}) P2P-Chat` : "P2P-Chat";
+});
 
 if ("serviceWorker" in navigator && location.protocol !== "file:") {
   navigator.serviceWorker.register("sw.js").catch((err) => {

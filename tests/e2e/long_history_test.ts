@@ -2,7 +2,8 @@
  * A conversation longer than one page of the chat view (Chromium, real IndexedDB): the newest
  * page shows first, scrolling up reaches the very first message, a reader at the bottom follows
  * new messages while one who scrolled up stays where they are, and the history (kept as a
- * snapshot plus a row log) is whole after a reload.
+ * snapshot plus a row log) is whole after a reload; search finds the oldest message and opens
+ * the chat there; unread messages show in the page title.
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
@@ -139,4 +140,14 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
       { timeout: 20_000 },
     );
     assert.equal(await alice.$('[data-testid="search-hit"]'), null, "the results closed");
+
+    // With the chat closed, a new message shows as unread in the contact list and the title.
+    await alice.evaluate(() =>
+      (globalThis as unknown as { p2pchat: { openChat(p: string | null): void } }).p2pchat
+        .openChat(null)
+    );
+    await sendMessage(bob, "from bob 3");
+    await alice.waitForFunction(() => document.title === "(1) P2P-Chat", { timeout: 40_000 });
+    await openChat(alice, "bob");
+    await alice.waitForFunction(() => document.title === "P2P-Chat", { timeout: 20_000 });
   }));
