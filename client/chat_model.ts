@@ -77,6 +77,8 @@ export interface ChatModelDeps {
    * deferred hand-over still awaited, a read-only copy kept. @default memory only
    */
   deviceStorage?: TabStorage;
+  /** New messages from `from` were stored (see {@link UserSessionDeps.onNewMessages}). */
+  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -332,6 +334,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           nextSentAt: () => lastSentAt = Math.max(now(), lastSentAt + 1),
           onError: fail,
           onRejected: () => rejected.count++,
+          onNewMessages: deps.onNewMessages,
         },
         options,
         info,

@@ -35,6 +35,7 @@ import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simpl
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
+import { loadNotificationSettings, notificationFor, openChatRequest } from "./notifications.ts";
 import type { MessageRow } from "./history.ts";
 
 /** The hook installed on `window.p2pchat`. */
@@ -74,6 +75,17 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  onNewMessages(from, count, latest) {
+    if (document.visibilityState !== "hidden") return;
+    const settings = loadNotificationSettings(localStorage);
+    if (!settings.enabled || !("Notification" in globalThis)) return;
+    if (Notification.permission !== "granted") return;
+    const { title, options } = notificationFor(from, count, latest, settings.showText);
+    void navigator.serviceWorker?.getRegistration().then(async (reg) => {
+      if (reg) await reg.showNotification(title, options);
+      else new Notification(title, options);
+    }).catch((err) => console.warn("Notification not shown:", err));
+  },
   signedOutNote: {
     load: () => localStorage.getItem(SIGNED_OUT_KEY),
     save(text) {
@@ -142,6 +154,24 @@ effect(() => {
   const unread = Object.values(model.unread.value).reduce((a, b) => a + b, 0);
   document.title = unread > 0 ? `(${unread}) P2P-Chat` : "P2P-Chat";
 });
+
+// A clicked notification opens its conversation: in this window (the service worker's message),
+// or in a new one (`?chat=` in the address, once signed in).
+navigator.serviceWorker?.addEventListener("message", (e) => {
+  const peer = openChatRequest(e.data);
+  if (peer) model.openChat(peer);
+});
+const chatInAddress = openChatRequest({
+  type: "p2pchat-chat",
+  peer: new URLSearchParams(location.search).get("chat"),
+});
+if (chatInAddress) {
+  const stop = effect(() => {
+    if (!model.me.value) return;
+    model.openChat(chatInAddress);
+    queueMicrotask(() => stop());
+  });
+}
 
 if ("serviceWorker" in navigator && location.protocol !== "file:") {
   navigator.serviceWorker.register("sw.js").catch((err) => {

@@ -14,11 +14,23 @@ interface FetchEvent extends ExtendableEvent {
   readonly request: Request;
   respondWith(response: Promise<Response>): void;
 }
+interface NotificationEvent extends ExtendableEvent {
+  readonly notification: Notification;
+}
+interface WindowClient {
+  focus(): Promise<unknown>;
+  postMessage(message: unknown): void;
+}
 interface WorkerScope {
   addEventListener(type: "install" | "activate", fn: (e: ExtendableEvent) => void): void;
   addEventListener(type: "fetch", fn: (e: FetchEvent) => void): void;
+  addEventListener(type: "notificationclick", fn: (e: NotificationEvent) => void): void;
   skipWaiting(): Promise<void>;
-  clients: { claim(): Promise<void> };
+  clients: {
+    claim(): Promise<void>;
+    matchAll(options: { type: "window"; includeUncontrolled: boolean }): Promise<WindowClient[]>;
+    openWindow(url: string): Promise<unknown>;
+  };
   registration: { scope: string };
 }
 
@@ -74,3 +86,23 @@ async function networkFirst(req: Request): Promise<Response> {
     throw err;
   }
 }
+
+// A new-message notification clicked: the app's window comes forward at that conversation (a new
+// window opens at it if none is left).
+scope.addEventListener("notificationclick", (e) => {
+  e.notification.close();
+  const data = e.notification.data as { type?: string; peer?: string } | null;
+  if (data?.type !== "p2pchat-chat" || typeof data.peer !== "string") return;
+  const peer = data.peer;
+  e.waitUntil(
+    scope.clients.matchAll({ type: "window", includeUncontrolled: true }).then(async (list) => {
+      const client = list[0];
+      if (client) {
+        await client.focus();
+        client.postMessage({ type: "p2pchat-chat", peer });
+      } else {
+        await scope.clients.openWindow(new URL(`./?chat=${encodeURIComponent(peer)}`, base).href);
+      }
+    }),
+  );
+});

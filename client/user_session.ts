@@ -52,6 +52,11 @@ export interface UserSessionDeps {
   onError(err: unknown): void;
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
+  /**
+   * `count` new messages from `from` were stored, `latest` the newest of that conversation (the
+   * page raises a notification while it is hidden).
+   */
+  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
 }
 
 /** Configuration of a {@link UserSession}. */
@@ -210,6 +215,7 @@ export class UserSession implements Disposable {
       acknowledge: (remote, id) => this.#outbox.acknowledge(remote, id),
       onPong: (remote, seq, via) => this.#pongWaiters.get(`${via}:${remote}:${seq}`)?.(true),
       onStored: (from, count) => {
+        deps.onNewMessages?.(from, count, this.#history.list(from, 1)[0] ?? null);
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
             ...this.unread.value,

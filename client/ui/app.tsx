@@ -6,6 +6,7 @@ import { Fingerprint } from "./fingerprint.tsx";
 import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
+import { NotificationSettingsView } from "./notification_settings.tsx";
 
 const STATUS_TEXT = {
   offline: "offline",
@@ -65,6 +66,7 @@ export function App({ model }: { model: ChatModel }) {
                   />
                   Keep a read-only copy of my history on this device when I sign in elsewhere
                 </label>
+                <NotificationSettingsView storage={localStorage} />
               </section>
             )}
             <HandoverStatus model={model} />
