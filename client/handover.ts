@@ -90,7 +90,8 @@ const encoder = new TextEncoder();
 const VIA: readonly MessageVia[] = ["p2p", "relay", "mailbox"];
 const STATUS: readonly MessageStatus[] = ["sending", "sent", "delivered", "failed"];
 
-function readRow(value: unknown, path: string, owner: string): MessageRow {
+/** Validates one row of `owner`'s history (from a hand-over batch or an export file). */
+export function readRow(value: unknown, path: string, owner: string): MessageRow {
   const o = readObject(value, path);
   const row: MessageRow = {
     id: readString(o, "id", path, { pattern: MESSAGE_ID_PATTERN, max: 64 }),

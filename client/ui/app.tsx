@@ -7,6 +7,7 @@ import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
 import { NotificationSettingsView } from "./notification_settings.tsx";
+import { HistoryBackup } from "./history_backup.tsx";
 
 const STATUS_TEXT = {
   offline: "offline",
@@ -67,6 +68,7 @@ export function App({ model }: { model: ChatModel }) {
                   Keep a read-only copy of my history on this device when I sign in elsewhere
                 </label>
                 <NotificationSettingsView storage={localStorage} />
+                <HistoryBackup model={model} />
               </section>
             )}
             <HandoverStatus model={model} />
