@@ -39,7 +39,7 @@ import {
 } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import type { ConnectionStatus, SessionApi, SessionInfo, TabStorage } from "./session.ts";
-import { UserSession, type UserSessionOptions } from "./user_session.ts";
+import { READ_RECEIPTS_KEY, UserSession, type UserSessionOptions } from "./user_session.ts";
 
 export type { DiscardedMessage, HandoverState };
 
@@ -79,6 +79,8 @@ export interface ChatModelDeps {
   deviceStorage?: TabStorage;
   /** New messages from `from` were stored (see {@link UserSessionDeps.onNewMessages}). */
   onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  /** Whether the user can see the page now (read receipts wait for it). @default always */
+  isVisible?(): boolean;
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -170,6 +172,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const device = deps.deviceStorage ?? memoryStorage();
   /** The setting: keep a read-only copy of the history here when signing in elsewhere. */
   const keepCopy = signal(device.getItem(KEEP_COPY_KEY) === "1");
+  const readReceipts = signal(device.getItem(READ_RECEIPTS_KEY) !== "off");
   /** The read-only copy kept on this device, once opened, or null. */
   const readOnly = signal<ReadOnlyCopy | null>(null);
   let readOnlyHistory: History | null = null;
@@ -335,6 +338,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           onError: fail,
           onRejected: () => rejected.count++,
           onNewMessages: deps.onNewMessages,
+          deviceStorage: device,
+          isVisible: deps.isVisible,
         },
         options,
         info,
@@ -593,6 +598,29 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Shows a page of older messages; false if all are shown. */
     showOlder(): boolean {
       return current.value?.showOlder() ?? false;
+    },
+    /** Contacts typing now. */
+    typing: ofSession((s) => s.typing.value, NONE as Record<string, true>),
+    /** Per contact, the send time up to which they have read this user's messages. */
+    readUpTo: ofSession((s) => s.readUpTo.value, NONE as Record<string, number>),
+    /** The user is typing in the open chat. */
+    typingNow(): void {
+      current.value?.typingNow();
+    },
+    /** The user stopped typing. */
+    stoppedTyping(): void {
+      current.value?.stoppedTyping();
+    },
+    /** The page became visible. */
+    pageVisible(): void {
+      current.value?.pageVisible();
+    },
+    /** Whether this user sends read receipts (a setting of this device). */
+    readReceipts,
+    setReadReceipts(on: boolean): void {
+      device.setItem(READ_RECEIPTS_KEY, on ? "on" : "off");
+      readReceipts.value = on;
+      if (on) current.value?.pageVisible();
     },
     /** The message to bring into view and mark, or null. */
     focused: ofSession((s) => s.focused.value, null as string | null),

@@ -822,3 +822,43 @@ Deno.test("without an answer from the new device the old one stops at the end of
     shutdown(w);
   }
 });
+
+Deno.test("typing shows on the other side over the data channel only; read receipts mark own messages read", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    await waitFor(
+      () => alice.model.contacts.value.some((c) => c.username === "bob" && c.online),
+      "alice sees bob online",
+    );
+    alice.model.openChat("bob");
+    bob.model.openChat("alice");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel opens");
+    const relayedBefore = w.cluster.relayed.length;
+    alice.model.typingNow();
+    await waitFor(() => bob.model.typing.value.alice === true, "bob sees alice typing");
+    alice.model.stoppedTyping();
+    await waitFor(() => !bob.model.typing.value.alice, "alice stopped typing");
+    assertEquals(w.cluster.relayed.length, relayedBefore, "typing never goes through the servers");
+
+    // bob has the chat open (and, here, always visible): alice's message is read at once.
+    await alice.model.send("are you there?");
+    const sentAt = alice.model.messages.value[0]!.sentAt;
+    await waitFor(() => (alice.model.readUpTo.value.bob ?? 0) >= sentAt, "alice sees it read");
+
+    // With read receipts off, bob reads without telling.
+    bob.model.setReadReceipts(false);
+    await alice.model.send("second one");
+    const second = alice.model.messages.value.at(-1)!;
+    await waitFor(() => alice.model.messages.value.at(-1)?.status === "delivered", "delivered");
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "bob has it");
+    await settled(w);
+    assert((alice.model.readUpTo.value.bob ?? 0) < second.sentAt, "not marked read");
+    // Turned on again, the receipt for what is shown goes out.
+    bob.model.setReadReceipts(true);
+    await waitFor(() => (alice.model.readUpTo.value.bob ?? 0) >= second.sentAt, "read now");
+  } finally {
+    shutdown(w);
+  }
+});

@@ -48,6 +48,10 @@ export interface InboxDeps {
   acknowledge(remote: string, id: string): Promise<boolean>;
   /** A pong arrived. */
   onPong(remote: string, seq: number, via: MessageVia): void;
+  /** `remote` started or stopped typing (data channel only). */
+  onTyping?(remote: string, active: boolean): void;
+  /** `remote` has read our messages sent up to `upTo`. */
+  onRead?(remote: string, upTo: number): void;
   /** New messages from `from` were stored. */
   onStored(from: string, count: number): void;
   /** A message failed verification and was discarded. */
@@ -135,6 +139,14 @@ export class Inbox {
         return;
       case "pong":
         this.#deps.onPong(remote, frame.seq, via);
+        return;
+      case "typing":
+        // Only over the data channel: servers relaying "typing" would learn who writes to whom.
+        if (via === "p2p") this.#deps.onTyping?.(remote, frame.active);
+        else this.#deps.onRejected();
+        return;
+      case "read":
+        this.#deps.onRead?.(remote, frame.upTo);
         return;
     }
   }

@@ -75,6 +75,7 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  isVisible: () => document.visibilityState === "visible",
   onNewMessages(from, count, latest) {
     if (document.visibilityState !== "hidden") return;
     const settings = loadNotificationSettings(localStorage);
@@ -153,6 +154,11 @@ render(<App model={model} />, document.getElementById("app")!);
 effect(() => {
   const unread = Object.values(model.unread.value).reduce((a, b) => a + b, 0);
   document.title = unread > 0 ? `(${unread}) P2P-Chat` : "P2P-Chat";
+});
+
+// Back in view: what the open chat shows now has been read.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") model.pageVisible();
 });
 
 // A clicked notification opens its conversation: in this window (the service worker's message),

@@ -25,7 +25,7 @@ import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring
 import { Outbox, type OutboxOptions } from "./outbox.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
-import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
+import { ServerError, type SessionApi, type SessionInfo, type TabStorage } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
 const REFRESH_THROTTLE_MS = 250;
@@ -57,7 +57,21 @@ export interface UserSessionDeps {
    * page raises a notification while it is hidden).
    */
   onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  /**
+   * This device's lasting storage: how far each contact has read, and the read-receipt setting
+   * ({@link READ_RECEIPTS_KEY}). @default memory only
+   */
+  deviceStorage?: TabStorage;
+  /** Whether the user can see the page now (read receipts wait for it). @default always */
+  isVisible?(): boolean;
 }
+
+/** Device setting: "off" when this user sends no read receipts. */
+export const READ_RECEIPTS_KEY = "p2pchat.readReceipts";
+/** A contact's "typing" shows this long after their last typing notice, ms. */
+export const TYPING_SHOWN_MS = 6_000;
+/** While the user types, a typing notice goes out at most this often, ms. */
+export const TYPING_RESEND_MS = 3_000;
 
 /** Configuration of a {@link UserSession}. */
 export interface UserSessionOptions extends OutboxOptions {
@@ -89,6 +103,15 @@ export class UserSession implements Disposable {
   readonly hasOlder = signal(false);
   /** A message to bring into view and mark (a search result the user picked), or null. */
   readonly focused = signal<string | null>(null);
+  /** Contacts typing now (over the data channel). */
+  readonly typing = signal<Record<string, true>>({});
+  /** Per contact, the send time up to which they have read this user's messages. */
+  readonly readUpTo = signal<Record<string, number>>({});
+  #typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** When this user last told the open chat's contact they were typing (0: not typing). */
+  #typingSentAt = 0;
+  /** Per contact, the newest of their messages this session said it read. */
+  #readSent = new Map<string, number>();
   #shownLimit = MESSAGE_PAGE;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
@@ -170,6 +193,7 @@ export class UserSession implements Disposable {
     this.info = info;
     this.hasKeys = own !== null;
     this.#history = history;
+    this.readUpTo.value = this.#loadReadUpTo();
     const aborted = this.#abort.signal;
     if (!own) console.warn(`"${this.me}" has no keys: messages are not encrypted`);
     this.#keyring = new Keyring({
@@ -214,7 +238,10 @@ export class UserSession implements Disposable {
       reply: (remote, msg, via) => this.#sendOn(remote, msg, via),
       acknowledge: (remote, id) => this.#outbox.acknowledge(remote, id),
       onPong: (remote, seq, via) => this.#pongWaiters.get(`${via}:${remote}:${seq}`)?.(true),
+      onTyping: (remote, active) => this.#setTyping(remote, active),
+      onRead: (remote, upTo) => this.#theyRead(remote, upTo),
       onStored: (from, count) => {
+        this.#setTyping(from, false);
         deps.onNewMessages?.(from, count, this.#history.list(from, 1)[0] ?? null);
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
@@ -384,6 +411,41 @@ export class UserSession implements Disposable {
     return true;
   }
 
+  /**
+   * The user is typing in the open chat: tells the contact over the data channel (never through
+   * the servers), at most every {@link TYPING_RESEND_MS}.
+   */
+  typingNow(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed || !this.#peers.isOpen(peer)) return;
+    const now = this.#deps.now();
+    if (now - this.#typingSentAt < TYPING_RESEND_MS) return;
+    if (
+      this.#peers.send(
+        peer,
+        JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: true }),
+      )
+    ) {
+      this.#typingSentAt = now;
+    }
+  }
+
+  /** The user stopped typing (sent, or cleared the input). */
+  stoppedTyping(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.#typingSentAt === 0) return;
+    this.#typingSentAt = 0;
+    this.#peers.send(
+      peer,
+      JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: false }),
+    );
+  }
+
+  /** The page became visible: what is shown now has been read. */
+  pageVisible(): void {
+    this.#sendReadReceipt();
+  }
+
   /** Messages of the local history with every word of `input`, newest first (at most 50). */
   search(input: string): SearchHit[] {
     return this.isDisposed ? [] : this.#history.search(input);
@@ -517,6 +579,8 @@ export class UserSession implements Disposable {
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
     clearTimeout(this.#refreshTimer);
+    for (const timer of this.#typingTimers.values()) clearTimeout(timer);
+    this.#typingTimers.clear();
     for (const answer of this.#pongWaiters.values()) answer(false);
     this.#pongWaiters.clear();
   }
@@ -618,6 +682,64 @@ export class UserSession implements Disposable {
       this.hasOlder.value = rows.length > this.#shownLimit;
       this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
     });
+    this.#sendReadReceipt();
+  }
+
+  /**
+   * Tells the open chat's contact how far this user has read (the newest message of theirs
+   * shown, while the page is visible), unless read receipts are turned off.
+   */
+  #sendReadReceipt(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed || !(this.#deps.isVisible?.() ?? true)) return;
+    if (this.#deps.deviceStorage?.getItem(READ_RECEIPTS_KEY) === "off") return;
+    const newest = this.messages.value.findLast((m) => m.sender === peer);
+    if (!newest || newest.sentAt <= (this.#readSent.get(peer) ?? 0)) return;
+    if (!this.#isOnline(peer) && !this.#peers.isOpen(peer)) return;
+    const via = this.#peers.isOpen(peer) ? "p2p" : "relay";
+    if (this.#sendOn(peer, { v: PEER_PROTOCOL_VERSION, type: "read", upTo: newest.sentAt }, via)) {
+      this.#readSent.set(peer, newest.sentAt);
+    }
+  }
+
+  #setTyping(remote: string, active: boolean): void {
+    clearTimeout(this.#typingTimers.get(remote));
+    this.#typingTimers.delete(remote);
+    if (active) {
+      this.#typingTimers.set(
+        remote,
+        setTimeout(() => this.#setTyping(remote, false), TYPING_SHOWN_MS),
+      );
+      if (!this.typing.value[remote]) this.typing.value = { ...this.typing.value, [remote]: true };
+    } else if (this.typing.value[remote]) {
+      const { [remote]: _was, ...rest } = this.typing.value;
+      this.typing.value = rest;
+    }
+  }
+
+  /** `remote` read our messages up to `upTo` (never beyond this moment: see the receipt). */
+  #theyRead(remote: string, upTo: number): void {
+    const until = Math.min(upTo, this.#deps.now());
+    if (until <= (this.readUpTo.value[remote] ?? 0)) return;
+    this.readUpTo.value = { ...this.readUpTo.value, [remote]: until };
+    this.#deps.deviceStorage?.setItem(this.#readKey(), JSON.stringify(this.readUpTo.value));
+  }
+
+  #readKey(): string {
+    return `p2pchat.readUpTo.${this.me}`;
+  }
+
+  #loadReadUpTo(): Record<string, number> {
+    try {
+      const v = JSON.parse(this.#deps.deviceStorage?.getItem(this.#readKey()) ?? "{}");
+      const out: Record<string, number> = {};
+      for (const [k, n] of Object.entries(v ?? {})) {
+        if (typeof n === "number" && Number.isSafeInteger(n)) out[k] = n;
+      }
+      return out;
+    } catch {
+      return {};
+    }
   }
 
   #fail(err: unknown): void {

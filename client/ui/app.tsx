@@ -67,6 +67,15 @@ export function App({ model }: { model: ChatModel }) {
                   />
                   Keep a read-only copy of my history on this device when I sign in elsewhere
                 </label>
+                <label class="setting">
+                  <input
+                    type="checkbox"
+                    data-testid="read-receipts-setting"
+                    checked={model.readReceipts.value}
+                    onChange={(e) => model.setReadReceipts(e.currentTarget.checked)}
+                  />
+                  Send read receipts (contacts see when you have read their messages)
+                </label>
                 <NotificationSettingsView storage={localStorage} />
                 <HistoryBackup model={model} />
               </section>

@@ -15,7 +15,8 @@ const STATUS_TEXT = {
 const PATH_TEXT = { p2p: "direct", relay: "via server", mailbox: "mailbox" } as const;
 
 /** The status line of one of my messages, as people read it. */
-function statusText(m: MessageRow): string {
+function statusText(m: MessageRow, read: boolean): string {
+  if (read) return "✓✓ read";
   if (m.status === "sent" && m.via === "mailbox") return "✓ stored on the servers, pending";
   return STATUS_TEXT[m.status];
 }
@@ -27,6 +28,8 @@ interface ItemProps {
   own: boolean;
   /** The message a search result pointed to: marked. */
   focused: boolean;
+  /** Own message the contact has read. */
+  read: boolean;
 }
 
 /**
@@ -37,11 +40,11 @@ interface ItemProps {
 class MessageItem extends Component<ItemProps> {
   override shouldComponentUpdate(next: ItemProps): boolean {
     return !sameRow(next.m, this.props.m) || next.own !== this.props.own ||
-      next.focused !== this.props.focused;
+      next.focused !== this.props.focused || next.read !== this.props.read;
   }
 
   override render() {
-    const { m, own, focused } = this.props;
+    const { m, own, focused, read } = this.props;
     return (
       <li
         data-testid="message"
@@ -49,6 +52,7 @@ class MessageItem extends Component<ItemProps> {
         data-from={m.sender}
         data-via={m.via}
         data-status={m.status}
+        data-read={read ? "true" : undefined}
         class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
       >
         <span class="text">{m.text}</span>
@@ -57,7 +61,7 @@ class MessageItem extends Component<ItemProps> {
           {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
           {own && (
             <span class="status" data-testid="message-status">
-              {` · ${statusText(m)}`}
+              {` · ${statusText(m, read)}`}
             </span>
           )}
         </span>
@@ -92,6 +96,8 @@ export function ChatView({ model }: { model: ChatModel }) {
   const keepFromBottom = useRef<number | null>(null);
   const last = messages.at(-1);
   const focused = model.focused.value;
+  const readUpTo = peer ? model.readUpTo.value[peer] ?? 0 : 0;
+  const isTyping = peer ? model.typing.value[peer] === true : false;
 
   useLayoutEffect(() => {
     atBottom.current = true;
@@ -144,6 +150,7 @@ export function ChatView({ model }: { model: ChatModel }) {
     const text = draft;
     if (!text.trim()) return;
     setDraft("");
+    model.stoppedTyping();
     void model.send(text);
   };
 
@@ -208,7 +215,13 @@ export function ChatView({ model }: { model: ChatModel }) {
           </li>
         )}
         {messages.map((m) => (
-          <MessageItem key={m.id} m={m} own={m.sender === me} focused={m.id === focused} />
+          <MessageItem
+            key={m.id}
+            m={m}
+            own={m.sender === me}
+            focused={m.id === focused}
+            read={m.sender === me && m.sentAt <= readUpTo}
+          />
         ))}
         {discarded.map((w) => (
           <li
@@ -223,6 +236,9 @@ export function ChatView({ model }: { model: ChatModel }) {
           </li>
         ))}
       </ol>
+      <p class="typing" data-testid="typing" aria-live="polite">
+        {isTyping ? `${peer} is typing…` : ""}
+      </p>
       <form class="composer" onSubmit={submit}>
         <input
           data-testid="chat-input"
@@ -230,7 +246,13 @@ export function ChatView({ model }: { model: ChatModel }) {
           placeholder={`Message ${peer}`}
           maxLength={4000}
           autocomplete="off"
-          onInput={(e) => setDraft(e.currentTarget.value)}
+          onInput={(e) => {
+            const value = e.currentTarget.value;
+            setDraft(value);
+            if (value) model.typingNow();
+            else model.stoppedTyping();
+          }}
+          onBlur={() => model.stoppedTyping()}
         />
         <button type="submit" class="primary" data-testid="send">Send</button>
       </form>
