@@ -37,7 +37,7 @@ import {
   type PublicKeys,
   unlockAccountKeys,
 } from "./keyring.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import type { ConnectionStatus, SessionApi, SessionInfo, TabStorage } from "./session.ts";
 import { UserSession, type UserSessionOptions } from "./user_session.ts";
 
@@ -613,6 +613,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Whether the data channel to `peer` is open. */
     isChannelOpen(peer: string): boolean {
       return current.value?.isChannelOpen(peer) ?? false;
+    },
+    /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+    selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+      return current.value?.selectedCandidates(peer) ?? Promise.resolve(null);
     },
     /** `monotonic()` when the data channel to each user opened. */
     dcOpenedAt(): Record<string, number> {

@@ -118,6 +118,8 @@ Deno.test("two users exchange a message over the data channel and the ack marks 
       "alice sees bob online",
     );
     alice.model.openChat("bob");
+    // Opening the chat opens the channel; a message sent before it is open goes via the relay.
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("hello bob");
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     const [sent] = alice.model.messages.value;
@@ -313,6 +315,7 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
     const bob = await client(w, "bob");
     await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
     alice.model.openChat("bob");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("direct first");
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     const [row] = alice.model.messages.value;
@@ -616,6 +619,7 @@ Deno.test("registration sends public keys and wrapped private keys; messages tra
     assertEquals(alice.model.hasKeys.value, true);
     await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
     alice.model.openChat("bob");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("secret over the data channel");
     await waitFor(() => bob.model.messagesWith("alice").length === 1, "p2p arrived");
     w.net.isBlocked = true;

@@ -7,15 +7,16 @@ import { type ConnectionStatus, ServerError } from "./session.ts";
 import { keyringOf, memoryHistory } from "./testing/parts.ts";
 import { countedTimers } from "./testing/timers.ts";
 
-/** Data channels that are open or not as the test says; `waitOpen` answers at once. */
+/** Data channels that are open or not as the test says; `ensure` only records the request. */
 class FakeLinks implements DirectLinks {
   open = new Set<string>();
   sent: Array<{ to: string; text: string }> = [];
+  ensured: string[] = [];
   isOpen(remote: string): boolean {
     return this.open.has(remote);
   }
-  waitOpen(remote: string): Promise<boolean> {
-    return Promise.resolve(this.isOpen(remote));
+  ensure(remote: string): void {
+    this.ensured.push(remote);
   }
   send(remote: string, text: string): boolean {
     if (!this.isOpen(remote)) return false;
@@ -72,7 +73,7 @@ async function rig(options: OutboxOptions = {}): Promise<Rig> {
       onError: (err) => errors.push((err as Error).message),
       timers,
     },
-    { channelWaitMs: 10, mailRetryMs: 10, mailboxRecheckMs: 10, ...options },
+    { mailRetryMs: 10, mailboxRecheckMs: 10, ...options },
     abort.signal,
   );
   return { outbox, history, links, servers, online, errors, abort, timers };
@@ -145,6 +146,48 @@ Deno.test("outbox: without a channel an online contact gets the relay, an offlin
     await r.outbox.flush("eve", true);
     assertEquals(r.servers.mail.length, 1);
     assertEquals(r.servers.relayed.map((x) => x.to), ["bob"]);
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("outbox: while the channel is opening messages go through the servers at once, then over the channel", async () => {
+  const r = await rig();
+  try {
+    r.online.add("bob");
+    const first = row("first");
+    const second = row("second");
+    await r.outbox.send(first);
+    await r.outbox.send(second);
+    // No wait for the channel: both were relayed right away, and the channel was asked for.
+    assertEquals(r.servers.relayed.length, 2);
+    assertEquals([first, second].map((m) => r.history.get(m.id)?.via), ["relay", "relay"]);
+    assertEquals(r.links.ensured, ["bob", "bob"]);
+    r.links.open.add("bob");
+    const third = row("third");
+    await r.outbox.send(third);
+    assertEquals([r.history.get(third.id)?.status, r.history.get(third.id)?.via], ["sent", "p2p"]);
+    assertEquals(r.servers.relayed.length, 2, "nothing more through the servers");
+    // The receiver acknowledges each id once stored; what arrived both ways is stored once.
+    for (const m of [first, second, third]) assert(await r.outbox.acknowledge("bob", m.id));
+    assertEquals(r.history.pending("alice", "bob").length, 0);
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("outbox: what went over a channel that died unacknowledged goes again through the servers", async () => {
+  const r = await rig();
+  try {
+    r.online.add("bob");
+    r.links.open.add("bob");
+    const m = row("lost on a dead channel");
+    await r.outbox.send(m);
+    assertEquals(r.history.get(m.id)?.via, "p2p");
+    r.links.open.delete("bob");
+    await r.outbox.flush("bob", true);
+    assertEquals(r.servers.relayed.length, 1);
+    assertEquals([r.history.get(m.id)?.status, r.history.get(m.id)?.via], ["sent", "relay"]);
   } finally {
     done(r);
   }

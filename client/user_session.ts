@@ -11,6 +11,7 @@
 import { batch, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   newMessageId,
   PEER_PROTOCOL_VERSION,
   type PeerMessage,
@@ -23,12 +24,14 @@ import type { History, MessageRow, MessageVia } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
 import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
 import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
 const REFRESH_THROTTLE_MS = 250;
+/** Retry delay of a failed ICE-server request, and the least delay of a renewal, ms. */
+const ICE_RETRY_MS = 30_000;
 
 /** Collaborators of a {@link UserSession}. */
 export interface UserSessionDeps {
@@ -58,6 +61,8 @@ export interface UserSessionDeps {
 export interface UserSessionOptions extends OutboxOptions {
   /** How long one ping waits for its pong, ms. @default 5000 */
   pingTimeoutMs?: number;
+  /** How long a ping over the data channel waits for the channel to open, ms. @default 5000 */
+  channelWaitMs?: number;
 }
 
 /** One logged-in session; see the module comment. */
@@ -102,6 +107,9 @@ export class UserSession implements Disposable {
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   #isRefreshDue = false;
   #pingSeq = 1;
+  /** The ICE servers new links use (STUN, TURN with this session's credentials). */
+  #iceServers: IceServer[] = [];
+  #iceTimer: ReturnType<typeof setTimeout> | undefined;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
   #tasks = 0;
@@ -172,7 +180,13 @@ export class UserSession implements Disposable {
       createLink: deps.createLink,
       sendSignal: (to, data) => deps.session.signal(to, data),
       now: deps.monotonic,
+      iceServers: () => this.#iceServers,
     });
+    // A new network (Wi-Fi to mobile, a new address): the old candidate pairs may be gone.
+    const onNetworkChange = () => this.#peers.restartIce();
+    globalThis.addEventListener?.("online", onNetworkChange, { signal: aborted });
+    (globalThis.navigator as { connection?: EventTarget } | undefined)?.connection
+      ?.addEventListener?.("change", onNetworkChange, { signal: aborted });
     this.#outbox = new Outbox(
       {
         me: this.me,
@@ -217,6 +231,8 @@ export class UserSession implements Disposable {
       onClose: (remote) => {
         const { [remote]: _gone, ...rest } = this.channels.value;
         this.channels.value = rest;
+        // What went over the channel unacknowledged goes again through the servers now.
+        if (!this.isDisposed) void this.#outbox.flush(remote, true);
       },
       onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
     };
@@ -245,7 +261,32 @@ export class UserSession implements Disposable {
       }
       this.#receiver = receiver;
     }
-    this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
+    const [contacts] = await Promise.all([
+      abortable(this.#deps.session.contacts(), aborted),
+      this.#refreshIce(),
+    ]);
+    this.contacts.value = sortContacts(contacts);
+  }
+
+  /**
+   * Asks the servers for ICE servers, and again before their TURN credentials expire (halfway
+   * through their lifetime). Links opened later use them; open links keep their connection.
+   * Without an answer, links use host candidates only (one LAN) and messages go through the
+   * servers where no direct path is found.
+   */
+  async #refreshIce(): Promise<void> {
+    clearTimeout(this.#iceTimer);
+    const aborted = this.#abort.signal;
+    let delay = ICE_RETRY_MS;
+    try {
+      const grant = await abortable(this.#deps.session.iceServers(), aborted);
+      this.#iceServers = grant.iceServers;
+      if (grant.expiresAt === 0) return;
+      delay = Math.max(ICE_RETRY_MS, (grant.expiresAt - this.#deps.now()) / 2);
+    } catch {
+      if (aborted.aborted) return;
+    }
+    this.#iceTimer = setTimeout(() => void this.#refreshIce(), delay);
   }
 
   /**
@@ -274,7 +315,10 @@ export class UserSession implements Disposable {
   /** The session was resumed after a failover: the links and history are still good. */
   resumed(): Promise<void> {
     return this.#task(async () => {
-      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
+      const [list] = await Promise.all([
+        abortable(this.#deps.session.contacts(), this.#abort.signal),
+        this.#refreshIce(),
+      ]);
       this.contacts.value = sortContacts(list);
       this.start();
     });
@@ -404,6 +448,11 @@ export class UserSession implements Disposable {
     return !this.isDisposed && this.#peers.isOpen(peer);
   }
 
+  /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+  selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+    return this.isDisposed ? Promise.resolve(null) : this.#peers.selectedCandidates(peer);
+  }
+
   /** `monotonic()` when the data channel to each user opened. */
   get dcOpenedAt(): Record<string, number> {
     return this.#peers.dcOpenedAt;
@@ -457,6 +506,7 @@ export class UserSession implements Disposable {
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
     clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#iceTimer);
     for (const answer of this.#pongWaiters.values()) answer(false);
     this.#pongWaiters.clear();
   }
