@@ -46,6 +46,22 @@ function median(xs: number[]): number {
 
 type Hooked = { p2pchat: { openChat(p: string): void; dcOpenedAt: Record<string, number> } };
 
+/** Fails the bench unless the page's channel to `peer` runs on the expected kind of path. */
+async function expectPath(page: Page, peer: string, relay: boolean): Promise<void> {
+  const pair = await page.evaluate(
+    (p) =>
+      (globalThis as unknown as {
+        p2pchat: { selectedCandidates(p: string): Promise<{ local: string; remote: string }> };
+      }).p2pchat.selectedCandidates(p),
+    peer,
+  );
+  const isRelay = pair !== null && (pair.local === "relay" || pair.remote === "relay");
+  log(`selected candidate pair: ${JSON.stringify(pair)}`);
+  if (pair === null || isRelay !== relay) {
+    throw new Error(`Expected a ${relay ? "TURN" : "STUN"} path, got ${JSON.stringify(pair)}`);
+  }
+}
+
 let pairNo = 0;
 /** A fresh pair of users, alice-N in the first browser and bob-N in the second. */
 async function freshPair(one: LabBrowser, two: LabBrowser): Promise<[Page, Page, string, string]> {
@@ -124,6 +140,21 @@ try {
     const [a, b, , bobName] = await freshPair(one, two);
     stun.push(await channelOpenMs(a, bobName));
     log(`STUN channel open: ${round1(stun.at(-1)!)} ms`);
+    // ICE may start on a relay pair and move to the direct one: only the open time is measured.
+    if (i === 0) {
+      await a.waitForFunction(
+        async (p) => {
+          const pair = await (globalThis as unknown as {
+            p2pchat: {
+              selectedCandidates(p: string): Promise<{ local: string; remote: string } | null>;
+            };
+          }).p2pchat.selectedCandidates(p);
+          return pair !== null && pair.local !== "relay" && pair.remote !== "relay";
+        },
+        { timeout: 30_000, polling: 200 },
+        bobName,
+      ).then(() => expectPath(a, bobName, false));
+    }
     await Promise.all([a.close(), b.close()]);
   }
 
@@ -135,6 +166,7 @@ try {
     turn.push(await channelOpenMs(a, bobName));
     log(`TURN channel open: ${round1(turn.at(-1)!)} ms`);
     if (i === 0) {
+      await expectPath(a, bobName, true);
       rtts = (await pingRoundTrips(a, bobName, rounds, "p2p")).sort((x, y) => x - y);
       log(`TURN round trips: ${rounds}, p50 ${round1(median(rtts))} ms`);
     }
