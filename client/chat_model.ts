@@ -16,6 +16,7 @@
 import { batch, computed, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   isValidUsername,
   MAX_TEXT_LENGTH,
   SECRET_RULE,
@@ -172,9 +173,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const readOnly = signal<ReadOnlyCopy | null>(null);
   let readOnlyHistory: History | null = null;
 
+  /** The ICE servers of the latest session: a hand-over between NATed devices needs them too. */
+  let iceServers: IceServer[] = [];
   const handovers = new HandoverController({
     session,
-    createLink: deps.createLink,
+    createLink: (options, handlers) =>
+      deps.createLink({ ...options, iceServers: options.iceServers ?? iceServers }, handlers),
     keyStore,
     state: handover,
     keepCopy: () => keepCopy.value,
@@ -332,6 +336,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           nextSentAt: () => lastSentAt = Math.max(now(), lastSentAt + 1),
           onError: fail,
           onRejected: () => rejected.count++,
+          onIceServers: (servers) => iceServers = servers,
         },
         options,
         info,

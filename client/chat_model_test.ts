@@ -776,6 +776,8 @@ async function secondDevice(w: World, username: string, options: ChatModelOption
 Deno.test("a superseded device hands its whole history to the new one, which imports it once", async () => {
   const w = world();
   w.cluster.handoverMs = 5_000;
+  const turn = { urls: ["turn:192.0.2.1:3478"], username: "1:alice", credential: "c2VjcmV0" };
+  w.cluster.ice = { iceServers: [turn], expiresAt: Date.now() + 3_600_000 };
   try {
     const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
     const bob = await client(w, "bob", 30);
@@ -804,6 +806,10 @@ Deno.test("a superseded device hands its whole history to the new one, which imp
     await bob.model.send("after the hand-over");
     await waitFor(() => newAlice.model.messagesWith("bob").length === 7, "new message arrives");
     assertEquals(w.cluster.handovers.size, 0, "the grace ended with the hand-over");
+    // Every link, chat and hand-over alike, used the session's ICE servers (two NATed devices
+    // need TURN for a hand-over as much as for a chat).
+    assert(w.net.iceServersUsed.length >= 3);
+    for (const used of w.net.iceServersUsed) assertEquals(used, [turn]);
   } finally {
     shutdown(w);
   }

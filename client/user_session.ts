@@ -55,6 +55,8 @@ export interface UserSessionDeps {
   onError(err: unknown): void;
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
+  /** The session got (new) ICE servers: the page's hand-over links use them too. */
+  onIceServers?(servers: IceServer[]): void;
 }
 
 /** Configuration of a {@link UserSession}. */
@@ -281,6 +283,7 @@ export class UserSession implements Disposable {
     try {
       const grant = await abortable(this.#deps.session.iceServers(), aborted);
       this.#iceServers = grant.iceServers;
+      this.#deps.onIceServers?.(grant.iceServers);
       if (grant.expiresAt === 0) return;
       delay = Math.max(ICE_RETRY_MS, (grant.expiresAt - this.#deps.now()) / 2);
     } catch {
