@@ -155,8 +155,9 @@ Deno.test({
         await openChat(bob, "alice3");
         await openChat(alice, "bob3");
         // Sent the moment the chat is open, while the channel is still being tried.
+        await alice.type('[data-testid="chat-input"]', "first, via the servers");
         const started = Date.now();
-        await sendMessage(alice, "first, via the servers");
+        await alice.click('[data-testid="send"]');
         await waitForMessages(bob, ["first, via the servers"]);
         const firstMs = Date.now() - started;
         await sendMessage(alice, "second");
