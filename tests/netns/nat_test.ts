@@ -4,11 +4,13 @@
  * network (tests/support/nat_lab.ts). (a) Ordinary NAT: the data channel opens through STUN, on a
  * server-reflexive path. (b) NAT giving every flow a new port: it opens through TURN (relay
  * candidates). (c) TURN down too: messages still arrive, through the servers, without waiting for
- * a channel. Each case is a fresh pair of users (fresh peer connections). Runs as root.
+ * a channel. In (a), the path then dies silently (all UDP dropped): the keep-alives notice and
+ * what went into the dead channel arrives through the servers, once. Each case is a fresh pair of users (fresh peer connections). Runs as root.
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "puppeteer-core";
 import {
+  isChannelOpen,
   openApp,
   openChat,
   sendMessage,
@@ -121,6 +123,26 @@ Deno.test({
           await sendMessage(alice, "hello through two NATs");
           await waitForMessages(bob, ["hello through two NATs"]);
           assert.deepEqual((await shownMessages(bob)).map((m) => m.via), ["p2p"]);
+
+          // The path dies without a word (the router drops all UDP): the keep-alives notice,
+          // and the message that went into the dead channel arrives through the servers, once.
+          await lab.cutUdp("a");
+          const cutAt = Date.now();
+          await sendMessage(alice, "into the dead channel");
+          await waitFor(
+            "alice to notice the dead channel",
+            async () => !(await isChannelOpen(alice, "bob")),
+          );
+          console.log(`dead channel noticed after ${Date.now() - cutAt} ms`);
+          const all = ["hello through two NATs", "into the dead channel", "after the cut"];
+          await waitForMessages(bob, all.slice(0, 2));
+          await sendMessage(alice, "after the cut");
+          await waitForMessages(bob, all);
+          assert.deepEqual(
+            (await shownMessages(bob)).map((m) => m.via),
+            ["p2p", "relay", "relay"],
+          );
+          await waitForMessages(alice, all);
           await Promise.all([alice.close(), bob.close()]);
         },
       );

@@ -199,6 +199,20 @@ table ip filter {
     }
   }
 
+  /**
+   * Drops every UDP packet `side`'s router would forward from its LAN: no data channel path is
+   * left (WebSocket, over TCP, still works). {@link setNat} lifts it.
+   */
+  async cutUdp(side: Side): Promise<void> {
+    await run("ip", [
+      "netns",
+      "exec",
+      this.router(side),
+      "nft",
+      'insert rule ip filter forward iifname "lan" meta l4proto udp drop',
+    ]);
+  }
+
   /** Starts coturn on the public address (STUN and TURN with the servers' shared secret). */
   async startTurn(): Promise<void> {
     if (this.#turn) return;
