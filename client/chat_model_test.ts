@@ -613,7 +613,6 @@ Deno.test("registration sends public keys and wrapped private keys; messages tra
     const account = w.cluster.keys.get("alice");
     assert(account, "alice registered with keys");
     assert(!account.wrapped.includes("PRIVATE"), "no PEM private key");
-    assertEquals(alice.model.hasKeys.value, true);
     await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
     alice.model.openChat("bob");
     await alice.model.send("secret over the data channel");
