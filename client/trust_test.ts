@@ -92,7 +92,7 @@ Deno.test("trust: the safety number is the same on both sides and changes with e
   assert(other.digits !== a.digits && other.qrText !== a.qrText);
 });
 
-Deno.test("trust: a hand-over carries ids and changes; merging keeps the older pin and any pending change", async () => {
+Deno.test("trust: a hand-over carries ids and changes; merging keeps the older pin and any pending change", () => {
   const pinned = observeDirectory(null, "bob", bob, 10).pin!;
   const changed = observeDirectory(pinned, "bob", eve, 20).pin!;
   const [carried] = parseHandoverTrust(JSON.parse(handoverTrust([changed])), "alice");
