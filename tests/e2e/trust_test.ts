@@ -97,23 +97,29 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
   const browsers: TestBrowser[] = [];
   const pages: Array<Page & { errors: string[] }> = [];
   try {
-    browsers.push(await launchBrowser(), await launchBrowser());
+    // One browser each: a page in a background tab does not answer clicks.
+    browsers.push(...await Promise.all([launchBrowser(), launchBrowser(), launchBrowser()]));
     const [alice, bob, carol] = await Promise.all([
       openApp(browsers[0]!.browser, proxy.url),
       openApp(browsers[1]!.browser, server.url),
-      openApp(browsers[1]!.browser, server.url),
+      openApp(browsers[2]!.browser, server.url),
     ]);
     pages.push(alice, bob, carol);
+    const t0 = Date.now();
+    const step = (what: string) =>
+      console.log(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
     await Promise.all([
       signIn(alice, "alice", "alice-password-1", true),
       signIn(bob, "bob", "bob-password-12", true),
       signIn(carol, "carol", "carol-password-1", true),
     ]);
+    step("signed in");
     await waitForContact(alice, "bob", true);
     await waitForContact(bob, "alice", true);
     await openChat(alice, "bob");
     await openChat(bob, "alice");
 
+    step("chats open");
     // Honest: bob's key is pinned on first use, and the message arrives (sealed, relayed).
     await sendMessage(alice, FIRST);
     await waitForMessages(bob, [FIRST]);
@@ -125,6 +131,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     await bob.click(byId("show-fingerprint"));
     assert.equal((await safetyNumber(bob)).digits, honest.digits, "the same number on both sides");
 
+    step("first message arrived");
     // The "server" relays a chat message in clear, claiming bob wrote it: refused, and shown so.
     const plainId = `plain-${crypto.randomUUID()}`;
     proxy.injectToBrowser({
@@ -144,6 +151,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     await alice.waitForSelector(`${byId("refused")}[data-id="${plainId}"]`, { timeout: 40_000 });
     assert.ok(!(await alice.evaluate(() => document.body.innerText)).includes(INJECTED));
 
+    step("injected plaintext refused");
     // Downgrade: the directory now says bob has no keys. Sending stops.
     await proxy.lieAbout("bob", { kind: "no_keys" });
     await reloadAndOpen(alice, "bob");
@@ -152,6 +160,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     assert.equal(await canSend(alice), false, "no Send while bob's key is in doubt");
     assert.deepEqual(await markers(alice), ["missing"]);
 
+    step("no keys: blocked");
     // Substitution: the directory now gives carol's keys as bob's.
     await proxy.lieAbout("bob", { kind: "keys_of", user: "carol" });
     await reloadAndOpen(alice, "bob");
@@ -160,6 +169,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
       async () => JSON.stringify(await markers(alice)) === '["missing","changed"]',
     );
     assert.equal(await canSend(alice), false);
+    assert.ok(proxy.rewritten.some(([u, k]) => u === "bob" && k === "keys_of"));
     // The script hook is refused too: nothing is stored or sent.
     const sentBefore = proxy.fromBrowser.length;
     await alice.evaluate(
@@ -184,6 +194,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
       "nothing went to bob",
     );
 
+    step("other keys: blocked");
     // The warning survives a reload: it is kept in IndexedDB, not in memory.
     await reloadAndOpen(alice, "bob");
     await alice.waitForSelector(byId("key-changed"), { timeout: 40_000 });
@@ -192,6 +203,7 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     assert.notEqual(pending.digits, honest.digits, "comparing the numbers shows the lie");
     assert.equal(await canSend(alice), false);
 
+    step("warning after reload");
     // Alice accepts anyway: sending resumes, sealed for the key she accepted (carol's), which
     // bob's browser cannot open and refuses.
     await alice.click(byId("accept-key"));
@@ -211,9 +223,14 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
       return rows.some((r) => r.text === AFTER && r.status !== "sending");
     });
     await bob.waitForSelector(`${byId("refused")}[data-from="alice"]`, { timeout: 40_000 });
+    assert.match(
+      await bob.$eval(byId("refused"), (el) => el.textContent ?? ""),
+      /not encrypted for you/,
+    );
     await waitForMessages(bob, [FIRST]);
     assert.deepEqual(await markers(alice), ["missing", "changed", "accepted"]);
     assertNothingInClear(proxy);
+    step("done");
   } catch (err) {
     for (const [i, p] of pages.entries()) console.error(`page ${i} console:`, p.errors);
     throw err;
