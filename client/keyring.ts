@@ -366,6 +366,15 @@ export class Keyring {
     return (await this.#contactKeys(user, refresh)).trust;
   }
 
+  /**
+   * How `user`'s keys stand by what this device has kept, without asking the directory (while
+   * the servers cannot be reached).
+   */
+  async storedTrust(user: string): Promise<ContactTrust> {
+    const pin = await this.#opts.store.loadPin(this.me, user);
+    return { contact: user, status: trustStatus(pin), pin };
+  }
+
   /** Forgets what the directory said and the records read (the store changed underneath). */
   invalidate(): void {
     this.#contacts.clear();
@@ -411,7 +420,7 @@ export class Keyring {
     return run;
   }
 
-  async #entryOf(user: string, pin: PinRecord | null): Promise<ContactEntry> {
+  async #entryOf(user: string, pin: PinRecord | null, isReported = true): Promise<ContactEntry> {
     const [encryption, signing] = pin?.keys
       ? await Promise.all([
         importPublicKey(pin.keys.encryption, "RSA-OAEP"),
@@ -419,7 +428,7 @@ export class Keyring {
       ])
       : [null, null];
     const trust = { contact: user, status: trustStatus(pin), pin };
-    this.#opts.onTrust?.(trust);
+    if (isReported) this.#opts.onTrust?.(trust);
     return { trust, encryption, signing };
   }
 
@@ -471,7 +480,10 @@ export class Keyring {
         `it claims ${envelope.from} → ${envelope.to} but came from ${from}`,
       );
     }
-    const sender = await this.#contactKeys(from);
+    // Without the directory (disconnected), the pin kept on this device is what counts anyway.
+    const sender = await this.#contactKeys(from).catch(async () =>
+      await this.#entryOf(from, await this.#opts.store.loadPin(this.me, from), false)
+    );
     if (!sender.signing) {
       throw new RefusedMessageError(
         sender.trust.pin

@@ -232,9 +232,12 @@ export class Outbox {
       wanted().length > 0 || (recheck().length > 0 && (openForMailbox || links.isOpen(peer)));
     if (!waiting()) return;
     // Nothing goes out that cannot be sealed for the peer's pinned, unchanged keys: the rows
-    // wait (`sending`) until the user accepts a changed key.
-    if (!(await this.#deps.keyring.canSeal(peer))) {
-      if (!this.#signal.aborted) this.#deps.onChanged(peer);
+    // wait (`sending`) until the user accepts a changed key, or the keys can be looked up.
+    const canSeal = await this.#deps.keyring.canSeal(peer).catch(() => false);
+    // Logged out meanwhile: no link may be opened for a session that ended.
+    if (this.#signal.aborted) return;
+    if (!canSeal) {
+      this.#deps.onChanged(peer);
       return;
     }
     const done = new Set<string>();

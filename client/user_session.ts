@@ -370,7 +370,9 @@ export class UserSession implements Disposable {
   async send(text: string): Promise<void> {
     const peer = this.openPeer.value;
     if (!peer || this.isDisposed) return;
-    const trust = await this.#keyring.trustOf(peer);
+    // Offline, what this device has kept decides; the outbox checks again before sending.
+    const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
+    if (this.isDisposed) return;
     if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
     await this.#outbox.send({
       id: newMessageId(),
