@@ -882,6 +882,33 @@ Deno.test("a superseded device hands its whole history to the new one, which imp
   }
 });
 
+Deno.test("a key change not yet accepted follows the user to the new device with the hand-over", async () => {
+  const w = world();
+  w.cluster.handoverMs = 5_000;
+  try {
+    const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
+    await client(w, "bob", 30);
+    await client(w, "eve", 30);
+    alice.model.openChat("bob");
+    await alice.model.send("hello");
+    // The directory now gives eve's keys as bob's: the old device blocks sending.
+    const eve = w.cluster.keys.get("eve")!;
+    w.cluster.keys.set("bob", { ...w.cluster.keys.get("bob")!, ...eve, wrapped: "x" });
+    alice.model.openChat("bob");
+    await waitFor(() => alice.model.keyChanged.value.bob === true, "change shown");
+    // The new device would pin eve's keys on first use; the old device's pin wins.
+    const newAlice = await secondDevice(w, "alice");
+    await waitFor(() => newAlice.model.handover.value?.phase === "done", "new device done");
+    newAlice.model.openChat("bob");
+    await waitFor(() => newAlice.model.keyChanged.value.bob === true, "the change is shown there");
+    assertEquals(newAlice.model.trust.value.bob?.pin?.events.map((e) => e.kind), ["changed"]);
+    await newAlice.model.send("blocked");
+    assertEquals(newAlice.model.messagesWith("bob").map((m) => m.text), ["hello"]);
+  } finally {
+    shutdown(w);
+  }
+});
+
 Deno.test("without an answer from the new device the old one stops at the end of the grace", async () => {
   const w = world();
   w.cluster.handoverMs = 400;
