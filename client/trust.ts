@@ -224,7 +224,7 @@ function mergeEvents(a: TrustEvent[], b: TrustEvent[]): TrustEvent[] {
 export interface SafetyNumber {
   /** 30 digits in six groups of five, separated by spaces. */
   digits: string;
-  /** What the QR code encodes (names and key ids, sorted: the same on both sides). */
+  /** What the QR code encodes: the digits, tagged (short, so the code is easy to scan). */
   qrText: string;
 }
 
@@ -250,7 +250,7 @@ export async function safetyNumber(
     for (let i = 0; i < 5; i++) n = n * 256 + digest[g * 5 + i]!;
     groups.push(String(n % 100_000).padStart(5, "0"));
   }
-  return { digits: groups.join(" "), qrText: `p2pchat-safety:1:${fields.join(":")}` };
+  return { digits: groups.join(" "), qrText: `p2pchat-safety:1:${groups.join("")}` };
 }
 
 // --- the hand-over form ---------------------------------------------------------------------

@@ -140,7 +140,9 @@ export function ChatView({ model }: { model: ChatModel }) {
                 class="message key-marker"
               >
                 <span class="text">
-                  {`🔑 ${eventText(peer, item.event)} · ${time.format(item.event.at)}`}
+                  {`${item.event.kind === "changed" || item.event.kind === "missing" ? "⚠" : "✓"} ${
+                    eventText(peer, item.event)
+                  } · ${time.format(item.event.at)}`}
                 </span>
               </li>
             )

@@ -18,6 +18,7 @@ import { launchBrowser, type TestBrowser } from "../support/browser.ts";
 import { type ServerProcess, startServer } from "../support/server_process.ts";
 import { waitFor } from "../support/wait.ts";
 import {
+  cspViolations,
   openApp,
   openChat,
   sendMessage,
@@ -230,6 +231,8 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     await waitForMessages(bob, [FIRST]);
     assert.deepEqual(await markers(alice), ["missing", "changed", "accepted"]);
     assertNothingInClear(proxy);
+    // The key panel (QR code included) runs under the page's Content-Security-Policy.
+    assert.deepEqual(await cspViolations(alice), []);
     step("done");
   } catch (err) {
     for (const [i, p] of pages.entries()) console.error(`page ${i} console:`, p.errors);
