@@ -789,6 +789,7 @@ Deno.test("a changed contact key blocks sending, also after logging in again, un
     w.cluster.keys.set("bob", { ...bobKeys, encryption: eve.encryption, signing: eve.signing });
     alice.model.logout();
     assertEquals(await alice.model.login("alice", "password-1"), true);
+    assertEquals(alice.model.keyChanged.value.bob, true, "shown from the kept pin at once");
     alice.model.openChat("bob");
     await waitFor(() => !!alice.model.trust.value.bob?.pin?.pending?.keyId, "new key pending");
     assertEquals(alice.model.keyChanged.value.bob, true, "still blocked after logging in again");

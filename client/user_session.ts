@@ -31,6 +31,7 @@ import {
   UntrustedKeysError,
 } from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
+import { trustStatus } from "./trust.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
 import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
@@ -253,6 +254,15 @@ export class UserSession implements Disposable {
       throw aborted.reason;
     }
     this.#receiver = receiver;
+    // What this device kept shows at once (a change not yet accepted, its markers), before the
+    // directory is asked again.
+    const kept = await this.#deps.keyStore.listPins(this.me).catch(() => []);
+    if (aborted.aborted) throw aborted.reason;
+    const trust: Record<string, ContactTrust> = {};
+    for (const pin of kept) {
+      trust[pin.contact] = { contact: pin.contact, status: trustStatus(pin), pin };
+    }
+    this.trust.value = { ...trust, ...this.trust.value };
     this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
   }
 
