@@ -288,7 +288,7 @@ export function handoverTrust(pins: PinRecord[]): string {
   }));
   let text = JSON.stringify(compact);
   while (text.length > MAX_HANDOVER_TRUST_CHARS && compact.length > 0) {
-    compact.splice(Math.max(1, Math.floor(compact.length * 0.8)));
+    compact.splice(Math.floor(compact.length * 0.8));
     text = JSON.stringify(compact);
   }
   return text;
