@@ -196,8 +196,11 @@ Deno.test("a lying server can neither downgrade nor swap keys unnoticed: sending
     );
 
     step("other keys: blocked");
-    // The warning survives a reload: it is kept in IndexedDB, not in memory.
-    await reloadAndOpen(alice, "bob");
+    // The warning survives a reload: it is kept in IndexedDB, not in memory, and shows in the
+    // contact list before the conversation is opened.
+    await alice.reload({ waitUntil: "load" });
+    await alice.waitForSelector(`${byId("contact-bob")} .key-changed`, { timeout: 40_000 });
+    await openChat(alice, "bob");
     await alice.waitForSelector(byId("key-changed"), { timeout: 40_000 });
     const pending = await safetyNumber(alice);
     assert.equal(pending.state, "pending");
