@@ -9,7 +9,9 @@
  * or the servers' `delivered` notice for mailbox messages, marks it `delivered`. While the
  * WebSocket is down, messages that cannot go over an open data channel stay `sending` and go out
  * when the session is back. A refused mailbox send is marked `failed` and retried after
- * `mailRetryMs`. Messages to one contact go out one flush at a time, in send order.
+ * `mailRetryMs`. Messages to one contact go out one flush at a time, in send order. Every message
+ * goes out sealed for the contact's pinned keys, on every path; while those cannot be used (a key
+ * change not yet accepted, a contact without keys) the messages wait as `sending`.
  */
 import {
   type ChatMessage,
@@ -226,6 +228,15 @@ export class Outbox {
     const waiting = () =>
       wanted().length > 0 || (recheck().length > 0 && (openForMailbox || links.isOpen(peer)));
     if (!waiting()) return;
+    // Nothing goes out that cannot be sealed for the peer's pinned, unchanged keys: the rows
+    // wait (`sending`) until the user accepts a changed key, or the keys can be looked up.
+    const canSeal = await this.#deps.keyring.canSeal(peer).catch(() => false);
+    // Logged out meanwhile: no link may be opened for a session that ended.
+    if (this.#signal.aborted) return;
+    if (!canSeal) {
+      this.#deps.onChanged(peer);
+      return;
+    }
     const done = new Set<string>();
     // No waiting for a channel that is still opening (or never will, behind a strict NAT): the
     // servers carry these now, and the channel, once open, carries what comes after.
@@ -260,11 +271,9 @@ export class Outbox {
     if (!this.#signal.aborted) this.#deps.onChanged(peer);
   }
 
-  /** The text sent over the data channel or relay: sealed, or plaintext (old accounts). */
+  /** The text sent over the data channel or relay: the sealed frame. */
   async #liveTextOf(row: MessageRow): Promise<string> {
-    const msg = chatMessageOf(row);
-    const envelope = await this.#deps.keyring.seal(msg);
-    return envelope ? sealedFrameText(envelope) : JSON.stringify(msg);
+    return sealedFrameText(await this.#deps.keyring.seal(chatMessageOf(row)));
   }
 
   /** Stores `rows` in `peer`'s mailbox, in batches; on refusal shows the servers' reason. */
@@ -275,13 +284,9 @@ export class Outbox {
       try {
         const mail = [];
         for (const r of chunk) {
-          // The envelope JSON itself, or the plaintext message between accounts without keys.
+          // The envelope JSON itself.
           const envelope = await this.#deps.keyring.seal(chatMessageOf(r));
-          mail.push({
-            id: r.id,
-            sentAt: r.sentAt,
-            envelope: JSON.stringify(envelope ?? chatMessageOf(r)),
-          });
+          mail.push({ id: r.id, sentAt: r.sentAt, envelope: JSON.stringify(envelope) });
         }
         if (this.#signal.aborted) return;
         await this.#deps.session.mailSend(peer, mail);

@@ -227,7 +227,7 @@ export async function recordWebSocketFrames(page: Page): Promise<string[]> {
 
 /** Waits until the open conversation shows the warning that message `id` from `from` was discarded. */
 export async function waitForTampered(page: Page, from: string, id: string, timeoutMs = 40_000) {
-  await page.waitForSelector(`${byId("tampered")}[data-from="${from}"][data-id="${id}"]`, {
+  await page.waitForSelector(`${byId("refused")}[data-from="${from}"][data-id="${id}"]`, {
     timeout: timeoutMs,
   });
 }
