@@ -3,7 +3,8 @@ import { Component } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
-import { Fingerprint } from "./fingerprint.tsx";
+import type { TrustEvent } from "../trust.ts";
+import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -75,6 +76,32 @@ function sameRow(a: MessageRow, b: MessageRow): boolean {
   return a.id === b.id && a.status === b.status && a.via === b.via && a.text === b.text;
 }
 
+/** What a marker in the conversation says about a contact's keys. */
+function eventText(peer: string, e: TrustEvent): string {
+  switch (e.kind) {
+    case "changed":
+      return `The servers gave another key for ${peer} here: sending stopped until you compare`;
+    case "missing":
+      return `The servers said ${peer} has no keys here: sending stopped`;
+    case "accepted":
+      return `You accepted a new key for ${peer} here`;
+    case "restored":
+      return `The servers gave ${peer}'s trusted key again here`;
+  }
+}
+
+type TimelineItem = { message: MessageRow } | { event: TrustEvent };
+
+/** The conversation's messages with the key markers between them, by time. */
+function timeline(messages: MessageRow[], events: TrustEvent[]): TimelineItem[] {
+  const items: Array<{ at: number; item: TimelineItem }> = [
+    ...messages.map((m) => ({ at: m.sentAt, item: { message: m } })),
+    ...events.map((e) => ({ at: e.at, item: { event: e } })),
+  ];
+  // Stable: messages keep their order, a marker goes after the messages of its moment.
+  return items.sort((a, b) => a.at - b.at).map((x) => x.item);
+}
+
 /** Message list (own vs theirs, status, path) plus input and Send. */
 export function ChatView({ model }: { model: ChatModel }) {
   const peer = model.openPeer.value;
@@ -85,8 +112,10 @@ export function ChatView({ model }: { model: ChatModel }) {
   const [draft, setDraft] = useState("");
   const [showKey, setShowKey] = useState(false);
   const discarded = peer ? model.warnings.value[peer] ?? [] : [];
-  const keyChanged = peer ? model.keyChanged.value[peer] === true : false;
-  const unencrypted = peer ? model.unencrypted.value[peer] === true : false;
+  const trust = peer ? model.trust.value[peer] : undefined;
+  const keyChanged = trust?.status === "changed";
+  const noKeys = trust?.status === "no_keys";
+  const events = trust?.pin?.events ?? [];
   const listRef = useRef<HTMLOListElement>(null);
   const olderRef = useRef<HTMLButtonElement>(null);
   // Whether the user is at the end of the conversation: new messages then stay in view; a user
@@ -113,7 +142,7 @@ export function ChatView({ model }: { model: ChatModel }) {
       el.scrollTop = el.scrollHeight;
       atBottom.current = true;
     }
-  }, [last?.id, messages[0]?.id, discarded.length, peer]);
+  }, [last?.id, messages[0]?.id, discarded.length, events.length, peer]);
 
   // A search result picked: bring its message into view (the reader is no longer at the end).
   useLayoutEffect(() => {
@@ -179,17 +208,29 @@ export function ChatView({ model }: { model: ChatModel }) {
           {showKey ? "Hide key" : "Key"}
         </button>
       </header>
-      {showKey && <Fingerprint model={model} user={peer} testId="fingerprint" />}
-      {keyChanged && (
-        <p class="warning" data-testid="key-changed" role="alert">
-          The key of {peer}{" "}
-          has changed since you last talked. Compare fingerprints out of band before trusting new
-          messages.
-        </p>
+      {showKey && (
+        <>
+          <Fingerprint model={model} user={peer} testId="fingerprint" />
+          {!keyChanged && <SafetyNumber model={model} peer={peer} />}
+        </>
       )}
-      {unencrypted && (
-        <p class="warning" data-testid="unencrypted" role="status">
-          {peer}'s account has no keys: messages with {peer} cannot be encrypted.
+      {keyChanged && (
+        <div class="warning" data-testid="key-changed" role="alert">
+          <p>
+            {trust?.pin?.pending?.keyId === null
+              ? `The servers now say ${peer} has no keys, but you have a key of ${peer} that you ` +
+                "trust. Nothing is sent to them until the servers give that key again, or you " +
+                "compare and accept a new one."
+              : `The key of ${peer} changed. Nothing is sent to ${peer} until you compare the ` +
+                "safety number with them and accept the new key."}
+          </p>
+          <SafetyNumber model={model} peer={peer} />
+        </div>
+      )}
+      {noKeys && (
+        <p class="warning" data-testid="no-keys" role="status">
+          {`${peer} has no keys: messages to ${peer} cannot be encrypted, so you cannot write ` +
+            `to ${peer}.`}
         </p>
       )}
       <ol
@@ -214,19 +255,36 @@ export function ChatView({ model }: { model: ChatModel }) {
             </button>
           </li>
         )}
-        {messages.map((m) => (
-          <MessageItem
-            key={m.id}
-            m={m}
-            own={m.sender === me}
-            focused={m.id === focused}
-            read={m.sender === me && m.sentAt <= readUpTo}
-          />
-        ))}
+        {timeline(messages, events).map((item) =>
+          "event" in item
+            ? (
+              <li
+                key={`key-${item.event.at}-${item.event.kind}`}
+                data-testid="key-marker"
+                data-kind={item.event.kind}
+                class="message key-marker"
+              >
+                <span class="text">
+                  {`${item.event.kind === "changed" || item.event.kind === "missing" ? "⚠" : "✓"} ${
+                    eventText(peer, item.event)
+                  } · ${time.format(item.event.at)}`}
+                </span>
+              </li>
+            )
+            : (
+              <MessageItem
+                key={item.message.id}
+                m={item.message}
+                own={item.message.sender === me}
+                focused={item.message.id === focused}
+                read={item.message.sender === me && item.message.sentAt <= readUpTo}
+              />
+            )
+        )}
         {discarded.map((w) => (
           <li
-            key={`tampered-${w.id}`}
-            data-testid="tampered"
+            key={`refused-${w.id}`}
+            data-testid="refused"
             data-id={w.id}
             data-from={w.from}
             class="message warning"
@@ -242,6 +300,7 @@ export function ChatView({ model }: { model: ChatModel }) {
       <form class="composer" onSubmit={submit}>
         <input
           data-testid="chat-input"
+          disabled={keyChanged || noKeys}
           value={draft}
           placeholder={`Message ${peer}`}
           maxLength={4000}
@@ -254,7 +313,9 @@ export function ChatView({ model }: { model: ChatModel }) {
           }}
           onBlur={() => model.stoppedTyping()}
         />
-        <button type="submit" class="primary" data-testid="send">Send</button>
+        <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
+          Send
+        </button>
       </form>
     </section>
   );
