@@ -80,12 +80,13 @@ const bad = results.filter((r) => r.lost > 0 || r.duplicates > 0);
 for (const r of bad) {
   if (r.lost) console.log(`${r.scenario}: LOST ${r.lost}, e.g. ${r.lostIds.join(", ")}`);
   if (r.duplicates) {
-    console.log(`${r.scenario}: DUPLICATES ${r.duplicates}, e.g. ${r.duplicateIds.join(", ")}`);
+    console.log(`${r.scenario}: DUPLICATES ${r.duplicates}:\n    ${r.duplicateIds.join("\n    ")}`);
   }
 }
 for (const r of results) {
   const errors = Object.entries(r.errors).map(([c, n]) => `${c} ×${n}`).join(", ");
-  if (errors) console.log(`  ${r.scenario} errors seen by clients (retried): ${errors}`);
+  if (errors) console.log(`  ${r.scenario}: errors seen by clients (retried): ${errors}`);
+  console.log(`  ${r.scenario}: longest write ${r.longestWrite}`);
 }
 if (values.json) console.log(JSON.stringify({ seed, results }));
 console.log(

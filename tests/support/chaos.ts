@@ -68,6 +68,8 @@ export interface ScenarioResult {
   lost: number;
   duplicates: number;
   longestWritePauseMs: number;
+  /** Which write paused longest, how often it was tried, where it was acknowledged. */
+  longestWrite: string;
   /** Requests answered with an error code, by code (not failures by themselves). */
   errors: Record<string, number>;
   /** The first lost / duplicate ids, for a report. */
@@ -110,7 +112,12 @@ function pick<T>(items: readonly T[], n: number, random: () => number): T[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-class RequestFailed extends Error {}
+/** A request without an answer: the connection closed, or no reply came in time. */
+class RequestFailed extends Error {
+  constructor(message: string, readonly kind: "closed" | "timeout" | "connect" | "login") {
+    super(message);
+  }
+}
 
 /** One client connection: requests matched by reqId, failing on close or after a deadline. */
 class Connection {
@@ -123,13 +130,15 @@ class Connection {
   /** Called on `mail_waiting`. */
   onMail: () => void = () => {};
 
-  private constructor(socket: WebSocket) {
+  private constructor(socket: WebSocket, readonly url: string) {
     this.#socket = socket;
     this.#closed = new Promise((resolve) =>
       socket.addEventListener("close", () => {
         this.open = false;
         clearInterval(this.#heartbeat);
-        for (const p of this.#pending.values()) p.reject(new RequestFailed("connection closed"));
+        for (const p of this.#pending.values()) {
+          p.reject(new RequestFailed("connection closed", "closed"));
+        }
         this.#pending.clear();
         resolve();
       })
@@ -156,10 +165,14 @@ class Connection {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await new Promise((resolve, reject) => {
-        timer = setTimeout(() => reject(new RequestFailed(`connect timeout ${url}`)), CONNECT_MS);
+        timer = setTimeout(
+          () => reject(new RequestFailed(`connect timeout ${url}`, "connect")),
+          CONNECT_MS,
+        );
         socket.onopen = resolve;
-        socket.onerror = () => reject(new RequestFailed(`cannot connect to ${url}`));
-        socket.onclose = () => reject(new RequestFailed(`closed while connecting to ${url}`));
+        socket.onerror = () => reject(new RequestFailed(`cannot connect to ${url}`, "connect"));
+        socket.onclose = () =>
+          reject(new RequestFailed(`closed while connecting to ${url}`, "connect"));
       });
     } catch (err) {
       clearTimeout(timer);
@@ -174,7 +187,7 @@ class Connection {
     }
     clearTimeout(timer);
     socket.onerror = socket.onclose = null;
-    return new Connection(socket);
+    return new Connection(socket, url);
   }
 
   #send(frame: Record<string, unknown>): void {
@@ -185,12 +198,12 @@ class Connection {
 
   /** Sends a request; resolves with its reply, rejects on close or after `timeoutMs`. */
   request(frame: Record<string, unknown>, timeoutMs = REQUEST_MS): Promise<ServerFrame> {
-    if (!this.open) return Promise.reject(new RequestFailed("connection closed"));
+    if (!this.open) return Promise.reject(new RequestFailed("connection closed", "closed"));
     const reqId = this.#nextReqId++;
     return new Promise<ServerFrame>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(reqId);
-        reject(new RequestFailed(`no reply to ${frame.type} in ${timeoutMs} ms`));
+        reject(new RequestFailed(`no reply to ${frame.type} in ${timeoutMs} ms`, "timeout"));
       }, timeoutMs);
       this.#pending.set(reqId, {
         resolve: (f) => {
@@ -220,7 +233,9 @@ class Connection {
     if (this.open) {
       // The close handshake never finished (frozen server): give up on the socket.
       this.open = false;
-      for (const p of this.#pending.values()) p.reject(new RequestFailed("connection closed"));
+      for (const p of this.#pending.values()) {
+        p.reject(new RequestFailed("connection closed", "closed"));
+      }
       this.#pending.clear();
     }
   }
@@ -245,6 +260,11 @@ interface Message {
   delivered: boolean;
   /** The recipient's `mail_ack` for it was answered `ok`. */
   receiptAcked: boolean;
+  /** Where and when (seconds into the run) its receipt was acknowledged. */
+  receiptVia?: string;
+  /** Sends tried, and when (seconds into the run) the last one started. */
+  attempts: number;
+  lastAttemptAt?: string;
 }
 
 interface Tally {
@@ -253,6 +273,7 @@ interface Tally {
   duplicates: number;
   duplicateIds: string[];
   longestWritePauseMs: number;
+  longestWrite: string;
   errors: Record<string, number>;
 }
 
@@ -284,6 +305,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
     duplicates: 0,
     duplicateIds: [],
     longestWritePauseMs: 0,
+    longestWrite: "",
     errors: {},
   }));
   let current = 0;
@@ -293,6 +315,9 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
   const connections = new Map<string, Connection>();
   const tmpDirs: string[] = [];
 
+  const began = Date.now();
+  const elapsed = () => ((Date.now() - began) / 1000).toFixed(1);
+  const nameOf = (url: string) => `:${new URL(url).port}`;
   const urls = () => slots.filter((s) => s.proc).map((s) => s.proc!.url);
   const error = (code: string) => {
     const t = tallies[current]!;
@@ -351,7 +376,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         const r = await conn.request({ type: "login", username: user, secret: PASSWORD });
         if (r.type !== "session") {
           if (r.type === "error") error(`login ${r.code}`);
-          throw new RequestFailed(`login: ${JSON.stringify(r)}`);
+          throw new RequestFailed(`login: ${JSON.stringify(r)}`, "login");
         }
         conn.onMail = () => wake(user);
         connections.set(user, conn);
@@ -361,7 +386,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         await conn?.close();
       }
     }
-    throw new RequestFailed(`no server took ${user}'s login: ${last}`);
+    throw new RequestFailed(`no server took ${user}'s login: ${last}`, "login");
   }
 
   async function dropConnection(user: string, conn: Connection | undefined): Promise<void> {
@@ -384,6 +409,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         acked: false,
         delivered: false,
         receiptAcked: false,
+        attempts: 0,
       };
       messages.set(id, message);
       tallies[scenario]!.sent++;
@@ -394,6 +420,8 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         let conn: Connection | undefined;
         try {
           conn = await connection(user);
+          message.attempts++;
+          message.lastAttemptAt = `${elapsed()} s via ${nameOf(conn.url)}`;
           const r = await conn.request({
             type: "mail_send",
             to,
@@ -404,13 +432,18 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
             tallies[scenario]!.acked++;
             const ms = Math.round(performance.now() - started);
             const t = tallies[current]!;
-            t.longestWritePauseMs = Math.max(t.longestWritePauseMs, ms);
+            if (ms > t.longestWritePauseMs) {
+              t.longestWritePauseMs = ms;
+              t.longestWrite = `${id}: ${message.attempts} tries, acked at ${elapsed()} s via ${
+                nameOf(conn.url)
+              }`;
+            }
           } else {
             error(r.type === "error" ? r.code : r.type);
             await sleep(300);
           }
         } catch (err) {
-          error(err instanceof RequestFailed ? "no answer" : "client error");
+          error(err instanceof RequestFailed ? err.kind : "client error");
           await dropConnection(user, conn);
           await sleep(200);
         }
@@ -447,7 +480,13 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           }
           if (known.receiptAcked || seenNow.has(m.id)) {
             t.duplicates++;
-            if (t.duplicateIds.length < 20) t.duplicateIds.push(m.id);
+            if (t.duplicateIds.length < 20) {
+              t.duplicateIds.push(
+                `${m.id} (sent ${known.attempts}×, last at ${known.lastAttemptAt}; receipt acked via ${
+                  known.receiptVia ?? "-"
+                }; fetched again via ${nameOf(conn.url)} at ${elapsed()} s during "${phase}")`,
+              );
+            }
           }
           seenNow.add(m.id);
           known.delivered = true;
@@ -463,14 +502,17 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           }
           for (const m of r.messages) {
             const known = messages.get(m.id);
-            if (known) known.receiptAcked = true;
+            if (known && !known.receiptAcked) {
+              known.receiptAcked = true;
+              known.receiptVia = `${nameOf(conn.url)} at ${elapsed()} s`;
+            }
           }
         }
         if (!r.more) return true;
         after = r.messages.at(-1)?.id;
       }
     } catch (err) {
-      error(err instanceof RequestFailed ? "no answer" : "client error");
+      error(err instanceof RequestFailed ? `fetch ${err.kind}` : "client error");
       await dropConnection(user, conn);
       return false;
     }
@@ -590,7 +632,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         case "kill-k":
         case "kill-k1-restart": {
           const victims = pick(up, name === "kill-k" ? k : k + 1, random);
-          faults.push(`kill -9 ${victims.map((v) => v.name).join(" ")}`);
+          faults.push(`kill -9 ${victims.map((v) => v.name).join(" ")} at ${elapsed()} s`);
           phase = faults.at(-1)!;
           log(phase);
           await Promise.all(victims.map(async (v) => {
@@ -607,7 +649,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         case "freeze": {
           const victims = pick(up, k, random);
           phase = `SIGSTOP ${victims.map((v) => v.name).join(" ")}`;
-          faults.push(phase);
+          faults.push(`${phase} at ${elapsed()} s`);
           log(phase);
           for (const v of victims) {
             Deno.kill(v.proc!.pid, "SIGSTOP");
@@ -615,7 +657,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           }
           await underFault();
           phase = `SIGCONT ${victims.map((v) => v.name).join(" ")}`;
-          faults.push(phase);
+          faults.push(`${phase} at ${elapsed()} s`);
           log(phase);
           for (const v of victims) {
             Deno.kill(v.proc!.pid, "SIGCONT");
@@ -626,7 +668,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         case "rolling": {
           for (const v of pick(up, up.length, random)) {
             phase = `rolling: SIGTERM ${v.name}, restart from disk`;
-            faults.push(`restart ${v.name}`);
+            faults.push(`restart ${v.name} at ${elapsed()} s`);
             log(phase);
             await v.proc!.stop("SIGTERM");
             v.proc = undefined;
@@ -696,6 +738,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
         lost: lost.length,
         duplicates: t.duplicates,
         longestWritePauseMs: t.longestWritePauseMs,
+        longestWrite: t.longestWrite,
         errors: t.errors,
         lostIds: lost.slice(0, 20).map((m) => `${m.id} → ${m.to}`),
         duplicateIds: t.duplicateIds,
