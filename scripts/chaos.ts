@@ -6,7 +6,7 @@
  * any was delivered again after its acknowledgement.
  *
  * Usage: deno task chaos [--seed N] [--scenarios a,b,…] [--clients N] [--fault-seconds N]
- *                        [--json]
+ *                        [--json] [--logs DIR]
  */
 import { parseArgs } from "node:util";
 import {
@@ -23,6 +23,7 @@ const USAGE = `Usage: deno task chaos [options]
   --clients N         WebSocket clients (users), 2–200                     default 30
   --fault-seconds N   how long each fault lasts at least, 1–120             default 10
   --json              also print the results as one JSON line at the end
+  --logs DIR          keep every server's JSON log as DIR/<port>.log
 Scenarios:
 ${SCENARIOS.map((s) => `  ${s.padEnd(16)}${SCENARIO_HELP[s]}`).join("\n")}`;
 
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     clients: { type: "string", default: "30" },
     "fault-seconds": { type: "string", default: "10" },
     json: { type: "boolean", default: false },
+    logs: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -72,6 +74,7 @@ const results = await runChaos({
   clients,
   faultMs,
   log,
+  logDir: values.logs,
 });
 console.log(`\nchaos seed ${seed}, ${clients} clients, 5 servers (K = 2, W = 2)`);
 for (const r of results) console.log(`  ${r.scenario}: ${r.faults.join("; ")}`);

@@ -53,6 +53,8 @@ export interface ChaosOptions {
   faultWrites?: number;
   /** Each client's pause between two messages, in ms. @default 250 */
   thinkMs?: number;
+  /** Where to keep every server's log, as `<port>.log` (default: nowhere). */
+  logDir?: string;
   /** Progress lines (a few per second at most). */
   log?: (line: string) => void;
 }
@@ -323,6 +325,15 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
     const t = tallies[current]!;
     t.errors[code] = (t.errors[code] ?? 0) + 1;
   };
+
+  /** Appends a server process's log (JSON lines) to `<logDir>/<port>.log`. */
+  async function saveLogs(slot: Slot): Promise<void> {
+    if (!options.logDir || !slot.proc) return;
+    await Deno.mkdir(options.logDir, { recursive: true });
+    await Deno.writeTextFile(`${options.logDir}/${slot.port}.log`, slot.proc.logs(), {
+      append: true,
+    });
+  }
 
   async function start(slot: Slot, dataDir: string): Promise<void> {
     const peers = slots.filter((s) => s !== slot && s.proc && !s.frozen).map((s) => s.proc!.url);
@@ -637,6 +648,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           log(phase);
           await Promise.all(victims.map(async (v) => {
             await v.proc!.stop("SIGKILL");
+            await saveLogs(v);
             v.proc = undefined;
           }));
           await underFault();
@@ -671,6 +683,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
             faults.push(`restart ${v.name} at ${elapsed()} s`);
             log(phase);
             await v.proc!.stop("SIGTERM");
+            await saveLogs(v);
             v.proc = undefined;
             await start(v, v.dataDir);
             await ringSettled(`after restarting ${v.name}`);
@@ -698,6 +711,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           faults.push(phase);
           log(phase);
           await v!.proc!.stop("SIGKILL");
+          await saveLogs(v!);
           v!.proc = undefined;
           await start(v!, copy);
           break;
@@ -762,6 +776,7 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
     await Promise.all(fetchers);
     await Promise.all([...connections.values()].map((c) => c.close()));
     await Promise.all(slots.map((s) => s.proc?.stop()));
+    for (const s of slots) await saveLogs(s).catch(() => {});
     for (const d of tmpDirs) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 }
