@@ -18,7 +18,9 @@
  * from 127.0.0.1). `--bcrypt-cost 10` measures with the production cost.
  *
  * Usage: deno task bench:scale [--accounts N] [--sessions N] [--churn N/s] [--relay N/s]
- *                              [--seconds N] [--workers N] [--bcrypt-cost N]
+ *                              [--seconds N] [--workers N] [--bcrypt-cost N] [--ramp-seconds N]
+ * (--ramp-seconds: how long opening the sessions may take before the steady phase starts with
+ * those open; default 300.)
  */
 import { parseArgs } from "node:util";
 import { type ServerProcess, startCluster } from "../support/server_process.ts";
@@ -38,6 +40,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "60" },
     workers: { type: "string", default: "2" },
     "bcrypt-cost": { type: "string", default: "4" },
+    "ramp-seconds": { type: "string", default: "300" },
     worker: { type: "string" },
     urls: { type: "string" },
   },
@@ -59,6 +62,7 @@ const relayRate = whole("relay", 0, 100_000);
 const seconds = whole("seconds", 5, 3600);
 const workers = whole("workers", 1, 16);
 const bcryptCost = whole("bcrypt-cost", 4, 15);
+const rampSeconds = whole("ramp-seconds", 10, 3600);
 if (sessions > accounts) {
   console.error("Error: --sessions cannot exceed --accounts");
   Deno.exit(2);
@@ -100,6 +104,9 @@ interface WorkerResult {
 
 type Role = "observer" | "relay" | "plain";
 
+/** Frames the load generator's sessions received, and how many of them were presence notices. */
+const received = { frames: 0, presence: 0 };
+
 class Session {
   ws: WebSocket;
   #next = 1;
@@ -119,8 +126,10 @@ class Session {
     };
     this.ws.onmessage = (e) => {
       const data = e.data as string;
+      received.frames++;
       // Every session hears every presence change: only observers read them.
       if (data.startsWith('{"v":1,"type":"presence"')) {
+        received.presence++;
         if (this.role !== "observer") return;
       } else if (this.role === "plain" && this.#pending.size === 0) return;
       const frame = JSON.parse(data);
@@ -238,34 +247,43 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   while (plan.length < target) plan.push({ user: mine[u++]!, role: "plain", url: nextUrl() });
 
   let opened = 0;
-  const progress = setInterval(() => out({ type: "progress", open: online.size }), 1000);
+  const progress = setInterval(
+    () => out({ type: "progress", open: online.size, received, failures }),
+    1000,
+  );
   // Sessions silent for PRESENCE_TIMEOUT_MS are dropped: heartbeats from the first login on.
   const heartbeats = setInterval(() => {
     for (const s of online.values()) s.send({ type: "heartbeat" });
   }, 5000);
+  // "go" on stdin starts the steady phase: after every worker's ramp, or when the ramp took
+  // longer than --ramp-seconds (then with the sessions open so far).
+  const go = (async () => {
+    const reader = Deno.stdin.readable.getReader();
+    let line = "";
+    while (!line.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      line += new TextDecoder().decode(value);
+    }
+  })();
+  let rampStopped = false;
   let cursor = 0;
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (cursor < plan.length) {
+  const ramp = Promise.all(Array.from({ length: 64 }, async () => {
+    while (cursor < plan.length && !rampStopped) {
       const p = plan[cursor++]!;
       // Stable sessions are retried: the measurements need them.
-      for (let tries = 0; tries < (stable.has(p.user) ? 5 : 1); tries++) {
+      for (let tries = 0; tries < (stable.has(p.user) ? 5 : 1) && !rampStopped; tries++) {
         if (await login(p.user, p.role, p.url)) break;
         await sleep(500);
       }
       opened++;
     }
-  }));
-  out({ type: "ready", open: online.size, failures: { ...failures } });
+  })).then(() => out({ type: "ready", open: online.size, failures: { ...failures } }));
+  await Promise.race([ramp, go]);
+  rampStopped = true;
+  await go;
+  out({ type: "rampFailures", failures: { ...failures } });
   for (const k of Object.keys(failures)) delete failures[k];
-
-  // Wait for "go" on stdin.
-  const reader = Deno.stdin.readable.getReader();
-  let line = "";
-  while (!line.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    line += new TextDecoder().decode(value);
-  }
 
   // Steady phase.
   const logins: [string, number, number][] = [];
@@ -437,10 +455,11 @@ async function main(): Promise<void> {
     // Accounts: 20 registering connections per server, each one request at a time.
     log(`registering ${accounts} accounts`);
     let created = 0;
+    const regFailures: Record<string, number> = {};
     let next = 0;
     const regStart = Date.now();
     const regProgress = setInterval(
-      () => log(`accounts created ${created}/${accounts}`),
+      () => log(`accounts created ${created}/${accounts} ${JSON.stringify(regFailures)}`),
       2000,
     );
     await Promise.all(Array.from({ length: 20 * SERVERS }, async (_, c) => {
@@ -449,10 +468,13 @@ async function main(): Promise<void> {
       try {
         while (next < accounts) {
           const username = userName(next++);
+          // A retry of the same registration succeeds (same name, same password).
           for (let tries = 0;; tries++) {
-            const r = await s.request({ type: "register", username, secret: PASSWORD }, 60_000);
-            if (r.type === "ok" || r.code === "username_taken") break;
-            if (tries >= 3) throw new Error(`register ${username}: ${JSON.stringify(r)}`);
+            const r = await s.request({ type: "register", username, secret: PASSWORD }, 30_000);
+            if (r.type === "ok") break;
+            const code = String(r.code ?? r.type);
+            regFailures[code] = (regFailures[code] ?? 0) + 1;
+            if (tries >= 10) throw new Error(`register ${username}: ${JSON.stringify(r)}`);
             await sleep(500);
           }
           created++;
@@ -463,6 +485,9 @@ async function main(): Promise<void> {
     }));
     clearInterval(regProgress);
     const regMs = Date.now() - regStart;
+    if (Object.keys(regFailures).length) {
+      log(`registration attempts retried: ${JSON.stringify(regFailures)} (timeout: 30 s)`);
+    }
     log(
       `${accounts} accounts in ${(regMs / 1000).toFixed(1)} s (${
         Math.round(accounts / (regMs / 1000))
@@ -472,6 +497,18 @@ async function main(): Promise<void> {
     // Load generators.
     const self = new URL(import.meta.url).pathname;
     const open = new Array<number>(workers).fill(0);
+    const workerFailures = new Array<Record<string, number>>(workers).fill({});
+    const failureText = () => {
+      const sum: Record<string, number> = {};
+      for (const f of workerFailures) {
+        for (const [k, v] of Object.entries(f)) sum[k] = (sum[k] ?? 0) + v;
+      }
+      return Object.keys(sum).length ? `; failures ${JSON.stringify(sum)}` : "";
+    };
+    const frames = new Array<{ frames: number; presence: number }>(workers).fill({
+      frames: 0,
+      presence: 0,
+    });
     const ready: Promise<void>[] = [];
     const results: Promise<WorkerResult>[] = [];
     for (let w = 0; w < workers; w++) {
@@ -517,12 +554,16 @@ async function main(): Promise<void> {
             const line = buffer.slice(0, nl);
             buffer = buffer.slice(nl + 1);
             const msg = JSON.parse(line);
-            if (msg.type === "progress") open[w] = msg.open;
-            else if (msg.type === "ready") {
+            if (msg.type === "progress") {
               open[w] = msg.open;
+              frames[w] = msg.received;
+              workerFailures[w] = msg.failures;
+            } else if (msg.type === "rampFailures") {
               if (Object.keys(msg.failures).length) {
                 log(`load generator ${w}: failures while opening ${JSON.stringify(msg.failures)}`);
               }
+            } else if (msg.type === "ready") {
+              open[w] = msg.open;
               onReady();
             } else if (msg.type === "result") onResult(msg);
           }
@@ -536,10 +577,26 @@ async function main(): Promise<void> {
     const rampStart = Date.now();
     const rampProgress = setInterval(() => {
       const cpu = servers.map((s) => cpuSeconds(s.pid).toFixed(0)).join("/");
-      log(`sessions open ${open.reduce((a, b) => a + b, 0)}/${sessions}; server CPU s ${cpu}`);
+      const got = frames.reduce((a, f) => a + f.frames, 0);
+      const presence = frames.reduce((a, f) => a + f.presence, 0);
+      log(
+        `sessions open ${
+          open.reduce((a, b) => a + b, 0)
+        }/${sessions}; server CPU s ${cpu}; frames to clients ${got} (presence ${presence}); load ${loadAverage()}${failureText()}`,
+      );
     }, 2000);
-    await Promise.all(ready);
+    let rampTimer: ReturnType<typeof setTimeout> | undefined;
+    const rampComplete = await Promise.race([
+      Promise.all(ready).then(() => true),
+      new Promise<false>((r) => rampTimer = setTimeout(() => r(false), rampSeconds * 1000)),
+    ]);
+    clearTimeout(rampTimer);
     clearInterval(rampProgress);
+    if (!rampComplete) {
+      log(
+        `the ramp did not reach ${sessions} sessions in ${rampSeconds} s: measuring with those open`,
+      );
+    }
     const opened = open.reduce((a, b) => a + b, 0);
     log(`${opened} sessions open in ${((Date.now() - rampStart) / 1000).toFixed(1)} s`);
 
@@ -549,6 +606,8 @@ async function main(): Promise<void> {
       ...children.map((c, i) => ({ name: `loadgen${i}`, pid: c.pid })),
     ];
     const cpu0 = pids.map((p) => cpuSeconds(p.pid));
+    const frames0 = frames.reduce((a, f) => a + f.frames, 0);
+    const presence0 = frames.reduce((a, f) => a + f.presence, 0);
     const loads = [loadAverage()];
     const steadyStart = Date.now();
     let rssMax = 0;
@@ -572,16 +631,23 @@ async function main(): Promise<void> {
       const usage = pids.map((p, i) =>
         `${p.name} ${Math.round(((cpuSeconds(p.pid) - cpu0[i]!) / elapsed) * 100)}%`
       );
+      const perSecond = Math.round((frames.reduce((a, f) => a + f.frames, 0) - frames0) / elapsed);
       log(
-        `${elapsed.toFixed(0)} s: sessions ${open.reduce((a, b) => a + b, 0)}, server RSS max ${
-          rssMax.toFixed(0)
-        } MB; CPU ${usage.join(", ")}`,
+        `${elapsed.toFixed(0)} s: frames to clients ${perSecond}/s; sessions ${
+          open.reduce((a, b) => a + b, 0)
+        }, server RSS max ${rssMax.toFixed(0)} MB; CPU ${
+          usage.join(", ")
+        }; load ${loadAverage()}${failureText()}`,
       );
     }, 2000);
     const all = await Promise.all(results);
     clearInterval(steady);
     sample();
     const elapsed = (Date.now() - steadyStart) / 1000;
+    const framesPerS = Math.round((frames.reduce((a, f) => a + f.frames, 0) - frames0) / elapsed);
+    const presencePerS = Math.round(
+      (frames.reduce((a, f) => a + f.presence, 0) - presence0) / elapsed,
+    );
     const cpuShare = Object.fromEntries(
       pids.map((p, i) => [p.name, round1(((cpuSeconds(p.pid) - cpu0[i]!) / elapsed) * 100)]),
     );
@@ -652,6 +718,8 @@ async function main(): Promise<void> {
       accounts_per_s: Math.round(accounts / (regMs / 1000)),
       bcrypt_cost: bcryptCost,
       cpu_percent: cpuShare,
+      frames_to_clients_per_s: framesPerS,
+      presence_frames_per_s: presencePerS,
       machine_load_avg: round1(loads.reduce((a, b) => a + b, 0) / loads.length),
       cores: navigator.hardwareConcurrency,
     }));
