@@ -1,9 +1,9 @@
 /**
  * The server tier at scale (issue #16): a 3-server ring on loopback, 10,000 registered accounts,
  * 5,000 WebSocket sessions held by load-generator processes (this file run with `--worker`),
- * 100 logins per second of churn (a session closes, an offline account logs in on a random
- * server) and a steady relay load between online users on different servers (`relay` bounced
- * back by the recipient's client). Measured over the steady phase:
+ * 100 logins per second of churn (an offline account logs in on a random server; once it is in,
+ * a random session closes) and a steady relay load between online users on different servers
+ * (`relay` bounced back by the recipient's client). Measured over the steady phase:
  * - login_p99_ms: `login` sent → `session` received, for the churn logins;
  * - presence_notice_p99_ms: a churn login's `session` reply → the `presence` (online) notice at
  *   observer sessions (40, on every server), across processes by the wall clock;
@@ -196,6 +196,35 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   const fail = (code: string) => failures[code] = (failures[code] ?? 0) + 1;
   let serverTurn = index;
 
+  // What the steady phase measures (observers and relay sessions record only while measuring).
+  let measuring = false;
+  let ended = false;
+  const presence: [string, number][] = [];
+  const relayRtts: number[] = [];
+  const relayErrors: Record<string, number> = {};
+  const relayInFlight = new Map<string, number>();
+  function hook(s: Session): void {
+    if (s.role === "observer") {
+      s.onPresence = (user, on) => {
+        if (on && measuring) presence.push([user, epochNow()]);
+      };
+    }
+    if (s.role === "relay") {
+      s.onRelay = (from, payload) => {
+        if (payload.startsWith("p ")) s.send({ type: "relay", to: from, payload: `r${payload}` });
+        else if (payload.startsWith("rp ")) {
+          const id = payload.slice(3);
+          const t = relayInFlight.get(id);
+          relayInFlight.delete(id);
+          if (t !== undefined && measuring) relayRtts.push(performance.now() - t);
+        }
+      };
+      s.onError = (code) => {
+        if (measuring) relayErrors[code] = (relayErrors[code] ?? 0) + 1;
+      };
+    }
+  }
+
   /** Opens a session for `user` on `url`; resolves with its timing, or undefined on failure. */
   async function login(
     user: string,
@@ -220,10 +249,17 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
       return undefined;
     }
     online.set(user, s);
+    hook(s);
     s.ws.addEventListener("close", (e) => {
       if (!s.closedByUs) fail(`closed by server ${e.code}`);
       if (online.get(user) === s) online.delete(user);
       if (!online.has(user)) offline.add(user);
+      // Observers and relay sessions are the measuring instruments: they come back.
+      if (role !== "plain" && !s.closedByUs && !ended) {
+        (async () => {
+          do await sleep(1000); while (!ended && !await login(user, role, url));
+        })();
+      }
     });
     return [user, sent, done];
   }
@@ -286,31 +322,9 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   for (const k of Object.keys(failures)) delete failures[k];
 
   // Steady phase.
+  measuring = true;
   const logins: [string, number, number][] = [];
-  const presence: [string, number][] = [];
-  const relayRtts: number[] = [];
-  const relayErrors: Record<string, number> = {};
-  const relayInFlight = new Map<string, number>();
   let relaySent = 0;
-  for (const s of online.values()) {
-    if (s.role === "observer") {
-      s.onPresence = (user, on) => {
-        if (on) presence.push([user, epochNow()]);
-      };
-    }
-    if (s.role === "relay") {
-      s.onRelay = (from, payload) => {
-        if (payload.startsWith("p ")) s.send({ type: "relay", to: from, payload: `r${payload}` });
-        else if (payload.startsWith("rp ")) {
-          const id = payload.slice(3);
-          const t = relayInFlight.get(id);
-          relayInFlight.delete(id);
-          if (t !== undefined) relayRtts.push(performance.now() - t);
-        }
-      };
-      s.onError = (code) => relayErrors[code] = (relayErrors[code] ?? 0) + 1;
-    }
-  }
   const churnables = () => [...online.values()].filter((s) => s.role === "plain");
   const timers: ReturnType<typeof setInterval>[] = [];
   const pendingLogins: Promise<unknown>[] = [];
@@ -320,19 +334,23 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
     let owed = 0;
     timers.push(setInterval(() => {
       owed += workerChurn / 20;
-      const candidates = churnables();
       const offlineList = [...offline];
       while (owed >= 1) {
         owed--;
-        const leaving = candidates[Math.floor(Math.random() * candidates.length)];
-        if (leaving) {
-          online.delete(leaving.user);
-          leaving.close();
-        }
         const coming = offlineList.splice(Math.floor(Math.random() * offlineList.length), 1)[0];
         if (coming === undefined) continue;
+        // Each login that succeeds replaces a session (closed then), so the count holds.
         pendingLogins.push(
-          login(coming, "plain", nextUrl()).then((r) => r && logins.push(r)),
+          login(coming, "plain", nextUrl()).then((r) => {
+            if (!r) return;
+            logins.push(r);
+            const candidates = churnables().filter((s) => s.user !== coming);
+            const leaving = candidates[Math.floor(Math.random() * candidates.length)];
+            if (leaving) {
+              online.delete(leaving.user);
+              leaving.close();
+            }
+          }),
         );
       }
     }, 50));
@@ -360,6 +378,8 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   for (const t of timers) clearInterval(t);
   await Promise.race([Promise.all(pendingLogins), sleep(10_000)]);
   await sleep(2000); // late presence notices and relay answers still count
+  measuring = false;
+  ended = true;
   relayErrors.unanswered = (relayErrors.unanswered ?? 0) + relayInFlight.size;
   const result: WorkerResult = {
     type: "result",
