@@ -606,11 +606,18 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
     try {
       await Promise.all(users.map(async (u, i) => {
         await sleep(i * 20);
-        const r = await registrar.request(
-          { type: "register", username: u, secret: PASSWORD },
-          60_000,
-        );
-        if (r.type !== "ok") throw new Error(`register ${u}: ${JSON.stringify(r)}`);
+        // A busy ring may answer `unavailable`: the same registration, retried, succeeds.
+        for (let tries = 1;; tries++) {
+          const r = await registrar.request(
+            { type: "register", username: u, secret: PASSWORD },
+            60_000,
+          );
+          if (r.type === "ok") break;
+          if (tries >= 10 || r.type !== "error" || r.code !== "unavailable") {
+            throw new Error(`register ${u}: ${JSON.stringify(r)}`);
+          }
+          await sleep(1_000);
+        }
       }));
     } finally {
       await registrar.close();
