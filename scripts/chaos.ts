@@ -68,13 +68,26 @@ for (const s of scenarios) {
 const t0 = Date.now();
 const log = (line: string) =>
   console.error(`[chaos ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`);
+// Ctrl-C or SIGTERM: stop the servers and remove their data before leaving.
+const abort = new AbortController();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    log(`${signal}: stopping the servers`);
+    abort.abort();
+  });
+}
 const results = await runChaos({
+  signal: abort.signal,
   seed,
   scenarios: scenarios as ScenarioName[],
   clients,
   faultMs,
   log,
   logDir: values.logs,
+}).catch((err) => {
+  if (!abort.signal.aborted) throw err;
+  log("stopped");
+  Deno.exit(130);
 });
 console.log(`\nchaos seed ${seed}, ${clients} clients, 5 servers (K = 2, W = 2)`);
 for (const r of results) console.log(`  ${r.scenario}: ${r.faults.join("; ")}`);

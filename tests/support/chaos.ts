@@ -55,6 +55,8 @@ export interface ChaosOptions {
   thinkMs?: number;
   /** Where to keep every server's log, as `<port>.log` (default: nowhere). */
   logDir?: string;
+  /** Ends the run early (servers stopped, data removed); the run then rejects. */
+  signal?: AbortSignal;
   /** Progress lines (a few per second at most). */
   log?: (line: string) => void;
 }
@@ -587,7 +589,38 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
 
   const results: ScenarioResult[] = [];
   let fetchers: Promise<void>[] = [];
+  // Aborting (Ctrl-C in scripts/chaos.ts) ends the run through the cleanup below.
+  let abortListener: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    abortListener = () => reject(new Error("chaos run aborted"));
+    options.signal?.addEventListener("abort", abortListener);
+  });
+  aborted.catch(() => {});
   try {
+    return await Promise.race([aborted, run()]);
+  } finally {
+    if (abortListener) options.signal?.removeEventListener("abort", abortListener);
+    writing = false;
+    running = false;
+    clearInterval(progress);
+    for (const s of slots) {
+      if (s.proc && s.frozen) Deno.kill(s.proc.pid, "SIGCONT");
+    }
+    if (options.signal?.aborted) {
+      // The run goes on in the background for a moment: do not wait for its clients.
+      await Promise.all(slots.map((s) => s.proc?.stop("SIGKILL")));
+    }
+    await Promise.all(writers);
+    for (const w of wakers.values()) w();
+    await Promise.all([...connections.values()].map((c) => c.close()));
+    await Promise.all(fetchers);
+    await Promise.all([...connections.values()].map((c) => c.close()));
+    await Promise.all(slots.map((s) => s.proc?.stop()));
+    for (const s of slots) await saveLogs(s).catch(() => {});
+    for (const d of tmpDirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+
+  async function run(): Promise<ScenarioResult[]> {
     log(`seed ${options.seed}: starting ${serverCount} servers (K = ${k}, W = ${k})`);
     for (let i = 0; i < serverCount; i++) {
       const slot: Slot = { name: "", proc: undefined, port: 0, dataDir: "", frozen: false };
@@ -770,21 +803,6 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
       );
     }
     return results;
-  } finally {
-    writing = false;
-    running = false;
-    clearInterval(progress);
-    for (const s of slots) {
-      if (s.proc && s.frozen) Deno.kill(s.proc.pid, "SIGCONT");
-    }
-    await Promise.all(writers);
-    for (const w of wakers.values()) w();
-    await Promise.all([...connections.values()].map((c) => c.close()));
-    await Promise.all(fetchers);
-    await Promise.all([...connections.values()].map((c) => c.close()));
-    await Promise.all(slots.map((s) => s.proc?.stop()));
-    for (const s of slots) await saveLogs(s).catch(() => {});
-    for (const d of tmpDirs) await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 }
 
