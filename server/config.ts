@@ -182,6 +182,9 @@ Discovery (how servers find one another besides --peers):
 Development only:
   --session-ttl-seconds N  session lifetime in seconds, overrides --session-ttl-hours (for
                        tests of expiry)                          [P2P_SESSION_TTL_SECONDS]
+  --benchmark-bcrypt-cost N  bcrypt cost 4–15 overriding --bcrypt-cost, for benchmarks that
+                       create thousands of accounts on a small machine; cheap hashes are cheap
+                       to crack, never use it for real accounts   [P2P_BENCHMARK_BCRYPT_COST]
 
 On start the server prints one line "ready <url>" on stdout; logs are JSON lines on stderr.`;
 
@@ -256,6 +259,7 @@ export function parseConfig(
         "mailbox-max-age-days": { type: "string" },
         "repair-interval-ms": { type: "string" },
         "session-ttl-seconds": { type: "string" },
+        "benchmark-bcrypt-cost": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         discovery: { type: "string" },
@@ -293,6 +297,7 @@ export function parseConfig(
   const handoverMax = pick("handover-max-seconds", "P2P_HANDOVER_MAX_SECONDS");
   const port = intOption(pick, "port", "P2P_PORT", "8000", 0, 65535);
   const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
+  const benchmarkCost = pick("benchmark-bcrypt-cost", "P2P_BENCHMARK_BCRYPT_COST");
   const certFile = pick("tls-cert", "P2P_TLS_CERT");
   const keyFile = pick("tls-key", "P2P_TLS_KEY");
   if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -317,7 +322,9 @@ export function parseConfig(
     clusterSecret: secret,
     dataDir: pick("data-dir", "P2P_DATA_DIR"),
     distDir: pick("dist", "P2P_DIST_DIR") ?? "dist",
-    bcryptCost: intOption(pick, "bcrypt-cost", "P2P_BCRYPT_COST", "10", 10, 15),
+    bcryptCost: benchmarkCost === undefined
+      ? intOption(pick, "bcrypt-cost", "P2P_BCRYPT_COST", "10", 10, 15)
+      : integer("benchmark-bcrypt-cost", benchmarkCost, 4, 15),
     sessionTtlMs: ttlSeconds !== undefined
       ? integer("session-ttl-seconds", ttlSeconds, 1, 365 * 24 * 3600) * 1000
       : intOption(pick, "session-ttl-hours", "P2P_SESSION_TTL_HOURS", "168", 1, 24 * 365) *

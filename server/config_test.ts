@@ -49,6 +49,18 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
   assert.throws(() => parseConfig(["--cluster-secret=short"], {}), /at least 16 characters/);
 });
 
+Deno.test("config: a benchmark's bcrypt cost goes below 10 only by its own, marked option", () => {
+  const bench = parseConfig([`--cluster-secret=${SECRET}`, "--bcrypt-cost=12"], {
+    P2P_BENCHMARK_BCRYPT_COST: "4",
+  });
+  assert.ok(bench !== "help");
+  assert.equal(bench.bcryptCost, 4);
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--benchmark-bcrypt-cost=3"], {}),
+    /--benchmark-bcrypt-cost must be a whole number from 4 to 15/,
+  );
+});
+
 Deno.test("config: --help is recognised without other flags", () => {
   assert.equal(parseConfig(["--help"], {}), "help");
   assert.equal(parseConfig(["-h"], {}), "help");

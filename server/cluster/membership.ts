@@ -65,6 +65,8 @@ export class Membership {
   #timer: TimerHandle | undefined;
   /** Peers whose answers were not authentic, already logged (once per peer until it answers). */
   #rejecting = new Set<string>();
+  /** When the last hello round ran: a round that comes very late means this server was paused. */
+  #lastRound: number | undefined;
 
   /** Creates the view; {@link start} begins the hello rounds. */
   constructor(deps: MembershipDeps, options: MembershipOptions) {
@@ -165,6 +167,17 @@ export class Membership {
    */
   #helloNow(): void {
     const now = this.#clock.now();
+    // A round later than the peer timeout: this server was paused (SIGSTOP, a stalled event
+    // loop), so the silence it sees is its own. Each live peer gets a fresh peer timeout to
+    // answer this round's hello instead of being declared dead for it (a thawed server used to
+    // drop every peer at once and briefly form a ring of its own).
+    if (this.#lastRound !== undefined && now - this.#lastRound > this.#peerTimeoutMs) {
+      this.#deps.log("paused", { ms: now - this.#lastRound });
+      for (const peer of this.#peers.values()) {
+        if (peer.alive) peer.lastOk = Math.max(peer.lastOk, now);
+      }
+    }
+    this.#lastRound = now;
     for (const [address, peer] of this.#peers) {
       if (peer.alive && now - peer.lastOk > this.#peerTimeoutMs) {
         this.#setAlive(address, false, { error: `silent for ${now - peer.lastOk} ms` });
