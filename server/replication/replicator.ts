@@ -506,7 +506,21 @@ export class Replicator {
       });
       return [{ ok: true, value }];
     }
-    const res = await this.#deps.call(target, { v: 1, type: "put_many", puts: [...batch] });
+    let res: ReplicationResponse;
+    try {
+      res = await this.#deps.call(target, { v: 1, type: "put_many", puts: [...batch] });
+    } catch (err) {
+      // A server of an older version refuses put_many as a bad request: one put each, then.
+      if (!/HTTP 400/.test(String(err))) throw err;
+      return await Promise.all(
+        batch.map((entries) =>
+          this.#deps.call(target, { v: 1, type: "put", entries, coordinate: true }).then(
+            (value): Settled<ReplicationResponse> => ({ ok: true, value }),
+            (error): Settled<ReplicationResponse> => ({ ok: false, error }),
+          )
+        ),
+      );
+    }
     if (res.type !== "results" || res.results.length !== batch.length) {
       throw new Error(`${target} answered put_many with ${res.type}`);
     }
