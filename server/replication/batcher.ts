@@ -1,11 +1,11 @@
 /**
  * Group commit: concurrent submissions share one flush. A submission made while no flush runs
  * starts one at once (after the current task, so submissions of the same task join it): a lone
- * write waits for nothing. Submissions made while a flush runs queue and go together in the
- * next flush, which starts as soon as the running one ends — the window adapts to how long a
- * flush takes, with no timer. Each submission gets its own answer from the flush; a flush that
- * throws fails exactly the submissions in it, and later batches run as usual. Batches keep
- * submission order, and so does the order within a batch.
+ * write waits for nothing. Submissions made while the flushes allowed at once (`concurrency`,
+ * default 1) run queue and go together in the next flush, which starts as soon as one ends —
+ * the window adapts to how long a flush takes, with no timer. Each submission gets its own
+ * answer from the flush; a flush that throws fails exactly the submissions in it, and later
+ * batches run as usual. Batches start in submission order, and keep it within themselves.
  */
 
 /** The answer of one submission: its value, or the error it fails with. */
@@ -23,6 +23,11 @@ export interface BatcherOptions<T> {
   maxWeight?: number;
   /** Weight of one item. @default 1 */
   weight?: (item: T) => number;
+  /**
+   * Flushes that may run at once: with 2, the next batch starts while the one before waits (say,
+   * for replicas), so both waits overlap. @default 1
+   */
+  concurrency?: number;
 }
 
 interface Waiting<T, R> {
@@ -31,13 +36,15 @@ interface Waiting<T, R> {
   reject: (error: unknown) => void;
 }
 
-/** Collects submissions and flushes them in batches, one flush at a time. */
+/** Collects submissions and flushes them in batches, at most `concurrency` flushes at a time. */
 export class Batcher<T, R> {
   #flush: FlushFn<T, R>;
   #maxWeight: number;
   #weight: (item: T) => number;
+  #concurrency: number;
   #queue: Waiting<T, R>[] = [];
-  #running = false;
+  #inFlight = 0;
+  #scheduled = false;
   #batches = 0;
 
   /** Creates a batcher that hands batches to `flush`. */
@@ -45,16 +52,17 @@ export class Batcher<T, R> {
     this.#flush = flush;
     this.#maxWeight = options.maxWeight ?? Infinity;
     this.#weight = options.weight ?? (() => 1);
+    this.#concurrency = options.concurrency ?? 1;
   }
 
-  /** Items waiting for a flush (not counting the one running). */
+  /** Items waiting for a flush (not counting those of flushes running). */
   get queued(): number {
     return this.#queue.length;
   }
 
   /** Whether nothing is queued and no flush runs. */
   get idle(): boolean {
-    return !this.#running && this.#queue.length === 0;
+    return this.#inFlight === 0 && !this.#scheduled && this.#queue.length === 0;
   }
 
   /** Batches flushed so far. */
@@ -67,17 +75,26 @@ export class Batcher<T, R> {
     const answer = new Promise<R>((resolve, reject) => {
       this.#queue.push({ item, resolve, reject });
     });
-    if (!this.#running) {
-      this.#running = true;
-      queueMicrotask(() => void this.#drain());
-    }
+    this.#schedule();
     return answer;
   }
 
-  async #drain(): Promise<void> {
-    while (this.#queue.length) {
-      const batch = this.#take();
-      this.#batches++;
+  /** Starts a flush after the current task, if one may start and something waits. */
+  #schedule(): void {
+    if (this.#scheduled || this.#inFlight >= this.#concurrency || !this.#queue.length) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      void this.#run();
+    });
+  }
+
+  async #run(): Promise<void> {
+    if (this.#inFlight >= this.#concurrency || !this.#queue.length) return;
+    const batch = this.#take();
+    this.#inFlight++;
+    this.#batches++;
+    try {
       let answers: readonly Settled<R>[];
       try {
         answers = await this.#flush(batch.map((w) => w.item));
@@ -86,15 +103,17 @@ export class Batcher<T, R> {
         }
       } catch (error) {
         for (const w of batch) w.reject(error);
-        continue;
+        return;
       }
       for (const [i, w] of batch.entries()) {
         const a = answers[i]!;
         if (a.ok) w.resolve(a.value);
         else w.reject(a.error);
       }
+    } finally {
+      this.#inFlight--;
+      this.#schedule();
     }
-    this.#running = false;
   }
 
   /** The next batch: queued items in order, up to the weight limit (at least one). */

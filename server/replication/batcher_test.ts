@@ -145,3 +145,24 @@ Deno.test("batcher: a batch carries at most maxWeight, a heavier item goes alone
   await Promise.all(rest);
   assert.deepEqual(batches, [[1], [2, 3], [9], [1, 1]]);
 });
+
+Deno.test("batcher: with concurrency 2 a second batch starts while the first waits, in order", async () => {
+  const { batches, releases, flush } = manualFlush<number>();
+  const b = new Batcher(flush, { concurrency: 2 });
+  const first = b.submit(1);
+  await settle();
+  const second = b.submit(2);
+  await settle();
+  assert.deepEqual(batches, [[1], [2]], "the second flush started while the first runs");
+  const rest = [3, 4, 5].map((n) => b.submit(n));
+  await settle();
+  assert.deepEqual(batches, [[1], [2]], "no third flush while two run");
+  releases.shift()!();
+  assert.equal(await first, 1);
+  await settle();
+  assert.deepEqual(batches, [[1], [2], [3, 4, 5]]);
+  releases.shift()!();
+  releases.shift()!();
+  assert.deepEqual(await Promise.all([second, ...rest]), [2, 3, 4, 5]);
+  assert.ok(b.idle);
+});

@@ -153,10 +153,13 @@ export class Replicator {
   #forwards = new Map<string, Batcher<MailboxEntry[], ReplicationResponse>>();
   /** Primaries of ring keys recently looked up (see {@link #primaryOf}). */
   #primaries = new Map<string, { primary: Promise<string>; until: number }>();
-  /** Mailbox puts waiting for this primary's next group commit. */
+  /**
+   * Mailbox puts waiting for this primary's next group commit. Two commits may run at once: the
+   * next batch is stored while the one before waits for its replicas.
+   */
   #puts = new Batcher<MailboxEntry[], ReplicationResponse>(
     (batch) => this.#flushPuts(batch),
-    { maxWeight: MAX_PUT_BATCH, weight: (entries) => entries.length },
+    { maxWeight: MAX_PUT_BATCH, weight: (entries) => entries.length, concurrency: 2 },
   );
 
   /** Creates the replicator; {@link start} begins the repair rounds. */
