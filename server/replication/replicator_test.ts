@@ -268,7 +268,7 @@ function bobsPrimaryWith(options: ReplicatorOptions) {
     metrics: new Metrics(),
     log: () => {},
   }, { writeDeadlineMs: 500, ...options });
-  return entry;
+  return Object.assign(entry, { ring });
 }
 
 Deno.test("replication: a full mailbox refuses new messages with a clear error", async () => {
@@ -297,6 +297,48 @@ Deno.test("replication: one sender cannot fill a mailbox; others can still write
   );
   await entry.replicator.storeMessages([from("alice", 1)]);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 4);
+});
+
+Deno.test("replication: concurrent sends share commits yet each is answered alone, in order", async () => {
+  const entry = bobsPrimaryWith({ quotaPerRecipient: 100, quotaPerSender: 3 });
+  const other = [...entry.ring.live.values()].find((n) => n !== entry)!.replicator;
+  const from = (sender: string, i: number) => ({
+    ...message(i),
+    sender,
+    messageId: `${sender}-${i}-msg`,
+  });
+  // Sent without waiting, on the primary and through another server (which gathers its puts
+  // for the primary into one request): they meet in shared commits.
+  const results = await Promise.allSettled([
+    ...[1, 2, 3, 4, 5].map((i) => entry.replicator.storeMessages([from("mallory", i)])),
+    ...[1, 2, 3].map((i) => other.storeMessages([from("alice", i)])),
+  ]);
+  // The sender quota counts the puts before it in the same commit: mallory's 4th and 5th fail.
+  assert.deepEqual(results.map((r) => r.status), [
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+    "rejected",
+    "rejected",
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+  ]);
+  assert.match(
+    String((results[3] as PromiseRejectedResult).reason),
+    /already holds 3 messages from you/,
+  );
+  const pending = (await entry.replicator.fetchPending("bob")).map((e) => e.messageId);
+  assert.deepEqual(
+    pending.filter((id) => id.startsWith("mallory")),
+    [1, 2, 3].map((i) => `mallory-${i}-msg`),
+  );
+  assert.deepEqual(
+    pending.filter((id) => id.startsWith("alice")),
+    [1, 2, 3].map((i) => `alice-${i}-msg`),
+  );
+  const copies = entry.ring.copies();
+  for (const id of pending) assert.ok(copies.get(id)! >= 2, `${id} acknowledged on fewer than W`);
 });
 
 Deno.test("replication: a node that is not the primary answers with the current replica set", async () => {
