@@ -154,17 +154,24 @@ try {
   log(`${senders} senders send ${total} messages to bob, one per frame`);
   const cpu0 = { servers: serversCpuMs(), client: cpuMs("self") };
   const t0 = performance.now();
+  const waits: number[] = [];
   await Promise.all(conns.map(async (c, s) => {
     for (let i = 0; i < perSender[s]!; i++) {
+      const sent = performance.now();
       const reply = await c.request({
         type: "mail_send",
         to: "bob",
         messages: [message(`s${s}`, i)],
       }, 60_000);
       if (reply.type !== "ok") throw new Error(`Send refused: ${JSON.stringify(reply)}`);
+      waits.push(performance.now() - sent);
     }
   }));
   const singleMs = performance.now() - t0;
+  waits.sort((a, b) => a - b);
+  const ackMs = (q: number) =>
+    Math.round(waits[Math.min(waits.length - 1, Math.floor(q * waits.length))]!);
+  log(`one per frame: time to ack p50 ${ackMs(0.5)} ms, p99 ${ackMs(0.99)} ms, max ${ackMs(1)} ms`);
   const singleCpu = { servers: serversCpuMs() - cpu0.servers, client: cpuMs("self") - cpu0.client };
   log(
     `one per frame: acknowledged in ${
@@ -293,6 +300,9 @@ try {
     repaired_messages: repairMessages,
     restart_ready_ms: Math.round(readyMs),
     senders,
+    ack_p50_ms: ackMs(0.5),
+    ack_p99_ms: ackMs(0.99),
+    ack_max_ms: ackMs(1),
     servers_cpu_ms: singleCpu.servers,
     client_cpu_ms: singleCpu.client,
     messages_per_frame: 1,
