@@ -527,6 +527,7 @@ export class Replicator {
       batcher = new Batcher((batch) => this.#sendPuts(target, batch), {
         maxWeight: MAX_PUT_BATCH,
         weight: (entries) => entries.length,
+        concurrency: 2,
       });
       this.#forwards.set(target, batcher);
     }
