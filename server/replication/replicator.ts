@@ -1132,15 +1132,6 @@ export class Replicator {
         pending: new Set(a.value.entries.map((e) => e.messageId)),
       });
     }
-    // A read quorum: with R + W > K + 1 copies heard, every acknowledged message (on W of the
-    // K + 1) is on one of them. Fewer (a primary back from a freeze or an old disk that hears no
-    // replica, say) could answer "empty" for a mailbox that is not: refused, and retried.
-    const readQuorum = this.#replicaSetSize() - this.#copiesNeeded() + 1;
-    if (1 + heard.length < readQuorum) {
-      return this.#tooFewCopies(
-        `A mailbox read needs ${readQuorum} copies heard, this server heard ${1 + heard.length}`,
-      );
-    }
     // The primary's own copies win (they carry the coordinator's sequence number).
     for (const e of own) merged.set(e.messageId, e);
     const held = new Set(ids);

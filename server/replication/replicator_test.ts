@@ -195,30 +195,6 @@ Deno.test("replication: a primary back from an old disk returns nothing acknowle
   ]);
 });
 
-Deno.test("replication: a primary that hears no other copy answers a fetch 'unavailable', never an empty mailbox", async () => {
-  const ring = new TestRing();
-  [10, 60, 110].map((id) => ring.add(id));
-  const nodes = ring.sorted();
-  const p = ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16));
-  const primary = nodes[p]!;
-  const other = ring.live.get(nodes[(p + 1) % nodes.length]!.address)!.replicator;
-  // The primary is down (a freeze, a crash) while bob's messages are acknowledged elsewhere.
-  const oldDisk = ring.live.get(primary.address)!.store;
-  ring.crash(primary.id);
-  await other.storeMessages([message(1), message(2)]);
-  // It is back, primary again, without them; its replicas are suspect in its view.
-  ring.add(primary.id, oldDisk);
-  const replicas = [1, 2].map((j) => nodes[(p + j) % nodes.length]!.address);
-  for (const a of replicas) ring.suspect.add(a);
-  await assert.rejects(other.fetchPending("bob"), UnavailableError);
-  // Once it hears them again the read is whole.
-  for (const a of replicas) ring.suspect.delete(a);
-  assert.deepEqual(
-    (await other.fetchPending("bob")).map((e) => e.messageId),
-    [1, 2].map((i) => message(i).messageId),
-  );
-});
-
 Deno.test("replication: after K nodes crash at once, every message survives and K+1 copies return", async () => {
   const ring = new TestRing();
   const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
