@@ -51,6 +51,8 @@ const MIGRATIONS: readonly Migration[] = [
     backfillAccountRingKeys(db, options.ringKeyOf);
     db.exec(PRESENCE_SCHEMA);
   },
+  // The per-sender quota counts one sender's entries in a mailbox on every put.
+  `CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender)`,
 ];
 
 /** Replicated records as they travel between nodes (push, anti-entropy). */
