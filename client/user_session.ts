@@ -52,6 +52,17 @@ export interface UserSessionDeps {
   onError(err: unknown): void;
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
+  /**
+   * Where the contact list is kept on this device, so that a session entered without a server
+   * (offline-first) still lists them. @default none
+   */
+  contactCache?: ContactCache;
+}
+
+/** The last contact list the servers gave, kept on this device per user. */
+export interface ContactCache {
+  load(user: string): string[];
+  save(user: string, usernames: string[]): void;
 }
 
 /** Configuration of a {@link UserSession}. */
@@ -110,6 +121,8 @@ export class UserSession implements Disposable {
    * Enters the session `info` with the unlocked keys `own` (null for an account without keys):
    * opens the history, prepares the hand-over receiver and loads the contacts. When `signal`
    * aborts first (logout meanwhile), what was opened is disposed and the promise rejects.
+   * `offline`: no server has resumed the session yet (a reload without a reachable server); the
+   * contacts come from this device's cache, and {@link resumed} catches up once one answers.
    */
   static async open(
     deps: UserSessionDeps,
@@ -117,6 +130,7 @@ export class UserSession implements Disposable {
     info: SessionInfo,
     own: OwnKeys | null,
     signal: AbortSignal,
+    offline = false,
   ): Promise<UserSession> {
     const history = await deps.openHistory(info.username);
     if (signal.aborted) {
@@ -127,7 +141,7 @@ export class UserSession implements Disposable {
     const onAbort = () => s.dispose();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await s.#init(own);
+      await s.#init(own, offline);
     } catch (err) {
       // Failed to start (the connection dropped, say), not logged out: the servers' session and
       // its unlocked keys stay, so that the next resume can enter it again.
@@ -222,7 +236,7 @@ export class UserSession implements Disposable {
     };
   }
 
-  async #init(own: OwnKeys | null): Promise<void> {
+  async #init(own: OwnKeys | null, offline: boolean): Promise<void> {
     const aborted = this.#abort.signal;
     if (own) {
       const receiver = await this.#deps.handovers.receiverFor(
@@ -245,7 +259,18 @@ export class UserSession implements Disposable {
       }
       this.#receiver = receiver;
     }
-    this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
+    if (offline) {
+      const cached = this.#deps.contactCache?.load(this.me) ?? [];
+      this.contacts.value = sortContacts(cached.map((username) => ({ username, online: false })));
+    } else {
+      this.#setContacts(await abortable(this.#deps.session.contacts(), aborted));
+    }
+  }
+
+  /** Shows the servers' contact list and keeps it on this device for offline starts. */
+  #setContacts(list: ContactEntry[]): void {
+    this.contacts.value = sortContacts(list);
+    this.#deps.contactCache?.save(this.me, list.map((c) => c.username));
   }
 
   /**
@@ -274,8 +299,7 @@ export class UserSession implements Disposable {
   /** The session was resumed after a failover: the links and history are still good. */
   resumed(): Promise<void> {
     return this.#task(async () => {
-      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-      this.contacts.value = sortContacts(list);
+      this.#setContacts(await abortable(this.#deps.session.contacts(), this.#abort.signal));
       this.start();
     });
   }

@@ -67,6 +67,11 @@ export function App({ model }: { model: ChatModel }) {
                 </label>
               </section>
             )}
+            {model.offlineNotice.value && (
+              <p class="offline-banner" data-testid="offline-banner" role="status">
+                {model.offlineNotice.value}
+              </p>
+            )}
             <HandoverStatus model={model} />
             {!model.hasKeys.value && (
               <p class="warning" data-testid="no-keys" role="status">

@@ -13,9 +13,12 @@ const STATUS_TEXT = {
 
 const PATH_TEXT = { p2p: "direct", relay: "via server", mailbox: "mailbox" } as const;
 
-/** The status line of one of my messages, as people read it. */
-function statusText(m: MessageRow): string {
+/** The status line of one of my messages, as people read it (`offline`: no server answers). */
+function statusText(m: MessageRow, offline: boolean): string {
   if (m.status === "sent" && m.via === "mailbox") return "✓ stored on the servers, pending";
+  if (offline && (m.status === "sending" || m.status === "failed")) {
+    return "queued on this device, goes out when a server is back";
+  }
   return STATUS_TEXT[m.status];
 }
 
@@ -105,7 +108,7 @@ export function ChatView({ model }: { model: ChatModel }) {
               {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
               {m.sender === me && (
                 <span class="status" data-testid="message-status">
-                  {` · ${statusText(m)}`}
+                  {` · ${statusText(m, model.offlineNotice.value !== null)}`}
                 </span>
               )}
             </span>
