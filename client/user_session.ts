@@ -267,10 +267,10 @@ export class UserSession implements Disposable {
     }
   }
 
-  /** Shows the servers' contact list and keeps it on this device for offline starts. */
+  /** Shows a contact list from the servers and keeps it on this device for offline starts. */
   #setContacts(list: ContactEntry[]): void {
     this.contacts.value = sortContacts(list);
-    this.#deps.contactCache?.save(this.me, list.map((c) => c.username));
+    this.#deps.contactCache?.save(this.me, this.contacts.value.map((c) => c.username));
   }
 
   /**
@@ -318,7 +318,7 @@ export class UserSession implements Disposable {
     if (username === this.me || this.isDisposed) return;
     const list = this.contacts.value.filter((c) => c.username !== username);
     list.push({ username, online });
-    this.contacts.value = sortContacts(list);
+    this.#setContacts(list);
     // Online: unacknowledged messages go again (data channel or relay). Offline: what was
     // sent directly but never acknowledged goes to their mailbox.
     void this.#outbox.flush(username, true);
@@ -352,7 +352,7 @@ export class UserSession implements Disposable {
     return this.#task(async () => {
       try {
         const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-        this.contacts.value = sortContacts(list);
+        this.#setContacts(list);
       } catch {
         return;
       }
