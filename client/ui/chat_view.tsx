@@ -56,7 +56,12 @@ export function ChatView({ model }: { model: ChatModel }) {
   return (
     <section class="chat" aria-label={`Chat with ${peer}`}>
       <header class="chat-header">
-        <button type="button" class="back" onClick={() => model.openChat(null)} aria-label="Back">
+        <button
+          type="button"
+          class="back"
+          onClick={() => model.openChat(null)}
+          aria-label="Back to contacts"
+        >
           ‹
         </button>
         <span class={online ? "dot online" : "dot"} aria-hidden="true" />
@@ -128,7 +133,9 @@ export function ChatView({ model }: { model: ChatModel }) {
         ))}
       </ol>
       <form class="composer" onSubmit={submit}>
+        <label class="sr-only" for="chat-input">Message to {peer}</label>
         <input
+          id="chat-input"
           data-testid="chat-input"
           value={draft}
           placeholder={`Message ${peer}`}
