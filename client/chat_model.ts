@@ -481,7 +481,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       early = [];
       for (const { from, data } of waiting) session.events.onSignal?.(from, data);
     }
-    if (!abort.signal.aborted) current.value?.start();
+    // An offline start waits for the resume to fetch mail and send (see `enter`).
+    if (!abort.signal.aborted && !offline) current.value?.start();
   }
 
   /**

@@ -22,7 +22,7 @@ export function App({ model }: { model: ChatModel }) {
   return (
     <div class={model.openPeer.value ? "app chat-open" : "app"}>
       <header class="top">
-        <span class="brand" translate="no">P2P-Chat</span>
+        <span class="brand" translate={false}>P2P-Chat</span>
         <span class={`conn ${status}`} data-testid="conn-status" data-status={status}>
           {STATUS_TEXT[status]}
         </span>
