@@ -198,18 +198,19 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   let offlineTimer: ReturnType<typeof setTimeout> | undefined;
   /** Shows the offline banner once the connection stayed down {@link OFFLINE_AFTER_MS}. */
   function watchConnection(s: ConnectionStatus): void {
-    if (s === "online") {
+    if (s === "online" || s === "connected") {
+      // A server answers (`connected`: the session is being resumed, or there is none).
       clearTimeout(offlineTimer);
       offlineTimer = undefined;
-      accountUnreachable = false;
-      offlineNotice.value = null;
+      if (s === "online") accountUnreachable = false;
+      offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : null;
       return;
     }
     if (accountUnreachable) offlineNotice.value = ACCOUNT_UNREACHABLE_TEXT;
     if (offlineTimer !== undefined || offlineNotice.value !== null) return;
     offlineTimer = setTimeout(() => {
       offlineTimer = undefined;
-      if (session.status !== "online") {
+      if (session.status === "connecting" || session.status === "offline") {
         offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : OFFLINE_TEXT;
       }
     }, OFFLINE_AFTER_MS);
