@@ -930,3 +930,34 @@ Deno.test("'unavailable' from the servers is not a refusal: a login retries by i
     shutdown(w);
   }
 });
+
+Deno.test("a restore that hangs (no server answers, keys not on this device) never holds a new login up", async () => {
+  const w = world();
+  try {
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    const session = w.cluster.connect();
+    session.stored = {
+      username: "bob",
+      token: "token-of-another-device-0123",
+      expiresAt: Date.now() + 60_000,
+      servers: [],
+    };
+    session.isUnreachable = true;
+    const model = createChatModel({
+      session,
+      createLink: w.net.factoryFor("bob"),
+      openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+    }, { channelWaitMs: 30 });
+    w.clients.push({ model, session });
+    model.start();
+    await waitFor(() => model.offlineNotice.value === OFFLINE_TEXT, "no server answers");
+    assertEquals(model.restoring.value, true, "still restoring: nothing to open offline");
+    assertEquals(model.me.value, null);
+    assertEquals(await model.login("bob", "password-1"), true, model.error.value ?? "");
+    assertEquals(model.restoring.value, false);
+    assertEquals(model.me.value, "bob");
+  } finally {
+    shutdown(w);
+  }
+});
