@@ -10,12 +10,15 @@
  *
  * End-to-end encryption (DESIGN §4, `keyring.ts`): registration generates the user's key pairs
  * and sends them with the private halves wrapped by the password's wrapping key; login unwraps
- * them; a reload takes them (non-extractable) from the key store. Accounts without keys (made
- * before keys existed) keep the plaintext path, which is shown (`unencrypted`) and logged.
+ * them; a reload takes them (non-extractable) from the key store. There is no plaintext path: an
+ * account without keys cannot log in here, a contact without keys cannot be written to, and a
+ * contact whose keys changed cannot be written to until the user compares the safety number and
+ * accepts them (`trust`, `safetyCheck`, `acceptKeys`).
  */
 import { batch, computed, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   isValidUsername,
   MAX_TEXT_LENGTH,
   SECRET_RULE,
@@ -29,15 +32,17 @@ import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_hando
 import type { History, MessageRow } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
 import {
+  type ContactTrust,
   createAccountKeys,
   createMemoryKeyStore,
   KeysLockedError,
   type KeyStore,
   type OwnKeys,
   type PublicKeys,
+  type SafetyCheck,
   unlockAccountKeys,
 } from "./keyring.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import {
   type ConnectionStatus,
   ServerError,
@@ -47,7 +52,11 @@ import {
 } from "./session.ts";
 import { UserSession, type UserSessionOptions } from "./user_session.ts";
 
-export type { DiscardedMessage, HandoverState };
+export type { ContactTrust, DiscardedMessage, HandoverState, SafetyCheck };
+
+/** What a login into an account without keys says: nothing could be sent or read safely. */
+export const NO_KEYS_TEXT = "This account has no keys (it was made before encryption): it " +
+  "cannot be used, since every message must be encrypted. Please register a new account.";
 
 /**
  * Largest message text in UTF-8 bytes: its sealed envelope (base64url ciphertext plus two
@@ -228,9 +237,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const readOnly = signal<ReadOnlyCopy | null>(null);
   let readOnlyHistory: History | null = null;
 
+  /** The ICE servers of the latest session: a hand-over between NATed devices needs them too. */
+  let iceServers: IceServer[] = [];
   const handovers = new HandoverController({
     session,
-    createLink: deps.createLink,
+    createLink: (options, handlers) =>
+      deps.createLink({ ...options, iceServers: options.iceServers ?? iceServers }, handlers),
     keyStore,
     state: handover,
     keepCopy: () => keepCopy.value,
@@ -267,7 +279,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    */
   let wrappingKey: CryptoKey | null = null;
   /** The keys unlocked by a login or register in this page, for the session it starts. */
-  let unlocked: { user: string; keys: OwnKeys | null } | null = null;
+  let unlocked: { user: string; keys: OwnKeys } | null = null;
   /** The session being entered, and how to abandon it (a logout meanwhile). */
   let entering: { promise: Promise<void>; abort: AbortController; offline: boolean } | null = null;
   /** Signals that came before the session was entered (a hand-over offer can beat the login). */
@@ -357,15 +369,22 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
 
   /**
    * The unlocked keys for a session of `info.username`: from the login in this page, else from
-   * the key store (a reload). Throws {@link KeysLockedError} when the account has keys but this
-   * device does not hold them unlocked (the password is needed).
+   * the key store (a reload). Throws {@link KeysLockedError} when this device does not hold them
+   * unlocked (the password is needed).
    */
-  async function ownKeysFor(info: SessionInfo): Promise<OwnKeys | null> {
+  async function ownKeysFor(info: SessionInfo): Promise<OwnKeys> {
     if (unlocked?.user === info.username) return unlocked.keys;
-    if (!info.keys) return null;
     const stored = await keyStore.loadOwn(info.username, info.token);
-    if (stored && stored.encryptionPublic === info.keys.encryption) return stored;
+    // A resume may carry the public keys: the stored ones must be those.
+    if (stored && (!info.keys || stored.encryptionPublic === info.keys.encryption)) return stored;
     throw new KeysLockedError("Please log in again: your password is needed to unlock your keys");
+  }
+
+  /** The unlocked keys this device kept for the stored session `info`, for an offline start. */
+  async function storedKeysFor(info: SessionInfo): Promise<OwnKeys> {
+    const stored = await keyStore.loadOwn(info.username, info.token);
+    if (!stored) throw new OfflineStartError();
+    return stored;
   }
 
   async function enter(info: SessionInfo): Promise<void> {
@@ -409,10 +428,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function open(info: SessionInfo, offline: boolean): Promise<void> {
     const abort = new AbortController();
     const promise = (async () => {
-      const own = offline
-        ? await keyStore.loadOwn(info.username, info.token)
-        : await ownKeysFor(info);
-      if (offline && own === null) throw new OfflineStartError();
+      const own = offline ? await storedKeysFor(info) : await ownKeysFor(info);
       if (!offline) unlocked = null;
       abort.signal.throwIfAborted();
       const s = await UserSession.open(
@@ -428,6 +444,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           nextSentAt: () => lastSentAt = Math.max(now(), lastSentAt + 1),
           onError: fail,
           onRejected: () => rejected.count++,
+          onIceServers: (servers) => iceServers = servers,
           contactCache: {
             load(user) {
               try {
@@ -490,7 +507,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * This device was superseded and the servers keep its connection open `graceMs` for the
    * hand-over: the session ends at once (links, flushes, mailbox), handing its history and keys
    * to the hand-over, which deletes the keys only afterwards. Returns false when there is
-   * nothing to hand over with (no session, or an account without keys).
+   * nothing to hand over (no session).
    */
   function startHandover(graceMs: number): boolean {
     const source = current.value?.detachForHandover();
@@ -541,8 +558,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   /** Enters the session `info` with the keys unlocked by a login or register in this page. */
-  async function begin(info: SessionInfo, own: OwnKeys | null, key: CryptoKey): Promise<void> {
-    if (own) await keyStore.saveOwn(info.username, info.token, own);
+  async function begin(info: SessionInfo, own: OwnKeys, key: CryptoKey): Promise<void> {
+    await keyStore.saveOwn(info.username, info.token, own);
     wrappingKey = key;
     unlocked = { user: info.username, keys: own };
     await enter(info);
@@ -606,9 +623,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       device.removeItem(READ_ONLY_KEY);
       const credentials = await deriveLogin(username, password);
       const info = await loginRetrying(username, credentials.secret);
-      let own: OwnKeys | null = null;
+      let own: OwnKeys;
       try {
-        own = info.keys ? await unlockAccountKeys(info.keys, credentials.wrappingKey) : null;
+        if (!info.keys) throw new KeysLockedError(NO_KEYS_TEXT);
+        own = await unlockAccountKeys(info.keys, credentials.wrappingKey);
       } catch (err) {
         // Logged in, but the messages could not be read: do not stay half signed in.
         session.logout();
@@ -683,7 +701,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
       return;
     }
-    await s.send(text);
+    try {
+      await s.send(text);
+    } catch (err) {
+      // Not sealable for the contact (changed or missing keys): say so, nothing was stored.
+      fail(err);
+    }
   }
 
   /** The current session's `pick`, or `none` without one. */
@@ -735,14 +758,21 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Unread message counts per contact. */
     unread: ofSession((s) => s.unread.value, NONE as Record<string, number>),
     progress,
-    /** Messages discarded because they failed verification, per contact. */
+    /** Messages refused and discarded (in clear, forged, not from the pinned key), per contact. */
     warnings: ofSession((s) => s.warnings.value, NONE as Record<string, DiscardedMessage[]>),
-    /** Contacts whose keys changed since they were last seen (this session). */
-    keyChanged: ofSession((s) => s.keyChanged.value, NONE as Record<string, boolean>),
-    /** Contacts known to have no keys: messages with them are not encrypted. */
-    unencrypted: ofSession((s) => s.unencrypted.value, NONE as Record<string, boolean>),
-    /** Whether the logged-in account has keys (false for old accounts: nothing is encrypted). */
-    hasKeys: ofSession((s) => s.hasKeys, true),
+    /** How each contact's keys stand (pinned, changed and not accepted, none), as looked up. */
+    trust: ofSession((s) => s.trust.value, NONE as Record<string, ContactTrust>),
+    /** Contacts whose keys changed and were not accepted yet: sending to them is blocked. */
+    keyChanged: ofSession(
+      (s) =>
+        Object.fromEntries(
+          Object.values(s.trust.value).filter((t) => t.status === "changed").map((t) => [
+            t.contact,
+            true,
+          ]),
+        ),
+      NONE as Record<string, boolean>,
+    ),
     handover,
     rejected,
     start,
@@ -754,6 +784,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Whether the data channel to `peer` is open. */
     isChannelOpen(peer: string): boolean {
       return current.value?.isChannelOpen(peer) ?? false;
+    },
+    /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+    selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+      return current.value?.selectedCandidates(peer) ?? Promise.resolve(null);
     },
     /** `monotonic()` when the data channel to each user opened. */
     dcOpenedAt(): Record<string, number> {
@@ -784,6 +818,26 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
      */
     async fingerprints(user: string): Promise<PublicKeys | null> {
       return await current.value?.fingerprints(user) ?? null;
+    },
+    /**
+     * The safety number of the logged-in user and `peer` to compare aloud or by QR code: with
+     * the keys awaiting acceptance after a change, else the pinned ones; null if none known.
+     */
+    async safetyCheck(peer: string): Promise<SafetyCheck | null> {
+      return await current.value?.safetyCheck(peer) ?? null;
+    },
+    /**
+     * The user compared the safety number for `peer`'s keys `keyId` and accepts them; resolves
+     * whether it worked (else the reason is in `error`).
+     */
+    async acceptKeys(peer: string, keyId: string): Promise<boolean> {
+      try {
+        await current.value?.acceptKeys(peer, keyId);
+        return true;
+      } catch (err) {
+        fail(err);
+        return false;
+      }
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {

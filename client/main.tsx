@@ -6,6 +6,8 @@
  * `window.p2pchat` (for e2e tests and `bench:latency`):
  * - `username(): string | null` — the logged-in user of this tab.
  * - `isChannelOpen(peer): boolean` — whether the data channel to `peer` is open.
+ * - `selectedCandidates(peer)` — the candidate types (`host`, `srflx`, `relay`) of the open
+ *   channel to `peer`, from `getStats` (null without one).
  * - `dcOpenedAt: Record<string, number>` — `performance.now()` when the channel to each peer
  *   (last) opened.
  * - `pingPeer(peer, n): Promise<number[]>` — `n` sequential ping/pong round trips in ms over the
@@ -35,11 +37,14 @@ import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
 import type { MessageRow } from "./history.ts";
+import type { SelectedCandidates } from "./peer_link.ts";
 
 /** The hook installed on `window.p2pchat`. */
 export interface P2pChatHook {
   username(): string | null;
   isChannelOpen(peer: string): boolean;
+  /** The candidate types of the open data channel to `peer`, from `getStats` (null: none). */
+  selectedCandidates(peer: string): Promise<SelectedCandidates | null>;
   readonly dcOpenedAt: Record<string, number>;
   pingPeer(peer: string, n: number): Promise<number[]>;
   pingRelay(peer: string, n: number): Promise<number[]>;
@@ -85,6 +90,7 @@ const model = createChatModel({
 const hook: P2pChatHook = {
   username: () => model.me.value,
   isChannelOpen: (peer) => model.isChannelOpen(peer),
+  selectedCandidates: (peer) => model.selectedCandidates(peer),
   get dcOpenedAt() {
     return model.dcOpenedAt();
   },

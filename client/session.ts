@@ -15,6 +15,7 @@ import {
   type ContactEntry,
   type ErrorCode,
   HEARTBEAT_INTERVAL_MS,
+  type IceServer,
   type IncomingMail,
   type MailReceipt,
   type OutgoingMail,
@@ -171,6 +172,12 @@ export class ServerError extends Error {
   }
 }
 
+/** ICE servers for a session's links; TURN credentials in them expire at `expiresAt` (0: never). */
+export interface IceGrant {
+  iceServers: IceServer[];
+  expiresAt: number;
+}
+
 /** The part of a session the chat model uses; {@link Session} implements it, tests fake it. */
 export interface SessionApi {
   events: SessionEvents;
@@ -183,6 +190,8 @@ export interface SessionApi {
   login(username: string, secret: string): Promise<SessionInfo>;
   resume(): Promise<SessionInfo>;
   contacts(): Promise<ContactEntry[]>;
+  /** The ICE servers (STUN, TURN with time-limited credentials) for this session's links. */
+  iceServers(): Promise<IceGrant>;
   ping(): Promise<number>;
   signal(to: string, data: SignalData): void;
   relay(to: string, payload: string): void;
@@ -337,6 +346,13 @@ export class Session implements SessionApi {
     const frame = await this.#request({ v: PROTOCOL_VERSION, type: "contacts", reqId: 0 });
     if (frame.type !== "contacts") throw new ServerError("internal", "Unexpected reply");
     return frame.users;
+  }
+
+  /** The ICE servers for this session's data channels, and when their credentials expire. */
+  async iceServers(): Promise<IceGrant> {
+    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "ice_servers", reqId: 0 });
+    if (frame.type !== "ice_servers") throw new ServerError("internal", "Unexpected reply");
+    return { iceServers: frame.iceServers, expiresAt: frame.expiresAt };
   }
 
   /** Round trip to the home server, in ms. */
@@ -655,6 +671,7 @@ export class Session implements SessionApi {
       case "keys":
       case "handover_challenge":
       case "handover_admitted":
+      case "ice_servers":
         this.#settle(frame.reqId, frame);
         return;
       case "delivered":

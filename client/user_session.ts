@@ -11,6 +11,7 @@
 import { batch, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   newMessageId,
   PEER_PROTOCOL_VERSION,
   type PeerMessage,
@@ -21,14 +22,25 @@ import type { HandoverController, HandoverSource } from "./handover_controller.t
 import type { HistoryReceiver } from "./handover.ts";
 import type { History, MessageRow, MessageVia } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
-import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring.ts";
+import {
+  type ContactTrust,
+  Keyring,
+  type KeyStore,
+  type OwnKeys,
+  type PublicKeys,
+  type SafetyCheck,
+  UntrustedKeysError,
+} from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
+import { trustStatus } from "./trust.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
 import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
 const REFRESH_THROTTLE_MS = 250;
+/** Retry delay of a failed ICE-server request, and the least delay of a renewal, ms. */
+const ICE_RETRY_MS = 30_000;
 
 /** Collaborators of a {@link UserSession}. */
 export interface UserSessionDeps {
@@ -52,6 +64,8 @@ export interface UserSessionDeps {
   onError(err: unknown): void;
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
+  /** The session got (new) ICE servers: the page's hand-over links use them too. */
+  onIceServers?(servers: IceServer[]): void;
   /**
    * Where the contact list is kept on this device, so that a session entered without a server
    * (offline-first) still lists them. @default none
@@ -69,6 +83,8 @@ export interface ContactCache {
 export interface UserSessionOptions extends OutboxOptions {
   /** How long one ping waits for its pong, ms. @default 5000 */
   pingTimeoutMs?: number;
+  /** How long a ping over the data channel waits for the channel to open, ms. @default 5000 */
+  channelWaitMs?: number;
 }
 
 /** One logged-in session; see the module comment. */
@@ -77,8 +93,6 @@ export class UserSession implements Disposable {
   readonly me: string;
   /** The session the servers granted. */
   readonly info: SessionInfo;
-  /** Whether the account has keys (false for old accounts: nothing is encrypted). */
-  readonly hasKeys: boolean;
   /** Every other registered user, with presence, sorted by name. */
   readonly contacts = signal<ContactEntry[]>([]);
   /** The user whose conversation is open. */
@@ -89,12 +103,13 @@ export class UserSession implements Disposable {
   readonly channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
   readonly unread = signal<Record<string, number>>({});
-  /** Messages discarded because they failed verification, per contact. */
+  /** Messages refused and discarded (in clear, forged, not from the pinned key), per contact. */
   readonly warnings = signal<Record<string, DiscardedMessage[]>>({});
-  /** Contacts whose keys changed since they were last seen (this session). */
-  readonly keyChanged = signal<Record<string, boolean>>({});
-  /** Contacts known to have no keys: messages with them are not encrypted. */
-  readonly unencrypted = signal<Record<string, boolean>>({});
+  /**
+   * How each contact's keys stand (pinned, changed and not yet accepted, none), as last looked
+   * up; the records come from the key store, so a change shows again after a reload.
+   */
+  readonly trust = signal<Record<string, ContactTrust>>({});
 
   #deps: UserSessionDeps;
   #pingTimeoutMs: number;
@@ -113,12 +128,15 @@ export class UserSession implements Disposable {
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   #isRefreshDue = false;
   #pingSeq = 1;
+  /** The ICE servers new links use (STUN, TURN with this session's credentials). */
+  #iceServers: IceServer[] = [];
+  #iceTimer: ReturnType<typeof setTimeout> | undefined;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
   #tasks = 0;
 
   /**
-   * Enters the session `info` with the unlocked keys `own` (null for an account without keys):
+   * Enters the session `info` with the unlocked keys `own`:
    * opens the history, prepares the hand-over receiver and loads the contacts. When `signal`
    * aborts first (logout meanwhile), what was opened is disposed and the promise rejects.
    * `offline`: no server has resumed the session yet (a reload without a reachable server); the
@@ -128,7 +146,7 @@ export class UserSession implements Disposable {
     deps: UserSessionDeps,
     options: UserSessionOptions,
     info: SessionInfo,
-    own: OwnKeys | null,
+    own: OwnKeys,
     signal: AbortSignal,
     offline = false,
   ): Promise<UserSession> {
@@ -158,7 +176,7 @@ export class UserSession implements Disposable {
     deps: UserSessionDeps,
     options: UserSessionOptions,
     info: SessionInfo,
-    own: OwnKeys | null,
+    own: OwnKeys,
     history: History,
   ) {
     this.#deps = deps;
@@ -166,27 +184,30 @@ export class UserSession implements Disposable {
     this.#channelWaitMs = options.channelWaitMs ?? 5_000;
     this.me = info.username;
     this.info = info;
-    this.hasKeys = own !== null;
     this.#history = history;
     const aborted = this.#abort.signal;
-    if (!own) console.warn(`"${this.me}" has no keys: messages are not encrypted`);
     this.#keyring = new Keyring({
       me: this.me,
       own,
       store: deps.keyStore,
       fetchKeys: (user) => this.#fetchDirectoryKeys(user),
-      onKeyChanged: (contact) => {
-        if (aborted.aborted) return;
-        this.keyChanged.value = { ...this.keyChanged.value, [contact]: true };
-        this.#fail(`The key of ${contact} changed: compare fingerprints before trusting it`);
+      onTrust: (trust) => {
+        if (!aborted.aborted) this.trust.value = { ...this.trust.value, [trust.contact]: trust };
       },
+      now: deps.now,
     });
     this.#peers = new Peers({
       me: this.me,
       createLink: deps.createLink,
       sendSignal: (to, data) => deps.session.signal(to, data),
       now: deps.monotonic,
+      iceServers: () => this.#iceServers,
     });
+    // A new network (Wi-Fi to mobile, a new address): the old candidate pairs may be gone.
+    const onNetworkChange = () => this.#peers.restartIce();
+    globalThis.addEventListener?.("online", onNetworkChange, { signal: aborted });
+    (globalThis.navigator as { connection?: EventTarget } | undefined)?.connection
+      ?.addEventListener?.("change", onNetworkChange, { signal: aborted });
     this.#outbox = new Outbox(
       {
         me: this.me,
@@ -231,46 +252,88 @@ export class UserSession implements Disposable {
       onClose: (remote) => {
         const { [remote]: _gone, ...rest } = this.channels.value;
         this.channels.value = rest;
+        // What went over the channel unacknowledged goes again through the servers now.
+        if (!this.isDisposed) void this.#outbox.flush(remote, true);
       },
       onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
     };
   }
 
-  async #init(own: OwnKeys | null, offline: boolean): Promise<void> {
+  async #init(own: OwnKeys, offline: boolean): Promise<void> {
     const aborted = this.#abort.signal;
-    if (own) {
-      const receiver = await this.#deps.handovers.receiverFor(
-        this.me,
-        own,
-        this.#history,
-        aborted,
-        {
-          afterImport: (undelivered) => {
-            this.#refreshSoon();
-            // What the old device had not got delivered goes out from here now.
-            for (const peer of undelivered) void this.#outbox.flush(peer, true);
-          },
-          onFailed: (text) => this.#fail(text),
+    const receiver = await this.#deps.handovers.receiverFor(
+      this.me,
+      own,
+      this.#history,
+      aborted,
+      {
+        afterImport: (undelivered) => {
+          this.#refreshSoon();
+          // What the old device had not got delivered goes out from here now.
+          for (const peer of undelivered) void this.#outbox.flush(peer, true);
         },
-      );
-      if (aborted.aborted) {
-        receiver.close();
-        throw aborted.reason;
-      }
-      this.#receiver = receiver;
+        afterTrust: () => {
+          // The old device's pinned keys were merged into the store: look them up again.
+          this.#keyring.invalidate();
+          const peer = this.openPeer.value;
+          if (peer) void this.#keyring.trustOf(peer).catch(() => {});
+        },
+        onFailed: (text) => this.#fail(text),
+      },
+    );
+    if (aborted.aborted) {
+      receiver.close();
+      throw aborted.reason;
     }
+    this.#receiver = receiver;
+    // What this device kept shows at once (a change not yet accepted, its markers), before the
+    // directory is asked again.
+    const kept = await this.#deps.keyStore.listPins(this.me).catch(() => []);
+    if (aborted.aborted) throw aborted.reason;
+    const trust: Record<string, ContactTrust> = {};
+    for (const pin of kept) {
+      trust[pin.contact] = { contact: pin.contact, status: trustStatus(pin), pin };
+    }
+    this.trust.value = { ...trust, ...this.trust.value };
     if (offline) {
+      // No server yet: the contacts kept on this device; `resumed` asks the servers later.
       const cached = this.#deps.contactCache?.load(this.me) ?? [];
       this.contacts.value = sortContacts(cached.map((username) => ({ username, online: false })));
-    } else {
-      this.#setContacts(await abortable(this.#deps.session.contacts(), aborted));
+      return;
     }
+    const [contacts] = await Promise.all([
+      abortable(this.#deps.session.contacts(), aborted),
+      this.#refreshIce(),
+    ]);
+    this.#setContacts(contacts);
   }
 
   /** Shows a contact list from the servers and keeps it on this device for offline starts. */
   #setContacts(list: ContactEntry[]): void {
     this.contacts.value = sortContacts(list);
     this.#deps.contactCache?.save(this.me, this.contacts.value.map((c) => c.username));
+  }
+
+  /**
+   * Asks the servers for ICE servers, and again before their TURN credentials expire (halfway
+   * through their lifetime). Links opened later use them; open links keep their connection.
+   * Without an answer, links use host candidates only (one LAN) and messages go through the
+   * servers where no direct path is found.
+   */
+  async #refreshIce(): Promise<void> {
+    clearTimeout(this.#iceTimer);
+    const aborted = this.#abort.signal;
+    let delay = ICE_RETRY_MS;
+    try {
+      const grant = await abortable(this.#deps.session.iceServers(), aborted);
+      this.#iceServers = grant.iceServers;
+      this.#deps.onIceServers?.(grant.iceServers);
+      if (grant.expiresAt === 0) return;
+      delay = Math.max(ICE_RETRY_MS, (grant.expiresAt - this.#deps.now()) / 2);
+    } catch {
+      if (aborted.aborted) return;
+    }
+    this.#iceTimer = setTimeout(() => void this.#refreshIce(), delay);
   }
 
   /**
@@ -299,7 +362,11 @@ export class UserSession implements Disposable {
   /** The session was resumed after a failover: the links and history are still good. */
   resumed(): Promise<void> {
     return this.#task(async () => {
-      this.#setContacts(await abortable(this.#deps.session.contacts(), this.#abort.signal));
+      const [list] = await Promise.all([
+        abortable(this.#deps.session.contacts(), this.#abort.signal),
+        this.#refreshIce(),
+      ]);
+      this.#setContacts(list);
       this.start();
     });
   }
@@ -374,14 +441,22 @@ export class UserSession implements Disposable {
       this.#refresh();
     });
     if (peer && this.#isOnline(peer)) this.#peers.ensure(peer);
-    // Look the contact's keys up now, so a key change or a missing key shows at once.
-    if (peer) void this.#keyring.contactKeys(peer).catch(() => {});
+    // Ask the directory for the contact's keys now, so a key change or missing keys show at once.
+    if (peer) void this.#keyring.trustOf(peer, true).catch(() => {});
   }
 
-  /** Sends `text` (checked by the caller) to the open conversation. */
+  /**
+   * Sends `text` (checked by the caller) to the open conversation. Throws
+   * {@link UntrustedKeysError} (storing nothing) when the contact's keys are not pinned and
+   * unchanged: nothing can be sealed for them.
+   */
   async send(text: string): Promise<void> {
     const peer = this.openPeer.value;
     if (!peer || this.isDisposed) return;
+    // Offline, what this device has kept decides; the outbox checks again before sending.
+    const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
+    if (this.isDisposed) return;
+    if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
     await this.#outbox.send({
       id: newMessageId(),
       peer,
@@ -428,6 +503,11 @@ export class UserSession implements Disposable {
     return !this.isDisposed && this.#peers.isOpen(peer);
   }
 
+  /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+  selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+    return this.isDisposed ? Promise.resolve(null) : this.#peers.selectedCandidates(peer);
+  }
+
   /** `monotonic()` when the data channel to each user opened. */
   get dcOpenedAt(): Record<string, number> {
     return this.#peers.dcOpenedAt;
@@ -436,6 +516,21 @@ export class UserSession implements Disposable {
   /** Fingerprints of `user`'s public keys (this user's own included); null without keys. */
   fingerprints(user: string): Promise<PublicKeys | null> {
     return this.#keyring.fingerprints(user);
+  }
+
+  /** The safety number of this user and `user` to compare (with the keys to accept, if any). */
+  safetyCheck(user: string): Promise<SafetyCheck | null> {
+    return this.#keyring.safetyCheck(user);
+  }
+
+  /**
+   * The user compared the safety number and accepts `user`'s keys `keyId`: they are pinned, and
+   * the messages that waited go out.
+   */
+  async acceptKeys(user: string, keyId: string): Promise<void> {
+    if (this.isDisposed) return;
+    await this.#keyring.accept(user, keyId);
+    void this.#outbox.flush(user, true);
   }
 
   /** The stored conversation with `peer`. */
@@ -458,11 +553,11 @@ export class UserSession implements Disposable {
   /**
    * Ends this session for a history hand-over: like {@link dispose}, except that the history
    * and the unlocked keys are handed to the caller instead of being closed and deleted. Null
-   * (and nothing ends) when there is nothing to hand over with: an account without keys.
+   * when already disposed.
    */
   detachForHandover(): HandoverSource | null {
     const own = this.#keyring.own;
-    if (!own || this.isDisposed) return null;
+    if (this.isDisposed) return null;
     this.#isDetached = true;
     this.dispose();
     return { info: this.info, history: this.#history, own };
@@ -481,6 +576,7 @@ export class UserSession implements Disposable {
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
     clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#iceTimer);
     for (const answer of this.#pongWaiters.values()) answer(false);
     this.#pongWaiters.clear();
   }
@@ -519,18 +615,10 @@ export class UserSession implements Disposable {
 
   async #fetchDirectoryKeys(user: string): Promise<PublicKeys | null> {
     try {
-      const keys = await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
-      if (this.unencrypted.value[user]) {
-        const { [user]: _had, ...rest } = this.unencrypted.value;
-        this.unencrypted.value = rest;
-      }
-      return keys;
+      return await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
     } catch (err) {
-      if (err instanceof ServerError && err.code === "unknown_user") {
-        console.warn(`"${user}" has no keys: messages with them are not encrypted`);
-        this.unencrypted.value = { ...this.unencrypted.value, [user]: true };
-        return null;
-      }
+      // "No keys": the keyring then refuses to seal for them (and blocks a pinned contact).
+      if (err instanceof ServerError && err.code === "unknown_user") return null;
       throw err;
     }
   }

@@ -60,6 +60,18 @@ export interface ServerConfig {
   discovery: DiscoveryConfig;
   /** Required by the ring page `/ring/view` and its stream when set; open when absent. */
   operatorToken: string | undefined;
+  /** STUN/TURN servers handed to browsers for their data channels. */
+  ice: IceConfig;
+}
+
+/** The ICE servers browsers get (`--stun-urls`, `--turn-urls`, `--turn-secret`). */
+export interface IceConfig {
+  stunUrls: string[];
+  turnUrls: string[];
+  /** Shared with the TURN server (coturn `static-auth-secret`); required with TURN URLs. */
+  turnSecret: string | undefined;
+  /** Lifetime of the TURN credentials a session gets, in ms. */
+  turnTtlMs: number;
 }
 
 /** The discovery mode and its settings (`--discovery`). */
@@ -148,6 +160,18 @@ Offline mailboxes (replicated on the ring):
   --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
   --repair-interval-ms N  period of the replica repair round, 100–600000
                                                      [P2P_REPAIR_INTERVAL_MS] default 1000
+
+NAT traversal (ICE servers handed to browsers for their data channels):
+  --stun-urls L        comma-separated stun: URLs, e.g. stun:turn.example.org:3478
+                                                                 [P2P_STUN_URLS]     default none
+  --turn-urls L        comma-separated turn:/turns: URLs, e.g. turn:turn.example.org:3478?transport=udp
+                                                                 [P2P_TURN_URLS]     default none
+  --turn-secret S      secret shared with the TURN server (coturn static-auth-secret), ≥16
+                       chars; required with --turn-urls          [P2P_TURN_SECRET]
+  --turn-ttl-seconds N lifetime of a session's TURN credentials, 60–604800; browsers ask for new
+                       ones before they expire         [P2P_TURN_TTL_SECONDS] default 86400
+  Without them browsers connect directly only where host candidates reach (one LAN); messages
+  then go through the servers.
 
 Discovery (how servers find one another besides --peers):
   --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
@@ -253,6 +277,10 @@ export function parseConfig(
         "discovery-dns-port": { type: "string" },
         "discovery-dns-scheme": { type: "string" },
         "operator-token": { type: "string" },
+        "stun-urls": { type: "string" },
+        "turn-urls": { type: "string" },
+        "turn-secret": { type: "string" },
+        "turn-ttl-seconds": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -363,6 +391,51 @@ export function parseConfig(
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),
+    ice: parseIce(pick),
+  };
+}
+
+const STUN_URL = /^stuns?:[A-Za-z0-9.\-\[\]:]+$/;
+const TURN_URL = /^turns?:[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$/;
+
+function iceUrls(pick: Pick, flag: string, envName: string, pattern: RegExp, example: string) {
+  const list = (pick(flag, envName) ?? "").split(",").map((u) => u.trim()).filter((u) => u);
+  for (const u of list) {
+    if (!pattern.test(u)) {
+      throw new ConfigError(`--${flag} must list URLs like ${example}, got "${u}"`);
+    }
+  }
+  if (list.length > 8) throw new ConfigError(`--${flag} takes at most 8 URLs, got ${list.length}`);
+  return list;
+}
+
+function parseIce(pick: Pick): IceConfig {
+  const stunUrls = iceUrls(
+    pick,
+    "stun-urls",
+    "P2P_STUN_URLS",
+    STUN_URL,
+    "stun:turn.example.org:3478",
+  );
+  const turnUrls = iceUrls(
+    pick,
+    "turn-urls",
+    "P2P_TURN_URLS",
+    TURN_URL,
+    "turn:turn.example.org:3478?transport=udp",
+  );
+  const turnSecret = pick("turn-secret", "P2P_TURN_SECRET");
+  if (turnUrls.length > 0 && (turnSecret === undefined || turnSecret.length < 16)) {
+    throw new ConfigError(
+      "--turn-urls needs --turn-secret of at least 16 characters: the TURN server's static-auth-secret",
+    );
+  }
+  return {
+    stunUrls,
+    turnUrls,
+    turnSecret,
+    turnTtlMs: intOption(pick, "turn-ttl-seconds", "P2P_TURN_TTL_SECONDS", "86400", 60, 604_800) *
+      1000,
   };
 }
 

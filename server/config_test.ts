@@ -215,3 +215,43 @@ Deno.test("config: the browser URL is the public URL unless set (flag or P2P_BRO
   assert.equal(set.publicUrl, "http://172.28.77.11:8000");
   assert.equal(set.browserUrl, "https://chat.example.org");
 });
+
+Deno.test("config: STUN and TURN servers from flags or environment; TURN needs its secret", () => {
+  const config = parseConfig([
+    `--cluster-secret=${SECRET}`,
+    "--stun-urls=stun:203.0.113.5:3478",
+    "--turn-ttl-seconds=600",
+  ], {
+    P2P_TURN_URLS: "turn:203.0.113.5:3478?transport=udp, turn:203.0.113.5:3478?transport=tcp",
+    P2P_TURN_SECRET: "coturn-static-auth-secret",
+  });
+  assert.ok(config !== "help");
+  assert.deepEqual(config.ice, {
+    stunUrls: ["stun:203.0.113.5:3478"],
+    turnUrls: ["turn:203.0.113.5:3478?transport=udp", "turn:203.0.113.5:3478?transport=tcp"],
+    turnSecret: "coturn-static-auth-secret",
+    turnTtlMs: 600_000,
+  });
+  const none = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(none !== "help");
+  assert.deepEqual(none.ice, {
+    stunUrls: [],
+    turnUrls: [],
+    turnSecret: undefined,
+    turnTtlMs: 86_400_000,
+  });
+  const cases: [string[], RegExp][] = [
+    [["--turn-urls=turn:10.0.0.1:3478"], /--turn-urls needs --turn-secret/],
+    [["--turn-urls=turn:10.0.0.1:3478", "--turn-secret=short"], /at least 16 characters/],
+    [["--stun-urls=http://10.0.0.1"], /--stun-urls must list URLs like stun:/],
+    [["--turn-urls=stun:10.0.0.1", `--turn-secret=${SECRET}`], /--turn-urls must list URLs/],
+    [["--turn-ttl-seconds=5"], /--turn-ttl-seconds must be a whole number from 60/],
+  ];
+  for (const [args, pattern] of cases) {
+    assert.throws(() => parseConfig([`--cluster-secret=${SECRET}`, ...args], {}), (err) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, pattern);
+      return true;
+    });
+  }
+});

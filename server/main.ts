@@ -25,7 +25,7 @@ import {
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import { createUserServices, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
+import { createUserServices, IceServers, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler, serveWithWsFront } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
@@ -193,6 +193,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     clock,
+    ice: new IceServers({ clock }, config.ice),
   }, {
     limits: {
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },

@@ -18,6 +18,7 @@ import type { PeerLink, PeerLinkFactory, PeerLinkHandlers } from "../peer_link.t
 import {
   type ConnectionStatus,
   type DirectoryKeys,
+  type IceGrant,
   ServerError,
   type SessionApi,
   type SessionEvents,
@@ -45,6 +46,8 @@ export function deliveriesInFlight(): number {
 
 /** The servers of a cluster, as seen by clients. */
 export class FakeCluster {
+  /** What `iceServers()` answers. */
+  ice: IceGrant = { iceServers: [], expiresAt: 0 };
   readonly accounts = new Map<string, string>();
   /** The keys each account registered with (old accounts have none). */
   readonly keys = new Map<string, AccountKeys>();
@@ -217,6 +220,11 @@ export class FakeSession implements SessionApi {
     return Promise.resolve(0);
   }
 
+  iceServers(): Promise<IceGrant> {
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    return Promise.resolve(structuredClone(this.cluster.ice));
+  }
+
   signal(to: string, data: SignalData): void {
     const copy = structuredClone(data);
     const user = this.handingOverAs;
@@ -359,6 +367,10 @@ export class FakeSession implements SessionApi {
 export class FakeDirectNetwork {
   /** When true, handshakes never complete (as if no direct path existed). */
   isBlocked = false;
+  /** When true, open links lose every text without closing (the path died unnoticed). */
+  isSilent = false;
+  /** The ICE servers each link was created with, in creation order. */
+  readonly iceServersUsed: unknown[] = [];
   /** Links created, for assertions. */
   readonly created: Array<{ owner: string; remote: string; initiator: boolean }> = [];
   /** Every text sent over a link, for assertions about what crossed the wire. */
@@ -367,8 +379,9 @@ export class FakeDirectNetwork {
 
   /** The link factory used by user `owner`. */
   factoryFor(owner: string): PeerLinkFactory {
-    return ({ remote, initiator }, handlers) => {
+    return ({ remote, initiator, iceServers }, handlers) => {
       this.created.push({ owner, remote, initiator });
+      this.iceServersUsed.push(iceServers);
       const link = new FakeLink(this, owner, remote, initiator, handlers);
       this.#links.set(`${owner}->${remote}`, link);
       if (initiator) later(() => link.emit({ type: "offer", sdp: `fake-offer-${owner}` }));
@@ -426,6 +439,7 @@ export class FakeLink implements PeerLink {
   send(text: string): void {
     if (!this.isOpen || !this.#partner) throw new Error("not open");
     const partner = this.#partner;
+    if (this.network.isSilent) return;
     this.network.sent.push({ from: this.owner, to: this.remote, text });
     later(() => {
       if (!partner.#destroyed) partner.handlers.onMessage(text);

@@ -73,11 +73,6 @@ export function App({ model }: { model: ChatModel }) {
               </p>
             )}
             <HandoverStatus model={model} />
-            {!model.hasKeys.value && (
-              <p class="warning" data-testid="no-keys" role="status">
-                Your account has no keys: your messages are not encrypted.
-              </p>
-            )}
             <main class="main">
               <ContactList model={model} />
               <ChatView model={model} />

@@ -2,7 +2,8 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
-import { Fingerprint } from "./fingerprint.tsx";
+import type { TrustEvent } from "../trust.ts";
+import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -24,6 +25,32 @@ function statusText(m: MessageRow, offline: boolean): string {
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
+/** What a marker in the conversation says about a contact's keys. */
+function eventText(peer: string, e: TrustEvent): string {
+  switch (e.kind) {
+    case "changed":
+      return `The servers gave another key for ${peer} here: sending stopped until you compare`;
+    case "missing":
+      return `The servers said ${peer} has no keys here: sending stopped`;
+    case "accepted":
+      return `You accepted a new key for ${peer} here`;
+    case "restored":
+      return `The servers gave ${peer}'s trusted key again here`;
+  }
+}
+
+type TimelineItem = { message: MessageRow } | { event: TrustEvent };
+
+/** The conversation's messages with the key markers between them, by time. */
+function timeline(messages: MessageRow[], events: TrustEvent[]): TimelineItem[] {
+  const items: Array<{ at: number; item: TimelineItem }> = [
+    ...messages.map((m) => ({ at: m.sentAt, item: { message: m } })),
+    ...events.map((e) => ({ at: e.at, item: { event: e } })),
+  ];
+  // Stable: messages keep their order, a marker goes after the messages of its moment.
+  return items.sort((a, b) => a.at - b.at).map((x) => x.item);
+}
+
 /** Message list (own vs theirs, status, path) plus input and Send. */
 export function ChatView({ model }: { model: ChatModel }) {
   const peer = model.openPeer.value;
@@ -34,14 +61,16 @@ export function ChatView({ model }: { model: ChatModel }) {
   const [draft, setDraft] = useState("");
   const [showKey, setShowKey] = useState(false);
   const discarded = peer ? model.warnings.value[peer] ?? [] : [];
-  const keyChanged = peer ? model.keyChanged.value[peer] === true : false;
-  const unencrypted = peer ? model.unencrypted.value[peer] === true : false;
+  const trust = peer ? model.trust.value[peer] : undefined;
+  const keyChanged = trust?.status === "changed";
+  const noKeys = trust?.status === "no_keys";
+  const events = trust?.pin?.events ?? [];
   const listRef = useRef<HTMLOListElement>(null);
 
   useEffect(() => {
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;
-  }, [messages.length, discarded.length, peer]);
+  }, [messages.length, discarded.length, events.length, peer]);
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -83,46 +112,61 @@ export function ChatView({ model }: { model: ChatModel }) {
           {showKey ? "Hide key" : "Key"}
         </button>
       </header>
-      {showKey && <Fingerprint model={model} user={peer} testId="fingerprint" />}
-      {keyChanged && (
-        <p class="warning" data-testid="key-changed" role="alert">
-          The key of {peer}{" "}
-          has changed since you last talked. Compare fingerprints out of band before trusting new
-          messages.
-        </p>
+      {showKey && (
+        <>
+          <Fingerprint model={model} user={peer} testId="fingerprint" />
+          {!keyChanged && <SafetyNumber model={model} peer={peer} />}
+        </>
       )}
-      {unencrypted && (
-        <p class="warning" data-testid="unencrypted" role="status">
-          {peer}'s account has no keys: messages with {peer} cannot be encrypted.
+      {keyChanged && (
+        <div class="warning" data-testid="key-changed" role="alert">
+          <p>
+            {trust?.pin?.pending?.keyId === null
+              ? `The servers now say ${peer} has no keys, but you have a key of ${peer} that you ` +
+                "trust. Nothing is sent to them until the servers give that key again, or you " +
+                "compare and accept a new one."
+              : `The key of ${peer} changed. Nothing is sent to ${peer} until you compare the ` +
+                "safety number with them and accept the new key."}
+          </p>
+          <SafetyNumber model={model} peer={peer} />
+        </div>
+      )}
+      {noKeys && (
+        <p class="warning" data-testid="no-keys" role="status">
+          {`${peer} has no keys: messages to ${peer} cannot be encrypted, so you cannot write ` +
+            `to ${peer}.`}
         </p>
       )}
       <ol class="messages" ref={listRef}>
-        {messages.map((m) => (
-          <li
-            key={m.id}
-            data-testid="message"
-            data-id={m.id}
-            data-from={m.sender}
-            data-via={m.via}
-            data-status={m.status}
-            class={m.sender === me ? "message own" : "message theirs"}
-          >
-            <span class="text">{m.text}</span>
-            <span class="meta">
-              {time.format(m.sentAt)}
-              {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
-              {m.sender === me && (
-                <span class="status" data-testid="message-status">
-                  {` · ${statusText(m, model.offlineNotice.value !== null)}`}
+        {timeline(messages, events).map((item) =>
+          "event" in item
+            ? (
+              <li
+                key={`key-${item.event.at}-${item.event.kind}`}
+                data-testid="key-marker"
+                data-kind={item.event.kind}
+                class="message key-marker"
+              >
+                <span class="text">
+                  {`${item.event.kind === "changed" || item.event.kind === "missing" ? "⚠" : "✓"} ${
+                    eventText(peer, item.event)
+                  } · ${time.format(item.event.at)}`}
                 </span>
-              )}
-            </span>
-          </li>
-        ))}
+              </li>
+            )
+            : (
+              <MessageItem
+                key={item.message.id}
+                m={item.message}
+                me={me}
+                offline={model.offlineNotice.value !== null}
+              />
+            )
+        )}
         {discarded.map((w) => (
           <li
-            key={`tampered-${w.id}`}
-            data-testid="tampered"
+            key={`refused-${w.id}`}
+            data-testid="refused"
             data-id={w.id}
             data-from={w.from}
             class="message warning"
@@ -137,14 +181,44 @@ export function ChatView({ model }: { model: ChatModel }) {
         <input
           id="chat-input"
           data-testid="chat-input"
+          disabled={keyChanged || noKeys}
           value={draft}
           placeholder={`Message ${peer}`}
           maxLength={4000}
           autocomplete="off"
           onInput={(e) => setDraft(e.currentTarget.value)}
         />
-        <button type="submit" class="primary" data-testid="send">Send</button>
+        <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
+          Send
+        </button>
       </form>
     </section>
+  );
+}
+
+/** One message of the conversation. */
+function MessageItem(
+  { m, me, offline }: { m: MessageRow; me: string | null; offline: boolean },
+) {
+  return (
+    <li
+      data-testid="message"
+      data-id={m.id}
+      data-from={m.sender}
+      data-via={m.via}
+      data-status={m.status}
+      class={m.sender === me ? "message own" : "message theirs"}
+    >
+      <span class="text">{m.text}</span>
+      <span class="meta">
+        {time.format(m.sentAt)}
+        {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
+        {m.sender === me && (
+          <span class="status" data-testid="message-status">
+            {` · ${statusText(m, offline)}`}
+          </span>
+        )}
+      </span>
+    </li>
   );
 }

@@ -46,6 +46,7 @@ const POD_IP = "10.42.0.7";
 const SECRET_SAMPLES: Record<string, string> = {
   "cluster-secret": "0123456789abcdef0123456789abcdef",
   "operator-token": "fedcba9876543210fedcba9876543210",
+  "turn-secret": "00112233445566778899aabbccddeeff",
 };
 
 /**
@@ -132,6 +133,13 @@ Deno.test("k8s: the manifests parse, and the StatefulSet, its headless service, 
   const coturn = find(docs, "Deployment", "coturn");
   const turn = coturn.spec.template.spec;
   assert.ok(turn.containers[0].args.includes("--use-auth-secret"));
+  // The servers make TURN credentials with the secret coturn checks.
+  const secretOf = (env: Doc[], name: string) =>
+    env.find((e: Doc) => e.name === name)?.valueFrom?.secretKeyRef;
+  assert.deepEqual(
+    secretOf(server.env, "P2P_TURN_SECRET"),
+    secretOf(turn.containers[0].env, "TURN_SECRET"),
+  );
   assert.equal(
     turn.volumes.find((v: Doc) => v.secret)?.secret.secretName,
     tlsSecret,
@@ -161,6 +169,8 @@ Deno.test("k8s: every variable the server container sets is one the server reads
   });
   const host = find(docs, "Ingress", "p2pchat").spec.rules[0].host;
   assert.equal(config.browserUrl, `https://${host}`, "browsers use the ingress's one name");
+  assert.equal(config.ice.turnSecret, SECRET_SAMPLES["turn-secret"]);
+  assert.ok(config.ice.turnUrls.length > 0 && config.ice.stunUrls.length > 0);
   const data = server.volumeMounts.find((m: Doc) => m.name === "data");
   assert.equal(config.dataDir, data.mountPath);
   assert.ok(sts.spec.volumeClaimTemplates.some((t: Doc) => t.metadata.name === "data"));
