@@ -43,7 +43,13 @@ import {
   unlockAccountKeys,
 } from "./keyring.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
-import type { ConnectionStatus, SessionApi, SessionInfo, TabStorage } from "./session.ts";
+import {
+  type ConnectionStatus,
+  ServerError,
+  type SessionApi,
+  type SessionInfo,
+  type TabStorage,
+} from "./session.ts";
 import { READ_RECEIPTS_KEY, UserSession, type UserSessionOptions } from "./user_session.ts";
 
 export type { ContactTrust, DiscardedMessage, HandoverState, SafetyCheck };
@@ -113,11 +119,29 @@ export interface ChatModelOptions extends UserSessionOptions {
 export const DEFERRED_TEXT = "Your history is on your other device, which is offline: it will " +
   "move here automatically when that device is next online (open the app there).";
 
+/** The offline banner: no server answers, the history shown is this device's own. */
+export const OFFLINE_TEXT = "Offline: no server is reachable. Your history is read from this " +
+  "device; messages you write wait here and go out when a server is back. Retrying…";
+
+/** Shown while the servers answer `unavailable` for this account (its copies are down). */
+export const ACCOUNT_UNREACHABLE_TEXT =
+  "The servers holding your account are unreachable, retrying…";
+
+/**
+ * How long the connection may stay down before the offline banner shows, ms (a reload's own
+ * connect and resume take less, so the banner does not flash on every start).
+ */
+const OFFLINE_AFTER_MS = 600;
+
+/** Longest total wait of a login that the servers answer `unavailable`, ms. */
+const LOGIN_RETRY_FOR_MS = 120_000;
+
 /** What the new device says when the user's previous device signed out (no hand-over comes). */
 export const SIGNED_OUT_TEXT = "Your other device signed out: the history it holds stayed " +
   "there and will not move here.";
 
 const KEEP_COPY_KEY = "p2pchat.keepCopy";
+const contactsKey = (user: string) => `p2pchat.contacts.${user}`;
 const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
 const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
 
@@ -129,6 +153,11 @@ export interface ReadOnlyCopy {
   /** The conversation shown, and its messages. */
   peer: string | null;
   messages: MessageRow[];
+}
+
+/** A stored session cannot open without a server: this device does not hold its keys. */
+class OfflineStartError extends Error {
+  override name = "OfflineStartError";
 }
 
 function memoryStorage(): TabStorage {
@@ -172,6 +201,33 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const busy = signal(false);
   /** A stored session is being resumed (after a reload). */
   const restoring = signal(session.storedSession() !== null);
+  /**
+   * No server has answered for a while (the connection is down, or the servers holding the
+   * account answer `unavailable`): the banner text, or null while connected.
+   */
+  const offlineNotice = signal<string | null>(null);
+  /** The servers answered `unavailable` for this account since the last successful resume. */
+  let accountUnreachable = false;
+  let offlineTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Shows the offline banner once the connection stayed down {@link OFFLINE_AFTER_MS}. */
+  function watchConnection(s: ConnectionStatus): void {
+    if (s === "online" || s === "connected") {
+      // A server answers (`connected`: the session is being resumed, or there is none).
+      clearTimeout(offlineTimer);
+      offlineTimer = undefined;
+      if (s === "online") accountUnreachable = false;
+      offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : null;
+      return;
+    }
+    if (accountUnreachable) offlineNotice.value = ACCOUNT_UNREACHABLE_TEXT;
+    if (offlineTimer !== undefined || offlineNotice.value !== null) return;
+    offlineTimer = setTimeout(() => {
+      offlineTimer = undefined;
+      if (session.status === "connecting" || session.status === "offline") {
+        offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : OFFLINE_TEXT;
+      }
+    }, OFFLINE_AFTER_MS);
+  }
   /** What a long login/register step is doing ("Generating your keys…"), or null. */
   const progress = signal<string | null>(null);
   /** The history hand-over in progress or just ended on this device, or null. */
@@ -230,7 +286,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   /** The keys unlocked by a login or register in this page, for the session it starts. */
   let unlocked: { user: string; keys: OwnKeys } | null = null;
   /** The session being entered, and how to abandon it (a logout meanwhile). */
-  let entering: { promise: Promise<void>; abort: AbortController } | null = null;
+  let entering: { promise: Promise<void>; abort: AbortController; offline: boolean } | null = null;
   /** Signals that came before the session was entered (a hand-over offer can beat the login). */
   let early: Array<{ from: string; data: SignalData }> = [];
   /** `sentAt` of the last message sent from this page. */
@@ -244,6 +300,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   session.events = {
     onStatus(s) {
       status.value = s;
+      watchConnection(s);
+    },
+    onResumeUnavailable() {
+      // Not a refusal: the session stays, and the session retries by itself.
+      accountUnreachable = true;
+      offlineNotice.value = ACCOUNT_UNREACHABLE_TEXT;
     },
     onPresence(username, online) {
       current.value?.setPresence(username, online);
@@ -323,6 +385,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     throw new KeysLockedError("Please log in again: your password is needed to unlock your keys");
   }
 
+  /** The unlocked keys this device kept for the stored session `info`, for an offline start. */
+  async function storedKeysFor(info: SessionInfo): Promise<OwnKeys> {
+    const stored = await keyStore.loadOwn(info.username, info.token);
+    if (!stored) throw new OfflineStartError();
+    return stored;
+  }
+
   async function enter(info: SessionInfo): Promise<void> {
     const running = current.value;
     if (running?.me === info.username) {
@@ -330,11 +399,42 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       await running.resumed();
       return;
     }
+    if (entering?.offline) {
+      // An offline start is opening: once open, it catches up with the servers.
+      await entering.promise.catch(() => {});
+      const opened = current.value;
+      if (opened?.me === info.username) return await opened.resumed();
+      if (opened === null && !entering) return await open(info, false);
+      return;
+    }
     if (entering) return entering.promise;
+    return await open(info, false);
+  }
+
+  /**
+   * Offline-first: a session stored in this tab opens at once from this device (history, keys,
+   * cached contacts), without waiting for a server to resume it. Not when this device does not
+   * hold the session's unlocked keys: the resume (or a new login) decides then.
+   */
+  async function openOffline(info: SessionInfo): Promise<void> {
+    try {
+      await open(info, true);
+    } catch (err) {
+      if (!(err instanceof OfflineStartError)) {
+        console.warn(`Could not open the stored session offline: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Opens the session `info`: with `offline`, from this device alone (history, stored keys and
+   * cached contacts), before any server answered.
+   */
+  async function open(info: SessionInfo, offline: boolean): Promise<void> {
     const abort = new AbortController();
     const promise = (async () => {
-      const own = await ownKeysFor(info);
-      unlocked = null;
+      const own = offline ? await storedKeysFor(info) : await ownKeysFor(info);
+      if (!offline) unlocked = null;
       abort.signal.throwIfAborted();
       const s = await UserSession.open(
         {
@@ -353,11 +453,23 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           deviceStorage: device,
           isVisible: deps.isVisible,
           onIceServers: (servers) => iceServers = servers,
+          contactCache: {
+            load(user) {
+              try {
+                const list = JSON.parse(device.getItem(contactsKey(user)) ?? "[]");
+                return Array.isArray(list) ? list.filter((u) => typeof u === "string") : [];
+              } catch {
+                return [];
+              }
+            },
+            save: (user, names) => device.setItem(contactsKey(user), JSON.stringify(names)),
+          },
         },
         options,
         info,
         own,
         abort.signal,
+        offline,
       );
       if (info.handover === "deferred") device.setItem(deferredKey(info.username), DEFERRED_TEXT);
       // A device that signed out owes no hand-over, and will not send one: nothing is awaited.
@@ -383,7 +495,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         note.save(null);
       });
     })();
-    entering = { promise, abort };
+    entering = { promise, abort, offline };
     try {
       await promise;
     } catch (err) {
@@ -395,7 +507,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       early = [];
       for (const { from, data } of waiting) session.events.onSignal?.(from, data);
     }
-    if (!abort.signal.aborted) current.value?.start();
+    // An offline start waits for the resume to fetch mail and send (see `enter`).
+    if (!abort.signal.aborted && !offline) current.value?.start();
   }
 
   /**
@@ -436,6 +549,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function withBusy(fn: () => Promise<void>): Promise<boolean> {
     busy.value = true;
     error.value = null;
+    // A restore that hangs (no server answers) never holds a new login up.
+    restoring.value = false;
+    if (entering?.offline && current.value === null) {
+      entering.abort.abort(new DOMException("Logging in again", "AbortError"));
+    }
     try {
       await fn();
       return true;
@@ -461,6 +579,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * claimed, and a read-only copy kept here is opened.
    */
   function start(): void {
+    const stored = session.storedSession();
+    if (stored) void openOffline(stored);
     session.start();
     if (device.getItem(READ_ONLY_KEY)) void openReadOnly();
     if (session.storedSession() === null) claimDeferred();
@@ -510,7 +630,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       closeReadOnly();
       device.removeItem(READ_ONLY_KEY);
       const credentials = await deriveLogin(username, password);
-      const info = await session.login(username, credentials.secret);
+      const info = await loginRetrying(username, credentials.secret);
       let own: OwnKeys;
       try {
         if (!info.keys) throw new KeysLockedError(NO_KEYS_TEXT);
@@ -523,6 +643,29 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       }
       await begin(info, own, credentials.wrappingKey);
     });
+  }
+
+  /**
+   * Logs in, retrying while the servers answer `unavailable` (the copies of the account are
+   * down: not a refusal), for at most {@link LOGIN_RETRY_FOR_MS}; says so meanwhile.
+   */
+  async function loginRetrying(username: string, secret: string): Promise<SessionInfo> {
+    const deadline = now() + LOGIN_RETRY_FOR_MS;
+    try {
+      for (let delay = 500;; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          return await session.login(username, secret);
+        } catch (err) {
+          if (!(err instanceof ServerError && err.code === "unavailable") || now() > deadline) {
+            throw err;
+          }
+          progress.value = ACCOUNT_UNREACHABLE_TEXT;
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    } finally {
+      progress.value = null;
+    }
   }
 
   /** Creates an account and logs straight in; resolves whether it succeeded. */
@@ -652,6 +795,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       return current.value?.showMessage(peer, id) ?? false;
     },
     error,
+    /** The offline banner's text while no server answers for this session, else null. */
+    offlineNotice,
     signedOutReason,
     busy,
     restoring,

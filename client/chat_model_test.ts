@@ -1,5 +1,13 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
-import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_model.ts";
+import {
+  ACCOUNT_UNREACHABLE_TEXT,
+  type ChatModel,
+  type ChatModelOptions,
+  createChatModel,
+  OFFLINE_TEXT,
+} from "./chat_model.ts";
+import { createMemoryKeyStore } from "./keyring.ts";
+import type { TabStorage } from "./session.ts";
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import {
@@ -973,6 +981,137 @@ Deno.test("typing shows on the other side over the data channel only; read recei
     // Turned on again, the receipt for what is shown goes out.
     bob.model.setReadReceipts(true);
     await waitFor(() => (alice.model.readUpTo.value.bob ?? 0) >= second.sentAt, "read now");
+  } finally {
+    shutdown(w);
+  }
+});
+
+function memoryTabStorage(): TabStorage {
+  const m = new Map<string, string>();
+  return {
+    getItem: (k) => m.get(k) ?? null,
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
+}
+
+Deno.test("a reload with no server reachable shows contacts and history at once; messages written offline go out once, in order, on resume", async () => {
+  const w = world();
+  const keyStore = createMemoryKeyStore();
+  const device = memoryTabStorage();
+  const page = (session: ReturnType<FakeCluster["connect"]>) =>
+    createChatModel({
+      session,
+      createLink: w.net.factoryFor("alice"),
+      openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+      generateKeys: () => keysOf("alice"),
+      keyStore,
+      deviceStorage: device,
+    }, { channelWaitMs: 30, pingTimeoutMs: 1000 });
+  try {
+    const first = w.cluster.connect();
+    const before = page(first);
+    before.start();
+    assertEquals(await before.register("alice", "password-1"), true, before.error.value ?? "");
+    const bob = await client(w, "bob", 30);
+    await waitFor(() => before.contacts.value.some((c) => c.online), "bob online");
+    before.openChat("bob");
+    await before.send("before the outage");
+    await waitFor(() => bob.model.messagesWith("alice").length === 1, "bob has it");
+
+    // The page reloads while no server answers: same tab storage, same device.
+    const token = `token-alice-0123456789`;
+    first.dropConnection();
+    const session = w.cluster.connect();
+    session.stored = { username: "alice", token, expiresAt: Date.now() + 60_000, servers: [] };
+    session.isUnreachable = true;
+    const after = page(session);
+    w.clients.push({ model: after, session });
+    after.start();
+    await waitFor(() => after.me.value === "alice", "the stored session opens offline");
+    assertEquals(after.restoring.value, false);
+    assertEquals(after.contacts.value, [{ username: "bob", online: false }]);
+    after.openChat("bob");
+    assertEquals(after.messages.value.map((m) => m.text), ["before the outage"]);
+    await waitFor(() => after.offlineNotice.value === OFFLINE_TEXT, "the offline banner");
+
+    await after.send("offline one");
+    await after.send("offline two");
+    assertEquals(after.messages.value.slice(1).map((m) => m.status), ["sending", "sending"]);
+    await settled(w);
+    assertEquals(bob.model.messagesWith("alice").length, 1, "nothing went out offline");
+
+    session.restoreConnection();
+    await waitFor(() => bob.model.messagesWith("alice").length === 3, "both arrive");
+    assertEquals(bob.model.messagesWith("alice").map((m) => m.text), [
+      "before the outage",
+      "offline one",
+      "offline two",
+    ]);
+    await waitFor(() => after.offlineNotice.value === null, "the banner goes");
+    await settled(w);
+    assertEquals(bob.model.messagesWith("alice").length, 3, "once each");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("'unavailable' from the servers is not a refusal: a login retries by itself, a session is kept and says why", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    alice.model.logout();
+    w.cluster.loginsUnavailable = 2;
+    const shown: Array<string | null> = [];
+    alice.model.progress.subscribe((p) => shown.push(p));
+    assertEquals(
+      await alice.model.login("alice", "password-1"),
+      true,
+      alice.model.error.value ?? "",
+    );
+    assertEquals(w.cluster.loginsUnavailable, 0);
+    assert(shown.includes(ACCOUNT_UNREACHABLE_TEXT), "said why it waits");
+    assertEquals(alice.model.progress.value, null);
+
+    // Resumes answered `unavailable` after a dropped connection: the session stays.
+    alice.session.dropConnection();
+    alice.session.events.onResumeUnavailable?.("The servers holding this account are unreachable");
+    assertEquals(alice.model.offlineNotice.value, ACCOUNT_UNREACHABLE_TEXT);
+    assertEquals(alice.model.me.value, "alice");
+    alice.session.restoreConnection();
+    await waitFor(() => alice.model.offlineNotice.value === null, "recovered by itself");
+    assertEquals(alice.model.me.value, "alice");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a restore that hangs (no server answers, keys not on this device) never holds a new login up", async () => {
+  const w = world();
+  try {
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    const session = w.cluster.connect();
+    session.stored = {
+      username: "bob",
+      token: "token-of-another-device-0123",
+      expiresAt: Date.now() + 60_000,
+      servers: [],
+    };
+    session.isUnreachable = true;
+    const model = createChatModel({
+      session,
+      createLink: w.net.factoryFor("bob"),
+      openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+    }, { channelWaitMs: 30 });
+    w.clients.push({ model, session });
+    model.start();
+    await waitFor(() => model.offlineNotice.value === OFFLINE_TEXT, "no server answers");
+    assertEquals(model.restoring.value, true, "still restoring: nothing to open offline");
+    assertEquals(model.me.value, null);
+    assertEquals(await model.login("bob", "password-1"), true, model.error.value ?? "");
+    assertEquals(model.restoring.value, false);
+    assertEquals(model.me.value, "bob");
   } finally {
     shutdown(w);
   }

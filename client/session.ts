@@ -120,6 +120,11 @@ export interface SessionEvents {
   /** The token was refused on reconnect: the user must log in again. */
   onSessionLost?(reason: string): void;
   /**
+   * The servers could not resume the session for now (`unavailable`: the copies of the account
+   * are down): the session is kept, and retried on the next server after a backoff.
+   */
+  onResumeUnavailable?(message: string): void;
+  /**
    * A newer login of this user elsewhere replaced this session: the token is forgotten and the
    * session will not reconnect until the next login. Without `handoverMs` the socket is closed.
    * With it, the server keeps the socket open that many ms (the hand-over grace, DESIGN §4), in
@@ -250,6 +255,8 @@ export class Session implements SessionApi {
   #quietChecks = 0;
   #reconnectTimer: TimerId | null = null;
   #attempt = 0;
+  /** Resumes in a row that a reachable server could not answer (each waits longer). */
+  #resumeFailures = 0;
   #servers: string[];
   #serverIndex = 0;
   #active = false;
@@ -492,6 +499,7 @@ export class Session implements SessionApi {
       servers: frame.servers,
     };
     this.#session = info;
+    this.#resumeFailures = 0;
     this.#deps.storage.setItem(TOKEN_KEY, JSON.stringify(info));
     const current = this.currentServer;
     this.#servers = unique([current, ...frame.servers, ...this.#servers]);
@@ -575,7 +583,12 @@ export class Session implements SessionApi {
         this.#deps.storage.removeItem(TOKEN_KEY);
         this.events.onSessionLost?.(err.message);
       } else {
-        // The server is reachable but could not resume (e.g. unavailable): try another one.
+        // The server is reachable but could not resume (e.g. unavailable): try another one,
+        // after a backoff (the connection opened, so the reconnect delay alone would be none).
+        this.#resumeFailures++;
+        if (err instanceof ServerError && err.code === "unavailable") {
+          this.events.onResumeUnavailable?.(err.message);
+        }
         this.#socket?.close(4000, "resume failed");
       }
     }
@@ -631,10 +644,14 @@ export class Session implements SessionApi {
         2 ** Math.floor(this.#attempt / Math.max(1, this.#servers.length)),
     );
     this.#attempt++;
+    const afterRefusedResume = this.#resumeFailures === 0 ? 0 : Math.min(
+      this.#opts.reconnectMaxMs,
+      this.#opts.reconnectMinMs * 2 ** (this.#resumeFailures - 1),
+    );
     this.#reconnectTimer = this.#timers.setTimeout(() => {
       this.#reconnectTimer = null;
       this.#connect();
-    }, this.#attempt <= 1 ? 0 : delay);
+    }, Math.max(this.#attempt <= 1 ? 0 : delay, afterRefusedResume));
   }
 
   #onFrame(data: unknown): void {

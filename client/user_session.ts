@@ -78,6 +78,17 @@ export interface UserSessionDeps {
   isVisible?(): boolean;
   /** The session got (new) ICE servers: the page's hand-over links use them too. */
   onIceServers?(servers: IceServer[]): void;
+  /**
+   * Where the contact list is kept on this device, so that a session entered without a server
+   * (offline-first) still lists them. @default none
+   */
+  contactCache?: ContactCache;
+}
+
+/** The last contact list the servers gave, kept on this device per user. */
+export interface ContactCache {
+  load(user: string): string[];
+  save(user: string, usernames: string[]): void;
 }
 
 /** Device setting: "off" when this user sends no read receipts. */
@@ -167,6 +178,8 @@ export class UserSession implements Disposable {
    * Enters the session `info` with the unlocked keys `own`:
    * opens the history, prepares the hand-over receiver and loads the contacts. When `signal`
    * aborts first (logout meanwhile), what was opened is disposed and the promise rejects.
+   * `offline`: no server has resumed the session yet (a reload without a reachable server); the
+   * contacts come from this device's cache, and {@link resumed} catches up once one answers.
    */
   static async open(
     deps: UserSessionDeps,
@@ -174,6 +187,7 @@ export class UserSession implements Disposable {
     info: SessionInfo,
     own: OwnKeys,
     signal: AbortSignal,
+    offline = false,
   ): Promise<UserSession> {
     const history = await deps.openHistory(info.username);
     if (signal.aborted) {
@@ -184,7 +198,7 @@ export class UserSession implements Disposable {
     const onAbort = () => s.dispose();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await s.#init(own);
+      await s.#init(own, offline);
     } catch (err) {
       // Failed to start (the connection dropped, say), not logged out: the servers' session and
       // its unlocked keys stay, so that the next resume can enter it again.
@@ -289,7 +303,7 @@ export class UserSession implements Disposable {
     };
   }
 
-  async #init(own: OwnKeys): Promise<void> {
+  async #init(own: OwnKeys, offline: boolean): Promise<void> {
     const aborted = this.#abort.signal;
     const receiver = await this.#deps.handovers.receiverFor(
       this.me,
@@ -325,11 +339,23 @@ export class UserSession implements Disposable {
       trust[pin.contact] = { contact: pin.contact, status: trustStatus(pin), pin };
     }
     this.trust.value = { ...trust, ...this.trust.value };
+    if (offline) {
+      // No server yet: the contacts kept on this device; `resumed` asks the servers later.
+      const cached = this.#deps.contactCache?.load(this.me) ?? [];
+      this.contacts.value = sortContacts(cached.map((username) => ({ username, online: false })));
+      return;
+    }
     const [contacts] = await Promise.all([
       abortable(this.#deps.session.contacts(), aborted),
       this.#refreshIce(),
     ]);
-    this.contacts.value = sortContacts(contacts);
+    this.#setContacts(contacts);
+  }
+
+  /** Shows a contact list from the servers and keeps it on this device for offline starts. */
+  #setContacts(list: ContactEntry[]): void {
+    this.contacts.value = sortContacts(list);
+    this.#deps.contactCache?.save(this.me, this.contacts.value.map((c) => c.username));
   }
 
   /**
@@ -384,7 +410,7 @@ export class UserSession implements Disposable {
         abortable(this.#deps.session.contacts(), this.#abort.signal),
         this.#refreshIce(),
       ]);
-      this.contacts.value = sortContacts(list);
+      this.#setContacts(list);
       this.start();
     });
   }
@@ -403,7 +429,7 @@ export class UserSession implements Disposable {
     if (username === this.me || this.isDisposed) return;
     const list = this.contacts.value.filter((c) => c.username !== username);
     list.push({ username, online });
-    this.contacts.value = sortContacts(list);
+    this.#setContacts(list);
     // Online: unacknowledged messages go again (data channel or relay). Offline: what was
     // sent directly but never acknowledged goes to their mailbox.
     void this.#outbox.flush(username, true);
@@ -437,7 +463,7 @@ export class UserSession implements Disposable {
     return this.#task(async () => {
       try {
         const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-        this.contacts.value = sortContacts(list);
+        this.#setContacts(list);
       } catch {
         return;
       }

@@ -10,6 +10,11 @@ export interface ServerConfig {
   hostname: string;
   /** Base URL other servers and browsers use; derived from hostname and port when absent. */
   publicUrl: string | undefined;
+  /**
+   * Base URL browsers reach this server at, when it differs from `publicUrl` (a host-mapped port,
+   * one DNS name in front of the ring); the browsers' fail-over list is made of these.
+   */
+  browserUrl: string | undefined;
   /** Page origins besides the ring's servers whose pages may use `/ws` (`--allowed-origins`). */
   allowedOrigins: string[];
   peers: string[];
@@ -104,6 +109,10 @@ Options (environment variable in brackets; flags win):
   --port N             TCP port, 0 for any free port             [P2P_PORT]          default 8000
   --hostname H         address to listen on                      [P2P_HOSTNAME]      default 127.0.0.1
   --public-url URL     base URL others reach this server at      [P2P_PUBLIC_URL]    default http://H:PORT
+  --browser-url URL    base URL browsers reach this server at, if not the public URL (a
+                       host-mapped port, or one name in front of every server); browsers get
+                       the ring's browser URLs as their fail-over list
+                                                                 [P2P_BROWSER_URL]   default the public URL
   --allowed-origins L  comma-separated page origins that may use /ws besides the ring's servers
                        (e.g. https://chat.example.org)           [P2P_ALLOWED_ORIGINS] default none
   --peers URL,URL      servers to contact at start (seed list)   [P2P_PEERS]         default none
@@ -236,6 +245,7 @@ export function parseConfig(
         port: { type: "string" },
         hostname: { type: "string" },
         "public-url": { type: "string" },
+        "browser-url": { type: "string" },
         "allowed-origins": { type: "string" },
         peers: { type: "string" },
         "cluster-secret": { type: "string" },
@@ -294,6 +304,7 @@ export function parseConfig(
   }
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
+  const browserUrl = pick("browser-url", "P2P_BROWSER_URL");
   const handoverMax = pick("handover-max-seconds", "P2P_HANDOVER_MAX_SECONDS");
   const port = intOption(pick, "port", "P2P_PORT", "8000", 0, 65535);
   const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
@@ -316,6 +327,7 @@ export function parseConfig(
     operatorToken,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
+    browserUrl: browserUrl === undefined ? undefined : url("browser-url", browserUrl),
     allowedOrigins: (pick("allowed-origins", "P2P_ALLOWED_ORIGINS") ?? "").split(",")
       .map((o) => o.trim()).filter((o) => o !== "").map((o) => url("allowed-origins", o)),
     peers: peersRaw.split(",").map((p) => p.trim()).filter((p) => p).map((p) => url("peers", p)),

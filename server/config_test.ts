@@ -38,6 +38,7 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
       ["--login-failures-per-address-per-minute=x"],
       /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
     ],
+    [["--browser-url=chat.example.org"], /--browser-url must be a base URL/],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {
@@ -212,6 +213,19 @@ Deno.test("config: the WebSocket message cap defaults to 196,608 bytes and can b
     () => parseConfig([`--cluster-secret=${SECRET}`, "--max-ws-message-bytes=1000"], {}),
     /--max-ws-message-bytes must be a whole number from 65536/,
   );
+});
+
+Deno.test("config: the browser URL is the public URL unless set (flag or P2P_BROWSER_URL)", () => {
+  const plain = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(plain !== "help");
+  assert.equal(plain.browserUrl, undefined);
+  const set = parseConfig([`--cluster-secret=${SECRET}`], {
+    P2P_PUBLIC_URL: "http://172.28.77.11:8000",
+    P2P_BROWSER_URL: "https://chat.example.org/",
+  });
+  assert.ok(set !== "help");
+  assert.equal(set.publicUrl, "http://172.28.77.11:8000");
+  assert.equal(set.browserUrl, "https://chat.example.org");
 });
 
 Deno.test("config: STUN and TURN servers from flags or environment; TURN needs its secret", () => {

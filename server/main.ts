@@ -124,7 +124,11 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   const key = new ClusterKey(hmac, self);
   const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
     callPeer(key, address, request, CLUSTER_RPC_TIMEOUT_MS);
-  const membership = new Membership({ call, metrics, log, clock }, { self, seeds: config.peers });
+  const membership = new Membership({ call, metrics, log, clock }, {
+    self,
+    seeds: config.peers,
+    ...(config.browserUrl ? { browserUrl: config.browserUrl } : {}),
+  });
   const ring = new RingService({
     key,
     metrics,

@@ -201,6 +201,18 @@ Deno.test("cluster requests: presence notices name a server, deliveries only sig
     "bad_frame",
     "from",
   );
+  assert.deepEqual(
+    parseClusterRequest(
+      frame({ type: "hello", from: "http://a:1", peers: [], browserUrl: "https://chat.example" }),
+    ),
+    { v: 1, type: "hello", from: "http://a:1", peers: [], browserUrl: "https://chat.example" },
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "hello", from: "http://a:1", peers: [], browserUrl: "javascript:x" }),
+    "bad_frame",
+    "browserUrl",
+  );
 });
 
 Deno.test("hand-over frames: superseded may carry a bounded grace; session notices travel between servers only", () => {

@@ -101,6 +101,7 @@ await step("unit and integration tests", deno, [
   "server/",
   "client/",
   "scripts/",
+  "deploy/",
   "tests/integration/",
 ]);
 

@@ -73,6 +73,8 @@ export class FakeCluster {
   handoverMs: number | null = null;
   /** Users whose next login is told their old device is offline (a deferred hand-over). */
   readonly deferred = new Set<string>();
+  /** Logins answered `unavailable` (the account's copies are down) before one goes through. */
+  loginsUnavailable = 0;
   /** Users whose next login is told their previous device signed out. */
   readonly signedOut = new Set<string>();
   /** Sessions superseded and in their hand-over grace, per user. */
@@ -107,15 +109,19 @@ export class FakeSession implements SessionApi {
   events: SessionEvents = {};
   status: ConnectionStatus = "offline";
   user: string | null = null;
+  /** The session kept in this tab's storage (a reload's), resumed by {@link restoreConnection}. */
+  stored: SessionInfo | null = null;
+  /** No server answers: `start` keeps connecting until {@link restoreConnection}. */
+  isUnreachable = false;
 
   constructor(readonly cluster: FakeCluster) {}
 
   storedSession(): SessionInfo | null {
-    return null;
+    return this.stored;
   }
 
   start(): void {
-    this.#setStatus("connected");
+    this.#setStatus(this.isUnreachable ? "connecting" : "connected");
   }
 
   register(username: string, secret: string, keys?: AccountKeys): Promise<void> {
@@ -151,6 +157,12 @@ export class FakeSession implements SessionApi {
   }
 
   login(username: string, secret: string): Promise<SessionInfo> {
+    if (this.cluster.loginsUnavailable > 0) {
+      this.cluster.loginsUnavailable--;
+      return Promise.reject(
+        new ServerError("unavailable", "The servers holding this account are unreachable"),
+      );
+    }
     if (this.cluster.accounts.get(username) !== secret) {
       return Promise.reject(new ServerError("wrong_credentials", "Wrong username or password"));
     }
@@ -294,6 +306,8 @@ export class FakeSession implements SessionApi {
 
   /** The WebSocket is back and the session resumed (as after a failover). */
   restoreConnection(): void {
+    this.isUnreachable = false;
+    this.user ??= this.stored?.username ?? null;
     const username = this.#me();
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);

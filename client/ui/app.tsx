@@ -24,7 +24,7 @@ export function App({ model }: { model: ChatModel }) {
   return (
     <div class={model.openPeer.value ? "app chat-open" : "app"}>
       <header class="top">
-        <span class="brand">P2P-Chat</span>
+        <span class="brand" translate={false}>P2P-Chat</span>
         <span class={`conn ${status}`} data-testid="conn-status" data-status={status}>
           {STATUS_TEXT[status]}
         </span>
@@ -79,6 +79,11 @@ export function App({ model }: { model: ChatModel }) {
                 <NotificationSettingsView storage={localStorage} />
                 <HistoryBackup model={model} />
               </section>
+            )}
+            {model.offlineNotice.value && (
+              <p class="offline-banner" data-testid="offline-banner" role="status">
+                {model.offlineNotice.value}
+              </p>
             )}
             <HandoverStatus model={model} />
             <main class="main">

@@ -15,10 +15,13 @@ const STATUS_TEXT = {
 
 const PATH_TEXT = { p2p: "direct", relay: "via server", mailbox: "mailbox" } as const;
 
-/** The status line of one of my messages, as people read it. */
-function statusText(m: MessageRow, read: boolean): string {
+/** The status line of one of my messages, as people read it (`offline`: no server answers). */
+function statusText(m: MessageRow, read: boolean, offline: boolean): string {
   if (read) return "✓✓ read";
   if (m.status === "sent" && m.via === "mailbox") return "✓ stored on the servers, pending";
+  if (offline && (m.status === "sending" || m.status === "failed")) {
+    return "queued on this device, goes out when a server is back";
+  }
   return STATUS_TEXT[m.status];
 }
 
@@ -31,6 +34,8 @@ interface ItemProps {
   focused: boolean;
   /** Own message the contact has read. */
   read: boolean;
+  /** No server answers: unsent messages are queued on this device. */
+  offline: boolean;
 }
 
 /**
@@ -41,11 +46,12 @@ interface ItemProps {
 class MessageItem extends Component<ItemProps> {
   override shouldComponentUpdate(next: ItemProps): boolean {
     return !sameRow(next.m, this.props.m) || next.own !== this.props.own ||
-      next.focused !== this.props.focused || next.read !== this.props.read;
+      next.focused !== this.props.focused || next.read !== this.props.read ||
+      next.offline !== this.props.offline;
   }
 
   override render() {
-    const { m, own, focused, read } = this.props;
+    const { m, own, focused, read, offline } = this.props;
     return (
       <li
         data-testid="message"
@@ -62,7 +68,7 @@ class MessageItem extends Component<ItemProps> {
           {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
           {own && (
             <span class="status" data-testid="message-status">
-              {` · ${statusText(m, read)}`}
+              {` · ${statusText(m, read, offline)}`}
             </span>
           )}
         </span>
@@ -127,6 +133,7 @@ export function ChatView({ model }: { model: ChatModel }) {
   const focused = model.focused.value;
   const readUpTo = peer ? model.readUpTo.value[peer] ?? 0 : 0;
   const isTyping = peer ? model.typing.value[peer] === true : false;
+  const offline = model.offlineNotice.value !== null;
 
   useLayoutEffect(() => {
     atBottom.current = true;
@@ -186,7 +193,12 @@ export function ChatView({ model }: { model: ChatModel }) {
   return (
     <section class="chat" aria-label={`Chat with ${peer}`}>
       <header class="chat-header">
-        <button type="button" class="back" onClick={() => model.openChat(null)} aria-label="Back">
+        <button
+          type="button"
+          class="back"
+          onClick={() => model.openChat(null)}
+          aria-label="Back to contacts"
+        >
           ‹
         </button>
         <span class={online ? "dot online" : "dot"} aria-hidden="true" />
@@ -278,6 +290,7 @@ export function ChatView({ model }: { model: ChatModel }) {
                 own={item.message.sender === me}
                 focused={item.message.id === focused}
                 read={item.message.sender === me && item.message.sentAt <= readUpTo}
+                offline={offline}
               />
             )
         )}
@@ -298,7 +311,9 @@ export function ChatView({ model }: { model: ChatModel }) {
         {isTyping ? `${peer} is typing…` : ""}
       </p>
       <form class="composer" onSubmit={submit}>
+        <label class="sr-only" for="chat-input">Message to {peer}</label>
         <input
+          id="chat-input"
           data-testid="chat-input"
           disabled={keyChanged || noKeys}
           value={draft}

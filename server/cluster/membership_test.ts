@@ -133,3 +133,43 @@ Deno.test("membership: a server that was itself paused does not declare its answ
   await m.stop();
   assert.equal(clock.pendingTimers, 0);
 });
+
+Deno.test("membership: browsers get the live servers' browser URLs (told in hellos both ways), one entry per shared address", async () => {
+  const clock = new ManualClock();
+  const sent: ClusterRequest[] = [];
+  const call = (address: string, request: ClusterRequest): Promise<ClusterResponse> => {
+    sent.push(request);
+    return Promise.resolve(
+      address === "http://b:1"
+        ? { v: 1, type: "hello", peers: [], browserUrl: "https://chat.example" }
+        : { v: 1, type: "hello", peers: [] },
+    );
+  };
+  const m = new Membership({ call, metrics: new Metrics(), log: silentLog, clock }, {
+    self: "http://a:1",
+    browserUrl: "https://chat.example",
+    seeds: ["http://b:1", "http://c:1"],
+    helloIntervalMs: 1000,
+  });
+  m.start();
+  await clock.advance(0);
+  // a and b are behind one name; c announced none, so browsers reach it at its address.
+  assert.deepEqual(m.liveBrowserUrls(), ["http://c:1", "https://chat.example"]);
+  assert.ok(sent.every((r) => r.type === "hello" && r.browserUrl === "https://chat.example"));
+  // d says hello with its own browser URL, and the answer carries ours.
+  const answer = m.receiveHello({
+    v: 1,
+    type: "hello",
+    from: "http://d:1",
+    peers: [],
+    browserUrl: "http://localhost:8004",
+  });
+  assert.equal(answer.type === "hello" && answer.browserUrl, "https://chat.example");
+  assert.deepEqual(m.liveBrowserUrls(), [
+    "http://c:1",
+    "http://localhost:8004",
+    "https://chat.example",
+  ]);
+  assert.deepEqual(m.knownBrowserUrls(), m.liveBrowserUrls());
+  await m.stop();
+});
