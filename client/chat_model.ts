@@ -10,12 +10,15 @@
  *
  * End-to-end encryption (DESIGN §4, `keyring.ts`): registration generates the user's key pairs
  * and sends them with the private halves wrapped by the password's wrapping key; login unwraps
- * them; a reload takes them (non-extractable) from the key store. Accounts without keys (made
- * before keys existed) keep the plaintext path, which is shown (`unencrypted`) and logged.
+ * them; a reload takes them (non-extractable) from the key store. There is no plaintext path: an
+ * account without keys cannot log in here, a contact without keys cannot be written to, and a
+ * contact whose keys changed cannot be written to until the user compares the safety number and
+ * accepts them (`trust`, `safetyCheck`, `acceptKeys`).
  */
 import { batch, computed, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   isValidUsername,
   MAX_TEXT_LENGTH,
   SECRET_RULE,
@@ -26,22 +29,34 @@ import type { UserKeyPairs } from "../shared/crypto/mod.ts";
 import { newCredentials, passwordLogin } from "./auth.ts";
 import { HandoverController, type HandoverState } from "./handover_controller.ts";
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
-import type { History, MessageRow } from "./history.ts";
+import type { History, MessageRow, SearchHit } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
 import {
+  type ContactTrust,
   createAccountKeys,
   createMemoryKeyStore,
   KeysLockedError,
   type KeyStore,
   type OwnKeys,
   type PublicKeys,
+  type SafetyCheck,
   unlockAccountKeys,
 } from "./keyring.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
-import type { ConnectionStatus, SessionApi, SessionInfo, TabStorage } from "./session.ts";
-import { UserSession, type UserSessionOptions } from "./user_session.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
+import {
+  type ConnectionStatus,
+  ServerError,
+  type SessionApi,
+  type SessionInfo,
+  type TabStorage,
+} from "./session.ts";
+import { READ_RECEIPTS_KEY, UserSession, type UserSessionOptions } from "./user_session.ts";
 
-export type { DiscardedMessage, HandoverState };
+export type { ContactTrust, DiscardedMessage, HandoverState, SafetyCheck };
+
+/** What a login into an account without keys says: nothing could be sent or read safely. */
+export const NO_KEYS_TEXT = "This account has no keys (it was made before encryption): it " +
+  "cannot be used, since every message must be encrypted. Please register a new account.";
 
 /**
  * Largest message text in UTF-8 bytes: its sealed envelope (base64url ciphertext plus two
@@ -77,6 +92,10 @@ export interface ChatModelDeps {
    * deferred hand-over still awaited, a read-only copy kept. @default memory only
    */
   deviceStorage?: TabStorage;
+  /** New messages from `from` were stored (see {@link UserSessionDeps.onNewMessages}). */
+  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  /** Whether the user can see the page now (read receipts wait for it). @default always */
+  isVisible?(): boolean;
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -100,11 +119,29 @@ export interface ChatModelOptions extends UserSessionOptions {
 export const DEFERRED_TEXT = "Your history is on your other device, which is offline: it will " +
   "move here automatically when that device is next online (open the app there).";
 
+/** The offline banner: no server answers, the history shown is this device's own. */
+export const OFFLINE_TEXT = "Offline: no server is reachable. Your history is read from this " +
+  "device; messages you write wait here and go out when a server is back. Retrying…";
+
+/** Shown while the servers answer `unavailable` for this account (its copies are down). */
+export const ACCOUNT_UNREACHABLE_TEXT =
+  "The servers holding your account are unreachable, retrying…";
+
+/**
+ * How long the connection may stay down before the offline banner shows, ms (a reload's own
+ * connect and resume take less, so the banner does not flash on every start).
+ */
+const OFFLINE_AFTER_MS = 600;
+
+/** Longest total wait of a login that the servers answer `unavailable`, ms. */
+const LOGIN_RETRY_FOR_MS = 120_000;
+
 /** What the new device says when the user's previous device signed out (no hand-over comes). */
 export const SIGNED_OUT_TEXT = "Your other device signed out: the history it holds stayed " +
   "there and will not move here.";
 
 const KEEP_COPY_KEY = "p2pchat.keepCopy";
+const contactsKey = (user: string) => `p2pchat.contacts.${user}`;
 const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
 const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
 
@@ -116,6 +153,11 @@ export interface ReadOnlyCopy {
   /** The conversation shown, and its messages. */
   peer: string | null;
   messages: MessageRow[];
+}
+
+/** A stored session cannot open without a server: this device does not hold its keys. */
+class OfflineStartError extends Error {
+  override name = "OfflineStartError";
 }
 
 function memoryStorage(): TabStorage {
@@ -159,6 +201,33 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const busy = signal(false);
   /** A stored session is being resumed (after a reload). */
   const restoring = signal(session.storedSession() !== null);
+  /**
+   * No server has answered for a while (the connection is down, or the servers holding the
+   * account answer `unavailable`): the banner text, or null while connected.
+   */
+  const offlineNotice = signal<string | null>(null);
+  /** The servers answered `unavailable` for this account since the last successful resume. */
+  let accountUnreachable = false;
+  let offlineTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Shows the offline banner once the connection stayed down {@link OFFLINE_AFTER_MS}. */
+  function watchConnection(s: ConnectionStatus): void {
+    if (s === "online" || s === "connected") {
+      // A server answers (`connected`: the session is being resumed, or there is none).
+      clearTimeout(offlineTimer);
+      offlineTimer = undefined;
+      if (s === "online") accountUnreachable = false;
+      offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : null;
+      return;
+    }
+    if (accountUnreachable) offlineNotice.value = ACCOUNT_UNREACHABLE_TEXT;
+    if (offlineTimer !== undefined || offlineNotice.value !== null) return;
+    offlineTimer = setTimeout(() => {
+      offlineTimer = undefined;
+      if (session.status === "connecting" || session.status === "offline") {
+        offlineNotice.value = accountUnreachable ? ACCOUNT_UNREACHABLE_TEXT : OFFLINE_TEXT;
+      }
+    }, OFFLINE_AFTER_MS);
+  }
   /** What a long login/register step is doing ("Generating your keys…"), or null. */
   const progress = signal<string | null>(null);
   /** The history hand-over in progress or just ended on this device, or null. */
@@ -168,13 +237,17 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   const device = deps.deviceStorage ?? memoryStorage();
   /** The setting: keep a read-only copy of the history here when signing in elsewhere. */
   const keepCopy = signal(device.getItem(KEEP_COPY_KEY) === "1");
+  const readReceipts = signal(device.getItem(READ_RECEIPTS_KEY) !== "off");
   /** The read-only copy kept on this device, once opened, or null. */
   const readOnly = signal<ReadOnlyCopy | null>(null);
   let readOnlyHistory: History | null = null;
 
+  /** The ICE servers of the latest session: a hand-over between NATed devices needs them too. */
+  let iceServers: IceServer[] = [];
   const handovers = new HandoverController({
     session,
-    createLink: deps.createLink,
+    createLink: (options, handlers) =>
+      deps.createLink({ ...options, iceServers: options.iceServers ?? iceServers }, handlers),
     keyStore,
     state: handover,
     keepCopy: () => keepCopy.value,
@@ -211,9 +284,9 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    */
   let wrappingKey: CryptoKey | null = null;
   /** The keys unlocked by a login or register in this page, for the session it starts. */
-  let unlocked: { user: string; keys: OwnKeys | null } | null = null;
+  let unlocked: { user: string; keys: OwnKeys } | null = null;
   /** The session being entered, and how to abandon it (a logout meanwhile). */
-  let entering: { promise: Promise<void>; abort: AbortController } | null = null;
+  let entering: { promise: Promise<void>; abort: AbortController; offline: boolean } | null = null;
   /** Signals that came before the session was entered (a hand-over offer can beat the login). */
   let early: Array<{ from: string; data: SignalData }> = [];
   /** `sentAt` of the last message sent from this page. */
@@ -227,6 +300,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   session.events = {
     onStatus(s) {
       status.value = s;
+      watchConnection(s);
+    },
+    onResumeUnavailable() {
+      // Not a refusal: the session stays, and the session retries by itself.
+      accountUnreachable = true;
+      offlineNotice.value = ACCOUNT_UNREACHABLE_TEXT;
     },
     onPresence(username, online) {
       current.value?.setPresence(username, online);
@@ -295,17 +374,24 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
 
   /**
    * The unlocked keys for a session of `info.username`: from the login in this page, else from
-   * the key store (a reload). Throws {@link KeysLockedError} when the account has keys but this
-   * device does not hold them unlocked (the password is needed).
+   * the key store (a reload). Throws {@link KeysLockedError} when this device does not hold them
+   * unlocked (the password is needed).
    */
-  async function ownKeysFor(info: SessionInfo): Promise<OwnKeys | null> {
+  async function ownKeysFor(info: SessionInfo): Promise<OwnKeys> {
     if (unlocked?.user === info.username) return unlocked.keys;
-    // A resume carries the public keys only: the device kept its unlocked private keys.
-    const publicKeys = info.publicKeys ?? info.keys;
-    if (!publicKeys) return null;
     const stored = await keyStore.loadOwn(info.username, info.token);
-    if (stored && stored.encryptionPublic === publicKeys.encryption) return stored;
+    // A resume carries the public keys only (the device kept its unlocked private keys): the
+    // stored ones must be those.
+    const publicKeys = info.publicKeys ?? info.keys;
+    if (stored && (!publicKeys || stored.encryptionPublic === publicKeys.encryption)) return stored;
     throw new KeysLockedError("Please log in again: your password is needed to unlock your keys");
+  }
+
+  /** The unlocked keys this device kept for the stored session `info`, for an offline start. */
+  async function storedKeysFor(info: SessionInfo): Promise<OwnKeys> {
+    const stored = await keyStore.loadOwn(info.username, info.token);
+    if (!stored) throw new OfflineStartError();
+    return stored;
   }
 
   async function enter(info: SessionInfo): Promise<void> {
@@ -315,11 +401,42 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       await running.resumed();
       return;
     }
+    if (entering?.offline) {
+      // An offline start is opening: once open, it catches up with the servers.
+      await entering.promise.catch(() => {});
+      const opened = current.value;
+      if (opened?.me === info.username) return await opened.resumed();
+      if (opened === null && !entering) return await open(info, false);
+      return;
+    }
     if (entering) return entering.promise;
+    return await open(info, false);
+  }
+
+  /**
+   * Offline-first: a session stored in this tab opens at once from this device (history, keys,
+   * cached contacts), without waiting for a server to resume it. Not when this device does not
+   * hold the session's unlocked keys: the resume (or a new login) decides then.
+   */
+  async function openOffline(info: SessionInfo): Promise<void> {
+    try {
+      await open(info, true);
+    } catch (err) {
+      if (!(err instanceof OfflineStartError)) {
+        console.warn(`Could not open the stored session offline: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Opens the session `info`: with `offline`, from this device alone (history, stored keys and
+   * cached contacts), before any server answered.
+   */
+  async function open(info: SessionInfo, offline: boolean): Promise<void> {
     const abort = new AbortController();
     const promise = (async () => {
-      const own = await ownKeysFor(info);
-      unlocked = null;
+      const own = offline ? await storedKeysFor(info) : await ownKeysFor(info);
+      if (!offline) unlocked = null;
       abort.signal.throwIfAborted();
       const s = await UserSession.open(
         {
@@ -334,11 +451,27 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           nextSentAt: () => lastSentAt = Math.max(now(), lastSentAt + 1),
           onError: fail,
           onRejected: () => rejected.count++,
+          onNewMessages: deps.onNewMessages,
+          deviceStorage: device,
+          isVisible: deps.isVisible,
+          onIceServers: (servers) => iceServers = servers,
+          contactCache: {
+            load(user) {
+              try {
+                const list = JSON.parse(device.getItem(contactsKey(user)) ?? "[]");
+                return Array.isArray(list) ? list.filter((u) => typeof u === "string") : [];
+              } catch {
+                return [];
+              }
+            },
+            save: (user, names) => device.setItem(contactsKey(user), JSON.stringify(names)),
+          },
         },
         options,
         info,
         own,
         abort.signal,
+        offline,
       );
       if (info.handover === "deferred") device.setItem(deferredKey(info.username), DEFERRED_TEXT);
       // A device that signed out owes no hand-over, and will not send one: nothing is awaited.
@@ -364,7 +497,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         note.save(null);
       });
     })();
-    entering = { promise, abort };
+    entering = { promise, abort, offline };
     try {
       await promise;
     } catch (err) {
@@ -376,14 +509,15 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       early = [];
       for (const { from, data } of waiting) session.events.onSignal?.(from, data);
     }
-    if (!abort.signal.aborted) current.value?.start();
+    // An offline start waits for the resume to fetch mail and send (see `enter`).
+    if (!abort.signal.aborted && !offline) current.value?.start();
   }
 
   /**
    * This device was superseded and the servers keep its connection open `graceMs` for the
    * hand-over: the session ends at once (links, flushes, mailbox), handing its history and keys
    * to the hand-over, which deletes the keys only afterwards. Returns false when there is
-   * nothing to hand over with (no session, or an account without keys).
+   * nothing to hand over (no session).
    */
   function startHandover(graceMs: number): boolean {
     const source = current.value?.detachForHandover();
@@ -417,6 +551,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   async function withBusy(fn: () => Promise<void>): Promise<boolean> {
     busy.value = true;
     error.value = null;
+    // A restore that hangs (no server answers) never holds a new login up.
+    restoring.value = false;
+    if (entering?.offline && current.value === null) {
+      entering.abort.abort(new DOMException("Logging in again", "AbortError"));
+    }
     try {
       await fn();
       return true;
@@ -429,8 +568,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   /** Enters the session `info` with the keys unlocked by a login or register in this page. */
-  async function begin(info: SessionInfo, own: OwnKeys | null, key: CryptoKey): Promise<void> {
-    if (own) await keyStore.saveOwn(info.username, info.token, own);
+  async function begin(info: SessionInfo, own: OwnKeys, key: CryptoKey): Promise<void> {
+    await keyStore.saveOwn(info.username, info.token, own);
     wrappingKey = key;
     unlocked = { user: info.username, keys: own };
     await enter(info);
@@ -442,6 +581,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
    * claimed, and a read-only copy kept here is opened.
    */
   function start(): void {
+    const stored = session.storedSession();
+    if (stored) void openOffline(stored);
     session.start();
     if (device.getItem(READ_ONLY_KEY)) void openReadOnly();
     if (session.storedSession() === null) claimDeferred();
@@ -490,11 +631,20 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       stopClaiming();
       closeReadOnly();
       device.removeItem(READ_ONLY_KEY);
-      const { info, wrappingKey } = await passwordLogin(session, username, password);
+      const { info, wrappingKey } = await passwordLogin(
+        {
+          loginParams: (name) => session.loginParams(name),
+          login: loginRetrying,
+          rekey: (salt, secret, wrapped) => session.rekey(salt, secret, wrapped),
+        },
+        username,
+        password,
+      );
       const credentials = { wrappingKey };
-      let own: OwnKeys | null = null;
+      let own: OwnKeys;
       try {
-        own = info.keys ? await unlockAccountKeys(info.keys, credentials.wrappingKey) : null;
+        if (!info.keys) throw new KeysLockedError(NO_KEYS_TEXT);
+        own = await unlockAccountKeys(info.keys, credentials.wrappingKey);
       } catch (err) {
         // Logged in, but the messages could not be read: do not stay half signed in.
         session.logout();
@@ -503,6 +653,29 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       }
       await begin(info, own, credentials.wrappingKey);
     });
+  }
+
+  /**
+   * Logs in, retrying while the servers answer `unavailable` (the copies of the account are
+   * down: not a refusal), for at most {@link LOGIN_RETRY_FOR_MS}; says so meanwhile.
+   */
+  async function loginRetrying(username: string, secret: string): Promise<SessionInfo> {
+    const deadline = now() + LOGIN_RETRY_FOR_MS;
+    try {
+      for (let delay = 500;; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          return await session.login(username, secret);
+        } catch (err) {
+          if (!(err instanceof ServerError && err.code === "unavailable") || now() > deadline) {
+            throw err;
+          }
+          progress.value = ACCOUNT_UNREACHABLE_TEXT;
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    } finally {
+      progress.value = null;
+    }
   }
 
   /** Creates an account and logs straight in; resolves whether it succeeded. */
@@ -546,7 +719,12 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
       error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
       return;
     }
-    await s.send(text);
+    try {
+      await s.send(text);
+    } catch (err) {
+      // Not sealable for the contact (changed or missing keys): say so, nothing was stored.
+      fail(err);
+    }
   }
 
   /** The current session's `pick`, or `none` without one. */
@@ -587,7 +765,48 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     openPeer: ofSession((s) => s.openPeer.value, null as string | null),
     /** The open conversation, ordered by send time then id. */
     messages: ofSession((s) => s.messages.value, NO_MESSAGES),
+    /** Whether the open conversation has older messages than those shown. */
+    hasOlder: ofSession((s) => s.hasOlder.value, false),
+    /** Shows a page of older messages; false if all are shown. */
+    showOlder(): boolean {
+      return current.value?.showOlder() ?? false;
+    },
+    /** Contacts typing now. */
+    typing: ofSession((s) => s.typing.value, NONE as Record<string, true>),
+    /** Per contact, the send time up to which they have read this user's messages. */
+    readUpTo: ofSession((s) => s.readUpTo.value, NONE as Record<string, number>),
+    /** The user is typing in the open chat. */
+    typingNow(): void {
+      current.value?.typingNow();
+    },
+    /** The user stopped typing. */
+    stoppedTyping(): void {
+      current.value?.stoppedTyping();
+    },
+    /** The page became visible. */
+    pageVisible(): void {
+      current.value?.pageVisible();
+    },
+    /** Whether this user sends read receipts (a setting of this device). */
+    readReceipts,
+    setReadReceipts(on: boolean): void {
+      device.setItem(READ_RECEIPTS_KEY, on ? "on" : "off");
+      readReceipts.value = on;
+      if (on) current.value?.pageVisible();
+    },
+    /** The message to bring into view and mark, or null. */
+    focused: ofSession((s) => s.focused.value, null as string | null),
+    /** Messages of the local history with every word of `input`, newest first. */
+    search(input: string): SearchHit[] {
+      return current.value?.search(input) ?? [];
+    },
+    /** Opens the conversation with `peer` at message `id`; false if it is not there. */
+    showMessage(peer: string, id: string): boolean {
+      return current.value?.showMessage(peer, id) ?? false;
+    },
     error,
+    /** The offline banner's text while no server answers for this session, else null. */
+    offlineNotice,
     signedOutReason,
     busy,
     restoring,
@@ -596,14 +815,21 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Unread message counts per contact. */
     unread: ofSession((s) => s.unread.value, NONE as Record<string, number>),
     progress,
-    /** Messages discarded because they failed verification, per contact. */
+    /** Messages refused and discarded (in clear, forged, not from the pinned key), per contact. */
     warnings: ofSession((s) => s.warnings.value, NONE as Record<string, DiscardedMessage[]>),
-    /** Contacts whose keys changed since they were last seen (this session). */
-    keyChanged: ofSession((s) => s.keyChanged.value, NONE as Record<string, boolean>),
-    /** Contacts known to have no keys: messages with them are not encrypted. */
-    unencrypted: ofSession((s) => s.unencrypted.value, NONE as Record<string, boolean>),
-    /** Whether the logged-in account has keys (false for old accounts: nothing is encrypted). */
-    hasKeys: ofSession((s) => s.hasKeys, true),
+    /** How each contact's keys stand (pinned, changed and not accepted, none), as looked up. */
+    trust: ofSession((s) => s.trust.value, NONE as Record<string, ContactTrust>),
+    /** Contacts whose keys changed and were not accepted yet: sending to them is blocked. */
+    keyChanged: ofSession(
+      (s) =>
+        Object.fromEntries(
+          Object.values(s.trust.value).filter((t) => t.status === "changed").map((t) => [
+            t.contact,
+            true,
+          ]),
+        ),
+      NONE as Record<string, boolean>,
+    ),
     handover,
     rejected,
     start,
@@ -615,6 +841,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Whether the data channel to `peer` is open. */
     isChannelOpen(peer: string): boolean {
       return current.value?.isChannelOpen(peer) ?? false;
+    },
+    /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+    selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+      return current.value?.selectedCandidates(peer) ?? Promise.resolve(null);
     },
     /** `monotonic()` when the data channel to each user opened. */
     dcOpenedAt(): Record<string, number> {
@@ -645,6 +875,26 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
      */
     async fingerprints(user: string): Promise<PublicKeys | null> {
       return await current.value?.fingerprints(user) ?? null;
+    },
+    /**
+     * The safety number of the logged-in user and `peer` to compare aloud or by QR code: with
+     * the keys awaiting acceptance after a change, else the pinned ones; null if none known.
+     */
+    async safetyCheck(peer: string): Promise<SafetyCheck | null> {
+      return await current.value?.safetyCheck(peer) ?? null;
+    },
+    /**
+     * The user compared the safety number for `peer`'s keys `keyId` and accepts them; resolves
+     * whether it worked (else the reason is in `error`).
+     */
+    async acceptKeys(peer: string, keyId: string): Promise<boolean> {
+      try {
+        await current.value?.acceptKeys(peer, keyId);
+        return true;
+      } catch (err) {
+        fail(err);
+        return false;
+      }
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {

@@ -1,5 +1,13 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
-import { type ChatModel, type ChatModelOptions, createChatModel } from "./chat_model.ts";
+import {
+  ACCOUNT_UNREACHABLE_TEXT,
+  type ChatModel,
+  type ChatModelOptions,
+  createChatModel,
+  OFFLINE_TEXT,
+} from "./chat_model.ts";
+import { createMemoryKeyStore } from "./keyring.ts";
+import type { TabStorage } from "./session.ts";
 import { createMemoryRowStores, History } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import {
@@ -118,6 +126,8 @@ Deno.test("two users exchange a message over the data channel and the ack marks 
       "alice sees bob online",
     );
     alice.model.openChat("bob");
+    // Opening the chat opens the channel; a message sent before it is open goes via the relay.
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("hello bob");
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     const [sent] = alice.model.messages.value;
@@ -155,7 +165,7 @@ Deno.test("without a direct path a message goes through the server relay", async
   }
 });
 
-Deno.test("a message whose sender field is forged is rejected", async () => {
+Deno.test("a message in clear, or whose sender field is forged, is refused and shown as refused", async () => {
   const w = world();
   try {
     const alice = await client(w, "alice");
@@ -176,6 +186,8 @@ Deno.test("a message whose sender field is forged is rejected", async () => {
     assertEquals(bob.model.messagesWith("alice").length, 0);
     assertEquals(bob.model.messagesWith("mallory").length, 0);
     assertEquals(bob.model.rejected.count, 2);
+    assertEquals(bob.model.warnings.value.mallory?.map((x) => x.id)[0], "forged-0001");
+    assertEquals(bob.model.warnings.value.mallory?.length, 2);
     assertEquals(alice.model.rejected.count, 0);
   } finally {
     shutdown(w);
@@ -313,6 +325,7 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
     const bob = await client(w, "bob");
     await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
     alice.model.openChat("bob");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("direct first");
     await waitFor(() => alice.model.messages.value[0]?.status === "delivered", "delivered");
     const [row] = alice.model.messages.value;
@@ -350,11 +363,11 @@ Deno.test("a message that reaches the peer both directly and through the mailbox
   }
 });
 
-Deno.test("mailbox entries whose envelope is forged or malformed are rejected, and acknowledged", async () => {
+Deno.test("mailbox entries in clear, forged or malformed are refused, shown, and acknowledged", async () => {
   const w = world();
   try {
     await client(w, "alice");
-    // An account made before keys existed: its plaintext messages are still accepted.
+    // An account made before keys existed: even its messages in clear are refused now.
     w.cluster.accounts.set("mallory", "old-secret");
     const bob = await client(w, "bob");
     bob.model.logout();
@@ -393,8 +406,15 @@ Deno.test("mailbox entries whose envelope is forged or malformed are rejected, a
     assertEquals(await bob.model.login("bob", "password-1"), true);
     await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "all acknowledged");
     assertEquals(bob.model.messagesWith("alice").length, 0);
-    assertEquals(bob.model.messagesWith("mallory").map((m) => m.text), ["real"]);
-    assertEquals(bob.model.rejected.count, 4);
+    assertEquals(bob.model.messagesWith("mallory").length, 0);
+    assertEquals(bob.model.rejected.count, 5);
+    assertEquals(bob.model.warnings.value.mallory?.map((x) => x.id), [
+      "forged-0001",
+      "misdirect-01",
+      "swapped-0001",
+      "garbage-0001",
+      "genuine-0001",
+    ]);
     assertEquals(w.cluster.mailAcked.flatMap((a) => a.messages).length, 5);
   } finally {
     shutdown(w);
@@ -613,9 +633,9 @@ Deno.test("registration sends public keys and wrapped private keys; messages tra
     const account = w.cluster.keys.get("alice");
     assert(account, "alice registered with keys");
     assert(!account.wrapped.includes("PRIVATE"), "no PEM private key");
-    assertEquals(alice.model.hasKeys.value, true);
     await waitFor(() => alice.model.contacts.value.some((c) => c.online), "bob online");
     alice.model.openChat("bob");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel to open");
     await alice.model.send("secret over the data channel");
     await waitFor(() => bob.model.messagesWith("alice").length === 1, "p2p arrived");
     w.net.isBlocked = true;
@@ -661,7 +681,7 @@ Deno.test("registration sends public keys and wrapped private keys; messages tra
   }
 });
 
-Deno.test("a tampered or foreign-signed envelope is discarded with a warning; plaintext from a keyed account is rejected", async () => {
+Deno.test("a tampered or foreign-signed envelope, or a message in clear, is refused and shown as refused", async () => {
   const w = world();
   try {
     const alice = await client(w, "alice", 30);
@@ -706,14 +726,19 @@ Deno.test("a tampered or foreign-signed envelope is discarded with a warning; pl
     assertEquals(await bob.model.login("bob", "password-1"), true);
     await waitFor(() => w.cluster.mailboxes.get("bob")?.length === 0, "all acknowledged");
     assertEquals(bob.model.messagesWith("alice").length, 0);
-    assertEquals(bob.model.warnings.value.alice?.map((x) => x.id), [entry.id, claimed.id]);
-    assert(/failed verification/.test(bob.model.warnings.value.alice?.[0]?.text ?? ""));
+    assertEquals(bob.model.warnings.value.alice?.map((x) => x.id), [
+      entry.id,
+      claimed.id,
+      "plaintext-0001",
+    ]);
+    assert(/^Message refused/.test(bob.model.warnings.value.alice?.[0]?.text ?? ""));
+    assert(/not encrypted/.test(bob.model.warnings.value.alice?.[2]?.text ?? ""));
     assertEquals(bob.model.rejected.count, 3);
 
     // Live: a relayed envelope signed by someone else is discarded too, and not acknowledged.
     const live = await sealed("mallory", "bob", "forged-live-01", 7, "hello from alice");
     bob.session.injectRelay("alice", liveText({ ...live, from: "alice" }));
-    await waitFor(() => bob.model.warnings.value.alice?.length === 3, "live warning");
+    await waitFor(() => bob.model.warnings.value.alice?.length === 4, "live warning");
     assertEquals(bob.model.messagesWith("alice").length, 0);
     assertEquals(w.cluster.relayed.filter((r) => r.from === "bob").length, 0);
   } finally {
@@ -721,23 +746,88 @@ Deno.test("a tampered or foreign-signed envelope is discarded with a warning; pl
   }
 });
 
-Deno.test("wrapped keys altered on the servers give a clear error at login; a changed contact key is shown", async () => {
+Deno.test("a contact without keys cannot be written to: nothing is stored or sent", async () => {
   const w = world();
   try {
     const alice = await client(w, "alice", 30);
-    await client(w, "bob", 30);
+    w.cluster.accounts.set("mallory", "old-secret");
+    alice.model.openChat("mallory");
+    await waitFor(() => alice.model.trust.value.mallory?.status === "no_keys", "no keys shown");
+    await alice.model.send("hello");
+    assert(/mallory has no keys/.test(alice.model.error.value ?? ""), alice.model.error.value!);
+    assertEquals(alice.model.messagesWith("mallory").length, 0);
+    assertEquals(w.cluster.mailSent.length + w.cluster.relayed.length, 0);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("an account without keys cannot log in: it could neither send nor read", async () => {
+  const w = world();
+  try {
+    w.cluster.accounts.set("mallory", "old-secret");
+    const m = await client(w, "alice", 30);
+    m.model.logout();
+    w.cluster.keys.delete("alice");
+    assertEquals(await m.model.login("alice", "password-1"), false);
+    assert(/has no keys/.test(m.model.error.value ?? ""), m.model.error.value ?? "");
+    assertEquals(m.model.me.value, null);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a changed contact key blocks sending, also after logging in again, until the safety number is accepted", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    const bob = await client(w, "bob", 30);
     alice.model.openChat("bob");
     await alice.model.send("hello");
+    await waitFor(() => bob.model.messagesWith("alice").length === 1, "first message arrives");
     assertEquals(alice.model.keyChanged.value.bob, undefined);
+    const pinned = await alice.model.safetyCheck("bob");
+    assert(pinned && !pinned.isPending);
+    // Both sides compute the same safety number.
+    assertEquals((await bob.model.safetyCheck("alice"))?.digits, pinned.digits);
+    assert(/^(\d{5} ){5}\d{5}$/.test(pinned.digits), pinned.digits);
     const bobKeys = w.cluster.keys.get("bob")!;
     const eve = w.cluster.keys.get("alice")!;
-    // Bob's directory entry now holds other keys.
+    // The directory now answers "no keys" for bob, then other keys.
+    w.cluster.keys.delete("bob");
+    alice.model.openChat("bob");
+    await waitFor(() => alice.model.keyChanged.value.bob === true, "change shown");
+    assertEquals(alice.model.trust.value.bob?.pin?.pending?.keyId, null);
     w.cluster.keys.set("bob", { ...bobKeys, encryption: eve.encryption, signing: eve.signing });
     alice.model.logout();
     assertEquals(await alice.model.login("alice", "password-1"), true);
+    assertEquals(alice.model.keyChanged.value.bob, true, "shown from the kept pin at once");
     alice.model.openChat("bob");
+    await waitFor(() => !!alice.model.trust.value.bob?.pin?.pending?.keyId, "new key pending");
+    assertEquals(alice.model.keyChanged.value.bob, true, "still blocked after logging in again");
+    const sentBefore = w.cluster.mailSent.length + w.cluster.relayed.length;
     await alice.model.send("hello again");
-    await waitFor(() => alice.model.keyChanged.value.bob === true, "key change shown");
+    assert(/changed/.test(alice.model.error.value ?? ""), alice.model.error.value ?? "");
+    assertEquals(alice.model.messagesWith("bob").length, 1, "nothing stored");
+    assertEquals(w.cluster.mailSent.length + w.cluster.relayed.length, sentBefore, "nor sent");
+    assertEquals(
+      alice.model.trust.value.bob?.pin?.events.map((e) => e.kind),
+      ["missing", "changed"],
+      "markers where the key changed",
+    );
+    // The safety number of the new key differs; accepting it lets messages go again.
+    const pending = await alice.model.safetyCheck("bob");
+    assert(pending?.isPending);
+    assert(pending.digits !== pinned.digits);
+    assertEquals(await alice.model.acceptKeys("bob", pending.keyId), true);
+    assertEquals(alice.model.keyChanged.value.bob, undefined);
+    await alice.model.send("to the accepted key");
+    assertEquals(alice.model.messagesWith("bob").length, 2);
+    await waitFor(
+      () => alice.model.messagesWith("bob").every((m) => m.status !== "sending"),
+      "sent",
+    );
+    w.cluster.keys.set("bob", bobKeys);
 
     // Alice's wrapped private keys are altered: login fails with a clear error.
     alice.model.logout();
@@ -772,6 +862,8 @@ async function secondDevice(w: World, username: string, options: ChatModelOption
 Deno.test("a superseded device hands its whole history to the new one, which imports it once", async () => {
   const w = world();
   w.cluster.handoverMs = 5_000;
+  const turn = { urls: ["turn:192.0.2.1:3478"], username: "1:alice", credential: "c2VjcmV0" };
+  w.cluster.ice = { iceServers: [turn], expiresAt: Date.now() + 3_600_000 };
   try {
     const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
     const bob = await client(w, "bob", 30);
@@ -800,6 +892,37 @@ Deno.test("a superseded device hands its whole history to the new one, which imp
     await bob.model.send("after the hand-over");
     await waitFor(() => newAlice.model.messagesWith("bob").length === 7, "new message arrives");
     assertEquals(w.cluster.handovers.size, 0, "the grace ended with the hand-over");
+    // Every link, chat and hand-over alike, used the session's ICE servers (two NATed devices
+    // need TURN for a hand-over as much as for a chat).
+    assert(w.net.iceServersUsed.length >= 3);
+    for (const used of w.net.iceServersUsed) assertEquals(used, [turn]);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a key change not yet accepted follows the user to the new device with the hand-over", async () => {
+  const w = world();
+  w.cluster.handoverMs = 5_000;
+  try {
+    const alice = await client(w, "alice", 30, { handoverMarginMs: 100 });
+    await client(w, "bob", 30);
+    await client(w, "eve", 30);
+    alice.model.openChat("bob");
+    await alice.model.send("hello");
+    // The directory now gives eve's keys as bob's: the old device blocks sending.
+    const eve = w.cluster.keys.get("eve")!;
+    w.cluster.keys.set("bob", { ...w.cluster.keys.get("bob")!, ...eve, wrapped: "x" });
+    alice.model.openChat("bob");
+    await waitFor(() => alice.model.keyChanged.value.bob === true, "change shown");
+    // The new device would pin eve's keys on first use; the old device's pin wins.
+    const newAlice = await secondDevice(w, "alice");
+    await waitFor(() => newAlice.model.handover.value?.phase === "done", "new device done");
+    newAlice.model.openChat("bob");
+    await waitFor(() => newAlice.model.keyChanged.value.bob === true, "the change is shown there");
+    assertEquals(newAlice.model.trust.value.bob?.pin?.events.map((e) => e.kind), ["changed"]);
+    await newAlice.model.send("blocked");
+    assertEquals(newAlice.model.messagesWith("bob").map((m) => m.text), ["hello"]);
   } finally {
     shutdown(w);
   }
@@ -818,6 +941,177 @@ Deno.test("without an answer from the new device the old one stops at the end of
     await waitFor(() => alice.model.handover.value?.phase === "failed", "gave up");
     assertEquals(alice.session.status, "offline");
     assert(/not take the whole history in time/.test(alice.model.handover.value?.text ?? ""));
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("typing shows on the other side over the data channel only; read receipts mark own messages read", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    await waitFor(
+      () => alice.model.contacts.value.some((c) => c.username === "bob" && c.online),
+      "alice sees bob online",
+    );
+    alice.model.openChat("bob");
+    bob.model.openChat("alice");
+    await waitFor(() => alice.model.isChannelOpen("bob"), "the data channel opens");
+    const relayedBefore = w.cluster.relayed.length;
+    alice.model.typingNow();
+    await waitFor(() => bob.model.typing.value.alice === true, "bob sees alice typing");
+    alice.model.stoppedTyping();
+    await waitFor(() => !bob.model.typing.value.alice, "alice stopped typing");
+    assertEquals(w.cluster.relayed.length, relayedBefore, "typing never goes through the servers");
+
+    // bob has the chat open (and, here, always visible): alice's message is read at once.
+    await alice.model.send("are you there?");
+    const sentAt = alice.model.messages.value[0]!.sentAt;
+    await waitFor(() => (alice.model.readUpTo.value.bob ?? 0) >= sentAt, "alice sees it read");
+
+    // With read receipts off, bob reads without telling.
+    bob.model.setReadReceipts(false);
+    await alice.model.send("second one");
+    const second = alice.model.messages.value.at(-1)!;
+    await waitFor(() => alice.model.messages.value.at(-1)?.status === "delivered", "delivered");
+    await waitFor(() => bob.model.messagesWith("alice").length === 2, "bob has it");
+    await settled(w);
+    assert((alice.model.readUpTo.value.bob ?? 0) < second.sentAt, "not marked read");
+    // Turned on again, the receipt for what is shown goes out.
+    bob.model.setReadReceipts(true);
+    await waitFor(() => (alice.model.readUpTo.value.bob ?? 0) >= second.sentAt, "read now");
+  } finally {
+    shutdown(w);
+  }
+});
+
+function memoryTabStorage(): TabStorage {
+  const m = new Map<string, string>();
+  return {
+    getItem: (k) => m.get(k) ?? null,
+    setItem: (k, v) => void m.set(k, v),
+    removeItem: (k) => void m.delete(k),
+  };
+}
+
+Deno.test("a reload with no server reachable shows contacts and history at once; messages written offline go out once, in order, on resume", async () => {
+  const w = world();
+  const keyStore = createMemoryKeyStore();
+  const device = memoryTabStorage();
+  const page = (session: ReturnType<FakeCluster["connect"]>) =>
+    createChatModel({
+      session,
+      createLink: w.net.factoryFor("alice"),
+      openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+      generateKeys: () => keysOf("alice"),
+      keyStore,
+      deviceStorage: device,
+    }, { channelWaitMs: 30, pingTimeoutMs: 1000 });
+  try {
+    const first = w.cluster.connect();
+    const before = page(first);
+    before.start();
+    assertEquals(await before.register("alice", "password-1"), true, before.error.value ?? "");
+    const bob = await client(w, "bob", 30);
+    await waitFor(() => before.contacts.value.some((c) => c.online), "bob online");
+    before.openChat("bob");
+    await before.send("before the outage");
+    await waitFor(() => bob.model.messagesWith("alice").length === 1, "bob has it");
+
+    // The page reloads while no server answers: same tab storage, same device.
+    const token = `token-alice-0123456789`;
+    first.dropConnection();
+    const session = w.cluster.connect();
+    session.stored = { username: "alice", token, expiresAt: Date.now() + 60_000, servers: [] };
+    session.isUnreachable = true;
+    const after = page(session);
+    w.clients.push({ model: after, session });
+    after.start();
+    await waitFor(() => after.me.value === "alice", "the stored session opens offline");
+    assertEquals(after.restoring.value, false);
+    assertEquals(after.contacts.value, [{ username: "bob", online: false }]);
+    after.openChat("bob");
+    assertEquals(after.messages.value.map((m) => m.text), ["before the outage"]);
+    await waitFor(() => after.offlineNotice.value === OFFLINE_TEXT, "the offline banner");
+
+    await after.send("offline one");
+    await after.send("offline two");
+    assertEquals(after.messages.value.slice(1).map((m) => m.status), ["sending", "sending"]);
+    await settled(w);
+    assertEquals(bob.model.messagesWith("alice").length, 1, "nothing went out offline");
+
+    session.restoreConnection();
+    await waitFor(() => bob.model.messagesWith("alice").length === 3, "both arrive");
+    assertEquals(bob.model.messagesWith("alice").map((m) => m.text), [
+      "before the outage",
+      "offline one",
+      "offline two",
+    ]);
+    await waitFor(() => after.offlineNotice.value === null, "the banner goes");
+    await settled(w);
+    assertEquals(bob.model.messagesWith("alice").length, 3, "once each");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("'unavailable' from the servers is not a refusal: a login retries by itself, a session is kept and says why", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30);
+    alice.model.logout();
+    w.cluster.loginsUnavailable = 2;
+    const shown: Array<string | null> = [];
+    alice.model.progress.subscribe((p) => shown.push(p));
+    assertEquals(
+      await alice.model.login("alice", "password-1"),
+      true,
+      alice.model.error.value ?? "",
+    );
+    assertEquals(w.cluster.loginsUnavailable, 0);
+    assert(shown.includes(ACCOUNT_UNREACHABLE_TEXT), "said why it waits");
+    assertEquals(alice.model.progress.value, null);
+
+    // Resumes answered `unavailable` after a dropped connection: the session stays.
+    alice.session.dropConnection();
+    alice.session.events.onResumeUnavailable?.("The servers holding this account are unreachable");
+    assertEquals(alice.model.offlineNotice.value, ACCOUNT_UNREACHABLE_TEXT);
+    assertEquals(alice.model.me.value, "alice");
+    alice.session.restoreConnection();
+    await waitFor(() => alice.model.offlineNotice.value === null, "recovered by itself");
+    assertEquals(alice.model.me.value, "alice");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("a restore that hangs (no server answers, keys not on this device) never holds a new login up", async () => {
+  const w = world();
+  try {
+    const bob = await client(w, "bob", 30);
+    bob.model.logout();
+    const session = w.cluster.connect();
+    session.stored = {
+      username: "bob",
+      token: "token-of-another-device-0123",
+      expiresAt: Date.now() + 60_000,
+      servers: [],
+    };
+    session.isUnreachable = true;
+    const model = createChatModel({
+      session,
+      createLink: w.net.factoryFor("bob"),
+      openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
+    }, { channelWaitMs: 30 });
+    w.clients.push({ model, session });
+    model.start();
+    await waitFor(() => model.offlineNotice.value === OFFLINE_TEXT, "no server answers");
+    assertEquals(model.restoring.value, true, "still restoring: nothing to open offline");
+    assertEquals(model.me.value, null);
+    assertEquals(await model.login("bob", "password-1"), true, model.error.value ?? "");
+    assertEquals(model.restoring.value, false);
+    assertEquals(model.me.value, "bob");
   } finally {
     shutdown(w);
   }

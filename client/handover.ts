@@ -19,6 +19,10 @@
  * opens a new one and the receiver says hello with the same nonce; the sender goes on from the
  * first batch not acknowledged, and the receiver acknowledges again a batch it already stored.
  *
+ * The first batch of each transfer also carries the keys the user pinned for his contacts
+ * (`trust.ts`, ids only), which the new device merges into its own, so a key change not yet
+ * accepted stays blocking on the new device too.
+ *
  * The pure parts ({@link parseHandoverRows}, {@link HandoverSendJob},
  * {@link HandoverReceiveJob}) take no links or timers; the two link drivers take a
  * {@link PeerLinkFactory} and a signaling function, like `Peers`.
@@ -53,6 +57,7 @@ import {
 } from "../shared/crypto/mod.ts";
 import type { MessageRow, MessageStatus, MessageVia, RowSource } from "./history.ts";
 import type { OwnKeys } from "./keyring.ts";
+import { parseHandoverTrust, type PinRecord } from "./trust.ts";
 import { isOffer, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
 
 /** The user's own keys as a hand-over uses them. */
@@ -90,7 +95,8 @@ const encoder = new TextEncoder();
 const VIA: readonly MessageVia[] = ["p2p", "relay", "mailbox"];
 const STATUS: readonly MessageStatus[] = ["sending", "sent", "delivered", "failed"];
 
-function readRow(value: unknown, path: string, owner: string): MessageRow {
+/** Validates one row of `owner`'s history (from a hand-over batch or an export file). */
+export function readRow(value: unknown, path: string, owner: string): MessageRow {
   const o = readObject(value, path);
   const row: MessageRow = {
     id: readString(o, "id", path, { pattern: MESSAGE_ID_PATTERN, max: 64 }),
@@ -132,13 +138,37 @@ function readRow(value: unknown, path: string, owner: string): MessageRow {
 
 /** Parses the decrypted payload of a batch: rows of `owner`'s history. Throws a ProtocolError. */
 export function parseHandoverRows(payload: string, owner: string): MessageRow[] {
+  return parseHandoverPayload(payload, owner).rows;
+}
+
+/**
+ * Parses the decrypted payload of a batch: an array of rows, or (a transfer's first batch)
+ * `{rows, trust}` with the user's pinned keys as well. Throws a ProtocolError.
+ */
+export function parseHandoverPayload(
+  payload: string,
+  owner: string,
+): { rows: MessageRow[]; trust: PinRecord[] | null } {
   let value: unknown;
   try {
     value = JSON.parse(payload);
   } catch {
     throw new ProtocolError("bad_json", "rows", "History batch is not valid JSON");
   }
-  return readArray({ rows: value }, "rows", "", MAX_BATCH_ROWS, (v, p) => readRow(v, p, owner));
+  let trust: PinRecord[] | null = null;
+  if (!Array.isArray(value)) {
+    const o = readObject(value, "");
+    trust = parseHandoverTrust(o.trust, owner);
+    value = o.rows;
+  }
+  const rows = readArray(
+    { rows: value },
+    "rows",
+    "",
+    MAX_BATCH_ROWS,
+    (v, p) => readRow(v, p, owner),
+  );
+  return { rows, trust };
 }
 
 /** How a hand-over ended, from either side. */
@@ -188,13 +218,25 @@ export class HandoverSendJob {
   #settle!: (o: HandoverOutcome) => void;
   #settled = false;
   #queue: Promise<void> = Promise.resolve();
+  /** The pinned keys' JSON (`trust.ts`, `handoverTrust`), sent with each transfer's first batch. */
+  #trust: string | undefined;
 
-  /** Prepares the transfer of `rows` (a snapshot of the history, newest first). */
-  constructor(owner: string, keys: HandoverKeys, rows: RowSource, events: JobEvents) {
+  /**
+   * Prepares the transfer of `rows` (a snapshot of the history, newest first) and, with its
+   * first batch, of `trust` (the pinned keys, as `handoverTrust` serializes them).
+   */
+  constructor(
+    owner: string,
+    keys: HandoverKeys,
+    rows: RowSource,
+    events: JobEvents,
+    trust?: string,
+  ) {
     this.#owner = owner;
     this.#keys = keys;
     this.#rows = rows;
     this.#events = events;
+    this.#trust = trust;
     this.outcome = new Promise((resolve) => this.#settle = resolve);
   }
 
@@ -337,7 +379,9 @@ export class HandoverSendJob {
       : Math.min(this.#rowsPerBatch, MAX_BATCH_ROWS, this.#rows.length - start);
     for (;;) {
       const rows = this.#rows.slice(start, start + count);
-      const payload = JSON.stringify(rows);
+      const payload = seq === 0 && this.#trust !== undefined
+        ? `{"rows":${JSON.stringify(rows)},"trust":${this.#trust}}`
+        : JSON.stringify(rows);
       try {
         const batch = await sealBatch(
           {
@@ -385,6 +429,8 @@ export class HandoverSendJob {
 export interface ReceiveEvents extends JobEvents {
   /** Stores `rows` durably (idempotently by id); resolves how many were new. */
   importRows(rows: MessageRow[]): Promise<number>;
+  /** Keeps the pinned keys of the old device (merged with this one's) before the rows. */
+  importTrust?(pins: PinRecord[]): Promise<void>;
 }
 
 /**
@@ -517,7 +563,7 @@ export class HandoverReceiveJob {
       throw new ProtocolError("bad_frame", "batch.seq", "A batch out of order");
     }
     const payload = await openBatch(batch, this.#keys.decrypt, this.#keys.verify);
-    const rows = parseHandoverRows(payload, this.#owner);
+    const { rows, trust } = parseHandoverPayload(payload, this.#owner);
     if (this.#opened + rows.length > batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "More rows than announced");
     }
@@ -529,6 +575,7 @@ export class HandoverReceiveJob {
     this.#seq++;
     // Two stages: while these rows are written, the next batch is already verified and opened.
     this.#store(async () => {
+      if (trust) await this.#events.importTrust?.(trust);
       await this.#events.importRows(rows);
       if (this.#settled) return;
       this.#stored += rows.length;
@@ -601,8 +648,15 @@ export class HistorySender {
   #retryMs: number;
   #onAcked: () => void = () => {};
 
-  /** Prepares the hand-over of `rows` (the whole history, newest first). */
-  constructor(deps: HandoverLinkDeps, rows: RowSource, options: { retryMs?: number } = {}) {
+  /**
+   * Prepares the hand-over of `rows` (the whole history, newest first) and `options.trust` (the
+   * pinned keys, serialized by `handoverTrust`).
+   */
+  constructor(
+    deps: HandoverLinkDeps,
+    rows: RowSource,
+    options: { retryMs?: number; trust?: string } = {},
+  ) {
     this.#deps = deps;
     this.#retryMs = options.retryMs ?? 1_000;
     this.#job = new HandoverSendJob(deps.me, deps.keys, rows, {
@@ -611,7 +665,7 @@ export class HistorySender {
         this.#onAcked();
         deps.onProgress?.(done, total);
       },
-    });
+    }, options.trust);
   }
 
   /** Rows the new device acknowledged so far, and the total. */
@@ -728,7 +782,7 @@ export interface HistoryReceiverOptions {
  * outlives its channels: a new offer from the old device resumes it where it stopped.
  */
 export class HistoryReceiver {
-  #deps: HandoverLinkDeps & { importRows(rows: MessageRow[]): Promise<number> };
+  #deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust">;
   #stallMs: number;
   #link: { link: PeerLink; lid: string } | null = null;
   #job: HandoverReceiveJob | null = null;
@@ -741,7 +795,7 @@ export class HistoryReceiver {
 
   /** Waits for a hand-over offer from this user's superseded device. */
   constructor(
-    deps: HandoverLinkDeps & { importRows(rows: MessageRow[]): Promise<number> },
+    deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust">,
     options: HistoryReceiverOptions = {},
   ) {
     this.#deps = deps;
@@ -833,6 +887,7 @@ export class HistoryReceiver {
       },
       onProgress: this.#deps.onProgress,
       importRows: (rows) => this.#deps.importRows(rows),
+      importTrust: (pins) => this.#deps.importTrust?.(pins) ?? Promise.resolve(),
     }, resume);
     this.#job = job;
     void job.outcome.then((o) => {

@@ -18,6 +18,7 @@ import type { History, MessageRow } from "./history.ts";
 import type { KeyStore, OwnKeys } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import type { SessionApi, SessionInfo } from "./session.ts";
+import { handoverTrust, mergePins, type PinRecord } from "./trust.ts";
 
 /** `type` of the self-signal reporting progress to the servers (`server/users/sessions.ts`). */
 const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
@@ -106,8 +107,14 @@ export class HandoverController {
     own: OwnKeys,
     history: History,
     signal: AbortSignal,
-    report: { afterImport(undelivered: Set<string>): void; onFailed(text: string): void },
+    report: {
+      afterImport(undelivered: Set<string>): void;
+      /** The old device's pinned keys were merged into the key store. */
+      afterTrust?(): void;
+      onFailed(text: string): void;
+    },
   ): Promise<HistoryReceiver> {
+    const keyStore = this.#deps.keyStore;
     const state = this.#deps.state;
     const r = new HistoryReceiver({
       me: self,
@@ -133,6 +140,13 @@ export class HandoverController {
         }
         if (!signal.aborted) report.afterImport(undelivered);
         return fresh;
+      },
+      async importTrust(pins: PinRecord[]) {
+        signal.throwIfAborted();
+        for (const pin of pins) {
+          await keyStore.savePin(self, mergePins(await keyStore.loadPin(self, pin.contact), pin));
+        }
+        if (!signal.aborted) report.afterTrust?.();
       },
     });
     r.onOutcome = (outcome, progress) => {
@@ -207,26 +221,34 @@ export class HandoverController {
     };
     let reportedAt = -Infinity;
     const session = this.#deps.session;
-    void handoverKeysOf(own).then((keys) => {
-      const run = new HistorySender({
-        me: self,
-        keys,
-        createLink: this.#deps.createLink,
-        sendSignal: (data) => session.signal(self, data),
-        onProgress(done) {
-          // Progress keeps the servers' grace open (up to their bound); once a second is enough.
-          const now = performance.now();
-          if (now - reportedAt >= PROGRESS_REPORT_MS || done === total) {
-            reportedAt = now;
-            session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done, total });
-          }
-          sending(
-            done,
-            "transferring",
-            `Signed in elsewhere — handing your history to your new device… ${done}/${total}`,
-          );
+    const pins = this.#deps.keyStore.listPins(self).catch((err) => {
+      console.warn(`The pinned keys stay here: ${(err as Error).message}`);
+      return [];
+    });
+    void Promise.all([handoverKeysOf(own), pins]).then(([keys, pinned]) => {
+      const run = new HistorySender(
+        {
+          me: self,
+          keys,
+          createLink: this.#deps.createLink,
+          sendSignal: (data) => session.signal(self, data),
+          onProgress(done) {
+            // Progress keeps the servers' grace open (up to their bound); once a second is enough.
+            const now = performance.now();
+            if (now - reportedAt >= PROGRESS_REPORT_MS || done === total) {
+              reportedAt = now;
+              session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done, total });
+            }
+            sending(
+              done,
+              "transferring",
+              `Signed in elsewhere — handing your history to your new device… ${done}/${total}`,
+            );
+          },
         },
-      }, rows);
+        rows,
+        { trust: handoverTrust(pinned) },
+      );
       this.#sender = { me: self, run };
       return run.run(graceMs - marginMs);
     }).then(finish, (err) => finish({ ok: false, reason: (err as Error).message }));

@@ -22,6 +22,7 @@ import {
   type UserKeyPairs,
 } from "../shared/crypto/mod.ts";
 import { ProtocolError } from "../shared/mod.ts";
+import { handoverTrust, keyIdOf, type PinRecord } from "./trust.ts";
 
 const sql = await loadSqlJs(
   decodeURIComponent(
@@ -171,11 +172,12 @@ Deno.test("importing rows is idempotent by id and only moves a status forward", 
 
 /** A sender and a receiver job wired back to back, as over an open data channel. */
 function pipe(
-  sender: { owner: string; keys: HandoverKeys; rows: MessageRow[] },
+  sender: { owner: string; keys: HandoverKeys; rows: MessageRow[]; trust?: string },
   receiver: { owner: string; keys: HandoverKeys },
   tamper: (text: string) => string = (t) => t,
 ) {
   const stored: MessageRow[] = [];
+  const trusts: PinRecord[][] = [];
   const progress: Array<[number, number]> = [];
   let maxInFlight = 0;
   let sentBatches = 0;
@@ -195,7 +197,7 @@ function pipe(
       maxInFlight = Math.max(maxInFlight, sentBatches - acked);
       deliver(() => link.rx!.receive(tamper(text)));
     },
-  });
+  }, sender.trust);
   const rx = link.rx = new HandoverReceiveJob(receiver.owner, receiver.keys, {
     send(text) {
       const isAck = text.includes('"handover_received"');
@@ -211,12 +213,17 @@ function pipe(
       stored.push(...rows);
       return Promise.resolve(rows.length);
     },
+    importTrust(pins) {
+      trusts.push(pins);
+      return Promise.resolve();
+    },
   });
   rx.start();
   return {
     tx,
     rx,
     stored,
+    trusts,
     progress,
     maxInFlight: () => maxInFlight,
     sentBatches: () => sentBatches,
@@ -269,6 +276,45 @@ Deno.test("a whole history goes over in the order given, pipelined, and the sign
   // An empty history still ends with an acknowledged (empty) final batch.
   const empty = pipe({ owner: "alice", keys: alice, rows: [] }, { owner: "alice", keys: alice });
   assertEquals(await empty.tx.outcome, { ok: true, rows: 0 });
+});
+
+Deno.test("the first batch carries the pinned keys and a pending change, once per transfer (a dropped channel included)", async () => {
+  const alice = keysFrom((await testKeys()).alice);
+  const rows = wordyRows(4_000);
+  const keyId = await keyIdOf({ encryption: "bob-enc", signing: "bob-sig" });
+  const other = await keyIdOf({ encryption: "eve-enc", signing: "eve-sig" });
+  const pins: PinRecord[] = [
+    { contact: "carol", keyId: other, keys: null, pinnedAt: 5, pending: null, events: [] },
+    {
+      contact: "bob",
+      keyId,
+      keys: { encryption: "bob-enc", signing: "bob-sig" },
+      pinnedAt: 10,
+      pending: { keyId: other, keys: { encryption: "eve-enc", signing: "eve-sig" }, seenAt: 20 },
+      events: [{ at: 20, kind: "changed" }],
+    },
+  ];
+  const p = pipe(
+    { owner: "alice", keys: alice, rows, trust: handoverTrust(pins) },
+    { owner: "alice", keys: alice },
+  );
+  await waitFor(() => p.stored.length >= 1_000, "part of the history arrived");
+  p.drop();
+  p.reopen();
+  await Promise.all([p.tx.outcome, p.rx.outcome]);
+  assertEquals(p.stored.length, 4_000);
+  assertEquals(p.trusts.length, 1, "once per transfer, with its first batch");
+  const [bob, carol] = p.trusts[0]!;
+  // Ids only: the next device fetches the keys and checks them against these.
+  assertEquals(bob, {
+    contact: "bob",
+    keyId,
+    keys: null,
+    pinnedAt: 10,
+    pending: { keyId: other, keys: null, seenAt: 20 },
+    events: [{ at: 20, kind: "changed" }],
+  });
+  assertEquals([carol?.contact, carol?.pending], ["carol", null]);
 });
 
 Deno.test("the sender keeps a window of batches in flight without waiting for each ack", async () => {

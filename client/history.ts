@@ -2,13 +2,13 @@
  * Local chat history of one user: a sql.js (SQLite in WebAssembly) database for queries, backed by
  * an IndexedDB object store for durability.
  *
- * Design choice — why not persist `db.export()`: exporting the whole SQLite image costs O(history
- * size) per message (23 ms and 24.5 MB at 100k rows, DESIGN §7), which breaks the promise that
- * persisting a message costs the same with 100 or 100,000 messages of history (DESIGN §5).
- * Instead each row is written on its own to an IndexedDB object store keyed by message id (one
- * `put`, O(1)); the store is the source of truth. On login the sql.js database is rebuilt from
- * the store in one transaction (O(n) once per session, not per message). A periodic snapshot of
- * `db.export()` could later shorten that rebuild; it is not needed yet.
+ * Persistence: each row is written on its own to an IndexedDB object store keyed by message id
+ * (one `put`, O(1) per message: persisting costs the same with 100 or 100,000 messages of
+ * history, DESIGN §5). That store is a log: from time to time (when it holds more than a tenth of
+ * the history, and at least {@link SNAPSHOT_MIN_LOG} rows) the whole sql.js image (`db.export()`,
+ * ~25 ms and ~25 MB at 100k rows) is saved and the log cleared in the same IndexedDB transaction,
+ * so the work stays O(1) per message amortized. Opening reads the image (one record) and only the
+ * rows written since, instead of rebuilding SQLite from every row.
  *
  * Every user has their own IndexedDB database (`p2pchat-history-<username>`), because two tabs
  * of one browser may be two different users. The store sits behind {@link RowStore}, so tests run
@@ -63,8 +63,16 @@ export interface RowStore {
   put(row: MessageRow): Promise<void>;
   /** Writes many rows in one transaction (insert or replace by id): all or none. */
   putMany(rows: readonly MessageRow[]): Promise<void>;
-  /** Every stored row, in no particular order. */
+  /** Every row written since the last snapshot (all rows if none), in no particular order. */
   all(): Promise<MessageRow[]>;
+  /** The last saved database image, or null. */
+  loadSnapshot(): Promise<Uint8Array | null>;
+  /**
+   * Saves `image` and empties the row log, in one transaction: all or none. The write is queued
+   * before this returns (synchronously), so a row written after the image was taken lands after
+   * the log is emptied and is kept.
+   */
+  saveSnapshot(image: Uint8Array): Promise<void>;
   /** Releases the store. */
   close(): void;
   /** Releases the store and deletes every row it held, for good. */
@@ -89,12 +97,14 @@ export interface SqlDatabase {
   run(sql: string, params?: unknown[]): unknown;
   prepare(sql: string): SqlStatement;
   getRowsModified(): number;
+  /** The whole database as an SQLite file image (open statements stay usable). */
+  export(): Uint8Array;
   close(): void;
 }
 
 /** The sql.js module (result of `initSqlJs`). */
 export interface SqlJs {
-  Database: new () => SqlDatabase;
+  Database: new (image?: Uint8Array) => SqlDatabase;
 }
 
 const STATUS_RANK: Record<MessageStatus, number> = {
@@ -117,10 +127,74 @@ CREATE TABLE IF NOT EXISTS messages (
   status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'delivered', 'failed'))
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at, id);
+-- Partial indexes for the queries a send, an opened channel and a recheck run: they hold only
+-- the few messages still on their way, so those queries cost the same at 100 and 100,000 rows.
+-- A query uses them only if its WHERE clause repeats the index's condition word for word.
+CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (peer, sender, sent_at, id)
+  WHERE status != 'delivered';
+CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
+  WHERE status IN ('sending', 'failed');
 `;
+
+/**
+ * Full-text index over message texts (FTS4, words folded to lower case without accents), kept in
+ * step with the table by triggers; an image from before it existed is indexed once at open.
+ */
+const SEARCH_SCHEMA = `
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(content="messages", text,
+  tokenize=unicode61);
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+  INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete BEFORE DELETE ON messages BEGIN
+  DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+`;
+
+/** Marks the start and end of a matched word in {@link SearchHit.snippet}. */
+export const MATCH_START = "\u0001";
+export const MATCH_END = "\u0002";
+
+/** A message found by {@link History.search}. */
+export interface SearchHit {
+  id: string;
+  peer: string;
+  sender: string;
+  sentAt: number;
+  /**
+   * The text around the matches, each matched word between {@link MATCH_START} and
+   * {@link MATCH_END} (plain text: the caller renders it, nothing is HTML).
+   */
+  snippet: string;
+}
+
+/**
+ * The FTS query for what a user typed: every word must occur, each as a word prefix. Quotes and
+ * operators in the input are words like any other, never query syntax.
+ */
+export function searchQuery(input: string): string | null {
+  const words = input.normalize("NFC").match(/[\p{L}\p{N}]+/gu) ?? [];
+  if (words.length === 0) return null;
+  return words.slice(0, 16).map((w) => `"${w}*"`).join(" ");
+}
+
+/** The row log is saved into a snapshot once it holds this many rows and a tenth of the history. */
+export const SNAPSHOT_MIN_LOG = 2_000;
+
+/** Rank of a status in SQL, for {@link UPSERT}. */
+const SQL_RANK = (col: string) =>
+  `CASE ${col} WHEN 'sending' THEN 0 WHEN 'failed' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END`;
 
 const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status";
 const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+
+/**
+ * A row of the log laid over the snapshot: new, or a later state of a row the image holds (the
+ * status never moves back).
+ */
+const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via
+  WHERE ${SQL_RANK("excluded.status")} >= ${SQL_RANK("messages.status")}`;
 
 function toParams(r: MessageRow): unknown[] {
   return [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status];
@@ -145,33 +219,88 @@ export class History {
   #db: SqlDatabase;
   #store: RowStore;
 
-  private constructor(db: SqlDatabase, store: RowStore) {
+  private constructor(db: SqlDatabase, store: RowStore, logRows: number) {
     this.#db = db;
     this.#store = store;
+    this.#logRows = logRows;
   }
 
-  /** Opens `owner`'s history: loads every stored row into a fresh sql.js database. */
+  /** Rows written to the store since the last snapshot. */
+  #logRows: number;
+  #snapshotting: Promise<void> | null = null;
+  #closed = false;
+
+  /**
+   * Opens `owner`'s history: the last snapshot, with the rows written since laid over it (or every
+   * stored row into a fresh database if there is no snapshot yet).
+   */
   static async open(deps: { sql: SqlJs; openStore: RowStoreOpener }, owner: string) {
     const store = await deps.openStore(owner);
-    const db = new deps.sql.Database();
+    const [image, rows] = await Promise.all([store.loadSnapshot(), store.all()]);
+    const db = new deps.sql.Database(image ?? undefined);
     db.run(SCHEMA);
-    const rows = await store.all();
+    const hadSearch = image !== null && tableExists(db, "messages_fts");
+    db.run(SEARCH_SCHEMA);
+    if (image !== null && !hadSearch) {
+      db.run("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')");
+    }
     db.run("BEGIN");
-    const insert = db.prepare(INSERT);
+    const upsert = db.prepare(UPSERT);
     try {
-      for (const row of rows) insert.run(toParams(row));
+      for (const row of rows) upsert.run(toParams(row));
     } finally {
-      insert.free();
+      upsert.free();
     }
     db.run("COMMIT");
-    return new History(db, store);
+    const history = new History(db, store, rows.length);
+    // A long log (or a history from before snapshots) is folded into one after the first paint.
+    setTimeout(() => history.#maybeSnapshot(), 0);
+    return history;
+  }
+
+  /**
+   * Saves a snapshot if the log has grown past {@link SNAPSHOT_MIN_LOG} rows and a tenth of the
+   * history; resolves when it is durable (at once if none was due). Called after every write.
+   */
+  snapshotIfDue(): Promise<void> {
+    this.#maybeSnapshot();
+    return this.#snapshotting ?? Promise.resolve();
+  }
+
+  #maybeSnapshot(): void {
+    if (this.#closed || this.#snapshotting || this.#logRows < SNAPSHOT_MIN_LOG) return;
+    // COUNT(*) reads the whole table: only asked once the log is long.
+    if (this.#logRows < this.count() / 10) return;
+    const image = this.#db.export();
+    const logged = this.#logRows;
+    const saving = this.#store.saveSnapshot(image);
+    this.#snapshotting = saving.then(
+      () => {
+        this.#logRows -= logged;
+      },
+      (err) => console.warn("History snapshot not saved (the row log stays):", err),
+    ).finally(() => {
+      this.#snapshotting = null;
+    });
+  }
+
+  async #put(row: MessageRow): Promise<void> {
+    await this.#store.put(row);
+    this.#logRows++;
+    this.#maybeSnapshot();
+  }
+
+  async #putMany(rows: readonly MessageRow[]): Promise<void> {
+    await this.#store.putMany(rows);
+    this.#logRows += rows.length;
+    this.#maybeSnapshot();
   }
 
   /** Stores a message once; resolves `true` if it was new (and is now durable). */
   async insert(row: MessageRow): Promise<boolean> {
     this.#db.run(INSERT, toParams(row));
     if (this.#db.getRowsModified() === 0) return false;
-    await this.#store.put(row);
+    await this.#put(row);
     return true;
   }
 
@@ -192,7 +321,7 @@ export class History {
     if (status === row.status && via === row.via) return row;
     const next = { ...row, status, via };
     this.#db.run("UPDATE messages SET status = ?, via = ? WHERE id = ?", [status, via, id]);
-    await this.#store.put(next);
+    await this.#put(next);
     return next;
   }
 
@@ -239,7 +368,7 @@ export class History {
     } finally {
       insert.free();
     }
-    if (changed.length > 0) await this.#store.putMany(changed);
+    if (changed.length > 0) await this.#putMany(changed);
     return fresh;
   }
 
@@ -264,7 +393,8 @@ export class History {
   newestFirstSource(): RowSource {
     const length = this.count();
     const loaded: MessageRow[] = [];
-    // One statement stepped as far as needed: SQLite sorts once, at the first step.
+    // One statement stepped as far as needed: SQLite sorts once, at the first step. (sql.js
+    // exports through SQLite's backup API, so a snapshot in between leaves it working.)
     let cursor: SqlStatement | null = null;
     let isExhausted = length === 0;
     const load = (upTo: number) => {
@@ -288,6 +418,62 @@ export class History {
         return loaded.slice(start, end);
       },
     };
+  }
+
+  /**
+   * Messages whose text has every word of `input` (as word prefixes), newest first, at most
+   * `limit`; `peer` limits the search to one conversation.
+   */
+  search(input: string, options: { peer?: string; limit?: number } = {}): SearchHit[] {
+    const match = searchQuery(input);
+    if (!match) return [];
+    const stmt = this.#db.prepare(
+      `SELECT m.id, m.peer, m.sender, m.sent_at,
+         snippet(messages_fts, '${MATCH_START}', '${MATCH_END}', '…', -1, 12)
+       FROM messages_fts JOIN messages m ON m.rowid = messages_fts.docid
+       WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
+       ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
+    );
+    try {
+      stmt.bind([
+        match,
+        ...(options.peer === undefined ? [] : [options.peer]),
+        options.limit ?? 50,
+      ]);
+      const hits: SearchHit[] = [];
+      while (stmt.step()) {
+        const v = stmt.get();
+        hits.push({
+          id: String(v[0]),
+          peer: String(v[1]),
+          sender: String(v[2]),
+          sentAt: Number(v[3]),
+          snippet: String(v[4]),
+        });
+      }
+      return hits;
+    } finally {
+      stmt.free();
+    }
+  }
+
+  /**
+   * How many messages of the conversation with `peer` are as new as message `id` or newer (its
+   * place counted from the end), or null if `id` is not in that conversation.
+   */
+  positionFromEnd(peer: string, id: string): number | null {
+    const row = this.get(id);
+    if (!row || row.peer !== peer) return null;
+    const stmt = this.#db.prepare(
+      "SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?)",
+    );
+    try {
+      stmt.bind([peer, row.sentAt, row.id]);
+      stmt.step();
+      return Number(stmt.get()[0]);
+    } finally {
+      stmt.free();
+    }
   }
 
   /** One message by id. */
@@ -342,6 +528,7 @@ export class History {
 
   /** Closes the database and the store. */
   close(): void {
+    this.#closed = true;
     this.#db.close();
     this.#store.close();
   }
@@ -351,6 +538,7 @@ export class History {
    * a confirmed hand-over to the user's new device).
    */
   async destroy(): Promise<void> {
+    this.#closed = true;
     this.#db.close();
     await this.#store.destroy();
   }
@@ -365,6 +553,16 @@ export class History {
     } finally {
       stmt.free();
     }
+  }
+}
+
+function tableExists(db: SqlDatabase, name: string): boolean {
+  const stmt = db.prepare("SELECT 1 FROM sqlite_master WHERE name = ?");
+  try {
+    stmt.bind([name]);
+    return stmt.step();
+  } finally {
+    stmt.free();
   }
 }
 
@@ -401,10 +599,11 @@ export function mergeStoredRows(
  * many seconds while a few dozen large ones take a fraction of that.
  */
 export async function openIdbRowStore(owner: string): Promise<RowStore> {
-  const db = await openDB(historyDbName(owner), 2, {
+  const db = await openDB(historyDbName(owner), 3, {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) db.createObjectStore("messages", { keyPath: "id" });
       if (oldVersion < 2) db.createObjectStore("chunks", { autoIncrement: true });
+      if (oldVersion < 3) db.createObjectStore("snapshot");
     },
   });
   return {
@@ -417,6 +616,21 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
     async all() {
       const [single, chunks] = await Promise.all([db.getAll("messages"), db.getAll("chunks")]);
       return mergeStoredRows(single as MessageRow[], chunks as MessageRow[][]);
+    },
+    async loadSnapshot() {
+      const image = await db.get("snapshot", "image");
+      return image instanceof Uint8Array ? image : null;
+    },
+    async saveSnapshot(image) {
+      // Created now, before any later row's transaction: IndexedDB runs overlapping readwrite
+      // transactions in the order they were created.
+      const tx = db.transaction(["snapshot", "messages", "chunks"], "readwrite");
+      await Promise.all([
+        tx.objectStore("snapshot").put(image, "image"),
+        tx.objectStore("messages").clear(),
+        tx.objectStore("chunks").clear(),
+        tx.done,
+      ]);
     },
     close() {
       db.close();
@@ -432,11 +646,13 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
  * In-memory row stores, one per user, that survive `close()` like IndexedDB does — for tests.
  * Rows are copied with `structuredClone` at the boundary, as IndexedDB would.
  */
-export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
+export function createMemoryRowStores(): RowStoreOpener & { puts: number; snapshots: number } {
   const dbs = new Map<string, Map<string, MessageRow>>();
+  const images = new Map<string, Uint8Array>();
   const opener = Object.assign((owner: string): Promise<RowStore> => {
-    let rows = dbs.get(historyDbName(owner));
-    if (!rows) dbs.set(historyDbName(owner), rows = new Map());
+    const name = historyDbName(owner);
+    let rows = dbs.get(name);
+    if (!rows) dbs.set(name, rows = new Map());
     const store: RowStore = {
       put(row) {
         opener.puts++;
@@ -450,7 +666,18 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       },
       destroy() {
         rows.clear();
-        dbs.delete(historyDbName(owner));
+        dbs.delete(name);
+        images.delete(name);
+        return Promise.resolve();
+      },
+      loadSnapshot() {
+        const image = images.get(name);
+        return Promise.resolve(image ? image.slice() : null);
+      },
+      saveSnapshot(image) {
+        opener.snapshots++;
+        images.set(name, image.slice());
+        rows.clear();
         return Promise.resolve();
       },
       all() {
@@ -459,6 +686,6 @@ export function createMemoryRowStores(): RowStoreOpener & { puts: number } {
       close() {},
     };
     return Promise.resolve(store);
-  }, { puts: 0 });
+  }, { puts: 0, snapshots: 0 });
   return opener;
 }

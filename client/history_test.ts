@@ -1,5 +1,14 @@
 import { assert, assertEquals } from "./testing/assert.ts";
-import { createMemoryRowStores, History, mergeStoredRows, type MessageRow } from "./history.ts";
+import {
+  createMemoryRowStores,
+  History,
+  MATCH_END,
+  MATCH_START,
+  mergeStoredRows,
+  type MessageRow,
+  searchQuery,
+  SNAPSHOT_MIN_LOG,
+} from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 
 const WASM = decodeURIComponent(
@@ -181,4 +190,134 @@ Deno.test("the newest-first source reads the history on demand, in order", async
   );
   assertEquals(source.slice(1, 3).map((r) => r.sentAt), [1048, 1047]);
   h.close();
+});
+
+/** `n` delivered rows with bob, half of them own. */
+function seedRows(n: number, prefix: string): MessageRow[] {
+  return Array.from({ length: n }, (_, i) =>
+    row(`${prefix}-${String(i).padStart(6, "0")}`, i, {
+      sender: i % 2 ? "alice" : "bob",
+      recipient: i % 2 ? "bob" : "alice",
+      status: "delivered",
+    }));
+}
+
+Deno.test("a long row log is folded into a snapshot; reopening gives the same history", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.importRows(seedRows(SNAPSHOT_MIN_LOG + 10, "s"));
+  await h.snapshotIfDue();
+  assertEquals(stores.snapshots, 1, "the log was folded into one snapshot");
+  // Writes after the snapshot: a new message, and a status change of a row the image holds.
+  await h.insert(row("late-00001", 9_000_000));
+  await h.update("s-000001", { status: "delivered", via: "relay" });
+  const before = h.newestFirst();
+  h.close();
+
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.count(), SNAPSHOT_MIN_LOG + 11);
+  assertEquals(again.newestFirst(), before);
+  assertEquals(again.get("s-000001")!.via, "relay", "a later state laid over the image");
+  assertEquals(again.pending("alice", "bob").map((r) => r.id), ["late-00001"]);
+});
+
+Deno.test("a short log is not snapshotted (each write stays one small store write)", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  for (let i = 0; i < 50; i++) await h.insert(row(`msg-${i}`, i));
+  await h.snapshotIfDue();
+  assertEquals(stores.snapshots, 0);
+  assertEquals(stores.puts, 50);
+});
+
+Deno.test("a log row never moves a snapshotted status back", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  const rows = seedRows(SNAPSHOT_MIN_LOG, "s");
+  await h.importRows(rows);
+  await h.snapshotIfDue();
+  h.close();
+  // A stale copy of a delivered row in the log (e.g. a hand-over chunk written late).
+  const store = await stores("alice");
+  await store.put({ ...rows[1]!, status: "sent" });
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.get(rows[1]!.id)!.status, "delivered");
+});
+
+Deno.test("the newest-first source reads on across a snapshot taken mid-way", async () => {
+  const stores = createMemoryRowStores();
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  const rows = seedRows(SNAPSHOT_MIN_LOG + 500, "s");
+  await h.importRows(rows);
+  const source = h.newestFirstSource();
+  const first = source.slice(0, 100);
+  await h.snapshotIfDue(); // export() must leave the source's statement working
+  assertEquals(stores.snapshots, 1);
+  const rest = source.slice(100, source.length);
+  const expected = [...rows].reverse().map((r) => r.id);
+  assertEquals([...first, ...rest].map((r) => r.id), expected);
+});
+
+Deno.test("pending and unsent peers stay correct as statuses move (partial indexes)", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.importRows(seedRows(1_000, "s"));
+  await h.insert(row("own-1", 5_000));
+  await h.insert(row("own-2", 5_001, { peer: "carol", recipient: "carol" }));
+  await h.insert(row("own-3", 5_002));
+  assertEquals(h.pending("alice", "bob").map((r) => r.id), ["own-1", "own-3"]);
+  assertEquals(h.peersWithUnsent("alice"), ["bob", "carol"]);
+  await h.update("own-1", { status: "sent" });
+  await h.update("own-2", { status: "delivered" });
+  assertEquals(h.pending("alice", "bob").map((r) => r.id), ["own-1", "own-3"]);
+  assertEquals(h.peersWithUnsent("alice"), ["bob"]);
+  await h.update("own-1", { status: "delivered" });
+  await h.update("own-3", { status: "failed" });
+  assertEquals(h.pending("alice", "bob").map((r) => r.id), ["own-3"]);
+  assertEquals(h.peersWithUnsent("alice"), ["bob"]);
+});
+
+Deno.test("search finds messages by word prefixes, newest first, with the matches marked", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("m1", 1, { text: "Lunch at the Café tomorrow?" }));
+  await h.insert(row("m2", 2, { text: "the lunch was great", sender: "bob", recipient: "alice" }));
+  await h.insert(row("m3", 3, { text: "lunch", peer: "carol", recipient: "carol" }));
+  await h.insert(row("m4", 4, { text: "nothing to see" }));
+  assertEquals(h.search("lunch").map((x) => x.id), ["m3", "m2", "m1"]);
+  assertEquals(h.search("LUN cafe").map((x) => x.id), ["m1"], "prefixes, case and accents folded");
+  assertEquals(h.search("lunch", { peer: "bob" }).map((x) => x.id), ["m2", "m1"]);
+  assertEquals(h.search("lunch", { limit: 1 }).map((x) => x.id), ["m3"]);
+  const [hit] = h.search("great");
+  assertEquals(hit!.snippet, `the lunch was ${MATCH_START}great${MATCH_END}`);
+  assertEquals(hit!.sender, "bob");
+});
+
+Deno.test("search input is words, never query syntax", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  await h.insert(row("m1", 1, { text: 'say "hi" OR bye' }));
+  for (const input of ['"', "OR", "*", "NEAR hi", 'hi" OR "x', "-", "(((", "text:hi", "^hi"]) {
+    h.search(input); // must not throw
+  }
+  assertEquals(h.search("").length, 0);
+  assertEquals(h.search("  ** ").length, 0);
+  assertEquals(h.search('"hi"').map((x) => x.id), ["m1"]);
+  assertEquals(searchQuery('a "b" OR c*'), '"a*" "b*" "OR*" "c*"');
+});
+
+Deno.test("search covers a snapshot made before the index existed, and rows written later", async () => {
+  const stores = createMemoryRowStores();
+  // An image of a history without the search index (as saved by the previous version).
+  const old = new sql.Database();
+  old.run(`CREATE TABLE messages (id TEXT PRIMARY KEY, peer TEXT NOT NULL, sender TEXT NOT NULL,
+    recipient TEXT NOT NULL, sent_at INTEGER NOT NULL, received_at INTEGER, text TEXT NOT NULL,
+    via TEXT NOT NULL, status TEXT NOT NULL)`);
+  old.run(
+    "INSERT INTO messages VALUES ('m1', 'bob', 'alice', 'bob', 1, NULL, 'old walrus', 'p2p', 'delivered')",
+  );
+  await (await stores("alice")).saveSnapshot(old.export());
+  const h = await History.open({ sql, openStore: stores }, "alice");
+  await h.insert(row("m2", 2, { text: "new walrus" }));
+  assertEquals(h.search("walrus").map((x) => x.id), ["m2", "m1"]);
+  assertEquals(h.positionFromEnd("bob", "m1"), 2);
+  assertEquals(h.positionFromEnd("bob", "m2"), 1);
+  assertEquals(h.positionFromEnd("carol", "m2"), null);
 });

@@ -1,12 +1,13 @@
 /**
  * Incoming messages of one logged-in session, whichever path they took: the data channel, the
  * servers' relay, or the mailbox. Every one goes through the same validation
- * ({@link Inbox.openChat}): the frame is parsed (`shared/sealed_frame.ts`), a sealed envelope is
- * verified and decrypted by the {@link Keyring} (which also checks that it claims the sender the
- * path reports and this user as recipient), and a plaintext chat message is accepted only from an
- * account without keys and only with the same sender and recipient. A chat message is stored
+ * ({@link Inbox.openChat}): the frame is parsed (`shared/sealed_frame.ts`), and a sealed envelope
+ * is verified with the sender's pinned key and decrypted by the {@link Keyring} (which also checks
+ * that it claims the sender the path reports and this user as recipient). There is no plaintext
+ * path: a chat message in clear is refused like a forged one. A chat message is stored
  * idempotently by id before it is acknowledged, so one arriving on two paths is stored and shown
- * once. An envelope that fails verification is discarded and reported as a warning; a mailbox
+ * once. Whatever claims to be a message and is refused — in clear, malformed, not verifying with
+ * the pinned key, misaddressed — is discarded and shown as refused (never silently); a mailbox
  * entry is acknowledged all the same, so it does not come back.
  */
 import {
@@ -19,12 +20,12 @@ import {
   type PeerMessage,
   type SealedFrame,
 } from "../shared/mod.ts";
-import { TamperedEnvelopeError } from "../shared/crypto/mod.ts";
+import { NotForMeError, TamperedEnvelopeError } from "../shared/crypto/mod.ts";
 import type { History, MessageVia } from "./history.ts";
-import type { Keyring } from "./keyring.ts";
+import { type Keyring, RefusedMessageError } from "./keyring.ts";
 import type { SessionApi } from "./session.ts";
 
-/** A received message that failed verification and was discarded, as shown to the user. */
+/** A received message that was refused and discarded, as shown to the user. */
 export interface DiscardedMessage {
   id: string;
   from: string;
@@ -48,9 +49,13 @@ export interface InboxDeps {
   acknowledge(remote: string, id: string): Promise<boolean>;
   /** A pong arrived. */
   onPong(remote: string, seq: number, via: MessageVia): void;
+  /** `remote` started or stopped typing (data channel only). */
+  onTyping?(remote: string, active: boolean): void;
+  /** `remote` has read our messages sent up to `upTo`. */
+  onRead?(remote: string, upTo: number): void;
   /** New messages from `from` were stored. */
   onStored(from: string, count: number): void;
-  /** A message failed verification and was discarded. */
+  /** A message was refused and discarded. */
   onDiscarded(message: DiscardedMessage): void;
   /** A malformed, misaddressed or forged message was rejected (counted for tests). */
   onRejected(): void;
@@ -78,21 +83,14 @@ export class Inbox {
   }
 
   /**
-   * Opens a chat message that the path says came from `from`: verifies and decrypts a sealed
-   * one; accepts plaintext only between accounts without keys. Throws `TamperedEnvelopeError`
-   * when the signature or content does not verify, and an Error when the message claims another
-   * sender or recipient or is a downgrade to plaintext.
+   * Opens a chat message that the path says came from `from`: verifies it with `from`'s pinned
+   * key and decrypts it. Throws `TamperedEnvelopeError` when the signature or content does not
+   * verify, and {@link RefusedMessageError} for a message in clear or one that claims another
+   * sender or recipient.
    */
   async openChat(frame: SealedFrame | ChatMessage, from: string): Promise<ChatMessage> {
     if (frame.type === "sealed") return await this.#deps.keyring.open(frame.envelope, from);
-    if (frame.from !== from || frame.to !== this.#deps.me) {
-      throw new Error(`it claims ${frame.from} → ${frame.to}`);
-    }
-    if (!(await this.#deps.keyring.allowsPlaintext(from))) {
-      throw new Error("an unencrypted chat message from an account with keys");
-    }
-    console.warn(`Accepted an unencrypted message from "${from}" (an account without keys)`);
-    return frame;
+    throw new RefusedMessageError("it was not encrypted");
   }
 
   /** Handles a text from `remote` on the data channel or the relay. */
@@ -114,7 +112,8 @@ export class Inbox {
         chat = await this.openChat(frame, remote);
       }
     } catch (err) {
-      this.#reject(remote, via, err, frame?.type === "sealed" ? frame.envelope : null);
+      if (frame || !isControlText(text)) this.#reject(remote, via, err, claimOf(frame));
+      else this.#reject(remote, via, err, null, false);
       return;
     }
     if (this.#signal.aborted) return;
@@ -135,6 +134,14 @@ export class Inbox {
         return;
       case "pong":
         this.#deps.onPong(remote, frame.seq, via);
+        return;
+      case "typing":
+        // Only over the data channel: servers relaying "typing" would learn who writes to whom.
+        if (via === "p2p") this.#deps.onTyping?.(remote, frame.active);
+        else this.#deps.onRejected();
+        return;
+      case "read":
+        this.#deps.onRead?.(remote, frame.upTo);
         return;
     }
   }
@@ -189,7 +196,7 @@ export class Inbox {
       if (chat.id !== m.id) throw new Error(`mailbox entry ${m.id} carries message ${chat.id}`);
       return chat;
     } catch (err) {
-      this.#reject(m.from, "mailbox", err, frame?.type === "sealed" ? m : null);
+      this.#reject(m.from, "mailbox", err, m);
       return null;
     }
   }
@@ -208,27 +215,56 @@ export class Inbox {
     });
   }
 
-  /** Counts a rejected message; `sealed` (its id and time) when it was a sealed one. */
+  /**
+   * Counts a rejected message and, unless it was only a malformed acknowledgement or ping
+   * (`isShown` false), shows it as refused: under its claimed id and time when it has them.
+   */
   #reject(
     from: string,
     via: MessageVia,
     err: unknown,
-    sealed: { id: string; sentAt: number } | null,
+    claimed: { id: string; sentAt: number } | null,
+    isShown = true,
   ): void {
     if (this.#signal.aborted) return;
     this.#deps.onRejected();
     const reason = err instanceof Error ? err.message : String(err);
-    if (err instanceof TamperedEnvelopeError && sealed) {
-      const { id, sentAt } = sealed;
-      console.warn(`Discarded message ${id} from "${from}": ${reason}`);
-      this.#deps.onDiscarded({
-        id,
-        from,
-        sentAt,
-        text: `A message from ${from} failed verification and was discarded`,
-      });
-      return;
-    }
-    console.warn(`Rejected message from "${from}" via ${via}: ${reason}`);
+    console.warn(`Refused a message from "${from}" via ${via}: ${reason}`);
+    if (!isShown) return;
+    this.#deps.onDiscarded({
+      id: claimed?.id ?? `refused-${crypto.randomUUID()}`,
+      from,
+      sentAt: claimed?.sentAt ?? this.#deps.now(),
+      text: `Message refused: a message from ${from} ${describeRefusal(err)}, so it was discarded`,
+    });
+  }
+}
+
+/** Why a message was refused, as people read it. */
+function describeRefusal(err: unknown): string {
+  if (err instanceof RefusedMessageError) return `was refused (${err.message})`;
+  if (err instanceof TamperedEnvelopeError) {
+    return "does not verify with the key you trust for them";
+  }
+  if (err instanceof NotForMeError) return "was not encrypted for you";
+  return "is not a valid encrypted message";
+}
+
+/** The id and time a refused frame claims, if it claims any. */
+function claimOf(
+  frame: SealedFrame | PeerMessage | undefined,
+): { id: string; sentAt: number } | null {
+  if (frame?.type === "sealed") return frame.envelope;
+  if (frame?.type === "chat") return frame;
+  return null;
+}
+
+/** Whether `text` is (meant as) an acknowledgement or ping, not a message. */
+function isControlText(text: string): boolean {
+  try {
+    const type = (JSON.parse(text) as { type?: unknown })?.type;
+    return type === "ack" || type === "ping" || type === "pong";
+  } catch {
+    return false;
   }
 }

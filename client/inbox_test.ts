@@ -25,7 +25,7 @@ interface Rig {
 }
 
 /** bob's inbox, with his real keyring and history, and everything around it recorded. */
-async function rig(): Promise<Rig> {
+async function rig(directory: Record<string, "alice" | "bob" | "eve" | null> = {}): Promise<Rig> {
   const history = await memoryHistory("bob");
   const abort = new AbortController();
   const r: Omit<Rig, "inbox"> = {
@@ -43,7 +43,7 @@ async function rig(): Promise<Rig> {
   const inbox = new Inbox({
     me: "bob",
     history,
-    keyring: await keyringOf("bob"),
+    keyring: await keyringOf("bob", directory),
     session: {
       mailFetch: () => Promise.resolve(structuredClone(r.mailbox)),
       mailAck: (receipts) => {
@@ -97,11 +97,11 @@ Deno.test("inbox: one message on the data channel, the relay and the mailbox is 
   }
 });
 
-Deno.test("inbox: the same checks reject forged, misaddressed and malformed messages on every path", async () => {
+Deno.test("inbox: the same checks refuse plaintext, forged, misaddressed and malformed messages on every path, and show each", async () => {
   const r = await rig();
   try {
     const env = await sealedBy("alice", "bob", { id: "message-0002", sentAt: 5, text: "x" });
-    // Live: the path says eve, the envelope says alice; plaintext from an account with keys.
+    // Live: the path says eve, the envelope says alice; a message in clear; junk.
     await r.inbox.receiveLive("eve", sealedFrameText(env), "relay");
     await r.inbox.receiveLive(
       "alice",
@@ -127,13 +127,25 @@ Deno.test("inbox: the same checks reject forged, misaddressed and malformed mess
     assertEquals(r.history.count(), 0, "nothing stored");
     assertEquals(r.replies.length, 0, "nothing acknowledged to the sender");
     assertEquals(r.acked.length, 4, "rejected mailbox entries are acknowledged, not kept");
-    assertEquals(r.discarded.length, 0);
+    // Each one is shown as refused (never silently dropped), under the id it claims.
+    assertEquals(r.discarded.length, 7);
+    assert(r.discarded.every((d) => /^Message refused: /.test(d.text)));
+    assertEquals(
+      r.discarded.filter((d) => /not encrypted/.test(d.text)).map((d) => d.id),
+      ["message-0003", "message-0005"],
+    );
+    assertEquals(r.discarded.slice(3).map((d) => d.id), [
+      env.id,
+      "message-0004",
+      "message-0005",
+      "message-0006",
+    ]);
   } finally {
     done(r);
   }
 });
 
-Deno.test("inbox: an envelope that fails verification is discarded with a warning, on both paths", async () => {
+Deno.test("inbox: an envelope that does not verify with the pinned key is refused and shown, on both paths", async () => {
   const r = await rig();
   try {
     const env = await sealedBy("eve", "bob", { id: "message-0007", sentAt: 9, text: "alice here" });
@@ -145,11 +157,44 @@ Deno.test("inbox: an envelope that fails verification is discarded with a warnin
       [env.id, "alice", 9],
       [env.id, "alice", 9],
     ]);
-    assert(/failed verification/.test(r.discarded[0]!.text));
+    assert(/^Message refused: .*does not verify/.test(r.discarded[0]!.text));
     assertEquals(r.rejected.count, 2);
     assertEquals(r.history.count(), 0);
     assertEquals(r.replies.length, 0, "a discarded live message is not acknowledged");
     assertEquals(r.acked.length, 1, "a discarded mailbox entry is");
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("inbox: only the pinned key verifies: after the directory changes a sender's key, their genuine messages still open and the impostor's are refused", async () => {
+  const directory: Record<string, "alice" | "bob" | "eve" | null> = {};
+  const r = await rig(directory);
+  try {
+    const first = await sealedBy("alice", "bob", { id: "message-0101", sentAt: 5, text: "one" });
+    await r.inbox.receiveLive("alice", sealedFrameText(first), "relay");
+    // The directory now says alice has eve's keys, then none at all.
+    directory.alice = "eve";
+    const fake = await sealedBy("eve", "bob", { id: "message-0102", sentAt: 6, text: "two" });
+    await r.inbox.receiveLive("alice", sealedFrameText({ ...fake, from: "alice" }), "relay");
+    directory.alice = null;
+    const second = await sealedBy("alice", "bob", { id: "message-0103", sentAt: 7, text: "three" });
+    await r.inbox.receiveLive("alice", sealedFrameText(second), "relay");
+    assertEquals(r.history.list("alice").map((m) => m.text), ["one", "three"]);
+    assertEquals(r.discarded.map((d) => d.id), ["message-0102"]);
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("inbox: a message from a contact without keys is refused", async () => {
+  const r = await rig({ alice: null });
+  try {
+    const env = await sealedBy("alice", "bob", { id: "message-0104", sentAt: 5, text: "x" });
+    await r.inbox.receiveLive("alice", sealedFrameText(env), "p2p");
+    assertEquals(r.history.count(), 0);
+    assertEquals(r.discarded.map((d) => d.id), ["message-0104"]);
+    assert(/alice has no keys/.test(r.discarded[0]!.text), r.discarded[0]!.text);
   } finally {
     done(r);
   }

@@ -9,12 +9,12 @@
  *   non-extractable `CryptoKey`s per user, so a page reload resumes without the password; they
  *   are deleted on logout, when the session is superseded or lost, and replaced at the next login.
  * - A {@link Keyring} (one per logged-in session) seals outgoing messages for the recipient and
- *   for the sender, and opens incoming ones after verifying the sender's signature. Contacts'
- *   public keys come from the directory (`get_keys`), cached per session; the last key seen of
- *   each contact is stored, and a different one is reported as a key change.
- * - Accounts made before keys existed have none: messages to and from them stay plaintext (the
- *   old path), which is logged and shown; a plaintext message from a user who has keys is
- *   rejected (no downgrade).
+ *   for the sender, and opens incoming ones after verifying the sender's signature. There is no
+ *   plaintext path: every message is sealed, for the contact's *pinned* keys only, and every
+ *   message received must verify with the sender's pinned signing key. The keys pinned on first
+ *   use are kept in the key store per user and contact ({@link PinRecord}, `trust.ts`); a
+ *   directory answer that differs from the pin (other keys, or none) blocks sealing for that
+ *   contact until the user compares the safety number and accepts ({@link Keyring.accept}).
  *
  * How sealed messages travel (the sealed frame, mailbox entries) is `shared/sealed_frame.ts`.
  */
@@ -40,6 +40,17 @@ import {
   type UserKeyPairs,
   wrapPrivateKey,
 } from "../shared/crypto/mod.ts";
+import {
+  acceptPending,
+  keyIdOf,
+  observeDirectory,
+  type PinRecord,
+  type PublicKeys,
+  type SafetyNumber,
+  safetyNumber,
+  type TrustStatus,
+  trustStatus,
+} from "./trust.ts";
 
 /** The logged-in user's keys: private halves non-extractable, public halves as SPKI base64url. */
 export interface OwnKeys {
@@ -51,11 +62,7 @@ export interface OwnKeys {
   signingPublic: string;
 }
 
-/** A user's public keys, as the directory hands them out (SPKI base64url). */
-export interface PublicKeys {
-  encryption: string;
-  signing: string;
-}
+export type { PublicKeys };
 
 /**
  * Where a browser keeps its user's unlocked keys and the keys it has seen of contacts. The
@@ -73,8 +80,12 @@ export interface KeyStore {
    * a session that was replaced meanwhile may still hand the history over (a deferred hand-over).
    */
   listOwn(): Promise<Array<{ user: string; token: string; keys: OwnKeys }>>;
-  loadContact(owner: string, contact: string): Promise<PublicKeys | null>;
-  saveContact(owner: string, contact: string, keys: PublicKeys): Promise<void>;
+  /** The keys `owner` pinned for `contact`, or null if none yet. */
+  loadPin(owner: string, contact: string): Promise<PinRecord | null>;
+  /** Keeps (replaces) `owner`'s record of `pin.contact`. */
+  savePin(owner: string, pin: PinRecord): Promise<void>;
+  /** Every record of `owner` (the hand-over carries them to the next device). */
+  listPins(owner: string): Promise<PinRecord[]>;
 }
 
 interface StoredOwn {
@@ -85,7 +96,7 @@ interface StoredOwn {
 /** A key store in memory (tests; or a browser without IndexedDB). */
 export function createMemoryKeyStore(): KeyStore {
   const own = new Map<string, StoredOwn>();
-  const contacts = new Map<string, PublicKeys>();
+  const pins = new Map<string, PinRecord>();
   return {
     loadOwn: (user, token) => {
       const s = own.get(user);
@@ -98,15 +109,21 @@ export function createMemoryKeyStore(): KeyStore {
     },
     listOwn: () =>
       Promise.resolve([...own].map(([user, s]) => ({ user, token: s.token, keys: s.keys }))),
-    loadContact: (owner, c) => Promise.resolve(contacts.get(`${owner}/${c}`) ?? null),
-    saveContact: (owner, c, keys) => Promise.resolve(void contacts.set(`${owner}/${c}`, keys)),
+    loadPin: (owner, c) => Promise.resolve(structuredClone(pins.get(`${owner}/${c}`) ?? null)),
+    savePin: (owner, pin) =>
+      Promise.resolve(void pins.set(`${owner}/${pin.contact}`, structuredClone(pin))),
+    listPins: (owner) =>
+      Promise.resolve(
+        [...pins].filter(([k]) => k.startsWith(`${owner}/`)).map(([, p]) => structuredClone(p)),
+      ),
   };
 }
 
 /**
  * The browser's key store: IndexedDB database `p2pchat-keys`, store `own` (per user, the
  * non-extractable private `CryptoKey`s, which IndexedDB keeps by structured clone without ever
- * exposing their bytes) and store `contacts` (per owner/contact, the public keys last seen).
+ * exposing their bytes) and store `contacts` (per owner/contact, the {@link PinRecord}; an
+ * older version kept the bare public keys there, which are read as a pin).
  */
 export function createIdbKeyStore(): KeyStore {
   let db: ReturnType<typeof open> | null = null;
@@ -142,15 +159,33 @@ export function createIdbKeyStore(): KeyStore {
         return { user: String(user), token: s.token, keys: s.keys };
       });
     },
-    async loadContact(owner, contact) {
-      return (await (await get()).get("contacts", `${owner}/${contact}`) as
-        | PublicKeys
-        | undefined) ?? null;
+    async loadPin(owner, contact) {
+      const v = await (await get()).get("contacts", `${owner}/${contact}`);
+      return v === undefined ? null : await storedPin(contact, v);
     },
-    async saveContact(owner, contact, keys) {
-      await (await get()).put("contacts", keys, `${owner}/${contact}`);
+    async savePin(owner, pin) {
+      await (await get()).put("contacts", pin, `${owner}/${pin.contact}`);
+    },
+    async listPins(owner) {
+      const db = await get();
+      const range = IDBKeyRange.bound(`${owner}/`, `${owner}/\uffff`);
+      const [keys, values] = await Promise.all([
+        db.getAllKeys("contacts", range),
+        db.getAll("contacts", range),
+      ]);
+      return await Promise.all(
+        values.map((v, i) => storedPin(String(keys[i]).slice(owner.length + 1), v)),
+      );
     },
   };
+}
+
+/** A stored record; the bare public keys an older version kept count as pinned long ago. */
+async function storedPin(contact: string, value: unknown): Promise<PinRecord> {
+  const v = value as Partial<PinRecord> & Partial<PublicKeys>;
+  if (typeof v.keyId === "string") return v as PinRecord;
+  const keys = { encryption: String(v.encryption), signing: String(v.signing) };
+  return { contact, keyId: await keyIdOf(keys), keys, pinnedAt: 0, pending: null, events: [] };
 }
 
 /** The private keys could not be unlocked: shown to the user as is. */
@@ -238,41 +273,114 @@ export async function unlockAccountKeys(
   }
 }
 
+/** How one contact's keys stand, as the chat shows it. */
+export interface ContactTrust {
+  contact: string;
+  status: TrustStatus;
+  /** The record kept for the contact, or null when nothing was ever pinned. */
+  pin: PinRecord | null;
+}
+
+/** A contact's trust, with the pinned keys imported (null when not known on this device). */
 interface ContactEntry {
-  raw: PublicKeys;
-  encryption: CryptoKey;
-  signing: CryptoKey;
+  trust: ContactTrust;
+  /** Pinned RSA-OAEP public key. */
+  encryption: CryptoKey | null;
+  /** Pinned RSA-PSS public key. */
+  signing: CryptoKey | null;
+}
+
+/**
+ * Nothing can be sealed for `contact`: the account has no keys, or the directory answers other
+ * keys than the pinned ones (or none) and the user has not accepted them.
+ */
+export class UntrustedKeysError extends Error {
+  override name = "UntrustedKeysError";
+  /** Creates the error for `contact`, whose keys stand as `status`. */
+  constructor(readonly contact: string, readonly status: TrustStatus) {
+    super(
+      status === "no_keys"
+        ? `${contact} has no keys: messages to ${contact} cannot be encrypted, so none are sent`
+        : `The key of ${contact} changed: compare the safety number and accept the new key ` +
+          "before sending",
+    );
+  }
+}
+
+/** A received message that is refused: not sealed, not for this user, or not from the pin. */
+export class RefusedMessageError extends Error {
+  override name = "RefusedMessageError";
 }
 
 /** Options of a {@link Keyring}. */
 export interface KeyringOptions {
   me: string;
-  /** The unlocked keys, or null for an account without keys (old accounts). */
-  own: OwnKeys | null;
+  /** The unlocked keys of this user. */
+  own: OwnKeys;
   store: KeyStore;
-  /** The directory's public keys of `user`, or null if the user has none (`unknown_user`). */
+  /** The directory's public keys of `user`, or null if it says they have none (`unknown_user`). */
   fetchKeys(user: string): Promise<PublicKeys | null>;
-  /** A contact's keys differ from the ones last seen: the new ones are now stored. */
-  onKeyChanged?(contact: string): void;
+  /** How a contact's keys stand, after every look-up or acceptance. */
+  onTrust?(trust: ContactTrust): void;
+  /** Wall clock, ms since the epoch. @default Date.now */
+  now?(): number;
 }
 
-/** Seals and opens the messages of one logged-in session. */
+/** What a safety-number comparison shows for one contact. */
+export interface SafetyCheck extends SafetyNumber {
+  contact: string;
+  /** The contact's key id the number is computed with (what {@link Keyring.accept} takes). */
+  keyId: string;
+  /** Whether these are keys pending acceptance (a change) rather than the pinned ones. */
+  isPending: boolean;
+  /** Fingerprints of those keys. */
+  fingerprints: PublicKeys;
+}
+
+/** Seals and opens the messages of one logged-in session; see the module comment. */
 export class Keyring {
   readonly me: string;
-  readonly own: OwnKeys | null;
+  readonly own: OwnKeys;
   #opts: KeyringOptions;
-  #contacts = new Map<string, Promise<ContactEntry | null>>();
+  #now: () => number;
+  #contacts = new Map<string, Promise<ContactEntry>>();
+  /** Record updates per contact, one after another. */
+  #updates = new Map<string, Promise<unknown>>();
   #ownEncryptionPublic: Promise<CryptoKey> | null = null;
-  #sealed = new Map<string, Envelope>();
+  #ownKeyId: Promise<string> | null = null;
+  /** Envelopes sealed per message id, with the key id they were sealed for. */
+  #sealed = new Map<string, { keyId: string; envelope: Envelope }>();
 
   constructor(options: KeyringOptions) {
     this.#opts = options;
+    this.#now = options.now ?? (() => Date.now());
     this.me = options.me;
     this.own = options.own;
   }
 
-  /** The public keys of `user` (cached for the session; `refresh` asks the directory again). */
-  contactKeys(user: string, refresh = false): Promise<ContactEntry | null> {
+  /**
+   * How `user`'s keys stand, after asking the directory (once per session; `refresh` asks it
+   * again). Rejects when the directory cannot be asked (disconnected); that is not remembered.
+   */
+  async trustOf(user: string, refresh = false): Promise<ContactTrust> {
+    return (await this.#contactKeys(user, refresh)).trust;
+  }
+
+  /**
+   * How `user`'s keys stand by what this device has kept, without asking the directory (while
+   * the servers cannot be reached).
+   */
+  async storedTrust(user: string): Promise<ContactTrust> {
+    const pin = await this.#opts.store.loadPin(this.me, user);
+    return { contact: user, status: trustStatus(pin), pin };
+  }
+
+  /** Forgets what the directory said and the records read (the store changed underneath). */
+  invalidate(): void {
+    this.#contacts.clear();
+  }
+
+  #contactKeys(user: string, refresh = false): Promise<ContactEntry> {
     let entry = this.#contacts.get(user);
     if (!entry || refresh) {
       entry = this.#fetch(user);
@@ -285,42 +393,59 @@ export class Keyring {
     return entry;
   }
 
-  async #fetch(user: string): Promise<ContactEntry | null> {
+  async #fetch(user: string): Promise<ContactEntry> {
     const raw = await this.#opts.fetchKeys(user);
-    if (!raw) return null;
-    const [encryption, signing] = await Promise.all([
-      importPublicKey(raw.encryption, "RSA-OAEP"),
-      importPublicKey(raw.signing, "RSA-PSS"),
-    ]);
-    const known = await this.#opts.store.loadContact(this.me, user);
-    if (!known || known.encryption !== raw.encryption || known.signing !== raw.signing) {
-      await this.#opts.store.saveContact(this.me, user, raw);
-      if (known) {
-        console.warn(`The keys of "${user}" changed since they were last seen`);
-        this.#opts.onKeyChanged?.(user);
+    const answer = raw ? { keys: raw, keyId: await keyIdOf(raw) } : null;
+    return await this.#update(user, async () => {
+      const stored = await this.#opts.store.loadPin(this.me, user);
+      const { pin, isUpdated } = observeDirectory(stored, user, answer, this.#now());
+      if (isUpdated && pin) {
+        await this.#opts.store.savePin(this.me, pin);
+        if (pin.pending && pin.pending !== stored?.pending) {
+          console.warn(`The keys of "${user}" differ from the pinned ones: sending is blocked`);
+        }
       }
-    }
-    return { raw, encryption, signing };
+      return await this.#entryOf(user, pin);
+    });
+  }
+
+  /** Runs `fn` after the record updates of `user` already queued. */
+  #update<T>(user: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.#updates.get(user) ?? Promise.resolve()).then(fn, fn);
+    const settled = run.catch(() => {});
+    this.#updates.set(user, settled);
+    void settled.then(() => {
+      if (this.#updates.get(user) === settled) this.#updates.delete(user);
+    });
+    return run;
+  }
+
+  async #entryOf(user: string, pin: PinRecord | null, isReported = true): Promise<ContactEntry> {
+    const [encryption, signing] = pin?.keys
+      ? await Promise.all([
+        importPublicKey(pin.keys.encryption, "RSA-OAEP"),
+        importPublicKey(pin.keys.signing, "RSA-PSS"),
+      ])
+      : [null, null];
+    const trust = { contact: user, status: trustStatus(pin), pin };
+    if (isReported) this.#opts.onTrust?.(trust);
+    return { trust, encryption, signing };
   }
 
   /**
-   * Seals `message` for its recipient and for this user, signed by this user; the same envelope
-   * for every path and retry. Null when it cannot be encrypted (this account or the recipient's
-   * has no keys): the caller then sends the plaintext message (old accounts only).
+   * Seals `message` for its recipient's pinned keys and for this user, signed by this user; the
+   * same envelope for every path and retry. Throws {@link UntrustedKeysError} unless the
+   * recipient's keys are pinned and the directory agrees (nothing is ever sent in clear).
    */
-  async seal(message: ChatMessage): Promise<Envelope | null> {
-    const cached = this.#sealed.get(message.id);
-    if (cached) return cached;
-    const own = this.own;
-    const to = await this.contactKeys(message.to);
-    if (!own || !to) {
-      console.warn(
-        `Message ${message.id} to "${message.to}" is sent unencrypted: ` +
-          (own ? `"${message.to}" has no keys` : "this account has no keys"),
-      );
-      return null;
+  async seal(message: ChatMessage): Promise<Envelope> {
+    const to = await this.#contactKeys(message.to);
+    const pin = to.trust.pin;
+    if (to.trust.status !== "trusted" || !pin || !to.encryption) {
+      throw new UntrustedKeysError(message.to, to.trust.status);
     }
-    this.#ownEncryptionPublic ??= importPublicKey(own.encryptionPublic, "RSA-OAEP");
+    const cached = this.#sealed.get(message.id);
+    if (cached?.keyId === pin.keyId) return cached.envelope;
+    this.#ownEncryptionPublic ??= importPublicKey(this.own.encryptionPublic, "RSA-OAEP");
     const envelope = await seal(
       {
         id: message.id,
@@ -329,61 +454,112 @@ export class Keyring {
         sentAt: message.sentAt,
         text: message.text,
       },
-      own.signing,
+      this.own.signing,
       to.encryption,
       await this.#ownEncryptionPublic,
     );
-    this.#sealed.set(message.id, envelope);
+    this.#sealed.set(message.id, { keyId: pin.keyId, envelope });
     return envelope;
   }
 
+  /** Whether messages to `user` can be sealed now (their keys are pinned and unchanged). */
+  async canSeal(user: string): Promise<boolean> {
+    return (await this.#contactKeys(user)).trust.status === "trusted";
+  }
+
   /**
-   * Verifies and decrypts an envelope that the path says came from `from`. Throws
-   * `TamperedEnvelopeError` for a bad signature or altered content (after asking the directory
-   * once more, in case the sender's key changed), `NotForMeError`, or an Error if the envelope
-   * claims another sender or recipient, or this account has no keys.
+   * Verifies and decrypts an envelope that the path says came from `from`, with `from`'s pinned
+   * signing key only. Throws `TamperedEnvelopeError` for a bad signature or altered content
+   * (and asks the directory again, so that a key change shows), `NotForMeError`, or
+   * {@link RefusedMessageError} when the envelope claims another sender or recipient or
+   * nothing is pinned for `from`.
    */
   async open(envelope: Envelope, from: string): Promise<ChatMessage> {
     if (envelope.from !== from || envelope.to !== this.me) {
-      throw new Error(`Envelope from "${from}" claims ${envelope.from} → ${envelope.to}`);
+      throw new RefusedMessageError(
+        `it claims ${envelope.from} → ${envelope.to} but came from ${from}`,
+      );
     }
-    const own = this.own;
-    if (!own) throw new Error("This account has no keys: cannot decrypt");
-    let sender = await this.contactKeys(from);
-    if (!sender) throw new TamperedEnvelopeError(`"${from}" has no keys: cannot verify`);
-    let plain;
+    // Without the directory (disconnected), the pin kept on this device is what counts anyway.
+    const sender = await this.#contactKeys(from).catch(async () =>
+      await this.#entryOf(from, await this.#opts.store.loadPin(this.me, from), false)
+    );
+    if (!sender.signing) {
+      throw new RefusedMessageError(
+        sender.trust.pin
+          ? `the pinned key of ${from} is not known on this device yet`
+          : `${from} has no keys`,
+      );
+    }
     try {
-      plain = await openEnvelope(envelope, own.encryption, sender.signing);
+      const plain = await openEnvelope(envelope, this.own.encryption, sender.signing);
+      return { v: PEER_PROTOCOL_VERSION, type: "chat", ...plain };
     } catch (err) {
-      if (!(err instanceof TamperedEnvelopeError)) throw err;
-      const fresh = await this.contactKeys(from, true);
-      if (!fresh || fresh.raw.signing === sender.raw.signing) throw err;
-      sender = fresh;
-      plain = await openEnvelope(envelope, own.encryption, sender.signing);
+      // Perhaps the sender's key changed: ask the directory, so that the change shows.
+      if (err instanceof TamperedEnvelopeError) void this.#contactKeys(from, true).catch(() => {});
+      throw err;
     }
-    return { v: PEER_PROTOCOL_VERSION, type: "chat", ...plain };
   }
 
   /**
-   * Whether a plaintext chat message from `from` may be accepted: only when this account or
-   * theirs has no keys (old accounts); otherwise it is a downgrade and must be rejected.
+   * The user compared the safety number for `user`'s pending keys `keyId` and accepts them: they
+   * become the pinned keys, and sealing for `user` resumes. Throws `StaleAcceptError` if other
+   * keys are pending now.
    */
-  async allowsPlaintext(from: string): Promise<boolean> {
-    if (!this.own) return true;
-    return (await this.contactKeys(from)) === null;
+  async accept(user: string, keyId: string): Promise<ContactTrust> {
+    const entry = this.#update(user, async () => {
+      const pin = await this.#opts.store.loadPin(this.me, user);
+      if (!pin) throw new Error(`Nothing to accept for ${user}`);
+      const accepted = acceptPending(pin, keyId, this.#now());
+      await this.#opts.store.savePin(this.me, accepted);
+      for (const [id, s] of this.#sealed) if (s.keyId !== keyId) this.#sealed.delete(id);
+      return await this.#entryOf(user, accepted);
+    });
+    this.#contacts.set(user, entry);
+    return (await entry).trust;
   }
 
-  /** Fingerprints of `user`'s public keys, or null if they have none. */
-  async fingerprints(user: string): Promise<PublicKeys | null> {
-    const raw = user === this.me
-      ? (this.own
-        ? { encryption: this.own.encryptionPublic, signing: this.own.signingPublic }
-        : null)
-      : (await this.contactKeys(user))?.raw ?? null;
-    if (!raw) return null;
+  /**
+   * The safety number of this user and `user` as this device sees them: with the keys pending
+   * acceptance when the directory changed them (what the user is asked to accept), else with
+   * the pinned ones. Null when no keys of `user` are known.
+   */
+  async safetyCheck(user: string): Promise<SafetyCheck | null> {
+    const entry = await this.#contactKeys(user);
+    const pin = entry.trust.pin;
+    if (!pin) return null;
+    const isPending = pin.pending !== null;
+    const keys = isPending ? pin.pending?.keys : pin.keys;
+    const keyId = isPending ? pin.pending?.keyId : pin.keyId;
+    if (!keys || !keyId) return null;
+    this.#ownKeyId ??= keyIdOf({
+      encryption: this.own.encryptionPublic,
+      signing: this.own.signingPublic,
+    });
+    const number = await safetyNumber(this.me, await this.#ownKeyId, user, keyId);
     return {
-      encryption: await fingerprint(raw.encryption),
-      signing: await fingerprint(raw.signing),
+      ...number,
+      contact: user,
+      keyId,
+      isPending,
+      fingerprints: {
+        encryption: await fingerprint(keys.encryption),
+        signing: await fingerprint(keys.signing),
+      },
     };
+  }
+
+  /**
+   * Fingerprints of `user`'s public keys (the pending ones during a change), or null if none
+   * are known.
+   */
+  async fingerprints(user: string): Promise<PublicKeys | null> {
+    if (user === this.me) {
+      return {
+        encryption: await fingerprint(this.own.encryptionPublic),
+        signing: await fingerprint(this.own.signingPublic),
+      };
+    }
+    return (await this.safetyCheck(user))?.fingerprints ?? null;
   }
 }

@@ -6,6 +6,8 @@
  * `window.p2pchat` (for e2e tests and `bench:latency`):
  * - `username(): string | null` — the logged-in user of this tab.
  * - `isChannelOpen(peer): boolean` — whether the data channel to `peer` is open.
+ * - `selectedCandidates(peer)` — the candidate types (`host`, `srflx`, `relay`) of the open
+ *   channel to `peer`, from `getStats` (null without one).
  * - `dcOpenedAt: Record<string, number>` — `performance.now()` when the channel to each peer
  *   (last) opened.
  * - `pingPeer(peer, n): Promise<number[]>` — `n` sequential ping/pong round trips in ms over the
@@ -26,6 +28,7 @@
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
+import { effect } from "@preact/signals";
 import SimplePeer from "simple-peer";
 import { createChatModel } from "./chat_model.ts";
 import { History, openIdbRowStore } from "./history.ts";
@@ -34,12 +37,16 @@ import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simpl
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
+import { loadNotificationSettings, notificationFor, openChatRequest } from "./notifications.ts";
 import type { MessageRow } from "./history.ts";
+import type { SelectedCandidates } from "./peer_link.ts";
 
 /** The hook installed on `window.p2pchat`. */
 export interface P2pChatHook {
   username(): string | null;
   isChannelOpen(peer: string): boolean;
+  /** The candidate types of the open data channel to `peer`, from `getStats` (null: none). */
+  selectedCandidates(peer: string): Promise<SelectedCandidates | null>;
   readonly dcOpenedAt: Record<string, number>;
   pingPeer(peer: string, n: number): Promise<number[]>;
   pingRelay(peer: string, n: number): Promise<number[]>;
@@ -73,6 +80,18 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  isVisible: () => document.visibilityState === "visible",
+  onNewMessages(from, count, latest) {
+    if (document.visibilityState !== "hidden") return;
+    const settings = loadNotificationSettings(localStorage);
+    if (!settings.enabled || !("Notification" in globalThis)) return;
+    if (Notification.permission !== "granted") return;
+    const { title, options } = notificationFor(from, count, latest, settings.showText);
+    void navigator.serviceWorker?.getRegistration().then(async (reg) => {
+      if (reg) await reg.showNotification(title, options);
+      else new Notification(title, options);
+    }).catch((err) => console.warn("Notification not shown:", err));
+  },
   signedOutNote: {
     load: () => localStorage.getItem(SIGNED_OUT_KEY),
     save(text) {
@@ -85,6 +104,7 @@ const model = createChatModel({
 const hook: P2pChatHook = {
   username: () => model.me.value,
   isChannelOpen: (peer) => model.isChannelOpen(peer),
+  selectedCandidates: (peer) => model.selectedCandidates(peer),
   get dcOpenedAt() {
     return model.dcOpenedAt();
   },
@@ -135,6 +155,35 @@ async function digestOf(rows: MessageRow[]): Promise<{ count: number; digest: st
 
 model.start();
 render(<App model={model} />, document.getElementById("app")!);
+
+// Unread messages in the page title (the tab and the installed app's window show it).
+effect(() => {
+  const unread = Object.values(model.unread.value).reduce((a, b) => a + b, 0);
+  document.title = unread > 0 ? `(${unread}) P2P-Chat` : "P2P-Chat";
+});
+
+// Back in view: what the open chat shows now has been read.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") model.pageVisible();
+});
+
+// A clicked notification opens its conversation: in this window (the service worker's message),
+// or in a new one (`?chat=` in the address, once signed in).
+navigator.serviceWorker?.addEventListener("message", (e) => {
+  const peer = openChatRequest(e.data);
+  if (peer) model.openChat(peer);
+});
+const chatInAddress = openChatRequest({
+  type: "p2pchat-chat",
+  peer: new URLSearchParams(location.search).get("chat"),
+});
+if (chatInAddress) {
+  const stop = effect(() => {
+    if (!model.me.value) return;
+    model.openChat(chatInAddress);
+    queueMicrotask(() => stop());
+  });
+}
 
 if ("serviceWorker" in navigator && location.protocol !== "file:") {
   navigator.serviceWorker.register("sw.js").catch((err) => {

@@ -2,14 +2,16 @@
  * The delivery engine of one logged-in session: takes this user's messages from `sending` to
  * `sent` to `delivered`.
  *
- * A message goes over the data channel when it is open (waiting up to `channelWaitMs` for it to
- * open if the contact is online), otherwise through the servers as a `relay` frame; when the
- * contact is offline it is stored in the contact's mailbox on the servers (`mail_send`, status
+ * A message goes over the data channel when it is open; while the channel to an online contact is
+ * still opening, or cannot open, it goes through the servers at once as a `relay` frame (and the
+ * channel is asked to open, so later messages take it); when the contact is offline it is stored in the contact's mailbox on the servers (`mail_send`, status
  * `sent`). The row's `via` records which path was used. The receiver's `ack` (on the same path),
  * or the servers' `delivered` notice for mailbox messages, marks it `delivered`. While the
  * WebSocket is down, messages that cannot go over an open data channel stay `sending` and go out
  * when the session is back. A refused mailbox send is marked `failed` and retried after
- * `mailRetryMs`. Messages to one contact go out one flush at a time, in send order.
+ * `mailRetryMs`. Messages to one contact go out one flush at a time, in send order. Every message
+ * goes out sealed for the contact's pinned keys, on every path; while those cannot be used (a key
+ * change not yet accepted, a contact without keys) the messages wait as `sending`.
  */
 import {
   type ChatMessage,
@@ -24,8 +26,8 @@ import { ServerError, type SessionApi, type TimerId, type Timers } from "./sessi
 /** The direct links an {@link Outbox} sends over (a `Peers`). */
 export interface DirectLinks {
   isOpen(remote: string): boolean;
-  /** Ensures a link and waits up to `timeoutMs` for it to open; resolves whether it is open. */
-  waitOpen(remote: string, timeoutMs: number): Promise<boolean>;
+  /** Starts opening a link to `remote` unless one is open or being negotiated; never waits. */
+  ensure(remote: string): void;
   /** Sends over the open channel; false (sending nothing) when it is not open. */
   send(remote: string, text: string): boolean;
 }
@@ -51,8 +53,6 @@ export interface OutboxDeps {
 
 /** Configuration of an {@link Outbox}. */
 export interface OutboxOptions {
-  /** How long a send waits for the data channel to an online contact to open, ms. @default 5000 */
-  channelWaitMs?: number;
   /** Delay before retrying a mailbox send the servers could not take, ms. @default 5000 */
   mailRetryMs?: number;
   /**
@@ -96,7 +96,6 @@ export class Outbox {
   constructor(deps: OutboxDeps, options: OutboxOptions, signal: AbortSignal) {
     this.#deps = deps;
     this.#opts = {
-      channelWaitMs: 5_000,
       mailRetryMs: 5_000,
       mailboxRecheckMs: 10_000,
       ...options,
@@ -229,11 +228,20 @@ export class Outbox {
     const waiting = () =>
       wanted().length > 0 || (recheck().length > 0 && (openForMailbox || links.isOpen(peer)));
     if (!waiting()) return;
+    // Nothing goes out that cannot be sealed for the peer's pinned, unchanged keys: the rows
+    // wait (`sending`) until the user accepts a changed key, or the keys can be looked up.
+    const canSeal = await this.#deps.keyring.canSeal(peer).catch(() => false);
+    // Logged out meanwhile: no link may be opened for a session that ended.
+    if (this.#signal.aborted) return;
+    if (!canSeal) {
+      this.#deps.onChanged(peer);
+      return;
+    }
     const done = new Set<string>();
-    if (
-      links.isOpen(peer) ||
-      (this.#deps.isOnline(peer) && await links.waitOpen(peer, this.#opts.channelWaitMs))
-    ) {
+    // No waiting for a channel that is still opening (or never will, behind a strict NAT): the
+    // servers carry these now, and the channel, once open, carries what comes after.
+    if (!links.isOpen(peer) && this.#deps.isOnline(peer)) links.ensure(peer);
+    if (links.isOpen(peer)) {
       if (this.#signal.aborted) return;
       const rows = h.pending(me, peer).filter((r) =>
         r.status === "sending" || r.status === "failed" || (unacked && r.status === "sent")
@@ -263,11 +271,9 @@ export class Outbox {
     if (!this.#signal.aborted) this.#deps.onChanged(peer);
   }
 
-  /** The text sent over the data channel or relay: sealed, or plaintext (old accounts). */
+  /** The text sent over the data channel or relay: the sealed frame. */
   async #liveTextOf(row: MessageRow): Promise<string> {
-    const msg = chatMessageOf(row);
-    const envelope = await this.#deps.keyring.seal(msg);
-    return envelope ? sealedFrameText(envelope) : JSON.stringify(msg);
+    return sealedFrameText(await this.#deps.keyring.seal(chatMessageOf(row)));
   }
 
   /** Stores `rows` in `peer`'s mailbox, in batches; on refusal shows the servers' reason. */
@@ -278,13 +284,9 @@ export class Outbox {
       try {
         const mail = [];
         for (const r of chunk) {
-          // The envelope JSON itself, or the plaintext message between accounts without keys.
+          // The envelope JSON itself.
           const envelope = await this.#deps.keyring.seal(chatMessageOf(r));
-          mail.push({
-            id: r.id,
-            sentAt: r.sentAt,
-            envelope: JSON.stringify(envelope ?? chatMessageOf(r)),
-          });
+          mail.push({ id: r.id, sentAt: r.sentAt, envelope: JSON.stringify(envelope) });
         }
         if (this.#signal.aborted) return;
         await this.#deps.session.mailSend(peer, mail);

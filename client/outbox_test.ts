@@ -4,18 +4,20 @@ import type { OutgoingMail } from "../shared/mod.ts";
 import type { History, MessageRow } from "./history.ts";
 import { type DirectLinks, Outbox, type OutboxOptions } from "./outbox.ts";
 import { type ConnectionStatus, ServerError } from "./session.ts";
+import type { Keyring } from "./keyring.ts";
 import { keyringOf, memoryHistory } from "./testing/parts.ts";
 import { countedTimers } from "./testing/timers.ts";
 
-/** Data channels that are open or not as the test says; `waitOpen` answers at once. */
+/** Data channels that are open or not as the test says; `ensure` only records the request. */
 class FakeLinks implements DirectLinks {
   open = new Set<string>();
   sent: Array<{ to: string; text: string }> = [];
+  ensured: string[] = [];
   isOpen(remote: string): boolean {
     return this.open.has(remote);
   }
-  waitOpen(remote: string): Promise<boolean> {
-    return Promise.resolve(this.isOpen(remote));
+  ensure(remote: string): void {
+    this.ensured.push(remote);
   }
   send(remote: string, text: string): boolean {
     if (!this.isOpen(remote)) return false;
@@ -52,7 +54,10 @@ interface Rig {
   timers: ReturnType<typeof countedTimers>;
 }
 
-async function rig(options: OutboxOptions = {}): Promise<Rig> {
+async function rig(
+  options: OutboxOptions = {},
+  directory: Record<string, "alice" | "bob" | "eve" | null> = {},
+): Promise<Rig & { keyring: Keyring }> {
   const history = await memoryHistory("alice");
   const links = new FakeLinks();
   const servers = new FakeServers();
@@ -60,11 +65,12 @@ async function rig(options: OutboxOptions = {}): Promise<Rig> {
   const errors: string[] = [];
   const abort = new AbortController();
   const timers = countedTimers();
+  const keyring = await keyringOf("alice", directory);
   const outbox = new Outbox(
     {
       me: "alice",
       history,
-      keyring: await keyringOf("alice"),
+      keyring,
       links,
       session: servers,
       isOnline: (user) => online.has(user),
@@ -72,10 +78,10 @@ async function rig(options: OutboxOptions = {}): Promise<Rig> {
       onError: (err) => errors.push((err as Error).message),
       timers,
     },
-    { channelWaitMs: 10, mailRetryMs: 10, mailboxRecheckMs: 10, ...options },
+    { mailRetryMs: 10, mailboxRecheckMs: 10, ...options },
     abort.signal,
   );
-  return { outbox, history, links, servers, online, errors, abort, timers };
+  return { outbox, history, links, servers, online, errors, abort, timers, keyring };
 }
 
 let seq = 0;
@@ -150,6 +156,48 @@ Deno.test("outbox: without a channel an online contact gets the relay, an offlin
   }
 });
 
+Deno.test("outbox: while the channel is opening messages go through the servers at once, then over the channel", async () => {
+  const r = await rig();
+  try {
+    r.online.add("bob");
+    const first = row("first");
+    const second = row("second");
+    await r.outbox.send(first);
+    await r.outbox.send(second);
+    // No wait for the channel: both were relayed right away, and the channel was asked for.
+    assertEquals(r.servers.relayed.length, 2);
+    assertEquals([first, second].map((m) => r.history.get(m.id)?.via), ["relay", "relay"]);
+    assertEquals(r.links.ensured, ["bob", "bob"]);
+    r.links.open.add("bob");
+    const third = row("third");
+    await r.outbox.send(third);
+    assertEquals([r.history.get(third.id)?.status, r.history.get(third.id)?.via], ["sent", "p2p"]);
+    assertEquals(r.servers.relayed.length, 2, "nothing more through the servers");
+    // The receiver acknowledges each id once stored; what arrived both ways is stored once.
+    for (const m of [first, second, third]) assert(await r.outbox.acknowledge("bob", m.id));
+    assertEquals(r.history.pending("alice", "bob").length, 0);
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("outbox: what went over a channel that died unacknowledged goes again through the servers", async () => {
+  const r = await rig();
+  try {
+    r.online.add("bob");
+    r.links.open.add("bob");
+    const m = row("lost on a dead channel");
+    await r.outbox.send(m);
+    assertEquals(r.history.get(m.id)?.via, "p2p");
+    r.links.open.delete("bob");
+    await r.outbox.flush("bob", true);
+    assertEquals(r.servers.relayed.length, 1);
+    assertEquals([r.history.get(m.id)?.status, r.history.get(m.id)?.via], ["sent", "relay"]);
+  } finally {
+    done(r);
+  }
+});
+
 Deno.test("outbox: while the WebSocket is down messages stay sending, and go out on resume", async () => {
   const r = await rig();
   try {
@@ -216,6 +264,47 @@ Deno.test("outbox: once aborted it sends nothing and its retry timer is gone", a
     r.outbox.recheckLater("bob");
     assertEquals(r.timers.pending.size, 0);
     assertEquals(r.servers.mail.length, 0);
+  } finally {
+    done(r);
+  }
+});
+
+Deno.test("outbox: nothing goes out on any path to a contact without keys, or whose key changed, until the new key is accepted", async () => {
+  const directory: Record<string, "alice" | "bob" | "eve" | null> = { eve: null };
+  const r = await rig({}, directory);
+  try {
+    r.online.add("eve");
+    r.links.open.add("eve");
+    const toEve = row("for eve", "eve");
+    await r.outbox.send(toEve);
+    assertEquals(r.history.get(toEve.id)?.status, "sending", "waits: eve has no keys");
+    // Bob is pinned on first use; then the directory answers "no keys", then eve's keys.
+    r.online.add("bob");
+    r.links.open.add("bob");
+    await r.outbox.send(row("first"));
+    assertEquals(r.links.sent.length, 1);
+    directory.bob = null;
+    assertEquals((await r.keyring.trustOf("bob", true)).status, "changed");
+    const blocked = row("while changed");
+    await r.outbox.send(blocked);
+    directory.bob = "eve";
+    assertEquals((await r.keyring.trustOf("bob", true)).status, "changed");
+    r.online.delete("bob");
+    r.links.open.delete("bob");
+    await r.outbox.flush("bob");
+    assertEquals(r.history.get(blocked.id)?.status, "sending");
+    assertEquals(r.links.sent.length, 1, "nothing more on the data channel");
+    assertEquals([r.servers.relayed.length, r.servers.mail.length], [0, 0], "nor via the servers");
+    assertEquals(r.errors, []);
+    // The user compares and accepts the key now shown: the waiting message goes, sealed for it.
+    const check = await r.keyring.safetyCheck("bob");
+    assert(check?.isPending);
+    await r.keyring.accept("bob", check.keyId);
+    await r.outbox.flush("bob");
+    assertEquals(r.history.get(blocked.id)?.status, "sent");
+    const [mail] = r.servers.mail;
+    assertEquals(mail?.messages.map((m) => m.id), [blocked.id]);
+    assertEquals(JSON.parse(mail!.messages[0]!.envelope).to, "bob");
   } finally {
     done(r);
   }

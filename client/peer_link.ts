@@ -3,7 +3,7 @@
  * "wrap what you do not control"). simple-peer is one implementation ({@link createSimplePeerLink}
  * in `simple_peer_link.ts`); unit tests use in-memory fakes.
  */
-import type { SignalData } from "../shared/mod.ts";
+import type { IceServer, SignalData } from "../shared/mod.ts";
 
 /** Most bytes a sender lets queue inside the data channel before holding messages back. */
 export const MAX_BUFFERED_AMOUNT = 64 * 1024;
@@ -34,11 +34,24 @@ export interface PeerLink {
   signal(data: SignalData): void;
   /** Closes the channel and releases its resources. */
   destroy(): void;
+  /**
+   * Restarts ICE on a live connection (the network changed or the path went quiet): new
+   * candidates are gathered and checked while the data channel stays open.
+   */
+  restartIce?(): void;
+  /** The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected pair, if any. */
+  selectedCandidates?(): Promise<SelectedCandidates | null>;
+}
+
+/** Which kinds of candidates carry a connection (from `RTCPeerConnection.getStats`). */
+export interface SelectedCandidates {
+  local: string;
+  remote: string;
 }
 
 /** Creates a link; `initiator` decides who makes the WebRTC offer. */
 export type PeerLinkFactory = (
-  options: { remote: string; initiator: boolean },
+  options: { remote: string; initiator: boolean; iceServers?: IceServer[] },
   handlers: PeerLinkHandlers,
 ) => PeerLink;
 
@@ -49,6 +62,13 @@ export type PeerLinkFactory = (
 export function isInitiator(me: string, remote: string): boolean {
   return me < remote;
 }
+
+/**
+ * What each side sends over an open data channel when it has sent nothing else for a while; the
+ * link layer consumes it (it never reaches the peer protocol). A side that hears nothing at all
+ * for a few keep-alive periods takes the channel for dead.
+ */
+export const KEEPALIVE_TEXT = '{"v":1,"type":"keepalive"}';
 
 /** The signal the non-initiating side sends to ask the initiator to start a connection. */
 export const CONNECT_REQUEST: SignalData = { type: "connect" };

@@ -8,15 +8,22 @@
  * the link's id (`lid`, chosen by the initiator), so signals of an older, replaced negotiation (for
  * example after a reload on either side) are recognised and dropped instead of corrupting the new
  * one.
+ *
+ * Every open channel carries keep-alives: a side that has sent nothing for `keepaliveMs` sends
+ * {@link KEEPALIVE_TEXT}, and a link that has heard nothing for `deadAfterMs` is dropped as dead
+ * (its messages then go through the servers) instead of waiting for WebRTC to notice, which can
+ * take half a minute. Links are given the session's ICE servers (`iceServers`).
  */
-import type { SignalData } from "../shared/mod.ts";
+import type { IceServer, SignalData } from "../shared/mod.ts";
 import {
   CONNECT_REQUEST,
   isConnectRequest,
   isInitiator,
   isOffer,
+  KEEPALIVE_TEXT,
   type PeerLink,
   type PeerLinkFactory,
+  type SelectedCandidates,
 } from "./peer_link.ts";
 
 /** Collaborators of {@link Peers}. */
@@ -29,6 +36,8 @@ export interface PeersDeps {
   sendSignal(to: string, data: SignalData): void;
   /** Monotonic clock in ms. @default performance.now */
   now?(): number;
+  /** The ICE servers new links use now (the session's STUN/TURN). @default none */
+  iceServers?(): IceServer[];
 }
 
 /** What {@link Peers} reports. */
@@ -44,12 +53,20 @@ export interface PeersOptions {
   connectTimeoutMs?: number;
   /** Least time between two connect requests to one user, in ms. @default 2000 */
   connectRequestIntervalMs?: number;
+  /** An open channel that sent nothing for this long sends a keep-alive, ms. @default 1000 */
+  keepaliveMs?: number;
+  /** An open channel that heard nothing for this long is dropped as dead, ms. @default 4000 */
+  deadAfterMs?: number;
 }
 
 interface Entry {
   link: PeerLink;
   lid: string;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** The keep-alive check of an open channel. */
+  beat: ReturnType<typeof setInterval> | undefined;
+  lastSent: number;
+  lastHeard: number;
 }
 
 /** Manages the direct links of one logged-in user. */
@@ -69,7 +86,13 @@ export class Peers {
   constructor(deps: PeersDeps, options: PeersOptions = {}) {
     this.#deps = deps;
     this.#now = deps.now ?? (() => performance.now());
-    this.#opts = { connectTimeoutMs: 15_000, connectRequestIntervalMs: 2_000, ...options };
+    this.#opts = {
+      connectTimeoutMs: 15_000,
+      connectRequestIntervalMs: 2_000,
+      keepaliveMs: 1_000,
+      deadAfterMs: 4_000,
+      ...options,
+    };
   }
 
   /** Whether the data channel to `remote` is open. */
@@ -114,6 +137,7 @@ export class Peers {
     if (!entry?.link.isOpen) return false;
     try {
       entry.link.send(text);
+      entry.lastSent = this.#now();
       return true;
     } catch {
       return false;
@@ -133,7 +157,10 @@ export class Peers {
     const { lid: _drop, ...inner } = data;
     if (isOffer(data)) {
       if (amInitiator || !lid) return; // the glare rule forbids offers from the larger name
-      this.#create(from, false, lid).link.signal(inner);
+      const current = this.#links.get(from);
+      // An offer of the current negotiation renegotiates it (an ICE restart); a new id, a new link.
+      if (current?.lid === lid) current.link.signal(inner);
+      else this.#create(from, false, lid).link.signal(inner);
       return;
     }
     const entry = this.#links.get(from);
@@ -147,6 +174,20 @@ export class Peers {
     this.events.onClose?.(remote);
   }
 
+  /** Restarts ICE on every open link (the device's network changed). */
+  restartIce(): void {
+    for (const entry of this.#links.values()) {
+      if (entry.link.isOpen) entry.link.restartIce?.();
+    }
+  }
+
+  /** The candidate types of the connection to `remote`, when a channel is open. */
+  async selectedCandidates(remote: string): Promise<SelectedCandidates | null> {
+    const entry = this.#links.get(remote);
+    if (!entry?.link.isOpen || !entry.link.selectedCandidates) return null;
+    return await entry.link.selectedCandidates();
+  }
+
   /** Closes every link (logout). */
   destroyAll(): void {
     for (const remote of [...this.#links.keys()]) this.drop(remote);
@@ -157,6 +198,7 @@ export class Peers {
     if (!entry) return false;
     this.#links.delete(remote);
     clearTimeout(entry.timer);
+    clearInterval(entry.beat);
     entry.link.destroy();
     return true;
   }
@@ -166,21 +208,32 @@ export class Peers {
     const hadOpen = this.isOpen(remote);
     this.#remove(remote);
     if (hadOpen) this.events.onClose?.(remote);
-    const entry: Entry = { lid, timer: undefined, link: undefined as unknown as PeerLink };
+    const entry: Entry = {
+      lid,
+      timer: undefined,
+      beat: undefined,
+      lastSent: 0,
+      lastHeard: 0,
+      link: undefined as unknown as PeerLink,
+    };
     const isCurrent = () => this.#links.get(remote) === entry;
-    entry.link = this.#deps.createLink({ remote, initiator }, {
+    const iceServers = this.#deps.iceServers?.() ?? [];
+    entry.link = this.#deps.createLink({ remote, initiator, iceServers }, {
       onSignal: (data) => {
         if (isCurrent()) this.#deps.sendSignal(remote, { ...data, lid });
       },
       onOpen: () => {
         if (!isCurrent()) return;
         clearTimeout(entry.timer);
-        this.dcOpenedAt[remote] = this.#now();
+        this.dcOpenedAt[remote] = entry.lastHeard = entry.lastSent = this.#now();
+        entry.beat = setInterval(() => this.#beat(remote, entry), this.#opts.keepaliveMs / 2);
         this.#wake(remote);
         this.events.onOpen?.(remote);
       },
       onMessage: (text) => {
-        if (isCurrent()) this.events.onMessage?.(remote, text);
+        if (!isCurrent()) return;
+        entry.lastHeard = this.#now();
+        if (text !== KEEPALIVE_TEXT) this.events.onMessage?.(remote, text);
       },
       onClose: () => {
         if (isCurrent()) this.drop(remote);
@@ -191,6 +244,23 @@ export class Peers {
     }, this.#opts.connectTimeoutMs);
     this.#links.set(remote, entry);
     return entry;
+  }
+
+  /** Sends a keep-alive when due; drops the link when the other side fell silent. */
+  #beat(remote: string, entry: Entry): void {
+    if (this.#links.get(remote) !== entry) return;
+    const now = this.#now();
+    if (now - entry.lastHeard >= this.#opts.deadAfterMs || !entry.link.isOpen) {
+      this.drop(remote);
+      return;
+    }
+    if (now - entry.lastSent < this.#opts.keepaliveMs) return;
+    try {
+      entry.link.send(KEEPALIVE_TEXT);
+      entry.lastSent = now;
+    } catch {
+      this.drop(remote);
+    }
   }
 
   #wake(remote: string): void {

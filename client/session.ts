@@ -15,6 +15,7 @@ import {
   type ContactEntry,
   type ErrorCode,
   HEARTBEAT_INTERVAL_MS,
+  type IceServer,
   type IncomingMail,
   type MailReceipt,
   type OutgoingMail,
@@ -120,6 +121,11 @@ export interface SessionEvents {
   /** The token was refused on reconnect: the user must log in again. */
   onSessionLost?(reason: string): void;
   /**
+   * The servers could not resume the session for now (`unavailable`: the copies of the account
+   * are down): the session is kept, and retried on the next server after a backoff.
+   */
+  onResumeUnavailable?(message: string): void;
+  /**
    * A newer login of this user elsewhere replaced this session: the token is forgotten and the
    * session will not reconnect until the next login. Without `handoverMs` the socket is closed.
    * With it, the server keeps the socket open that many ms (the hand-over grace, DESIGN §4), in
@@ -184,6 +190,12 @@ export class ServerError extends Error {
   }
 }
 
+/** ICE servers for a session's links; TURN credentials in them expire at `expiresAt` (0: never). */
+export interface IceGrant {
+  iceServers: IceServer[];
+  expiresAt: number;
+}
+
 /** The part of a session the chat model uses; {@link Session} implements it, tests fake it. */
 export interface SessionApi {
   events: SessionEvents;
@@ -203,6 +215,8 @@ export interface SessionApi {
   rekey(salt: string, secret: string, wrapped: string): Promise<void>;
   resume(): Promise<SessionInfo>;
   contacts(): Promise<ContactEntry[]>;
+  /** The ICE servers (STUN, TURN with time-limited credentials) for this session's links. */
+  iceServers(): Promise<IceGrant>;
   ping(): Promise<number>;
   signal(to: string, data: SignalData): void;
   relay(to: string, payload: string): void;
@@ -266,6 +280,8 @@ export class Session implements SessionApi {
   #quietChecks = 0;
   #reconnectTimer: TimerId | null = null;
   #attempt = 0;
+  /** Resumes in a row that a reachable server could not answer (each waits longer). */
+  #resumeFailures = 0;
   #servers: string[];
   #serverIndex = 0;
   #active = false;
@@ -446,6 +462,13 @@ export class Session implements SessionApi {
     return frame.users;
   }
 
+  /** The ICE servers for this session's data channels, and when their credentials expire. */
+  async iceServers(): Promise<IceGrant> {
+    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "ice_servers", reqId: 0 });
+    if (frame.type !== "ice_servers") throw new ServerError("internal", "Unexpected reply");
+    return { iceServers: frame.iceServers, expiresAt: frame.expiresAt };
+  }
+
   /** Round trip to the home server, in ms. */
   async ping(): Promise<number> {
     const start = performance.now();
@@ -602,6 +625,7 @@ export class Session implements SessionApi {
       ...(refreshToken ? { refreshToken } : {}),
     };
     this.#session = info;
+    this.#resumeFailures = 0;
     this.#scheduleRefresh();
     this.#deps.storage.setItem(TOKEN_KEY, JSON.stringify(info));
     const current = this.currentServer;
@@ -689,7 +713,12 @@ export class Session implements SessionApi {
         this.#deps.storage.removeItem(TOKEN_KEY);
         this.events.onSessionLost?.(err.message);
       } else {
-        // The server is reachable but could not resume (e.g. unavailable): try another one.
+        // The server is reachable but could not resume (e.g. unavailable): try another one,
+        // after a backoff (the connection opened, so the reconnect delay alone would be none).
+        this.#resumeFailures++;
+        if (err instanceof ServerError && err.code === "unavailable") {
+          this.events.onResumeUnavailable?.(err.message);
+        }
         this.#socket?.close(4000, "resume failed");
       }
     }
@@ -745,10 +774,14 @@ export class Session implements SessionApi {
         2 ** Math.floor(this.#attempt / Math.max(1, this.#servers.length)),
     );
     this.#attempt++;
+    const afterRefusedResume = this.#resumeFailures === 0 ? 0 : Math.min(
+      this.#opts.reconnectMaxMs,
+      this.#opts.reconnectMinMs * 2 ** (this.#resumeFailures - 1),
+    );
     this.#reconnectTimer = this.#timers.setTimeout(() => {
       this.#reconnectTimer = null;
       this.#connect();
-    }, this.#attempt <= 1 ? 0 : delay);
+    }, Math.max(this.#attempt <= 1 ? 0 : delay, afterRefusedResume));
   }
 
   #onFrame(data: unknown): void {
@@ -769,6 +802,7 @@ export class Session implements SessionApi {
       case "keys":
       case "handover_challenge":
       case "handover_admitted":
+      case "ice_servers":
         this.#settle(frame.reqId, frame);
         return;
       case "delivered":

@@ -58,6 +58,8 @@ class FakeServer {
   accessTtlMs: number | null = null;
   /** Refreshes so far, shared by the cluster's servers (as the ring shares them). */
   shared = { refreshes: 0 };
+  /** Answers `resume` with `unavailable` (the servers holding the account are down). */
+  isAccountUnavailable = false;
   constructor(readonly base: string, readonly tokens: Set<string>, readonly all: string[]) {}
 
   answer(f: ClientFrame): ServerFrame | null {
@@ -107,6 +109,15 @@ class FakeServer {
         this.shared.refreshes++;
         return session(f.reqId, `token-0123456789-refreshed-${this.shared.refreshes}`);
       case "resume":
+        if (this.isAccountUnavailable) {
+          return {
+            v: 1,
+            type: "error",
+            reqId: f.reqId,
+            code: "unavailable",
+            message: "The servers holding this account are unreachable: try again shortly",
+          };
+        }
         return this.tokens.has(f.token) ? session(f.reqId, f.token) : {
           v: 1,
           type: "error",
@@ -291,6 +302,38 @@ Deno.test("a refused token ends the session and clears tab storage", async () =>
     await waitFor(() => lost !== "", "session lost");
     assertEquals(lost, "Session expired: please log in again");
     assertEquals(storage.data.has("p2pchat.session"), false);
+  } finally {
+    s.stop();
+  }
+});
+
+Deno.test("resume answered 'unavailable' keeps the session, retries on every server, then resumes", async () => {
+  const c = cluster(2);
+  const storage = memoryStorage();
+  const token = "known-token-0123456789";
+  c.servers[0]!.tokens.add(token);
+  storage.setItem(
+    "p2pchat.session",
+    JSON.stringify({ username: "alice", token, expiresAt: 1e13, servers: c.bases }),
+  );
+  for (const srv of c.servers) srv.isAccountUnavailable = true;
+  const s = sessionOn(c, storage);
+  const told: string[] = [];
+  let lost = false;
+  let resumed = 0;
+  s.events.onResumeUnavailable = (message) => told.push(message);
+  s.events.onSessionLost = () => lost = true;
+  s.events.onResumed = () => resumed++;
+  try {
+    s.start();
+    await waitFor(() => told.length >= 6, "six unavailable answers");
+    assertEquals(lost, false);
+    assert(storage.data.get("p2pchat.session")?.includes(token), "the token is kept");
+    assert(c.servers.every((srv) => srv.sockets.length >= 2), "both servers were tried");
+    for (const srv of c.servers) srv.isAccountUnavailable = false;
+    await waitFor(() => resumed === 1, "resumed once the account is reachable");
+    assertEquals(s.status, "online");
+    assertEquals(lost, false);
   } finally {
     s.stop();
   }

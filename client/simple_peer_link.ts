@@ -6,6 +6,12 @@
  * Back-pressure: a message is handed to the data channel only while the channel's
  * `bufferedAmount` stays at or below {@link MAX_BUFFERED_AMOUNT}; the rest waits in a local queue
  * that drains on `bufferedamountlow`.
+ *
+ * ICE: the link uses the ICE servers its factory is given (STUN, TURN with the session's
+ * credentials). When the connection's ICE state turns `disconnected`, or {@link PeerLink.restartIce}
+ * is called (the network changed), it restarts ICE: the initiator makes a new offer with fresh
+ * ICE credentials (`RTCPeerConnection.restartIce`); the other side asks it to with simple-peer's
+ * `renegotiate` signal. The data channel stays open meanwhile.
  */
 import type { SignalData } from "../shared/mod.ts";
 import {
@@ -13,6 +19,7 @@ import {
   type PeerLink,
   type PeerLinkFactory,
   type PeerLinkHandlers,
+  type SelectedCandidates,
 } from "./peer_link.ts";
 
 /** The part of a simple-peer instance this link uses. */
@@ -25,8 +32,14 @@ export interface SimplePeerInstance {
     addEventListener(type: string, fn: () => void): void;
     bufferedAmountLowThreshold: number;
   } | null;
+  /** simple-peer's RTCPeerConnection (private API: ICE restarts and candidate statistics). */
+  readonly _pc?: {
+    restartIce?(): void;
+    getStats(): Promise<Map<string, Record<string, unknown>>>;
+  } | null;
   signal(data: unknown): void;
   send(data: string): void;
+  negotiate?(): void;
   destroy(): void;
   on(event: string, fn: (arg: unknown) => void): void;
 }
@@ -36,8 +49,13 @@ export type SimplePeerConstructor = new (opts: Record<string, unknown>) => Simpl
 
 /** Options for {@link createSimplePeerLinkFactory}. */
 export interface SimplePeerLinkOptions {
-  /** ICE servers handed to RTCPeerConnection. @default [] (loopback/LAN only for now) */
+  /**
+   * ICE servers handed to RTCPeerConnection when the link is not given its own (the session's,
+   * from the servers). @default [] (host candidates only: one LAN)
+   */
   iceServers?: RTCIceServer[];
+  /** Least time between two ICE restarts of one link, ms. @default 3000 */
+  iceRestartIntervalMs?: number;
   /** Messages allowed to wait for buffer space before send() throws. @default 10000 */
   maxQueuedMessages?: number;
 }
@@ -47,8 +65,11 @@ export function createSimplePeerLinkFactory(
   SimplePeer: SimplePeerConstructor,
   options: SimplePeerLinkOptions = {},
 ): PeerLinkFactory {
-  return ({ remote, initiator }, handlers) =>
-    new SimplePeerLink(SimplePeer, remote, initiator, handlers, options);
+  return ({ remote, initiator, iceServers }, handlers) =>
+    new SimplePeerLink(SimplePeer, remote, initiator, handlers, {
+      ...options,
+      iceServers: iceServers ?? options.iceServers,
+    });
 }
 
 const decoder = new TextDecoder();
@@ -61,6 +82,8 @@ class SimplePeerLink implements PeerLink {
   #open = false;
   #closed = false;
   #drainTimer: ReturnType<typeof setTimeout> | null = null;
+  #lastRestart = -Infinity;
+  #restartIntervalMs: number;
 
   constructor(
     SimplePeer: SimplePeerConstructor,
@@ -70,11 +93,12 @@ class SimplePeerLink implements PeerLink {
     options: SimplePeerLinkOptions,
   ) {
     this.#maxQueued = options.maxQueuedMessages ?? 10_000;
+    this.#restartIntervalMs = options.iceRestartIntervalMs ?? 3_000;
     this.#peer = new SimplePeer({
       initiator: isInitiator,
       trickle: true,
       objectMode: true,
-      config: { iceServers: options.iceServers ?? [] },
+      config: { iceServers: (options.iceServers ?? []) as RTCIceServer[] },
     });
     const peer = this.#peer;
     peer.on("signal", (data) => {
@@ -102,6 +126,10 @@ class SimplePeerLink implements PeerLink {
       if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
       handlers.onClose(reason);
     };
+    peer.on("iceStateChange", (state) => {
+      // A quiet path (the network changed, a NAT binding expired): look for a new one at once.
+      if (state === "disconnected" && this.#open) this.restartIce();
+    });
     peer.on("close", () => close("closed"));
     peer.on("error", (err) => close(err instanceof Error ? err.message : String(err)));
   }
@@ -120,7 +148,43 @@ class SimplePeerLink implements PeerLink {
   }
 
   signal(data: SignalData): void {
-    if (!this.#closed && !this.#peer.destroyed) this.#peer.signal(data);
+    if (this.#closed || this.#peer.destroyed) return;
+    // The other side asks for an ICE restart: the new offer must carry fresh ICE credentials.
+    if (data.renegotiate === true && this.isInitiator) this.#peer._pc?.restartIce?.();
+    this.#peer.signal(data);
+  }
+
+  restartIce(): void {
+    if (this.#closed || this.#peer.destroyed || !this.#peer.negotiate) return;
+    const now = performance.now();
+    if (now - this.#lastRestart < this.#restartIntervalMs) return;
+    this.#lastRestart = now;
+    if (this.isInitiator) this.#peer._pc?.restartIce?.();
+    // The initiator makes the new offer; the other side sends simple-peer's `renegotiate`.
+    this.#peer.negotiate();
+  }
+
+  async selectedCandidates(): Promise<SelectedCandidates | null> {
+    const pc = this.#peer._pc;
+    if (!pc || this.#closed) return null;
+    const stats = await pc.getStats();
+    const byId = new Map<string, Record<string, unknown>>();
+    stats.forEach((report, id) => byId.set(String(report.id ?? id), report));
+    let pair: Record<string, unknown> | undefined;
+    for (const r of byId.values()) {
+      // Chromium names the pair on the transport; Firefox marks the pair itself `selected`.
+      if (r.type === "transport" && typeof r.selectedCandidatePairId === "string") {
+        pair = byId.get(r.selectedCandidatePairId);
+      }
+    }
+    pair ??= [...byId.values()].find((r) => r.type === "candidate-pair" && r.selected === true) ??
+      [...byId.values()].find((r) =>
+        r.type === "candidate-pair" && r.nominated === true && r.state === "succeeded"
+      );
+    if (!pair) return null;
+    const local = byId.get(String(pair.localCandidateId))?.candidateType;
+    const remote = byId.get(String(pair.remoteCandidateId))?.candidateType;
+    return typeof local === "string" && typeof remote === "string" ? { local, remote } : null;
   }
 
   destroy(): void {

@@ -11,6 +11,7 @@
 import { batch, signal } from "@preact/signals";
 import {
   type ContactEntry,
+  type IceServer,
   newMessageId,
   PEER_PROTOCOL_VERSION,
   type PeerMessage,
@@ -19,16 +20,27 @@ import {
 import { abortable } from "./abortable.ts";
 import type { HandoverController, HandoverSource } from "./handover_controller.ts";
 import type { HistoryReceiver } from "./handover.ts";
-import type { History, MessageRow, MessageVia } from "./history.ts";
+import type { History, MessageRow, MessageVia, SearchHit } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
-import { Keyring, type KeyStore, type OwnKeys, type PublicKeys } from "./keyring.ts";
+import {
+  type ContactTrust,
+  Keyring,
+  type KeyStore,
+  type OwnKeys,
+  type PublicKeys,
+  type SafetyCheck,
+  UntrustedKeysError,
+} from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
-import type { PeerLinkFactory } from "./peer_link.ts";
+import { trustStatus } from "./trust.ts";
+import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
-import { ServerError, type SessionApi, type SessionInfo } from "./session.ts";
+import { ServerError, type SessionApi, type SessionInfo, type TabStorage } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
 const REFRESH_THROTTLE_MS = 250;
+/** Retry delay of a failed ICE-server request, and the least delay of a renewal, ms. */
+const ICE_RETRY_MS = 30_000;
 
 /** Collaborators of a {@link UserSession}. */
 export interface UserSessionDeps {
@@ -52,13 +64,50 @@ export interface UserSessionDeps {
   onError(err: unknown): void;
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
+  /**
+   * `count` new messages from `from` were stored, `latest` the newest of that conversation (the
+   * page raises a notification while it is hidden).
+   */
+  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  /**
+   * This device's lasting storage: how far each contact has read, and the read-receipt setting
+   * ({@link READ_RECEIPTS_KEY}). @default memory only
+   */
+  deviceStorage?: TabStorage;
+  /** Whether the user can see the page now (read receipts wait for it). @default always */
+  isVisible?(): boolean;
+  /** The session got (new) ICE servers: the page's hand-over links use them too. */
+  onIceServers?(servers: IceServer[]): void;
+  /**
+   * Where the contact list is kept on this device, so that a session entered without a server
+   * (offline-first) still lists them. @default none
+   */
+  contactCache?: ContactCache;
 }
+
+/** The last contact list the servers gave, kept on this device per user. */
+export interface ContactCache {
+  load(user: string): string[];
+  save(user: string, usernames: string[]): void;
+}
+
+/** Device setting: "off" when this user sends no read receipts. */
+export const READ_RECEIPTS_KEY = "p2pchat.readReceipts";
+/** A contact's "typing" shows this long after their last typing notice, ms. */
+export const TYPING_SHOWN_MS = 6_000;
+/** While the user types, a typing notice goes out at most this often, ms. */
+export const TYPING_RESEND_MS = 3_000;
 
 /** Configuration of a {@link UserSession}. */
 export interface UserSessionOptions extends OutboxOptions {
   /** How long one ping waits for its pong, ms. @default 5000 */
   pingTimeoutMs?: number;
+  /** How long a ping over the data channel waits for the channel to open, ms. @default 5000 */
+  channelWaitMs?: number;
 }
+
+/** Messages shown at first in a conversation, and added by each "show older". */
+export const MESSAGE_PAGE = 500;
 
 /** One logged-in session; see the module comment. */
 export class UserSession implements Disposable {
@@ -66,24 +115,40 @@ export class UserSession implements Disposable {
   readonly me: string;
   /** The session the servers granted. */
   readonly info: SessionInfo;
-  /** Whether the account has keys (false for old accounts: nothing is encrypted). */
-  readonly hasKeys: boolean;
   /** Every other registered user, with presence, sorted by name. */
   readonly contacts = signal<ContactEntry[]>([]);
   /** The user whose conversation is open. */
   readonly openPeer = signal<string | null>(null);
-  /** The open conversation, ordered by send time then id. */
+  /**
+   * The shown part of the open conversation, ordered by send time then id: the newest
+   * {@link MESSAGE_PAGE} messages at first, a page more at each {@link showOlder}.
+   */
   readonly messages = signal<MessageRow[]>([]);
+  /** Whether the open conversation has messages older than those in {@link messages}. */
+  readonly hasOlder = signal(false);
+  /** A message to bring into view and mark (a search result the user picked), or null. */
+  readonly focused = signal<string | null>(null);
+  /** Contacts typing now (over the data channel). */
+  readonly typing = signal<Record<string, true>>({});
+  /** Per contact, the send time up to which they have read this user's messages. */
+  readonly readUpTo = signal<Record<string, number>>({});
+  #typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** When this user last told the open chat's contact they were typing (0: not typing). */
+  #typingSentAt = 0;
+  /** Per contact, the newest of their messages this session said it read. */
+  #readSent = new Map<string, number>();
+  #shownLimit = MESSAGE_PAGE;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
   readonly unread = signal<Record<string, number>>({});
-  /** Messages discarded because they failed verification, per contact. */
+  /** Messages refused and discarded (in clear, forged, not from the pinned key), per contact. */
   readonly warnings = signal<Record<string, DiscardedMessage[]>>({});
-  /** Contacts whose keys changed since they were last seen (this session). */
-  readonly keyChanged = signal<Record<string, boolean>>({});
-  /** Contacts known to have no keys: messages with them are not encrypted. */
-  readonly unencrypted = signal<Record<string, boolean>>({});
+  /**
+   * How each contact's keys stand (pinned, changed and not yet accepted, none), as last looked
+   * up; the records come from the key store, so a change shows again after a reload.
+   */
+  readonly trust = signal<Record<string, ContactTrust>>({});
 
   #deps: UserSessionDeps;
   #pingTimeoutMs: number;
@@ -102,21 +167,27 @@ export class UserSession implements Disposable {
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   #isRefreshDue = false;
   #pingSeq = 1;
+  /** The ICE servers new links use (STUN, TURN with this session's credentials). */
+  #iceServers: IceServer[] = [];
+  #iceTimer: ReturnType<typeof setTimeout> | undefined;
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
   #tasks = 0;
 
   /**
-   * Enters the session `info` with the unlocked keys `own` (null for an account without keys):
+   * Enters the session `info` with the unlocked keys `own`:
    * opens the history, prepares the hand-over receiver and loads the contacts. When `signal`
    * aborts first (logout meanwhile), what was opened is disposed and the promise rejects.
+   * `offline`: no server has resumed the session yet (a reload without a reachable server); the
+   * contacts come from this device's cache, and {@link resumed} catches up once one answers.
    */
   static async open(
     deps: UserSessionDeps,
     options: UserSessionOptions,
     info: SessionInfo,
-    own: OwnKeys | null,
+    own: OwnKeys,
     signal: AbortSignal,
+    offline = false,
   ): Promise<UserSession> {
     const history = await deps.openHistory(info.username);
     if (signal.aborted) {
@@ -127,7 +198,7 @@ export class UserSession implements Disposable {
     const onAbort = () => s.dispose();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await s.#init(own);
+      await s.#init(own, offline);
     } catch (err) {
       // Failed to start (the connection dropped, say), not logged out: the servers' session and
       // its unlocked keys stay, so that the next resume can enter it again.
@@ -144,7 +215,7 @@ export class UserSession implements Disposable {
     deps: UserSessionDeps,
     options: UserSessionOptions,
     info: SessionInfo,
-    own: OwnKeys | null,
+    own: OwnKeys,
     history: History,
   ) {
     this.#deps = deps;
@@ -152,27 +223,31 @@ export class UserSession implements Disposable {
     this.#channelWaitMs = options.channelWaitMs ?? 5_000;
     this.me = info.username;
     this.info = info;
-    this.hasKeys = own !== null;
     this.#history = history;
+    this.readUpTo.value = this.#loadReadUpTo();
     const aborted = this.#abort.signal;
-    if (!own) console.warn(`"${this.me}" has no keys: messages are not encrypted`);
     this.#keyring = new Keyring({
       me: this.me,
       own,
       store: deps.keyStore,
       fetchKeys: (user) => this.#fetchDirectoryKeys(user),
-      onKeyChanged: (contact) => {
-        if (aborted.aborted) return;
-        this.keyChanged.value = { ...this.keyChanged.value, [contact]: true };
-        this.#fail(`The key of ${contact} changed: compare fingerprints before trusting it`);
+      onTrust: (trust) => {
+        if (!aborted.aborted) this.trust.value = { ...this.trust.value, [trust.contact]: trust };
       },
+      now: deps.now,
     });
     this.#peers = new Peers({
       me: this.me,
       createLink: deps.createLink,
       sendSignal: (to, data) => deps.session.signal(to, data),
       now: deps.monotonic,
+      iceServers: () => this.#iceServers,
     });
+    // A new network (Wi-Fi to mobile, a new address): the old candidate pairs may be gone.
+    const onNetworkChange = () => this.#peers.restartIce();
+    globalThis.addEventListener?.("online", onNetworkChange, { signal: aborted });
+    (globalThis.navigator as { connection?: EventTarget } | undefined)?.connection
+      ?.addEventListener?.("change", onNetworkChange, { signal: aborted });
     this.#outbox = new Outbox(
       {
         me: this.me,
@@ -198,7 +273,11 @@ export class UserSession implements Disposable {
       reply: (remote, msg, via) => this.#sendOn(remote, msg, via),
       acknowledge: (remote, id) => this.#outbox.acknowledge(remote, id),
       onPong: (remote, seq, via) => this.#pongWaiters.get(`${via}:${remote}:${seq}`)?.(true),
+      onTyping: (remote, active) => this.#setTyping(remote, active),
+      onRead: (remote, upTo) => this.#theyRead(remote, upTo),
       onStored: (from, count) => {
+        this.#setTyping(from, false);
+        deps.onNewMessages?.(from, count, this.#history.list(from, 1)[0] ?? null);
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
             ...this.unread.value,
@@ -217,35 +296,88 @@ export class UserSession implements Disposable {
       onClose: (remote) => {
         const { [remote]: _gone, ...rest } = this.channels.value;
         this.channels.value = rest;
+        // What went over the channel unacknowledged goes again through the servers now.
+        if (!this.isDisposed) void this.#outbox.flush(remote, true);
       },
       onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
     };
   }
 
-  async #init(own: OwnKeys | null): Promise<void> {
+  async #init(own: OwnKeys, offline: boolean): Promise<void> {
     const aborted = this.#abort.signal;
-    if (own) {
-      const receiver = await this.#deps.handovers.receiverFor(
-        this.me,
-        own,
-        this.#history,
-        aborted,
-        {
-          afterImport: (undelivered) => {
-            this.#refreshSoon();
-            // What the old device had not got delivered goes out from here now.
-            for (const peer of undelivered) void this.#outbox.flush(peer, true);
-          },
-          onFailed: (text) => this.#fail(text),
+    const receiver = await this.#deps.handovers.receiverFor(
+      this.me,
+      own,
+      this.#history,
+      aborted,
+      {
+        afterImport: (undelivered) => {
+          this.#refreshSoon();
+          // What the old device had not got delivered goes out from here now.
+          for (const peer of undelivered) void this.#outbox.flush(peer, true);
         },
-      );
-      if (aborted.aborted) {
-        receiver.close();
-        throw aborted.reason;
-      }
-      this.#receiver = receiver;
+        afterTrust: () => {
+          // The old device's pinned keys were merged into the store: look them up again.
+          this.#keyring.invalidate();
+          const peer = this.openPeer.value;
+          if (peer) void this.#keyring.trustOf(peer).catch(() => {});
+        },
+        onFailed: (text) => this.#fail(text),
+      },
+    );
+    if (aborted.aborted) {
+      receiver.close();
+      throw aborted.reason;
     }
-    this.contacts.value = sortContacts(await abortable(this.#deps.session.contacts(), aborted));
+    this.#receiver = receiver;
+    // What this device kept shows at once (a change not yet accepted, its markers), before the
+    // directory is asked again.
+    const kept = await this.#deps.keyStore.listPins(this.me).catch(() => []);
+    if (aborted.aborted) throw aborted.reason;
+    const trust: Record<string, ContactTrust> = {};
+    for (const pin of kept) {
+      trust[pin.contact] = { contact: pin.contact, status: trustStatus(pin), pin };
+    }
+    this.trust.value = { ...trust, ...this.trust.value };
+    if (offline) {
+      // No server yet: the contacts kept on this device; `resumed` asks the servers later.
+      const cached = this.#deps.contactCache?.load(this.me) ?? [];
+      this.contacts.value = sortContacts(cached.map((username) => ({ username, online: false })));
+      return;
+    }
+    const [contacts] = await Promise.all([
+      abortable(this.#deps.session.contacts(), aborted),
+      this.#refreshIce(),
+    ]);
+    this.#setContacts(contacts);
+  }
+
+  /** Shows a contact list from the servers and keeps it on this device for offline starts. */
+  #setContacts(list: ContactEntry[]): void {
+    this.contacts.value = sortContacts(list);
+    this.#deps.contactCache?.save(this.me, this.contacts.value.map((c) => c.username));
+  }
+
+  /**
+   * Asks the servers for ICE servers, and again before their TURN credentials expire (halfway
+   * through their lifetime). Links opened later use them; open links keep their connection.
+   * Without an answer, links use host candidates only (one LAN) and messages go through the
+   * servers where no direct path is found.
+   */
+  async #refreshIce(): Promise<void> {
+    clearTimeout(this.#iceTimer);
+    const aborted = this.#abort.signal;
+    let delay = ICE_RETRY_MS;
+    try {
+      const grant = await abortable(this.#deps.session.iceServers(), aborted);
+      this.#iceServers = grant.iceServers;
+      this.#deps.onIceServers?.(grant.iceServers);
+      if (grant.expiresAt === 0) return;
+      delay = Math.max(ICE_RETRY_MS, (grant.expiresAt - this.#deps.now()) / 2);
+    } catch {
+      if (aborted.aborted) return;
+    }
+    this.#iceTimer = setTimeout(() => void this.#refreshIce(), delay);
   }
 
   /**
@@ -274,8 +406,11 @@ export class UserSession implements Disposable {
   /** The session was resumed after a failover: the links and history are still good. */
   resumed(): Promise<void> {
     return this.#task(async () => {
-      const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-      this.contacts.value = sortContacts(list);
+      const [list] = await Promise.all([
+        abortable(this.#deps.session.contacts(), this.#abort.signal),
+        this.#refreshIce(),
+      ]);
+      this.#setContacts(list);
       this.start();
     });
   }
@@ -294,7 +429,7 @@ export class UserSession implements Disposable {
     if (username === this.me || this.isDisposed) return;
     const list = this.contacts.value.filter((c) => c.username !== username);
     list.push({ username, online });
-    this.contacts.value = sortContacts(list);
+    this.#setContacts(list);
     // Online: unacknowledged messages go again (data channel or relay). Offline: what was
     // sent directly but never acknowledged goes to their mailbox.
     void this.#outbox.flush(username, true);
@@ -328,7 +463,7 @@ export class UserSession implements Disposable {
     return this.#task(async () => {
       try {
         const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-        this.contacts.value = sortContacts(list);
+        this.#setContacts(list);
       } catch {
         return;
       }
@@ -343,6 +478,8 @@ export class UserSession implements Disposable {
     if (this.isDisposed) return;
     batch(() => {
       this.openPeer.value = peer;
+      this.focused.value = null;
+      this.#shownLimit = MESSAGE_PAGE;
       if (peer) {
         const { [peer]: _read, ...rest } = this.unread.value;
         this.unread.value = rest;
@@ -350,14 +487,94 @@ export class UserSession implements Disposable {
       this.#refresh();
     });
     if (peer && this.#isOnline(peer)) this.#peers.ensure(peer);
-    // Look the contact's keys up now, so a key change or a missing key shows at once.
-    if (peer) void this.#keyring.contactKeys(peer).catch(() => {});
+    // Ask the directory for the contact's keys now, so a key change or missing keys show at once.
+    if (peer) void this.#keyring.trustOf(peer, true).catch(() => {});
   }
 
-  /** Sends `text` (checked by the caller) to the open conversation. */
+  /**
+   * Shows a page of older messages of the open conversation (the user scrolled to the top);
+   * false if every message is already shown.
+   */
+  showOlder(): boolean {
+    if (this.isDisposed || !this.hasOlder.value) return false;
+    this.#shownLimit += MESSAGE_PAGE;
+    this.#refresh();
+    return true;
+  }
+
+  /**
+   * The user is typing in the open chat: tells the contact over the data channel (never through
+   * the servers), at most every {@link TYPING_RESEND_MS}.
+   */
+  typingNow(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed || !this.#peers.isOpen(peer)) return;
+    const now = this.#deps.now();
+    if (now - this.#typingSentAt < TYPING_RESEND_MS) return;
+    if (
+      this.#peers.send(
+        peer,
+        JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: true }),
+      )
+    ) {
+      this.#typingSentAt = now;
+    }
+  }
+
+  /** The user stopped typing (sent, or cleared the input). */
+  stoppedTyping(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.#typingSentAt === 0) return;
+    this.#typingSentAt = 0;
+    this.#peers.send(
+      peer,
+      JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: false }),
+    );
+  }
+
+  /** The page became visible: what is shown now has been read. */
+  pageVisible(): void {
+    this.#sendReadReceipt();
+  }
+
+  /** Messages of the local history with every word of `input`, newest first (at most 50). */
+  search(input: string): SearchHit[] {
+    return this.isDisposed ? [] : this.#history.search(input);
+  }
+
+  /**
+   * Opens the conversation with `peer` showing message `id` (however old), marked. False if
+   * there is no such message there.
+   */
+  showMessage(peer: string, id: string): boolean {
+    if (this.isDisposed) return false;
+    const position = this.#history.positionFromEnd(peer, id);
+    if (position === null) return false;
+    if (this.openPeer.value !== peer) this.openChat(peer);
+    batch(() => {
+      // Whole pages, so "show older" goes on from there as usual.
+      this.#shownLimit = Math.max(
+        this.#shownLimit,
+        Math.ceil(position / MESSAGE_PAGE) * MESSAGE_PAGE,
+      );
+      this.#refresh();
+      this.focused.value = id;
+    });
+    return true;
+  }
+
+  /**
+   * Sends `text` (checked by the caller) to the open conversation. Throws
+   * {@link UntrustedKeysError} (storing nothing) when the contact's keys are not pinned and
+   * unchanged: nothing can be sealed for them.
+   */
   async send(text: string): Promise<void> {
     const peer = this.openPeer.value;
     if (!peer || this.isDisposed) return;
+    // Offline, what this device has kept decides; the outbox checks again before sending.
+    const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
+    if (this.isDisposed) return;
+    if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
     await this.#outbox.send({
       id: newMessageId(),
       peer,
@@ -404,6 +621,11 @@ export class UserSession implements Disposable {
     return !this.isDisposed && this.#peers.isOpen(peer);
   }
 
+  /** The candidate types of the open data channel to `peer` (`srflx`, `relay`…), if any. */
+  selectedCandidates(peer: string): Promise<SelectedCandidates | null> {
+    return this.isDisposed ? Promise.resolve(null) : this.#peers.selectedCandidates(peer);
+  }
+
   /** `monotonic()` when the data channel to each user opened. */
   get dcOpenedAt(): Record<string, number> {
     return this.#peers.dcOpenedAt;
@@ -412,6 +634,21 @@ export class UserSession implements Disposable {
   /** Fingerprints of `user`'s public keys (this user's own included); null without keys. */
   fingerprints(user: string): Promise<PublicKeys | null> {
     return this.#keyring.fingerprints(user);
+  }
+
+  /** The safety number of this user and `user` to compare (with the keys to accept, if any). */
+  safetyCheck(user: string): Promise<SafetyCheck | null> {
+    return this.#keyring.safetyCheck(user);
+  }
+
+  /**
+   * The user compared the safety number and accepts `user`'s keys `keyId`: they are pinned, and
+   * the messages that waited go out.
+   */
+  async acceptKeys(user: string, keyId: string): Promise<void> {
+    if (this.isDisposed) return;
+    await this.#keyring.accept(user, keyId);
+    void this.#outbox.flush(user, true);
   }
 
   /** The stored conversation with `peer`. */
@@ -424,9 +661,13 @@ export class UserSession implements Disposable {
     return this.isDisposed ? [] : this.#history.newestFirst();
   }
 
-  /** Adds rows to the history as a hand-over would; resolves how many were new. */
+  /**
+   * Adds rows to the history as a hand-over would; resolves how many were new, once they are
+   * durable and any snapshot they made due is saved (so a reload right after opens at rest).
+   */
   async importHistory(rows: MessageRow[]): Promise<number> {
     const fresh = await this.#history.importRows(rows);
+    await this.#history.snapshotIfDue();
     this.#refresh();
     return fresh;
   }
@@ -434,11 +675,11 @@ export class UserSession implements Disposable {
   /**
    * Ends this session for a history hand-over: like {@link dispose}, except that the history
    * and the unlocked keys are handed to the caller instead of being closed and deleted. Null
-   * (and nothing ends) when there is nothing to hand over with: an account without keys.
+   * when already disposed.
    */
   detachForHandover(): HandoverSource | null {
     const own = this.#keyring.own;
-    if (!own || this.isDisposed) return null;
+    if (this.isDisposed) return null;
     this.#isDetached = true;
     this.dispose();
     return { info: this.info, history: this.#history, own };
@@ -457,6 +698,9 @@ export class UserSession implements Disposable {
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
     clearTimeout(this.#refreshTimer);
+    for (const timer of this.#typingTimers.values()) clearTimeout(timer);
+    this.#typingTimers.clear();
+    clearTimeout(this.#iceTimer);
     for (const answer of this.#pongWaiters.values()) answer(false);
     this.#pongWaiters.clear();
   }
@@ -495,18 +739,10 @@ export class UserSession implements Disposable {
 
   async #fetchDirectoryKeys(user: string): Promise<PublicKeys | null> {
     try {
-      const keys = await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
-      if (this.unencrypted.value[user]) {
-        const { [user]: _had, ...rest } = this.unencrypted.value;
-        this.unencrypted.value = rest;
-      }
-      return keys;
+      return await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
     } catch (err) {
-      if (err instanceof ServerError && err.code === "unknown_user") {
-        console.warn(`"${user}" has no keys: messages with them are not encrypted`);
-        this.unencrypted.value = { ...this.unencrypted.value, [user]: true };
-        return null;
-      }
+      // "No keys": the keyring then refuses to seal for them (and blocks a pinned contact).
+      if (err instanceof ServerError && err.code === "unknown_user") return null;
       throw err;
     }
   }
@@ -552,7 +788,70 @@ export class UserSession implements Disposable {
   #refresh(): void {
     if (this.isDisposed) return;
     const peer = this.openPeer.value;
-    this.messages.value = peer ? this.#history.list(peer) : [];
+    // One row more than shown tells whether older ones exist.
+    const rows = peer ? this.#history.list(peer, this.#shownLimit + 1) : [];
+    batch(() => {
+      this.hasOlder.value = rows.length > this.#shownLimit;
+      this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
+    });
+    this.#sendReadReceipt();
+  }
+
+  /**
+   * Tells the open chat's contact how far this user has read (the newest message of theirs
+   * shown, while the page is visible), unless read receipts are turned off.
+   */
+  #sendReadReceipt(): void {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed || !(this.#deps.isVisible?.() ?? true)) return;
+    if (this.#deps.deviceStorage?.getItem(READ_RECEIPTS_KEY) === "off") return;
+    const newest = this.messages.value.findLast((m) => m.sender === peer);
+    if (!newest || newest.sentAt <= (this.#readSent.get(peer) ?? 0)) return;
+    if (!this.#isOnline(peer) && !this.#peers.isOpen(peer)) return;
+    const via = this.#peers.isOpen(peer) ? "p2p" : "relay";
+    if (this.#sendOn(peer, { v: PEER_PROTOCOL_VERSION, type: "read", upTo: newest.sentAt }, via)) {
+      this.#readSent.set(peer, newest.sentAt);
+    }
+  }
+
+  #setTyping(remote: string, active: boolean): void {
+    clearTimeout(this.#typingTimers.get(remote));
+    this.#typingTimers.delete(remote);
+    if (active) {
+      this.#typingTimers.set(
+        remote,
+        setTimeout(() => this.#setTyping(remote, false), TYPING_SHOWN_MS),
+      );
+      if (!this.typing.value[remote]) this.typing.value = { ...this.typing.value, [remote]: true };
+    } else if (this.typing.value[remote]) {
+      const { [remote]: _was, ...rest } = this.typing.value;
+      this.typing.value = rest;
+    }
+  }
+
+  /** `remote` read our messages up to `upTo` (never beyond this moment: see the receipt). */
+  #theyRead(remote: string, upTo: number): void {
+    const until = Math.min(upTo, this.#deps.now());
+    if (until <= (this.readUpTo.value[remote] ?? 0)) return;
+    this.readUpTo.value = { ...this.readUpTo.value, [remote]: until };
+    this.#deps.deviceStorage?.setItem(this.#readKey(), JSON.stringify(this.readUpTo.value));
+  }
+
+  #readKey(): string {
+    return `p2pchat.readUpTo.${this.me}`;
+  }
+
+  #loadReadUpTo(): Record<string, number> {
+    try {
+      const v = JSON.parse(this.#deps.deviceStorage?.getItem(this.#readKey()) ?? "{}");
+      const out: Record<string, number> = {};
+      for (const [k, n] of Object.entries(v ?? {})) {
+        if (typeof n === "number" && Number.isSafeInteger(n)) out[k] = n;
+      }
+      return out;
+    } catch {
+      return {};
+    }
   }
 
   #fail(err: unknown): void {

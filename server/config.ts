@@ -10,6 +10,11 @@ export interface ServerConfig {
   hostname: string;
   /** Base URL other servers and browsers use; derived from hostname and port when absent. */
   publicUrl: string | undefined;
+  /**
+   * Base URL browsers reach this server at, when it differs from `publicUrl` (a host-mapped port,
+   * one DNS name in front of the ring); the browsers' fail-over list is made of these.
+   */
+  browserUrl: string | undefined;
   /** Page origins besides the ring's servers whose pages may use `/ws` (`--allowed-origins`). */
   allowedOrigins: string[];
   peers: string[];
@@ -55,6 +60,18 @@ export interface ServerConfig {
   discovery: DiscoveryConfig;
   /** Required by the ring page `/ring/view` and its stream when set; open when absent. */
   operatorToken: string | undefined;
+  /** STUN/TURN servers handed to browsers for their data channels. */
+  ice: IceConfig;
+}
+
+/** The ICE servers browsers get (`--stun-urls`, `--turn-urls`, `--turn-secret`). */
+export interface IceConfig {
+  stunUrls: string[];
+  turnUrls: string[];
+  /** Shared with the TURN server (coturn `static-auth-secret`); required with TURN URLs. */
+  turnSecret: string | undefined;
+  /** Lifetime of the TURN credentials a session gets, in ms. */
+  turnTtlMs: number;
 }
 
 /** The discovery mode and its settings (`--discovery`). */
@@ -92,6 +109,10 @@ Options (environment variable in brackets; flags win):
   --port N             TCP port, 0 for any free port             [P2P_PORT]          default 8000
   --hostname H         address to listen on                      [P2P_HOSTNAME]      default 127.0.0.1
   --public-url URL     base URL others reach this server at      [P2P_PUBLIC_URL]    default http://H:PORT
+  --browser-url URL    base URL browsers reach this server at, if not the public URL (a
+                       host-mapped port, or one name in front of every server); browsers get
+                       the ring's browser URLs as their fail-over list
+                                                                 [P2P_BROWSER_URL]   default the public URL
   --allowed-origins L  comma-separated page origins that may use /ws besides the ring's servers
                        (e.g. https://chat.example.org)           [P2P_ALLOWED_ORIGINS] default none
   --peers URL,URL      servers to contact at start (seed list)   [P2P_PEERS]         default none
@@ -140,6 +161,18 @@ Offline mailboxes (replicated on the ring):
   --repair-interval-ms N  period of the replica repair round, 100–600000
                                                      [P2P_REPAIR_INTERVAL_MS] default 1000
 
+NAT traversal (ICE servers handed to browsers for their data channels):
+  --stun-urls L        comma-separated stun: URLs, e.g. stun:turn.example.org:3478
+                                                                 [P2P_STUN_URLS]     default none
+  --turn-urls L        comma-separated turn:/turns: URLs, e.g. turn:turn.example.org:3478?transport=udp
+                                                                 [P2P_TURN_URLS]     default none
+  --turn-secret S      secret shared with the TURN server (coturn static-auth-secret), ≥16
+                       chars; required with --turn-urls          [P2P_TURN_SECRET]
+  --turn-ttl-seconds N lifetime of a session's TURN credentials, 60–604800; browsers ask for new
+                       ones before they expire         [P2P_TURN_TTL_SECONDS] default 86400
+  Without them browsers connect directly only where host candidates reach (one LAN); messages
+  then go through the servers.
+
 Discovery (how servers find one another besides --peers):
   --discovery MODE     multicast, dns or none                    [P2P_DISCOVERY]     default none, or dns with --discovery-dns
   --multicast-group G  IPv4 multicast group                      [P2P_MULTICAST_GROUP] default 239.77.77.77
@@ -158,6 +191,9 @@ Discovery (how servers find one another besides --peers):
 Development only:
   --session-ttl-seconds N  session lifetime in seconds, overrides --session-ttl-hours (for
                        tests of expiry)                          [P2P_SESSION_TTL_SECONDS]
+  --benchmark-bcrypt-cost N  bcrypt cost 4–15 overriding --bcrypt-cost, for benchmarks that
+                       create thousands of accounts on a small machine; cheap hashes are cheap
+                       to crack, never use it for real accounts   [P2P_BENCHMARK_BCRYPT_COST]
 
 On start the server prints one line "ready <url>" on stdout; logs are JSON lines on stderr.`;
 
@@ -209,6 +245,7 @@ export function parseConfig(
         port: { type: "string" },
         hostname: { type: "string" },
         "public-url": { type: "string" },
+        "browser-url": { type: "string" },
         "allowed-origins": { type: "string" },
         peers: { type: "string" },
         "cluster-secret": { type: "string" },
@@ -232,6 +269,7 @@ export function parseConfig(
         "mailbox-max-age-days": { type: "string" },
         "repair-interval-ms": { type: "string" },
         "session-ttl-seconds": { type: "string" },
+        "benchmark-bcrypt-cost": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         discovery: { type: "string" },
@@ -243,6 +281,10 @@ export function parseConfig(
         "discovery-dns-port": { type: "string" },
         "discovery-dns-scheme": { type: "string" },
         "operator-token": { type: "string" },
+        "stun-urls": { type: "string" },
+        "turn-urls": { type: "string" },
+        "turn-secret": { type: "string" },
+        "turn-ttl-seconds": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -262,9 +304,11 @@ export function parseConfig(
   }
   const peersRaw = pick("peers", "P2P_PEERS") ?? "";
   const publicUrl = pick("public-url", "P2P_PUBLIC_URL");
+  const browserUrl = pick("browser-url", "P2P_BROWSER_URL");
   const handoverMax = pick("handover-max-seconds", "P2P_HANDOVER_MAX_SECONDS");
   const port = intOption(pick, "port", "P2P_PORT", "8000", 0, 65535);
   const ttlSeconds = pick("session-ttl-seconds", "P2P_SESSION_TTL_SECONDS");
+  const benchmarkCost = pick("benchmark-bcrypt-cost", "P2P_BENCHMARK_BCRYPT_COST");
   const certFile = pick("tls-cert", "P2P_TLS_CERT");
   const keyFile = pick("tls-key", "P2P_TLS_KEY");
   if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -283,13 +327,16 @@ export function parseConfig(
     operatorToken,
     hostname: pick("hostname", "P2P_HOSTNAME") ?? "127.0.0.1",
     publicUrl: publicUrl === undefined ? undefined : url("public-url", publicUrl),
+    browserUrl: browserUrl === undefined ? undefined : url("browser-url", browserUrl),
     allowedOrigins: (pick("allowed-origins", "P2P_ALLOWED_ORIGINS") ?? "").split(",")
       .map((o) => o.trim()).filter((o) => o !== "").map((o) => url("allowed-origins", o)),
     peers: peersRaw.split(",").map((p) => p.trim()).filter((p) => p).map((p) => url("peers", p)),
     clusterSecret: secret,
     dataDir: pick("data-dir", "P2P_DATA_DIR"),
     distDir: pick("dist", "P2P_DIST_DIR") ?? "dist",
-    bcryptCost: intOption(pick, "bcrypt-cost", "P2P_BCRYPT_COST", "10", 10, 15),
+    bcryptCost: benchmarkCost === undefined
+      ? intOption(pick, "bcrypt-cost", "P2P_BCRYPT_COST", "10", 10, 15)
+      : integer("benchmark-bcrypt-cost", benchmarkCost, 4, 15),
     sessionTtlMs: ttlSeconds !== undefined
       ? integer("session-ttl-seconds", ttlSeconds, 1, 365 * 24 * 3600) * 1000
       : intOption(pick, "session-ttl-hours", "P2P_SESSION_TTL_HOURS", "168", 1, 24 * 365) *
@@ -351,6 +398,51 @@ export function parseConfig(
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
     storage: parseStorage(pick),
+    ice: parseIce(pick),
+  };
+}
+
+const STUN_URL = /^stuns?:[A-Za-z0-9.\-\[\]:]+$/;
+const TURN_URL = /^turns?:[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$/;
+
+function iceUrls(pick: Pick, flag: string, envName: string, pattern: RegExp, example: string) {
+  const list = (pick(flag, envName) ?? "").split(",").map((u) => u.trim()).filter((u) => u);
+  for (const u of list) {
+    if (!pattern.test(u)) {
+      throw new ConfigError(`--${flag} must list URLs like ${example}, got "${u}"`);
+    }
+  }
+  if (list.length > 8) throw new ConfigError(`--${flag} takes at most 8 URLs, got ${list.length}`);
+  return list;
+}
+
+function parseIce(pick: Pick): IceConfig {
+  const stunUrls = iceUrls(
+    pick,
+    "stun-urls",
+    "P2P_STUN_URLS",
+    STUN_URL,
+    "stun:turn.example.org:3478",
+  );
+  const turnUrls = iceUrls(
+    pick,
+    "turn-urls",
+    "P2P_TURN_URLS",
+    TURN_URL,
+    "turn:turn.example.org:3478?transport=udp",
+  );
+  const turnSecret = pick("turn-secret", "P2P_TURN_SECRET");
+  if (turnUrls.length > 0 && (turnSecret === undefined || turnSecret.length < 16)) {
+    throw new ConfigError(
+      "--turn-urls needs --turn-secret of at least 16 characters: the TURN server's static-auth-secret",
+    );
+  }
+  return {
+    stunUrls,
+    turnUrls,
+    turnSecret,
+    turnTtlMs: intOption(pick, "turn-ttl-seconds", "P2P_TURN_TTL_SECONDS", "86400", 60, 604_800) *
+      1000,
   };
 }
 

@@ -38,6 +38,7 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
       ["--login-failures-per-address-per-minute=x"],
       /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
     ],
+    [["--browser-url=chat.example.org"], /--browser-url must be a base URL/],
     [["--no-such-flag"], /Unknown option/],
   ];
   for (const [args, message] of cases) {
@@ -47,6 +48,18 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
   }
   assert.throws(() => parseConfig([], {}), /--cluster-secret is required/);
   assert.throws(() => parseConfig(["--cluster-secret=short"], {}), /at least 16 characters/);
+});
+
+Deno.test("config: a benchmark's bcrypt cost goes below 10 only by its own, marked option", () => {
+  const bench = parseConfig([`--cluster-secret=${SECRET}`, "--bcrypt-cost=12"], {
+    P2P_BENCHMARK_BCRYPT_COST: "4",
+  });
+  assert.ok(bench !== "help");
+  assert.equal(bench.bcryptCost, 4);
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--benchmark-bcrypt-cost=3"], {}),
+    /--benchmark-bcrypt-cost must be a whole number from 4 to 15/,
+  );
 });
 
 Deno.test("config: --help is recognised without other flags", () => {
@@ -200,4 +213,57 @@ Deno.test("config: the WebSocket message cap defaults to 196,608 bytes and can b
     () => parseConfig([`--cluster-secret=${SECRET}`, "--max-ws-message-bytes=1000"], {}),
     /--max-ws-message-bytes must be a whole number from 65536/,
   );
+});
+
+Deno.test("config: the browser URL is the public URL unless set (flag or P2P_BROWSER_URL)", () => {
+  const plain = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(plain !== "help");
+  assert.equal(plain.browserUrl, undefined);
+  const set = parseConfig([`--cluster-secret=${SECRET}`], {
+    P2P_PUBLIC_URL: "http://172.28.77.11:8000",
+    P2P_BROWSER_URL: "https://chat.example.org/",
+  });
+  assert.ok(set !== "help");
+  assert.equal(set.publicUrl, "http://172.28.77.11:8000");
+  assert.equal(set.browserUrl, "https://chat.example.org");
+});
+
+Deno.test("config: STUN and TURN servers from flags or environment; TURN needs its secret", () => {
+  const config = parseConfig([
+    `--cluster-secret=${SECRET}`,
+    "--stun-urls=stun:203.0.113.5:3478",
+    "--turn-ttl-seconds=600",
+  ], {
+    P2P_TURN_URLS: "turn:203.0.113.5:3478?transport=udp, turn:203.0.113.5:3478?transport=tcp",
+    P2P_TURN_SECRET: "coturn-static-auth-secret",
+  });
+  assert.ok(config !== "help");
+  assert.deepEqual(config.ice, {
+    stunUrls: ["stun:203.0.113.5:3478"],
+    turnUrls: ["turn:203.0.113.5:3478?transport=udp", "turn:203.0.113.5:3478?transport=tcp"],
+    turnSecret: "coturn-static-auth-secret",
+    turnTtlMs: 600_000,
+  });
+  const none = parseConfig([`--cluster-secret=${SECRET}`], {});
+  assert.ok(none !== "help");
+  assert.deepEqual(none.ice, {
+    stunUrls: [],
+    turnUrls: [],
+    turnSecret: undefined,
+    turnTtlMs: 86_400_000,
+  });
+  const cases: [string[], RegExp][] = [
+    [["--turn-urls=turn:10.0.0.1:3478"], /--turn-urls needs --turn-secret/],
+    [["--turn-urls=turn:10.0.0.1:3478", "--turn-secret=short"], /at least 16 characters/],
+    [["--stun-urls=http://10.0.0.1"], /--stun-urls must list URLs like stun:/],
+    [["--turn-urls=stun:10.0.0.1", `--turn-secret=${SECRET}`], /--turn-urls must list URLs/],
+    [["--turn-ttl-seconds=5"], /--turn-ttl-seconds must be a whole number from 60/],
+  ];
+  for (const [args, pattern] of cases) {
+    assert.throws(() => parseConfig([`--cluster-secret=${SECRET}`, ...args], {}), (err) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, pattern);
+      return true;
+    });
+  }
 });

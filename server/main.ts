@@ -25,7 +25,7 @@ import {
   RingService,
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
-import { createUserServices, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
+import { createUserServices, IceServers, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
 import { ClientHub, createHandler, serveWithWsFront } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
@@ -124,7 +124,11 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   const key = new ClusterKey(hmac, self);
   const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
     callPeer(key, address, request, CLUSTER_RPC_TIMEOUT_MS);
-  const membership = new Membership({ call, metrics, log, clock }, { self, seeds: config.peers });
+  const membership = new Membership({ call, metrics, log, clock }, {
+    self,
+    seeds: config.peers,
+    ...(config.browserUrl ? { browserUrl: config.browserUrl } : {}),
+  });
   const ring = new RingService({
     key,
     metrics,
@@ -189,6 +193,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     metrics,
     log,
     clock,
+    ice: new IceServers({ clock }, config.ice),
   }, {
     limits: {
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },

@@ -75,7 +75,8 @@ export interface AccountSession {
 
 /** Server → server requests. */
 export type ClusterRequest =
-  | { v: 1; type: "hello"; from: string; peers: string[] }
+  /** `browserUrl`: the sender's base URL as browsers reach it, when it differs from `from`. */
+  | { v: 1; type: "hello"; from: string; peers: string[]; browserUrl?: string }
   | {
     v: 1;
     type: "presence";
@@ -90,7 +91,7 @@ export type ClusterRequest =
 export type ClusterResponse =
   | { v: 1; type: "ok" }
   | { v: 1; type: "error"; code: ErrorCode; message: string }
-  | { v: 1; type: "hello"; peers: string[] };
+  | { v: 1; type: "hello"; peers: string[]; browserUrl?: string };
 
 const REQUEST_TYPES = ["hello", "presence", "deliver"] as const;
 const RESPONSE_TYPES = ["ok", "error", "hello"] as const;
@@ -99,6 +100,13 @@ const MAX_PEERS = 1024;
 
 function readAddress(value: unknown, path: string): string {
   return checkString(value, path, ADDRESS_RULE);
+}
+
+/** The optional `browserUrl` of a hello, validated like an address. */
+function readBrowserUrl(obj: Record<string, unknown>): { browserUrl?: string } {
+  return obj.browserUrl === undefined
+    ? {}
+    : { browserUrl: readAddress(obj.browserUrl, "browserUrl") };
 }
 
 /** Validates an account record received from another server. */
@@ -156,6 +164,7 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         type: "hello",
         from: readAddress(obj.from, "from"),
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
+        ...readBrowserUrl(obj),
       };
     case "presence":
       return {
@@ -217,6 +226,7 @@ export function parseClusterResponse(text: unknown): ClusterResponse {
         v: 1,
         type: "hello",
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
+        ...readBrowserUrl(obj),
       };
   }
 }

@@ -2,7 +2,14 @@
  * Messages two browsers exchange directly over their WebRTC data channel. The same parser runs
  * on every message received, so a misbehaving peer cannot inject malformed history rows.
  */
-import { parseJsonFrame, readEnvelope, readNumber, readObject, readString } from "./validate.ts";
+import {
+  parseJsonFrame,
+  ProtocolError,
+  readEnvelope,
+  readNumber,
+  readObject,
+  readString,
+} from "./validate.ts";
 import { readUsername } from "./protocol.ts";
 
 /** Version of the browser ↔ browser protocol. */
@@ -28,9 +35,16 @@ export type PeerMessage =
   | ChatMessage
   | { v: 1; type: "ack"; id: string }
   | { v: 1; type: "ping"; seq: number }
-  | { v: 1; type: "pong"; seq: number };
+  | { v: 1; type: "pong"; seq: number }
+  /** The sender is typing (`active`), or stopped; sent only over the data channel. */
+  | { v: 1; type: "typing"; active: boolean }
+  /**
+   * Read receipt: the sender has seen every message of the receiver's with a send time up to
+   * `upTo` (the receiver's own clock, as it put in its messages).
+   */
+  | { v: 1; type: "read"; upTo: number };
 
-const PEER_TYPES = ["chat", "ack", "ping", "pong"] as const;
+const PEER_TYPES = ["chat", "ack", "ping", "pong", "typing", "read"] as const;
 const ID_RULE = { pattern: MESSAGE_ID_PATTERN, max: 64 };
 const SEQ_RULE = { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true };
 
@@ -53,6 +67,17 @@ export function validatePeerMessage(value: unknown): PeerMessage {
     case "ping":
     case "pong":
       return { v: 1, type: type as "ping" | "pong", seq: readNumber(obj, "seq", "", SEQ_RULE) };
+    case "typing":
+      if (typeof obj.active !== "boolean") {
+        throw new ProtocolError("bad_frame", "active", "active must be true or false");
+      }
+      return { v: 1, type: "typing", active: obj.active };
+    case "read":
+      return {
+        v: 1,
+        type: "read",
+        upTo: readNumber(obj, "upTo", "", { min: 0, max: 8.64e15, integer: true }),
+      };
   }
 }
 

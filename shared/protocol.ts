@@ -94,6 +94,8 @@ export type ClientFrame =
   /** `after`: the id of the last message of the previous page, to read the next one. */
   | { v: 1; type: "mail_fetch"; reqId: ReqId; after?: string }
   | { v: 1; type: "get_keys"; reqId: ReqId; username: string }
+  /** Asks for this session's ICE servers (STUN, and TURN with fresh time-limited credentials). */
+  | { v: 1; type: "ice_servers"; reqId: ReqId }
   | { v: 1; type: "mail_ack"; reqId: ReqId; messages: MailReceipt[] }
   /** Asks for a fresh challenge to sign in a {@link HandoverClaim} (deferred hand-over). */
   | { v: 1; type: "handover_challenge"; reqId: ReqId }
@@ -158,6 +160,22 @@ export const MAX_MAIL_PAGE_CHARS = 2 * 1024 * 1024;
 /** An opaque WebRTC signaling object as produced by the peer library (offer, answer, candidate). */
 export type SignalData = Record<string, unknown>;
 
+/**
+ * One entry of `RTCConfiguration.iceServers`: STUN URLs, or TURN URLs with the time-limited
+ * credentials of the TURN REST convention (username `expiry:user`, credential an HMAC of it).
+ */
+export interface IceServer {
+  urls: string[];
+  username?: string;
+  credential?: string;
+}
+
+/** Most ICE server entries, and most URLs in one, a server may announce. */
+export const MAX_ICE_SERVERS = 8;
+
+/** An ICE server URL (RFC 7064 / 7065): `stun:`, `stuns:`, `turn:` or `turns:`, host, port, query. */
+export const ICE_URL_PATTERN = /^(stuns?|turns?):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$/;
+
 /** A user in the contact list. */
 export interface ContactEntry {
   username: string;
@@ -193,6 +211,11 @@ export type ServerFrame =
   /** The salt to derive `username`'s login secret with (served for any name). */
   | { v: 1; type: "login_params"; reqId: ReqId; username: string; salt: string }
   | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
+  /**
+   * The ICE servers for this session's data channels; TURN credentials in them are valid until
+   * `expiresAt` (ms since the epoch; 0 when there are none), so the client asks again before.
+   */
+  | { v: 1; type: "ice_servers"; reqId: ReqId; iceServers: IceServer[]; expiresAt: number }
   /** A fresh single-use challenge for a `handover_claim` on this connection. */
   | { v: 1; type: "handover_challenge"; reqId: ReqId; challenge: string }
   /**
@@ -278,6 +301,7 @@ export const CLIENT_TYPES = [
   "mail_fetch",
   "mail_ack",
   "get_keys",
+  "ice_servers",
   "handover_challenge",
   "handover_claim",
   "logout",
@@ -303,6 +327,7 @@ const SERVER_TYPES = [
   "handover_signal",
   "handover_challenge",
   "handover_admitted",
+  "ice_servers",
 ] as const;
 
 const ERROR_CODES: readonly ErrorCode[] = [
@@ -438,6 +463,8 @@ export function validateClientFrame(value: unknown): ClientFrame {
       };
     case "contacts":
       return { v: 1, type: "contacts", reqId: readReqId(obj) };
+    case "ice_servers":
+      return { v: 1, type: "ice_servers", reqId: readReqId(obj) };
     case "heartbeat":
       return { v: 1, type: "heartbeat" };
     case "signal":
@@ -643,6 +670,14 @@ export function validateServerFrame(value: unknown): ServerFrame {
         reqId: readReqId(obj),
         users: readArray(obj, "users", "", 100_000, readContact),
       };
+    case "ice_servers":
+      return {
+        v: 1,
+        type: "ice_servers",
+        reqId: readReqId(obj),
+        iceServers: readArray(obj, "iceServers", "", MAX_ICE_SERVERS, readIceServer),
+        expiresAt: readNumber(obj, "expiresAt", "", { min: 0, max: 8.64e15, integer: true }),
+      };
     case "presence":
       return {
         v: 1,
@@ -729,6 +764,26 @@ export function validateServerFrame(value: unknown): ServerFrame {
       };
     }
   }
+}
+
+function readIceServer(value: unknown, path: string): IceServer {
+  const obj = readObject(value, path);
+  const server: IceServer = {
+    urls: readArray(
+      obj,
+      "urls",
+      path,
+      MAX_ICE_SERVERS,
+      (v, p) => checkString(v, p, { min: 6, max: 300, pattern: ICE_URL_PATTERN }),
+    ),
+  };
+  if (obj.username !== undefined) {
+    server.username = readString(obj, "username", path, { min: 1, max: 300 });
+  }
+  if (obj.credential !== undefined) {
+    server.credential = readString(obj, "credential", path, { min: 1, max: 300 });
+  }
+  return server;
 }
 
 function readPrevious(value: unknown): PreviousSession {

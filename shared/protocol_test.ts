@@ -149,6 +149,24 @@ Deno.test("peer messages: chat messages are bounded and carry valid ids and name
   rejects(parsePeerMessage, "{{{", "bad_json");
 });
 
+Deno.test("peer messages: typing and read receipts are checked like the rest", () => {
+  assert.deepEqual(parsePeerMessage(frame({ type: "typing", active: true })), {
+    v: 1,
+    type: "typing",
+    active: true,
+  });
+  assert.deepEqual(parsePeerMessage(frame({ type: "read", upTo: 1234 })), {
+    v: 1,
+    type: "read",
+    upTo: 1234,
+  });
+  rejects(parsePeerMessage, frame({ type: "typing", active: "yes" }), "bad_frame", "active");
+  rejects(parsePeerMessage, frame({ type: "typing" }), "bad_frame", "active");
+  rejects(parsePeerMessage, frame({ type: "read", upTo: -1 }), "bad_frame", "upTo");
+  rejects(parsePeerMessage, frame({ type: "read", upTo: 1.5 }), "bad_frame", "upTo");
+  rejects(parsePeerMessage, frame({ type: "read" }), "bad_frame", "upTo");
+});
+
 Deno.test("cluster requests: presence notices name a server, deliveries only signal/relay", () => {
   const notice = {
     type: "presence",
@@ -182,6 +200,18 @@ Deno.test("cluster requests: presence notices name a server, deliveries only sig
     frame({ type: "hello", from: "ftp://x", peers: [], online: [], accountCount: 0 }),
     "bad_frame",
     "from",
+  );
+  assert.deepEqual(
+    parseClusterRequest(
+      frame({ type: "hello", from: "http://a:1", peers: [], browserUrl: "https://chat.example" }),
+    ),
+    { v: 1, type: "hello", from: "http://a:1", peers: [], browserUrl: "https://chat.example" },
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "hello", from: "http://a:1", peers: [], browserUrl: "javascript:x" }),
+    "bad_frame",
+    "browserUrl",
   );
 });
 

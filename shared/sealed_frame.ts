@@ -1,10 +1,10 @@
 /**
  * The sealed browser-to-browser frame: how an end-to-end encrypted chat message (an
  * {@link Envelope} of `crypto/envelope.ts`, DESIGN §4) travels between two browsers, over a data
- * channel or through the servers' relay, as `{"v":1,"type":"sealed","envelope":{…}}`. Acks, pings
- * and plaintext chat messages of accounts made before keys existed travel as the plain
- * {@link PeerMessage}s of `peer_protocol.ts`. A mailbox entry holds the envelope JSON itself (or,
- * for such old accounts, the plaintext chat message).
+ * channel or through the servers' relay, as `{"v":1,"type":"sealed","envelope":{…}}`. Acks and
+ * pings travel as the plain {@link PeerMessage}s of `peer_protocol.ts`. A mailbox entry holds the
+ * envelope JSON itself. A chat message in clear still parses, so that the client can say what it
+ * refused: clients never send one and refuse every one they receive (there is no plaintext path).
  *
  * The parsers take `unknown` and return the typed frame or throw a {@link ProtocolError} naming
  * the bad field; they do not verify signatures or decrypt (the client's keyring does).
@@ -34,7 +34,7 @@ export interface SealedFrame {
 /** What a data channel or the relay carries between two browsers. */
 export type LiveFrame = SealedFrame | PeerMessage;
 
-/** What a mailbox entry holds: a sealed chat message, or plaintext from an account without keys. */
+/** What a mailbox entry holds: a sealed chat message (or a message in clear, to be refused). */
 export type MailboxContent = SealedFrame | ChatMessage;
 
 /** Largest live frame or mailbox entry, in characters. */
@@ -66,8 +66,8 @@ export function parseLiveFrame(text: unknown): LiveFrame {
 }
 
 /**
- * Parses the opaque text of a mailbox entry: the envelope JSON, or a plaintext chat message
- * (accounts without keys). Anything else, an ack or a ping say, is rejected.
+ * Parses the opaque text of a mailbox entry: the envelope JSON, or a chat message in clear (which
+ * the client refuses). Anything else, an ack or a ping say, is rejected.
  */
 export function parseMailboxContent(text: unknown): MailboxContent {
   const value = parseJsonFrame(text, MAX_LIVE_FRAME);

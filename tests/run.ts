@@ -101,10 +101,18 @@ await step("unit and integration tests", deno, [
   "server/",
   "client/",
   "scripts/",
+  "deploy/",
   "tests/integration/",
 ]);
 
-const e2eArgs = ["test", "--allow-all", "tests/e2e/"];
+// The browser tests run in two steps of about equal size, so that each stays well inside the
+// step time limit on a slow machine.
+const e2eFiles = [...Deno.readDirSync("tests/e2e")]
+  .filter((e) => e.isFile && e.name.endsWith("_test.ts"))
+  .map((e) => `tests/e2e/${e.name}`)
+  .sort();
+const half = Math.ceil(e2eFiles.length / 2);
+const e2eGroups = [e2eFiles.slice(0, half), e2eFiles.slice(half)].filter((g) => g.length > 0);
 const isCi = Deno.env.get("CI") === "true";
 let chromiumFound = true;
 try {
@@ -123,17 +131,21 @@ if (!chromiumFound) {
 } else {
   const netns = await canUseNetns();
   if (netns.ok) {
-    const ns = await createIsolatedNamespace();
-    try {
-      await step("browser e2e (in namespace " + ns.name + ")", "ip", [
-        "netns",
-        "exec",
-        ns.name,
-        deno,
-        ...e2eArgs,
-      ]);
-    } finally {
-      await ns.remove();
+    for (const [i, files] of e2eGroups.entries()) {
+      const ns = await createIsolatedNamespace();
+      try {
+        await step(`browser e2e ${i + 1}/${e2eGroups.length} (in namespace ${ns.name})`, "ip", [
+          "netns",
+          "exec",
+          ns.name,
+          deno,
+          "test",
+          "--allow-all",
+          ...files,
+        ]);
+      } finally {
+        await ns.remove();
+      }
     }
   } else if (isCi) {
     console.error(
@@ -144,7 +156,13 @@ if (!chromiumFound) {
     failures.push("browser e2e (no network namespace)");
   } else {
     console.warn(`\nNo network namespace (${netns.why}): running browser tests on this machine.`);
-    await step("browser e2e", deno, e2eArgs);
+    for (const [i, files] of e2eGroups.entries()) {
+      await step(`browser e2e ${i + 1}/${e2eGroups.length}`, deno, [
+        "test",
+        "--allow-all",
+        ...files,
+      ]);
+    }
   }
 }
 

@@ -18,6 +18,7 @@ import type { PeerLink, PeerLinkFactory, PeerLinkHandlers } from "../peer_link.t
 import {
   type ConnectionStatus,
   type DirectoryKeys,
+  type IceGrant,
   ServerError,
   type SessionApi,
   type SessionEvents,
@@ -45,6 +46,8 @@ export function deliveriesInFlight(): number {
 
 /** The servers of a cluster, as seen by clients. */
 export class FakeCluster {
+  /** What `iceServers()` answers. */
+  ice: IceGrant = { iceServers: [], expiresAt: 0 };
   readonly accounts = new Map<string, string>();
   /** The salt each account registered with. */
   readonly salts = new Map<string, string>();
@@ -72,6 +75,8 @@ export class FakeCluster {
   handoverMs: number | null = null;
   /** Users whose next login is told their old device is offline (a deferred hand-over). */
   readonly deferred = new Set<string>();
+  /** Logins answered `unavailable` (the account's copies are down) before one goes through. */
+  loginsUnavailable = 0;
   /** Users whose next login is told their previous device signed out. */
   readonly signedOut = new Set<string>();
   /** Sessions superseded and in their hand-over grace, per user. */
@@ -106,15 +111,19 @@ export class FakeSession implements SessionApi {
   events: SessionEvents = {};
   status: ConnectionStatus = "offline";
   user: string | null = null;
+  /** The session kept in this tab's storage (a reload's), resumed by {@link restoreConnection}. */
+  stored: SessionInfo | null = null;
+  /** No server answers: `start` keeps connecting until {@link restoreConnection}. */
+  isUnreachable = false;
 
   constructor(readonly cluster: FakeCluster) {}
 
   storedSession(): SessionInfo | null {
-    return null;
+    return this.stored;
   }
 
   start(): void {
-    this.#setStatus("connected");
+    this.#setStatus(this.isUnreachable ? "connecting" : "connected");
   }
 
   register(username: string, secret: string, salt: string, keys: AccountKeys): Promise<void> {
@@ -167,6 +176,12 @@ export class FakeSession implements SessionApi {
   }
 
   login(username: string, secret: string): Promise<SessionInfo> {
+    if (this.cluster.loginsUnavailable > 0) {
+      this.cluster.loginsUnavailable--;
+      return Promise.reject(
+        new ServerError("unavailable", "The servers holding this account are unreachable"),
+      );
+    }
     if (this.cluster.accounts.get(username) !== secret) {
       return Promise.reject(new ServerError("wrong_credentials", "Wrong username or password"));
     }
@@ -222,6 +237,11 @@ export class FakeSession implements SessionApi {
 
   ping(): Promise<number> {
     return Promise.resolve(0);
+  }
+
+  iceServers(): Promise<IceGrant> {
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    return Promise.resolve(structuredClone(this.cluster.ice));
   }
 
   signal(to: string, data: SignalData): void {
@@ -305,6 +325,8 @@ export class FakeSession implements SessionApi {
 
   /** The WebSocket is back and the session resumed (as after a failover). */
   restoreConnection(): void {
+    this.isUnreachable = false;
+    this.user ??= this.stored?.username ?? null;
     const username = this.#me();
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
@@ -364,6 +386,10 @@ export class FakeSession implements SessionApi {
 export class FakeDirectNetwork {
   /** When true, handshakes never complete (as if no direct path existed). */
   isBlocked = false;
+  /** When true, open links lose every text without closing (the path died unnoticed). */
+  isSilent = false;
+  /** The ICE servers each link was created with, in creation order. */
+  readonly iceServersUsed: unknown[] = [];
   /** Links created, for assertions. */
   readonly created: Array<{ owner: string; remote: string; initiator: boolean }> = [];
   /** Every text sent over a link, for assertions about what crossed the wire. */
@@ -372,8 +398,9 @@ export class FakeDirectNetwork {
 
   /** The link factory used by user `owner`. */
   factoryFor(owner: string): PeerLinkFactory {
-    return ({ remote, initiator }, handlers) => {
+    return ({ remote, initiator, iceServers }, handlers) => {
       this.created.push({ owner, remote, initiator });
+      this.iceServersUsed.push(iceServers);
       const link = new FakeLink(this, owner, remote, initiator, handlers);
       this.#links.set(`${owner}->${remote}`, link);
       if (initiator) later(() => link.emit({ type: "offer", sdp: `fake-offer-${owner}` }));
@@ -431,6 +458,7 @@ export class FakeLink implements PeerLink {
   send(text: string): void {
     if (!this.isOpen || !this.#partner) throw new Error("not open");
     const partner = this.#partner;
+    if (this.network.isSilent) return;
     this.network.sent.push({ from: this.owner, to: this.remote, text });
     later(() => {
       if (!partner.#destroyed) partner.handlers.onMessage(text);

@@ -39,15 +39,23 @@ export async function ownKeysOf(user: TestUser): Promise<OwnKeys> {
   };
 }
 
-/** The keyring of `me`, whose directory knows the test users' keys (and no one else's). */
-export async function keyringOf(me: TestUser): Promise<Keyring> {
+/**
+ * The keyring of `me`, whose directory knows the test users' keys (and no one else's). A lying
+ * directory: `directory[user]` answers another test user's keys for `user`, or null ("no
+ * keys"); the test may change it at any time.
+ */
+export async function keyringOf(
+  me: TestUser,
+  directory: Record<string, TestUser | null> = {},
+): Promise<Keyring> {
   return new Keyring({
     me,
     own: await ownKeysOf(me),
     store: createMemoryKeyStore(),
     async fetchKeys(user) {
-      if (user !== "alice" && user !== "bob" && user !== "eve") return null;
-      const own = await ownKeysOf(user);
+      const answer = user in directory ? directory[user] : user;
+      if (answer !== "alice" && answer !== "bob" && answer !== "eve") return null;
+      const own = await ownKeysOf(answer);
       return { encryption: own.encryptionPublic, signing: own.signingPublic };
     },
   });

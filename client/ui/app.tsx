@@ -6,6 +6,8 @@ import { Fingerprint } from "./fingerprint.tsx";
 import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
+import { NotificationSettingsView } from "./notification_settings.tsx";
+import { HistoryBackup } from "./history_backup.tsx";
 
 const STATUS_TEXT = {
   offline: "offline",
@@ -22,7 +24,7 @@ export function App({ model }: { model: ChatModel }) {
   return (
     <div class={model.openPeer.value ? "app chat-open" : "app"}>
       <header class="top">
-        <span class="brand">P2P-Chat</span>
+        <span class="brand" translate={false}>P2P-Chat</span>
         <span class={`conn ${status}`} data-testid="conn-status" data-status={status}>
           {STATUS_TEXT[status]}
         </span>
@@ -65,14 +67,25 @@ export function App({ model }: { model: ChatModel }) {
                   />
                   Keep a read-only copy of my history on this device when I sign in elsewhere
                 </label>
+                <label class="setting">
+                  <input
+                    type="checkbox"
+                    data-testid="read-receipts-setting"
+                    checked={model.readReceipts.value}
+                    onChange={(e) => model.setReadReceipts(e.currentTarget.checked)}
+                  />
+                  Send read receipts (contacts see when you have read their messages)
+                </label>
+                <NotificationSettingsView storage={localStorage} />
+                <HistoryBackup model={model} />
               </section>
             )}
-            <HandoverStatus model={model} />
-            {!model.hasKeys.value && (
-              <p class="warning" data-testid="no-keys" role="status">
-                Your account has no keys: your messages are not encrypted.
+            {model.offlineNotice.value && (
+              <p class="offline-banner" data-testid="offline-banner" role="status">
+                {model.offlineNotice.value}
               </p>
             )}
+            <HandoverStatus model={model} />
             <main class="main">
               <ContactList model={model} />
               <ChatView model={model} />

@@ -1,8 +1,10 @@
 /** The open conversation: messages and the input line. */
-import { useEffect, useRef, useState } from "preact/hooks";
+import { Component } from "preact";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
-import { Fingerprint } from "./fingerprint.tsx";
+import type { TrustEvent } from "../trust.ts";
+import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -13,13 +15,98 @@ const STATUS_TEXT = {
 
 const PATH_TEXT = { p2p: "direct", relay: "via server", mailbox: "mailbox" } as const;
 
-/** The status line of one of my messages, as people read it. */
-function statusText(m: MessageRow): string {
+/** The status line of one of my messages, as people read it (`offline`: no server answers). */
+function statusText(m: MessageRow, read: boolean, offline: boolean): string {
+  if (read) return "✓✓ read";
   if (m.status === "sent" && m.via === "mailbox") return "✓ stored on the servers, pending";
+  if (offline && (m.status === "sending" || m.status === "failed")) {
+    return "queued on this device, goes out when a server is back";
+  }
   return STATUS_TEXT[m.status];
 }
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+interface ItemProps {
+  m: MessageRow;
+  own: boolean;
+  /** The message a search result pointed to: marked. */
+  focused: boolean;
+  /** Own message the contact has read. */
+  read: boolean;
+  /** No server answers: unsent messages are queued on this device. */
+  offline: boolean;
+}
+
+/**
+ * One message. A row object is replaced whenever its message changes (the history hands out
+ * fresh rows), so a row that is the same object as last time is not diffed again: a send in a
+ * conversation of 1,000 shown messages redraws one or two items, not all of them.
+ */
+class MessageItem extends Component<ItemProps> {
+  override shouldComponentUpdate(next: ItemProps): boolean {
+    return !sameRow(next.m, this.props.m) || next.own !== this.props.own ||
+      next.focused !== this.props.focused || next.read !== this.props.read ||
+      next.offline !== this.props.offline;
+  }
+
+  override render() {
+    const { m, own, focused, read, offline } = this.props;
+    return (
+      <li
+        data-testid="message"
+        data-id={m.id}
+        data-from={m.sender}
+        data-via={m.via}
+        data-status={m.status}
+        data-read={read ? "true" : undefined}
+        class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
+      >
+        <span class="text">{m.text}</span>
+        <span class="meta">
+          {time.format(m.sentAt)}
+          {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
+          {own && (
+            <span class="status" data-testid="message-status">
+              {` · ${statusText(m, read, offline)}`}
+            </span>
+          )}
+        </span>
+      </li>
+    );
+  }
+}
+
+/** Whether two rows show the same (only status and path change once a message is stored). */
+function sameRow(a: MessageRow, b: MessageRow): boolean {
+  return a.id === b.id && a.status === b.status && a.via === b.via && a.text === b.text;
+}
+
+/** What a marker in the conversation says about a contact's keys. */
+function eventText(peer: string, e: TrustEvent): string {
+  switch (e.kind) {
+    case "changed":
+      return `The servers gave another key for ${peer} here: sending stopped until you compare`;
+    case "missing":
+      return `The servers said ${peer} has no keys here: sending stopped`;
+    case "accepted":
+      return `You accepted a new key for ${peer} here`;
+    case "restored":
+      return `The servers gave ${peer}'s trusted key again here`;
+  }
+}
+
+type TimelineItem = { message: MessageRow } | { event: TrustEvent };
+
+/** The conversation's messages with the key markers between them, by time. */
+function timeline(messages: MessageRow[], events: TrustEvent[]): TimelineItem[] {
+  const items: Array<{ at: number; item: TimelineItem }> = [
+    ...messages.map((m) => ({ at: m.sentAt, item: { message: m } })),
+    ...events.map((e) => ({ at: e.at, item: { event: e } })),
+  ];
+  // Stable: messages keep their order, a marker goes after the messages of its moment.
+  return items.sort((a, b) => a.at - b.at).map((x) => x.item);
+}
 
 /** Message list (own vs theirs, status, path) plus input and Send. */
 export function ChatView({ model }: { model: ChatModel }) {
@@ -31,14 +118,66 @@ export function ChatView({ model }: { model: ChatModel }) {
   const [draft, setDraft] = useState("");
   const [showKey, setShowKey] = useState(false);
   const discarded = peer ? model.warnings.value[peer] ?? [] : [];
-  const keyChanged = peer ? model.keyChanged.value[peer] === true : false;
-  const unencrypted = peer ? model.unencrypted.value[peer] === true : false;
+  const trust = peer ? model.trust.value[peer] : undefined;
+  const keyChanged = trust?.status === "changed";
+  const noKeys = trust?.status === "no_keys";
+  const events = trust?.pin?.events ?? [];
   const listRef = useRef<HTMLOListElement>(null);
+  const olderRef = useRef<HTMLButtonElement>(null);
+  // Whether the user is at the end of the conversation: new messages then stay in view; a user
+  // who scrolled up to read is not pulled down (except by their own message).
+  const atBottom = useRef(true);
+  // Distance from the end before older messages were added above, to keep the view still.
+  const keepFromBottom = useRef<number | null>(null);
+  const last = messages.at(-1);
+  const focused = model.focused.value;
+  const readUpTo = peer ? model.readUpTo.value[peer] ?? 0 : 0;
+  const isTyping = peer ? model.typing.value[peer] === true : false;
+  const offline = model.offlineNotice.value !== null;
 
-  useEffect(() => {
+  useLayoutEffect(() => {
+    atBottom.current = true;
+  }, [peer]);
+
+  useLayoutEffect(() => {
     const el = listRef.current;
-    if (el) el.scrollTop = el.scrollHeight;
-  }, [messages.length, discarded.length, peer]);
+    if (!el) return;
+    if (keepFromBottom.current !== null) {
+      el.scrollTop = el.scrollHeight - keepFromBottom.current;
+      keepFromBottom.current = null;
+    } else if (atBottom.current || (last && last.sender === me && last.status === "sending")) {
+      el.scrollTop = el.scrollHeight;
+      atBottom.current = true;
+    }
+  }, [last?.id, messages[0]?.id, discarded.length, events.length, peer]);
+
+  // A search result picked: bring its message into view (the reader is no longer at the end).
+  useLayoutEffect(() => {
+    const el = focused
+      ? listRef.current?.querySelector(`[data-id="${CSS.escape(focused)}"]`)
+      : null;
+    if (!el) return;
+    el.scrollIntoView({ block: "center" });
+    atBottom.current = false;
+  }, [focused, peer]);
+
+  const showOlder = () => {
+    const el = listRef.current;
+    if (el) keepFromBottom.current = el.scrollHeight - el.scrollTop;
+    if (!model.showOlder()) keepFromBottom.current = null;
+  };
+
+  // Reaching the top of the list shows older messages by itself (the button stays for keyboards).
+  useEffect(() => {
+    const button = olderRef.current;
+    const root = listRef.current;
+    if (!button || !root || typeof IntersectionObserver === "undefined") return;
+    const seen = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting) && root.scrollTop < root.clientHeight) showOlder();
+    }, { root });
+    seen.observe(button);
+    return () => seen.disconnect();
+  }, [peer, model.hasOlder.value, messages[0]?.id]);
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -47,13 +186,19 @@ export function ChatView({ model }: { model: ChatModel }) {
     const text = draft;
     if (!text.trim()) return;
     setDraft("");
+    model.stoppedTyping();
     void model.send(text);
   };
 
   return (
     <section class="chat" aria-label={`Chat with ${peer}`}>
       <header class="chat-header">
-        <button type="button" class="back" onClick={() => model.openChat(null)} aria-label="Back">
+        <button
+          type="button"
+          class="back"
+          onClick={() => model.openChat(null)}
+          aria-label="Back to contacts"
+        >
           ‹
         </button>
         <span class={online ? "dot online" : "dot"} aria-hidden="true" />
@@ -75,46 +220,84 @@ export function ChatView({ model }: { model: ChatModel }) {
           {showKey ? "Hide key" : "Key"}
         </button>
       </header>
-      {showKey && <Fingerprint model={model} user={peer} testId="fingerprint" />}
+      {showKey && (
+        <>
+          <Fingerprint model={model} user={peer} testId="fingerprint" />
+          {!keyChanged && <SafetyNumber model={model} peer={peer} />}
+        </>
+      )}
       {keyChanged && (
-        <p class="warning" data-testid="key-changed" role="alert">
-          The key of {peer}{" "}
-          has changed since you last talked. Compare fingerprints out of band before trusting new
-          messages.
+        <div class="warning" data-testid="key-changed" role="alert">
+          <p>
+            {trust?.pin?.pending?.keyId === null
+              ? `The servers now say ${peer} has no keys, but you have a key of ${peer} that you ` +
+                "trust. Nothing is sent to them until the servers give that key again, or you " +
+                "compare and accept a new one."
+              : `The key of ${peer} changed. Nothing is sent to ${peer} until you compare the ` +
+                "safety number with them and accept the new key."}
+          </p>
+          <SafetyNumber model={model} peer={peer} />
+        </div>
+      )}
+      {noKeys && (
+        <p class="warning" data-testid="no-keys" role="status">
+          {`${peer} has no keys: messages to ${peer} cannot be encrypted, so you cannot write ` +
+            `to ${peer}.`}
         </p>
       )}
-      {unencrypted && (
-        <p class="warning" data-testid="unencrypted" role="status">
-          {peer}'s account has no keys: messages with {peer} cannot be encrypted.
-        </p>
-      )}
-      <ol class="messages" ref={listRef}>
-        {messages.map((m) => (
-          <li
-            key={m.id}
-            data-testid="message"
-            data-id={m.id}
-            data-from={m.sender}
-            data-via={m.via}
-            data-status={m.status}
-            class={m.sender === me ? "message own" : "message theirs"}
-          >
-            <span class="text">{m.text}</span>
-            <span class="meta">
-              {time.format(m.sentAt)}
-              {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
-              {m.sender === me && (
-                <span class="status" data-testid="message-status">
-                  {` · ${statusText(m)}`}
-                </span>
-              )}
-            </span>
+      <ol
+        class="messages"
+        ref={listRef}
+        data-testid="messages"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+        }}
+      >
+        {model.hasOlder.value && (
+          <li class="older">
+            <button
+              type="button"
+              class="link"
+              ref={olderRef}
+              data-testid="show-older"
+              onClick={showOlder}
+            >
+              Show older messages
+            </button>
           </li>
-        ))}
+        )}
+        {timeline(messages, events).map((item) =>
+          "event" in item
+            ? (
+              <li
+                key={`key-${item.event.at}-${item.event.kind}`}
+                data-testid="key-marker"
+                data-kind={item.event.kind}
+                class="message key-marker"
+              >
+                <span class="text">
+                  {`${item.event.kind === "changed" || item.event.kind === "missing" ? "⚠" : "✓"} ${
+                    eventText(peer, item.event)
+                  } · ${time.format(item.event.at)}`}
+                </span>
+              </li>
+            )
+            : (
+              <MessageItem
+                key={item.message.id}
+                m={item.message}
+                own={item.message.sender === me}
+                focused={item.message.id === focused}
+                read={item.message.sender === me && item.message.sentAt <= readUpTo}
+                offline={offline}
+              />
+            )
+        )}
         {discarded.map((w) => (
           <li
-            key={`tampered-${w.id}`}
-            data-testid="tampered"
+            key={`refused-${w.id}`}
+            data-testid="refused"
             data-id={w.id}
             data-from={w.from}
             class="message warning"
@@ -124,16 +307,30 @@ export function ChatView({ model }: { model: ChatModel }) {
           </li>
         ))}
       </ol>
+      <p class="typing" data-testid="typing" aria-live="polite">
+        {isTyping ? `${peer} is typing…` : ""}
+      </p>
       <form class="composer" onSubmit={submit}>
+        <label class="sr-only" for="chat-input">Message to {peer}</label>
         <input
+          id="chat-input"
           data-testid="chat-input"
+          disabled={keyChanged || noKeys}
           value={draft}
           placeholder={`Message ${peer}`}
           maxLength={4000}
           autocomplete="off"
-          onInput={(e) => setDraft(e.currentTarget.value)}
+          onInput={(e) => {
+            const value = e.currentTarget.value;
+            setDraft(value);
+            if (value) model.typingNow();
+            else model.stoppedTyping();
+          }}
+          onBlur={() => model.stoppedTyping()}
         />
-        <button type="submit" class="primary" data-testid="send">Send</button>
+        <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
+          Send
+        </button>
       </form>
     </section>
   );

@@ -1,5 +1,6 @@
 /** The list of contacts with their online status. */
 import type { ChatModel } from "../chat_model.ts";
+import { MessageSearch } from "./message_search.tsx";
 
 /** Every other user, an online dot each, unread counts; click opens the chat. */
 export function ContactList({ model }: { model: ChatModel }) {
@@ -9,6 +10,7 @@ export function ContactList({ model }: { model: ChatModel }) {
   const changed = model.keyChanged.value;
   return (
     <nav class="contacts" aria-label="Contacts">
+      <MessageSearch model={model} />
       {contacts.length === 0 && <p class="empty">No other users yet.</p>}
       <ul>
         {contacts.map((c) => (

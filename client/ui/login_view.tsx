@@ -72,7 +72,9 @@ export function LoginView({ model }: { model: ChatModel }) {
       </div>
       <p class="error" data-testid="auth-error" role="alert">
         {model.restoring.value
-          ? "Restoring your session…"
+          ? (model.offlineNotice.value
+            ? "Restoring your session: no server answers yet, retrying… You can also log in again."
+            : "Restoring your session…")
           : model.progress.value ?? model.error.value ?? ""}
       </p>
       <ReadOnlyCopyView model={model} />

@@ -24,6 +24,7 @@ import {
   type ClientConnection,
   DEFAULT_LIMITS,
   HANDOVER_ONLY_MESSAGE,
+  type IceServers,
   type Mailboxes,
   type Presence,
   type Routing,
@@ -44,6 +45,8 @@ export interface ClientHubDeps {
   metrics: Metrics;
   log: Log;
   clock: Clock;
+  /** The STUN/TURN servers sessions get; none when absent. */
+  ice?: IceServers;
 }
 
 /** Configuration of a {@link ClientHub}. */
@@ -290,6 +293,13 @@ export class ClientHub {
     const me = sessions.userOf(conn);
     if (!me) throw new UserError("not_authenticated", "Log in first");
     switch (frame.type) {
+      case "ice_servers": {
+        const grant = this.#deps.ice
+          ? await this.#deps.ice.forUser(me)
+          : { iceServers: [], expiresAt: 0 };
+        conn.send({ v: 1, type: "ice_servers", reqId: frame.reqId, ...grant });
+        return;
+      }
       case "contacts": {
         const usernames = await presence.directory();
         conn.send({

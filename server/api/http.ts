@@ -84,9 +84,16 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
   };
   const extraOrigins = (options.allowedOrigins ?? []).map((u) => new URL(u).origin);
-  /** The ring's servers' origins and the configured ones: who may load the PWA and use it. */
+  /**
+   * The ring's servers' origins (their addresses and browser URLs) and the configured ones: who
+   * may load the PWA and use it.
+   */
   const knownOrigins = () => [
-    ...new Set([...deps.membership.knownServers().map((u) => new URL(u).origin), ...extraOrigins]),
+    ...new Set([
+      ...deps.membership.knownServers().map((u) => new URL(u).origin),
+      ...deps.membership.knownBrowserUrls().map((u) => new URL(u).origin),
+      ...extraOrigins,
+    ]),
   ];
   return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);

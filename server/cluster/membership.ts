@@ -31,8 +31,13 @@ export interface MembershipDeps {
 
 /** Configuration of a {@link Membership}. */
 export interface MembershipOptions {
-  /** This server's base URL as other servers and browsers reach it. */
+  /** This server's base URL as other servers (and, by default, browsers) reach it. */
   self: string;
+  /**
+   * This server's base URL as browsers reach it, told to the other servers in hellos: the
+   * fail-over list browsers get is made of these. @default self
+   */
+  browserUrl?: string;
   /** Base URLs of servers to contact at start. @default [] */
   seeds?: string[];
   /** Period of the hello round, in ms. @default 500 */
@@ -61,16 +66,22 @@ export class Membership {
   #helloTimeoutMs: number;
   #peerTimeoutMs: number;
   #peers = new Map<string, PeerState>();
+  #browserUrl: string;
+  /** The browser-facing URL each peer announced (absent: the same as its address). */
+  #browserUrls = new Map<string, string>();
   #listeners = new Set<PeerChangeListener>();
   #timer: TimerHandle | undefined;
   /** Peers whose answers were not authentic, already logged (once per peer until it answers). */
   #rejecting = new Set<string>();
+  /** When the last hello round ran: a round that comes very late means this server was paused. */
+  #lastRound: number | undefined;
 
   /** Creates the view; {@link start} begins the hello rounds. */
   constructor(deps: MembershipDeps, options: MembershipOptions) {
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
     this.#self = options.self;
+    this.#browserUrl = options.browserUrl ?? options.self;
     this.#helloIntervalMs = options.helloIntervalMs ?? 500;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 1000;
     this.#peerTimeoutMs = options.peerTimeoutMs ?? 2500;
@@ -132,6 +143,28 @@ export class Membership {
     return [this.#self, ...alive].sort();
   }
 
+  /**
+   * The base URLs browsers reach this server and every live peer at (the fail-over list sent to
+   * browsers), sorted, without repeats: servers behind one address give that address once.
+   */
+  liveBrowserUrls(): string[] {
+    return [...new Set(this.liveServers().map((a) => this.#browserUrlOf(a)))].sort();
+  }
+
+  /** The browser-facing base URLs of every server this node knows of, alive or not. */
+  knownBrowserUrls(): string[] {
+    return [...new Set(this.knownServers().map((a) => this.#browserUrlOf(a)))].sort();
+  }
+
+  #browserUrlOf(address: string): string {
+    return address === this.#self ? this.#browserUrl : this.#browserUrls.get(address) ?? address;
+  }
+
+  #learnBrowserUrl(address: string, browserUrl: string | undefined): void {
+    if (browserUrl === undefined || browserUrl === address) this.#browserUrls.delete(address);
+    else this.#browserUrls.set(address, browserUrl);
+  }
+
   /** Whether the server at `address` is this one or a peer currently alive. */
   isLive(address: string): boolean {
     return address === this.#self || this.#peers.get(address)?.alive === true;
@@ -154,9 +187,15 @@ export class Membership {
   receiveHello(hello: Extract<ClusterRequest, { type: "hello" }>): ClusterResponse {
     if (hello.from !== this.#self) {
       this.#markAlive(hello.from);
+      this.#learnBrowserUrl(hello.from, hello.browserUrl);
       for (const p of hello.peers) this.addPeer(p);
     }
-    return { v: 1, type: "hello", peers: this.liveServers() };
+    return { v: 1, type: "hello", peers: this.liveServers(), ...this.#ownBrowserUrl() };
+  }
+
+  /** The `browserUrl` field of this server's hellos (absent when it is the address itself). */
+  #ownBrowserUrl(): { browserUrl?: string } {
+    return this.#browserUrl === this.#self ? {} : { browserUrl: this.#browserUrl };
   }
 
   /**
@@ -165,6 +204,17 @@ export class Membership {
    */
   #helloNow(): void {
     const now = this.#clock.now();
+    // A round later than the peer timeout: this server was paused (SIGSTOP, a stalled event
+    // loop), so the silence it sees is its own. Each live peer gets a fresh peer timeout to
+    // answer this round's hello instead of being declared dead for it (a thawed server used to
+    // drop every peer at once and briefly form a ring of its own).
+    if (this.#lastRound !== undefined && now - this.#lastRound > this.#peerTimeoutMs) {
+      this.#deps.log("paused", { ms: now - this.#lastRound });
+      for (const peer of this.#peers.values()) {
+        if (peer.alive) peer.lastOk = Math.max(peer.lastOk, now);
+      }
+    }
+    this.#lastRound = now;
     for (const [address, peer] of this.#peers) {
       if (peer.alive && now - peer.lastOk > this.#peerTimeoutMs) {
         this.#setAlive(address, false, { error: `silent for ${now - peer.lastOk} ms` });
@@ -215,6 +265,7 @@ export class Membership {
       type: "hello",
       from: this.#self,
       peers: this.liveServers(),
+      ...this.#ownBrowserUrl(),
     };
     let timer: TimerHandle | undefined;
     const late = new Promise<never>((_, reject) => {
@@ -228,6 +279,7 @@ export class Membership {
       if (res.type !== "hello") throw new Error(`${address} answered ${res.type}`);
       this.#rejecting.delete(address);
       this.#markAlive(address);
+      this.#learnBrowserUrl(address, res.browserUrl);
       for (const p of res.peers) this.addPeer(p);
     } catch (err) {
       if (err instanceof PeerUnreachableError && err.failure === "rejected") {

@@ -86,3 +86,90 @@ Deno.test("membership: a frozen peer (hellos never answered) is suspect after th
   await m.stop();
   assert.equal(clock.pendingTimers, 0);
 });
+
+Deno.test("membership: a server that was itself paused does not declare its answering peers dead", async () => {
+  const clock = new ManualClock();
+  // The server's own view of time: a pause (SIGSTOP, a stalled event loop) shows as a jump.
+  let paused = 0;
+  const ownClock = {
+    now: () => clock.now() + paused,
+    setTimeout: clock.setTimeout.bind(clock),
+    clearTimeout: clock.clearTimeout.bind(clock),
+    setInterval: clock.setInterval.bind(clock),
+    clearInterval: clock.clearInterval.bind(clock),
+  };
+  let answering = true;
+  const call = (_address: string, _request: ClusterRequest): Promise<ClusterResponse> =>
+    answering
+      ? Promise.resolve({ v: 1, type: "hello", peers: [] })
+      : Promise.reject(new Error("no answer"));
+  const logged: string[] = [];
+  const m = new Membership({
+    call,
+    metrics: new Metrics(),
+    log: (event) => logged.push(event),
+    clock: ownClock,
+  }, {
+    self: "http://a:1",
+    seeds: ["http://b:1", "http://c:1"],
+    helloIntervalMs: 500,
+    helloTimeoutMs: 1000,
+    peerTimeoutMs: 2500,
+  });
+  const changes: string[] = [];
+  m.onPeerChange((address, alive) => changes.push(`${address}:${alive ? "up" : "down"}`));
+  m.start();
+  await clock.advance(1000);
+  assert.deepEqual(m.liveServers(), ["http://a:1", "http://b:1", "http://c:1"]);
+  paused += 10_000; // frozen for 10 s, then the next round runs
+  await clock.advance(500);
+  assert.deepEqual(changes, ["http://b:1:up", "http://c:1:up"], "no peer declared dead");
+  assert.deepEqual(m.liveServers(), ["http://a:1", "http://b:1", "http://c:1"]);
+  assert.ok(logged.includes("paused"));
+  // A peer that really stopped answering meanwhile is still declared dead, a peer timeout later.
+  answering = false;
+  await clock.advance(3500);
+  assert.equal(m.isLive("http://b:1"), false);
+  await m.stop();
+  assert.equal(clock.pendingTimers, 0);
+});
+
+Deno.test("membership: browsers get the live servers' browser URLs (told in hellos both ways), one entry per shared address", async () => {
+  const clock = new ManualClock();
+  const sent: ClusterRequest[] = [];
+  const call = (address: string, request: ClusterRequest): Promise<ClusterResponse> => {
+    sent.push(request);
+    return Promise.resolve(
+      address === "http://b:1"
+        ? { v: 1, type: "hello", peers: [], browserUrl: "https://chat.example" }
+        : { v: 1, type: "hello", peers: [] },
+    );
+  };
+  const m = new Membership({ call, metrics: new Metrics(), log: silentLog, clock }, {
+    self: "http://a:1",
+    browserUrl: "https://chat.example",
+    seeds: ["http://b:1", "http://c:1"],
+    helloIntervalMs: 1000,
+  });
+  m.start();
+  await clock.advance(0);
+  // a and b are behind one name; c announced none, so browsers reach it at its address.
+  assert.deepEqual(m.liveBrowserUrls(), ["http://c:1", "https://chat.example"]);
+  assert.ok(sent.every((r) => r.type === "hello" && r.browserUrl === "https://chat.example"));
+  // d says hello with its own browser URL, and the answer carries ours.
+  const answer = m.receiveHello({
+    v: 1,
+    type: "hello",
+    from: "http://d:1",
+    peers: [],
+    browserUrl: "http://localhost:8004",
+  });
+  assert.equal(answer.type === "hello" && answer.browserUrl, "https://chat.example");
+  assert.deepEqual(m.liveBrowserUrls(), [
+    "http://c:1",
+    "http://localhost:8004",
+    "https://chat.example",
+  ]);
+  assert.deepEqual(m.knownBrowserUrls(), m.liveBrowserUrls());
+  await m.stop();
+});

@@ -34,6 +34,11 @@ const TIME = { min: 0, max: 8.64e15, integer: true };
 /** Server → server replication requests. */
 export type ReplicationRequest =
   | { v: 1; type: "put"; entries: MailboxEntry[]; coordinate: boolean }
+  /**
+   * Coordinated puts a home server gathered for one primary (group commit): each is handled as
+   * its own coordinated put, and answered in `results`, in the same order.
+   */
+  | { v: 1; type: "put_many"; puts: MailboxEntry[][] }
   | { v: 1; type: "ack"; tombstones: Tombstone[]; coordinate: boolean }
   | {
     v: 1;
@@ -111,7 +116,9 @@ export type ReplicationResponse =
   | { v: 1; type: "account"; account?: AccountRecord }
   | { v: 1; type: "presence"; record?: PresenceRecord }
   | { v: 1; type: "directory"; usernames: string[]; online: PresenceRecord[] }
-  | { v: 1; type: "error"; code: ReplicationErrorCode; message: string; replicaSet?: string[] };
+  | { v: 1; type: "error"; code: ReplicationErrorCode; message: string; replicaSet?: string[] }
+  /** The answers to a `put_many`, one per put, in order. */
+  | { v: 1; type: "results"; results: ReplicationResponse[] };
 
 function readEntry(value: unknown, path: string): MailboxEntry {
   const o = readObject(value, path);
@@ -218,6 +225,7 @@ function readItemKey(value: unknown, path: string): ItemKey {
 export function parseReplicationRequest(value: unknown): ReplicationRequest {
   const { obj, type } = readEnvelope(value, REPLICATION_PROTOCOL_VERSION, [
     "put",
+    "put_many",
     "ack",
     "fetch",
     "digest",
@@ -238,6 +246,18 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         type: "put",
         entries: readArray(obj, "entries", "", MAX_BATCH, readEntry),
         coordinate: readBoolean(obj, "coordinate", ""),
+      };
+    case "put_many":
+      return {
+        v: 1,
+        type: "put_many",
+        puts: readArray(
+          obj,
+          "puts",
+          "",
+          MAX_BATCH,
+          (value, path) => readArray({ entries: value }, "entries", path, MAX_BATCH, readEntry),
+        ),
       };
     case "ack":
       return {
@@ -312,6 +332,10 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
 
 /** Validates a decoded replication response. */
 export function parseReplicationResponse(value: unknown): ReplicationResponse {
+  return readResponse(value, true);
+}
+
+function readResponse(value: unknown, mayNest: boolean): ReplicationResponse {
   const { obj, type } = readEnvelope(value, REPLICATION_PROTOCOL_VERSION, [
     "ok",
     "entries",
@@ -322,6 +346,7 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
     "presence",
     "directory",
     "error",
+    "results",
   ]);
   switch (type as ReplicationResponse["type"]) {
     case "ok":
@@ -395,5 +420,12 @@ export function parseReplicationResponse(value: unknown): ReplicationResponse {
       }
       return response;
     }
+    case "results":
+      if (!mayNest) throw new ProtocolError("bad_frame", "type", "Results within results");
+      return {
+        v: 1,
+        type: "results",
+        results: readArray(obj, "results", "", MAX_BATCH, (v) => readResponse(v, false)),
+      };
   }
 }

@@ -25,6 +25,7 @@ import type {
 import { accountVersion, mergeAccounts } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
+import { Batcher, type Settled } from "./batcher.ts";
 import type { Log } from "../telemetry/mod.ts";
 
 /**
@@ -131,6 +132,13 @@ export class MailboxFullError extends Error {
 
 /** How often a call in flight checks whether its peer turned suspect, in ms. */
 const SUSPECT_POLL_MS = 100;
+
+/** How long a looked-up primary is used before the ring is asked again, in ms. */
+const PRIMARY_CACHE_MS = 1000;
+
+/** Most mailbox entries one group commit stores (and sends to each replica in one request). */
+const MAX_PUT_BATCH = 4000;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The mailbox replication of one server node. */
@@ -156,6 +164,18 @@ export class Replicator {
   #largestCluster = 1;
   /** Registrations in flight on this coordinator, by username: one decision per name at a time. */
   #registering = new Map<string, Promise<unknown>>();
+  /** Coordinated puts for another primary, by its address, waiting for the next request there. */
+  #forwards = new Map<string, Batcher<MailboxEntry[], ReplicationResponse>>();
+  /** Primaries of ring keys recently looked up (see {@link #primaryOf}). */
+  #primaries = new Map<string, { primary: Promise<string>; until: number }>();
+  /**
+   * Mailbox puts waiting for this primary's next group commit. Two commits may run at once: the
+   * next batch is stored while the one before waits for its replicas.
+   */
+  #puts = new Batcher<MailboxEntry[], ReplicationResponse>(
+    (batch) => this.#flushPuts(batch),
+    { maxWeight: MAX_PUT_BATCH, weight: (entries) => entries.length, concurrency: 2 },
+  );
 
   /** Creates the replicator; {@link start} begins the repair rounds. */
   constructor(deps: ReplicatorDeps, options: ReplicatorOptions = {}) {
@@ -454,28 +474,35 @@ export class Replicator {
       let target: string;
       try {
         // A node that was not responsible named the current primary: go there directly, once.
-        target = redirect ??
-          (await this.#beforeDeadline(this.#deps.ring.replicaSet(ringKey, this.#k), deadline))[0]!;
+        target = redirect ?? (await this.#beforeDeadline(this.#primaryOf(ringKey), deadline));
         redirect = undefined;
       } catch (err) {
+        this.#primaries.delete(ringKey);
         lastError = `lookup failed: ${(err as Error).message}`;
         continue;
       }
       if (target !== this.#deps.ring.self && this.#deps.isSuspect?.(target)) {
+        this.#primaries.delete(ringKey);
         lastError = `${target}: suspect (missed its last hello)`;
         continue;
       }
       let res: ReplicationResponse;
       try {
         res = await this.#beforeDeadline(
-          target === this.#deps.ring.self ? this.handle(request) : this.#callPeer(target, request),
+          target === this.#deps.ring.self
+            ? this.handle(request)
+            : request.type === "put"
+            ? this.#forwardPut(target, request.entries)
+            : this.#callPeer(target, request),
           Math.min(deadline, this.#now() + this.#attemptMs),
         );
       } catch (err) {
+        this.#primaries.delete(ringKey);
         lastError = `${target}: ${(err as Error).message}`;
         continue;
       }
       if (res.type !== "error") return res;
+      this.#primaries.delete(ringKey);
       if (res.code === "mailbox_full") throw new MailboxFullError(res.message);
       if (res.code === "username_taken") throw new UsernameTakenError(res.message);
       const named = res.replicaSet?.[0];
@@ -506,6 +533,90 @@ export class Replicator {
     }
   }
 
+  /**
+   * Sends a coordinated put to the primary at `target`. Puts for the same primary that come while
+   * a request to it is under way go together in the next one (`put_many`), each with its own
+   * answer; a request that fails fails exactly the puts in it, and each is retried by its caller.
+   */
+  #forwardPut(target: string, entries: MailboxEntry[]): Promise<ReplicationResponse> {
+    let batcher = this.#forwards.get(target);
+    if (!batcher) {
+      batcher = new Batcher((batch) => this.#sendPuts(target, batch), {
+        maxWeight: MAX_PUT_BATCH,
+        weight: (entries) => entries.length,
+        concurrency: 2,
+      });
+      this.#forwards.set(target, batcher);
+    }
+    const answer = batcher.submit(entries);
+    // Forget the batcher of a primary once idle, so departed servers leave nothing behind.
+    const forget = () => {
+      if (batcher.idle && this.#forwards.get(target) === batcher) {
+        this.#forwards.delete(target);
+      }
+    };
+    answer.then(forget, forget);
+    return answer;
+  }
+
+  async #sendPuts(
+    target: string,
+    batch: readonly MailboxEntry[][],
+  ): Promise<Settled<ReplicationResponse>[]> {
+    // A lone put travels as it always has.
+    if (batch.length === 1) {
+      const value = await this.#callPeer(target, {
+        v: 1,
+        type: "put",
+        entries: batch[0]!,
+        coordinate: true,
+      });
+      return [{ ok: true, value }];
+    }
+    let res: ReplicationResponse;
+    try {
+      res = await this.#callPeer(target, { v: 1, type: "put_many", puts: [...batch] });
+    } catch (err) {
+      // A server of an older version refuses put_many as a bad request: one put each, then.
+      if (!/HTTP 400/.test(String(err))) throw err;
+      return await Promise.all(
+        batch.map((entries) =>
+          this.#callPeer(target, { v: 1, type: "put", entries, coordinate: true }).then(
+            (value): Settled<ReplicationResponse> => ({ ok: true, value }),
+            (error): Settled<ReplicationResponse> => ({ ok: false, error }),
+          )
+        ),
+      );
+    }
+    if (res.type !== "results" || res.results.length !== batch.length) {
+      throw new Error(`${target} answered put_many with ${res.type}`);
+    }
+    return res.results.map((value) => ({ ok: true, value }));
+  }
+
+  /**
+   * The primary of `ringKey`, looked up on the ring (a lookup costs ring RPCs) or remembered
+   * from a lookup less than {@link PRIMARY_CACHE_MS} ago; concurrent requests share one lookup.
+   * A remembered primary is only a first guess: a node that no longer is the primary refuses
+   * (naming the current one), and any refusal or failure forgets it.
+   */
+  #primaryOf(ringKey: string): Promise<string> {
+    const now = this.#now();
+    const known = this.#primaries.get(ringKey);
+    if (known && known.until > now) return known.primary;
+    if (this.#primaries.size >= 10_000) this.#primaries.clear();
+    const primary = this.#deps.ring.replicaSet(ringKey, this.#k).then((set) => {
+      if (!set[0]) throw new Error("empty replica set");
+      return set[0];
+    });
+    const entry = { primary, until: now + PRIMARY_CACHE_MS };
+    this.#primaries.set(ringKey, entry);
+    primary.catch(() => {
+      if (this.#primaries.get(ringKey) === entry) this.#primaries.delete(ringKey);
+    });
+    return primary;
+  }
+
   /** `work`, or a rejection once `deadline` passes (the work itself runs on). */
   async #beforeDeadline<T>(work: Promise<T>, deadline: number): Promise<T> {
     const started = this.#now();
@@ -533,6 +644,12 @@ export class Replicator {
         return request.coordinate
           ? await this.#coordinatePut(request.entries)
           : { v: 1, type: "ok", count: store.mailbox.insert(request.entries) };
+      case "put_many":
+        return {
+          v: 1,
+          type: "results",
+          results: await Promise.all(request.puts.map((entries) => this.#coordinatePut(entries))),
+        };
       case "ack":
         if (request.coordinate) return await this.#coordinateAck(request.tombstones);
         store.mailbox.tombstone(request.tombstones);
@@ -877,15 +994,129 @@ export class Replicator {
     return this.#lastSeq;
   }
 
+  /**
+   * A put on the primary. Concurrent puts share one durable transaction and one replication RPC
+   * per replica (group commit, see {@link Batcher}); each still gets its own answer.
+   */
   async #coordinatePut(entries: MailboxEntry[]): Promise<ReplicationResponse> {
-    const { ring, store } = this.#deps;
     for (const e of entries) {
-      if (!ring.isPrimaryFor(e.ringKey)) return await this.#notResponsible(e.ringKey);
+      if (!this.#deps.ring.isPrimaryFor(e.ringKey)) return await this.#notResponsible(e.ringKey);
     }
+    return await this.#puts.submit(entries);
+  }
+
+  /**
+   * One batch of puts, in submission order: each is checked against the quotas as if the ones
+   * before it in the batch were stored, sequenced, and the accepted ones are stored in one
+   * transaction and sent to the replicas in one request. A put refused (quota, no longer the
+   * primary) or failing alone changes nothing and does not hold back the others.
+   */
+  async #flushPuts(batch: readonly MailboxEntry[][]): Promise<Settled<ReplicationResponse>[]> {
+    const { ring, store } = this.#deps;
+    const answers: Settled<ReplicationResponse>[] = [];
+    const ok = (value: ReplicationResponse): Settled<ReplicationResponse> => ({ ok: true, value });
+    if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
+      const refusal = this.#tooFewCopies(
+        `${this.#copiesNeeded()} durable copies needed, the ring has ${
+          1 + this.#replicaTargets().length
+        } servers`,
+      );
+      return batch.map(() => ok(refusal));
+    }
+    // Pending counts, read once per batch (a count reads the whole mailbox), plus what the puts
+    // accepted so far in this batch add, for the quotas of the ones after them.
+    const pendingTo = new Map<string, number>();
+    const pendingFrom = new Map<string, number>();
+    const counts = {
+      to: (recipient: string) => {
+        let n = pendingTo.get(recipient);
+        if (n === undefined) pendingTo.set(recipient, n = store.mailbox.countPending(recipient));
+        return n;
+      },
+      from: (recipient: string, sender: string) => {
+        const key = JSON.stringify([recipient, sender]);
+        let n = pendingFrom.get(key);
+        if (n === undefined) {
+          pendingFrom.set(key, n = store.mailbox.countPendingFrom(recipient, sender));
+        }
+        return n;
+      },
+    };
+    const accepted: { index: number; entries: MailboxEntry[] }[] = [];
+    for (const [index, entries] of batch.entries()) {
+      const foreign = entries.find((e) => !ring.isPrimaryFor(e.ringKey));
+      if (foreign) {
+        answers.push(ok(await this.#notResponsible(foreign.ringKey)));
+        continue;
+      }
+      const refusal = this.#quotaRefusal(entries, counts);
+      if (refusal) {
+        answers.push(ok(refusal));
+        continue;
+      }
+      for (const e of entries) {
+        pendingTo.set(e.recipient, counts.to(e.recipient) + 1);
+        const key = JSON.stringify([e.recipient, e.sender]);
+        pendingFrom.set(key, counts.from(e.recipient, e.sender) + 1);
+      }
+      // A retry keeps the seq this primary gave the message before, so every copy gets the same.
+      const held = new Map(
+        store.mailbox.entries(entries.map((e) => [e.recipient, e.messageId])).map((
+          e,
+        ) => [`${e.recipient}/${e.messageId}`, e.seq]),
+      );
+      const sequenced = entries.map((e) => ({
+        ...e,
+        seq: held.get(`${e.recipient}/${e.messageId}`) ?? this.#nextSeq(),
+      }));
+      answers.push(ok({ v: 1, type: "ok", count: entries.length }));
+      accepted.push({ index, entries: sequenced });
+    }
+    if (!accepted.length) return answers;
+    let stored = accepted;
+    try {
+      store.mailbox.insert(accepted.flatMap((a) => a.entries));
+    } catch {
+      // One put the transaction could not take fails alone: the others are stored one by one.
+      stored = [];
+      for (const a of accepted) {
+        try {
+          store.mailbox.insert(a.entries);
+          stored.push(a);
+        } catch (error) {
+          answers[a.index] = { ok: false, error };
+        }
+      }
+      if (!stored.length) return answers;
+    }
+    const replicated = await this.#replicate({
+      v: 1,
+      type: "put",
+      entries: stored.flatMap((a) => a.entries),
+      coordinate: false,
+    });
+    for (const a of stored) {
+      if (!replicated) answers[a.index] = ok(this.#quorumFailed());
+      else {
+        this.#deps.metrics.inc("p2pchat_mailbox_stored_total", undefined, a.entries.length);
+      }
+    }
+    this.#deps.metrics.inc("p2pchat_mailbox_group_commits_total");
+    return answers;
+  }
+
+  /**
+   * The refusal of a put whose entries would take a mailbox, or one sender's share of it, past
+   * its quota (`counts` tells how many are pending), or undefined.
+   */
+  #quotaRefusal(
+    entries: readonly MailboxEntry[],
+    counts: { to(recipient: string): number; from(recipient: string, sender: string): number },
+  ): ReplicationResponse | undefined {
     const adding = new Map<string, number>();
     for (const e of entries) adding.set(e.recipient, (adding.get(e.recipient) ?? 0) + 1);
     for (const [recipient, n] of adding) {
-      if (store.mailbox.countPending(recipient) + n > this.#quota) {
+      if (counts.to(recipient) + n > this.#quota) {
         this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "quota" });
         return {
           v: 1,
@@ -902,7 +1133,7 @@ export class Replicator {
     }
     for (const [key, n] of bySender) {
       const [recipient, sender] = JSON.parse(key) as [string, string];
-      if (store.mailbox.countPendingFrom(recipient, sender) + n > this.#quotaPerSender) {
+      if (counts.from(recipient, sender) + n > this.#quotaPerSender) {
         this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "sender_quota" });
         return {
           v: 1,
@@ -913,28 +1144,7 @@ export class Replicator {
         };
       }
     }
-    if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
-      return this.#tooFewCopies(
-        `${this.#copiesNeeded()} durable copies needed, the ring has ${
-          1 + this.#replicaTargets().length
-        } servers`,
-      );
-    }
-    // A retry keeps the seq this primary gave the message before, so every copy gets the same.
-    const held = new Map(
-      store.mailbox.entries(entries.map((e) => [e.recipient, e.messageId])).map((
-        e,
-      ) => [`${e.recipient}/${e.messageId}`, e.seq]),
-    );
-    const sequenced = entries.map((e) => ({
-      ...e,
-      seq: held.get(`${e.recipient}/${e.messageId}`) ?? this.#nextSeq(),
-    }));
-    store.mailbox.insert(sequenced);
-    const ok = await this.#replicate({ v: 1, type: "put", entries: sequenced, coordinate: false });
-    if (!ok) return this.#quorumFailed();
-    this.#deps.metrics.inc("p2pchat_mailbox_stored_total", undefined, entries.length);
-    return { v: 1, type: "ok", count: entries.length };
+    return undefined;
   }
 
   async #coordinateAck(tombstones: Tombstone[]): Promise<ReplicationResponse> {

@@ -9,6 +9,7 @@ import { Metrics } from "../telemetry/mod.ts";
 import {
   parseReplicationRequest,
   parseReplicationResponse,
+  type ReplicationRequest,
   Replicator,
   type ReplicatorOptions,
   type RingAccess,
@@ -34,6 +35,9 @@ class TestRing {
   suspect = new Set<string>();
   /** Called when a request reaches a frozen node. */
   onHang: () => void = () => {};
+  /** Awaited before a node handles a request it was sent (a test may hold requests here). */
+  beforeHandle: (to: string, request: ReplicationRequest) => Promise<void> = () =>
+    Promise.resolve();
 
   ringKeyOf = (username: string) =>
     hex([...username].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 256, 7));
@@ -99,7 +103,11 @@ class TestRing {
           return await new Promise<never>(() => {});
         }
         const req = parseReplicationRequest(structuredClone(request));
-        return parseReplicationResponse(structuredClone(await peer.replicator.handle(req)));
+        await this.beforeHandle(to, req);
+        const res = await peer.replicator.handle(req);
+        // Killed while it worked on the request: its answer never leaves (kill -9).
+        if (this.live.get(to) !== peer) throw new Error(`${to} closed the connection`);
+        return parseReplicationResponse(structuredClone(res));
       },
       metrics: new Metrics(),
       log: () => {},
@@ -268,7 +276,7 @@ function bobsPrimaryWith(options: ReplicatorOptions) {
     metrics: new Metrics(),
     log: () => {},
   }, { writeDeadlineMs: 500, ...options });
-  return entry;
+  return Object.assign(entry, { ring });
 }
 
 Deno.test("replication: a full mailbox refuses new messages with a clear error", async () => {
@@ -297,6 +305,117 @@ Deno.test("replication: one sender cannot fill a mailbox; others can still write
   );
   await entry.replicator.storeMessages([from("alice", 1)]);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 4);
+});
+
+Deno.test("replication: concurrent sends share commits yet each is answered alone, in order", async () => {
+  const entry = bobsPrimaryWith({ quotaPerRecipient: 100, quotaPerSender: 3 });
+  const other = [...entry.ring.live.values()].find((n) => n !== entry)!.replicator;
+  const from = (sender: string, i: number) => ({
+    ...message(i),
+    sender,
+    messageId: `${sender}-${i}-msg`,
+  });
+  // Sent without waiting, on the primary and through another server (which gathers its puts
+  // for the primary into one request): they meet in shared commits.
+  const results = await Promise.allSettled([
+    ...[1, 2, 3, 4, 5].map((i) => entry.replicator.storeMessages([from("mallory", i)])),
+    ...[1, 2, 3].map((i) => other.storeMessages([from("alice", i)])),
+  ]);
+  // The sender quota counts the puts before it in the same commit: mallory's 4th and 5th fail.
+  assert.deepEqual(results.map((r) => r.status), [
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+    "rejected",
+    "rejected",
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+  ]);
+  assert.match(
+    String((results[3] as PromiseRejectedResult).reason),
+    /already holds 3 messages from you/,
+  );
+  const pending = (await entry.replicator.fetchPending("bob")).map((e) => e.messageId);
+  assert.deepEqual(
+    pending.filter((id) => id.startsWith("mallory")),
+    [1, 2, 3].map((i) => `mallory-${i}-msg`),
+  );
+  assert.deepEqual(
+    pending.filter((id) => id.startsWith("alice")),
+    [1, 2, 3].map((i) => `alice-${i}-msg`),
+  );
+  const copies = entry.ring.copies();
+  for (const id of pending) assert.ok(copies.get(id)! >= 2, `${id} acknowledged on fewer than W`);
+});
+
+Deno.test("replication: a put the group commit's transaction cannot take fails alone; the others in the batch are acknowledged", async () => {
+  const entry = bobsPrimaryWith({});
+  // Not a valid row (sent_at is an INTEGER column of a STRICT table): its insert throws.
+  const bad = { ...message(2), sentAt: "yesterday" as unknown as number };
+  const results = await Promise.allSettled(
+    [[message(1)], [bad], [message(3)]].map((m) => entry.replicator.storeMessages(m)),
+  );
+  assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+  const copies = entry.ring.copies();
+  assert.equal(copies.get(message(2).messageId), undefined, "the failed put is stored nowhere");
+  for (const i of [1, 3]) assert.ok(copies.get(message(i).messageId)! >= 2);
+  assert.deepEqual(
+    (await entry.replicator.fetchPending("bob")).map((e) => e.messageId),
+    [1, 3].map((i) => message(i).messageId),
+  );
+});
+
+Deno.test("replication: a primary killed during a group commit leaves no acknowledged message lost or doubled", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160].map((id) => ring.add(id));
+  const nodes = ring.sorted();
+  const p = ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16));
+  const primary = nodes[p]!;
+  const sender = ring.live.get(nodes[(p + 3) % nodes.length]!.address)!.replicator;
+  // Acknowledged before the crash.
+  await sender.storeMessages([message(0)]);
+  // The primary's next group commit is stored on the primary, and the primary is killed before
+  // its replica requests leave (they are held, then dropped): nothing of that batch may have
+  // been acknowledged, and its senders must get their messages stored elsewhere.
+  const drop: (() => void)[] = [];
+  let killed = false;
+  const reached = new Promise<void>((r) => {
+    ring.beforeHandle = async (_to, req) => {
+      const batch = req.type === "put" && !req.coordinate &&
+        req.entries.some((e) => e.messageId !== message(0).messageId);
+      if (!batch || killed) return;
+      r();
+      await new Promise<void>((_, reject) =>
+        drop.push(() => reject(new Error("never sent: its sender was killed")))
+      );
+    };
+  });
+  const sends = [1, 2, 3, 4, 5, 6].map((i) => sender.storeMessages([message(i)]));
+  await reached;
+  // Give an answer every chance to leave (none may while the replicas lack the batch).
+  for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+  const killedStore = ring.live.get(primary.address)!.store;
+  ring.crash(primary.id);
+  killed = true;
+  for (const d of drop) d();
+  const results = await Promise.allSettled(sends);
+  const acked = [0, ...[1, 2, 3, 4, 5, 6].filter((_, j) => results[j]!.status === "fulfilled")];
+  assert.ok(
+    [1, 2, 3, 4, 5, 6].some((i) =>
+      killedStore.mailbox.entries([["bob", message(i).messageId]]).length
+    ),
+    "the killed primary had stored the batch it was replicating",
+  );
+  // The senders retried on the next primary: every send is acknowledged in the end.
+  assert.equal(acked.length, 7, JSON.stringify(results.map((r) => r.status)));
+  for (const i of acked) {
+    assert.ok(ring.copies().get(message(i).messageId)! >= 2, `message ${i} on fewer than W`);
+  }
+  await ring.repair();
+  const pending = (await sender.fetchPending("bob")).map((e) => e.messageId);
+  assert.deepEqual([...pending].sort(), acked.map((i) => message(i).messageId).sort());
+  for (const i of acked) assert.equal(ring.copies().get(message(i).messageId), 3);
 });
 
 Deno.test("replication: a node that is not the primary answers with the current replica set", async () => {

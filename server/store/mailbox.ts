@@ -117,6 +117,9 @@ export class MailboxStore {
   #insert: StatementSync;
   #tombstone: StatementSync;
   #deleteEntry: StatementSync;
+  #getEntry: StatementSync;
+  #countPending: StatementSync;
+  #countPendingFrom: StatementSync;
 
   /** Wraps an open, migrated database. */
   constructor(db: DatabaseSync) {
@@ -136,6 +139,11 @@ export class MailboxStore {
        VALUES (?, ?, ?, ?)`,
     );
     this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
+    this.#getEntry = db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
+    this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
+    this.#countPendingFrom = db.prepare(
+      "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
+    );
   }
 
   /**
@@ -186,25 +194,21 @@ export class MailboxStore {
 
   /** Number of pending entries of `recipient` (for quotas). */
   countPending(recipient: string): number {
-    const row = this.#db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?")
-      .get(recipient) as { n: number };
+    const row = this.#countPending.get(recipient) as { n: number };
     return Number(row.n);
   }
 
   /** Number of pending entries `sender` left for `recipient` (for per-sender quotas). */
   countPendingFrom(recipient: string, sender: string): number {
-    const row = this.#db.prepare(
-      "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
-    ).get(recipient, sender) as { n: number };
+    const row = this.#countPendingFrom.get(recipient, sender) as { n: number };
     return Number(row.n);
   }
 
   /** Entries named by `keys` (those this node has). */
   entries(keys: readonly [string, string][]): MailboxEntry[] {
-    const get = this.#db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
     const out: MailboxEntry[] = [];
     for (const [recipient, id] of keys) {
-      const row = get.get(recipient, id) as Row | undefined;
+      const row = this.#getEntry.get(recipient, id) as Row | undefined;
       if (row) out.push(toEntry(row));
     }
     return out;

@@ -52,6 +52,8 @@ const MIGRATIONS: readonly Migration[] = [
     backfillAccountRingKeys(db, options.ringKeyOf);
     db.exec(PRESENCE_SCHEMA);
   },
+  // The per-sender quota counts one sender's entries in a mailbox on every put.
+  `CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender)`,
   // The changing state of accounts: salt, rekey, newest session.
   ACCOUNT_STATE_SCHEMA,
 ];

@@ -3,6 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import { IdSpace } from "../chord/mod.ts";
 import { NodeStore, userRingKey } from "./mod.ts";
 import { MAILBOX_SCHEMA } from "./mailbox.ts";
+import { PRESENCE_SCHEMA, type PresenceRecord, PresenceStore } from "./presence.ts";
 
 Deno.test("store: a user's ring key is the key the 160-bit CHORD ring looks up", () => {
   const space = new IdSpace(160);
@@ -95,4 +96,31 @@ Deno.test("store: copies of one registration merge their state, whatever order t
   assert.notEqual(store.itemKeys(whole)[0]![2], idBefore);
   assert.match(store.itemKeys(whole)[0]![2], /^7\.aaaaaaaaaaaa~[A-Za-z0-9]+$/);
   store.close();
+});
+
+Deno.test("store: presence commits skip the fsync, and leave the connection at synchronous=FULL", async () => {
+  const dir = await Deno.makeTempDir();
+  const db = new DatabaseSync(`${dir}/node.sqlite`);
+  try {
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec(PRESENCE_SCHEMA);
+    const level = () =>
+      (db.prepare("PRAGMA synchronous").get() as { synchronous: number }).synchronous;
+    const presence = new PresenceStore(db);
+    const rec = { username: "bob", ringKey: userRingKey("bob"), home: "http://a:1" };
+    assert.equal(presence.put([{ ...rec, updatedAt: 10, expiresAt: 100 }]), 1);
+    assert.equal(level(), 2, "FULL again after a presence commit");
+    // A put that fails (a record without a home) changes nothing and still restores FULL.
+    const bad = { ...rec, home: null, updatedAt: 20, expiresAt: 200 } as unknown as PresenceRecord;
+    assert.throws(() =>
+      presence.put([{ ...rec, username: "carol", updatedAt: 20, expiresAt: 200 }, bad])
+    );
+    assert.equal(level(), 2, "FULL again after a failed presence commit");
+    assert.equal(presence.get("carol"), undefined);
+    assert.equal(presence.get("bob")?.updatedAt, 10);
+  } finally {
+    db.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

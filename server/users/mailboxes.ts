@@ -24,6 +24,8 @@ export interface MailboxesDeps {
 /** Sends to, reads and acknowledges offline mailboxes. */
 export class Mailboxes {
   #deps: MailboxesDeps;
+  /** Recipients with a `mail_waiting` notice under way: true when another must follow it. */
+  #notices = new Map<string, boolean>();
 
   /** Creates the service. */
   constructor(deps: MailboxesDeps) {
@@ -53,7 +55,7 @@ export class Mailboxes {
       })));
       // The sender believed the recipient offline; if a session of theirs runs after all (the
       // sender's view was stale), it is told to fetch now rather than at its next login.
-      void this.#deps.routing.deliver(to, { v: 1, type: "mail_waiting" });
+      this.#tellWaiting(to);
     });
   }
 
@@ -96,6 +98,30 @@ export class Mailboxes {
           .then((ok) => ok || this.#deps.log("receipt_undelivered", { to: sender, by: me }));
       }
     });
+  }
+
+  /**
+   * Tells `to`'s sessions that mail waits. Notices to one recipient are coalesced: while one is
+   * under way (finding an offline user's home costs a ring read), further sends only ask for one
+   * more after it, so every stored message is still followed by a notice that started after it.
+   */
+  #tellWaiting(to: string): void {
+    if (this.#notices.has(to)) {
+      this.#notices.set(to, true);
+      return;
+    }
+    this.#notices.set(to, false);
+    const run = (): void => {
+      void this.#deps.routing.deliver(to, { v: 1, type: "mail_waiting" })
+        .catch(() => false)
+        .finally(() => {
+          if (this.#notices.get(to)) {
+            this.#notices.set(to, false);
+            run();
+          } else this.#notices.delete(to);
+        });
+    };
+    run();
   }
 
   /** Runs `work`, turning storage failures into user errors and counting the result. */

@@ -62,3 +62,10 @@ export {
   SUPERSEDED_MESSAGE,
 } from "./sessions.ts";
 export { type SessionClaims, TokenError, Tokens } from "./tokens.ts";
+export {
+  type IceGrant,
+  IceServers,
+  type IceServersDeps,
+  type IceServersOptions,
+  turnCredential,
+} from "./ice_servers.ts";

@@ -65,6 +65,8 @@ export interface MembershipView {
   readonly self: string;
   /** This server and every live peer, sorted. */
   liveServers(): string[];
+  /** The base URLs browsers reach this server and the live peers at (their fail-over list). */
+  liveBrowserUrls(): string[];
   /** Whether `address` is this server or a live peer. */
   isLive(address: string): boolean;
   /** Subscribes to peers going up or down. */

@@ -667,7 +667,7 @@ export class Sessions {
       username: claims.username,
       token,
       expiresAt: claims.expiresAt,
-      servers: this.#deps.membership.liveServers(),
+      servers: this.#deps.membership.liveBrowserUrls(),
       ...(keys ? { keys } : {}),
       ...(publicKeys ? { publicKeys } : {}),
     };

@@ -194,6 +194,10 @@ export class FakeMembership implements MembershipView {
     return [this.self, ...this.#alive].sort();
   }
 
+  liveBrowserUrls(): string[] {
+    return this.liveServers();
+  }
+
   isLive(address: string): boolean {
     return address === this.self || this.#alive.has(address);
   }

@@ -232,7 +232,7 @@ Deno.test("servers and WebSocket frames never hold passwords, plaintext or priva
     );
     assert.ok(!mailAfterReload.includes(tamperedId), "the servers still hand out the message");
     assert.equal(
-      await bob.$$eval('[data-testid="tampered"]', (els) => els.length),
+      await bob.$$eval('[data-testid="refused"]', (els) => els.length),
       0,
       "the discarded message does not come back after a reload",
     );

@@ -17,6 +17,7 @@ import {
   sendMessage,
   signIn,
   storedMessages,
+  waitForChannel,
   waitForContact,
   waitForHandover,
   waitForMessages,
@@ -61,6 +62,7 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     await waitForContact(bob, "alice", true);
     await openChat(oldAlice, "bob");
     await openChat(bob, "alice");
+    await waitForChannel(oldAlice, "bob");
 
     // Live messages over the data channel: they are never in any mailbox.
     await sendMessage(oldAlice, "live 1 from alice");

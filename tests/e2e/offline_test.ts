@@ -1,7 +1,8 @@
 /**
  * The offline path in real browsers: bob is offline; alice (on server 1) sends 3 messages, which
  * her page shows as pending (stored on the servers); bob opens the app on another server (3),
- * logs in and sees all 3 in order, from the mailbox; alice's page then shows them delivered.
+ * logs in and sees all 3 once each, in order (from the mailbox, or over the data channel alice's
+ * page offers them on as soon as it opens); alice's page then shows them delivered.
  */
 import assert from "node:assert/strict";
 import { launchBrowser, type TestBrowser } from "../support/browser.ts";
@@ -67,9 +68,15 @@ Deno.test("bob offline: alice's 3 messages wait on the servers and reach him on 
     try {
       await signIn(bob, "bob", "bob-password-1", false);
       await openChat(bob, "alice");
+      // Each message once, in send order (waitForMessages compares the whole list), from alice.
+      // Which path brought each one first is not fixed: bob's client fetches his mailbox while it
+      // opens a data channel to alice, and alice's client offers her undelivered mailbox
+      // messages over that channel as soon as it opens (so that bob's ack marks them delivered
+      // even if the servers' notice is lost); bob keeps whichever copy of an id comes first.
       await waitForMessages(bob, TEXTS);
       const shown = await shownMessages(bob);
-      assert.deepEqual(shown.map((m) => [m.from, m.via]), TEXTS.map(() => ["alice", "mailbox"]));
+      assert.deepEqual(shown.map((m) => m.from), TEXTS.map(() => "alice"));
+      for (const m of shown) assert.ok(m.via === "mailbox" || m.via === "p2p", `via ${m.via}`);
 
       // Alice's page learns they were delivered.
       await waitForStatuses(alice, "alice", "delivered", 3);

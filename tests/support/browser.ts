@@ -5,6 +5,16 @@
  */
 import puppeteer, { type Browser } from "puppeteer-core";
 
+/**
+ * How to start a browser somewhere else (another network namespace): a wrapper program in place
+ * of the browser, and the DevTools / WebDriver BiDi port puppeteer then connects to on loopback
+ * (which the caller forwards there, see `port_forward.ts`).
+ */
+export interface RemoteLaunch {
+  executablePath?: string;
+  debuggingPort?: number;
+}
+
 /** Where Debian installs Chromium; override with CHROMIUM_PATH. */
 export const CHROMIUM_PATH = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
@@ -20,14 +30,16 @@ export interface TestBrowser {
  * Launches one headless Chromium process with a fresh `--user-data-dir`, or with `userDataDir`
  * (a profile that outlives the process: the caller removes it).
  */
-export async function launchBrowser(options: { userDataDir?: string } = {}): Promise<TestBrowser> {
+export async function launchBrowser(
+  options: { userDataDir?: string } & RemoteLaunch = {},
+): Promise<TestBrowser> {
   const userDataDir = options.userDataDir ??
     await Deno.makeTempDir({ prefix: "p2pchat-chromium-" });
   const browser = await puppeteer.launch({
-    executablePath: CHROMIUM_PATH,
+    executablePath: options.executablePath ?? CHROMIUM_PATH,
     headless: true,
     userDataDir,
-    pipe: true,
+    ...(options.debuggingPort ? { debuggingPort: options.debuggingPort } : { pipe: true }),
     args: [
       "--no-sandbox",
       "--disable-gpu",
@@ -60,11 +72,12 @@ export const FIREFOX_PATH = Deno.env.get("FIREFOX_PATH") ?? "/usr/bin/firefox-es
  * WebRTC between loopback and private addresses with plain host candidates, as Chromium's flags
  * do in {@link launchBrowser}.
  */
-export async function launchFirefox(): Promise<TestBrowser> {
+export async function launchFirefox(options: RemoteLaunch = {}): Promise<TestBrowser> {
   const browser = await puppeteer.launch({
     browser: "firefox",
-    executablePath: FIREFOX_PATH,
+    executablePath: options.executablePath ?? FIREFOX_PATH,
     headless: true,
+    ...(options.debuggingPort ? { debuggingPort: options.debuggingPort } : {}),
     extraPrefsFirefox: {
       "media.peerconnection.ice.loopback": true,
       "media.peerconnection.ice.obfuscate_host_addresses": false,

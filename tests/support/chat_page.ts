@@ -71,6 +71,20 @@ export async function openChat(page: Page, contact: string) {
   }
 }
 
+/**
+ * Waits until the data channel from this page to `peer` is open: a message sent before it is
+ * open goes through the servers (and shows "via server").
+ */
+export async function waitForChannel(page: Page, peer: string, timeoutMs = 40_000) {
+  await page.waitForFunction(
+    (name) =>
+      (globalThis as unknown as { p2pchat?: { isChannelOpen(p: string): boolean } }).p2pchat
+        ?.isChannelOpen(name) === true,
+    { timeout: timeoutMs },
+    peer,
+  );
+}
+
 /** Types `text` and presses Send in the open conversation. */
 export async function sendMessage(page: Page, text: string) {
   await page.type(byId("chat-input"), text);
@@ -213,7 +227,7 @@ export async function recordWebSocketFrames(page: Page): Promise<string[]> {
 
 /** Waits until the open conversation shows the warning that message `id` from `from` was discarded. */
 export async function waitForTampered(page: Page, from: string, id: string, timeoutMs = 40_000) {
-  await page.waitForSelector(`${byId("tampered")}[data-from="${from}"][data-id="${id}"]`, {
+  await page.waitForSelector(`${byId("refused")}[data-from="${from}"][data-id="${id}"]`, {
     timeout: timeoutMs,
   });
 }

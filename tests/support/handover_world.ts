@@ -13,6 +13,7 @@ import {
   openChat,
   sendMessage,
   signIn,
+  waitForChannel,
   waitForContact,
   waitForMessages,
 } from "./chat_page.ts";
@@ -65,6 +66,7 @@ export async function startHandoverWorld(
     await waitForContact(oldAlice, "bob", true);
     await openChat(oldAlice, "bob");
     await openChat(bob, "alice");
+    await waitForChannel(oldAlice, "bob");
     return { servers, oldAlice, bob, oldBrowser: a, newBrowser: b.browser, close };
   } catch (err) {
     await close();

@@ -5,7 +5,7 @@
  */
 import { launchBrowser, type TestBrowser } from "./browser.ts";
 import { type ServerProcess, startCluster } from "./server_process.ts";
-import { openApp, openChat, signIn, waitForContact } from "./chat_page.ts";
+import { openApp, openChat, signIn, waitForChannel, waitForContact } from "./chat_page.ts";
 
 /** A page opened by {@link openApp}, collecting its console errors. */
 export type AppPage = Awaited<ReturnType<typeof openApp>>;
@@ -42,6 +42,8 @@ export async function withAliceAndBob(body: (users: AliceAndBob) => Promise<void
       await waitForContact(bob, "alice", true);
       await openChat(alice, "bob");
       await openChat(bob, "alice");
+      await waitForChannel(alice, "bob");
+      await waitForChannel(bob, "alice");
       await body({ servers, alice, bob });
     } catch (err) {
       console.error("alice console:", alice.errors, "\nbob console:", bob.errors);
