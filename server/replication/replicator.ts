@@ -1225,9 +1225,29 @@ export class Replicator {
     if (deleted.size) {
       this.#deps.metrics.inc("p2pchat_mailbox_stale_pending_total", undefined, deleted.size);
     }
-    const entries = [...merged.values()].filter((e) => !deleted.has(e.messageId))
-      .sort((a, b) => a.seq - b.seq || (a.messageId < b.messageId ? -1 : 1));
+    // Unless every replica answered, an entry only this primary holds may be one acknowledged
+    // while it was away or frozen (its tombstone on copies it did not hear): it waits for a fetch
+    // that hears them all, or for the repair that copies it to an answering replica. Nothing is
+    // lost, and an acknowledged message is not handed out again.
+    const heardAll = heard.length >= this.#replicaSetMembers().length;
+    const confirmed = (id: string) => heardAll || heard.some((h) => h.pending.has(id));
+    let withheld = 0;
+    const entries = [...merged.values()].filter((e) => {
+      if (deleted.has(e.messageId)) return false;
+      if (confirmed(e.messageId)) return true;
+      withheld++;
+      return false;
+    }).sort((a, b) => a.seq - b.seq || (a.messageId < b.messageId ? -1 : 1));
+    if (withheld) {
+      this.#deps.metrics.inc("p2pchat_mailbox_fetch_withheld_total", undefined, withheld);
+    }
     return { v: 1, type: "entries", entries };
+  }
+
+  /** This primary's first K distinct successors, suspect ones included. */
+  #replicaSetMembers(): string[] {
+    const self = this.#deps.ring.self;
+    return [...new Set(this.#deps.ring.successors().filter((a) => a !== self))].slice(0, this.#k);
   }
 
   /** Which of `ids` in `recipient`'s mailbox this node holds a tombstone of. */
