@@ -78,10 +78,12 @@ Deno.test("multicast: servers hear one another but not themselves", async () => 
   try {
     await a.discovery.start();
     await b.discovery.start();
+    // b may or may not have been listening when a's first announcement went out (signing takes
+    // no time): this one it hears for sure.
     await a.discovery.announceNow();
-    await until("a and b to hear each other", () => b.found.length >= 2 && a.found.length >= 1);
-    assert.deepEqual(b.found, ["http://10.78.0.1:8000", "http://10.78.0.1:8000"]);
-    assert.deepEqual(a.found, ["http://10.78.0.2:8000"]);
+    await until("a and b to hear each other", () => b.found.length >= 1 && a.found.length >= 1);
+    assert.ok(b.found.every((x) => x === "http://10.78.0.1:8000"), `b found ${b.found}`);
+    assert.deepEqual(a.found, ["http://10.78.0.2:8000"], "a hears b, never itself");
     assert.equal(a.metrics.get(SENT_METRIC), 2);
     const { group: address, port, interfaceAddress } = group.opened[0]!;
     assert.deepEqual({ address, port, interfaceAddress }, {
@@ -102,14 +104,19 @@ Deno.test("multicast: a server with another secret is dropped and counted, both 
   try {
     await a.discovery.start();
     await intruder.discovery.start();
+    await a.discovery.announceNow(); // heard by the intruder even if it missed a's first one
     await until(
       "each side to drop the other's announcement",
       () => dropped(a.metrics) >= 1 && dropped(intruder.metrics) >= 1,
     );
     assert.deepEqual(a.found, []);
     assert.deepEqual(intruder.found, []);
-    assert.equal(a.metrics.get(DROPPED_METRIC, { reason: "forged" }), 1);
-    assert.equal(intruder.metrics.get(DROPPED_METRIC, { reason: "forged" }), 1);
+    assert.equal(a.metrics.get(DROPPED_METRIC, { reason: "forged" }), dropped(a.metrics));
+    assert.equal(
+      intruder.metrics.get(DROPPED_METRIC, { reason: "forged" }),
+      dropped(intruder.metrics),
+      "every drop is for the forged signature",
+    );
   } finally {
     await a.discovery.stop();
     await intruder.discovery.stop();
