@@ -283,14 +283,7 @@ export class Accounts {
     const { metrics } = this.#deps;
     metrics.inc("p2pchat_login_work_total", { step: "salt_read" });
     const fake = this.#deps.fakeSalt(username);
-    let account: AccountRecord | undefined;
-    try {
-      account = await this.#read(username, UNREACHABLE_MESSAGE);
-    } catch (err) {
-      const cached = this.#cached(username);
-      if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
-      account = cached;
-    }
+    const account = await this.#readOrCached(username);
     const fakeSalt = await fake;
     if (!account) return { salt: fakeSalt };
     return { salt: credentialsOf(account).salt ?? await legacySalt(username) };
@@ -338,6 +331,24 @@ export class Accounts {
   }
 
   /**
+   * `username`'s account from the ring; when the ring cannot answer (`unavailable`), the copy
+   * read in the last minutes if there is one (`onCached` is told), else the error.
+   */
+  async #readOrCached(
+    username: string,
+    onCached?: () => void,
+  ): Promise<AccountRecord | undefined> {
+    try {
+      return await this.#read(username, UNREACHABLE_MESSAGE);
+    } catch (err) {
+      const cached = this.#cached(username);
+      if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
+      onCached?.();
+      return cached;
+    }
+  }
+
+  /**
    * The account if `secret` is its auth secret; undefined for an unknown name or a wrong one.
    * Both cost the same steps, so timing does not tell names apart: one read from the ring (never
    * the cache, which only knows names that exist) and one bcrypt comparison (against a dummy hash
@@ -348,15 +359,10 @@ export class Accounts {
   async verify(username: string, secret: string): Promise<AccountRecord | undefined> {
     const { metrics } = this.#deps;
     metrics.inc("p2pchat_login_work_total", { step: "account_read" });
-    let account: AccountRecord | undefined;
-    try {
-      account = await this.#read(username, UNREACHABLE_MESSAGE);
-    } catch (err) {
-      const cached = this.#cached(username);
-      if (!(err instanceof UserError) || err.code !== "unavailable" || !cached) throw err;
-      metrics.inc("p2pchat_login_work_total", { step: "cached_account" });
-      account = cached;
-    }
+    const account = await this.#readOrCached(
+      username,
+      () => metrics.inc("p2pchat_login_work_total", { step: "cached_account" }),
+    );
     metrics.inc("p2pchat_login_work_total", { step: "bcrypt" });
     if (!account) {
       await compare(secret, await this.#dummyHash());
