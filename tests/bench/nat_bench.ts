@@ -9,9 +9,9 @@
  * Usage: deno task bench:nat [--pairs N] [--rounds N]
  */
 import { parseArgs } from "node:util";
-import type { Browser, Page } from "puppeteer-core";
-import { openApp, pingRoundTrips, signIn, waitForContact } from "../support/chat_page.ts";
-import { type LabBrowser, NatLab } from "../support/nat_lab.ts";
+import type { Page } from "puppeteer-core";
+import { pingRoundTrips } from "../support/chat_page.ts";
+import { type LabBrowser, NatLab, registerPair } from "../support/nat_lab.ts";
 import { canUseNetns } from "../support/netns.ts";
 
 const { values } = parseArgs({
@@ -67,12 +67,7 @@ let pairNo = 0;
 async function freshPair(one: LabBrowser, two: LabBrowser): Promise<[Page, Page, string, string]> {
   pairNo++;
   const [left, right] = [`alice${pairNo}`, `bob${pairNo}`];
-  const a = await openApp(one.browser as Browser, one.appUrl);
-  const b = await openApp(two.browser as Browser, two.appUrl);
-  await signIn(a, left, `${left}-password`, true);
-  await signIn(b, right, `${right}-password`, true);
-  await waitForContact(a, right, true);
-  await waitForContact(b, left, true);
+  const [a, b] = await registerPair(one, two, left, right);
   return [a, b, left, right];
 }
 

@@ -8,19 +8,16 @@
  * what went into the dead channel arrives through the servers, once. Each case is a fresh pair of users (fresh peer connections). Runs as root.
  */
 import assert from "node:assert/strict";
-import type { Browser, Page } from "puppeteer-core";
+import type { Page } from "puppeteer-core";
 import {
   isChannelOpen,
-  openApp,
   openChat,
   sendMessage,
   shownMessages,
-  signIn,
   waitForChannel,
-  waitForContact,
   waitForMessages,
 } from "../support/chat_page.ts";
-import { type LabBrowser, NatLab } from "../support/nat_lab.ts";
+import { NatLab, registerPair } from "../support/nat_lab.ts";
 import { netnsTestAvailability } from "../support/netns_cluster.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
 import { waitFor } from "../support/wait.ts";
@@ -60,22 +57,6 @@ function selectedCandidates(page: Page, peer: string): Promise<Candidates | null
   );
 }
 
-/** Registers `left` in the first browser and `right` in the second, each with the chat open. */
-async function pairUp(
-  one: LabBrowser,
-  two: LabBrowser,
-  left: string,
-  right: string,
-): Promise<[AppPage, AppPage]> {
-  const a = await openApp(one.browser as Browser, one.appUrl);
-  const b = await openApp(two.browser as Browser, two.appUrl);
-  await signIn(a, left, `${left}-password`, true);
-  await signIn(b, right, `${right}-password`, true);
-  await waitForContact(a, right, true);
-  await waitForContact(b, left, true);
-  return [a, b];
-}
-
 Deno.test({
   name: "NAT: STUN through ordinary NAT, TURN through port-randomizing NAT, servers without either",
   ignore: netns.ignore,
@@ -90,7 +71,7 @@ Deno.test({
       await t.step(
         "(a) ordinary NAT: the channel opens on server-reflexive candidates",
         async () => {
-          const [alice, bob] = await pairUp(chromium, firefox, "alice", "bob");
+          const [alice, bob] = await registerPair(chromium, firefox, "alice", "bob");
           pages.push(alice, bob);
           await openChat(alice, "bob");
           await openChat(bob, "alice");
@@ -149,7 +130,7 @@ Deno.test({
 
       await lab.setNat("fully-random");
       await t.step("(b) a new port per flow: the channel opens through TURN", async () => {
-        const [alice, bob] = await pairUp(chromium, firefox, "alice2", "bob2");
+        const [alice, bob] = await registerPair(chromium, firefox, "alice2", "bob2");
         pages.push(alice, bob);
         await openChat(alice, "bob2");
         await openChat(bob, "alice2");
@@ -172,7 +153,7 @@ Deno.test({
 
       await lab.stopTurn();
       await t.step("(c) no TURN either: messages go through the servers at once", async () => {
-        const [alice, bob] = await pairUp(chromium, firefox, "alice3", "bob3");
+        const [alice, bob] = await registerPair(chromium, firefox, "alice3", "bob3");
         pages.push(alice, bob);
         await openChat(bob, "alice3");
         await openChat(alice, "bob3");

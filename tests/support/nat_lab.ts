@@ -9,7 +9,9 @@
  * to its server through the NAT. Nothing is created in the root namespace except loopback
  * listeners. Needs root, nftables and coturn (`/usr/bin/turnserver`).
  */
+import type { Browser } from "puppeteer-core";
 import { launchBrowser, launchFirefox, type TestBrowser } from "./browser.ts";
+import { openApp, signIn, waitForContact } from "./chat_page.ts";
 import { NETNS_PREFIX, removeLeftovers } from "./netns_cluster.ts";
 import { forwardIntoNamespace, type PortForward } from "./port_forward.ts";
 import { type ServerProcess, startServer } from "./server_process.ts";
@@ -372,4 +374,20 @@ table ip filter {
   [Symbol.asyncDispose](): Promise<void> {
     return this.destroy();
   }
+}
+
+/** Registers `left` in the first browser and `right` in the second; each sees the other online. */
+export async function registerPair(
+  one: LabBrowser,
+  two: LabBrowser,
+  left: string,
+  right: string,
+): Promise<[Awaited<ReturnType<typeof openApp>>, Awaited<ReturnType<typeof openApp>>]> {
+  const a = await openApp(one.browser as Browser, one.appUrl);
+  const b = await openApp(two.browser as Browser, two.appUrl);
+  await signIn(a, left, `${left}-password`, true);
+  await signIn(b, right, `${right}-password`, true);
+  await waitForContact(a, right, true);
+  await waitForContact(b, left, true);
+  return [a, b];
 }
