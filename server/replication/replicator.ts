@@ -1229,7 +1229,7 @@ export class Replicator {
     // while it was away or frozen (its tombstone on copies it did not hear): it waits for a fetch
     // that hears them all, or for the repair that copies it to an answering replica. Nothing is
     // lost, and an acknowledged message is not handed out again.
-    const heardAll = heard.length >= this.#replicaSetMembers().length;
+    const heardAll = this.#replicaSetMembers().every((m) => heard.some((h) => h.replica === m));
     const confirmed = (id: string) => heardAll || heard.some((h) => h.pending.has(id));
     let withheld = 0;
     const entries = [...merged.values()].filter((e) => {

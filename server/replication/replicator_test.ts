@@ -719,3 +719,40 @@ async function waitUntil(check: () => boolean) {
   for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 0));
   assert.ok(check());
 }
+
+Deno.test("replication: a primary back while the copies that took acks do not answer withholds what only it holds", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const nodes = ring.sorted();
+  const p = ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16));
+  const primary = nodes[p]!;
+  const s1 = nodes[(p + 1) % nodes.length]!.address;
+  const s2 = nodes[(p + 2) % nodes.length]!.address;
+  const s3 = nodes[(p + 3) % nodes.length]!.address;
+  const first = ring.live.get(primary.address)!.replicator;
+  await first.storeMessages([0, 1, 2].map((i) => message(i)));
+  // The primary goes away; while it is gone, 0 and 1 are acknowledged on its next two
+  // successors only (W = 2; the third is unreachable just then).
+  const oldDisk = ring.live.get(primary.address)!.store;
+  ring.crash(primary.id);
+  ring.unreachable.add(s3);
+  const reader = ring.live.get(s2)!.replicator;
+  await reader.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  ring.unreachable.delete(s3);
+  // Back with its old disk, while the two successors that took the acks do not answer.
+  const back = ring.add(primary.id, oldDisk);
+  ring.unreachable.add(s1);
+  ring.unreachable.add(s2);
+  ring.suspect.add(s1);
+  ring.suspect.add(s2);
+  const fetched = (await back.fetchPending("bob")).map((e) => e.messageId);
+  for (const id of [message(0).messageId, message(1).messageId]) {
+    assert.ok(!fetched.includes(id), `${id} was acknowledged and came back: ${fetched}`);
+  }
+  // Once they answer again, what is still pending comes (nothing was lost).
+  ring.unreachable.clear();
+  ring.suspect.clear();
+  assert.deepEqual((await back.fetchPending("bob")).map((e) => e.messageId), [
+    message(2).messageId,
+  ]);
+});
