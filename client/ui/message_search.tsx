@@ -24,10 +24,11 @@ export function MessageSearch({ model }: { model: ChatModel }) {
   const hits = useMemo(() => query.trim() ? model.search(query) : [], [query, history]);
   return (
     <div class="search" role="search">
+      <label class="sr-only" for="search-input">Search messages</label>
       <input
+        id="search-input"
         type="search"
         data-testid="search-input"
-        aria-label="Search messages"
         placeholder="Search messages"
         value={query}
         maxLength={200}

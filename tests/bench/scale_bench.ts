@@ -24,6 +24,7 @@
  */
 import { parseArgs } from "node:util";
 import { type ServerProcess, startCluster } from "../support/server_process.ts";
+import { TEST_ACCOUNT } from "../support/ws_client.ts";
 
 const PASSWORD = "scale-bench-password";
 const SERVERS = 3;
@@ -490,7 +491,10 @@ async function main(): Promise<void> {
           const username = userName(next++);
           // A retry of the same registration succeeds (same name, same password).
           for (let tries = 0;; tries++) {
-            const r = await s.request({ type: "register", username, secret: PASSWORD }, 30_000);
+            const r = await s.request(
+              { type: "register", username, secret: PASSWORD, ...TEST_ACCOUNT },
+              30_000,
+            );
             if (r.type === "ok") break;
             const code = String(r.code ?? r.type);
             regFailures[code] = (regFailures[code] ?? 0) + 1;

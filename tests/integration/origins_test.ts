@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, waitFor } from "../support/server_process.ts";
-import { TestClient } from "../support/ws_client.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
 
 /** The HTTP status a WebSocket upgrade to `serverUrl` gets from a page at `origin`. */
 async function upgradeStatus(serverUrl: string, origin: string): Promise<number> {
@@ -62,7 +62,12 @@ Deno.test("pages from the ring's browser origins and configured origins may use 
 
     const client = await TestClient.connect(a.url);
     try {
-      await client.request({ type: "register", username: "alice", secret: "alice-secret-1" });
+      await client.request({
+        type: "register",
+        username: "alice",
+        secret: "alice-secret-1",
+        ...TEST_ACCOUNT,
+      });
       const session = await client.request({
         type: "login",
         username: "alice",
