@@ -511,14 +511,7 @@ export class UserSession implements Disposable {
     if (!peer || this.isDisposed || !this.#peers.isOpen(peer)) return;
     const now = this.#deps.now();
     if (now - this.#typingSentAt < TYPING_RESEND_MS) return;
-    if (
-      this.#peers.send(
-        peer,
-        JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: true }),
-      )
-    ) {
-      this.#typingSentAt = now;
-    }
+    if (this.#sendTyping(peer, true)) this.#typingSentAt = now;
   }
 
   /** The user stopped typing (sent, or cleared the input). */
@@ -526,9 +519,14 @@ export class UserSession implements Disposable {
     const peer = this.openPeer.value;
     if (!peer || this.#typingSentAt === 0) return;
     this.#typingSentAt = 0;
-    this.#peers.send(
+    this.#sendTyping(peer, false);
+  }
+
+  /** A typing notice, over the data channel only; false if no channel is open. */
+  #sendTyping(peer: string, active: boolean): boolean {
+    return this.#peers.send(
       peer,
-      JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active: false }),
+      JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "typing", active }),
     );
   }
 
