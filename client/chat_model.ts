@@ -93,7 +93,7 @@ export interface ChatModelDeps {
    */
   deviceStorage?: TabStorage;
   /** New messages from `from` were stored (see {@link UserSessionDeps.onNewMessages}). */
-  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  onNewMessages?(from: string, count: number, latest: () => MessageRow | null): void;
   /** Whether the user can see the page now (read receipts wait for it). @default always */
   isVisible?(): boolean;
 }

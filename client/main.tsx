@@ -86,7 +86,8 @@ const model = createChatModel({
     const settings = loadNotificationSettings(localStorage);
     if (!settings.enabled || !("Notification" in globalThis)) return;
     if (Notification.permission !== "granted") return;
-    const { title, options } = notificationFor(from, count, latest, settings.showText);
+    const shown = settings.showText ? latest() : null;
+    const { title, options } = notificationFor(from, count, shown, settings.showText);
     void navigator.serviceWorker?.getRegistration().then(async (reg) => {
       if (reg) await reg.showNotification(title, options);
       else new Notification(title, options);

@@ -65,10 +65,10 @@ export interface UserSessionDeps {
   /** Counts a rejected incoming message (tests, diagnostics). */
   onRejected(): void;
   /**
-   * `count` new messages from `from` were stored, `latest` the newest of that conversation (the
-   * page raises a notification while it is hidden).
+   * `count` new messages from `from` were stored; `latest()` reads the newest of that
+   * conversation (only when a notification shows its text: most calls need no read).
    */
-  onNewMessages?(from: string, count: number, latest: MessageRow | null): void;
+  onNewMessages?(from: string, count: number, latest: () => MessageRow | null): void;
   /**
    * This device's lasting storage: how far each contact has read, and the read-receipt setting
    * ({@link READ_RECEIPTS_KEY}). @default memory only
@@ -277,7 +277,7 @@ export class UserSession implements Disposable {
       onRead: (remote, upTo) => this.#theyRead(remote, upTo),
       onStored: (from, count) => {
         this.#setTyping(from, false);
-        deps.onNewMessages?.(from, count, this.#history.list(from, 1)[0] ?? null);
+        deps.onNewMessages?.(from, count, () => this.#history.list(from, 1)[0] ?? null);
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
             ...this.unread.value,
