@@ -5,7 +5,7 @@
  * - open: from reloading the page (the session resumes) until bob shows in the contact list;
  * - chat open: from clicking bob until the newest message shows;
  * - send to channel: from pressing send until the message leaves the "sending" state (it was
- *   handed to the data channel; median of 5);
+ *   handed to the data channel; median of 9);
  * - burst: bob sends 50 messages at once; until alice shows the last one;
  * - older: pressing "show older messages" until the older page shows (median of 3);
  * - search: from a query in the search box until its result shows (median of 3 queries, each a
@@ -284,7 +284,7 @@ async function measure(
   const openChatMs = performance.now() - chatStart;
   await phase(alice, "sending");
   const sends: number[] = [];
-  for (let i = 0; i < 5; i++) sends.push(await timedSend(alice, `timed ${size} ${i}`));
+  for (let i = 0; i < 9; i++) sends.push(await timedSend(alice, `timed ${size} ${i}`));
   await phase(alice, "receiving a burst");
   const burstMs = await timedBurst(alice, bob, size, 50);
   await phase(alice, "paging older");
