@@ -660,7 +660,10 @@ export function mergeStoredRows(
       const merged = STATUS_RANK[row.status] > STATUS_RANK[have.status] ? row : have;
       // A final text (a message deleted) wins whichever copy has the furthest status.
       const final = [row, have].find((r) => isFinalText(r.text));
-      byId.set(row.id, final && !isFinalText(merged.text) ? { ...merged, text: final.text } : merged);
+      byId.set(
+        row.id,
+        final && !isFinalText(merged.text) ? { ...merged, text: final.text } : merged,
+      );
     }
   }
   return [...byId.values()];

@@ -93,9 +93,9 @@ export function encodeBody(body: MessageBody): string {
       break;
     case "react":
       if (!REACTIONS.includes(body.emoji)) throw new MessageOpError("Not an offered reaction");
-      text = `${OP}react${OP}${checkId(body.target, "target")}${OP}${body.on ? "+" : "-"}${
-        body.emoji
-      }`;
+      text = `${OP}react${OP}${checkId(body.target, "target")}${OP}${
+        body.on ? "+" : "-"
+      }${body.emoji}`;
       break;
     case "delete":
       text = deleteOpText(body.target);

@@ -865,8 +865,12 @@ export class UserSession implements Disposable {
       this.hasOlder.value = rows.length > this.#shownLimit;
       this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
       this.views.value = peer
-        ? foldOps(this.messages.value, this.#history.ops(peer), this.me, (id) =>
-          this.#history.get(id))
+        ? foldOps(
+          this.messages.value,
+          this.#history.ops(peer),
+          this.me,
+          (id) => this.#history.get(id),
+        )
         : new Map();
     });
     this.#sendReadReceipt();
