@@ -403,3 +403,23 @@ Deno.test("inbox: operations from a contact are stored and acknowledged once, no
     history.close();
   }
 });
+
+Deno.test("delete for me hides a message on this device only, for good", async () => {
+  const stores = createMemoryRowStores();
+  const { history, store } = await opsRig(stores);
+  await store(row("theirs-0001", 100, "hide this remark", "bob"));
+  await store(row("theirs-0002", 110, "keep this remark", "bob"));
+  await history.replaceText("theirs-0001", HIDDEN_TEXT);
+  assertEquals(history.list("bob").map((r) => r.id), ["theirs-0002"]);
+  assertEquals(history.search("remark").map((h) => h.id), ["theirs-0002"]);
+  // The author deleting it for everyone later does not bring it back as "deleted".
+  await store(op("delete-001", 200, { kind: "delete", target: "theirs-0001" }, "bob"));
+  assertEquals(history.get("theirs-0001")!.text, HIDDEN_TEXT);
+  // A copy arriving again (another path) is not stored again.
+  assertEquals(await history.insert(row("theirs-0001", 100, "hide this remark", "bob")), false);
+  history.close();
+  const again = await History.open({ sql, openStore: stores }, "alice");
+  assertEquals(again.list("bob").map((r) => r.id), ["theirs-0002"]);
+  assertEquals(again.search("hide"), []);
+  again.close();
+});
