@@ -31,6 +31,7 @@ import { HandoverController, type HandoverState } from "./handover_controller.ts
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
 import type { History, MessageRow, SearchHit } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
+import { type MessageBody, type MessageView, plainText } from "./message_ops.ts";
 import {
   type ContactTrust,
   createAccountKeys,
@@ -175,6 +176,7 @@ export type ChatModel = ReturnType<typeof createChatModel>;
 const NONE = {} as Record<string, never>;
 const NO_CONTACTS: ContactEntry[] = [];
 const NO_MESSAGES: MessageRow[] = [];
+const NO_VIEWS: ReadonlyMap<string, MessageView> = new Map();
 
 /** Creates the chat model. Call `start()` once to connect (and resume a stored session). */
 export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions = {}) {
@@ -713,7 +715,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   /** Sends `text` to the open conversation. */
   async function send(text: string): Promise<void> {
     const s = current.value;
-    text = text.trim();
+    text = plainText(text).trim();
     if (!s || !s.openPeer.value || !text) return;
     if (text.length > MAX_TEXT_LENGTH || new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
@@ -895,6 +897,29 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         fail(err);
         return false;
       }
+    },
+    /** Shown messages once their replies, reactions, edits and deletes apply. */
+    views: ofSession((s) => s.views.value, NO_VIEWS),
+    /**
+     * Sends a reply, reaction, edit or delete-for-everyone in the open conversation (see
+     * message_ops.ts); false (the error shown) if it was refused.
+     */
+    async sendOp(body: MessageBody): Promise<boolean> {
+      try {
+        await current.value?.sendOp(body);
+        return true;
+      } catch (err) {
+        fail(err);
+        return false;
+      }
+    },
+    /** Deletes a message on this device only. */
+    async deleteForMe(id: string): Promise<void> {
+      await current.value?.deleteForMe(id).catch(fail);
+    },
+    /** Sends `text` as it is, markers and all (tests: what a hostile client would send). */
+    sendRaw(text: string): Promise<void> {
+      return current.value?.send(text) ?? Promise.resolve();
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {

@@ -19,6 +19,7 @@
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
 import { deleteDB, openDB } from "idb";
+import { isFinalText } from "./message_ops.ts";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -115,6 +116,16 @@ const STATUS_RANK: Record<MessageStatus, number> = {
   delivered: 3,
 };
 
+/** SQL: the row is a message operation (its text starts with U+001D, see message_ops.ts). */
+const IS_OP = "substr(text, 1, 1) = char(29)";
+/** SQL: the row is shown in its conversation (not an operation, not deleted on this device). */
+const IS_SHOWN = `substr(text, 1, 1) != char(29) AND text != char(30) || 'hidden'`;
+/** SQL: row `r`'s text is searched (not an operation or a tombstone). */
+const IS_SEARCHED = (r: string) => `substr(${r}.text, 1, 1) NOT IN (char(29), char(30))`;
+/** SQL: text `t` is final (see `isFinalText`): a changed row's text wins over the old one. */
+const IS_FINAL = (t: string) =>
+  `(substr(${t}, 1, 1) = char(30) OR substr(${t}, 1, 8) = char(29) || 'delete' || char(29))`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   id TEXT PRIMARY KEY,
@@ -135,6 +146,8 @@ CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (peer, sender, sent_
   WHERE status != 'delivered';
 CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
   WHERE status IN ('sending', 'failed');
+-- Message operations (edits, reactions, deletes: client/message_ops.ts), by conversation and text.
+CREATE INDEX IF NOT EXISTS messages_ops ON messages (peer, text) WHERE ${IS_OP};
 `;
 
 /**
@@ -144,11 +157,22 @@ CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
 const SEARCH_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(content="messages", text,
   tokenize=unicode61);
-CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+DROP TRIGGER IF EXISTS messages_fts_insert;
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN ${IS_SEARCHED("new")} BEGIN
   INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
 END;
-CREATE TRIGGER IF NOT EXISTS messages_fts_delete BEFORE DELETE ON messages BEGIN
+DROP TRIGGER IF EXISTS messages_fts_delete;
+CREATE TRIGGER messages_fts_delete BEFORE DELETE ON messages WHEN ${IS_SEARCHED("old")} BEGIN
   DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+-- A text changes only when a message is deleted for everyone (message_ops.ts): out of the index.
+CREATE TRIGGER IF NOT EXISTS messages_fts_unindex BEFORE UPDATE OF text ON messages
+  WHEN old.text != new.text AND ${IS_SEARCHED("old")} BEGIN
+  DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_reindex AFTER UPDATE OF text ON messages
+  WHEN old.text != new.text AND ${IS_SEARCHED("new")} BEGIN
+  INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
 END;
 `;
 
@@ -257,7 +281,8 @@ const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, 
  * status never moves back).
  */
 const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via
+  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via,
+    text = CASE WHEN ${IS_FINAL("excluded.text")} THEN excluded.text ELSE messages.text END
   WHERE ${SQL_RANK("excluded.status")} >= ${SQL_RANK("messages.status")}`;
 
 function toParams(r: MessageRow): unknown[] {
@@ -397,6 +422,7 @@ export class History {
   async importRow(row: MessageRow): Promise<boolean> {
     if (await this.insert(row)) return true;
     await this.update(row.id, { status: row.status });
+    if (isFinalText(row.text)) await this.replaceText(row.id, row.text);
     return false;
   }
 
@@ -420,9 +446,19 @@ export class History {
           continue;
         }
         const have = this.get(row.id);
-        if (have && STATUS_RANK[row.status] > STATUS_RANK[have.status]) {
-          this.#db.run("UPDATE messages SET status = ? WHERE id = ?", [row.status, row.id]);
-          changed.push({ ...have, status: row.status });
+        if (!have) continue;
+        const status = STATUS_RANK[row.status] > STATUS_RANK[have.status]
+          ? row.status
+          : have.status;
+        // A message deleted on the other device is deleted here too.
+        const text = isFinalText(row.text) && !isFinalText(have.text) ? row.text : have.text;
+        if (status !== have.status || text !== have.text) {
+          this.#db.run("UPDATE messages SET status = ?, text = ? WHERE id = ?", [
+            status,
+            text,
+            row.id,
+          ]);
+          changed.push({ ...have, status, text });
         }
       }
       this.#db.run("COMMIT");
@@ -434,6 +470,37 @@ export class History {
     }
     if (changed.length > 0) await this.#putMany(changed);
     return fresh;
+  }
+
+  /**
+   * Replaces the text of message `id` (only ever with a final text: a message deleted, an edit
+   * voided, see message_ops.ts); the search index follows. Resolves the new row once durable,
+   * or null if unknown.
+   */
+  async replaceText(id: string, text: string): Promise<MessageRow | null> {
+    const row = this.get(id);
+    if (!row) return null;
+    if (row.text === text) return row;
+    const next = { ...row, text };
+    this.#db.run("UPDATE messages SET text = ? WHERE id = ?", [text, id]);
+    await this.#put(next);
+    return next;
+  }
+
+  /** The operation rows of the conversation with `peer` (message_ops.ts), by send time. */
+  ops(peer: string): MessageRow[] {
+    return this.#query(
+      `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} ORDER BY sent_at, id`,
+      [peer],
+    );
+  }
+
+  /** The operation rows of the conversation with `peer` whose text starts with `prefix`. */
+  opsWithPrefix(peer: string, prefix: string): MessageRow[] {
+    return this.#query(
+      `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} AND text >= ? AND text < ?`,
+      [peer, prefix, `${prefix}\u{10FFFF}`],
+    );
   }
 
   /** Every stored message, ordered by send time then id. */
@@ -529,7 +596,7 @@ export class History {
     const row = this.get(id);
     if (!row || row.peer !== peer) return null;
     const stmt = this.#db.prepare(
-      "SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?)",
+      `SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?) AND ${IS_SHOWN}`,
     );
     try {
       stmt.bind([peer, row.sentAt, row.id]);
@@ -548,7 +615,7 @@ export class History {
   /** The conversation with `peer`, ordered by send time then id (the last `limit` messages). */
   list(peer: string, limit = 1000): MessageRow[] {
     return this.#query(
-      `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ?
+      `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_SHOWN}
          ORDER BY sent_at DESC, id DESC LIMIT ?) ORDER BY sent_at, id`,
       [peer, limit],
     );
@@ -650,7 +717,17 @@ export function mergeStoredRows(
   for (const chunk of chunks) {
     for (const row of chunk) {
       const have = byId.get(row.id);
-      if (!have || STATUS_RANK[row.status] > STATUS_RANK[have.status]) byId.set(row.id, row);
+      if (!have) {
+        byId.set(row.id, row);
+        continue;
+      }
+      const merged = STATUS_RANK[row.status] > STATUS_RANK[have.status] ? row : have;
+      // A final text (a message deleted) wins whichever copy has the furthest status.
+      const final = [row, have].find((r) => isFinalText(r.text));
+      byId.set(
+        row.id,
+        final && !isFinalText(merged.text) ? { ...merged, text: final.text } : merged,
+      );
     }
   }
   return [...byId.values()];

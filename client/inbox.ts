@@ -21,8 +21,9 @@ import {
   type SealedFrame,
 } from "../shared/mod.ts";
 import { NotForMeError, TamperedEnvelopeError } from "../shared/crypto/mod.ts";
-import type { History, MessageVia } from "./history.ts";
+import type { History, MessageRow, MessageVia } from "./history.ts";
 import { type Keyring, RefusedMessageError } from "./keyring.ts";
+import { isOpText, parseReceivedBody } from "./message_ops.ts";
 import type { SessionApi } from "./session.ts";
 
 /** A received message that was refused and discarded, as shown to the user. */
@@ -55,6 +56,14 @@ export interface InboxDeps {
   onRead?(remote: string, upTo: number): void;
   /** New messages from `from` were stored. */
   onStored(from: string, count: number): void;
+  /**
+   * A new row was stored (a message or an operation: message_ops.ts), before it is
+   * acknowledged: applies what it changes. Operations are not counted in {@link onStored}; they
+   * are reported to {@link onOps}.
+   */
+  afterStore?(row: MessageRow): Promise<void>;
+  /** Reactions, edits or deletes from `from` were stored. */
+  onOps?(from: string): void;
   /** A message was refused and discarded. */
   onDiscarded(message: DiscardedMessage): void;
   /** A malformed, misaddressed or forged message was rejected (counted for tests). */
@@ -89,8 +98,15 @@ export class Inbox {
    * sender or recipient.
    */
   async openChat(frame: SealedFrame | ChatMessage, from: string): Promise<ChatMessage> {
-    if (frame.type === "sealed") return await this.#deps.keyring.open(frame.envelope, from);
-    throw new RefusedMessageError("it was not encrypted");
+    if (frame.type !== "sealed") throw new RefusedMessageError("it was not encrypted");
+    const chat = await this.#deps.keyring.open(frame.envelope, from);
+    try {
+      // A reply, reaction, edit or delete must be well-formed (message_ops.ts).
+      parseReceivedBody(chat.text);
+    } catch (err) {
+      throw new RefusedMessageError(`it is malformed: ${(err as Error).message}`);
+    }
+    return chat;
   }
 
   /** Handles a text from `remote` on the data channel or the relay. */
@@ -122,7 +138,8 @@ export class Inbox {
       if (this.#signal.aborted) return;
       // Acknowledge only once the message is durable; a duplicate is acknowledged again.
       this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id: chat.id }, via);
-      if (isNew) this.#deps.onStored(remote, 1);
+      if (isNew && isOpText(chat.text)) this.#deps.onOps?.(remote);
+      else if (isNew) this.#deps.onStored(remote, 1);
       return;
     }
     switch (frame.type) {
@@ -169,15 +186,18 @@ export class Inbox {
     const mail = await this.#deps.session.mailFetch();
     if (this.#signal.aborted) return;
     const fresh = new Map<string, number>();
+    const opsFrom = new Set<string>();
     for (const m of mail) {
       const chat = await this.#openMail(m);
       if (this.#signal.aborted) return;
       if (chat && await this.#store(chat, "mailbox")) {
-        fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
+        if (isOpText(chat.text)) opsFrom.add(chat.from);
+        else fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
       }
     }
     if (this.#signal.aborted) return;
     for (const [from, n] of fresh) this.#deps.onStored(from, n);
+    for (const from of opsFrom) this.#deps.onOps?.(from);
     // Everything is durable now: acknowledge all of it, rejected entries included (they would
     // otherwise come back on every login).
     for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
@@ -201,8 +221,8 @@ export class Inbox {
     }
   }
 
-  #store(msg: ChatMessage, via: MessageVia): Promise<boolean> {
-    return this.#deps.history.insert({
+  async #store(msg: ChatMessage, via: MessageVia): Promise<boolean> {
+    const row: MessageRow = {
       id: msg.id,
       peer: msg.from,
       sender: msg.from,
@@ -212,7 +232,10 @@ export class Inbox {
       text: msg.text,
       via,
       status: "delivered",
-    });
+    };
+    const isNew = await this.#deps.history.insert(row);
+    if (isNew) await this.#deps.afterStore?.(row);
+    return isNew;
   }
 
   /**

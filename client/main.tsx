@@ -16,6 +16,7 @@
  *   payload is the JSON ping/pong).
  * - `messages(peer): Promise<MessageRow[]>` — the stored conversation with `peer`, ordered.
  * - `openChat(peer)`, `send(text)` — the UI actions, for scripted use.
+ * - `sendRaw(text)` — sends `text` unchanged, as a hostile client could (message_ops.ts).
  * - `rejectedCount(): number` — peer messages rejected as malformed or forged.
  * - `seedHistory(peer, n, prefix)` — adds `n` delivered messages with `peer` (texts
  *   `${prefix} ${i}`, older than any live one) to the logged-in user's history in one import,
@@ -53,6 +54,8 @@ export interface P2pChatHook {
   messages(peer: string): Promise<MessageRow[]>;
   openChat(peer: string): void;
   send(text: string): Promise<void>;
+  /** Sends `text` unchanged, as a hostile client could (message_ops.ts forms included). */
+  sendRaw(text: string): Promise<void>;
   rejectedCount(): number;
   seedHistory(peer: string, n: number, prefix: string): Promise<number>;
   historyDigest(): Promise<{ count: number; digest: string }>;
@@ -114,6 +117,7 @@ const hook: P2pChatHook = {
   messages: (peer) => Promise.resolve(model.messagesWith(peer)),
   openChat: (peer) => model.openChat(peer),
   send: (text) => model.send(text),
+  sendRaw: (text) => model.sendRaw(text),
   rejectedCount: () => model.rejected.count,
   seedHistory(peer, n, prefix) {
     const me = model.me.value ?? "";

@@ -32,6 +32,17 @@ import {
   UntrustedKeysError,
 } from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
+import {
+  bodyOf,
+  cleanSnippet,
+  encodeBody,
+  foldOps,
+  HIDDEN_TEXT,
+  type MessageBody,
+  MessageOpError,
+  MessageOps,
+  type MessageView,
+} from "./message_ops.ts";
 import { trustStatus } from "./trust.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
@@ -150,7 +161,11 @@ export class UserSession implements Disposable {
    */
   readonly trust = signal<Record<string, ContactTrust>>({});
 
+  /** Shown messages once their replies, reactions, edits and deletes apply (message_ops.ts). */
+  readonly views = signal<ReadonlyMap<string, MessageView>>(new Map());
+
   #deps: UserSessionDeps;
+  #ops: MessageOps;
   #pingTimeoutMs: number;
   #channelWaitMs: number;
   #abort = new AbortController();
@@ -224,6 +239,7 @@ export class UserSession implements Disposable {
     this.me = info.username;
     this.info = info;
     this.#history = history;
+    this.#ops = new MessageOps(history);
     this.readUpTo.value = this.#loadReadUpTo();
     const aborted = this.#abort.signal;
     this.#keyring = new Keyring({
@@ -277,13 +293,18 @@ export class UserSession implements Disposable {
       onRead: (remote, upTo) => this.#theyRead(remote, upTo),
       onStored: (from, count) => {
         this.#setTyping(from, false);
-        deps.onNewMessages?.(from, count, () => this.#history.list(from, 1)[0] ?? null);
+        deps.onNewMessages?.(from, count, () => {
+          const row = this.#history.list(from, 1)[0] ?? null;
+          return row && { ...row, text: foldOps([row], [], this.me).get(row.id)?.text ?? "" };
+        });
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
             ...this.unread.value,
             [from]: (this.unread.value[from] ?? 0) + count,
           };}
       },
+      afterStore: (row) => this.#afterStore(row),
+      onOps: (from) => this.#changed(from),
       onDiscarded: (w) => this.#addWarning(w),
       onRejected: () => deps.onRejected(),
       now: deps.now,
@@ -537,7 +558,9 @@ export class UserSession implements Disposable {
 
   /** Messages of the local history with every word of `input`, newest first (at most 50). */
   search(input: string): SearchHit[] {
-    return this.isDisposed ? [] : this.#history.search(input);
+    return this.isDisposed
+      ? []
+      : this.#history.search(input).map((h) => ({ ...h, snippet: cleanSnippet(h.snippet) }));
   }
 
   /**
@@ -567,13 +590,18 @@ export class UserSession implements Disposable {
    * unchanged: nothing can be sealed for them.
    */
   async send(text: string): Promise<void> {
+    await this.#sendText(text);
+  }
+
+  /** Sends `text` to the open conversation; resolves its stored row (null if nothing was). */
+  async #sendText(text: string): Promise<MessageRow | null> {
     const peer = this.openPeer.value;
-    if (!peer || this.isDisposed) return;
+    if (!peer || this.isDisposed) return null;
     // Offline, what this device has kept decides; the outbox checks again before sending.
     const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
-    if (this.isDisposed) return;
+    if (this.isDisposed) return null;
     if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
-    await this.#outbox.send({
+    const row: MessageRow = {
       id: newMessageId(),
       peer,
       sender: this.me,
@@ -583,7 +611,52 @@ export class UserSession implements Disposable {
       text,
       via: "p2p",
       status: "sending",
-    });
+    };
+    await this.#outbox.send(row);
+    return row;
+  }
+
+  /**
+   * Sends a reply, reaction, edit or delete (message_ops.ts) in the open conversation, as a
+   * message of its own. Throws {@link MessageOpError} (sending nothing) when its target is not a
+   * message of this conversation, or not this user's own for an edit or delete.
+   */
+  async sendOp(body: MessageBody): Promise<void> {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed) return;
+    const targetId = "target" in body ? body.target : body.kind === "reply" ? body.replyTo : null;
+    if (targetId !== null) {
+      const target = this.#history.get(targetId);
+      const kind = target ? bodyOf(target.text).kind : null;
+      if (!target || target.peer !== peer || kind === "deleted" || kind === "hidden") {
+        throw new MessageOpError("That message is not in this conversation");
+      }
+      if ((body.kind === "edit" || body.kind === "delete") && target.sender !== this.me) {
+        throw new MessageOpError("Only your own messages can be edited or deleted");
+      }
+    }
+    const row = await this.#sendText(encodeBody(body));
+    if (row) await this.#afterStore(row);
+    this.#refresh();
+  }
+
+  /** Deletes message `id` on this device only (an own message only once delivered). */
+  async deleteForMe(id: string): Promise<void> {
+    const row = this.#history.get(id);
+    if (!row || this.isDisposed) return;
+    if (row.sender === this.me && row.status !== "delivered") {
+      throw new MessageOpError("A message on its way cannot be deleted here only");
+    }
+    await this.#history.replaceText(id, HIDDEN_TEXT);
+    this.#refresh();
+  }
+
+  async #afterStore(row: MessageRow): Promise<void> {
+    try {
+      await this.#ops.afterStore(row);
+    } catch (err) {
+      this.#fail(err);
+    }
   }
 
   /** `n` sequential ping round trips to `peer` over the data channel or the relay, in ms. */
@@ -791,6 +864,14 @@ export class UserSession implements Disposable {
     batch(() => {
       this.hasOlder.value = rows.length > this.#shownLimit;
       this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
+      this.views.value = peer
+        ? foldOps(
+          this.messages.value,
+          this.#history.ops(peer),
+          this.me,
+          (id) => this.#history.get(id),
+        )
+        : new Map();
     });
     this.#sendReadReceipt();
   }
