@@ -37,6 +37,8 @@ import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simpl
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
+import { makeThumbnail } from "./ui/attachment.tsx";
+import { openIdbFileStore } from "./file_store.ts";
 import { loadNotificationSettings, notificationFor, openChatRequest } from "./notifications.ts";
 import type { MessageRow } from "./history.ts";
 import type { SelectedCandidates } from "./peer_link.ts";
@@ -80,6 +82,8 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  openFileStore: openIdbFileStore,
+  thumbnail: makeThumbnail,
   isVisible: () => document.visibilityState === "visible",
   onNewMessages(from, count, latest) {
     if (document.visibilityState !== "hidden") return;

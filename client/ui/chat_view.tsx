@@ -5,6 +5,7 @@ import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import type { TrustEvent } from "../trust.ts";
 import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
+import { AttachButton, Attachment } from "./attachment.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -36,6 +37,8 @@ interface ItemProps {
   read: boolean;
   /** No server answers: unsent messages are queued on this device. */
   offline: boolean;
+  /** Files: the model a message's file reads its progress from. */
+  model?: ChatModel;
 }
 
 /**
@@ -62,7 +65,9 @@ class MessageItem extends Component<ItemProps> {
         data-read={read ? "true" : undefined}
         class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
       >
-        <span class="text">{m.text}</span>
+        {m.attachment && this.props.model
+          ? <Attachment model={this.props.model} id={m.id} attachment={m.attachment} own={own} />
+          : <span class="text">{m.text}</span>}
         <span class="meta">
           {time.format(m.sentAt)}
           {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
@@ -291,6 +296,7 @@ export function ChatView({ model }: { model: ChatModel }) {
                 focused={item.message.id === focused}
                 read={item.message.sender === me && item.message.sentAt <= readUpTo}
                 offline={offline}
+                model={model}
               />
             )
         )}
@@ -328,6 +334,7 @@ export function ChatView({ model }: { model: ChatModel }) {
           }}
           onBlur={() => model.stoppedTyping()}
         />
+        <AttachButton model={model} disabled={keyChanged || noKeys} />
         <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
           Send
         </button>
