@@ -760,6 +760,10 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** Files of the current session (issue 15), or null. */
     files: ofSession((s) => s.files, null as UserSession["files"] | null),
     sendFile,
+    /** Drops the data channel to `peer` (tests). */
+    dropChannel(peer: string): void {
+      current.value?.dropChannel(peer);
+    },
     /** The setting: keep a read-only copy of the history here after a hand-over. */
     keepCopy,
     /** Sets {@link keepCopy} (kept on this device). */

@@ -676,6 +676,11 @@ export class UserSession implements Disposable {
     return times;
   }
 
+  /** Drops the data channel to `peer` (tests: an interrupted file transfer). */
+  dropChannel(peer: string): void {
+    if (!this.isDisposed) this.#peers.drop(peer);
+  }
+
   /** Whether the data channel to `peer` is open. */
   isChannelOpen(peer: string): boolean {
     return !this.isDisposed && this.#peers.isOpen(peer);
