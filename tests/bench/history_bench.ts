@@ -6,14 +6,23 @@
  * - chat open: from clicking bob until the newest message shows;
  * - send: from pressing send until the message leaves the "sending" state (median of 5), and the
  *   longest main-thread task (the page frozen) seen during those sends.
+ * - file: a 5 MB file picked in alice's chat (100 messages of history) until bob's page holds it
+ *   verified (`file_5mb_ms`, issue 15).
  * As root it runs inside a private network namespace. Progress goes to stderr; the last stdout
  * line is one JSON object.
  * Usage: deno task bench:history
  */
 import type { Page } from "puppeteer-core";
 import { reexecInNamespace } from "../support/netns.ts";
-import { openChat, sendMessage, waitForContact, waitForMessages } from "../support/chat_page.ts";
+import {
+  openChat,
+  sendMessage,
+  waitForChannel,
+  waitForContact,
+  waitForMessages,
+} from "../support/chat_page.ts";
 import { assertClientBuilt, withAliceAndBob } from "../support/two_users.ts";
+import { attachFile, randomBytes, waitForTransfer } from "../support/files_page.ts";
 
 const code = await reexecInNamespace(import.meta.url, Deno.args);
 if (code !== undefined) Deno.exit(code);
@@ -126,7 +135,25 @@ async function measure(page: Page, size: number, newest: string) {
   return figures;
 }
 
+/** From picking a 5 MB file in alice's chat until bob's page holds it verified, ms. */
+async function timedFile(alice: Page, bob: Page): Promise<number> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-bench-" });
+  try {
+    await Deno.writeFile(`${dir}/bench.bin`, randomBytes(5 * 1024 * 1024));
+    await waitForChannel(alice, "bob");
+    const start = performance.now();
+    await attachFile(alice, `${dir}/bench.bin`);
+    await waitForTransfer(bob, "the 5 MB file at bob", (t) => t.status === "complete", 120_000);
+    const ms = performance.now() - start;
+    log(`5 MB file: ${Math.round(ms)} ms`);
+    return ms;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 await assertClientBuilt();
+let fileMs = NaN;
 let small: Awaited<ReturnType<typeof measure>> | undefined;
 let large: Awaited<ReturnType<typeof measure>> | undefined;
 await withAliceAndBob(async ({ alice, bob }) => {
@@ -135,6 +162,7 @@ await withAliceAndBob(async ({ alice, bob }) => {
   await sendMessage(alice, "newest of 100");
   await waitForMessages(bob, ["newest of 100"]);
   small = await measure(alice, 100, "newest of 100");
+  fileMs = await timedFile(alice, bob);
   log("seeding 100,000 messages");
   await seed(alice, 100_000 - 106, "l");
   await sendMessage(alice, "newest of 100000");
@@ -148,4 +176,5 @@ console.log(JSON.stringify({
   send_100_ms: small!.sendMs,
   send_100k_ms: large!.sendMs,
   send_longest_task_100k_ms: large!.sendLongestTaskMs,
+  file_5mb_ms: Math.round(fileMs),
 }));
