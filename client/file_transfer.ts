@@ -153,7 +153,8 @@ interface Outgoing extends Transfer {
   bytes: Uint8Array<ArrayBuffer>;
   /** Bumped when a channel drops: the stream of an older run stops. */
   run: number;
-  isStreaming: boolean;
+  /** The run of the stream in progress (-1: none); a stream of an older run is stopping. */
+  streamingRun: number;
   /**
    * The run that sent every chunk to the end: on that channel (ordered, reliable) they are on
    * their way, and a progress report asks for nothing again until the channel drops.
@@ -237,6 +238,8 @@ export class FileTransfers {
   #deps: FileTransferDeps;
   #signal: AbortSignal;
   #outgoing = new Map<string, Promise<Outgoing | null>>();
+  /** The outgoing transfers loaded so far. */
+  #outgoingLoaded = new Map<string, Outgoing>();
   #incoming = new Map<string, Promise<Incoming | null>>();
   #publishTimer: unknown = null;
   #dirty = new Set<Transfer>();
@@ -342,11 +345,9 @@ export class FileTransfers {
    * still online, a new channel is asked for (the transfer resumes when it opens).
    */
   async channelClosed(remote: string): Promise<void> {
+    // At once (before any new channel can open): the streams on the old one stop.
+    for (const t of this.#outgoingLoaded.values()) if (t.peer === remote) t.run++;
     let waiting = false;
-    for (const [, p] of this.#outgoing) {
-      const t = await p;
-      if (t?.peer === remote) t.run++;
-    }
     for (const s of await this.#deps.store.unfinished()) {
       if (!s.outgoing && s.peer === remote && s.status === "receiving") waiting = true;
     }
@@ -442,13 +443,14 @@ export class FileTransfers {
       return;
     }
     this.#changed(t);
-    if (via === "p2p" && !t.isStreaming && t.finishedRun !== t.run) void this.#stream(t, next);
+    const isStreaming = t.streamingRun !== -1 && t.streamingRun === t.run;
+    if (via === "p2p" && !isStreaming && t.finishedRun !== t.run) void this.#stream(t, next);
   }
 
   async #stream(t: Outgoing, from: number): Promise<void> {
     const { links } = this.#deps;
     const run = ++t.run;
-    t.isStreaming = true;
+    t.streamingRun = run;
     t.lastRunChunks = 0;
     if (from > 0) t.resumedFrom = from;
     try {
@@ -480,7 +482,7 @@ export class FileTransfers {
       }
       if (t.run === run) t.finishedRun = run;
     } finally {
-      if (t.run === run) t.isStreaming = false;
+      if (t.streamingRun === run) t.streamingRun = -1;
       this.#changed(t);
     }
   }
@@ -575,13 +577,14 @@ export class FileTransfers {
       done: 0,
       bytes,
       run: 0,
-      isStreaming: false,
+      streamingRun: -1,
       finishedRun: -1,
       isMailing: false,
       sentChunks: 0,
       lastRunChunks: 0,
       resumedFrom: 0,
     };
+    this.#outgoingLoaded.set(id, t);
     this.#changed(t);
     return t;
   }

@@ -76,7 +76,14 @@ interface Side {
  * through the real parser; `chunkLimit` drops the channel after that many chunk frames.
  */
 function pair(options: { maxBytes?: number } = {}) {
-  const link = { open: true, chunks: 0, chunkLimit: Infinity, frames: [] as string[] };
+  const link = {
+    open: true,
+    chunks: 0,
+    chunkLimit: Infinity,
+    frames: [] as string[],
+    /** The channel's buffer is full once this many chunks went (the sender must wait). */
+    fullAfter: Infinity,
+  };
   const sides: Record<string, Side> = {};
   const make = (name: string, other: string): Side => {
     const side = {
@@ -113,8 +120,8 @@ function pair(options: { maxBytes?: number } = {}) {
           deliver(text);
           return true;
         },
-        bufferedAmount: () => 0,
-        drained: () => Promise.resolve(),
+        bufferedAmount: () => (link.chunks >= link.fullAfter ? 1e9 : 0),
+        drained: () => new Promise((r) => setTimeout(r, 1)),
       },
       mailSend(_peer, mail) {
         if (side.mailRoom <= 0) {
@@ -368,5 +375,26 @@ Deno.test("cancel stops the transfer on both sides and drops the received chunks
     "p2p",
   );
   assertEquals(t.bob.store.partWrites, writes);
+  settle(t);
+});
+
+Deno.test("a channel dropped while the sender waits for buffer space: the new channel's stream takes over", async () => {
+  const t = pair();
+  const bytes = randomBytes(30 * FILE_CHUNK_BYTES);
+  await announce(t, "file-0000008", bytes);
+  t.link.fullAfter = 6;
+  await t.bob.files.offered("alice", "file-0000008");
+  // Alice's stream now waits for the buffer to drain; the channel drops meanwhile.
+  await until(async () => (await t.bob.store.parts("file-0000008")).size === 6, 2_000);
+  t.link.open = false;
+  void t.alice.files.channelClosed("bob");
+  void t.bob.files.channelClosed("alice");
+  t.link.fullAfter = Infinity;
+  t.link.open = true;
+  await t.alice.files.channelOpened("bob");
+  await t.bob.files.channelOpened("alice");
+  await until(async () => (await t.bob.files.content("file-0000008")) !== null, 5_000);
+  assert(await sameBytes(await t.bob.files.content("file-0000008"), bytes));
+  await until(() => t.alice.files.progress.value["file-0000008"]?.resumedFrom === 6, 2_000);
   settle(t);
 });
