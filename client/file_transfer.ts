@@ -243,6 +243,8 @@ export class FileTransfers {
   #incoming = new Map<string, Promise<Incoming | null>>();
   #publishTimer: unknown = null;
   #dirty = new Set<Transfer>();
+  /** Received files whose last `file_have` (all held) could not be sent: again on a channel. */
+  #unreported = new Map<string, Incoming>();
   /** Outgoing files whose chunks may still have to go to a mailbox (null: not read yet). */
   #unmailed: Set<string> | null = null;
 
@@ -333,6 +335,7 @@ export class FileTransfers {
 
   /** A data channel to `remote` opened: ask for the rest of every file it was sending us. */
   async channelOpened(remote: string): Promise<void> {
+    for (const t of [...this.#unreported.values()]) if (t.peer === remote) this.#sendHave(t);
     for (const s of await this.#deps.store.unfinished()) {
       if (s.outgoing || s.peer !== remote || s.status !== "receiving") continue;
       const t = await this.#loadIncoming(s.id, remote);
@@ -662,10 +665,13 @@ export class FileTransfers {
   #sendHave(t: Incoming): void {
     t.sinceReport = 0;
     // Only over the data channel: chunks never go through the servers' relay.
-    this.#deps.links.send(
+    const sent = this.#deps.links.send(
       t.peer,
       JSON.stringify({ v: PEER_PROTOCOL_VERSION, type: "file_have", id: t.id, next: t.have.next }),
     );
+    // The sender learns that the file arrived from the last report: it must get through.
+    if (t.have.isComplete && !sent) this.#unreported.set(t.id, t);
+    else if (t.have.isComplete) this.#unreported.delete(t.id);
   }
 
   async #onCancel(remote: string, id: string): Promise<void> {

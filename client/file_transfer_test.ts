@@ -83,6 +83,8 @@ function pair(options: { maxBytes?: number } = {}) {
     frames: [] as string[],
     /** The channel's buffer is full once this many chunks went (the sender must wait). */
     fullAfter: Infinity,
+    /** `file_have` frames cannot go (the channel is closing). */
+    blockHaves: false,
   };
   const sides: Record<string, Side> = {};
   const make = (name: string, other: string): Side => {
@@ -109,6 +111,7 @@ function pair(options: { maxBytes?: number } = {}) {
         ensure: () => {},
         send(_remote, text) {
           if (!link.open) return false;
+          if (link.blockHaves && text.includes('"file_have"')) return false;
           if (text.includes('"file_chunk"')) {
             if (link.chunks >= link.chunkLimit) {
               link.open = false;
@@ -396,5 +399,20 @@ Deno.test("a channel dropped while the sender waits for buffer space: the new ch
   await until(async () => (await t.bob.files.content("file-0000008")) !== null, 5_000);
   assert(await sameBytes(await t.bob.files.content("file-0000008"), bytes));
   await until(() => t.alice.files.progress.value["file-0000008"]?.resumedFrom === 6, 2_000);
+  settle(t);
+});
+
+Deno.test("the receiver's last report, lost with its channel, goes again when one opens", async () => {
+  const t = pair();
+  const bytes = randomBytes(3 * FILE_CHUNK_BYTES);
+  await announce(t, "file-0000009", bytes);
+  await t.bob.files.offered("alice", "file-0000009");
+  t.link.blockHaves = true;
+  await until(async () => (await t.bob.files.content("file-0000009")) !== null, 5_000);
+  await until(() => t.alice.files.progress.value["file-0000009"]?.sentChunks === 3, 2_000);
+  assertEquals(t.alice.files.progress.value["file-0000009"]?.status, "sending");
+  t.link.blockHaves = false;
+  await t.bob.files.channelOpened("alice");
+  await until(() => t.alice.files.progress.value["file-0000009"]?.status === "complete", 2_000);
   settle(t);
 });
