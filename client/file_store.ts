@@ -19,6 +19,8 @@ export interface StoredFileState {
   status: FileStatus;
   /** The chunks of an outgoing file went to the recipient's mailbox. */
   mailed?: boolean;
+  /** How many chunks (from the first) the recipient's mailbox took. */
+  mailedUpTo?: number;
 }
 
 /**

@@ -164,6 +164,8 @@ interface Outgoing extends Transfer {
   sentChunks: number;
   lastRunChunks: number;
   resumedFrom: number;
+  /** The chunks in the recipient's mailbox were skipped once (they come from there). */
+  isMailboxSkipped: boolean;
 }
 
 interface Incoming extends Transfer {
@@ -447,7 +449,16 @@ export class FileTransfers {
     }
     this.#changed(t);
     const isStreaming = t.streamingRun !== -1 && t.streamingRun === t.run;
-    if (via === "p2p" && !isStreaming && t.finishedRun !== t.run) void this.#stream(t, next);
+    if (via !== "p2p" || isStreaming || t.finishedRun === t.run) return;
+    // What the recipient's mailbox holds comes from there: the first time, the stream starts
+    // after it (if it never arrives, the recipient's next report asks for it).
+    const mailed = t.state.mailedUpTo ?? 0;
+    let from = next;
+    if (next < mailed && !t.isMailboxSkipped) {
+      t.isMailboxSkipped = true;
+      from = mailed;
+    }
+    void this.#stream(t, from);
   }
 
   async #stream(t: Outgoing, from: number): Promise<void> {
@@ -528,6 +539,7 @@ export class FileTransfers {
         }
         i += mail.length;
         t.done = i;
+        t.state.mailedUpTo = i;
         this.#changed(t);
       }
       t.state.mailed = true;
@@ -586,6 +598,7 @@ export class FileTransfers {
       sentChunks: 0,
       lastRunChunks: 0,
       resumedFrom: 0,
+      isMailboxSkipped: false,
     };
     this.#outgoingLoaded.set(id, t);
     this.#changed(t);

@@ -416,3 +416,27 @@ Deno.test("the receiver's last report, lost with its channel, goes again when on
   await until(() => t.alice.files.progress.value["file-0000009"]?.status === "complete", 2_000);
   settle(t);
 });
+
+Deno.test("what waits in the mailbox is not sent again when the channel asks before the mailbox is read", async () => {
+  const t = pair();
+  t.link.open = false;
+  const bytes = randomBytes(20 * FILE_CHUNK_BYTES);
+  const count = chunkCount(bytes.length);
+  await announce(t, "file-0000010", bytes, "mailbox");
+  t.alice.mailRoom = 2;
+  await t.alice.files.announced("file-0000010");
+  const mailed = 2 * MAIL_CHUNK_BATCH;
+  // Bob is back: the channel opens (the offer came again over it) before his mailbox is read.
+  t.link.open = true;
+  await t.bob.files.offered("alice", "file-0000010");
+  await until(
+    () => t.alice.files.progress.value["file-0000010"]?.sentChunks === count - mailed,
+    2_000,
+  );
+  for (const m of t.alice.mailed) assert(await t.bob.files.takeMail({ ...m, from: "alice" }));
+  await until(async () => (await t.bob.files.content("file-0000010")) !== null, 5_000);
+  assert(await sameBytes(await t.bob.files.content("file-0000010"), bytes));
+  await until(() => t.alice.files.progress.value["file-0000010"]?.status === "complete", 2_000);
+  assertEquals(t.alice.files.progress.value["file-0000010"]!.sentChunks, count - mailed);
+  settle(t);
+});
