@@ -91,6 +91,10 @@ Deno.test("a file to an offline contact arrives through the mailbox; past the se
         (t) => t.id === refused.id && t.status === "complete",
       );
       assert.ok(sent.sentChunks < sent.total, `${sent.sentChunks} of ${sent.total} went directly`);
+      console.log(
+        `past the quota: ${sent.total - sent.sentChunks} chunks by mailbox, ` +
+          `${sent.sentChunks} directly`,
+      );
     } catch (err) {
       console.error("alice console:", alice.errors, "\nbob console:", bob.errors);
       throw err;
