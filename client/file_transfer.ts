@@ -425,6 +425,27 @@ export class FileTransfers {
   /** What this device knows of file `id` (from storage when this session has not seen it). */
   async load(id: string): Promise<void> {
     if (this.progress.value[id]) return;
+    const s = await this.#deps.store.getState(id);
+    const row = this.#deps.history.get(id);
+    if (s && row?.attachment && s.status !== "sending" && s.status !== "receiving") {
+      // Finished: shown from its record alone (its content is read only when opened).
+      const total = chunkCount(validateFileMeta(JSON.parse(row.attachment)).size);
+      const shown: FileProgress = {
+        id,
+        peer: s.peer,
+        outgoing: s.outgoing,
+        status: s.status,
+        done: s.status === "complete" ? total : 0,
+        total,
+        sentChunks: 0,
+        lastRunChunks: 0,
+        resumedFrom: 0,
+      };
+      if (!this.#signal.aborted && !this.progress.value[id]) {
+        this.progress.value = { ...this.progress.value, [id]: shown };
+      }
+      return;
+    }
     await this.#loadAny(id);
   }
 

@@ -440,3 +440,38 @@ Deno.test("what waits in the mailbox is not sent again when the channel asks bef
   assertEquals(t.alice.files.progress.value["file-0000010"]!.sentChunks, count - mailed);
   settle(t);
 });
+
+Deno.test("after a reload a finished transfer shows from its record, and its content from storage", async () => {
+  const t = pair();
+  const bytes = randomBytes(2 * FILE_CHUNK_BYTES);
+  await announce(t, "file-0000011", bytes);
+  await t.bob.files.offered("alice", "file-0000011");
+  await until(async () => (await t.bob.files.content("file-0000011")) !== null, 5_000);
+  settle(t);
+  // A new session of bob's over the same history and file store.
+  const abort = new AbortController();
+  const again = new FileTransfers({
+    me: "bob",
+    history: { get: (id) => t.bob.rows.get(id) ?? null },
+    store: t.bob.store,
+    links: {
+      isOpen: () => false,
+      ensure: () => {},
+      send: () => false,
+      bufferedAmount: () => 0,
+      drained: () => Promise.resolve(),
+    },
+    mailSend: () => Promise.resolve(),
+    control: () => {},
+    isOnline: () => false,
+    maxBytes: () => 25 * 1024 * 1024,
+    onError: () => {},
+    onRejected: () => {},
+  }, abort.signal);
+  await again.load("file-0000011");
+  const shown = again.progress.value["file-0000011"];
+  assertEquals(shown?.status, "complete");
+  assertEquals(shown?.done, 2);
+  assert(await sameBytes(await again.content("file-0000011"), bytes));
+  abort.abort();
+});
