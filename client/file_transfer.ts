@@ -173,6 +173,9 @@ interface Incoming extends Transfer {
   parts: Array<Uint8Array<ArrayBuffer> | undefined>;
   isFinishing: boolean;
   sinceReport: number;
+  /** Chunks being checked and stored now, and who waits for them to be done. */
+  busy: number;
+  idle: Array<() => void>;
 }
 
 /**
@@ -341,7 +344,10 @@ export class FileTransfers {
     for (const s of await this.#deps.store.unfinished()) {
       if (s.outgoing || s.peer !== remote || s.status !== "receiving") continue;
       const t = await this.#loadIncoming(s.id, remote);
-      if (t && t.state.status === "receiving") this.#sendHave(t);
+      if (!t || t.state.status !== "receiving") continue;
+      // Chunks of the old channel still being stored count: ask only for what is really missing.
+      if (t.busy > 0) await new Promise<void>((resolve) => t.idle.push(resolve));
+      if (t.state.status === "receiving") this.#sendHave(t);
     }
   }
 
@@ -636,6 +642,19 @@ export class FileTransfers {
     const t = await this.#loadIncoming(f.id, remote);
     if (!t) throw new ProtocolError("bad_frame", "id", `${remote} announced no file ${f.id}`);
     if (t.state.status !== "receiving") return; // cancelled, refused or done: dropped
+    t.busy++;
+    try {
+      await this.#takeChunk(t, f, via);
+    } finally {
+      if (--t.busy === 0) { for (const wake of t.idle.splice(0)) wake(); }
+    }
+  }
+
+  async #takeChunk(
+    t: Incoming,
+    f: Extract<FileFrame, { type: "file_chunk" }>,
+    via: MessageVia,
+  ): Promise<void> {
     let data: Uint8Array<ArrayBuffer>;
     try {
       data = fromBase64Url(f.data);
@@ -762,6 +781,8 @@ export class FileTransfers {
       have,
       parts,
       isFinishing: false,
+      busy: 0,
+      idle: [],
       sinceReport: 0,
       ...(state.status === "refused"
         ? { error: `larger than your limit of ${mb(this.#deps.maxBytes())}: not downloaded` }
