@@ -51,7 +51,12 @@ import {
   type SessionInfo,
   type TabStorage,
 } from "./session.ts";
-import { READ_RECEIPTS_KEY, UserSession, type UserSessionOptions } from "./user_session.ts";
+import {
+  READ_RECEIPTS_KEY,
+  UserSession,
+  type UserSessionDeps,
+  type UserSessionOptions,
+} from "./user_session.ts";
 
 export type { ContactTrust, DiscardedMessage, HandoverState, SafetyCheck };
 
@@ -97,6 +102,9 @@ export interface ChatModelDeps {
   onNewMessages?(from: string, count: number, latest: () => MessageRow | null): void;
   /** Whether the user can see the page now (read receipts wait for it). @default always */
   isVisible?(): boolean;
+  /** Files: see {@link UserSessionDeps.openFileStore} and {@link UserSessionDeps.thumbnail}. */
+  openFileStore?: UserSessionDeps["openFileStore"];
+  thumbnail?: UserSessionDeps["thumbnail"];
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -454,6 +462,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           onError: fail,
           onRejected: () => rejected.count++,
           onNewMessages: deps.onNewMessages,
+          openFileStore: deps.openFileStore,
+          thumbnail: deps.thumbnail,
           deviceStorage: device,
           isVisible: deps.isVisible,
           onIceServers: (servers) => iceServers = servers,
@@ -729,6 +739,17 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     }
   }
 
+  /** Sends a file to the open conversation; a refusal (too large, keys) shows as an error. */
+  async function sendFile(file: { name: string; type: string; bytes: Uint8Array<ArrayBuffer> }) {
+    const s = current.value;
+    if (!s || !s.openPeer.value) return;
+    try {
+      await s.sendFile(file);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
   /** The current session's `pick`, or `none` without one. */
   function ofSession<T>(pick: (s: UserSession) => T, none: T) {
     return computed(() => {
@@ -738,6 +759,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   return {
+    /** Files of the current session (issue 15), or null. */
+    files: ofSession((s) => s.files, null as UserSession["files"] | null),
+    sendFile,
+    /** Drops the data channel to `peer` (tests). */
+    dropChannel(peer: string): void {
+      current.value?.dropChannel(peer);
+    },
     /** The setting: keep a read-only copy of the history here after a hand-over. */
     keepCopy,
     /** Sets {@link keepCopy} (kept on this device). */

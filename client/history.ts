@@ -49,6 +49,8 @@ export interface MessageRow {
   text: string;
   via: MessageVia;
   status: MessageStatus;
+  /** Files (issue 15): the JSON `FileMeta` of the file this message announces, if any. */
+  attachment?: string | null;
 }
 
 /** Rows in a fixed order, read on demand (an array is one). */
@@ -273,20 +275,31 @@ export const SNAPSHOT_MIN_LOG = 2_000;
 const SQL_RANK = (col: string) =>
   `CASE ${col} WHEN 'sending' THEN 0 WHEN 'failed' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END`;
 
-const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status";
-const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status, attachment";
+const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /**
  * A row of the log laid over the snapshot: new, or a later state of a row the image holds (the
  * status never moves back).
  */
-const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via,
     text = CASE WHEN ${IS_FINAL("excluded.text")} THEN excluded.text ELSE messages.text END
   WHERE ${SQL_RANK("excluded.status")} >= ${SQL_RANK("messages.status")}`;
 
 function toParams(r: MessageRow): unknown[] {
-  return [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status];
+  return [
+    r.id,
+    r.peer,
+    r.sender,
+    r.recipient,
+    r.sentAt,
+    r.receivedAt,
+    r.text,
+    r.via,
+    r.status,
+    r.attachment ?? null,
+  ];
 }
 
 function fromSql(v: unknown[]): MessageRow {
@@ -300,6 +313,7 @@ function fromSql(v: unknown[]): MessageRow {
     text: String(v[6]),
     via: v[7] as MessageVia,
     status: v[8] as MessageStatus,
+    ...(v[9] === null || v[9] === undefined ? {} : { attachment: String(v[9]) }),
   };
 }
 
@@ -328,6 +342,7 @@ export class History {
     const [image, rows] = await Promise.all([store.loadSnapshot(), store.all()]);
     const db = new deps.sql.Database(image ?? undefined);
     db.run(SCHEMA);
+    addAttachmentColumn(db);
     const hadSearch = image !== null && tableExists(db, "messages_fts");
     db.run(SEARCH_SCHEMA);
     if (image !== null && !hadSearch) {
@@ -686,6 +701,20 @@ export class History {
     }
   }
 }
+
+// --- Files (issue 15) ----------------------------------------------------------------------------
+/** Adds the nullable `attachment` column to a database from before files (once). */
+function addAttachmentColumn(db: SqlDatabase): void {
+  const stmt = db.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'attachment'");
+  let has: boolean;
+  try {
+    has = stmt.step();
+  } finally {
+    stmt.free();
+  }
+  if (!has) db.run("ALTER TABLE messages ADD COLUMN attachment TEXT");
+}
+// -------------------------------------------------------------------------------------------------
 
 function tableExists(db: SqlDatabase, name: string): boolean {
   const stmt = db.prepare("SELECT 1 FROM sqlite_master WHERE name = ?");

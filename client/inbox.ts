@@ -12,6 +12,7 @@
  */
 import {
   type ChatMessage,
+  type FileFrame,
   type IncomingMail,
   MAX_MAIL_BATCH,
   parseLiveFrame,
@@ -70,6 +71,12 @@ export interface InboxDeps {
   onRejected(): void;
   /** Wall clock, ms since the epoch. */
   now(): number;
+  /** Files (issue 15): a file frame arrived (chunks and `file_have` only over the channel). */
+  onFileFrame?(remote: string, frame: FileFrame, via: MessageVia): Promise<void>;
+  /** Files: a message announcing a file was stored (new). */
+  onFileOffer?(from: string, id: string): void;
+  /** Files: takes a mailbox entry that is a file chunk (true once kept), before it is opened. */
+  takeMail?(mail: IncomingMail): Promise<boolean>;
 }
 
 /** Validates, stores and acknowledges what arrives for one logged-in session. */
@@ -140,6 +147,7 @@ export class Inbox {
       this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id: chat.id }, via);
       if (isNew && isOpText(chat.text)) this.#deps.onOps?.(remote);
       else if (isNew) this.#deps.onStored(remote, 1);
+      if (isNew && chat.file) this.#deps.onFileOffer?.(remote, chat.id);
       return;
     }
     switch (frame.type) {
@@ -159,6 +167,14 @@ export class Inbox {
         return;
       case "read":
         this.#deps.onRead?.(remote, frame.upTo);
+        return;
+      case "file_chunk":
+      case "file_have":
+      case "file_cancel":
+        // Chunks go over the data channel only (or the mailbox, see `takeMail`).
+        if (via === "p2p" || frame.type === "file_cancel") {
+          await this.#deps.onFileFrame?.(remote, frame, via);
+        } else this.#deps.onRejected();
         return;
     }
   }
@@ -187,17 +203,21 @@ export class Inbox {
     if (this.#signal.aborted) return;
     const fresh = new Map<string, number>();
     const opsFrom = new Set<string>();
+    const offers: ChatMessage[] = [];
     for (const m of mail) {
+      if (await this.#deps.takeMail?.(m)) continue;
       const chat = await this.#openMail(m);
       if (this.#signal.aborted) return;
       if (chat && await this.#store(chat, "mailbox")) {
         if (isOpText(chat.text)) opsFrom.add(chat.from);
         else fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
+        if (chat.file) offers.push(chat);
       }
     }
     if (this.#signal.aborted) return;
     for (const [from, n] of fresh) this.#deps.onStored(from, n);
     for (const from of opsFrom) this.#deps.onOps?.(from);
+    for (const chat of offers) this.#deps.onFileOffer?.(chat.from, chat.id);
     // Everything is durable now: acknowledge all of it, rejected entries included (they would
     // otherwise come back on every login).
     for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
@@ -232,6 +252,7 @@ export class Inbox {
       text: msg.text,
       via,
       status: "delivered",
+      ...(msg.file ? { attachment: JSON.stringify(msg.file) } : {}),
     };
     const isNew = await this.#deps.history.insert(row);
     if (isNew) await this.#deps.afterStore?.(row);
@@ -286,7 +307,8 @@ function claimOf(
 function isControlText(text: string): boolean {
   try {
     const type = (JSON.parse(text) as { type?: unknown })?.type;
-    return type === "ack" || type === "ping" || type === "pong";
+    return type === "ack" || type === "ping" || type === "pong" ||
+      (typeof type === "string" && type.startsWith("file_"));
   } catch {
     return false;
   }

@@ -26,6 +26,9 @@
  * - `historyDbs(): Promise<string[]>` — names of this origin's IndexedDB databases.
  * - `readOnlyDigest()` — the same digest over the read-only copy kept after a hand-over.
  * - `setKeepCopy(value)` — the "keep a read-only copy" setting.
+ * - `files()` — every file transfer this session knows (progress, status), by file id.
+ * - `fileDigest(id)` — SHA-256 (base64url) of file `id` as stored on this device, or null.
+ * - `dropChannel(peer)` — drops the data channel to `peer` (an interrupted transfer).
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
@@ -38,6 +41,9 @@ import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simpl
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
+import { makeThumbnail } from "./ui/attachment.tsx";
+import { openIdbFileStore } from "./file_store.ts";
+import type { FileProgress } from "./file_transfer.ts";
 import { loadNotificationSettings, notificationFor, openChatRequest } from "./notifications.ts";
 import type { MessageRow } from "./history.ts";
 import type { SelectedCandidates } from "./peer_link.ts";
@@ -62,6 +68,9 @@ export interface P2pChatHook {
   historyDbs(): Promise<string[]>;
   readOnlyDigest(): Promise<{ count: number; digest: string }>;
   setKeepCopy(value: boolean): void;
+  files(): Record<string, FileProgress>;
+  fileDigest(id: string): Promise<string | null>;
+  dropChannel(peer: string): void;
 }
 
 const session = new Session(
@@ -83,6 +92,8 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  openFileStore: openIdbFileStore,
+  thumbnail: makeThumbnail,
   isVisible: () => document.visibilityState === "visible",
   onNewMessages(from, count, latest) {
     if (document.visibilityState !== "hidden") return;
@@ -141,6 +152,15 @@ const hook: P2pChatHook = {
   historyDigest: () => digestOf(model.allMessages()),
   readOnlyDigest: () => digestOf(model.readOnlyMessages()),
   setKeepCopy: (value) => model.setKeepCopy(value),
+  files: () => model.files.value?.progress.value ?? {},
+  async fileDigest(id) {
+    const bytes = await model.files.value?.content(id);
+    if (!bytes) return null;
+    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return btoa(String.fromCharCode(...hash)).replaceAll("+", "-").replaceAll("/", "_")
+      .replaceAll("=", "");
+  },
+  dropChannel: (peer) => model.dropChannel(peer),
   async historyDbs() {
     return (await indexedDB.databases()).map((d) => d.name ?? "");
   },

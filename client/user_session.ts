@@ -46,6 +46,8 @@ import {
 import { trustStatus } from "./trust.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
+import { FileTransfers, maxFileBytes, type ThumbnailData } from "./file_transfer.ts";
+import { createMemoryFileStore, type FileStore, lazyFileStore } from "./file_store.ts";
 import { ServerError, type SessionApi, type SessionInfo, type TabStorage } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
@@ -94,6 +96,10 @@ export interface UserSessionDeps {
    * (offline-first) still lists them. @default none
    */
   contactCache?: ContactCache;
+  /** Files: opens `owner`'s file store (IndexedDB in the browser). @default memory */
+  openFileStore?(owner: string): Promise<FileStore>;
+  /** Files: makes the thumbnail of an image (the browser's canvas). @default none */
+  thumbnail?(bytes: Uint8Array<ArrayBuffer>, mime: string): Promise<ThumbnailData | null>;
 }
 
 /** The last contact list the servers gave, kept on this device per user. */
@@ -174,6 +180,9 @@ export class UserSession implements Disposable {
   #peers: Peers;
   #outbox: Outbox;
   #inbox: Inbox;
+  /** Files sent and received (issue 15). */
+  readonly files: FileTransfers;
+  #fileStore: FileStore;
   #receiver: HistoryReceiver | null = null;
   /** Handed to a hand-over: dispose neither closes the history nor deletes the keys. */
   #isDetached = false;
@@ -272,12 +281,32 @@ export class UserSession implements Disposable {
         links: this.#peers,
         session: deps.session,
         isOnline: (user) => this.#isOnline(user),
-        onChanged: (peer) => this.#changed(peer),
+        onChanged: (peer) => {
+          this.#changed(peer);
+          void this.files?.checkMailbox();
+        },
         onError: (err) => this.#fail(err),
       },
       options,
       aborted,
     );
+    this.#fileStore = lazyFileStore(() =>
+      deps.openFileStore?.(this.me) ?? Promise.resolve(createMemoryFileStore())
+    );
+    this.files = new FileTransfers({
+      me: this.me,
+      history,
+      store: this.#fileStore,
+      links: this.#peers,
+      mailSend: (peer, mail) => abortable(deps.session.mailSend(peer, mail), aborted),
+      control: (peer, frame) =>
+        void this.#sendOn(peer, frame, this.#peers.isOpen(peer) ? "p2p" : "relay"),
+      isOnline: (user) => this.#isOnline(user),
+      maxBytes: () => maxFileBytes(deps.deviceStorage),
+      onError: (err) => this.#fail(err),
+      onRejected: () => deps.onRejected(),
+      thumbnail: deps.thumbnail,
+    }, aborted);
     this.#inbox = new Inbox({
       me: this.me,
       history,
@@ -306,6 +335,9 @@ export class UserSession implements Disposable {
       afterStore: (row) => this.#afterStore(row),
       onOps: (from) => this.#changed(from),
       onDiscarded: (w) => this.#addWarning(w),
+      onFileFrame: (remote, frame, via) => this.files.receive(remote, frame, via),
+      onFileOffer: (from, id) => void this.files.offered(from, id),
+      takeMail: (m) => this.files.takeMail(m),
       onRejected: () => deps.onRejected(),
       now: deps.now,
     }, aborted);
@@ -313,12 +345,14 @@ export class UserSession implements Disposable {
       onOpen: (remote) => {
         this.channels.value = { ...this.channels.value, [remote]: true };
         void this.#outbox.flush(remote, true);
+        void this.files.channelOpened(remote);
       },
       onClose: (remote) => {
         const { [remote]: _gone, ...rest } = this.channels.value;
         this.channels.value = rest;
         // What went over the channel unacknowledged goes again through the servers now.
         if (!this.isDisposed) void this.#outbox.flush(remote, true);
+        if (!this.isDisposed) void this.files.channelClosed(remote);
       },
       onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
     };
@@ -659,6 +693,34 @@ export class UserSession implements Disposable {
     }
   }
 
+  /**
+   * Sends a file to the open conversation (files, issue 15): checked against the size limit
+   * (throws `FileTooLargeError`, storing nothing) and the contact's keys like {@link send}; its
+   * message goes like any other, and its chunks follow (`file_transfer.ts`).
+   */
+  async sendFile(file: { name: string; type: string; bytes: Uint8Array<ArrayBuffer> }) {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed) return;
+    const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
+    if (this.isDisposed) return;
+    if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
+    const id = newMessageId();
+    const meta = await this.files.prepare(id, peer, file);
+    await this.#outbox.send({
+      id,
+      peer,
+      sender: this.me,
+      recipient: peer,
+      sentAt: this.#deps.nextSentAt(),
+      receivedAt: null,
+      text: meta.name,
+      via: "p2p",
+      status: "sending",
+      attachment: JSON.stringify(meta),
+    });
+    await this.files.announced(id);
+  }
+
   /** `n` sequential ping round trips to `peer` over the data channel or the relay, in ms. */
   async ping(peer: string, n: number, via: MessageVia): Promise<number[]> {
     const aborted = this.#abort.signal;
@@ -685,6 +747,11 @@ export class UserSession implements Disposable {
       times.push(this.#deps.monotonic() - start);
     }
     return times;
+  }
+
+  /** Drops the data channel to `peer` (tests: an interrupted file transfer). */
+  dropChannel(peer: string): void {
+    if (!this.isDisposed) this.#peers.drop(peer);
   }
 
   /** Whether the data channel to `peer` is open. */
@@ -768,6 +835,7 @@ export class UserSession implements Disposable {
     this.#receiver = null;
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
+    this.#fileStore.close();
     clearTimeout(this.#refreshTimer);
     for (const timer of this.#typingTimers.values()) clearTimeout(timer);
     this.#typingTimers.clear();

@@ -7,6 +7,7 @@ import { ContactList } from "./contact_list.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
 import { NotificationSettingsView } from "./notification_settings.tsx";
+import { FileSizeSetting } from "./attachment.tsx";
 import { HistoryBackup } from "./history_backup.tsx";
 
 const STATUS_TEXT = {
@@ -77,6 +78,7 @@ export function App({ model }: { model: ChatModel }) {
                   Send read receipts (contacts see when you have read their messages)
                 </label>
                 <NotificationSettingsView storage={localStorage} />
+                <FileSizeSetting storage={localStorage} />
                 <HistoryBackup model={model} />
               </section>
             )}

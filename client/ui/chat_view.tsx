@@ -5,7 +5,7 @@ import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import type { TrustEvent } from "../trust.ts";
 import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
-import type { MessageView } from "../message_ops.ts";
+import { DELETED_TEXT, type MessageView } from "../message_ops.ts";
 import {
   ComposeBanner,
   type ComposeMode,
@@ -14,6 +14,7 @@ import {
   sameView,
   sendDraft,
 } from "./message_actions.tsx";
+import { AttachButton, Attachment } from "./attachment.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -47,6 +48,7 @@ interface ItemProps {
   offline: boolean;
   /** The message once its replies, reactions, edits and deletes apply. */
   view: MessageView | undefined;
+  /** Where a message's file reads its progress from, and replies/reactions are sent. */
   model: ChatModel;
   onCompose: (mode: ComposeMode) => void;
   onOpenQuote: (id: string) => void;
@@ -76,7 +78,16 @@ class MessageItem extends Component<ItemProps> {
         data-read={read ? "true" : undefined}
         class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
       >
-        <MessageBody m={m} view={view} model={model} onOpenQuote={this.props.onOpenQuote} />
+        {m.attachment && !view?.deleted && m.text !== DELETED_TEXT && (
+          <Attachment model={model} id={m.id} attachment={m.attachment} own={own} />
+        )}
+        <MessageBody
+          m={m}
+          view={view}
+          model={model}
+          onOpenQuote={this.props.onOpenQuote}
+          textless={!!m.attachment}
+        />
         <span class="meta">
           {time.format(m.sentAt)}
           {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
@@ -379,6 +390,7 @@ export function ChatView({ model }: { model: ChatModel }) {
           }}
           onBlur={() => model.stoppedTyping()}
         />
+        <AttachButton model={model} disabled={keyChanged || noKeys} />
         <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
           Send
         </button>

@@ -52,21 +52,23 @@ function Quote(
  * reaction counts (each toggles this user's reaction).
  */
 export function MessageBody(
-  { m, view, model, onOpenQuote }: {
+  { m, view, model, onOpenQuote, textless = false }: {
     m: MessageRow;
     view: MessageView | undefined;
     model: ChatModel;
     onOpenQuote: (id: string) => void;
+    /** The message is a file: its attachment, shown before, names it (no text line). */
+    textless?: boolean;
   },
 ) {
-  if (!view) return <span class="text">{m.text}</span>;
+  if (!view) return textless ? null : <span class="text">{m.text}</span>;
   if (view.deleted) {
     return <span class="text deleted" data-testid="deleted">message deleted</span>;
   }
   return (
     <>
       <Quote view={view} onOpen={onOpenQuote} />
-      <span class="text">{view.text}</span>
+      {!textless && <span class="text">{view.text}</span>}
       {view.editedAt !== null && <span class="edited" data-testid="edited">edited</span>}
       {view.reactions.length > 0 && (
         <span class="reactions" data-testid="reactions">

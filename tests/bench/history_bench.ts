@@ -15,6 +15,8 @@
  *   the burst, paging older, searching (typed key by key);
  * - heap: the page's JS heap after a garbage collection (CDP `Runtime.getHeapUsage`, plus the
  *   array buffers outside it — sql.js's WebAssembly memory — where Chromium reports them).
+ * - file: a 5 MB file picked in alice's chat (100 messages of history) until bob's page holds it
+ *   verified (`file_5mb_ms`).
  * As root it runs inside a private network namespace. Progress goes to stderr; stdout has a
  * table of the figures at every size, then, as the last line, one JSON object.
  * With P2P_BENCH_PROFILE=1 it prints where the page spent its time during each size's chatting.
@@ -22,8 +24,9 @@
  */
 import type { Page } from "puppeteer-core";
 import { reexecInNamespace } from "../support/netns.ts";
-import { openChat, sendMessage, waitForContact } from "../support/chat_page.ts";
+import { openChat, sendMessage, waitForChannel, waitForContact } from "../support/chat_page.ts";
 import { assertClientBuilt, withAliceAndBob } from "../support/two_users.ts";
+import { attachFile, randomBytes, waitForTransfer } from "../support/files_page.ts";
 
 const code = await reexecInNamespace(import.meta.url, Deno.args);
 if (code !== undefined) Deno.exit(code);
@@ -318,6 +321,23 @@ async function measure(
   return figures;
 }
 
+/** From picking a 5 MB file in alice's chat until bob's page holds it verified, ms. */
+async function timedFile(alice: Page, bob: Page): Promise<number> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-bench-" });
+  try {
+    await Deno.writeFile(`${dir}/bench.bin`, randomBytes(5 * 1024 * 1024));
+    await waitForChannel(alice, "bob");
+    const start = performance.now();
+    await attachFile(alice, `${dir}/bench.bin`);
+    await waitForTransfer(bob, "the 5 MB file at bob", (t) => t.status === "complete", 120_000);
+    const ms = performance.now() - start;
+    log(`5 MB file: ${Math.round(ms)} ms`);
+    return ms;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Seeds alice's history with bob up to `size` messages (the last one sent live). */
 async function grow(alice: Page, bob: Page, size: number, prefix: string): Promise<SearchTarget[]> {
   const have = await storedCount(alice);
@@ -337,10 +357,12 @@ async function grow(alice: Page, bob: Page, size: number, prefix: string): Promi
 
 await assertClientBuilt();
 const results: Figures[] = [];
+let fileMs = NaN;
 await withAliceAndBob(async ({ alice, bob }) => {
   for (const [size, prefix] of [[100, "s"], [10_000, "m"], [100_000, "l"]] as const) {
     const targets = await grow(alice, bob, size, prefix);
     results.push(await measure(alice, bob, size, `newest of ${size}`, targets));
+    if (size === 100) fileMs = await timedFile(alice, bob);
   }
 });
 
@@ -369,5 +391,5 @@ const summary: Record<string, number> = {
   search_100k_ms: large.searchMs,
   heap_100k_mb: large.heapMb,
 };
-// Figures measured by other parts of this bench (e.g. file_5mb_ms) are added here.
+summary.file_5mb_ms = Math.round(fileMs);
 console.log(JSON.stringify(summary));
