@@ -128,7 +128,8 @@ const IS_SEARCHED = (r: string) => `substr(${r}.text, 1, 1) NOT IN (char(29), ch
 const IS_FINAL = (t: string) =>
   `(substr(${t}, 1, 1) = char(30) OR substr(${t}, 1, 8) = char(29) || 'delete' || char(29))`;
 
-const SCHEMA = `
+/** The tables and indexes of a history database (exported for the query-plan tests). */
+export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   id TEXT PRIMARY KEY,
   peer TEXT NOT NULL,
@@ -148,8 +149,11 @@ CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (peer, sender, sent_
   WHERE status != 'delivered';
 CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
   WHERE status IN ('sending', 'failed');
--- Message operations (edits, reactions, deletes: client/message_ops.ts), by conversation and text.
+-- Message operations (edits, reactions, deletes: client/message_ops.ts), by conversation and
+-- text (an operation's target), and by conversation in time order (every refresh of the open
+-- chat reads them: without it the planner walks messages_by_peer for the order, all 100,000 rows).
 CREATE INDEX IF NOT EXISTS messages_ops ON messages (peer, text) WHERE ${IS_OP};
+CREATE INDEX IF NOT EXISTS messages_ops_in_time ON messages (peer, sent_at, id) WHERE ${IS_OP};
 `;
 
 /**
@@ -276,6 +280,10 @@ const SQL_RANK = (col: string) =>
   `CASE ${col} WHEN 'sending' THEN 0 WHEN 'failed' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END`;
 
 const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status, attachment";
+/** Every operation row of one conversation, in time order (read at each refresh of the chat). */
+export const OPS_QUERY =
+  `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} ORDER BY sent_at, id`;
+
 const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /**
@@ -504,10 +512,7 @@ export class History {
 
   /** The operation rows of the conversation with `peer` (message_ops.ts), by send time. */
   ops(peer: string): MessageRow[] {
-    return this.#query(
-      `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} ORDER BY sent_at, id`,
-      [peer],
-    );
+    return this.#query(OPS_QUERY, [peer]);
   }
 
   /** The operation rows of the conversation with `peer` whose text starts with `prefix`. */
@@ -703,8 +708,8 @@ export class History {
 }
 
 // --- Files (issue 15) ----------------------------------------------------------------------------
-/** Adds the nullable `attachment` column to a database from before files (once). */
-function addAttachmentColumn(db: SqlDatabase): void {
+/** Adds the nullable `attachment` column to a database from before files (once; exported for tests). */
+export function addAttachmentColumn(db: SqlDatabase): void {
   const stmt = db.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'attachment'");
   let has: boolean;
   try {

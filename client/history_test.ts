@@ -1,11 +1,14 @@
 import { assert, assertEquals } from "./testing/assert.ts";
 import {
+  addAttachmentColumn,
   createMemoryRowStores,
   History,
   MATCH_END,
   MATCH_START,
   mergeStoredRows,
   type MessageRow,
+  OPS_QUERY,
+  SCHEMA,
   searchQuery,
   searchSnippet,
   SNAPSHOT_MIN_LOG,
@@ -360,4 +363,24 @@ Deno.test("search covers a snapshot made before the index existed, and rows writ
   assertEquals(h.positionFromEnd("bob", "m1"), 2);
   assertEquals(h.positionFromEnd("bob", "m2"), 1);
   assertEquals(h.positionFromEnd("carol", "m2"), null);
+});
+
+Deno.test("the chat's refresh reads a conversation's operations through their own index, not every row", () => {
+  const db = new sql.Database();
+  try {
+    db.run(SCHEMA);
+    addAttachmentColumn(db);
+    const stmt = db.prepare(`EXPLAIN QUERY PLAN ${OPS_QUERY}`);
+    stmt.bind(["bob"]);
+    const plan: string[] = [];
+    while (stmt.step()) plan.push(String(stmt.get().at(-1)));
+    stmt.free();
+    assert(
+      plan.some((step) => step.includes("messages_ops_in_time")),
+      `plan: ${plan.join(" / ")}`,
+    );
+    assert(!plan.some((step) => step.includes("TEMP B-TREE")), `sorts: ${plan.join(" / ")}`);
+  } finally {
+    db.close();
+  }
 });
