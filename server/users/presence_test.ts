@@ -180,6 +180,8 @@ Deno.test("watch: presence goes only to the connections watching the name, until
   assert.equal(a.local.watcherCount("dave"), 1);
   a.sessions.disconnect(dave);
   assert.deepEqual(seen(bob, "dave"), ["on", "off"]);
+  bob.touch();
+  await clock.advance(1000);
   const bob2 = await login("bob");
   assert.deepEqual(a.local.watchedBy(bob2), [], "a new login starts with an empty list");
   await a.stop();
