@@ -31,12 +31,17 @@ Deno.test("users on different servers see each other online and exchange signals
     const eve = await TestClient.connect(s3);
     clients.push(alice, bob, eve);
     await alice.login("alice", PASSWORD);
+    const before = await alice.request({ type: "watch", usernames: ["bob"] });
+    assert.deepEqual(before.type === "presence_list" && before.users, [{
+      username: "bob",
+      online: false,
+    }]);
     await bob.login("bob", PASSWORD);
 
-    // alice learns that bob came online on another server, and sees him in her contacts.
+    // alice learns that bob, whom she watches, came online on another server.
     await alice.next((f) => f.type === "presence" && f.username === "bob" && f.online);
-    const contacts = await alice.request({ type: "contacts" });
-    assert.deepEqual(contacts.type === "contacts" && contacts.users, [{
+    const contacts = await alice.request({ type: "watch", usernames: ["bob"] });
+    assert.deepEqual(contacts.type === "presence_list" && contacts.users, [{
       username: "bob",
       online: true,
     }]);
@@ -79,7 +84,7 @@ Deno.test("users on different servers see each other online and exchange signals
     assert.match(invalid.type === "error" ? invalid.message : "", /3–32 letters/);
 
     // Before login, eve cannot signal anyone.
-    const anon = await eve.request({ type: "contacts" });
+    const anon = await eve.request({ type: "watch", usernames: ["alice"] });
     assert.equal(anon.type === "error" && anon.code, "not_authenticated");
     // Signaling an offline user says so.
     await eve.login("eve", PASSWORD);

@@ -87,15 +87,16 @@ Deno.test("handover: the superseded connection signals only the new session, her
       lid: "1",
     });
 
-    // Nothing else: no signal or relay to others, no mail, no contacts, no login.
+    // Nothing else: no signal or relay to others, no mail, no watch list, no login.
     oldAlice.send({ type: "signal", to: "bob", data: { type: "offer", sdp: "x" } });
     const refused = errorOf(await oldAlice.next((f) => f.type === "error"));
     assert.equal(refused.code, "not_authenticated");
     assert.match(refused.message, /only hand your history to your new device/);
     oldAlice.send({ type: "relay", to: "bob", payload: "hello" });
     assert.equal(errorOf(await oldAlice.next((f) => f.type === "error")).code, "not_authenticated");
-    for (const type of ["mail_fetch", "contacts"]) {
-      assert.equal(errorOf(await oldAlice.request({ type })).code, "not_authenticated", type);
+    for (const frame of [{ type: "mail_fetch" }, { type: "watch", usernames: ["bob"] }]) {
+      const code = errorOf(await oldAlice.request(frame)).code;
+      assert.equal(code, "not_authenticated", frame.type);
     }
     assert.equal(
       errorOf(await oldAlice.request({ type: "mail_ack", messages: [] })).code,
@@ -188,8 +189,9 @@ Deno.test("handover: the superseded connection signals only the new session, her
     assert.ok(closedAfter >= GRACE_MS, `closed after ${closedAfter} ms`);
     await newAlice.waitClosed("the server to close the grace connection at the end of its grace");
     // The current sessions are untouched.
-    assert.equal((await thirdAlice.request({ type: "contacts" })).type, "contacts");
-    assert.equal((await newCarol.request({ type: "contacts" })).type, "contacts");
+    const watch = { type: "watch", usernames: ["bob"] };
+    assert.equal((await thirdAlice.request(watch)).type, "presence_list");
+    assert.equal((await newCarol.request(watch)).type, "presence_list");
   } finally {
     for (const h of heartbeats) clearInterval(h);
     await Promise.all(clients.map((c) => c.close().catch(() => {})));
