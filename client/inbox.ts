@@ -55,6 +55,11 @@ export interface InboxDeps {
   onRead?(remote: string, upTo: number): void;
   /** New messages from `from` were stored. */
   onStored(from: string, count: number): void;
+  /**
+   * Whether the user blocked `from`: their messages are acknowledged (so they are not sent
+   * again) and dropped unseen, everything else from them ignored. @default nobody
+   */
+  isBlocked?(from: string): boolean;
   /** A message was refused and discarded. */
   onDiscarded(message: DiscardedMessage): void;
   /** A malformed, misaddressed or forged message was rejected (counted for tests). */
@@ -104,6 +109,7 @@ export class Inbox {
   }
 
   async #receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
+    if (this.#deps.isBlocked?.(remote)) return this.#dropBlocked(remote, text, via);
     let frame;
     let chat: ChatMessage | null = null;
     try {
@@ -146,6 +152,19 @@ export class Inbox {
     }
   }
 
+  /** A blocked sender's text: a chat message is acknowledged unopened, the rest ignored. */
+  #dropBlocked(remote: string, text: string, via: MessageVia): void {
+    let id: string | undefined;
+    try {
+      id = claimOf(parseLiveFrame(text))?.id;
+    } catch {
+      return;
+    }
+    if (id !== undefined) {
+      this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id }, via);
+    }
+  }
+
   /** Fetches this user's mailbox (again if asked while a fetch runs). */
   fetchMail(): Promise<void> {
     if (this.#fetching) {
@@ -170,6 +189,8 @@ export class Inbox {
     if (this.#signal.aborted) return;
     const fresh = new Map<string, number>();
     for (const m of mail) {
+      // A blocked sender's mail is acknowledged below with the rest, never opened or stored.
+      if (this.#deps.isBlocked?.(m.from)) continue;
       const chat = await this.#openMail(m);
       if (this.#signal.aborted) return;
       if (chat && await this.#store(chat, "mailbox")) {
