@@ -5,6 +5,7 @@ import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import type { TrustEvent } from "../trust.ts";
 import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
+import { RequestBar } from "./requests.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -220,6 +221,7 @@ export function ChatView({ model }: { model: ChatModel }) {
           {showKey ? "Hide key" : "Key"}
         </button>
       </header>
+      <RequestBar model={model} peer={peer} />
       {showKey && (
         <>
           <Fingerprint model={model} user={peer} testId="fingerprint" />
