@@ -926,11 +926,15 @@ Deno.test("a key change not yet accepted follows the user to the new device with
     w.cluster.keys.set("bob", { ...w.cluster.keys.get("bob")!, ...eve, wrapped: "x" });
     alice.model.openChat("bob");
     await waitFor(() => alice.model.keyChanged.value.bob === true, "change shown");
+    await alice.model.block("eve");
     // The new device would pin eve's keys on first use; the old device's pin wins.
     const newAlice = await secondDevice(w, "alice");
     await waitFor(() => newAlice.model.handover.value?.phase === "done", "new device done");
     newAlice.model.openChat("bob");
     await waitFor(() => newAlice.model.keyChanged.value.bob === true, "the change is shown there");
+    // The contact book came along too: bob a contact, eve (blocked on the old device) blocked.
+    assertEquals(newAlice.model.contacts.value.map((c) => c.username), ["bob"]);
+    assertEquals(newAlice.model.blocked.value, ["eve"]);
     assertEquals(newAlice.model.trust.value.bob?.pin?.events.map((e) => e.kind), ["changed"]);
     await newAlice.model.send("blocked");
     assertEquals(newAlice.model.messagesWith("bob").map((m) => m.text), ["hello"]);

@@ -337,7 +337,7 @@ export class UserSession implements Disposable {
           // The old device's pinned keys were merged into the store: look them up again.
           this.#keyring.invalidate();
           // Its contact book too: read it again, and watch the contacts it brought.
-          void this.#changeBook((b) => b, true).then(() => this.#watchContacts()).catch(() => {});
+          void this.#changeBook((b) => b).then(() => this.#watchContacts()).catch(() => {});
           const peer = this.openPeer.value;
           if (peer) void this.#keyring.trustOf(peer).catch(() => {});
         },
@@ -382,11 +382,11 @@ export class UserSession implements Disposable {
 
   /**
    * Applies `change` to the contact book (after the changes already queued), keeps it and shows
-   * it. `reload`: read the stored book first (a hand-over merged into it).
+   * it. It starts from the stored book: a hand-over may have merged into it meanwhile.
    */
-  #changeBook(change: (book: ContactBook) => ContactBook, reload = false): Promise<ContactBook> {
+  #changeBook(change: (book: ContactBook) => ContactBook): Promise<ContactBook> {
     const run = this.#bookWrites.then(async () => {
-      const before = reload ? await this.#deps.keyStore.loadBook(this.me) : this.#book;
+      const before = await this.#deps.keyStore.loadBook(this.me);
       const after = change(before);
       if (after !== before) await this.#deps.keyStore.saveBook(this.me, after);
       if (!this.isDisposed) this.#showBook(after);
