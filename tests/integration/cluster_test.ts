@@ -138,6 +138,10 @@ Deno.test("after kill -9 of one server the other two keep serving and their user
     const carol = await TestClient.connect(s3.url);
     clients.push(alice, bob);
     await alice.login("alice", PASSWORD);
+    assert.equal(
+      (await alice.request({ type: "watch", usernames: ["carol"] })).type,
+      "presence_list",
+    );
     await bob.login("bob", PASSWORD);
     await carol.login("carol", PASSWORD);
     await alice.next((f) => f.type === "presence" && f.username === "carol" && f.online);
@@ -251,6 +255,10 @@ Deno.test("presence is a ring record with a time to live on K+1 servers, read wh
     const bob = await TestClient.connect(fresh.url);
     clients.push(bob);
     await bob.login("bob", PASSWORD);
+    const watched = await bob.request({ type: "watch", usernames: ["alice"] });
+    assert.deepEqual(watched.type === "presence_list" && watched.users, [
+      { username: "alice", online: true },
+    ]);
     bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "v=0" } });
     const signal = await alice.next((f) => f.type === "signal");
     assert.equal(signal.type === "signal" && signal.from, "bob");

@@ -60,13 +60,25 @@ Deno.test("handover: the superseded connection signals only the new session, her
   try {
     const bob = await connect(s1);
     await bob.login("bob", "bob-secret-12");
+    assert.equal(
+      (await bob.request({ type: "watch", usernames: ["alice"] })).type,
+      "presence_list",
+    );
     const oldAlice = await connect(s1);
     const oldSession = await oldAlice.login("alice", "alice-secret-1");
+    assert.equal(
+      (await oldAlice.request({ type: "watch", usernames: ["bob"] })).type,
+      "presence_list",
+    );
     await bob.next((f) => f.type === "presence" && f.username === "alice" && f.online);
 
-    // A second device on the same server: the first one enters its grace.
+    // A second device on the same server: the first one enters its grace (its watch list goes).
     const newAlice = await connect(s1);
     await newAlice.login("alice", "alice-secret-1", false);
+    assert.equal(
+      (await newAlice.request({ type: "watch", usernames: ["bob"] })).type,
+      "presence_list",
+    );
     const told = await oldAlice.next((f) => f.type === "superseded");
     assert.deepEqual(told, {
       v: 1,
