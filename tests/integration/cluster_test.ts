@@ -255,13 +255,14 @@ Deno.test("presence is a ring record with a time to live on K+1 servers, read wh
     const bob = await TestClient.connect(fresh.url);
     clients.push(bob);
     await bob.login("bob", PASSWORD);
+    bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "v=0" } });
+    const signal = await alice.next((f) => f.type === "signal");
+    assert.equal(signal.type === "signal" && signal.from, "bob");
+    // The restarted server learned alice's home from her record: bob, watching her, sees her on.
     const watched = await bob.request({ type: "watch", usernames: ["alice"] });
     assert.deepEqual(watched.type === "presence_list" && watched.users, [
       { username: "alice", online: true },
     ]);
-    bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "v=0" } });
-    const signal = await alice.next((f) => f.type === "signal");
-    assert.equal(signal.type === "signal" && signal.from, "bob");
     // alice logs out: her record turns offline on the ring, and bob is told.
     await alice.close();
     await bob.next((f) => f.type === "presence" && f.username === "alice" && !f.online, 30_000);
