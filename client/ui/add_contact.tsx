@@ -65,12 +65,13 @@ export function AddContact({ model }: { model: ChatModel }) {
 
   return (
     <form class="add-contact" onSubmit={submit} aria-label="Add a contact">
+      <label class="sr-only" for="add-contact-name">Username to add</label>
       <input
+        id="add-contact-name"
         data-testid="add-contact-name"
         value={name}
         placeholder="Exact username"
         autocomplete="off"
-        aria-label="Username to add"
         maxLength={32}
         onInput={(e) => {
           setName(e.currentTarget.value);
