@@ -31,6 +31,7 @@ import { HandoverController, type HandoverState } from "./handover_controller.ts
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
 import type { History, MessageRow, SearchHit } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
+import { type MessageBody, type MessageView, plainText } from "./message_ops.ts";
 import {
   type ContactTrust,
   createAccountKeys,
@@ -50,7 +51,12 @@ import {
   type SessionInfo,
   type TabStorage,
 } from "./session.ts";
-import { READ_RECEIPTS_KEY, UserSession, type UserSessionOptions } from "./user_session.ts";
+import {
+  READ_RECEIPTS_KEY,
+  UserSession,
+  type UserSessionDeps,
+  type UserSessionOptions,
+} from "./user_session.ts";
 
 export type { ContactTrust, DiscardedMessage, HandoverState, SafetyCheck };
 
@@ -96,6 +102,9 @@ export interface ChatModelDeps {
   onNewMessages?(from: string, count: number, latest: () => MessageRow | null): void;
   /** Whether the user can see the page now (read receipts wait for it). @default always */
   isVisible?(): boolean;
+  /** Files: see {@link UserSessionDeps.openFileStore} and {@link UserSessionDeps.thumbnail}. */
+  openFileStore?: UserSessionDeps["openFileStore"];
+  thumbnail?: UserSessionDeps["thumbnail"];
 }
 
 /** Where the reason of the last sign-out is kept across reloads (localStorage in the browser). */
@@ -175,6 +184,7 @@ const NONE = {} as Record<string, never>;
 const NO_CONTACTS: ContactEntry[] = [];
 const NO_NAMES: string[] = [];
 const NO_MESSAGES: MessageRow[] = [];
+const NO_VIEWS: ReadonlyMap<string, MessageView> = new Map();
 
 /** Creates the chat model. Call `start()` once to connect (and resume a stored session). */
 export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions = {}) {
@@ -452,6 +462,8 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           onError: fail,
           onRejected: () => rejected.count++,
           onNewMessages: deps.onNewMessages,
+          openFileStore: deps.openFileStore,
+          thumbnail: deps.thumbnail,
           deviceStorage: device,
           isVisible: deps.isVisible,
           onIceServers: (servers) => iceServers = servers,
@@ -702,7 +714,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   /** Sends `text` to the open conversation. */
   async function send(text: string): Promise<void> {
     const s = current.value;
-    text = text.trim();
+    text = plainText(text).trim();
     if (!s || !s.openPeer.value || !text) return;
     if (text.length > MAX_TEXT_LENGTH || new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       error.value = `Message is too long: at most ${MAX_TEXT_LENGTH} characters`;
@@ -716,6 +728,17 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     }
   }
 
+  /** Sends a file to the open conversation; a refusal (too large, keys) shows as an error. */
+  async function sendFile(file: { name: string; type: string; bytes: Uint8Array<ArrayBuffer> }) {
+    const s = current.value;
+    if (!s || !s.openPeer.value) return;
+    try {
+      await s.sendFile(file);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
   /** The current session's `pick`, or `none` without one. */
   function ofSession<T>(pick: (s: UserSession) => T, none: T) {
     return computed(() => {
@@ -725,6 +748,13 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   }
 
   return {
+    /** Files of the current session (issue 15), or null. */
+    files: ofSession((s) => s.files, null as UserSession["files"] | null),
+    sendFile,
+    /** Drops the data channel to `peer` (tests). */
+    dropChannel(peer: string): void {
+      current.value?.dropChannel(peer);
+    },
     /** The setting: keep a read-only copy of the history here after a hand-over. */
     keepCopy,
     /** Sets {@link keepCopy} (kept on this device). */
@@ -918,6 +948,29 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
         fail(err);
         return false;
       }
+    },
+    /** Shown messages once their replies, reactions, edits and deletes apply. */
+    views: ofSession((s) => s.views.value, NO_VIEWS),
+    /**
+     * Sends a reply, reaction, edit or delete-for-everyone in the open conversation (see
+     * message_ops.ts); false (the error shown) if it was refused.
+     */
+    async sendOp(body: MessageBody): Promise<boolean> {
+      try {
+        await current.value?.sendOp(body);
+        return true;
+      } catch (err) {
+        fail(err);
+        return false;
+      }
+    },
+    /** Deletes a message on this device only. */
+    async deleteForMe(id: string): Promise<void> {
+      await current.value?.deleteForMe(id).catch(fail);
+    },
+    /** Sends `text` as it is, markers and all (tests: what a hostile client would send). */
+    sendRaw(text: string): Promise<void> {
+      return current.value?.send(text) ?? Promise.resolve();
     },
     /** The stored conversation with `peer`. */
     messagesWith(peer: string): MessageRow[] {

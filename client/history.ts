@@ -6,7 +6,8 @@
  * (one `put`, O(1) per message: persisting costs the same with 100 or 100,000 messages of
  * history, DESIGN §5). That store is a log: from time to time (when it holds more than a tenth of
  * the history, and at least {@link SNAPSHOT_MIN_LOG} rows) the whole sql.js image (`db.export()`,
- * ~25 ms and ~25 MB at 100k rows) is saved and the log cleared in the same IndexedDB transaction,
+ * ~25 ms and ~16 MB at 100k rows, stored as a Blob so the page is not frozen while IndexedDB
+ * serializes it) is saved and the log cleared in the same IndexedDB transaction,
  * so the work stays O(1) per message amortized. Opening reads the image (one record) and only the
  * rows written since, instead of rebuilding SQLite from every row.
  *
@@ -18,6 +19,7 @@
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
 import { deleteDB, openDB } from "idb";
+import { isFinalText } from "./message_ops.ts";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -47,6 +49,8 @@ export interface MessageRow {
   text: string;
   via: MessageVia;
   status: MessageStatus;
+  /** Files (issue 15): the JSON `FileMeta` of the file this message announces, if any. */
+  attachment?: string | null;
 }
 
 /** Rows in a fixed order, read on demand (an array is one). */
@@ -114,6 +118,16 @@ const STATUS_RANK: Record<MessageStatus, number> = {
   delivered: 3,
 };
 
+/** SQL: the row is a message operation (its text starts with U+001D, see message_ops.ts). */
+const IS_OP = "substr(text, 1, 1) = char(29)";
+/** SQL: the row is shown in its conversation (not an operation, not deleted on this device). */
+const IS_SHOWN = `substr(text, 1, 1) != char(29) AND text != char(30) || 'hidden'`;
+/** SQL: row `r`'s text is searched (not an operation or a tombstone). */
+const IS_SEARCHED = (r: string) => `substr(${r}.text, 1, 1) NOT IN (char(29), char(30))`;
+/** SQL: text `t` is final (see `isFinalText`): a changed row's text wins over the old one. */
+const IS_FINAL = (t: string) =>
+  `(substr(${t}, 1, 1) = char(30) OR substr(${t}, 1, 8) = char(29) || 'delete' || char(29))`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   id TEXT PRIMARY KEY,
@@ -134,6 +148,8 @@ CREATE INDEX IF NOT EXISTS messages_undelivered ON messages (peer, sender, sent_
   WHERE status != 'delivered';
 CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
   WHERE status IN ('sending', 'failed');
+-- Message operations (edits, reactions, deletes: client/message_ops.ts), by conversation and text.
+CREATE INDEX IF NOT EXISTS messages_ops ON messages (peer, text) WHERE ${IS_OP};
 `;
 
 /**
@@ -143,11 +159,22 @@ CREATE INDEX IF NOT EXISTS messages_unsent ON messages (sender, peer)
 const SEARCH_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts4(content="messages", text,
   tokenize=unicode61);
-CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+DROP TRIGGER IF EXISTS messages_fts_insert;
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN ${IS_SEARCHED("new")} BEGIN
   INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
 END;
-CREATE TRIGGER IF NOT EXISTS messages_fts_delete BEFORE DELETE ON messages BEGIN
+DROP TRIGGER IF EXISTS messages_fts_delete;
+CREATE TRIGGER messages_fts_delete BEFORE DELETE ON messages WHEN ${IS_SEARCHED("old")} BEGIN
   DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+-- A text changes only when a message is deleted for everyone (message_ops.ts): out of the index.
+CREATE TRIGGER IF NOT EXISTS messages_fts_unindex BEFORE UPDATE OF text ON messages
+  WHEN old.text != new.text AND ${IS_SEARCHED("old")} BEGIN
+  DELETE FROM messages_fts WHERE docid = old.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_reindex AFTER UPDATE OF text ON messages
+  WHEN old.text != new.text AND ${IS_SEARCHED("new")} BEGIN
+  INSERT INTO messages_fts (docid, text) VALUES (new.rowid, new.text);
 END;
 `;
 
@@ -173,9 +200,72 @@ export interface SearchHit {
  * operators in the input are words like any other, never query syntax.
  */
 export function searchQuery(input: string): string | null {
-  const words = input.normalize("NFC").match(/[\p{L}\p{N}]+/gu) ?? [];
+  const words = input.normalize("NFC").match(WORD) ?? [];
   if (words.length === 0) return null;
   return words.slice(0, 16).map((w) => `"${w}*"`).join(" ");
+}
+
+/** Words of a search or a text: runs of letters and digits (as the FTS tokenizer splits them). */
+const WORD = /[\p{L}\p{N}]+/gu;
+
+/** A word as the FTS index compares it: lower case, without accents. */
+function foldWord(word: string): string {
+  return word.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+/** Words a snippet shows at most. */
+export const SNIPPET_WORDS = 12;
+
+/**
+ * The part of `text` a search result shows: at most {@link SNIPPET_WORDS} words, where the
+ * most of the searched words (`input`, each a word prefix) occur, each matching word between
+ * {@link MATCH_START} and {@link MATCH_END}, "…" where text was cut. Made here rather than with
+ * FTS's `snippet()`, which SQLite computes for every match before keeping the newest few (a
+ * one-letter search over 100,000 messages took over a second).
+ */
+export function searchSnippet(text: string, input: string): string {
+  const wanted = [
+    ...new Set((input.normalize("NFC").match(WORD) ?? []).slice(0, 16).map(foldWord)),
+  ];
+  const words = [...text.matchAll(WORD)].map((m) => {
+    const folded = foldWord(m[0]);
+    return {
+      start: m.index,
+      end: m.index + m[0].length,
+      // Which searched words this one matches (as a prefix), as a bit set.
+      matches: wanted.reduce((set, w, i) => folded.startsWith(w) ? set | (1 << i) : set, 0),
+    };
+  });
+  // The window with the most distinct searched words, then the most matches; the first such.
+  let from = 0;
+  let best = [-1, -1];
+  for (let s = 0; s <= Math.max(0, words.length - SNIPPET_WORDS); s++) {
+    let set = 0;
+    let count = 0;
+    for (const w of words.slice(s, s + SNIPPET_WORDS)) {
+      set |= w.matches;
+      if (w.matches) count++;
+    }
+    let distinct = 0;
+    for (let b = set; b; b &= b - 1) distinct++;
+    if (distinct > best[0]! || (distinct === best[0] && count > best[1]!)) {
+      best = [distinct, count];
+      from = s;
+    }
+  }
+  const shown = words.slice(from, from + SNIPPET_WORDS);
+  if (shown.length === 0) return text;
+  const isCutBefore = from > 0;
+  const isCutAfter = from + SNIPPET_WORDS < words.length;
+  let at = isCutBefore ? shown[0]!.start : 0;
+  let out = isCutBefore ? "…" : "";
+  for (const w of shown) {
+    if (!w.matches) continue;
+    out += text.slice(at, w.start) + MATCH_START + text.slice(w.start, w.end) + MATCH_END;
+    at = w.end;
+  }
+  return out + text.slice(at, isCutAfter ? shown.at(-1)!.end : text.length) +
+    (isCutAfter ? "…" : "");
 }
 
 /** The row log is saved into a snapshot once it holds this many rows and a tenth of the history. */
@@ -185,19 +275,31 @@ export const SNAPSHOT_MIN_LOG = 2_000;
 const SQL_RANK = (col: string) =>
   `CASE ${col} WHEN 'sending' THEN 0 WHEN 'failed' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END`;
 
-const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status";
-const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, status, attachment";
+const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /**
  * A row of the log laid over the snapshot: new, or a later state of a row the image holds (the
  * status never moves back).
  */
-const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via
+const UPSERT = `INSERT INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET status = excluded.status, via = excluded.via,
+    text = CASE WHEN ${IS_FINAL("excluded.text")} THEN excluded.text ELSE messages.text END
   WHERE ${SQL_RANK("excluded.status")} >= ${SQL_RANK("messages.status")}`;
 
 function toParams(r: MessageRow): unknown[] {
-  return [r.id, r.peer, r.sender, r.recipient, r.sentAt, r.receivedAt, r.text, r.via, r.status];
+  return [
+    r.id,
+    r.peer,
+    r.sender,
+    r.recipient,
+    r.sentAt,
+    r.receivedAt,
+    r.text,
+    r.via,
+    r.status,
+    r.attachment ?? null,
+  ];
 }
 
 function fromSql(v: unknown[]): MessageRow {
@@ -211,6 +313,7 @@ function fromSql(v: unknown[]): MessageRow {
     text: String(v[6]),
     via: v[7] as MessageVia,
     status: v[8] as MessageStatus,
+    ...(v[9] === null || v[9] === undefined ? {} : { attachment: String(v[9]) }),
   };
 }
 
@@ -239,6 +342,7 @@ export class History {
     const [image, rows] = await Promise.all([store.loadSnapshot(), store.all()]);
     const db = new deps.sql.Database(image ?? undefined);
     db.run(SCHEMA);
+    addAttachmentColumn(db);
     const hadSearch = image !== null && tableExists(db, "messages_fts");
     db.run(SEARCH_SCHEMA);
     if (image !== null && !hadSearch) {
@@ -333,6 +437,7 @@ export class History {
   async importRow(row: MessageRow): Promise<boolean> {
     if (await this.insert(row)) return true;
     await this.update(row.id, { status: row.status });
+    if (isFinalText(row.text)) await this.replaceText(row.id, row.text);
     return false;
   }
 
@@ -356,9 +461,19 @@ export class History {
           continue;
         }
         const have = this.get(row.id);
-        if (have && STATUS_RANK[row.status] > STATUS_RANK[have.status]) {
-          this.#db.run("UPDATE messages SET status = ? WHERE id = ?", [row.status, row.id]);
-          changed.push({ ...have, status: row.status });
+        if (!have) continue;
+        const status = STATUS_RANK[row.status] > STATUS_RANK[have.status]
+          ? row.status
+          : have.status;
+        // A message deleted on the other device is deleted here too.
+        const text = isFinalText(row.text) && !isFinalText(have.text) ? row.text : have.text;
+        if (status !== have.status || text !== have.text) {
+          this.#db.run("UPDATE messages SET status = ?, text = ? WHERE id = ?", [
+            status,
+            text,
+            row.id,
+          ]);
+          changed.push({ ...have, status, text });
         }
       }
       this.#db.run("COMMIT");
@@ -370,6 +485,37 @@ export class History {
     }
     if (changed.length > 0) await this.#putMany(changed);
     return fresh;
+  }
+
+  /**
+   * Replaces the text of message `id` (only ever with a final text: a message deleted, an edit
+   * voided, see message_ops.ts); the search index follows. Resolves the new row once durable,
+   * or null if unknown.
+   */
+  async replaceText(id: string, text: string): Promise<MessageRow | null> {
+    const row = this.get(id);
+    if (!row) return null;
+    if (row.text === text) return row;
+    const next = { ...row, text };
+    this.#db.run("UPDATE messages SET text = ? WHERE id = ?", [text, id]);
+    await this.#put(next);
+    return next;
+  }
+
+  /** The operation rows of the conversation with `peer` (message_ops.ts), by send time. */
+  ops(peer: string): MessageRow[] {
+    return this.#query(
+      `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} ORDER BY sent_at, id`,
+      [peer],
+    );
+  }
+
+  /** The operation rows of the conversation with `peer` whose text starts with `prefix`. */
+  opsWithPrefix(peer: string, prefix: string): MessageRow[] {
+    return this.#query(
+      `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} AND text >= ? AND text < ?`,
+      [peer, prefix, `${prefix}\u{10FFFF}`],
+    );
   }
 
   /** Every stored message, ordered by send time then id. */
@@ -427,9 +573,9 @@ export class History {
   search(input: string, options: { peer?: string; limit?: number } = {}): SearchHit[] {
     const match = searchQuery(input);
     if (!match) return [];
+    // The snippets are made for the few rows kept, not by SQLite for every match.
     const stmt = this.#db.prepare(
-      `SELECT m.id, m.peer, m.sender, m.sent_at,
-         snippet(messages_fts, '${MATCH_START}', '${MATCH_END}', '…', -1, 12)
+      `SELECT m.id, m.peer, m.sender, m.sent_at, m.text
        FROM messages_fts JOIN messages m ON m.rowid = messages_fts.docid
        WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
        ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
@@ -448,7 +594,7 @@ export class History {
           peer: String(v[1]),
           sender: String(v[2]),
           sentAt: Number(v[3]),
-          snippet: String(v[4]),
+          snippet: searchSnippet(String(v[4]), input),
         });
       }
       return hits;
@@ -465,7 +611,7 @@ export class History {
     const row = this.get(id);
     if (!row || row.peer !== peer) return null;
     const stmt = this.#db.prepare(
-      "SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?)",
+      `SELECT COUNT(*) FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?) AND ${IS_SHOWN}`,
     );
     try {
       stmt.bind([peer, row.sentAt, row.id]);
@@ -484,7 +630,7 @@ export class History {
   /** The conversation with `peer`, ordered by send time then id (the last `limit` messages). */
   list(peer: string, limit = 1000): MessageRow[] {
     return this.#query(
-      `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ?
+      `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_SHOWN}
          ORDER BY sent_at DESC, id DESC LIMIT ?) ORDER BY sent_at, id`,
       [peer, limit],
     );
@@ -556,6 +702,20 @@ export class History {
   }
 }
 
+// --- Files (issue 15) ----------------------------------------------------------------------------
+/** Adds the nullable `attachment` column to a database from before files (once). */
+function addAttachmentColumn(db: SqlDatabase): void {
+  const stmt = db.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'attachment'");
+  let has: boolean;
+  try {
+    has = stmt.step();
+  } finally {
+    stmt.free();
+  }
+  if (!has) db.run("ALTER TABLE messages ADD COLUMN attachment TEXT");
+}
+// -------------------------------------------------------------------------------------------------
+
 function tableExists(db: SqlDatabase, name: string): boolean {
   const stmt = db.prepare("SELECT 1 FROM sqlite_master WHERE name = ?");
   try {
@@ -586,7 +746,17 @@ export function mergeStoredRows(
   for (const chunk of chunks) {
     for (const row of chunk) {
       const have = byId.get(row.id);
-      if (!have || STATUS_RANK[row.status] > STATUS_RANK[have.status]) byId.set(row.id, row);
+      if (!have) {
+        byId.set(row.id, row);
+        continue;
+      }
+      const merged = STATUS_RANK[row.status] > STATUS_RANK[have.status] ? row : have;
+      // A final text (a message deleted) wins whichever copy has the furthest status.
+      const final = [row, have].find((r) => isFinalText(r.text));
+      byId.set(
+        row.id,
+        final && !isFinalText(merged.text) ? { ...merged, text: final.text } : merged,
+      );
     }
   }
   return [...byId.values()];
@@ -618,7 +788,9 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
       return mergeStoredRows(single as MessageRow[], chunks as MessageRow[][]);
     },
     async loadSnapshot() {
-      const image = await db.get("snapshot", "image");
+      const image: unknown = await db.get("snapshot", "image");
+      if (image instanceof Blob) return new Uint8Array(await image.arrayBuffer());
+      // Saved by a version that stored the bytes themselves.
       return image instanceof Uint8Array ? image : null;
     },
     async saveSnapshot(image) {
@@ -626,7 +798,10 @@ export async function openIdbRowStore(owner: string): Promise<RowStore> {
       // transactions in the order they were created.
       const tx = db.transaction(["snapshot", "messages", "chunks"], "readwrite");
       await Promise.all([
-        tx.objectStore("snapshot").put(image, "image"),
+        // As a Blob: IndexedDB then takes a handle, and the bytes go to disk off the main thread.
+        // Put as a byte array, it was serialized in the put call: 160 ms of frozen page for the
+        // 16 MB image of 100,000 messages (Chromium).
+        tx.objectStore("snapshot").put(new Blob([image as Uint8Array<ArrayBuffer>]), "image"),
         tx.objectStore("messages").clear(),
         tx.objectStore("chunks").clear(),
         tx.done,

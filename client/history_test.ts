@@ -7,7 +7,9 @@ import {
   mergeStoredRows,
   type MessageRow,
   searchQuery,
+  searchSnippet,
   SNAPSHOT_MIN_LOG,
+  SNIPPET_WORDS,
 } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 
@@ -289,6 +291,44 @@ Deno.test("search finds messages by word prefixes, newest first, with the matche
   const [hit] = h.search("great");
   assertEquals(hit!.snippet, `the lunch was ${MATCH_START}great${MATCH_END}`);
   assertEquals(hit!.sender, "bob");
+});
+
+Deno.test("a search snippet marks every word the search matches as a prefix, folded like the index", () => {
+  const [S, E] = [MATCH_START, MATCH_END];
+  assertEquals(
+    searchSnippet("Lunch at the Café tomorrow?", "LUN cafe"),
+    `${S}Lunch${E} at the ${S}Café${E} tomorrow?`,
+  );
+  assertEquals(
+    searchSnippet("lunch, lunch and más lunch!", "lunch mas"),
+    `${S}lunch${E}, ${S}lunch${E} and ${S}más${E} ${S}lunch${E}!`,
+  );
+  // A word only contains the searched word: not a prefix match, not marked.
+  assertEquals(searchSnippet("sandwich", "wich"), "sandwich");
+  assertEquals(searchSnippet("", "x"), "");
+});
+
+Deno.test("a long text's snippet is the window of words with the most searched words, cut with …", () => {
+  const [S, E] = [MATCH_START, MATCH_END];
+  const words = Array.from({ length: 40 }, (_, i) => `w${i}`);
+  // One match far in: the snippet starts at a word boundary and ends after SNIPPET_WORDS words.
+  words[20] = "walrus";
+  const one = searchSnippet(words.join(" ") + ".", "walrus");
+  assertEquals(one.split(" ").length, SNIPPET_WORDS);
+  assert(one.startsWith("…") && one.endsWith("…"), one);
+  assert(one.includes(`${S}walrus${E}`), one);
+  // Two different searched words close together win over one of them alone, earlier.
+  words[2] = "pie";
+  words[30] = "pie";
+  assertEquals(
+    searchSnippet(words.join(" "), "walrus pie"),
+    `…w19 ${S}walrus${E} w21 w22 w23 w24 w25 w26 w27 w28 w29 ${S}pie${E}…`,
+  );
+  // At the end of the text: nothing cut after, the text's last characters kept.
+  assertEquals(
+    searchSnippet("a b c d e f g h i j k l m n o p end!", "end"),
+    `…f g h i j k l m n o p ${S}end${E}!`,
+  );
 });
 
 Deno.test("search input is words, never query syntax", async () => {

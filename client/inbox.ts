@@ -12,6 +12,7 @@
  */
 import {
   type ChatMessage,
+  type FileFrame,
   type IncomingMail,
   MAX_MAIL_BATCH,
   parseLiveFrame,
@@ -21,8 +22,9 @@ import {
   type SealedFrame,
 } from "../shared/mod.ts";
 import { NotForMeError, TamperedEnvelopeError } from "../shared/crypto/mod.ts";
-import type { History, MessageVia } from "./history.ts";
+import type { History, MessageRow, MessageVia } from "./history.ts";
 import { type Keyring, RefusedMessageError } from "./keyring.ts";
+import { isOpText, parseReceivedBody } from "./message_ops.ts";
 import type { SessionApi } from "./session.ts";
 
 /** A received message that was refused and discarded, as shown to the user. */
@@ -60,12 +62,26 @@ export interface InboxDeps {
    * again) and dropped unseen, everything else from them ignored. @default nobody
    */
   isBlocked?(from: string): boolean;
+  /**
+   * A new row was stored (a message or an operation: message_ops.ts), before it is
+   * acknowledged: applies what it changes. Operations are not counted in {@link onStored}; they
+   * are reported to {@link onOps}.
+   */
+  afterStore?(row: MessageRow): Promise<void>;
+  /** Reactions, edits or deletes from `from` were stored. */
+  onOps?(from: string): void;
   /** A message was refused and discarded. */
   onDiscarded(message: DiscardedMessage): void;
   /** A malformed, misaddressed or forged message was rejected (counted for tests). */
   onRejected(): void;
   /** Wall clock, ms since the epoch. */
   now(): number;
+  /** Files (issue 15): a file frame arrived (chunks and `file_have` only over the channel). */
+  onFileFrame?(remote: string, frame: FileFrame, via: MessageVia): Promise<void>;
+  /** Files: a message announcing a file was stored (new). */
+  onFileOffer?(from: string, id: string): void;
+  /** Files: takes a mailbox entry that is a file chunk (true once kept), before it is opened. */
+  takeMail?(mail: IncomingMail): Promise<boolean>;
 }
 
 /** Validates, stores and acknowledges what arrives for one logged-in session. */
@@ -94,8 +110,15 @@ export class Inbox {
    * sender or recipient.
    */
   async openChat(frame: SealedFrame | ChatMessage, from: string): Promise<ChatMessage> {
-    if (frame.type === "sealed") return await this.#deps.keyring.open(frame.envelope, from);
-    throw new RefusedMessageError("it was not encrypted");
+    if (frame.type !== "sealed") throw new RefusedMessageError("it was not encrypted");
+    const chat = await this.#deps.keyring.open(frame.envelope, from);
+    try {
+      // A reply, reaction, edit or delete must be well-formed (message_ops.ts).
+      parseReceivedBody(chat.text);
+    } catch (err) {
+      throw new RefusedMessageError(`it is malformed: ${(err as Error).message}`);
+    }
+    return chat;
   }
 
   /** Handles a text from `remote` on the data channel or the relay. */
@@ -128,7 +151,9 @@ export class Inbox {
       if (this.#signal.aborted) return;
       // Acknowledge only once the message is durable; a duplicate is acknowledged again.
       this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id: chat.id }, via);
-      if (isNew) this.#deps.onStored(remote, 1);
+      if (isNew && isOpText(chat.text)) this.#deps.onOps?.(remote);
+      else if (isNew) this.#deps.onStored(remote, 1);
+      if (isNew && chat.file) this.#deps.onFileOffer?.(remote, chat.id);
       return;
     }
     switch (frame.type) {
@@ -148,6 +173,14 @@ export class Inbox {
         return;
       case "read":
         this.#deps.onRead?.(remote, frame.upTo);
+        return;
+      case "file_chunk":
+      case "file_have":
+      case "file_cancel":
+        // Chunks go over the data channel only (or the mailbox, see `takeMail`).
+        if (via === "p2p" || frame.type === "file_cancel") {
+          await this.#deps.onFileFrame?.(remote, frame, via);
+        } else this.#deps.onRejected();
         return;
     }
   }
@@ -188,17 +221,24 @@ export class Inbox {
     const mail = await this.#deps.session.mailFetch();
     if (this.#signal.aborted) return;
     const fresh = new Map<string, number>();
+    const opsFrom = new Set<string>();
+    const offers: ChatMessage[] = [];
     for (const m of mail) {
       // A blocked sender's mail is acknowledged below with the rest, never opened or stored.
       if (this.#deps.isBlocked?.(m.from)) continue;
+      if (await this.#deps.takeMail?.(m)) continue;
       const chat = await this.#openMail(m);
       if (this.#signal.aborted) return;
       if (chat && await this.#store(chat, "mailbox")) {
-        fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
+        if (isOpText(chat.text)) opsFrom.add(chat.from);
+        else fresh.set(chat.from, (fresh.get(chat.from) ?? 0) + 1);
+        if (chat.file) offers.push(chat);
       }
     }
     if (this.#signal.aborted) return;
     for (const [from, n] of fresh) this.#deps.onStored(from, n);
+    for (const from of opsFrom) this.#deps.onOps?.(from);
+    for (const chat of offers) this.#deps.onFileOffer?.(chat.from, chat.id);
     // Everything is durable now: acknowledge all of it, rejected entries included (they would
     // otherwise come back on every login).
     for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
@@ -222,8 +262,8 @@ export class Inbox {
     }
   }
 
-  #store(msg: ChatMessage, via: MessageVia): Promise<boolean> {
-    return this.#deps.history.insert({
+  async #store(msg: ChatMessage, via: MessageVia): Promise<boolean> {
+    const row: MessageRow = {
       id: msg.id,
       peer: msg.from,
       sender: msg.from,
@@ -233,7 +273,11 @@ export class Inbox {
       text: msg.text,
       via,
       status: "delivered",
-    });
+      ...(msg.file ? { attachment: JSON.stringify(msg.file) } : {}),
+    };
+    const isNew = await this.#deps.history.insert(row);
+    if (isNew) await this.#deps.afterStore?.(row);
+    return isNew;
   }
 
   /**
@@ -284,7 +328,8 @@ function claimOf(
 function isControlText(text: string): boolean {
   try {
     const type = (JSON.parse(text) as { type?: unknown })?.type;
-    return type === "ack" || type === "ping" || type === "pong";
+    return type === "ack" || type === "ping" || type === "pong" ||
+      (typeof type === "string" && type.startsWith("file_"));
   } catch {
     return false;
   }

@@ -470,6 +470,7 @@ export class Keyring {
         to: message.to,
         sentAt: message.sentAt,
         text: message.text,
+        ...(message.file ? { file: message.file } : {}),
       },
       this.own.signing,
       to.encryption,

@@ -16,6 +16,7 @@
  *   payload is the JSON ping/pong).
  * - `messages(peer): Promise<MessageRow[]>` — the stored conversation with `peer`, ordered.
  * - `openChat(peer)`, `send(text)` — the UI actions, for scripted use.
+ * - `sendRaw(text)` — sends `text` unchanged, as a hostile client could (message_ops.ts).
  * - `rejectedCount(): number` — peer messages rejected as malformed or forged.
  * - `seedHistory(peer, n, prefix)` — adds `n` delivered messages with `peer` (texts
  *   `${prefix} ${i}`, older than any live one) to the logged-in user's history in one import,
@@ -25,6 +26,9 @@
  * - `historyDbs(): Promise<string[]>` — names of this origin's IndexedDB databases.
  * - `readOnlyDigest()` — the same digest over the read-only copy kept after a hand-over.
  * - `setKeepCopy(value)` — the "keep a read-only copy" setting.
+ * - `files()` — every file transfer this session knows (progress, status), by file id.
+ * - `fileDigest(id)` — SHA-256 (base64url) of file `id` as stored on this device, or null.
+ * - `dropChannel(peer)` — drops the data channel to `peer` (an interrupted transfer).
  * The receiving side answers pings automatically on both paths.
  */
 import { render } from "preact";
@@ -37,6 +41,9 @@ import { createSimplePeerLinkFactory, type SimplePeerConstructor } from "./simpl
 import { Session } from "./session.ts";
 import { loadSqlJs } from "./sql_loader.ts";
 import { App } from "./ui/app.tsx";
+import { makeThumbnail } from "./ui/attachment.tsx";
+import { openIdbFileStore } from "./file_store.ts";
+import type { FileProgress } from "./file_transfer.ts";
 import { loadNotificationSettings, notificationFor, openChatRequest } from "./notifications.ts";
 import type { MessageRow } from "./history.ts";
 import type { SelectedCandidates } from "./peer_link.ts";
@@ -53,12 +60,17 @@ export interface P2pChatHook {
   messages(peer: string): Promise<MessageRow[]>;
   openChat(peer: string): void;
   send(text: string): Promise<void>;
+  /** Sends `text` unchanged, as a hostile client could (message_ops.ts forms included). */
+  sendRaw(text: string): Promise<void>;
   rejectedCount(): number;
   seedHistory(peer: string, n: number, prefix: string): Promise<number>;
   historyDigest(): Promise<{ count: number; digest: string }>;
   historyDbs(): Promise<string[]>;
   readOnlyDigest(): Promise<{ count: number; digest: string }>;
   setKeepCopy(value: boolean): void;
+  files(): Record<string, FileProgress>;
+  fileDigest(id: string): Promise<string | null>;
+  dropChannel(peer: string): void;
 }
 
 const session = new Session(
@@ -80,6 +92,8 @@ const model = createChatModel({
   },
   keyStore: createIdbKeyStore(),
   deviceStorage: localStorage,
+  openFileStore: openIdbFileStore,
+  thumbnail: makeThumbnail,
   isVisible: () => document.visibilityState === "visible",
   onNewMessages(from, count, latest) {
     if (document.visibilityState !== "hidden") return;
@@ -114,6 +128,7 @@ const hook: P2pChatHook = {
   messages: (peer) => Promise.resolve(model.messagesWith(peer)),
   openChat: (peer) => model.openChat(peer),
   send: (text) => model.send(text),
+  sendRaw: (text) => model.sendRaw(text),
   rejectedCount: () => model.rejected.count,
   seedHistory(peer, n, prefix) {
     const me = model.me.value ?? "";
@@ -137,6 +152,15 @@ const hook: P2pChatHook = {
   historyDigest: () => digestOf(model.allMessages()),
   readOnlyDigest: () => digestOf(model.readOnlyMessages()),
   setKeepCopy: (value) => model.setKeepCopy(value),
+  files: () => model.files.value?.progress.value ?? {},
+  async fileDigest(id) {
+    const bytes = await model.files.value?.content(id);
+    if (!bytes) return null;
+    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return btoa(String.fromCharCode(...hash)).replaceAll("+", "-").replaceAll("/", "_")
+      .replaceAll("=", "");
+  },
+  dropChannel: (peer) => model.dropChannel(peer),
   async historyDbs() {
     return (await indexedDB.databases()).map((d) => d.name ?? "");
   },

@@ -18,6 +18,7 @@ import {
   MAX_MAIL_BATCH,
   PEER_PROTOCOL_VERSION,
   sealedFrameText,
+  validateFileMeta,
 } from "../shared/mod.ts";
 import type { History, MessageRow } from "./history.ts";
 import type { Keyring } from "./keyring.ts";
@@ -73,6 +74,7 @@ function chatMessageOf(row: MessageRow): ChatMessage {
     to: row.recipient,
     sentAt: row.sentAt,
     text: row.text,
+    ...(row.attachment ? { file: validateFileMeta(JSON.parse(row.attachment)) } : {}),
   };
 }
 

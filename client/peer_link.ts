@@ -39,6 +39,10 @@ export interface PeerLink {
    * candidates are gathered and checked while the data channel stays open.
    */
   restartIce?(): void;
+  /** Bytes waiting to go out: the channel's `bufferedAmount` plus any local queue (files). */
+  readonly bufferedAmount?: number;
+  /** Resolves when the channel's buffer went low, or after a short while (files). */
+  drained?(): Promise<void>;
   /** The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected pair, if any. */
   selectedCandidates?(): Promise<SelectedCandidates | null>;
 }

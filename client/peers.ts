@@ -144,6 +144,17 @@ export class Peers {
     }
   }
 
+  /** Bytes waiting in the channel to `remote` (0 without one). */
+  bufferedAmount(remote: string): number {
+    return this.#links.get(remote)?.link.bufferedAmount ?? 0;
+  }
+
+  /** Resolves when the channel to `remote` drained (or after a short while). */
+  drained(remote: string): Promise<void> {
+    const link = this.#links.get(remote)?.link;
+    return link?.drained?.() ?? new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
   /** Handles a signal from `from` relayed by the servers. */
   handleSignal(from: string, data: SignalData): void {
     if (from === this.#deps.me) return;

@@ -83,6 +83,8 @@ class SimplePeerLink implements PeerLink {
   #closed = false;
   #drainTimer: ReturnType<typeof setTimeout> | null = null;
   #lastRestart = -Infinity;
+  #queuedBytes = 0;
+  #drainWaiters: Array<() => void> = [];
   #restartIntervalMs: number;
 
   constructor(
@@ -110,7 +112,10 @@ class SimplePeerLink implements PeerLink {
       const channel = peer._channel;
       if (channel) {
         channel.bufferedAmountLowThreshold = MAX_BUFFERED_AMOUNT / 2;
-        channel.addEventListener("bufferedamountlow", () => this.#drain());
+        channel.addEventListener("bufferedamountlow", () => {
+          this.#drain();
+          for (const wake of this.#drainWaiters.splice(0)) wake();
+        });
       }
       handlers.onOpen();
     });
@@ -144,7 +149,23 @@ class SimplePeerLink implements PeerLink {
       throw new Error(`Cannot send to "${this.remote}": send queue full`);
     }
     this.#queue.push(text);
+    this.#queuedBytes += text.length;
     this.#drain();
+  }
+
+  get bufferedAmount(): number {
+    return this.#peer.bufferedAmount + this.#queuedBytes;
+  }
+
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, 50);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#drainWaiters.push(done);
+    });
   }
 
   signal(data: SignalData): void {
@@ -192,6 +213,8 @@ class SimplePeerLink implements PeerLink {
     this.#open = false;
     if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
     this.#queue = [];
+    this.#queuedBytes = 0;
+    for (const wake of this.#drainWaiters.splice(0)) wake();
     this.#peer.destroy();
   }
 
@@ -210,6 +233,7 @@ class SimplePeerLink implements PeerLink {
         return;
       }
       this.#queue.shift();
+      this.#queuedBytes -= next.length;
       this.#peer.send(next);
     }
   }

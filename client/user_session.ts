@@ -42,9 +42,22 @@ import {
   UntrustedKeysError,
 } from "./keyring.ts";
 import { Outbox, type OutboxOptions } from "./outbox.ts";
+import {
+  bodyOf,
+  cleanSnippet,
+  encodeBody,
+  foldOps,
+  HIDDEN_TEXT,
+  type MessageBody,
+  MessageOpError,
+  MessageOps,
+  type MessageView,
+} from "./message_ops.ts";
 import { keyIdOf, trustStatus } from "./trust.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
+import { FileTransfers, maxFileBytes, type ThumbnailData } from "./file_transfer.ts";
+import { createMemoryFileStore, type FileStore, lazyFileStore } from "./file_store.ts";
 import { ServerError, type SessionApi, type SessionInfo, type TabStorage } from "./session.ts";
 
 /** Least time between two redraws of the open conversation during a hand-over, ms. */
@@ -88,6 +101,10 @@ export interface UserSessionDeps {
   isVisible?(): boolean;
   /** The session got (new) ICE servers: the page's hand-over links use them too. */
   onIceServers?(servers: IceServer[]): void;
+  /** Files: opens `owner`'s file store (IndexedDB in the browser). @default memory */
+  openFileStore?(owner: string): Promise<FileStore>;
+  /** Files: makes the thumbnail of an image (the browser's canvas). @default none */
+  thumbnail?(bytes: Uint8Array<ArrayBuffer>, mime: string): Promise<ThumbnailData | null>;
 }
 
 /** Device setting: "off" when this user sends no read receipts. */
@@ -153,7 +170,11 @@ export class UserSession implements Disposable {
    */
   readonly trust = signal<Record<string, ContactTrust>>({});
 
+  /** Shown messages once their replies, reactions, edits and deletes apply (message_ops.ts). */
+  readonly views = signal<ReadonlyMap<string, MessageView>>(new Map());
+
   #deps: UserSessionDeps;
+  #ops: MessageOps;
   #pingTimeoutMs: number;
   #channelWaitMs: number;
   #abort = new AbortController();
@@ -162,6 +183,9 @@ export class UserSession implements Disposable {
   #peers: Peers;
   #outbox: Outbox;
   #inbox: Inbox;
+  /** Files sent and received (issue 15). */
+  readonly files: FileTransfers;
+  #fileStore: FileStore;
   #receiver: HistoryReceiver | null = null;
   /** Handed to a hand-over: dispose neither closes the history nor deletes the keys. */
   #isDetached = false;
@@ -233,6 +257,7 @@ export class UserSession implements Disposable {
     this.me = info.username;
     this.info = info;
     this.#history = history;
+    this.#ops = new MessageOps(history);
     this.readUpTo.value = this.#loadReadUpTo();
     const aborted = this.#abort.signal;
     this.#keyring = new Keyring({
@@ -265,12 +290,32 @@ export class UserSession implements Disposable {
         links: this.#peers,
         session: deps.session,
         isOnline: (user) => this.#isOnline(user),
-        onChanged: (peer) => this.#changed(peer),
+        onChanged: (peer) => {
+          this.#changed(peer);
+          void this.files?.checkMailbox();
+        },
         onError: (err) => this.#fail(err),
       },
       options,
       aborted,
     );
+    this.#fileStore = lazyFileStore(() =>
+      deps.openFileStore?.(this.me) ?? Promise.resolve(createMemoryFileStore())
+    );
+    this.files = new FileTransfers({
+      me: this.me,
+      history,
+      store: this.#fileStore,
+      links: this.#peers,
+      mailSend: (peer, mail) => abortable(deps.session.mailSend(peer, mail), aborted),
+      control: (peer, frame) =>
+        void this.#sendOn(peer, frame, this.#peers.isOpen(peer) ? "p2p" : "relay"),
+      isOnline: (user) => this.#isOnline(user),
+      maxBytes: () => maxFileBytes(deps.deviceStorage),
+      onError: (err) => this.#fail(err),
+      onRejected: () => deps.onRejected(),
+      thumbnail: deps.thumbnail,
+    }, aborted);
     this.#inbox = new Inbox({
       me: this.me,
       history,
@@ -290,18 +335,23 @@ export class UserSession implements Disposable {
         // A stranger's message is a request: its text shows once opened, not in a notification.
         const isRequest = senderKind(this.#book, from) === "request";
         if (isRequest) void this.#changeBook((b) => noteRequest(b, from));
-        deps.onNewMessages?.(
-          from,
-          count,
-          () => isRequest ? null : this.#history.list(from, 1)[0] ?? null,
-        );
+        deps.onNewMessages?.(from, count, () => {
+          if (isRequest) return null;
+          const row = this.#history.list(from, 1)[0] ?? null;
+          return row && { ...row, text: foldOps([row], [], this.me).get(row.id)?.text ?? "" };
+        });
         if (this.openPeer.value === from) this.#refresh();
         else {this.unread.value = {
             ...this.unread.value,
             [from]: (this.unread.value[from] ?? 0) + count,
           };}
       },
+      afterStore: (row) => this.#afterStore(row),
+      onOps: (from) => this.#changed(from),
       onDiscarded: (w) => this.#addWarning(w),
+      onFileFrame: (remote, frame, via) => this.files.receive(remote, frame, via),
+      onFileOffer: (from, id) => void this.files.offered(from, id),
+      takeMail: (m) => this.files.takeMail(m),
       onRejected: () => deps.onRejected(),
       now: deps.now,
     }, aborted);
@@ -309,12 +359,14 @@ export class UserSession implements Disposable {
       onOpen: (remote) => {
         this.channels.value = { ...this.channels.value, [remote]: true };
         void this.#outbox.flush(remote, true);
+        void this.files.channelOpened(remote);
       },
       onClose: (remote) => {
         const { [remote]: _gone, ...rest } = this.channels.value;
         this.channels.value = rest;
         // What went over the channel unacknowledged goes again through the servers now.
         if (!this.isDisposed) void this.#outbox.flush(remote, true);
+        if (!this.isDisposed) void this.files.channelClosed(remote);
       },
       onMessage: (remote, text) => void this.#receive(remote, text, "p2p"),
     };
@@ -653,7 +705,9 @@ export class UserSession implements Disposable {
 
   /** Messages of the local history with every word of `input`, newest first (at most 50). */
   search(input: string): SearchHit[] {
-    return this.isDisposed ? [] : this.#history.search(input);
+    return this.isDisposed
+      ? []
+      : this.#history.search(input).map((h) => ({ ...h, snippet: cleanSnippet(h.snippet) }));
   }
 
   /**
@@ -683,13 +737,18 @@ export class UserSession implements Disposable {
    * unchanged: nothing can be sealed for them.
    */
   async send(text: string): Promise<void> {
+    await this.#sendText(text);
+  }
+
+  /** Sends `text` to the open conversation; resolves its stored row (null if nothing was). */
+  async #sendText(text: string): Promise<MessageRow | null> {
     const peer = this.openPeer.value;
-    if (!peer || this.isDisposed) return;
+    if (!peer || this.isDisposed) return null;
     // Offline, what this device has kept decides; the outbox checks again before sending.
     const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
-    if (this.isDisposed) return;
+    if (this.isDisposed) return null;
     if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
-    await this.#outbox.send({
+    const row: MessageRow = {
       id: newMessageId(),
       peer,
       sender: this.me,
@@ -699,7 +758,80 @@ export class UserSession implements Disposable {
       text,
       via: "p2p",
       status: "sending",
+    };
+    await this.#outbox.send(row);
+    return row;
+  }
+
+  /**
+   * Sends a reply, reaction, edit or delete (message_ops.ts) in the open conversation, as a
+   * message of its own. Throws {@link MessageOpError} (sending nothing) when its target is not a
+   * message of this conversation, or not this user's own for an edit or delete.
+   */
+  async sendOp(body: MessageBody): Promise<void> {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed) return;
+    const targetId = "target" in body ? body.target : body.kind === "reply" ? body.replyTo : null;
+    if (targetId !== null) {
+      const target = this.#history.get(targetId);
+      const kind = target ? bodyOf(target.text).kind : null;
+      if (!target || target.peer !== peer || kind === "deleted" || kind === "hidden") {
+        throw new MessageOpError("That message is not in this conversation");
+      }
+      if ((body.kind === "edit" || body.kind === "delete") && target.sender !== this.me) {
+        throw new MessageOpError("Only your own messages can be edited or deleted");
+      }
+    }
+    const row = await this.#sendText(encodeBody(body));
+    if (row) await this.#afterStore(row);
+    this.#refresh();
+  }
+
+  /** Deletes message `id` on this device only (an own message only once delivered). */
+  async deleteForMe(id: string): Promise<void> {
+    const row = this.#history.get(id);
+    if (!row || this.isDisposed) return;
+    if (row.sender === this.me && row.status !== "delivered") {
+      throw new MessageOpError("A message on its way cannot be deleted here only");
+    }
+    await this.#history.replaceText(id, HIDDEN_TEXT);
+    this.#refresh();
+  }
+
+  async #afterStore(row: MessageRow): Promise<void> {
+    try {
+      await this.#ops.afterStore(row);
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  /**
+   * Sends a file to the open conversation (files, issue 15): checked against the size limit
+   * (throws `FileTooLargeError`, storing nothing) and the contact's keys like {@link send}; its
+   * message goes like any other, and its chunks follow (`file_transfer.ts`).
+   */
+  async sendFile(file: { name: string; type: string; bytes: Uint8Array<ArrayBuffer> }) {
+    const peer = this.openPeer.value;
+    if (!peer || this.isDisposed) return;
+    const trust = await this.#keyring.trustOf(peer).catch(() => this.#keyring.storedTrust(peer));
+    if (this.isDisposed) return;
+    if (trust.status !== "trusted") throw new UntrustedKeysError(peer, trust.status);
+    const id = newMessageId();
+    const meta = await this.files.prepare(id, peer, file);
+    await this.#outbox.send({
+      id,
+      peer,
+      sender: this.me,
+      recipient: peer,
+      sentAt: this.#deps.nextSentAt(),
+      receivedAt: null,
+      text: meta.name,
+      via: "p2p",
+      status: "sending",
+      attachment: JSON.stringify(meta),
     });
+    await this.files.announced(id);
   }
 
   /** `n` sequential ping round trips to `peer` over the data channel or the relay, in ms. */
@@ -728,6 +860,11 @@ export class UserSession implements Disposable {
       times.push(this.#deps.monotonic() - start);
     }
     return times;
+  }
+
+  /** Drops the data channel to `peer` (tests: an interrupted file transfer). */
+  dropChannel(peer: string): void {
+    if (!this.isDisposed) this.#peers.drop(peer);
   }
 
   /** Whether the data channel to `peer` is open. */
@@ -811,6 +948,7 @@ export class UserSession implements Disposable {
     this.#receiver = null;
     this.#peers.destroyAll();
     if (!this.#isDetached) this.#history.close();
+    this.#fileStore.close();
     clearTimeout(this.#refreshTimer);
     for (const timer of this.#typingTimers.values()) clearTimeout(timer);
     this.#typingTimers.clear();
@@ -912,6 +1050,14 @@ export class UserSession implements Disposable {
     batch(() => {
       this.hasOlder.value = rows.length > this.#shownLimit;
       this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
+      this.views.value = peer
+        ? foldOps(
+          this.messages.value,
+          this.#history.ops(peer),
+          this.me,
+          (id) => this.#history.get(id),
+        )
+        : new Map();
     });
     this.#sendReadReceipt();
   }

@@ -56,6 +56,8 @@ export interface ServerConfig {
     w: number;
     quotaPerRecipient: number;
     quotaPerSender?: number;
+    /** Most envelope characters one sender may leave pending in one mailbox (files). */
+    senderBytes: number;
     maxAgeMs: number;
     /** Period of the replica repair round (anti-entropy, hand-off), in ms. */
     repairIntervalMs: number;
@@ -171,6 +173,8 @@ Offline mailboxes (replicated on the ring):
   --mailbox-quota N    most pending messages per recipient       [P2P_MAILBOX_QUOTA] default 10000
   --mailbox-quota-per-sender N  most pending messages one sender may leave in one mailbox
                                         [P2P_MAILBOX_QUOTA_PER_SENDER] default quota / 10
+  --mailbox-sender-mb N  most MB (of files) one sender may leave in one mailbox, 1–100000
+                                        [P2P_MAILBOX_SENDER_MB] default 64
   --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
   --repair-interval-ms N  period of the replica repair round, 100–600000
                                                      [P2P_REPAIR_INTERVAL_MS] default 1000
@@ -284,6 +288,7 @@ export function parseConfig(
         "write-quorum": { type: "string" },
         "mailbox-quota": { type: "string" },
         "mailbox-quota-per-sender": { type: "string" },
+        "mailbox-sender-mb": { type: "string" },
         "mailbox-max-age-days": { type: "string" },
         "repair-interval-ms": { type: "string" },
         "session-ttl-seconds": { type: "string" },
@@ -509,6 +514,8 @@ function parseStorage(
     ...(perSender === undefined
       ? {}
       : { quotaPerSender: integer("mailbox-quota-per-sender", perSender, 1, 10_000_000) }),
+    senderBytes: intOption(pick, "mailbox-sender-mb", "P2P_MAILBOX_SENDER_MB", "64", 1, 100_000) *
+      1024 * 1024,
     maxAgeMs: intOption(pick, "mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS", "30", 1, 3650) *
       86_400_000,
     repairIntervalMs: intOption(

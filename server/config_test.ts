@@ -200,9 +200,16 @@ Deno.test("config: mailbox replication defaults to K = 2, W = 2, and W may not e
     k: 2,
     w: 2,
     quotaPerRecipient: 10_000,
+    senderBytes: 64 * 1024 * 1024,
     maxAgeMs: 30 * 86_400_000,
     repairIntervalMs: 1000,
   });
+  const files = parseConfig([`--cluster-secret=${SECRET}`], { P2P_MAILBOX_SENDER_MB: "2" });
+  assert.equal(files !== "help" && files.storage.senderBytes, 2 * 1024 * 1024);
+  assert.throws(
+    () => parseConfig([`--cluster-secret=${SECRET}`, "--mailbox-sender-mb=0"], {}),
+    /--mailbox-sender-mb/,
+  );
   const slow = parseConfig([`--cluster-secret=${SECRET}`], { P2P_REPAIR_INTERVAL_MS: "5000" });
   assert.equal(slow !== "help" && slow.storage.repairIntervalMs, 5000);
   assert.throws(

@@ -7,5 +7,6 @@ export * from "./validate.ts";
 export * from "./username.ts";
 export * from "./protocol.ts";
 export * from "./peer_protocol.ts";
+export * from "./file_protocol.ts";
 export * from "./cluster_protocol.ts";
 export * from "./sealed_frame.ts";

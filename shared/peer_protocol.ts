@@ -11,6 +11,13 @@ import {
   readString,
 } from "./validate.ts";
 import { readUsername } from "./protocol.ts";
+import {
+  FILE_FRAME_TYPES,
+  type FileFrame,
+  type FileMeta,
+  validateFileFrame,
+  validateFileMeta,
+} from "./file_protocol.ts";
 
 /** Version of the browser ↔ browser protocol. */
 export const PEER_PROTOCOL_VERSION = 1;
@@ -28,6 +35,8 @@ export interface ChatMessage {
   to: string;
   sentAt: number;
   text: string;
+  /** The file this message announces (its id is the message id): `file_protocol.ts`. */
+  file?: FileMeta;
 }
 
 /** Browser ↔ browser messages. */
@@ -42,9 +51,11 @@ export type PeerMessage =
    * Read receipt: the sender has seen every message of the receiver's with a send time up to
    * `upTo` (the receiver's own clock, as it put in its messages).
    */
-  | { v: 1; type: "read"; upTo: number };
+  | { v: 1; type: "read"; upTo: number }
+  /** A file's chunks and their bookkeeping (`file_protocol.ts`). */
+  | FileFrame;
 
-const PEER_TYPES = ["chat", "ack", "ping", "pong", "typing", "read"] as const;
+const PEER_TYPES = ["chat", "ack", "ping", "pong", "typing", "read", ...FILE_FRAME_TYPES] as const;
 const ID_RULE = { pattern: MESSAGE_ID_PATTERN, max: 64 };
 const SEQ_RULE = { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true };
 
@@ -52,8 +63,8 @@ const SEQ_RULE = { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true };
 export function validatePeerMessage(value: unknown): PeerMessage {
   const { obj, type } = readEnvelope(value, PEER_PROTOCOL_VERSION, PEER_TYPES);
   switch (type as PeerMessage["type"]) {
-    case "chat":
-      return {
+    case "chat": {
+      const chat: ChatMessage = {
         v: 1,
         type: "chat",
         id: readString(obj, "id", "", ID_RULE),
@@ -62,6 +73,9 @@ export function validatePeerMessage(value: unknown): PeerMessage {
         sentAt: readNumber(obj, "sentAt", "", { min: 0, max: 8.64e15, integer: true }),
         text: readString(obj, "text", "", { min: 1, max: MAX_TEXT_LENGTH }),
       };
+      if (obj.file !== undefined) chat.file = validateFileMeta(obj.file);
+      return chat;
+    }
     case "ack":
       return { v: 1, type: "ack", id: readString(obj, "id", "", ID_RULE) };
     case "ping":
@@ -78,6 +92,10 @@ export function validatePeerMessage(value: unknown): PeerMessage {
         type: "read",
         upTo: readNumber(obj, "upTo", "", { min: 0, max: 8.64e15, integer: true }),
       };
+    case "file_chunk":
+    case "file_have":
+    case "file_cancel":
+      return validateFileFrame(obj, type);
   }
 }
 

@@ -357,6 +357,7 @@ const ERROR_CODES: readonly ErrorCode[] = [
   "internal",
   "unknown_user",
   "mailbox_full",
+  "quota_exceeded",
   "not_superseded",
   "keys_required",
   "unknown_account",

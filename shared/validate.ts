@@ -23,6 +23,8 @@ export type ErrorCode =
   | "internal"
   | "unknown_user"
   | "mailbox_full"
+  /** A sender's share of a recipient's mailbox (bytes of files waiting) is used up. */
+  | "quota_exceeded"
   /** A hand-over claim for a session that no newer login replaced. */
   | "not_superseded"
   /** A registration without public keys and wrapped private keys. */

@@ -8,6 +8,7 @@ import { MyContactLink } from "./add_contact.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
 import { NotificationSettingsView } from "./notification_settings.tsx";
+import { FileSizeSetting } from "./attachment.tsx";
 import { HistoryBackup } from "./history_backup.tsx";
 
 const STATUS_TEXT = {
@@ -79,6 +80,7 @@ export function App({ model }: { model: ChatModel }) {
                   Send read receipts (contacts see when you have read their messages)
                 </label>
                 <NotificationSettingsView storage={localStorage} />
+                <FileSizeSetting storage={localStorage} />
                 <HistoryBackup model={model} />
               </section>
             )}

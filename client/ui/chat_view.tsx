@@ -5,6 +5,16 @@ import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import type { TrustEvent } from "../trust.ts";
 import { Fingerprint, SafetyNumber } from "./fingerprint.tsx";
+import { DELETED_TEXT, type MessageView } from "../message_ops.ts";
+import {
+  ComposeBanner,
+  type ComposeMode,
+  MessageActions,
+  MessageBody,
+  sameView,
+  sendDraft,
+} from "./message_actions.tsx";
+import { AttachButton, Attachment } from "./attachment.tsx";
 import { RequestBar } from "./requests.tsx";
 
 const STATUS_TEXT = {
@@ -37,6 +47,12 @@ interface ItemProps {
   read: boolean;
   /** No server answers: unsent messages are queued on this device. */
   offline: boolean;
+  /** The message once its replies, reactions, edits and deletes apply. */
+  view: MessageView | undefined;
+  /** Where a message's file reads its progress from, and replies/reactions are sent. */
+  model: ChatModel;
+  onCompose: (mode: ComposeMode) => void;
+  onOpenQuote: (id: string) => void;
 }
 
 /**
@@ -48,11 +64,11 @@ class MessageItem extends Component<ItemProps> {
   override shouldComponentUpdate(next: ItemProps): boolean {
     return !sameRow(next.m, this.props.m) || next.own !== this.props.own ||
       next.focused !== this.props.focused || next.read !== this.props.read ||
-      next.offline !== this.props.offline;
+      next.offline !== this.props.offline || !sameView(next.view, this.props.view);
   }
 
   override render() {
-    const { m, own, focused, read, offline } = this.props;
+    const { m, own, focused, read, offline, view, model } = this.props;
     return (
       <li
         data-testid="message"
@@ -63,7 +79,16 @@ class MessageItem extends Component<ItemProps> {
         data-read={read ? "true" : undefined}
         class={(own ? "message own" : "message theirs") + (focused ? " focused" : "")}
       >
-        <span class="text">{m.text}</span>
+        {m.attachment && !view?.deleted && m.text !== DELETED_TEXT && (
+          <Attachment model={model} id={m.id} attachment={m.attachment} own={own} />
+        )}
+        <MessageBody
+          m={m}
+          view={view}
+          model={model}
+          onOpenQuote={this.props.onOpenQuote}
+          textless={!!m.attachment}
+        />
         <span class="meta">
           {time.format(m.sentAt)}
           {m.status === "failed" || m.status === "sending" ? "" : ` · ${PATH_TEXT[m.via]}`}
@@ -72,6 +97,13 @@ class MessageItem extends Component<ItemProps> {
               {` · ${statusText(m, read, offline)}`}
             </span>
           )}
+          <MessageActions
+            m={m}
+            own={own}
+            view={view}
+            model={model}
+            onCompose={this.props.onCompose}
+          />
         </span>
       </li>
     );
@@ -118,6 +150,8 @@ export function ChatView({ model }: { model: ChatModel }) {
   const online = model.contacts.value.some((c) => c.username === peer && c.online);
   const [draft, setDraft] = useState("");
   const [showKey, setShowKey] = useState(false);
+  const [mode, setMode] = useState<ComposeMode | null>(null);
+  const views = model.views.value;
   const discarded = peer ? model.warnings.value[peer] ?? [] : [];
   const trust = peer ? model.trust.value[peer] : undefined;
   const keyChanged = trust?.status === "changed";
@@ -138,6 +172,7 @@ export function ChatView({ model }: { model: ChatModel }) {
 
   useLayoutEffect(() => {
     atBottom.current = true;
+    setMode(null);
   }, [peer]);
 
   useLayoutEffect(() => {
@@ -187,8 +222,24 @@ export function ChatView({ model }: { model: ChatModel }) {
     const text = draft;
     if (!text.trim()) return;
     setDraft("");
+    setMode(null);
     model.stoppedTyping();
-    void model.send(text);
+    void sendDraft(model, mode, text);
+  };
+
+  const compose = (next: ComposeMode) => {
+    setMode(next);
+    if (next.kind === "edit") setDraft(views.get(next.id)?.text ?? "");
+    document.getElementById("chat-input")?.focus();
+  };
+
+  /** A reply's quote was clicked: its original comes into view (loaded first if need be). */
+  const openQuote = (id: string) => {
+    const el = listRef.current?.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    if (el) {
+      el.scrollIntoView({ block: "center" });
+      atBottom.current = false;
+    } else model.showMessage(peer, id);
   };
 
   return (
@@ -293,6 +344,10 @@ export function ChatView({ model }: { model: ChatModel }) {
                 focused={item.message.id === focused}
                 read={item.message.sender === me && item.message.sentAt <= readUpTo}
                 offline={offline}
+                view={views.get(item.message.id)}
+                model={model}
+                onCompose={compose}
+                onOpenQuote={openQuote}
               />
             )
         )}
@@ -312,6 +367,13 @@ export function ChatView({ model }: { model: ChatModel }) {
       <p class="typing" data-testid="typing" aria-live="polite">
         {isTyping ? `${peer} is typing…` : ""}
       </p>
+      <ComposeBanner
+        mode={mode}
+        onCancel={() => {
+          if (mode?.kind === "edit") setDraft("");
+          setMode(null);
+        }}
+      />
       <form class="composer" onSubmit={submit}>
         <label class="sr-only" for="chat-input">Message to {peer}</label>
         <input
@@ -330,6 +392,7 @@ export function ChatView({ model }: { model: ChatModel }) {
           }}
           onBlur={() => model.stoppedTyping()}
         />
+        <AttachButton model={model} disabled={keyChanged || noKeys} />
         <button type="submit" class="primary" data-testid="send" disabled={keyChanged || noKeys}>
           Send
         </button>

@@ -1,5 +1,6 @@
 /** A handed-over history kept on this device at the user's request: shown, never sent from. */
 import type { ChatModel } from "../chat_model.ts";
+import { shownText } from "../message_ops.ts";
 
 /** The read-only copy: a clear statement, its conversations, and no way to write. */
 export function ReadOnlyCopyView({ model }: { model: ChatModel }) {
@@ -30,7 +31,8 @@ export function ReadOnlyCopyView({ model }: { model: ChatModel }) {
         <ol class="messages" data-testid="readonly-messages">
           {copy.messages.map((m) => (
             <li data-testid="readonly-message" data-from={m.sender}>
-              <span class="from">{m.sender}</span> <span class="text">{m.text}</span>
+              <span class="from">{m.sender}</span>{" "}
+              <span class="text">{shownText(m.text) || "message deleted"}</span>
             </li>
           ))}
         </ol>

@@ -28,3 +28,22 @@ Deno.test("mailboxes: receipts go to the senders the ring stored, not to the one
   assert.deepEqual(await server.mailboxes.fetch("bob"), { messages: [], more: false });
   await server.stop();
 });
+
+Deno.test("mailboxes: file chunks from one sender stop at its byte quota with quota_exceeded, storing nothing", async () => {
+  const server = fakeServer({ mailboxes: { senderBytes: 50_000 } });
+  for (const name of ["alice", "bob", "carol"]) {
+    await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  const chunk = (id: string) => ({ id, sentAt: 1, envelope: "c".repeat(15_000) });
+  await server.mailboxes.send("alice", "bob", [chunk("a-1"), chunk("a-2"), chunk("a-3")]);
+  const refused = await server.mailboxes.send("alice", "bob", [chunk("a-4"), chunk("a-5")])
+    .then(() => null, (err) => err);
+  assert.equal(refused?.code, "quota_exceeded");
+  assert.match(refused.message, /already holds .* from you.*"bob" is online/);
+  // Small messages are not counted against it; another sender has its own share.
+  await server.mailboxes.send("alice", "bob", [{ id: "a-text", sentAt: 2, envelope: "t" }]);
+  await server.mailboxes.send("carol", "bob", [chunk("c-1"), chunk("c-2"), chunk("c-3")]);
+  const ids = (await server.mailboxes.fetch("bob")).messages.map((m) => m.id).sort();
+  assert.deepEqual(ids, ["a-1", "a-2", "a-3", "a-text", "c-1", "c-2", "c-3"]);
+  await server.stop();
+});

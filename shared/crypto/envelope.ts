@@ -14,6 +14,7 @@
  * {@link NotForMeError}; a badly shaped one, a `ProtocolError` from {@link parseEnvelope}.
  */
 import { MAX_TEXT_LENGTH, MESSAGE_ID_PATTERN } from "../peer_protocol.ts";
+import { type FileMeta, validateFileMeta } from "../file_protocol.ts";
 import { USERNAME_PATTERN } from "../username.ts";
 import { ProtocolError, readNumber, readObject, readString } from "../validate.ts";
 import {
@@ -40,6 +41,8 @@ export interface PlainMessage {
   /** Milliseconds since the epoch, set by the sender. */
   sentAt: number;
   text: string;
+  /** A file announced by the message (`file_protocol.ts`), sealed with the text. */
+  file?: FileMeta;
 }
 
 /** A sealed message; every binary field is base64url. */
@@ -109,7 +112,7 @@ export async function seal(
 ): Promise<Envelope> {
   checkMessage(message);
   const { iv, ciphertext, wrapped: [keyTo, keyFrom] } = await encryptForReaders(
-    utf8(message.text),
+    sealedBody(message),
     header(message),
     [recipientPublicKey, senderOwnPublicKey],
   );
@@ -160,7 +163,7 @@ export async function openEnvelope(
       from: envelope.from,
       to: envelope.to,
       sentAt: envelope.sentAt,
-      text: fromUtf8(plain),
+      ...openedBody(new Uint8Array(plain)),
     };
   } catch {
     throw new TamperedEnvelopeError(
@@ -169,6 +172,34 @@ export async function openEnvelope(
   }
 }
 
+// --- Messages announcing a file (issue 15) -----------------------------------------------------
+/** First byte of a sealed body that is JSON `{text, file}` rather than the bare UTF-8 text. */
+const STRUCTURED_BODY = 0;
+
+/** The plaintext sealed for `m`: its text, or for a file message a marked JSON body. */
+function sealedBody(m: PlainMessage): Uint8Array<ArrayBuffer> {
+  if (m.file === undefined) return utf8(m.text);
+  const json = utf8(JSON.stringify({ text: m.text, file: m.file }));
+  const body = new Uint8Array(json.length + 1);
+  body[0] = STRUCTURED_BODY;
+  body.set(json, 1);
+  return body;
+}
+
+/** The text (and file) of an opened body; throws if a structured body is malformed. */
+function openedBody(plain: Uint8Array): { text: string; file?: FileMeta } {
+  if (plain[0] !== STRUCTURED_BODY) return { text: fromUtf8(plain) };
+  const obj = readObject(JSON.parse(fromUtf8(plain.subarray(1))), "body");
+  return {
+    text: readString(obj, "text", "body", { min: 1, max: MAX_TEXT_LENGTH }),
+    file: validateFileMeta(obj.file, "body.file"),
+  };
+}
+
+/** Largest sealed body: what the ciphertext limit of {@link parseEnvelope} lets through. */
+const MAX_BODY_BYTES = MAX_TEXT_LENGTH * 3;
+// -------------------------------------------------------------------------------------------------
+
 function checkMessage(m: PlainMessage): void {
   const obj = m as unknown as Record<string, unknown>;
   readString(obj, "id", "message", { pattern: MESSAGE_ID_PATTERN, max: 64 });
@@ -176,6 +207,16 @@ function checkMessage(m: PlainMessage): void {
   readString(obj, "to", "message", { pattern: USERNAME_PATTERN, max: 32 });
   readNumber(obj, "sentAt", "message", { min: 0, max: 8.64e15, integer: true });
   readString(obj, "text", "message", { min: 1, max: MAX_TEXT_LENGTH });
+  if (m.file !== undefined) {
+    validateFileMeta(m.file, "message.file");
+    if (sealedBody(m).length > MAX_BODY_BYTES) {
+      throw new ProtocolError("bad_frame", "message.file", "The file's description is too long");
+    }
+  }
+  // A bare text starting with the marker byte would be read as a structured body.
+  if (m.file === undefined && m.text.startsWith("\u0000")) {
+    throw new ProtocolError("bad_frame", "message.text", "A text cannot start with a NUL");
+  }
 }
 
 /**

@@ -1,0 +1,97 @@
+/**
+ * The per-sender byte quota of a mailbox (files, issue 15) on a real server process: file chunks
+ * from one sender stop at `P2P_MAILBOX_SENDER_MB` with a typed `quota_exceeded` that stores
+ * nothing, other senders and small messages still get through, and room comes back once the
+ * recipient has read what waited.
+ */
+import assert from "node:assert/strict";
+import { startServer } from "../support/server_process.ts";
+import { waitFor } from "../support/wait.ts";
+import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
+
+const PASSWORD = "correct horse battery";
+
+/** A chunk-sized mailbox entry (a file chunk is ~15,000 characters). */
+const chunk = (tag: string, i: number) => ({
+  id: `${tag}-chunk-${String(i).padStart(5, "0")}`,
+  sentAt: Date.now(),
+  envelope: "c".repeat(15_000),
+});
+
+Deno.test("file chunks from one sender stop at the per-sender quota with quota_exceeded, storing nothing", async () => {
+  const server = await startServer({ env: { P2P_MAILBOX_SENDER_MB: "1" } });
+  const clients: TestClient[] = [];
+  const connect = async (user: string) => {
+    const c = await TestClient.connect(server.url);
+    clients.push(c);
+    await c.login(user, PASSWORD, false);
+    return c;
+  };
+  try {
+    const reg = await TestClient.connect(server.url);
+    for (const u of ["alice", "bob", "carol"]) {
+      const r = await reg.request({
+        type: "register",
+        username: u,
+        secret: PASSWORD,
+        ...TEST_ACCOUNT,
+      });
+      assert.equal(r.type, "ok", JSON.stringify(r));
+    }
+    await reg.close();
+    const alice = await connect("alice");
+    // 1 MiB holds 69 chunks of 15,000 characters: three per frame until refused.
+    let stored = 0;
+    let refusal: Record<string, unknown> | null = null;
+    while (!refusal) {
+      const batch = [0, 1, 2].map((j) => chunk("a", stored + j));
+      const r = await alice.request({ type: "mail_send", to: "bob", messages: batch }, 30_000);
+      if (r.type === "ok") stored += batch.length;
+      else refusal = r as unknown as Record<string, unknown>;
+      assert.ok(stored < 200, "the quota never refused");
+    }
+    assert.equal(refusal.type, "error");
+    assert.equal(refusal.code, "quota_exceeded");
+    assert.match(String(refusal.message), /bob.*online/);
+    assert.equal(stored, 69);
+    // A short text message from the same sender still goes; so do another sender's chunks.
+    const text = await alice.request({
+      type: "mail_send",
+      to: "bob",
+      messages: [{ id: "alice-text-0001", sentAt: Date.now(), envelope: "t".repeat(300) }],
+    });
+    assert.equal(text.type, "ok", JSON.stringify(text));
+    const carol = await connect("carol");
+    const other = await carol.request({ type: "mail_send", to: "bob", messages: [chunk("c", 0)] });
+    assert.equal(other.type, "ok", JSON.stringify(other));
+
+    // Bob holds exactly what was accepted: the refused batch changed nothing.
+    const bob = await connect("bob");
+    const mail = await bob.request({ type: "mail_fetch" }, 30_000);
+    assert.equal(mail.type, "mail");
+    if (mail.type !== "mail") return;
+    const fromAlice = mail.messages.filter((m) => m.from === "alice");
+    assert.equal(fromAlice.length, stored + 1);
+    assert.equal(mail.messages.filter((m) => m.from === "carol").length, 1);
+    const ack = await bob.request({
+      type: "mail_ack",
+      messages: mail.messages.map((m) => ({ id: m.id, from: m.from })),
+    }, 30_000);
+    assert.equal(ack.type, "ok");
+
+    // Once bob has read them, alice has room again (the server reads the mailbox anew).
+    await waitFor(
+      "alice's chunks to be accepted again after bob read them",
+      async () => {
+        const r = await alice.request({ type: "mail_send", to: "bob", messages: [chunk("b", 0)] });
+        if (r.type === "error" && r.code !== "quota_exceeded") throw new Error(JSON.stringify(r));
+        return r.type === "ok";
+      },
+      30_000,
+      500,
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await server.stop();
+  }
+});
