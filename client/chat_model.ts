@@ -150,7 +150,6 @@ export const SIGNED_OUT_TEXT = "Your other device signed out: the history it hol
   "there and will not move here.";
 
 const KEEP_COPY_KEY = "p2pchat.keepCopy";
-const contactsKey = (user: string) => `p2pchat.contacts.${user}`;
 const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
 const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
 
@@ -183,6 +182,7 @@ export type ChatModel = ReturnType<typeof createChatModel>;
 
 const NONE = {} as Record<string, never>;
 const NO_CONTACTS: ContactEntry[] = [];
+const NO_NAMES: string[] = [];
 const NO_MESSAGES: MessageRow[] = [];
 const NO_VIEWS: ReadonlyMap<string, MessageView> = new Map();
 
@@ -467,17 +467,6 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
           deviceStorage: device,
           isVisible: deps.isVisible,
           onIceServers: (servers) => iceServers = servers,
-          contactCache: {
-            load(user) {
-              try {
-                const list = JSON.parse(device.getItem(contactsKey(user)) ?? "[]");
-                return Array.isArray(list) ? list.filter((u) => typeof u === "string") : [];
-              } catch {
-                return [];
-              }
-            },
-            save: (user, names) => device.setItem(contactsKey(user), JSON.stringify(names)),
-          },
         },
         options,
         info,
@@ -789,8 +778,42 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     /** The logged-in user, or null on the login screen. */
     me: ofSession((s) => s.me, null as string | null),
     status,
-    /** Every other registered user, with presence, sorted by name. */
+    /** The user's contacts (kept on this device), with presence, sorted by name. */
     contacts: ofSession((s) => s.contacts.value, NO_CONTACTS),
+    /** People not in the contacts who wrote (message requests). */
+    requests: ofSession((s) => s.requests.value, NO_NAMES),
+    /** Users this user blocked. */
+    blocked: ofSession((s) => s.blocked.value, NO_NAMES),
+    /**
+     * Adds `username` as a contact by exact name (with `keyId`: from their link, which the
+     * servers' keys must match). Resolves null when added, else the sentence saying why not.
+     */
+    async addContact(username: string, keyId?: string): Promise<string | null> {
+      const s = current.value;
+      if (!s) return "Sign in first";
+      try {
+        await s.addContact(username, keyId);
+        return null;
+      } catch (err) {
+        return err instanceof Error ? err.message : String(err);
+      }
+    },
+    /** Accepts the message request of `username`: they become a contact. */
+    acceptRequest: async (username: string): Promise<void> =>
+      await current.value?.acceptRequest(username).catch(fail),
+    /** Removes `username` from the contacts. */
+    removeContact: async (username: string): Promise<void> =>
+      await current.value?.removeContact(username).catch(fail),
+    /** Blocks `username`: their messages are dropped unseen, their calls refused. */
+    block: async (username: string): Promise<void> =>
+      await current.value?.block(username).catch(fail),
+    /** Unblocks `username`. */
+    unblock: async (username: string): Promise<void> =>
+      await current.value?.unblock(username).catch(fail),
+    /** The logged-in user's key id, for their add-contact link; null when signed out. */
+    async myKeyId(): Promise<string | null> {
+      return await current.value?.myKeyId() ?? null;
+    },
     /** The user whose conversation is open. */
     openPeer: ofSession((s) => s.openPeer.value, null as string | null),
     /** The open conversation, ordered by send time then id. */

@@ -2,6 +2,7 @@ import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import {
   ACCOUNT_UNREACHABLE_TEXT,
   type ChatModel,
+  type ChatModelDeps,
   type ChatModelOptions,
   createChatModel,
   OFFLINE_TEXT,
@@ -72,17 +73,27 @@ async function client(
   w: World,
   username: string,
   channelWaitMs = 1000,
-  options: ChatModelOptions = {},
+  options: ChatModelOptions & Pick<ChatModelDeps, "onNewMessages"> = {},
+  befriend = true,
 ) {
   const session = w.cluster.connect();
+  const { onNewMessages, ...rest } = options;
   const model = createChatModel({
     session,
     createLink: w.net.factoryFor(username),
     openHistory: (owner) => History.open({ sql, openStore: w.stores }, owner),
     generateKeys: () => keysOf(username),
-  }, { channelWaitMs, pingTimeoutMs: 1000, ...options });
+    onNewMessages,
+  }, { channelWaitMs, pingTimeoutMs: 1000, ...rest });
   model.start();
   assertEquals(await model.register(username, "password-1"), true, model.error.value ?? "");
+  // Everyone signed in here and the newcomer add each other as contacts (by exact name).
+  for (const other of befriend ? w.clients : []) {
+    const name = other.model.me.value;
+    if (!name || name === username) continue;
+    assertEquals(await model.addContact(name), null);
+    assertEquals(await other.model.addContact(username), null);
+  }
   w.clients.push({ model, session });
   return { model, session };
 }
@@ -915,11 +926,15 @@ Deno.test("a key change not yet accepted follows the user to the new device with
     w.cluster.keys.set("bob", { ...w.cluster.keys.get("bob")!, ...eve, wrapped: "x" });
     alice.model.openChat("bob");
     await waitFor(() => alice.model.keyChanged.value.bob === true, "change shown");
+    await alice.model.block("eve");
     // The new device would pin eve's keys on first use; the old device's pin wins.
     const newAlice = await secondDevice(w, "alice");
     await waitFor(() => newAlice.model.handover.value?.phase === "done", "new device done");
     newAlice.model.openChat("bob");
     await waitFor(() => newAlice.model.keyChanged.value.bob === true, "the change is shown there");
+    // The contact book came along too: bob a contact, eve (blocked on the old device) blocked.
+    assertEquals(newAlice.model.contacts.value.map((c) => c.username), ["bob"]);
+    assertEquals(newAlice.model.blocked.value, ["eve"]);
     assertEquals(newAlice.model.trust.value.bob?.pin?.events.map((e) => e.kind), ["changed"]);
     await newAlice.model.send("blocked");
     assertEquals(newAlice.model.messagesWith("bob").map((m) => m.text), ["hello"]);
@@ -1014,6 +1029,8 @@ Deno.test("a reload with no server reachable shows contacts and history at once;
     before.start();
     assertEquals(await before.register("alice", "password-1"), true, before.error.value ?? "");
     const bob = await client(w, "bob", 30);
+    assertEquals(await before.addContact("bob"), null);
+    assertEquals(await bob.model.addContact("alice"), null);
     await waitFor(() => before.contacts.value.some((c) => c.online), "bob online");
     before.openChat("bob");
     await before.send("before the outage");
@@ -1112,6 +1129,101 @@ Deno.test("a restore that hangs (no server answers, keys not on this device) nev
     assertEquals(await model.login("bob", "password-1"), true, model.error.value ?? "");
     assertEquals(model.restoring.value, false);
     assertEquals(model.me.value, "bob");
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("contacts: added by exact name only; presence only of contacts; no such user is said clearly", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice", 30, {}, false);
+    const bob = await client(w, "bob", 30, {}, false);
+    await settled(w);
+    assertEquals(alice.model.contacts.value, [], "no directory: nobody is listed by itself");
+    assertEquals(alice.session.watching.size, 0);
+    const missing = await alice.model.addContact("bobby");
+    assert(missing?.includes('no user named "bobby"'), String(missing));
+    assertEquals(alice.model.contacts.value, []);
+    assertEquals(await alice.model.addContact("bob"), null);
+    assertEquals(alice.model.contacts.value, [{ username: "bob", online: true }]);
+    assertEquals([...alice.session.watching], ["bob"], "the watch list is the contacts");
+    assertEquals(alice.model.trust.value.bob?.status, "trusted", "the keys are pinned");
+    // bob does not watch alice: he hears nothing of her going offline and online.
+    alice.model.logout();
+    await settled(w);
+    await alice.model.login("alice", "password-1");
+    await waitFor(() => alice.model.contacts.value[0]?.online === true, "bob online again");
+    bob.model.logout();
+    await waitFor(() => alice.model.contacts.value[0]?.online === false, "bob offline");
+    await alice.model.removeContact("bob");
+    assertEquals(alice.model.contacts.value, []);
+    assertEquals(alice.session.watching.size, 0);
+  } finally {
+    shutdown(w);
+  }
+});
+
+Deno.test("message requests: a stranger's message waits under requests; accept or block; a blocked sender's messages are acked and dropped", async () => {
+  const w = world();
+  const notified: Array<{ from: string; text: string | null }> = [];
+  try {
+    const alice = await client(w, "alice", 30, {
+      onNewMessages: (from, _n, latest) => notified.push({ from, text: latest()?.text ?? null }),
+    }, false);
+    const carol = await client(w, "carol", 30, {}, false);
+    const mallory = await client(w, "mallory", 30, {}, false);
+    for (const stranger of [carol, mallory]) {
+      assertEquals(await stranger.model.addContact("alice"), null);
+      stranger.model.openChat("alice");
+      await stranger.model.send(`hello from ${stranger.model.me.value}`);
+    }
+    await waitFor(() => alice.model.requests.value.length === 2, "two requests");
+    assertEquals(alice.model.requests.value, ["carol", "mallory"]);
+    assertEquals(alice.model.contacts.value, []);
+    assertEquals(notified.map((n) => n.text), [null, null], "no text before it is opened");
+    assertEquals(alice.model.messagesWith("carol").map((m) => m.text), ["hello from carol"]);
+
+    alice.model.acceptRequest("carol");
+    await waitFor(() => alice.model.contacts.value.length === 1, "carol a contact");
+    assertEquals(alice.model.contacts.value, [{ username: "carol", online: true }]);
+    assertEquals(alice.model.requests.value, ["mallory"]);
+
+    alice.model.block("mallory");
+    await waitFor(() => alice.model.blocked.value.length === 1, "mallory blocked");
+    assertEquals(alice.model.requests.value, []);
+    // mallory's next messages: live (relay) and from the mailbox. Acknowledged, never shown.
+    await mallory.model.send("still here");
+    await waitFor(
+      () => mallory.model.messagesWith("alice").at(-1)?.status === "delivered",
+      "mallory's message acknowledged",
+    );
+    alice.model.logout();
+    await settled(w);
+    await mallory.model.send("while you were away");
+    await waitFor(
+      () => w.cluster.mailSent.some((m) => m.from === "mallory"),
+      "mallory's message in the mailbox",
+    );
+    await alice.model.login("alice", "password-1");
+    await waitFor(
+      () => w.cluster.mailAcked.some((a) => a.messages.some((m) => m.from === "mallory")),
+      "mallory's mail acknowledged",
+    );
+    await settled(w);
+    assertEquals(alice.model.messagesWith("mallory").map((m) => m.text), ["hello from mallory"]);
+    assertEquals(alice.model.requests.value, []);
+    assertEquals(alice.model.blocked.value, ["mallory"], "the block list is kept");
+    // Her offers are refused: no data channel opens.
+    mallory.model.openChat(null);
+    mallory.model.openChat("alice");
+    await settled(w);
+    assertEquals(alice.model.isChannelOpen("mallory"), false);
+    // Unblocked, a new message from her is a request again.
+    alice.model.unblock("mallory");
+    await waitFor(() => alice.model.blocked.value.length === 0, "unblocked");
+    await mallory.model.send("third try");
+    await waitFor(() => alice.model.requests.value.includes("mallory"), "a request again");
   } finally {
     shutdown(w);
   }

@@ -58,6 +58,7 @@ import {
 import type { MessageRow, MessageStatus, MessageVia, RowSource } from "./history.ts";
 import type { OwnKeys } from "./keyring.ts";
 import { parseHandoverTrust, type PinRecord } from "./trust.ts";
+import { type ContactBook, parseHandoverContacts } from "./contacts.ts";
 import { isOffer, type PeerLink, type PeerLinkFactory } from "./peer_link.ts";
 
 /** The user's own keys as a hand-over uses them. */
@@ -143,12 +144,13 @@ export function parseHandoverRows(payload: string, owner: string): MessageRow[] 
 
 /**
  * Parses the decrypted payload of a batch: an array of rows, or (a transfer's first batch)
- * `{rows, trust}` with the user's pinned keys as well. Throws a ProtocolError.
+ * `{rows, trust, contacts?}` with the user's pinned keys and contact book as well. Throws a
+ * ProtocolError.
  */
 export function parseHandoverPayload(
   payload: string,
   owner: string,
-): { rows: MessageRow[]; trust: PinRecord[] | null } {
+): { rows: MessageRow[]; trust: PinRecord[] | null; contacts?: ContactBook } {
   let value: unknown;
   try {
     value = JSON.parse(payload);
@@ -156,9 +158,11 @@ export function parseHandoverPayload(
     throw new ProtocolError("bad_json", "rows", "History batch is not valid JSON");
   }
   let trust: PinRecord[] | null = null;
+  let contacts: ContactBook | undefined;
   if (!Array.isArray(value)) {
     const o = readObject(value, "");
     trust = parseHandoverTrust(o.trust, owner);
+    if (o.contacts !== undefined) contacts = parseHandoverContacts(o.contacts, owner);
     value = o.rows;
   }
   const rows = readArray(
@@ -168,7 +172,7 @@ export function parseHandoverPayload(
     MAX_BATCH_ROWS,
     (v, p) => readRow(v, p, owner),
   );
-  return { rows, trust };
+  return { rows, trust, ...(contacts ? { contacts } : {}) };
 }
 
 /** How a hand-over ended, from either side. */
@@ -220,6 +224,8 @@ export class HandoverSendJob {
   #queue: Promise<void> = Promise.resolve();
   /** The pinned keys' JSON (`trust.ts`, `handoverTrust`), sent with each transfer's first batch. */
   #trust: string | undefined;
+  /** The contact book's JSON (`contacts.ts`, `handoverContacts`), sent with the trust. */
+  #contacts: string | undefined;
 
   /**
    * Prepares the transfer of `rows` (a snapshot of the history, newest first) and, with its
@@ -231,8 +237,10 @@ export class HandoverSendJob {
     rows: RowSource,
     events: JobEvents,
     trust?: string,
+    contacts?: string,
   ) {
     this.#owner = owner;
+    this.#contacts = contacts;
     this.#keys = keys;
     this.#rows = rows;
     this.#events = events;
@@ -380,7 +388,9 @@ export class HandoverSendJob {
     for (;;) {
       const rows = this.#rows.slice(start, start + count);
       const payload = seq === 0 && this.#trust !== undefined
-        ? `{"rows":${JSON.stringify(rows)},"trust":${this.#trust}}`
+        ? `{"rows":${JSON.stringify(rows)},"trust":${this.#trust}${
+          this.#contacts === undefined ? "" : `,"contacts":${this.#contacts}`
+        }}`
         : JSON.stringify(rows);
       try {
         const batch = await sealBatch(
@@ -431,6 +441,8 @@ export interface ReceiveEvents extends JobEvents {
   importRows(rows: MessageRow[]): Promise<number>;
   /** Keeps the pinned keys of the old device (merged with this one's) before the rows. */
   importTrust?(pins: PinRecord[]): Promise<void>;
+  /** Keeps the contact book of the old device (merged with this one's) before the rows. */
+  importContacts?(book: ContactBook): Promise<void>;
 }
 
 /**
@@ -563,7 +575,7 @@ export class HandoverReceiveJob {
       throw new ProtocolError("bad_frame", "batch.seq", "A batch out of order");
     }
     const payload = await openBatch(batch, this.#keys.decrypt, this.#keys.verify);
-    const { rows, trust } = parseHandoverPayload(payload, this.#owner);
+    const { rows, trust, contacts } = parseHandoverPayload(payload, this.#owner);
     if (this.#opened + rows.length > batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "More rows than announced");
     }
@@ -576,6 +588,7 @@ export class HandoverReceiveJob {
     // Two stages: while these rows are written, the next batch is already verified and opened.
     this.#store(async () => {
       if (trust) await this.#events.importTrust?.(trust);
+      if (contacts) await this.#events.importContacts?.(contacts);
       await this.#events.importRows(rows);
       if (this.#settled) return;
       this.#stored += rows.length;
@@ -655,17 +668,24 @@ export class HistorySender {
   constructor(
     deps: HandoverLinkDeps,
     rows: RowSource,
-    options: { retryMs?: number; trust?: string } = {},
+    options: { retryMs?: number; trust?: string; contacts?: string } = {},
   ) {
     this.#deps = deps;
     this.#retryMs = options.retryMs ?? 1_000;
-    this.#job = new HandoverSendJob(deps.me, deps.keys, rows, {
-      send: (text) => this.#send(text),
-      onProgress: (done, total) => {
-        this.#onAcked();
-        deps.onProgress?.(done, total);
+    this.#job = new HandoverSendJob(
+      deps.me,
+      deps.keys,
+      rows,
+      {
+        send: (text) => this.#send(text),
+        onProgress: (done, total) => {
+          this.#onAcked();
+          deps.onProgress?.(done, total);
+        },
       },
-    }, options.trust);
+      options.trust,
+      options.contacts,
+    );
   }
 
   /** Rows the new device acknowledged so far, and the total. */
@@ -782,7 +802,7 @@ export interface HistoryReceiverOptions {
  * outlives its channels: a new offer from the old device resumes it where it stopped.
  */
 export class HistoryReceiver {
-  #deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust">;
+  #deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust" | "importContacts">;
   #stallMs: number;
   #link: { link: PeerLink; lid: string } | null = null;
   #job: HandoverReceiveJob | null = null;
@@ -795,7 +815,7 @@ export class HistoryReceiver {
 
   /** Waits for a hand-over offer from this user's superseded device. */
   constructor(
-    deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust">,
+    deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust" | "importContacts">,
     options: HistoryReceiverOptions = {},
   ) {
     this.#deps = deps;
@@ -888,6 +908,7 @@ export class HistoryReceiver {
       onProgress: this.#deps.onProgress,
       importRows: (rows) => this.#deps.importRows(rows),
       importTrust: (pins) => this.#deps.importTrust?.(pins) ?? Promise.resolve(),
+      importContacts: (book) => this.#deps.importContacts?.(book) ?? Promise.resolve(),
     }, resume);
     this.#job = job;
     void job.outcome.then((o) => {

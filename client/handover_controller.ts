@@ -19,6 +19,7 @@ import type { KeyStore, OwnKeys } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
 import type { SessionApi, SessionInfo } from "./session.ts";
 import { handoverTrust, mergePins, type PinRecord } from "./trust.ts";
+import { type ContactBook, EMPTY_BOOK, handoverContacts, mergeBooks } from "./contacts.ts";
 
 /** `type` of the self-signal reporting progress to the servers (`server/users/sessions.ts`). */
 const HANDOVER_PROGRESS_SIGNAL = "handover_progress";
@@ -109,7 +110,7 @@ export class HandoverController {
     signal: AbortSignal,
     report: {
       afterImport(undelivered: Set<string>): void;
-      /** The old device's pinned keys were merged into the key store. */
+      /** The old device's pinned keys, or its contact book, were merged into the key store. */
       afterTrust?(): void;
       onFailed(text: string): void;
     },
@@ -146,6 +147,11 @@ export class HandoverController {
         for (const pin of pins) {
           await keyStore.savePin(self, mergePins(await keyStore.loadPin(self, pin.contact), pin));
         }
+        if (!signal.aborted) report.afterTrust?.();
+      },
+      async importContacts(book: ContactBook) {
+        signal.throwIfAborted();
+        await keyStore.saveBook(self, mergeBooks(await keyStore.loadBook(self), book));
         if (!signal.aborted) report.afterTrust?.();
       },
     });
@@ -225,7 +231,8 @@ export class HandoverController {
       console.warn(`The pinned keys stay here: ${(err as Error).message}`);
       return [];
     });
-    void Promise.all([handoverKeysOf(own), pins]).then(([keys, pinned]) => {
+    const contacts = this.#deps.keyStore.loadBook(self).catch(() => EMPTY_BOOK);
+    void Promise.all([handoverKeysOf(own), pins, contacts]).then(([keys, pinned, book]) => {
       const run = new HistorySender(
         {
           me: self,
@@ -247,7 +254,7 @@ export class HandoverController {
           },
         },
         rows,
-        { trust: handoverTrust(pinned) },
+        { trust: handoverTrust(pinned), contacts: handoverContacts(book) },
       );
       this.#sender = { me: self, run };
       return run.run(graceMs - marginMs);

@@ -58,6 +58,11 @@ export interface InboxDeps {
   /** New messages from `from` were stored. */
   onStored(from: string, count: number): void;
   /**
+   * Whether the user blocked `from`: their messages are acknowledged (so they are not sent
+   * again) and dropped unseen, everything else from them ignored. @default nobody
+   */
+  isBlocked?(from: string): boolean;
+  /**
    * A new row was stored (a message or an operation: message_ops.ts), before it is
    * acknowledged: applies what it changes. Operations are not counted in {@link onStored}; they
    * are reported to {@link onOps}.
@@ -127,6 +132,7 @@ export class Inbox {
   }
 
   async #receiveLive(remote: string, text: string, via: MessageVia): Promise<void> {
+    if (this.#deps.isBlocked?.(remote)) return this.#dropBlocked(remote, text, via);
     let frame;
     let chat: ChatMessage | null = null;
     try {
@@ -179,6 +185,19 @@ export class Inbox {
     }
   }
 
+  /** A blocked sender's text: a chat message is acknowledged unopened, the rest ignored. */
+  #dropBlocked(remote: string, text: string, via: MessageVia): void {
+    let id: string | undefined;
+    try {
+      id = claimOf(parseLiveFrame(text))?.id;
+    } catch {
+      return;
+    }
+    if (id !== undefined) {
+      this.#deps.reply(remote, { v: PEER_PROTOCOL_VERSION, type: "ack", id }, via);
+    }
+  }
+
   /** Fetches this user's mailbox (again if asked while a fetch runs). */
   fetchMail(): Promise<void> {
     if (this.#fetching) {
@@ -205,6 +224,8 @@ export class Inbox {
     const opsFrom = new Set<string>();
     const offers: ChatMessage[] = [];
     for (const m of mail) {
+      // A blocked sender's mail is acknowledged below with the rest, never opened or stored.
+      if (this.#deps.isBlocked?.(m.from)) continue;
       if (await this.#deps.takeMail?.(m)) continue;
       const chat = await this.#openMail(m);
       if (this.#signal.aborted) return;

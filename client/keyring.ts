@@ -51,6 +51,7 @@ import {
   type TrustStatus,
   trustStatus,
 } from "./trust.ts";
+import { type ContactBook, EMPTY_BOOK, storedBook } from "./contacts.ts";
 
 /** The logged-in user's keys: private halves non-extractable, public halves as SPKI base64url. */
 export interface OwnKeys {
@@ -86,6 +87,9 @@ export interface KeyStore {
   savePin(owner: string, pin: PinRecord): Promise<void>;
   /** Every record of `owner` (the hand-over carries them to the next device). */
   listPins(owner: string): Promise<PinRecord[]>;
+  /** `owner`'s contact book (`contacts.ts`): contacts, requests, blocked users. */
+  loadBook(owner: string): Promise<ContactBook>;
+  saveBook(owner: string, book: ContactBook): Promise<void>;
 }
 
 interface StoredOwn {
@@ -97,7 +101,10 @@ interface StoredOwn {
 export function createMemoryKeyStore(): KeyStore {
   const own = new Map<string, StoredOwn>();
   const pins = new Map<string, PinRecord>();
+  const books = new Map<string, ContactBook>();
   return {
+    loadBook: (owner) => Promise.resolve(structuredClone(books.get(owner) ?? EMPTY_BOOK)),
+    saveBook: (owner, book) => Promise.resolve(void books.set(owner, structuredClone(book))),
     loadOwn: (user, token) => {
       const s = own.get(user);
       return Promise.resolve(s?.token === token ? s.keys : null);
@@ -123,19 +130,29 @@ export function createMemoryKeyStore(): KeyStore {
  * The browser's key store: IndexedDB database `p2pchat-keys`, store `own` (per user, the
  * non-extractable private `CryptoKey`s, which IndexedDB keeps by structured clone without ever
  * exposing their bytes) and store `contacts` (per owner/contact, the {@link PinRecord}; an
- * older version kept the bare public keys there, which are read as a pin).
+ * older version kept the bare public keys there, which are read as a pin), and store `books`
+ * (per owner, the contact book of `contacts.ts`).
  */
 export function createIdbKeyStore(): KeyStore {
   let db: ReturnType<typeof open> | null = null;
   const open = () =>
-    openDB("p2pchat-keys", 1, {
-      upgrade(d) {
-        d.createObjectStore("own");
-        d.createObjectStore("contacts");
+    openDB("p2pchat-keys", 2, {
+      upgrade(d, oldVersion) {
+        if (oldVersion < 1) {
+          d.createObjectStore("own");
+          d.createObjectStore("contacts");
+        }
+        d.createObjectStore("books");
       },
     });
   const get = () => db ??= open();
   return {
+    async loadBook(owner) {
+      return storedBook(await (await get()).get("books", owner), owner);
+    },
+    async saveBook(owner, book) {
+      await (await get()).put("books", structuredClone(book), owner);
+    },
     async loadOwn(user, token) {
       const s = await (await get()).get("own", user) as StoredOwn | undefined;
       return s?.token === token ? s.keys : null;

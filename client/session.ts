@@ -214,7 +214,11 @@ export interface SessionApi {
   /** Replaces the logged-in account's salt, secret and wrapped private keys at once. */
   rekey(salt: string, secret: string, wrapped: string): Promise<void>;
   resume(): Promise<SessionInfo>;
-  contacts(): Promise<ContactEntry[]>;
+  /**
+   * Replaces this connection's watch list with `usernames` (its presence notices come only for
+   * them) and answers their online status now; a name without an account is just offline.
+   */
+  watch(usernames: readonly string[]): Promise<ContactEntry[]>;
   /** The ICE servers (STUN, TURN with time-limited credentials) for this session's links. */
   iceServers(): Promise<IceGrant>;
   ping(): Promise<number>;
@@ -455,10 +459,15 @@ export class Session implements SessionApi {
     }, delay);
   }
 
-  /** All registered users except oneself, with online status. */
-  async contacts(): Promise<ContactEntry[]> {
-    const frame = await this.#request({ v: PROTOCOL_VERSION, type: "contacts", reqId: 0 });
-    if (frame.type !== "contacts") throw new ServerError("internal", "Unexpected reply");
+  /** Watches `usernames` (replacing the list) and answers their online status now. */
+  async watch(usernames: readonly string[]): Promise<ContactEntry[]> {
+    const frame = await this.#request({
+      v: PROTOCOL_VERSION,
+      type: "watch",
+      reqId: 0,
+      usernames: [...usernames],
+    });
+    if (frame.type !== "presence_list") throw new ServerError("internal", "Unexpected reply");
     return frame.users;
   }
 
@@ -796,7 +805,7 @@ export class Session implements SessionApi {
       case "ok":
       case "session":
       case "login_params":
-      case "contacts":
+      case "presence_list":
       case "pong":
       case "mail":
       case "keys":

@@ -52,7 +52,7 @@ class FakeServer {
   /** Stopped (SIGSTOP): sockets stay open, nothing is answered or opened. */
   isFrozen = false;
   sockets: FakeSocket[] = [];
-  supersedeOnContacts = false;
+  supersedeOnWatch = false;
   supersedeCloseCode = 4001;
   /** When set, sessions last this long and come with a refresh token (rotated by `refresh`). */
   accessTtlMs: number | null = null;
@@ -153,8 +153,8 @@ class FakeServer {
         );
         return { v: 1, type: "ok", reqId: f.reqId };
       }
-      case "contacts":
-        if (this.supersedeOnContacts) {
+      case "watch":
+        if (this.supersedeOnWatch) {
           const sock = this.sockets.at(-1)!;
           setTimeout(() => {
             sock.push({ v: 1, type: "superseded", message: "Signed in elsewhere" });
@@ -348,8 +348,8 @@ Deno.test("superseded: the session forgets its token and stops without reconnect
   s.events.onSuperseded = (message) => told.push(message);
   try {
     await s.login("alice", "password-1");
-    c.servers[0]!.supersedeOnContacts = true;
-    void s.contacts().catch(() => {});
+    c.servers[0]!.supersedeOnWatch = true;
+    void s.watch(["bob"]).catch(() => {});
     await waitFor(() => told.length === 1, "superseded");
     assertEquals(told, ["Signed in elsewhere"]);
     assertEquals(s.status, "offline");

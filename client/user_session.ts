@@ -18,6 +18,16 @@ import {
   type SignalData,
 } from "../shared/mod.ts";
 import { abortable } from "./abortable.ts";
+import {
+  addContact,
+  blockUser,
+  type ContactBook,
+  EMPTY_BOOK,
+  noteRequest,
+  removeContact,
+  senderKind,
+  unblockUser,
+} from "./contacts.ts";
 import type { HandoverController, HandoverSource } from "./handover_controller.ts";
 import type { HistoryReceiver } from "./handover.ts";
 import type { History, MessageRow, MessageVia, SearchHit } from "./history.ts";
@@ -43,7 +53,7 @@ import {
   MessageOps,
   type MessageView,
 } from "./message_ops.ts";
-import { trustStatus } from "./trust.ts";
+import { keyIdOf, trustStatus } from "./trust.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
 import { FileTransfers, maxFileBytes, type ThumbnailData } from "./file_transfer.ts";
@@ -91,21 +101,10 @@ export interface UserSessionDeps {
   isVisible?(): boolean;
   /** The session got (new) ICE servers: the page's hand-over links use them too. */
   onIceServers?(servers: IceServer[]): void;
-  /**
-   * Where the contact list is kept on this device, so that a session entered without a server
-   * (offline-first) still lists them. @default none
-   */
-  contactCache?: ContactCache;
   /** Files: opens `owner`'s file store (IndexedDB in the browser). @default memory */
   openFileStore?(owner: string): Promise<FileStore>;
   /** Files: makes the thumbnail of an image (the browser's canvas). @default none */
   thumbnail?(bytes: Uint8Array<ArrayBuffer>, mime: string): Promise<ThumbnailData | null>;
-}
-
-/** The last contact list the servers gave, kept on this device per user. */
-export interface ContactCache {
-  load(user: string): string[];
-  save(user: string, usernames: string[]): void;
 }
 
 /** Device setting: "off" when this user sends no read receipts. */
@@ -132,8 +131,12 @@ export class UserSession implements Disposable {
   readonly me: string;
   /** The session the servers granted. */
   readonly info: SessionInfo;
-  /** Every other registered user, with presence, sorted by name. */
+  /** The user's contacts (their contact book, kept on this device), with presence, by name. */
   readonly contacts = signal<ContactEntry[]>([]);
+  /** People not in the contacts who wrote (message requests), by name. */
+  readonly requests = signal<string[]>([]);
+  /** Users this user blocked, by name. */
+  readonly blocked = signal<string[]>([]);
   /** The user whose conversation is open. */
   readonly openPeer = signal<string | null>(null);
   /**
@@ -197,6 +200,12 @@ export class UserSession implements Disposable {
   #pongWaiters = new Map<string, (answered: boolean) => void>();
   /** Other work in flight (presence refreshes after a failover or a `peer_offline`). */
   #tasks = 0;
+  /** The contact book as last read or written (`contacts.ts`). */
+  #book: ContactBook = EMPTY_BOOK;
+  /** Book changes, one after another (each reads the last one's result). */
+  #bookWrites: Promise<unknown> = Promise.resolve();
+  /** Keys just looked up to add a contact, handed to the keyring's look-up once. */
+  #lookedUp = new Map<string, PublicKeys>();
 
   /**
    * Enters the session `info` with the unlocked keys `own`:
@@ -320,9 +329,14 @@ export class UserSession implements Disposable {
       onPong: (remote, seq, via) => this.#pongWaiters.get(`${via}:${remote}:${seq}`)?.(true),
       onTyping: (remote, active) => this.#setTyping(remote, active),
       onRead: (remote, upTo) => this.#theyRead(remote, upTo),
+      isBlocked: (from) => this.#book.blocked.includes(from),
       onStored: (from, count) => {
         this.#setTyping(from, false);
+        // A stranger's message is a request: its text shows once opened, not in a notification.
+        const isRequest = senderKind(this.#book, from) === "request";
+        if (isRequest) void this.#changeBook((b) => noteRequest(b, from));
         deps.onNewMessages?.(from, count, () => {
+          if (isRequest) return null;
           const row = this.#history.list(from, 1)[0] ?? null;
           return row && { ...row, text: foldOps([row], [], this.me).get(row.id)?.text ?? "" };
         });
@@ -374,6 +388,8 @@ export class UserSession implements Disposable {
         afterTrust: () => {
           // The old device's pinned keys were merged into the store: look them up again.
           this.#keyring.invalidate();
+          // Its contact book too: read it again, and watch the contacts it brought.
+          void this.#changeBook((b) => b).then(() => this.#watchContacts()).catch(() => {});
           const peer = this.openPeer.value;
           if (peer) void this.#keyring.trustOf(peer).catch(() => {});
         },
@@ -394,23 +410,123 @@ export class UserSession implements Disposable {
       trust[pin.contact] = { contact: pin.contact, status: trustStatus(pin), pin };
     }
     this.trust.value = { ...trust, ...this.trust.value };
-    if (offline) {
-      // No server yet: the contacts kept on this device; `resumed` asks the servers later.
-      const cached = this.#deps.contactCache?.load(this.me) ?? [];
-      this.contacts.value = sortContacts(cached.map((username) => ({ username, online: false })));
-      return;
-    }
-    const [contacts] = await Promise.all([
-      abortable(this.#deps.session.contacts(), aborted),
-      this.#refreshIce(),
-    ]);
-    this.#setContacts(contacts);
+    // The contact book lives on this device: it shows at once, offline or not.
+    this.#showBook(await this.#deps.keyStore.loadBook(this.me));
+    if (aborted.aborted) throw aborted.reason;
+    // No server yet: `resumed` asks the servers for the contacts' presence later.
+    if (offline) return;
+    await Promise.all([this.#watchContacts(), this.#refreshIce()]);
   }
 
-  /** Shows a contact list from the servers and keeps it on this device for offline starts. */
-  #setContacts(list: ContactEntry[]): void {
-    this.contacts.value = sortContacts(list);
-    this.#deps.contactCache?.save(this.me, this.contacts.value.map((c) => c.username));
+  /** Shows `book`: the contacts (keeping the presence known), the requests, the blocked. */
+  #showBook(book: ContactBook): void {
+    this.#book = book;
+    const online = new Set(this.contacts.value.filter((c) => c.online).map((c) => c.username));
+    batch(() => {
+      this.contacts.value = book.contacts.map((username) => ({
+        username,
+        online: online.has(username),
+      }));
+      this.requests.value = book.requests;
+      this.blocked.value = book.blocked;
+    });
+  }
+
+  /**
+   * Applies `change` to the contact book (after the changes already queued), keeps it and shows
+   * it. It starts from the stored book: a hand-over may have merged into it meanwhile.
+   */
+  #changeBook(change: (book: ContactBook) => ContactBook): Promise<ContactBook> {
+    const run = this.#bookWrites.then(async () => {
+      const before = await this.#deps.keyStore.loadBook(this.me);
+      const after = change(before);
+      if (after !== before) await this.#deps.keyStore.saveBook(this.me, after);
+      if (!this.isDisposed) this.#showBook(after);
+      return after;
+    });
+    this.#bookWrites = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Sends the contacts as this connection's watch list (the servers then tell their presence
+   * changes, and only theirs) and shows their status now.
+   */
+  async #watchContacts(): Promise<void> {
+    const names = this.#book.contacts;
+    const list = await abortable(this.#deps.session.watch(names), this.#abort.signal);
+    const online = new Set(list.filter((c) => c.online).map((c) => c.username));
+    // The book may have changed meanwhile: what it holds now is shown.
+    this.contacts.value = this.#book.contacts.map((username) => ({
+      username,
+      online: online.has(username),
+    }));
+  }
+
+  /**
+   * Adds `username` as a contact after looking their keys up by exact name, and pins them. With
+   * `keyId` (from their link), the servers' keys must have that id, or nothing is added.
+   * Rejects with a sentence to show: no such user, too many look-ups, a key that does not match.
+   */
+  async addContact(username: string, keyId?: string): Promise<void> {
+    if (username === this.me) throw new Error("That is you: add someone else");
+    let keys: PublicKeys;
+    try {
+      keys = await abortable(this.#deps.session.getKeys(username), this.#abort.signal);
+    } catch (err) {
+      if (err instanceof ServerError && err.code === "unknown_user") {
+        throw new Error(`There is no user named "${username}": check the exact spelling`);
+      }
+      if (err instanceof ServerError && err.code === "rate_limited") {
+        throw new Error(`${err.message}. Nothing was added.`);
+      }
+      throw err;
+    }
+    if (keyId !== undefined && await keyIdOf(keys) !== keyId) {
+      throw new Error(
+        `Warning: the key the servers give for ${username} is not the one in their link. ` +
+          "They were not added: ask them for their link again, or compare safety numbers",
+      );
+    }
+    // The keyring pins what was just looked up (trust on first use, or a change to accept).
+    this.#lookedUp.set(username, keys);
+    await this.#keyring.trustOf(username, true);
+    await this.#changeBook((b) => addContact(b, username));
+    await this.#watchContacts();
+  }
+
+  /** A message request is accepted: its sender becomes a contact. */
+  async acceptRequest(username: string): Promise<void> {
+    await this.#changeBook((b) => addContact(b, username));
+    await this.#watchContacts();
+  }
+
+  /** `username` is no contact any more. */
+  async removeContact(username: string): Promise<void> {
+    await this.#changeBook((b) => removeContact(b, username));
+    await this.#watchContacts();
+  }
+
+  /**
+   * Blocks `username`: their later messages are acknowledged and dropped unseen, their direct
+   * links refused; an open link to them closes.
+   */
+  async block(username: string): Promise<void> {
+    await this.#changeBook((b) => blockUser(b, username));
+    this.#peers.drop(username);
+    if (this.openPeer.value === username) this.openChat(null);
+    await this.#watchContacts();
+  }
+
+  /** `username` is no longer blocked. */
+  async unblock(username: string): Promise<void> {
+    await this.#changeBook((b) => unblockUser(b, username));
+  }
+
+  /** This user's key id, for their add-contact link. */
+  myKeyId(): Promise<string> {
+    const own = this.#keyring.own;
+    return keyIdOf({ encryption: own.encryptionPublic, signing: own.signingPublic });
   }
 
   /**
@@ -461,11 +577,7 @@ export class UserSession implements Disposable {
   /** The session was resumed after a failover: the links and history are still good. */
   resumed(): Promise<void> {
     return this.#task(async () => {
-      const [list] = await Promise.all([
-        abortable(this.#deps.session.contacts(), this.#abort.signal),
-        this.#refreshIce(),
-      ]);
-      this.#setContacts(list);
+      await Promise.all([this.#watchContacts(), this.#refreshIce()]);
       this.start();
     });
   }
@@ -482,9 +594,10 @@ export class UserSession implements Disposable {
   /** A contact came online or went offline. */
   setPresence(username: string, online: boolean): void {
     if (username === this.me || this.isDisposed) return;
-    const list = this.contacts.value.filter((c) => c.username !== username);
-    list.push({ username, online });
-    this.#setContacts(list);
+    if (!this.contacts.value.some((c) => c.username === username)) return;
+    this.contacts.value = this.contacts.value.map((c) =>
+      c.username === username ? { username, online } : c
+    );
     // Online: unacknowledged messages go again (data channel or relay). Offline: what was
     // sent directly but never acknowledged goes to their mailbox.
     void this.#outbox.flush(username, true);
@@ -495,7 +608,8 @@ export class UserSession implements Disposable {
   handleSignal(from: string, data: SignalData): void {
     if (this.isDisposed) return;
     if (from === this.me) this.#receiver?.handleSignal(data);
-    else this.#peers.handleSignal(from, data);
+    // A blocked user's offers are refused: no link, no answer.
+    else if (!this.#book.blocked.includes(from)) this.#peers.handleSignal(from, data);
   }
 
   /** A payload the servers relayed from `from`. */
@@ -517,8 +631,7 @@ export class UserSession implements Disposable {
     if (this.isDisposed || this.#deps.session.status !== "online") return Promise.resolve();
     return this.#task(async () => {
       try {
-        const list = await abortable(this.#deps.session.contacts(), this.#abort.signal);
-        this.#setContacts(list);
+        await this.#watchContacts();
       } catch {
         return;
       }
@@ -877,6 +990,11 @@ export class UserSession implements Disposable {
   }
 
   async #fetchDirectoryKeys(user: string): Promise<PublicKeys | null> {
+    const fresh = this.#lookedUp.get(user);
+    if (fresh) {
+      this.#lookedUp.delete(user);
+      return fresh;
+    }
     try {
       return await abortable(this.#deps.session.getKeys(user), this.#abort.signal);
     } catch (err) {
@@ -1004,8 +1122,4 @@ export class UserSession implements Disposable {
   #fail(err: unknown): void {
     if (!this.isDisposed) this.#deps.onError(err);
   }
-}
-
-function sortContacts(list: ContactEntry[]): ContactEntry[] {
-  return [...list].sort((a, b) => a.username < b.username ? -1 : a.username > b.username ? 1 : 0);
 }

@@ -42,6 +42,12 @@ export interface ServerConfig {
   loginFailuresPerMinute: number;
   /** Failed logins per minute from one client address (IPv6 by /64), across the ring. */
   loginFailuresPerAddressPerMinute: number;
+  /** Key lookups (`get_keys`) one user may make at once, then per minute. */
+  keyLookupBurst: number;
+  keyLookupsPerMinute: number;
+  /** Lookups of unknown names one user may make at once, then per minute (stricter). */
+  keyMissBurst: number;
+  keyMissesPerMinute: number;
   /** Offline mailbox placement and limits. */
   storage: {
     /** Copies beyond the primary (K). */
@@ -140,6 +146,14 @@ Options (environment variable in brackets; flags win):
                        (IPv6: per /64), 1–100000 [P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE] default 20
                        These three limits are counted across the ring, on the server that is
                        primary for the name or address (on each server alone while it is down).
+  --key-lookup-burst N  contact lookups (get_keys) one user may make at once, 1–100000
+                                                 [P2P_KEY_LOOKUP_BURST]            default 200
+  --key-lookups-per-minute N  then per minute, 1–100000 [P2P_KEY_LOOKUPS_PER_MINUTE] default 60
+  --key-miss-burst N   lookups of names without an account one user may make at once, 1–100000
+                                                 [P2P_KEY_MISS_BURST]              default 20
+  --key-misses-per-minute N  then per minute, 1–100000 [P2P_KEY_MISSES_PER_MINUTE] default 10
+                       A user over either budget gets rate_limited with the wait, whatever
+                       name he asks for.
   --handover-grace-seconds N  how long a signed-out device may hand its history to the new
                        one, 0–600 (0: close it at once)    [P2P_HANDOVER_GRACE_SECONDS] default 30
   --handover-max-seconds N  while the hand-over progresses its grace is extended, at most to N s
@@ -263,6 +277,10 @@ export function parseConfig(
         "registrations-per-minute": { type: "string" },
         "login-failures-per-minute": { type: "string" },
         "login-failures-per-address-per-minute": { type: "string" },
+        "key-lookup-burst": { type: "string" },
+        "key-lookups-per-minute": { type: "string" },
+        "key-miss-burst": { type: "string" },
+        "key-misses-per-minute": { type: "string" },
         "max-connections": { type: "string" },
         "max-connections-per-address": { type: "string" },
         "max-ws-message-bytes": { type: "string" },
@@ -397,6 +415,24 @@ export function parseConfig(
       "login-failures-per-address-per-minute",
       "P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
       "20",
+      1,
+      100_000,
+    ),
+    keyLookupBurst: intOption(pick, "key-lookup-burst", "P2P_KEY_LOOKUP_BURST", "200", 1, 100_000),
+    keyLookupsPerMinute: intOption(
+      pick,
+      "key-lookups-per-minute",
+      "P2P_KEY_LOOKUPS_PER_MINUTE",
+      "60",
+      1,
+      100_000,
+    ),
+    keyMissBurst: intOption(pick, "key-miss-burst", "P2P_KEY_MISS_BURST", "20", 1, 100_000),
+    keyMissesPerMinute: intOption(
+      pick,
+      "key-misses-per-minute",
+      "P2P_KEY_MISSES_PER_MINUTE",
+      "10",
       1,
       100_000,
     ),

@@ -23,6 +23,22 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.ok(raised !== "help");
   assert.equal(raised.loginFailuresPerMinute, 50);
   assert.equal(raised.loginFailuresPerAddressPerMinute, 1000);
+  assert.deepEqual(
+    [
+      config.keyLookupBurst,
+      config.keyLookupsPerMinute,
+      config.keyMissBurst,
+      config.keyMissesPerMinute,
+    ],
+    [200, 60, 20, 10],
+  );
+  const lookups = parseConfig([`--cluster-secret=${SECRET}`, "--key-miss-burst=3"], {
+    P2P_KEY_MISS_BURST: "9",
+    P2P_KEY_LOOKUPS_PER_MINUTE: "600",
+  });
+  assert.ok(lookups !== "help");
+  assert.equal(lookups.keyMissBurst, 3);
+  assert.equal(lookups.keyLookupsPerMinute, 600);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -38,6 +54,8 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
       ["--login-failures-per-address-per-minute=x"],
       /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
     ],
+    [["--key-miss-burst=0"], /--key-miss-burst must be a whole number from 1 to 100000/],
+    [["--key-lookups-per-minute=x"], /--key-lookups-per-minute must be a whole number/],
     [["--browser-url=chat.example.org"], /--browser-url must be a base URL/],
     [["--no-such-flag"], /Unknown option/],
   ];

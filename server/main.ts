@@ -188,6 +188,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   const hub = new ClientHub({
     accounts,
     sessions,
+    local,
     presence,
     routing,
     mailboxes,
@@ -196,6 +197,10 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     clock,
     ice: new IceServers({ clock }, config.ice),
   }, {
+    keyLookups: {
+      lookups: { capacity: config.keyLookupBurst, perSecond: config.keyLookupsPerMinute / 60 },
+      misses: { capacity: config.keyMissBurst, perSecond: config.keyMissesPerMinute / 60 },
+    },
     limits: {
       framesPerConnection: { capacity: 2 * config.frameRate, perSecond: config.frameRate },
     },

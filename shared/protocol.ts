@@ -85,7 +85,12 @@ export type ClientFrame =
    * and the private keys wrapped again (a legacy account's move, asked for by `session.rekey`).
    */
   | { v: 1; type: "rekey"; reqId: ReqId; salt: string; secret: string; wrapped: string }
-  | { v: 1; type: "contacts"; reqId: ReqId }
+  /**
+   * Replaces this connection's watch list: the users whose presence it is told of (`presence`
+   * notices), answered with their status now (`presence_list`). A name without an account is
+   * simply offline. Duplicates are dropped; at most {@link MAX_WATCH} names.
+   */
+  | { v: 1; type: "watch"; reqId: ReqId; usernames: string[] }
   | { v: 1; type: "heartbeat" }
   | { v: 1; type: "signal"; to: string; data: SignalData }
   | { v: 1; type: "relay"; to: string; payload: string }
@@ -176,7 +181,10 @@ export const MAX_ICE_SERVERS = 8;
 /** An ICE server URL (RFC 7064 / 7065): `stun:`, `stuns:`, `turn:` or `turns:`, host, port, query. */
 export const ICE_URL_PATTERN = /^(stuns?|turns?):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$/;
 
-/** A user in the contact list. */
+/** Most names in one `watch` list. */
+export const MAX_WATCH = 1000;
+
+/** A watched user and whether they are online. */
 export interface ContactEntry {
   username: string;
   online: boolean;
@@ -210,7 +218,8 @@ export type ServerFrame =
   }
   /** The salt to derive `username`'s login secret with (served for any name). */
   | { v: 1; type: "login_params"; reqId: ReqId; username: string; salt: string }
-  | { v: 1; type: "contacts"; reqId: ReqId; users: ContactEntry[] }
+  /** The status of each name of a `watch` list, in its order (without duplicates). */
+  | { v: 1; type: "presence_list"; reqId: ReqId; users: ContactEntry[] }
   /**
    * The ICE servers for this session's data channels; TURN credentials in them are valid until
    * `expiresAt` (ms since the epoch; 0 when there are none), so the client asks again before.
@@ -292,7 +301,7 @@ export const CLIENT_TYPES = [
   "resume",
   "refresh",
   "rekey",
-  "contacts",
+  "watch",
   "heartbeat",
   "signal",
   "relay",
@@ -312,7 +321,7 @@ const SERVER_TYPES = [
   "error",
   "session",
   "login_params",
-  "contacts",
+  "presence_list",
   "presence",
   "signal",
   "relay",
@@ -462,8 +471,10 @@ export function validateClientFrame(value: unknown): ClientFrame {
         reqId: readReqId(obj),
         token: readString(obj, "token", "", TOKEN_RULE),
       };
-    case "contacts":
-      return { v: 1, type: "contacts", reqId: readReqId(obj) };
+    case "watch": {
+      const usernames = readArray(obj, "usernames", "", MAX_WATCH, checkUsername);
+      return { v: 1, type: "watch", reqId: readReqId(obj), usernames: [...new Set(usernames)] };
+    }
     case "ice_servers":
       return { v: 1, type: "ice_servers", reqId: readReqId(obj) };
     case "heartbeat":
@@ -664,12 +675,12 @@ export function validateServerFrame(value: unknown): ServerFrame {
           integer: true,
         }),
       };
-    case "contacts":
+    case "presence_list":
       return {
         v: 1,
-        type: "contacts",
+        type: "presence_list",
         reqId: readReqId(obj),
-        users: readArray(obj, "users", "", 100_000, readContact),
+        users: readArray(obj, "users", "", MAX_WATCH, readContact),
       };
     case "ice_servers":
       return {

@@ -114,9 +114,20 @@ Deno.test("server frames: clients reject malformed replies", () => {
   rejects(parseServerFrame, frame({ type: "presence", username: "bob" }), "bad_frame", "online");
   rejects(
     parseServerFrame,
-    frame({ type: "contacts", reqId: 1, users: [{ username: 1 }] }),
+    frame({ type: "presence_list", reqId: 1, users: [{ username: 1 }] }),
     "bad_frame",
   );
+  rejects(
+    parseServerFrame,
+    frame({
+      type: "presence_list",
+      reqId: 1,
+      users: Array(1001).fill({ username: "a", online: true }),
+    }),
+    "bad_frame",
+    "users",
+  );
+  rejects(parseServerFrame, frame({ type: "contacts", reqId: 1, users: [] }), "unknown_type");
   assert.deepEqual(
     parseServerFrame(frame({ type: "presence", username: "bob", online: false })),
     { v: 1, type: "presence", username: "bob", online: false },
@@ -311,4 +322,39 @@ Deno.test("server frames: login_params carries a salt of either form; session fr
     rekey: true,
   };
   assert.deepEqual(parseServerFrame(frame(session)), { v: 1, ...session });
+});
+
+Deno.test("watch frames: names are checked one by one, duplicates dropped, at most 1,000", () => {
+  assert.deepEqual(
+    parseClientFrame(frame({ type: "watch", reqId: 4, usernames: ["bob", "carol", "bob"] })),
+    { v: 1, type: "watch", reqId: 4, usernames: ["bob", "carol"] },
+  );
+  assert.deepEqual(
+    parseClientFrame(frame({ type: "watch", reqId: 5, usernames: [] })),
+    { v: 1, type: "watch", reqId: 5, usernames: [] },
+  );
+  const many = Array.from({ length: 1000 }, (_, i) => `user${i}`);
+  assert.equal(
+    (parseClientFrame(frame({ type: "watch", reqId: 6, usernames: many })) as {
+      usernames: string[];
+    })
+      .usernames.length,
+    1000,
+  );
+  rejects(
+    parseClientFrame,
+    frame({ type: "watch", reqId: 7, usernames: [...many, "one_more"] }),
+    "bad_frame",
+    "usernames",
+  );
+  rejects(
+    parseClientFrame,
+    frame({ type: "watch", reqId: 8, usernames: ["bob", "no spaces"] }),
+    "invalid_username",
+    "usernames.1",
+  );
+  rejects(parseClientFrame, frame({ type: "watch", reqId: 9, usernames: "bob" }), "bad_frame");
+  rejects(parseClientFrame, frame({ type: "watch", usernames: [] }), "bad_frame", "reqId");
+  // The whole-directory frame is gone: asking for it is an unknown type.
+  rejects(parseClientFrame, frame({ type: "contacts", reqId: 1 }), "unknown_type", "type");
 });

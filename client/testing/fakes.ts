@@ -98,10 +98,12 @@ export class FakeCluster {
     later(() => fn(target));
   }
 
-  /** Tells every online user except `username` about a presence change. */
+  /** Tells the online users watching `username` (not `username`) about a presence change. */
   broadcast(username: string, online: boolean): void {
     for (const [name, s] of this.online) {
-      if (name !== username) later(() => s.events.onPresence?.(username, online));
+      if (name !== username && s.watching.has(username)) {
+        later(() => s.events.onPresence?.(username, online));
+      }
     }
   }
 }
@@ -115,6 +117,8 @@ export class FakeSession implements SessionApi {
   stored: SessionInfo | null = null;
   /** No server answers: `start` keeps connecting until {@link restoreConnection}. */
   isUnreachable = false;
+  /** The names of the last `watch`: whose presence changes this session hears. */
+  watching = new Set<string>();
 
   constructor(readonly cluster: FakeCluster) {}
 
@@ -207,6 +211,7 @@ export class FakeSession implements SessionApi {
       );
     }
     this.user = username;
+    this.watching = new Set();
     this.cluster.online.set(username, this);
     this.cluster.broadcast(username, true);
     this.#setStatus("online");
@@ -228,11 +233,14 @@ export class FakeSession implements SessionApi {
     return Promise.reject(new ServerError("not_superseded", "Not replaced by a newer login"));
   }
 
-  contacts(): Promise<ContactEntry[]> {
-    const users = [...this.cluster.accounts.keys()]
-      .filter((u) => u !== this.user)
-      .map((username) => ({ username, online: this.cluster.online.has(username) }));
-    return Promise.resolve(users);
+  watch(usernames: readonly string[]): Promise<ContactEntry[]> {
+    if (this.status !== "online") return Promise.reject(this.#disconnected());
+    this.watching = new Set(usernames);
+    const users = [...this.watching].map((username) => ({
+      username,
+      online: username !== this.user && this.cluster.online.has(username),
+    }));
+    return new Promise((resolve) => later(() => resolve(users)));
   }
 
   ping(): Promise<number> {

@@ -4,6 +4,7 @@ import { useState } from "preact/hooks";
 import { ChatView } from "./chat_view.tsx";
 import { Fingerprint } from "./fingerprint.tsx";
 import { ContactList } from "./contact_list.tsx";
+import { MyContactLink } from "./add_contact.tsx";
 import { LoginView } from "./login_view.tsx";
 import { HandoverStatus } from "./handover_status.tsx";
 import { NotificationSettingsView } from "./notification_settings.tsx";
@@ -59,6 +60,7 @@ export function App({ model }: { model: ChatModel }) {
               <section class="my-key" aria-label="My key">
                 <p>Compare these with what your contacts see for you (by phone or in person).</p>
                 <Fingerprint model={model} user={me} testId="my-fingerprint" />
+                <MyContactLink model={model} />
                 <label class="setting">
                   <input
                     type="checkbox"

@@ -15,6 +15,7 @@ import {
   sendDraft,
 } from "./message_actions.tsx";
 import { AttachButton, Attachment } from "./attachment.tsx";
+import { RequestBar } from "./requests.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -271,6 +272,7 @@ export function ChatView({ model }: { model: ChatModel }) {
           {showKey ? "Hide key" : "Key"}
         </button>
       </header>
+      <RequestBar model={model} peer={peer} />
       {showKey && (
         <>
           <Fingerprint model={model} user={peer} testId="fingerprint" />

@@ -1,8 +1,13 @@
 /** The list of contacts with their online status. */
 import type { ChatModel } from "../chat_model.ts";
 import { MessageSearch } from "./message_search.tsx";
+import { AddContact } from "./add_contact.tsx";
+import { RequestLists } from "./requests.tsx";
 
-/** Every other user, an online dot each, unread counts; click opens the chat. */
+/**
+ * The add-contact form, the contacts (an online dot each, unread counts; click opens the chat),
+ * then the message requests and the blocked users.
+ */
 export function ContactList({ model }: { model: ChatModel }) {
   const open = model.openPeer.value;
   const unread = model.unread.value;
@@ -11,7 +16,10 @@ export function ContactList({ model }: { model: ChatModel }) {
   return (
     <nav class="contacts" aria-label="Contacts">
       <MessageSearch model={model} />
-      {contacts.length === 0 && <p class="empty">No other users yet.</p>}
+      <AddContact model={model} />
+      {contacts.length === 0 && (
+        <p class="empty">No contacts yet: add someone by their exact username or their link.</p>
+      )}
       <ul>
         {contacts.map((c) => (
           <li key={c.username}>
@@ -36,9 +44,20 @@ export function ContactList({ model }: { model: ChatModel }) {
               <span class="sr-only">{c.online ? "online" : "offline"}</span>
               {(unread[c.username] ?? 0) > 0 && <span class="badge">{unread[c.username]}</span>}
             </button>
+            <button
+              type="button"
+              class="link remove-contact"
+              data-testid={`remove-contact-${c.username}`}
+              aria-label={`Remove ${c.username} from your contacts`}
+              title="Remove from contacts"
+              onClick={() => void model.removeContact(c.username)}
+            >
+              ×
+            </button>
           </li>
         ))}
       </ul>
+      <RequestLists model={model} />
     </nav>
   );
 }

@@ -40,7 +40,9 @@ export function Fingerprint(
 }
 
 /** A QR code of `text`, drawn as SVG squares. */
-function QrCode({ text, label }: { text: string; label: string }) {
+export function QrCode(
+  { text, label, testId = "safety-qr" }: { text: string; label: string; testId?: string },
+) {
   const grid = encodeQR(text, "raw", { ecc: "medium" });
   const n = grid.length;
   const cells: preact.JSX.Element[] = [];
@@ -52,7 +54,7 @@ function QrCode({ text, label }: { text: string; label: string }) {
   return (
     <svg
       class="qr"
-      data-testid="safety-qr"
+      data-testid={testId}
       role="img"
       aria-label={label}
       viewBox={`0 0 ${n + 4} ${n + 4}`}

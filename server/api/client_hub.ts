@@ -25,6 +25,9 @@ import {
   DEFAULT_LIMITS,
   HANDOVER_ONLY_MESSAGE,
   type IceServers,
+  KeyLookupLimiter,
+  type KeyLookupRules,
+  type LocalSessions,
   type Mailboxes,
   type Presence,
   type Routing,
@@ -39,6 +42,8 @@ import {
 export interface ClientHubDeps {
   accounts: Accounts;
   sessions: Sessions;
+  /** This server's connections: their watch lists (who hears whose presence). */
+  local: LocalSessions;
   presence: Presence;
   routing: Routing;
   mailboxes: Mailboxes;
@@ -57,6 +62,8 @@ export interface ClientHubOptions {
   maxConnectionsPerAddress?: number;
   /** Per-connection frame limits; missing fields take {@link DEFAULT_LIMITS}. */
   limits?: Partial<Pick<AbuseLimits, "framesPerConnection" | "droppedFramesBeforeClose">>;
+  /** Key lookups (`get_keys`) per user; missing fields take `DEFAULT_KEY_LOOKUPS`. */
+  keyLookups?: Partial<KeyLookupRules>;
 }
 
 /**
@@ -111,6 +118,7 @@ export class ClientHub {
   #maxPerAddress: number;
   #open = 0;
   #openByAddress = new Map<string, number>();
+  #keyLookups: KeyLookupLimiter;
 
   /** Creates the hub. */
   constructor(deps: ClientHubDeps, options: ClientHubOptions = {}) {
@@ -118,6 +126,7 @@ export class ClientHub {
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#maxConnections = options.maxConnections ?? 10_000;
     this.#maxPerAddress = options.maxConnectionsPerAddress ?? 200;
+    this.#keyLookups = new KeyLookupLimiter(options.keyLookups, () => deps.clock.now());
     deps.metrics.describe(
       "p2pchat_ws_refused_total",
       "counter",
@@ -300,22 +309,25 @@ export class ClientHub {
         conn.send({ v: 1, type: "ice_servers", reqId: frame.reqId, ...grant });
         return;
       }
-      case "contacts": {
-        const usernames = await presence.directory();
+      case "watch": {
+        this.#deps.local.watch(conn, frame.usernames);
         conn.send({
           v: 1,
-          type: "contacts",
+          type: "presence_list",
           reqId: frame.reqId,
-          users: usernames.filter((u) => u !== me).map((username) => ({
+          // A name without an account is simply offline: the answer tells nothing of accounts.
+          users: frame.usernames.map((username) => ({
             username,
-            online: presence.isOnline(username),
+            online: username !== me && presence.isOnline(username),
           })),
         });
         return;
       }
       case "get_keys": {
+        this.#chargeLookup(me);
         const keys = (await accounts.get(frame.username))?.keys;
         if (!keys) {
+          this.#keyLookups.miss(me);
           throw new UserError(
             "unknown_user",
             `No public keys for "${frame.username}": the user does not exist or registered without keys`,
@@ -369,6 +381,15 @@ export class ClientHub {
         return;
       }
     }
+  }
+
+  /** Charges one `get_keys` lookup to `me`, or refuses it with `rate_limited` and the wait. */
+  #chargeLookup(me: string): void {
+    const waitMs = this.#keyLookups.admit(me);
+    if (waitMs === 0) return;
+    this.#deps.metrics.inc("p2pchat_rate_limited_total", { kind: "get_keys" });
+    const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+    throw new UserError("rate_limited", `Too many contact lookups: retry after ${seconds} s`);
   }
 
   #session(conn: SocketConnection, reqId: number, grant: SessionGrant): void {

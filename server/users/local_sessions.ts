@@ -32,6 +32,10 @@ export class LocalSessions {
   /** Every connection bound to each user (more than one only until the older is superseded). */
   #boundByUser = new Map<string, Set<ClientConnection>>();
   #graces = new Map<ClientConnection, Grace>();
+  /** Each watched username's watching connections (logged-in ones only): who hears its presence. */
+  #watchers = new Map<string, Set<ClientConnection>>();
+  /** Each connection's watch list, to take it out of {@link #watchers} when it changes or ends. */
+  #watching = new Map<ClientConnection, Set<string>>();
 
   /** Creates the (empty) table. */
   constructor(deps: { metrics: Metrics }) {
@@ -93,6 +97,7 @@ export class LocalSessions {
     const bound = this.#bound.get(conn);
     if (!bound) return undefined;
     this.#bound.delete(conn);
+    this.#unwatch(conn);
     const set = this.#boundByUser.get(bound.username);
     set?.delete(conn);
     if (set?.size === 0) this.#boundByUser.delete(bound.username);
@@ -173,10 +178,53 @@ export class LocalSessions {
     return delivered;
   }
 
-  /** Tells every logged-in connection except `username`'s own that its status changed. */
+  /**
+   * Replaces the watch list of `conn` (a logged-in connection) with `usernames`: from now on it
+   * hears the presence changes of exactly those users. False when `conn` carries no session.
+   */
+  watch(conn: ClientConnection, usernames: readonly string[]): boolean {
+    if (!this.#bound.has(conn)) return false;
+    this.#unwatch(conn);
+    const names = new Set(usernames);
+    if (names.size === 0) return true;
+    this.#watching.set(conn, names);
+    for (const name of names) {
+      let set = this.#watchers.get(name);
+      if (!set) this.#watchers.set(name, set = new Set());
+      set.add(conn);
+    }
+    return true;
+  }
+
+  /** The names `conn` watches (empty when none). */
+  watchedBy(conn: ClientConnection): string[] {
+    return [...(this.#watching.get(conn) ?? [])];
+  }
+
+  /** How many connections watch `username` here. */
+  watcherCount(username: string): number {
+    return this.#watchers.get(username)?.size ?? 0;
+  }
+
+  #unwatch(conn: ClientConnection): void {
+    const names = this.#watching.get(conn);
+    if (!names) return;
+    this.#watching.delete(conn);
+    for (const name of names) {
+      const set = this.#watchers.get(name);
+      set?.delete(conn);
+      if (set?.size === 0) this.#watchers.delete(name);
+    }
+  }
+
+  /**
+   * Tells the connections watching `username` (but not the user's own) that its status changed;
+   * nobody else hears of it.
+   */
   broadcastPresence(username: string, online: boolean): void {
-    for (const [conn, bound] of this.#bound) {
-      if (bound.username !== username) conn.send({ v: 1, type: "presence", username, online });
+    for (const conn of this.#watchers.get(username) ?? []) {
+      if (this.#bound.get(conn)?.username === username) continue;
+      conn.send({ v: 1, type: "presence", username, online });
     }
   }
 

@@ -30,8 +30,11 @@ export {
   type AbuseLimits,
   addressKey,
   type BucketRule,
+  DEFAULT_KEY_LOOKUPS,
   DEFAULT_LIMITS,
   KeyedLimiter,
+  KeyLookupLimiter,
+  type KeyLookupRules,
   TokenBucket,
 } from "./rate_limit.ts";
 export { Routing, type RoutingDeps } from "./routing.ts";

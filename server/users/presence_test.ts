@@ -26,6 +26,7 @@ Deno.test("presence: a session refreshed every 5 s stays online; when refreshes 
   const bob = new FakeConnection(clock);
   b.sessions.connect(bob);
   await b.sessions.login(bob, "bob", SECRET);
+  assert.ok(b.local.watch(bob, ["alice"]));
   const alice = new FakeConnection(clock);
   a.sessions.connect(alice);
   await a.sessions.login(alice, "alice", SECRET);
@@ -63,6 +64,7 @@ Deno.test("presence: users homed on a server that dies go offline for local clie
   const bob = new FakeConnection(clock);
   b.sessions.connect(bob);
   await b.sessions.login(bob, "bob", SECRET);
+  b.local.watch(bob, ["carol"]);
   b.presence.receiveNotice({
     v: 1,
     type: "presence",
@@ -131,5 +133,56 @@ Deno.test("routing: a stale cache falls back to the ring record, and the cache l
   a.membership.setAlive("http://node-c:8000", false);
   assert.equal(await a.routing.deliver("bob", { v: 1, type: "mail_waiting" }), false);
   assert.equal(delivered.length, 1);
+  await a.stop();
+});
+
+Deno.test("watch: presence goes only to the connections watching the name, until they stop or leave", async () => {
+  const clock = new ManualClock();
+  const a = fakeServer({ self: "http://node-a:8000", clock });
+  a.start();
+  for (const username of ["alice", "bob", "carol", "dave"]) {
+    await a.accounts.register({ username, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  const login = async (username: string) => {
+    const conn = new FakeConnection(clock);
+    a.sessions.connect(conn);
+    await a.sessions.login(conn, username, SECRET);
+    return conn;
+  };
+  const bob = await login("bob");
+  const carol = await login("carol");
+  const stranger = new FakeConnection(clock);
+  a.sessions.connect(stranger);
+  assert.equal(a.local.watch(stranger, ["alice"]), false, "not logged in: no watch list");
+  assert.ok(a.local.watch(bob, ["alice", "dave"]));
+  assert.ok(a.local.watch(carol, ["dave"]));
+  assert.equal(a.local.watcherCount("alice"), 1);
+  assert.equal(a.local.watcherCount("dave"), 2);
+
+  const alice = await login("alice");
+  assert.deepEqual(seen(bob, "alice"), ["on"]);
+  assert.deepEqual(seen(carol, "alice"), [], "carol does not watch alice");
+  assert.deepEqual(seen(stranger, "alice"), []);
+  assert.equal(alice.framesOf("presence").length, 0, "alice watches nobody");
+
+  // The list is replaced, not extended: bob stops hearing of alice.
+  assert.ok(a.local.watch(bob, ["dave", "dave"]));
+  assert.deepEqual(a.local.watchedBy(bob), ["dave"]);
+  assert.equal(a.local.watcherCount("alice"), 0, "no empty entry stays behind");
+  const dave = await login("dave");
+  assert.deepEqual(seen(bob, "dave"), ["on"]);
+  assert.deepEqual(seen(carol, "dave"), ["on"]);
+  await a.sessions.logout(alice);
+  assert.deepEqual(seen(bob, "alice"), ["on"], "no notice after the name left the list");
+
+  // A connection that ends leaves the index: nothing refers to it any more.
+  a.sessions.disconnect(carol);
+  assert.equal(a.local.watcherCount("dave"), 1);
+  a.sessions.disconnect(dave);
+  assert.deepEqual(seen(bob, "dave"), ["on", "off"]);
+  bob.touch();
+  await clock.advance(1000);
+  const bob2 = await login("bob");
+  assert.deepEqual(a.local.watchedBy(bob2), [], "a new login starts with an empty list");
   await a.stop();
 });

@@ -111,6 +111,50 @@ export class KeyedLimiter {
   }
 }
 
+/** How often one user may look names up (`get_keys`). */
+export interface KeyLookupRules {
+  /** Every lookup. @default burst 200, then 1 per second */
+  lookups: BucketRule;
+  /** Lookups of a name without an account (guessing names). @default burst 20, then 10 per minute */
+  misses: BucketRule;
+}
+
+/** The default {@link KeyLookupRules}. */
+export const DEFAULT_KEY_LOOKUPS: KeyLookupRules = {
+  lookups: { capacity: 200, perSecond: 1 },
+  misses: { capacity: 20, perSecond: 10 / 60 },
+};
+
+/**
+ * Per-user budgets of exact-name lookups: every lookup costs a token of `lookups`, and a miss
+ * (no such account) one of the stricter `misses`. A lookup is admitted only while the user also
+ * has a miss token, so whether it is refused never depends on the name asked for: being refused
+ * tells nothing about whether that account exists.
+ */
+export class KeyLookupLimiter {
+  #lookups: KeyedLimiter;
+  #misses: KeyedLimiter;
+
+  /** Creates the budgets; missing rules take {@link DEFAULT_KEY_LOOKUPS}. */
+  constructor(rules: Partial<KeyLookupRules> = {}, clock: Now = Date.now) {
+    const r = { ...DEFAULT_KEY_LOOKUPS, ...rules };
+    this.#lookups = new KeyedLimiter(r.lookups, clock);
+    this.#misses = new KeyedLimiter(r.misses, clock);
+  }
+
+  /** Charges one lookup to `user`: 0 when admitted, else the milliseconds to wait. */
+  admit(user: string): number {
+    const missWait = this.#misses.retryAfterMs(user);
+    if (missWait === 0 && this.#lookups.take(user)) return 0;
+    return Math.max(1, missWait, this.#lookups.retryAfterMs(user));
+  }
+
+  /** The admitted lookup of `user` found no account: charges the miss budget. */
+  miss(user: string): void {
+    this.#misses.take(user);
+  }
+}
+
 /** Limits of a {@link ClientHub}; every field has a default. */
 export interface AbuseLimits {
   /** Failed logins per username. @default 5 per minute */

@@ -6,7 +6,9 @@
  * (`relay` bounced back by the recipient's client). Measured over the steady phase:
  * - login_p99_ms: `login` sent → `session` received, for the churn logins;
  * - presence_notice_p99_ms: a churn login's `session` reply → the `presence` (online) notice at
- *   observer sessions (40, on every server), across processes by the wall clock;
+ *   the observer sessions (40, on every server) watching that user, across processes by the
+ *   wall clock. Every session watches {@link CONTACTS} contacts (a `watch` list, a fixed
+ *   pseudo-random set of accounts per user) and hears only their presence changes;
  * - relay_rtt_p50/p99_ms: `relay` A → B → A, A and B on different servers;
  * - server_rss_mb_max: the largest resident set of a server process, sampled every second.
  * Progress on stderr (accounts created, sessions open, per-process CPU); the last stdout line
@@ -30,6 +32,8 @@ const PASSWORD = "scale-bench-password";
 const SERVERS = 3;
 const OBSERVERS_PER_WORKER = 20;
 const RELAY_PAIRS_PER_WORKER = 50;
+/** Contacts each session watches. */
+const CONTACTS = 20;
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -75,6 +79,19 @@ if (perWorkerSessions < OBSERVERS_PER_WORKER + 2 * RELAY_PAIRS_PER_WORKER + 10) 
 }
 
 const userName = (i: number) => `scale${String(i).padStart(6, "0")}`;
+
+/** The {@link CONTACTS} accounts user number `i` watches: a fixed pseudo-random choice. */
+function contactsOf(i: number): string[] {
+  const out = new Set<string>();
+  let x = (i * 2654435761 + 1) >>> 0;
+  while (out.size < Math.min(CONTACTS, accounts - 1)) {
+    x = (Math.imul(x ^ (x >>> 15), 2246822519) + 0x9e3779b9) >>> 0;
+    const j = x % accounts;
+    if (j !== i) out.add(userName(j));
+  }
+  return [...out];
+}
+const userIndex = (user: string) => Number(user.slice(5));
 const epochNow = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -128,7 +145,7 @@ class Session {
     this.ws.onmessage = (e) => {
       const data = e.data as string;
       received.frames++;
-      // Every session hears every presence change: only observers read them.
+      // Sessions hear the presence changes of their contacts: only observers read them.
       if (data.startsWith('{"v":1,"type":"presence"')) {
         received.presence++;
         if (this.role !== "observer") return;
@@ -251,6 +268,8 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
     }
     online.set(user, s);
     hook(s);
+    // The session's contacts: their presence changes, and only theirs, reach it from now on.
+    s.send({ type: "watch", reqId: 0, usernames: contactsOf(userIndex(user)) });
     s.ws.addEventListener("close", (e) => {
       if (!s.closedByUs) fail(`closed by server ${e.code}`);
       if (online.get(user) === s) online.delete(user);
@@ -699,7 +718,17 @@ async function main(): Promise<void> {
       }
     }
     noticeMs.sort((a, b) => a - b);
-    const expectedNotices = loginMs.length * OBSERVERS_PER_WORKER * workers;
+    // Observer k of worker w is account w + k × workers (each worker's first accounts).
+    const watchers = new Map<string, number>();
+    for (let w = 0; w < workers; w++) {
+      for (let k = 0; k < OBSERVERS_PER_WORKER; k++) {
+        for (const c of contactsOf(w + k * workers)) watchers.set(c, (watchers.get(c) ?? 0) + 1);
+      }
+    }
+    const expectedNotices = all.reduce(
+      (n, r) => n + r.logins.reduce((m, [u]) => m + (watchers.get(u) ?? 0), 0),
+      0,
+    );
     const rtts = all.flatMap((r) => r.relayRtts).sort((a, b) => a - b);
     const failures: Record<string, number> = {};
     const relayErrors: Record<string, number> = {};

@@ -144,7 +144,10 @@ Deno.test("phones: one-line header, 44 px touch targets and named controls at Pi
 
         await openChat(page, "bob");
         await sendMessage(page, `Hi bob, from a ${phone.name}`);
+        // bob adds the phone's user by name (his tab in front for the clicks), then goes back.
+        await bob.bringToFront();
         await waitForContact(bob, phone.user, true);
+        await page.bringToFront();
         // Bob's page is a background tab (no animation frames for clicks): he answers through
         // the app's own actions.
         await bob.evaluate(async (to) => {

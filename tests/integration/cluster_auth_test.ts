@@ -66,11 +66,13 @@ Deno.test("a server without the cluster secret that answers like a member is nev
     if (session.type === "session") {
       assert.deepEqual([...session.servers].sort(), servers.map((s) => s.url).sort());
     }
-    const contacts = await alice.request({ type: "contacts" });
-    assert.equal(contacts.type, "contacts");
-    if (contacts.type === "contacts") {
-      assert.equal(contacts.users.some((u) => u.username === "ghost"), false, "a fake user");
-    }
+    // The impostor's "ghost" is no user: not online, no keys.
+    const contacts = await alice.request({ type: "watch", usernames: ["ghost"] });
+    assert.deepEqual(contacts.type === "presence_list" && contacts.users, [
+      { username: "ghost", online: false },
+    ]);
+    const keys = await alice.request({ type: "get_keys", username: "ghost" });
+    assert.equal(keys.type === "error" && keys.code, "unknown_user", "a fake user");
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(servers.map((s) => s.stop()));

@@ -31,12 +31,17 @@ Deno.test("users on different servers see each other online and exchange signals
     const eve = await TestClient.connect(s3);
     clients.push(alice, bob, eve);
     await alice.login("alice", PASSWORD);
+    const before = await alice.request({ type: "watch", usernames: ["bob"] });
+    assert.deepEqual(before.type === "presence_list" && before.users, [{
+      username: "bob",
+      online: false,
+    }]);
     await bob.login("bob", PASSWORD);
 
-    // alice learns that bob came online on another server, and sees him in her contacts.
+    // alice learns that bob, whom she watches, came online on another server.
     await alice.next((f) => f.type === "presence" && f.username === "bob" && f.online);
-    const contacts = await alice.request({ type: "contacts" });
-    assert.deepEqual(contacts.type === "contacts" && contacts.users, [{
+    const contacts = await alice.request({ type: "watch", usernames: ["bob"] });
+    assert.deepEqual(contacts.type === "presence_list" && contacts.users, [{
       username: "bob",
       online: true,
     }]);
@@ -79,7 +84,7 @@ Deno.test("users on different servers see each other online and exchange signals
     assert.match(invalid.type === "error" ? invalid.message : "", /3–32 letters/);
 
     // Before login, eve cannot signal anyone.
-    const anon = await eve.request({ type: "contacts" });
+    const anon = await eve.request({ type: "watch", usernames: ["alice"] });
     assert.equal(anon.type === "error" && anon.code, "not_authenticated");
     // Signaling an offline user says so.
     await eve.login("eve", PASSWORD);
@@ -133,6 +138,10 @@ Deno.test("after kill -9 of one server the other two keep serving and their user
     const carol = await TestClient.connect(s3.url);
     clients.push(alice, bob);
     await alice.login("alice", PASSWORD);
+    assert.equal(
+      (await alice.request({ type: "watch", usernames: ["carol"] })).type,
+      "presence_list",
+    );
     await bob.login("bob", PASSWORD);
     await carol.login("carol", PASSWORD);
     await alice.next((f) => f.type === "presence" && f.username === "carol" && f.online);
@@ -249,6 +258,11 @@ Deno.test("presence is a ring record with a time to live on K+1 servers, read wh
     bob.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "v=0" } });
     const signal = await alice.next((f) => f.type === "signal");
     assert.equal(signal.type === "signal" && signal.from, "bob");
+    // The restarted server learned alice's home from her record: bob, watching her, sees her on.
+    const watched = await bob.request({ type: "watch", usernames: ["alice"] });
+    assert.deepEqual(watched.type === "presence_list" && watched.users, [
+      { username: "alice", online: true },
+    ]);
     // alice logs out: her record turns offline on the ring, and bob is told.
     await alice.close();
     await bob.next((f) => f.type === "presence" && f.username === "alice" && !f.online, 30_000);

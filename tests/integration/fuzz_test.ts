@@ -94,6 +94,8 @@ function validFrame(r: Rng, reqId: number): Record<string, unknown> {
       return { v: 1, type, reqId, messages: [{ id: crypto.randomUUID(), from: to }] };
     case "get_keys":
       return { v: 1, type, reqId, username: to };
+    case "watch":
+      return { v: 1, type, reqId, usernames: NAMES.slice(0, 1 + r.int(NAMES.length)) };
     default:
       return { v: 1, type, reqId };
   }

@@ -92,7 +92,10 @@ Deno.test("handover claims over the wire: typed refusals, then the genuine claim
       "bad_frame",
     );
     // Nothing changed: still not logged in, not in a grace.
-    assert.equal(errorCode(await back.request({ type: "contacts" })), "not_authenticated");
+    assert.equal(
+      errorCode(await back.request({ type: "watch", usernames: ["bob"] })),
+      "not_authenticated",
+    );
 
     // The genuine claim: admitted into the hand-over grace.
     const admitted = await claim(oldToken, alice);
@@ -100,7 +103,7 @@ Deno.test("handover claims over the wire: typed refusals, then the genuine claim
     back.send({ type: "signal", to: "alice", data: { type: "offer", sdp: "x", lid: "l1" } });
     const got = await fresh.next((f) => f.type === "signal" && f.from === "alice");
     assert.equal(got.type === "signal" && got.data.lid, "l1");
-    const refused = await back.request({ type: "contacts" });
+    const refused = await back.request({ type: "watch", usernames: ["bob"] });
     assert.equal(errorCode(refused), "not_authenticated");
     assert.match((refused as { message: string }).message, /only hand your history/);
     // A second claim on an admitted connection is refused too.

@@ -60,13 +60,25 @@ Deno.test("handover: the superseded connection signals only the new session, her
   try {
     const bob = await connect(s1);
     await bob.login("bob", "bob-secret-12");
+    assert.equal(
+      (await bob.request({ type: "watch", usernames: ["alice"] })).type,
+      "presence_list",
+    );
     const oldAlice = await connect(s1);
     const oldSession = await oldAlice.login("alice", "alice-secret-1");
+    assert.equal(
+      (await oldAlice.request({ type: "watch", usernames: ["bob"] })).type,
+      "presence_list",
+    );
     await bob.next((f) => f.type === "presence" && f.username === "alice" && f.online);
 
-    // A second device on the same server: the first one enters its grace.
+    // A second device on the same server: the first one enters its grace (its watch list goes).
     const newAlice = await connect(s1);
     await newAlice.login("alice", "alice-secret-1", false);
+    assert.equal(
+      (await newAlice.request({ type: "watch", usernames: ["bob"] })).type,
+      "presence_list",
+    );
     const told = await oldAlice.next((f) => f.type === "superseded");
     assert.deepEqual(told, {
       v: 1,
@@ -87,15 +99,16 @@ Deno.test("handover: the superseded connection signals only the new session, her
       lid: "1",
     });
 
-    // Nothing else: no signal or relay to others, no mail, no contacts, no login.
+    // Nothing else: no signal or relay to others, no mail, no watch list, no login.
     oldAlice.send({ type: "signal", to: "bob", data: { type: "offer", sdp: "x" } });
     const refused = errorOf(await oldAlice.next((f) => f.type === "error"));
     assert.equal(refused.code, "not_authenticated");
     assert.match(refused.message, /only hand your history to your new device/);
     oldAlice.send({ type: "relay", to: "bob", payload: "hello" });
     assert.equal(errorOf(await oldAlice.next((f) => f.type === "error")).code, "not_authenticated");
-    for (const type of ["mail_fetch", "contacts"]) {
-      assert.equal(errorOf(await oldAlice.request({ type })).code, "not_authenticated", type);
+    for (const frame of [{ type: "mail_fetch" }, { type: "watch", usernames: ["bob"] }]) {
+      const code = errorOf(await oldAlice.request(frame)).code;
+      assert.equal(code, "not_authenticated", frame.type);
     }
     assert.equal(
       errorOf(await oldAlice.request({ type: "mail_ack", messages: [] })).code,
@@ -188,8 +201,9 @@ Deno.test("handover: the superseded connection signals only the new session, her
     assert.ok(closedAfter >= GRACE_MS, `closed after ${closedAfter} ms`);
     await newAlice.waitClosed("the server to close the grace connection at the end of its grace");
     // The current sessions are untouched.
-    assert.equal((await thirdAlice.request({ type: "contacts" })).type, "contacts");
-    assert.equal((await newCarol.request({ type: "contacts" })).type, "contacts");
+    const watch = { type: "watch", usernames: ["bob"] };
+    assert.equal((await thirdAlice.request(watch)).type, "presence_list");
+    assert.equal((await newCarol.request(watch)).type, "presence_list");
   } finally {
     for (const h of heartbeats) clearInterval(h);
     await Promise.all(clients.map((c) => c.close().catch(() => {})));

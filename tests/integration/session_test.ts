@@ -49,7 +49,10 @@ Deno.test("session: a new login supersedes the old session on another server and
     });
     // It is no session any more: open only for the history hand-over (tests/integration/
     // handover_test.ts), then closed.
-    assert.equal(errorOf(await first.request({ type: "contacts" })).code, "not_authenticated");
+    assert.equal(
+      errorOf(await first.request({ type: "watch", usernames: [] })).code,
+      "not_authenticated",
+    );
 
     // The old token is refused everywhere (typed error); the new one works everywhere.
     for (const s of servers) {
@@ -75,8 +78,8 @@ Deno.test("session: a new login supersedes the old session on another server and
     await third.login("alice", "alice-secret-1", false);
     await second.next((f) => f.type === "superseded");
     await onS1.next((f) => f.type === "superseded");
-    const contacts = await third.request({ type: "contacts" });
-    assert.equal(contacts.type, "contacts");
+    const contacts = await third.request({ type: "watch", usernames: ["bob"] });
+    assert.equal(contacts.type, "presence_list");
   });
 });
 
@@ -97,7 +100,10 @@ Deno.test("session: an expired token is refused with session_expired", async () 
     );
     assert.equal(refused.code, "session_expired");
     // Acting without a session is refused too.
-    assert.equal(errorOf(await b.request({ type: "contacts" })).code, "not_authenticated");
+    assert.equal(
+      errorOf(await b.request({ type: "watch", usernames: ["alice"] })).code,
+      "not_authenticated",
+    );
   });
 });
 
@@ -111,8 +117,8 @@ Deno.test("session: the server stamps `from`; nobody can signal as another user"
     await alice.login("alice", "alice-secret-1");
     await bob.login("bob", "bob-secret-12");
     await waitFor("alice online for bob", async () => {
-      const c = await bob.request({ type: "contacts" });
-      return c.type === "contacts" && c.users.some((u) => u.username === "alice" && u.online);
+      const c = await bob.request({ type: "watch", usernames: ["alice"] });
+      return c.type === "presence_list" && c.users.some((u) => u.username === "alice" && u.online);
     });
     bob.send({ type: "signal", to: "alice", from: "carol", data: { type: "offer", sdp: "x" } });
     const got = await alice.next((f) => f.type === "signal");

@@ -47,18 +47,46 @@ export async function signIn(page: Page, username: string, password: string, reg
   );
 }
 
-/** Waits until `contact` is listed with the given online status. */
+/**
+ * Adds `contact` by exact username with the add-contact form, unless already a contact, and
+ * waits until the list shows them. Throws with the form's message when it refuses.
+ */
+export async function addContact(page: Page, contact: string) {
+  await page.waitForSelector(byId("add-contact-name"), { timeout: 40_000 });
+  if (await page.$(byId(`contact-${contact}`))) return;
+  await page.click(byId("add-contact-name"), { count: 3 });
+  await page.type(byId("add-contact-name"), contact);
+  await page.click(byId("add-contact-submit"));
+  const outcome = await page.waitForFunction(
+    (listed, message) =>
+      document.querySelector(listed)
+        ? "added"
+        : document.querySelector(`${message}[data-error="true"]`)?.textContent ?? false,
+    { timeout: 40_000 },
+    byId(`contact-${contact}`),
+    byId("add-contact-message"),
+  );
+  const result = await outcome.jsonValue();
+  if (result !== "added") throw new Error(`Adding ${contact} was refused: ${result}`);
+}
+
+/**
+ * Waits until `contact` is listed with the given online status (adding them by name first if
+ * they are not a contact yet: there is no directory).
+ */
 export async function waitForContact(page: Page, contact: string, online: boolean) {
+  await addContact(page, contact);
   await page.waitForSelector(`${byId(`contact-${contact}`)}[data-online="${online}"]`, {
     timeout: 40_000,
   });
 }
 
 /**
- * Opens the conversation with `contact`. A click that lands while the list is being redrawn (a
+ * Opens the conversation with `contact` (added by name first if not a contact yet). A click that lands while the list is being redrawn (a
  * busy page, a hand-over importing history) can be lost, so it clicks again until the chat shows.
  */
 export async function openChat(page: Page, contact: string) {
+  await addContact(page, contact);
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
