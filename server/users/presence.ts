@@ -13,6 +13,9 @@ import type { Log, Metrics } from "../telemetry/mod.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { ClusterCall, MembershipView, PresenceRecords } from "./ports.ts";
 
+/** How long after a peer came alive the cache is read again from the ring, in ms. */
+const CATCH_UP_DELAY_MS = 500;
+
 /** Collaborators of {@link Presence}. */
 export interface PresenceDeps {
   records: PresenceRecords;
@@ -53,6 +56,8 @@ export class Presence {
   #timers: TimerHandle[] = [];
   #pending = new Set<Promise<unknown>>();
   #unsubscribe: (() => void)[] = [];
+  /** A read of the ring's online records planned after a peer came alive. */
+  #catchUp: TimerHandle | undefined;
 
   /** Creates the service; {@link start} begins its rounds and subscriptions. */
   constructor(deps: PresenceDeps, options: PresenceOptions = {}) {
@@ -89,6 +94,8 @@ export class Presence {
     const { clock } = this.#deps;
     for (const t of this.#timers) clock.clearInterval(t);
     this.#timers = [];
+    clock.clearTimeout(this.#catchUp);
+    this.#catchUp = undefined;
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
     let timer: TimerHandle | undefined;
@@ -218,6 +225,16 @@ export class Presence {
     }
     if (!alive) { for (const u of homed) this.#cache.delete(u); }
     this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
+    // A server seen alive (at this server's start, each peer it finds; or one back from a
+    // failure) holds sessions this cache may not know: read the ring's online records soon,
+    // once for peers found together, rather than at the next round (contacts homed there would
+    // read offline until then).
+    if (alive && this.#catchUp === undefined && this.#timers.length > 0) {
+      this.#catchUp = this.#deps.clock.setTimeout(() => {
+        this.#catchUp = undefined;
+        this.#track(this.directory());
+      }, CATCH_UP_DELAY_MS);
+    }
   }
 
   #refreshLocal(): void {

@@ -186,3 +186,34 @@ Deno.test("watch: presence goes only to the connections watching the name, until
   assert.deepEqual(a.local.watchedBy(bob2), [], "a new login starts with an empty list");
   await a.stop();
 });
+
+Deno.test("presence: a server that finds a peer alive learns its sessions within a second, not at the next 15 s round", async () => {
+  const clock = new ManualClock();
+  const ring = new FakeRing(clock);
+  const a = fakeServer({ self: "http://node-a:8000", clock, ring, peers: ["http://node-b:8000"] });
+  const b = fakeServer({ self: "http://node-b:8000", clock, ring, peers: ["http://node-a:8000"] });
+  a.start();
+  await a.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
+  await a.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
+  const alice = new FakeConnection(clock);
+  a.sessions.connect(alice);
+  await a.sessions.login(alice, "alice", SECRET);
+  // node-b starts (a restart: an empty cache) before it has heard of node-a.
+  b.membership.setAlive("http://node-a:8000", false);
+  b.start();
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  b.local.watch(bob, ["alice"]);
+  assert.equal(b.presence.isOnline("alice"), false);
+  b.membership.setAlive("http://node-a:8000", true);
+  for (let i = 0; i < 4 && seen(bob, "alice").length === 0; i++) {
+    alice.touch();
+    bob.touch();
+    await clock.advance(250);
+  }
+  assert.deepEqual(seen(bob, "alice"), ["on"]);
+  assert.equal(b.presence.homeOf("alice"), "http://node-a:8000");
+  await a.stop();
+  await b.stop();
+});
