@@ -123,8 +123,8 @@ export type ReplicationResponse =
     type: "account";
     account?: AccountRecord;
     /**
-     * The answering server is still catching up after its start (its disk may be empty or
-     * old): that it holds no copy says nothing about whether the account exists.
+     * The answering server is still catching up after it started from an old disk: that it
+     * holds no copy says nothing about whether the account exists.
      */
     stale?: boolean;
   }

@@ -174,6 +174,8 @@ export class Replicator {
   #catchingUp = false;
   /** This server started with pending mailbox entries on its disk (see {@link catchingUp}). */
   #heldMail: boolean;
+  /** This server started with records on its disk: mail or accounts (see {@link catchingUp}). */
+  #heldData: boolean;
   #catchUpLoop: Promise<void> | undefined;
   #lastSeq = 0;
   #lastPresenceSweep = 0;
@@ -215,14 +217,17 @@ export class Replicator {
     this.#startedAt = this.#now();
     const held = deps.store.mailbox.counts();
     this.#heldMail = held.primary + held.replica > 0;
+    const accounts = deps.store.accountCounts();
+    this.#heldData = this.#heldMail || accounts.primary + accounts.replica > 0;
   }
 
   /**
-   * Whether this server, since {@link start}, has not yet caught up with the others: its disk
-   * may be empty or old (a restart, a replaced disk, a copy of old data). Until it has asked
-   * every live server — and every server of the cluster it knows, or `catchUpMaxWaitMs` passed —
-   * for the accounts it should hold and for the tombstones of its pending mailbox entries:
-   * - that it lacks an account proves nothing: its "no such account" does not count;
+   * Whether this server, since {@link start}, has not yet caught up with the others: it started
+   * from records on its disk, which may be old (a restart, a copy of old data). Until it has
+   * asked every live server — and every server of the cluster it knows, or `catchUpMaxWaitMs`
+   * passed — for the accounts it should hold and for the tombstones of its pending entries:
+   * - that it lacks an account proves nothing: its "no such account" does not count (a server
+   *   that started from an empty disk is taken for a new one, as before);
    * - if it started with pending entries, those may have been acknowledged while it was down
    *   (their tombstones went to the servers that served the recipient then): they confirm
    *   nothing in a fetch (as the primary's own or as a replica's answer), and it takes no part
@@ -230,6 +235,11 @@ export class Replicator {
    */
   get catchingUp(): boolean {
     return this.#catchingUp;
+  }
+
+  /** Whether this server's lack of an account proves nothing yet (see {@link catchingUp}). */
+  #staleAccounts(): boolean {
+    return this.#catchingUp && this.#heldData;
   }
 
   /** Whether this server's pending entries may be stale (see {@link catchingUp}). */
@@ -748,7 +758,7 @@ export class Replicator {
           v: 1,
           type: "account",
           ...(account ? { account } : {}),
-          ...(this.#catchingUp ? { stale: true } : {}),
+          ...(this.#staleAccounts() ? { stale: true } : {}),
         };
       }
       case "presence_put":
@@ -900,8 +910,8 @@ export class Replicator {
     const answers = await Promise.allSettled(asked.map((a) => this.#callPeer(a, request)));
     let account = store.accounts.get(username);
     // Who answered for sure: a server still catching up (this one too) may lack the account
-    // only because its disk is empty or old; its copy, if it has one, still counts.
-    const answered = new Set(this.#catchingUp ? [] : [ring.self]);
+    // only because its disk is old; its copy, if it has one, still counts.
+    const answered = new Set(this.#staleAccounts() ? [] : [ring.self]);
     answers.forEach((a, i) => {
       if (a.status !== "fulfilled" || a.value.type !== "account") return;
       if (!a.value.stale) answered.add(asked[i]!);
@@ -1298,10 +1308,15 @@ export class Replicator {
     // lost, and an acknowledged message is not handed out again. A copy still catching up after
     // a restart (this primary or a replica, see `catchingUp`) confirms nothing: its pending
     // entries may be ones acknowledged while it was down, as stale as the primary's.
+    // And nothing is handed out unless a majority of the replica set's copies that are not
+    // catching up was heard (this primary's own among them): with W of them holding each
+    // tombstone, such a read meets one of them, also when one of the copies heard is a stale one.
     const fresh = heard.filter((h) => !h.stale);
+    const freshCopies = (this.#staleMail() ? 0 : 1) + fresh.length;
+    const quorum = freshCopies >= this.#majorityOfReplicaSet();
     const heardAll = !this.#staleMail() &&
       this.#replicaSetMembers().every((m) => fresh.some((h) => h.replica === m));
-    const confirmed = (id: string) => heardAll || fresh.some((h) => h.pending.has(id));
+    const confirmed = (id: string) => quorum && (heardAll || fresh.some((h) => h.pending.has(id)));
     const withheld: string[] = [];
     const entries = [...merged.values()].filter((e) => {
       if (deleted.has(e.messageId)) return false;

@@ -4,9 +4,10 @@
  * - two restarted servers holding the same stale copy of a message acknowledged while they were
  *   down do not vouch for each other: the message is not handed out again while the servers
  *   holding its tombstone are frozen, nor after;
- * - a server restarted from an empty disk does not refuse a right password (`wrong_credentials`)
- *   or a recipient (`unknown_user`) because it has not got the account back: until the servers
- *   that hold it answer, the answer is `unavailable` (retried), then success.
+ * - a server restarted from a disk older than an account does not refuse a right password
+ *   (`wrong_credentials`) or that recipient (`unknown_user`) because it has not got the account
+ *   back: until the servers that hold it answer, the answer is `unavailable` (retried), then
+ *   success.
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
@@ -200,16 +201,56 @@ Deno.test("two servers restarted from the same stale data do not vouch for a mes
   }
 });
 
-Deno.test("a server restarted from an empty disk answers unavailable, not wrong_credentials or unknown_user, until it has the account back", async () => {
+/**
+ * Sends heartbeats on `client` as a browser does, so a request the ring keeps waiting does not
+ * get its connection closed as silent; returns the function that stops them.
+ */
+function keepAlive(client: TestClient): () => void {
+  const timer = setInterval(() => client.send({ v: 1, type: "heartbeat" }), 3_000);
+  return () => clearInterval(timer);
+}
+
+/** Copies the data directory of `server` (frozen meanwhile, so the copy is consistent). */
+async function copyData(server: ServerProcess): Promise<string> {
+  const copy = await Deno.makeTempDir({ prefix: "p2pchat-node-old-" });
+  freeze([server]);
+  try {
+    for await (const e of Deno.readDir(server.dataDir)) {
+      if (e.isFile) await Deno.copyFile(`${server.dataDir}/${e.name}`, `${copy}/${e.name}`);
+    }
+  } finally {
+    thaw([server]);
+  }
+  return copy;
+}
+
+Deno.test("servers restarted from disks older than an account answer unavailable, not wrong_credentials or unknown_user, until they have it back", async () => {
   // Catching up waits for the frozen server however long the test takes.
   const env = { ...LIMITS, P2P_CATCH_UP_MAX_WAIT_MS: "600000" };
   const servers = await startCluster(5, { env });
   const restarted: ServerProcess[] = [];
   const clients: TestClient[] = [];
+  const copies: string[] = [];
+  const stops: (() => void)[] = [];
   let frozen: ServerProcess[] = [];
   try {
-    await register(servers[0]!, ["alice", "ursula"]);
     const [p, x, y, z1, z2] = await ringOrderFor(servers, "ursula");
+    // Another user with the same three servers: their disks hold an account before ursula's.
+    let other = "";
+    for (let i = 0; !other; i++) {
+      const [q, r, s] = await ringOrderFor(servers, `olga${i}`);
+      if (q === p && r === x && s === y) other = `olga${i}`;
+    }
+    await register(servers[0]!, ["alice", other]);
+    // The disks of ursula's primary and first replica, as they were before she registered.
+    await waitFor(
+      `${other}'s account on ursula's primary and first replica`,
+      () => [p!, x!].every((s) => accountCopies([s]).has(other)),
+      60_000,
+      200,
+    );
+    copies.push(await copyData(p!), await copyData(x!));
+    await register(servers[0]!, ["ursula"]);
     await waitFor(
       "ursula's account on exactly her 3 servers",
       () =>
@@ -222,16 +263,19 @@ Deno.test("a server restarted from an empty disk answers unavailable, not wrong_
     const alice = await TestClient.connect(z1!.url);
     clients.push(alice);
     await alice.login("alice", PASSWORD, false);
+    stops.push(keepAlive(alice));
 
-    // ursula's third copy stops answering; her primary and first replica lose their disks.
+    // ursula's third copy stops answering; her primary and first replica come back from their
+    // old disks.
     frozen = [y!];
     freeze(frozen);
     await Promise.all([p!, x!].map((s) => s.stop("SIGKILL")));
-    for (const s of [p!, x!]) {
+    for (const [i, s] of [p!, x!].entries()) {
       restarted.push(
         await startServer({
           env,
           port: Number(new URL(s.url).port),
+          dataDir: copies[i],
           peers: [z1!.url, z2!.url, y!.url],
         }),
       );
@@ -242,14 +286,21 @@ Deno.test("a server restarted from an empty disk answers unavailable, not wrong_
 
     const ursula = await TestClient.connect(p2.url);
     clients.push(ursula);
+    stops.push(keepAlive(ursula));
     const definite = (r: { type: string; code?: string }) =>
       r.type === "error" && r.code !== "unavailable";
     // (waitFor takes a throw for "not yet": what goes wrong is collected and asserted after.)
     const wrong: string[] = [];
     for (let i = 0; i < 2; i++) {
+      const started = Date.now();
       const login = await ursula.request(
         { type: "login", username: "ursula", secret: PASSWORD },
         60_000,
+      );
+      console.log(
+        `login ${i}: ${login.type === "error" ? login.code : login.type} in ${
+          Date.now() - started
+        } ms`,
       );
       assert.ok(!definite(login), `login with the right password: ${JSON.stringify(login)}`);
       if (login.type === "session") break;
@@ -294,6 +345,7 @@ Deno.test("a server restarted from an empty disk answers unavailable, not wrong_
     );
     assert.equal(wrong.join("\n"), "", "after the thaw");
   } finally {
+    for (const stop of stops) stop();
     if (frozen.length) thaw(frozen);
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all([...servers, ...restarted].map((s) => s.stop()));
