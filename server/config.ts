@@ -61,6 +61,11 @@ export interface ServerConfig {
     maxAgeMs: number;
     /** Period of the replica repair round (anti-entropy, hand-off), in ms. */
     repairIntervalMs: number;
+    /**
+     * Longest wait, after a start, for down servers of the cluster before this one trusts its
+     * own disk (see Replicator.catchingUp), in ms; absent: the replicator's default.
+     */
+    catchUpMaxWaitMs?: number;
   };
   /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
   tls: { certFile: string; keyFile: string } | undefined;
@@ -178,6 +183,9 @@ Offline mailboxes (replicated on the ring):
   --mailbox-max-age-days N  undelivered messages expire after    [P2P_MAILBOX_MAX_AGE_DAYS] default 30
   --repair-interval-ms N  period of the replica repair round, 100–600000
                                                      [P2P_REPAIR_INTERVAL_MS] default 1000
+  --catch-up-max-wait-ms N  after a start, how long to wait for servers that are down before
+                       this server's own disk answers "no such account" or vouches for its
+                       pending messages, 0–3600000       [P2P_CATCH_UP_MAX_WAIT_MS] default 30000
 
 NAT traversal (ICE servers handed to browsers for their data channels):
   --stun-urls L        comma-separated stun: URLs, e.g. stun:turn.example.org:3478
@@ -291,6 +299,7 @@ export function parseConfig(
         "mailbox-sender-mb": { type: "string" },
         "mailbox-max-age-days": { type: "string" },
         "repair-interval-ms": { type: "string" },
+        "catch-up-max-wait-ms": { type: "string" },
         "session-ttl-seconds": { type: "string" },
         "benchmark-bcrypt-cost": { type: "string" },
         "tls-cert": { type: "string" },
@@ -500,6 +509,7 @@ function parseStorage(
     );
   }
   const perSender = pick("mailbox-quota-per-sender", "P2P_MAILBOX_QUOTA_PER_SENDER");
+  const catchUp = pick("catch-up-max-wait-ms", "P2P_CATCH_UP_MAX_WAIT_MS");
   return {
     k,
     w,
@@ -526,6 +536,9 @@ function parseStorage(
       100,
       600_000,
     ),
+    ...(catchUp === undefined
+      ? {}
+      : { catchUpMaxWaitMs: integer("catch-up-max-wait-ms", catchUp, 0, 3_600_000) }),
   };
 }
 

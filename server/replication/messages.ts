@@ -103,6 +103,11 @@ export type ReplicationResponse =
     entries: MailboxEntry[];
     /** Of the `ids` a fetch asked about, those this replica holds a tombstone of. */
     deleted?: string[];
+    /**
+     * This replica restarted with data it has not yet checked against the other servers'
+     * tombstones: what it holds as pending may have been acknowledged while it was down.
+     */
+    stale?: boolean;
   }
   | { v: 1; type: "digest"; digest: string; count: number }
   | { v: 1; type: "keys"; items: ItemKey[] }
@@ -113,7 +118,16 @@ export type ReplicationResponse =
     tombstones: Tombstone[];
     accounts?: AccountRecord[];
   }
-  | { v: 1; type: "account"; account?: AccountRecord }
+  | {
+    v: 1;
+    type: "account";
+    account?: AccountRecord;
+    /**
+     * The answering server is still catching up after it started from an old disk: that it
+     * holds no copy says nothing about whether the account exists.
+     */
+    stale?: boolean;
+  }
   | { v: 1; type: "presence"; record?: PresenceRecord }
   | { v: 1; type: "directory"; usernames: string[]; online: PresenceRecord[] }
   | { v: 1; type: "error"; code: ReplicationErrorCode; message: string; replicaSet?: string[] }
@@ -368,6 +382,7 @@ function readResponse(value: unknown, mayNest: boolean): ReplicationResponse {
         type: "entries",
         entries: readArray(obj, "entries", "", 1_000_000, readEntry),
         ...readOptionalArray(obj, "deleted", 1_000_000, readMessageId),
+        ...(obj.stale === undefined ? {} : { stale: readBoolean(obj, "stale", "") }),
       };
     case "digest":
       return {
@@ -387,9 +402,14 @@ function readResponse(value: unknown, mayNest: boolean): ReplicationResponse {
         ...readOptionalArray(obj, "accounts", 1_000_000, readAccountRecord),
       };
     case "account":
-      return obj.account === undefined
-        ? { v: 1, type: "account" }
-        : { v: 1, type: "account", account: readAccountRecord(obj.account, "account") };
+      return {
+        v: 1,
+        type: "account",
+        ...(obj.account === undefined
+          ? {}
+          : { account: readAccountRecord(obj.account, "account") }),
+        ...(obj.stale === undefined ? {} : { stale: readBoolean(obj, "stale", "") }),
+      };
     case "presence":
       return obj.record === undefined
         ? { v: 1, type: "presence" }

@@ -11,6 +11,9 @@
  * round keeps copies where they belong: it syncs the primary range with the K successors (digest,
  * then only the differences, which also reconciles the order of a message stored twice), hands
  * ranges this node no longer holds to their current replicas, and only then drops them.
+ * After its start a server catches up before its disk is trusted (it may be empty or old): see
+ * {@link Replicator.catchingUp}. An acknowledgement is answered once every replica asked has
+ * answered, so no reachable copy is left holding an acknowledged message as pending.
  */
 import type { AccountRecord } from "../../shared/mod.ts";
 import type {
@@ -110,6 +113,12 @@ export interface ReplicatorOptions {
    * whole write deadline. @default 3000
    */
   attemptTimeoutMs?: number;
+  /**
+   * How long a server restarted with mailbox data waits, at most, for the servers that should
+   * hold copies of its pending entries to answer before it trusts them (see
+   * {@link Replicator.catchingUp}), in ms. @default 30000
+   */
+  catchUpMaxWaitMs?: number;
 }
 
 /** A message to store for an offline recipient, as the home server receives it. */
@@ -136,6 +145,12 @@ const SUSPECT_POLL_MS = 100;
 /** How long a looked-up primary is used before the ring is asked again, in ms. */
 const PRIMARY_CACHE_MS = 1000;
 
+/** Most tombstones asked for in one `get_items` request while catching up. */
+const CATCH_UP_BATCH = 5000;
+
+/** Pause between two attempts to catch up, in ms. */
+const CATCH_UP_RETRY_MS = 300;
+
 /** Most mailbox entries one group commit stores (and sends to each replica in one request). */
 const MAX_PUT_BATCH = 4000;
 
@@ -152,7 +167,16 @@ export class Replicator {
   #maxAgeMs: number;
   #deadlineMs: number;
   #attemptMs: number;
+  #catchUpMaxWaitMs: number;
   #now: () => number;
+  #startedAt: number;
+  /** See {@link catchingUp}; set by {@link start}. */
+  #catchingUp = false;
+  /** This server started with pending mailbox entries on its disk (see {@link catchingUp}). */
+  #heldMail: boolean;
+  /** This server started with records on its disk: mail or accounts (see {@link catchingUp}). */
+  #heldData: boolean;
+  #catchUpLoop: Promise<void> | undefined;
   #lastSeq = 0;
   #lastPresenceSweep = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -188,7 +212,39 @@ export class Replicator {
     this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
     this.#deadlineMs = options.writeDeadlineMs ?? 8000;
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
+    this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
     this.#now = deps.now ?? Date.now;
+    this.#startedAt = this.#now();
+    const held = deps.store.mailbox.counts();
+    this.#heldMail = held.primary + held.replica > 0;
+    const accounts = deps.store.accountCounts();
+    this.#heldData = this.#heldMail || accounts.primary + accounts.replica > 0;
+  }
+
+  /**
+   * Whether this server, since {@link start}, has not yet caught up with the others: it started
+   * from records on its disk, which may be old (a restart, a copy of old data). Until it has
+   * asked every live server — and every server of the cluster it knows, or `catchUpMaxWaitMs`
+   * passed — for the accounts it should hold and for the tombstones of its pending entries:
+   * - that it lacks an account proves nothing: its "no such account" does not count (a server
+   *   that started from an empty disk is taken for a new one, as before);
+   * - if it started with pending entries, those may have been acknowledged while it was down
+   *   (their tombstones went to the servers that served the recipient then): they confirm
+   *   nothing in a fetch (as the primary's own or as a replica's answer), and it takes no part
+   *   in anti-entropy, which would copy them to other servers as if they were pending.
+   */
+  get catchingUp(): boolean {
+    return this.#catchingUp;
+  }
+
+  /** Whether this server's lack of an account proves nothing yet (see {@link catchingUp}). */
+  #staleAccounts(): boolean {
+    return this.#catchingUp && this.#heldData;
+  }
+
+  /** Whether this server's pending entries may be stale (see {@link catchingUp}). */
+  #staleMail(): boolean {
+    return this.#catchingUp && this.#heldMail;
   }
 
   /**
@@ -659,11 +715,16 @@ export class Replicator {
           return await this.#coordinateFetch(request.recipient, request.ringKey);
         }
         const entries = store.mailbox.pending(request.recipient);
-        if (!request.ids) return { v: 1, type: "entries", entries };
+        const stale = this.#staleMail() ? { stale: true } : {};
+        if (!request.ids) return { v: 1, type: "entries", entries, ...stale };
         const deleted = this.#deletedOf(request.recipient, request.ids);
-        return { v: 1, type: "entries", entries, deleted: [...deleted] };
+        return { v: 1, type: "entries", entries, deleted: [...deleted], ...stale };
       }
       case "digest":
+        // No anti-entropy with a copy still catching up: its pending entries may be stale.
+        if (this.#staleMail()) {
+          return this.#tooFewCopies(`${this.#deps.ring.self} is catching up after a restart`);
+        }
         return { v: 1, type: "digest", ...(await store.digest(request.range)) };
       case "keys":
         return { v: 1, type: "keys", items: store.itemKeys(request.range) };
@@ -693,7 +754,12 @@ export class Replicator {
       case "account_get": {
         if (request.coordinate) return await this.#coordinateAccountGet(request.username);
         const account = store.accounts.get(request.username);
-        return account ? { v: 1, type: "account", account } : { v: 1, type: "account" };
+        return {
+          v: 1,
+          type: "account",
+          ...(account ? { account } : {}),
+          ...(this.#staleAccounts() ? { stale: true } : {}),
+        };
       }
       case "presence_put":
         if (request.coordinate) return await this.#coordinatePresencePut(request.records);
@@ -843,10 +909,12 @@ export class Replicator {
     };
     const answers = await Promise.allSettled(asked.map((a) => this.#callPeer(a, request)));
     let account = store.accounts.get(username);
-    const answered = new Set([ring.self]);
+    // Who answered for sure: a server still catching up (this one too) may lack the account
+    // only because its disk is old; its copy, if it has one, still counts.
+    const answered = new Set(this.#staleAccounts() ? [] : [ring.self]);
     answers.forEach((a, i) => {
       if (a.status !== "fulfilled" || a.value.type !== "account") return;
-      answered.add(asked[i]!);
+      if (!a.value.stale) answered.add(asked[i]!);
       if (a.value.account) {
         account = account ? mergeAccounts(account, a.value.account) : a.value.account;
       }
@@ -855,7 +923,8 @@ export class Replicator {
       this.#storeAccount(account); // read repair: the primary lacked (or lost) its copy
       return { v: 1, type: "account", account };
     }
-    const copies = 1 + replicas.filter((r) => answered.has(r)).length;
+    const copies = (answered.has(ring.self) ? 1 : 0) +
+      replicas.filter((r) => answered.has(r)).length;
     if (copies < this.#majorityOfReplicaSet() || !this.#seesMajority()) {
       return this.#tooFewCopies(
         `Cannot tell whether "${username}" exists: heard ${copies} of the ${this.#replicaSetSize()} copies`,
@@ -1159,7 +1228,14 @@ export class Replicator {
       .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
       .map((e) => ({ messageId: e.messageId, sender: e.sender }));
     this.#deps.store.mailbox.tombstone(tombstones);
-    const ok = await this.#replicate({ v: 1, type: "ack", tombstones, coordinate: false });
+    // Answered once every replica asked has answered (W copies among them), not as soon as W
+    // copies are durable: a replica left holding the entry as pending would hand it out again
+    // if the servers holding the tombstone went down before the next repair round.
+    const ok = (await this.#replicateCounting(
+      { v: 1, type: "ack", tombstones, coordinate: false },
+      this.#copiesNeeded() - 1,
+      true,
+    )) === "ok";
     return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
   }
 
@@ -1187,7 +1263,7 @@ export class Replicator {
     const merged = new Map<string, MailboxEntry>();
     const deleted = new Set<string>();
     /** Replicas that answered, with the ids each holds as pending. */
-    const heard: { replica: string; pending: Set<string> }[] = [];
+    const heard: { replica: string; pending: Set<string>; stale: boolean }[] = [];
     for (const [i, a] of answers.entries()) {
       if (a.status !== "fulfilled" || a.value.type !== "entries") continue;
       for (const e of a.value.entries) merged.set(e.messageId, e);
@@ -1195,6 +1271,7 @@ export class Replicator {
       heard.push({
         replica: replicas[i]!,
         pending: new Set(a.value.entries.map((e) => e.messageId)),
+        stale: a.value.stale === true,
       });
     }
     // The primary's own copies win (they carry the coordinator's sequence number).
@@ -1228,18 +1305,34 @@ export class Replicator {
     // Unless every replica answered, an entry only this primary holds may be one acknowledged
     // while it was away or frozen (its tombstone on copies it did not hear): it waits for a fetch
     // that hears them all, or for the repair that copies it to an answering replica. Nothing is
-    // lost, and an acknowledged message is not handed out again.
-    const heardAll = this.#replicaSetMembers().every((m) => heard.some((h) => h.replica === m));
-    const confirmed = (id: string) => heardAll || heard.some((h) => h.pending.has(id));
-    let withheld = 0;
+    // lost, and an acknowledged message is not handed out again. A copy still catching up after
+    // a restart (this primary or a replica, see `catchingUp`) confirms nothing: its pending
+    // entries may be ones acknowledged while it was down, as stale as the primary's.
+    // And nothing is handed out unless a majority of the replica set's copies that are not
+    // catching up was heard (this primary's own among them): with W of them holding each
+    // tombstone, such a read meets one of them, also when one of the copies heard is a stale one.
+    const fresh = heard.filter((h) => !h.stale);
+    const freshCopies = (this.#staleMail() ? 0 : 1) + fresh.length;
+    const quorum = freshCopies >= this.#majorityOfReplicaSet();
+    const heardAll = !this.#staleMail() &&
+      this.#replicaSetMembers().every((m) => fresh.some((h) => h.replica === m));
+    const confirmed = (id: string) => quorum && (heardAll || fresh.some((h) => h.pending.has(id)));
+    const withheld: string[] = [];
     const entries = [...merged.values()].filter((e) => {
       if (deleted.has(e.messageId)) return false;
       if (confirmed(e.messageId)) return true;
-      withheld++;
+      withheld.push(e.messageId);
       return false;
     }).sort((a, b) => a.seq - b.seq || (a.messageId < b.messageId ? -1 : 1));
-    if (withheld) {
-      this.#deps.metrics.inc("p2pchat_mailbox_fetch_withheld_total", undefined, withheld);
+    if (withheld.length) {
+      this.#deps.metrics.inc("p2pchat_mailbox_fetch_withheld_total", undefined, withheld.length);
+      this.#deps.log("fetch_withheld", {
+        recipient,
+        withheld: withheld.length,
+        first: withheld[0],
+        catchingUp: this.#staleMail(),
+        heard: heard.map((h) => h.stale ? `${h.replica} (stale)` : h.replica),
+      });
     }
     return { v: 1, type: "entries", entries };
   }
@@ -1277,19 +1370,22 @@ export class Replicator {
   }
 
   /**
-   * Sends a replica request to the K distinct successors: "ok" once `needed` answered ok,
-   * "taken" if one holds an older registration, else "failed" once all have answered.
+   * Sends a replica request to the K distinct successors: "ok" once `needed` answered ok (with
+   * `all`, only once every one has answered or failed), "taken" if one holds an older
+   * registration, else "failed" once all have answered.
    */
   async #replicateCounting(
     request: ReplicationRequest,
     needed: number,
+    all = false,
   ): Promise<"ok" | "taken" | "failed"> {
     const replicas = this.#replicaTargets();
-    if (needed <= 0) {
+    if (needed <= 0 && !all) {
       void Promise.allSettled(replicas.map((r) => this.#deps.call(r, request)));
       return "ok";
     }
     if (replicas.length < needed) return "failed";
+    if (!replicas.length) return "ok";
     return await new Promise((resolve) => {
       let succeeded = 0;
       let settled = 0;
@@ -1297,7 +1393,7 @@ export class Replicator {
       for (const r of replicas) {
         this.#callPeer(r, request).then(
           (res) => {
-            if (res.type === "ok" && ++succeeded === needed) resolve("ok");
+            if (res.type === "ok" && ++succeeded === needed && !all) resolve("ok");
             if (res.type === "error" && res.code === "username_taken") taken = true;
           },
           () => {},
@@ -1315,6 +1411,14 @@ export class Replicator {
   /** Starts the periodic repair rounds. */
   start(): void {
     this.#running = true;
+    this.#catchingUp = true;
+    this.#startedAt = this.#now();
+    this.#catchUpLoop = (async () => {
+      while (this.#running && this.#catchingUp) {
+        await this.#catchUp();
+        if (this.#catchingUp) await sleep(CATCH_UP_RETRY_MS);
+      }
+    })();
     const loop = () => {
       if (!this.#running) return;
       this.#timer = setTimeout(() => {
@@ -1332,6 +1436,85 @@ export class Replicator {
     this.#running = false;
     clearTimeout(this.#timer);
     await this.#round;
+    await this.#catchUpLoop;
+  }
+
+  /**
+   * One attempt to catch up after the start (see {@link catchingUp}): asks every live server for
+   * the tombstones it holds of this server's pending entries, and for the accounts this server
+   * should hold and lacks, and stores them (a tombstone replaces its entry). Done once every live
+   * server answered and so did every server of the known cluster — or, for those that stay
+   * down, once `catchUpMaxWaitMs` passed since the start. Never throws.
+   */
+  async #catchUp(): Promise<void> {
+    const { ring, store, log, metrics } = this.#deps;
+    try {
+      if (!this.#catchingUp || !ring.primaryRange() || !this.#seesMajority()) return;
+      const pairs = store.itemKeys({ start: "0", end: "0" }).filter((k) => k[0] === "m")
+        .map((k): [string, string] => [k[1], k[2]]);
+      const known = [...new Set(this.#deps.knownServers?.() ?? [])];
+      const mine = (username: string) =>
+        ring.expectedHolders?.(ring.ringKeyOf(username), this.#k, known).includes(ring.self) ??
+          false;
+      const peers = [...new Set(this.#liveServers())].filter((a) => a !== ring.self);
+      const answered = new Set<string>();
+      let tombstones = 0;
+      let accounts = 0;
+      await Promise.all(peers.map(async (peer) => {
+        const ask = (request: ReplicationRequest) =>
+          this.#callPeer(peer, request).catch(() => undefined);
+        for (let i = 0; i < pairs.length; i += CATCH_UP_BATCH) {
+          const res = await ask({
+            v: 1,
+            type: "get_items",
+            entries: [],
+            tombstones: pairs.slice(i, i + CATCH_UP_BATCH),
+          });
+          if (res?.type !== "items") return;
+          if (res.tombstones.length) {
+            tombstones += res.tombstones.length;
+            this.#putItems({ tombstones: res.tombstones });
+          }
+        }
+        const dir = await ask({ v: 1, type: "directory" });
+        if (dir?.type !== "directory") return;
+        const missing = dir.usernames.filter((u) => mine(u) && !store.accounts.get(u));
+        if (missing.length) {
+          const res = await ask({
+            v: 1,
+            type: "get_items",
+            entries: [],
+            tombstones: [],
+            accounts: missing,
+          });
+          if (res?.type !== "items") return;
+          accounts += res.accounts?.length ?? 0;
+          this.#putItems({ accounts: res.accounts ?? [] });
+        }
+        answered.add(peer);
+      }));
+      const silent = peers.filter((p) => !answered.has(p));
+      const absent = known.filter((h) => h !== ring.self && !answered.has(h));
+      const waited = this.#now() - this.#startedAt;
+      if (silent.length || (absent.length && waited < this.#catchUpMaxWaitMs)) {
+        if (tombstones || accounts) {
+          log("catch_up_partial", { tombstones, accounts, silent, absent });
+        }
+        return;
+      }
+      this.#catchingUp = false;
+      metrics.inc("p2pchat_replication_caught_up_total");
+      log("caught_up", {
+        pending: pairs.length,
+        tombstones,
+        accounts,
+        asked: peers.length,
+        ...(absent.length ? { absent } : {}),
+        ms: waited,
+      });
+    } catch (err) {
+      log("catch_up_failed", { error: String(err) });
+    }
   }
 
   /**
@@ -1345,7 +1528,9 @@ export class Replicator {
       this.#clusterSize(); // remember how large the cluster has been
       await this.#sweepPresence();
       const primary = ring.primaryRange();
-      if (primary) {
+      // A copy catching up after a restart takes no part in anti-entropy: its pending entries
+      // may be ones acknowledged while it was down, which a sync would copy as pending.
+      if (primary && !this.#staleMail()) {
         store.markPrimary(primary);
         for (const peer of ring.successors().slice(0, this.#k)) {
           await this.#syncRange(peer, primary);
@@ -1464,6 +1649,11 @@ export class Replicator {
   async handOffAll(): Promise<void> {
     const successor = this.#deps.ring.successors()[0];
     if (!successor) return;
+    if (this.#staleMail()) {
+      // What it holds may be stale (see `catchingUp`); its pending entries have W copies elsewhere.
+      this.#deps.log("hand_off_skipped", { reason: "catching up after a restart" });
+      return;
+    }
     const { store } = this.#deps;
     const all = store.itemKeys({ start: "0", end: "0" });
     await this.#deps.call(successor, { v: 1, type: "push", ...store.items(all) }).catch((err) =>

@@ -149,6 +149,7 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
   const clients: TestClient[] = [];
   let fetching = true;
   let loops: Promise<void>[] = [];
+  let heartbeats: ReturnType<typeof setInterval> | undefined;
   try {
     // Many recipients, so that some have a primary among the servers that will be killed.
     const recipients = Array.from({ length: 30 }, (_, i) => `rcpt${String(i).padStart(2, "0")}`);
@@ -156,6 +157,9 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
     const alice = await TestClient.connect(servers[0]!.url);
     clients.push(alice);
     await alice.login("alice", PASSWORD, false);
+    // alice is idle while 30 recipients read (longer than the server's silence timeout on a busy
+    // machine): she sends heartbeats, as a browser does.
+    heartbeats = setInterval(() => alice.send({ v: 1, type: "heartbeat" }), 3_000);
     const acked = new Map<string, Set<string>>(recipients.map((r) => [r, new Set()]));
     for (const r of recipients) {
       for (const id of await send(alice, r, "old", 4)) acked.get(r)!.add(id);
@@ -259,6 +263,7 @@ Deno.test("servers restarted from old disks never hand out a message acknowledge
       assert.deepEqual(await drain(all[i % all.length]!, r), unread.get(r), `${r}'s unread mail`);
     }
   } finally {
+    clearInterval(heartbeats);
     fetching = false;
     await Promise.allSettled(loops);
     await Promise.all(clients.map((c) => c.close()));

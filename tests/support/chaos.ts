@@ -494,13 +494,13 @@ export async function runChaos(options: ChaosOptions): Promise<ScenarioResult[]>
           }
           if (known.receiptAcked || seenNow.has(m.id)) {
             t.duplicates++;
-            if (t.duplicateIds.length < 20) {
-              t.duplicateIds.push(
-                `${m.id} (sent ${known.attempts}×, last at ${known.lastAttemptAt}; receipt acked via ${
-                  known.receiptVia ?? "-"
-                }; fetched again via ${nameOf(conn.url)} at ${elapsed()} s during "${phase}")`,
-              );
-            }
+            const what = `${m.id} (sent ${known.attempts}×, last at ${known.lastAttemptAt}; ` +
+              `receipt acked via ${known.receiptVia ?? "-"}; fetched again via ${
+                nameOf(conn.url)
+              } at ${elapsed()} s during "${phase}")`;
+            // Said at once too: a run that never ends (a ring that does not heal) still shows it.
+            log(`DUPLICATE ${what}`);
+            if (t.duplicateIds.length < 20) t.duplicateIds.push(what);
           }
           seenNow.add(m.id);
           known.delivered = true;
