@@ -52,6 +52,12 @@ export const MAX_FILE_MB_KEY = "p2pchat.maxFileMb";
 export const DEFAULT_MAX_FILE_MB = 25;
 /** The receiver reports how far it is every this many chunks. */
 export const HAVE_EVERY = 16;
+/**
+ * A receiver that got no chunk of a file for this long asks again (ms): over the open channel
+ * (its earlier request may have been lost with a channel, or never answered), or for a channel
+ * when none is open (the last attempt to open one may have failed).
+ */
+export const STALL_MS = 5_000;
 /** Chunks per `mail_send` (one client frame is at most 64 KiB). */
 export const MAIL_CHUNK_BATCH = 3;
 /** Wait before sending the next mailbox batch after `rate_limited`, ms. */
@@ -129,6 +135,10 @@ export interface FileTransferDeps {
   thumbnail?(bytes: Uint8Array<ArrayBuffer>, mime: string): Promise<ThumbnailData | null>;
   /** Timers (tests). */
   setTimeout?(fn: () => void, ms: number): unknown;
+  /** Monotonic clock, ms (tests). @default performance.now */
+  now?(): number;
+  /** See {@link STALL_MS} (tests). */
+  stallMs?: number;
 }
 
 /** A thumbnail's bytes and type. */
@@ -166,6 +176,12 @@ interface Outgoing extends Transfer {
   resumedFrom: number;
   /** The chunks in the recipient's mailbox were skipped once (they come from there). */
   isMailboxSkipped: boolean;
+  /**
+   * The chunk the receiver asked from over a channel whose end here could not send yet (WebRTC
+   * opens the two ends one after the other: the request can arrive before this end reports
+   * open); streamed when it opens. Null: none waiting.
+   */
+  asked: number | null;
 }
 
 interface Incoming extends Transfer {
@@ -176,6 +192,8 @@ interface Incoming extends Transfer {
   /** Chunks being checked and stored now, and who waits for them to be done. */
   busy: number;
   idle: Array<() => void>;
+  /** `now()` when a chunk last arrived or this side last asked. */
+  lastActive: number;
 }
 
 /**
@@ -246,6 +264,10 @@ export class FileTransfers {
   /** The outgoing transfers loaded so far. */
   #outgoingLoaded = new Map<string, Outgoing>();
   #incoming = new Map<string, Promise<Incoming | null>>();
+  /** The incoming transfers loaded so far. */
+  #incomingLoaded = new Map<string, Incoming>();
+  /** The check for stalled incoming transfers, while any is receiving. */
+  #watchTimer: unknown = null;
   #publishTimer: unknown = null;
   #dirty = new Set<Transfer>();
   /** Received files whose last `file_have` (all held) could not be sent: again on a channel. */
@@ -259,6 +281,7 @@ export class FileTransfers {
     signal.addEventListener("abort", () => {
       if (this.#publishTimer !== null) clearTimeout(this.#publishTimer as number);
       this.#publishTimer = null;
+      if (this.#watchTimer !== null && !deps.setTimeout) clearTimeout(this.#watchTimer as number);
     }, { once: true });
   }
 
@@ -338,8 +361,16 @@ export class FileTransfers {
     else if (this.#deps.isOnline(from)) this.#deps.links.ensure(from);
   }
 
-  /** A data channel to `remote` opened: ask for the rest of every file it was sending us. */
+  /**
+   * A data channel to `remote` opened: answer what they asked before this end was open, and ask
+   * for the rest of every file it was sending us.
+   */
   async channelOpened(remote: string): Promise<void> {
+    for (const t of this.#outgoingLoaded.values()) {
+      if (t.peer !== remote || t.asked === null || t.state.status !== "sending") continue;
+      if (t.streamingRun !== -1 && t.streamingRun === t.run) continue;
+      void this.#stream(t, t.asked);
+    }
     for (const t of [...this.#unreported.values()]) if (t.peer === remote) this.#sendHave(t);
     for (const s of await this.#deps.store.unfinished()) {
       if (s.outgoing || s.peer !== remote || s.status !== "receiving") continue;
@@ -356,8 +387,13 @@ export class FileTransfers {
    * still online, a new channel is asked for (the transfer resumes when it opens).
    */
   async channelClosed(remote: string): Promise<void> {
-    // At once (before any new channel can open): the streams on the old one stop.
-    for (const t of this.#outgoingLoaded.values()) if (t.peer === remote) t.run++;
+    // At once (before any new channel can open): the streams on the old one stop, and what was
+    // asked on it is asked again on the next.
+    for (const t of this.#outgoingLoaded.values()) {
+      if (t.peer !== remote) continue;
+      t.run++;
+      t.asked = null;
+    }
     let waiting = false;
     for (const s of await this.#deps.store.unfinished()) {
       if (!s.outgoing && s.peer === remote && s.status === "receiving") waiting = true;
@@ -485,13 +521,17 @@ export class FileTransfers {
       t.isMailboxSkipped = true;
       from = mailed;
     }
-    void this.#stream(t, from);
+    // The request came over a channel this end does not see open yet: answered when it opens
+    // (streaming now would send nothing, and the receiver would wait for chunks forever).
+    if (!this.#deps.links.isOpen(remote)) t.asked = from;
+    else void this.#stream(t, from);
   }
 
   async #stream(t: Outgoing, from: number): Promise<void> {
     const { links } = this.#deps;
     const run = ++t.run;
     t.streamingRun = run;
+    t.asked = null;
     t.lastRunChunks = 0;
     if (from > 0) t.resumedFrom = from;
     try {
@@ -516,7 +556,13 @@ export class FileTransfers {
           t.run === run && links.isOpen(t.peer) &&
           links.bufferedAmount(t.peer) + text.length > MAX_BUFFERED_AMOUNT
         ) await links.drained(t.peer);
-        if (t.run !== run || !links.send(t.peer, text)) return;
+        if (t.run !== run) return;
+        if (!links.send(t.peer, text)) {
+          // Not sent, and no channel closed meanwhile (that would have stopped this run): this
+          // end is not open yet, or closing (then its close clears this). Go on when it opens.
+          t.asked = i;
+          return;
+        }
         t.sentChunks++;
         t.lastRunChunks++;
         this.#changed(t);
@@ -626,6 +672,7 @@ export class FileTransfers {
       lastRunChunks: 0,
       resumedFrom: 0,
       isMailboxSkipped: false,
+      asked: null,
     };
     this.#outgoingLoaded.set(id, t);
     this.#changed(t);
@@ -669,6 +716,7 @@ export class FileTransfers {
     if (t.have.has(f.index) || t.state.status !== "receiving") return;
     t.parts[f.index] = plain;
     t.have.add(f.index);
+    t.lastActive = this.#now();
     t.done = t.have.received;
     t.sinceReport++;
     this.#changed(t);
@@ -717,6 +765,7 @@ export class FileTransfers {
 
   #sendHave(t: Incoming): void {
     t.sinceReport = 0;
+    t.lastActive = this.#now();
     // Only over the data channel: chunks never go through the servers' relay.
     const sent = this.#deps.links.send(
       t.peer,
@@ -784,12 +833,51 @@ export class FileTransfers {
       busy: 0,
       idle: [],
       sinceReport: 0,
+      lastActive: this.#now(),
       ...(state.status === "refused"
         ? { error: `larger than your limit of ${mb(this.#deps.maxBytes())}: not downloaded` }
         : {}),
     };
+    this.#incomingLoaded.set(id, t);
+    if (state.status === "receiving") this.#watch();
     this.#changed(t);
     return t;
+  }
+
+  /** Checks the incoming transfers every half {@link STALL_MS} while any is receiving. */
+  #watch(): void {
+    if (this.#watchTimer !== null || this.#signal.aborted) return;
+    const later = this.#deps.setTimeout ?? ((fn: () => void, ms: number) => setTimeout(fn, ms));
+    this.#watchTimer = later(() => {
+      this.#watchTimer = null;
+      this.#checkStalled();
+    }, (this.#deps.stallMs ?? STALL_MS) / 2);
+  }
+
+  /**
+   * A transfer that got nothing for {@link STALL_MS} asks again: the sender may never have
+   * heard the last request (sent over a channel that was closing, or before its end was open),
+   * or the last attempt to open a channel failed. Nothing here depends on why.
+   */
+  #checkStalled(): void {
+    if (this.#signal.aborted) return;
+    const now = this.#now();
+    let isReceiving = false;
+    for (const t of this.#incomingLoaded.values()) {
+      if (t.state.status !== "receiving" || t.isFinishing) continue;
+      isReceiving = true;
+      if (t.busy > 0 || now - t.lastActive < (this.#deps.stallMs ?? STALL_MS)) continue;
+      if (this.#deps.links.isOpen(t.peer)) this.#sendHave(t);
+      else {
+        t.lastActive = now;
+        if (this.#deps.isOnline(t.peer)) this.#deps.links.ensure(t.peer);
+      }
+    }
+    if (isReceiving) this.#watch();
+  }
+
+  #now(): number {
+    return this.#deps.now?.() ?? performance.now();
   }
 
   async #loadAny(id: string): Promise<Transfer | null> {

@@ -75,7 +75,9 @@ interface Side {
  * Two users with a data channel between them that the test can drop and re-open. Frames go
  * through the real parser; `chunkLimit` drops the channel after that many chunk frames.
  */
-function pair(options: { maxBytes?: number } = {}) {
+function pair(options: { maxBytes?: number; stallMs?: number } = {}) {
+  /** Real timers when `stallMs` is given (the stall check runs), cleared by {@link settle}. */
+  const timers = new Set<ReturnType<typeof setTimeout>>();
   const link = {
     open: true,
     chunks: 0,
@@ -85,6 +87,13 @@ function pair(options: { maxBytes?: number } = {}) {
     fullAfter: Infinity,
     /** `file_have` frames cannot go (the channel is closing). */
     blockHaves: false,
+    /**
+     * Sides whose end of the channel does not report open yet while the other's does (WebRTC:
+     * one side's channel opens first, and frames it sends arrive before the other side's opens).
+     */
+    opening: new Set<string>(),
+    /** Times a side asked for a channel to be opened. */
+    ensures: 0,
   };
   const sides: Record<string, Side> = {};
   const make = (name: string, other: string): Side => {
@@ -107,10 +116,10 @@ function pair(options: { maxBytes?: number } = {}) {
       history: { get: (id) => side.rows.get(id) ?? null },
       store: side.store,
       links: {
-        isOpen: () => link.open,
-        ensure: () => {},
+        isOpen: () => link.open && !link.opening.has(name),
+        ensure: () => void link.ensures++,
         send(_remote, text) {
-          if (!link.open) return false;
+          if (!link.open || link.opening.has(name)) return false;
           if (link.blockHaves && text.includes('"file_have"')) return false;
           if (text.includes('"file_chunk"')) {
             if (link.chunks >= link.chunkLimit) {
@@ -141,13 +150,21 @@ function pair(options: { maxBytes?: number } = {}) {
       maxBytes: () => options.maxBytes ?? 25 * 1024 * 1024,
       onError: (err) => side.errors.push(String(err)),
       onRejected: () => side.rejected++,
-      setTimeout: () => 0,
+      setTimeout: options.stallMs === undefined ? () => 0 : (fn, ms) => {
+        const id = setTimeout(() => {
+          timers.delete(id);
+          fn();
+        }, ms);
+        timers.add(id);
+        return id;
+      },
+      ...(options.stallMs === undefined ? {} : { stallMs: options.stallMs }),
     }, side.abort.signal);
     return side;
   };
   sides.alice = make("alice", "bob");
   sides.bob = make("bob", "alice");
-  return { alice: sides.alice!, bob: sides.bob!, link };
+  return { alice: sides.alice!, bob: sides.bob!, link, timers };
 }
 
 function randomBytes(n: number): Uint8Array<ArrayBuffer> {
@@ -193,6 +210,7 @@ async function sameBytes(a: Uint8Array | null, b: Uint8Array): Promise<boolean> 
 function settle(t: ReturnType<typeof pair>) {
   t.alice.abort.abort();
   t.bob.abort.abort();
+  for (const id of t.timers) clearTimeout(id);
 }
 
 Deno.test("a file goes over the channel and arrives byte-identical, verified", async () => {
@@ -414,6 +432,58 @@ Deno.test("the receiver's last report, lost with its channel, goes again when on
   t.link.blockHaves = false;
   await t.bob.files.channelOpened("alice");
   await until(() => t.alice.files.progress.value["file-0000009"]?.status === "complete", 2_000);
+  settle(t);
+});
+
+Deno.test("a resume request that arrives before the sender's end of the new channel opens is answered once it opens", async () => {
+  const t = pair();
+  const bytes = randomBytes(40 * FILE_CHUNK_BYTES);
+  await announce(t, "file-0000012", bytes);
+  t.link.chunkLimit = 10;
+  await t.bob.files.offered("alice", "file-0000012");
+  await until(() => !t.link.open, 5_000);
+  await t.alice.files.channelClosed("bob");
+  await t.bob.files.channelClosed("alice");
+  await until(async () => (await t.bob.store.parts("file-0000012")).size === 10, 2_000);
+  // The new channel: bob's end opens first and asks at once; alice's opens a moment later.
+  t.link.chunkLimit = Infinity;
+  t.link.opening.add("alice");
+  t.link.open = true;
+  await t.bob.files.channelOpened("alice");
+  // Alice took the request (she shows bob's 10 chunks) while her end could not send yet.
+  await until(() => t.alice.files.progress.value["file-0000012"]?.done === 10, 2_000);
+  t.link.opening.delete("alice");
+  await t.alice.files.channelOpened("bob");
+  await until(async () => (await t.bob.files.content("file-0000012")) !== null, 5_000);
+  assert(await sameBytes(await t.bob.files.content("file-0000012"), bytes));
+  await until(() => t.alice.files.progress.value["file-0000012"]?.status === "complete", 2_000);
+  assertEquals(t.alice.files.progress.value["file-0000012"]?.resumedFrom, 10);
+  settle(t);
+});
+
+Deno.test("a receiver that gets nothing asks again: for a channel while none opens, then for the chunks", async () => {
+  const t = pair({ stallMs: 200 });
+  const bytes = randomBytes(30 * FILE_CHUNK_BYTES);
+  await announce(t, "file-0000013", bytes);
+  t.link.chunkLimit = 8;
+  await t.bob.files.offered("alice", "file-0000013");
+  await until(() => !t.link.open, 5_000);
+  await t.alice.files.channelClosed("bob");
+  await t.bob.files.channelClosed("alice");
+  // No channel opens (the attempt failed): bob keeps asking for one.
+  const before = t.link.ensures;
+  await until(() => t.link.ensures >= before + 3, 5_000);
+  // One opens, but bob's request goes out as it closes again: lost, and nothing else asks.
+  t.link.chunkLimit = Infinity;
+  t.link.blockHaves = true;
+  t.link.open = true;
+  await t.bob.files.channelOpened("alice");
+  await t.alice.files.channelOpened("bob");
+  t.link.blockHaves = false;
+  await until(async () => (await t.bob.files.content("file-0000013")) !== null, 5_000);
+  assert(await sameBytes(await t.bob.files.content("file-0000013"), bytes));
+  await until(() => t.alice.files.progress.value["file-0000013"]?.status === "complete", 2_000);
+  assertEquals(t.alice.files.progress.value["file-0000013"]?.resumedFrom, 8);
   settle(t);
 });
 

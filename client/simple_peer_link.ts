@@ -7,6 +7,9 @@
  * `bufferedAmount` stays at or below {@link MAX_BUFFERED_AMOUNT}; the rest waits in a local queue
  * that drains on `bufferedamountlow`.
  *
+ * Order: a message is reported only after the link reported open (the other end can open first
+ * and send at once; what arrives before waits), so whatever answers it can be sent back.
+ *
  * ICE: the link uses the ICE servers its factory is given (STUN, TURN with the session's
  * credentials). When the connection's ICE state turns `disconnected`, or {@link PeerLink.restartIce}
  * is called (the network changed), it restarts ICE: the initiator makes a new offer with fresh
@@ -85,6 +88,8 @@ class SimplePeerLink implements PeerLink {
   #lastRestart = -Infinity;
   #queuedBytes = 0;
   #drainWaiters: Array<() => void> = [];
+  /** Messages that arrived before this end reported open (delivered right after it does). */
+  #early: string[] = [];
   #restartIntervalMs: number;
 
   constructor(
@@ -118,11 +123,18 @@ class SimplePeerLink implements PeerLink {
         });
       }
       handlers.onOpen();
+      for (const text of this.#early.splice(0)) {
+        if (!this.#closed) handlers.onMessage(text);
+      }
     });
     peer.on("data", (data) => {
       if (this.#closed) return;
       const text = typeof data === "string" ? data : decoder.decode(data as Uint8Array);
-      handlers.onMessage(text);
+      // The other end can open first and send at once (simple-peer reports `connect` only after
+      // reading the connection's statistics): its messages wait until this end is open, so an
+      // answer to them can go back.
+      if (!this.#open) this.#early.push(text);
+      else handlers.onMessage(text);
     });
     const close = (reason: string) => {
       if (this.#closed) return;
@@ -214,6 +226,7 @@ class SimplePeerLink implements PeerLink {
     if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
     this.#queue = [];
     this.#queuedBytes = 0;
+    this.#early = [];
     for (const wake of this.#drainWaiters.splice(0)) wake();
     this.#peer.destroy();
   }

@@ -1,8 +1,8 @@
 /**
  * Files between two Chromium processes over a real data channel (issue 15): a 5 MB file picked
  * in alice's chat arrives in bob's byte-identical (its SHA-256 computed in bob's page); alice's
- * data channel closes after her 100th chunk and the transfer resumes, on a new channel, from
- * bob's first missing chunk, not from zero; an image shows inline with its thumbnail on both sides and opens full size.
+ * data channel closes after her 100th chunk and the transfer resumes, on a new channel whose
+ * end at alice reports open late, from bob's first missing chunk, not from zero; an image shows inline with its thumbnail on both sides and opens full size.
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
@@ -14,8 +14,13 @@ import {
   randomBytes,
   sha256,
   storedDigest,
+  transfers,
   waitForTransfer,
 } from "../support/files_page.ts";
+
+interface ChannelHook {
+  p2pchat: { isChannelOpen(peer: string): boolean };
+}
 
 /** The attachment shown for file `name` in `page`, as `{status, thumbnail, full}`. */
 const shownFile = (page: Page, name: string) =>
@@ -49,6 +54,16 @@ Deno.test("a 5 MB file arrives byte-identical; a dropped channel resumes where i
           return (send as (this: RTCDataChannel, d: unknown) => void).call(this, data);
         } as typeof send;
       }, 100);
+      // Her end of the next connection reports open late (simple-peer reads the connection's
+      // statistics first): bob's end opens first and asks at once. That request must not be lost.
+      await alice.evaluate((ms) => {
+        const getStats = RTCPeerConnection.prototype.getStats;
+        RTCPeerConnection.prototype.getStats = function (this: RTCPeerConnection, ...a: unknown[]) {
+          return new Promise((r) => setTimeout(r, ms)).then(() =>
+            (getStats as (...x: unknown[]) => Promise<RTCStatsReport>).apply(this, a)
+          );
+        } as typeof getStats;
+      }, 1_000);
       await attachFile(alice, path);
       const receiving = await waitForTransfer(bob, "bob receiving the file", (t) => !t.outgoing);
       const done = await waitForTransfer(
@@ -56,7 +71,20 @@ Deno.test("a 5 MB file arrives byte-identical; a dropped channel resumes where i
         "the file complete in bob's page",
         (t) => t.id === receiving.id && t.status === "complete",
         90_000,
-      );
+      ).catch(async (err) => {
+        // Where it stopped: each side's view of the transfer and of its channel.
+        for (
+          const [name, page, peer] of [["alice", alice, "bob"], ["bob", bob, "alice"]] as const
+        ) {
+          const t = (await transfers(page).catch(() => [])).find((x) => x.id === receiving.id);
+          const open = await page.evaluate(
+            (p) => (globalThis as unknown as ChannelHook).p2pchat.isChannelOpen(p),
+            peer,
+          ).catch(() => "?");
+          console.error(`${name}: channel open ${open}; transfer ${JSON.stringify(t ?? null)}`);
+        }
+        throw err;
+      });
       assert.equal(done.done, done.total);
       assert.equal(await storedDigest(bob, receiving.id), await sha256(bytes));
       // Alice resumed from bob's first missing chunk: the second run sent fewer than the whole.
