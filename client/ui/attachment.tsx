@@ -27,7 +27,8 @@ export function AttachButton({ model, disabled }: { model: ChatModel; disabled: 
       <input
         ref={input}
         type="file"
-        class="sr-only"
+        hidden
+        aria-label="File or image to send"
         id="file-input"
         data-testid="file-input"
         disabled={disabled}

@@ -57,7 +57,8 @@ Deno.test("a message while the app is hidden raises a notification, text only if
 
     // Turned on in the settings.
     await alice.bringToFront();
-    await alice.click('[data-testid="my-key"]');
+    // The header re-renders as presence and contacts settle: click once the button is laid out.
+    await (await alice.waitForSelector('[data-testid="my-key"]', { visible: true }))!.click();
     await alice.click('[data-testid="notify-setting"]');
     await alice.waitForFunction(
       () => (document.querySelector('[data-testid="notify-setting"]') as HTMLInputElement).checked,
