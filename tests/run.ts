@@ -141,6 +141,14 @@ await step("type check", deno, ["check", "."]);
 await step("import directions", deno, ["run", "--allow-read", "scripts/check_imports.ts"]);
 await step("build client", deno, ["task", "build"]);
 
+/** The `*_test.ts` files directly in `dir`, sorted. */
+function testFiles(dir: string): string[] {
+  return [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith("_test.ts"))
+    .map((e) => `${dir}/${e.name}`)
+    .sort();
+}
+
 /** Unit tests, then the integration tests (real server processes), then the multi-host tests. */
 async function serverLane(): Promise<void> {
   await step("unit tests", deno, [
@@ -152,7 +160,19 @@ async function serverLane(): Promise<void> {
     "scripts/",
     "deploy/",
   ], "unit");
-  await step("integration tests", deno, ["test", "--allow-all", "tests/integration/"], "integ");
+  // The integration tests (real server processes, kills and restarts) in two steps of about
+  // equal size, so that each stays well inside the step time limit on a slower machine.
+  const integration = testFiles("tests/integration");
+  const halves = [integration.slice(0, Math.ceil(integration.length / 2))];
+  halves.push(integration.slice(halves[0]!.length));
+  for (const [i, files] of halves.filter((h) => h.length > 0).entries()) {
+    await step(
+      `integration tests ${i + 1}/2`,
+      deno,
+      ["test", "--allow-all", ...files],
+      `integ${i + 1}`,
+    );
+  }
   // Multi-host tests make their own namespaces (a bridge in a hub namespace, one server per
   // namespace): they run from the root namespace and fail loudly under CI=true without root.
   await step(
@@ -168,10 +188,7 @@ async function serverLane(): Promise<void> {
  * time limit on a slow machine; each in a private namespace of its own when root can make one.
  */
 async function browserLane(): Promise<void> {
-  const e2eFiles = [...Deno.readDirSync("tests/e2e")]
-    .filter((e) => e.isFile && e.name.endsWith("_test.ts"))
-    .map((e) => `tests/e2e/${e.name}`)
-    .sort();
+  const e2eFiles = testFiles("tests/e2e");
   const half = Math.ceil(e2eFiles.length / 2);
   const e2eGroups = [e2eFiles.slice(0, half), e2eFiles.slice(half)].filter((g) => g.length > 0);
   const isCi = Deno.env.get("CI") === "true";
