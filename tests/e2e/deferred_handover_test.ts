@@ -12,7 +12,13 @@ import type { Browser, Page } from "puppeteer-core";
 import { launchBrowser, type TestBrowser } from "../support/browser.ts";
 import type { StartOptions } from "../support/server_process.ts";
 import type { ServerProcess } from "../support/server_process.ts";
-import { openApp, signIn, waitForContact, waitForHandover } from "../support/chat_page.ts";
+import {
+  clickWhenLaidOut,
+  openApp,
+  signIn,
+  waitForContact,
+  waitForHandover,
+} from "../support/chat_page.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
 import {
   type AppPage,
@@ -251,8 +257,8 @@ Deno.test("with the setting on, the old browser keeps a read-only copy and canno
     await seedAliceHistory(world, n, "old", newest);
     const before = await historyDigest(world.oldAlice);
     // The setting, by its checkbox (under "My key").
-    await world.oldAlice.click('[data-testid="my-key"]');
-    await world.oldAlice.click('[data-testid="keep-copy-setting"]');
+    await clickWhenLaidOut(world.oldAlice, '[data-testid="my-key"]');
+    await clickWhenLaidOut(world.oldAlice, '[data-testid="keep-copy-setting"]');
     assert.equal(
       await world.oldAlice.$eval(
         '[data-testid="keep-copy-setting"]',

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
-import { sendMessage } from "../support/chat_page.ts";
+import { clickWhenLaidOut, sendMessage } from "../support/chat_page.ts";
 import { withAliceAndBob } from "../support/two_users.ts";
 import { holdsFor, waitFor } from "../support/wait.ts";
 
@@ -59,7 +59,7 @@ Deno.test("a message while the app is hidden raises a notification, text only if
     await alice.bringToFront();
     // The header re-renders as presence and contacts settle: click once the button is laid out.
     await (await alice.waitForSelector('[data-testid="my-key"]', { visible: true }))!.click();
-    await alice.click('[data-testid="notify-setting"]');
+    await clickWhenLaidOut(alice, '[data-testid="notify-setting"]');
     await alice.waitForFunction(
       () => (document.querySelector('[data-testid="notify-setting"]') as HTMLInputElement).checked,
       { timeout: 10_000 },
@@ -76,7 +76,7 @@ Deno.test("a message while the app is hidden raises a notification, text only if
 
     // Text allowed: the next notification (replacing the last, one per contact) shows it.
     await alice.bringToFront();
-    await alice.click('[data-testid="notify-text-setting"]');
+    await clickWhenLaidOut(alice, '[data-testid="notify-text-setting"]');
     await other.bringToFront();
     await alice.waitForFunction(() => document.visibilityState === "hidden", HIDDEN_POLL);
     await sendMessage(bob, "see you at eight");

@@ -5,7 +5,12 @@
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
-import { isChannelOpen, sendMessage, waitForMessages } from "../support/chat_page.ts";
+import {
+  clickWhenLaidOut,
+  isChannelOpen,
+  sendMessage,
+  waitForMessages,
+} from "../support/chat_page.ts";
 import { withAliceAndBob } from "../support/two_users.ts";
 import { holdsFor, waitFor } from "../support/wait.ts";
 
@@ -39,8 +44,8 @@ Deno.test("bob's typing shows on alice's screen, and his messages turn read once
     await waitFor("bob sees his message read", () => shownRead(bob, "hello al"), 20_000);
 
     // alice turns read receipts off: bob's next message is delivered, never shown read.
-    await alice.click('[data-testid="my-key"]');
-    await alice.click('[data-testid="read-receipts-setting"]');
+    await clickWhenLaidOut(alice, '[data-testid="my-key"]');
+    await clickWhenLaidOut(alice, '[data-testid="read-receipts-setting"]');
     await alice.waitForFunction(
       () =>
         !(document.querySelector('[data-testid="read-receipts-setting"]') as HTMLInputElement)

@@ -1,5 +1,6 @@
 /** Drives the PWA in a Chromium page the way a person would: by its visible controls. */
 import type { Browser, Page } from "puppeteer-core";
+import { waitFor } from "./wait.ts";
 
 const byId = (id: string) => `[data-testid="${id}"]`;
 
@@ -306,4 +307,25 @@ export function storedMessages(
       }).p2pchat.messages(p),
     peer,
   );
+}
+
+/**
+ * Clicks `selector` once it is laid out. A panel that just opened can re-render under the
+ * pointer (its QR code and key fingerprints arrive a moment later): Puppeteer then finds the
+ * node without a box ("not clickable") and has clicked nothing, so the click is tried again.
+ */
+export async function clickWhenLaidOut(page: Page, selector: string, timeoutMs = 20_000) {
+  let last = "";
+  await waitFor(`${selector} to take a click`, async () => {
+    try {
+      await page.click(selector);
+      return true;
+    } catch (err) {
+      last = String(err);
+      if (/not clickable|No element found|not an Element/.test(last)) return false;
+      throw err;
+    }
+  }, timeoutMs).catch((err) => {
+    throw new Error(`${err instanceof Error ? err.message : err} (last: ${last})`);
+  });
 }
