@@ -6,10 +6,8 @@
  * is back online.
  */
 import assert from "node:assert/strict";
-import { launchBrowser, type TestBrowser } from "../support/browser.ts";
-import { startCluster } from "../support/server_process.ts";
-import { logOut, openApp, openChat, signIn, waitForContact } from "../support/chat_page.ts";
-import { assertClientBuilt } from "../support/two_users.ts";
+import { logOut, openChat, signIn, waitForContact } from "../support/chat_page.ts";
+import { withAliceAndBob } from "../support/two_users.ts";
 import { waitFor } from "../support/wait.ts";
 import {
   attachFile,
@@ -20,17 +18,9 @@ import {
 } from "../support/files_page.ts";
 
 Deno.test("a file to an offline contact arrives through the mailbox; past the sender quota the user is told", async () => {
-  await assertClientBuilt();
-  const servers = await startCluster(3, { env: { P2P_MAILBOX_SENDER_MB: "1" } });
-  const browsers: TestBrowser[] = [];
   const dir = await Deno.makeTempDir({ prefix: "p2pchat-files-" });
   try {
-    browsers.push(await launchBrowser(), await launchBrowser());
-    const alice = await openApp(browsers[0]!.browser, servers[0]!.url);
-    const bob = await openApp(browsers[1]!.browser, servers[1]!.url);
-    try {
-      await signIn(alice, "alice", "alice-password", true);
-      await signIn(bob, "bob", "bob-password-1", true);
+    await withAliceAndBob(async ({ alice, bob }) => {
       await waitForContact(alice, "bob", true);
       // Alice pins bob's keys while he is online, then he logs out.
       await openChat(alice, "bob");
@@ -95,13 +85,8 @@ Deno.test("a file to an offline contact arrives through the mailbox; past the se
         `past the quota: ${sent.total - sent.sentChunks} chunks by mailbox, ` +
           `${sent.sentChunks} directly`,
       );
-    } catch (err) {
-      console.error("alice console:", alice.errors, "\nbob console:", bob.errors);
-      throw err;
-    }
+    }, { env: { P2P_MAILBOX_SENDER_MB: "1" }, until: "signed in" });
   } finally {
-    await Promise.all(browsers.map((b) => b.close()));
-    await Promise.all(servers.map((s) => s.stop()));
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -26,24 +26,44 @@ export async function assertClientBuilt(): Promise<void> {
   });
 }
 
+/** Variations of the fixture. */
+export interface AliceAndBobOptions {
+  /** How many servers. @default 3 */
+  servers?: number;
+  /** Environment of every server (e.g. a lower quota). */
+  env?: Record<string, string>;
+  /** Starts bob's browser (e.g. `launchFirefox`). @default launchBrowser */
+  bobBrowser?: () => Promise<TestBrowser>;
+  /**
+   * "chat": each sees the other online with the chat open and the data channel up; "signed in":
+   * both only registered (the body sets up the rest). @default "chat"
+   */
+  until?: "chat" | "signed in";
+}
+
 /** Runs `body` with alice and bob chatting through two different servers of three. */
-export async function withAliceAndBob(body: (users: AliceAndBob) => Promise<void>): Promise<void> {
+export async function withAliceAndBob(
+  body: (users: AliceAndBob) => Promise<void>,
+  options: AliceAndBobOptions = {},
+): Promise<void> {
   await assertClientBuilt();
-  const servers = await startCluster(3);
+  const servers = await startCluster(options.servers ?? 3, options.env ? { env: options.env } : {});
   const browsers: TestBrowser[] = [];
   try {
-    browsers.push(await launchBrowser(), await launchBrowser());
+    browsers.push(await launchBrowser(), await (options.bobBrowser ?? launchBrowser)());
     const alice = await openApp(browsers[0]!.browser, servers[0]!.url);
     const bob = await openApp(browsers[1]!.browser, servers[1]!.url);
     try {
       await signIn(alice, "alice", "alice-password", true);
       await signIn(bob, "bob", "bob-password-1", true);
-      await waitForContact(alice, "bob", true);
-      await waitForContact(bob, "alice", true);
-      await openChat(alice, "bob");
-      await openChat(bob, "alice");
-      await waitForChannel(alice, "bob");
-      await waitForChannel(bob, "alice");
+      if ((options.until ?? "chat") === "chat") {
+        await waitForContact(alice, "bob", true);
+        await waitForContact(bob, "alice", true);
+        await openChat(alice, "bob");
+        await openChat(bob, "alice");
+        await waitForChannel(alice, "bob");
+        await waitForChannel(bob, "alice");
+      }
       await body({ servers, alice, bob });
     } catch (err) {
       console.error("alice console:", alice.errors, "\nbob console:", bob.errors);
