@@ -820,9 +820,25 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     messages: ofSession((s) => s.messages.value, NO_MESSAGES),
     /** Whether the open conversation has older messages than those shown. */
     hasOlder: ofSession((s) => s.hasOlder.value, false),
-    /** Shows a page of older messages; false if all are shown. */
+    /** Shows a page of older messages (dropping as many newer ones); false if none is older. */
     showOlder(): boolean {
       return current.value?.showOlder() ?? false;
+    },
+    /** Messages that came in the open conversation while the reader was scrolled up. */
+    unseen: ofSession((s) => s.unseen.value, 0),
+    /** Whether the open conversation has newer messages than those shown (the reader is back). */
+    hasNewer: ofSession((s) => s.hasNewer.value, false),
+    /** Shows a page of newer messages (dropping as many older ones); false if none is newer. */
+    showNewer(): boolean {
+      return current.value?.showNewer() ?? false;
+    },
+    /** Shows the newest messages of the open conversation again. */
+    showNewest(): void {
+      current.value?.showNewest();
+    },
+    /** The reader is at the newest message (new ones move the view along), or is not. */
+    follow(following: boolean): void {
+      current.value?.follow(following);
     },
     /** Contacts typing now. */
     typing: ofSession((s) => s.typing.value, NONE as Record<string, true>),

@@ -1228,3 +1228,75 @@ Deno.test("message requests: a stranger's message waits under requests; accept o
     shutdown(w);
   }
 });
+
+Deno.test("a long conversation shows a window of it: pages older and newer by keyset, the other end dropped; a reader scrolled up is not moved by new messages", async () => {
+  const w = world();
+  try {
+    const alice = await client(w, "alice");
+    const bob = await client(w, "bob");
+    const seeded = Array.from({ length: 400 }, (_, i) => ({
+      id: `seed-${String(i).padStart(4, "0")}`,
+      peer: "bob",
+      sender: i % 2 ? "alice" : "bob",
+      recipient: i % 2 ? "bob" : "alice",
+      sentAt: 1_000 + i,
+      receivedAt: i % 2 ? null : 1_000 + i,
+      text: `seed ${i}`,
+      via: "p2p" as const,
+      status: "delivered" as const,
+    }));
+    assertEquals(await alice.model.importHistory(seeded), 400);
+    const m = alice.model;
+    const ids = () => m.messages.value.map((r) => r.id);
+    const idsOf = (from: number, to: number) => seeded.slice(from, to).map((r) => r.id);
+    m.openChat("bob");
+    assertEquals(ids(), idsOf(350, 400), "the newest page first");
+    assert(m.hasOlder.value && !m.hasNewer.value);
+
+    // Up to the first message: never more than the window, the newest rows dropped on the way.
+    m.follow(false);
+    let pages = 0;
+    while (m.showOlder()) {
+      pages++;
+      assert(m.messages.value.length <= 150, `${m.messages.value.length} shown`);
+    }
+    assertEquals(pages, 7);
+    assertEquals(ids(), idsOf(0, 150));
+    assert(!m.hasOlder.value && m.hasNewer.value);
+
+    // A message from bob while alice reads old ones: her window stays, she is told of it.
+    bob.model.openChat("alice");
+    await bob.model.send("new one");
+    await waitFor(() => m.unseen.value === 1, "alice told of the new message");
+    assertEquals(ids(), idsOf(0, 150), "the window stays on what alice reads");
+
+    // Down again to the newest, which now includes bob's message.
+    while (m.showNewer()) assert(m.messages.value.length <= 150);
+    assertEquals(m.messages.value.at(-1)?.text, "new one");
+    assertEquals(m.messages.value.length, 150);
+    assert(m.hasOlder.value && !m.hasNewer.value);
+    m.follow(true);
+    assertEquals(m.unseen.value, 0);
+
+    // Following the newest: new messages join the window and it stays bounded.
+    for (let i = 0; i < 3; i++) await bob.model.send(`more ${i}`);
+    await waitFor(() => m.messages.value.at(-1)?.text === "more 2", "followed");
+    assert(m.messages.value.length <= 150);
+    assertEquals(m.unseen.value, 0);
+
+    // A search result far back: the window around it, marked.
+    assertEquals(m.showMessage("bob", seeded[200]!.id), true);
+    assertEquals(ids(), idsOf(175, 225));
+    assertEquals(m.focused.value, seeded[200]!.id);
+    assert(m.hasOlder.value && m.hasNewer.value);
+    assertEquals(m.showMessage("bob", "no-such-id"), false);
+
+    // Back to the newest.
+    m.showNewest();
+    assertEquals(m.messages.value.at(-1)?.text, "more 2");
+    assertEquals(m.messages.value.length, 50);
+    assert(!m.hasNewer.value);
+  } finally {
+    shutdown(w);
+  }
+});

@@ -53,6 +53,12 @@ export interface MessageRow {
   attachment?: string | null;
 }
 
+/** A message's place in its conversation: send time, then id. */
+export interface MessageKey {
+  sentAt: number;
+  id: string;
+}
+
 /** Rows in a fixed order, read on demand (an array is one). */
 export interface RowSource {
   /** How many rows there are. */
@@ -283,6 +289,22 @@ const COLUMNS = "id, peer, sender, recipient, sent_at, received_at, text, via, s
 /** Every operation row of one conversation, in time order (read at each refresh of the chat). */
 export const OPS_QUERY =
   `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_OP} ORDER BY sent_at, id`;
+
+/**
+ * The queries of {@link History.page} (parameters: peer, then the key's send time and id, then
+ * the limit; exported for the query-plan tests).
+ */
+export const PAGE_QUERIES = {
+  newest: `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ? AND ${IS_SHOWN}
+    ORDER BY sent_at DESC, id DESC LIMIT ?) ORDER BY sent_at, id`,
+  before: `SELECT * FROM (SELECT ${COLUMNS} FROM messages WHERE peer = ?
+    AND (sent_at, id) < (?, ?) AND ${IS_SHOWN} ORDER BY sent_at DESC, id DESC LIMIT ?)
+    ORDER BY sent_at, id`,
+  from: `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND (sent_at, id) >= (?, ?)
+    AND ${IS_SHOWN} ORDER BY sent_at, id LIMIT ?`,
+  after: `SELECT ${COLUMNS} FROM messages WHERE peer = ? AND (sent_at, id) > (?, ?)
+    AND ${IS_SHOWN} ORDER BY sent_at, id LIMIT ?`,
+} as const;
 
 const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
@@ -639,6 +661,26 @@ export class History {
          ORDER BY sent_at DESC, id DESC LIMIT ?) ORDER BY sent_at, id`,
       [peer, limit],
     );
+  }
+
+  /**
+   * A page of the conversation with `peer` (shown messages only), in order (send time, then
+   * id), read by keyset through `messages_by_peer` so that it costs the same anywhere in a
+   * history of 100,000: `"before"` the `limit` messages just older than `key` (without `key`:
+   * the newest), `"from"` the `limit` messages from `key` on (`key` included), `"after"` those
+   * just newer than `key`.
+   */
+  page(
+    peer: string,
+    direction: "before" | "from" | "after",
+    key: MessageKey | null,
+    limit: number,
+  ): MessageRow[] {
+    if (!key) {
+      if (direction !== "before") throw new TypeError(`A "${direction}" page needs a key`);
+      return this.#query(PAGE_QUERIES.newest, [peer, limit]);
+    }
+    return this.#query(PAGE_QUERIES[direction], [peer, key.sentAt, key.id, limit]);
   }
 
   /** Own messages to `peer` not yet acknowledged (to send again when a path appears). */

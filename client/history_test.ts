@@ -8,6 +8,7 @@ import {
   mergeStoredRows,
   type MessageRow,
   OPS_QUERY,
+  PAGE_QUERIES,
   SCHEMA,
   searchQuery,
   searchSnippet,
@@ -380,6 +381,47 @@ Deno.test("the chat's refresh reads a conversation's operations through their ow
       `plan: ${plan.join(" / ")}`,
     );
     assert(!plan.some((step) => step.includes("TEMP B-TREE")), `sorts: ${plan.join(" / ")}`);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("pages of a conversation by keyset: before, from and after a message, operations and hidden rows left out", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  for (let i = 0; i < 10; i++) await h.insert(row(`m${i}`, 100 + (i >> 1))); // pairs share a time
+  await h.insert(row("op", 103, { text: "\u001dreact\u001dm3\u001d👍" }));
+  await h.insert(row("gone", 103));
+  await h.replaceText("gone", "\u001ehidden");
+  await h.insert(row("other", 103, { peer: "carol", recipient: "carol" }));
+  const ids = (rows: MessageRow[]) => rows.map((r) => r.id);
+  const at = (i: number) => ({ sentAt: 100 + (i >> 1), id: `m${i}` });
+  assertEquals(ids(h.page("bob", "before", null, 3)), ["m7", "m8", "m9"], "the newest");
+  assertEquals(ids(h.page("bob", "before", at(7), 3)), ["m4", "m5", "m6"]);
+  assertEquals(ids(h.page("bob", "before", at(1), 3)), ["m0"]);
+  assertEquals(ids(h.page("bob", "from", at(5), 3)), ["m5", "m6", "m7"]);
+  assertEquals(ids(h.page("bob", "after", at(5), 3)), ["m6", "m7", "m8"]);
+  assertEquals(ids(h.page("bob", "after", at(9), 3)), []);
+  assertEquals(ids(h.page("bob", "from", at(0), 100)), ids(h.list("bob")));
+});
+
+Deno.test("a page of a long conversation is read through the conversation's index from its key, not sorted whole", () => {
+  const db = new sql.Database();
+  try {
+    db.run(SCHEMA);
+    addAttachmentColumn(db);
+    for (const [name, q] of Object.entries(PAGE_QUERIES)) {
+      const stmt = db.prepare(`EXPLAIN QUERY PLAN ${q}`);
+      stmt.bind(name === "newest" ? ["bob", 10] : ["bob", 1, "x", 10]);
+      const plan: string[] = [];
+      while (stmt.step()) plan.push(String(stmt.get().at(-1)));
+      stmt.free();
+      const said = `${name}: ${plan.join(" / ")}`;
+      const search = plan.find((s) => s.startsWith("SEARCH messages USING INDEX messages_by_peer"));
+      assert(search && (name === "newest" || search.includes("sent_at")), said);
+      // Only the page's own few rows are put back in order (the outer query of "before").
+      const sorts = plan.filter((s) => s.includes("TEMP B-TREE")).length;
+      assert(sorts <= (plan.some((s) => s.startsWith("SCAN (subquery")) ? 1 : 0), said);
+    }
   } finally {
     db.close();
   }

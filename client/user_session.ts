@@ -30,7 +30,7 @@ import {
 } from "./contacts.ts";
 import type { HandoverController, HandoverSource } from "./handover_controller.ts";
 import type { HistoryReceiver } from "./handover.ts";
-import type { History, MessageRow, MessageVia, SearchHit } from "./history.ts";
+import type { History, MessageKey, MessageRow, MessageVia, SearchHit } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
 import {
   type ContactTrust,
@@ -122,8 +122,15 @@ export interface UserSessionOptions extends OutboxOptions {
   channelWaitMs?: number;
 }
 
-/** Messages shown at first in a conversation, and added by each "show older". */
-export const MESSAGE_PAGE = 500;
+/** Messages shown at first in a conversation, and read by each "show older" or "show newer". */
+export const MESSAGE_PAGE = 50;
+
+/**
+ * Most messages the open conversation holds at once (the chat renders them all): paging further
+ * drops as many from the other end, so the page holds the same few rows at 100 and 100,000
+ * messages of history.
+ */
+export const MESSAGE_WINDOW = 150;
 
 /** One logged-in session; see the module comment. */
 export class UserSession implements Disposable {
@@ -140,12 +147,17 @@ export class UserSession implements Disposable {
   /** The user whose conversation is open. */
   readonly openPeer = signal<string | null>(null);
   /**
-   * The shown part of the open conversation, ordered by send time then id: the newest
-   * {@link MESSAGE_PAGE} messages at first, a page more at each {@link showOlder}.
+   * The shown part of the open conversation (a window of at most {@link MESSAGE_WINDOW}),
+   * ordered by send time then id: the newest {@link MESSAGE_PAGE} messages at first, a page more
+   * at each {@link showOlder} or {@link showNewer}, the pages at the other end dropped.
    */
   readonly messages = signal<MessageRow[]>([]);
   /** Whether the open conversation has messages older than those in {@link messages}. */
   readonly hasOlder = signal(false);
+  /** Whether the open conversation has messages newer than those in {@link messages}. */
+  readonly hasNewer = signal(false);
+  /** Messages that came in the open conversation while the reader was scrolled up. */
+  readonly unseen = signal(0);
   /** A message to bring into view and mark (a search result the user picked), or null. */
   readonly focused = signal<string | null>(null);
   /** Contacts typing now (over the data channel). */
@@ -157,7 +169,11 @@ export class UserSession implements Disposable {
   #typingSentAt = 0;
   /** Per contact, the newest of their messages this session said it read. */
   #readSent = new Map<string, number>();
-  #shownLimit = MESSAGE_PAGE;
+  /**
+   * Whether the view follows the newest message (the reader is at the bottom): new messages
+   * then move the window along; otherwise the window stays where the reader is.
+   */
+  #following = true;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
@@ -340,8 +356,10 @@ export class UserSession implements Disposable {
           const row = this.#history.list(from, 1)[0] ?? null;
           return row && { ...row, text: foldOps([row], [], this.me).get(row.id)?.text ?? "" };
         });
-        if (this.openPeer.value === from) this.#refresh();
-        else {this.unread.value = {
+        if (this.openPeer.value === from) {
+          if (!this.#following) this.unseen.value += count;
+          this.#refresh();
+        } else {this.unread.value = {
             ...this.unread.value,
             [from]: (this.unread.value[from] ?? 0) + count,
           };}
@@ -647,7 +665,10 @@ export class UserSession implements Disposable {
     batch(() => {
       this.openPeer.value = peer;
       this.focused.value = null;
-      this.#shownLimit = MESSAGE_PAGE;
+      this.messages.value = [];
+      this.hasNewer.value = false;
+      this.unseen.value = 0;
+      this.#following = true;
       if (peer) {
         const { [peer]: _read, ...rest } = this.unread.value;
         this.unread.value = rest;
@@ -664,10 +685,56 @@ export class UserSession implements Disposable {
    * false if every message is already shown.
    */
   showOlder(): boolean {
-    if (this.isDisposed || !this.hasOlder.value) return false;
-    this.#shownLimit += MESSAGE_PAGE;
-    this.#refresh();
-    return true;
+    const peer = this.openPeer.value;
+    const shown = this.messages.value;
+    if (this.isDisposed || !peer || !this.hasOlder.value || shown.length === 0) return false;
+    const older = this.#history.page(peer, "before", key(shown[0]!), MESSAGE_PAGE);
+    const rows = [...older, ...shown];
+    this.#show(peer, rows.slice(0, MESSAGE_WINDOW), {
+      hasOlder: older.length === MESSAGE_PAGE && this.#hasBefore(peer, older[0]!),
+      hasNewer: this.hasNewer.value || rows.length > MESSAGE_WINDOW,
+    });
+    return older.length > 0;
+  }
+
+  /**
+   * Shows a page of newer messages of the open conversation (the user scrolled down to the end
+   * of an older part); false if the newest is already shown.
+   */
+  showNewer(): boolean {
+    const peer = this.openPeer.value;
+    const shown = this.messages.value;
+    if (this.isDisposed || !peer || !this.hasNewer.value || shown.length === 0) return false;
+    const newer = this.#history.page(peer, "after", key(shown.at(-1)!), MESSAGE_PAGE + 1);
+    const more = newer.length > MESSAGE_PAGE;
+    const rows = [...shown, ...newer.slice(0, MESSAGE_PAGE)];
+    this.#show(peer, rows.slice(-MESSAGE_WINDOW), {
+      hasOlder: this.hasOlder.value || rows.length > MESSAGE_WINDOW,
+      hasNewer: more,
+    });
+    return newer.length > 0;
+  }
+
+  /** Shows the newest page of the open conversation (the reader jumps back to the end). */
+  showNewest(): void {
+    const peer = this.openPeer.value;
+    if (this.isDisposed || !peer) return;
+    batch(() => {
+      this.messages.value = [];
+      this.hasNewer.value = false;
+      this.unseen.value = 0;
+      this.#following = true;
+      this.#refresh();
+    });
+  }
+
+  /**
+   * Whether the reader is at the newest message: new messages then come into the window (the
+   * oldest shown ones leave it); else the window stays on what they read.
+   */
+  follow(following: boolean): void {
+    this.#following = following;
+    if (following && this.unseen.peek() > 0) this.unseen.value = 0;
   }
 
   /**
@@ -716,16 +783,20 @@ export class UserSession implements Disposable {
    */
   showMessage(peer: string, id: string): boolean {
     if (this.isDisposed) return false;
-    const position = this.#history.positionFromEnd(peer, id);
-    if (position === null) return false;
+    const row = this.#history.get(id);
+    if (!row || row.peer !== peer) return false;
+    // Half a page either side of it, read by keyset: as fast for the first of 100,000.
+    const from = this.#history.page(peer, "from", key(row), MESSAGE_PAGE / 2 + 1);
+    if (from[0]?.id !== id) return false; // an operation, or deleted on this device
+    const before = this.#history.page(peer, "before", key(row), MESSAGE_PAGE / 2);
     if (this.openPeer.value !== peer) this.openChat(peer);
     batch(() => {
-      // Whole pages, so "show older" goes on from there as usual.
-      this.#shownLimit = Math.max(
-        this.#shownLimit,
-        Math.ceil(position / MESSAGE_PAGE) * MESSAGE_PAGE,
-      );
-      this.#refresh();
+      const rows = [...before, ...from.slice(0, MESSAGE_PAGE / 2)];
+      this.#following = false;
+      this.#show(peer, rows, {
+        hasOlder: before.length === MESSAGE_PAGE / 2 && this.#hasBefore(peer, before[0]!),
+        hasNewer: from.length > MESSAGE_PAGE / 2,
+      });
       this.focused.value = id;
     });
     return true;
@@ -1042,24 +1113,71 @@ export class UserSession implements Disposable {
     }, REFRESH_THROTTLE_MS);
   }
 
+  /**
+   * Reads the shown window again (a message stored, changed or hidden): from its first message
+   * on, by keyset. At the end of the conversation, new messages join it; past
+   * {@link MESSAGE_WINDOW}, a reader who follows the newest gets the newest page, one who reads
+   * older ones keeps what they read (the rest waits for {@link showNewer}).
+   */
   #refresh(): void {
     if (this.isDisposed) return;
     const peer = this.openPeer.value;
-    // One row more than shown tells whether older ones exist.
-    const rows = peer ? this.#history.list(peer, this.#shownLimit + 1) : [];
+    if (!peer) {
+      this.#show(null, [], { hasOlder: false, hasNewer: false });
+      return;
+    }
+    const shown = this.messages.value;
+    const first = shown[0];
+    if (!first) {
+      const rows = this.#history.page(peer, "before", null, MESSAGE_PAGE + 1);
+      this.#show(peer, rows.slice(-MESSAGE_PAGE), {
+        hasOlder: rows.length > MESSAGE_PAGE,
+        hasNewer: false,
+      });
+      return;
+    }
+    let rows = this.#history.page(peer, "from", key(first), MESSAGE_WINDOW + 1);
+    let hasOlder = this.hasOlder.value;
+    let hasNewer = this.hasNewer.value;
+    if (hasNewer) {
+      // Reading older messages: the same stretch, whatever arrived after it.
+      const last = key(shown.at(-1)!);
+      rows = rows.filter((r) => compareKeys(r, last) <= 0);
+    } else if (rows.length > MESSAGE_WINDOW && this.#following) {
+      rows = this.#history.page(peer, "before", null, MESSAGE_PAGE);
+      hasOlder = true;
+    } else if (rows.length > MESSAGE_WINDOW) {
+      rows = rows.slice(0, MESSAGE_WINDOW);
+      hasNewer = true;
+    }
+    if (rows.length === 0) {
+      // Everything shown was deleted on this device: the newest page again.
+      this.messages.value = [];
+      return this.#refresh();
+    }
+    this.#show(peer, rows, { hasOlder, hasNewer });
+  }
+
+  /** Shows `rows` of the conversation with `peer` (null: none), with their folded operations. */
+  #show(
+    peer: string | null,
+    rows: MessageRow[],
+    ends: { hasOlder: boolean; hasNewer: boolean },
+  ): void {
     batch(() => {
-      this.hasOlder.value = rows.length > this.#shownLimit;
-      this.messages.value = this.hasOlder.value ? rows.slice(1) : rows;
+      this.hasOlder.value = ends.hasOlder;
+      this.hasNewer.value = ends.hasNewer;
+      this.messages.value = rows;
       this.views.value = peer
-        ? foldOps(
-          this.messages.value,
-          this.#history.ops(peer),
-          this.me,
-          (id) => this.#history.get(id),
-        )
+        ? foldOps(rows, this.#history.ops(peer), this.me, (id) => this.#history.get(id))
         : new Map();
     });
     this.#sendReadReceipt();
+  }
+
+  /** Whether the conversation with `peer` has a shown message older than `row`. */
+  #hasBefore(peer: string, row: MessageRow): boolean {
+    return this.#history.page(peer, "before", key(row), 1).length > 0;
   }
 
   /**
@@ -1122,4 +1240,14 @@ export class UserSession implements Disposable {
   #fail(err: unknown): void {
     if (!this.isDisposed) this.#deps.onError(err);
   }
+}
+
+/** A row's place in its conversation. */
+function key(row: MessageRow): MessageKey {
+  return { sentAt: row.sentAt, id: row.id };
+}
+
+/** Orders two places in a conversation (send time, then id). */
+function compareKeys(a: MessageKey, b: MessageKey): number {
+  return a.sentAt - b.sentAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }

@@ -131,17 +131,64 @@ function eventText(peer: string, e: TrustEvent): string {
 
 type TimelineItem = { message: MessageRow } | { event: TrustEvent };
 
-/** The conversation's messages with the key markers between them, by time. */
-function timeline(messages: MessageRow[], events: TrustEvent[]): TimelineItem[] {
+/**
+ * The shown messages with the key markers between them, by time: a marker shows with the part
+ * of the conversation it falls in (before the first shown message only if none is older, after
+ * the last only if none is newer).
+ */
+function timeline(
+  messages: MessageRow[],
+  events: TrustEvent[],
+  ends: { hasOlder: boolean; hasNewer: boolean },
+): TimelineItem[] {
+  const from = ends.hasOlder ? messages[0]?.sentAt ?? Infinity : -Infinity;
+  const to = ends.hasNewer ? messages.at(-1)?.sentAt ?? -Infinity : Infinity;
   const items: Array<{ at: number; item: TimelineItem }> = [
     ...messages.map((m) => ({ at: m.sentAt, item: { message: m } })),
-    ...events.map((e) => ({ at: e.at, item: { event: e } })),
+    ...events.filter((e) => e.at >= from && e.at <= to).map((e) => ({
+      at: e.at,
+      item: { event: e },
+    })),
   ];
   // Stable: messages keep their order, a marker goes after the messages of its moment.
   return items.sort((a, b) => a.at - b.at).map((x) => x.item);
 }
 
-/** Message list (own vs theirs, status, path) plus input and Send. */
+/** Where a row of the list is: its message id and its top edge on screen, px. */
+interface Anchor {
+  id: string;
+  top: number;
+}
+
+/** The first message row at least partly in view in `list` (rows are in order: bisected). */
+function firstInView(list: HTMLElement): Anchor | null {
+  const rows = list.querySelectorAll<HTMLElement>('[data-testid="message"]');
+  const top = list.getBoundingClientRect().top;
+  let lo = 0;
+  let hi = rows.length - 1;
+  let found: HTMLElement | null = null;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const box = rows[mid]!.getBoundingClientRect();
+    if (box.bottom > top) {
+      found = rows[mid]!;
+      hi = mid - 1;
+    } else lo = mid + 1;
+  }
+  return found ? { id: found.dataset.id!, top: found.getBoundingClientRect().top } : null;
+}
+
+/** Distance within which the reader counts as at the end of the list, px. */
+const AT_BOTTOM_PX = 40;
+/** How close to an end of the shown part the next page is read, px. */
+const PAGE_AHEAD_PX = 600;
+
+/**
+ * Message list (own vs theirs, status, path) plus input and Send. The list holds a window of the
+ * conversation (at most `MESSAGE_WINDOW` rows, see user_session.ts), whatever its length:
+ * scrolling near its top or bottom reads the next page by keyset and drops as many rows at the
+ * other end, keeping the row the reader looks at where it was on screen.
+ */
 export function ChatView({ model }: { model: ChatModel }) {
   const peer = model.openPeer.value;
   const me = model.me.value;
@@ -159,11 +206,20 @@ export function ChatView({ model }: { model: ChatModel }) {
   const events = trust?.pin?.events ?? [];
   const listRef = useRef<HTMLOListElement>(null);
   const olderRef = useRef<HTMLButtonElement>(null);
-  // Whether the user is at the end of the conversation: new messages then stay in view; a user
-  // who scrolled up to read is not pulled down (except by their own message).
-  const atBottom = useRef(true);
-  // Distance from the end before older messages were added above, to keep the view still.
-  const keepFromBottom = useRef<number | null>(null);
+  const newerRef = useRef<HTMLButtonElement>(null);
+  const hasOlder = model.hasOlder.value;
+  const hasNewer = model.hasNewer.value;
+  // Whether the view follows the newest message (the reader is at the end of the conversation,
+  // as of their last scroll): new messages then come into view; a reader who scrolled up is not
+  // pulled down (except by their own message).
+  const following = useRef(true);
+  // Messages that came while the reader was scrolled up: "new messages" is offered.
+  const unseen = model.unseen.value;
+  // Where the row the reader looks at was before this render: put back after it (rows added or
+  // dropped above it, a page read and the other end's dropped), unless the view follows.
+  const anchor = useRef<Anchor | null>(null);
+  const list = listRef.current;
+  anchor.current = list && !following.current ? firstInView(list) : null;
   const last = messages.at(-1);
   const focused = model.focused.value;
   const readUpTo = peer ? model.readUpTo.value[peer] ?? 0 : 0;
@@ -171,21 +227,34 @@ export function ChatView({ model }: { model: ChatModel }) {
   const offline = model.offlineNotice.value !== null;
 
   useLayoutEffect(() => {
-    atBottom.current = true;
+    following.current = true;
+    model.follow(true);
     setMode(null);
   }, [peer]);
 
+  // After every render: the row the reader looked at goes back where it was on screen.
+  useLayoutEffect(() => {
+    const el = listRef.current;
+    const was = anchor.current;
+    anchor.current = null;
+    if (!el || !was || following.current) return;
+    const row = el.querySelector(`[data-id="${CSS.escape(was.id)}"]`);
+    if (!row) return;
+    const moved = row.getBoundingClientRect().top - was.top;
+    if (Math.abs(moved) >= 1) el.scrollTop += moved;
+  });
+
+  // At the end of the conversation, the view follows new messages (and one's own, always).
   useLayoutEffect(() => {
     const el = listRef.current;
     if (!el) return;
-    if (keepFromBottom.current !== null) {
-      el.scrollTop = el.scrollHeight - keepFromBottom.current;
-      keepFromBottom.current = null;
-    } else if (atBottom.current || (last && last.sender === me && last.status === "sending")) {
+    const isOwnNew = last && last.sender === me && last.status === "sending" && !hasNewer;
+    if (following.current || isOwnNew) {
       el.scrollTop = el.scrollHeight;
-      atBottom.current = true;
+      following.current = true;
+      model.follow(true);
     }
-  }, [last?.id, messages[0]?.id, discarded.length, events.length, peer]);
+  }, [last?.id, discarded.length, events.length, peer]);
 
   // A search result picked: bring its message into view (the reader is no longer at the end).
   useLayoutEffect(() => {
@@ -194,26 +263,45 @@ export function ChatView({ model }: { model: ChatModel }) {
       : null;
     if (!el) return;
     el.scrollIntoView({ block: "center" });
-    atBottom.current = false;
+    following.current = false;
+    model.follow(false);
   }, [focused, peer]);
 
-  const showOlder = () => {
+  /** Reads where the reader is: at the end (following new messages) or not. */
+  const onScroll = () => {
     const el = listRef.current;
-    if (el) keepFromBottom.current = el.scrollHeight - el.scrollTop;
-    if (!model.showOlder()) keepFromBottom.current = null;
+    if (!el) return;
+    following.current = el.scrollHeight - el.scrollTop - el.clientHeight < AT_BOTTOM_PX &&
+      !model.hasNewer.peek();
+    model.follow(following.current);
   };
 
-  // Reaching the top of the list shows older messages by itself (the button stays for keyboards).
+  // Nearing the top or the bottom of the shown part reads the next page by itself (the buttons
+  // stay for keyboards). Observed anew whenever the shown part changes, as each observation
+  // starts with a report of where the button is.
   useEffect(() => {
-    const button = olderRef.current;
     const root = listRef.current;
-    if (!button || !root || typeof IntersectionObserver === "undefined") return;
+    if (!root || typeof IntersectionObserver === "undefined") return;
     const seen = new IntersectionObserver((entries) => {
-      if (entries.some((e) => e.isIntersecting) && root.scrollTop < root.clientHeight) showOlder();
-    }, { root });
-    seen.observe(button);
+      for (const e of entries) {
+        if (!e.isIntersecting) continue;
+        if (e.target === olderRef.current) model.showOlder();
+        else if (e.target === newerRef.current) model.showNewer();
+      }
+    }, { root, rootMargin: `${PAGE_AHEAD_PX}px 0px` });
+    if (olderRef.current) seen.observe(olderRef.current);
+    if (newerRef.current) seen.observe(newerRef.current);
     return () => seen.disconnect();
-  }, [peer, model.hasOlder.value, messages[0]?.id]);
+  }, [peer, hasOlder, hasNewer, messages[0]?.id, last?.id]);
+
+  /** Back to the newest message. */
+  const toNewest = () => {
+    following.current = true;
+    if (model.hasNewer.peek()) model.showNewest();
+    else model.follow(true);
+    const el = listRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  };
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -224,6 +312,8 @@ export function ChatView({ model }: { model: ChatModel }) {
     setDraft("");
     setMode(null);
     model.stoppedTyping();
+    // One's own message shows at the end: the view goes there.
+    if (model.hasNewer.peek()) toNewest();
     void sendDraft(model, mode, text);
   };
 
@@ -238,7 +328,8 @@ export function ChatView({ model }: { model: ChatModel }) {
     const el = listRef.current?.querySelector(`[data-id="${CSS.escape(id)}"]`);
     if (el) {
       el.scrollIntoView({ block: "center" });
-      atBottom.current = false;
+      following.current = false;
+      model.follow(false);
     } else model.showMessage(peer, id);
   };
 
@@ -302,25 +393,22 @@ export function ChatView({ model }: { model: ChatModel }) {
         class="messages"
         ref={listRef}
         data-testid="messages"
-        onScroll={(e) => {
-          const el = e.currentTarget;
-          atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-        }}
+        onScroll={onScroll}
       >
-        {model.hasOlder.value && (
+        {hasOlder && (
           <li class="older">
             <button
               type="button"
               class="link"
               ref={olderRef}
               data-testid="show-older"
-              onClick={showOlder}
+              onClick={() => model.showOlder()}
             >
               Show older messages
             </button>
           </li>
         )}
-        {timeline(messages, events).map((item) =>
+        {timeline(messages, events, { hasOlder, hasNewer }).map((item) =>
           "event" in item
             ? (
               <li
@@ -351,7 +439,20 @@ export function ChatView({ model }: { model: ChatModel }) {
               />
             )
         )}
-        {discarded.map((w) => (
+        {hasNewer && (
+          <li class="older">
+            <button
+              type="button"
+              class="link"
+              ref={newerRef}
+              data-testid="show-newer"
+              onClick={() => model.showNewer()}
+            >
+              Show newer messages
+            </button>
+          </li>
+        )}
+        {!hasNewer && discarded.map((w) => (
           <li
             key={`refused-${w.id}`}
             data-testid="refused"
@@ -363,6 +464,17 @@ export function ChatView({ model }: { model: ChatModel }) {
             <span class="text">⚠ {w.text}</span>
           </li>
         ))}
+        {(hasNewer || unseen > 0) && (
+          <li class="jump-newest">
+            <button type="button" data-testid="jump-newest" onClick={toNewest}>
+              {unseen === 1
+                ? "1 new message ↓"
+                : unseen > 1
+                ? `${unseen} new messages ↓`
+                : "Newest messages ↓"}
+            </button>
+          </li>
+        )}
       </ol>
       <p class="typing" data-testid="typing" aria-live="polite">
         {isTyping ? `${peer} is typing…` : ""}

@@ -1,9 +1,10 @@
 /**
- * A conversation longer than one page of the chat view (Chromium, real IndexedDB): the newest
- * page shows first, scrolling up reaches the very first message, a reader at the bottom follows
- * new messages while one who scrolled up stays where they are, and the history (kept as a
- * snapshot plus a row log) is whole after a reload; search finds the oldest message and opens
- * the chat there; unread messages show in the page title.
+ * A long conversation (20,000 messages; Chromium, real IndexedDB): the newest messages show
+ * first, scrolling up reaches the very first message while the page never holds more than a
+ * window of rows and the row read stays put as pages come and go, a reader at the bottom follows
+ * new messages while one who scrolled up stays where they are (and is offered the new ones), and
+ * the history (kept as a snapshot plus a row log) is whole after a reload; search finds the
+ * oldest message and opens the chat there; unread messages show in the page title.
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
@@ -11,7 +12,9 @@ import { openChat, sendMessage, waitForMessages } from "../support/chat_page.ts"
 import { historyDigest } from "../support/handover_world.ts";
 import { withAliceAndBob } from "../support/two_users.ts";
 
-const SEEDED = 2_600; // more than five pages of 500, and past the snapshot threshold
+const SEEDED = 20_000; // past the snapshot threshold, 400 pages of the chat view
+/** Most message rows the page may hold at once, whatever the length of the conversation. */
+const MAX_ROWS = 200;
 
 function seed(page: Page, n: number, prefix: string): Promise<number> {
   return page.evaluate(
@@ -36,7 +39,52 @@ const scroll = (page: Page) =>
     toBottom: el.scrollHeight - el.scrollTop - el.clientHeight,
   }));
 
-Deno.test("a long conversation: newest page first, scrolling up reaches the first message, the view follows new messages only at the bottom", () =>
+/** The first message row in view, and its distance from the list's top edge, px. */
+const firstInView = (page: Page) =>
+  page.$eval('[data-testid="messages"]', (list) => {
+    const top = list.getBoundingClientRect().top;
+    const row = [...list.querySelectorAll<HTMLElement>('[data-testid="message"]')].find((el) =>
+      el.getBoundingClientRect().bottom > top
+    );
+    return row ? { id: row.dataset.id, offset: row.getBoundingClientRect().top - top } : null;
+  });
+
+/**
+ * Scrolls the list to its top again and again, as a reader drags it up, until the first message
+ * shows; resolves the most message rows the page held meanwhile, how many pages came, and each
+ * time the row at the top moved when a page came (px).
+ */
+function scrollToFirst(page: Page): Promise<{ maxRows: number; pages: number; moved: number[] }> {
+  return page.evaluate(async () => {
+    const list = document.querySelector<HTMLElement>('[data-testid="messages"]')!;
+    const rows = () => list.querySelectorAll<HTMLElement>('[data-testid="message"]');
+    const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+    const deadline = performance.now() + 120_000;
+    let maxRows = rows().length;
+    let pages = 0;
+    const moved: number[] = [];
+    while (document.querySelector('[data-testid="show-older"]')) {
+      const first = rows()[0]!;
+      list.scrollTop = 0;
+      await frame();
+      const before = first.getBoundingClientRect().top;
+      // Until the page before it shows (the list's first row changes), or none is left.
+      while (rows()[0] === first && document.querySelector('[data-testid="show-older"]')) {
+        if (performance.now() > deadline) throw new Error(`Stuck after ${pages} pages`);
+        maxRows = Math.max(maxRows, rows().length);
+        await frame();
+      }
+      maxRows = Math.max(maxRows, rows().length);
+      if (rows()[0] !== first) {
+        pages++;
+        moved.push(Math.abs(first.getBoundingClientRect().top - before));
+      }
+    }
+    return { maxRows, pages, moved };
+  });
+}
+
+Deno.test("a long conversation: newest first, scrolling up reaches the first message with a bounded list, the view follows new messages only at the bottom", () =>
   withAliceAndBob(async ({ alice, bob }) => {
     // The oldest message of all (seeded first, so older than the rest), to be found by search.
     assert.equal(await seed(alice, 1, "walrus"), 1);
@@ -46,41 +94,41 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
     await openChat(alice, "bob");
     await alice.waitForFunction(
       () =>
-        [...document.querySelectorAll('[data-testid="message"] .text')].some((e) =>
-          e.textContent === "live one"
-        ),
+        [...document.querySelectorAll('[data-testid="message"] .text')].at(-1)?.textContent ===
+          "live one",
       { timeout: 40_000 },
     );
-    assert.equal(await shownCount(alice), 500, "one page shown at first");
+    assert.ok(await shownCount(alice) < MAX_ROWS, "a window of the conversation, not all of it");
     assert.ok(await alice.$('[data-testid="show-older"]'), "older messages are offered");
     assert.ok((await scroll(alice)).toBottom < 5, "the open chat starts at the newest message");
 
-    // Scrolling to the top again and again reaches the very first message.
-    const deadline = Date.now() + 90_000;
-    while (await alice.$('[data-testid="show-older"]')) {
-      if (Date.now() > deadline) throw new Error(`Stuck at ${await shownCount(alice)} shown`);
-      const before = await shownCount(alice);
-      await alice.$eval('[data-testid="messages"]', (el) => el.scrollTop = 0);
-      await alice.waitForFunction(
-        (n) =>
-          document.querySelectorAll('[data-testid="message"]').length > n ||
-          !document.querySelector('[data-testid="show-older"]'),
-        { timeout: 20_000 },
-        before,
-      );
-      // The page added above did not move what the reader was looking at to the top.
-      if (await alice.$('[data-testid="show-older"]')) {
-        assert.ok((await scroll(alice)).top > 0, "the view stays on the messages read");
-      }
-    }
+    // Scrolling to the top again and again reaches the very first message; the page holds a
+    // bounded number of rows all along, and what the reader looks at stays put as pages come.
+    const { maxRows, pages, moved } = await scrollToFirst(alice);
+    assert.ok(maxRows < MAX_ROWS, `at most ${maxRows} rows in the page`);
+    assert.ok(pages > 100, `${pages} pages read on the way up`);
+    assert.ok(moved.every((px) => px < 2), `the row read moved by ${Math.max(...moved)} px`);
     const texts = await shownTexts(alice);
-    assert.equal(texts.length, SEEDED + 2);
     assert.equal(texts[0], "walrus 0");
     assert.equal(texts[1], "old 0");
-    assert.equal(texts.at(-1), "live one");
+    assert.ok(texts.length < MAX_ROWS);
+    assert.ok(!texts.includes("live one"), "the newest rows left the page");
+
+    // Back to the newest: the affordance at the bottom of the view brings the reader there.
+    await alice.click('[data-testid="jump-newest"]');
+    await alice.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid="messages"]')!;
+        const last = [...el.querySelectorAll('[data-testid="message"] .text')].at(-1);
+        return last?.textContent === "live one" &&
+          el.scrollHeight - el.scrollTop - el.clientHeight < 5 &&
+          !document.querySelector('[data-testid="jump-newest"]');
+      },
+      { timeout: 20_000 },
+    );
+    assert.ok(await shownCount(alice) < MAX_ROWS);
 
     // At the bottom, a new message from bob comes into view.
-    await alice.$eval('[data-testid="messages"]', (el) => el.scrollTop = el.scrollHeight);
     await sendMessage(bob, "from bob 1");
     await alice.waitForFunction(
       () => {
@@ -92,19 +140,35 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
       { timeout: 40_000 },
     );
 
-    // A reader who scrolled up is left where they are.
-    const midway = await alice.$eval('[data-testid="messages"]', (el) => {
-      el.scrollTop = el.scrollHeight / 2;
-      return el.scrollTop;
+    // A reader who scrolled up is left where they are, and told that something new came.
+    await alice.$eval('[data-testid="messages"]', (el) => {
+      el.scrollTop = el.scrollHeight / 3;
     });
+    await alice.waitForFunction(() => {
+      const el = document.querySelector('[data-testid="messages"]')!;
+      return el.scrollHeight - el.scrollTop - el.clientHeight > 200;
+    });
+    const reading = await firstInView(alice);
+    const midway = (await scroll(alice)).top;
     await sendMessage(bob, "from bob 2");
     await alice.waitForFunction(
       () =>
-        [...document.querySelectorAll('[data-testid="message"] .text')].at(-1)?.textContent ===
-          "from bob 2",
+        document.querySelector('[data-testid="jump-newest"]')?.textContent === "1 new message ↓",
       { timeout: 40_000 },
     );
     assert.equal((await scroll(alice)).top, midway, "not pulled down while reading");
+    assert.deepEqual(await firstInView(alice), reading, "the row read stays put");
+    await alice.click('[data-testid="jump-newest"]');
+    await alice.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid="messages"]')!;
+        const last = [...el.querySelectorAll('[data-testid="message"] .text')].at(-1);
+        return last?.textContent === "from bob 2" &&
+          el.scrollHeight - el.scrollTop - el.clientHeight < 5 &&
+          !document.querySelector('[data-testid="jump-newest"]');
+      },
+      { timeout: 20_000 },
+    );
 
     // The whole history survives a reload (snapshot plus the rows written after it).
     const before = await historyDigest(alice);
@@ -140,6 +204,7 @@ Deno.test("a long conversation: newest page first, scrolling up reaches the firs
       { timeout: 20_000 },
     );
     assert.equal(await alice.$('[data-testid="search-hit"]'), null, "the results closed");
+    assert.ok(await shownCount(alice) < MAX_ROWS, "the message's part of the conversation only");
 
     // With the chat closed, a new message shows as unread in the contact list and the title.
     await alice.evaluate(() =>
