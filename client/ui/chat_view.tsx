@@ -232,11 +232,15 @@ export function ChatView({ model }: { model: ChatModel }) {
     setMode(null);
   }, [peer]);
 
-  // After every render: the row the reader looked at goes back where it was on screen.
+  // After every render: the view stays at the end while it follows (an older page read above
+  // it, a row grown), else the row the reader looked at goes back where it was on screen.
   useLayoutEffect(() => {
     const el = listRef.current;
     const was = anchor.current;
     anchor.current = null;
+    if (el && following.current && el.scrollHeight - el.scrollTop - el.clientHeight >= 1) {
+      el.scrollTop = el.scrollHeight;
+    }
     if (!el || !was || following.current) return;
     const row = el.querySelector(`[data-id="${CSS.escape(was.id)}"]`);
     if (!row) return;
