@@ -233,14 +233,16 @@ export function ChatView({ model }: { model: ChatModel }) {
   }, [peer]);
 
   // After every render: the view stays at the end while it follows (an older page read above
-  // it, a row grown), else the row the reader looked at goes back where it was on screen.
+  // it: a short first page on a tall screen), else the row the reader looked at goes back where
+  // it was on screen.
+  const shownFirst = useRef<string | undefined>(undefined);
   useLayoutEffect(() => {
     const el = listRef.current;
     const was = anchor.current;
     anchor.current = null;
-    if (el && following.current && el.scrollHeight - el.scrollTop - el.clientHeight >= 1) {
-      el.scrollTop = el.scrollHeight;
-    }
+    const isFirstChanged = shownFirst.current !== messages[0]?.id;
+    shownFirst.current = messages[0]?.id;
+    if (el && following.current && isFirstChanged) el.scrollTop = el.scrollHeight;
     if (!el || !was || following.current) return;
     const row = el.querySelector(`[data-id="${CSS.escape(was.id)}"]`);
     if (!row) return;
