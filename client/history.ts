@@ -19,7 +19,7 @@
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
 import { deleteDB, openDB } from "idb";
-import { isFinalText } from "./message_ops.ts";
+import { bodyOf, isFinalText, mayChange } from "./message_ops.ts";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -215,6 +215,13 @@ const WORD = /[\p{L}\p{N}]+/gu;
 /** A word as the FTS index compares it: lower case, without accents. */
 function foldWord(word: string): string {
   return word.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+/** Whether `text` has every word of `input`, each as a word prefix (as the index matches). */
+export function hasEveryWord(text: string, input: string): boolean {
+  const words = (text.normalize("NFC").match(WORD) ?? []).map(foldWord);
+  const wanted = (input.normalize("NFC").match(WORD) ?? []).slice(0, 16).map(foldWord);
+  return wanted.length > 0 && wanted.every((w) => words.some((t) => t.startsWith(w)));
 }
 
 /** Words a snippet shows at most. */
@@ -573,11 +580,14 @@ export class History {
 
   /**
    * Messages whose text has every word of `input` (as word prefixes), newest first, at most
-   * `limit`; `peer` limits the search to one conversation.
+   * `limit`; `peer` limits the search to one conversation. An edited message is found by its
+   * latest text only (the index holds the texts as stored; the few edits are checked here).
    */
   search(input: string, options: { peer?: string; limit?: number } = {}): SearchHit[] {
     const match = searchQuery(input);
     if (!match) return [];
+    const limit = options.limit ?? 50;
+    const edited = this.#editedTexts(options.peer);
     // The snippets are made for the few rows kept, not by SQLite for every match.
     const stmt = this.#db.prepare(
       `SELECT m.id, m.peer, m.sender, m.sent_at, m.text
@@ -585,15 +595,17 @@ export class History {
        WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
        ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
     );
+    const hits: SearchHit[] = [];
     try {
       stmt.bind([
         match,
         ...(options.peer === undefined ? [] : [options.peer]),
-        options.limit ?? 50,
+        // Room for the edited messages left out below.
+        limit + edited.size,
       ]);
-      const hits: SearchHit[] = [];
       while (stmt.step()) {
         const v = stmt.get();
+        if (edited.has(String(v[0]))) continue;
         hits.push({
           id: String(v[0]),
           peer: String(v[1]),
@@ -602,10 +614,50 @@ export class History {
           snippet: searchSnippet(String(v[4]), input),
         });
       }
-      return hits;
     } finally {
       stmt.free();
     }
+    for (const { row, text } of edited.values()) {
+      if (!hasEveryWord(text, input)) continue;
+      hits.push({
+        id: row.id,
+        peer: row.peer,
+        sender: row.sender,
+        sentAt: row.sentAt,
+        snippet: searchSnippet(text, input),
+      });
+    }
+    hits.sort((a, b) => b.sentAt - a.sentAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return hits.slice(0, limit);
+  }
+
+  /**
+   * The messages with an edit by their author (of `peer`'s conversation, or all), each with the
+   * text of its latest edit (send time, then id), as the chat shows it (`foldOps`). A message
+   * deleted for everyone has no edit left (its edits became deletes).
+   */
+  #editedTexts(peer?: string): Map<string, { row: MessageRow; text: string }> {
+    const prefix = "\u001dedit\u001d";
+    const ops = this.#query(
+      `SELECT ${COLUMNS} FROM messages INDEXED BY messages_ops WHERE ${IS_OP}
+       AND text >= ? AND text < ? ${peer === undefined ? "" : "AND peer = ?"}`,
+      [prefix, `${prefix}\u{10FFFF}`, ...(peer === undefined ? [] : [peer])],
+    );
+    const latest = new Map<string, { row: MessageRow; op: MessageRow; text: string }>();
+    for (const op of ops) {
+      const body = bodyOf(op.text);
+      if (body.kind !== "edit") continue;
+      const have = latest.get(body.target);
+      if (
+        have && (have.op.sentAt > op.sentAt || (have.op.sentAt === op.sentAt && have.op.id > op.id))
+      ) {
+        continue;
+      }
+      const row = have?.row ?? this.get(body.target);
+      if (!row || !mayChange(op, row) || /^[\u001d\u001e]/.test(row.text)) continue;
+      latest.set(body.target, { row, op, text: body.text });
+    }
+    return new Map([...latest].map(([id, e]) => [id, { row: e.row, text: e.text }]));
   }
 
   /**
