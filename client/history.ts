@@ -654,7 +654,7 @@ export class History {
         continue;
       }
       const row = have?.row ?? this.get(body.target);
-      if (!row || !mayChange(op, row) || /^[\u001d\u001e]/.test(row.text)) continue;
+      if (!row || !mayChange(op, row) || ["\u001d", "\u001e"].includes(row.text[0]!)) continue;
       latest.set(body.target, { row, op, text: body.text });
     }
     return new Map([...latest].map(([id, e]) => [id, { row: e.row, text: e.text }]));
