@@ -56,11 +56,11 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
       a.click();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
       const leftOut = picked.leftOut > 0
-        ? ` ${picked.leftOut} files (${mb(picked.leftOutBytes)}) were left out: an export ` +
+        ? ` ${plural(picked.leftOut, "file")} (${mb(picked.leftOutBytes)}) left out: an export ` +
           `carries at most ${mb(DEFAULT_EXPORT_FILE_BYTES)} of files; after an import they ` +
           `show as not on the device.`
         : "";
-      return `Exported ${rows.length} messages and ${picked.files.length} files.` +
+      return `Exported ${rows.length} messages and ${plural(picked.files.length, "file")}.` +
         `${leftOut} Keep the file and its passphrase safe.`;
     });
 
@@ -86,8 +86,12 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
         fresh += await model.importHistory(rows.slice(i, i + IMPORT_STEP));
         setStatus(`Imported ${Math.min(i + IMPORT_STEP, rows.length)} of ${rows.length}…`);
       }
-      const withFiles = files.length > 0 ? ` and ${files.length} files` : "";
-      const notCarried = missing > 0 ? ` ${missing} files were not in the export.` : "";
+      const withFiles = files.length > 0 ? ` and ${plural(files.length, "file")}` : "";
+      const notCarried = missing > 0
+        ? ` ${plural(missing, "file")} not in the export: ${
+          missing === 1 ? "it shows" : "they show"
+        } as not on this device.`
+        : "";
       return `Imported ${rows.length} messages (${fresh} new)${withFiles}.${notCarried}`;
     });
 
@@ -135,4 +139,8 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
 
 function mb(bytes: number): string {
   return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }

@@ -2,7 +2,8 @@
  * History backup in Chromium: alice exports her history to a passphrase-encrypted file (a real
  * download), signs out, and on a fresh browser — where no hand-over brings her history — imports
  * the file: a wrong passphrase imports nothing and says so; the right one restores every message,
- * and the image and the file bob had sent her: the image shows, the file downloads byte-identical.
+ * and the image and the file bob had sent her: the image shows, the file downloads byte-identical;
+ * a file she had refused (over her size limit) was not in the export and says so.
  */
 import assert from "node:assert/strict";
 import { launchBrowser } from "../support/browser.ts";
@@ -41,8 +42,17 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
         { timeout: 60_000 },
       );
     }
-    await Deno.remove(`${downloads}/sunset.png`);
-    await Deno.remove(`${downloads}/notes.bin`);
+    // A file over alice's size limit: refused in her browser, so not in her export.
+    await alice.evaluate(() => localStorage.setItem("p2pchat.maxFileMb", "0.1"));
+    await Deno.writeFile(`${downloads}/big.bin`, randomBytes(200_000));
+    await attachFile(bob, `${downloads}/big.bin`);
+    await alice.waitForSelector(
+      '[data-testid="attachment"][data-name="big.bin"][data-status="refused"]',
+      { timeout: 60_000 },
+    );
+    for (const name of ["sunset.png", "notes.bin", "big.bin"]) {
+      await Deno.remove(`${downloads}/${name}`);
+    }
     const fresh = await launchBrowser();
     try {
       const cdp = await alice.createCDPSession();
@@ -53,7 +63,7 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
       await alice.waitForFunction(
         () =>
           document.querySelector('[data-testid="backup-status"]')?.textContent?.startsWith(
-            "Exported 4 messages and 2 files.",
+            "Exported 5 messages and 2 files.",
           ),
         { timeout: 60_000 },
       );
@@ -99,10 +109,19 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
       await page.waitForFunction(
         () =>
           document.querySelector('[data-testid="backup-status"]')?.textContent ===
-            "Imported 4 messages (4 new) and 2 files.",
+            "Imported 5 messages (5 new) and 2 files. 1 file not in the export: it shows as " +
+              "not on this device.",
         { timeout: 60_000 },
       );
-      await waitForMessages(page, ["first from alice", "reply from bob", "", ""]);
+      await waitForMessages(page, ["first from alice", "reply from bob", "", "", ""]);
+      const refused = await page.waitForSelector(
+        '[data-testid="attachment"][data-name="big.bin"][data-status="missing"]',
+        { timeout: 30_000 },
+      );
+      assert.equal(
+        await refused!.$eval('[data-testid="file-missing"]', (el) => el.textContent),
+        "file not on this device — ask bob to send it again",
+      );
 
       // The image shows, full size; the file downloads with the same bytes bob sent.
       const image = await page.waitForSelector(
