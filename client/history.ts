@@ -19,7 +19,7 @@
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
 import { deleteDB, openDB } from "idb";
-import { bodyOf, isFinalText, mayChange } from "./message_ops.ts";
+import { bodyOf, isFinalText } from "./message_ops.ts";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -595,69 +595,81 @@ export class History {
        WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
        ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
     );
-    const hits: SearchHit[] = [];
+    let found: Array<Omit<SearchHit, "snippet"> & { text: string }> = [];
     try {
-      stmt.bind([
-        match,
-        ...(options.peer === undefined ? [] : [options.peer]),
-        // Room for the edited messages left out below.
-        limit + edited.size,
-      ]);
-      while (stmt.step()) {
-        const v = stmt.get();
-        if (edited.has(String(v[0]))) continue;
-        hits.push({
-          id: String(v[0]),
-          peer: String(v[1]),
-          sender: String(v[2]),
-          sentAt: Number(v[3]),
-          snippet: searchSnippet(String(v[4]), input),
-        });
+      // Edited messages among the hits are left out: fetched again with room for them, until
+      // the newest `limit` unedited hits are all in (once, unless an edited message is recent).
+      for (let room = 0;;) {
+        stmt.bind([
+          match,
+          ...(options.peer === undefined ? [] : [options.peer]),
+          limit + room,
+        ]);
+        found = [];
+        let rows = 0;
+        while (stmt.step()) {
+          const v = stmt.get();
+          rows++;
+          if (edited.has(String(v[0]))) continue;
+          found.push({
+            id: String(v[0]),
+            peer: String(v[1]),
+            sender: String(v[2]),
+            sentAt: Number(v[3]),
+            text: String(v[4]),
+          });
+        }
+        const skipped = rows - found.length;
+        if (skipped === room || rows < limit + room) break;
+        room = skipped;
       }
     } finally {
       stmt.free();
     }
-    for (const { row, text } of edited.values()) {
-      if (!hasEveryWord(text, input)) continue;
-      hits.push({
-        id: row.id,
-        peer: row.peer,
-        sender: row.sender,
-        sentAt: row.sentAt,
-        snippet: searchSnippet(text, input),
-      });
-    }
-    hits.sort((a, b) => b.sentAt - a.sentAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    return hits.slice(0, limit);
+    for (const e of edited.values()) if (hasEveryWord(e.text, input)) found.push(e);
+    found.sort((a, b) => b.sentAt - a.sentAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return found.slice(0, limit).map(({ text, ...hit }) => ({
+      ...hit,
+      snippet: searchSnippet(text, input),
+    }));
   }
 
   /**
    * The messages with an edit by their author (of `peer`'s conversation, or all), each with the
    * text of its latest edit (send time, then id), as the chat shows it (`foldOps`). A message
-   * deleted for everyone has no edit left (its edits became deletes).
+   * deleted for everyone has no edit left (its edits became deletes). One query: the edits
+   * through their partial index, each joined to its target by id.
    */
-  #editedTexts(peer?: string): Map<string, { row: MessageRow; text: string }> {
+  #editedTexts(peer?: string): Map<string, Omit<SearchHit, "snippet"> & { text: string }> {
     const prefix = "\u001dedit\u001d";
-    const ops = this.#query(
-      `SELECT ${COLUMNS} FROM messages INDEXED BY messages_ops WHERE ${IS_OP}
-       AND text >= ? AND text < ? ${peer === undefined ? "" : "AND peer = ?"}`,
-      [prefix, `${prefix}\u{10FFFF}`, ...(peer === undefined ? [] : [peer])],
+    const target = "substr(op.text, 7, instr(substr(op.text, 7), char(29)) - 1)";
+    const stmt = this.#db.prepare(
+      `SELECT op.id, op.sender, op.sent_at, op.text, t.id, t.peer, t.sender, t.sent_at
+       FROM messages op INDEXED BY messages_ops CROSS JOIN messages t ON t.id = ${target}
+       WHERE substr(op.text, 1, 1) = char(29) AND op.text >= ? AND op.text < ?
+         AND op.peer = t.peer AND substr(t.text, 1, 1) NOT IN (char(29), char(30))
+         ${peer === undefined ? "" : "AND op.peer = ?"}`,
     );
-    const latest = new Map<string, { row: MessageRow; op: MessageRow; text: string }>();
-    for (const op of ops) {
-      const body = bodyOf(op.text);
-      if (body.kind !== "edit") continue;
-      const have = latest.get(body.target);
-      if (
-        have && (have.op.sentAt > op.sentAt || (have.op.sentAt === op.sentAt && have.op.id > op.id))
-      ) {
-        continue;
+    type Edited = Omit<SearchHit, "snippet"> & { text: string };
+    const latest = new Map<string, { at: number; op: string; hit: Edited }>();
+    try {
+      stmt.bind([prefix, `${prefix}\u{10FFFF}`, ...(peer === undefined ? [] : [peer])]);
+      while (stmt.step()) {
+        const v = stmt.get();
+        const [opId, opSender, at, text] = [String(v[0]), String(v[1]), Number(v[2]), String(v[3])];
+        const body = bodyOf(text);
+        const id = String(v[4]);
+        // Only the author's edit counts (mayChange: same sender, same conversation).
+        if (body.kind !== "edit" || body.target !== id || opSender !== String(v[6])) continue;
+        const have = latest.get(id);
+        if (have && (have.at > at || (have.at === at && have.op > opId))) continue;
+        const hit = { id, peer: String(v[5]), sender: String(v[6]), sentAt: Number(v[7]) };
+        latest.set(id, { at, op: opId, hit: { ...hit, text: body.text } });
       }
-      const row = have?.row ?? this.get(body.target);
-      if (!row || !mayChange(op, row) || ["\u001d", "\u001e"].includes(row.text[0]!)) continue;
-      latest.set(body.target, { row, op, text: body.text });
+    } finally {
+      stmt.free();
     }
-    return new Map([...latest].map(([id, e]) => [id, { row: e.row, text: e.text }]));
+    return new Map([...latest].map(([id, e]) => [id, e.hit]));
   }
 
   /**

@@ -303,6 +303,13 @@ Deno.test("search finds an edited message by its latest text only, whatever orde
   assertEquals(history.search("harbour", { peer: "carol" }), []);
   // The limit counts the results shown, edited ones included.
   assertEquals(history.search("meet", { limit: 1 }).map((h) => h.id), ["mine-00001"]);
+  // The newest match by its stored text is edited away: the next ones fill the limit.
+  await store(row("mine-00003", 103, "station at the corner"));
+  await store(op("edit-00003", 125, { kind: "edit", target: "mine-00003", text: "the corner" }));
+  assertEquals(history.search("station", { limit: 2 }).map((h) => h.id), [
+    "theirs-0001",
+    "mine-00002",
+  ]);
   // Deleted for everyone: found by nothing.
   await store(op("delete-001", 140, { kind: "delete", target: "mine-00001" }));
   assertEquals(history.search("harbour"), []);
