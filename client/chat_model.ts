@@ -261,6 +261,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     keyStore,
     state: handover,
     keepCopy: () => keepCopy.value,
+    openFileStore: deps.openFileStore,
     onKeptCopy(user) {
       device.setItem(READ_ONLY_KEY, user);
       void openReadOnly();

@@ -26,7 +26,9 @@ export interface StoredFileState {
 /**
  * `sending`/`receiving`: under way (or waiting for the other side); `complete`: the receiver
  * holds it verified; `damaged`: its SHA-256 did not match; `cancelled`; `refused`: bigger than
- * the receiver's limit; `failed`: the servers refused its chunks (the sender is told why).
+ * the receiver's limit; `failed`: the servers refused its chunks (the sender is told why);
+ * `missing`: its message came from an import or a hand-over that could not carry the file (this
+ * device never holds it unless it is sent again).
  */
 export type FileStatus =
   | "sending"
@@ -35,7 +37,8 @@ export type FileStatus =
   | "damaged"
   | "cancelled"
   | "refused"
-  | "failed";
+  | "failed"
+  | "missing";
 
 /** One user's file storage. */
 export interface FileStore {

@@ -45,6 +45,7 @@ import { fromBase64Url, toBase64Url } from "../shared/crypto/mod.ts";
 import type { FileStatus, FileStore, StoredFileState } from "./file_store.ts";
 import type { MessageRow, MessageVia } from "./history.ts";
 import { MAX_BUFFERED_AMOUNT } from "./peer_link.ts";
+import type { ExportFile } from "./history_export.ts";
 
 /** Device setting: the largest file this user sends or accepts, in MB. */
 export const MAX_FILE_MB_KEY = "p2pchat.maxFileMb";
@@ -462,6 +463,63 @@ export class FileTransfers {
     const s = await this.#deps.store.getState(id);
     if (s && !s.outgoing && s.status !== "complete") return null;
     return await this.#deps.store.getBlob(id);
+  }
+
+  /** See {@link exportableFiles}. */
+  exportable(
+    rows: readonly MessageRow[],
+    maxBytes: number,
+  ): Promise<{ files: ExportFile[]; leftOut: number; leftOutBytes: number }> {
+    return exportableFiles(this.#deps.store, rows, maxBytes);
+  }
+
+  /**
+   * Takes the files of imported or handed-over `rows`: each attachment this device knows nothing
+   * of (or knows as missing) is stored from `carried` (already checked against its message) or
+   * marked `missing`. A file this device holds or is transferring is left as it is. Resolves the
+   * counts of files stored and marked missing.
+   */
+  async adopt(
+    rows: readonly MessageRow[],
+    carried: ReadonlyMap<
+      string,
+      { status: "complete" | "sending"; bytes: Uint8Array<ArrayBuffer> }
+    >,
+  ): Promise<{ stored: number; missing: number }> {
+    let stored = 0;
+    let missing = 0;
+    for (const row of rows) {
+      if (!row.attachment) continue;
+      const have = await this.#deps.store.getState(row.id);
+      if (have && have.status !== "missing") continue;
+      const outgoing = row.sender === this.#deps.me;
+      const file = carried.get(row.id);
+      let state: StoredFileState;
+      if (file) {
+        await this.#deps.store.putBlob(row.id, file.bytes);
+        // An own file still on its way goes on from here when the recipient asks (its mailbox
+        // copy, if any, was sent from the other device).
+        state = outgoing && file.status === "sending"
+          ? { id: row.id, peer: row.peer, outgoing, status: "sending", mailed: true }
+          : { id: row.id, peer: row.peer, outgoing, status: "complete" };
+        stored++;
+      } else {
+        if (have) continue;
+        state = { id: row.id, peer: row.peer, outgoing, status: "missing" };
+        missing++;
+      }
+      await this.#deps.store.putState(state);
+      // Shown from the new record (a transfer this session loaded for it is dropped).
+      this.#outgoing.delete(row.id);
+      this.#outgoingLoaded.delete(row.id);
+      this.#incoming.delete(row.id);
+      this.#incomingLoaded.delete(row.id);
+      if (this.progress.value[row.id] && !this.#signal.aborted) {
+        const { [row.id]: _gone, ...rest } = this.progress.value;
+        this.progress.value = rest;
+      }
+    }
+    return { stored, missing };
   }
 
   /** What this device knows of file `id` (from storage when this session has not seen it). */
@@ -919,6 +977,46 @@ export class FileTransfers {
       this.progress.value = next;
     }, 50);
   }
+}
+
+/**
+ * The files an export or a hand-over carries: of `rows` (newest first), every attachment `store`
+ * holds (own files, and received ones complete), as long as their sizes add up to at most
+ * `maxBytes`; `leftOut` counts the files held but past that cap.
+ */
+export async function exportableFiles(
+  store: FileStore,
+  rows: readonly MessageRow[],
+  maxBytes: number,
+): Promise<{ files: ExportFile[]; leftOut: number; leftOutBytes: number }> {
+  const files: ExportFile[] = [];
+  let total = 0;
+  let leftOut = 0;
+  let leftOutBytes = 0;
+  for (const row of rows) {
+    if (!row.attachment) continue;
+    const s = await store.getState(row.id);
+    if (!s || s.status === "missing") continue;
+    if (!s.outgoing && s.status !== "complete") continue;
+    const size = validateFileMeta(JSON.parse(row.attachment)).size;
+    if (total + size > maxBytes) {
+      leftOut++;
+      leftOutBytes += size;
+      continue;
+    }
+    total += size;
+    files.push({
+      id: row.id,
+      size,
+      status: s.outgoing && s.status === "sending" ? "sending" : "complete",
+      read: async () => {
+        const state = await store.getState(row.id);
+        if (state && !state.outgoing && state.status !== "complete") return null;
+        return await store.getBlob(row.id);
+      },
+    });
+  }
+  return { files, leftOut, leftOutBytes };
 }
 
 function chunkPlainLengthOf(size: number, index: number): number {

@@ -545,3 +545,70 @@ Deno.test("after a reload a finished transfer shows from its record, and its con
   assert(await sameBytes(await again.content("file-0000011"), bytes));
   abort.abort();
 });
+
+Deno.test("an import's files: those carried are stored complete, the others show as missing and are never asked for", async () => {
+  const t = pair();
+  const photo = randomBytes(FILE_CHUNK_BYTES + 5);
+  const doc = randomBytes(100);
+  await announce(t, "file-carried", photo);
+  await announce(t, "file-missing", doc);
+  settle(t);
+  const own: MessageRow = {
+    ...t.alice.rows.get("file-missing")!,
+    id: "file-own-one",
+    sender: "bob",
+    recipient: "alice",
+    peer: "alice",
+  };
+  // bob's fresh profile: the rows come from an import, with one file of the three.
+  const rows = [t.bob.rows.get("file-carried")!, t.bob.rows.get("file-missing")!, own];
+  const sent: string[] = [];
+  const abort = new AbortController();
+  const store = createMemoryFileStore();
+  const fresh = new FileTransfers({
+    me: "bob",
+    history: { get: (id) => rows.find((r) => r.id === id) ?? null },
+    store,
+    links: {
+      isOpen: () => true,
+      ensure: () => {},
+      send: (_remote, text) => sent.push(text) > 0,
+      bufferedAmount: () => 0,
+      drained: () => Promise.resolve(),
+    },
+    mailSend: () => Promise.resolve(),
+    control: (_peer, frame) => void sent.push(JSON.stringify(frame)),
+    isOnline: () => true,
+    maxBytes: () => 25 * 1024 * 1024,
+    onError: () => {},
+    onRejected: () => {},
+  }, abort.signal);
+  const carried = new Map([["file-carried", { status: "complete" as const, bytes: photo }]]);
+  assertEquals(await fresh.adopt(rows, carried), { stored: 1, missing: 2 });
+  for (const id of ["file-carried", "file-missing", "file-own-one"]) await fresh.load(id);
+  await until(() => Object.keys(fresh.progress.value).length === 3, 5_000);
+  assertEquals(fresh.progress.value["file-carried"]?.status, "complete");
+  assert(await sameBytes(await fresh.content("file-carried"), photo));
+  assertEquals(fresh.progress.value["file-missing"]?.status, "missing");
+  assertEquals(fresh.progress.value["file-missing"]?.peer, "alice");
+  assertEquals(fresh.progress.value["file-own-one"]?.status, "missing");
+  assertEquals(await fresh.content("file-missing"), null);
+  await fresh.offered("alice", "file-missing");
+  await fresh.channelOpened("alice");
+  assertEquals(sent, [], "nothing asked of the sender, who may no longer hold it");
+  // An export of this profile carries only what it holds.
+  const picked = await fresh.exportable(rows, 1e9);
+  assertEquals(picked.files.map((f) => f.id), ["file-carried"]);
+  assertEquals((await fresh.exportable(rows, 10)).leftOut, 1, "past the cap");
+  // The missing file comes later (a hand-over's file batch): stored, and shown complete.
+  const later = new Map([["file-missing", { status: "complete" as const, bytes: doc }]]);
+  assertEquals(await fresh.adopt([rows[1]!], later), { stored: 1, missing: 0 });
+  // A file this device holds is left as it is.
+  const other = new Map([["file-carried", { status: "complete" as const, bytes: doc }]]);
+  assertEquals(await fresh.adopt([rows[0]!], other), { stored: 0, missing: 0 });
+  assert(await sameBytes(await fresh.content("file-carried"), photo));
+  await fresh.load("file-missing");
+  await until(() => fresh.progress.value["file-missing"]?.status === "complete", 5_000);
+  assert(await sameBytes(await fresh.content("file-missing"), doc));
+  abort.abort();
+});

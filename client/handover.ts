@@ -32,6 +32,7 @@ import {
   type HandoverCursor,
   type HandoverMessage,
   isValidUsername,
+  MAX_FILE_BYTES,
   MAX_TEXT_LENGTH,
   MESSAGE_ID_PATTERN,
   parseHandoverMessage,
@@ -42,9 +43,12 @@ import {
   readObject,
   readString,
   type SignalData,
+  validateFileMeta,
 } from "../shared/mod.ts";
+import type { ExportedFileStatus, ExportFile, ImportedFile } from "./history_export.ts";
 import {
   BatchTooLargeError,
+  fromBase64Url,
   importPublicKey,
   MAX_BATCH_PAYLOAD_BYTES,
   MAX_BATCH_PLAIN_BYTES,
@@ -112,6 +116,17 @@ export function readRow(value: unknown, path: string, owner: string): MessageRow
     via: o.via as MessageVia,
     status: o.status as MessageStatus,
   };
+  if (o.attachment !== undefined && o.attachment !== null) {
+    // The file a message announces (its size, SHA-256, key and thumbnail), checked as received.
+    const json = readString(o, "attachment", path, { max: 16_384 });
+    let meta: unknown;
+    try {
+      meta = JSON.parse(json);
+    } catch {
+      throw new ProtocolError("bad_json", `${path}.attachment`, "An attachment is not JSON");
+    }
+    row.attachment = JSON.stringify(validateFileMeta(meta, `${path}.attachment`));
+  }
   if (!VIA.includes(row.via)) {
     throw new ProtocolError("bad_frame", `${path}.via`, "via must be p2p, relay or mailbox");
   }
@@ -150,7 +165,12 @@ export function parseHandoverRows(payload: string, owner: string): MessageRow[] 
 export function parseHandoverPayload(
   payload: string,
   owner: string,
-): { rows: MessageRow[]; trust: PinRecord[] | null; contacts?: ContactBook } {
+): {
+  rows: MessageRow[];
+  trust: PinRecord[] | null;
+  contacts?: ContactBook;
+  file?: HandoverFilePiece;
+} {
   let value: unknown;
   try {
     value = JSON.parse(payload);
@@ -159,9 +179,11 @@ export function parseHandoverPayload(
   }
   let trust: PinRecord[] | null = null;
   let contacts: ContactBook | undefined;
+  let file: HandoverFilePiece | undefined;
   if (!Array.isArray(value)) {
     const o = readObject(value, "");
-    trust = parseHandoverTrust(o.trust, owner);
+    if (o.file !== undefined) file = parseFilePiece(o.file);
+    else trust = parseHandoverTrust(o.trust, owner);
     if (o.contacts !== undefined) contacts = parseHandoverContacts(o.contacts, owner);
     value = o.rows;
   }
@@ -172,7 +194,76 @@ export function parseHandoverPayload(
     MAX_BATCH_ROWS,
     (v, p) => readRow(v, p, owner),
   );
-  return { rows, trust, ...(contacts ? { contacts } : {}) };
+  if (file && rows.length > 0) {
+    throw new ProtocolError("bad_frame", "rows", "A batch of a file carries rows");
+  }
+  return { rows, trust, ...(contacts ? { contacts } : {}), ...(file ? { file } : {}) };
+}
+
+/**
+ * Bytes of a file one batch carries: base64url in the payload (54,616 characters), which deflates
+ * back to about 6 bits a character (~41 KB), under the batch's bound of 44 KiB even for content
+ * that does not compress at all; the sealed batch stays under 64 KiB on the wire.
+ */
+export const HANDOVER_FILE_PIECE = 40 * 1024;
+
+/**
+ * Most bytes of files one transfer carries (the sender leaves the older ones out past it, as an
+ * export does: `DEFAULT_EXPORT_FILE_BYTES`).
+ */
+export const MAX_HANDOVER_FILE_BYTES = 256 * 1024 * 1024;
+
+/** Batches a file of `size` bytes takes. */
+export function filePieceCount(size: number): number {
+  return Math.max(1, Math.ceil(size / HANDOVER_FILE_PIECE));
+}
+
+/**
+ * One piece of a file, after the rows of a transfer: the file of message `id` (its size and
+ * SHA-256 are those of the message's attachment), piece `part` of `parts`.
+ */
+export interface HandoverFilePiece {
+  id: string;
+  status: ExportedFileStatus;
+  size: number;
+  part: number;
+  parts: number;
+  data: string;
+}
+
+function parseFilePiece(value: unknown): HandoverFilePiece {
+  const o = readObject(value, "file");
+  const status = readString(o, "status", "file", { max: 16 });
+  if (status !== "complete" && status !== "sending") {
+    throw new ProtocolError("bad_frame", "file.status", "A file is complete or being sent");
+  }
+  const size = readNumber(o, "size", "file", { min: 0, max: MAX_FILE_BYTES, integer: true });
+  const parts = readNumber(o, "parts", "file", {
+    min: 1,
+    max: filePieceCount(MAX_FILE_BYTES),
+    integer: true,
+  });
+  return {
+    id: readString(o, "id", "file", { pattern: MESSAGE_ID_PATTERN, max: 64 }),
+    status,
+    size,
+    part: readNumber(o, "part", "file", { min: 0, max: parts - 1, integer: true }),
+    parts,
+    data: readString(o, "data", "file", { max: Math.ceil(HANDOVER_FILE_PIECE * 4 / 3) + 4 }),
+  };
+}
+
+/**
+ * The files a transfer carries after its rows, given the rows with an attachment (newest
+ * first): those the old device holds, up to {@link MAX_HANDOVER_FILE_BYTES}.
+ */
+export type HandoverFiles = (rows: readonly MessageRow[]) => Promise<readonly ExportFile[]>;
+
+/** The rows `[start, end)` of a batch, or (after the rows) the file piece it carries. */
+interface BatchRange {
+  start: number;
+  end: number;
+  piece?: { file: number; part: number };
 }
 
 /** How a hand-over ended, from either side. */
@@ -185,7 +276,13 @@ export interface JobEvents {
   /** Sends one hand-over message on the channel. */
   send(text: string): void;
   /** `done` of `total` rows are handed over (sender) or stored (receiver). */
-  onProgress?(done: number, total: number): void;
+  onProgress?(done: number, total: number, files?: FileProgressCount): void;
+}
+
+/** Batches of files handed over (sender) so far, and in all. */
+export interface FileProgressCount {
+  done: number;
+  total: number;
 }
 
 function message(m: HandoverMessage): string {
@@ -205,8 +302,16 @@ export class HandoverSendJob {
   #keys: HandoverKeys;
   #rows: RowSource;
   #events: JobEvents;
-  /** Row ranges of the batches made so far: batch `seq` is `rows[start, end)`. */
-  #ranges: Array<{ start: number; end: number }> = [];
+  /**
+   * Row ranges of the batches made so far: batch `seq` is `rows[start, end)`; after the rows, a
+   * batch of a file is `piece` (its file in {@link #fileList}, and its part) with no rows.
+   */
+  #ranges: BatchRange[] = [];
+  /** The files to carry after the rows (listed once the last rows are sealed), if any. */
+  #files: HandoverFiles | undefined;
+  #fileList: readonly ExportFile[] | null = null;
+  /** The content of the file being sent. */
+  #reading: { file: number; bytes: Promise<Uint8Array<ArrayBuffer> | null> } | null = null;
   #rowsPerBatch = FIRST_BATCH_ROWS;
   #nonce: string | null = null;
   /** The receiver's cursor from an earlier transfer, and the first row after it. */
@@ -238,7 +343,9 @@ export class HandoverSendJob {
     events: JobEvents,
     trust?: string,
     contacts?: string,
+    files?: HandoverFiles,
   ) {
+    this.#files = files;
     this.#owner = owner;
     this.#contacts = contacts;
     this.#keys = keys;
@@ -313,7 +420,7 @@ export class HandoverSendJob {
       case "handover_received": {
         if (this.#nonce === null || msg.seq < this.#acked || msg.seq >= this.#next) return;
         this.#acked = msg.seq + 1;
-        this.#events.onProgress?.(this.#ackedRows(), this.#rows.length);
+        this.#events.onProgress?.(this.#ackedRows(), this.#rows.length, this.#filesProgress());
         void this.#pump();
         return;
       }
@@ -342,13 +449,94 @@ export class HandoverSendJob {
     }
   }
 
+  /** File batches acknowledged, and in all (none before the files are listed). */
+  #filesProgress(): FileProgressCount {
+    const list = this.#fileList ?? [];
+    const total = list.reduce((n, f) => n + filePieceCount(f.size), 0);
+    let done = 0;
+    for (let seq = 0; seq < this.#acked; seq++) if (this.#ranges[seq]?.piece) done++;
+    return { done, total };
+  }
+
   #ackedRows(): number {
     return this.#acked === 0 ? this.#offset : this.#ranges[this.#acked - 1]!.end;
   }
 
   #isComplete(seq: number): boolean {
     const last = this.#ranges.at(-1);
-    return seq >= this.#ranges.length && last !== undefined && last.end === this.#rows.length;
+    if (seq < this.#ranges.length || last === undefined || last.end !== this.#rows.length) {
+      return false;
+    }
+    // The last batch made was the final one: the rows' if no file follows, or a file's last.
+    return this.#files === undefined || (this.#fileList !== null && this.#nextPiece(last) === null);
+  }
+
+  /** The files to carry after the rows: listed once, from every row with an attachment. */
+  async #listFiles(): Promise<readonly ExportFile[]> {
+    if (this.#fileList) return this.#fileList;
+    if (!this.#files) return this.#fileList = [];
+    const withFiles: MessageRow[] = [];
+    for (let start = 0; start < this.#rows.length; start += 1_000) {
+      const end = Math.min(this.#rows.length, start + 1_000);
+      for (const row of this.#rows.slice(start, end)) if (row.attachment) withFiles.push(row);
+    }
+    return this.#fileList ??= await this.#files(withFiles);
+  }
+
+  /** The file piece after batch `after` (null: none; the first if `after` was of rows). */
+  #nextPiece(
+    after: { piece?: { file: number; part: number } },
+  ): { file: number; part: number } | null {
+    const list = this.#fileList ?? [];
+    let next = after.piece
+      ? { file: after.piece.file, part: after.piece.part + 1 }
+      : { file: 0, part: 0 };
+    if (next.file < list.length && next.part >= filePieceCount(list[next.file]!.size)) {
+      next = { file: next.file + 1, part: 0 };
+    }
+    return next.file < list.length ? next : null;
+  }
+
+  /** Seals the batch of a file piece. */
+  async #sealPiece(
+    ranges: BatchRange[],
+    seq: number,
+    nonce: string,
+    piece: { file: number; part: number },
+  ): Promise<string> {
+    const list = await this.#listFiles();
+    const f = list[piece.file]!;
+    if (this.#reading?.file !== piece.file) {
+      this.#reading = { file: piece.file, bytes: f.read() };
+    }
+    const bytes = await this.#reading.bytes;
+    if (!bytes || bytes.length !== f.size) {
+      throw new Error(`A file (${f.id}) could not be read on this device`);
+    }
+    const start = piece.part * HANDOVER_FILE_PIECE;
+    const data = bytes.subarray(start, Math.min(f.size, start + HANDOVER_FILE_PIECE));
+    const file: HandoverFilePiece = {
+      id: f.id,
+      status: f.status,
+      size: f.size,
+      part: piece.part,
+      parts: filePieceCount(f.size),
+      data: toBase64Url(data),
+    };
+    const batch = await sealBatch(
+      {
+        owner: this.#owner,
+        nonce,
+        seq,
+        total: this.#rows.length - this.#offset,
+        final: this.#nextPiece({ piece }) === null,
+      },
+      JSON.stringify({ rows: [], file }),
+      this.#keys.signing,
+      this.#keys.encrypt,
+    );
+    ranges[seq] ??= { start: this.#rows.length, end: this.#rows.length, piece };
+    return message({ v: PEER_PROTOCOL_VERSION, type: "handover_batch", batch });
   }
 
   /** Sends batches while the window has room; one pump at a time. */
@@ -381,7 +569,14 @@ export class HandoverSendJob {
     // meanwhile for the old transfer must not leave its range in the new one.
     const ranges = this.#ranges;
     const known = ranges[seq];
-    const start = known?.start ?? ranges[seq - 1]?.end ?? this.#offset;
+    const prev = ranges[seq - 1];
+    if (known?.piece) return await this.#sealPiece(ranges, seq, nonce, known.piece);
+    if (!known && seq > 0 && prev?.end === this.#rows.length) {
+      await this.#listFiles();
+      const piece = this.#nextPiece(prev);
+      if (piece) return await this.#sealPiece(ranges, seq, nonce, piece);
+    }
+    const start = known?.start ?? prev?.end ?? this.#offset;
     let count = known
       ? known.end - known.start
       : Math.min(this.#rowsPerBatch, MAX_BATCH_ROWS, this.#rows.length - start);
@@ -392,6 +587,9 @@ export class HandoverSendJob {
           this.#contacts === undefined ? "" : `,"contacts":${this.#contacts}`
         }}`
         : JSON.stringify(rows);
+      const isLastRows = start + count === this.#rows.length;
+      // Files follow the last rows, if there are any to carry.
+      const hasFiles = isLastRows && (await this.#listFiles()).length > 0;
       try {
         const batch = await sealBatch(
           {
@@ -399,7 +597,7 @@ export class HandoverSendJob {
             nonce,
             seq,
             total: this.#rows.length - this.#offset,
-            final: start + count === this.#rows.length,
+            final: isLastRows && !hasFiles,
           },
           payload,
           this.#keys.signing,
@@ -443,6 +641,10 @@ export interface ReceiveEvents extends JobEvents {
   importTrust?(pins: PinRecord[]): Promise<void>;
   /** Keeps the contact book of the old device (merged with this one's) before the rows. */
   importContacts?(book: ContactBook): Promise<void>;
+  /** Stores a file carried after the rows (its size and SHA-256 checked against its message). */
+  importFile?(file: ImportedFile): Promise<void>;
+  /** A row stored here before this transfer (by an interrupted one it resumes), or null. */
+  findRow?(id: string): MessageRow | null;
 }
 
 /**
@@ -473,6 +675,19 @@ export class HandoverReceiveJob {
   #base: number;
   /** The oldest row stored so far (rows come newest first). */
   #last: HandoverCursor | undefined;
+  /** The rows of this transfer with an attachment, by id (a file after the rows is theirs). */
+  #attachments = new Map<string, MessageRow>();
+  /** The file whose pieces are arriving, the files complete, and their bytes in all. */
+  #file: {
+    id: string;
+    status: ExportedFileStatus;
+    sha256: string;
+    size: number;
+    parts: number;
+    pieces: Uint8Array<ArrayBuffer>[];
+  } | null = null;
+  #filesDone = new Set<string>();
+  #fileBytes = 0;
 
   /**
    * Prepares to receive `owner`'s history; `resume` continues an interrupted transfer after
@@ -575,7 +790,12 @@ export class HandoverReceiveJob {
       throw new ProtocolError("bad_frame", "batch.seq", "A batch out of order");
     }
     const payload = await openBatch(batch, this.#keys.decrypt, this.#keys.verify);
-    const { rows, trust, contacts } = parseHandoverPayload(payload, this.#owner);
+    const { rows, trust, contacts, file: piece } = parseHandoverPayload(payload, this.#owner);
+    for (const row of rows) if (row.attachment) this.#attachments.set(row.id, row);
+    const file = piece ? await this.#takePiece(piece) : null;
+    if (batch.final && this.#file) {
+      throw new ProtocolError("bad_frame", "batch.final", "The last batch cut a file short");
+    }
     if (this.#opened + rows.length > batch.total) {
       throw new ProtocolError("bad_frame", "batch.total", "More rows than announced");
     }
@@ -587,6 +807,7 @@ export class HandoverReceiveJob {
     this.#seq++;
     // Two stages: while these rows are written, the next batch is already verified and opened.
     this.#store(async () => {
+      if (file) await this.#events.importFile?.(file);
       if (trust) await this.#events.importTrust?.(trust);
       if (contacts) await this.#events.importContacts?.(contacts);
       await this.#events.importRows(rows);
@@ -608,6 +829,65 @@ export class HandoverReceiveJob {
       );
       this.#finish({ ok: true, rows: this.#base + this.#stored });
     });
+  }
+
+  /**
+   * Checks one piece of a file (in order, of a message of this history, of its announced size)
+   * and resolves the file once its last piece came and its SHA-256 is the message's; throws a
+   * ProtocolError (the whole transfer is refused, and nothing of that file is kept) otherwise.
+   */
+  async #takePiece(piece: HandoverFilePiece): Promise<ImportedFile | null> {
+    const bad = (field: string, why: string) =>
+      new ProtocolError("bad_frame", `file.${field}`, why);
+    if (piece.part === 0) {
+      if (this.#file) throw bad("part", `The file ${this.#file.id} was cut short`);
+      if (this.#filesDone.has(piece.id)) throw bad("id", `The file ${piece.id} came twice`);
+      const row = this.#attachments.get(piece.id) ?? this.#events.findRow?.(piece.id) ?? null;
+      if (!row?.attachment) throw bad("id", `A file (${piece.id}) of no message of this history`);
+      const meta = validateFileMeta(JSON.parse(row.attachment));
+      if (piece.size !== meta.size || piece.parts !== filePieceCount(meta.size)) {
+        throw bad("size", `The file "${meta.name}" is not the size its message says`);
+      }
+      if (this.#fileBytes + meta.size > MAX_HANDOVER_FILE_BYTES) {
+        throw bad("size", "More bytes of files than a hand-over carries");
+      }
+      if (piece.status === "sending" && row.sender !== this.#owner) {
+        throw bad("status", `The file "${meta.name}" was not sent by ${this.#owner}`);
+      }
+      this.#file = {
+        id: piece.id,
+        status: piece.status,
+        sha256: meta.sha256,
+        size: meta.size,
+        parts: piece.parts,
+        pieces: [],
+      };
+    }
+    const f = this.#file;
+    if (!f || f.id !== piece.id || piece.part !== f.pieces.length || piece.size !== f.size) {
+      throw bad("part", "A piece of a file out of order");
+    }
+    let data: Uint8Array<ArrayBuffer>;
+    try {
+      data = fromBase64Url(piece.data);
+    } catch {
+      throw bad("data", "A piece of a file is not base64url");
+    }
+    const start = piece.part * HANDOVER_FILE_PIECE;
+    if (data.length !== Math.min(HANDOVER_FILE_PIECE, f.size - start)) {
+      throw bad("data", "A piece of a file is not the size it should be");
+    }
+    f.pieces.push(data);
+    if (f.pieces.length < f.parts) return null;
+    this.#file = null;
+    const bytes = new Uint8Array(f.size);
+    f.pieces.forEach((p, i) => bytes.set(p, i * HANDOVER_FILE_PIECE));
+    if (toBase64Url(await crypto.subtle.digest("SHA-256", bytes)) !== f.sha256) {
+      throw bad("data", `The file ${f.id} is not the content its message says (SHA-256)`);
+    }
+    this.#filesDone.add(f.id);
+    this.#fileBytes += f.size;
+    return { id: f.id, status: f.status, bytes };
   }
 
   /** Runs `step` after the previous store steps, in order; a failure ends the transfer. */
@@ -637,7 +917,7 @@ export interface HandoverLinkDeps {
   /** Sends a signal to this user's other session, through the servers. */
   sendSignal(data: SignalData): void;
   /** Progress of the transfer, in rows. */
-  onProgress?(done: number, total: number): void;
+  onProgress?(done: number, total: number, files?: FileProgressCount): void;
 }
 
 function newLinkId(): string {
@@ -668,7 +948,7 @@ export class HistorySender {
   constructor(
     deps: HandoverLinkDeps,
     rows: RowSource,
-    options: { retryMs?: number; trust?: string; contacts?: string } = {},
+    options: { retryMs?: number; trust?: string; contacts?: string; files?: HandoverFiles } = {},
   ) {
     this.#deps = deps;
     this.#retryMs = options.retryMs ?? 1_000;
@@ -678,13 +958,14 @@ export class HistorySender {
       rows,
       {
         send: (text) => this.#send(text),
-        onProgress: (done, total) => {
+        onProgress: (done, total, files) => {
           this.#onAcked();
-          deps.onProgress?.(done, total);
+          deps.onProgress?.(done, total, files);
         },
       },
       options.trust,
       options.contacts,
+      options.files,
     );
   }
 
@@ -802,7 +1083,12 @@ export interface HistoryReceiverOptions {
  * outlives its channels: a new offer from the old device resumes it where it stopped.
  */
 export class HistoryReceiver {
-  #deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust" | "importContacts">;
+  #deps:
+    & HandoverLinkDeps
+    & Pick<
+      ReceiveEvents,
+      "importRows" | "importTrust" | "importContacts" | "importFile" | "findRow"
+    >;
   #stallMs: number;
   #link: { link: PeerLink; lid: string } | null = null;
   #job: HandoverReceiveJob | null = null;
@@ -815,7 +1101,12 @@ export class HistoryReceiver {
 
   /** Waits for a hand-over offer from this user's superseded device. */
   constructor(
-    deps: HandoverLinkDeps & Pick<ReceiveEvents, "importRows" | "importTrust" | "importContacts">,
+    deps:
+      & HandoverLinkDeps
+      & Pick<
+        ReceiveEvents,
+        "importRows" | "importTrust" | "importContacts" | "importFile" | "findRow"
+      >,
     options: HistoryReceiverOptions = {},
   ) {
     this.#deps = deps;
@@ -909,6 +1200,8 @@ export class HistoryReceiver {
       importRows: (rows) => this.#deps.importRows(rows),
       importTrust: (pins) => this.#deps.importTrust?.(pins) ?? Promise.resolve(),
       importContacts: (book) => this.#deps.importContacts?.(book) ?? Promise.resolve(),
+      importFile: (file) => this.#deps.importFile?.(file) ?? Promise.resolve(),
+      findRow: (id) => this.#deps.findRow?.(id) ?? null,
     }, resume);
     this.#job = job;
     void job.outcome.then((o) => {

@@ -13,10 +13,14 @@ import {
   type HandoverOutcome,
   HistoryReceiver,
   HistorySender,
+  MAX_HANDOVER_FILE_BYTES,
 } from "./handover.ts";
 import type { History, MessageRow } from "./history.ts";
 import type { KeyStore, OwnKeys } from "./keyring.ts";
 import type { PeerLinkFactory } from "./peer_link.ts";
+import { type FileStore, lazyFileStore } from "./file_store.ts";
+import { exportableFiles } from "./file_transfer.ts";
+import type { ImportedFile } from "./history_export.ts";
 import type { SessionApi, SessionInfo } from "./session.ts";
 import { handoverTrust, mergePins, type PinRecord } from "./trust.ts";
 import { type ContactBook, EMPTY_BOOK, handoverContacts, mergeBooks } from "./contacts.ts";
@@ -61,6 +65,8 @@ export interface HandoverControllerDeps {
   keepCopy?(): boolean;
   /** A confirmed hand-over left `user`'s history here as a read-only copy. */
   onKeptCopy?(user: string): void;
+  /** Opens `user`'s files on this device (a hand-over carries them after the rows). */
+  openFileStore?(user: string): Promise<FileStore>;
 }
 
 /** What a superseded session hands to the controller: it no longer touches any of it. */
@@ -110,6 +116,14 @@ export class HandoverController {
     signal: AbortSignal,
     report: {
       afterImport(undelivered: Set<string>): void;
+      /**
+       * Takes the files of `rows`: stores those in `carried`, marks the others missing (see
+       * `FileTransfers.adopt`).
+       */
+      adoptFiles?(
+        rows: readonly MessageRow[],
+        carried: ReadonlyMap<string, ImportedFile>,
+      ): Promise<unknown>;
       /** The old device's pinned keys, or its contact book, were merged into the key store. */
       afterTrust?(): void;
       onFailed(text: string): void;
@@ -134,6 +148,9 @@ export class HandoverController {
       },
       async importRows(rows: MessageRow[]) {
         signal.throwIfAborted();
+        // Files first (missing until their batch comes): a message shown before would start
+        // asking its sender for its file.
+        await report.adoptFiles?.(rows, new Map());
         const fresh = await history.importRows(rows);
         const undelivered = new Set<string>();
         for (const row of rows) {
@@ -149,6 +166,12 @@ export class HandoverController {
         }
         if (!signal.aborted) report.afterTrust?.();
       },
+      async importFile(file: ImportedFile) {
+        signal.throwIfAborted();
+        const row = history.get(file.id);
+        if (row) await report.adoptFiles?.([row], new Map([[file.id, file]]));
+      },
+      findRow: (id) => history.get(id),
       async importContacts(book: ContactBook) {
         signal.throwIfAborted();
         await keyStore.saveBook(self, mergeBooks(await keyStore.loadBook(self), book));
@@ -180,8 +203,11 @@ export class HandoverController {
       state.value = { role: "sending", phase, done, total, text };
     };
     sending(0, "connecting", "Signed in elsewhere — handing your history to your new device…");
+    const open = this.#deps.openFileStore;
+    const fileStore = open ? lazyFileStore(() => open(self)) : null;
     const finish = async (outcome: HandoverOutcome) => {
       this.#sender = null;
+      fileStore?.close();
       // After a confirmed hand-over the keys go; after a failed one they stay with the history,
       // so that this device can claim the rest of the hand-over when it is next open (deferred).
       if (outcome.ok) {
@@ -239,22 +265,37 @@ export class HandoverController {
           keys,
           createLink: this.#deps.createLink,
           sendSignal: (data) => session.signal(self, data),
-          onProgress(done) {
+          onProgress(done, _total, files) {
             // Progress keeps the servers' grace open (up to their bound); once a second is enough.
+            // The servers count steps: rows, then the batches of files after them.
+            const steps = done + (files?.done ?? 0);
             const now = performance.now();
-            if (now - reportedAt >= PROGRESS_REPORT_MS || done === total) {
+            if (now - reportedAt >= PROGRESS_REPORT_MS || steps === total) {
               reportedAt = now;
-              session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done, total });
+              session.signal(self, { type: HANDOVER_PROGRESS_SIGNAL, done: steps, total });
             }
+            const ofFiles = files && files.total > 0 && done === total
+              ? `, files ${Math.floor((files.done / files.total) * 100)}%`
+              : "";
             sending(
               done,
               "transferring",
-              `Signed in elsewhere — handing your history to your new device… ${done}/${total}`,
+              `Signed in elsewhere — handing your history to your new device… ${done}/${total}` +
+                ofFiles,
             );
           },
         },
         rows,
-        { trust: handoverTrust(pinned), contacts: handoverContacts(book) },
+        {
+          trust: handoverTrust(pinned),
+          contacts: handoverContacts(book),
+          ...(fileStore
+            ? {
+              files: async (withFiles: readonly MessageRow[]) =>
+                (await exportableFiles(fileStore, withFiles, MAX_HANDOVER_FILE_BYTES)).files,
+            }
+            : {}),
+        },
       );
       this.#sender = { me: self, run };
       return run.run(graceMs - marginMs);

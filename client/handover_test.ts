@@ -1,5 +1,8 @@
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import {
+  filePieceCount,
+  HANDOVER_FILE_PIECE,
+  type HandoverFiles,
   type HandoverKeys,
   type HandoverOutcome,
   HandoverReceiveJob,
@@ -7,6 +10,7 @@ import {
   parseHandoverRows,
   SEND_WINDOW,
 } from "./handover.ts";
+import type { ExportFile, ImportedFile } from "./history_export.ts";
 import { MAX_BUFFERED_AMOUNT } from "./peer_link.ts";
 import { createMemoryRowStores, History, type MessageRow } from "./history.ts";
 import { loadSqlJs } from "./sql_loader.ts";
@@ -172,11 +176,19 @@ Deno.test("importing rows is idempotent by id and only moves a status forward", 
 
 /** A sender and a receiver job wired back to back, as over an open data channel. */
 function pipe(
-  sender: { owner: string; keys: HandoverKeys; rows: MessageRow[]; trust?: string },
+  sender: {
+    owner: string;
+    keys: HandoverKeys;
+    rows: MessageRow[];
+    trust?: string;
+    files?: HandoverFiles;
+  },
   receiver: { owner: string; keys: HandoverKeys },
   tamper: (text: string) => string = (t) => t,
 ) {
   const stored: MessageRow[] = [];
+  const files: ImportedFile[] = [];
+  const wire: string[] = [];
   const trusts: PinRecord[][] = [];
   const progress: Array<[number, number]> = [];
   let maxInFlight = 0;
@@ -191,13 +203,22 @@ function pipe(
   const link: { rx?: HandoverReceiveJob } = {};
   /** Acknowledgements held back (see `holdAcks`), delivered by `releaseAcks`. */
   let heldAcks: (() => void)[] | undefined;
-  const tx = new HandoverSendJob(sender.owner, sender.keys, sender.rows, {
-    send(text) {
-      sentBatches++;
-      maxInFlight = Math.max(maxInFlight, sentBatches - acked);
-      deliver(() => link.rx!.receive(tamper(text)));
+  const tx = new HandoverSendJob(
+    sender.owner,
+    sender.keys,
+    sender.rows,
+    {
+      send(text) {
+        wire.push(text);
+        sentBatches++;
+        maxInFlight = Math.max(maxInFlight, sentBatches - acked);
+        deliver(() => link.rx!.receive(tamper(text)));
+      },
     },
-  }, sender.trust);
+    sender.trust,
+    undefined,
+    sender.files,
+  );
   const rx = link.rx = new HandoverReceiveJob(receiver.owner, receiver.keys, {
     send(text) {
       const isAck = text.includes('"handover_received"');
@@ -217,12 +238,18 @@ function pipe(
       trusts.push(pins);
       return Promise.resolve();
     },
+    importFile(file) {
+      files.push(file);
+      return Promise.resolve();
+    },
   });
   rx.start();
   return {
     tx,
     rx,
     stored,
+    files,
+    wire,
     trusts,
     progress,
     maxInFlight: () => maxInFlight,
@@ -392,4 +419,105 @@ Deno.test("the sender does not stop on an acknowledgement it cannot verify", asy
   const sent = await p.tx.outcome;
   assert(!sent.ok && /does not verify/.test(sent.reason), JSON.stringify(sent));
   await waitFor(() => p.stored.length === 1, "the row arrived all the same");
+});
+
+/** A row of alice's history announcing a file of `bytes` (as its chat message carries it). */
+async function fileRow(i: number, bytes: Uint8Array<ArrayBuffer>, size = bytes.length) {
+  const sha = toBase64Url(await crypto.subtle.digest("SHA-256", bytes));
+  const meta = {
+    name: `file-${i}.bin`,
+    size,
+    mime: "application/octet-stream",
+    sha256: sha,
+    key: toBase64Url(new Uint8Array(32)),
+  };
+  return { ...row(i, meta.name), attachment: JSON.stringify(meta) };
+}
+
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65_536) crypto.getRandomValues(out.subarray(i, i + 65_536));
+  return out;
+}
+
+/** The old device's files: `held` by id, each carried whole, whatever rows the job lists. */
+function filesOf(held: Map<string, Uint8Array<ArrayBuffer>>) {
+  return (_rows: readonly MessageRow[]): Promise<ExportFile[]> =>
+    Promise.resolve(
+      [...held].map(([id, bytes]) => ({
+        id,
+        size: bytes.length,
+        status: "complete" as const,
+        read: () => Promise.resolve(bytes),
+      })),
+    );
+}
+
+Deno.test("files follow the rows in batches under 64 KiB, verified, and survive a dropped channel", async () => {
+  const alice = keysFrom((await testKeys()).alice);
+  const big = randomBytes(5 * HANDOVER_FILE_PIECE + 123);
+  const small = randomBytes(10);
+  const rows = [
+    await fileRow(2_003, big),
+    ...wordyRows(2_000),
+    await fileRow(1, small),
+    await fileRow(3, randomBytes(50)), // not held on the old device: not carried
+  ];
+  const held = new Map([[rows[0]!.id, big], [rows.at(-2)!.id, small]]);
+  const p = pipe(
+    { owner: "alice", keys: alice, rows, files: filesOf(held) },
+    { owner: "alice", keys: alice },
+  );
+  await waitFor(() => p.files.length >= 1, "the first file arrived");
+  p.drop();
+  p.reopen();
+  const [sent, received] = await Promise.all([p.tx.outcome, p.rx.outcome]);
+  assertEquals(sent, { ok: true, rows: rows.length });
+  assertEquals(received, { ok: true, rows: rows.length });
+  assertEquals(p.stored.map((r) => r.id), rows.map((r) => r.id), "every row once");
+  assertEquals(p.stored[0]!.attachment, rows[0]!.attachment, "the attachment comes with its row");
+  assertEquals(p.files.map((f) => [f.id, f.status, f.bytes]), [
+    [rows[0]!.id, "complete", big],
+    [rows.at(-2)!.id, "complete", small],
+  ]);
+  assertEquals(filePieceCount(big.length), 6);
+  for (const text of p.wire) {
+    assert(text.length <= MAX_BUFFERED_AMOUNT, `${text.length} bytes in one message`);
+  }
+});
+
+Deno.test("a file batch that does not match its message refuses the transfer, and keeps nothing of that file", async () => {
+  const alice = keysFrom((await testKeys()).alice);
+  const bytes = randomBytes(2 * HANDOVER_FILE_PIECE);
+  const cases: Array<[string, MessageRow[], Map<string, Uint8Array<ArrayBuffer>>, RegExp]> = [];
+  const msg = await fileRow(1, bytes);
+  // Other content of the same size.
+  cases.push(["content", [msg], new Map([[msg.id, randomBytes(bytes.length)]]), /SHA-256/]);
+  // Another size than the message says.
+  const shorter = await fileRow(1, bytes, bytes.length - 1);
+  cases.push(["size", [shorter], new Map([[msg.id, bytes]]), /size its message says/]);
+  // A file for a message that has none.
+  const plain = row(1);
+  cases.push(["no message", [plain], new Map([[plain.id, bytes]]), /no message/]);
+  for (const [what, rows, held, says] of cases) {
+    const p = pipe(
+      { owner: "alice", keys: alice, rows, files: filesOf(held) },
+      { owner: "alice", keys: alice },
+    );
+    const rx = await p.rx.outcome;
+    assert(!rx.ok && says.test(rx.reason), `${what}: ${JSON.stringify(rx)}`);
+    assertEquals(p.files, [], `${what}: nothing of the file kept`);
+    const tx = await p.tx.outcome;
+    assert(!tx.ok && /refused/.test(tx.reason), `${what}: ${JSON.stringify(tx)}`);
+  }
+  // The same file twice.
+  const twice = (rows: readonly MessageRow[]): Promise<ExportFile[]> =>
+    filesOf(new Map([[msg.id, bytes]]))(rows).then((f) => [...f, ...f]);
+  const p = pipe({ owner: "alice", keys: alice, rows: [msg], files: twice }, {
+    owner: "alice",
+    keys: alice,
+  });
+  const rx = await p.rx.outcome;
+  assert(!rx.ok && /twice/.test(rx.reason), JSON.stringify(rx));
+  assertEquals(p.files.length, 1, "the first copy only");
 });

@@ -19,7 +19,7 @@
  * twice (data channel and relay) is stored and shown once (DESIGN §3).
  */
 import { deleteDB, openDB } from "idb";
-import { isFinalText } from "./message_ops.ts";
+import { bodyOf, isFinalText } from "./message_ops.ts";
 
 /**
  * Which path carried a message: the data channel, a `relay` frame through the servers, or the
@@ -221,6 +221,13 @@ const WORD = /[\p{L}\p{N}]+/gu;
 /** A word as the FTS index compares it: lower case, without accents. */
 function foldWord(word: string): string {
   return word.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+/** Whether `text` has every word of `input`, each as a word prefix (as the index matches). */
+export function hasEveryWord(text: string, input: string): boolean {
+  const words = (text.normalize("NFC").match(WORD) ?? []).map(foldWord);
+  const wanted = (input.normalize("NFC").match(WORD) ?? []).slice(0, 16).map(foldWord);
+  return wanted.length > 0 && wanted.every((w) => words.some((t) => t.startsWith(w)));
 }
 
 /** Words a snippet shows at most. */
@@ -595,11 +602,14 @@ export class History {
 
   /**
    * Messages whose text has every word of `input` (as word prefixes), newest first, at most
-   * `limit`; `peer` limits the search to one conversation.
+   * `limit`; `peer` limits the search to one conversation. An edited message is found by its
+   * latest text only (the index holds the texts as stored; the few edits are checked here).
    */
   search(input: string, options: { peer?: string; limit?: number } = {}): SearchHit[] {
     const match = searchQuery(input);
     if (!match) return [];
+    const limit = options.limit ?? 50;
+    const edited = this.#editedTexts(options.peer);
     // The snippets are made for the few rows kept, not by SQLite for every match.
     const stmt = this.#db.prepare(
       `SELECT m.id, m.peer, m.sender, m.sent_at, m.text
@@ -607,27 +617,81 @@ export class History {
        WHERE messages_fts MATCH ? ${options.peer === undefined ? "" : "AND m.peer = ?"}
        ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
     );
+    let found: Array<Omit<SearchHit, "snippet"> & { text: string }> = [];
     try {
-      stmt.bind([
-        match,
-        ...(options.peer === undefined ? [] : [options.peer]),
-        options.limit ?? 50,
-      ]);
-      const hits: SearchHit[] = [];
-      while (stmt.step()) {
-        const v = stmt.get();
-        hits.push({
-          id: String(v[0]),
-          peer: String(v[1]),
-          sender: String(v[2]),
-          sentAt: Number(v[3]),
-          snippet: searchSnippet(String(v[4]), input),
-        });
+      // Edited messages among the hits are left out: fetched again with room for them, until
+      // the newest `limit` unedited hits are all in (once, unless an edited message is recent).
+      for (let room = 0;;) {
+        stmt.bind([
+          match,
+          ...(options.peer === undefined ? [] : [options.peer]),
+          limit + room,
+        ]);
+        found = [];
+        let rows = 0;
+        while (stmt.step()) {
+          const v = stmt.get();
+          rows++;
+          if (edited.has(String(v[0]))) continue;
+          found.push({
+            id: String(v[0]),
+            peer: String(v[1]),
+            sender: String(v[2]),
+            sentAt: Number(v[3]),
+            text: String(v[4]),
+          });
+        }
+        const skipped = rows - found.length;
+        if (skipped === room || rows < limit + room) break;
+        room = skipped;
       }
-      return hits;
     } finally {
       stmt.free();
     }
+    for (const e of edited.values()) if (hasEveryWord(e.text, input)) found.push(e);
+    found.sort((a, b) => b.sentAt - a.sentAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    return found.slice(0, limit).map(({ text, ...hit }) => ({
+      ...hit,
+      snippet: searchSnippet(text, input),
+    }));
+  }
+
+  /**
+   * The messages with an edit by their author (of `peer`'s conversation, or all), each with the
+   * text of its latest edit (send time, then id), as the chat shows it (`foldOps`). A message
+   * deleted for everyone has no edit left (its edits became deletes). One query: the edits
+   * through their partial index, each joined to its target by id.
+   */
+  #editedTexts(peer?: string): Map<string, Omit<SearchHit, "snippet"> & { text: string }> {
+    const prefix = "\u001dedit\u001d";
+    const target = "substr(op.text, 7, instr(substr(op.text, 7), char(29)) - 1)";
+    const stmt = this.#db.prepare(
+      `SELECT op.id, op.sender, op.sent_at, op.text, t.id, t.peer, t.sender, t.sent_at
+       FROM messages op INDEXED BY messages_ops CROSS JOIN messages t ON t.id = ${target}
+       WHERE substr(op.text, 1, 1) = char(29) AND op.text >= ? AND op.text < ?
+         AND op.peer = t.peer AND substr(t.text, 1, 1) NOT IN (char(29), char(30))
+         ${peer === undefined ? "" : "AND op.peer = ?"}`,
+    );
+    type Edited = Omit<SearchHit, "snippet"> & { text: string };
+    const latest = new Map<string, { at: number; op: string; hit: Edited }>();
+    try {
+      stmt.bind([prefix, `${prefix}\u{10FFFF}`, ...(peer === undefined ? [] : [peer])]);
+      while (stmt.step()) {
+        const v = stmt.get();
+        const [opId, opSender, at, text] = [String(v[0]), String(v[1]), Number(v[2]), String(v[3])];
+        const body = bodyOf(text);
+        const id = String(v[4]);
+        // Only the author's edit counts (mayChange: same sender, same conversation).
+        if (body.kind !== "edit" || body.target !== id || opSender !== String(v[6])) continue;
+        const have = latest.get(id);
+        if (have && (have.at > at || (have.at === at && have.op > opId))) continue;
+        const hit = { id, peer: String(v[5]), sender: String(v[6]), sentAt: Number(v[7]) };
+        latest.set(id, { at, op: opId, hit: { ...hit, text: body.text } });
+      }
+    } finally {
+      stmt.free();
+    }
+    return new Map([...latest].map(([id, e]) => [id, e.hit]));
   }
 
   /**

@@ -15,7 +15,14 @@ import {
   plainText,
   REACTIONS,
 } from "./message_ops.ts";
-import { createMemoryRowStores, History, mergeStoredRows, type MessageRow } from "./history.ts";
+import {
+  createMemoryRowStores,
+  History,
+  MATCH_END,
+  MATCH_START,
+  mergeStoredRows,
+  type MessageRow,
+} from "./history.ts";
 import { readRow } from "./handover.ts";
 import { exportHistory, importHistoryFile } from "./history_export.ts";
 import { Inbox } from "./inbox.ts";
@@ -245,7 +252,9 @@ Deno.test("delete for everyone removes the text from the history and the search 
   await store(row("theirs-0002", 110, "launch party tonight", "bob"));
   await store(op("edit-00001", 120, { kind: "edit", target: "theirs-0002", text: "x" }, "bob"));
   assertEquals(history.get("theirs-0001")!.text, DELETED_TEXT);
-  assertEquals(history.search("launch").map((h) => h.id), ["theirs-0002"]);
+  // theirs-0002 now reads "x": found by that, no longer by its original text.
+  assertEquals(history.search("launch").map((h) => h.id), []);
+  assertEquals(history.search("x").map((h) => h.id), ["theirs-0002"]);
   // The message first, then its delete: gone from search too, and the author's edit with it.
   await store(op("delete-002", 210, { kind: "delete", target: "theirs-0002" }, "bob"));
   assertEquals(history.search("launch"), []);
@@ -260,6 +269,52 @@ Deno.test("delete for everyone removes the text from the history and the search 
     ["theirs-0002", DELETED_TEXT],
   ]);
   assertEquals(history.search("late"), []);
+  history.close();
+});
+
+Deno.test("search finds an edited message by its latest text only, whatever order the edits arrive in", async () => {
+  const { history, store } = await opsRig();
+  await store(row("mine-00001", 100, "meet at the station"));
+  await store(row("mine-00002", 101, "station closed today"));
+  await store(row("theirs-0001", 102, "which station?", "bob"));
+  // Two edits of mine-00001, the later one stored first; bob's forged edit of it counts for nothing.
+  await store(
+    op("edit-00002", 120, { kind: "edit", target: "mine-00001", text: "meet at the harbour" }),
+  );
+  await store(
+    op("edit-00001", 110, { kind: "edit", target: "mine-00001", text: "meet at the airport" }),
+  );
+  await store(
+    op(
+      "forged-001",
+      130,
+      { kind: "edit", target: "mine-00001", text: "meet at the museum" },
+      "bob",
+    ),
+  );
+  assertEquals(history.search("harbour").map((h) => h.id), ["mine-00001"]);
+  assertEquals(history.search("airport"), [], "an older edit");
+  assertEquals(history.search("museum"), [], "another user's edit");
+  assertEquals(history.search("edit"), [], "the operation's own words");
+  // The original text is found no more; the other messages with it still are, newest first.
+  assertEquals(history.search("station").map((h) => h.id), ["theirs-0001", "mine-00002"]);
+  const [hit] = history.search("harb", { peer: "bob" });
+  assertEquals(hit!.snippet, `meet at the ${MATCH_START}harbour${MATCH_END}`);
+  assertEquals(history.search("harbour", { peer: "carol" }), []);
+  // The limit counts the results shown, edited ones included.
+  assertEquals(history.search("meet", { limit: 1 }).map((h) => h.id), ["mine-00001"]);
+  // The newest match by its stored text is edited away: the next ones fill the limit.
+  await store(row("mine-00003", 103, "station at the corner"));
+  await store(op("edit-00003", 125, { kind: "edit", target: "mine-00003", text: "the corner" }));
+  assertEquals(history.search("station", { limit: 2 }).map((h) => h.id), [
+    "theirs-0001",
+    "mine-00002",
+  ]);
+  // Deleted for everyone: found by nothing.
+  await store(op("delete-001", 140, { kind: "delete", target: "mine-00001" }));
+  assertEquals(history.search("harbour"), []);
+  assertEquals(history.search("meet"), []);
+  assertEquals(history.search("station").map((h) => h.id), ["theirs-0001", "mine-00002"]);
   history.close();
 });
 

@@ -412,6 +412,7 @@ export class UserSession implements Disposable {
           if (peer) void this.#keyring.trustOf(peer).catch(() => {});
         },
         onFailed: (text) => this.#fail(text),
+        adoptFiles: (rows, carried) => this.files.adopt(rows, carried),
       },
     );
     if (aborted.aborted) {

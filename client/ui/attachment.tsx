@@ -88,7 +88,8 @@ export function Attachment(
   const [isFull, setFull] = useState(false);
   const meta = metaOf(attachment);
   const status = progress?.status;
-  const hasContent = status === "complete" || (own && status !== undefined);
+  const hasContent = status === "complete" ||
+    (own && status !== undefined && status !== "missing");
 
   useEffect(() => {
     if (files && !progress) void files.load(id);
@@ -153,6 +154,13 @@ export function Attachment(
           <button type="button" data-testid="file-cancel" onClick={() => void files?.cancel(id)}>
             Cancel
           </button>
+        </span>
+      )}
+      {status === "missing" && (
+        <span class="file-state" data-testid="file-missing">
+          {own
+            ? "file not on this device — send it again"
+            : `file not on this device — ask ${progress?.peer ?? "the sender"} to send it again`}
         </span>
       )}
       {status && STATUS_TEXT[status] && (

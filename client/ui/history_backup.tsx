@@ -1,7 +1,12 @@
 /** Export of the whole history to a passphrase-encrypted file, and import of such a file. */
 import { useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
-import { exportHistory, HistoryFileError, importHistoryFile } from "../history_export.ts";
+import {
+  DEFAULT_EXPORT_FILE_BYTES,
+  exportHistoryBlob,
+  HistoryFileError,
+  openHistoryFile,
+} from "../history_export.ts";
 
 /** Rows imported per step (each step durable, the progress shown between them). */
 const IMPORT_STEP = 5_000;
@@ -11,6 +16,7 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
   const [file, setFile] = useState<File | null>(null);
   const [status, setStatus] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [withFiles, setWithFiles] = useState(true);
   const me = model.me.value;
   if (!me) return null;
 
@@ -31,31 +37,62 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
     run(async () => {
       setStatus("Encrypting your history…");
       const rows = model.allMessages();
-      const bytes = await exportHistory(me, rows, passphrase);
-      const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+      const files = model.files.value;
+      const picked = withFiles && files
+        ? await files.exportable(rows, DEFAULT_EXPORT_FILE_BYTES)
+        : { files: [], leftOut: 0, leftOutBytes: 0 };
+      const blob = await exportHistoryBlob(me, rows, passphrase, {
+        files: picked.files,
+        onProgress: (done, total) => {
+          if (total > 0) {
+            setStatus(`Encrypting files… ${mb(done)} of ${mb(total)}`);
+          }
+        },
+      });
+      const url = URL.createObjectURL(blob);
       const a = document.createElement("a");
       a.href = url;
       a.download = `p2pchat-history-${me}-${new Date().toISOString().slice(0, 10)}.p2pchat`;
       a.click();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      return `Exported ${rows.length} messages. Keep the file and its passphrase safe.`;
+      const leftOut = picked.leftOut > 0
+        ? ` ${plural(picked.leftOut, "file")} (${mb(picked.leftOutBytes)}) left out: an export ` +
+          `carries at most ${mb(DEFAULT_EXPORT_FILE_BYTES)} of files; after an import they ` +
+          `show as not on the device.`
+        : "";
+      return `Exported ${rows.length} messages and ${plural(picked.files.length, "file")}.` +
+        `${leftOut} Keep the file and its passphrase safe.`;
     });
 
   const doImport = () =>
     run(async () => {
       if (!file) return "Choose a history file first.";
       setStatus("Decrypting…");
-      const rows = await importHistoryFile(
+      const { rows, files } = await openHistoryFile(
         new Uint8Array(await file.arrayBuffer()),
         passphrase,
         me,
       );
+      // The files first: a message shown before its file is stored would start asking its
+      // sender for it.
+      const transfers = model.files.value;
+      let missing = 0;
+      if (transfers) {
+        const carried = new Map(files.map((f) => [f.id, f]));
+        missing = (await transfers.adopt(rows, carried)).missing;
+      }
       let fresh = 0;
       for (let i = 0; i < rows.length; i += IMPORT_STEP) {
         fresh += await model.importHistory(rows.slice(i, i + IMPORT_STEP));
         setStatus(`Imported ${Math.min(i + IMPORT_STEP, rows.length)} of ${rows.length}…`);
       }
-      return `Imported ${rows.length} messages (${fresh} new).`;
+      const withFiles = files.length > 0 ? ` and ${plural(files.length, "file")}` : "";
+      const notCarried = missing > 0
+        ? ` ${plural(missing, "file")} not in the export: ${
+          missing === 1 ? "it shows" : "they show"
+        } as not on this device.`
+        : "";
+      return `Imported ${rows.length} messages (${fresh} new)${withFiles}.${notCarried}`;
     });
 
   return (
@@ -70,6 +107,15 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
           value={passphrase}
           onInput={(e) => setPassphrase(e.currentTarget.value)}
         />
+      </label>
+      <label class="setting">
+        <input
+          type="checkbox"
+          data-testid="export-with-files"
+          checked={withFiles}
+          onChange={(e) => setWithFiles(e.currentTarget.checked)}
+        />{" "}
+        With files and images (up to {mb(DEFAULT_EXPORT_FILE_BYTES)})
       </label>
       <button type="button" data-testid="export-history" onClick={() => void doExport()}>
         Export history
@@ -89,4 +135,12 @@ export function HistoryBackup({ model }: { model: ChatModel }) {
       {status && <p role="status" data-testid="backup-status">{status}</p>}
     </fieldset>
   );
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }

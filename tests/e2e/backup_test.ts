@@ -1,7 +1,9 @@
 /**
  * History backup in Chromium: alice exports her history to a passphrase-encrypted file (a real
  * download), signs out, and on a fresh browser — where no hand-over brings her history — imports
- * the file: a wrong passphrase imports nothing and says so; the right one restores every message.
+ * the file: a wrong passphrase imports nothing and says so; the right one restores every message,
+ * and the image and the file bob had sent her: the image shows, the file downloads byte-identical;
+ * a file she had refused (over her size limit) was not in the export and says so.
  */
 import assert from "node:assert/strict";
 import { launchBrowser } from "../support/browser.ts";
@@ -15,6 +17,7 @@ import {
 } from "../support/chat_page.ts";
 import { withAliceAndBob } from "../support/two_users.ts";
 import { waitFor } from "../support/wait.ts";
+import { attachFile, makePng, randomBytes, sha256 } from "../support/files_page.ts";
 
 const PASS = "a long backup passphrase";
 
@@ -26,6 +29,30 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
     await waitForMessages(alice, ["first from alice", "reply from bob"]);
 
     const downloads = await Deno.makeTempDir({ prefix: "p2pchat-downloads-" });
+    // bob sends alice an image and a file; both arrive complete in her browser.
+    const png = await makePng(bob, 320, 200);
+    const notes = randomBytes(300_000);
+    await Deno.writeFile(`${downloads}/sunset.png`, png);
+    await Deno.writeFile(`${downloads}/notes.bin`, notes);
+    await attachFile(bob, `${downloads}/sunset.png`);
+    await attachFile(bob, `${downloads}/notes.bin`);
+    for (const name of ["sunset.png", "notes.bin"]) {
+      await alice.waitForSelector(
+        `[data-testid="attachment"][data-name="${name}"][data-status="complete"]`,
+        { timeout: 60_000 },
+      );
+    }
+    // A file over alice's size limit: refused in her browser, so not in her export.
+    await alice.evaluate(() => localStorage.setItem("p2pchat.maxFileMb", "0.1"));
+    await Deno.writeFile(`${downloads}/big.bin`, randomBytes(200_000));
+    await attachFile(bob, `${downloads}/big.bin`);
+    await alice.waitForSelector(
+      '[data-testid="attachment"][data-name="big.bin"][data-status="refused"]',
+      { timeout: 60_000 },
+    );
+    for (const name of ["sunset.png", "notes.bin", "big.bin"]) {
+      await Deno.remove(`${downloads}/${name}`);
+    }
     const fresh = await launchBrowser();
     try {
       const cdp = await alice.createCDPSession();
@@ -36,7 +63,7 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
       await alice.waitForFunction(
         () =>
           document.querySelector('[data-testid="backup-status"]')?.textContent?.startsWith(
-            "Exported 2 messages",
+            "Exported 5 messages and 2 files.",
           ),
         { timeout: 60_000 },
       );
@@ -47,7 +74,9 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
         return null;
       }, 30_000);
       const bytes = await Deno.readFile(file);
-      assert.ok(!new TextDecoder().decode(bytes).includes("reply from bob"), "encrypted");
+      const clear = new TextDecoder("latin1").decode(bytes);
+      assert.ok(!clear.includes("reply from bob") && !clear.includes("notes.bin"), "encrypted");
+      assert.ok(bytes.length > notes.length + png.length, "the files are in it");
       await logOut(alice);
 
       // A fresh browser: alice signed out on the old one, so no history comes with the login.
@@ -80,10 +109,52 @@ Deno.test("alice exports her history to an encrypted file and imports it on a fr
       await page.waitForFunction(
         () =>
           document.querySelector('[data-testid="backup-status"]')?.textContent ===
-            "Imported 2 messages (2 new).",
+            "Imported 5 messages (5 new) and 2 files. 1 file not in the export: it shows as " +
+              "not on this device.",
         { timeout: 60_000 },
       );
-      await waitForMessages(page, ["first from alice", "reply from bob"]);
+      await waitForMessages(page, ["first from alice", "reply from bob", "", "", ""]);
+      const refused = await page.waitForSelector(
+        '[data-testid="attachment"][data-name="big.bin"][data-status="missing"]',
+        { timeout: 30_000 },
+      );
+      assert.equal(
+        await refused!.$eval('[data-testid="file-missing"]', (el) => el.textContent),
+        "file not on this device — ask bob to send it again",
+      );
+
+      // The image shows, full size; the file downloads with the same bytes bob sent.
+      const image = await page.waitForSelector(
+        '[data-testid="attachment"][data-name="sunset.png"][data-status="complete"] button:not([disabled])',
+        { timeout: 30_000 },
+      );
+      await image!.click();
+      const size = await page.waitForFunction(() => {
+        const img = document.querySelector('[data-testid="full-image"]') as HTMLImageElement;
+        return img?.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.naturalHeight] : null;
+      }, { timeout: 20_000 });
+      assert.deepEqual(await size.jsonValue(), [320, 200]);
+      await page.click('[data-testid="full-image"]');
+      const saved = await Deno.makeTempDir({ prefix: "p2pchat-saved-" });
+      try {
+        const freshCdp = await page.createCDPSession();
+        await freshCdp.send("Browser.setDownloadBehavior", {
+          behavior: "allow",
+          downloadPath: saved,
+        });
+        const link = await page.waitForSelector(
+          '[data-testid="attachment"][data-name="notes.bin"] [data-testid="file-download"]',
+          { timeout: 30_000 },
+        );
+        await link!.click();
+        const got = await waitFor("notes.bin downloaded", async () => {
+          const bytes = await Deno.readFile(`${saved}/notes.bin`).catch(() => null);
+          return bytes?.length === notes.length ? bytes : null;
+        }, 30_000);
+        assert.equal(await sha256(got), await sha256(notes));
+      } finally {
+        await Deno.remove(saved, { recursive: true }).catch(() => {});
+      }
     } finally {
       await fresh.close();
       await Deno.remove(downloads, { recursive: true }).catch(() => {});

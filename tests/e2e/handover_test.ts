@@ -3,8 +3,8 @@
  * mailbox; then alice logs in on a second Chromium, through another server, while the first one
  * is open. The first shows "Signed in elsewhere", hands its whole history over an encrypted data
  * channel to the second, and stops; the second has every message — live ones that were never in
- * any mailbox included — in order, once each, and its pending messages complete; a reload keeps
- * them all.
+ * any mailbox included — in order, once each, and its pending messages complete, and the file
+ * bob had sent to the first browser (byte-identical); a reload keeps them all.
  */
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
@@ -24,6 +24,13 @@ import {
   waitForStatuses,
 } from "../support/chat_page.ts";
 import { assertClientBuilt } from "../support/two_users.ts";
+import {
+  attachFile,
+  randomBytes,
+  sha256,
+  storedDigest,
+  waitForTransfer,
+} from "../support/files_page.ts";
 import {
   historyDatabases,
   historyDigest,
@@ -70,11 +77,23 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     await sendMessage(bob, "live 2 from bob");
     await waitForMessages(oldAlice, ["live 1 from alice", "live 2 from bob"]);
     await sendMessage(oldAlice, "live 3 from alice");
-    const live = ["live 1 from alice", "live 2 from bob", "live 3 from alice"];
+    const live: string[] = ["live 1 from alice", "live 2 from bob", "live 3 from alice"];
     await waitForMessages(bob, live);
     await waitForStatuses(oldAlice, "alice", "delivered", 2);
     const rows = await storedMessages(oldAlice, "bob");
     assert.deepEqual(rows.map((r) => r.via), ["p2p", "p2p", "p2p"]);
+    // And a file from bob, complete on the first browser only (a file message shows no text).
+    const notes = randomBytes(200_000);
+    const dir = await Deno.makeTempDir({ prefix: "p2pchat-handover-" });
+    await Deno.writeFile(`${dir}/notes.bin`, notes);
+    await attachFile(bob, `${dir}/notes.bin`);
+    const file = await waitForTransfer(
+      oldAlice,
+      "bob's file complete on the first browser",
+      (t) => !t.outgoing && t.status === "complete",
+    );
+    await Deno.remove(dir, { recursive: true });
+    live.push("");
 
     // Alice away: bob's messages wait in her mailbox; back on the first browser, she fetches
     // (and acknowledges) them, so afterwards they exist only on that browser.
@@ -126,7 +145,18 @@ Deno.test("a superseded browser hands its whole history to alice's new browser",
     await openChat(newAlice, "bob");
     await waitForMessages(newAlice, all);
     const imported = await storedMessages(newAlice, "bob");
-    assert.deepEqual(imported.map((r) => r.text), all, "every message once, in order");
+    assert.deepEqual(
+      imported.map((r) => r.text),
+      all.map((t) => t || "notes.bin"),
+      "every message once, in order",
+    );
+    // Bob's file came with its message: complete, the same bytes.
+    await waitForTransfer(
+      newAlice,
+      "the file on the new browser",
+      (t) => t.id === file.id && t.status === "complete",
+    );
+    assert.equal(await storedDigest(newAlice, file.id), await sha256(notes));
     assert.equal(new Set(imported.map((r) => r.id)).size, all.length, "no duplicate ids");
     assert.deepEqual(
       imported.filter((r) => r.sender === "alice").map((r) => [r.text, r.status, r.via]),
