@@ -44,6 +44,22 @@ export interface KeyRange {
  */
 export type ItemKey = [kind: "m" | "t" | "a", user: string, id: string, seq?: number];
 
+/**
+ * SQL of migration 7: the per-sender index also holds each envelope's length, so the per-sender
+ * quotas (count and characters) are read from the index without touching the envelopes.
+ */
+export const MAILBOX_BY_SENDER_SCHEMA = `
+  DROP INDEX mailbox_by_sender;
+  CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender, length(envelope));
+`;
+
+/**
+ * SQL of {@link MailboxStore.countPendingFrom}: answered from the index mailbox_by_sender alone
+ * (it holds `length(envelope)`).
+ */
+export const PENDING_FROM_SQL = `SELECT count(*) AS n, total(length(envelope)) AS chars
+  FROM mailbox WHERE recipient = ? AND sender = ?`;
+
 /** SQL for the mailbox tables (migration 2). */
 export const MAILBOX_SCHEMA = `
   CREATE TABLE mailbox (
@@ -141,9 +157,7 @@ export class MailboxStore {
     this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#getEntry = db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
-    this.#countPendingFrom = db.prepare(
-      "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
-    );
+    this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
   }
 
   /**
@@ -198,10 +212,13 @@ export class MailboxStore {
     return Number(row.n);
   }
 
-  /** Number of pending entries `sender` left for `recipient` (for per-sender quotas). */
-  countPendingFrom(recipient: string, sender: string): number {
-    const row = this.#countPendingFrom.get(recipient, sender) as { n: number };
-    return Number(row.n);
+  /**
+   * Pending entries `sender` left for `recipient` and their envelope characters (for the
+   * per-sender quotas): one search of an index, however large the mailbox's envelopes.
+   */
+  countPendingFrom(recipient: string, sender: string): { count: number; chars: number } {
+    const row = this.#countPendingFrom.get(recipient, sender) as { n: number; chars: number };
+    return { count: Number(row.n), chars: Number(row.chars) };
   }
 
   /** Entries named by `keys` (those this node has). */
