@@ -29,6 +29,7 @@ import { accountVersion, mergeAccounts } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 import { Batcher, type Settled } from "./batcher.ts";
+import { PendingBounds, type PendingTally } from "./pending_bounds.ts";
 import type { Log } from "../telemetry/mod.ts";
 
 /**
@@ -173,10 +174,13 @@ const MAX_PUT_BATCH = 4000;
 
 /** Pending counts on a primary, as {@link Replicator.#flushPuts} reads them for the quotas. */
 interface QuotaCounts {
-  /** Entries pending for `recipient`. */
-  to(recipient: string): number;
-  /** Entries (and their envelope characters) `sender` left pending for `recipient`. */
-  from(recipient: string, sender: string): { count: number; chars: number };
+  /** At least the entries pending for `recipient`; exactly that with `exact`. */
+  to(recipient: string, exact?: boolean): number;
+  /**
+   * At least the entries (and their envelope characters) `sender` left pending for `recipient`;
+   * exactly those with `exact`.
+   */
+  from(recipient: string, sender: string, exact?: boolean): PendingTally;
 }
 
 function mib(chars: number): string {
@@ -222,6 +226,8 @@ export class Replicator {
   #forwards = new Map<string, Batcher<MailboxEntry[], ReplicationResponse>>();
   /** Primaries of ring keys recently looked up (see {@link #primaryOf}). */
   #primaries = new Map<string, { primary: Promise<string>; until: number }>();
+  /** Pending counts for the quotas, read from the store once and kept as bounds. */
+  #pendingBounds: PendingBounds;
   /**
    * Mailbox puts waiting for this primary's next group commit. Two commits may run at once: the
    * next batch is stored while the one before waits for its replicas.
@@ -245,6 +251,7 @@ export class Replicator {
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
     this.#now = deps.now ?? Date.now;
+    this.#pendingBounds = new PendingBounds(deps.store.mailbox);
     this.#startedAt = this.#now();
     const held = deps.store.mailbox.counts();
     this.#heldMail = held.primary + held.replica > 0;
@@ -1124,24 +1131,20 @@ export class Replicator {
       );
       return batch.map(() => ok(refusal));
     }
-    // Pending counts, read once per batch (a count reads the whole mailbox), plus what the puts
-    // accepted so far in this batch add, for the quotas of the ones after them.
-    const pendingTo = new Map<string, number>();
-    const pendingFrom = new Map<string, { count: number; chars: number }>();
+    // Pending counts (bounds, exact where a quota would refuse; see PendingBounds), plus what
+    // the puts accepted so far in this batch add, for the quotas of the ones after them.
+    const bounds = this.#pendingBounds;
+    const addedTo = new Map<string, number>();
+    const addedFrom = new Map<string, PendingTally>();
     const counts: QuotaCounts = {
-      to: (recipient) => {
-        let n = pendingTo.get(recipient);
-        if (n === undefined) pendingTo.set(recipient, n = store.mailbox.countPending(recipient));
-        return n;
-      },
-      from: (recipient, sender) => {
+      to: (recipient, exact) => bounds.to(recipient, exact) + (addedTo.get(recipient) ?? 0),
+      from: (recipient, sender, exact) => {
+        const pending = bounds.from(recipient, sender, exact);
         // Usernames hold no "/".
-        const key = `${recipient}/${sender}`;
-        let n = pendingFrom.get(key);
-        if (n === undefined) {
-          pendingFrom.set(key, n = store.mailbox.countPendingFrom(recipient, sender));
-        }
-        return n;
+        const added = addedFrom.get(`${recipient}/${sender}`);
+        return added
+          ? { count: pending.count + added.count, chars: pending.chars + added.chars }
+          : pending;
       },
     };
     const accepted: { index: number; entries: MailboxEntry[] }[] = [];
@@ -1157,20 +1160,18 @@ export class Replicator {
         continue;
       }
       for (const e of entries) {
-        pendingTo.set(e.recipient, counts.to(e.recipient) + 1);
-        const from = counts.from(e.recipient, e.sender);
-        from.count++;
-        from.chars += e.envelope.length;
+        addedTo.set(e.recipient, (addedTo.get(e.recipient) ?? 0) + 1);
+        const key = `${e.recipient}/${e.sender}`;
+        const added = addedFrom.get(key);
+        if (added) {
+          added.count++;
+          added.chars += e.envelope.length;
+        } else addedFrom.set(key, { count: 1, chars: e.envelope.length });
       }
       // A retry keeps the seq this primary gave the message before, so every copy gets the same.
-      const held = new Map(
-        store.mailbox.entries(entries.map((e) => [e.recipient, e.messageId])).map((
-          e,
-        ) => [`${e.recipient}/${e.messageId}`, e.seq]),
-      );
       const sequenced = entries.map((e) => ({
         ...e,
-        seq: held.get(`${e.recipient}/${e.messageId}`) ?? this.#nextSeq(),
+        seq: store.mailbox.seqOf(e.recipient, e.messageId) ?? this.#nextSeq(),
       }));
       answers.push(ok({ v: 1, type: "ok", count: entries.length }));
       accepted.push({ index, entries: sequenced });
@@ -1219,7 +1220,7 @@ export class Replicator {
     const adding = new Map<string, number>();
     for (const e of entries) adding.set(e.recipient, (adding.get(e.recipient) ?? 0) + 1);
     for (const [recipient, n] of adding) {
-      if (counts.to(recipient) + n > this.#quota) {
+      if (counts.to(recipient) + n > this.#quota && counts.to(recipient, true) + n > this.#quota) {
         this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "quota" });
         return {
           v: 1,
@@ -1247,7 +1248,10 @@ export class Replicator {
       if (e.envelope.length >= LARGE_ENTRY) put.large = true;
     }
     for (const { recipient, sender, count: n, chars, large } of bySender.values()) {
-      const pending = counts.from(recipient, sender);
+      const over = (p: PendingTally) =>
+        (large && p.chars + chars > this.#senderBytes) || p.count + n > this.#quotaPerSender;
+      let pending = counts.from(recipient, sender);
+      if (over(pending)) pending = counts.from(recipient, sender, true);
       // Characters are counted only for a put holding a file chunk: text messages are bounded
       // by the message quota.
       if (large && pending.chars + chars > this.#senderBytes) {

@@ -306,6 +306,13 @@ Deno.test("replication: one sender cannot fill a mailbox; others can still write
   );
   await entry.replicator.storeMessages([from("alice", 1)]);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 4);
+  // Once bob has read one, mallory has room for one more, at once.
+  await entry.replicator.acknowledge("bob", ["mallory-1-msg"]);
+  await entry.replicator.storeMessages([from("mallory", 4)]);
+  await assert.rejects(
+    entry.replicator.storeMessages([from("mallory", 5)]),
+    /already holds 3 messages from you/,
+  );
 });
 
 Deno.test("replication: file chunks from one sender stop at its byte quota with quota_exceeded, storing nothing", async () => {

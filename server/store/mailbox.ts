@@ -134,8 +134,11 @@ export class MailboxStore {
   #tombstone: StatementSync;
   #deleteEntry: StatementSync;
   #getEntry: StatementSync;
+  #getSeq: StatementSync;
   #countPending: StatementSync;
   #countPendingFrom: StatementSync;
+  #insertedRows = 0;
+  #insertedChars = 0;
 
   /** Wraps an open, migrated database. */
   constructor(db: DatabaseSync) {
@@ -156,6 +159,7 @@ export class MailboxStore {
     );
     this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#getEntry = db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
+    this.#getSeq = db.prepare("SELECT seq FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
     this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
   }
@@ -167,6 +171,9 @@ export class MailboxStore {
    */
   insert(entries: readonly MailboxEntry[]): number {
     if (entries.length === 0) return 0;
+    // Counted as offered, before the transaction: never less than what it adds.
+    this.#insertedRows += entries.length;
+    for (const e of entries) this.#insertedChars += e.envelope.length;
     let added = 0;
     this.#transaction(() => {
       for (const e of entries) {
@@ -185,6 +192,15 @@ export class MailboxStore {
       }
     });
     return added;
+  }
+
+  /**
+   * Entries (and their envelope characters) offered to {@link insert} since this store opened:
+   * it only grows. Nothing else adds entries and deletes only remove some, so a count read at one
+   * moment, plus what was inserted since, is never less than the count now.
+   */
+  get inserted(): { rows: number; chars: number } {
+    return { rows: this.#insertedRows, chars: this.#insertedChars };
   }
 
   /** Replaces entries by tombstones (acknowledged by the recipient), in one transaction. */
@@ -219,6 +235,12 @@ export class MailboxStore {
   countPendingFrom(recipient: string, sender: string): { count: number; chars: number } {
     const row = this.#countPendingFrom.get(recipient, sender) as { n: number; chars: number };
     return { count: Number(row.n), chars: Number(row.chars) };
+  }
+
+  /** The `seq` of a pending entry, if this node holds it (its envelope is not read). */
+  seqOf(recipient: string, messageId: string): number | undefined {
+    const row = this.#getSeq.get(recipient, messageId) as { seq: number } | undefined;
+    return row?.seq;
   }
 
   /** Entries named by `keys` (those this node has). */
