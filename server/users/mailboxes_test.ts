@@ -51,3 +51,33 @@ Deno.test("mailboxes: a sender's quota refused by the ring is quota_exceeded, wi
   assert.equal(refused.message, message);
   await server.stop();
 });
+
+Deno.test("mailboxes: a burst of sends is followed by a notice that started after each, at most one per 250 ms", async () => {
+  const server = fakeServer();
+  for (const name of ["alice", "bob"]) {
+    await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  const bob = new FakeConnection(server.clock);
+  server.sessions.connect(bob);
+  await server.sessions.login(bob, "bob", SECRET);
+  const notices = () => bob.framesOf("mail_waiting").length;
+  const send = (id: string) =>
+    server.mailboxes.send("alice", "bob", [{ id, sentAt: 1, envelope: "x" }]);
+  await send("m-1");
+  await server.clock.advance(0);
+  assert.equal(notices(), 1);
+  // Two more right after: one notice covers both, 250 ms after the first started.
+  await send("m-2");
+  await send("m-3");
+  await server.clock.advance(249);
+  assert.equal(notices(), 1);
+  await server.clock.advance(1);
+  assert.equal(notices(), 2);
+  await server.clock.advance(1000);
+  assert.equal(notices(), 2);
+  // Once quiet, the next send is told at once.
+  await send("m-4");
+  await server.clock.advance(0);
+  assert.equal(notices(), 3);
+  await server.stop();
+});

@@ -87,7 +87,7 @@ export function createUserServices(
     { accounts, tokens, local, presence, routing, membership, limits, metrics, log, clock },
     options.sessions,
   );
-  const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log });
+  const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log, clock });
   return {
     local,
     presence,
