@@ -45,7 +45,7 @@ export interface KeyRange {
 export type ItemKey = [kind: "m" | "t" | "a", user: string, id: string, seq?: number];
 
 /**
- * SQL of migration 7: the per-sender index also holds each envelope's length, so the per-sender
+ * SQL of a migration: the per-sender index also holds each envelope's length, so the per-sender
  * quotas (count and characters) are read from the index without touching the envelopes.
  */
 export const MAILBOX_BY_SENDER_SCHEMA = `
