@@ -180,7 +180,6 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   }, {
     accounts: { bcryptCost: config.bcryptCost },
     sessions: { handoverGraceMs: config.handoverGraceMs, handoverMaxMs: config.handoverMaxMs },
-    mailboxes: { senderBytes: config.storage.senderBytes },
   });
   const { accounts, sessions, presence, routing, mailboxes, local } = users;
 

@@ -85,6 +85,7 @@ export type ReplicationErrorCode =
   | "not_responsible"
   | "quorum_failed"
   | "mailbox_full"
+  | "quota_exceeded"
   | "username_taken"
   | "bad_request";
 

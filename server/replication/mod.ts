@@ -18,10 +18,13 @@ export {
 export type { RingAccess, RingMember } from "./ring_access.ts";
 export {
   type AccountReplacedListener,
+  DEFAULT_SENDER_BYTES,
+  LARGE_ENTRY,
   MailboxFullError,
   type NewMessage,
   type PeerCall,
   type PresenceListener,
+  QuotaExceededError,
   type ReplicationMetrics,
   Replicator,
   type ReplicatorDeps,

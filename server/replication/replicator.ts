@@ -29,6 +29,7 @@ import { accountVersion, mergeAccounts } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 import { Batcher, type Settled } from "./batcher.ts";
+import { PendingBounds, type PendingTally } from "./pending_bounds.ts";
 import type { Log } from "../telemetry/mod.ts";
 
 /**
@@ -100,6 +101,12 @@ export interface ReplicatorOptions {
    * @default a tenth of the mailbox quota
    */
   quotaPerSender?: number;
+  /**
+   * Most envelope characters one sender may leave pending in one mailbox (files go there as many
+   * chunks); checked on a put holding a file chunk (an entry of at least {@link LARGE_ENTRY}
+   * characters), which is refused with `quota_exceeded` past it. @default 64 MiB
+   */
+  senderBytes?: number;
   /** Entries older than this are deleted, in ms. @default 30 days */
   maxAgeMs?: number;
   /**
@@ -139,6 +146,17 @@ export class MailboxFullError extends Error {
   override name = "MailboxFullError";
 }
 
+/** The sender's share of the recipient's mailbox (files) is at its byte quota. */
+export class QuotaExceededError extends Error {
+  override name = "QuotaExceededError";
+}
+
+/** Entries at least this long (file chunks) count against {@link ReplicatorOptions.senderBytes}. */
+export const LARGE_ENTRY = 8 * 1024;
+
+/** Default of {@link ReplicatorOptions.senderBytes}. */
+export const DEFAULT_SENDER_BYTES = 64 * 1024 * 1024;
+
 /** How often a call in flight checks whether its peer turned suspect, in ms. */
 const SUSPECT_POLL_MS = 100;
 
@@ -154,6 +172,21 @@ const CATCH_UP_RETRY_MS = 300;
 /** Most mailbox entries one group commit stores (and sends to each replica in one request). */
 const MAX_PUT_BATCH = 4000;
 
+/** Pending counts on a primary, as {@link Replicator.#flushPuts} reads them for the quotas. */
+interface QuotaCounts {
+  /** At least the entries pending for `recipient`; exactly that with `exact`. */
+  to(recipient: string, exact?: boolean): number;
+  /**
+   * At least the entries (and their envelope characters) `sender` left pending for `recipient`;
+   * exactly those with `exact`.
+   */
+  from(recipient: string, sender: string, exact?: boolean): PendingTally;
+}
+
+function mib(chars: number): string {
+  return `${(chars / (1024 * 1024)).toFixed(1)} MB`;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The mailbox replication of one server node. */
@@ -164,6 +197,7 @@ export class Replicator {
   #intervalMs: number;
   #quota: number;
   #quotaPerSender: number;
+  #senderBytes: number;
   #maxAgeMs: number;
   #deadlineMs: number;
   #attemptMs: number;
@@ -192,6 +226,8 @@ export class Replicator {
   #forwards = new Map<string, Batcher<MailboxEntry[], ReplicationResponse>>();
   /** Primaries of ring keys recently looked up (see {@link #primaryOf}). */
   #primaries = new Map<string, { primary: Promise<string>; until: number }>();
+  /** Pending counts for the quotas, read from the store once and kept as bounds. */
+  #pendingBounds: PendingBounds;
   /**
    * Mailbox puts waiting for this primary's next group commit. Two commits may run at once: the
    * next batch is stored while the one before waits for its replicas.
@@ -209,11 +245,13 @@ export class Replicator {
     this.#intervalMs = options.repairIntervalMs ?? 1000;
     this.#quota = options.quotaPerRecipient ?? 10_000;
     this.#quotaPerSender = options.quotaPerSender ?? Math.max(1, Math.floor(this.#quota / 10));
+    this.#senderBytes = options.senderBytes ?? DEFAULT_SENDER_BYTES;
     this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
     this.#deadlineMs = options.writeDeadlineMs ?? 8000;
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
     this.#now = deps.now ?? Date.now;
+    this.#pendingBounds = new PendingBounds(deps.store.mailbox);
     this.#startedAt = this.#now();
     const held = deps.store.mailbox.counts();
     this.#heldMail = held.primary + held.replica > 0;
@@ -352,8 +390,8 @@ export class Replicator {
 
   /**
    * Stores messages for offline recipients; resolves once every one is durable on W copies.
-   * Retries while the ring repairs; throws {@link UnavailableError} or
-   * {@link MailboxFullError}.
+   * Retries while the ring repairs; throws {@link UnavailableError}, {@link MailboxFullError} or
+   * {@link QuotaExceededError}.
    */
   async storeMessages(messages: readonly NewMessage[]): Promise<void> {
     const byKey = new Map<string, MailboxEntry[]>();
@@ -560,6 +598,7 @@ export class Replicator {
       if (res.type !== "error") return res;
       this.#primaries.delete(ringKey);
       if (res.code === "mailbox_full") throw new MailboxFullError(res.message);
+      if (res.code === "quota_exceeded") throw new QuotaExceededError(res.message);
       if (res.code === "username_taken") throw new UsernameTakenError(res.message);
       const named = res.replicaSet?.[0];
       if (res.code === "not_responsible" && named && named !== target) redirect = named;
@@ -1092,23 +1131,20 @@ export class Replicator {
       );
       return batch.map(() => ok(refusal));
     }
-    // Pending counts, read once per batch (a count reads the whole mailbox), plus what the puts
-    // accepted so far in this batch add, for the quotas of the ones after them.
-    const pendingTo = new Map<string, number>();
-    const pendingFrom = new Map<string, number>();
-    const counts = {
-      to: (recipient: string) => {
-        let n = pendingTo.get(recipient);
-        if (n === undefined) pendingTo.set(recipient, n = store.mailbox.countPending(recipient));
-        return n;
-      },
-      from: (recipient: string, sender: string) => {
-        const key = JSON.stringify([recipient, sender]);
-        let n = pendingFrom.get(key);
-        if (n === undefined) {
-          pendingFrom.set(key, n = store.mailbox.countPendingFrom(recipient, sender));
-        }
-        return n;
+    // Pending counts (bounds, exact where a quota would refuse; see PendingBounds), plus what
+    // the puts accepted so far in this batch add, for the quotas of the ones after them.
+    const bounds = this.#pendingBounds;
+    const addedTo = new Map<string, number>();
+    const addedFrom = new Map<string, PendingTally>();
+    const counts: QuotaCounts = {
+      to: (recipient, exact) => bounds.to(recipient, exact) + (addedTo.get(recipient) ?? 0),
+      from: (recipient, sender, exact) => {
+        const pending = bounds.from(recipient, sender, exact);
+        // Usernames hold no "/".
+        const added = addedFrom.get(`${recipient}/${sender}`);
+        return added
+          ? { count: pending.count + added.count, chars: pending.chars + added.chars }
+          : pending;
       },
     };
     const accepted: { index: number; entries: MailboxEntry[] }[] = [];
@@ -1124,19 +1160,18 @@ export class Replicator {
         continue;
       }
       for (const e of entries) {
-        pendingTo.set(e.recipient, counts.to(e.recipient) + 1);
-        const key = JSON.stringify([e.recipient, e.sender]);
-        pendingFrom.set(key, counts.from(e.recipient, e.sender) + 1);
+        addedTo.set(e.recipient, (addedTo.get(e.recipient) ?? 0) + 1);
+        const key = `${e.recipient}/${e.sender}`;
+        const added = addedFrom.get(key);
+        if (added) {
+          added.count++;
+          added.chars += e.envelope.length;
+        } else addedFrom.set(key, { count: 1, chars: e.envelope.length });
       }
       // A retry keeps the seq this primary gave the message before, so every copy gets the same.
-      const held = new Map(
-        store.mailbox.entries(entries.map((e) => [e.recipient, e.messageId])).map((
-          e,
-        ) => [`${e.recipient}/${e.messageId}`, e.seq]),
-      );
       const sequenced = entries.map((e) => ({
         ...e,
-        seq: held.get(`${e.recipient}/${e.messageId}`) ?? this.#nextSeq(),
+        seq: store.mailbox.seqOf(e.recipient, e.messageId) ?? this.#nextSeq(),
       }));
       answers.push(ok({ v: 1, type: "ok", count: entries.length }));
       accepted.push({ index, entries: sequenced });
@@ -1180,12 +1215,12 @@ export class Replicator {
    */
   #quotaRefusal(
     entries: readonly MailboxEntry[],
-    counts: { to(recipient: string): number; from(recipient: string, sender: string): number },
+    counts: QuotaCounts,
   ): ReplicationResponse | undefined {
     const adding = new Map<string, number>();
     for (const e of entries) adding.set(e.recipient, (adding.get(e.recipient) ?? 0) + 1);
     for (const [recipient, n] of adding) {
-      if (counts.to(recipient) + n > this.#quota) {
+      if (counts.to(recipient) + n > this.#quota && counts.to(recipient, true) + n > this.#quota) {
         this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "quota" });
         return {
           v: 1,
@@ -1195,14 +1230,42 @@ export class Replicator {
         };
       }
     }
-    const bySender = new Map<string, number>();
+    const bySender = new Map<
+      string,
+      { recipient: string; sender: string; count: number; chars: number; large: boolean }
+    >();
     for (const e of entries) {
-      const key = JSON.stringify([e.recipient, e.sender]);
-      bySender.set(key, (bySender.get(key) ?? 0) + 1);
+      const key = `${e.recipient}/${e.sender}`;
+      let put = bySender.get(key);
+      if (!put) {
+        bySender.set(
+          key,
+          put = { recipient: e.recipient, sender: e.sender, count: 0, chars: 0, large: false },
+        );
+      }
+      put.count++;
+      put.chars += e.envelope.length;
+      if (e.envelope.length >= LARGE_ENTRY) put.large = true;
     }
-    for (const [key, n] of bySender) {
-      const [recipient, sender] = JSON.parse(key) as [string, string];
-      if (counts.from(recipient, sender) + n > this.#quotaPerSender) {
+    for (const { recipient, sender, count: n, chars, large } of bySender.values()) {
+      const over = (p: PendingTally) =>
+        (large && p.chars + chars > this.#senderBytes) || p.count + n > this.#quotaPerSender;
+      let pending = counts.from(recipient, sender);
+      if (over(pending)) pending = counts.from(recipient, sender, true);
+      // Characters are counted only for a put holding a file chunk: text messages are bounded
+      // by the message quota.
+      if (large && pending.chars + chars > this.#senderBytes) {
+        this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "sender_bytes" });
+        return {
+          v: 1,
+          type: "error",
+          code: "quota_exceeded",
+          message: `The mailbox of "${recipient}" already holds ${mib(pending.chars)} from ` +
+            `you; one sender may leave at most ${mib(this.#senderBytes)} there: send this when ` +
+            `"${recipient}" is online, or once they have read what waits`,
+        };
+      }
+      if (pending.count + n > this.#quotaPerSender) {
         this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "sender_quota" });
         return {
           v: 1,

@@ -9,6 +9,7 @@ import { Metrics } from "../telemetry/mod.ts";
 import {
   parseReplicationRequest,
   parseReplicationResponse,
+  QuotaExceededError,
   type ReplicationRequest,
   Replicator,
   type ReplicatorOptions,
@@ -305,6 +306,75 @@ Deno.test("replication: one sender cannot fill a mailbox; others can still write
   );
   await entry.replicator.storeMessages([from("alice", 1)]);
   assert.equal((await entry.replicator.fetchPending("bob")).length, 4);
+  // Once bob has read one, mallory has room for one more, at once.
+  await entry.replicator.acknowledge("bob", ["mallory-1-msg"]);
+  await entry.replicator.storeMessages([from("mallory", 4)]);
+  await assert.rejects(
+    entry.replicator.storeMessages([from("mallory", 5)]),
+    /already holds 3 messages from you/,
+  );
+});
+
+Deno.test("replication: file chunks from one sender stop at its byte quota with quota_exceeded, storing nothing", async () => {
+  const entry = bobsPrimaryWith({ senderBytes: 50_000 });
+  const chunk = (sender: string, i: number) => ({
+    ...message(i),
+    sender,
+    messageId: `${sender}-chunk-${i}`,
+    envelope: "c".repeat(15_000),
+  });
+  await entry.replicator.storeMessages([chunk("alice", 1), chunk("alice", 2), chunk("alice", 3)]);
+  const refused = await entry.replicator.storeMessages([chunk("alice", 4), chunk("alice", 5)])
+    .then(() => null, (err) => err);
+  assert.ok(refused instanceof QuotaExceededError, String(refused));
+  assert.match(
+    refused.message,
+    /The mailbox of "bob" already holds 0\.0 MB from you; .* at most 0\.0 MB there: send this when "bob" is online/,
+  );
+  // Small messages are not counted against it; another sender has its own share.
+  await entry.replicator.storeMessages([{ ...message(9), messageId: "alice-text", envelope: "t" }]);
+  await entry.replicator.storeMessages([chunk("carol", 1), chunk("carol", 2), chunk("carol", 3)]);
+  const ids = (await entry.replicator.fetchPending("bob")).map((e) => e.messageId).sort();
+  assert.deepEqual(ids, [
+    "alice-chunk-1",
+    "alice-chunk-2",
+    "alice-chunk-3",
+    "alice-text",
+    "carol-chunk-1",
+    "carol-chunk-2",
+    "carol-chunk-3",
+  ]);
+  // Nothing of the refused put reached any copy.
+  assert.equal(entry.ring.copies().get("alice-chunk-4"), undefined);
+  // Once bob read them, alice has room again at once.
+  await entry.replicator.acknowledge("bob", ["alice-chunk-1", "alice-chunk-2"]);
+  await entry.replicator.storeMessages([chunk("alice", 4), chunk("alice", 5)]);
+});
+
+Deno.test("replication: chunks sent at once by one sender share commits without passing its byte quota", async () => {
+  const entry = bobsPrimaryWith({ senderBytes: 100_000 });
+  const other = [...entry.ring.live.values()].find((n) => n !== entry)!.replicator;
+  const chunk = (i: number) => ({
+    ...message(i),
+    messageId: `alice-chunk-${String(i).padStart(2, "0")}`,
+    envelope: "c".repeat(15_000),
+  });
+  // Twenty chunks of 15,000 characters in flight at once, on the primary and through another
+  // server: only six fit in 100,000 characters, whichever commits they share.
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: 20 },
+      (_, i) => (i % 2 ? other : entry.replicator).storeMessages([chunk(i)]),
+    ),
+  );
+  const accepted = results.filter((r) => r.status === "fulfilled").length;
+  assert.equal(accepted, 6);
+  for (const r of results) {
+    if (r.status === "rejected") {
+      assert.ok(r.reason instanceof QuotaExceededError, String(r.reason));
+    }
+  }
+  assert.equal((await entry.replicator.fetchPending("bob")).length, 6);
 });
 
 Deno.test("replication: concurrent sends share commits yet each is answered alone, in order", async () => {

@@ -44,6 +44,22 @@ export interface KeyRange {
  */
 export type ItemKey = [kind: "m" | "t" | "a", user: string, id: string, seq?: number];
 
+/**
+ * SQL of a migration: the per-sender index also holds each envelope's length, so the per-sender
+ * quotas (count and characters) are read from the index without touching the envelopes.
+ */
+export const MAILBOX_BY_SENDER_SCHEMA = `
+  DROP INDEX mailbox_by_sender;
+  CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender, length(envelope));
+`;
+
+/**
+ * SQL of {@link MailboxStore.countPendingFrom}: answered from the index mailbox_by_sender alone
+ * (it holds `length(envelope)`).
+ */
+export const PENDING_FROM_SQL = `SELECT count(*) AS n, total(length(envelope)) AS chars
+  FROM mailbox WHERE recipient = ? AND sender = ?`;
+
 /** SQL for the mailbox tables (migration 2). */
 export const MAILBOX_SCHEMA = `
   CREATE TABLE mailbox (
@@ -118,8 +134,11 @@ export class MailboxStore {
   #tombstone: StatementSync;
   #deleteEntry: StatementSync;
   #getEntry: StatementSync;
+  #getSeq: StatementSync;
   #countPending: StatementSync;
   #countPendingFrom: StatementSync;
+  #insertedRows = 0;
+  #insertedChars = 0;
 
   /** Wraps an open, migrated database. */
   constructor(db: DatabaseSync) {
@@ -140,10 +159,9 @@ export class MailboxStore {
     );
     this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#getEntry = db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
+    this.#getSeq = db.prepare("SELECT seq FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
-    this.#countPendingFrom = db.prepare(
-      "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
-    );
+    this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
   }
 
   /**
@@ -153,6 +171,9 @@ export class MailboxStore {
    */
   insert(entries: readonly MailboxEntry[]): number {
     if (entries.length === 0) return 0;
+    // Counted as offered, before the transaction: never less than what it adds.
+    this.#insertedRows += entries.length;
+    for (const e of entries) this.#insertedChars += e.envelope.length;
     let added = 0;
     this.#transaction(() => {
       for (const e of entries) {
@@ -171,6 +192,15 @@ export class MailboxStore {
       }
     });
     return added;
+  }
+
+  /**
+   * Entries (and their envelope characters) offered to {@link insert} since this store opened:
+   * it only grows. Nothing else adds entries and deletes only remove some, so a count read at one
+   * moment, plus what was inserted since, is never less than the count now.
+   */
+  get inserted(): { rows: number; chars: number } {
+    return { rows: this.#insertedRows, chars: this.#insertedChars };
   }
 
   /** Replaces entries by tombstones (acknowledged by the recipient), in one transaction. */
@@ -198,10 +228,19 @@ export class MailboxStore {
     return Number(row.n);
   }
 
-  /** Number of pending entries `sender` left for `recipient` (for per-sender quotas). */
-  countPendingFrom(recipient: string, sender: string): number {
-    const row = this.#countPendingFrom.get(recipient, sender) as { n: number };
-    return Number(row.n);
+  /**
+   * Pending entries `sender` left for `recipient` and their envelope characters (for the
+   * per-sender quotas): one search of an index, however large the mailbox's envelopes.
+   */
+  countPendingFrom(recipient: string, sender: string): { count: number; chars: number } {
+    const row = this.#countPendingFrom.get(recipient, sender) as { n: number; chars: number };
+    return { count: Number(row.n), chars: Number(row.chars) };
+  }
+
+  /** The `seq` of a pending entry, if this node holds it (its envelope is not read). */
+  seqOf(recipient: string, messageId: string): number | undefined {
+    const row = this.#getSeq.get(recipient, messageId) as { seq: number } | undefined;
+    return row?.seq;
   }
 
   /** Entries named by `keys` (those this node has). */

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { PENDING_FROM_SQL } from "./mailbox.ts";
 import { type MailboxEntry, NodeStore } from "./mod.ts";
 
 function entry(over: Partial<MailboxEntry> & { messageId: string }): MailboxEntry {
@@ -104,5 +106,40 @@ Deno.test("mailbox: entries survive closing and reopening the database file", as
     again.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("mailbox: one sender's pending count and characters come from an index, not the envelopes", () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/node.sqlite`;
+  try {
+    const store = new NodeStore(path);
+    store.mailbox.insert([
+      entry({ messageId: "c1", envelope: "c".repeat(15_000) }),
+      entry({ messageId: "c2", envelope: "c".repeat(9_000) }),
+      entry({ messageId: "t1", envelope: "short" }),
+      entry({ messageId: "x1", sender: "carol", envelope: "c".repeat(20_000) }),
+      entry({ messageId: "y1", recipient: "dave", envelope: "c".repeat(30_000) }),
+    ]);
+    assert.deepEqual(store.mailbox.countPendingFrom("bob", "alice"), {
+      count: 3,
+      chars: 15_000 + 9_000 + 5,
+    });
+    assert.deepEqual(store.mailbox.countPendingFrom("bob", "mallory"), { count: 0, chars: 0 });
+    // Acknowledged entries no longer count.
+    store.mailbox.tombstone([{ recipient: "bob", messageId: "c1", ringKey: "80", deletedAt: 5 }]);
+    assert.deepEqual(store.mailbox.countPendingFrom("bob", "alice"), { count: 2, chars: 9_005 });
+    store.close();
+    // The query the quota runs on every put is answered from the index alone.
+    const db = new DatabaseSync(path, { readOnly: true });
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${PENDING_FROM_SQL}`).all("bob", "alice") as {
+      detail: string;
+    }[];
+    db.close();
+    assert.deepEqual(plan.map((r) => r.detail), [
+      "SEARCH mailbox USING COVERING INDEX mailbox_by_sender (recipient=? AND sender=?)",
+    ]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });

@@ -16,6 +16,7 @@ import type { AccountRecord } from "../../shared/mod.ts";
 import {
   type ItemKey,
   type KeyRange,
+  MAILBOX_BY_SENDER_SCHEMA,
   MAILBOX_SCHEMA,
   type MailboxEntry,
   MailboxStore,
@@ -56,6 +57,8 @@ const MIGRATIONS: readonly Migration[] = [
   `CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender)`,
   // The changing state of accounts: salt, rekey, newest session.
   ACCOUNT_STATE_SCHEMA,
+  // The per-sender quotas read count and envelope characters from one index.
+  MAILBOX_BY_SENDER_SCHEMA,
 ];
 
 /** Replicated records as they travel between nodes (push, anti-entropy). */

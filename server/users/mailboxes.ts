@@ -5,29 +5,13 @@
  * their own mailbox: the recipient is the session's user, never a frame field.
  */
 import { type IncomingMail, MAX_MAIL_PAGE_CHARS, type OutgoingMail } from "../../shared/mod.ts";
-import { MailboxFullError, UnavailableError } from "../replication/mod.ts";
+import { MailboxFullError, QuotaExceededError, UnavailableError } from "../replication/mod.ts";
+import type { Clock } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import type { Accounts } from "./accounts.ts";
 import { UserError } from "./errors.ts";
 import type { MailboxRecords } from "./ports.ts";
 import type { Routing } from "./routing.ts";
-
-/** Configuration of {@link Mailboxes}. */
-export interface MailboxesOptions {
-  /**
-   * Most envelope characters one sender may leave pending in one recipient's mailbox (files go
-   * there as many chunks); a send past it is refused with `quota_exceeded`. @default 64 MiB
-   */
-  senderBytes?: number;
-}
-
-/** Entries at least this long (file chunks) count against {@link MailboxesOptions.senderBytes}. */
-const LARGE_ENTRY = 8 * 1024;
-/** How often the pending entries are read again for the sender quota, ms. */
-const SENDER_BYTES_REREAD_MS = 10_000;
-
-/** Default of {@link MailboxesOptions.senderBytes}. */
-export const DEFAULT_SENDER_BYTES = 64 * 1024 * 1024;
 
 /** Collaborators of {@link Mailboxes}. */
 export interface MailboxesDeps {
@@ -36,21 +20,21 @@ export interface MailboxesDeps {
   routing: Routing;
   metrics: Metrics;
   log: Log;
+  clock: Clock;
 }
+
+/** Least time between the starts of two `mail_waiting` notices to one recipient, ms. */
+const NOTICE_GAP_MS = 250;
 
 /** Sends to, reads and acknowledges offline mailboxes. */
 export class Mailboxes {
   #deps: MailboxesDeps;
-  #senderBytes: number;
-  /** Per `[recipient, sender]`: envelope characters pending, as last read and counted since. */
-  #pendingBytes = new Map<string, { bytes: number; readAt: number }>();
   /** Recipients with a `mail_waiting` notice under way: true when another must follow it. */
   #notices = new Map<string, boolean>();
 
   /** Creates the service. */
-  constructor(deps: MailboxesDeps, options: MailboxesOptions = {}) {
+  constructor(deps: MailboxesDeps) {
     this.#deps = deps;
-    this.#senderBytes = options.senderBytes ?? DEFAULT_SENDER_BYTES;
     deps.metrics.describe(
       "p2pchat_mail_frames_total",
       "counter",
@@ -60,14 +44,15 @@ export class Mailboxes {
 
   /**
    * Stores `messages` from `me` in `to`'s mailbox. Throws a {@link UserError}: `unknown_user`,
-   * `mailbox_full`, `quota_exceeded` (storing none of them) or `unavailable`.
+   * `mailbox_full`, `quota_exceeded` (storing none of them) or `unavailable`. The quotas (of the
+   * mailbox, and of one sender's messages and file bytes in it) are checked by the recipient's
+   * primary as it stores the batch.
    */
   async send(me: string, to: string, messages: readonly OutgoingMail[]): Promise<void> {
     await this.#count("mail_send", async () => {
       if (!(await this.#deps.accounts.get(to))) {
         throw new UserError("unknown_user", `No user named "${to}": check the name`);
       }
-      const counted = await this.#checkSenderBytes(me, to, messages);
       await this.#deps.records.storeMessages(messages.map((m) => ({
         recipient: to,
         messageId: m.id,
@@ -75,7 +60,6 @@ export class Mailboxes {
         sentAt: m.sentAt,
         envelope: m.envelope,
       })));
-      counted?.();
       // The sender believed the recipient offline; if a session of theirs runs after all (the
       // sender's view was stale), it is told to fetch now rather than at its next login.
       this.#tellWaiting(to);
@@ -124,61 +108,32 @@ export class Mailboxes {
   }
 
   /**
-   * Refuses (`quota_exceeded`) a send that would take what `me` leaves pending in `to`'s mailbox
-   * past {@link MailboxesOptions.senderBytes}. Sends of small entries only (text messages, which
-   * the per-sender message quota bounds) pass unread; for file chunks the pending entries are read
-   * at most every {@link SENDER_BYTES_REREAD_MS} per sender and mailbox, and counted up in between
-   * with what this server stored (acknowledged entries are seen at the next read).
-   */
-  async #checkSenderBytes(me: string, to: string, messages: readonly OutgoingMail[]) {
-    if (messages.every((m) => m.envelope.length < LARGE_ENTRY)) return;
-    const adding = messages.reduce((n, m) => n + m.envelope.length, 0);
-    const key = JSON.stringify([to, me]);
-    let tally = this.#pendingBytes.get(key);
-    if (!tally || Date.now() - tally.readAt > SENDER_BYTES_REREAD_MS) {
-      const bytes = (await this.#deps.records.fetchPending(to))
-        .reduce((n, e) => (e.sender === me ? n + e.envelope.length : n), 0);
-      tally = { bytes, readAt: Date.now() };
-      this.#pendingBytes.set(key, tally);
-      // Forget old tallies (a long-running server sees many pairs).
-      if (this.#pendingBytes.size > 10_000) {
-        for (const [k, t] of this.#pendingBytes) {
-          if (Date.now() - t.readAt > SENDER_BYTES_REREAD_MS) this.#pendingBytes.delete(k);
-        }
-      }
-    }
-    if (tally.bytes + adding > this.#senderBytes) {
-      throw new UserError(
-        "quota_exceeded",
-        `The mailbox of "${to}" already holds ${mib(tally.bytes)} from you; one sender may ` +
-          `leave at most ${mib(this.#senderBytes)} there: send this when "${to}" is online, or ` +
-          `once they have read what waits`,
-      );
-    }
-    return () => {
-      tally.bytes += adding;
-    };
-  }
-
-  /**
    * Tells `to`'s sessions that mail waits. Notices to one recipient are coalesced: while one is
-   * under way (finding an offline user's home costs a ring read), further sends only ask for one
-   * more after it, so every stored message is still followed by a notice that started after it.
+   * under way (finding an offline user's home costs a ring read) or started less than
+   * {@link NOTICE_GAP_MS} ago, further sends only ask for one more after it, so
+   * every stored message is still followed by a notice that started after it — and a burst of
+   * sends to an offline user costs a few ring reads a second, not one per round trip.
    */
   #tellWaiting(to: string): void {
     if (this.#notices.has(to)) {
       this.#notices.set(to, true);
       return;
     }
-    this.#notices.set(to, false);
+    const { clock } = this.#deps;
     const run = (): void => {
+      // Sends before this point are covered by this notice.
+      this.#notices.set(to, false);
+      const started = clock.now();
       void this.#deps.routing.deliver(to, { v: 1, type: "mail_waiting" })
         .catch(() => false)
         .finally(() => {
-          if (this.#notices.get(to)) {
-            this.#notices.set(to, false);
-            run();
-          } else this.#notices.delete(to);
+          const next = () => {
+            if (this.#notices.get(to)) run();
+            else this.#notices.delete(to);
+          };
+          const wait = started + NOTICE_GAP_MS - clock.now();
+          if (wait > 0) clock.setTimeout(next, wait);
+          else next();
         });
     };
     run();
@@ -192,6 +147,8 @@ export class Mailboxes {
     } catch (err) {
       const refusal = err instanceof MailboxFullError
         ? new UserError("mailbox_full", err.message)
+        : err instanceof QuotaExceededError
+        ? new UserError("quota_exceeded", err.message)
         : err instanceof UnavailableError
         ? new UserError(
           "unavailable",
@@ -204,8 +161,4 @@ export class Mailboxes {
       this.#deps.metrics.inc("p2pchat_mail_frames_total", { kind, result: code });
     }
   }
-}
-
-function mib(chars: number): string {
-  return `${(chars / (1024 * 1024)).toFixed(1)} MB`;
 }

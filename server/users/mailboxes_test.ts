@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { FakeConnection, fakeServer, TEST_ACCOUNT } from "./testing.ts";
+import { QuotaExceededError } from "../replication/mod.ts";
+import { UserError } from "./errors.ts";
+import { ManualClock } from "../../shared/clock.ts";
+import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -29,21 +32,52 @@ Deno.test("mailboxes: receipts go to the senders the ring stored, not to the one
   await server.stop();
 });
 
-Deno.test("mailboxes: file chunks from one sender stop at its byte quota with quota_exceeded, storing nothing", async () => {
-  const server = fakeServer({ mailboxes: { senderBytes: 50_000 } });
-  for (const name of ["alice", "bob", "carol"]) {
+Deno.test("mailboxes: a sender's quota refused by the ring is quota_exceeded, with its message", async () => {
+  // The recipient's primary checks the byte quota as it stores the batch (replicator tests).
+  const message = `The mailbox of "bob" already holds 64.0 MB from you; one sender may leave ` +
+    `at most 64.0 MB there: send this when "bob" is online, or once they have read what waits`;
+  const ring = new FakeRing(new ManualClock());
+  ring.storeMessages = () => Promise.reject(new QuotaExceededError(message));
+  const server = fakeServer({ ring, clock: ring.clock });
+  for (const name of ["alice", "bob"]) {
     await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
   }
-  const chunk = (id: string) => ({ id, sentAt: 1, envelope: "c".repeat(15_000) });
-  await server.mailboxes.send("alice", "bob", [chunk("a-1"), chunk("a-2"), chunk("a-3")]);
-  const refused = await server.mailboxes.send("alice", "bob", [chunk("a-4"), chunk("a-5")])
-    .then(() => null, (err) => err);
-  assert.equal(refused?.code, "quota_exceeded");
-  assert.match(refused.message, /already holds .* from you.*"bob" is online/);
-  // Small messages are not counted against it; another sender has its own share.
-  await server.mailboxes.send("alice", "bob", [{ id: "a-text", sentAt: 2, envelope: "t" }]);
-  await server.mailboxes.send("carol", "bob", [chunk("c-1"), chunk("c-2"), chunk("c-3")]);
-  const ids = (await server.mailboxes.fetch("bob")).messages.map((m) => m.id).sort();
-  assert.deepEqual(ids, ["a-1", "a-2", "a-3", "a-text", "c-1", "c-2", "c-3"]);
+  const refused = await server.mailboxes.send("alice", "bob", [
+    { id: "a-1", sentAt: 1, envelope: "c".repeat(15_000) },
+  ]).then(() => null, (err) => err);
+  assert.ok(refused instanceof UserError, String(refused));
+  assert.deepEqual(ring.mail, []);
+  assert.equal(refused.code, "quota_exceeded");
+  assert.equal(refused.message, message);
+  await server.stop();
+});
+
+Deno.test("mailboxes: a burst of sends is followed by a notice that started after each, at most one per 250 ms", async () => {
+  const server = fakeServer();
+  for (const name of ["alice", "bob"]) {
+    await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  const bob = new FakeConnection(server.clock);
+  server.sessions.connect(bob);
+  await server.sessions.login(bob, "bob", SECRET);
+  const notices = () => bob.framesOf("mail_waiting").length;
+  const send = (id: string) =>
+    server.mailboxes.send("alice", "bob", [{ id, sentAt: 1, envelope: "x" }]);
+  await send("m-1");
+  await server.clock.advance(0);
+  assert.equal(notices(), 1);
+  // Two more right after: one notice covers both, 250 ms after the first started.
+  await send("m-2");
+  await send("m-3");
+  await server.clock.advance(249);
+  assert.equal(notices(), 1);
+  await server.clock.advance(1);
+  assert.equal(notices(), 2);
+  await server.clock.advance(1000);
+  assert.equal(notices(), 2);
+  // Once quiet, the next send is told at once.
+  await send("m-4");
+  await server.clock.advance(0);
+  assert.equal(notices(), 3);
   await server.stop();
 });

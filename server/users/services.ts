@@ -7,7 +7,7 @@ import type { Clock } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import { Accounts, type AccountsOptions } from "./accounts.ts";
 import { LocalSessions } from "./local_sessions.ts";
-import { Mailboxes, type MailboxesOptions } from "./mailboxes.ts";
+import { Mailboxes } from "./mailboxes.ts";
 import type {
   AccountRecords,
   ClusterCall,
@@ -44,7 +44,6 @@ export interface UserServicesOptions {
   accounts?: AccountsOptions;
   presence?: PresenceOptions;
   sessions?: SessionsOptions;
-  mailboxes?: MailboxesOptions;
 }
 
 /** The users services of one server. */
@@ -88,7 +87,7 @@ export function createUserServices(
     { accounts, tokens, local, presence, routing, membership, limits, metrics, log, clock },
     options.sessions,
   );
-  const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log }, options.mailboxes);
+  const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log, clock });
   return {
     local,
     presence,

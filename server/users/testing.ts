@@ -20,7 +20,6 @@ import type {
   PresenceRecords,
 } from "./ports.ts";
 import type { SessionsOptions } from "./sessions.ts";
-import type { MailboxesOptions } from "./mailboxes.ts";
 import { createUserServices, type UserServices } from "./services.ts";
 import { Tokens } from "./tokens.ts";
 
@@ -273,7 +272,6 @@ export function fakeServer(options: {
   peers?: string[];
   call?: ClusterCall;
   sessions?: SessionsOptions;
-  mailboxes?: MailboxesOptions;
 } = {}): FakeServer {
   const self = options.self ?? "http://node-a:8000";
   const clock = options.clock ?? new ManualClock();
@@ -298,7 +296,6 @@ export function fakeServer(options: {
     // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
     accounts: { bcryptCost: 4 },
     sessions: options.sessions,
-    mailboxes: options.mailboxes,
   });
   return { ...users, self, clock, ring, membership, metrics, calls };
 }

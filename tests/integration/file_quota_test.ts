@@ -95,3 +95,60 @@ Deno.test("file chunks from one sender stop at the per-sender quota with quota_e
     await server.stop();
   }
 });
+
+Deno.test("file chunks sent at once by one sender do not pass the per-sender quota", async () => {
+  const server = await startServer({ env: { P2P_MAILBOX_SENDER_MB: "1" } });
+  const clients: TestClient[] = [];
+  try {
+    const reg = await TestClient.connect(server.url);
+    for (const u of ["alice", "bob"]) {
+      const r = await reg.request({
+        type: "register",
+        username: u,
+        secret: PASSWORD,
+        ...TEST_ACCOUNT,
+      });
+      assert.equal(r.type, "ok", JSON.stringify(r));
+    }
+    await reg.close();
+    const alice = await TestClient.connect(server.url);
+    clients.push(alice);
+    await alice.login("alice", PASSWORD, false);
+    // 40 frames of three chunks (120 chunks, 1.7 MiB), all sent before any answer: 1 MiB holds
+    // 69 chunks, so exactly 23 frames fit, and every other one is refused whole.
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, f) =>
+        alice.request({
+          type: "mail_send",
+          to: "bob",
+          messages: [0, 1, 2].map((j) => chunk("p", f * 3 + j)),
+        }, 60_000)),
+    );
+    const refused = answers.filter((r) => r.type !== "ok");
+    for (const r of refused) {
+      assert.equal(r.type === "error" && r.code, "quota_exceeded", JSON.stringify(r));
+    }
+    assert.equal(answers.length - refused.length, 23);
+
+    const bob = await TestClient.connect(server.url);
+    clients.push(bob);
+    await bob.login("bob", PASSWORD, false);
+    const ids: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await bob.request({ type: "mail_fetch", ...(after ? { after } : {}) }, 30_000);
+      assert.equal(page.type, "mail", JSON.stringify(page));
+      if (page.type !== "mail") return;
+      ids.push(...page.messages.map((m) => m.id));
+      if (!page.more) break;
+      after = page.messages.at(-1)!.id;
+    }
+    // What was acknowledged is stored, whole frames only, and nothing more.
+    assert.equal(ids.length, 69);
+    const frames = new Set(ids.map((id) => Math.floor(Number(id.split("-").at(-1)) / 3)));
+    assert.equal(frames.size, 23);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await server.stop();
+  }
+});
