@@ -31,6 +31,12 @@ const REFRESH_SLICES = 10;
  */
 const NOTICE_RETRIES = 2;
 const NOTICE_RETRY_MS = 1000;
+/**
+ * At most this many notices wait to be sent again: when peers miss many at once the server is
+ * overloaded, and retries beyond this would only add to the load (the directory round, every
+ * `directoryRefreshMs`, still brings every server's cache up to date).
+ */
+const MAX_NOTICE_RETRIES = 500;
 
 /** Collaborators of {@link Presence}. */
 export interface PresenceDeps {
@@ -228,7 +234,7 @@ export class Presence {
     this.#track(
       call(address, request).catch((err) => {
         const again = attempt < NOTICE_RETRIES && this.#timers.length > 0 &&
-          membership.isLive(address);
+          this.#retries.size < MAX_NOTICE_RETRIES && membership.isLive(address);
         log("presence_notice_failed", { to: address, error: String(err), again });
         if (!again) return;
         const timer = clock.setTimeout(() => {
