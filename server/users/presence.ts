@@ -16,6 +16,28 @@ import type { ClusterCall, MembershipView, PresenceRecords } from "./ports.ts";
 /** How long after a peer came alive the cache is read again from the ring, in ms. */
 const CATCH_UP_DELAY_MS = 500;
 
+/**
+ * The refresh round runs this many times per `refreshMs`, each time writing the records that
+ * are due: the writes of thousands of sessions spread over the period instead of one burst
+ * (which stalled the event loop long enough for peers to suspect the server).
+ */
+const REFRESH_SLICES = 10;
+
+/**
+ * A status notice a live server did not acknowledge (it was busy past the call's deadline, say)
+ * is sent again this many times, after 1, then 2 s: otherwise that server's clients would hear of
+ * the change only at its next directory round. A late or repeated notice changes nothing (the
+ * receiver keeps the newest `updatedAt`).
+ */
+const NOTICE_RETRIES = 2;
+const NOTICE_RETRY_MS = 1000;
+/**
+ * At most this many notices wait to be sent again: when peers miss many at once the server is
+ * overloaded, and retries beyond this would only add to the load (the directory round, every
+ * `directoryRefreshMs`, still brings every server's cache up to date).
+ */
+const MAX_NOTICE_RETRIES = 500;
+
 /** Collaborators of {@link Presence}. */
 export interface PresenceDeps {
   records: PresenceRecords;
@@ -53,11 +75,15 @@ export class Presence {
   #directoryRefreshMs: number;
   #stopWaitMs: number;
   #cache = new Map<string, CachedPresence>();
+  /** When each local user's record was last written online (at its login, or a refresh). */
+  #writtenAt = new Map<string, number>();
   #timers: TimerHandle[] = [];
   #pending = new Set<Promise<unknown>>();
   #unsubscribe: (() => void)[] = [];
   /** A read of the ring's online records planned after a peer came alive. */
   #catchUp: TimerHandle | undefined;
+  /** Notices waiting to be sent again. */
+  #retries = new Set<TimerHandle>();
 
   /** Creates the service; {@link start} begins its rounds and subscriptions. */
   constructor(deps: PresenceDeps, options: PresenceOptions = {}) {
@@ -81,7 +107,7 @@ export class Presence {
       membership.onPeerChange((address, alive) => this.#peerChanged(address, alive)),
     );
     this.#timers.push(
-      clock.setInterval(() => this.#refreshLocal(), this.#refreshMs),
+      clock.setInterval(() => this.#refreshLocal(), this.#refreshMs / REFRESH_SLICES),
       clock.setInterval(() => this.#track(this.directory()), this.#directoryRefreshMs),
     );
   }
@@ -96,6 +122,8 @@ export class Presence {
     this.#timers = [];
     clock.clearTimeout(this.#catchUp);
     this.#catchUp = undefined;
+    for (const t of this.#retries) clock.clearTimeout(t);
+    this.#retries.clear();
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
     let timer: TimerHandle | undefined;
@@ -150,6 +178,8 @@ export class Presence {
    * refresh writes again.
    */
   publish(username: string, online: boolean): Promise<void> {
+    if (online) this.#writtenAt.set(username, this.#deps.clock.now());
+    else this.#writtenAt.delete(username);
     const write = this.#deps.records.publishPresence([{ username, online }], this.#ttlMs)
       .catch((err) =>
         this.#deps.log("presence_write_failed", { username, online, error: String(err) })
@@ -183,7 +213,7 @@ export class Presence {
 
   /** On the primary of a record whose status changed: tells every live server, this one too. */
   #announce(record: PresenceRecord, online: boolean): void {
-    const { membership, call, log } = this.#deps;
+    const { membership } = this.#deps;
     const request: ClusterRequest = {
       v: 1,
       type: "presence",
@@ -194,13 +224,26 @@ export class Presence {
     };
     this.#apply(record.username, record.home, record.updatedAt, online);
     for (const address of membership.liveServers()) {
-      if (address === membership.self) continue;
-      this.#track(
-        call(address, request).catch((err) =>
-          log("presence_notice_failed", { to: address, error: String(err) })
-        ),
-      );
+      if (address !== membership.self) this.#notify(address, request, 0);
     }
+  }
+
+  /** Sends a status notice to `address`, again (up to {@link NOTICE_RETRIES}) when it fails. */
+  #notify(address: string, request: ClusterRequest, attempt: number): void {
+    const { call, log, clock, membership } = this.#deps;
+    this.#track(
+      call(address, request).catch((err) => {
+        const again = attempt < NOTICE_RETRIES && this.#timers.length > 0 &&
+          this.#retries.size < MAX_NOTICE_RETRIES && membership.isLive(address);
+        log("presence_notice_failed", { to: address, error: String(err), again });
+        if (!again) return;
+        const timer = clock.setTimeout(() => {
+          this.#retries.delete(timer);
+          this.#notify(address, request, attempt + 1);
+        }, NOTICE_RETRY_MS * (attempt + 1));
+        this.#retries.add(timer);
+      }),
+    );
   }
 
   /** Updates the cache with one notice, telling local clients if the user's status changed. */
@@ -237,12 +280,24 @@ export class Presence {
     }
   }
 
+  /** Writes again the records of local sessions last written about `refreshMs` ago. */
   #refreshLocal(): void {
-    const users = this.#deps.local.onlineUsernames();
-    if (users.length === 0) return;
+    const { local, clock } = this.#deps;
+    const now = clock.now();
+    // A record is written again `refreshMs` (plus at most one slice) after its last write.
+    const dueBefore = now - this.#refreshMs;
+    const online = new Set(local.onlineUsernames());
+    for (const u of this.#writtenAt.keys()) if (!online.has(u)) this.#writtenAt.delete(u);
+    const due: string[] = [];
+    for (const u of online) {
+      if ((this.#writtenAt.get(u) ?? -Infinity) > dueBefore) continue;
+      due.push(u);
+      this.#writtenAt.set(u, now);
+    }
+    if (due.length === 0) return;
     this.#track(
       this.#deps.records.publishPresence(
-        users.map((username) => ({ username, online: true })),
+        due.map((username) => ({ username, online: true })),
         this.#ttlMs,
       ).catch((err) => this.#deps.log("presence_refresh_failed", { error: String(err) })),
     );

@@ -217,3 +217,42 @@ Deno.test("presence: a server that finds a peer alive learns its sessions within
   await a.stop();
   await b.stop();
 });
+
+Deno.test("presence: a status notice a peer did not acknowledge is sent again, so its watchers still hear the login", async () => {
+  const clock = new ManualClock();
+  let refused = 0;
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-a:8000"] });
+  // node-a's ring is its own: node-b hears of alice only through node-a's notices.
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000"],
+    call: (to, request) => {
+      if (request.type !== "presence" || to !== "http://node-b:8000") {
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      // node-b was busy past the call's deadline the first time.
+      if (refused++ === 0) return Promise.reject(new Error("no answer within 2000 ms"));
+      b.presence.receiveNotice(request);
+      return Promise.resolve({ v: 1, type: "ok" });
+    },
+  });
+  a.start();
+  b.start();
+  await a.accounts.register({ username: "alice", secret: SECRET, ...TEST_ACCOUNT });
+  await b.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  assert.ok(b.local.watch(bob, ["alice"]));
+  const alice = new FakeConnection(clock);
+  a.sessions.connect(alice);
+  await a.sessions.login(alice, "alice", SECRET);
+  assert.deepEqual(seen(bob, "alice"), [], "the first notice was lost");
+  for (let i = 0; i < 4 && seen(bob, "alice").length === 0; i++) await clock.advance(500);
+  assert.deepEqual(seen(bob, "alice"), ["on"], "the notice sent again reached bob");
+  assert.equal(b.presence.homeOf("alice"), "http://node-a:8000");
+  assert.equal(refused, 2, "sent once more, not again after it was acknowledged");
+  await a.stop();
+  await b.stop();
+});

@@ -1,28 +1,43 @@
 /**
  * The server tier at scale (issue #16): a 3-server ring on loopback, 10,000 registered accounts,
  * 5,000 WebSocket sessions held by load-generator processes (this file run with `--worker`),
- * 100 logins per second of churn (an offline account logs in on a random server; once it is in,
- * a random session closes) and a steady relay load between online users on different servers
- * (`relay` bounced back by the recipient's client). Measured over the steady phase:
- * - login_p99_ms: `login` sent → `session` received, for the churn logins;
+ * 100 logins per second of churn (an offline account comes in on a random server; once it is
+ * in, a random session closes) and a steady relay load between online users on different servers
+ * (`relay` bounced back by the recipient's client). The churn is a mix, as real clients
+ * reconnect: a user whose earlier session here ended by closing its socket `resume`s it with its
+ * access token (what client/session.ts does after a reload or a lost connection), except for
+ * `--password-logins` percent of the churn (default 20: new devices, signed-out users), which
+ * log in with the password (bcrypt, a durable write of the new session on the ring); users with no
+ * session yet always use the password. Measured over the steady phase:
+ * - login_p99_ms: `login`/`resume` sent → `session` received, for every churn login, and
+ *   password_login_p99_ms / resume_p99_ms for each kind alone;
  * - presence_notice_p99_ms: a churn login's `session` reply → the `presence` (online) notice at
  *   the observer sessions (40, on every server) watching that user, across processes by the
  *   wall clock. Every session watches {@link CONTACTS} contacts (a `watch` list, a fixed
- *   pseudo-random set of accounts per user) and hears only their presence changes;
+ *   pseudo-random set of accounts per user) and hears only their presence changes. A notice is
+ *   expected from each observer that watched the user (its `watch` answered, its socket open)
+ *   from before the login was sent until it was answered; presence_notices_seen is the share of
+ *   those seen by the end (5 s after the last churn login);
  * - relay_rtt_p50/p99_ms: `relay` A → B → A, A and B on different servers;
  * - server_rss_mb_max: the largest resident set of a server process, sampled every second.
  * Progress on stderr (accounts created, sessions open, per-process CPU); the last stdout line
- * is one JSON object.
+ * is one JSON object. Every server's stdout and stderr go to `server-<pid>.log` in a temporary
+ * directory (printed at the start and the end); a server that exits during the run is reported
+ * at once with its exit code or signal and the end of its log, and counted in `servers_died`.
  *
  * Benchmark settings, not production ones: bcrypt cost 4 (`P2P_BENCHMARK_BCRYPT_COST`; cost 10
  * takes ~170 ms a hash on this machine, so 10,000 accounts would take half an hour and 100
  * logins per second would need 17 cores) and the per-address limits raised (every client comes
- * from 127.0.0.1). `--bcrypt-cost 10` measures with the production cost.
+ * from 127.0.0.1, so the per-address connection and login-failure limits would refuse the load
+ * generator; the per-username limits stay). `--bcrypt-cost=10` measures with the production cost.
  *
- * Usage: deno task bench:scale [--accounts N] [--sessions N] [--churn N/s] [--relay N/s]
- *                              [--seconds N] [--workers N] [--bcrypt-cost N] [--ramp-seconds N]
+ * Usage: deno task bench:scale [--accounts=N] [--sessions=N] [--churn=N/s] [--relay=N/s]
+ *          [--seconds=N] [--workers=N] [--bcrypt-cost=N] [--ramp-seconds=N]
+ *          [--password-logins=PERCENT] [--ramp-concurrency=N] [--cpu-prof-dir=DIR]
  * (--ramp-seconds: how long opening the sessions may take before the steady phase starts with
- * those open; default 300.)
+ * those open; default 300. --ramp-concurrency: logins in flight per load generator while opening
+ * the sessions; default 16. --cpu-prof-dir: the servers run with `deno run --cpu-prof` and write
+ * their profiles there when the bench stops them.)
  */
 import { parseArgs } from "node:util";
 import { type ServerProcess, startCluster } from "../support/server_process.ts";
@@ -46,6 +61,9 @@ const { values } = parseArgs({
     workers: { type: "string", default: "2" },
     "bcrypt-cost": { type: "string", default: "4" },
     "ramp-seconds": { type: "string", default: "300" },
+    "password-logins": { type: "string", default: "20" },
+    "ramp-concurrency": { type: "string", default: "16" },
+    "cpu-prof-dir": { type: "string" },
     worker: { type: "string" },
     urls: { type: "string" },
   },
@@ -68,6 +86,8 @@ const seconds = whole("seconds", 5, 3600);
 const workers = whole("workers", 1, 16);
 const bcryptCost = whole("bcrypt-cost", 4, 15);
 const rampSeconds = whole("ramp-seconds", 10, 3600);
+const passwordShare = whole("password-logins", 0, 100) / 100;
+const rampConcurrency = whole("ramp-concurrency", 1, 1000);
 if (sessions > accounts) {
   console.error("Error: --sessions cannot exceed --accounts");
   Deno.exit(2);
@@ -110,17 +130,24 @@ interface WorkerResult {
   type: "result";
   worker: number;
   open: number;
-  /** Churn logins: [username, login sent (epoch ms), session received (epoch ms)]. */
-  logins: [string, number, number][];
+  /** Churn logins: [username, login sent (epoch ms), session received (epoch ms), kind]. */
+  logins: [string, number, number, LoginKind][];
   loginFailures: Record<string, number>;
-  /** Presence-online notices seen by observers: [username, epoch ms]. */
-  presence: [string, number][];
+  /** Presence-online notices seen by observers: [observer, username, epoch ms]. */
+  presence: [string, string, number][];
+  /**
+   * When each observer session watched its contacts: [observer, from (its watch answered), to
+   * (its socket closed; 0 while open)], epoch ms. Only logins inside such a span expect a notice.
+   */
+  watching: [string, number, number][];
   relayRtts: number[];
   relaySent: number;
   relayErrors: Record<string, number>;
 }
 
 type Role = "observer" | "relay" | "plain";
+/** How a churn session comes in: a password login, or a `resume` with the session's token. */
+type LoginKind = "password" | "resume";
 
 /** Frames the load generator's sessions received, and how many of them were presence notices. */
 const received = { frames: 0, presence: 0 };
@@ -210,6 +237,8 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   for (let i = index; i < accounts; i += workers) mine.push(userName(i));
   const online = new Map<string, Session>();
   const offline = new Set(mine);
+  /** The access token of each user's newest session here: what a reconnecting client resumes. */
+  const tokens = new Map<string, string>();
   const failures: Record<string, number> = {};
   const fail = (code: string) => failures[code] = (failures[code] ?? 0) + 1;
   let serverTurn = index;
@@ -217,14 +246,15 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   // What the steady phase measures (observers and relay sessions record only while measuring).
   let measuring = false;
   let ended = false;
-  const presence: [string, number][] = [];
+  const presence: [string, string, number][] = [];
+  const watching: [string, number, number][] = [];
   const relayRtts: number[] = [];
   const relayErrors: Record<string, number> = {};
   const relayInFlight = new Map<string, number>();
   function hook(s: Session): void {
     if (s.role === "observer") {
       s.onPresence = (user, on) => {
-        if (on && measuring) presence.push([user, epochNow()]);
+        if (on && measuring) presence.push([s.user, user, epochNow()]);
       };
     }
     if (s.role === "relay") {
@@ -248,7 +278,8 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
     user: string,
     role: Role,
     url: string,
-  ): Promise<[string, number, number] | undefined> {
+    kind: LoginKind = "password",
+  ): Promise<[string, number, number, LoginKind] | undefined> {
     offline.delete(user);
     const s = new Session(user, role, url);
     if (!await s.opened(30_000)) {
@@ -258,19 +289,35 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
       return undefined;
     }
     const sent = epochNow();
-    const r = await s.request({ type: "login", username: user, secret: PASSWORD }, 60_000);
+    const token = tokens.get(user);
+    const r = kind === "resume" && token
+      ? await s.request({ type: "resume", token }, 60_000)
+      : await s.request({ type: "login", username: user, secret: PASSWORD }, 60_000);
     const done = epochNow();
     if (r.type !== "session") {
-      fail(String(r.code ?? r.type));
+      fail(`${kind} ${r.code ?? r.type}`);
+      // A token refused for good is forgotten: the next time, this user logs in with a password.
+      if (kind === "resume" && r.code !== "unavailable" && r.code !== "timeout") {
+        tokens.delete(user);
+      }
       s.close();
       offline.add(user);
       return undefined;
     }
+    if (typeof r.token === "string") tokens.set(user, r.token);
     online.set(user, s);
     hook(s);
     // The session's contacts: their presence changes, and only theirs, reach it from now on.
-    s.send({ type: "watch", reqId: 0, usernames: contactsOf(userIndex(user)) });
+    const usernames = contactsOf(userIndex(user));
+    let span: [string, number, number] | undefined;
+    if (role === "observer") {
+      s.request({ type: "watch", usernames }, 60_000).then((r) => {
+        if (r.type !== "presence_list") return fail(`watch ${r.code ?? r.type}`);
+        if (!s.closed) watching.push(span = [user, epochNow(), 0]);
+      });
+    } else s.send({ type: "watch", reqId: 0, usernames });
     s.ws.addEventListener("close", (e) => {
+      if (span) span[2] = epochNow();
       if (!s.closedByUs) fail(`closed by server ${e.code}`);
       if (online.get(user) === s) online.delete(user);
       if (!online.has(user)) offline.add(user);
@@ -281,7 +328,7 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
         })();
       }
     });
-    return [user, sent, done];
+    return [user, sent, done, kind];
   }
   const nextUrl = () => urls[serverTurn++ % urls.length]!;
 
@@ -324,7 +371,9 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   })();
   let rampStopped = false;
   let cursor = 0;
-  const ramp = Promise.all(Array.from({ length: 64 }, async () => {
+  // A few logins in flight per load generator: more only queue on the servers (each login is a
+  // dozen ring calls) until they time out as `unavailable` on a busy machine.
+  const ramp = Promise.all(Array.from({ length: rampConcurrency }, async () => {
     while (cursor < plan.length && !rampStopped) {
       const p = plan[cursor++]!;
       // Stable sessions are retried: the measurements need them.
@@ -343,7 +392,7 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
 
   // Steady phase.
   measuring = true;
-  const logins: [string, number, number][] = [];
+  const logins: [string, number, number, LoginKind][] = [];
   let relaySent = 0;
   const churnables = () => [...online.values()].filter((s) => s.role === "plain");
   const timers: ReturnType<typeof setInterval>[] = [];
@@ -355,13 +404,23 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
     timers.push(setInterval(() => {
       owed += workerChurn / 20;
       const offlineList = [...offline];
+      // Offline users whose last session here can be resumed (they left by closing the socket).
+      const resumable = offlineList.filter((u) => tokens.has(u));
       while (owed >= 1) {
         owed--;
-        const coming = offlineList.splice(Math.floor(Math.random() * offlineList.length), 1)[0];
+        // A reconnecting client resumes its session; a share of logins are password logins (a
+        // new device, or a session that ended), and so are those of users with no session yet.
+        const kind: LoginKind = resumable.length && Math.random() >= passwordShare
+          ? "resume"
+          : "password";
+        const pool = kind === "resume" ? resumable : offlineList;
+        const coming = pool.splice(Math.floor(Math.random() * pool.length), 1)[0];
         if (coming === undefined) continue;
+        if (kind === "resume") offlineList.splice(offlineList.indexOf(coming), 1);
+        else if (resumable.includes(coming)) resumable.splice(resumable.indexOf(coming), 1);
         // Each login that succeeds replaces a session (closed then), so the count holds.
         pendingLogins.push(
-          login(coming, "plain", nextUrl()).then((r) => {
+          login(coming, "plain", nextUrl(), kind).then((r) => {
             if (!r) return;
             logins.push(r);
             const candidates = churnables().filter((s) => s.user !== coming);
@@ -397,7 +456,9 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   await sleep(seconds * 1000);
   for (const t of timers) clearInterval(t);
   await Promise.race([Promise.all(pendingLogins), sleep(10_000)]);
-  await sleep(2000); // late presence notices and relay answers still count
+  // Late presence notices (a notice a busy server did not take is sent again after 1 and 2 s)
+  // and relay answers still count.
+  await sleep(5000);
   measuring = false;
   ended = true;
   relayErrors.unanswered = (relayErrors.unanswered ?? 0) + relayInFlight.size;
@@ -408,6 +469,7 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
     logins,
     loginFailures: failures,
     presence,
+    watching,
     relayRtts,
     relaySent,
     relayErrors,
@@ -487,10 +549,28 @@ async function main(): Promise<void> {
   };
   const servers: ServerProcess[] = [];
   const children: Deno.ChildProcess[] = [];
+  const logDir = await Deno.makeTempDir({ prefix: "p2pchat-scale-bench-" });
+  log(`server output (stdout and stderr) goes to ${logDir}/server-<pid>.log`);
+  /** Set once the bench ends the servers itself: an exit before that is a failure. */
+  let stopping = false;
+  const deaths: string[] = [];
   try {
     log(`starting ${SERVERS} servers (bcrypt cost ${bcryptCost}: a benchmark setting)`);
-    servers.push(...await startCluster(SERVERS, { env }));
+    const denoFlags = values["cpu-prof-dir"]
+      ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof-dir"]}`]
+      : [];
+    servers.push(...await startCluster(SERVERS, { env, logDir, denoFlags }));
     const urls = servers.map((s) => s.url);
+    servers.forEach((s, i) => {
+      log(`server${i}: pid ${s.pid}, ${s.url}, log ${s.logPath}`);
+      s.exited.then((status) => {
+        if (stopping) return;
+        const how = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;
+        const tail = s.logs().trimEnd().split("\n").slice(-15).join("\n");
+        deaths.push(`server${i} (${how})`);
+        log(`server${i} (pid ${s.pid}) DIED: ${how}; its log ${s.logPath} ends:\n${tail}`);
+      });
+    });
 
     // Accounts: 20 registering connections per server, each one request at a time.
     log(`registering ${accounts} accounts`);
@@ -503,14 +583,24 @@ async function main(): Promise<void> {
       2000,
     );
     await Promise.all(Array.from({ length: 20 * SERVERS }, async (_, c) => {
-      const s = new Session(`registrar${c}`, "relay", urls[c % SERVERS]!);
-      if (!await s.opened(30_000)) throw new Error(`registrar ${c} cannot connect`);
+      // A connection that is not logged in still sends heartbeats (a server closes silent ones);
+      // one the server closed anyway is opened again.
+      let s: Session | undefined;
+      const connect = async () => {
+        s?.close();
+        s = new Session(`registrar${c}`, "relay", urls[c % SERVERS]!);
+        if (!await s.opened(30_000)) throw new Error(`registrar ${c} cannot connect`);
+        return s;
+      };
+      await connect();
+      const beat = setInterval(() => s?.send({ type: "heartbeat" }), 5000);
       try {
         while (next < accounts) {
           const username = userName(next++);
           // A retry of the same registration succeeds (same name, same password).
           for (let tries = 0;; tries++) {
-            const r = await s.request(
+            if (s!.ws.readyState !== WebSocket.OPEN) await connect();
+            const r = await s!.request(
               { type: "register", username, secret: PASSWORD, ...TEST_ACCOUNT },
               30_000,
             );
@@ -523,7 +613,8 @@ async function main(): Promise<void> {
           created++;
         }
       } finally {
-        s.close();
+        clearInterval(beat);
+        s?.close();
       }
     }));
     clearInterval(regProgress);
@@ -562,7 +653,9 @@ async function main(): Promise<void> {
           self,
           `--worker=${w}`,
           `--urls=${urls.join(",")}`,
-          ...Deno.args.filter((a) => !a.startsWith("--worker") && !a.startsWith("--urls")),
+          ...Deno.args.filter((a) =>
+            !a.startsWith("--worker") && !a.startsWith("--urls") && !a.startsWith("--cpu-prof")
+          ),
         ],
         stdin: "piped",
         stdout: "piped",
@@ -696,10 +789,16 @@ async function main(): Promise<void> {
     );
 
     // Merge.
-    const loginMs = all.flatMap((r) => r.logins.map(([, sent, done]) => done - sent)).sort((
-      a,
-      b,
-    ) => a - b);
+    const loginMsOf = (kind?: LoginKind) =>
+      all.flatMap((r) =>
+        r.logins.filter((l) => !kind || l[3] === kind).map(([, sent, done]) => done - sent)
+      ).sort((a, b) => a - b);
+    const loginMs = loginMsOf();
+    const passwordMs = loginMsOf("password");
+    const resumeMs = loginMsOf("resume");
+    // Expected: for each churn login of a user, one notice at each observer watching that user
+    // from before the login was sent until after it was answered (an observer the server dropped
+    // hears nothing while it logs in again). Each is counted once, at its first notice.
     const loginsByUser = new Map<string, [number, number][]>();
     for (const r of all) {
       for (const [u, sent, done] of r.logins) {
@@ -708,27 +807,43 @@ async function main(): Promise<void> {
         loginsByUser.set(u, list);
       }
     }
-    const noticeMs: number[] = [];
+    for (const list of loginsByUser.values()) list.sort((a, b) => a[0] - b[0]);
+    const watchersOf = new Map<string, string[]>();
+    const spans = new Map<string, [number, number][]>();
     for (const r of all) {
-      for (const [u, seen] of r.presence) {
-        const list = loginsByUser.get(u);
-        if (!list) continue; // not a churn login of the steady phase
-        const match = list.filter(([sent]) => sent <= seen).at(-1);
-        if (match) noticeMs.push(Math.max(0, seen - match[1]));
+      for (const [o, from, to] of r.watching) {
+        if (!spans.has(o)) {
+          spans.set(o, []);
+          for (const c of contactsOf(userIndex(o))) {
+            watchersOf.set(c, [...watchersOf.get(c) ?? [], o]);
+          }
+        }
+        spans.get(o)!.push([from, to || Infinity]);
+      }
+    }
+    const expected = new Set<string>();
+    let unwatchedLogins = 0;
+    for (const [u, list] of loginsByUser) {
+      for (const [sent, done] of list) {
+        for (const o of watchersOf.get(u) ?? []) {
+          if (spans.get(o)!.some(([from, to]) => from <= sent && to >= done)) {
+            expected.add(`${o} ${u} ${sent}`);
+          } else unwatchedLogins++;
+        }
+      }
+    }
+    const noticeMs: number[] = [];
+    let unexpectedNotices = 0;
+    for (const r of all) {
+      for (const [o, u, seen] of r.presence) {
+        const match = loginsByUser.get(u)?.filter(([sent]) => sent <= seen).at(-1);
+        const key = match && `${o} ${u} ${match[0]}`;
+        if (key && expected.delete(key)) noticeMs.push(Math.max(0, seen - match[1]));
+        else unexpectedNotices++;
       }
     }
     noticeMs.sort((a, b) => a - b);
-    // Observer k of worker w is account w + k × workers (each worker's first accounts).
-    const watchers = new Map<string, number>();
-    for (let w = 0; w < workers; w++) {
-      for (let k = 0; k < OBSERVERS_PER_WORKER; k++) {
-        for (const c of contactsOf(w + k * workers)) watchers.set(c, (watchers.get(c) ?? 0) + 1);
-      }
-    }
-    const expectedNotices = all.reduce(
-      (n, r) => n + r.logins.reduce((m, [u]) => m + (watchers.get(u) ?? 0), 0),
-      0,
-    );
+    const expectedNotices = noticeMs.length + expected.size;
     const rtts = all.flatMap((r) => r.relayRtts).sort((a, b) => a - b);
     const failures: Record<string, number> = {};
     const relayErrors: Record<string, number> = {};
@@ -740,17 +855,27 @@ async function main(): Promise<void> {
     }
     const finalSessions = all.reduce((a, r) => a + r.open, 0);
     log(
-      `churn logins ${loginMs.length} (${round1(loginMs.length / seconds)}/s), failures ${
+      `churn logins ${loginMs.length} (${
+        round1(loginMs.length / seconds)
+      }/s: ${passwordMs.length} with a password, ${resumeMs.length} resumes), failures ${
         JSON.stringify(failures)
       }`,
     );
-    log(`presence notices ${noticeMs.length} of ${expectedNotices} expected at observers`);
+    log(
+      `presence notices ${noticeMs.length} of ${expectedNotices} expected at observers (${unexpectedNotices} other online notices: a repeat, or of a login before the steady phase; ${unwatchedLogins} logins while a watcher was away)`,
+    );
+    if (expected.size) {
+      log(`some notices never seen (observer user login-sent): ${[...expected].slice(0, 5)}`);
+    }
     log(
       `relay round trips ${rtts.length} of ${
         all.reduce((a, r) => a + r.relaySent, 0)
       } sent, errors ${JSON.stringify(relayErrors)}`,
     );
     log(`CPU share over the steady phase (100% = one core): ${JSON.stringify(cpuShare)}`);
+    log(
+      `server logs in ${logDir}${deaths.length ? `; servers that died: ${deaths.join(", ")}` : ""}`,
+    );
     log(
       `machine load average over the steady phase: ${
         (loads.reduce((a, b) => a + b, 0) / loads.length).toFixed(1)
@@ -767,6 +892,12 @@ async function main(): Promise<void> {
       presence_notice_p50_ms: round1(percentile(noticeMs, 0.5)),
       presence_notices_seen: round1(noticeMs.length / Math.max(1, expectedNotices)),
       churn_logins_per_s: round1(loginMs.length / seconds),
+      password_logins: passwordMs.length,
+      password_login_p50_ms: round1(percentile(passwordMs, 0.5)),
+      password_login_p99_ms: round1(percentile(passwordMs, 0.99)),
+      resumes: resumeMs.length,
+      resume_p50_ms: round1(percentile(resumeMs, 0.5)),
+      resume_p99_ms: round1(percentile(resumeMs, 0.99)),
       accounts,
       accounts_per_s: Math.round(accounts / (regMs / 1000)),
       bcrypt_cost: bcryptCost,
@@ -775,8 +906,13 @@ async function main(): Promise<void> {
       presence_frames_per_s: presencePerS,
       machine_load_avg: round1(loads.reduce((a, b) => a + b, 0) / loads.length),
       cores: navigator.hardwareConcurrency,
+      servers_died: deaths.length,
     }));
+  } catch (err) {
+    log(`failed: ${err instanceof Error ? err.stack : err}; server logs in ${logDir}`);
+    throw err;
   } finally {
+    stopping = true;
     for (const c of children) {
       try {
         c.kill("SIGKILL");

@@ -14,6 +14,10 @@ export interface ServerProcess {
   dataDir: string;
   /** Everything the process wrote to stderr so far (JSON log lines). */
   logs(): string;
+  /** The file its output also goes to (with {@link StartOptions.logDir}). */
+  logPath?: string;
+  /** Resolves when the process ends, whoever ended it. */
+  exited: Promise<Deno.CommandStatus>;
   /** Sends `signal` (default SIGTERM) and waits for the process to end. */
   stop(signal?: Deno.Signal): Promise<void>;
 }
@@ -30,6 +34,10 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Run the process inside this network namespace (needs root). */
   netns?: string;
+  /** Also write everything the process writes (stdout and stderr) to `server-<pid>.log` here. */
+  logDir?: string;
+  /** Extra flags for `deno run` (e.g. `--cpu-prof`), before the script. */
+  denoFlags?: string[];
 }
 
 /** The secret test clusters use unless a test chooses another. */
@@ -47,6 +55,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
     "--allow-env",
     "--allow-read",
     `--allow-write=${dataDir}`,
+    ...options.denoFlags ?? [],
     `${ROOT}server/main.ts`,
     `--port=${options.port ?? 0}`,
     `--hostname=${options.hostname ?? "127.0.0.1"}`,
@@ -66,8 +75,18 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
   }).spawn();
   let stderr = "";
   const decoder = new TextDecoder();
+  const logPath = options.logDir ? `${options.logDir}/server-${child.pid}.log` : undefined;
+  const logFile = logPath ? await Deno.open(logPath, { create: true, append: true }) : undefined;
+  const toFile = async (chunk: Uint8Array) => {
+    try {
+      await logFile?.write(chunk);
+    } catch { /* a full disk must not end the server's reader */ }
+  };
   const stderrDone = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk);
+    for await (const chunk of child.stderr) {
+      stderr += decoder.decode(chunk);
+      await toFile(chunk);
+    }
   })();
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
@@ -81,13 +100,16 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
       READY_MS,
     );
     (async () => {
-      let buffer = "";
+      let buffer: string | undefined = "";
       for await (const chunk of child.stdout) {
+        await toFile(chunk);
+        if (buffer === undefined) continue; // ready already
         buffer += decoder.decode(chunk);
         const match = buffer.match(/^ready (\S+)$/m);
         if (match) {
           clearTimeout(timer);
           resolve(match[1]!);
+          buffer = undefined;
         }
       }
       clearTimeout(timer);
@@ -95,11 +117,18 @@ export async function startServer(options: StartOptions = {}): Promise<ServerPro
     })().catch(reject);
   });
   let stopped: Promise<void> | undefined;
+  const exited = child.status.then(async (status) => {
+    await stderrDone.catch(() => {});
+    logFile?.close();
+    return status;
+  });
   return {
     url,
     pid: child.pid,
     dataDir,
     logs: () => stderr,
+    logPath,
+    exited,
     stop(signal: Deno.Signal = "SIGTERM") {
       stopped ??= (async () => {
         try {
