@@ -26,6 +26,7 @@ import {
 } from "./mailbox.ts";
 import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
 import { userRingKey } from "./ring_key.ts";
+import { cacheStatements } from "./statement_cache.ts";
 
 type Migration = string | ((db: DatabaseSync, options: Required<NodeStoreOptions>) => void);
 
@@ -87,7 +88,8 @@ export class NodeStore {
   /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
   constructor(path: string, options: NodeStoreOptions = {}) {
     const resolved = { ringKeyOf: options.ringKeyOf ?? userRingKey };
-    this.#db = new DatabaseSync(path);
+    // Statements are prepared once per SQL text (see statement_cache.ts).
+    this.#db = cacheStatements(new DatabaseSync(path));
     this.#db.exec("PRAGMA journal_mode = WAL");
     // Durable means committed with synchronous=FULL (DESIGN §7).
     this.#db.exec("PRAGMA synchronous = FULL");
