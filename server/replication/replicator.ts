@@ -177,6 +177,11 @@ export class Replicator {
   /** This server started with records on its disk: mail or accounts (see {@link catchingUp}). */
   #heldData: boolean;
   #catchUpLoop: Promise<void> | undefined;
+  /**
+   * Every address this server's database has been served at, this one among them (set by
+   * {@link start}): an earlier address is this server itself, restarted on another port.
+   */
+  #ownAddresses = new Set<string>();
   #lastSeq = 0;
   #lastPresenceSweep = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -225,7 +230,9 @@ export class Replicator {
    * Whether this server, since {@link start}, has not yet caught up with the others: it started
    * from records on its disk, which may be old (a restart, a copy of old data). Until it has
    * asked every live server — and every server of the cluster it knows, or `catchUpMaxWaitMs`
-   * passed — for the accounts it should hold and for the tombstones of its pending entries:
+   * passed — for the accounts it should hold and for the tombstones of its pending entries (an
+   * address its database was served at before, when it restarts on another port, is itself and
+   * is not waited for):
    * - that it lacks an account proves nothing: its "no such account" does not count (a server
    *   that started from an empty disk is taken for a new one, as before);
    * - if it started with pending entries, those may have been acknowledged while it was down
@@ -1413,6 +1420,10 @@ export class Replicator {
     this.#running = true;
     this.#catchingUp = true;
     this.#startedAt = this.#now();
+    this.#ownAddresses = new Set([
+      this.#deps.ring.self,
+      ...this.#deps.store.noteOwnAddress(this.#deps.ring.self, this.#now()),
+    ]);
     this.#catchUpLoop = (async () => {
       while (this.#running && this.#catchingUp) {
         await this.#catchUp();
@@ -1494,7 +1505,9 @@ export class Replicator {
         answered.add(peer);
       }));
       const silent = peers.filter((p) => !answered.has(p));
-      const absent = known.filter((h) => h !== ring.self && !answered.has(h));
+      // An earlier address of this server (a restart on another port) holds nothing newer than
+      // this disk: it is this server. Waiting for it to answer would wait out catchUpMaxWaitMs.
+      const absent = known.filter((h) => !this.#ownAddresses.has(h) && !answered.has(h));
       const waited = this.#now() - this.#startedAt;
       if (silent.length || (absent.length && waited < this.#catchUpMaxWaitMs)) {
         if (tombstones || accounts) {
@@ -1510,11 +1523,17 @@ export class Replicator {
         accounts,
         asked: peers.length,
         ...(absent.length ? { absent } : {}),
+        ...(this.#ownAddresses.size > 1 ? { formerAddresses: this.#formerAddresses() } : {}),
         ms: waited,
       });
     } catch (err) {
       log("catch_up_failed", { error: String(err) });
     }
+  }
+
+  /** The addresses this server's database was served at before this one. */
+  #formerAddresses(): string[] {
+    return [...this.#ownAddresses].filter((a) => a !== this.#deps.ring.self);
   }
 
   /**

@@ -56,6 +56,11 @@ const MIGRATIONS: readonly Migration[] = [
   `CREATE INDEX mailbox_by_sender ON mailbox (recipient, sender)`,
   // The changing state of accounts: salt, rekey, newest session.
   ACCOUNT_STATE_SCHEMA,
+  // Every address this database was served under (a restart may come on another port).
+  `CREATE TABLE own_addresses (
+     address    TEXT PRIMARY KEY,
+     first_seen INTEGER NOT NULL
+   ) STRICT`,
 ];
 
 /** Replicated records as they travel between nodes (push, anti-entropy). */
@@ -195,6 +200,23 @@ export class NodeStore {
       this.#db.prepare("DELETE FROM accounts WHERE ring_key = ?").run(ringKey).changes,
     );
     return accounts + this.mailbox.deleteRingKey(ringKey);
+  }
+
+  /**
+   * Remembers that this database is served at `address` (durably, once per address), and returns
+   * every address it has been served at, `address` among them: a restart on another port still
+   * knows its earlier addresses for its own.
+   */
+  noteOwnAddress(address: string, now = Date.now()): string[] {
+    this.#db.prepare("INSERT OR IGNORE INTO own_addresses (address, first_seen) VALUES (?, ?)")
+      .run(address, now);
+    return this.ownAddresses();
+  }
+
+  /** Every address this database has been served at, oldest first. */
+  ownAddresses(): string[] {
+    return (this.#db.prepare("SELECT address FROM own_addresses ORDER BY first_seen, address")
+      .all() as { address: string }[]).map((r) => r.address);
   }
 
   /** Counts of account copies by role, for `/metrics`. */
