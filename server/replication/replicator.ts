@@ -25,7 +25,7 @@ import type {
   PresenceRecord,
   Tombstone,
 } from "../store/mod.ts";
-import { accountVersion, mergeAccounts } from "../store/mod.ts";
+import { accountVersion, mergeAccounts, splitRange } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 import { Batcher, type Settled } from "./batcher.ts";
@@ -732,7 +732,7 @@ export class Replicator {
         if (this.#staleMail()) {
           return this.#tooFewCopies(`${this.#deps.ring.self} is catching up after a restart`);
         }
-        return { v: 1, type: "digest", ...(await store.digest(request.range)) };
+        return { v: 1, type: "digest", ...store.digest(request.range) };
       case "keys":
         return { v: 1, type: "keys", items: store.itemKeys(request.range) };
       case "get_items":
@@ -1461,7 +1461,7 @@ export class Replicator {
     const { ring, store, log, metrics } = this.#deps;
     try {
       if (!this.#catchingUp || !ring.primaryRange() || !this.#seesMajority()) return;
-      const pairs = store.itemKeys({ start: "0", end: "0" }).filter((k) => k[0] === "m")
+      const pairs = store.mailbox.itemKeys({ start: "0", end: "0" }).filter((k) => k[0] === "m")
         .map((k): [string, string] => [k[1], k[2]]);
       const known = [...new Set(this.#deps.knownServers?.() ?? [])];
       const mine = (username: string) =>
@@ -1597,12 +1597,27 @@ export class Replicator {
     store.presence.collect(now - 10 * 60_000);
   }
 
-  /** Anti-entropy for one range with one peer: digests first, then only the differences. */
+  /**
+   * Anti-entropy for one range with one peer: digests first (kept up to date on every write, so
+   * cheap), and where they differ the digests of the range's pieces, then only the keys of the
+   * pieces that differ, and only the items missing on either side.
+   */
   async #syncRange(peer: string, range: KeyRange): Promise<void> {
-    const { store, call, metrics } = this.#deps;
-    const mine = await store.digest(range);
+    const { store, call } = this.#deps;
     const theirs = await call(peer, { v: 1, type: "digest", range });
-    if (theirs.type !== "digest" || theirs.digest === mine.digest) return;
+    if (theirs.type !== "digest" || theirs.digest === store.digest(range).digest) return;
+    const pieces = splitRange(range);
+    if (pieces.length === 1) return await this.#syncKeys(peer, range);
+    for (const piece of pieces) {
+      const res = await call(peer, { v: 1, type: "digest", range: piece });
+      if (res.type !== "digest") return; // it started catching up, or is leaving
+      if (res.digest !== store.digest(piece).digest) await this.#syncKeys(peer, piece);
+    }
+  }
+
+  /** Anti-entropy for one range with one peer by its keys: each side gets what it lacks. */
+  async #syncKeys(peer: string, range: KeyRange): Promise<void> {
+    const { store, call, metrics } = this.#deps;
     const res = await call(peer, { v: 1, type: "keys", range });
     if (res.type !== "keys") return;
     const local = store.itemKeys(range);

@@ -9,8 +9,10 @@ import {
   ACCOUNT_RING_SCHEMA,
   ACCOUNT_STATE_SCHEMA,
   accountItemId,
+  type AccountRow,
   AccountStore,
   backfillAccountRingKeys,
+  toAccount,
 } from "./accounts.ts";
 import type { AccountRecord } from "../../shared/mod.ts";
 import {
@@ -24,6 +26,7 @@ import {
   type Tombstone,
 } from "./mailbox.ts";
 import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
+import { RangeDigests } from "./digest.ts";
 import { userRingKey } from "./ring_key.ts";
 
 type Migration = string | ((db: DatabaseSync, options: Required<NodeStoreOptions>) => void);
@@ -85,6 +88,7 @@ export class NodeStore {
   readonly presence: PresenceStore;
   /** Offline mailbox entries and tombstones. */
   readonly mailbox: MailboxStore;
+  #digests: RangeDigests;
 
   /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
   constructor(path: string, options: NodeStoreOptions = {}) {
@@ -98,6 +102,7 @@ export class NodeStore {
     this.accounts = new AccountStore(this.#db, resolved.ringKeyOf);
     this.presence = new PresenceStore(this.#db);
     this.mailbox = new MailboxStore(this.#db);
+    this.#digests = new RangeDigests(this.#db, (row) => accountItemId(toAccount(row)));
   }
 
   #migrate(options: Required<NodeStoreOptions>): void {
@@ -123,25 +128,24 @@ export class NodeStore {
   itemKeys(range: KeyRange): ItemKey[] {
     const { sql, params } = rangeWhere(range);
     const accounts = (this.#db.prepare(
-      `SELECT username FROM accounts WHERE ${sql}`,
-    ).all(...params) as { username: string }[]).map((r): ItemKey => {
-      const account = this.accounts.get(r.username)!;
-      return ["a", r.username, accountItemId(account)];
-    });
+      `SELECT username, hash, created_at, keys, state FROM accounts WHERE ${sql}`,
+    ).all(...params) as unknown as AccountRow[]).map((r): ItemKey => [
+      "a",
+      r.username,
+      accountItemId(toAccount(r)),
+    ]);
     const all = [...this.mailbox.itemKeys(range), ...accounts];
     return all.sort((a, b) =>
       a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : a[0] < b[0] ? -1 : 1
     );
   }
 
-  /** A digest of every item in `range`: equal digests mean equal contents. */
-  async digest(range: KeyRange): Promise<{ digest: string; count: number }> {
-    const keys = this.itemKeys(range);
-    const text = keys.map((k) => k.join("/")).join("\n");
-    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-    const digest = Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    return { digest, count: keys.length };
+  /**
+   * A digest of every item in `range`: equal digests mean equal contents. Kept up to date on
+   * every write (see {@link RangeDigests}), so it costs about the same however much is held.
+   */
+  digest(range: KeyRange): { digest: string; count: number } {
+    return this.#digests.digest(range);
   }
 
   /** Marks records in `primary` as held as the primary copy and every other one as a replica. */
