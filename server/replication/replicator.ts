@@ -724,8 +724,13 @@ export class Replicator {
         const entries = store.mailbox.pending(request.recipient);
         const stale = this.#staleMail() ? { stale: true } : {};
         if (!request.ids) return { v: 1, type: "entries", entries, ...stale };
-        const deleted = this.#deletedOf(request.recipient, request.ids);
-        return { v: 1, type: "entries", entries, deleted: [...deleted], ...stale };
+        const deleted = [...this.#deletedOf(request.recipient, request.ids)];
+        if (!request.brief) return { v: 1, type: "entries", entries, deleted, ...stale };
+        // The primary has the entries it named: they are confirmed by id, not sent again.
+        const asked = new Set(request.ids);
+        const held = entries.filter((e) => asked.has(e.messageId)).map((e) => e.messageId);
+        const others = entries.filter((e) => !asked.has(e.messageId));
+        return { v: 1, type: "entries", entries: others, held, deleted, ...stale };
       }
       case "digest":
         // No anti-entropy with a copy still catching up: its pending entries may be stale.
@@ -1234,15 +1239,25 @@ export class Replicator {
     const receipts = this.#deps.store.mailbox
       .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
       .map((e) => ({ messageId: e.messageId, sender: e.sender }));
-    this.#deps.store.mailbox.tombstone(tombstones);
     // Answered once every replica asked has answered (W copies among them), not as soon as W
     // copies are durable: a replica left holding the entry as pending would hand it out again
     // if the servers holding the tombstone went down before the next repair round.
-    const ok = (await this.#replicateCounting(
+    const replicated = this.#replicateCounting(
       { v: 1, type: "ack", tombstones, coordinate: false },
       this.#copiesNeeded() - 1,
       true,
-    )) === "ok";
+    );
+    // The replicas write while this primary does (the requests leave first): one durable commit
+    // of latency, not two. A tombstone is idempotent and always wins, so a failure here after a
+    // replica took it changes nothing but the answer (the client retries).
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    try {
+      this.#deps.store.mailbox.tombstone(tombstones);
+    } catch (err) {
+      await replicated;
+      throw err;
+    }
+    const ok = (await replicated) === "ok";
     return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
   }
 
@@ -1264,7 +1279,15 @@ export class Replicator {
     const replicas = this.#replicaTargets();
     const answers = await Promise.allSettled(
       replicas.map((r) =>
-        this.#callPeer(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false, ids })
+        this.#callPeer(r, {
+          v: 1,
+          type: "fetch",
+          recipient,
+          ringKey,
+          coordinate: false,
+          ids,
+          brief: true,
+        })
       ),
     );
     const merged = new Map<string, MailboxEntry>();
@@ -1277,7 +1300,8 @@ export class Replicator {
       for (const id of a.value.deleted ?? []) deleted.add(id);
       heard.push({
         replica: replicas[i]!,
-        pending: new Set(a.value.entries.map((e) => e.messageId)),
+        // (A replica of an older version ignores `brief`: it sends every entry, no `held`.)
+        pending: new Set([...a.value.entries.map((e) => e.messageId), ...a.value.held ?? []]),
         stale: a.value.stale === true,
       });
     }

@@ -120,6 +120,8 @@ export class MailboxStore {
   #getEntry: StatementSync;
   #countPending: StatementSync;
   #countPendingFrom: StatementSync;
+  #pending: StatementSync;
+  #getTombstone: StatementSync;
 
   /** Wraps an open, migrated database. */
   constructor(db: DatabaseSync) {
@@ -141,6 +143,12 @@ export class MailboxStore {
     this.#deleteEntry = db.prepare("DELETE FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#getEntry = db.prepare("SELECT * FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
+    this.#pending = db.prepare(
+      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
+    );
+    this.#getTombstone = db.prepare(
+      "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
+    );
     this.#countPendingFrom = db.prepare(
       "SELECT count(*) AS n FROM mailbox WHERE recipient = ? AND sender = ?",
     );
@@ -186,9 +194,7 @@ export class MailboxStore {
 
   /** Pending entries of `recipient`, in delivery order (seq, then id). */
   pending(recipient: string, limit = 100_000): MailboxEntry[] {
-    const rows = this.#db.prepare(
-      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
-    ).all(recipient, limit) as Row[];
+    const rows = this.#pending.all(recipient, limit) as Row[];
     return rows.map(toEntry);
   }
 
@@ -216,9 +222,7 @@ export class MailboxStore {
 
   /** Tombstones named by `keys` (those this node has). */
   tombstones(keys: readonly [string, string][]): Tombstone[] {
-    const get = this.#db.prepare(
-      "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
-    );
+    const get = this.#getTombstone;
     const out: Tombstone[] = [];
     for (const [recipient, id] of keys) {
       const row = get.get(recipient, id) as
