@@ -4,12 +4,12 @@
  * of its identity; a range's digest is the number of its items and the sum of their hashes
  * modulo 2^256 (a multiset hash: independent of order, so sums of parts add up). Sums are kept
  * in memory per ring key (one user's records) and per bucket of ring keys (the first
- * {@link BUCKET_CHARS} hex digits). Every write marks the ring keys it touched dirty — TEMP
- * triggers, plain SQL in the write's own transaction, so a rolled-back write marks nothing it
- * did not do and no write is missed — and a digest first hashes again the items of the dirty
- * keys only. A range then adds up the buckets wholly inside it and the keys of the (at most two)
- * buckets its ends cut. Nothing of this is stored on disk: it is built from the rows when first
- * needed.
+ * {@link BUCKET_CHARS} hex digits). Every write logs the identities of the items it added and
+ * removed — TEMP triggers, plain SQL in the write's own transaction, so a rolled-back write logs
+ * nothing and no write is missed — and a digest first folds the log into the sums: each item
+ * written is hashed once, never again per round. A range then adds up the buckets wholly inside
+ * it and the keys of the (at most two) buckets its ends cut. Nothing of this is stored on disk:
+ * it is built from the rows when first needed.
  */
 import type { DatabaseSync } from "node:sqlite";
 import { createHash } from "node:crypto";
@@ -63,10 +63,13 @@ export function formatDigest(count: number, sum: bigint): string {
   return createHash("sha256").update(`${count}/${sum.toString(16)}`).digest("hex");
 }
 
-/** SQL of an item's identity text per table (`t` the row); accounts finish theirs in JS. */
+/** SQL of an item's identity text per table (`r` the row: NEW or OLD). */
 const ITEM_TEXT = {
-  mailbox: "'m/' || t.recipient || '/' || t.message_id || '/' || t.seq",
-  tombstones: "'t/' || t.recipient || '/' || t.message_id",
+  mailbox: (r: string) => `'m/' || ${r}.recipient || '/' || ${r}.message_id || '/' || ${r}.seq`,
+  tombstones: (r: string) => `'t/' || ${r}.recipient || '/' || ${r}.message_id`,
+  // An account's identity needs its state stamp, made in JS: its columns are logged.
+  accounts: (r: string) =>
+    `json_array(${r}.username, ${r}.hash, ${r}.created_at, ${r}.keys, ${r}.state)`,
 } as const;
 
 /** Columns whose change changes an item's identity or ring key, per table. */
@@ -76,18 +79,16 @@ const IDENTITY_COLUMNS = {
   accounts: "username, hash, created_at, keys, state, ring_key",
 } as const;
 
-type Table = keyof typeof IDENTITY_COLUMNS;
-const TABLES = Object.keys(IDENTITY_COLUMNS) as Table[];
+type Table = keyof typeof ITEM_TEXT;
+const TABLES = Object.keys(ITEM_TEXT) as Table[];
 
 interface Sum {
   n: number;
   sum: bigint;
 }
 
-const ZERO: Sum = { n: 0, sum: 0n };
-
-/** More dirty ring keys than this are hashed again in one pass over every row. */
-const REHASH_ALL_ABOVE = 256;
+/** A log this long is folded at the next write even if no digest asks (memory stays bounded). */
+const FOLD_LOG_ABOVE = 50_000;
 
 const bucketOf = (ringKey: string) => ringKey.slice(0, BUCKET_CHARS);
 
@@ -96,6 +97,8 @@ export class RangeDigests {
   #db: DatabaseSync;
   #accountItem: (row: AccountRow) => string;
   #ready = false;
+  /** Writes since the log's length was last looked at. */
+  #writes = 0;
   /** Count and hash sum of the items under each ring key that has any. */
   #byKey = new Map<string, Sum>();
   /** Count and hash sum of each bucket, and its ring keys. */
@@ -112,7 +115,8 @@ export class RangeDigests {
 
   /** The digest and item count of every item in `range`. */
   digest(range: KeyRange): { digest: string; count: number } {
-    this.#refresh();
+    if (!this.#ready) this.#build();
+    else this.#fold();
     let count = 0;
     let sum = 0n;
     const whole = range.start === range.end;
@@ -143,103 +147,106 @@ export class RangeDigests {
     return { digest: formatDigest(count, sum % MOD), count };
   }
 
-  /** Builds the sums once (installing the triggers), then hashes the dirty ring keys again. */
-  #refresh(): void {
+  /**
+   * Told after each committed write: once in a while the log's length is looked at, and a long
+   * log is folded even though no digest asked (a node that stopped syncing).
+   */
+  wrote(): void {
+    if (!this.#ready || ++this.#writes < 100) return;
+    this.#writes = 0;
+    const { n } = this.#db.prepare("SELECT count(*) AS n FROM temp.p2p_digest_log").get() as {
+      n: number;
+    };
+    if (Number(n) > FOLD_LOG_ABOVE) this.#fold();
+  }
+
+  /** Sums every row, then installs the triggers that log each change (once). */
+  #build(): void {
     const db = this.#db;
-    if (!this.#ready) {
-      db.exec(`CREATE TEMP TABLE IF NOT EXISTS p2p_dirty_keys (ring_key TEXT PRIMARY KEY)`);
-      const mark = (r: "NEW" | "OLD") =>
-        // (Not INSERT OR IGNORE: in a trigger the outer statement's conflict policy wins.)
-        `INSERT INTO temp.p2p_dirty_keys (ring_key) SELECT ${r}.ring_key
-         WHERE NOT EXISTS (SELECT 1 FROM temp.p2p_dirty_keys WHERE ring_key = ${r}.ring_key);`;
-      for (const table of TABLES) {
-        db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_dirty_${table}_insert
-          AFTER INSERT ON main.${table} BEGIN ${mark("NEW")} END`);
-        db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_dirty_${table}_delete
-          AFTER DELETE ON main.${table} BEGIN ${mark("OLD")} END`);
-        db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_dirty_${table}_update
-          AFTER UPDATE OF ${IDENTITY_COLUMNS[table]} ON main.${table}
-          BEGIN ${mark("OLD")} ${mark("NEW")} END`);
-      }
-      this.#ready = true;
-      this.#byKey.clear();
-      this.#buckets.clear();
-      this.#rehash(undefined);
-      db.exec("DELETE FROM temp.p2p_dirty_keys");
-      return;
-    }
-    const dirty = (db.prepare("SELECT ring_key FROM temp.p2p_dirty_keys").all() as {
-      ring_key: string;
-    }[]).map((r) => r.ring_key);
-    if (!dirty.length) return;
-    db.exec("DELETE FROM temp.p2p_dirty_keys");
-    this.#rehash(dirty);
-  }
-
-  /** Hashes again every item under `ringKeys` (every item of the database if undefined). */
-  #rehash(ringKeys: readonly string[] | undefined): void {
-    // Many dirty keys: one pass over every row costs less than one query per key.
-    if (ringKeys && ringKeys.length > REHASH_ALL_ABOVE) ringKeys = undefined;
-    const where = ringKeys === undefined ? "" : "WHERE ring_key = ?";
-    const statements = {
-      mailbox: this.#db.prepare(
-        `SELECT ring_key, ${ITEM_TEXT.mailbox} AS text FROM mailbox AS t ${where}`,
-      ),
-      tombstones: this.#db.prepare(
-        `SELECT ring_key, ${ITEM_TEXT.tombstones} AS text FROM tombstones AS t ${where}`,
-      ),
-      accounts: this.#db.prepare(
-        `SELECT ring_key, username, hash, created_at, keys, state FROM accounts ${where}`,
-      ),
-    };
+    // An INSERT OR REPLACE deletes the row it replaces: its DELETE trigger must run.
+    db.exec("PRAGMA recursive_triggers = ON");
+    db.exec(`CREATE TEMP TABLE IF NOT EXISTS p2p_digest_log (
+      ring_key TEXT NOT NULL,
+      kind     TEXT NOT NULL,
+      item     TEXT NOT NULL,
+      sign     INTEGER NOT NULL
+    )`);
+    db.exec("DELETE FROM temp.p2p_digest_log");
     const sums = new Map<string, Sum>();
-    const add = (key: string, text: string) => {
-      let s = sums.get(key);
-      if (!s) sums.set(key, s = { n: 0, sum: 0n });
-      s.n++;
-      s.sum += itemHash(text);
-    };
-    const read = (params: string[]) => {
-      for (const table of ["mailbox", "tombstones"] as const) {
-        const rows = statements[table].all(...params) as { ring_key: string; text: string }[];
-        for (const r of rows) add(r.ring_key, r.text);
-      }
-      const accounts = statements.accounts.all(...params) as unknown as (AccountRow & {
-        ring_key: string;
-      })[];
-      for (const r of accounts) add(r.ring_key, `a/${r.username}/${this.#accountItem(r)}`);
-    };
-    if (ringKeys === undefined) {
-      read([]);
-      for (const key of [...this.#byKey.keys()]) if (!sums.has(key)) this.#set(key, ZERO);
-    } else {
-      for (const key of ringKeys) {
-        sums.set(key, { n: 0, sum: 0n });
-        read([key]);
+    for (const table of TABLES) {
+      const rows = db.prepare(
+        `SELECT ring_key, ${ITEM_TEXT[table]("t")} AS item FROM ${table} AS t`,
+      ).all() as { ring_key: string; item: string }[];
+      for (const r of rows) {
+        let s = sums.get(r.ring_key);
+        if (!s) sums.set(r.ring_key, s = { n: 0, sum: 0n });
+        s.n++;
+        s.sum += this.#hashOf(table, r.item);
       }
     }
-    for (const [key, s] of sums) this.#set(key, { n: s.n, sum: s.sum % MOD });
+    this.#byKey.clear();
+    this.#buckets.clear();
+    for (const [key, s] of sums) this.#add(key, s.n, s.sum % MOD);
+    const log = (r: "NEW" | "OLD", table: Table, sign: 1 | -1) =>
+      `INSERT INTO temp.p2p_digest_log (ring_key, kind, item, sign)
+       VALUES (${r}.ring_key, '${table}', ${ITEM_TEXT[table](r)}, ${sign});`;
+    for (const table of TABLES) {
+      db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_digest_${table}_insert
+        AFTER INSERT ON main.${table} BEGIN ${log("NEW", table, 1)} END`);
+      db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_digest_${table}_delete
+        AFTER DELETE ON main.${table} BEGIN ${log("OLD", table, -1)} END`);
+      db.exec(`CREATE TEMP TRIGGER IF NOT EXISTS p2p_digest_${table}_update
+        AFTER UPDATE OF ${IDENTITY_COLUMNS[table]} ON main.${table}
+        BEGIN ${log("OLD", table, -1)} ${log("NEW", table, 1)} END`);
+    }
+    this.#ready = true;
   }
 
-  /** Replaces the sum of `key` (and its share of its bucket). */
-  #set(key: string, next: Sum): void {
+  /** Adds the logged changes to the sums and empties the log. */
+  #fold(): void {
+    const rows = this.#db.prepare(
+      "SELECT ring_key, kind, item, sign FROM temp.p2p_digest_log ORDER BY rowid",
+    ).all() as { ring_key: string; kind: Table; item: string; sign: number }[];
+    if (!rows.length) return;
+    this.#db.exec("DELETE FROM temp.p2p_digest_log");
+    for (const r of rows) {
+      const h = this.#hashOf(r.kind, r.item);
+      if (Number(r.sign) > 0) this.#add(r.ring_key, 1, h);
+      else this.#add(r.ring_key, -1, (MOD - h) % MOD);
+    }
+  }
+
+  /** The hash of an item as its table's identity SQL gives it. */
+  #hashOf(table: Table, item: string): bigint {
+    if (table !== "accounts") return itemHash(item);
+    const [username, hash, createdAt, keys, state] = JSON.parse(item) as [
+      string,
+      string,
+      number,
+      string | null,
+      string | null,
+    ];
+    const row = { username, hash, created_at: createdAt, keys, state };
+    return itemHash(`a/${username}/${this.#accountItem(row)}`);
+  }
+
+  /** Adds `n` items of hash sum `sum` (mod 2^256; a removal adds its negation) under `key`. */
+  #add(key: string, n: number, sum: bigint): void {
     const bucketKey = bucketOf(key);
     let bucket = this.#buckets.get(bucketKey);
     if (!bucket) this.#buckets.set(bucketKey, bucket = { n: 0, sum: 0n, keys: new Set() });
-    const before = this.#byKey.get(key);
-    if (before) {
-      bucket.n -= before.n;
-      bucket.sum = (bucket.sum - before.sum + MOD) % MOD;
-    }
-    if (next.n === 0) {
+    const k = this.#byKey.get(key) ?? { n: 0, sum: 0n };
+    k.n += n;
+    k.sum = (k.sum + sum) % MOD;
+    bucket.n += n;
+    bucket.sum = (bucket.sum + sum) % MOD;
+    if (k.n === 0 && k.sum === 0n) {
       this.#byKey.delete(key);
       bucket.keys.delete(key);
     } else {
-      this.#byKey.set(key, next);
+      this.#byKey.set(key, k);
       bucket.keys.add(key);
-      bucket.n += next.n;
-      bucket.sum = (bucket.sum + next.sum) % MOD;
     }
-    if (bucket.keys.size === 0) this.#buckets.delete(bucketKey);
+    if (bucket.keys.size === 0 && bucket.n === 0) this.#buckets.delete(bucketKey);
   }
 }

@@ -123,9 +123,12 @@ export class MailboxStore {
   #pending: StatementSync;
   #getTombstone: StatementSync;
 
-  /** Wraps an open, migrated database. */
-  constructor(db: DatabaseSync) {
+  #afterCommit: () => void;
+
+  /** Wraps an open, migrated database; `afterCommit` is told after each committed write. */
+  constructor(db: DatabaseSync, afterCommit: () => void = () => {}) {
     this.#db = db;
+    this.#afterCommit = afterCommit;
     // A copy that arrives with a smaller seq than the one held lowers it: copies of a message
     // stored by two coordinators (a retry across a ring change) converge on the smaller seq.
     this.#insert = db.prepare(
@@ -332,5 +335,6 @@ export class MailboxStore {
       this.#db.exec("ROLLBACK");
       throw err;
     }
+    this.#afterCommit();
   }
 }

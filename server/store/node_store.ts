@@ -101,8 +101,8 @@ export class NodeStore {
     this.#migrate(resolved);
     this.accounts = new AccountStore(this.#db, resolved.ringKeyOf);
     this.presence = new PresenceStore(this.#db);
-    this.mailbox = new MailboxStore(this.#db);
     this.#digests = new RangeDigests(this.#db, (row) => accountItemId(toAccount(row)));
+    this.mailbox = new MailboxStore(this.#db, () => this.#digests.wrote());
   }
 
   #migrate(options: Required<NodeStoreOptions>): void {
