@@ -1239,25 +1239,15 @@ export class Replicator {
     const receipts = this.#deps.store.mailbox
       .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
       .map((e) => ({ messageId: e.messageId, sender: e.sender }));
+    this.#deps.store.mailbox.tombstone(tombstones);
     // Answered once every replica asked has answered (W copies among them), not as soon as W
     // copies are durable: a replica left holding the entry as pending would hand it out again
     // if the servers holding the tombstone went down before the next repair round.
-    const replicated = this.#replicateCounting(
+    const ok = (await this.#replicateCounting(
       { v: 1, type: "ack", tombstones, coordinate: false },
       this.#copiesNeeded() - 1,
       true,
-    );
-    // The replicas write while this primary does (the requests leave first): one durable commit
-    // of latency, not two. A tombstone is idempotent and always wins, so a failure here after a
-    // replica took it changes nothing but the answer (the client retries).
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    try {
-      this.#deps.store.mailbox.tombstone(tombstones);
-    } catch (err) {
-      await replicated;
-      throw err;
-    }
-    const ok = (await replicated) === "ok";
+    )) === "ok";
     return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
   }
 
