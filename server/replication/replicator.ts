@@ -25,7 +25,7 @@ import type {
   PresenceRecord,
   Tombstone,
 } from "../store/mod.ts";
-import { accountVersion, mergeAccounts, splitRange } from "../store/mod.ts";
+import { accountVersion, mergeAccounts } from "../store/mod.ts";
 import type { ReplicationRequest, ReplicationResponse } from "./messages.ts";
 import type { RingAccess } from "./ring_access.ts";
 import { Batcher, type Settled } from "./batcher.ts";
@@ -1613,25 +1613,12 @@ export class Replicator {
 
   /**
    * Anti-entropy for one range with one peer: digests first (kept up to date on every write, so
-   * cheap), and where they differ the digests of the range's pieces, then only the keys of the
-   * pieces that differ, and only the items missing on either side.
+   * cheap), then, where they differ, the keys and only the items missing on either side.
    */
   async #syncRange(peer: string, range: KeyRange): Promise<void> {
-    const { store, call } = this.#deps;
+    const { store, call, metrics } = this.#deps;
     const theirs = await call(peer, { v: 1, type: "digest", range });
     if (theirs.type !== "digest" || theirs.digest === store.digest(range).digest) return;
-    const pieces = splitRange(range);
-    if (pieces.length === 1) return await this.#syncKeys(peer, range);
-    for (const piece of pieces) {
-      const res = await call(peer, { v: 1, type: "digest", range: piece });
-      if (res.type !== "digest") return; // it started catching up, or is leaving
-      if (res.digest !== store.digest(piece).digest) await this.#syncKeys(peer, piece);
-    }
-  }
-
-  /** Anti-entropy for one range with one peer by its keys: each side gets what it lacks. */
-  async #syncKeys(peer: string, range: KeyRange): Promise<void> {
-    const { store, call, metrics } = this.#deps;
     const res = await call(peer, { v: 1, type: "keys", range });
     if (res.type !== "keys") return;
     const local = store.itemKeys(range);

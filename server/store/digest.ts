@@ -21,35 +21,6 @@ export const BUCKET_CHARS = 2;
 
 const MOD = 1n << 256n;
 
-/** The points `splitRange` cuts at: the boundaries between first hex digits of ring keys. */
-const HEX_POINTS = Array.from({ length: 16 }, (_, i) => i.toString(16));
-
-/**
- * `range` cut at every one of `points` that lies strictly inside it, in ring order: pieces whose
- * union is the range, none overlapping. A point `p` ends the piece of the keys up to `p`: with
- * one hex digit, the keys that start with the digit before it (ring keys are fixed-width hex).
- */
-export function splitRange(range: KeyRange, points: readonly string[] = HEX_POINTS): KeyRange[] {
-  const { start, end } = range;
-  const whole = start === end;
-  const inside = (p: string) =>
-    p !== end && p !== start &&
-    (whole || (start < end ? p > start && p < end : p > start || p < end));
-  // In ring order from the start: points after it first, then those that wrap around.
-  const cuts = [...new Set(points)].filter(inside).sort();
-  const after = cuts.filter((p) => p > start);
-  const ordered = [...after, ...cuts.filter((p) => p <= start)];
-  if (!ordered.length) return [range];
-  const pieces: KeyRange[] = [];
-  let from = start;
-  for (const p of ordered) {
-    pieces.push({ start: from, end: p });
-    from = p;
-  }
-  pieces.push({ start: from, end });
-  return pieces;
-}
-
 /** The 256-bit hash of an item's identity text, as a BigInt. */
 export function itemHash(text: string): bigint {
   return BigInt("0x" + createHash("sha256").update(text).digest("hex"));

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatDigest, itemHash, splitRange } from "./digest.ts";
+import { formatDigest, itemHash } from "./digest.ts";
 import { type KeyRange, type MailboxEntry, NodeStore } from "./mod.ts";
 
 /** A deterministic pseudo-random generator (the same runs every time). */
@@ -143,32 +143,4 @@ Deno.test("digest: two stores agree exactly when they hold the same items, whate
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
-
-Deno.test("digest: a range splits into pieces that hold every key of it exactly once", () => {
-  const rnd = random(11);
-  const inRange = (r: KeyRange, key: string) =>
-    r.start === r.end ||
-    (r.start < r.end ? key > r.start && key <= r.end : key > r.start || key <= r.end);
-  const cases: KeyRange[] = [
-    { start: "0", end: "0" },
-    { start: "a3" + "0".repeat(38), end: "a3" + "0".repeat(38) },
-    { start: "a3" + "0".repeat(38), end: "a9" + "0".repeat(38) },
-    { start: "f3" + "0".repeat(38), end: "13" + "0".repeat(38) },
-    { start: "3", end: "7" },
-    ...Array.from({ length: 20 }, () => ({ start: hex40(rnd), end: hex40(rnd) })),
-  ];
-  for (const range of cases) {
-    const pieces = splitRange(range);
-    assert.ok(pieces.length >= 1);
-    assert.equal(pieces[0]!.start, range.start);
-    assert.equal(pieces.at(-1)!.end, range.end);
-    for (let i = 0; i < 400; i++) {
-      const key = hex40(rnd);
-      const holders = pieces.filter((p) => inRange(p, key)).length;
-      assert.equal(holders, inRange(range, key) ? 1 : 0, `${key} in ${JSON.stringify(pieces)}`);
-    }
-  }
-  // The whole ring is cut at every hex digit: 16 pieces.
-  assert.equal(splitRange({ start: "0", end: "0" }).length, 16);
 });

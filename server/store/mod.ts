@@ -22,7 +22,6 @@ export {
 } from "./accounts.ts";
 export { type PresenceRecord, PresenceStore } from "./presence.ts";
 export { userRingKey } from "./ring_key.ts";
-export { splitRange } from "./digest.ts";
 export {
   type ItemKey,
   type KeyRange,
