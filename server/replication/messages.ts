@@ -51,6 +51,11 @@ export type ReplicationRequest =
      * has tombstoned (acknowledged), in `deleted`.
      */
     ids?: string[];
+    /**
+     * With `ids`: the primary holds those entries itself, so the replica names the ones it
+     * holds as pending in `held` instead of sending them; only the others come whole.
+     */
+    brief?: boolean;
   }
   | { v: 1; type: "digest"; range: KeyRange }
   | { v: 1; type: "keys"; range: KeyRange }
@@ -104,6 +109,8 @@ export type ReplicationResponse =
     entries: MailboxEntry[];
     /** Of the `ids` a fetch asked about, those this replica holds a tombstone of. */
     deleted?: string[];
+    /** Of the `ids` a `brief` fetch asked about, those this replica holds as pending. */
+    held?: string[];
     /**
      * This replica restarted with data it has not yet checked against the other servers'
      * tombstones: what it holds as pending may have been acknowledged while it was down.
@@ -289,6 +296,7 @@ export function parseReplicationRequest(value: unknown): ReplicationRequest {
         ringKey: readString(obj, "ringKey", "", HEX_KEY),
         coordinate: readBoolean(obj, "coordinate", ""),
         ...readOptionalArray(obj, "ids", 1_000_000, readMessageId),
+        ...(obj.brief === undefined ? {} : { brief: readBoolean(obj, "brief", "") }),
       };
     case "digest":
     case "keys":
@@ -383,6 +391,7 @@ function readResponse(value: unknown, mayNest: boolean): ReplicationResponse {
         type: "entries",
         entries: readArray(obj, "entries", "", 1_000_000, readEntry),
         ...readOptionalArray(obj, "deleted", 1_000_000, readMessageId),
+        ...readOptionalArray(obj, "held", 1_000_000, readMessageId),
         ...(obj.stale === undefined ? {} : { stale: readBoolean(obj, "stale", "") }),
       };
     case "digest":

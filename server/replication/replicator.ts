@@ -211,6 +211,11 @@ export class Replicator {
   /** This server started with records on its disk: mail or accounts (see {@link catchingUp}). */
   #heldData: boolean;
   #catchUpLoop: Promise<void> | undefined;
+  /**
+   * Every address this server's database has been served at, this one among them (set by
+   * {@link start}): an earlier address is this server itself, restarted on another port.
+   */
+  #ownAddresses = new Set<string>();
   #lastSeq = 0;
   #lastPresenceSweep = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -263,7 +268,9 @@ export class Replicator {
    * Whether this server, since {@link start}, has not yet caught up with the others: it started
    * from records on its disk, which may be old (a restart, a copy of old data). Until it has
    * asked every live server — and every server of the cluster it knows, or `catchUpMaxWaitMs`
-   * passed — for the accounts it should hold and for the tombstones of its pending entries:
+   * passed — for the accounts it should hold and for the tombstones of its pending entries (an
+   * address its database was served at before, when it restarts on another port, is itself and
+   * is not waited for):
    * - that it lacks an account proves nothing: its "no such account" does not count (a server
    *   that started from an empty disk is taken for a new one, as before);
    * - if it started with pending entries, those may have been acknowledged while it was down
@@ -756,15 +763,20 @@ export class Replicator {
         const entries = store.mailbox.pending(request.recipient);
         const stale = this.#staleMail() ? { stale: true } : {};
         if (!request.ids) return { v: 1, type: "entries", entries, ...stale };
-        const deleted = this.#deletedOf(request.recipient, request.ids);
-        return { v: 1, type: "entries", entries, deleted: [...deleted], ...stale };
+        const deleted = [...this.#deletedOf(request.recipient, request.ids)];
+        if (!request.brief) return { v: 1, type: "entries", entries, deleted, ...stale };
+        // The primary has the entries it named: they are confirmed by id, not sent again.
+        const asked = new Set(request.ids);
+        const held = entries.filter((e) => asked.has(e.messageId)).map((e) => e.messageId);
+        const others = entries.filter((e) => !asked.has(e.messageId));
+        return { v: 1, type: "entries", entries: others, held, deleted, ...stale };
       }
       case "digest":
         // No anti-entropy with a copy still catching up: its pending entries may be stale.
         if (this.#staleMail()) {
           return this.#tooFewCopies(`${this.#deps.ring.self} is catching up after a restart`);
         }
-        return { v: 1, type: "digest", ...(await store.digest(request.range)) };
+        return { v: 1, type: "digest", ...store.digest(request.range) };
       case "keys":
         return { v: 1, type: "keys", items: store.itemKeys(request.range) };
       case "get_items":
@@ -1320,7 +1332,15 @@ export class Replicator {
     const replicas = this.#replicaTargets();
     const answers = await Promise.allSettled(
       replicas.map((r) =>
-        this.#callPeer(r, { v: 1, type: "fetch", recipient, ringKey, coordinate: false, ids })
+        this.#callPeer(r, {
+          v: 1,
+          type: "fetch",
+          recipient,
+          ringKey,
+          coordinate: false,
+          ids,
+          brief: true,
+        })
       ),
     );
     const merged = new Map<string, MailboxEntry>();
@@ -1333,7 +1353,8 @@ export class Replicator {
       for (const id of a.value.deleted ?? []) deleted.add(id);
       heard.push({
         replica: replicas[i]!,
-        pending: new Set(a.value.entries.map((e) => e.messageId)),
+        // (A replica of an older version ignores `brief`: it sends every entry, no `held`.)
+        pending: new Set([...a.value.entries.map((e) => e.messageId), ...a.value.held ?? []]),
         stale: a.value.stale === true,
       });
     }
@@ -1476,6 +1497,10 @@ export class Replicator {
     this.#running = true;
     this.#catchingUp = true;
     this.#startedAt = this.#now();
+    this.#ownAddresses = new Set([
+      this.#deps.ring.self,
+      ...this.#deps.store.noteOwnAddress(this.#deps.ring.self, this.#now()),
+    ]);
     this.#catchUpLoop = (async () => {
       while (this.#running && this.#catchingUp) {
         await this.#catchUp();
@@ -1513,7 +1538,7 @@ export class Replicator {
     const { ring, store, log, metrics } = this.#deps;
     try {
       if (!this.#catchingUp || !ring.primaryRange() || !this.#seesMajority()) return;
-      const pairs = store.itemKeys({ start: "0", end: "0" }).filter((k) => k[0] === "m")
+      const pairs = store.mailbox.itemKeys({ start: "0", end: "0" }).filter((k) => k[0] === "m")
         .map((k): [string, string] => [k[1], k[2]]);
       const known = [...new Set(this.#deps.knownServers?.() ?? [])];
       const mine = (username: string) =>
@@ -1557,7 +1582,9 @@ export class Replicator {
         answered.add(peer);
       }));
       const silent = peers.filter((p) => !answered.has(p));
-      const absent = known.filter((h) => h !== ring.self && !answered.has(h));
+      // An earlier address of this server (a restart on another port) holds nothing newer than
+      // this disk: it is this server. Waiting for it to answer would wait out catchUpMaxWaitMs.
+      const absent = known.filter((h) => !this.#ownAddresses.has(h) && !answered.has(h));
       const waited = this.#now() - this.#startedAt;
       if (silent.length || (absent.length && waited < this.#catchUpMaxWaitMs)) {
         if (tombstones || accounts) {
@@ -1573,11 +1600,17 @@ export class Replicator {
         accounts,
         asked: peers.length,
         ...(absent.length ? { absent } : {}),
+        ...(this.#ownAddresses.size > 1 ? { formerAddresses: this.#formerAddresses() } : {}),
         ms: waited,
       });
     } catch (err) {
       log("catch_up_failed", { error: String(err) });
     }
+  }
+
+  /** The addresses this server's database was served at before this one. */
+  #formerAddresses(): string[] {
+    return [...this.#ownAddresses].filter((a) => a !== this.#deps.ring.self);
   }
 
   /**
@@ -1641,12 +1674,14 @@ export class Replicator {
     store.presence.collect(now - 10 * 60_000);
   }
 
-  /** Anti-entropy for one range with one peer: digests first, then only the differences. */
+  /**
+   * Anti-entropy for one range with one peer: digests first (kept up to date on every write, so
+   * cheap), then, where they differ, the keys and only the items missing on either side.
+   */
   async #syncRange(peer: string, range: KeyRange): Promise<void> {
     const { store, call, metrics } = this.#deps;
-    const mine = await store.digest(range);
     const theirs = await call(peer, { v: 1, type: "digest", range });
-    if (theirs.type !== "digest" || theirs.digest === mine.digest) return;
+    if (theirs.type !== "digest" || theirs.digest === store.digest(range).digest) return;
     const res = await call(peer, { v: 1, type: "keys", range });
     if (res.type !== "keys") return;
     const local = store.itemKeys(range);

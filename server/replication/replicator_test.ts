@@ -826,3 +826,27 @@ Deno.test("replication: a primary back while the copies that took acks do not an
     message(2).messageId,
   ]);
 });
+
+Deno.test("replication: a brief fetch names the copies the primary holds and sends only the others", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110].map((id) => ring.add(id)); // K = 2: every node holds every copy
+  await nodes[0]!.storeMessages([message(1), message(2), message(3)]);
+  await nodes[0]!.acknowledge("bob", ["message-0003"]);
+  const ringKey = ring.ringKeyOf("bob");
+  const ask = { v: 1, type: "fetch", recipient: "bob", ringKey, coordinate: false } as const;
+  const ids = ["message-0001", "message-0003"];
+  const full = await nodes[1]!.handle({ ...ask, ids });
+  const brief = await nodes[1]!.handle({ ...ask, ids, brief: true });
+  assert.ok(full.type === "entries" && brief.type === "entries");
+  assert.deepEqual(full.entries.map((e) => e.messageId), ["message-0001", "message-0002"]);
+  assert.deepEqual(full.held, undefined);
+  assert.deepEqual(brief.entries.map((e) => e.messageId), ["message-0002"]);
+  assert.deepEqual(brief.held, ["message-0001"]);
+  assert.deepEqual(brief.deleted, ["message-0003"]);
+  assert.deepEqual(full.deleted, ["message-0003"]);
+  // The coordinated read merges either kind of answer the same way.
+  assert.deepEqual((await nodes[2]!.fetchPending("bob")).map((e) => e.messageId), [
+    "message-0001",
+    "message-0002",
+  ]);
+});

@@ -37,7 +37,8 @@ export function backfillAccountRingKeys(
   for (const { username } of rows) update.run(ringKeyOf(username), username);
 }
 
-type AccountRow = {
+/** The columns of an account row. */
+export type AccountRow = {
   username: string;
   hash: string;
   created_at: number;
@@ -48,7 +49,8 @@ type AccountRow = {
 /** The changing part of an account, as the `state` column keeps it. */
 type AccountState = Pick<AccountRecord, "salt" | "rekeyed" | "session">;
 
-function toAccount(row: AccountRow): AccountRecord {
+/** An account as its row holds it. */
+export function toAccount(row: AccountRow): AccountRecord {
   const account: AccountRecord = {
     username: row.username,
     hash: row.hash,

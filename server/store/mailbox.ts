@@ -139,10 +139,15 @@ export class MailboxStore {
   #countPendingFrom: StatementSync;
   #insertedRows = 0;
   #insertedChars = 0;
+  #pending: StatementSync;
+  #getTombstone: StatementSync;
 
-  /** Wraps an open, migrated database. */
-  constructor(db: DatabaseSync) {
+  #afterCommit: () => void;
+
+  /** Wraps an open, migrated database; `afterCommit` is told after each committed write. */
+  constructor(db: DatabaseSync, afterCommit: () => void = () => {}) {
     this.#db = db;
+    this.#afterCommit = afterCommit;
     // A copy that arrives with a smaller seq than the one held lowers it: copies of a message
     // stored by two coordinators (a retry across a ring change) converge on the smaller seq.
     this.#insert = db.prepare(
@@ -162,6 +167,12 @@ export class MailboxStore {
     this.#getSeq = db.prepare("SELECT seq FROM mailbox WHERE recipient = ? AND message_id = ?");
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
     this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
+    this.#pending = db.prepare(
+      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
+    );
+    this.#getTombstone = db.prepare(
+      "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
+    );
   }
 
   /**
@@ -216,9 +227,7 @@ export class MailboxStore {
 
   /** Pending entries of `recipient`, in delivery order (seq, then id). */
   pending(recipient: string, limit = 100_000): MailboxEntry[] {
-    const rows = this.#db.prepare(
-      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
-    ).all(recipient, limit) as Row[];
+    const rows = this.#pending.all(recipient, limit) as Row[];
     return rows.map(toEntry);
   }
 
@@ -255,9 +264,7 @@ export class MailboxStore {
 
   /** Tombstones named by `keys` (those this node has). */
   tombstones(keys: readonly [string, string][]): Tombstone[] {
-    const get = this.#db.prepare(
-      "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
-    );
+    const get = this.#getTombstone;
     const out: Tombstone[] = [];
     for (const [recipient, id] of keys) {
       const row = get.get(recipient, id) as
@@ -367,5 +374,6 @@ export class MailboxStore {
       this.#db.exec("ROLLBACK");
       throw err;
     }
+    this.#afterCommit();
   }
 }

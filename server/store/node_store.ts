@@ -9,8 +9,10 @@ import {
   ACCOUNT_RING_SCHEMA,
   ACCOUNT_STATE_SCHEMA,
   accountItemId,
+  type AccountRow,
   AccountStore,
   backfillAccountRingKeys,
+  toAccount,
 } from "./accounts.ts";
 import type { AccountRecord } from "../../shared/mod.ts";
 import {
@@ -25,6 +27,7 @@ import {
   type Tombstone,
 } from "./mailbox.ts";
 import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
+import { RangeDigests } from "./digest.ts";
 import { userRingKey } from "./ring_key.ts";
 import { cacheStatements } from "./statement_cache.ts";
 
@@ -60,6 +63,11 @@ const MIGRATIONS: readonly Migration[] = [
   ACCOUNT_STATE_SCHEMA,
   // The per-sender quotas read count and envelope characters from one index.
   MAILBOX_BY_SENDER_SCHEMA,
+  // Every address this database was served under (a restart may come on another port).
+  `CREATE TABLE own_addresses (
+     address    TEXT PRIMARY KEY,
+     first_seen INTEGER NOT NULL
+   ) STRICT`,
 ];
 
 /** Replicated records as they travel between nodes (push, anti-entropy). */
@@ -84,6 +92,7 @@ export class NodeStore {
   readonly presence: PresenceStore;
   /** Offline mailbox entries and tombstones. */
   readonly mailbox: MailboxStore;
+  #digests: RangeDigests;
 
   /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
   constructor(path: string, options: NodeStoreOptions = {}) {
@@ -97,7 +106,8 @@ export class NodeStore {
     this.#migrate(resolved);
     this.accounts = new AccountStore(this.#db, resolved.ringKeyOf);
     this.presence = new PresenceStore(this.#db);
-    this.mailbox = new MailboxStore(this.#db);
+    this.#digests = new RangeDigests(this.#db, (row) => accountItemId(toAccount(row)));
+    this.mailbox = new MailboxStore(this.#db, () => this.#digests.wrote());
   }
 
   #migrate(options: Required<NodeStoreOptions>): void {
@@ -123,25 +133,24 @@ export class NodeStore {
   itemKeys(range: KeyRange): ItemKey[] {
     const { sql, params } = rangeWhere(range);
     const accounts = (this.#db.prepare(
-      `SELECT username FROM accounts WHERE ${sql}`,
-    ).all(...params) as { username: string }[]).map((r): ItemKey => {
-      const account = this.accounts.get(r.username)!;
-      return ["a", r.username, accountItemId(account)];
-    });
+      `SELECT username, hash, created_at, keys, state FROM accounts WHERE ${sql}`,
+    ).all(...params) as unknown as AccountRow[]).map((r): ItemKey => [
+      "a",
+      r.username,
+      accountItemId(toAccount(r)),
+    ]);
     const all = [...this.mailbox.itemKeys(range), ...accounts];
     return all.sort((a, b) =>
       a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[2] < b[2] ? -1 : a[2] > b[2] ? 1 : a[0] < b[0] ? -1 : 1
     );
   }
 
-  /** A digest of every item in `range`: equal digests mean equal contents. */
-  async digest(range: KeyRange): Promise<{ digest: string; count: number }> {
-    const keys = this.itemKeys(range);
-    const text = keys.map((k) => k.join("/")).join("\n");
-    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-    const digest = Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    return { digest, count: keys.length };
+  /**
+   * A digest of every item in `range`: equal digests mean equal contents. Kept up to date on
+   * every write (see {@link RangeDigests}), so it costs about the same however much is held.
+   */
+  digest(range: KeyRange): { digest: string; count: number } {
+    return this.#digests.digest(range);
   }
 
   /** Marks records in `primary` as held as the primary copy and every other one as a replica. */
@@ -200,6 +209,23 @@ export class NodeStore {
       this.#db.prepare("DELETE FROM accounts WHERE ring_key = ?").run(ringKey).changes,
     );
     return accounts + this.mailbox.deleteRingKey(ringKey);
+  }
+
+  /**
+   * Remembers that this database is served at `address` (durably, once per address), and returns
+   * every address it has been served at, `address` among them: a restart on another port still
+   * knows its earlier addresses for its own.
+   */
+  noteOwnAddress(address: string, now = Date.now()): string[] {
+    this.#db.prepare("INSERT OR IGNORE INTO own_addresses (address, first_seen) VALUES (?, ?)")
+      .run(address, now);
+    return this.ownAddresses();
+  }
+
+  /** Every address this database has been served at, oldest first. */
+  ownAddresses(): string[] {
+    return (this.#db.prepare("SELECT address FROM own_addresses ORDER BY first_seen, address")
+      .all() as { address: string }[]).map((r) => r.address);
   }
 
   /** Counts of account copies by role, for `/metrics`. */

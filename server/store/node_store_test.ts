@@ -124,3 +124,22 @@ Deno.test("store: presence commits skip the fsync, and leave the connection at s
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("store: the addresses a database was served at survive a restart on another port", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/node.sqlite`;
+  try {
+    const first = new NodeStore(path);
+    assert.deepEqual(first.noteOwnAddress("http://127.0.0.1:4001", 1), ["http://127.0.0.1:4001"]);
+    assert.deepEqual(first.noteOwnAddress("http://127.0.0.1:4001", 2), ["http://127.0.0.1:4001"]);
+    first.close();
+    const second = new NodeStore(path);
+    assert.deepEqual(second.noteOwnAddress("http://127.0.0.1:4002", 3), [
+      "http://127.0.0.1:4001",
+      "http://127.0.0.1:4002",
+    ]);
+    second.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
