@@ -68,6 +68,12 @@ export class RangeDigests {
   #db: DatabaseSync;
   #accountItem: (row: AccountRow) => string;
   #ready = false;
+  /**
+   * `PRAGMA data_version` when the sums were last brought up to date: it changes when another
+   * connection (another process: an operator's repair, a restored copy) commits to the file,
+   * whose writes no TEMP trigger of this connection saw, so the sums are built again.
+   */
+  #dataVersion = -1;
   /** Writes since the log's length was last looked at. */
   #writes = 0;
   /** Count and hash sum of the items under each ring key that has any. */
@@ -86,8 +92,10 @@ export class RangeDigests {
 
   /** The digest and item count of every item in `range`. */
   digest(range: KeyRange): { digest: string; count: number } {
-    if (!this.#ready) this.#build();
+    const version = this.#version();
+    if (!this.#ready || version !== this.#dataVersion) this.#build();
     else this.#fold();
+    this.#dataVersion = version;
     let count = 0;
     let sum = 0n;
     const whole = range.start === range.end;
@@ -129,6 +137,11 @@ export class RangeDigests {
       n: number;
     };
     if (Number(n) > FOLD_LOG_ABOVE) this.#fold();
+  }
+
+  #version(): number {
+    const row = this.#db.prepare("PRAGMA data_version").get() as { data_version: number };
+    return Number(row.data_version);
   }
 
   /** Sums every row, then installs the triggers that log each change (once). */

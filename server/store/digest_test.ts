@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { formatDigest, itemHash } from "./digest.ts";
 import { type KeyRange, type MailboxEntry, NodeStore } from "./mod.ts";
 
@@ -140,6 +141,35 @@ Deno.test("digest: two stores agree exactly when they hold the same items, whate
     assert.equal(reopened.digest(whole).count, 301);
     reopened.close();
     b.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("digest: a write by another process to the database file is seen by the next digest", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/node.sqlite`;
+    const store = new NodeStore(path);
+    const rnd = random(11);
+    store.mailbox.insert(Array.from({ length: 20 }, (_, i) => entry("u", `m${i}`, hex40(rnd), i)));
+    const whole = { start: "0", end: "0" };
+    const before = store.digest(whole);
+    assert.equal(before.count, 20);
+    // Another connection (an operator's tool, a copy restored in place) adds a row and removes
+    // one: no trigger of the store's connection saw it.
+    const other = new DatabaseSync(path);
+    other.exec("PRAGMA busy_timeout = 5000");
+    other.prepare("DELETE FROM mailbox WHERE message_id = 'm0'").run();
+    other.close();
+    const after = store.digest(whole);
+    assert.equal(after.count, 19);
+    assert.equal(after.digest, reference(store, whole));
+    assert.notEqual(after.digest, before.digest);
+    // The store's own writes keep being folded in after the rebuild.
+    store.mailbox.insert([entry("u", "late", hex40(rnd), 99)]);
+    assert.equal(store.digest(whole).digest, reference(store, whole));
+    store.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
