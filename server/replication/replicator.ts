@@ -166,6 +166,9 @@ const PRIMARY_CACHE_MS = 1000;
 /** Most tombstones asked for in one `get_items` request while catching up. */
 const CATCH_UP_BATCH = 5000;
 
+/** Most presence records in one request of a refresh (see `publishPresence`). */
+const PRESENCE_BATCH = 500;
+
 /** Pause between two attempts to catch up, in ms. */
 const CATCH_UP_RETRY_MS = 300;
 
@@ -501,22 +504,68 @@ export class Replicator {
     ttlMs: number,
   ): Promise<void> {
     const now = this.#now();
-    await Promise.all(users.map(({ username, online }) => {
-      const ringKey = this.#deps.ring.ringKeyOf(username);
-      const record: PresenceRecord = {
-        username,
-        ringKey,
-        home: this.#deps.ring.self,
-        updatedAt: now,
-        expiresAt: online ? now + ttlMs : now,
-      };
-      return this.#coordinated(ringKey, {
+    const records = users.map(({ username, online }): PresenceRecord => ({
+      username,
+      ringKey: this.#deps.ring.ringKeyOf(username),
+      home: this.#deps.ring.self,
+      updatedAt: now,
+      expiresAt: online ? now + ttlMs : now,
+    }));
+    const one = (record: PresenceRecord) =>
+      this.#coordinated(record.ringKey, {
         v: 1,
         type: "presence_put",
         records: [record],
         coordinate: true,
       });
-    }));
+    if (records.length === 1) {
+      await one(records[0]!);
+      return;
+    }
+    // A refresh writes thousands of records: one request per primary (remembered primaries)
+    // instead of one per user. A batch that is refused or fails as a whole (a primary that moved
+    // refuses records it is not responsible for) goes again one record at a time, through the
+    // lookups, retries and redirects of a single write.
+    const byPrimary = new Map<string, PresenceRecord[]>();
+    const primaries = await Promise.allSettled(records.map((r) => this.#primaryOf(r.ringKey)));
+    const alone: PresenceRecord[] = [];
+    primaries.forEach((p, i) => {
+      if (p.status !== "fulfilled") return alone.push(records[i]!);
+      const group = byPrimary.get(p.value) ?? [];
+      group.push(records[i]!);
+      byPrimary.set(p.value, group);
+    });
+    const batch = async (primary: string, group: PresenceRecord[]) => {
+      const request: ReplicationRequest = {
+        v: 1,
+        type: "presence_put",
+        records: group,
+        coordinate: true,
+      };
+      try {
+        const res = await this.#beforeDeadline(
+          primary === this.#deps.ring.self
+            ? this.handle(request)
+            : this.#callPeer(primary, request),
+          this.#now() + this.#attemptMs,
+        );
+        if (res.type === "ok") return;
+      } catch {
+        // Written one by one below.
+      }
+      for (const r of group) this.#primaries.delete(r.ringKey);
+      await Promise.all(group.map(one));
+    };
+    await Promise.all([
+      ...[...byPrimary].flatMap(([primary, group]) => {
+        const parts: Promise<void>[] = [];
+        for (let i = 0; i < group.length; i += PRESENCE_BATCH) {
+          parts.push(batch(primary, group.slice(i, i + PRESENCE_BATCH)));
+        }
+        return parts;
+      }),
+      ...alone.map(one),
+    ]);
   }
 
   /** The presence record of `username` (possibly expired), or undefined. */
@@ -1032,8 +1081,11 @@ export class Replicator {
     }
     const now = this.#now();
     const applied: PresenceRecord[] = [];
-    for (const r of records) {
-      const current = await this.#currentPresence(r.username);
+    const changed: [PresenceRecord, boolean][] = [];
+    // Read side by side: a record this primary lacks is asked of its replicas.
+    const currents = await Promise.all(records.map((r) => this.#currentPresence(r.username)));
+    for (const [i, r] of records.entries()) {
+      const current = currents[i];
       const wasOnline = current !== undefined && current.expiresAt > now;
       const goingOnline = r.expiresAt > r.updatedAt;
       if (!goingOnline && wasOnline && current.home !== r.home) continue;
@@ -1043,12 +1095,14 @@ export class Replicator {
         updatedAt,
         expiresAt: goingOnline ? updatedAt + (r.expiresAt - r.updatedAt) : updatedAt,
       };
-      store.presence.put([record]);
       applied.push(record);
       if (goingOnline !== wasOnline || (goingOnline && current?.home !== r.home)) {
-        this.#presenceChanged(record, goingOnline);
+        changed.push([record, goingOnline]);
       }
     }
+    // One transaction for the whole request (a refresh batch holds many records).
+    store.presence.put(applied);
+    for (const [record, online] of changed) this.#presenceChanged(record, online);
     if (applied.length) {
       // Soft state: the copies on the successors only speed up reads after the primary changes.
       void this.#replicate({ v: 1, type: "presence_put", records: applied, coordinate: false });

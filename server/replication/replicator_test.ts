@@ -611,6 +611,44 @@ Deno.test("presence: the newest session wins, an old home's logout does not hide
   assert.ok((await a!.getPresence("alice"))!.expiresAt <= Date.now());
 });
 
+Deno.test("presence: a refresh of many users sends one request per primary, and a primary that moved still gets its records", async () => {
+  const ring = new TestRing();
+  [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  const puts: number[] = [];
+  const changes: string[] = [];
+  for (const [address, n] of ring.live) {
+    n.replicator = new Replicator({
+      store: n.store,
+      ring: ring.access(address, n.id),
+      call: (to, r) => {
+        if (r.type === "presence_put" && r.coordinate) puts.push(r.records.length);
+        return ring.live.get(to)!.replicator.handle(r);
+      },
+      metrics: new Metrics(),
+      log: () => {},
+      isLive: (a) => ring.live.has(a),
+    }, { k: 2, w: 2, writeDeadlineMs: 2000 });
+    n.replicator.onPresenceChange((r, online) => {
+      if (online) changes.push(r.username);
+    });
+  }
+  const [a, b] = [...ring.live.values()].map((n) => n.replicator);
+  const users = Array.from({ length: 200 }, (_, i) => `user${i}`);
+  await a!.publishPresence(users.map((username) => ({ username, online: true })), 60_000);
+  // At most one request to each other server (the first node's own share is handled in place).
+  assert.ok(puts.length <= 4, `${puts.length} presence requests for 200 users`);
+  for (const u of users) assert.equal((await b!.getPresence(u))?.home, "node-0a", u);
+  assert.deepEqual([...changes].sort(), [...users].sort(), "each user reported online once");
+  // A primary leaves: the remembered primaries are wrong for its keys; the refresh still lands.
+  ring.crash(60);
+  const before = Date.now();
+  await a!.publishPresence(users.map((username) => ({ username, online: true })), 60_000);
+  for (const u of users) {
+    const record = await b!.getPresence(u);
+    assert.ok(record && record.updatedAt >= before && record.expiresAt > Date.now(), u);
+  }
+});
+
 Deno.test("presence: a record that is not refreshed expires and is reported offline", async () => {
   const ring = new TestRing();
   const changes: string[] = [];
