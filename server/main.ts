@@ -161,6 +161,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     local: heldLimits,
     holderOf: limitHolderOf(ring),
     isLive: (address) => membership.isLive(address),
+    liveServerCount: () => membership.liveServers().length,
     call: limitsCall(key, LIMITS_RPC_TIMEOUT_MS),
     metrics,
     log,

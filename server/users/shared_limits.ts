@@ -7,10 +7,13 @@
  * it turns out not to count (a login that succeeded). An attacker who spreads guesses over every
  * server thus meets one budget, not one per server.
  *
- * When the holder cannot be asked in time (it died, a partition, a lookup that fails), the attempt
- * is charged on this server's own counters instead ("fallback"): limits then hold per server
- * again for that key — at most N × the limit across N servers — until the ring has repaired and
- * names a reachable holder; they are never switched off. Counters are soft state: a holder that
+ * When the holder cannot be asked in time (it died, a partition, a lookup that fails, a holder too
+ * busy to answer within the bound), the attempt is charged on this server's own fallback counters
+ * instead ("fallback"), which hold a share of each budget: 1/N of the burst (at least one attempt)
+ * and of the refill, N the servers this one sees alive, all of which may be falling back too. So
+ * an attacker who overloads the ring to make every server count on its own gains little (the
+ * holder's own budget plus the shares: under 2 × the limit, not N ×), and a lone survivor keeps
+ * the whole limit. Limits are never switched off. Counters are soft state: a holder that
  * restarts, or a key whose primary moves, starts from a full bucket.
  *
  * {@link LocalLimits} is the in-process implementation (one server, unit tests) and also the
@@ -21,7 +24,13 @@ import type { Clock } from "../../shared/clock.ts";
 import type { LimitCall, LimitHolder, LimitKind } from "../cluster/mod.ts";
 import { userRingKey } from "../store/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
-import { type AbuseLimits, addressKey, DEFAULT_LIMITS, KeyedLimiter } from "./rate_limit.ts";
+import {
+  type AbuseLimits,
+  addressKey,
+  type BucketRule,
+  DEFAULT_LIMITS,
+  KeyedLimiter,
+} from "./rate_limit.ts";
 
 /** The rules of the ring-shared counters. */
 export type SharedLimitRules = Pick<
@@ -101,11 +110,21 @@ function registrationCounters(address: string): [LimitKind, string, string][] {
 /** The counters of this process: the whole story on one server, a holder's share in a ring. */
 export class LocalLimits implements SharedLimits, LimitHolder {
   #byKind: Record<LimitKind, KeyedLimiter>;
+  #rules: Record<LimitKind, BucketRule>;
+  #now: () => number;
+  /** Fallback counters holding 1/N of a budget, by kind and N (see {@link takeShare}). */
+  #shares = new Map<string, KeyedLimiter>();
 
   /** Creates full counters; missing rules take {@link DEFAULT_LIMITS}. */
   constructor(rules: Partial<SharedLimitRules> = {}, clock: Pick<Clock, "now"> = Date) {
     const now = () => clock.now();
     const r = { ...DEFAULT_LIMITS, ...rules };
+    this.#now = now;
+    this.#rules = {
+      login_user: r.loginFailuresPerUser,
+      login_address: r.loginFailuresPerAddress,
+      registration_address: r.registrationsPerAddress,
+    };
     this.#byKind = {
       login_user: new KeyedLimiter(r.loginFailuresPerUser, now),
       login_address: new KeyedLimiter(r.loginFailuresPerAddress, now),
@@ -136,6 +155,34 @@ export class LocalLimits implements SharedLimits, LimitHolder {
     };
   }
 
+  /**
+   * {@link takeHere} on counters of their own that hold 1/`share` of each budget (a burst of at
+   * least one): what a server charges while `share` servers may each be counting on their own.
+   */
+  takeShare(kind: LimitKind, key: string, share: number): Taken {
+    const n = Math.max(1, Math.floor(share));
+    if (n === 1) return this.takeHere(kind, key);
+    const id = `${kind}/${n}`;
+    let limiter = this.#shares.get(id);
+    if (!limiter) {
+      const rule = this.#rules[kind];
+      limiter = new KeyedLimiter(
+        { capacity: Math.max(1, Math.floor(rule.capacity / n)), perSecond: rule.perSecond / n },
+        this.#now,
+      );
+      this.#shares.set(id, limiter);
+    }
+    const counter = limiter;
+    const waitMs = counter.take(key) ? 0 : Math.max(1, counter.retryAfterMs(key));
+    return {
+      waitMs,
+      refund: () => {
+        counter.refund(key);
+        return Promise.resolve();
+      },
+    };
+  }
+
   beginLogin(username: string, address: string): Promise<Charge> {
     return chargeAll(
       (kind, key) => Promise.resolve(this.takeHere(kind, key)),
@@ -161,6 +208,11 @@ export interface RingLimitsDeps {
   holderOf(ringKey: string): Promise<string>;
   /** Whether a server is believed alive (a dead holder is not asked). */
   isLive(address: string): boolean;
+  /**
+   * How many servers (this one included) are believed alive: a fallback charges a share of the
+   * budget this small. @default () => 1 (the whole budget)
+   */
+  liveServerCount?: () => number;
   /** A signed limits request to another server. */
   call: LimitCall;
   metrics: Metrics;
@@ -245,7 +297,7 @@ export class RingLimits implements SharedLimits {
       this.#loggedAt.set(at, now);
       log("limit_holder_unreachable", { kind, holder: holder ?? null, reason });
     }
-    return local.takeHere(kind, key);
+    return local.takeShare(kind, key, this.#deps.liveServerCount?.() ?? 1);
   }
 
   /** Refunds on the holder that was charged; a lost refund only leaves the limit stricter. */

@@ -50,7 +50,11 @@ Deno.test("local limits: a blocked username does not use up its address; IPv6 co
 });
 
 /** Three servers whose counters are held by `holder`, the calls going through the parsers. */
-function threeServers(holderOf: (ringKey: string) => Promise<string>, clock: ManualClock) {
+function threeServers(
+  holderOf: (ringKey: string) => Promise<string>,
+  clock: ManualClock,
+  liveServerCount?: () => number,
+) {
   const names = ["http://a", "http://b", "http://c"];
   const held = new Map(names.map((n) => [n, new LocalLimits(RULES, clock)]));
   const down = new Set<string>();
@@ -73,6 +77,7 @@ function threeServers(holderOf: (ringKey: string) => Promise<string>, clock: Man
       local: held.get(self)!,
       holderOf,
       isLive: () => true,
+      liveServerCount,
       call,
       metrics: metrics[i]!,
       log: silentLog,
@@ -137,6 +142,39 @@ Deno.test("ring limits: an unreachable holder is replaced by this server's own c
     ring.metrics[1]!.render(),
     /p2pchat_limit_charges_total\{kind="registration_address",where="fallback"\} 1/,
   );
+});
+
+Deno.test("ring limits: servers that fall back while three are alive get a third of the budget each", async () => {
+  const clock = new ManualClock();
+  let live = 3;
+  const ring = threeServers(() => Promise.resolve("http://c"), clock, () => live);
+  // Each counter (the name's, then the address's) waits the bound for a holder that hangs.
+  const settle = async <T>(work: Promise<T>): Promise<T> => {
+    let done = false;
+    void work.then(() => done = true);
+    for (let i = 0; i < 4 && !done; i++) await clock.advance(1500);
+    return await work;
+  };
+  // c is alive but too busy to answer within the bound: a and b each count on their own.
+  ring.hanging.add("http://c");
+  const guesses = (server: number) =>
+    Array.from({ length: 5 }, () => ring.servers[server]!.beginLogin("alice", "192.0.2.1"));
+  const all = await settle(Promise.all([...guesses(0), ...guesses(1)]));
+  // One guess each (5 / 3, at least one), not five each: with c's own five, 7 in all, not 15.
+  assert.equal(all.filter((c) => c.blockedMs === 0).length, 2);
+  // A share refills at a third of the rate: nothing more after 12 s, one more after 36 s.
+  await clock.advance(12_000);
+  const early = await settle(ring.servers[0]!.beginLogin("alice", "192.0.2.1"));
+  assert.ok(early.blockedMs > 0, "a third of the refill, not all of it");
+  await clock.advance(24_000);
+  const later = await settle(ring.servers[0]!.beginLogin("alice", "192.0.2.1"));
+  assert.equal(later.blockedMs, 0);
+  // A lone survivor keeps the whole budget.
+  live = 1;
+  const alone = await settle(
+    Promise.all(Array.from({ length: 8 }, () => ring.servers[1]!.beginLogin("bob", "192.0.2.2"))),
+  );
+  assert.equal(alone.filter((c) => c.blockedMs === 0).length, 5);
 });
 
 Deno.test("ring limits: a lookup that fails or hangs falls back too", async () => {
