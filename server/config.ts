@@ -38,6 +38,11 @@ export interface ServerConfig {
   maxWsMessageBytes: number;
   /** New accounts per minute from one client address (IPv6 by /64); bursts of the same size. */
   registrationsPerMinute: number;
+  /**
+   * Longest wait for the server holding a login or registration counter before this one counts
+   * on its own share (see RingLimits), in ms.
+   */
+  limitHolderTimeoutMs: number;
   /** Failed logins per minute for one username, counted across the ring; bursts of the same size. */
   loginFailuresPerMinute: number;
   /** Failed logins per minute from one client address (IPv6 by /64), across the ring. */
@@ -150,7 +155,10 @@ Options (environment variable in brackets; flags win):
   --login-failures-per-address-per-minute N  failed logins per minute from one address
                        (IPv6: per /64), 1–100000 [P2P_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE] default 20
                        These three limits are counted across the ring, on the server that is
-                       primary for the name or address (on each server alone while it is down).
+                       primary for the name or address (on each server alone, against a share,
+                       while it is down or does not answer in time).
+  --limit-holder-timeout-ms N  how long a login waits for that server before counting on its
+                       own share, 200–30000       [P2P_LIMIT_HOLDER_TIMEOUT_MS]     default 1500
   --key-lookup-burst N  contact lookups (get_keys) one user may make at once, 1–100000
                                                  [P2P_KEY_LOOKUP_BURST]            default 200
   --key-lookups-per-minute N  then per minute, 1–100000 [P2P_KEY_LOOKUPS_PER_MINUTE] default 60
@@ -283,6 +291,7 @@ export function parseConfig(
         "handover-max-seconds": { type: "string" },
         "frame-rate": { type: "string" },
         "registrations-per-minute": { type: "string" },
+        "limit-holder-timeout-ms": { type: "string" },
         "login-failures-per-minute": { type: "string" },
         "login-failures-per-address-per-minute": { type: "string" },
         "key-lookup-burst": { type: "string" },
@@ -410,6 +419,14 @@ export function parseConfig(
       "30",
       1,
       100_000,
+    ),
+    limitHolderTimeoutMs: intOption(
+      pick,
+      "limit-holder-timeout-ms",
+      "P2P_LIMIT_HOLDER_TIMEOUT_MS",
+      "1500",
+      200,
+      30_000,
     ),
     loginFailuresPerMinute: intOption(
       pick,

@@ -39,6 +39,12 @@ Deno.test("config: flags win over environment, defaults fill the rest", () => {
   assert.ok(lookups !== "help");
   assert.equal(lookups.keyMissBurst, 3);
   assert.equal(lookups.keyLookupsPerMinute, 600);
+  assert.equal(config.limitHolderTimeoutMs, 1500);
+  const holder = parseConfig([`--cluster-secret=${SECRET}`], {
+    P2P_LIMIT_HOLDER_TIMEOUT_MS: "8000",
+  });
+  assert.ok(holder !== "help");
+  assert.equal(holder.limitHolderTimeoutMs, 8000);
 });
 
 Deno.test("config: bad values are typed errors naming the flag", () => {
@@ -55,6 +61,7 @@ Deno.test("config: bad values are typed errors naming the flag", () => {
       /--login-failures-per-address-per-minute must be a whole number from 1 to 100000/,
     ],
     [["--key-miss-burst=0"], /--key-miss-burst must be a whole number from 1 to 100000/],
+    [["--limit-holder-timeout-ms=50"], /--limit-holder-timeout-ms must be a whole number from 200/],
     [["--key-lookups-per-minute=x"], /--key-lookups-per-minute must be a whole number/],
     [["--browser-url=chat.example.org"], /--browser-url must be a base URL/],
     [["--no-such-flag"], /Unknown option/],

@@ -45,7 +45,6 @@ const REPLICATION_RPC_TIMEOUT_MS = 10_000;
  * Timeout of one limits RPC (a charge on a login or registration counter's holder), in ms; a
  * charge that cannot find and ask its holder within 1.5 s is made on this server instead.
  */
-const LIMITS_RPC_TIMEOUT_MS = 1000;
 
 /** A running server node. */
 export interface RunningServer {
@@ -162,11 +161,12 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     holderOf: limitHolderOf(ring),
     isLive: (address) => membership.isLive(address),
     liveServerCount: () => membership.liveServers().length,
-    call: limitsCall(key, LIMITS_RPC_TIMEOUT_MS),
+    // The call's own bound leaves a third of the wait to finding the holder.
+    call: limitsCall(key, Math.round(config.limitHolderTimeoutMs * 2 / 3)),
     metrics,
     log,
     clock,
-  });
+  }, { holderTimeoutMs: config.limitHolderTimeoutMs });
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
   const users = createUserServices({
