@@ -13,7 +13,7 @@ import {
   startServer,
   waitFor,
 } from "../support/server_process.ts";
-import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
+import { TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 const K = 2;
@@ -30,13 +30,7 @@ Deno.test("a server restarted from its disk on a new port catches up without wai
   try {
     const alice = await TestClient.connect(servers[0]!.url);
     clients.push(alice);
-    for (const u of ["carol", "dave"]) {
-      const r = await alice.request(
-        { type: "register", username: u, secret: PASSWORD, ...TEST_ACCOUNT },
-        60_000,
-      );
-      assert.equal(r.type, "ok", `register ${u}: ${JSON.stringify(r)}`);
-    }
+    for (const u of ["carol", "dave"]) await alice.register(u, PASSWORD, 60_000);
     await alice.login("alice", PASSWORD, true);
     // Every server holds a pending message (K = 2 on 3 servers): the victim restarts with mail
     // on its disk, so it catches up before its copies count.

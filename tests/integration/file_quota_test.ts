@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { startServer } from "../support/server_process.ts";
 import { waitFor } from "../support/wait.ts";
-import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
+import { TestClient } from "../support/ws_client.ts";
 
 const PASSWORD = "correct horse battery";
 
@@ -29,15 +29,7 @@ Deno.test("file chunks from one sender stop at the per-sender quota with quota_e
   };
   try {
     const reg = await TestClient.connect(server.url);
-    for (const u of ["alice", "bob", "carol"]) {
-      const r = await reg.request({
-        type: "register",
-        username: u,
-        secret: PASSWORD,
-        ...TEST_ACCOUNT,
-      });
-      assert.equal(r.type, "ok", JSON.stringify(r));
-    }
+    for (const u of ["alice", "bob", "carol"]) await reg.register(u, PASSWORD);
     await reg.close();
     const alice = await connect("alice");
     // 1 MiB holds 69 chunks of 15,000 characters: three per frame until refused.
@@ -101,15 +93,7 @@ Deno.test("file chunks sent at once by one sender do not pass the per-sender quo
   const clients: TestClient[] = [];
   try {
     const reg = await TestClient.connect(server.url);
-    for (const u of ["alice", "bob"]) {
-      const r = await reg.request({
-        type: "register",
-        username: u,
-        secret: PASSWORD,
-        ...TEST_ACCOUNT,
-      });
-      assert.equal(r.type, "ok", JSON.stringify(r));
-    }
+    for (const u of ["alice", "bob"]) await reg.register(u, PASSWORD);
     await reg.close();
     const alice = await TestClient.connect(server.url);
     clients.push(alice);

@@ -86,12 +86,18 @@ export class TestClient {
     });
   }
 
+  /** Registers `username` with {@link TEST_ACCOUNT}'s keys; throws unless the server says ok. */
+  async register(username: string, secret: string, timeoutMs = REPLY_MS): Promise<void> {
+    const r = await this.request(
+      { type: "register", username, secret, ...TEST_ACCOUNT },
+      timeoutMs,
+    );
+    if (r.type !== "ok") throw new Error(`register ${username} failed: ${JSON.stringify(r)}`);
+  }
+
   /** Registers (if `register`) and logs in; returns the session frame. */
   async login(username: string, secret: string, register = true) {
-    if (register) {
-      const r = await this.request({ type: "register", username, secret, ...TEST_ACCOUNT });
-      if (r.type !== "ok") throw new Error(`register ${username} failed: ${JSON.stringify(r)}`);
-    }
+    if (register) await this.register(username, secret);
     // As a browser does, a login told `unavailable` (the ring could not record the session in
     // time: servers down, or a busy machine) is tried again, for a while.
     const deadline = Date.now() + 60_000;
