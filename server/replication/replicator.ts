@@ -941,6 +941,11 @@ export class Replicator {
         `Cannot register "${account.username}": heard ${heard.copies} of the ${this.#replicaSetSize()} copies, not a majority`,
       );
     }
+    if (!update && !heard.account && heard.holders > 0 && 2 * heard.heardHolders <= heard.holders) {
+      return this.#tooFewCopies(
+        `Cannot register "${account.username}": ${heard.heardHolders} of the ${heard.holders} servers that hold its copies answered`,
+      );
+    }
     const existing = heard.account;
     if (existing && accountVersion(existing) !== accountVersion(account)) {
       this.#storeAccount(existing);
@@ -990,50 +995,22 @@ export class Replicator {
    * `quorum_failed` (the caller retries, then is told unavailable).
    */
   async #coordinateAccountGet(username: string): Promise<ReplicationResponse> {
-    const { ring, store } = this.#deps;
+    const { ring } = this.#deps;
     const ringKey = ring.ringKeyOf(username);
     if (!ring.isPrimaryFor(ringKey)) return await this.#notResponsible(ringKey);
-    // The servers that held the user's records on the whole known ring, down ones included, are
-    // asked too (in the same round, so a name with and one without an account cost the same):
-    // while most of them are silent, all copies may be on them, and "no such account" would be
-    // a guess.
-    const holders = ring.expectedHolders?.(ringKey, this.#k, this.#deps.knownServers?.() ?? []) ??
-      [];
-    const replicas = this.#replicaTargets();
-    const asked = [...new Set([...replicas, ...holders])].filter((a) => a !== ring.self);
-    const request: ReplicationRequest = {
-      v: 1,
-      type: "account_get",
-      username,
-      coordinate: false,
-    };
-    const answers = await Promise.allSettled(asked.map((a) => this.#callPeer(a, request)));
-    let account = store.accounts.get(username);
-    // Who answered for sure: a server still catching up (this one too) may lack the account
-    // only because its disk is old; its copy, if it has one, still counts.
-    const answered = new Set(this.#staleAccounts() ? [] : [ring.self]);
-    answers.forEach((a, i) => {
-      if (a.status !== "fulfilled" || a.value.type !== "account") return;
-      if (!a.value.stale) answered.add(asked[i]!);
-      if (a.value.account) {
-        account = account ? mergeAccounts(account, a.value.account) : a.value.account;
-      }
-    });
+    const { account, copies, heardHolders, holders } = await this.#readAccountCopies(username);
     if (account) {
       this.#storeAccount(account); // read repair: the primary lacked (or lost) its copy
       return { v: 1, type: "account", account };
     }
-    const copies = (answered.has(ring.self) ? 1 : 0) +
-      replicas.filter((r) => answered.has(r)).length;
     if (copies < this.#majorityOfReplicaSet() || !this.#seesMajority()) {
       return this.#tooFewCopies(
         `Cannot tell whether "${username}" exists: heard ${copies} of the ${this.#replicaSetSize()} copies`,
       );
     }
-    const heardHolders = holders.filter((h) => answered.has(h)).length;
-    if (2 * heardHolders <= holders.length && holders.length > 0) {
+    if (2 * heardHolders <= holders && holders > 0) {
       return this.#tooFewCopies(
-        `Cannot tell whether "${username}" exists: ${heardHolders} of the ${holders.length} servers that hold its copies answered`,
+        `Cannot tell whether "${username}" exists: ${heardHolders} of the ${holders} servers that hold its copies answered`,
       );
     }
     return { v: 1, type: "account" };
@@ -1048,25 +1025,48 @@ export class Replicator {
   }
 
   /**
-   * This primary's copy and its K successors' copies of `username`: the winning registration
-   * among them, and how many copies answered (the primary's own counts as one).
+   * What the copies of `username` say, read on its primary: the winning registration among this
+   * server's copy, its K successors' and those of every server that held the user's records on
+   * the whole known ring, down ones included (while most of those are silent, all copies may be
+   * on them). `copies` counts the replica set's copies heard for sure: a server still catching up
+   * (this one too) may lack the account only because its disk is old, so its answer counts only
+   * when it holds the account; `heardHolders` of the `holders` answered for sure.
    */
-  async #readAccountCopies(
-    username: string,
-  ): Promise<{ account: AccountRecord | undefined; copies: number }> {
-    let best = this.#deps.store.accounts.get(username);
+  async #readAccountCopies(username: string): Promise<{
+    account: AccountRecord | undefined;
+    copies: number;
+    heardHolders: number;
+    holders: number;
+  }> {
+    const { ring, store } = this.#deps;
+    const ringKey = ring.ringKeyOf(username);
+    const holders = ring.expectedHolders?.(ringKey, this.#k, this.#deps.knownServers?.() ?? []) ??
+      [];
+    const replicas = this.#replicaTargets();
+    const asked = [...new Set([...replicas, ...holders])].filter((a) => a !== ring.self);
     const request: ReplicationRequest = {
       v: 1,
       type: "account_get",
       username,
       coordinate: false,
     };
-    const answers = await this.#askReplicas(request);
-    for (const a of answers) {
-      if (a.type !== "account" || !a.account) continue;
-      best = best ? mergeAccounts(best, a.account) : a.account;
-    }
-    return { account: best, copies: 1 + answers.filter((a) => a.type === "account").length };
+    // One round for all of them, so a name with and one without an account cost the same.
+    const answers = await Promise.allSettled(asked.map((a) => this.#callPeer(a, request)));
+    let account = store.accounts.get(username);
+    const answered = new Set(account || !this.#staleAccounts() ? [ring.self] : []);
+    answers.forEach((a, i) => {
+      if (a.status !== "fulfilled" || a.value.type !== "account") return;
+      if (!a.value.stale || a.value.account) answered.add(asked[i]!);
+      if (a.value.account) {
+        account = account ? mergeAccounts(account, a.value.account) : a.value.account;
+      }
+    });
+    return {
+      account,
+      copies: (answered.has(ring.self) ? 1 : 0) + replicas.filter((r) => answered.has(r)).length,
+      heardHolders: holders.filter((h) => answered.has(h)).length,
+      holders: holders.length,
+    };
   }
 
   /**

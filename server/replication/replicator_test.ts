@@ -888,3 +888,36 @@ Deno.test("replication: a brief fetch names the copies the primary holds and sen
     "message-0002",
   ]);
 });
+
+Deno.test("accounts: servers back from old disks that lack a name cannot let someone else register it", async () => {
+  const ring = new TestRing();
+  // Three servers, K = 2: every one holds every account. Two of them come back from disks
+  // older than bob's registration (they hold other data, so they are catching up), and the
+  // only server with his account (bob's primary is one of the two) is unreachable.
+  const oldDisk = () => {
+    const store = new NodeStore(":memory:", { ringKeyOf: ring.ringKeyOf });
+    store.accounts.put(account("zed"));
+    return store;
+  };
+  ring.add(10);
+  const [a, b] = [ring.add(60, oldDisk()), ring.add(110, oldDisk())];
+  nodeAt(ring, "node-0a").store.accounts.put(account("bob"));
+  ring.unreachable.add("node-0a");
+  a.start();
+  b.start();
+  try {
+    assert.ok(a.catchingUp && b.catchingUp);
+    // Two stale "no account" answers are not a majority of copies saying the name is free.
+    await assert.rejects(a.registerAccount(account("bob", 5, "x")), UnavailableError);
+    await assert.rejects(b.getAccount("bob"), UnavailableError);
+    assert.equal(nodeAt(ring, "node-3c").store.accounts.get("bob"), undefined);
+    assert.equal(nodeAt(ring, "node-6e").store.accounts.get("bob"), undefined);
+    // Once the server holding it answers, his account is found and the name stays his.
+    ring.unreachable.delete("node-0a");
+    await assert.rejects(a.registerAccount(account("bob", 5, "x")), UsernameTakenError);
+    assert.equal((await b.getAccount("bob"))?.createdAt, 1);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
