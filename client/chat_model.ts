@@ -31,7 +31,8 @@ import { HandoverController, type HandoverState } from "./handover_controller.ts
 import { DeferredHandover, type DeferredHandoverOptions } from "./deferred_handover.ts";
 import type { History, MessageRow, SearchHit } from "./history.ts";
 import type { DiscardedMessage } from "./inbox.ts";
-import { type MessageBody, type MessageView, plainText } from "./message_ops.ts";
+import { foldOps, type MessageBody, type MessageView, plainText } from "./message_ops.ts";
+import { MessageWindow } from "./message_window.ts";
 import {
   type ContactTrust,
   createAccountKeys,
@@ -153,14 +154,16 @@ const KEEP_COPY_KEY = "p2pchat.keepCopy";
 const READ_ONLY_KEY = "p2pchat.readOnlyCopy";
 const deferredKey = (user: string) => `p2pchat.handoverDeferred.${user}`;
 
-/** A history kept read-only on this device after it was handed over, as shown. */
+/**
+ * A history kept read-only on this device after it was handed over, as shown: the shown part of
+ * its open conversation is in {@link ChatModel.readOnlyChat}.
+ */
 export interface ReadOnlyCopy {
   user: string;
   /** The conversations it holds. */
   peers: string[];
-  /** The conversation shown, and its messages. */
+  /** The conversation shown. */
   peer: string | null;
-  messages: MessageRow[];
 }
 
 /** A stored session cannot open without a server: this device does not hold its keys. */
@@ -251,6 +254,25 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   /** The read-only copy kept on this device, once opened, or null. */
   const readOnly = signal<ReadOnlyCopy | null>(null);
   let readOnlyHistory: History | null = null;
+  const readOnlyViews = signal<ReadonlyMap<string, MessageView>>(NO_VIEWS);
+  /**
+   * The shown part of the copy's open conversation: the same bounded window, read by keyset
+   * pages, as the chat's (message_window.ts), so a copy of 100,000 opens like a chat.
+   */
+  const readOnlyWindow = new MessageWindow({
+    page: (...args) => readOnlyHistory?.page(...args) ?? [],
+  }, (peer, rows) => {
+    const h = readOnlyHistory;
+    const user = readOnly.peek()?.user;
+    readOnlyViews.value = peer && h && user
+      ? foldOps(rows, h.ops(peer), user, (id) => h.get(id))
+      : NO_VIEWS;
+  });
+  /** Runs `fn` with the copy's open conversation, if one is open. */
+  const inReadOnlyChat = <T>(fn: (peer: string) => T, none: T): T => {
+    const peer = readOnly.peek()?.peer;
+    return peer && readOnlyHistory ? fn(peer) : none;
+  };
 
   /** The ICE servers of the latest session: a hand-over between NATed devices needs them too. */
   let iceServers: IceServer[] = [];
@@ -612,8 +634,7 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     try {
       const h = await deps.openHistory(user);
       readOnlyHistory = h;
-      const peers = [...new Set(h.newestFirst().map((r) => r.peer))].sort();
-      readOnly.value = { user, peers, peer: null, messages: [] };
+      readOnly.value = { user, peers: h.peers(), peer: null };
     } catch (err) {
       console.warn(`Could not open the read-only copy: ${(err as Error).message}`);
     }
@@ -622,7 +643,11 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
   function closeReadOnly(): void {
     readOnlyHistory?.close();
     readOnlyHistory = null;
-    readOnly.value = null;
+    batch(() => {
+      readOnly.value = null;
+      readOnlyWindow.reset();
+      readOnlyWindow.refresh(null);
+    });
   }
 
   /** Logs in; resolves whether it succeeded (the error is in `error`). */
@@ -766,11 +791,32 @@ export function createChatModel(deps: ChatModelDeps, options: ChatModelOptions =
     },
     /** The read-only copy of a handed-over history kept here, or null. */
     readOnly,
-    /** Shows the conversation with `peer` of the read-only copy. */
+    /** Shows the conversation with `peer` of the read-only copy (its newest page). */
     openReadOnlyChat(peer: string): void {
       const copy = readOnly.value;
-      if (!copy || !readOnlyHistory) return;
-      readOnly.value = { ...copy, peer, messages: readOnlyHistory.list(peer, 100_000) };
+      if (!copy || !readOnlyHistory || !copy.peers.includes(peer)) return;
+      batch(() => {
+        readOnly.value = { ...copy, peer };
+        readOnlyWindow.reset();
+        readOnlyWindow.refresh(peer);
+      });
+    },
+    /**
+     * The shown part of the read-only copy's open conversation and its paging, like the chat's
+     * (`messages`, `hasOlder`, `showOlder`…); nothing here writes.
+     */
+    readOnlyChat: {
+      messages: readOnlyWindow.messages,
+      hasOlder: readOnlyWindow.hasOlder,
+      hasNewer: readOnlyWindow.hasNewer,
+      /** Shown messages once their replies, reactions, edits and deletes apply. */
+      views: readOnlyViews,
+      showOlder: (): boolean => inReadOnlyChat((peer) => readOnlyWindow.showOlder(peer), false),
+      showNewer: (): boolean => inReadOnlyChat((peer) => readOnlyWindow.showNewer(peer), false),
+      showNewest: (): void => inReadOnlyChat((peer) => readOnlyWindow.showNewest(peer), undefined),
+      follow(following: boolean): void {
+        readOnlyWindow.following = following;
+      },
     },
     /** Every message of the read-only copy, newest first (tests compare devices). */
     readOnlyMessages(): MessageRow[] {

@@ -1,13 +1,17 @@
 /**
  * The chat model's side of a deferred hand-over and of the read-only copy setting: a login told
  * that the old device is offline says where the history is, keeps saying it on this device
- * (a reload) until the history arrives; the setting lasts on the device.
+ * (a reload) until the history arrives; the setting lasts on the device; the copy kept shows a
+ * bounded window of a conversation, paged like the chat, with operations applied as there.
  */
 import { assert, assertEquals, waitFor } from "./testing/assert.ts";
 import { FakeCluster, FakeDirectNetwork } from "./testing/fakes.ts";
 import { memoryHistory } from "./testing/parts.ts";
 import { testKeys } from "../shared/crypto/test_keys.ts";
 import { createChatModel, DEFERRED_TEXT, SIGNED_OUT_TEXT } from "./chat_model.ts";
+import type { MessageRow } from "./history.ts";
+import { encodeBody, HIDDEN_TEXT } from "./message_ops.ts";
+import { MESSAGE_PAGE, MESSAGE_WINDOW } from "./message_window.ts";
 import type { TabStorage } from "./session.ts";
 
 function deviceStorage(): TabStorage & { map: Map<string, string> } {
@@ -100,4 +104,82 @@ Deno.test("chat model: the keep-a-copy setting lasts on the device and is off by
   assertEquals(modelOn(cluster, net, device).keepCopy.value, true);
   model.setKeepCopy(false);
   assertEquals(modelOn(cluster, net, device).keepCopy.value, false);
+});
+
+Deno.test("chat model: a read-only copy shows a window of a long conversation, paged like the chat, edits applied and forged ones not", async () => {
+  const cluster = new FakeCluster();
+  const net = new FakeDirectNetwork();
+  const device = deviceStorage();
+  const msg = (i: number, over: Partial<MessageRow> = {}): MessageRow => ({
+    id: `copy-${String(i).padStart(5, "0")}`,
+    peer: "bob",
+    sender: i % 2 ? "alice" : "bob",
+    recipient: i % 2 ? "bob" : "alice",
+    sentAt: 1_000 + i,
+    receivedAt: 1_000 + i,
+    text: `copy ${i}`,
+    via: "p2p",
+    status: "delivered",
+    ...over,
+  });
+  const n = 1_000;
+  const rows = Array.from({ length: n }, (_, i) => msg(i));
+  const last = rows[n - 1]!; // alice's (odd: alice wrote it)
+  // Rows of the other device as it kept them: an edit by alice, a forged one by bob, a message
+  // deleted there only, another conversation.
+  rows.push(
+    msg(n + 1, { text: encodeBody({ kind: "edit", target: last.id, text: "corrected" }) }),
+    msg(n + 2, { text: encodeBody({ kind: "edit", target: last.id, text: "forged" }) }),
+    msg(n + 3, { text: HIDDEN_TEXT }),
+    msg(n + 6, { peer: "carol", recipient: "carol", sender: "alice" }),
+  );
+  const history = await memoryHistory("alice");
+  assertEquals(await history.importRows(rows), n + 4);
+  device.setItem("p2pchat.readOnlyCopy", "alice");
+  const model = createChatModel({
+    session: cluster.connect(),
+    createLink: net.factoryFor("alice"),
+    openHistory: (owner) => owner === "alice" ? Promise.resolve(history) : memoryHistory(owner),
+    generateKeys: async () => (await testKeys()).alice,
+    deviceStorage: device,
+  });
+  model.start();
+  await waitFor(() => model.readOnly.value !== null, "the copy opened");
+  assertEquals(model.readOnly.value, { user: "alice", peers: ["bob", "carol"], peer: null });
+  const chat = model.readOnlyChat;
+  assertEquals(chat.messages.value, []);
+
+  model.openReadOnlyChat("bob");
+  const ids = () => chat.messages.value.map((r) => r.id);
+  const idsOf = (from: number, to: number) => rows.slice(from, to).map((r) => r.id);
+  assertEquals(ids(), idsOf(n - MESSAGE_PAGE, n), "the newest page, without operations");
+  assert(chat.hasOlder.value && !chat.hasNewer.value);
+  assertEquals(chat.views.value.get(last.id)?.text, "corrected", "alice's edit applies");
+  assert(chat.views.value.get(last.id)?.editedAt !== null);
+
+  chat.follow(false);
+  let pages = 0;
+  while (chat.showOlder()) {
+    pages++;
+    assert(chat.messages.value.length <= MESSAGE_WINDOW, `${chat.messages.value.length} shown`);
+  }
+  assertEquals(pages, n / MESSAGE_PAGE - 1);
+  assertEquals(ids(), idsOf(0, MESSAGE_WINDOW), "up to the first message");
+  assert(!chat.hasOlder.value && chat.hasNewer.value);
+  assert(chat.showNewer());
+  assertEquals(ids(), idsOf(MESSAGE_PAGE, MESSAGE_PAGE + MESSAGE_WINDOW));
+  chat.showNewest();
+  assertEquals(ids(), idsOf(n - MESSAGE_PAGE, n));
+  assert(!chat.hasNewer.value);
+
+  // Another conversation, then one the copy does not hold (nothing changes).
+  model.openReadOnlyChat("carol");
+  assertEquals(chat.messages.value.map((r) => r.text), [`copy ${n + 6}`]);
+  assert(!chat.hasOlder.value);
+  model.openReadOnlyChat("nobody");
+  assertEquals(model.readOnly.value?.peer, "carol");
+
+  // Nothing here writes to the copy: sending without a session stores nothing.
+  await model.send("from the copy");
+  assertEquals(history.count(), n + 4);
 });

@@ -313,6 +313,9 @@ export const PAGE_QUERIES = {
     AND ${IS_SHOWN} ORDER BY sent_at, id LIMIT ?`,
 } as const;
 
+/** Every conversation of {@link History.peers} (exported for the query-plan tests). */
+export const PEERS_QUERY = "SELECT DISTINCT peer FROM messages ORDER BY peer";
+
 const INSERT = `INSERT OR IGNORE INTO messages (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /**
@@ -745,6 +748,21 @@ export class History {
       return this.#query(PAGE_QUERIES.newest, [peer, limit]);
     }
     return this.#query(PAGE_QUERIES[direction], [peer, key.sentAt, key.id, limit]);
+  }
+
+  /**
+   * Every conversation with a message stored, by name: one step per conversation through
+   * `messages_by_peer` (the rows themselves are not read).
+   */
+  peers(): string[] {
+    const stmt = this.#db.prepare(PEERS_QUERY);
+    try {
+      const peers: string[] = [];
+      while (stmt.step()) peers.push(String(stmt.get()[0]));
+      return peers;
+    } finally {
+      stmt.free();
+    }
   }
 
   /** Own messages to `peer` not yet acknowledged (to send again when a path appears). */

@@ -9,6 +9,7 @@ import {
   type MessageRow,
   OPS_QUERY,
   PAGE_QUERIES,
+  PEERS_QUERY,
   SCHEMA,
   searchQuery,
   searchSnippet,
@@ -422,6 +423,32 @@ Deno.test("a page of a long conversation is read through the conversation's inde
       const sorts = plan.filter((s) => s.includes("TEMP B-TREE")).length;
       assert(sorts <= (plan.some((s) => s.startsWith("SCAN (subquery")) ? 1 : 0), said);
     }
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("the conversations of a history are listed by name, each once, through the conversation index alone", async () => {
+  const h = await History.open({ sql, openStore: createMemoryRowStores() }, "alice");
+  assertEquals(h.peers(), []);
+  await h.insert(row("b1", 1, { peer: "bob" }));
+  await h.insert(row("c1", 2, { peer: "carol", recipient: "carol" }));
+  await h.insert(row("b2", 3, { peer: "bob" }));
+  await h.insert(row("a1", 4, { peer: "anna", recipient: "anna" }));
+  assertEquals(h.peers(), ["anna", "bob", "carol"]);
+  h.close();
+
+  const db = new sql.Database();
+  try {
+    db.run(SCHEMA);
+    addAttachmentColumn(db);
+    const stmt = db.prepare(`EXPLAIN QUERY PLAN ${PEERS_QUERY}`);
+    const plan: string[] = [];
+    while (stmt.step()) plan.push(String(stmt.get().at(-1)));
+    stmt.free();
+    const said = plan.join(" / ");
+    assert(plan.some((s) => s.includes("COVERING INDEX messages_by_peer")), said);
+    assert(!plan.some((s) => s.includes("TEMP B-TREE")), said);
   } finally {
     db.close();
   }

@@ -30,7 +30,7 @@ import {
 } from "./contacts.ts";
 import type { HandoverController, HandoverSource } from "./handover_controller.ts";
 import type { HistoryReceiver } from "./handover.ts";
-import type { History, MessageKey, MessageRow, MessageVia, SearchHit } from "./history.ts";
+import type { History, MessageRow, MessageVia, SearchHit } from "./history.ts";
 import { type DiscardedMessage, Inbox } from "./inbox.ts";
 import {
   type ContactTrust,
@@ -56,6 +56,7 @@ import {
 import { keyIdOf, trustStatus } from "./trust.ts";
 import type { PeerLinkFactory, SelectedCandidates } from "./peer_link.ts";
 import { Peers } from "./peers.ts";
+import { MESSAGE_PAGE, MESSAGE_WINDOW, MessageWindow, type WindowPart } from "./message_window.ts";
 import { FileTransfers, maxFileBytes, type ThumbnailData } from "./file_transfer.ts";
 import { createMemoryFileStore, type FileStore, lazyFileStore } from "./file_store.ts";
 import { ServerError, type SessionApi, type SessionInfo, type TabStorage } from "./session.ts";
@@ -122,15 +123,7 @@ export interface UserSessionOptions extends OutboxOptions {
   channelWaitMs?: number;
 }
 
-/** Messages shown at first in a conversation, and read by each "show older" or "show newer". */
-export const MESSAGE_PAGE = 50;
-
-/**
- * Most messages the open conversation holds at once (the chat renders them all): paging further
- * drops as many from the other end, so the page holds the same few rows at 100 and 100,000
- * messages of history.
- */
-export const MESSAGE_WINDOW = 150;
+export { MESSAGE_PAGE, MESSAGE_WINDOW };
 
 /** One logged-in session; see the module comment. */
 export class UserSession implements Disposable {
@@ -151,11 +144,13 @@ export class UserSession implements Disposable {
    * ordered by send time then id: the newest {@link MESSAGE_PAGE} messages at first, a page more
    * at each {@link showOlder} or {@link showNewer}, the pages at the other end dropped.
    */
-  readonly messages = signal<MessageRow[]>([]);
+  readonly messages: MessageWindow["messages"];
   /** Whether the open conversation has messages older than those in {@link messages}. */
-  readonly hasOlder = signal(false);
+  readonly hasOlder: MessageWindow["hasOlder"];
   /** Whether the open conversation has messages newer than those in {@link messages}. */
-  readonly hasNewer = signal(false);
+  readonly hasNewer: MessageWindow["hasNewer"];
+  /** The shown part's paging (message_window.ts), shared with the read-only copy. */
+  #window: MessageWindow;
   /** Messages that came in the open conversation while the reader was scrolled up. */
   readonly unseen = signal(0);
   /** A message to bring into view and mark (a search result the user picked), or null. */
@@ -169,11 +164,6 @@ export class UserSession implements Disposable {
   #typingSentAt = 0;
   /** Per contact, the newest of their messages this session said it read. */
   #readSent = new Map<string, number>();
-  /**
-   * Whether the view follows the newest message (the reader is at the bottom): new messages
-   * then move the window along; otherwise the window stays where the reader is.
-   */
-  #following = true;
   /** Users with an open data channel. */
   readonly channels = signal<Record<string, boolean>>({});
   /** Unread message counts per contact. */
@@ -274,6 +264,14 @@ export class UserSession implements Disposable {
     this.info = info;
     this.#history = history;
     this.#ops = new MessageOps(history);
+    this.#window = new MessageWindow(history, (peer, rows) => {
+      this.views.value = peer
+        ? foldOps(rows, history.ops(peer), this.me, (id) => history.get(id))
+        : new Map();
+    });
+    this.messages = this.#window.messages;
+    this.hasOlder = this.#window.hasOlder;
+    this.hasNewer = this.#window.hasNewer;
     this.readUpTo.value = this.#loadReadUpTo();
     const aborted = this.#abort.signal;
     this.#keyring = new Keyring({
@@ -357,7 +355,7 @@ export class UserSession implements Disposable {
           return row && { ...row, text: foldOps([row], [], this.me).get(row.id)?.text ?? "" };
         });
         if (this.openPeer.value === from) {
-          if (!this.#following) this.unseen.value += count;
+          if (!this.#window.following) this.unseen.value += count;
           this.#refresh();
         } else {this.unread.value = {
             ...this.unread.value,
@@ -666,10 +664,8 @@ export class UserSession implements Disposable {
     batch(() => {
       this.openPeer.value = peer;
       this.focused.value = null;
-      this.messages.value = [];
-      this.hasNewer.value = false;
+      this.#window.reset();
       this.unseen.value = 0;
-      this.#following = true;
       if (peer) {
         const { [peer]: _read, ...rest } = this.unread.value;
         this.unread.value = rest;
@@ -687,15 +683,10 @@ export class UserSession implements Disposable {
    */
   showOlder(): boolean {
     const peer = this.openPeer.value;
-    const shown = this.messages.value;
-    if (this.isDisposed || !peer || !this.hasOlder.value || shown.length === 0) return false;
-    const older = this.#history.page(peer, "before", key(shown[0]!), MESSAGE_PAGE);
-    const rows = [...older, ...shown];
-    this.#show(peer, rows.slice(0, MESSAGE_WINDOW), {
-      hasOlder: older.length === MESSAGE_PAGE && this.#hasBefore(peer, older[0]!),
-      hasNewer: this.hasNewer.value || rows.length > MESSAGE_WINDOW,
-    });
-    return older.length > 0;
+    if (this.isDisposed || !peer) return false;
+    const isShown = this.#window.showOlder(peer);
+    this.#sendReadReceipt();
+    return isShown;
   }
 
   /**
@@ -704,16 +695,10 @@ export class UserSession implements Disposable {
    */
   showNewer(): boolean {
     const peer = this.openPeer.value;
-    const shown = this.messages.value;
-    if (this.isDisposed || !peer || !this.hasNewer.value || shown.length === 0) return false;
-    const newer = this.#history.page(peer, "after", key(shown.at(-1)!), MESSAGE_PAGE + 1);
-    const more = newer.length > MESSAGE_PAGE;
-    const rows = [...shown, ...newer.slice(0, MESSAGE_PAGE)];
-    this.#show(peer, rows.slice(-MESSAGE_WINDOW), {
-      hasOlder: this.hasOlder.value || rows.length > MESSAGE_WINDOW,
-      hasNewer: more,
-    });
-    return newer.length > 0;
+    if (this.isDisposed || !peer) return false;
+    const isShown = this.#window.showNewer(peer);
+    this.#sendReadReceipt();
+    return isShown;
   }
 
   /** Shows the newest page of the open conversation (the reader jumps back to the end). */
@@ -721,10 +706,8 @@ export class UserSession implements Disposable {
     const peer = this.openPeer.value;
     if (this.isDisposed || !peer) return;
     batch(() => {
-      this.messages.value = [];
-      this.hasNewer.value = false;
+      this.#window.reset();
       this.unseen.value = 0;
-      this.#following = true;
       this.#refresh();
     });
   }
@@ -734,7 +717,7 @@ export class UserSession implements Disposable {
    * oldest shown ones leave it); else the window stays on what they read.
    */
   follow(following: boolean): void {
-    this.#following = following;
+    this.#window.following = following;
     if (following && this.unseen.peek() > 0) this.unseen.value = 0;
   }
 
@@ -786,18 +769,12 @@ export class UserSession implements Disposable {
     if (this.isDisposed) return false;
     const row = this.#history.get(id);
     if (!row || row.peer !== peer) return false;
-    // Half a page either side of it, read by keyset: as fast for the first of 100,000.
-    const from = this.#history.page(peer, "from", key(row), MESSAGE_PAGE / 2 + 1);
-    if (from[0]?.id !== id) return false; // an operation, or deleted on this device
-    const before = this.#history.page(peer, "before", key(row), MESSAGE_PAGE / 2);
+    const part = this.#window.around(peer, row);
+    if (!part) return false;
     if (this.openPeer.value !== peer) this.openChat(peer);
     batch(() => {
-      const rows = [...before, ...from.slice(0, MESSAGE_PAGE / 2)];
-      this.#following = false;
-      this.#show(peer, rows, {
-        hasOlder: before.length === MESSAGE_PAGE / 2 && this.#hasBefore(peer, before[0]!),
-        hasNewer: from.length > MESSAGE_PAGE / 2,
-      });
+      this.#window.following = false;
+      this.#show(peer, part);
       this.focused.value = id;
     });
     return true;
@@ -1115,70 +1092,19 @@ export class UserSession implements Disposable {
   }
 
   /**
-   * Reads the shown window again (a message stored, changed or hidden): from its first message
-   * on, by keyset. At the end of the conversation, new messages join it; past
-   * {@link MESSAGE_WINDOW}, a reader who follows the newest gets the newest page, one who reads
-   * older ones keeps what they read (the rest waits for {@link showNewer}).
+   * Reads the shown part again (a message stored, changed or hidden): see
+   * {@link MessageWindow.refresh}.
    */
   #refresh(): void {
     if (this.isDisposed) return;
-    const peer = this.openPeer.value;
-    if (!peer) {
-      this.#show(null, [], { hasOlder: false, hasNewer: false });
-      return;
-    }
-    const shown = this.messages.value;
-    const first = shown[0];
-    if (!first) {
-      const rows = this.#history.page(peer, "before", null, MESSAGE_PAGE + 1);
-      this.#show(peer, rows.slice(-MESSAGE_PAGE), {
-        hasOlder: rows.length > MESSAGE_PAGE,
-        hasNewer: false,
-      });
-      return;
-    }
-    let rows = this.#history.page(peer, "from", key(first), MESSAGE_WINDOW + 1);
-    let hasOlder = this.hasOlder.value;
-    let hasNewer = this.hasNewer.value;
-    if (hasNewer) {
-      // Reading older messages: the same stretch, whatever arrived after it.
-      const last = key(shown.at(-1)!);
-      rows = rows.filter((r) => compareKeys(r, last) <= 0);
-    } else if (rows.length > MESSAGE_WINDOW && this.#following) {
-      rows = this.#history.page(peer, "before", null, MESSAGE_PAGE);
-      hasOlder = true;
-    } else if (rows.length > MESSAGE_WINDOW) {
-      rows = rows.slice(0, MESSAGE_WINDOW);
-      hasNewer = true;
-    }
-    if (rows.length === 0) {
-      // Everything shown was deleted on this device: the newest page again.
-      this.messages.value = [];
-      return this.#refresh();
-    }
-    this.#show(peer, rows, { hasOlder, hasNewer });
-  }
-
-  /** Shows `rows` of the conversation with `peer` (null: none), with their folded operations. */
-  #show(
-    peer: string | null,
-    rows: MessageRow[],
-    ends: { hasOlder: boolean; hasNewer: boolean },
-  ): void {
-    batch(() => {
-      this.hasOlder.value = ends.hasOlder;
-      this.hasNewer.value = ends.hasNewer;
-      this.messages.value = rows;
-      this.views.value = peer
-        ? foldOps(rows, this.#history.ops(peer), this.me, (id) => this.#history.get(id))
-        : new Map();
-    });
+    this.#window.refresh(this.openPeer.value);
     this.#sendReadReceipt();
   }
 
-  /** Whether the conversation with `peer` has a shown message older than `row`. */
-  #hasBefore(peer: string, row: MessageRow): boolean {
-    return this.#history.page(peer, "before", key(row), 1).length > 0;
+  /** Shows `part` of the conversation with `peer`, with its folded operations. */
+  #show(peer: string, part: WindowPart): void {
+    this.#window.show(peer, part);
+    this.#sendReadReceipt();
   }
 
   /**
@@ -1241,14 +1167,4 @@ export class UserSession implements Disposable {
   #fail(err: unknown): void {
     if (!this.isDisposed) this.#deps.onError(err);
   }
-}
-
-/** A row's place in its conversation. */
-function key(row: MessageRow): MessageKey {
-  return { sentAt: row.sentAt, id: row.id };
-}
-
-/** Orders two places in a conversation (send time, then id). */
-function compareKeys(a: MessageKey, b: MessageKey): number {
-  return a.sentAt - b.sentAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }

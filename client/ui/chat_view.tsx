@@ -1,6 +1,6 @@
 /** The open conversation: messages and the input line. */
 import { Component } from "preact";
-import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useState } from "preact/hooks";
 import type { ChatModel } from "../chat_model.ts";
 import type { MessageRow } from "../history.ts";
 import type { TrustEvent } from "../trust.ts";
@@ -16,6 +16,7 @@ import {
 } from "./message_actions.tsx";
 import { AttachButton, Attachment } from "./attachment.tsx";
 import { RequestBar } from "./requests.tsx";
+import { PageButton, useMessageList } from "./message_list.tsx";
 
 const STATUS_TEXT = {
   sending: "sending…",
@@ -154,40 +155,9 @@ function timeline(
   return items.sort((a, b) => a.at - b.at).map((x) => x.item);
 }
 
-/** Where a row of the list is: its message id and its top edge on screen, px. */
-interface Anchor {
-  id: string;
-  top: number;
-}
-
-/** The first message row at least partly in view in `list` (rows are in order: bisected). */
-function firstInView(list: HTMLElement): Anchor | null {
-  const rows = list.querySelectorAll<HTMLElement>('[data-testid="message"]');
-  const top = list.getBoundingClientRect().top;
-  let lo = 0;
-  let hi = rows.length - 1;
-  let found: HTMLElement | null = null;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const box = rows[mid]!.getBoundingClientRect();
-    if (box.bottom > top) {
-      found = rows[mid]!;
-      hi = mid - 1;
-    } else lo = mid + 1;
-  }
-  return found ? { id: found.dataset.id!, top: found.getBoundingClientRect().top } : null;
-}
-
-/** Distance within which the reader counts as at the end of the list, px. */
-const AT_BOTTOM_PX = 40;
-/** How close to an end of the shown part the next page is read, px. */
-const PAGE_AHEAD_PX = 600;
-
 /**
  * Message list (own vs theirs, status, path) plus input and Send. The list holds a window of the
- * conversation (at most `MESSAGE_WINDOW` rows, see user_session.ts), whatever its length:
- * scrolling near its top or bottom reads the next page by keyset and drops as many rows at the
- * other end, keeping the row the reader looks at where it was on screen.
+ * conversation whatever its length, paged as the reader scrolls (message_list.tsx).
  */
 export function ChatView({ model }: { model: ChatModel }) {
   const peer = model.openPeer.value;
@@ -204,63 +174,22 @@ export function ChatView({ model }: { model: ChatModel }) {
   const keyChanged = trust?.status === "changed";
   const noKeys = trust?.status === "no_keys";
   const events = trust?.pin?.events ?? [];
-  const listRef = useRef<HTMLOListElement>(null);
-  const olderRef = useRef<HTMLButtonElement>(null);
-  const newerRef = useRef<HTMLButtonElement>(null);
   const hasOlder = model.hasOlder.value;
   const hasNewer = model.hasNewer.value;
-  // Whether the view follows the newest message (the reader is at the end of the conversation,
-  // as of their last scroll): new messages then come into view; a reader who scrolled up is not
-  // pulled down (except by their own message).
-  const following = useRef(true);
   // Messages that came while the reader was scrolled up: "new messages" is offered.
   const unseen = model.unseen.value;
-  // Where the row the reader looks at was before this render: put back after it (rows added or
-  // dropped above it, a page read and the other end's dropped), unless the view follows.
-  const anchor = useRef<Anchor | null>(null);
-  const list = listRef.current;
-  anchor.current = list && !following.current ? firstInView(list) : null;
   const last = messages.at(-1);
   const focused = model.focused.value;
   const readUpTo = peer ? model.readUpTo.value[peer] ?? 0 : 0;
   const isTyping = peer ? model.typing.value[peer] === true : false;
   const offline = model.offlineNotice.value !== null;
-
-  useLayoutEffect(() => {
-    following.current = true;
-    model.follow(true);
-    setMode(null);
-  }, [peer]);
-
-  // After every render: the view stays at the end while it follows (an older page read above
-  // it: a short first page on a tall screen), else the row the reader looked at goes back where
-  // it was on screen.
-  const shownFirst = useRef<string | undefined>(undefined);
-  useLayoutEffect(() => {
-    const el = listRef.current;
-    const was = anchor.current;
-    anchor.current = null;
-    const isFirstChanged = shownFirst.current !== messages[0]?.id;
-    shownFirst.current = messages[0]?.id;
-    if (el && following.current && isFirstChanged) el.scrollTop = el.scrollHeight;
-    if (!el || !was || following.current) return;
-    const row = el.querySelector(`[data-id="${CSS.escape(was.id)}"]`);
-    if (!row) return;
-    const moved = row.getBoundingClientRect().top - was.top;
-    if (Math.abs(moved) >= 1) el.scrollTop += moved;
+  const list = useMessageList(model, peer, {
+    isOwnNew: last?.sender === me && last?.status === "sending",
+    endChanges: [discarded.length, events.length],
   });
+  const { listRef, following, toNewest } = list;
 
-  // At the end of the conversation, the view follows new messages (and one's own, always).
-  useLayoutEffect(() => {
-    const el = listRef.current;
-    if (!el) return;
-    const isOwnNew = last && last.sender === me && last.status === "sending" && !hasNewer;
-    if (following.current || isOwnNew) {
-      el.scrollTop = el.scrollHeight;
-      following.current = true;
-      model.follow(true);
-    }
-  }, [last?.id, discarded.length, events.length, peer]);
+  useLayoutEffect(() => setMode(null), [peer]);
 
   // A search result picked: bring its message into view (the reader is no longer at the end).
   useLayoutEffect(() => {
@@ -272,42 +201,6 @@ export function ChatView({ model }: { model: ChatModel }) {
     following.current = false;
     model.follow(false);
   }, [focused, peer]);
-
-  /** Reads where the reader is: at the end (following new messages) or not. */
-  const onScroll = () => {
-    const el = listRef.current;
-    if (!el) return;
-    following.current = el.scrollHeight - el.scrollTop - el.clientHeight < AT_BOTTOM_PX &&
-      !model.hasNewer.peek();
-    model.follow(following.current);
-  };
-
-  // Nearing the top or the bottom of the shown part reads the next page by itself (the buttons
-  // stay for keyboards). Observed anew whenever the shown part changes, as each observation
-  // starts with a report of where the button is.
-  useEffect(() => {
-    const root = listRef.current;
-    if (!root || typeof IntersectionObserver === "undefined") return;
-    const seen = new IntersectionObserver((entries) => {
-      for (const e of entries) {
-        if (!e.isIntersecting) continue;
-        if (e.target === olderRef.current) model.showOlder();
-        else if (e.target === newerRef.current) model.showNewer();
-      }
-    }, { root, rootMargin: `${PAGE_AHEAD_PX}px 0px` });
-    if (olderRef.current) seen.observe(olderRef.current);
-    if (newerRef.current) seen.observe(newerRef.current);
-    return () => seen.disconnect();
-  }, [peer, hasOlder, hasNewer, messages[0]?.id, last?.id]);
-
-  /** Back to the newest message. */
-  const toNewest = () => {
-    following.current = true;
-    if (model.hasNewer.peek()) model.showNewest();
-    else model.follow(true);
-    const el = listRef.current;
-    if (el) el.scrollTop = el.scrollHeight;
-  };
 
   if (!peer) return <section class="chat empty">Pick a contact to start chatting.</section>;
 
@@ -399,21 +292,9 @@ export function ChatView({ model }: { model: ChatModel }) {
         class="messages"
         ref={listRef}
         data-testid="messages"
-        onScroll={onScroll}
+        onScroll={list.onScroll}
       >
-        {hasOlder && (
-          <li class="older">
-            <button
-              type="button"
-              class="link"
-              ref={olderRef}
-              data-testid="show-older"
-              onClick={() => model.showOlder()}
-            >
-              Show older messages
-            </button>
-          </li>
-        )}
+        {hasOlder && <PageButton list={list} paged={model} />}
         {timeline(messages, events, { hasOlder, hasNewer }).map((item) =>
           "event" in item
             ? (
@@ -445,19 +326,7 @@ export function ChatView({ model }: { model: ChatModel }) {
               />
             )
         )}
-        {hasNewer && (
-          <li class="older">
-            <button
-              type="button"
-              class="link"
-              ref={newerRef}
-              data-testid="show-newer"
-              onClick={() => model.showNewer()}
-            >
-              Show newer messages
-            </button>
-          </li>
-        )}
+        {hasNewer && <PageButton list={list} paged={model} newer />}
         {!hasNewer && discarded.map((w) => (
           <li
             key={`refused-${w.id}`}

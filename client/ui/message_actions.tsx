@@ -25,12 +25,26 @@ export function sameView(a: MessageView | undefined, b: MessageView | undefined)
       b.reactions.map((r) => `${r.emoji}${r.count}${r.mine}`).join();
 }
 
-/** The quoted message above a reply; clicking it brings the original into view. */
+/**
+ * The quoted message above a reply; clicking it brings the original into view (without
+ * `onOpen`: shown only).
+ */
 function Quote(
-  { view, onOpen }: { view: MessageView; onOpen: (id: string) => void },
+  { view, onOpen }: { view: MessageView; onOpen?: (id: string) => void },
 ) {
   const q = view.replyTo;
   if (!q) return null;
+  const content = (
+    <>
+      <strong data-testid="quote-sender">{q.sender ?? "unknown"}</strong>
+      <span data-testid="quote-snippet">
+        {q.deleted ? "message deleted" : q.sender === null ? "message not loaded" : q.snippet}
+      </span>
+    </>
+  );
+  if (!onOpen) {
+    return <span class="quote" data-testid="reply-quote" data-reply-to={q.id}>{content}</span>;
+  }
   return (
     <button
       type="button"
@@ -39,24 +53,22 @@ function Quote(
       data-reply-to={q.id}
       onClick={() => onOpen(q.id)}
     >
-      <strong data-testid="quote-sender">{q.sender ?? "unknown"}</strong>
-      <span data-testid="quote-snippet">
-        {q.deleted ? "message deleted" : q.sender === null ? "message not loaded" : q.snippet}
-      </span>
+      {content}
     </button>
   );
 }
 
 /**
  * The body of a message: the quote of a reply, the (edited) text or "message deleted", and the
- * reaction counts (each toggles this user's reaction).
+ * reaction counts (each toggles this user's reaction). Without `model` (the read-only copy),
+ * nothing in it acts: the quote and the counts are shown only.
  */
 export function MessageBody(
   { m, view, model, onOpenQuote, textless = false }: {
     m: MessageRow;
     view: MessageView | undefined;
-    model: ChatModel;
-    onOpenQuote: (id: string) => void;
+    model?: ChatModel;
+    onOpenQuote?: (id: string) => void;
     /** The message is a file: its attachment, shown before, names it (no text line). */
     textless?: boolean;
   },
@@ -72,23 +84,37 @@ export function MessageBody(
       {view.editedAt !== null && <span class="edited" data-testid="edited">edited</span>}
       {view.reactions.length > 0 && (
         <span class="reactions" data-testid="reactions">
-          {view.reactions.map((r) => (
-            <button
-              type="button"
-              key={r.emoji}
-              class={r.mine ? "reaction mine" : "reaction"}
-              data-testid="reaction"
-              data-emoji={r.emoji}
-              data-count={r.count}
-              data-mine={r.mine ? "true" : "false"}
-              aria-pressed={r.mine}
-              title={r.mine ? "Take your reaction back" : "React too"}
-              onClick={() =>
-                void model.sendOp({ kind: "react", target: m.id, emoji: r.emoji, on: !r.mine })}
-            >
-              {`${r.emoji} ${r.count}`}
-            </button>
-          ))}
+          {view.reactions.map((r) =>
+            !model
+              ? (
+                <span
+                  key={r.emoji}
+                  class="reaction"
+                  data-testid="reaction"
+                  data-emoji={r.emoji}
+                  data-count={r.count}
+                >
+                  {`${r.emoji} ${r.count}`}
+                </span>
+              )
+              : (
+                <button
+                  type="button"
+                  key={r.emoji}
+                  class={r.mine ? "reaction mine" : "reaction"}
+                  data-testid="reaction"
+                  data-emoji={r.emoji}
+                  data-count={r.count}
+                  data-mine={r.mine ? "true" : "false"}
+                  aria-pressed={r.mine}
+                  title={r.mine ? "Take your reaction back" : "React too"}
+                  onClick={() =>
+                    void model.sendOp({ kind: "react", target: m.id, emoji: r.emoji, on: !r.mine })}
+                >
+                  {`${r.emoji} ${r.count}`}
+                </button>
+              )
+          )}
         </span>
       )}
     </>

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
 import { openChat, sendMessage, waitForMessages } from "../support/chat_page.ts";
 import { historyDigest } from "../support/handover_world.ts";
+import { scrollToFirst } from "../support/message_list.ts";
 import { withAliceAndBob } from "../support/two_users.ts";
 
 const SEEDED = 20_000; // past the snapshot threshold, 400 pages of the chat view
@@ -48,41 +49,6 @@ const firstInView = (page: Page) =>
     );
     return row ? { id: row.dataset.id, offset: row.getBoundingClientRect().top - top } : null;
   });
-
-/**
- * Scrolls the list to its top again and again, as a reader drags it up, until the first message
- * shows; resolves the most message rows the page held meanwhile, how many pages came, and each
- * time the row at the top moved when a page came (px).
- */
-function scrollToFirst(page: Page): Promise<{ maxRows: number; pages: number; moved: number[] }> {
-  return page.evaluate(async () => {
-    const list = document.querySelector<HTMLElement>('[data-testid="messages"]')!;
-    const rows = () => list.querySelectorAll<HTMLElement>('[data-testid="message"]');
-    const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
-    const deadline = performance.now() + 120_000;
-    let maxRows = rows().length;
-    let pages = 0;
-    const moved: number[] = [];
-    while (document.querySelector('[data-testid="show-older"]')) {
-      const first = rows()[0]!;
-      list.scrollTop = 0;
-      await frame();
-      const before = first.getBoundingClientRect().top;
-      // Until the page before it shows (the list's first row changes), or none is left.
-      while (rows()[0] === first && document.querySelector('[data-testid="show-older"]')) {
-        if (performance.now() > deadline) throw new Error(`Stuck after ${pages} pages`);
-        maxRows = Math.max(maxRows, rows().length);
-        await frame();
-      }
-      maxRows = Math.max(maxRows, rows().length);
-      if (rows()[0] !== first) {
-        pages++;
-        moved.push(Math.abs(first.getBoundingClientRect().top - before));
-      }
-    }
-    return { maxRows, pages, moved };
-  });
-}
 
 Deno.test("a long conversation: newest first, scrolling up reaches the first message with a bounded list, the view follows new messages only at the bottom", () =>
   withAliceAndBob(async ({ alice, bob }) => {
