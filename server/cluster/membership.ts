@@ -288,7 +288,9 @@ export class Membership {
    */
   heardFrom(address: string): void {
     const peer = this.#peers.get(address);
-    if (peer?.alive) peer.lastOk = Math.max(peer.lastOk, this.#clock.now());
+    if (!peer?.alive) return;
+    peer.lastOk = Math.max(peer.lastOk, this.#clock.now());
+    peer.refused = false; // a process answers there after all
   }
 
   /**
@@ -497,7 +499,7 @@ export class Membership {
       this.#setSuspect(address, false);
       this.#learnBrowserUrl(address, res.browserUrl);
       for (const p of res.peers) this.#addGossiped(p);
-    }, fail);
+    }, fail).catch((err) => this.#deps.log("hello_failed", { peer: address, error: String(err) }));
     return done;
   }
 
