@@ -139,7 +139,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     log,
     liveServers: () => membership.liveServers(),
     knownServers: () => membership.knownServers(),
-    isSuspect: (address) => membership.isSuspect(address),
+    isSuspect: (address) => membership.shouldRouteAround(address),
   }, { self });
   const replicator = new Replicator({
     store,

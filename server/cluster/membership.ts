@@ -5,7 +5,8 @@
  *
  * - **Suspect** (fast, cheap): a hello unanswered after `helloTimeoutMs` makes the peer suspect:
  *   still live, but nothing should wait on it (replication picks other copies, ring RPC is not
- *   sent to it). Only an answer to one of this server's hellos clears it. A frozen or cut-off
+ *   sent to it unless every live peer is suspect at once: then the fault is likelier this
+ *   server's own). Only an answer to one of this server's hellos clears it. A frozen or cut-off
  *   server is thus suspect within about helloIntervalMs + helloTimeoutMs.
  * - **Dead** (slow, expensive: the ring changes, keys move): a live peer that gives no sign of
  *   life for its own peer timeout. A sign of life is an answer to a hello, even one that comes
@@ -268,6 +269,20 @@ export class Membership {
    */
   isSuspect(address: string): boolean {
     return this.#peers.get(address)?.suspect === true;
+  }
+
+  /**
+   * Whether the ring should route around `address` without calling it: it is suspect while some
+   * other live peer is not. When every live peer is suspect at once, the likelier cause is this
+   * server (its own lag, its own network): routing around all of them would leave it alone in
+   * the ring, so they are called as usual (with their RPC timeouts) until declared dead.
+   */
+  shouldRouteAround(address: string): boolean {
+    if (!this.isSuspect(address)) return false;
+    for (const [other, peer] of this.#peers) {
+      if (other !== address && peer.alive && !peer.suspect) return true;
+    }
+    return false;
   }
 
   /** The live peers currently suspect, sorted. */

@@ -423,3 +423,27 @@ Deno.test("membership: a peer not alive for the forget time is forgotten (seeds 
   assert.equal(m.isLive("http://old:1"), true);
   await m.stop();
 });
+
+Deno.test("membership: the ring routes around a suspect peer while another peer answers, not when every live peer is suspect at once", async () => {
+  const clock = new ManualClock();
+  const hanging = new Set<string>();
+  const call = (address: string): Promise<ClusterResponse> =>
+    hanging.has(address) ? new Promise(() => {}) : Promise.resolve(HELLO);
+  const { m } = member(clock, call, {
+    seeds: ["http://b:1", "http://c:1"],
+    peerTimeoutMs: 10_000,
+  });
+  m.start();
+  await clock.advance(0);
+  hanging.add("http://b:1");
+  await clock.advance(2000);
+  assert.equal(m.isSuspect("http://b:1"), true);
+  assert.equal(m.shouldRouteAround("http://b:1"), true, "c still answers: b is the odd one");
+  assert.equal(m.shouldRouteAround("http://c:1"), false);
+  hanging.add("http://c:1"); // now nobody answers: more likely this server's own trouble
+  await clock.advance(1500);
+  assert.deepEqual(m.suspectServers(), ["http://b:1", "http://c:1"]);
+  assert.equal(m.shouldRouteAround("http://b:1"), false);
+  assert.equal(m.shouldRouteAround("http://c:1"), false);
+  await m.stop();
+});
