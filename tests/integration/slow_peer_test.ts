@@ -1,12 +1,12 @@
 /**
  * A slow server is not a dead one. One server of three is made slow but alive: a SIGSTOP /
  * SIGCONT duty cycle stops its process for most of each cycle, so its answers come late (after
- * the 1 s hello timeout) but come. With stalls shorter than the peer timeout (2.5 s) its peers
- * may suspect it (and route around it) but never declare it dead; with longer stalls the first
- * one looks like a death, and after that the peer's grown timeout tolerates it. The slow server
- * blames none of its peers for its own stalls, and no server leaves the ring. Then it is frozen
- * for good (SIGSTOP): its peers still suspect it quickly and declare it dead. The measured times
- * are printed, not asserted. About 35 s.
+ * the 1 s hello timeout) but come. With 1.5 s stalls (shorter than the 2.5 s peer timeout) its
+ * peers may suspect it (and route around it) but never declare it dead; with 3 s stalls the
+ * first one looks like a death, and after that the peer's grown timeout tolerates it. The slow
+ * server blames none of its peers for its own stalls, and no server leaves the ring. Then it is
+ * frozen for good (SIGSTOP): its peers still suspect it quickly and declare it dead. The
+ * measured times are printed, not asserted. About 35-40 s.
  */
 import assert from "node:assert/strict";
 import { type ServerProcess, startCluster, waitFor } from "../support/server_process.ts";
@@ -33,15 +33,24 @@ interface Duty {
   forMs: number;
 }
 
-/** Stops and resumes `pid` in a cycle until `stop` is called; resolves once it runs again. */
-function dutyCycle(pid: number, duty: Duty): { stop(): Promise<void>; cycles(): number } {
+/**
+ * Stops and resumes `pid` in a cycle until `stop` is called (which resolves once it runs again).
+ * The stops are measured: on a busy machine this process's own timers run late, and so do they.
+ */
+function dutyCycle(
+  pid: number,
+  duty: Duty,
+): { stop(): Promise<void>; cycles(): number; longestStopMs(): number } {
   let running = true;
   let cycles = 0;
+  let longest = 0;
   const done = (async () => {
     while (running) {
       Deno.kill(pid, "SIGSTOP");
+      const stoppedAt = performance.now();
       await new Promise((r) => setTimeout(r, duty.stoppedMs));
       Deno.kill(pid, "SIGCONT");
+      longest = Math.max(longest, performance.now() - stoppedAt);
       cycles++;
       await new Promise((r) => setTimeout(r, duty.runningMs));
     }
@@ -52,12 +61,15 @@ function dutyCycle(pid: number, duty: Duty): { stop(): Promise<void>; cycles(): 
       await done;
     },
     cycles: () => cycles,
+    longestStopMs: () => Math.round(longest),
   };
 }
 
 /** What one slow phase did, from the logs and the samples taken meanwhile. */
 interface PhaseSummary {
   cycles: number;
+  /** The longest stop, as measured (longer than asked when this process ran late). */
+  longestStopMs: number;
   /** Answers the slow server gave to /healthz (late ones included). */
   slowAnswered: number;
   /** Samples of a peer's /healthz not listing it. */
@@ -94,6 +106,7 @@ async function slowPhase(
   const count = (event: string) => during.map((d) => d.filter((e) => e.event === event).length);
   return {
     cycles: cycle.cycles(),
+    longestStopMs: cycle.longestStopMs(),
     slowAnswered,
     samplesWithoutIt,
     peerDown: count("peer_down"),
@@ -109,16 +122,18 @@ Deno.test("a slow server (answers late) is not declared dead for short stalls, a
   const running: { cycle?: ReturnType<typeof dutyCycle> } = {};
   try {
     // 1. Stalls shorter than the peer timeout (2.5 s), each answer late: tolerated throughout.
+    // (A stop this process itself resumed too late, past 2.3 s, may count once, as a long one.)
     const short = await slowPhase(servers, slow, {
-      stoppedMs: 2000,
+      stoppedMs: 1500,
       runningMs: 400,
       forMs: 12_000,
     }, running);
     console.log(JSON.stringify({ shortStalls: short }));
     assert.ok(short.slowAnswered >= 3, "the slow server kept answering");
-    assert.deepEqual(short.peerDown, [0, 0, 0], "no server declared another dead");
+    const allowed = short.longestStopMs < 2300 ? 0 : 1;
+    assert.ok(short.peerDown.every((n) => n <= allowed), "no server declared another dead");
     assert.deepEqual(short.ringJoined, [0, 0, 0], "no server left and re-joined the ring");
-    assert.equal(short.samplesWithoutIt, 0, "its peers listed it as live throughout");
+    if (allowed === 0) assert.equal(short.samplesWithoutIt, 0, "its peers listed it throughout");
     await waitForCorrectRing(servers, "the ring after short stalls");
 
     // 2. Stalls longer than the peer timeout: the first one looks like a death, but a peer that
@@ -131,7 +146,9 @@ Deno.test("a slow server (answers late) is not declared dead for short stalls, a
     console.log(JSON.stringify({ longStalls: long }));
     assert.ok(long.cycles >= 3);
     assert.ok(long.slowAnswered >= 3, "the slow server kept answering");
-    assert.ok(long.peerDown.every((n) => n <= 1), "declared dead at most once by each peer");
+    // (Twice if a stop ran past the grown timeout, 5 s, because this process resumed it late.)
+    const once = long.longestStopMs < 4500 ? 1 : 2;
+    assert.ok(long.peerDown.every((n) => n <= once), "declared dead at most once by each peer");
     assert.equal(long.peerDown[2], 0, "the slow server blamed no peer for its own stalls");
     await waitFor("every server to see all three again", async () => {
       for (const s of servers) if ((await health(s)).servers.length !== 3) return false;
