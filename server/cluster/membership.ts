@@ -67,7 +67,7 @@ export interface MembershipOptions {
   helloIntervalMs?: number;
   /** A hello unanswered this long makes the peer suspect, in ms. @default 1000 */
   helloTimeoutMs?: number;
-  /** A peer without a sign of life this long is considered dead, in ms (base value). @default 2500 */
+  /** A peer without a sign of life this long is dead, in ms (the base value). @default 2500 */
   peerTimeoutMs?: number;
   /** Largest a flapping peer's timeout grows to, in ms. @default 4 × peerTimeoutMs */
   maxPeerTimeoutMs?: number;
