@@ -121,20 +121,25 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   // The cluster: membership, the CHORD ring, replicated records.
   // Server-to-server traffic is signed with the cluster secret and bound to this address.
   const key = new ClusterKey(hmac, self);
-  const call = (address: string, request: Parameters<typeof callPeer>[2]) =>
-    callPeer(key, address, request, CLUSTER_RPC_TIMEOUT_MS);
+  const call = (
+    address: string,
+    request: Parameters<typeof callPeer>[2],
+    timeoutMs = CLUSTER_RPC_TIMEOUT_MS,
+  ) => callPeer(key, address, request, timeoutMs);
   const membership = new Membership({ call, metrics, log, clock }, {
     self,
     seeds: config.peers,
     ...(config.browserUrl ? { browserUrl: config.browserUrl } : {}),
   });
+  // Any authenticated request from a peer, or signed answer of one, is a sign of life.
+  key.onPeerHeard((address) => membership.heardFrom(address));
   const ring = new RingService({
     key,
     metrics,
     log,
     liveServers: () => membership.liveServers(),
     knownServers: () => membership.knownServers(),
-    isSuspect: (address) => membership.isSuspect(address),
+    isSuspect: (address) => membership.shouldRouteAround(address),
   }, { self });
   const replicator = new Replicator({
     store,

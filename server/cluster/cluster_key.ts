@@ -35,6 +35,7 @@ export class ClusterKey {
   #maxNonces: number;
   /** nonce → time it can be forgotten (insertion order ≈ time order). */
   #nonces = new Map<string, number>();
+  #heardListeners = new Set<(address: string) => void>();
 
   /** Creates the key of the server at `self`. */
   constructor(hmac: Hmac, self: string, options: ClusterKeyOptions = {}) {
@@ -42,6 +43,27 @@ export class ClusterKey {
     this.self = self;
     this.now = options.now ?? Date.now;
     this.#maxNonces = options.maxNonces ?? 1_000_000;
+  }
+
+  /**
+   * Calls `listener` with the address of a server each time one is heard from: a request from it
+   * verified, or an answer from it signed with the cluster secret (the membership counts these
+   * as signs of life). Returns the unsubscriber.
+   */
+  onPeerHeard(listener: (address: string) => void): () => void {
+    this.#heardListeners.add(listener);
+    return () => this.#heardListeners.delete(listener);
+  }
+
+  /** Tells the {@link onPeerHeard} listeners that the server at `address` was heard from. */
+  heard(address: string): void {
+    for (const listener of this.#heardListeners) {
+      try {
+        listener(address);
+      } catch {
+        // A listener's failure is its own; the request or answer goes on.
+      }
+    }
   }
 
   /** A fresh random nonce. */

@@ -61,8 +61,9 @@ export interface RingServiceCommonDeps {
   /** Every server this one knows of, alive or not (itself included). */
   knownServers(): string[];
   /**
-   * Whether a peer missed its last hello: ring RPC to it fails at once, so the ring routes
-   * around a frozen server as soon as it is suspected. @default never
+   * Whether to route around a peer that missed its last hello (`Membership.shouldRouteAround`):
+   * ring RPC to it fails at once, so the ring routes around a frozen server as soon as it is
+   * suspected. @default never
    */
   isSuspect?(address: string): boolean;
   /** Time and timers of the maintenance loop and the create grace. @default systemClock */

@@ -96,10 +96,20 @@ export async function signedPost(
         "it is not a server of this cluster, or its P2P_CLUSTER_SECRET differs",
     );
   }
+  // A signed answer shows the peer is running (unless it says it is another server: 421).
+  if (res.status !== 421) key.heard(peerOf(url));
   if (res.status === 401) {
     throw new SignedPostError("rejected", `it refused our request: ${text.slice(0, 200)}`);
   }
   return { status: res.status, text };
+}
+
+/**
+ * The server a signed endpoint URL belongs to: every signed endpoint is `<address>/<area>/<name>`
+ * (`/cluster/rpc`, `/ring/rpc`, `/replication/rpc`, `/limits/rpc`, `/ring/report`).
+ */
+function peerOf(url: string): string {
+  return url.replace(/\/[^/]+\/[^/]+$/, "");
 }
 
 /** Sends one signed cluster request to `address` and returns its validated response. */
@@ -252,6 +262,8 @@ export async function serveSigned<Req, Res>(
     });
     return refuse(refused.status, "not_authenticated", refused.message, refused.reason);
   }
+  // An authenticated request: its sender is running (a sign of life for the membership).
+  deps.key.heard(req.headers.get("x-p2p-from")!);
   let request: Req;
   try {
     request = endpoint.parse(body);
