@@ -85,7 +85,23 @@ export type ClusterRequest =
     online: boolean;
     updatedAt: number;
   }
+  /**
+   * Several status notices at once (those that queued for the receiver while an earlier notice
+   * to it was in flight), each as a `presence` request's fields.
+   */
+  | { v: 1; type: "presence_batch"; notices: PresenceNotice[] }
   | { v: 1; type: "deliver"; to: string; frame: ServerFrame };
+
+/** A status notice: `username`'s session on `home` began (`online`) or ended. */
+export interface PresenceNotice {
+  username: string;
+  home: string;
+  online: boolean;
+  updatedAt: number;
+}
+
+/** Most notices in one `presence_batch`. */
+export const MAX_PRESENCE_BATCH = 2000;
 
 /** Server → server responses. */
 export type ClusterResponse =
@@ -93,7 +109,7 @@ export type ClusterResponse =
   | { v: 1; type: "error"; code: ErrorCode; message: string }
   | { v: 1; type: "hello"; peers: string[]; browserUrl?: string };
 
-const REQUEST_TYPES = ["hello", "presence", "deliver"] as const;
+const REQUEST_TYPES = ["hello", "presence", "presence_batch", "deliver"] as const;
 const RESPONSE_TYPES = ["ok", "error", "hello"] as const;
 const ADDRESS_RULE = { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ };
 const MAX_PEERS = 1024;
@@ -154,6 +170,15 @@ function readAccountSession(value: unknown, path: string): AccountSession {
   };
 }
 
+function readPresenceNotice(obj: Record<string, unknown>, path: string): PresenceNotice {
+  return {
+    username: readUsername(obj, "username", path),
+    home: readAddress(obj.home, path ? `${path}.home` : "home"),
+    online: readBoolean(obj, "online", path),
+    updatedAt: readNumber(obj, "updatedAt", path, { min: 0, max: 8.64e15, integer: true }),
+  };
+}
+
 /** Validates a decoded cluster request. */
 export function validateClusterRequest(value: unknown): ClusterRequest {
   const { obj, type } = readEnvelope(value, CLUSTER_PROTOCOL_VERSION, REQUEST_TYPES);
@@ -167,13 +192,18 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         ...readBrowserUrl(obj),
       };
     case "presence":
+      return { v: 1, type: "presence", ...readPresenceNotice(obj, "") };
+    case "presence_batch":
       return {
         v: 1,
-        type: "presence",
-        username: readUsername(obj, "username"),
-        home: readAddress(obj.home, "home"),
-        online: readBoolean(obj, "online", ""),
-        updatedAt: readNumber(obj, "updatedAt", "", { min: 0, max: 8.64e15, integer: true }),
+        type: "presence_batch",
+        notices: readArray(
+          obj,
+          "notices",
+          "",
+          MAX_PRESENCE_BATCH,
+          (value, path) => readPresenceNotice(readObject(value, path), path),
+        ),
       };
     case "deliver": {
       // Besides what reaches browsers, the session notices the receiving hub consumes.

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   type ErrorCode,
   MAX_FRAME_BYTES,
+  MAX_PRESENCE_BATCH,
   parseClientFrame,
   parseClusterRequest,
   parseHandoverMessage,
@@ -176,6 +177,34 @@ Deno.test("peer messages: typing and read receipts are checked like the rest", (
   rejects(parsePeerMessage, frame({ type: "read", upTo: -1 }), "bad_frame", "upTo");
   rejects(parsePeerMessage, frame({ type: "read", upTo: 1.5 }), "bad_frame", "upTo");
   rejects(parsePeerMessage, frame({ type: "read" }), "bad_frame", "upTo");
+});
+
+Deno.test("cluster requests: a presence batch carries valid notices, and at most MAX_PRESENCE_BATCH", () => {
+  const notice = { username: "alice", home: "http://10.0.0.1:8001", online: true, updatedAt: 5 };
+  const batch = { type: "presence_batch", notices: [notice, { ...notice, username: "bob" }] };
+  assert.deepEqual(parseClusterRequest(frame(batch)), { v: 1, ...batch });
+  rejects(
+    parseClusterRequest,
+    frame({ type: "presence_batch", notices: [notice, { ...notice, home: "not a url" }] }),
+    "bad_frame",
+    "notices.1.home",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "presence_batch", notices: [{ ...notice, online: 1 }] }),
+    "bad_frame",
+    "notices.0.online",
+  );
+  rejects(parseClusterRequest, frame({ type: "presence_batch" }), "bad_frame", "notices");
+  rejects(
+    parseClusterRequest,
+    frame({
+      type: "presence_batch",
+      notices: Array.from({ length: MAX_PRESENCE_BATCH + 1 }, () => notice),
+    }),
+    "bad_frame",
+    "notices",
+  );
 });
 
 Deno.test("cluster requests: presence notices name a server, deliveries only signal/relay", () => {

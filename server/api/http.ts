@@ -77,6 +77,9 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       case "presence":
         deps.presence.receiveNotice(request);
         return { v: 1, type: "ok" };
+      case "presence_batch":
+        for (const notice of request.notices) deps.presence.receiveNotice(notice);
+        return { v: 1, type: "ok" };
       case "deliver":
         return deps.sessions.receive(request.to, request.frame)
           ? { v: 1, type: "ok" }

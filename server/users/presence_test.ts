@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { ManualClock } from "../../shared/clock.ts";
+import type { ClusterRequest } from "../../shared/mod.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -253,6 +254,52 @@ Deno.test("presence: a status notice a peer did not acknowledge is sent again, s
   assert.deepEqual(seen(bob, "alice"), ["on"], "the notice sent again reached bob");
   assert.equal(b.presence.homeOf("alice"), "http://node-a:8000");
   assert.equal(refused, 2, "sent once more, not again after it was acknowledged");
+  await a.stop();
+  await b.stop();
+});
+
+Deno.test("presence: notices that come while a call to a server is under way go in one batch next", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-a:8000"] });
+  const toB: ClusterRequest[] = [];
+  let answerFirst: (() => void) | undefined;
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000"],
+    call: (to, request) => {
+      if (to !== "http://node-b:8000" || !request.type.startsWith("presence")) {
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      toB.push(request);
+      if (request.type === "presence") b.presence.receiveNotice(request);
+      if (request.type === "presence_batch") {
+        for (const n of request.notices) b.presence.receiveNotice(n);
+      }
+      // node-b is slow to answer the first call.
+      if (toB.length > 1) return Promise.resolve({ v: 1, type: "ok" });
+      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
+    },
+  });
+  a.start();
+  b.start();
+  const names = ["alice", "carol", "dave", "erin"];
+  for (const name of names) {
+    await a.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  for (const name of names) {
+    const conn = new FakeConnection(clock);
+    a.sessions.connect(conn);
+    await a.sessions.login(conn, name, SECRET);
+  }
+  assert.deepEqual(toB.map((r) => r.type), ["presence"], "one call at a time to node-b");
+  answerFirst!();
+  await clock.advance(10);
+  assert.deepEqual(toB.map((r) => r.type), ["presence", "presence_batch"]);
+  const batch = toB[1] as Extract<ClusterRequest, { type: "presence_batch" }>;
+  assert.deepEqual(batch.notices.map((n) => n.username), ["carol", "dave", "erin"]);
+  assert.ok(batch.notices.every((n) => n.online && n.home === "http://node-a:8000"));
+  for (const name of names) assert.equal(b.presence.homeOf(name), "http://node-a:8000");
   await a.stop();
   await b.stop();
 });

@@ -829,6 +829,8 @@ export class Sessions {
     this.#lastProbe = now;
     metrics.set("p2pchat_event_loop_lag_ms", Math.max(0, late));
     if (late > 0) this.#stalls.push([now, late]);
+    // Long enough for peers to suspect this server, and for clients to notice.
+    if (late >= 1000) this.#deps.log("event_loop_stalled", { ms: late });
     const keepFrom = now - 4 * this.#presenceTimeoutMs;
     let old = 0;
     while (old < this.#stalls.length && this.#stalls[old]![0] < keepFrom) old++;
