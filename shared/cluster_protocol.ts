@@ -90,7 +90,21 @@ export type ClusterRequest =
    * to it was in flight), each as a `presence` request's fields.
    */
   | { v: 1; type: "presence_batch"; notices: PresenceNotice[] }
-  | { v: 1; type: "deliver"; to: string; frame: ServerFrame };
+  | { v: 1; type: "deliver"; to: string; frame: ServerFrame }
+  /**
+   * Several deliveries at once (those that queued for the receiver while an earlier one to it
+   * was in flight); answered by `deliver_results`, in the same order.
+   */
+  | { v: 1; type: "deliver_batch"; items: Delivery[] };
+
+/** A frame for user `to` on the receiving server. */
+export interface Delivery {
+  to: string;
+  frame: ServerFrame;
+}
+
+/** Most deliveries in one `deliver_batch`. */
+export const MAX_DELIVER_BATCH = 500;
 
 /** A status notice: `username`'s session on `home` began (`online`) or ended. */
 export interface PresenceNotice {
@@ -107,10 +121,12 @@ export const MAX_PRESENCE_BATCH = 2000;
 export type ClusterResponse =
   | { v: 1; type: "ok" }
   | { v: 1; type: "error"; code: ErrorCode; message: string }
-  | { v: 1; type: "hello"; peers: string[]; browserUrl?: string };
+  | { v: 1; type: "hello"; peers: string[]; browserUrl?: string }
+  /** Per item of a `deliver_batch`: whether a connection of the user here took it. */
+  | { v: 1; type: "deliver_results"; delivered: boolean[] };
 
-const REQUEST_TYPES = ["hello", "presence", "presence_batch", "deliver"] as const;
-const RESPONSE_TYPES = ["ok", "error", "hello"] as const;
+const REQUEST_TYPES = ["hello", "presence", "presence_batch", "deliver", "deliver_batch"] as const;
+const RESPONSE_TYPES = ["ok", "error", "hello", "deliver_results"] as const;
 const ADDRESS_RULE = { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ };
 const MAX_PEERS = 1024;
 
@@ -205,28 +221,45 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
           (value, path) => readPresenceNotice(readObject(value, path), path),
         ),
       };
-    case "deliver": {
-      // Besides what reaches browsers, the session notices the receiving hub consumes.
-      const DELIVERABLE: readonly ServerFrame["type"][] = [
-        "signal",
-        "relay",
-        "delivered",
-        "mail_waiting",
-        "session_started",
-        "session_ended",
-        "handover_signal",
-      ];
-      const frame = validateServerFrame(obj.frame);
-      if (!DELIVERABLE.includes(frame.type)) {
-        throw new ProtocolError(
-          "bad_frame",
-          "frame.type",
-          `Only ${DELIVERABLE.join(", ")} frames can be delivered`,
-        );
-      }
-      return { v: 1, type: "deliver", to: readUsername(obj, "to"), frame };
-    }
+    case "deliver":
+      return { v: 1, type: "deliver", ...readDelivery(obj, "") };
+    case "deliver_batch":
+      return {
+        v: 1,
+        type: "deliver_batch",
+        items: readArray(
+          obj,
+          "items",
+          "",
+          MAX_DELIVER_BATCH,
+          (value, path) => readDelivery(readObject(value, path), path),
+        ),
+      };
   }
+}
+
+/** Besides what reaches browsers, the session notices the receiving hub consumes. */
+const DELIVERABLE: readonly ServerFrame["type"][] = [
+  "signal",
+  "relay",
+  "delivered",
+  "mail_waiting",
+  "session_started",
+  "session_ended",
+  "handover_signal",
+];
+
+function readDelivery(obj: Record<string, unknown>, path: string): Delivery {
+  const at = (key: string) => path ? `${path}.${key}` : key;
+  const frame = validateServerFrame(obj.frame);
+  if (!DELIVERABLE.includes(frame.type)) {
+    throw new ProtocolError(
+      "bad_frame",
+      at("frame.type"),
+      `Only ${DELIVERABLE.join(", ")} frames can be delivered`,
+    );
+  }
+  return { to: readUsername(obj, "to", path), frame };
 }
 
 /** Decodes and validates a cluster request body. */
@@ -257,6 +290,15 @@ export function parseClusterResponse(text: unknown): ClusterResponse {
         type: "hello",
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
         ...readBrowserUrl(obj),
+      };
+    case "deliver_results":
+      return {
+        v: 1,
+        type: "deliver_results",
+        delivered: readArray(obj, "delivered", "", MAX_DELIVER_BATCH, (value, path) => {
+          if (typeof value !== "boolean") throw new ProtocolError("bad_frame", path, "a boolean");
+          return value;
+        }),
       };
   }
 }

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import {
   type ErrorCode,
+  MAX_DELIVER_BATCH,
   MAX_FRAME_BYTES,
   MAX_PRESENCE_BATCH,
   parseClientFrame,
   parseClusterRequest,
+  parseClusterResponse,
   parseHandoverMessage,
   parsePeerMessage,
   parseServerFrame,
@@ -204,6 +206,42 @@ Deno.test("cluster requests: a presence batch carries valid notices, and at most
     }),
     "bad_frame",
     "notices",
+  );
+});
+
+Deno.test("cluster requests: a delivery batch holds deliverable frames, its answer one boolean each", () => {
+  const item = { to: "bob", frame: { v: 1, type: "relay", from: "alice", payload: "hi" } };
+  const batch = { type: "deliver_batch", items: [item, { ...item, to: "carol" }] };
+  assert.deepEqual(parseClusterRequest(frame(batch)), { v: 1, ...batch });
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver_batch", items: [item, { ...item, frame: { v: 1, type: "pong" } }] }),
+    "bad_frame",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver_batch", items: [{ ...item, to: "no spaces" }] }),
+    "invalid_username",
+    "items.0.to",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({
+      type: "deliver_batch",
+      items: Array.from({ length: MAX_DELIVER_BATCH + 1 }, () => item),
+    }),
+    "bad_frame",
+    "items",
+  );
+  assert.deepEqual(
+    parseClusterResponse(frame({ type: "deliver_results", delivered: [true, false] })),
+    { v: 1, type: "deliver_results", delivered: [true, false] },
+  );
+  rejects(
+    parseClusterResponse,
+    frame({ type: "deliver_results", delivered: [true, "no"] }),
+    "bad_frame",
+    "delivered.1",
   );
 });
 

@@ -303,3 +303,47 @@ Deno.test("presence: notices that come while a call to a server is under way go 
   await a.stop();
   await b.stop();
 });
+
+Deno.test("routing: frames for a server that come while a call to it is under way go in one batch, each with its own answer", async () => {
+  const clock = new ManualClock();
+  const toB: ClusterRequest[] = [];
+  let answerFirst: (() => void) | undefined;
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000"],
+    call: (to, request) => {
+      if (to !== "http://node-b:8000" || !request.type.startsWith("deliver")) {
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      toB.push(request);
+      if (request.type === "deliver_batch") {
+        // carol left node-b: her frame is not taken.
+        const delivered = request.items.map((item) => item.to !== "carol");
+        return Promise.resolve({ v: 1, type: "deliver_results", delivered });
+      }
+      // node-b is slow to answer the first call.
+      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
+    },
+  });
+  for (const username of ["bob", "carol", "dave"]) {
+    a.presence.receiveNotice({
+      username,
+      home: "http://node-b:8000",
+      online: true,
+      updatedAt: clock.now(),
+    });
+  }
+  const relay = (from: string) => ({ v: 1 as const, type: "relay" as const, from, payload: "hi" });
+  const first = a.routing.deliver("bob", relay("alice"));
+  const rest = ["bob", "carol", "dave"].map((to) => a.routing.deliver(to, relay("erin")));
+  await clock.advance(10);
+  assert.deepEqual(toB.map((r) => r.type), ["deliver"], "one call at a time to node-b");
+  answerFirst!();
+  assert.equal(await first, true);
+  assert.deepEqual(await Promise.all(rest), [true, false, true]);
+  assert.deepEqual(toB.map((r) => r.type), ["deliver", "deliver_batch"]);
+  const batch = toB[1] as Extract<ClusterRequest, { type: "deliver_batch" }>;
+  assert.deepEqual(batch.items.map((i) => i.to), ["bob", "carol", "dave"]);
+  await a.stop();
+});
