@@ -93,6 +93,8 @@ export class Presence {
    * `presence_batch`, instead of a call each that a busy server answers too late.
    */
   #outboxes = new Map<string, Outbox>();
+  /** Since when each peer the membership reports dead has been dead. */
+  #deadSince = new Map<string, number>();
   /** Pauses after a failed notice call, before the next call to that server. */
   #retries = new Set<TimerHandle>();
 
@@ -317,17 +319,31 @@ export class Presence {
     this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
   }
 
-  /** A peer went up or down: users homed there change status for local clients. */
+  /**
+   * A peer went up or down: users homed there change status for local clients. What the cache
+   * knows of a dead peer's users is kept (hidden while it is dead) for as long as their records
+   * live: a peer thought dead for a moment (too busy to answer hellos) is back with its users
+   * routable at once, not after a read of the whole ring's directory.
+   */
   #peerChanged(address: string, alive: boolean): void {
+    const { clock } = this.#deps;
+    const deadAt = this.#deadSince.get(address);
+    if (alive) {
+      this.#deadSince.delete(address);
+      // Dead for longer than a record lives: what the cache knew of it is stale (its users were
+      // reported offline when it died).
+      if (deadAt !== undefined && clock.now() - deadAt >= this.#ttlMs) {
+        for (const [u, p] of [...this.#cache]) if (p.home === address) this.#cache.delete(u);
+      }
+    } else {
+      if (deadAt === undefined) this.#deadSince.set(address, clock.now());
+      this.#outboxes.delete(address);
+    }
     const homed = [...this.#cache].filter(([, p]) => p.home === address).map(([u]) => u);
     // The membership already reports the new state: a user homed there was online iff it is
     // not alive now (and the other way round).
     for (const u of homed) {
       if (!this.#deps.local.hasSession(u)) this.#deps.local.broadcastPresence(u, alive);
-    }
-    if (!alive) {
-      for (const u of homed) this.#cache.delete(u);
-      this.#outboxes.delete(address);
     }
     this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
     // A server seen alive (at this server's start, each peer it finds; or one back from a

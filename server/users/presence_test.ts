@@ -347,3 +347,50 @@ Deno.test("routing: frames for a server that come while a call to it is under wa
   assert.deepEqual(batch.items.map((i) => i.to), ["bob", "carol", "dave"]);
   await a.stop();
 });
+
+Deno.test("presence: a peer thought dead for a moment is back with its users at once", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
+  b.start();
+  await b.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  b.local.watch(bob, ["carol"]);
+  b.presence.receiveNotice({
+    username: "carol",
+    home: "http://node-c:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  b.membership.setAlive("http://node-c:8000", false);
+  assert.equal(b.presence.homeOf("carol"), undefined, "not routable while node-c is dead");
+  await clock.advance(3000);
+  b.membership.setAlive("http://node-c:8000", true);
+  assert.equal(b.presence.homeOf("carol"), "http://node-c:8000", "routable again at once");
+  assert.deepEqual(seen(bob, "carol"), ["on", "off", "on"]);
+  await b.stop();
+});
+
+Deno.test("presence: a peer dead for longer than a record lives comes back with nobody known online", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({
+    self: "http://node-b:8000",
+    clock,
+    peers: ["http://node-c:8000"],
+    // No directory round meanwhile: the cache alone decides.
+    presence: { directoryRefreshMs: 600_000 },
+  });
+  b.start();
+  b.presence.receiveNotice({
+    username: "carol",
+    home: "http://node-c:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  b.membership.setAlive("http://node-c:8000", false);
+  await clock.advance(20_000);
+  b.membership.setAlive("http://node-c:8000", true);
+  assert.equal(b.presence.homeOf("carol"), undefined, "a restarted node-c holds no session");
+  await b.stop();
+});

@@ -20,6 +20,7 @@ import type {
   PresenceRecords,
 } from "./ports.ts";
 import type { SessionsOptions } from "./sessions.ts";
+import type { PresenceOptions } from "./presence.ts";
 import { createUserServices, type UserServices } from "./services.ts";
 import { Tokens } from "./tokens.ts";
 
@@ -272,6 +273,7 @@ export function fakeServer(options: {
   peers?: string[];
   call?: ClusterCall;
   sessions?: SessionsOptions;
+  presence?: PresenceOptions;
 } = {}): FakeServer {
   const self = options.self ?? "http://node-a:8000";
   const clock = options.clock ?? new ManualClock();
@@ -296,6 +298,7 @@ export function fakeServer(options: {
     // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
     accounts: { bcryptCost: 4 },
     sessions: options.sessions,
+    presence: options.presence,
   });
   return { ...users, self, clock, ring, membership, metrics, calls };
 }
