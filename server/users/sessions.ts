@@ -98,6 +98,12 @@ export interface SessionsDeps {
   metrics: Metrics;
   log: Log;
   clock: Clock;
+  /**
+   * How far behind this process's socket reads are now, in ms (a loopback probe, in the
+   * server): a busy runtime can run timers on time and read ready sockets seconds late. Absent:
+   * only the lateness of this service's own timers counts.
+   */
+  ioLag?: () => number;
 }
 
 /** Configuration of {@link Sessions}. */
@@ -820,12 +826,13 @@ export class Sessions {
 
   /**
    * Records how late this check ran after the previous one (the event loop was busy or the
-   * process not scheduled): frames clients sent meanwhile were read only afterwards.
+   * process not scheduled), or how far behind socket reads are, if more: frames clients sent
+   * meanwhile were read only afterwards.
    */
   #checkLag(): void {
     const { clock, metrics } = this.#deps;
     const now = clock.now();
-    const late = now - this.#lastProbe - this.#probePeriod;
+    const late = Math.max(now - this.#lastProbe - this.#probePeriod, this.#deps.ioLag?.() ?? 0);
     this.#lastProbe = now;
     metrics.set("p2pchat_event_loop_lag_ms", Math.max(0, late));
     if (late > 0) this.#stalls.push([now, late]);

@@ -149,6 +149,42 @@ Deno.test("sessions: a stall of the server's own event loop does not close heart
   assert.equal(clock.pendingTimers, 0, "stop leaves no timer behind");
 });
 
+Deno.test("sessions: socket reads falling behind while timers run on time do not close heartbeating clients", async () => {
+  const clock = new ManualClock();
+  /** From when the server's socket reads have been behind (its I/O probe's byte waits). */
+  let behindSince: number | undefined;
+  const ioLag = () => behindSince === undefined ? 0 : clock.now() - behindSince;
+  const server = fakeServer({ clock, ioLag, sessions: { presenceTimeoutMs: 15_000 } });
+  server.start();
+  await registered(server);
+  await registered(server, "bob");
+  const alice = new FakeConnection(clock);
+  const bob = new FakeConnection(clock);
+  server.sessions.connect(alice);
+  server.sessions.connect(bob);
+  await server.sessions.login(alice, "alice", SECRET);
+  await server.sessions.login(bob, "bob", SECRET);
+  for (let t = 0; t < 4; t++) {
+    alice.touch();
+    if (t < 3) bob.touch();
+    await clock.advance(5000);
+  }
+  alice.touch();
+  // Reads fall 20 s behind: alice's heartbeats wait unread while the sweeps run on time.
+  behindSince = clock.now();
+  await clock.advance(20_000);
+  assert.equal(alice.closed, undefined, "alice's heartbeats were unread, not missing");
+  // The reads catch up: alice's waiting heartbeats arrive; bob sent none.
+  behindSince = undefined;
+  for (let t = 0; t < 6; t++) {
+    alice.touch();
+    await clock.advance(5000);
+  }
+  assert.equal(alice.closed, undefined, "alice is still connected");
+  assert.equal(bob.closeCode(), 4000, "a frozen client is closed");
+  await server.stop();
+});
+
 Deno.test("sessions: progress of the hand-over extends the grace, up to its bound", async () => {
   const server = fakeServer({ sessions: { handoverGraceMs: 20_000, handoverMaxMs: 60_000 } });
   server.start();

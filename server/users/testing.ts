@@ -274,6 +274,8 @@ export function fakeServer(options: {
   call?: ClusterCall;
   sessions?: SessionsOptions;
   presence?: PresenceOptions;
+  /** How far behind socket reads are (see `SessionsDeps.ioLag`). */
+  ioLag?: () => number;
 } = {}): FakeServer {
   const self = options.self ?? "http://node-a:8000";
   const clock = options.clock ?? new ManualClock();
@@ -294,6 +296,7 @@ export function fakeServer(options: {
     metrics,
     log: silentLog,
     clock,
+    ioLag: options.ioLag,
   }, {
     // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
     accounts: { bcryptCost: 4 },
