@@ -26,7 +26,7 @@ import {
 } from "./cluster/mod.ts";
 import { Replicator } from "./replication/mod.ts";
 import { createUserServices, IceServers, LocalLimits, RingLimits, Tokens } from "./users/mod.ts";
-import { ClientHub, createHandler, serveWithWsFront } from "./api/mod.ts";
+import { ClientHub, createHandler, serveWithWsFront, startIoLagProbe } from "./api/mod.ts";
 import { createClusterVisualizer, NodeEvents } from "./visualizer/mod.ts";
 import { jsonLog, type Log, Metrics } from "./telemetry/mod.ts";
 import {
@@ -174,6 +174,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   }, { holderTimeoutMs: config.limitHolderTimeoutMs });
 
   // Users: sessions on this server, presence, routing, accounts, mailboxes.
+  const ioLag = await startIoLagProbe();
   const users = createUserServices({
     records: replicator,
     membership,
@@ -183,6 +184,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     log,
     clock,
     limits,
+    ioLag: ioLag.lag,
   }, {
     accounts: { bcryptCost: config.bcryptCost },
     sessions: { handoverGraceMs: config.handoverGraceMs, handoverMaxMs: config.handoverMaxMs },
@@ -256,6 +258,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   });
   const stopAll = async () => {
     await users.stop();
+    ioLag.stop();
     await membership.stop();
     await replicator.stop();
   };

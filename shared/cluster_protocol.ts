@@ -85,16 +85,48 @@ export type ClusterRequest =
     online: boolean;
     updatedAt: number;
   }
-  | { v: 1; type: "deliver"; to: string; frame: ServerFrame };
+  /**
+   * Several status notices at once (those that queued for the receiver while an earlier notice
+   * to it was in flight), each as a `presence` request's fields.
+   */
+  | { v: 1; type: "presence_batch"; notices: PresenceNotice[] }
+  | { v: 1; type: "deliver"; to: string; frame: ServerFrame }
+  /**
+   * Several deliveries at once (those that queued for the receiver while an earlier one to it
+   * was in flight); answered by `deliver_results`, in the same order.
+   */
+  | { v: 1; type: "deliver_batch"; items: Delivery[] };
+
+/** A frame for user `to` on the receiving server. */
+export interface Delivery {
+  to: string;
+  frame: ServerFrame;
+}
+
+/** Most deliveries in one `deliver_batch`. */
+export const MAX_DELIVER_BATCH = 500;
+
+/** A status notice: `username`'s session on `home` began (`online`) or ended. */
+export interface PresenceNotice {
+  username: string;
+  home: string;
+  online: boolean;
+  updatedAt: number;
+}
+
+/** Most notices in one `presence_batch`. */
+export const MAX_PRESENCE_BATCH = 2000;
 
 /** Server → server responses. */
 export type ClusterResponse =
   | { v: 1; type: "ok" }
   | { v: 1; type: "error"; code: ErrorCode; message: string }
-  | { v: 1; type: "hello"; peers: string[]; browserUrl?: string };
+  | { v: 1; type: "hello"; peers: string[]; browserUrl?: string }
+  /** Per item of a `deliver_batch`: whether a connection of the user here took it. */
+  | { v: 1; type: "deliver_results"; delivered: boolean[] };
 
-const REQUEST_TYPES = ["hello", "presence", "deliver"] as const;
-const RESPONSE_TYPES = ["ok", "error", "hello"] as const;
+const REQUEST_TYPES = ["hello", "presence", "presence_batch", "deliver", "deliver_batch"] as const;
+const RESPONSE_TYPES = ["ok", "error", "hello", "deliver_results"] as const;
 const ADDRESS_RULE = { min: 8, max: 300, pattern: /^https?:\/\/[^\s/]+$/ };
 const MAX_PEERS = 1024;
 
@@ -154,6 +186,15 @@ function readAccountSession(value: unknown, path: string): AccountSession {
   };
 }
 
+function readPresenceNotice(obj: Record<string, unknown>, path: string): PresenceNotice {
+  return {
+    username: readUsername(obj, "username", path),
+    home: readAddress(obj.home, path ? `${path}.home` : "home"),
+    online: readBoolean(obj, "online", path),
+    updatedAt: readNumber(obj, "updatedAt", path, { min: 0, max: 8.64e15, integer: true }),
+  };
+}
+
 /** Validates a decoded cluster request. */
 export function validateClusterRequest(value: unknown): ClusterRequest {
   const { obj, type } = readEnvelope(value, CLUSTER_PROTOCOL_VERSION, REQUEST_TYPES);
@@ -167,36 +208,58 @@ export function validateClusterRequest(value: unknown): ClusterRequest {
         ...readBrowserUrl(obj),
       };
     case "presence":
+      return { v: 1, type: "presence", ...readPresenceNotice(obj, "") };
+    case "presence_batch":
       return {
         v: 1,
-        type: "presence",
-        username: readUsername(obj, "username"),
-        home: readAddress(obj.home, "home"),
-        online: readBoolean(obj, "online", ""),
-        updatedAt: readNumber(obj, "updatedAt", "", { min: 0, max: 8.64e15, integer: true }),
+        type: "presence_batch",
+        notices: readArray(
+          obj,
+          "notices",
+          "",
+          MAX_PRESENCE_BATCH,
+          (value, path) => readPresenceNotice(readObject(value, path), path),
+        ),
       };
-    case "deliver": {
-      // Besides what reaches browsers, the session notices the receiving hub consumes.
-      const DELIVERABLE: readonly ServerFrame["type"][] = [
-        "signal",
-        "relay",
-        "delivered",
-        "mail_waiting",
-        "session_started",
-        "session_ended",
-        "handover_signal",
-      ];
-      const frame = validateServerFrame(obj.frame);
-      if (!DELIVERABLE.includes(frame.type)) {
-        throw new ProtocolError(
-          "bad_frame",
-          "frame.type",
-          `Only ${DELIVERABLE.join(", ")} frames can be delivered`,
-        );
-      }
-      return { v: 1, type: "deliver", to: readUsername(obj, "to"), frame };
-    }
+    case "deliver":
+      return { v: 1, type: "deliver", ...readDelivery(obj, "") };
+    case "deliver_batch":
+      return {
+        v: 1,
+        type: "deliver_batch",
+        items: readArray(
+          obj,
+          "items",
+          "",
+          MAX_DELIVER_BATCH,
+          (value, path) => readDelivery(readObject(value, path), path),
+        ),
+      };
   }
+}
+
+/** Besides what reaches browsers, the session notices the receiving hub consumes. */
+const DELIVERABLE: readonly ServerFrame["type"][] = [
+  "signal",
+  "relay",
+  "delivered",
+  "mail_waiting",
+  "session_started",
+  "session_ended",
+  "handover_signal",
+];
+
+function readDelivery(obj: Record<string, unknown>, path: string): Delivery {
+  const at = (key: string) => path ? `${path}.${key}` : key;
+  const frame = validateServerFrame(obj.frame);
+  if (!DELIVERABLE.includes(frame.type)) {
+    throw new ProtocolError(
+      "bad_frame",
+      at("frame.type"),
+      `Only ${DELIVERABLE.join(", ")} frames can be delivered`,
+    );
+  }
+  return { to: readUsername(obj, "to", path), frame };
 }
 
 /** Decodes and validates a cluster request body. */
@@ -227,6 +290,15 @@ export function parseClusterResponse(text: unknown): ClusterResponse {
         type: "hello",
         peers: readArray(obj, "peers", "", MAX_PEERS, readAddress),
         ...readBrowserUrl(obj),
+      };
+    case "deliver_results":
+      return {
+        v: 1,
+        type: "deliver_results",
+        delivered: readArray(obj, "delivered", "", MAX_DELIVER_BATCH, (value, path) => {
+          if (typeof value !== "boolean") throw new ProtocolError("bad_frame", path, "a boolean");
+          return value;
+        }),
       };
   }
 }

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import {
   type ErrorCode,
+  MAX_DELIVER_BATCH,
   MAX_FRAME_BYTES,
+  MAX_PRESENCE_BATCH,
   parseClientFrame,
   parseClusterRequest,
+  parseClusterResponse,
   parseHandoverMessage,
   parsePeerMessage,
   parseServerFrame,
@@ -176,6 +179,70 @@ Deno.test("peer messages: typing and read receipts are checked like the rest", (
   rejects(parsePeerMessage, frame({ type: "read", upTo: -1 }), "bad_frame", "upTo");
   rejects(parsePeerMessage, frame({ type: "read", upTo: 1.5 }), "bad_frame", "upTo");
   rejects(parsePeerMessage, frame({ type: "read" }), "bad_frame", "upTo");
+});
+
+Deno.test("cluster requests: a presence batch carries valid notices, and at most MAX_PRESENCE_BATCH", () => {
+  const notice = { username: "alice", home: "http://10.0.0.1:8001", online: true, updatedAt: 5 };
+  const batch = { type: "presence_batch", notices: [notice, { ...notice, username: "bob" }] };
+  assert.deepEqual(parseClusterRequest(frame(batch)), { v: 1, ...batch });
+  rejects(
+    parseClusterRequest,
+    frame({ type: "presence_batch", notices: [notice, { ...notice, home: "not a url" }] }),
+    "bad_frame",
+    "notices.1.home",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "presence_batch", notices: [{ ...notice, online: 1 }] }),
+    "bad_frame",
+    "notices.0.online",
+  );
+  rejects(parseClusterRequest, frame({ type: "presence_batch" }), "bad_frame", "notices");
+  rejects(
+    parseClusterRequest,
+    frame({
+      type: "presence_batch",
+      notices: Array.from({ length: MAX_PRESENCE_BATCH + 1 }, () => notice),
+    }),
+    "bad_frame",
+    "notices",
+  );
+});
+
+Deno.test("cluster requests: a delivery batch holds deliverable frames, its answer one boolean each", () => {
+  const item = { to: "bob", frame: { v: 1, type: "relay", from: "alice", payload: "hi" } };
+  const batch = { type: "deliver_batch", items: [item, { ...item, to: "carol" }] };
+  assert.deepEqual(parseClusterRequest(frame(batch)), { v: 1, ...batch });
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver_batch", items: [item, { ...item, frame: { v: 1, type: "pong" } }] }),
+    "bad_frame",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({ type: "deliver_batch", items: [{ ...item, to: "no spaces" }] }),
+    "invalid_username",
+    "items.0.to",
+  );
+  rejects(
+    parseClusterRequest,
+    frame({
+      type: "deliver_batch",
+      items: Array.from({ length: MAX_DELIVER_BATCH + 1 }, () => item),
+    }),
+    "bad_frame",
+    "items",
+  );
+  assert.deepEqual(
+    parseClusterResponse(frame({ type: "deliver_results", delivered: [true, false] })),
+    { v: 1, type: "deliver_results", delivered: [true, false] },
+  );
+  rejects(
+    parseClusterResponse,
+    frame({ type: "deliver_results", delivered: [true, "no"] }),
+    "bad_frame",
+    "delivered.1",
+  );
 });
 
 Deno.test("cluster requests: presence notices name a server, deliveries only signal/relay", () => {

@@ -77,10 +77,19 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       case "presence":
         deps.presence.receiveNotice(request);
         return { v: 1, type: "ok" };
+      case "presence_batch":
+        for (const notice of request.notices) deps.presence.receiveNotice(notice);
+        return { v: 1, type: "ok" };
       case "deliver":
         return deps.sessions.receive(request.to, request.frame)
           ? { v: 1, type: "ok" }
           : { v: 1, type: "error", code: "peer_offline", message: `${request.to} is offline` };
+      case "deliver_batch":
+        return {
+          v: 1,
+          type: "deliver_results",
+          delivered: request.items.map((item) => deps.sessions.receive(item.to, item.frame)),
+        };
     }
   };
   const extraOrigins = (options.allowedOrigins ?? []).map((u) => new URL(u).origin);

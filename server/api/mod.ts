@@ -10,4 +10,5 @@ export {
   type ClientSocket,
 } from "./client_hub.ts";
 export { createHandler, type HttpDeps, type HttpOptions } from "./http.ts";
+export { type IoLagProbe, startIoLagProbe } from "./io_lag.ts";
 export { DEFAULT_MAX_WS_MESSAGE_BYTES, serveWithWsFront, type WsFront } from "./ws_front.ts";

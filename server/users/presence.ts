@@ -6,7 +6,12 @@
  * cache is re-read from the whole ring periodically, forgets users homed on a server that died,
  * and a delivery that finds nothing in it reads the ring record ({@link readHome}).
  */
-import { type ClusterRequest, PRESENCE_TIMEOUT_MS } from "../../shared/mod.ts";
+import {
+  type ClusterRequest,
+  MAX_PRESENCE_BATCH,
+  PRESENCE_TIMEOUT_MS,
+  type PresenceNotice,
+} from "../../shared/mod.ts";
 import type { Clock, TimerHandle } from "../../shared/clock.ts";
 import type { PresenceRecord } from "../store/mod.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
@@ -25,18 +30,18 @@ const REFRESH_SLICES = 10;
 
 /**
  * A status notice a live server did not acknowledge (it was busy past the call's deadline, say)
- * is sent again this many times, after 1, then 2 s: otherwise that server's clients would hear of
- * the change only at its next directory round. A late or repeated notice changes nothing (the
- * receiver keeps the newest `updatedAt`).
+ * is sent again this many times, the next call to that server waiting 1 s after the failure:
+ * otherwise that server's clients would hear of the change only at its next directory round. A
+ * late or repeated notice changes nothing (the receiver keeps the newest `updatedAt`).
  */
 const NOTICE_RETRIES = 2;
 const NOTICE_RETRY_MS = 1000;
-/**
- * At most this many notices wait to be sent again: when peers miss many at once the server is
- * overloaded, and retries beyond this would only add to the load (the directory round, every
- * `directoryRefreshMs`, still brings every server's cache up to date).
- */
-const MAX_NOTICE_RETRIES = 500;
+
+/** Notices waiting for one server: the newest per user, and whether a call to it is under way. */
+interface Outbox {
+  waiting: Map<string, { notice: PresenceNotice; attempt: number }>;
+  busy: boolean;
+}
 
 /** Collaborators of {@link Presence}. */
 export interface PresenceDeps {
@@ -82,7 +87,15 @@ export class Presence {
   #unsubscribe: (() => void)[] = [];
   /** A read of the ring's online records planned after a peer came alive. */
   #catchUp: TimerHandle | undefined;
-  /** Notices waiting to be sent again. */
+  /**
+   * Status notices per server. One call to a server at a time: the notices that come meanwhile
+   * (a burst of logins, a server busy answering) go together in the next call, one
+   * `presence_batch`, instead of a call each that a busy server answers too late.
+   */
+  #outboxes = new Map<string, Outbox>();
+  /** Since when each peer the membership reports dead has been dead. */
+  #deadSince = new Map<string, number>();
+  /** Pauses after a failed notice call, before the next call to that server. */
   #retries = new Set<TimerHandle>();
 
   /** Creates the service; {@link start} begins its rounds and subscriptions. */
@@ -124,6 +137,7 @@ export class Presence {
     this.#catchUp = undefined;
     for (const t of this.#retries) clock.clearTimeout(t);
     this.#retries.clear();
+    this.#outboxes.clear();
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
     let timer: TimerHandle | undefined;
@@ -188,8 +202,8 @@ export class Presence {
     return write;
   }
 
-  /** A `presence` notice from the primary of a record (through another server). */
-  receiveNotice(notice: Extract<ClusterRequest, { type: "presence" }>): void {
+  /** A status notice from the primary of a record (a `presence` request, or one of a batch). */
+  receiveNotice(notice: PresenceNotice | Extract<ClusterRequest, { type: "presence" }>): void {
     this.#apply(notice.username, notice.home, notice.updatedAt, notice.online);
   }
 
@@ -214,9 +228,7 @@ export class Presence {
   /** On the primary of a record whose status changed: tells every live server, this one too. */
   #announce(record: PresenceRecord, online: boolean): void {
     const { membership } = this.#deps;
-    const request: ClusterRequest = {
-      v: 1,
-      type: "presence",
+    const notice: PresenceNotice = {
       username: record.username,
       home: record.home,
       online,
@@ -224,25 +236,74 @@ export class Presence {
     };
     this.#apply(record.username, record.home, record.updatedAt, online);
     for (const address of membership.liveServers()) {
-      if (address !== membership.self) this.#notify(address, request, 0);
+      if (address !== membership.self) this.#enqueue(address, notice, 0);
     }
   }
 
-  /** Sends a status notice to `address`, again (up to {@link NOTICE_RETRIES}) when it fails. */
-  #notify(address: string, request: ClusterRequest, attempt: number): void {
+  /** Queues a status notice for `address` (replacing an older one of the user) and sends. */
+  #enqueue(address: string, notice: PresenceNotice, attempt: number): void {
+    let box = this.#outboxes.get(address);
+    if (!box) this.#outboxes.set(address, box = { waiting: new Map(), busy: false });
+    const queued = box.waiting.get(notice.username);
+    if (queued && queued.notice.updatedAt > notice.updatedAt) return;
+    // Re-inserted: a user's newest notice goes in order of its own time.
+    box.waiting.delete(notice.username);
+    box.waiting.set(notice.username, { notice, attempt });
+    this.#flush(address);
+  }
+
+  /**
+   * Sends what waits for `address` (at most {@link MAX_PRESENCE_BATCH} notices) unless a call to
+   * it is under way; the rest goes when it ends. Notices of a failed call go again (up to
+   * {@link NOTICE_RETRIES} times each) in the next call, 1 s later.
+   */
+  #flush(address: string): void {
     const { call, log, clock, membership } = this.#deps;
+    const box = this.#outboxes.get(address);
+    if (!box || box.busy || box.waiting.size === 0) return;
+    if (this.#timers.length === 0 || !membership.isLive(address)) {
+      // Stopped, or the server died: it reads the ring's records when it is back.
+      this.#outboxes.delete(address);
+      return;
+    }
+    const batch: { notice: PresenceNotice; attempt: number }[] = [];
+    for (const [username, entry] of box.waiting) {
+      if (batch.length >= MAX_PRESENCE_BATCH) break;
+      batch.push(entry);
+      box.waiting.delete(username);
+    }
+    const request: ClusterRequest = batch.length === 1
+      ? { v: 1, type: "presence", ...batch[0]!.notice }
+      : { v: 1, type: "presence_batch", notices: batch.map((e) => e.notice) };
+    box.busy = true;
     this.#track(
-      call(address, request).catch((err) => {
-        const again = attempt < NOTICE_RETRIES && this.#timers.length > 0 &&
-          this.#retries.size < MAX_NOTICE_RETRIES && membership.isLive(address);
-        log("presence_notice_failed", { to: address, error: String(err), again });
-        if (!again) return;
-        const timer = clock.setTimeout(() => {
-          this.#retries.delete(timer);
-          this.#notify(address, request, attempt + 1);
-        }, NOTICE_RETRY_MS * (attempt + 1));
-        this.#retries.add(timer);
-      }),
+      call(address, request).then(
+        () => {
+          box.busy = false;
+          this.#flush(address);
+        },
+        (err) => {
+          let again = 0;
+          for (const { notice, attempt } of batch) {
+            // A newer notice of the user waits already: the failed one is moot.
+            if (attempt >= NOTICE_RETRIES || box.waiting.has(notice.username)) continue;
+            box.waiting.set(notice.username, { notice, attempt: attempt + 1 });
+            again++;
+          }
+          log("presence_notice_failed", {
+            to: address,
+            error: String(err),
+            notices: batch.length,
+            again,
+          });
+          const timer = clock.setTimeout(() => {
+            this.#retries.delete(timer);
+            box.busy = false;
+            this.#flush(address);
+          }, NOTICE_RETRY_MS);
+          this.#retries.add(timer);
+        },
+      ),
     );
   }
 
@@ -258,15 +319,32 @@ export class Presence {
     this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
   }
 
-  /** A peer went up or down: users homed there change status for local clients. */
+  /**
+   * A peer went up or down: users homed there change status for local clients. What the cache
+   * knows of a dead peer's users is kept (hidden while it is dead) for as long as their records
+   * live: a peer thought dead for a moment (too busy to answer hellos) is back with its users
+   * routable at once, not after a read of the whole ring's directory.
+   */
   #peerChanged(address: string, alive: boolean): void {
+    const { clock } = this.#deps;
+    const deadAt = this.#deadSince.get(address);
+    if (alive) {
+      this.#deadSince.delete(address);
+      // Dead for longer than a record lives: what the cache knew of it is stale (its users were
+      // reported offline when it died).
+      if (deadAt !== undefined && clock.now() - deadAt >= this.#ttlMs) {
+        for (const [u, p] of [...this.#cache]) if (p.home === address) this.#cache.delete(u);
+      }
+    } else {
+      if (deadAt === undefined) this.#deadSince.set(address, clock.now());
+      this.#outboxes.delete(address);
+    }
     const homed = [...this.#cache].filter(([, p]) => p.home === address).map(([u]) => u);
     // The membership already reports the new state: a user homed there was online iff it is
     // not alive now (and the other way round).
     for (const u of homed) {
       if (!this.#deps.local.hasSession(u)) this.#deps.local.broadcastPresence(u, alive);
     }
-    if (!alive) { for (const u of homed) this.#cache.delete(u); }
     this.#deps.metrics.set("p2pchat_presence_cached", this.#cache.size);
     // A server seen alive (at this server's start, each peer it finds; or one back from a
     // failure) holds sessions this cache may not know: read the ring's online records soon,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { ManualClock } from "../../shared/clock.ts";
+import type { ClusterRequest } from "../../shared/mod.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -254,5 +255,142 @@ Deno.test("presence: a status notice a peer did not acknowledge is sent again, s
   assert.equal(b.presence.homeOf("alice"), "http://node-a:8000");
   assert.equal(refused, 2, "sent once more, not again after it was acknowledged");
   await a.stop();
+  await b.stop();
+});
+
+Deno.test("presence: notices that come while a call to a server is under way go in one batch next", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-a:8000"] });
+  const toB: ClusterRequest[] = [];
+  let answerFirst: (() => void) | undefined;
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000"],
+    call: (to, request) => {
+      if (to !== "http://node-b:8000" || !request.type.startsWith("presence")) {
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      toB.push(request);
+      if (request.type === "presence") b.presence.receiveNotice(request);
+      if (request.type === "presence_batch") {
+        for (const n of request.notices) b.presence.receiveNotice(n);
+      }
+      // node-b is slow to answer the first call.
+      if (toB.length > 1) return Promise.resolve({ v: 1, type: "ok" });
+      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
+    },
+  });
+  a.start();
+  b.start();
+  const names = ["alice", "carol", "dave", "erin"];
+  for (const name of names) {
+    await a.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  for (const name of names) {
+    const conn = new FakeConnection(clock);
+    a.sessions.connect(conn);
+    await a.sessions.login(conn, name, SECRET);
+  }
+  assert.deepEqual(toB.map((r) => r.type), ["presence"], "one call at a time to node-b");
+  answerFirst!();
+  await clock.advance(10);
+  assert.deepEqual(toB.map((r) => r.type), ["presence", "presence_batch"]);
+  const batch = toB[1] as Extract<ClusterRequest, { type: "presence_batch" }>;
+  assert.deepEqual(batch.notices.map((n) => n.username), ["carol", "dave", "erin"]);
+  assert.ok(batch.notices.every((n) => n.online && n.home === "http://node-a:8000"));
+  for (const name of names) assert.equal(b.presence.homeOf(name), "http://node-a:8000");
+  await a.stop();
+  await b.stop();
+});
+
+Deno.test("routing: frames for a server that come while a call to it is under way go in one batch, each with its own answer", async () => {
+  const clock = new ManualClock();
+  const toB: ClusterRequest[] = [];
+  let answerFirst: (() => void) | undefined;
+  const a = fakeServer({
+    self: "http://node-a:8000",
+    clock,
+    peers: ["http://node-b:8000"],
+    call: (to, request) => {
+      if (to !== "http://node-b:8000" || !request.type.startsWith("deliver")) {
+        return Promise.resolve({ v: 1, type: "ok" });
+      }
+      toB.push(request);
+      if (request.type === "deliver_batch") {
+        // carol left node-b: her frame is not taken.
+        const delivered = request.items.map((item) => item.to !== "carol");
+        return Promise.resolve({ v: 1, type: "deliver_results", delivered });
+      }
+      // node-b is slow to answer the first call.
+      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
+    },
+  });
+  for (const username of ["bob", "carol", "dave"]) {
+    a.presence.receiveNotice({
+      username,
+      home: "http://node-b:8000",
+      online: true,
+      updatedAt: clock.now(),
+    });
+  }
+  const relay = (from: string) => ({ v: 1 as const, type: "relay" as const, from, payload: "hi" });
+  const first = a.routing.deliver("bob", relay("alice"));
+  const rest = ["bob", "carol", "dave"].map((to) => a.routing.deliver(to, relay("erin")));
+  await clock.advance(10);
+  assert.deepEqual(toB.map((r) => r.type), ["deliver"], "one call at a time to node-b");
+  answerFirst!();
+  assert.equal(await first, true);
+  assert.deepEqual(await Promise.all(rest), [true, false, true]);
+  assert.deepEqual(toB.map((r) => r.type), ["deliver", "deliver_batch"]);
+  const batch = toB[1] as Extract<ClusterRequest, { type: "deliver_batch" }>;
+  assert.deepEqual(batch.items.map((i) => i.to), ["bob", "carol", "dave"]);
+  await a.stop();
+});
+
+Deno.test("presence: a peer thought dead for a moment is back with its users at once", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
+  b.start();
+  await b.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
+  const bob = new FakeConnection(clock);
+  b.sessions.connect(bob);
+  await b.sessions.login(bob, "bob", SECRET);
+  b.local.watch(bob, ["carol"]);
+  b.presence.receiveNotice({
+    username: "carol",
+    home: "http://node-c:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  b.membership.setAlive("http://node-c:8000", false);
+  assert.equal(b.presence.homeOf("carol"), undefined, "not routable while node-c is dead");
+  await clock.advance(3000);
+  b.membership.setAlive("http://node-c:8000", true);
+  assert.equal(b.presence.homeOf("carol"), "http://node-c:8000", "routable again at once");
+  assert.deepEqual(seen(bob, "carol"), ["on", "off", "on"]);
+  await b.stop();
+});
+
+Deno.test("presence: a peer dead for longer than a record lives comes back with nobody known online", async () => {
+  const clock = new ManualClock();
+  const b = fakeServer({
+    self: "http://node-b:8000",
+    clock,
+    peers: ["http://node-c:8000"],
+    // No directory round meanwhile: the cache alone decides.
+    presence: { directoryRefreshMs: 600_000 },
+  });
+  b.start();
+  b.presence.receiveNotice({
+    username: "carol",
+    home: "http://node-c:8000",
+    online: true,
+    updatedAt: clock.now(),
+  });
+  b.membership.setAlive("http://node-c:8000", false);
+  await clock.advance(20_000);
+  b.membership.setAlive("http://node-c:8000", true);
+  assert.equal(b.presence.homeOf("carol"), undefined, "a restarted node-c holds no session");
   await b.stop();
 });

@@ -37,6 +37,8 @@ export interface UserServicesDeps {
    * `options.accounts.registrationsPerAddress`.
    */
   limits?: SharedLimits;
+  /** How far behind this process's socket reads are now, in ms (see `SessionsDeps.ioLag`). */
+  ioLag?: () => number;
 }
 
 /** Configuration of every users service. */
@@ -84,7 +86,19 @@ export function createUserServices(
     options.accounts,
   );
   const sessions = new Sessions(
-    { accounts, tokens, local, presence, routing, membership, limits, metrics, log, clock },
+    {
+      accounts,
+      tokens,
+      local,
+      presence,
+      routing,
+      membership,
+      limits,
+      metrics,
+      log,
+      clock,
+      ioLag: deps.ioLag,
+    },
     options.sessions,
   );
   const mailboxes = new Mailboxes({ records, accounts, routing, metrics, log, clock });

@@ -10,7 +10,8 @@
  * signals with the session that replaced it (routed as `handover_signal` frames), so the old
  * device can hand its history over an encrypted data channel (DESIGN §4); then it is closed.
  * Failed logins are limited per username and per address, across the ring (`shared_limits.ts`);
- * a silent connection is closed.
+ * a silent connection is closed (its silence counted in time this server listened: not for
+ * frames its own stalled event loop had yet to read).
  * A session belongs to one registration of its name (the token says which): when that
  * registration loses the name to an older one (two sides of a partition registered it), its
  * connections are told and closed and its tokens are refused.
@@ -71,6 +72,12 @@ export const HANDOVER_ONLY_MESSAGE =
   "Signed in elsewhere: this connection can only hand your history to your new device; " +
   "log in again to use this device";
 
+/**
+ * How often the server checks that its own event loop keeps up, in ms (at most; a tenth of the
+ * silence timeout when that is shorter). A check that runs late means frames waited unread.
+ */
+export const LAG_PROBE_MS = 500;
+
 /** How long a hand-over challenge may be answered, in ms. */
 export const CHALLENGE_TTL_MS = 60_000;
 
@@ -91,6 +98,12 @@ export interface SessionsDeps {
   metrics: Metrics;
   log: Log;
   clock: Clock;
+  /**
+   * How far behind this process's socket reads are now, in ms (a loopback probe, in the
+   * server): a busy runtime can run timers on time and read ready sockets seconds late. Absent:
+   * only the lateness of this service's own timers counts.
+   */
+  ioLag?: () => number;
 }
 
 /** Configuration of {@link Sessions}. */
@@ -150,6 +163,14 @@ export class Sessions {
   /** When each grace began, and the most rows its connection reported handed over. */
   #graceProgress = new Map<ClientConnection, { beganAt: number; done: number }>();
   #sweeper: TimerHandle | undefined;
+  #probe: TimerHandle | undefined;
+  #probePeriod: number;
+  #lastProbe = 0;
+  /**
+   * This server's stalls: [when the late check ran, how late it was], oldest first, those of the
+   * last few silence timeouts. A frame a client sent during a stall waited for it to end.
+   */
+  #stalls: [number, number][] = [];
   /** The account version each connection's session belongs to. */
   #accountOf = new WeakMap<ClientConnection, string>();
   /** The hand-over challenge each connection may answer once, and until when. */
@@ -162,7 +183,13 @@ export class Sessions {
     this.#graceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS;
     this.#graceMaxMs = Math.max(this.#graceMs, options.handoverMaxMs ?? 4 * this.#graceMs);
     this.#writeWaitMs = options.presenceWriteWaitMs ?? 2000;
+    this.#probePeriod = Math.max(1, Math.min(LAG_PROBE_MS, this.#presenceTimeoutMs / 10));
     const m = deps.metrics;
+    m.describe(
+      "p2pchat_event_loop_lag_ms",
+      "gauge",
+      "How late the last event-loop check ran (frames from clients waited as long)",
+    );
     m.describe("p2pchat_logins_total", "counter", "Login attempts, by result");
     m.describe("p2pchat_logouts_total", "counter", "Sessions ended by their user (logout)");
     m.describe(
@@ -200,13 +227,20 @@ export class Sessions {
   /** Starts closing connections that fall silent. */
   start(): void {
     const period = Math.min(5000, this.#presenceTimeoutMs / 3);
-    this.#sweeper = this.#deps.clock.setInterval(() => this.#sweep(), period);
+    const { clock } = this.#deps;
+    this.#lastProbe = clock.now();
+    this.#probe = clock.setInterval(() => this.#checkLag(), this.#probePeriod);
+    this.#sweeper = clock.setInterval(() => {
+      this.#checkLag();
+      this.#sweep();
+    }, period);
   }
 
   /** Stops the sweep and the grace timers and closes every connection. */
   stop(): void {
     const { clock, local } = this.#deps;
     clock.clearInterval(this.#sweeper);
+    clock.clearInterval(this.#probe);
     for (const timer of this.#graceTimers.values()) clock.clearTimeout(timer);
     this.#graceTimers.clear();
     this.#graceProgress.clear();
@@ -790,16 +824,70 @@ export class Sessions {
     this.disconnect(conn);
   }
 
+  /**
+   * Records how late this check ran after the previous one (the event loop was busy or the
+   * process not scheduled), or how far behind socket reads are, if more: frames clients sent
+   * meanwhile were read only afterwards.
+   */
+  #checkLag(): void {
+    const { clock, metrics } = this.#deps;
+    const now = clock.now();
+    const late = Math.max(now - this.#lastProbe - this.#probePeriod, this.#deps.ioLag?.() ?? 0);
+    this.#lastProbe = now;
+    metrics.set("p2pchat_event_loop_lag_ms", Math.max(0, late));
+    if (late > 0) this.#stalls.push([now, late]);
+    // Long enough for peers to suspect this server, and for clients to notice.
+    if (late >= 1000) this.#deps.log("event_loop_stalled", { ms: late });
+    const keepFrom = now - 4 * this.#presenceTimeoutMs;
+    let old = 0;
+    while (old < this.#stalls.length && this.#stalls[old]![0] < keepFrom) old++;
+    if (old > 0) this.#stalls.splice(0, old);
+  }
+
+  /**
+   * The longest stall of this server since `since`: a client's frames were delayed at most that
+   * much, so its silence is only counted past it.
+   */
+  #stalledSince(since: number, suffixMax: number[]): number {
+    // The first stall that ended after `since` (binary search: they are in time order).
+    let lo = 0, hi = this.#stalls.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#stalls[mid]![0] > since) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo < suffixMax.length ? suffixMax[lo]! : 0;
+  }
+
+  /**
+   * Closes connections silent for the timeout. Silence is counted in time this server listened:
+   * a connection is not closed for frames its own stalled event loop had not yet read (its
+   * deadline moves by the longest stall since its last frame); a frozen client is closed the
+   * timeout after its last frame, plus this server's longest stall since.
+   */
   #sweep(): void {
     const { local, clock, log } = this.#deps;
-    const cutoff = clock.now() - this.#presenceTimeoutMs;
+    const now = clock.now();
+    const cutoff = now - this.#presenceTimeoutMs;
+    const suffixMax: number[] = new Array(this.#stalls.length);
+    let max = 0;
+    for (let i = this.#stalls.length - 1; i >= 0; i--) {
+      max = Math.max(max, this.#stalls[i]![1]);
+      suffixMax[i] = max;
+    }
     for (const conn of local.connections()) {
       if (conn.lastSeen >= cutoff) continue;
+      const stalled = this.#stalledSince(conn.lastSeen, suffixMax);
+      if (conn.lastSeen >= cutoff - stalled) continue;
       if (local.graceOf(conn)) {
         this.#endGrace(conn, "silent");
         continue;
       }
-      log("session_timed_out", { username: local.sessionOf(conn)?.username });
+      log("session_timed_out", {
+        username: local.sessionOf(conn)?.username,
+        silentMs: now - conn.lastSeen,
+        stalledMs: stalled,
+      });
       conn.close(4000, "heartbeat timeout");
       this.disconnect(conn);
     }

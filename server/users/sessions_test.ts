@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SUPERSEDED_CLOSE_CODE } from "../../shared/mod.ts";
+import { ManualClock } from "../../shared/clock.ts";
 import { FakeConnection, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { UserError } from "./errors.ts";
 import { HANDOVER_PROGRESS_SIGNAL, SUPERSEDED_MESSAGE } from "./sessions.ts";
@@ -92,6 +93,96 @@ Deno.test("sessions: the hand-over grace ends on time, and a silent connection i
   assert.equal(server.clock.pendingTimers > 0, true, "the rounds still run");
   await server.stop();
   assert.equal(server.clock.pendingTimers, 0, "stop leaves no timer behind");
+});
+
+/**
+ * A clock whose process can stall: {@link stall} moves the time on without running any timer (or
+ * any client frame) — the event loop was busy elsewhere — and timers then run late, as they do.
+ */
+class StallingClock extends ManualClock {
+  #skew = 0;
+  override now(): number {
+    return super.now() + this.#skew;
+  }
+  stall(ms: number): void {
+    this.#skew += ms;
+  }
+}
+
+Deno.test("sessions: a stall of the server's own event loop does not close heartbeating clients; a frozen one is still closed", async () => {
+  const clock = new StallingClock();
+  const server = fakeServer({ clock, sessions: { presenceTimeoutMs: 15_000 } });
+  server.start();
+  await registered(server);
+  await registered(server, "bob");
+  const alice = new FakeConnection(clock);
+  const bob = new FakeConnection(clock);
+  server.sessions.connect(alice);
+  server.sessions.connect(bob);
+  await server.sessions.login(alice, "alice", SECRET);
+  await server.sessions.login(bob, "bob", SECRET);
+  // Both heartbeat every 5 s for a while; then bob freezes.
+  for (let t = 0; t < 4; t++) {
+    alice.touch();
+    if (t < 3) bob.touch();
+    await clock.advance(5000);
+  }
+  alice.touch();
+  await clock.advance(4900);
+  // The server stalls for 20 s: the heartbeats alice sent meanwhile wait unread. When it runs
+  // again, its timers (the sweep among them) come before those frames.
+  clock.stall(20_000);
+  await clock.advance(200);
+  assert.equal(alice.closed, undefined, "alice's heartbeats were late on the server, not missing");
+  assert.equal(bob.closed, undefined, "bob is judged on time the server listened");
+  // Alice's waiting heartbeats are read; she goes on. Bob froze before the stall.
+  for (let t = 0; t < 6; t++) {
+    alice.touch();
+    await clock.advance(5000);
+  }
+  assert.equal(alice.closed, undefined, "alice is still connected");
+  assert.equal(server.presence.isOnline("alice"), true);
+  // Bob's last frame is over 40 s old: the timeout plus the stall is over, so he is closed.
+  assert.equal(bob.closeCode(), 4000, "a frozen client is closed");
+  assert.equal(server.presence.isOnline("bob"), false);
+  await server.stop();
+  assert.equal(clock.pendingTimers, 0, "stop leaves no timer behind");
+});
+
+Deno.test("sessions: socket reads falling behind while timers run on time do not close heartbeating clients", async () => {
+  const clock = new ManualClock();
+  /** From when the server's socket reads have been behind (its I/O probe's byte waits). */
+  let behindSince: number | undefined;
+  const ioLag = () => behindSince === undefined ? 0 : clock.now() - behindSince;
+  const server = fakeServer({ clock, ioLag, sessions: { presenceTimeoutMs: 15_000 } });
+  server.start();
+  await registered(server);
+  await registered(server, "bob");
+  const alice = new FakeConnection(clock);
+  const bob = new FakeConnection(clock);
+  server.sessions.connect(alice);
+  server.sessions.connect(bob);
+  await server.sessions.login(alice, "alice", SECRET);
+  await server.sessions.login(bob, "bob", SECRET);
+  for (let t = 0; t < 4; t++) {
+    alice.touch();
+    if (t < 3) bob.touch();
+    await clock.advance(5000);
+  }
+  alice.touch();
+  // Reads fall 20 s behind: alice's heartbeats wait unread while the sweeps run on time.
+  behindSince = clock.now();
+  await clock.advance(20_000);
+  assert.equal(alice.closed, undefined, "alice's heartbeats were unread, not missing");
+  // The reads catch up: alice's waiting heartbeats arrive; bob sent none.
+  behindSince = undefined;
+  for (let t = 0; t < 6; t++) {
+    alice.touch();
+    await clock.advance(5000);
+  }
+  assert.equal(alice.closed, undefined, "alice is still connected");
+  assert.equal(bob.closeCode(), 4000, "a frozen client is closed");
+  await server.stop();
 });
 
 Deno.test("sessions: progress of the hand-over extends the grace, up to its bound", async () => {

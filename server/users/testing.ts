@@ -20,6 +20,7 @@ import type {
   PresenceRecords,
 } from "./ports.ts";
 import type { SessionsOptions } from "./sessions.ts";
+import type { PresenceOptions } from "./presence.ts";
 import { createUserServices, type UserServices } from "./services.ts";
 import { Tokens } from "./tokens.ts";
 
@@ -272,6 +273,9 @@ export function fakeServer(options: {
   peers?: string[];
   call?: ClusterCall;
   sessions?: SessionsOptions;
+  presence?: PresenceOptions;
+  /** How far behind socket reads are (see `SessionsDeps.ioLag`). */
+  ioLag?: () => number;
 } = {}): FakeServer {
   const self = options.self ?? "http://node-a:8000";
   const clock = options.clock ?? new ManualClock();
@@ -292,10 +296,12 @@ export function fakeServer(options: {
     metrics,
     log: silentLog,
     clock,
+    ioLag: options.ioLag,
   }, {
     // bcrypt's cheapest cost keeps the tests fast; the algorithm is the same.
     accounts: { bcryptCost: 4 },
     sessions: options.sessions,
+    presence: options.presence,
   });
   return { ...users, self, clock, ring, membership, metrics, calls };
 }

@@ -152,6 +152,12 @@ type LoginKind = "password" | "resume";
 /** Frames the load generator's sessions received, and how many of them were presence notices. */
 const received = { frames: 0, presence: 0 };
 
+/**
+ * Every open socket of this load generator: each sends heartbeats from the moment it opens, as
+ * client/session.ts does (a login a busy server answers slowly must not cost the connection).
+ */
+const sockets = new Set<Session>();
+
 class Session {
   ws: WebSocket;
   #next = 1;
@@ -164,7 +170,9 @@ class Session {
 
   constructor(readonly user: string, readonly role: Role, url: string) {
     this.ws = new WebSocket(url.replace(/^http/, "ws") + "/ws");
+    sockets.add(this);
     this.ws.onclose = () => {
+      sockets.delete(this);
       this.closed = true;
       for (const p of this.#pending.values()) p({ type: "error", code: "closed" });
       this.#pending.clear();
@@ -223,6 +231,7 @@ class Session {
   }
 
   close(): void {
+    sockets.delete(this);
     this.closed = true;
     this.closedByUs = true;
     try {
@@ -350,13 +359,19 @@ async function runWorker(index: number, urls: string[]): Promise<void> {
   while (plan.length < target) plan.push({ user: mine[u++]!, role: "plain", url: nextUrl() });
 
   let opened = 0;
+  /** How late this process's heartbeat rounds ran, at most (its own event loop or CPU share). */
+  const heartbeatLate = { maxMs: 0 };
   const progress = setInterval(
-    () => out({ type: "progress", open: online.size, received, failures }),
+    () => out({ type: "progress", open: online.size, received, failures, heartbeatLate }),
     1000,
   );
-  // Sessions silent for PRESENCE_TIMEOUT_MS are dropped: heartbeats from the first login on.
+  // Sockets silent for PRESENCE_TIMEOUT_MS are dropped: heartbeats from the socket's opening on.
+  let lastBeat = performance.now();
   const heartbeats = setInterval(() => {
-    for (const s of online.values()) s.send({ type: "heartbeat" });
+    const now = performance.now();
+    heartbeatLate.maxMs = Math.max(heartbeatLate.maxMs, Math.round(now - lastBeat - 5000));
+    lastBeat = now;
+    for (const s of sockets) s.send({ type: "heartbeat" });
   }, 5000);
   // "go" on stdin starts the steady phase: after every worker's ramp, or when the ramp took
   // longer than --ramp-seconds (then with the sessions open so far).
@@ -639,6 +654,8 @@ async function main(): Promise<void> {
       }
       return Object.keys(sum).length ? `; failures ${JSON.stringify(sum)}` : "";
     };
+    /** The latest heartbeat round of each load generator, how late at most (ms). */
+    const heartbeatLate = new Array<number>(workers).fill(0);
     const frames = new Array<{ frames: number; presence: number }>(workers).fill({
       frames: 0,
       presence: 0,
@@ -692,6 +709,7 @@ async function main(): Promise<void> {
             const msg = JSON.parse(line);
             if (msg.type === "progress") {
               open[w] = msg.open;
+              heartbeatLate[w] = msg.heartbeatLate.maxMs;
               frames[w] = msg.received;
               workerFailures[w] = msg.failures;
             } else if (msg.type === "rampFailures") {
@@ -773,7 +791,9 @@ async function main(): Promise<void> {
           open.reduce((a, b) => a + b, 0)
         }, server RSS max ${rssMax.toFixed(0)} MB; CPU ${
           usage.join(", ")
-        }; load ${loadAverage()}${failureText()}`,
+        }; load ${loadAverage()}; load generators' heartbeats late by at most ${
+          Math.max(...heartbeatLate)
+        } ms${failureText()}`,
       );
     }, 2000);
     const all = await Promise.all(results);
@@ -907,6 +927,7 @@ async function main(): Promise<void> {
       machine_load_avg: round1(loads.reduce((a, b) => a + b, 0) / loads.length),
       cores: navigator.hardwareConcurrency,
       servers_died: deaths.length,
+      loadgen_heartbeat_late_max_ms: Math.max(...heartbeatLate),
     }));
   } catch (err) {
     log(`failed: ${err instanceof Error ? err.stack : err}; server logs in ${logDir}`);
