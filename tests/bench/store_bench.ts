@@ -13,7 +13,10 @@
  * headline sender sends messages / S frames. Progress on stderr; the last stdout line is one
  * JSON object.
  * Usage: deno task bench:store [--messages N] [--senders N] [--batch N] [--in-flight N]
- *        [--repair-messages N]
+ *        [--repair-messages N] [--cpu-prof-dir DIR]
+ * (--cpu-prof-dir: the servers run with `deno run --cpu-prof` and write their profiles there when
+ * the bench stops them; the headline's start and end are logged as seconds of /proc/uptime, the
+ * clock the profiles' timestamps count from, to cut the headline out of them.)
  */
 import { parseArgs } from "node:util";
 import { DatabaseSync } from "node:sqlite";
@@ -35,6 +38,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "200" },
     "in-flight": { type: "string", default: "4" },
     "repair-messages": { type: "string", default: "2000" },
+    "cpu-prof-dir": { type: "string" },
   },
 });
 const total = Number(values.messages);
@@ -115,7 +119,10 @@ const heartbeats = setInterval(() => {
 }, 5_000);
 try {
   log("starting a 3-server ring (K = 2, W = 2)");
-  servers.push(...await startCluster(3, { env }));
+  const denoFlags = values["cpu-prof-dir"]
+    ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof-dir"]}`]
+    : [];
+  servers.push(...await startCluster(3, { env, denoFlags }));
   await waitForCorrectRing(servers, "the ring to form");
   const names = Array.from({ length: senders }, (_, i) => `sender${i}`);
   log(`registering bob, carol, dave, alice and ${senders} senders`);
@@ -157,6 +164,8 @@ try {
     (_, s) => Math.floor(total / senders) + (s < total % senders ? 1 : 0),
   );
   log(`${senders} senders send ${total} messages to bob, one per frame`);
+  const uptime = () => Deno.readTextFileSync("/proc/uptime").split(" ")[0];
+  log(`headline starts at uptime ${uptime()} s`);
   const cpu0 = { servers: serversCpuMs(), client: cpuMs("self") };
   const t0 = performance.now();
   const waits: number[] = [];
@@ -173,6 +182,30 @@ try {
     }
   }));
   const singleMs = performance.now() - t0;
+  log(`headline ends at uptime ${uptime()} s`);
+  // How many messages each group commit and each replica request carried (the batching at work).
+  for (const [i, s] of servers.entries()) {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const metric = (name: string) =>
+      Number(text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, "m"))?.[1] ?? 0);
+    const commits = metric("p2pchat_mailbox_group_commits_total");
+    if (commits) {
+      log(
+        `server${i}: ${metric("p2pchat_mailbox_stored_total")} messages in ${commits} group ` +
+          "commits",
+      );
+    }
+  }
+  if (values["cpu-prof-dir"]) {
+    log(`profiles of the headline in ${values["cpu-prof-dir"]}: stopping here`);
+    console.log(
+      JSON.stringify({ offline_store_msgs_per_s: Math.round(total / (singleMs / 1000)) }),
+    );
+    clearInterval(heartbeats);
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all(servers.map((s) => s.stop())); // SIGTERM: they write their profiles
+    Deno.exit(0);
+  }
   waits.sort((a, b) => a - b);
   const ackMs = (q: number) =>
     Math.round(waits[Math.min(waits.length - 1, Math.floor(q * waits.length))]!);
