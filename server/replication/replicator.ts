@@ -809,16 +809,31 @@ export class Replicator {
         if (request.coordinate) {
           return await this.#coordinateFetch(request.recipient, request.ringKey);
         }
-        const entries = store.mailbox.pending(request.recipient);
         const stale = this.#staleMail() ? { stale: true } : {};
-        if (!request.ids) return { v: 1, type: "entries", entries, ...stale };
-        const deleted = [...this.#deletedOf(request.recipient, request.ids)];
-        if (!request.brief) return { v: 1, type: "entries", entries, deleted, ...stale };
-        // The primary has the entries it named: they are confirmed by id, not sent again.
+        if (!request.ids) {
+          return {
+            v: 1,
+            type: "entries",
+            entries: store.mailbox.pending(request.recipient),
+            ...stale,
+          };
+        }
+        const deleted = store.mailbox.deletedOf(request.recipient, request.ids);
+        if (!request.brief) {
+          const entries = store.mailbox.pending(request.recipient);
+          return { v: 1, type: "entries", entries, deleted, ...stale };
+        }
+        // The primary has the entries it named: they are confirmed by id, not sent again (nor
+        // read: the ids come from an index, and only the entries the primary lacks are read).
         const asked = new Set(request.ids);
-        const held = entries.filter((e) => asked.has(e.messageId)).map((e) => e.messageId);
-        const others = entries.filter((e) => !asked.has(e.messageId));
-        return { v: 1, type: "entries", entries: others, held, deleted, ...stale };
+        const held: string[] = [];
+        const others: [string, string][] = [];
+        for (const id of store.mailbox.pendingIds(request.recipient)) {
+          if (asked.has(id)) held.push(id);
+          else others.push([request.recipient, id]);
+        }
+        const entries = store.mailbox.entries(others);
+        return { v: 1, type: "entries", entries, held, deleted, ...stale };
       }
       case "digest":
         // No anti-entropy with a copy still catching up: its pending entries may be stale.
@@ -1483,10 +1498,7 @@ export class Replicator {
 
   /** Which of `ids` in `recipient`'s mailbox this node holds a tombstone of. */
   #deletedOf(recipient: string, ids: readonly string[]): Set<string> {
-    return new Set(
-      this.#deps.store.mailbox.tombstones(ids.map((id): [string, string] => [recipient, id]))
-        .map((t) => t.messageId),
-    );
+    return new Set(this.#deps.store.mailbox.deletedOf(recipient, ids));
   }
 
   #quorumFailed(): ReplicationResponse {

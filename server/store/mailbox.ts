@@ -140,6 +140,8 @@ export class MailboxStore {
   #insertedRows = 0;
   #insertedChars = 0;
   #pending: StatementSync;
+  #pendingIds: StatementSync;
+  #deletedOf: StatementSync;
   #getTombstone: StatementSync;
 
   #afterCommit: () => void;
@@ -172,6 +174,12 @@ export class MailboxStore {
     );
     this.#getTombstone = db.prepare(
       "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
+    );
+    // Read from the primary key's index alone: no envelope is touched.
+    this.#pendingIds = db.prepare("SELECT message_id FROM mailbox WHERE recipient = ?");
+    this.#deletedOf = db.prepare(
+      `SELECT message_id FROM tombstones
+       WHERE recipient = ? AND message_id IN (SELECT value FROM json_each(?))`,
     );
   }
 
@@ -229,6 +237,24 @@ export class MailboxStore {
   pending(recipient: string, limit = 100_000): MailboxEntry[] {
     const rows = this.#pending.all(recipient, limit) as Row[];
     return rows.map(toEntry);
+  }
+
+  /**
+   * The ids of `recipient`'s pending entries, in no particular order: one search of the primary
+   * key's index, without reading an envelope.
+   */
+  pendingIds(recipient: string): string[] {
+    const rows = this.#pendingIds.all(recipient) as { message_id: string }[];
+    return rows.map((r) => r.message_id);
+  }
+
+  /** Which of `messageIds` in `recipient`'s mailbox this node holds a tombstone of (one query). */
+  deletedOf(recipient: string, messageIds: readonly string[]): string[] {
+    if (messageIds.length === 0) return [];
+    const rows = this.#deletedOf.all(recipient, JSON.stringify(messageIds)) as {
+      message_id: string;
+    }[];
+    return rows.map((r) => r.message_id);
   }
 
   /** Number of pending entries of `recipient` (for quotas). */
