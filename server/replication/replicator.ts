@@ -131,6 +131,21 @@ export interface ReplicatorOptions {
 /** A message to store for an offline recipient, as the home server receives it. */
 export type NewMessage = Omit<MailboxEntry, "seq" | "ringKey">;
 
+/**
+ * A tombstone is collected once acknowledged this long before the oldest entry kept (the
+ * retention, {@link ReplicatorOptions.maxAgeMs}): far more than servers' clocks may differ
+ * (MAX_CLOCK_SKEW_MS), so the entry it stands for is past the retention on every server.
+ */
+export const TOMBSTONE_MARGIN_MS = 24 * 3_600_000;
+
+/** Least time between two collections of old tombstones (a scan of the table), in ms. */
+export const TOMBSTONE_GC_EVERY_MS = 10 * 60_000;
+
+/** A message sent longer ago than the retention: stored, it would expire unread. */
+export class TooOldError extends Error {
+  override name = "TooOldError";
+}
+
 /** No replica set could durably store or serve the request in time. */
 export class UnavailableError extends Error {
   override name = "UnavailableError";
@@ -221,6 +236,8 @@ export class Replicator {
   #ownAddresses = new Set<string>();
   #lastSeq = 0;
   #lastPresenceSweep = 0;
+  /** When old tombstones were last collected. */
+  #lastTombstoneGc = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #round: Promise<void> | undefined;
@@ -259,6 +276,13 @@ export class Replicator {
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
     this.#now = deps.now ?? Date.now;
+    // No path stores an entry past the retention, nor a tombstone past it and the margin: a
+    // collected tombstone's entry cannot come back (a late replica copy, a repair from a server
+    // restarted from an old disk or backup).
+    deps.store.mailbox.retain({
+      oldestSeq: () => this.#now() - this.#maxAgeMs,
+      oldestTombstone: () => this.#tombstoneHorizon(),
+    });
     this.#pendingBounds = new PendingBounds(deps.store.mailbox);
     this.#startedAt = this.#now();
     const held = deps.store.mailbox.counts();
@@ -400,10 +424,22 @@ export class Replicator {
 
   /**
    * Stores messages for offline recipients; resolves once every one is durable on W copies.
-   * Retries while the ring repairs; throws {@link UnavailableError}, {@link MailboxFullError} or
-   * {@link QuotaExceededError}.
+   * Retries while the ring repairs; throws {@link UnavailableError}, {@link MailboxFullError},
+   * {@link QuotaExceededError}, or {@link TooOldError} (sent longer ago than the retention).
    */
   async storeMessages(messages: readonly NewMessage[]): Promise<void> {
+    // A client's retry of a message so old that its tombstone may be collected would store it
+    // again with a new seq: the same age limit as the entries', taken from the sender's clock.
+    const oldest = this.#now() - this.#maxAgeMs;
+    const old = messages.find((m) => m.sentAt < oldest);
+    if (old) {
+      this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "too_old" });
+      throw new TooOldError(
+        `Message ${old.messageId} was sent more than ${
+          Math.round(this.#maxAgeMs / 86_400_000)
+        } days ago: it would expire unread, so it was not stored`,
+      );
+    }
     const byKey = new Map<string, MailboxEntry[]>();
     for (const m of messages) {
       const ringKey = this.#deps.ring.ringKeyOf(m.recipient);
@@ -1560,6 +1596,9 @@ export class Replicator {
 
   /** Starts the periodic repair rounds. */
   start(): void {
+    // Entries past the retention (a disk or backup that was away long) go before anything reads
+    // or repairs from them.
+    this.#deps.store.mailbox.expire(this.#now() - this.#maxAgeMs);
     this.#running = true;
     this.#catchingUp = true;
     this.#startedAt = this.#now();
@@ -1700,6 +1739,7 @@ export class Replicator {
         await this.#handOffAndDrop();
       }
       store.mailbox.expire(this.#now() - this.#maxAgeMs);
+      this.#collectTombstones();
       const counts = store.mailbox.counts();
       metrics.set("p2pchat_mailbox_entries", counts.primary, { held_as: "primary" });
       metrics.set("p2pchat_mailbox_entries", counts.replica, { held_as: "replica" });
@@ -1711,6 +1751,30 @@ export class Replicator {
       metrics.inc("p2pchat_replication_errors_total");
       this.#deps.log("replication_round_failed", { error: String(err) });
     }
+  }
+
+  /** Tombstones acknowledged before this are collected (and never stored again). */
+  #tombstoneHorizon(): number {
+    return this.#now() - this.#maxAgeMs - TOMBSTONE_MARGIN_MS;
+  }
+
+  /**
+   * Deletes the tombstones older than the horizon (at most every
+   * {@link TOMBSTONE_GC_EVERY_MS}): their entries are past the retention on every server, and
+   * no path stores such an entry again (see MailboxStore.retain).
+   */
+  #collectTombstones(): void {
+    const now = this.#now();
+    if (now - this.#lastTombstoneGc < TOMBSTONE_GC_EVERY_MS) return;
+    this.#lastTombstoneGc = now;
+    const collected = this.#deps.store.mailbox.collectTombstones(this.#tombstoneHorizon());
+    if (collected) {
+      this.#deps.metrics.inc("p2pchat_mailbox_tombstones_collected_total", undefined, collected);
+    }
+    this.#deps.metrics.set(
+      "p2pchat_mailbox_too_old_dropped",
+      this.#deps.store.mailbox.droppedTooOld,
+    );
   }
 
   /**

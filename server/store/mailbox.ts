@@ -127,6 +127,15 @@ export function markHeldAs(db: DatabaseSync, table: "mailbox" | "accounts", prim
   ).run(...params, ...params);
 }
 
+/**
+ * What a node keeps (see {@link MailboxStore.retain}): entries whose `seq` is at least
+ * `oldestSeq()`, tombstones whose `deletedAt` is at least `oldestTombstone()`.
+ */
+export interface Retention {
+  oldestSeq(): number;
+  oldestTombstone(): number;
+}
+
 /** Mailbox entries and tombstones of one node. */
 export class MailboxStore {
   #db: DatabaseSync;
@@ -143,8 +152,11 @@ export class MailboxStore {
   #pendingIds: StatementSync;
   #deletedOf: StatementSync;
   #getTombstone: StatementSync;
+  #collect: StatementSync;
 
   #afterCommit: () => void;
+  #retention: Retention = { oldestSeq: () => -Infinity, oldestTombstone: () => -Infinity };
+  #droppedTooOld = 0;
 
   /** Wraps an open, migrated database; `afterCommit` is told after each committed write. */
   constructor(db: DatabaseSync, afterCommit: () => void = () => {}) {
@@ -170,11 +182,12 @@ export class MailboxStore {
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
     this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
     this.#pending = db.prepare(
-      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
+      `SELECT * FROM mailbox WHERE recipient = ? AND seq >= ? ORDER BY seq, message_id LIMIT ?`,
     );
     this.#getTombstone = db.prepare(
       "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
     );
+    this.#collect = db.prepare("DELETE FROM tombstones WHERE deleted_at < ?");
     // Read from the primary key's index alone: no envelope is touched.
     this.#pendingIds = db.prepare("SELECT message_id FROM mailbox WHERE recipient = ?");
     this.#deletedOf = db.prepare(
@@ -184,11 +197,16 @@ export class MailboxStore {
   }
 
   /**
-   * Stores `entries` in one durable transaction (group commit). Returns how many were new or
-   * changed; an entry already present changes only by taking a smaller `seq`, and an entry
-   * already tombstoned changes nothing.
+   * Stores entries in one durable transaction (group commit). Returns how many were new or
+   * changed; an entry already present changes only by taking a smaller `seq`, an entry already
+   * tombstoned changes nothing, and one older than the retention (see {@link retain}) is dropped.
    */
-  insert(entries: readonly MailboxEntry[]): number {
+  insert(offered: readonly MailboxEntry[]): number {
+    const oldestSeq = this.#retention.oldestSeq();
+    // An entry past the retention is never stored, whoever offers it (a late replica copy, a
+    // repair from a node restarted from an old disk): its tombstone may have been collected.
+    const entries = offered.filter((e) => e.seq >= oldestSeq);
+    this.#droppedTooOld += offered.length - entries.length;
     if (entries.length === 0) return 0;
     // Counted as offered, before the transaction: never less than what it adds.
     this.#insertedRows += entries.length;
@@ -222,26 +240,62 @@ export class MailboxStore {
     return { rows: this.#insertedRows, chars: this.#insertedChars };
   }
 
-  /** Replaces entries by tombstones (acknowledged by the recipient), in one transaction. */
+  /**
+   * Replaces entries by tombstones (acknowledged by the recipient), in one transaction. A
+   * tombstone older than the retention deletes its entry but is not kept: it would be collected
+   * at once (see {@link collectTombstones}).
+   */
   tombstone(tombstones: readonly Tombstone[]): void {
     if (tombstones.length === 0) return;
+    const oldest = this.#retention.oldestTombstone();
     this.#transaction(() => {
       for (const t of tombstones) {
-        this.#tombstone.run(t.recipient, t.messageId, t.ringKey, t.deletedAt);
+        if (t.deletedAt >= oldest) {
+          this.#tombstone.run(t.recipient, t.messageId, t.ringKey, t.deletedAt);
+        }
         this.#deleteEntry.run(t.recipient, t.messageId);
       }
     });
   }
 
-  /** Pending entries of `recipient`, in delivery order (seq, then id). */
+  /**
+   * Sets what this node keeps from now on: no entry older than `oldestSeq()` is stored, read as
+   * pending or handed to another node, and no tombstone older than `oldestTombstone()` is stored.
+   * Tombstones can then be collected safely once older than `oldestTombstone()` (which must lie
+   * before `oldestSeq()` by more than the clocks of the servers may differ): the entry a
+   * tombstone stands for was stored before it was acknowledged, so it is older still, and no
+   * path can store it again.
+   */
+  retain(retention: Retention): void {
+    this.#retention = retention;
+  }
+
+  /** Entries offered to {@link insert} and dropped as older than the retention, since opened. */
+  get droppedTooOld(): number {
+    return this.#droppedTooOld;
+  }
+
+  /**
+   * Deletes the tombstones acknowledged before `deletedBefore` (garbage collection, see
+   * {@link retain}); returns how many went.
+   */
+  collectTombstones(deletedBefore: number): number {
+    let n = 0;
+    this.#transaction(() => {
+      n = Number(this.#collect.run(deletedBefore).changes);
+    });
+    return n;
+  }
+
+  /** Pending entries of `recipient` (not older than the retention), in delivery order. */
   pending(recipient: string, limit = 100_000): MailboxEntry[] {
-    const rows = this.#pending.all(recipient, limit) as Row[];
+    const rows = this.#pending.all(recipient, this.#retention.oldestSeq(), limit) as Row[];
     return rows.map(toEntry);
   }
 
   /**
-   * The ids of `recipient`'s pending entries, in no particular order: one search of the primary
-   * key's index, without reading an envelope.
+   * The ids of `recipient`'s entries, in no particular order, those older than the retention
+   * included: one search of the primary key's index, without reading a row.
    */
   pendingIds(recipient: string): string[] {
     const rows = this.#pendingIds.all(recipient) as { message_id: string }[];
@@ -278,12 +332,13 @@ export class MailboxStore {
     return row?.seq;
   }
 
-  /** Entries named by `keys` (those this node has). */
+  /** Entries named by `keys` (those this node has, not older than the retention). */
   entries(keys: readonly [string, string][]): MailboxEntry[] {
+    const oldestSeq = this.#retention.oldestSeq();
     const out: MailboxEntry[] = [];
     for (const [recipient, id] of keys) {
       const row = this.#getEntry.get(recipient, id) as Row | undefined;
-      if (row) out.push(toEntry(row));
+      if (row && row.seq >= oldestSeq) out.push(toEntry(row));
     }
     return out;
   }

@@ -5,7 +5,12 @@
  * their own mailbox: the recipient is the session's user, never a frame field.
  */
 import { type IncomingMail, MAX_MAIL_PAGE_CHARS, type OutgoingMail } from "../../shared/mod.ts";
-import { MailboxFullError, QuotaExceededError, UnavailableError } from "../replication/mod.ts";
+import {
+  MailboxFullError,
+  QuotaExceededError,
+  TooOldError,
+  UnavailableError,
+} from "../replication/mod.ts";
 import type { Clock } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import type { Accounts } from "./accounts.ts";
@@ -49,7 +54,8 @@ export class Mailboxes {
 
   /**
    * Stores `messages` from `me` in `to`'s mailbox. Throws a {@link UserError}: `unknown_user`,
-   * `mailbox_full`, `quota_exceeded` (storing none of them) or `unavailable`. The quotas (of the
+   * `mailbox_full`, `quota_exceeded`, `bad_frame` (a message sent longer ago than the mailbox
+   * retention; storing none of them) or `unavailable`. The quotas (of the
    * mailbox, and of one sender's messages and file bytes in it) are checked by the recipient's
    * primary as it stores the batch.
    */
@@ -178,6 +184,8 @@ export class Mailboxes {
         ? new UserError("mailbox_full", err.message)
         : err instanceof QuotaExceededError
         ? new UserError("quota_exceeded", err.message)
+        : err instanceof TooOldError
+        ? new UserError("bad_frame", err.message)
         : err instanceof UnavailableError
         ? new UserError(
           "unavailable",
