@@ -189,6 +189,8 @@ const CATCH_UP_RETRY_MS = 300;
 
 /** Most mailbox entries one group commit stores (and sends to each replica in one request). */
 const MAX_PUT_BATCH = 4000;
+/** Most tombstones in one batch of acks (a replica request carries at most MAX_BATCH). */
+const MAX_ACK_BATCH = 5000;
 
 /** Pending counts on a primary, as {@link Replicator.#flushPuts} reads them for the quotas. */
 interface QuotaCounts {
@@ -260,6 +262,15 @@ export class Replicator {
   #puts = new Batcher<MailboxEntry[], ReplicationResponse>(
     (batch) => this.#flushPuts(batch),
     { maxWeight: MAX_PUT_BATCH, weight: (entries) => entries.length, concurrency: 2 },
+  );
+
+  /**
+   * Acks waiting for this primary's next tombstone commit (group commit, as for puts): acks that
+   * come together share one transaction and one request per replica.
+   */
+  #acks = new Batcher<Tombstone[], ReplicationResponse>(
+    (batch) => this.#flushAcks(batch),
+    { maxWeight: MAX_ACK_BATCH, weight: (tombstones) => tombstones.length, concurrency: 2 },
   );
 
   /** Creates the replicator; {@link start} begins the repair rounds. */
@@ -1403,20 +1414,54 @@ export class Replicator {
     if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
       return this.#tooFewCopies(`${this.#copiesNeeded()} durable copies needed for an ack`);
     }
+    return await this.#acks.submit(tombstones);
+  }
+
+  /**
+   * One batch of acks (concurrent ones, e.g. the pages of a drained mailbox acknowledged at
+   * once): one durable transaction here and one request per replica for all of them; each ack
+   * gets its own answer and receipts. An ack whose key this server no longer holds as primary
+   * is refused alone.
+   */
+  async #flushAcks(batch: readonly Tombstone[][]): Promise<Settled<ReplicationResponse>[]> {
+    const answers: Settled<ReplicationResponse>[] = [];
+    const accepted: { index: number; tombstones: Tombstone[] }[] = [];
+    for (const [index, tombstones] of batch.entries()) {
+      const foreign = tombstones.find((t) => !this.#deps.ring.isPrimaryFor(t.ringKey));
+      answers.push({ ok: true, value: { v: 1, type: "ok", count: tombstones.length } });
+      if (foreign) {
+        answers[index] = { ok: true, value: await this.#notResponsible(foreign.ringKey) };
+      } else accepted.push({ index, tombstones });
+    }
+    if (!accepted.length) return answers;
+    const all = accepted.flatMap((a) => a.tombstones);
     // Who sent each entry, as stored (the recipient's word is not taken for it): the receipts.
-    const receipts = this.#deps.store.mailbox
-      .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
-      .map((e) => ({ messageId: e.messageId, sender: e.sender }));
-    this.#deps.store.mailbox.tombstone(tombstones);
+    const senders = new Map<string, string>();
+    for (const e of this.#deps.store.mailbox.entries(all.map((t) => [t.recipient, t.messageId]))) {
+      senders.set(`${e.recipient}/${e.messageId}`, e.sender); // usernames hold no "/"
+    }
+    this.#deps.store.mailbox.tombstone(all);
     // Answered once every replica asked has answered (W copies among them), not as soon as W
     // copies are durable: a replica left holding the entry as pending would hand it out again
     // if the servers holding the tombstone went down before the next repair round.
+    this.#deps.metrics.inc("p2pchat_mailbox_ack_commits_total");
     const ok = (await this.#replicateCounting(
-      { v: 1, type: "ack", tombstones, coordinate: false },
+      { v: 1, type: "ack", tombstones: all, coordinate: false },
       this.#copiesNeeded() - 1,
       true,
     )) === "ok";
-    return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
+    for (const { index, tombstones } of accepted) {
+      const receipts: { messageId: string; sender: string }[] = [];
+      for (const t of tombstones) {
+        const sender = senders.get(`${t.recipient}/${t.messageId}`);
+        if (sender !== undefined) receipts.push({ messageId: t.messageId, sender });
+      }
+      answers[index] = {
+        ok: true,
+        value: ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed(),
+      };
+    }
+    return answers;
   }
 
   /**

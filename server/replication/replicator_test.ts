@@ -206,6 +206,28 @@ Deno.test("replication: a primary back from an old disk returns nothing acknowle
   ]);
 });
 
+Deno.test("replication: acks that come together share one commit, each with its own receipts", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110].map((id) => ring.add(id));
+  await nodes[0]!.storeMessages([0, 1, 2, 3, 4, 5].map((i) => message(i)));
+  const ids = (is: number[]) => is.map((i) => message(i).messageId);
+  const receipts = await Promise.all(
+    [[0, 1], [2, 3], [4, 5]].map((is) => nodes[1]!.acknowledge("bob", ids(is))),
+  );
+  assert.deepEqual(receipts.map((r) => r.map((x) => x.messageId)), [
+    ids([0, 1]),
+    ids([2, 3]),
+    ids([4, 5]),
+  ]);
+  assert.ok(receipts.flat().every((r) => r.sender === "alice"));
+  assert.equal(ring.copies().size, 0, "acknowledged on every copy");
+  const commits = [...ring.live.values()].reduce(
+    (sum, n) => sum + n.metrics!.get("p2pchat_mailbox_ack_commits_total"),
+    0,
+  );
+  assert.ok(commits < 3, `${commits} commits for 3 acks`);
+});
+
 Deno.test("replication: a message sent longer ago than the retention is refused and stored nowhere", async () => {
   const ring = new TestRing();
   const nodes = [10, 60, 110].map((id) => ring.add(id));
