@@ -240,12 +240,15 @@ export class Inbox {
     for (const from of opsFrom) this.#deps.onOps?.(from);
     for (const chat of offers) this.#deps.onFileOffer?.(chat.from, chat.id);
     // Everything is durable now: acknowledge all of it, rejected entries included (they would
-    // otherwise come back on every login).
+    // otherwise come back on every login). The frames go at once, not one after the other: the
+    // recipient's primary stores acks that arrive together in one commit.
+    const acks: Promise<void>[] = [];
     for (let i = 0; i < mail.length; i += MAX_MAIL_BATCH) {
-      await this.#deps.session.mailAck(
+      acks.push(this.#deps.session.mailAck(
         mail.slice(i, i + MAX_MAIL_BATCH).map((m) => ({ id: m.id, from: m.from })),
-      );
+      ));
     }
+    await Promise.all(acks);
   }
 
   /** The chat message of a mailbox entry, or null if it was rejected. */

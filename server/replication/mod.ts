@@ -29,6 +29,9 @@ export {
   Replicator,
   type ReplicatorDeps,
   type ReplicatorOptions,
+  TOMBSTONE_GC_EVERY_MS,
+  TOMBSTONE_MARGIN_MS,
+  TooOldError,
   UnavailableError,
   UsernameTakenError,
 } from "./replicator.ts";

@@ -131,6 +131,21 @@ export interface ReplicatorOptions {
 /** A message to store for an offline recipient, as the home server receives it. */
 export type NewMessage = Omit<MailboxEntry, "seq" | "ringKey">;
 
+/**
+ * A tombstone is collected once acknowledged this long before the oldest entry kept (the
+ * retention, {@link ReplicatorOptions.maxAgeMs}): far more than servers' clocks may differ
+ * (MAX_CLOCK_SKEW_MS), so the entry it stands for is past the retention on every server.
+ */
+export const TOMBSTONE_MARGIN_MS = 24 * 3_600_000;
+
+/** Least time between two collections of old tombstones (a scan of the table), in ms. */
+export const TOMBSTONE_GC_EVERY_MS = 10 * 60_000;
+
+/** A message sent longer ago than the retention: stored, it would expire unread. */
+export class TooOldError extends Error {
+  override name = "TooOldError";
+}
+
 /** No replica set could durably store or serve the request in time. */
 export class UnavailableError extends Error {
   override name = "UnavailableError";
@@ -174,6 +189,8 @@ const CATCH_UP_RETRY_MS = 300;
 
 /** Most mailbox entries one group commit stores (and sends to each replica in one request). */
 const MAX_PUT_BATCH = 4000;
+/** Most tombstones in one batch of acks (a replica request carries at most MAX_BATCH). */
+const MAX_ACK_BATCH = 5000;
 
 /** Pending counts on a primary, as {@link Replicator.#flushPuts} reads them for the quotas. */
 interface QuotaCounts {
@@ -221,6 +238,8 @@ export class Replicator {
   #ownAddresses = new Set<string>();
   #lastSeq = 0;
   #lastPresenceSweep = 0;
+  /** When old tombstones were last collected. */
+  #lastTombstoneGc = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
   #round: Promise<void> | undefined;
@@ -245,6 +264,15 @@ export class Replicator {
     { maxWeight: MAX_PUT_BATCH, weight: (entries) => entries.length, concurrency: 2 },
   );
 
+  /**
+   * Acks waiting for this primary's next tombstone commit (group commit, as for puts): acks that
+   * come together share one transaction and one request per replica.
+   */
+  #acks = new Batcher<Tombstone[], ReplicationResponse>(
+    (batch) => this.#flushAcks(batch),
+    { maxWeight: MAX_ACK_BATCH, weight: (tombstones) => tombstones.length, concurrency: 2 },
+  );
+
   /** Creates the replicator; {@link start} begins the repair rounds. */
   constructor(deps: ReplicatorDeps, options: ReplicatorOptions = {}) {
     this.#deps = deps;
@@ -259,6 +287,13 @@ export class Replicator {
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
     this.#now = deps.now ?? Date.now;
+    // No path stores an entry past the retention, nor a tombstone past it and the margin: a
+    // collected tombstone's entry cannot come back (a late replica copy, a repair from a server
+    // restarted from an old disk or backup).
+    deps.store.mailbox.retain({
+      oldestSeq: () => this.#now() - this.#maxAgeMs,
+      oldestTombstone: () => this.#tombstoneHorizon(),
+    });
     this.#pendingBounds = new PendingBounds(deps.store.mailbox);
     this.#startedAt = this.#now();
     const held = deps.store.mailbox.counts();
@@ -400,10 +435,22 @@ export class Replicator {
 
   /**
    * Stores messages for offline recipients; resolves once every one is durable on W copies.
-   * Retries while the ring repairs; throws {@link UnavailableError}, {@link MailboxFullError} or
-   * {@link QuotaExceededError}.
+   * Retries while the ring repairs; throws {@link UnavailableError}, {@link MailboxFullError},
+   * {@link QuotaExceededError}, or {@link TooOldError} (sent longer ago than the retention).
    */
   async storeMessages(messages: readonly NewMessage[]): Promise<void> {
+    // A client's retry of a message so old that its tombstone may be collected would store it
+    // again with a new seq: the same age limit as the entries', taken from the sender's clock.
+    const oldest = this.#now() - this.#maxAgeMs;
+    const old = messages.find((m) => m.sentAt < oldest);
+    if (old) {
+      this.#deps.metrics.inc("p2pchat_mailbox_rejected_total", { reason: "too_old" });
+      throw new TooOldError(
+        `Message ${old.messageId} was sent more than ${
+          Math.round(this.#maxAgeMs / 86_400_000)
+        } days ago: it would expire unread, so it was not stored`,
+      );
+    }
     const byKey = new Map<string, MailboxEntry[]>();
     for (const m of messages) {
       const ringKey = this.#deps.ring.ringKeyOf(m.recipient);
@@ -809,16 +856,31 @@ export class Replicator {
         if (request.coordinate) {
           return await this.#coordinateFetch(request.recipient, request.ringKey);
         }
-        const entries = store.mailbox.pending(request.recipient);
         const stale = this.#staleMail() ? { stale: true } : {};
-        if (!request.ids) return { v: 1, type: "entries", entries, ...stale };
-        const deleted = [...this.#deletedOf(request.recipient, request.ids)];
-        if (!request.brief) return { v: 1, type: "entries", entries, deleted, ...stale };
-        // The primary has the entries it named: they are confirmed by id, not sent again.
+        if (!request.ids) {
+          return {
+            v: 1,
+            type: "entries",
+            entries: store.mailbox.pending(request.recipient),
+            ...stale,
+          };
+        }
+        const deleted = store.mailbox.deletedOf(request.recipient, request.ids);
+        if (!request.brief) {
+          const entries = store.mailbox.pending(request.recipient);
+          return { v: 1, type: "entries", entries, deleted, ...stale };
+        }
+        // The primary has the entries it named: they are confirmed by id, not sent again (nor
+        // read: the ids come from an index, and only the entries the primary lacks are read).
         const asked = new Set(request.ids);
-        const held = entries.filter((e) => asked.has(e.messageId)).map((e) => e.messageId);
-        const others = entries.filter((e) => !asked.has(e.messageId));
-        return { v: 1, type: "entries", entries: others, held, deleted, ...stale };
+        const held: string[] = [];
+        const others: [string, string][] = [];
+        for (const id of store.mailbox.pendingIds(request.recipient)) {
+          if (asked.has(id)) held.push(id);
+          else others.push([request.recipient, id]);
+        }
+        const entries = store.mailbox.entries(others);
+        return { v: 1, type: "entries", entries, held, deleted, ...stale };
       }
       case "digest":
         // No anti-entropy with a copy still catching up: its pending entries may be stale.
@@ -1352,20 +1414,54 @@ export class Replicator {
     if (1 + this.#replicaTargets().length < this.#copiesNeeded()) {
       return this.#tooFewCopies(`${this.#copiesNeeded()} durable copies needed for an ack`);
     }
+    return await this.#acks.submit(tombstones);
+  }
+
+  /**
+   * One batch of acks (concurrent ones, e.g. the pages of a drained mailbox acknowledged at
+   * once): one durable transaction here and one request per replica for all of them; each ack
+   * gets its own answer and receipts. An ack whose key this server no longer holds as primary
+   * is refused alone.
+   */
+  async #flushAcks(batch: readonly Tombstone[][]): Promise<Settled<ReplicationResponse>[]> {
+    const answers: Settled<ReplicationResponse>[] = [];
+    const accepted: { index: number; tombstones: Tombstone[] }[] = [];
+    for (const [index, tombstones] of batch.entries()) {
+      const foreign = tombstones.find((t) => !this.#deps.ring.isPrimaryFor(t.ringKey));
+      answers.push({ ok: true, value: { v: 1, type: "ok", count: tombstones.length } });
+      if (foreign) {
+        answers[index] = { ok: true, value: await this.#notResponsible(foreign.ringKey) };
+      } else accepted.push({ index, tombstones });
+    }
+    if (!accepted.length) return answers;
+    const all = accepted.flatMap((a) => a.tombstones);
     // Who sent each entry, as stored (the recipient's word is not taken for it): the receipts.
-    const receipts = this.#deps.store.mailbox
-      .entries(tombstones.map((t) => [t.recipient, t.messageId] as [string, string]))
-      .map((e) => ({ messageId: e.messageId, sender: e.sender }));
-    this.#deps.store.mailbox.tombstone(tombstones);
+    const senders = new Map<string, string>();
+    for (const e of this.#deps.store.mailbox.entries(all.map((t) => [t.recipient, t.messageId]))) {
+      senders.set(`${e.recipient}/${e.messageId}`, e.sender); // usernames hold no "/"
+    }
+    this.#deps.store.mailbox.tombstone(all);
     // Answered once every replica asked has answered (W copies among them), not as soon as W
     // copies are durable: a replica left holding the entry as pending would hand it out again
     // if the servers holding the tombstone went down before the next repair round.
+    this.#deps.metrics.inc("p2pchat_mailbox_ack_commits_total");
     const ok = (await this.#replicateCounting(
-      { v: 1, type: "ack", tombstones, coordinate: false },
+      { v: 1, type: "ack", tombstones: all, coordinate: false },
       this.#copiesNeeded() - 1,
       true,
     )) === "ok";
-    return ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed();
+    for (const { index, tombstones } of accepted) {
+      const receipts: { messageId: string; sender: string }[] = [];
+      for (const t of tombstones) {
+        const sender = senders.get(`${t.recipient}/${t.messageId}`);
+        if (sender !== undefined) receipts.push({ messageId: t.messageId, sender });
+      }
+      answers[index] = {
+        ok: true,
+        value: ok ? { v: 1, type: "ok", count: tombstones.length, receipts } : this.#quorumFailed(),
+      };
+    }
+    return answers;
   }
 
   /**
@@ -1483,10 +1579,7 @@ export class Replicator {
 
   /** Which of `ids` in `recipient`'s mailbox this node holds a tombstone of. */
   #deletedOf(recipient: string, ids: readonly string[]): Set<string> {
-    return new Set(
-      this.#deps.store.mailbox.tombstones(ids.map((id): [string, string] => [recipient, id]))
-        .map((t) => t.messageId),
-    );
+    return new Set(this.#deps.store.mailbox.deletedOf(recipient, ids));
   }
 
   #quorumFailed(): ReplicationResponse {
@@ -1548,6 +1641,9 @@ export class Replicator {
 
   /** Starts the periodic repair rounds. */
   start(): void {
+    // Entries past the retention (a disk or backup that was away long) go before anything reads
+    // or repairs from them.
+    this.#deps.store.mailbox.expire(this.#now() - this.#maxAgeMs);
     this.#running = true;
     this.#catchingUp = true;
     this.#startedAt = this.#now();
@@ -1688,6 +1784,7 @@ export class Replicator {
         await this.#handOffAndDrop();
       }
       store.mailbox.expire(this.#now() - this.#maxAgeMs);
+      this.#collectTombstones();
       const counts = store.mailbox.counts();
       metrics.set("p2pchat_mailbox_entries", counts.primary, { held_as: "primary" });
       metrics.set("p2pchat_mailbox_entries", counts.replica, { held_as: "replica" });
@@ -1699,6 +1796,30 @@ export class Replicator {
       metrics.inc("p2pchat_replication_errors_total");
       this.#deps.log("replication_round_failed", { error: String(err) });
     }
+  }
+
+  /** Tombstones acknowledged before this are collected (and never stored again). */
+  #tombstoneHorizon(): number {
+    return this.#now() - this.#maxAgeMs - TOMBSTONE_MARGIN_MS;
+  }
+
+  /**
+   * Deletes the tombstones older than the horizon (at most every
+   * {@link TOMBSTONE_GC_EVERY_MS}): their entries are past the retention on every server, and
+   * no path stores such an entry again (see MailboxStore.retain).
+   */
+  #collectTombstones(): void {
+    const now = this.#now();
+    if (now - this.#lastTombstoneGc < TOMBSTONE_GC_EVERY_MS) return;
+    this.#lastTombstoneGc = now;
+    const collected = this.#deps.store.mailbox.collectTombstones(this.#tombstoneHorizon());
+    if (collected) {
+      this.#deps.metrics.inc("p2pchat_mailbox_tombstones_collected_total", undefined, collected);
+    }
+    this.#deps.metrics.set(
+      "p2pchat_mailbox_too_old_dropped",
+      this.#deps.store.mailbox.droppedTooOld,
+    );
   }
 
   /**

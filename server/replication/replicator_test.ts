@@ -14,6 +14,9 @@ import {
   Replicator,
   type ReplicatorOptions,
   type RingAccess,
+  TOMBSTONE_GC_EVERY_MS,
+  TOMBSTONE_MARGIN_MS,
+  TooOldError,
   UnavailableError,
   UsernameTakenError,
 } from "./mod.ts";
@@ -22,7 +25,12 @@ const hex = (n: number) => n.toString(16).padStart(2, "0");
 
 /** A fixed ring on an 8-bit id space whose membership the test controls. */
 class TestRing {
-  live = new Map<string, { id: number; replicator: Replicator; store: NodeStore }>();
+  live = new Map<
+    string,
+    { id: number; replicator: Replicator; store: NodeStore; metrics?: Metrics }
+  >();
+  /** The clock of every node added from now on. */
+  now: () => number = Date.now;
   /** Nodes still in the ring but unreachable (a partition the ring has not noticed yet). */
   unreachable = new Set<string>();
   /**
@@ -92,6 +100,7 @@ class TestRing {
   /** Adds node `id`, with an empty store or (a restart from its old disk) the one it had. */
   add(id: number, store = new NodeStore(":memory:", { ringKeyOf: this.ringKeyOf })) {
     const address = `node-${hex(id)}`;
+    const metrics = new Metrics();
     const replicator = new Replicator({
       store,
       ring: this.access(address, id),
@@ -110,11 +119,12 @@ class TestRing {
         if (this.live.get(to) !== peer) throw new Error(`${to} closed the connection`);
         return parseReplicationResponse(structuredClone(res));
       },
-      metrics: new Metrics(),
+      metrics,
       log: () => {},
       isSuspect: (a) => this.suspect.has(a),
+      now: () => this.now(),
     }, { k: 2, w: 2, writeDeadlineMs: 2000 });
-    this.live.set(address, { id, replicator, store });
+    this.live.set(address, { id, replicator, store, metrics });
     return replicator;
   }
 
@@ -144,7 +154,7 @@ const message = (i: number, recipient = "bob") => ({
   recipient,
   messageId: `message-${String(i).padStart(4, "0")}`,
   sender: "alice",
-  sentAt: 1000 - i,
+  sentAt: Date.now() - i,
   envelope: `sealed-${i}`,
 });
 
@@ -194,6 +204,83 @@ Deno.test("replication: a primary back from an old disk returns nothing acknowle
   assert.deepEqual((await reader.fetchPending("bob")).map((e) => e.messageId), [
     message(2).messageId,
   ]);
+});
+
+Deno.test("replication: acks that come together share one commit, each with its own receipts", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110].map((id) => ring.add(id));
+  await nodes[0]!.storeMessages([0, 1, 2, 3, 4, 5].map((i) => message(i)));
+  const ids = (is: number[]) => is.map((i) => message(i).messageId);
+  const receipts = await Promise.all(
+    [[0, 1], [2, 3], [4, 5]].map((is) => nodes[1]!.acknowledge("bob", ids(is))),
+  );
+  assert.deepEqual(receipts.map((r) => r.map((x) => x.messageId)), [
+    ids([0, 1]),
+    ids([2, 3]),
+    ids([4, 5]),
+  ]);
+  assert.ok(receipts.flat().every((r) => r.sender === "alice"));
+  assert.equal(ring.copies().size, 0, "acknowledged on every copy");
+  const commits = [...ring.live.values()].reduce(
+    (sum, n) => sum + n.metrics!.get("p2pchat_mailbox_ack_commits_total"),
+    0,
+  );
+  assert.ok(commits < 3, `${commits} commits for 3 acks`);
+});
+
+Deno.test("replication: a message sent longer ago than the retention is refused and stored nowhere", async () => {
+  const ring = new TestRing();
+  const nodes = [10, 60, 110].map((id) => ring.add(id));
+  const day = 24 * 3_600_000;
+  // A client's retry, weeks late: its tombstone may have been collected, so it is refused.
+  await assert.rejects(
+    nodes[0]!.storeMessages([message(1), { ...message(2), sentAt: Date.now() - 31 * day }]),
+    TooOldError,
+  );
+  assert.equal(ring.copies().size, 0);
+  await nodes[0]!.storeMessages([{ ...message(1), sentAt: Date.now() - 29 * day }]);
+  assert.equal(ring.copies().get(message(1).messageId), 3);
+});
+
+Deno.test("replication: old tombstones are collected, and a server back from an old disk brings nothing back", async () => {
+  const ring = new TestRing();
+  let now = Date.now();
+  ring.now = () => now;
+  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
+  await nodes[0]!.storeMessages([0, 1, 2].map((i) => message(i)));
+  await ring.repair(1);
+  const primary = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!;
+  const oldDisk = ring.live.get(primary.address)!.store;
+  ring.crash(primary.id);
+  const reader = [...ring.live.values()][0]!.replicator;
+  await reader.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  // On the K + 1 servers that hold bob's key.
+  const tombstones = () =>
+    [...ring.live.values()].reduce((sum, n) => sum + n.store.mailbox.counts().tombstones, 0);
+  const collected = () =>
+    [...ring.live.values()].reduce(
+      (sum, n) => sum + n.metrics!.get("p2pchat_mailbox_tombstones_collected_total"),
+      0,
+    );
+  await ring.repair(1);
+  assert.equal(tombstones(), 6);
+  // Past the retention the entries expire; their tombstones stay for the margin.
+  const day = 24 * 3_600_000;
+  now += 30 * day + 3_600_000;
+  await ring.repair(1);
+  assert.equal(ring.copies().size, 0, "message 2 expired");
+  assert.equal(tombstones(), 6);
+  now += TOMBSTONE_MARGIN_MS + TOMBSTONE_GC_EVERY_MS;
+  await ring.repair(1);
+  assert.equal(tombstones(), 0, "collected on every server");
+  assert.equal(collected(), 6);
+  // The old primary comes back with the messages pending and without their tombstones: none is
+  // returned, none is copied to another server, none comes back as a copy.
+  ring.add(primary.id, oldDisk);
+  assert.deepEqual(await reader.fetchPending("bob"), []);
+  await ring.repair(3);
+  assert.equal(ring.copies().size, 0);
+  assert.deepEqual(await reader.fetchPending("bob"), []);
 });
 
 Deno.test("replication: after K nodes crash at once, every message survives and K+1 copies return", async () => {

@@ -127,6 +127,15 @@ export function markHeldAs(db: DatabaseSync, table: "mailbox" | "accounts", prim
   ).run(...params, ...params);
 }
 
+/**
+ * What a node keeps (see {@link MailboxStore.retain}): entries whose `seq` is at least
+ * `oldestSeq()`, tombstones whose `deletedAt` is at least `oldestTombstone()`.
+ */
+export interface Retention {
+  oldestSeq(): number;
+  oldestTombstone(): number;
+}
+
 /** Mailbox entries and tombstones of one node. */
 export class MailboxStore {
   #db: DatabaseSync;
@@ -140,9 +149,14 @@ export class MailboxStore {
   #insertedRows = 0;
   #insertedChars = 0;
   #pending: StatementSync;
+  #pendingIds: StatementSync;
+  #deletedOf: StatementSync;
   #getTombstone: StatementSync;
+  #collect: StatementSync;
 
   #afterCommit: () => void;
+  #retention: Retention = { oldestSeq: () => -Infinity, oldestTombstone: () => -Infinity };
+  #droppedTooOld = 0;
 
   /** Wraps an open, migrated database; `afterCommit` is told after each committed write. */
   constructor(db: DatabaseSync, afterCommit: () => void = () => {}) {
@@ -168,19 +182,31 @@ export class MailboxStore {
     this.#countPending = db.prepare("SELECT count(*) AS n FROM mailbox WHERE recipient = ?");
     this.#countPendingFrom = db.prepare(PENDING_FROM_SQL);
     this.#pending = db.prepare(
-      `SELECT * FROM mailbox WHERE recipient = ? ORDER BY seq, message_id LIMIT ?`,
+      `SELECT * FROM mailbox WHERE recipient = ? AND seq >= ? ORDER BY seq, message_id LIMIT ?`,
     );
     this.#getTombstone = db.prepare(
       "SELECT * FROM tombstones WHERE recipient = ? AND message_id = ?",
     );
+    this.#collect = db.prepare("DELETE FROM tombstones WHERE deleted_at < ?");
+    // Read from the primary key's index alone: no envelope is touched.
+    this.#pendingIds = db.prepare("SELECT message_id FROM mailbox WHERE recipient = ?");
+    this.#deletedOf = db.prepare(
+      `SELECT message_id FROM tombstones
+       WHERE recipient = ? AND message_id IN (SELECT value FROM json_each(?))`,
+    );
   }
 
   /**
-   * Stores `entries` in one durable transaction (group commit). Returns how many were new or
-   * changed; an entry already present changes only by taking a smaller `seq`, and an entry
-   * already tombstoned changes nothing.
+   * Stores entries in one durable transaction (group commit). Returns how many were new or
+   * changed; an entry already present changes only by taking a smaller `seq`, an entry already
+   * tombstoned changes nothing, and one older than the retention (see {@link retain}) is dropped.
    */
-  insert(entries: readonly MailboxEntry[]): number {
+  insert(offered: readonly MailboxEntry[]): number {
+    const oldestSeq = this.#retention.oldestSeq();
+    // An entry past the retention is never stored, whoever offers it (a late replica copy, a
+    // repair from a node restarted from an old disk): its tombstone may have been collected.
+    const entries = offered.filter((e) => e.seq >= oldestSeq);
+    this.#droppedTooOld += offered.length - entries.length;
     if (entries.length === 0) return 0;
     // Counted as offered, before the transaction: never less than what it adds.
     this.#insertedRows += entries.length;
@@ -214,21 +240,75 @@ export class MailboxStore {
     return { rows: this.#insertedRows, chars: this.#insertedChars };
   }
 
-  /** Replaces entries by tombstones (acknowledged by the recipient), in one transaction. */
+  /**
+   * Replaces entries by tombstones (acknowledged by the recipient), in one transaction. A
+   * tombstone older than the retention deletes its entry but is not kept: it would be collected
+   * at once (see {@link collectTombstones}).
+   */
   tombstone(tombstones: readonly Tombstone[]): void {
     if (tombstones.length === 0) return;
+    const oldest = this.#retention.oldestTombstone();
     this.#transaction(() => {
       for (const t of tombstones) {
-        this.#tombstone.run(t.recipient, t.messageId, t.ringKey, t.deletedAt);
+        if (t.deletedAt >= oldest) {
+          this.#tombstone.run(t.recipient, t.messageId, t.ringKey, t.deletedAt);
+        }
         this.#deleteEntry.run(t.recipient, t.messageId);
       }
     });
   }
 
-  /** Pending entries of `recipient`, in delivery order (seq, then id). */
+  /**
+   * Sets what this node keeps from now on: no entry older than `oldestSeq()` is stored, read as
+   * pending or handed to another node, and no tombstone older than `oldestTombstone()` is stored.
+   * Tombstones can then be collected safely once older than `oldestTombstone()` (which must lie
+   * before `oldestSeq()` by more than the clocks of the servers may differ): the entry a
+   * tombstone stands for was stored before it was acknowledged, so it is older still, and no
+   * path can store it again.
+   */
+  retain(retention: Retention): void {
+    this.#retention = retention;
+  }
+
+  /** Entries offered to {@link insert} and dropped as older than the retention, since opened. */
+  get droppedTooOld(): number {
+    return this.#droppedTooOld;
+  }
+
+  /**
+   * Deletes the tombstones acknowledged before `deletedBefore` (garbage collection, see
+   * {@link retain}); returns how many went.
+   */
+  collectTombstones(deletedBefore: number): number {
+    let n = 0;
+    this.#transaction(() => {
+      n = Number(this.#collect.run(deletedBefore).changes);
+    });
+    return n;
+  }
+
+  /** Pending entries of `recipient` (not older than the retention), in delivery order. */
   pending(recipient: string, limit = 100_000): MailboxEntry[] {
-    const rows = this.#pending.all(recipient, limit) as Row[];
+    const rows = this.#pending.all(recipient, this.#retention.oldestSeq(), limit) as Row[];
     return rows.map(toEntry);
+  }
+
+  /**
+   * The ids of `recipient`'s entries, in no particular order, those older than the retention
+   * included: one search of the primary key's index, without reading a row.
+   */
+  pendingIds(recipient: string): string[] {
+    const rows = this.#pendingIds.all(recipient) as { message_id: string }[];
+    return rows.map((r) => r.message_id);
+  }
+
+  /** Which of `messageIds` in `recipient`'s mailbox this node holds a tombstone of (one query). */
+  deletedOf(recipient: string, messageIds: readonly string[]): string[] {
+    if (messageIds.length === 0) return [];
+    const rows = this.#deletedOf.all(recipient, JSON.stringify(messageIds)) as {
+      message_id: string;
+    }[];
+    return rows.map((r) => r.message_id);
   }
 
   /** Number of pending entries of `recipient` (for quotas). */
@@ -252,12 +332,13 @@ export class MailboxStore {
     return row?.seq;
   }
 
-  /** Entries named by `keys` (those this node has). */
+  /** Entries named by `keys` (those this node has, not older than the retention). */
   entries(keys: readonly [string, string][]): MailboxEntry[] {
+    const oldestSeq = this.#retention.oldestSeq();
     const out: MailboxEntry[] = [];
     for (const [recipient, id] of keys) {
       const row = this.#getEntry.get(recipient, id) as Row | undefined;
-      if (row) out.push(toEntry(row));
+      if (row && row.seq >= oldestSeq) out.push(toEntry(row));
     }
     return out;
   }

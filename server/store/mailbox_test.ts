@@ -143,3 +143,77 @@ Deno.test("mailbox: one sender's pending count and characters come from an index
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("mailbox: a brief fetch's lookups: pending ids from the index, tombstones of many ids in one query", () => {
+  const store = new NodeStore(":memory:");
+  store.mailbox.insert([entry({ messageId: "m1" }), entry({ messageId: "m2" })]);
+  store.mailbox.insert([entry({ messageId: "c1", recipient: "carol" })]);
+  store.mailbox.tombstone([{ recipient: "bob", messageId: "m2", ringKey: "80", deletedAt: 5 }]);
+  store.mailbox.tombstone([{ recipient: "carol", messageId: "c1", ringKey: "80", deletedAt: 5 }]);
+  assert.deepEqual(store.mailbox.pendingIds("bob"), ["m1"]);
+  assert.deepEqual(store.mailbox.deletedOf("bob", ["m1", "m2", "c1", "nope"]), ["m2"]);
+  assert.deepEqual(store.mailbox.deletedOf("bob", []), []);
+  store.close();
+});
+
+Deno.test("mailbox: past the retention nothing is stored, read or handed out, and old tombstones are collected", () => {
+  const store = new NodeStore(":memory:");
+  let now = 1_000_000;
+  const maxAge = 1000;
+  const margin = 500;
+  store.mailbox.retain({
+    oldestSeq: () => now - maxAge,
+    oldestTombstone: () => now - maxAge - margin,
+  });
+  const tomb = (messageId: string, deletedAt: number) => ({
+    recipient: "bob",
+    messageId,
+    ringKey: "80",
+    deletedAt,
+  });
+  // Every insert path goes through insert: a replica put, a push, a repair pull, a catch-up.
+  assert.equal(
+    store.mailbox.insert([
+      entry({ messageId: "old", seq: now - maxAge - 1 }),
+      entry({ messageId: "new", seq: now - maxAge }),
+    ]),
+    1,
+  );
+  assert.equal(store.putItems({ entries: [entry({ messageId: "old2", seq: 5 })] }).offered, 1);
+  assert.deepEqual(store.mailbox.pending("bob").map((e) => e.messageId), ["new"]);
+  assert.equal(store.mailbox.droppedTooOld, 2);
+  // An entry that was kept but is now past the retention is neither pending nor handed out.
+  now += 1;
+  assert.deepEqual(store.mailbox.pending("bob"), []);
+  assert.deepEqual(store.mailbox.entries([["bob", "new"]]), []);
+  now -= 1;
+  // Acknowledged: tombstones; one older than the horizon deletes its entry but is not kept.
+  store.mailbox.insert([entry({ messageId: "a", seq: now }), entry({ messageId: "b", seq: now })]);
+  store.mailbox.tombstone([tomb("a", now), tomb("b", now - maxAge - margin - 1)]);
+  assert.deepEqual(store.mailbox.pending("bob").map((e) => e.messageId), ["new"]);
+  assert.deepEqual(store.mailbox.tombstones([["bob", "a"], ["bob", "b"]]).map((t) => t.messageId), [
+    "a",
+  ]);
+  // Collection takes only the tombstones acknowledged before the horizon it is given.
+  store.mailbox.tombstone([tomb("c", now - 10)]);
+  assert.equal(store.mailbox.collectTombstones(now - 10), 0);
+  assert.equal(store.mailbox.counts().tombstones, 2);
+  now += maxAge + margin - 5;
+  assert.equal(store.mailbox.collectTombstones(now - maxAge - margin), 1, "c goes, a stays");
+  assert.deepEqual(store.mailbox.tombstones([["bob", "a"], ["bob", "c"]]).map((t) => t.messageId), [
+    "a",
+  ]);
+  now += 10;
+  assert.equal(store.mailbox.collectTombstones(now - maxAge - margin), 1);
+  assert.equal(store.mailbox.counts().tombstones, 0);
+  // The collected tombstones' entries cannot come back: they are older than the retention.
+  assert.equal(
+    store.mailbox.insert([
+      entry({ messageId: "a", seq: now - maxAge - margin - 10 }),
+      entry({ messageId: "c", seq: now - maxAge - margin - 10 }),
+    ]),
+    0,
+  );
+  assert.deepEqual(store.mailbox.pending("bob"), []);
+  store.close();
+});

@@ -5,7 +5,12 @@
  * their own mailbox: the recipient is the session's user, never a frame field.
  */
 import { type IncomingMail, MAX_MAIL_PAGE_CHARS, type OutgoingMail } from "../../shared/mod.ts";
-import { MailboxFullError, QuotaExceededError, UnavailableError } from "../replication/mod.ts";
+import {
+  MailboxFullError,
+  QuotaExceededError,
+  TooOldError,
+  UnavailableError,
+} from "../replication/mod.ts";
 import type { Clock } from "../../shared/clock.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import type { Accounts } from "./accounts.ts";
@@ -23,6 +28,9 @@ export interface MailboxesDeps {
   clock: Clock;
 }
 
+/** Most message ids in one `delivered` notice. */
+const MAX_RECEIPT_IDS = 5_000;
+
 /** Least time between the starts of two `mail_waiting` notices to one recipient, ms. */
 const NOTICE_GAP_MS = 250;
 
@@ -31,6 +39,8 @@ export class Mailboxes {
   #deps: MailboxesDeps;
   /** Recipients with a `mail_waiting` notice under way: true when another must follow it. */
   #notices = new Map<string, boolean>();
+  /** Receipts waiting for a notice under way, by recipient and sender (see #tellDelivered). */
+  #receipts = new Map<string, string[]>();
 
   /** Creates the service. */
   constructor(deps: MailboxesDeps) {
@@ -44,7 +54,8 @@ export class Mailboxes {
 
   /**
    * Stores `messages` from `me` in `to`'s mailbox. Throws a {@link UserError}: `unknown_user`,
-   * `mailbox_full`, `quota_exceeded` (storing none of them) or `unavailable`. The quotas (of the
+   * `mailbox_full`, `quota_exceeded`, `bad_frame` (a message sent longer ago than the mailbox
+   * retention; storing none of them) or `unavailable`. The quotas (of the
    * mailbox, and of one sender's messages and file bytes in it) are checked by the recipient's
    * primary as it stores the batch.
    */
@@ -95,16 +106,40 @@ export class Mailboxes {
       // The receipts name the senders the ring stored, never the `from` the client claims: a
       // recipient cannot make anyone believe another user's message was delivered.
       const receipts = await this.#deps.records.acknowledge(me, messages.map((m) => m.id));
-      const bySender = new Map<string, string[]>();
-      for (const r of receipts) {
-        bySender.set(r.sender, [...(bySender.get(r.sender) ?? []), r.messageId]);
-      }
-      for (const [sender, ids] of bySender) {
-        // Best effort: a sender who misses it confirms over p2p when both are online.
-        void this.#deps.routing.deliver(sender, { v: 1, type: "delivered", by: me, ids })
-          .then((ok) => ok || this.#deps.log("receipt_undelivered", { to: sender, by: me }));
-      }
+      for (const r of receipts) this.#tellDelivered(r.sender, me, r.messageId);
     });
+  }
+
+  /**
+   * Tells `sender` (best effort: a sender who misses it confirms over p2p when both are online)
+   * that `by` received `messageId`. Receipts from one recipient to one sender are coalesced:
+   * while one notice is under way (finding an offline sender's home costs a ring read), the ids
+   * acknowledged meanwhile wait and follow in one notice after it — a mailbox drained in many
+   * acks costs a few ring reads per sender, not one per ack.
+   */
+  #tellDelivered(sender: string, by: string, messageId: string): void {
+    // Usernames hold no "/".
+    const key = `${by}/${sender}`;
+    const waiting = this.#receipts.get(key);
+    if (waiting) {
+      waiting.push(messageId);
+      return;
+    }
+    const ids = [messageId];
+    this.#receipts.set(key, ids);
+    // Started after the current task, so the receipts of the rest of this ack go with it.
+    queueMicrotask(() => this.#sendReceipts(key, sender, by, ids));
+  }
+
+  #sendReceipts(key: string, sender: string, by: string, ids: string[]): void {
+    const batch = ids.splice(0, MAX_RECEIPT_IDS);
+    void this.#deps.routing.deliver(sender, { v: 1, type: "delivered", by, ids: batch })
+      .catch(() => false)
+      .then((ok) => ok || this.#deps.log("receipt_undelivered", { to: sender, by }))
+      .finally(() => {
+        if (ids.length) this.#sendReceipts(key, sender, by, ids);
+        else this.#receipts.delete(key);
+      });
   }
 
   /**
@@ -149,6 +184,8 @@ export class Mailboxes {
         ? new UserError("mailbox_full", err.message)
         : err instanceof QuotaExceededError
         ? new UserError("quota_exceeded", err.message)
+        : err instanceof TooOldError
+        ? new UserError("bad_frame", err.message)
         : err instanceof UnavailableError
         ? new UserError(
           "unavailable",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { QuotaExceededError } from "../replication/mod.ts";
+import { QuotaExceededError, TooOldError } from "../replication/mod.ts";
 import { UserError } from "./errors.ts";
 import { ManualClock } from "../../shared/clock.ts";
 import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
@@ -16,8 +16,16 @@ Deno.test("mailboxes: receipts go to the senders the ring stored, not to the one
     await server.sessions.login(conn, name, SECRET);
     conns.set(name, conn);
   }
-  await server.mailboxes.send("alice", "bob", [{ id: "m-alice", sentAt: 1, envelope: "x" }]);
-  await server.mailboxes.send("carol", "bob", [{ id: "m-carol", sentAt: 2, envelope: "y" }]);
+  await server.mailboxes.send("alice", "bob", [{
+    id: "m-alice",
+    sentAt: Date.now(),
+    envelope: "x",
+  }]);
+  await server.mailboxes.send("carol", "bob", [{
+    id: "m-carol",
+    sentAt: Date.now(),
+    envelope: "y",
+  }]);
   // bob claims both came from carol.
   await server.mailboxes.acknowledge("bob", [
     { id: "m-alice", from: "carol" },
@@ -43,12 +51,31 @@ Deno.test("mailboxes: a sender's quota refused by the ring is quota_exceeded, wi
     await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
   }
   const refused = await server.mailboxes.send("alice", "bob", [
-    { id: "a-1", sentAt: 1, envelope: "c".repeat(15_000) },
+    { id: "a-1", sentAt: Date.now(), envelope: "c".repeat(15_000) },
   ]).then(() => null, (err) => err);
   assert.ok(refused instanceof UserError, String(refused));
   assert.deepEqual(ring.mail, []);
   assert.equal(refused.code, "quota_exceeded");
   assert.equal(refused.message, message);
+  await server.stop();
+});
+
+Deno.test("mailboxes: a message older than the retention is refused as bad_frame, with its reason", async () => {
+  const message = "Message m-1 was sent more than 30 days ago: it would expire unread, so it " +
+    "was not stored";
+  const ring = new FakeRing(new ManualClock());
+  ring.storeMessages = () => Promise.reject(new TooOldError(message));
+  const server = fakeServer({ ring, clock: ring.clock });
+  for (const name of ["alice", "bob"]) {
+    await server.accounts.register({ username: name, secret: SECRET, ...TEST_ACCOUNT });
+  }
+  const refused = await server.mailboxes.send("alice", "bob", [
+    { id: "m-1", sentAt: 1, envelope: "x" },
+  ]).then(() => null, (err) => err);
+  assert.ok(refused instanceof UserError, String(refused));
+  assert.equal(refused.code, "bad_frame");
+  assert.equal(refused.message, message);
+  assert.deepEqual(ring.mail, []);
   await server.stop();
 });
 
@@ -62,7 +89,7 @@ Deno.test("mailboxes: a burst of sends is followed by a notice that started afte
   await server.sessions.login(bob, "bob", SECRET);
   const notices = () => bob.framesOf("mail_waiting").length;
   const send = (id: string) =>
-    server.mailboxes.send("alice", "bob", [{ id, sentAt: 1, envelope: "x" }]);
+    server.mailboxes.send("alice", "bob", [{ id, sentAt: Date.now(), envelope: "x" }]);
   await send("m-1");
   await server.clock.advance(0);
   assert.equal(notices(), 1);

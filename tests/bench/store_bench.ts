@@ -5,13 +5,13 @@
  * one frame at a time, the next once the last was acknowledged. Beside it the batched figure:
  * one client sends the same number to offline `carol` in frames of --batch messages, --in-flight
  * at a time. Then the drain: how long bob, logging in on another server, takes to fetch all of
- * his messages (page by page) and acknowledge them (frames of 500, as the app does). Then the
- * repair: one server is killed with -9, --repair-messages are stored for `dave` while it is down
- * (2 copies each), and it is restarted from its own disk; repair_after_crash_ms runs from the
- * restart until every one of them is back at K + 1 copies (the repair rounds at work). The
- * per-connection frame limit stays at the server's default (50 frames/s, bursts of 100); each
- * headline sender sends messages / S frames. Progress on stderr; the last stdout line is one
- * JSON object.
+ * his messages (page by page) and acknowledge them (frames of 500, all sent at once, as the app
+ * does). Then the repair: one server is killed with -9, --repair-messages are stored for `dave`
+ * while it is down (2 copies each), and it is restarted from its own disk; repair_after_crash_ms
+ * runs from the restart until every one of them is back at K + 1 copies (the repair rounds at
+ * work). The per-connection frame limit stays at the server's default (50 frames/s, bursts of
+ * 100); each headline sender sends messages / S frames. Progress on stderr; the last stdout line
+ * is one JSON object.
  * Usage: deno task bench:store [--messages N] [--senders N] [--batch N] [--in-flight N]
  *        [--repair-messages N] [--cpu-prof-dir DIR]
  * (--cpu-prof-dir: the servers run with `deno run --cpu-prof` and write their profiles there when
@@ -265,11 +265,15 @@ try {
   if (drained.length !== total || new Set(drained.map((m) => m.id)).size !== total) {
     throw new Error(`Drain returned ${drained.length} messages, want ${total} distinct`);
   }
+  // All ack frames at once, as the app sends them (client/inbox.ts).
+  const acks = [];
   for (let i = 0; i < drained.length; i += MAX_MAIL_BATCH) {
-    const r = await bob.request(
+    acks.push(bob.request(
       { type: "mail_ack", messages: drained.slice(i, i + MAX_MAIL_BATCH) },
       60_000,
-    );
+    ));
+  }
+  for (const r of await Promise.all(acks)) {
     if (r.type !== "ok") throw new Error(`Ack refused: ${JSON.stringify(r)}`);
   }
   const drainMs = performance.now() - t2;
