@@ -448,7 +448,7 @@ export class Replicator {
       throw new TooOldError(
         `Message ${old.messageId} was sent more than ${
           Math.round(this.#maxAgeMs / 86_400_000)
-        } days ago: it would expire unread, so it was not stored`,
+        } days ago by its sender's clock: it would expire unread, so it was not stored (a new message? check the date and time of the sending device)`,
       );
     }
     const byKey = new Map<string, MailboxEntry[]>();
