@@ -5,6 +5,22 @@ import { Metrics, silentLog } from "../telemetry/mod.ts";
 import { Membership } from "./membership.ts";
 import { PeerUnreachableError } from "./rpc.ts";
 
+/**
+ * This server's own view of time over the test's clock: `lag(ms)` makes it jump ahead (a pause,
+ * SIGSTOP or a stalled event loop, shows as a jump), while timers still run on the test's clock.
+ */
+function laggingClock(clock: ManualClock): { clock: ManualClock; lag(ms: number): void } {
+  let lagged = 0;
+  const own = {
+    now: () => clock.now() + lagged,
+    setTimeout: clock.setTimeout.bind(clock),
+    clearTimeout: clock.clearTimeout.bind(clock),
+    setInterval: clock.setInterval.bind(clock),
+    clearInterval: clock.clearInterval.bind(clock),
+  };
+  return { clock: own as unknown as ManualClock, lag: (ms) => lagged += ms };
+}
+
 Deno.test("membership: a peer that answers is live, one silent past the timeout is dead, gossip adds peers", async () => {
   const clock = new ManualClock();
   const answering = new Set(["http://b:1", "http://c:1"]);
@@ -90,15 +106,7 @@ Deno.test("membership: a frozen peer (hellos never answered) is suspect after th
 
 Deno.test("membership: a server that was itself paused does not declare its answering peers dead", async () => {
   const clock = new ManualClock();
-  // The server's own view of time: a pause (SIGSTOP, a stalled event loop) shows as a jump.
-  let paused = 0;
-  const ownClock = {
-    now: () => clock.now() + paused,
-    setTimeout: clock.setTimeout.bind(clock),
-    clearTimeout: clock.clearTimeout.bind(clock),
-    setInterval: clock.setInterval.bind(clock),
-    clearInterval: clock.clearInterval.bind(clock),
-  };
+  const own = laggingClock(clock);
   let answering = true;
   const call = (_address: string, _request: ClusterRequest): Promise<ClusterResponse> =>
     answering
@@ -109,7 +117,7 @@ Deno.test("membership: a server that was itself paused does not declare its answ
     call,
     metrics: new Metrics(),
     log: (event) => logged.push(event),
-    clock: ownClock,
+    clock: own.clock,
   }, {
     self: "http://a:1",
     seeds: ["http://b:1", "http://c:1"],
@@ -122,7 +130,7 @@ Deno.test("membership: a server that was itself paused does not declare its answ
   m.start();
   await clock.advance(1000);
   assert.deepEqual(m.liveServers(), ["http://a:1", "http://b:1", "http://c:1"]);
-  paused += 10_000; // frozen for 10 s, then the next round runs
+  own.lag(10_000); // frozen for 10 s, then the next round runs
   await clock.advance(500);
   assert.deepEqual(changes, ["http://b:1:up", "http://c:1:up"], "no peer declared dead");
   assert.deepEqual(m.liveServers(), ["http://a:1", "http://b:1", "http://c:1"]);
@@ -322,23 +330,16 @@ Deno.test("membership: a refused connection (nothing listening) is declared dead
 
 Deno.test("membership: while this server's own rounds run late, its peers' silence is not counted against them", async () => {
   const clock = new ManualClock();
-  let lagged = 0;
-  const ownClock = {
-    now: () => clock.now() + lagged,
-    setTimeout: clock.setTimeout.bind(clock),
-    clearTimeout: clock.clearTimeout.bind(clock),
-    setInterval: clock.setInterval.bind(clock),
-    clearInterval: clock.clearInterval.bind(clock),
-  };
+  const own = laggingClock(clock);
   // Answers come 0.7 s after each hello, while this server lags 1.5 s before each round (less
   // than the peer timeout: not a pause), so on its own clock answers are up to 3.8 s apart.
   const call = (): Promise<ClusterResponse> =>
     new Promise((resolve) => clock.setTimeout(() => resolve(HELLO), 700));
-  const { m, changes, logged } = member(ownClock as unknown as ManualClock, call);
+  const { m, changes, logged } = member(own.clock, call);
   m.start();
   await clock.advance(700);
   for (let i = 0; i < 10; i++) {
-    lagged += 1500;
+    own.lag(1500);
     await clock.advance(500);
   }
   assert.deepEqual(changes, ["http://b:1:up"], "no peer declared dead for this server's lag");
@@ -349,18 +350,11 @@ Deno.test("membership: while this server's own rounds run late, its peers' silen
 
 Deno.test("membership: a hello deadline that fires late because this server lagged waits for the answer already there", async () => {
   const clock = new ManualClock();
-  let lagged = 0;
-  const ownClock = {
-    now: () => clock.now() + lagged,
-    setTimeout: clock.setTimeout.bind(clock),
-    clearTimeout: clock.clearTimeout.bind(clock),
-    setInterval: clock.setInterval.bind(clock),
-    clearInterval: clock.clearInterval.bind(clock),
-  };
+  const own = laggingClock(clock);
   let delayMs = 0;
   const call = (): Promise<ClusterResponse> =>
     new Promise((resolve) => clock.setTimeout(() => resolve(HELLO), delayMs));
-  const { m, logged } = member(ownClock as unknown as ManualClock, call, {
+  const { m, logged } = member(own.clock, call, {
     helloIntervalMs: 10_000,
     peerTimeoutMs: 20_000,
   });
@@ -369,7 +363,7 @@ Deno.test("membership: a hello deadline that fires late because this server lagg
   assert.equal(m.isLive("http://b:1"), true);
   delayMs = 1000; // the answer arrives exactly when the deadline fires…
   await clock.advance(10_000); // …a round sends the hello
-  lagged += 1500; // …and this server stalls 1.5 s meanwhile: the deadline's timer fires late
+  own.lag(1500); // …and this server stalls 1.5 s meanwhile: the deadline's timer fires late
   await clock.advance(1000);
   await clock.advance(200);
   assert.equal(m.isSuspect("http://b:1"), false);
