@@ -110,8 +110,17 @@ Deno.test("limits: wrong passwords for one user spread over three servers get fi
       const before = Date.now();
       const r = await c.request({ type: "login", username: "alice", secret: PASSWORD });
       if (r.type !== "error") {
-        // Only possible once a failure was earned back since the burst's last guess.
-        assert.ok(before - started >= USER_REFILL_MS, `a session while blocked: ${codeOf(r)}`);
+        // Only possible once a failure was earned back since the burst's last guess — or when
+        // the ring could not reach alice's counter (a fallback share, at least one attempt) or
+        // moved it (a holder suspected or declared dead: counters are soft state), which a
+        // machine busy enough to stall the servers for seconds can cause (seen once in a stress
+        // run). The burst above was charged on the holder alone; a calm ring must refuse.
+        const events = limitEvents(servers);
+        assert.ok(
+          before - started >= USER_REFILL_MS ||
+            /limit_holder_unreachable|peer_suspect|peer_down/.test(events),
+          `a session while blocked on ${s.url}, with the ring calm: ${codeOf(r)}\n${events}`,
+        );
         continue;
       }
       assert.equal(r.code, "rate_limited");
@@ -320,3 +329,12 @@ Deno.test("limits: /limits/rpc hears only the cluster, names a bad field, and is
     assert.equal(codeOf(await login()), "wrong_credentials");
   });
 });
+
+/** The servers' log lines about limit holders and ring membership (for a failure message). */
+function limitEvents(servers: { url: string; logs(): string }[]): string {
+  const wanted = /limit_holder_unreachable|peer_down|peer_up|peer_suspect|ring_join/;
+  return servers.map((s) =>
+    `--- ${s.url}\n` +
+    s.logs().split("\n").filter((l) => wanted.test(l)).slice(-30).join("\n")
+  ).join("\n");
+}
