@@ -188,8 +188,12 @@ Deno.test("replication: acknowledged messages disappear from every copy and stay
   ]);
 });
 
-Deno.test("replication: a primary back from an old disk returns nothing acknowledged while it was down", async () => {
-  const ring = new TestRing();
+/**
+ * Five nodes; messages 0–2 to bob stored and repaired; bob's primary crashes and messages 0 and 1
+ * are acknowledged through another node meanwhile. Returns the crashed primary, its old disk
+ * (still holding all three as pending) and the node that read.
+ */
+async function ackWhileBobsPrimaryIsDown(ring: TestRing) {
   const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
   await nodes[0]!.storeMessages([0, 1, 2].map((i) => message(i)));
   await ring.repair(1);
@@ -198,6 +202,12 @@ Deno.test("replication: a primary back from an old disk returns nothing acknowle
   ring.crash(primary.id);
   const reader = [...ring.live.values()][0]!.replicator;
   await reader.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  return { primary, oldDisk, reader };
+}
+
+Deno.test("replication: a primary back from an old disk returns nothing acknowledged while it was down", async () => {
+  const ring = new TestRing();
+  const { primary, oldDisk, reader } = await ackWhileBobsPrimaryIsDown(ring);
   // Back with its old data, before any repair round: its own copies are stale.
   ring.add(primary.id, oldDisk);
   assert.equal(oldDisk.mailbox.countPending("bob"), 3);
@@ -246,14 +256,7 @@ Deno.test("replication: old tombstones are collected, and a server back from an 
   const ring = new TestRing();
   let now = Date.now();
   ring.now = () => now;
-  const nodes = [10, 60, 110, 160, 210].map((id) => ring.add(id));
-  await nodes[0]!.storeMessages([0, 1, 2].map((i) => message(i)));
-  await ring.repair(1);
-  const primary = ring.sorted()[ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16))]!;
-  const oldDisk = ring.live.get(primary.address)!.store;
-  ring.crash(primary.id);
-  const reader = [...ring.live.values()][0]!.replicator;
-  await reader.acknowledge("bob", [message(0).messageId, message(1).messageId]);
+  const { primary, oldDisk, reader } = await ackWhileBobsPrimaryIsDown(ring);
   // On the K + 1 servers that hold bob's key.
   const tombstones = () =>
     [...ring.live.values()].reduce((sum, n) => sum + n.store.mailbox.counts().tombstones, 0);

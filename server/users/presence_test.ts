@@ -57,7 +57,8 @@ Deno.test("presence: a session refreshed every 5 s stays online; when refreshes 
   await b.stop();
 });
 
-Deno.test("presence: users homed on a server that dies go offline for local clients at once", async () => {
+/** Server node-b (its peer node-c) with bob logged in and watching carol. */
+async function bobOnNodeBWatchingCarol() {
   const clock = new ManualClock();
   const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
   b.start();
@@ -66,6 +67,11 @@ Deno.test("presence: users homed on a server that dies go offline for local clie
   b.sessions.connect(bob);
   await b.sessions.login(bob, "bob", SECRET);
   b.local.watch(bob, ["carol"]);
+  return { clock, b, bob };
+}
+
+Deno.test("presence: users homed on a server that dies go offline for local clients at once", async () => {
+  const { clock, b, bob } = await bobOnNodeBWatchingCarol();
   b.presence.receiveNotice({
     v: 1,
     type: "presence",
@@ -349,14 +355,7 @@ Deno.test("routing: frames for a server that come while a call to it is under wa
 });
 
 Deno.test("presence: a peer thought dead for a moment is back with its users at once", async () => {
-  const clock = new ManualClock();
-  const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-c:8000"] });
-  b.start();
-  await b.accounts.register({ username: "bob", secret: SECRET, ...TEST_ACCOUNT });
-  const bob = new FakeConnection(clock);
-  b.sessions.connect(bob);
-  await b.sessions.login(bob, "bob", SECRET);
-  b.local.watch(bob, ["carol"]);
+  const { clock, b, bob } = await bobOnNodeBWatchingCarol();
   b.presence.receiveNotice({
     username: "carol",
     home: "http://node-c:8000",
