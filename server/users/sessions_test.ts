@@ -109,9 +109,14 @@ class StallingClock extends ManualClock {
   }
 }
 
-Deno.test("sessions: a stall of the server's own event loop does not close heartbeating clients; a frozen one is still closed", async () => {
-  const clock = new StallingClock();
-  const server = fakeServer({ clock, sessions: { presenceTimeoutMs: 15_000 } });
+/**
+ * Starts `server` with alice and bob logged in, both heartbeating every 5 s for a while; then bob
+ * freezes (15 s after his last frame) while alice has just sent one more.
+ */
+async function aliceHeartbeatsBobFreezes(
+  server: ReturnType<typeof fakeServer>,
+  clock: ManualClock,
+): Promise<{ alice: FakeConnection; bob: FakeConnection }> {
   server.start();
   await registered(server);
   await registered(server, "bob");
@@ -121,13 +126,19 @@ Deno.test("sessions: a stall of the server's own event loop does not close heart
   server.sessions.connect(bob);
   await server.sessions.login(alice, "alice", SECRET);
   await server.sessions.login(bob, "bob", SECRET);
-  // Both heartbeat every 5 s for a while; then bob freezes.
   for (let t = 0; t < 4; t++) {
     alice.touch();
     if (t < 3) bob.touch();
     await clock.advance(5000);
   }
   alice.touch();
+  return { alice, bob };
+}
+
+Deno.test("sessions: a stall of the server's own event loop does not close heartbeating clients; a frozen one is still closed", async () => {
+  const clock = new StallingClock();
+  const server = fakeServer({ clock, sessions: { presenceTimeoutMs: 15_000 } });
+  const { alice, bob } = await aliceHeartbeatsBobFreezes(server, clock);
   await clock.advance(4900);
   // The server stalls for 20 s: the heartbeats alice sent meanwhile wait unread. When it runs
   // again, its timers (the sweep among them) come before those frames.
@@ -155,21 +166,7 @@ Deno.test("sessions: socket reads falling behind while timers run on time do not
   let behindSince: number | undefined;
   const ioLag = () => behindSince === undefined ? 0 : clock.now() - behindSince;
   const server = fakeServer({ clock, ioLag, sessions: { presenceTimeoutMs: 15_000 } });
-  server.start();
-  await registered(server);
-  await registered(server, "bob");
-  const alice = new FakeConnection(clock);
-  const bob = new FakeConnection(clock);
-  server.sessions.connect(alice);
-  server.sessions.connect(bob);
-  await server.sessions.login(alice, "alice", SECRET);
-  await server.sessions.login(bob, "bob", SECRET);
-  for (let t = 0; t < 4; t++) {
-    alice.touch();
-    if (t < 3) bob.touch();
-    await clock.advance(5000);
-  }
-  alice.touch();
+  const { alice, bob } = await aliceHeartbeatsBobFreezes(server, clock);
   // Reads fall 20 s behind: alice's heartbeats wait unread while the sweeps run on time.
   behindSince = clock.now();
   await clock.advance(20_000);
