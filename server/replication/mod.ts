@@ -29,6 +29,7 @@ export {
   Replicator,
   type ReplicatorDeps,
   type ReplicatorOptions,
+  SYNC_SKIP_MAX_MS,
   TOMBSTONE_GC_EVERY_MS,
   TOMBSTONE_MARGIN_MS,
   TooOldError,

@@ -174,6 +174,13 @@ export const DEFAULT_SENDER_BYTES = 64 * 1024 * 1024;
 
 /** How often a call in flight checks whether its peer turned suspect, in ms. */
 const SUSPECT_POLL_MS = 100;
+/**
+ * Longest a primary goes without listing a replica's keys while their digests differ, as long as
+ * that replica took every write sent to it since the two last matched (see {@link Replicator}'s
+ * anti-entropy): under a steady stream of writes the digests always differ (writes in flight),
+ * and listing every key of the range every round cost a busy server stalls of 20–40 ms.
+ */
+export const SYNC_SKIP_MAX_MS = 10_000;
 
 /** How long a looked-up primary is used before the ring is asked again, in ms. */
 const PRIMARY_CACHE_MS = 1000;
@@ -251,6 +258,14 @@ export class Replicator {
   #registering = new Map<string, Promise<unknown>>();
   /** Coordinated puts for another primary, by its address, waiting for the next request there. */
   #forwards = new Map<string, Batcher<MailboxEntry[], ReplicationResponse>>();
+  /**
+   * Peers known to hold everything of a range of this primary as of a moment (their digest
+   * matched, or a key listing brought them up to date), by peer and range, with that moment:
+   * forgotten as soon as a call to the peer fails or is refused (see {@link #syncRange}).
+   */
+  #inSync = new Map<string, { range: string; at: number; failures: number }>();
+  /** Calls to each peer that failed or were refused, since this node started. */
+  #failedCalls = new Map<string, number>();
   /** Primaries of ring keys recently looked up (see {@link #primaryOf}). */
   #primaries = new Map<string, { primary: Promise<string>; until: number }>();
   /** Pending counts for the quotas, read from the store once and kept as bounds. */
@@ -417,8 +432,14 @@ export class Replicator {
   #replicaTargets(): string[] {
     const self = this.#deps.ring.self;
     const suspect = this.#deps.isSuspect ?? (() => false);
-    return [...new Set(this.#deps.ring.successors().filter((a) => a !== self && !suspect(a)))]
-      .slice(0, this.#k);
+    const targets: string[] = [];
+    for (const a of new Set(this.#deps.ring.successors())) {
+      if (a === self) continue;
+      // A suspect successor misses what is sent now: its keys are listed at the next sync.
+      if (suspect(a)) this.#callFailed(a);
+      else if (targets.push(a) === this.#k) break;
+    }
+    return targets;
   }
 
   #presenceChanged(record: PresenceRecord, online: boolean): void {
@@ -716,6 +737,23 @@ export class Replicator {
    * suspect, so nothing waits out the RPC timeout on a frozen server.
    */
   async #callPeer(address: string, request: ReplicationRequest): Promise<ReplicationResponse> {
+    const failed = () => this.#callFailed(address);
+    try {
+      const res = await this.#callPeerOnce(address, request);
+      if (res.type === "error") failed();
+      return res;
+    } catch (err) {
+      failed();
+      throw err;
+    }
+  }
+
+  /** Notes that `address` may have missed a write (see {@link #syncRange}). */
+  #callFailed(address: string): void {
+    this.#failedCalls.set(address, (this.#failedCalls.get(address) ?? 0) + 1);
+  }
+
+  async #callPeerOnce(address: string, request: ReplicationRequest): Promise<ReplicationResponse> {
     const isSuspect = this.#deps.isSuspect;
     if (!isSuspect) return await this.#deps.call(address, request);
     let timer: ReturnType<typeof setInterval> | undefined;
@@ -838,10 +876,13 @@ export class Replicator {
   async handle(request: ReplicationRequest): Promise<ReplicationResponse> {
     const { store } = this.#deps;
     switch (request.type) {
-      case "put":
-        return request.coordinate
-          ? await this.#coordinatePut(request.entries)
-          : { v: 1, type: "ok", count: store.mailbox.insert(request.entries) };
+      case "put": {
+        if (request.coordinate) return await this.#coordinatePut(request.entries);
+        // Committed at once, answered once on disk: the wait for the disk runs off the event loop.
+        const count = store.mailbox.insert(request.entries, { syncLater: true });
+        await store.mailbox.synced();
+        return { v: 1, type: "ok", count };
+      }
       case "put_many":
         return {
           v: 1,
@@ -850,7 +891,8 @@ export class Replicator {
         };
       case "ack":
         if (request.coordinate) return await this.#coordinateAck(request.tombstones);
-        store.mailbox.tombstone(request.tombstones);
+        store.mailbox.tombstone(request.tombstones, { syncLater: true });
+        await store.mailbox.synced();
         return { v: 1, type: "ok", count: request.tombstones.length };
       case "fetch": {
         if (request.coordinate) {
@@ -1306,14 +1348,15 @@ export class Replicator {
     }
     if (!accepted.length) return answers;
     let stored = accepted;
+    const syncLater = { syncLater: true };
     try {
-      store.mailbox.insert(accepted.flatMap((a) => a.entries));
+      store.mailbox.insert(accepted.flatMap((a) => a.entries), syncLater);
     } catch {
       // One put the transaction could not take fails alone: the others are stored one by one.
       stored = [];
       for (const a of accepted) {
         try {
-          store.mailbox.insert(a.entries);
+          store.mailbox.insert(a.entries, syncLater);
           stored.push(a);
         } catch (error) {
           answers[a.index] = { ok: false, error };
@@ -1321,14 +1364,20 @@ export class Replicator {
       }
       if (!stored.length) return answers;
     }
-    const replicated = await this.#replicate({
-      v: 1,
-      type: "put",
-      entries: stored.flatMap((a) => a.entries),
-      coordinate: false,
-    });
+    // This copy reaches the disk while the replicas store theirs: acknowledged once both are
+    // durable. A copy that fails to reach the disk here fails the puts (the sender retries).
+    const [local, replicated] = await Promise.all([
+      store.mailbox.synced().then(() => undefined, (error: unknown) => ({ error })),
+      this.#replicate({
+        v: 1,
+        type: "put",
+        entries: stored.flatMap((a) => a.entries),
+        coordinate: false,
+      }),
+    ]);
     for (const a of stored) {
-      if (!replicated) answers[a.index] = ok(this.#quorumFailed());
+      if (local) answers[a.index] = { ok: false, error: local.error };
+      else if (!replicated) answers[a.index] = ok(this.#quorumFailed());
       else {
         this.#deps.metrics.inc("p2pchat_mailbox_stored_total", undefined, a.entries.length);
       }
@@ -1440,7 +1489,11 @@ export class Replicator {
     for (const e of this.#deps.store.mailbox.entries(all.map((t) => [t.recipient, t.messageId]))) {
       senders.set(`${e.recipient}/${e.messageId}`, e.sender); // usernames hold no "/"
     }
-    this.#deps.store.mailbox.tombstone(all);
+    this.#deps.store.mailbox.tombstone(all, { syncLater: true });
+    const local = this.#deps.store.mailbox.synced().then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
     // Answered once every replica asked has answered (W copies among them), not as soon as W
     // copies are durable: a replica left holding the entry as pending would hand it out again
     // if the servers holding the tombstone went down before the next repair round.
@@ -1450,7 +1503,12 @@ export class Replicator {
       this.#copiesNeeded() - 1,
       true,
     )) === "ok";
+    const failed = await local;
     for (const { index, tombstones } of accepted) {
+      if (failed) {
+        answers[index] = { ok: false, error: failed.error };
+        continue;
+      }
       const receipts: { messageId: string; sender: string }[] = [];
       for (const t of tombstones) {
         const sender = senders.get(`${t.recipient}/${t.messageId}`);
@@ -1612,7 +1670,7 @@ export class Replicator {
   ): Promise<"ok" | "taken" | "failed"> {
     const replicas = this.#replicaTargets();
     if (needed <= 0 && !all) {
-      void Promise.allSettled(replicas.map((r) => this.#deps.call(r, request)));
+      void Promise.allSettled(replicas.map((r) => this.#callPeer(r, request)));
       return "ok";
     }
     if (replicas.length < needed) return "failed";
@@ -1852,12 +1910,35 @@ export class Replicator {
   /**
    * Anti-entropy for one range with one peer: digests first (kept up to date on every write, so
    * cheap), then, where they differ, the keys and only the items missing on either side.
+   *
+   * Digests that differ while writes are under way are expected (a write stored here and still
+   * on its way there), so the keys of a peer are not listed at every round while it is known to
+   * be in sync: its digest matched, or a listing brought it up to date, less than
+   * {@link SYNC_SKIP_MAX_MS} ago, and since then no call to it failed or was refused (every write
+   * sent to it was stored). A peer that restarts or falls behind fails a call (or answers that
+   * it is catching up) and is listed at the next round.
    */
   async #syncRange(peer: string, range: KeyRange): Promise<void> {
-    const { store, call, metrics } = this.#deps;
-    const theirs = await call(peer, { v: 1, type: "digest", range });
-    if (theirs.type !== "digest" || theirs.digest === store.digest(range).digest) return;
-    const res = await call(peer, { v: 1, type: "keys", range });
+    const { store, metrics } = this.#deps;
+    const call = (request: ReplicationRequest) => this.#callPeer(peer, request);
+    const rangeId = `${range.start}/${range.end}`;
+    const failures = this.#failedCalls.get(peer) ?? 0;
+    const startedAt = this.#now();
+    const theirs = await call({ v: 1, type: "digest", range });
+    if (theirs.type !== "digest") return;
+    if (theirs.digest === store.digest(range).digest) {
+      this.#inSync.set(peer, { range: rangeId, at: startedAt, failures });
+      return;
+    }
+    const known = this.#inSync.get(peer);
+    if (
+      known && known.range === rangeId && known.failures === failures &&
+      startedAt - known.at < SYNC_SKIP_MAX_MS && !this.#deps.isSuspect?.(peer)
+    ) {
+      metrics.inc("p2pchat_replication_sync_skipped_total");
+      return;
+    }
+    const res = await call({ v: 1, type: "keys", range });
     if (res.type !== "keys") return;
     const local = store.itemKeys(range);
     const key = (k: ItemKey) => k.join("/");
@@ -1868,24 +1949,26 @@ export class Replicator {
     const theyLack = local.filter((k) => !theirSet.has(key(k)) && !theirSet.has(tombKey(k)));
     const weLack = res.items.filter((k) => !localSet.has(key(k)) && !localSet.has(tombKey(k)));
     if (theyLack.length) {
-      await call(peer, { v: 1, type: "push", ...store.items(theyLack) });
+      const pushed = await call({ v: 1, type: "push", ...store.items(theyLack) });
+      if (pushed.type !== "ok") return;
       metrics.inc("p2pchat_replication_repaired_total", { direction: "pushed" }, theyLack.length);
     }
     if (weLack.length) {
       const pairs = (kind: "m" | "t") =>
         weLack.filter((k) => k[0] === kind).map((k): [string, string] => [k[1], k[2]]);
-      const items = await call(peer, {
+      const items = await call({
         v: 1,
         type: "get_items",
         entries: pairs("m"),
         tombstones: pairs("t"),
         accounts: weLack.filter((k) => k[0] === "a").map((k) => k[1]),
       });
-      if (items.type === "items") {
-        this.#putItems(items);
-        metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
-      }
+      if (items.type !== "items") return;
+      this.#putItems(items);
+      metrics.inc("p2pchat_replication_repaired_total", { direction: "pulled" }, weLack.length);
     }
+    // It holds what this node held when the listing began, unless a call to it failed since.
+    this.#inSync.set(peer, { range: rangeId, at: startedAt, failures });
   }
 
   /**

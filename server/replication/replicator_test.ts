@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { NodeStore } from "../store/mod.ts";
+import type { SyncableFile } from "../store/wal_sync.ts";
 import { Metrics } from "../telemetry/mod.ts";
 import {
   parseReplicationRequest,
@@ -14,6 +15,7 @@ import {
   Replicator,
   type ReplicatorOptions,
   type RingAccess,
+  SYNC_SKIP_MAX_MS,
   TOMBSTONE_GC_EVERY_MS,
   TOMBSTONE_MARGIN_MS,
   TooOldError,
@@ -56,6 +58,13 @@ class TestRing {
     return [...this.live.entries()]
       .filter(([a]) => viewer === undefined || side(a) === side(viewer))
       .sort((a, b) => a[1].id - b[1].id).map(([address, n]) => ({ address, id: n.id }));
+  }
+
+  /** Index in `ids` (sorted) of the node that will be the primary of `username`. */
+  ownerIndexOfIds(ids: number[], username: string) {
+    const key = parseInt(this.ringKeyOf(username), 16);
+    const i = [...ids].sort((a, b) => a - b).findIndex((id) => id >= key);
+    return i === -1 ? 0 : i;
   }
 
   ownerIndex(key: number, viewer?: string) {
@@ -1010,4 +1019,88 @@ Deno.test("accounts: servers back from old disks that lack a name cannot let som
     await a.stop();
     await b.stop();
   }
+});
+
+/** A WAL whose syncs wait until the test lets them end (a slow disk). */
+class HeldWal implements SyncableFile {
+  waiting: (() => void)[] = [];
+  syncData(): Promise<void> {
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    for (const r of this.waiting.splice(0)) r();
+  }
+  close(): void {}
+}
+
+Deno.test("replication: a put is acknowledged only once the primary's copy and a replica's are on disk", async () => {
+  const ring = new TestRing();
+  const ids = [10, 60, 110];
+  const primaryId = ids[ring.ownerIndexOfIds(ids, "bob")]!;
+  const wals = new Map(ids.map((id) => [id, new HeldWal()]));
+  const nodes = ids.map((id) =>
+    ring.add(id, new NodeStore(":memory:", { ringKeyOf: ring.ringKeyOf, walFile: wals.get(id) }))
+  );
+  let acked = false;
+  const put = nodes[0]!.storeMessages([message(1)]).then(() => acked = true);
+  const holders = () =>
+    ids.filter((id) =>
+      ring.live.get(`node-${hex(id)}`)!.store.mailbox.entries([["bob", message(1).messageId]])
+        .length
+    );
+  await waitUntil(() => holders().length === 3);
+  // Committed everywhere, on disk nowhere: not acknowledged (the rest of the work is in memory,
+  // a few turns of the event loop).
+  const turns = async () => {
+    for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 0));
+  };
+  await turns();
+  assert.equal(acked, false, "acknowledged before any copy reached the disk");
+  for (const id of ids) if (id !== primaryId) wals.get(id)!.release();
+  await turns();
+  assert.equal(acked, false, "acknowledged before the primary's copy reached the disk");
+  wals.get(primaryId)!.release();
+  await put;
+});
+
+Deno.test("replication: anti-entropy skips listing a replica that took every write, lists one that missed one at once, and none for longer than SYNC_SKIP_MAX_MS", async () => {
+  const ring = new TestRing();
+  let now = Date.now();
+  ring.now = () => now;
+  [10, 60, 110].map((id) => ring.add(id));
+  const nodes = ring.sorted();
+  const p = ring.ownerIndex(parseInt(ring.ringKeyOf("bob"), 16));
+  const primary = ring.live.get(nodes[p]!.address)!;
+  const replicaAddress = nodes[(p + 1) % 3]!.address;
+  const replica = ring.live.get(replicaAddress)!;
+  const holds = (i: number) =>
+    replica.store.mailbox.entries([["bob", message(i).messageId]]).length === 1;
+  const skipped = () => primary.metrics!.get("p2pchat_replication_sync_skipped_total");
+  await primary.replicator.storeMessages([0, 1].map((i) => message(i)));
+  await ring.repair(1); // digests equal: the replica is known to be in sync
+  // A copy lost without a failed call (a disk that dropped rows): the digests differ, but while
+  // writes are under way they always do, so its keys are not listed at once ...
+  replica.store.deleteRingKey(ring.ringKeyOf("bob"));
+  await primary.replicator.repairRound();
+  assert.equal(skipped(), 1);
+  assert.ok(!holds(0), "listed although in sync");
+  // ... nor later than SYNC_SKIP_MAX_MS after it was last known in sync.
+  now += SYNC_SKIP_MAX_MS;
+  await primary.replicator.repairRound();
+  assert.ok(holds(0) && holds(1), "not repaired after SYNC_SKIP_MAX_MS");
+  // A write the replica could not take: its keys are listed at the next round.
+  ring.unreachable.add(replicaAddress);
+  await primary.replicator.storeMessages([message(2)]);
+  ring.unreachable.delete(replicaAddress);
+  assert.ok(!holds(2));
+  await primary.replicator.repairRound();
+  assert.ok(holds(2), "a replica that missed a write was not listed at the next round");
+  // A write sent around a suspect replica: the same.
+  ring.suspect.add(replicaAddress);
+  await primary.replicator.storeMessages([message(3)]);
+  ring.suspect.delete(replicaAddress);
+  assert.ok(!holds(3));
+  await primary.replicator.repairRound();
+  assert.ok(holds(3), "a replica routed around was not listed at the next round");
+  assert.equal(skipped(), 1);
 });

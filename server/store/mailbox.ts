@@ -6,6 +6,7 @@
  * changes. Whether a row is held as the primary copy or as a replica is recorded in `held_as`.
  */
 import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { WalSync } from "./wal_sync.ts";
 
 /** One stored offline message. */
 export interface MailboxEntry {
@@ -136,6 +137,15 @@ export interface Retention {
   oldestTombstone(): number;
 }
 
+/**
+ * `syncLater`: commit without waiting for the disk (synchronous=NORMAL for this transaction; a
+ * kill -9 loses nothing); the write is durable once {@link MailboxStore.synced} resolves, and
+ * must not be acknowledged before.
+ */
+export interface DeferOption {
+  syncLater?: boolean;
+}
+
 /** Mailbox entries and tombstones of one node. */
 export class MailboxStore {
   #db: DatabaseSync;
@@ -155,13 +165,18 @@ export class MailboxStore {
   #collect: StatementSync;
 
   #afterCommit: () => void;
+  #wal: WalSync | undefined;
   #retention: Retention = { oldestSeq: () => -Infinity, oldestTombstone: () => -Infinity };
   #droppedTooOld = 0;
 
-  /** Wraps an open, migrated database; `afterCommit` is told after each committed write. */
-  constructor(db: DatabaseSync, afterCommit: () => void = () => {}) {
+  /**
+   * Wraps an open, migrated database; `afterCommit` is told after each committed write. With
+   * `wal`, {@link insertDurably} and {@link tombstoneDurably} wait for the disk off the event loop.
+   */
+  constructor(db: DatabaseSync, afterCommit: () => void = () => {}, wal?: WalSync) {
     this.#db = db;
     this.#afterCommit = afterCommit;
+    this.#wal = wal;
     // A copy that arrives with a smaller seq than the one held lowers it: copies of a message
     // stored by two coordinators (a retry across a ring change) converge on the smaller seq.
     this.#insert = db.prepare(
@@ -201,7 +216,8 @@ export class MailboxStore {
    * changed; an entry already present changes only by taking a smaller `seq`, an entry already
    * tombstoned changes nothing, and one older than the retention (see {@link retain}) is dropped.
    */
-  insert(offered: readonly MailboxEntry[]): number {
+  insert(offered: readonly MailboxEntry[], options: DeferOption = {}): number {
+    const deferSync = options.syncLater === true && this.#wal !== undefined;
     const oldestSeq = this.#retention.oldestSeq();
     // An entry past the retention is never stored, whoever offers it (a late replica copy, a
     // repair from a node restarted from an old disk): its tombstone may have been collected.
@@ -227,7 +243,7 @@ export class MailboxStore {
         );
         added += Number(r.changes);
       }
-    });
+    }, deferSync);
     return added;
   }
 
@@ -245,7 +261,8 @@ export class MailboxStore {
    * tombstone older than the retention deletes its entry but is not kept: it would be collected
    * at once (see {@link collectTombstones}).
    */
-  tombstone(tombstones: readonly Tombstone[]): void {
+  tombstone(tombstones: readonly Tombstone[], options: DeferOption = {}): void {
+    const deferSync = options.syncLater === true && this.#wal !== undefined;
     if (tombstones.length === 0) return;
     const oldest = this.#retention.oldestTombstone();
     this.#transaction(() => {
@@ -255,7 +272,17 @@ export class MailboxStore {
         }
         this.#deleteEntry.run(t.recipient, t.messageId);
       }
-    });
+    }, deferSync);
+  }
+
+  /**
+   * Resolves once every write committed before this call is on disk — those made with
+   * `syncLater` included (a WAL sync run off the event loop, shared by the commits that wait for
+   * it; see wal_sync.ts). Rejects when the sync fails: writes waiting for it must not be
+   * acknowledged. At once for a database in memory.
+   */
+  synced(): Promise<void> {
+    return this.#wal?.sync() ?? Promise.resolve();
   }
 
   /**
@@ -446,14 +473,23 @@ export class MailboxStore {
     return { primary: of("primary"), replica: of("replica"), tombstones: Number(t.n) };
   }
 
-  #transaction(body: () => void): void {
-    this.#db.exec("BEGIN IMMEDIATE");
+  /**
+   * Runs `body` in one transaction. With `deferSync` the commit does not wait for the disk
+   * (synchronous=NORMAL for this transaction only); the caller waits for a WAL sync instead.
+   */
+  #transaction(body: () => void, deferSync = false): void {
+    if (deferSync) this.#db.exec("PRAGMA synchronous = NORMAL");
     try {
-      body();
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      this.#db.exec("ROLLBACK");
-      throw err;
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        body();
+        this.#db.exec("COMMIT");
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    } finally {
+      if (deferSync) this.#db.exec("PRAGMA synchronous = FULL");
     }
     this.#afterCommit();
   }

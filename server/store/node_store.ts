@@ -30,8 +30,11 @@ import { PRESENCE_SCHEMA, PresenceStore } from "./presence.ts";
 import { RangeDigests } from "./digest.ts";
 import { userRingKey } from "./ring_key.ts";
 import { cacheStatements } from "./statement_cache.ts";
+import { type SyncableFile, WalSync } from "./wal_sync.ts";
 
-type Migration = string | ((db: DatabaseSync, options: Required<NodeStoreOptions>) => void);
+type Migration =
+  | string
+  | ((db: DatabaseSync, options: { ringKeyOf: (username: string) => string }) => void);
 
 /** Options of a {@link NodeStore}. */
 export interface NodeStoreOptions {
@@ -40,6 +43,11 @@ export interface NodeStoreOptions {
    * 160-bit ring of real servers)
    */
   ringKeyOf?: (username: string) => string;
+  /**
+   * The handle whose `syncData` makes commits durable (see wal_sync.ts). @default the database's
+   * WAL file, opened; none for ":memory:". Tests pass one to watch or hold the syncs.
+   */
+  walFile?: SyncableFile;
 }
 
 const MIGRATIONS: readonly Migration[] = [
@@ -93,6 +101,7 @@ export class NodeStore {
   /** Offline mailbox entries and tombstones. */
   readonly mailbox: MailboxStore;
   #digests: RangeDigests;
+  #wal: WalSync | undefined;
 
   /** Opens (creating and migrating if needed) the database at `path`; ":memory:" for tests. */
   constructor(path: string, options: NodeStoreOptions = {}) {
@@ -107,10 +116,16 @@ export class NodeStore {
     this.accounts = new AccountStore(this.#db, resolved.ringKeyOf);
     this.presence = new PresenceStore(this.#db);
     this.#digests = new RangeDigests(this.#db, (row) => accountItemId(toAccount(row)));
-    this.mailbox = new MailboxStore(this.#db, () => this.#digests.wrote());
+    // A database in memory has no disk to wait for.
+    this.#wal = options.walFile
+      ? new WalSync(options.walFile)
+      : path === ":memory:"
+      ? undefined
+      : WalSync.open(path);
+    this.mailbox = new MailboxStore(this.#db, () => this.#digests.wrote(), this.#wal);
   }
 
-  #migrate(options: Required<NodeStoreOptions>): void {
+  #migrate(options: { ringKeyOf: (username: string) => string }): void {
     const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
     for (let v = row.user_version; v < MIGRATIONS.length; v++) {
       this.#db.exec("BEGIN");
@@ -245,6 +260,7 @@ export class NodeStore {
 
   /** Closes the database. */
   close(): void {
+    void this.#wal?.close();
     this.#db.close();
   }
 }
