@@ -10,7 +10,7 @@
  * request on a piped keep-alive connection cannot open an uncapped WebSocket.
  */
 import type { ClientSocket } from "./client_hub.ts";
-import { acceptKey, isValidKey } from "./ws_frames.ts";
+import { acceptKey, isValidKey } from "../../shared/ws_frames.ts";
 import { ServerWebSocket } from "./ws_socket.ts";
 
 /**
@@ -18,6 +18,11 @@ import { ServerWebSocket } from "./ws_socket.ts";
  * characters of JSON (`MAX_FRAME_BYTES`), which UTF-8 encodes in at most 3 bytes each.
  */
 export const DEFAULT_MAX_WS_MESSAGE_BYTES = 3 * 64 * 1024;
+/**
+ * Paths upgraded by the front itself: browsers' `/ws`, and `/cluster/link`, the persistent links
+ * between servers (server/cluster/link.ts; the route checks and caps it).
+ */
+const UPGRADE_PATHS = ["/ws", "/cluster/link"];
 /** Largest request head (request line and headers) the front reads, in bytes. */
 export const MAX_HEAD_BYTES = 16 * 1024;
 /** How long a new connection may take to send its request head, in ms. */
@@ -53,7 +58,10 @@ export interface WsFront {
    * request piped to the inner server): such a request must be refused, never upgraded. The
    * returned response is a placeholder: the front writes the handshake's 101 itself.
    */
-  upgrade(req: Request): { socket: ClientSocket; response: Response } | undefined;
+  upgrade(
+    req: Request,
+    options?: { maxMessageBytes?: number },
+  ): { socket: ClientSocket; response: Response } | undefined;
   shutdown(): Promise<void>;
 }
 
@@ -204,6 +212,9 @@ export async function serveWithWsFront(
 
   const serveConnection = async (conn: Deno.Conn) => {
     conns.add(conn);
+    // Small answers go out at once (Nagle's algorithm would hold one back while an earlier one
+    // is unacknowledged: 40 ms stalls for requests pipelined on one connection).
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
     let upgraded = false;
     try {
       const peer = conn.remoteAddr as Deno.NetAddr;
@@ -249,11 +260,11 @@ export async function serveWithWsFront(
 
   return {
     addr,
-    upgrade(req) {
+    upgrade(req, upgradeOptions) {
       const entry = pending.get(req);
       if (!entry || entry.socket) return undefined;
       const socket = new ServerWebSocket(entry.conn, {
-        maxMessageBytes,
+        maxMessageBytes: upgradeOptions?.maxMessageBytes ?? maxMessageBytes,
         idleTimeoutMs,
         maxBufferedBytes,
         onEnd: () => {
@@ -354,7 +365,7 @@ export function parseHead(bytes: Uint8Array): Head | undefined {
 /** Whether the front answers this request itself: a WebSocket upgrade of `/ws`. */
 export function isWebSocketRequest(head: Head): boolean {
   const path = head.target.split("?")[0];
-  return head.method === "GET" && path === "/ws" &&
+  return head.method === "GET" && UPGRADE_PATHS.includes(path ?? "") &&
     hasToken(head.headers.get("upgrade"), "websocket");
 }
 

@@ -10,7 +10,7 @@ import {
   encodeHeader,
   FrameDecoder,
   OP,
-} from "../../server/api/ws_frames.ts";
+} from "../../shared/ws_frames.ts";
 
 export { encodeFragment, encodeFrame, encodeHeader, OP };
 
@@ -36,16 +36,24 @@ export class RawWebSocket {
     this.ended = this.#read(rest);
   }
 
-  /** Connects to `serverUrl` (http://host:port) and completes the handshake. */
-  static async connect(serverUrl: string): Promise<RawWebSocket> {
+  /**
+   * Connects to `serverUrl` (http://host:port) and completes the handshake on `path`, with
+   * `headers` (lines "Name: value") added to the request.
+   */
+  static async connect(
+    serverUrl: string,
+    path = "/ws",
+    headers: string[] = [],
+  ): Promise<RawWebSocket> {
     const url = new URL(serverUrl);
     const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
     const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
     await writeAll(
       conn,
       new TextEncoder().encode(
-        `GET /ws HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        `GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+          headers.map((h) => `${h}\r\n`).join("") + "\r\n",
       ),
     );
     let received: Uint8Array = new Uint8Array(0);

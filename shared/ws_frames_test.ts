@@ -12,7 +12,7 @@ import {
   OP,
   WsCloseError,
 } from "./ws_frames.ts";
-import { concatBytes } from "../../shared/bytes.ts";
+import { concatBytes } from "./bytes.ts";
 
 const MASK = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
 const text = (s: string) => new TextEncoder().encode(s);

@@ -1,11 +1,12 @@
 /**
- * The server side of RFC 6455 framing, pure: {@link FrameDecoder} turns a client's bytes into
- * messages and control frames, refusing a frame whose announced length would take a message past
- * the cap before a byte of its payload is stored; {@link encodeFrame} writes server frames.
- * No I/O here: `ws_front.ts` feeds the decoder from a TCP (or TLS) connection.
+ * RFC 6455 framing, pure: {@link FrameDecoder} turns a peer's bytes into messages and control
+ * frames, refusing a frame whose announced length would take a message past the cap before a
+ * byte of its payload is stored; {@link encodeFrame} writes frames (masked when a client sends
+ * them). No I/O here: the server's front (`server/api/ws_front.ts`) feeds the decoder from a
+ * browser's connection, and a server's link to another (`server/cluster/link.ts`) from its own.
  */
 
-import { concatBytes } from "../../shared/bytes.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** Opcodes of RFC 6455 §5.2. */
 export const OP = {
