@@ -19,6 +19,8 @@ import {
   Hmac,
   limitHolderOf,
   limitsCall,
+  LINKED_PATHS,
+  LinkPool,
   Membership,
   replicationCall,
   ringAccessOf,
@@ -121,6 +123,8 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
   // The cluster: membership, the CHORD ring, replicated records.
   // Server-to-server traffic is signed with the cluster secret and bound to this address.
   const key = new ClusterKey(hmac, self);
+  // Requests to peers travel over one persistent link per peer where they can (cluster/link.ts).
+  key.links = new LinkPool({ paths: LINKED_PATHS, metrics });
   const call = (
     address: string,
     request: Parameters<typeof callPeer>[2],
@@ -268,6 +272,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
     await stopAll();
     await visualizer.close();
     await ring.stop();
+    key.links?.close();
     await server.shutdown();
     store.close();
     // A bad interface or port is a configuration problem: say which option, not a stack trace.
@@ -290,6 +295,7 @@ export async function startServer(config: ServerConfig, baseLog: Log): Promise<R
       await replicator.handOffAll();
       await visualizer.close();
       await ring.stop();
+      key.links?.close();
       await server.shutdown();
       store.close();
     },

@@ -11,10 +11,14 @@ import {
 import {
   CLUSTER_RPC_PATH,
   LIMITS_RPC_PATH,
+  LINK_MAX_FRAME_BYTES,
+  LINK_PATH,
+  LINKED_PATHS,
   type Membership,
   REPLICATION_RPC_PATH,
   RING_RPC_PATH,
   type RingService,
+  serveLink,
   serveSigned,
   type ServeSignedDeps,
 } from "../cluster/mod.ts";
@@ -25,6 +29,8 @@ import { ISOLATION_HEADERS, pageHeaders, serveStatic } from "./static_files.ts";
 
 /** Largest cluster RPC body, in bytes. */
 const MAX_CLUSTER_BODY = 8 * 1024 * 1024;
+/** Most links from other servers open at once; past it a server's peers use plain HTTP. */
+const MAX_LINKS = 64;
 
 /** Collaborators of the HTTP handler. */
 export interface HttpDeps {
@@ -50,7 +56,10 @@ export interface HttpDeps {
    * Takes over the connection of an admitted `/ws` request as a capped WebSocket (the front's
    * `upgrade`, `ws_front.ts`); `undefined` for a request that did not come through the front.
    */
-  upgrade?: (req: Request) => { socket: ClientSocket; response: Response } | undefined;
+  upgrade?: (
+    req: Request,
+    options?: { maxMessageBytes?: number },
+  ) => { socket: ClientSocket; response: Response } | undefined;
 }
 
 /** Where the built client lives, and who may use it. */
@@ -104,8 +113,33 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       ...extraOrigins,
     ]),
   ];
-  return async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
+  let links = 0;
+  const handler = async (req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
+    if (url.pathname === LINK_PATH) {
+      // Another server's persistent link (see link.ts); each request on it is signed as over
+      // HTTP. A browser page never needs one: a request with an Origin is refused.
+      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket" || req.headers.has("origin")) {
+        return new Response("Links are for servers of the cluster", { status: 403 });
+      }
+      if (links >= MAX_LINKS) {
+        return new Response("Too many links: use plain requests", { status: 503 });
+      }
+      const upgraded = deps.upgrade?.(req, { maxMessageBytes: LINK_MAX_FRAME_BYTES });
+      if (!upgraded) return new Response("Open the link on a new connection", { status: 426 });
+      links++;
+      deps.metrics.inc("p2pchat_cluster_links_accepted_total");
+      upgraded.socket.onclose = () => links--;
+      serveLink(upgraded.socket, {
+        paths: LINKED_PATHS,
+        handle: (r) => handler(r),
+        onInvalid: (reason) => {
+          deps.metrics.inc("p2pchat_cluster_rejected_total", { reason: "link", endpoint: "link" });
+          deps.signed.log("cluster_link_invalid", { reason });
+        },
+      });
+      return upgraded.response;
+    }
     if (url.pathname === "/ws") {
       if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
         return new Response("Expected a WebSocket upgrade", { status: 426 });
@@ -198,6 +232,7 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
     }
     return new Response("Not found", { status: 404, headers: ISOLATION_HEADERS });
   };
+  return handler;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import { toBase64Url } from "../../shared/crypto/encoding.ts";
 import type { Hmac } from "./hmac.ts";
+import type { LinkPool } from "./link.ts";
 
 /** Largest accepted clock difference between two servers, in milliseconds. */
 export const MAX_CLOCK_SKEW_MS = 30_000;
@@ -36,6 +37,11 @@ export class ClusterKey {
   /** nonce → time it can be forgotten (insertion order ≈ time order). */
   #nonces = new Map<string, number>();
   #heardListeners = new Set<(address: string) => void>();
+  /**
+   * Persistent links to peers that signed POSTs travel over when they can (see link.ts); without
+   * them every request goes by `fetch`.
+   */
+  links: LinkPool | undefined;
 
   /** Creates the key of the server at `self`. */
   constructor(hmac: Hmac, self: string, options: ClusterKeyOptions = {}) {

@@ -28,6 +28,14 @@ export {
 } from "./rpc.ts";
 export { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 export {
+  LINK_MAX_BODY_CHARS,
+  LINK_MAX_FRAME_BYTES,
+  LINK_PATH,
+  LinkPool,
+  serveLink,
+} from "./link.ts";
+export { LINKED_PATHS } from "./linked_paths.ts";
+export {
   RingService,
   type RingServiceDeps,
   type RingServiceOptions,

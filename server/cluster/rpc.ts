@@ -16,6 +16,7 @@ import {
   ProtocolError,
 } from "../../shared/mod.ts";
 import { readAtMost } from "../../shared/streams.ts";
+import { type LinkAnswer, LinkTimeoutError } from "./link.ts";
 import type { Log, Metrics } from "../telemetry/mod.ts";
 import {
   type ClusterKey,
@@ -62,46 +63,56 @@ export async function signedPost(
   const time = String(key.now());
   const nonce = key.nonce();
   const signature = await key.hmac.sign(requestSigned("POST", url, key.self, time, nonce, body));
-  let res: Response;
-  let text: string;
+  const headers = {
+    "content-type": "application/json",
+    "x-p2p-from": key.self,
+    "x-p2p-to": url,
+    "x-p2p-time": time,
+    "x-p2p-nonce": nonce,
+    "x-p2p-signature": signature,
+  };
+  let answer: LinkAnswer | undefined;
   try {
-    res = await fetch(url, {
-      method: "POST",
-      body,
-      headers: {
-        "content-type": "application/json",
-        "x-p2p-from": key.self,
-        "x-p2p-to": url,
-        "x-p2p-time": time,
-        "x-p2p-nonce": nonce,
-        "x-p2p-signature": signature,
-      },
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    text = await res.text();
+    // Over the peer's link when one can carry it (see link.ts), else by fetch.
+    answer = await key.links?.post(url, headers, body, timeoutMs);
+    if (!answer) {
+      const res = await fetch(url, {
+        method: "POST",
+        body,
+        headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      answer = {
+        status: res.status,
+        text: await res.text(),
+        signature: res.headers.get("x-p2p-response-signature") ?? "",
+      };
+    }
   } catch (err) {
-    const isTimeout = err instanceof DOMException && err.name === "TimeoutError";
+    const isTimeout = err instanceof LinkTimeoutError ||
+      (err instanceof DOMException && err.name === "TimeoutError");
     throw new SignedPostError(
       isTimeout ? "timeout" : "unreachable",
       isTimeout ? `no answer within ${timeoutMs} ms` : (err as Error).message,
     );
   }
-  const answerSignature = res.headers.get("x-p2p-response-signature");
+  const { status, text } = answer;
+  const answerSignature = answer.signature || null;
   const isAuthentic = answerSignature !== null &&
-    await key.hmac.verify(responseSigned(signature, res.status, text), answerSignature);
+    await key.hmac.verify(responseSigned(signature, status, text), answerSignature);
   if (!isAuthentic) {
     throw new SignedPostError(
       "rejected",
-      `its answer (HTTP ${res.status}) is not signed with this cluster's secret: ` +
+      `its answer (HTTP ${status}) is not signed with this cluster's secret: ` +
         "it is not a server of this cluster, or its P2P_CLUSTER_SECRET differs",
     );
   }
   // A signed answer shows the peer is running (unless it says it is another server: 421).
-  if (res.status !== 421) key.heard(peerOf(url));
-  if (res.status === 401) {
+  if (status !== 421) key.heard(peerOf(url));
+  if (status === 401) {
     throw new SignedPostError("rejected", `it refused our request: ${text.slice(0, 200)}`);
   }
-  return { status: res.status, text };
+  return { status, text };
 }
 
 /**
