@@ -11,6 +11,7 @@ import {
 import {
   CLUSTER_RPC_PATH,
   LIMITS_RPC_PATH,
+  LINK_MAX_ANSWER_BYTES,
   LINK_MAX_FRAME_BYTES,
   LINK_PATH,
   LINKED_PATHS,
@@ -58,7 +59,7 @@ export interface HttpDeps {
    */
   upgrade?: (
     req: Request,
-    options?: { maxMessageBytes?: number },
+    options?: { maxMessageBytes?: number; maxBufferedBytes?: number },
   ) => { socket: ClientSocket; response: Response } | undefined;
 }
 
@@ -125,7 +126,10 @@ export function createHandler(deps: HttpDeps, options: HttpOptions) {
       if (links >= MAX_LINKS) {
         return new Response("Too many links: use plain requests", { status: 503 });
       }
-      const upgraded = deps.upgrade?.(req, { maxMessageBytes: LINK_MAX_FRAME_BYTES });
+      const upgraded = deps.upgrade?.(req, {
+        maxMessageBytes: LINK_MAX_FRAME_BYTES,
+        maxBufferedBytes: LINK_MAX_ANSWER_BYTES,
+      });
       if (!upgraded) return new Response("Open the link on a new connection", { status: 426 });
       links++;
       deps.metrics.inc("p2pchat_cluster_links_accepted_total");

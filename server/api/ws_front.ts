@@ -60,7 +60,7 @@ export interface WsFront {
    */
   upgrade(
     req: Request,
-    options?: { maxMessageBytes?: number },
+    options?: { maxMessageBytes?: number; maxBufferedBytes?: number },
   ): { socket: ClientSocket; response: Response } | undefined;
   shutdown(): Promise<void>;
 }
@@ -266,7 +266,7 @@ export async function serveWithWsFront(
       const socket = new ServerWebSocket(entry.conn, {
         maxMessageBytes: upgradeOptions?.maxMessageBytes ?? maxMessageBytes,
         idleTimeoutMs,
-        maxBufferedBytes,
+        maxBufferedBytes: upgradeOptions?.maxBufferedBytes ?? maxBufferedBytes,
         onEnd: () => {
           sockets.delete(socket);
           conns.delete(entry.conn);

@@ -42,6 +42,12 @@ export const LINK_PATH = "/cluster/link";
 export const LINK_MAX_BODY_CHARS = 1024 * 1024;
 /** Largest link frame a server accepts, in bytes (a body of UTF-8, plus its header). */
 export const LINK_MAX_FRAME_BYTES = 3 * LINK_MAX_BODY_CHARS + 16 * 1024;
+/**
+ * Largest answer a link takes, in bytes. Answers are not bounded by the request's size (a fetch of
+ * a flooded mailbox answers megabytes, as it did over HTTP), so a server may queue this much on a
+ * link, and a caller reads up to this.
+ */
+export const LINK_MAX_ANSWER_BYTES = 256 * 1024 * 1024;
 /** How long a peer that refused a link (or could not open one) is sent `fetch` instead, in ms. */
 const NO_LINK_MS = 30_000;
 /** A link unused this long is closed, in ms. */
@@ -188,7 +194,10 @@ class LinkConnection {
   }
 
   async #readLoop(rest: Uint8Array): Promise<void> {
-    const decoder = new FrameDecoder({ maxMessageBytes: LINK_MAX_FRAME_BYTES, requireMask: false });
+    const decoder = new FrameDecoder({
+      maxMessageBytes: LINK_MAX_ANSWER_BYTES,
+      requireMask: false,
+    });
     const buffer = new Uint8Array(64 * 1024);
     try {
       let chunk: Uint8Array | null = rest;

@@ -103,6 +103,20 @@ Deno.test("link: concurrent calls on one link each get their own answer, whateve
   }
 });
 
+Deno.test("link: an answer far larger than any request comes back whole (a flooded mailbox's fetch)", async () => {
+  const big = "m".repeat(5 * 1024 * 1024);
+  const p = peer(() => Promise.resolve(new Response(big, { status: 200 })));
+  const pool = new LinkPool({ paths: [PATH] });
+  try {
+    const a = await pool.post(p.url, {}, "{}", 10_000);
+    assert.equal(a?.text.length, big.length);
+    assert.equal(p.state.posts, 0);
+  } finally {
+    pool.close();
+    await p.server.shutdown();
+  }
+});
+
 Deno.test("link: a peer that refuses links, a long body or another path go by fetch", async () => {
   const metrics = new Metrics();
   const p = peer(echo, { refuseLinks: true });

@@ -28,6 +28,7 @@ export {
 } from "./rpc.ts";
 export { HttpChordTransport, RING_RPC_PATH } from "./chord_transport.ts";
 export {
+  LINK_MAX_ANSWER_BYTES,
   LINK_MAX_BODY_CHARS,
   LINK_MAX_FRAME_BYTES,
   LINK_PATH,
