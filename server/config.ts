@@ -71,6 +71,16 @@ export interface ServerConfig {
      * own disk (see Replicator.catchingUp), in ms; absent: the replicator's default.
      */
     catchUpMaxWaitMs?: number;
+    /**
+     * Least time between two collections of old tombstones, in ms; absent: the replicator's
+     * default. Set only by tests (see {@link TEST_TIMINGS}).
+     */
+    tombstoneGcEveryMs?: number;
+    /**
+     * How long after the retention a tombstone is collected, in ms; absent: the replicator's
+     * default. Set only by tests (see {@link TEST_TIMINGS}).
+     */
+    tombstoneMarginMs?: number;
   };
   /** Certificate and key (PEM files) to serve HTTPS/WSS; plain HTTP when absent. */
   tls: { certFile: string; keyFile: string } | undefined;
@@ -228,6 +238,15 @@ Development only:
   --benchmark-bcrypt-cost N  bcrypt cost 4–15 overriding --bcrypt-cost, for benchmarks that
                        create thousands of accounts on a small machine; cheap hashes are cheap
                        to crack, never use it for real accounts   [P2P_BENCHMARK_BCRYPT_COST]
+  Mailbox time scales for tests of expiry and tombstone collection (environment only, each
+  refused unless P2P_TEST_TIMINGS=1 is set too; never on a real ring: a message would expire
+  unread within seconds):
+    P2P_TEST_MAILBOX_MAX_AGE_MS N     retention in ms, 1000–86400000, overriding
+                                      --mailbox-max-age-days
+    P2P_TEST_TOMBSTONE_GC_EVERY_MS N  least time between two tombstone collections, 10–600000
+                                      (default 600000)
+    P2P_TEST_TOMBSTONE_MARGIN_MS N    tombstones are collected this long past the retention,
+                                      0–86400000 (default 86400000)
 
 On start the server prints one line "ready <url>" on stdout; logs are JSON lines on stderr.`;
 
@@ -254,6 +273,49 @@ function intOption(
   max: number,
 ): number {
   return integer(flag, pick(flag, envName) ?? fallback, min, max);
+}
+
+/** The variable that must be `1` for any of {@link TEST_TIMINGS} to be accepted. */
+export const TEST_TIMINGS_GATE = "P2P_TEST_TIMINGS";
+
+/**
+ * Test-only mailbox time scales (environment variables), with their bounds. The operator's
+ * retention is whole days; these let a test of expiry and tombstone collection run on real
+ * servers in seconds. Each is refused unless {@link TEST_TIMINGS_GATE} is `1` too, so none can
+ * shorten a real ring's retention by a stray variable.
+ */
+export const TEST_TIMINGS = {
+  maxAgeMs: { env: "P2P_TEST_MAILBOX_MAX_AGE_MS", min: 1000, max: 86_400_000 },
+  tombstoneGcEveryMs: { env: "P2P_TEST_TOMBSTONE_GC_EVERY_MS", min: 10, max: 600_000 },
+  tombstoneMarginMs: { env: "P2P_TEST_TOMBSTONE_MARGIN_MS", min: 0, max: 86_400_000 },
+} as const;
+
+/** The test timings set in `env` (see {@link TEST_TIMINGS}); throws if set without the gate. */
+function testTimings(
+  env: Record<string, string | undefined>,
+): Partial<Record<keyof typeof TEST_TIMINGS, number>> {
+  const gate = env[TEST_TIMINGS_GATE];
+  if (gate !== undefined && gate !== "1") {
+    throw new ConfigError(
+      `${TEST_TIMINGS_GATE} must be 1 (tests that shorten the mailbox time scales) or unset, got "${gate}"`,
+    );
+  }
+  const out: Partial<Record<keyof typeof TEST_TIMINGS, number>> = {};
+  for (const [key, { env: name, min, max }] of Object.entries(TEST_TIMINGS)) {
+    const raw = env[name];
+    if (raw === undefined) continue;
+    if (gate !== "1") {
+      throw new ConfigError(
+        `${name} is for tests only (it shortens the mailbox time scales to seconds, so messages would expire unread): unset it, or set ${TEST_TIMINGS_GATE}=1 as well in a test; operators set --mailbox-max-age-days`,
+      );
+    }
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || n < min || n > max) {
+      throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
+    }
+    out[key as keyof typeof TEST_TIMINGS] = n;
+  }
+  return out;
 }
 
 function url(name: string, raw: string): string {
@@ -464,7 +526,7 @@ export function parseConfig(
     ),
     tls: certFile !== undefined && keyFile !== undefined ? { certFile, keyFile } : undefined,
     discovery: parseDiscovery(pick, port),
-    storage: parseStorage(pick),
+    storage: parseStorage(pick, testTimings(env)),
     ice: parseIce(pick),
   };
 }
@@ -515,6 +577,7 @@ function parseIce(pick: Pick): IceConfig {
 
 function parseStorage(
   pick: Pick,
+  test: ReturnType<typeof testTimings>,
 ): ServerConfig["storage"] {
   const k = intOption(pick, "replicas", "P2P_REPLICAS", "2", 0, 8);
   const w = intOption(pick, "write-quorum", "P2P_WRITE_QUORUM", "2", 1, 9);
@@ -527,6 +590,15 @@ function parseStorage(
   }
   const perSender = pick("mailbox-quota-per-sender", "P2P_MAILBOX_QUOTA_PER_SENDER");
   const catchUp = pick("catch-up-max-wait-ms", "P2P_CATCH_UP_MAX_WAIT_MS");
+  // Checked even when a test's P2P_TEST_MAILBOX_MAX_AGE_MS overrides it.
+  const maxAgeDays = intOption(
+    pick,
+    "mailbox-max-age-days",
+    "P2P_MAILBOX_MAX_AGE_DAYS",
+    "30",
+    1,
+    3650,
+  );
   return {
     k,
     w,
@@ -543,8 +615,7 @@ function parseStorage(
       : { quotaPerSender: integer("mailbox-quota-per-sender", perSender, 1, 10_000_000) }),
     senderBytes: intOption(pick, "mailbox-sender-mb", "P2P_MAILBOX_SENDER_MB", "64", 1, 100_000) *
       1024 * 1024,
-    maxAgeMs: intOption(pick, "mailbox-max-age-days", "P2P_MAILBOX_MAX_AGE_DAYS", "30", 1, 3650) *
-      86_400_000,
+    maxAgeMs: test.maxAgeMs ?? maxAgeDays * 86_400_000,
     repairIntervalMs: intOption(
       pick,
       "repair-interval-ms",
@@ -556,6 +627,10 @@ function parseStorage(
     ...(catchUp === undefined
       ? {}
       : { catchUpMaxWaitMs: integer("catch-up-max-wait-ms", catchUp, 0, 3_600_000) }),
+    ...(test.tombstoneGcEveryMs === undefined
+      ? {}
+      : { tombstoneGcEveryMs: test.tombstoneGcEveryMs }),
+    ...(test.tombstoneMarginMs === undefined ? {} : { tombstoneMarginMs: test.tombstoneMarginMs }),
   };
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseConfig } from "./config.ts";
+import { ConfigError, HELP, parseConfig } from "./config.ts";
 
 const SECRET = "0123456789abcdef";
 
@@ -162,8 +162,7 @@ Deno.test("config: bad discovery settings are typed errors naming the flag", () 
   }
 });
 
-Deno.test("config: --help lists every discovery flag", async () => {
-  const { HELP } = await import("./config.ts");
+Deno.test("config: --help lists every discovery flag", () => {
   for (
     const flag of [
       "--discovery ",
@@ -298,4 +297,82 @@ Deno.test("config: STUN and TURN servers from flags or environment; TURN needs i
       return true;
     });
   }
+});
+
+Deno.test("config: the mailbox time scales of tests are taken only with P2P_TEST_TIMINGS=1", () => {
+  const args = [`--cluster-secret=${SECRET}`];
+  const timings = {
+    P2P_TEST_MAILBOX_MAX_AGE_MS: "4000",
+    P2P_TEST_TOMBSTONE_GC_EVERY_MS: "200",
+    P2P_TEST_TOMBSTONE_MARGIN_MS: "0",
+  };
+  const test = parseConfig(args, { ...timings, P2P_TEST_TIMINGS: "1" });
+  assert.ok(test !== "help");
+  assert.equal(test.storage.maxAgeMs, 4000);
+  assert.equal(test.storage.tombstoneGcEveryMs, 200);
+  assert.equal(test.storage.tombstoneMarginMs, 0);
+  // The gate alone changes nothing; the test's retention wins over the operator's days.
+  const gateOnly = parseConfig(args, { P2P_TEST_TIMINGS: "1", P2P_MAILBOX_MAX_AGE_DAYS: "2" });
+  assert.ok(gateOnly !== "help");
+  assert.equal(gateOnly.storage.maxAgeMs, 2 * 86_400_000);
+  assert.equal(gateOnly.storage.tombstoneGcEveryMs, undefined);
+  assert.equal(gateOnly.storage.tombstoneMarginMs, undefined);
+  const both = parseConfig([...args, "--mailbox-max-age-days=2"], {
+    P2P_TEST_TIMINGS: "1",
+    P2P_TEST_MAILBOX_MAX_AGE_MS: "5000",
+  });
+  assert.equal(both !== "help" && both.storage.maxAgeMs, 5000);
+
+  // Without the gate each one is refused, naming itself and what to do.
+  for (const [name, value] of Object.entries(timings)) {
+    assert.throws(
+      () => parseConfig(args, { [name]: value }),
+      (err) =>
+        err instanceof ConfigError && err.message.startsWith(`${name} is for tests only`) &&
+        err.message.includes("P2P_TEST_TIMINGS=1") &&
+        err.message.includes("--mailbox-max-age-days"),
+      name,
+    );
+  }
+  for (const gate of ["0", "yes", "true", ""]) {
+    assert.throws(
+      () => parseConfig(args, { ...timings, P2P_TEST_TIMINGS: gate }),
+      (err) =>
+        err instanceof ConfigError &&
+        err.message ===
+          `P2P_TEST_TIMINGS must be 1 (tests that shorten the mailbox time scales) or unset, got "${gate}"`,
+      `gate "${gate}"`,
+    );
+  }
+
+  // Bad values are refused with their bounds, gate or not.
+  const bad: [string, string, RegExp][] = [
+    ["P2P_TEST_MAILBOX_MAX_AGE_MS", "999", /from 1000 to 86400000, got "999"/],
+    ["P2P_TEST_MAILBOX_MAX_AGE_MS", "5s", /from 1000 to 86400000, got "5s"/],
+    ["P2P_TEST_MAILBOX_MAX_AGE_MS", "86400001", /from 1000 to 86400000/],
+    ["P2P_TEST_TOMBSTONE_GC_EVERY_MS", "9", /from 10 to 600000, got "9"/],
+    ["P2P_TEST_TOMBSTONE_GC_EVERY_MS", "", /from 10 to 600000, got ""/],
+    ["P2P_TEST_TOMBSTONE_MARGIN_MS", "-1", /from 0 to 86400000, got "-1"/],
+    ["P2P_TEST_TOMBSTONE_MARGIN_MS", "1.5", /from 0 to 86400000, got "1.5"/],
+  ];
+  for (const [name, value, message] of bad) {
+    assert.throws(
+      () => parseConfig(args, { P2P_TEST_TIMINGS: "1", [name]: value }),
+      (err) =>
+        err instanceof ConfigError && err.message.startsWith(`${name} must be a whole number`) &&
+        message.test(err.message),
+      `${name}=${value}`,
+    );
+  }
+  // The operator's option is still checked when a test overrides it.
+  assert.throws(
+    () =>
+      parseConfig([...args, "--mailbox-max-age-days=0"], {
+        P2P_TEST_TIMINGS: "1",
+        P2P_TEST_MAILBOX_MAX_AGE_MS: "5000",
+      }),
+    /--mailbox-max-age-days must be a whole number/,
+  );
+  for (const name of Object.keys(timings)) assert.ok(HELP.includes(name), name);
+  assert.ok(HELP.includes("P2P_TEST_TIMINGS=1"));
 });

@@ -109,6 +109,13 @@ export interface ReplicatorOptions {
   senderBytes?: number;
   /** Entries older than this are deleted, in ms. @default 30 days */
   maxAgeMs?: number;
+  /** Least time between two collections of old tombstones, in ms. @default TOMBSTONE_GC_EVERY_MS */
+  tombstoneGcEveryMs?: number;
+  /**
+   * Tombstones are collected once acknowledged this long before the retention, in ms; more than
+   * servers' clocks may differ. @default TOMBSTONE_MARGIN_MS
+   */
+  tombstoneMarginMs?: number;
   /**
    * How long a client request keeps retrying while the ring repairs, in ms; every attempt is cut
    * at this deadline, so {@link UnavailableError} comes within it. @default 8000
@@ -226,6 +233,8 @@ export class Replicator {
   #quotaPerSender: number;
   #senderBytes: number;
   #maxAgeMs: number;
+  #tombstoneGcEveryMs: number;
+  #tombstoneMarginMs: number;
   #deadlineMs: number;
   #attemptMs: number;
   #catchUpMaxWaitMs: number;
@@ -298,6 +307,8 @@ export class Replicator {
     this.#quotaPerSender = options.quotaPerSender ?? Math.max(1, Math.floor(this.#quota / 10));
     this.#senderBytes = options.senderBytes ?? DEFAULT_SENDER_BYTES;
     this.#maxAgeMs = options.maxAgeMs ?? 30 * 24 * 3_600_000;
+    this.#tombstoneGcEveryMs = options.tombstoneGcEveryMs ?? TOMBSTONE_GC_EVERY_MS;
+    this.#tombstoneMarginMs = options.tombstoneMarginMs ?? TOMBSTONE_MARGIN_MS;
     this.#deadlineMs = options.writeDeadlineMs ?? 8000;
     this.#attemptMs = options.attemptTimeoutMs ?? 3000;
     this.#catchUpMaxWaitMs = options.catchUpMaxWaitMs ?? 30_000;
@@ -1858,17 +1869,17 @@ export class Replicator {
 
   /** Tombstones acknowledged before this are collected (and never stored again). */
   #tombstoneHorizon(): number {
-    return this.#now() - this.#maxAgeMs - TOMBSTONE_MARGIN_MS;
+    return this.#now() - this.#maxAgeMs - this.#tombstoneMarginMs;
   }
 
   /**
    * Deletes the tombstones older than the horizon (at most every
-   * {@link TOMBSTONE_GC_EVERY_MS}): their entries are past the retention on every server, and
-   * no path stores such an entry again (see MailboxStore.retain).
+   * {@link ReplicatorOptions.tombstoneGcEveryMs}): their entries are past the retention on every
+   * server, and no path stores such an entry again (see MailboxStore.retain).
    */
   #collectTombstones(): void {
     const now = this.#now();
-    if (now - this.#lastTombstoneGc < TOMBSTONE_GC_EVERY_MS) return;
+    if (now - this.#lastTombstoneGc < this.#tombstoneGcEveryMs) return;
     this.#lastTombstoneGc = now;
     const collected = this.#deps.store.mailbox.collectTombstones(this.#tombstoneHorizon());
     if (collected) {
