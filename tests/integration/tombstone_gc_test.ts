@@ -8,11 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { ClusterKey, Hmac, replicationCall } from "../../server/cluster/mod.ts";
+import type { MailboxEntry, Tombstone } from "../../server/store/mod.ts";
 import { waitForCorrectRing } from "../support/ring.ts";
 import {
   type ServerProcess,
   startCluster,
   startServer,
+  TEST_SECRET,
   waitFor,
 } from "../support/server_process.ts";
 import { holdsFor } from "../support/wait.ts";
@@ -47,6 +50,45 @@ function heldBy(server: ServerProcess, recipient: string) {
       pending: new Map(pending.map((r) => [r.message_id, r.held_as])),
       tombstones: new Map(tombstones.map((r) => [r.message_id, Number(r.deleted_at)])),
     };
+  } finally {
+    db.close();
+  }
+}
+
+/** `server`'s rows of `recipient` as a server would send them to another. */
+function rowsOf(server: ServerProcess, recipient: string) {
+  const db = new DatabaseSync(`${server.dataDir}/node.sqlite`, { readOnly: true });
+  try {
+    const entries = (db.prepare("SELECT * FROM mailbox WHERE recipient = ?").all(recipient) as {
+      recipient: string;
+      message_id: string;
+      ring_key: string;
+      sender: string;
+      sent_at: number;
+      seq: number;
+      envelope: string;
+    }[]).map((r): MailboxEntry => ({
+      recipient: r.recipient,
+      messageId: r.message_id,
+      ringKey: r.ring_key,
+      sender: r.sender,
+      sentAt: Number(r.sent_at),
+      seq: Number(r.seq),
+      envelope: r.envelope,
+    }));
+    const tombstones = (db.prepare("SELECT * FROM tombstones WHERE recipient = ?")
+      .all(recipient) as {
+        recipient: string;
+        message_id: string;
+        ring_key: string;
+        deleted_at: number;
+      }[]).map((r): Tombstone => ({
+        recipient: r.recipient,
+        messageId: r.message_id,
+        ringKey: r.ring_key,
+        deletedAt: Number(r.deleted_at),
+      }));
+    return { entries, tombstones };
   } finally {
     db.close();
   }
@@ -89,11 +131,8 @@ Deno.test("tombstones are collected on every server past the retention, and ackn
     const second = ["second-msg-0", "second-msg-1", "second-msg-2"];
     const all = [...first, ...second];
     const sentAt = Date.now();
-    const sent = await alice.request({
-      type: "mail_send",
-      to: "bob",
-      messages: all.map((id) => ({ id, sentAt: Date.now(), envelope: `sealed:${id}` })),
-    }, 60_000);
+    const messages = all.map((id) => ({ id, sentAt: Date.now(), envelope: `sealed:${id}` }));
+    const sent = await alice.request({ type: "mail_send", to: "bob", messages }, 60_000);
     assert.equal(sent.type, "ok", JSON.stringify(sent));
     const late = () =>
       `${Date.now() - sentAt} ms after the send, retention ${MAX_AGE_MS} ms: ` +
@@ -133,6 +172,7 @@ Deno.test("tombstones are collected on every server past the retention, and ackn
     // One copy dies while it still holds the other 3 as pending, and they are acknowledged.
     await victim.stop("SIGKILL");
     const onVictim = heldBy(victim, "bob");
+    const victimRows = rowsOf(victim, "bob");
     assert.deepEqual(sorted([...onVictim.pending.keys()]), sorted(second), "victim's pending");
     assert.deepEqual(sorted([...onVictim.tombstones.keys()]), sorted(first), "victim's tombstones");
     assert.deepEqual(await fetchIds(bob), sorted(second), late());
@@ -179,6 +219,46 @@ Deno.test("tombstones are collected on every server past the retention, and ackn
       );
     }
     assert.deepEqual(await fetchIds(bob), [], "bob's mailbox after the collection");
+
+    // Nothing can store them again. Alice's app sending them again (same ids, same sentAt) is
+    // refused: older than the retention by the sender's clock.
+    const retry = await alice.request({ type: "mail_send", to: "bob", messages }, 60_000);
+    assert.ok(
+      retry.type === "error" && retry.code === "bad_frame" &&
+        /was sent more than 10 s ago/.test(retry.message),
+      `alice's retry: ${JSON.stringify(retry)}`,
+    );
+    // A late copy from a server (what the victim's disk holds: the 3 entries as pending, the 3
+    // first tombstones), as a replica put or an anti-entropy push, stores nothing either.
+    for (const s of survivors) {
+      const from = s === primary ? other.url : primary.url;
+      const call = replicationCall(new ClusterKey(new Hmac(TEST_SECRET), from), 30_000);
+      const put = await call(s.url, {
+        v: 1,
+        type: "put",
+        entries: victimRows.entries,
+        coordinate: false,
+      });
+      assert.ok(
+        put.type === "ok" && put.count === 0,
+        `late put to ${s.url}: ${JSON.stringify(put)}`,
+      );
+      const push = await call(s.url, { v: 1, type: "push", ...victimRows });
+      assert.equal(push.type, "ok", `late push to ${s.url}: ${JSON.stringify(push)}`);
+      const held = heldBy(s, "bob");
+      assert.deepEqual(
+        [[...held.pending.keys()], [...held.tombstones.keys()]],
+        [[], []],
+        `bob's rows on ${s.url} after the late copies`,
+      );
+      // The operator sees them counted as dropped (6 entries: the put's and the push's).
+      await waitFor(
+        `${s.url} to count the 6 late entries as dropped`,
+        async () => await metric(s, "p2pchat_mailbox_too_old_dropped") >= 6,
+      );
+      assert.equal(await metric(s, "p2pchat_mailbox_too_old_dropped"), 6, s.url);
+    }
+    assert.deepEqual(await fetchIds(bob), [], "bob's mailbox after the late copies");
 
     // The victim comes back from its disk, holding 3 acknowledged messages as pending whose
     // tombstones no server has any more: entries past the retention are dropped on every path.
