@@ -1,10 +1,11 @@
 /**
- * Tombstones of acknowledged messages are collected on real servers once they are older than
- * the retention and its margin (issue #16), and the messages they stood for never come back:
- * not from the servers that collected them, and not from a server killed -9 before the acks and
- * restarted from its own disk, which still holds them as pending. 3 servers, K = 2, W = 2, with
- * the test-only time scales (P2P_TEST_TIMINGS): a retention of seconds instead of days.
- * Tombstones and copies are read directly from every node's SQLite file (read-only).
+ * Tombstones of acknowledged messages are collected on real servers once they are older than the
+ * retention and its margin (issue #16), and the messages they stood for never come back: not from
+ * the servers that collected them, not from the sender's retry, not from a late copy a server
+ * offers (replica put, anti-entropy push), and not from a server killed -9 before the acks and
+ * restarted from its own disk, which still holds them as pending. 3 servers, K = 2, W = 2, with the
+ * test-only time scales (P2P_TEST_TIMINGS): a retention of seconds instead of days. Tombstones and
+ * copies are read directly from every node's SQLite file (read-only).
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
