@@ -17,6 +17,7 @@ import {
   type ServerProcess,
   startCluster,
   startServer,
+  tempDataDir,
   waitFor,
 } from "../support/server_process.ts";
 import { TEST_ACCOUNT, TestClient } from "../support/ws_client.ts";
@@ -212,7 +213,7 @@ function keepAlive(client: TestClient): () => void {
 
 /** Copies the data directory of `server` (frozen meanwhile, so the copy is consistent). */
 async function copyData(server: ServerProcess): Promise<string> {
-  const copy = await Deno.makeTempDir({ prefix: "p2pchat-node-old-" });
+  const copy = await tempDataDir("p2pchat-node-old-");
   freeze([server]);
   try {
     for await (const e of Deno.readDir(server.dataDir)) {
