@@ -5,6 +5,7 @@
  * {@link ClientSocket}, so the hub keeps no framing logic.
  */
 import type { ClientSocket } from "./client_hub.ts";
+import { takeJoined } from "../../shared/bytes.ts";
 import {
   CLOSE,
   closePayload,
@@ -208,13 +209,7 @@ export class ServerWebSocket implements ClientSocket {
       while (this.#queue.length > 0 && this.#state !== "closed") {
         // Every frame queued meanwhile goes in one write (up to WRITE_CHUNK bytes): one write
         // per frame took an event-loop turn each, and a busy server let answers trickle out.
-        let n = 1;
-        let size = this.#queue[0]!.length;
-        while (n < this.#queue.length && size + this.#queue[n]!.length <= WRITE_CHUNK) {
-          size += this.#queue[n++]!.length;
-        }
-        const frames = this.#queue.splice(0, n);
-        const chunk = n === 1 ? frames[0]! : concatFrames(frames, size);
+        const chunk = takeJoined(this.#queue, WRITE_CHUNK);
         this.#queued -= chunk.length;
         let at = 0;
         while (at < chunk.length) at += await this.#conn.write(chunk.subarray(at));
@@ -257,15 +252,4 @@ export class ServerWebSocket implements ClientSocket {
     this.#options.onEnd?.();
     this.onclose?.();
   }
-}
-
-/** `frames` end to end (`size` bytes in all). */
-function concatFrames(frames: readonly Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const f of frames) {
-    out.set(f, at);
-    at += f.length;
-  }
-  return out;
 }

@@ -27,6 +27,7 @@ import {
   OP,
   WsCloseError,
 } from "../../shared/ws_frames.ts";
+import { takeJoined } from "../../shared/bytes.ts";
 
 /** The server side of an accepted link, as the front's WebSocket gives it. */
 export interface LinkServerSocket {
@@ -235,14 +236,8 @@ class LinkConnection {
     this.#writing = true;
     try {
       while (this.#queue.length && !this.#closed) {
-        let n = 1;
-        let size = this.#queue[0]!.length;
-        while (n < this.#queue.length && size + this.#queue[n]!.length <= WRITE_CHUNK) {
-          size += this.#queue[n++]!.length;
-        }
-        const frames = this.#queue.splice(0, n);
-        const chunk = n === 1 ? frames[0]! : join(frames, size);
-        this.#queued -= size;
+        const chunk = takeJoined(this.#queue, WRITE_CHUNK);
+        this.#queued -= chunk.length;
         await this.#writeAll(chunk);
       }
     } catch {
@@ -272,16 +267,6 @@ class LinkConnection {
 /** A fresh frame mask (a client masks every frame, RFC 6455 §5.3). */
 function mask(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(4));
-}
-
-function join(parts: readonly Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** One open (or opening) link to one peer: calls matched to answers by id. */

@@ -85,7 +85,8 @@ export const MAILBOX_SCHEMA = `
   CREATE INDEX tombstones_by_ring_key ON tombstones (ring_key);
 `;
 
-type Row = {
+/** A row of the `mailbox` table. */
+export type MailboxRow = {
   recipient: string;
   message_id: string;
   ring_key: string;
@@ -94,8 +95,28 @@ type Row = {
   seq: number;
   envelope: string;
 };
+type Row = MailboxRow;
 
-function toEntry(r: Row): MailboxEntry {
+/** A row of the `tombstones` table. */
+export type TombstoneRow = {
+  recipient: string;
+  message_id: string;
+  ring_key: string;
+  deleted_at: number;
+};
+
+/** The tombstone a row of the `tombstones` table holds. */
+export function toTombstone(r: TombstoneRow): Tombstone {
+  return {
+    recipient: r.recipient,
+    messageId: r.message_id,
+    ringKey: r.ring_key,
+    deletedAt: r.deleted_at,
+  };
+}
+
+/** The entry a row of the `mailbox` table holds. */
+export function toEntry(r: MailboxRow): MailboxEntry {
   return {
     recipient: r.recipient,
     messageId: r.message_id,
@@ -375,17 +396,8 @@ export class MailboxStore {
     const get = this.#getTombstone;
     const out: Tombstone[] = [];
     for (const [recipient, id] of keys) {
-      const row = get.get(recipient, id) as
-        | { recipient: string; message_id: string; ring_key: string; deleted_at: number }
-        | undefined;
-      if (row) {
-        out.push({
-          recipient: row.recipient,
-          messageId: row.message_id,
-          ringKey: row.ring_key,
-          deletedAt: row.deleted_at,
-        });
-      }
+      const row = get.get(recipient, id) as TombstoneRow | undefined;
+      if (row) out.push(toTombstone(row));
     }
     return out;
   }

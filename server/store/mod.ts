@@ -26,6 +26,10 @@ export {
   type ItemKey,
   type KeyRange,
   type MailboxEntry,
+  type MailboxRow,
   MailboxStore,
+  toEntry,
   type Tombstone,
+  type TombstoneRow,
+  toTombstone,
 } from "./mailbox.ts";

@@ -10,7 +10,12 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { ClusterKey, Hmac, replicationCall } from "../../server/cluster/mod.ts";
-import type { MailboxEntry, Tombstone } from "../../server/store/mod.ts";
+import {
+  type MailboxRow,
+  toEntry,
+  type TombstoneRow,
+  toTombstone,
+} from "../../server/store/mod.ts";
 import { waitForCorrectRing } from "../support/ring.ts";
 import {
   type ServerProcess,
@@ -60,35 +65,10 @@ function heldBy(server: ServerProcess, recipient: string) {
 function rowsOf(server: ServerProcess, recipient: string) {
   const db = new DatabaseSync(`${server.dataDir}/node.sqlite`, { readOnly: true });
   try {
-    const entries = (db.prepare("SELECT * FROM mailbox WHERE recipient = ?").all(recipient) as {
-      recipient: string;
-      message_id: string;
-      ring_key: string;
-      sender: string;
-      sent_at: number;
-      seq: number;
-      envelope: string;
-    }[]).map((r): MailboxEntry => ({
-      recipient: r.recipient,
-      messageId: r.message_id,
-      ringKey: r.ring_key,
-      sender: r.sender,
-      sentAt: Number(r.sent_at),
-      seq: Number(r.seq),
-      envelope: r.envelope,
-    }));
+    const entries = (db.prepare("SELECT * FROM mailbox WHERE recipient = ?")
+      .all(recipient) as MailboxRow[]).map(toEntry);
     const tombstones = (db.prepare("SELECT * FROM tombstones WHERE recipient = ?")
-      .all(recipient) as {
-        recipient: string;
-        message_id: string;
-        ring_key: string;
-        deleted_at: number;
-      }[]).map((r): Tombstone => ({
-        recipient: r.recipient,
-        messageId: r.message_id,
-        ringKey: r.ring_key,
-        deletedAt: Number(r.deleted_at),
-      }));
+      .all(recipient) as TombstoneRow[]).map(toTombstone);
     return { entries, tombstones };
   } finally {
     db.close();
