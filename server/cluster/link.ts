@@ -25,7 +25,6 @@ import {
   encodeFrame,
   FrameDecoder,
   OP,
-  WsCloseError,
 } from "../../shared/ws_frames.ts";
 import { takeJoined } from "../../shared/bytes.ts";
 
@@ -219,8 +218,8 @@ class LinkConnection {
         this.lastHeard = performance.now();
         chunk = buffer.subarray(0, n);
       }
-    } catch (err) {
-      if (!(err instanceof WsCloseError) && !(err instanceof Error)) throw err;
+    } catch {
+      // A broken frame (WsCloseError) or a reset: the link is over, its calls fail.
     }
     this.#end();
   }
@@ -507,7 +506,11 @@ export function serveLink(socket: LinkServerSocket, options: ServeLinkOptions): 
     options.onInvalid?.(reason);
     socket.close(1008, reason);
   };
-  socket.onmessage = async ({ data }) => {
+  socket.onmessage = ({ data }) => {
+    // Nothing a peer sends may escape as an unhandled rejection (that would end the process).
+    answer(data).catch((err) => invalid(`unreadable request: ${String(err).slice(0, 100)}`));
+  };
+  const answer = async (data: string | Uint8Array) => {
     if (typeof data !== "string") return invalid("link frames are text");
     const cut = data.indexOf("\n");
     if (cut < 0) return invalid("a link frame is a header line and a body");
@@ -526,7 +529,10 @@ export function serveLink(socket: LinkServerSocket, options: ServeLinkOptions): 
     }
     const headers = new Headers({ "content-type": "application/json" });
     for (const [name, value] of Object.entries(given)) {
-      if (!HEADER_NAMES.includes(name) || typeof value !== "string" || value.length > 1024) {
+      if (
+        !HEADER_NAMES.includes(name) || typeof value !== "string" || value.length > 1024 ||
+        !/^[\x20-\x7e]*$/.test(value)
+      ) {
         return invalid(`bad header ${name.slice(0, 40)}`);
       }
       headers.set(name, value);

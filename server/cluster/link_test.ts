@@ -199,6 +199,9 @@ Deno.test("link: a frame that is not a well-formed request closes the link, and 
       `${JSON.stringify({ id: 1, path: "/admin", headers: {} })}\n{}`,
       `${JSON.stringify({ id: 1, path: PATH, headers: { cookie: "x" } })}\n{}`,
       `${JSON.stringify({ id: 1, path: PATH, headers: [] })}\n{}`,
+      // A value no HTTP header may hold (it would throw where the request is built).
+      `${JSON.stringify({ id: 1, path: PATH, headers: { "x-p2p-from": "a\nb" } })}\n{}`,
+      `${JSON.stringify({ id: 1, path: PATH, headers: { "x-p2p-nonce": "\u0000" } })}\n{}`,
     ];
     for (const frame of bad) {
       const ws = new WebSocket(p.url.replace("http:", "ws:").replace(PATH, LINK_PATH));

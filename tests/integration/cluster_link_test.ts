@@ -116,6 +116,13 @@ Deno.test("cluster links: a browser page cannot open one; a stranger's frames ar
       () => server!.logs().includes('"event":"cluster_link_invalid"'),
       10_000,
     );
+    // A header no HTTP request may carry (it would throw where the request is built): the link
+    // is closed, the server lives on.
+    const second = await RawWebSocket.connect(server!.url, "/cluster/link");
+    await second.sendText(
+      `${JSON.stringify({ id: 1, path: "/cluster/rpc", headers: { "x-p2p-from": "a\nb" } })}\n{}`,
+    );
+    assert.equal(((await second.next((e) => e.type === "close")) as { code?: number }).code, 1008);
     // The server goes on serving.
     assert.equal((await fetch(`${server!.url}/healthz`)).status, 200);
     assert.equal(await metric(server!.url, "p2pchat_mailbox_entries"), 0);
