@@ -381,7 +381,6 @@ export class LinkPool {
   #now: () => number;
   #links = new Map<string, Link>();
   #noLinkUntil = new Map<string, number>();
-  #calls = 0;
   #metrics: LinkPoolOptions["metrics"];
 
   /** Creates an empty pool. */
@@ -394,16 +393,6 @@ export class LinkPool {
   #byFetch(reason: string): undefined {
     this.#metrics?.inc("p2pchat_cluster_link_fallbacks_total", { reason });
     return undefined;
-  }
-
-  /** Calls sent over links so far. */
-  get calls(): number {
-    return this.#calls;
-  }
-
-  /** Links open now. */
-  get open(): number {
-    return [...this.#links.values()].filter((l) => l.isOpen).length;
   }
 
   /**
@@ -464,7 +453,6 @@ export class LinkPool {
       const value = headers[name];
       if (value !== undefined) sent[name] = value;
     }
-    this.#calls++;
     this.#metrics?.inc("p2pchat_cluster_link_calls_total");
     return await link.call(target.pathname, sent, body, timeoutMs);
   }

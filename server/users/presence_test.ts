@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeConnection, FakeRing, fakeServer, TEST_ACCOUNT } from "./testing.ts";
 import { ManualClock } from "../../shared/clock.ts";
-import type { ClusterRequest } from "../../shared/mod.ts";
+import type { ClusterRequest, ClusterResponse } from "../../shared/mod.ts";
 
 const SECRET = "a".repeat(43);
 
@@ -264,29 +264,37 @@ Deno.test("presence: a status notice a peer did not acknowledge is sent again, s
   await b.stop();
 });
 
+/**
+ * node-a's calls to node-b of requests whose type starts with `kind`: recorded in `toB` and
+ * answered by `answer`, the first only once `answerFirst()` is called (node-b is slow to answer
+ * it); any other call is answered ok at once.
+ */
+function slowFirstCallToB(kind: string, answer: (request: ClusterRequest) => ClusterResponse) {
+  const toB: ClusterRequest[] = [];
+  let release: (() => void) | undefined;
+  const call = (to: string, request: ClusterRequest): Promise<ClusterResponse> => {
+    if (to !== "http://node-b:8000" || !request.type.startsWith(kind)) {
+      return Promise.resolve({ v: 1, type: "ok" });
+    }
+    toB.push(request);
+    const res = answer(request);
+    if (toB.length > 1) return Promise.resolve(res);
+    return new Promise((resolve) => release = () => resolve(res));
+  };
+  return { call, toB, answerFirst: () => release!() };
+}
+
 Deno.test("presence: notices that come while a call to a server is under way go in one batch next", async () => {
   const clock = new ManualClock();
   const b = fakeServer({ self: "http://node-b:8000", clock, peers: ["http://node-a:8000"] });
-  const toB: ClusterRequest[] = [];
-  let answerFirst: (() => void) | undefined;
-  const a = fakeServer({
-    self: "http://node-a:8000",
-    clock,
-    peers: ["http://node-b:8000"],
-    call: (to, request) => {
-      if (to !== "http://node-b:8000" || !request.type.startsWith("presence")) {
-        return Promise.resolve({ v: 1, type: "ok" });
-      }
-      toB.push(request);
-      if (request.type === "presence") b.presence.receiveNotice(request);
-      if (request.type === "presence_batch") {
-        for (const n of request.notices) b.presence.receiveNotice(n);
-      }
-      // node-b is slow to answer the first call.
-      if (toB.length > 1) return Promise.resolve({ v: 1, type: "ok" });
-      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
-    },
+  const { call, toB, answerFirst } = slowFirstCallToB("presence", (request) => {
+    if (request.type === "presence") b.presence.receiveNotice(request);
+    if (request.type === "presence_batch") {
+      for (const n of request.notices) b.presence.receiveNotice(n);
+    }
+    return { v: 1, type: "ok" };
   });
+  const a = fakeServer({ self: "http://node-a:8000", clock, peers: ["http://node-b:8000"], call });
   a.start();
   b.start();
   const names = ["alice", "carol", "dave", "erin"];
@@ -299,7 +307,7 @@ Deno.test("presence: notices that come while a call to a server is under way go 
     await a.sessions.login(conn, name, SECRET);
   }
   assert.deepEqual(toB.map((r) => r.type), ["presence"], "one call at a time to node-b");
-  answerFirst!();
+  answerFirst();
   await clock.advance(10);
   assert.deepEqual(toB.map((r) => r.type), ["presence", "presence_batch"]);
   const batch = toB[1] as Extract<ClusterRequest, { type: "presence_batch" }>;
@@ -312,26 +320,13 @@ Deno.test("presence: notices that come while a call to a server is under way go 
 
 Deno.test("routing: frames for a server that come while a call to it is under way go in one batch, each with its own answer", async () => {
   const clock = new ManualClock();
-  const toB: ClusterRequest[] = [];
-  let answerFirst: (() => void) | undefined;
-  const a = fakeServer({
-    self: "http://node-a:8000",
-    clock,
-    peers: ["http://node-b:8000"],
-    call: (to, request) => {
-      if (to !== "http://node-b:8000" || !request.type.startsWith("deliver")) {
-        return Promise.resolve({ v: 1, type: "ok" });
-      }
-      toB.push(request);
-      if (request.type === "deliver_batch") {
-        // carol left node-b: her frame is not taken.
-        const delivered = request.items.map((item) => item.to !== "carol");
-        return Promise.resolve({ v: 1, type: "deliver_results", delivered });
-      }
-      // node-b is slow to answer the first call.
-      return new Promise((resolve) => answerFirst = () => resolve({ v: 1, type: "ok" }));
-    },
+  const { call, toB, answerFirst } = slowFirstCallToB("deliver", (request) => {
+    if (request.type !== "deliver_batch") return { v: 1, type: "ok" };
+    // carol left node-b: her frame is not taken.
+    const delivered = request.items.map((item) => item.to !== "carol");
+    return { v: 1, type: "deliver_results", delivered };
   });
+  const a = fakeServer({ self: "http://node-a:8000", clock, peers: ["http://node-b:8000"], call });
   for (const username of ["bob", "carol", "dave"]) {
     a.presence.receiveNotice({
       username,
@@ -342,10 +337,11 @@ Deno.test("routing: frames for a server that come while a call to it is under wa
   }
   const relay = (from: string) => ({ v: 1 as const, type: "relay" as const, from, payload: "hi" });
   const first = a.routing.deliver("bob", relay("alice"));
+  await clock.advance(10); // the first call is under way
   const rest = ["bob", "carol", "dave"].map((to) => a.routing.deliver(to, relay("erin")));
   await clock.advance(10);
   assert.deepEqual(toB.map((r) => r.type), ["deliver"], "one call at a time to node-b");
-  answerFirst!();
+  answerFirst();
   assert.equal(await first, true);
   assert.deepEqual(await Promise.all(rest), [true, false, true]);
   assert.deepEqual(toB.map((r) => r.type), ["deliver", "deliver_batch"]);
