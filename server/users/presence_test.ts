@@ -350,14 +350,19 @@ Deno.test("routing: frames for a server that come while a call to it is under wa
   await a.stop();
 });
 
-Deno.test("presence: a peer thought dead for a moment is back with its users at once", async () => {
-  const { clock, b, bob } = await bobOnNodeBWatchingCarol();
-  b.presence.receiveNotice({
+/** `server` hears that carol is online at node-c. */
+function carolOnlineAtNodeC(server: ReturnType<typeof fakeServer>, clock: ManualClock) {
+  server.presence.receiveNotice({
     username: "carol",
     home: "http://node-c:8000",
     online: true,
     updatedAt: clock.now(),
   });
+}
+
+Deno.test("presence: a peer thought dead for a moment is back with its users at once", async () => {
+  const { clock, b, bob } = await bobOnNodeBWatchingCarol();
+  carolOnlineAtNodeC(b, clock);
   b.membership.setAlive("http://node-c:8000", false);
   assert.equal(b.presence.homeOf("carol"), undefined, "not routable while node-c is dead");
   await clock.advance(3000);
@@ -377,12 +382,7 @@ Deno.test("presence: a peer dead for longer than a record lives comes back with 
     presence: { directoryRefreshMs: 600_000 },
   });
   b.start();
-  b.presence.receiveNotice({
-    username: "carol",
-    home: "http://node-c:8000",
-    online: true,
-    updatedAt: clock.now(),
-  });
+  carolOnlineAtNodeC(b, clock);
   b.membership.setAlive("http://node-c:8000", false);
   await clock.advance(20_000);
   b.membership.setAlive("http://node-c:8000", true);
