@@ -16,7 +16,6 @@ export {
   type ReplicationResponse,
 } from "./messages.ts";
 export type { RingAccess, RingMember } from "./ring_access.ts";
-export { Batcher, type Settled } from "./batcher.ts";
 export {
   type AccountReplacedListener,
   DEFAULT_SENDER_BYTES,

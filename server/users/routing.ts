@@ -14,7 +14,6 @@ import {
   MAX_DELIVER_BATCH,
   type ServerFrame,
 } from "../../shared/mod.ts";
-import { Batcher, type Settled } from "../replication/mod.ts";
 import type { Log } from "../telemetry/mod.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { ClusterCall, MembershipView } from "./ports.ts";
@@ -29,17 +28,18 @@ export interface RoutingDeps {
   log: Log;
 }
 
-/** A frame waiting for a call to its user's home server, and what to log if that call fails. */
-interface Pending {
+/** A frame waiting for a call to its user's home server, and who waits for the answer. */
+interface Waiting {
   item: Delivery;
   failureEvent: string;
+  done: (delivered: boolean) => void;
 }
 
 /** Delivers frames to users across the cluster. */
 export class Routing {
   #deps: RoutingDeps;
-  /** Per server: the frames for it, one call at a time (see {@link Batcher}). */
-  #outboxes = new Map<string, Batcher<Pending, boolean>>();
+  /** Per server: the frames waiting while a call to it is under way. */
+  #outboxes = new Map<string, { waiting: Waiting[]; busy: boolean }>();
 
   /** Creates the service. */
   constructor(deps: RoutingDeps) {
@@ -77,45 +77,49 @@ export class Routing {
     frame: ServerFrame,
     failureEvent = "deliver_failed",
   ): Promise<boolean> {
-    let outbox = this.#outboxes.get(home);
-    if (!outbox) {
-      outbox = new Batcher((batch) => this.#send(home, batch), { maxWeight: MAX_DELIVER_BATCH });
-      this.#outboxes.set(home, outbox);
-    }
-    const delivered = outbox.submit({ item: { to, frame }, failureEvent });
-    // Forget a server's outbox once idle, so departed servers leave nothing behind.
-    const forget = () => {
-      if (outbox.idle && this.#outboxes.get(home) === outbox) this.#outboxes.delete(home);
-    };
-    delivered.then(forget, forget);
+    let box = this.#outboxes.get(home);
+    if (!box) this.#outboxes.set(home, box = { waiting: [], busy: false });
+    const delivered = new Promise<boolean>((done) =>
+      box.waiting.push({ item: { to, frame }, failureEvent, done })
+    );
+    this.#flush(home, box);
     return delivered;
   }
 
-  /** One call to `home` with the frames of `batch`; whether each was taken. Never throws. */
-  async #send(home: string, batch: readonly Pending[]): Promise<Settled<boolean>[]> {
+  /** Sends what waits for `home` (at most {@link MAX_DELIVER_BATCH}) unless a call is under way. */
+  #flush(home: string, box: { waiting: Waiting[]; busy: boolean }): void {
+    if (box.busy) return;
+    if (box.waiting.length === 0) {
+      if (this.#outboxes.get(home) === box) this.#outboxes.delete(home);
+      return;
+    }
+    const batch = box.waiting.splice(0, MAX_DELIVER_BATCH);
     const request: ClusterRequest = batch.length === 1
       ? { v: 1, type: "deliver", ...batch[0]!.item }
       : { v: 1, type: "deliver_batch", items: batch.map((w) => w.item) };
-    const answers = (delivered: (i: number) => boolean) =>
-      batch.map((_, i): Settled<boolean> => ({ ok: true, value: delivered(i) }));
-    try {
-      const res = await this.#deps.call(home, request);
-      // "peer_offline" is the normal answer of a server without such a connection.
-      if (res.type === "deliver_results" && res.delivered.length === batch.length) {
-        return answers((i) => res.delivered[i]!);
-      }
-      return answers(() => batch.length === 1 && res.type === "ok");
-    } catch (err) {
-      // One line per failed call (with the first frame's user), not per frame.
-      const { item, failureEvent } = batch[0]!;
-      this.#deps.log(failureEvent, {
-        to: item.to,
-        home,
-        type: item.frame.type,
-        frames: batch.length,
-        error: String(err),
-      });
-      return answers(() => false);
-    }
+    box.busy = true;
+    this.#deps.call(home, request).then(
+      (res) => {
+        // "peer_offline" is the normal answer of a server without such a connection.
+        if (res.type === "deliver_results" && res.delivered.length === batch.length) {
+          batch.forEach((w, i) => w.done(res.delivered[i]!));
+        } else batch.forEach((w) => w.done(batch.length === 1 && res.type === "ok"));
+      },
+      (err) => {
+        // One line per failed call (with the first frame's user), not per frame.
+        const { item, failureEvent } = batch[0]!;
+        this.#deps.log(failureEvent, {
+          to: item.to,
+          home,
+          type: item.frame.type,
+          frames: batch.length,
+          error: String(err),
+        });
+        for (const w of batch) w.done(false);
+      },
+    ).finally(() => {
+      box.busy = false;
+      this.#flush(home, box);
+    });
   }
 }
