@@ -38,7 +38,11 @@ interface Waiting {
 /** Delivers frames to users across the cluster. */
 export class Routing {
   #deps: RoutingDeps;
-  /** Per server: the frames waiting while a call to it is under way. */
+  /**
+   * Per server: the frames waiting while a call to it is under way. (Not replication's Batcher,
+   * which starts a flush a microtask later: tried, bench:scale's relay p50/p99 rose from 6.6/125
+   * to 9/165 ms.)
+   */
   #outboxes = new Map<string, { waiting: Waiting[]; busy: boolean }>();
 
   /** Creates the service. */
