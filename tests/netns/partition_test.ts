@@ -64,9 +64,18 @@ Deno.test({
       await t.step("an isolated server never acknowledges below W copies", async () => {
         // A server that holds no copy of some account (3 copies of 10 accounts on 5 servers: one
         // always lacks some), so it can be asked to register that existing name again.
-        const lone = [...five].reverse().find((n) =>
-          USERS.some((u) => !accountsHeldBy([n.server!]).has(u))
-        )!;
+        // Every account on its K + 1 servers first (the last copy may still be on its way), then
+        // a server that lacks some account but holds two (where a node sits on the ring decides).
+        const t0 = Date.now();
+        await waitFor("every account on 3 servers", () => {
+          const copies = accountCopies(servers());
+          return USERS.every((u) => (copies.get(u) ?? 0) >= 3);
+        }, 30_000);
+        console.log(`  every account on 3 servers after ${Date.now() - t0} ms`);
+        const lone = [...five].reverse().find((n) => {
+          const held = accountsHeldBy([n.server!]);
+          return USERS.some((u) => !held.has(u)) && held.size >= 2;
+        })!;
         const notHeld = USERS.find((u) => !accountsHeldBy([lone.server!]).has(u))!;
         const rest = five.filter((n) => n !== lone);
         await lan.cutLink(lone);
